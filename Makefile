@@ -1,0 +1,46 @@
+# The two commands a user needs: `make fabric` (launch the default fabric) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+TOPO   ?= fattree:2,2,2,2
+BACKEND ?= fast
+PYTEST_ARGS ?=
+STAMP  := $(VENV)/.installed
+
+.PHONY: install debs test test-fast test-std bench fabric clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py ipoib/_fastpath.pyx
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[dev]'
+	$(PY) -c "import ipoib._fastpath"  # the extension must have been built
+	touch $@
+
+# Debian packages the tests use (tshark; later opensm, ibsim-utils, infiniband-diags).
+debs:
+	bash scripts/install-debs.sh
+
+test: install debs
+	$(MAKE) --no-print-directory test-fast
+	$(MAKE) --no-print-directory test-std
+
+test-fast:
+	@echo "=== test suite, default backend (fast) ==="
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-std:
+	@echo "=== test suite, IPOIB_BACKEND=std ==="
+	IPOIB_BACKEND=std $(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: install debs
+	$(PY) -m pytest bench -q --benchmark-columns=min,median,mean,ops --benchmark-sort=name -p no:randomly
+
+fabric: install debs
+	$(VENV)/bin/ibfab fabric-demo $(TOPO) --backend $(BACKEND)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .benchmarks ipoib/_fastpath.c ipoib/*.so runs
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,256 @@
+"""Declarative field tables for InfiniBand headers and MAD attributes.
+
+Every header is a subclass of :class:`Struct` with a ``FIELDS`` table; the size, the pack and the
+parse code are derived from that table. Bit order is the IBA's: big-endian, the first field in the
+table occupies the most significant bits of the first byte.
+
+Packing composes one Python int from all fields and emits it with ``int.to_bytes``; this keeps
+arbitrary bit widths (5-bit LMC, 20-bit FlowLabel, 11-bit PktLen) exact and simple. The data path
+of the accelerated provider does not use this module; it parses headers in Cython.
+"""
+
+from __future__ import annotations
+
+from .errors import ParseError, WireError
+
+__all__ = ["Field", "U", "R", "B", "T", "A", "S", "Struct"]
+
+
+class Field:
+    """One entry of a field table.
+
+    kind: 'uint' (unsigned integer), 'rsvd' (reserved: zero on pack, ignored on parse),
+    'bytes' (fixed-size octet string), 'text' (NUL-padded UTF-8 string), 'array' (``count`` uints of
+    ``bits`` each, as a tuple), 'struct' (a nested Struct, byte aligned).
+    """
+
+    __slots__ = ("name", "bits", "kind", "count", "default", "sub")
+
+    def __init__(self, name, bits, kind="uint", count=1, default=None, sub=None):
+        self.name = name
+        self.bits = bits  # bits of one element
+        self.kind = kind
+        self.count = count
+        self.sub = sub
+        if default is None:
+            default = {
+                "uint": 0,
+                "rsvd": 0,
+                "bytes": bytes(bits // 8),
+                "text": "",
+                "array": (0,) * count,
+                "struct": None,
+            }[kind]
+        self.default = default
+
+    @property
+    def width(self) -> int:
+        return self.bits * self.count
+
+    def __repr__(self):
+        return f"Field({self.name!r}, {self.bits}, {self.kind!r})"
+
+
+def U(name: str, bits: int, default: int = 0) -> Field:
+    """Unsigned integer field of ``bits`` bits."""
+    return Field(name, bits, "uint", default=default)
+
+
+_rsvd_counter = [0]
+
+
+def R(bits: int) -> Field:
+    """Reserved bits: transmitted as zero, ignored on receive (IBA C4-... 'reserved' rule)."""
+    _rsvd_counter[0] += 1
+    return Field(f"_rsvd{_rsvd_counter[0]}", bits, "rsvd")
+
+
+def B(name: str, nbytes: int) -> Field:
+    """Fixed-size octet string (GIDs, raw MAD data areas, DR paths)."""
+    return Field(name, nbytes * 8, "bytes")
+
+
+def T(name: str, nbytes: int) -> Field:
+    """NUL-padded UTF-8 text of at most ``nbytes`` octets (NodeDescription)."""
+    return Field(name, nbytes * 8, "text")
+
+
+def A(name: str, bits: int, count: int) -> Field:
+    """Array of ``count`` unsigned integers of ``bits`` bits each (LFT ports, P_Keys, GUIDs)."""
+    return Field(name, bits, "array", count=count)
+
+
+def S(name: str, struct_cls: type) -> Field:
+    """A nested Struct (NodeInfo inside NodeRecord, PortInfo inside PortInfoRecord)."""
+    return Field(name, struct_cls.SIZE * 8, "struct", sub=struct_cls)
+
+
+class Struct:
+    """Base of every header and attribute. Subclasses set ``FIELDS``."""
+
+    FIELDS: tuple = ()
+    SIZE: int = 0
+    _names: tuple = ()
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        total = sum(f.width for f in cls.FIELDS)
+        if total % 8:
+            raise TypeError(f"{cls.__name__}: field table is {total} bits, not a whole number of octets")
+        names = [f.name for f in cls.FIELDS if f.kind != "rsvd"]
+        if len(set(names)) != len(names):
+            raise TypeError(f"{cls.__name__}: duplicate field names")
+        cls.SIZE = total // 8
+        cls._names = tuple(names)
+        # (field, shift) with the shift of the field's least significant bit in the whole int
+        layout = []
+        pos = total
+        for f in cls.FIELDS:
+            pos -= f.width
+            layout.append((f, pos))
+        cls._layout = tuple(layout)
+
+    def __init__(self, **values):
+        for f in self.FIELDS:
+            if f.kind == "rsvd":
+                continue
+            if f.kind == "struct":
+                v = values.pop(f.name, None)
+                object.__setattr__(self, f.name, v if v is not None else f.sub())
+            else:
+                object.__setattr__(self, f.name, values.pop(f.name, f.default))
+        if values:
+            raise TypeError(f"{type(self).__name__}: unknown field(s) {sorted(values)}")
+
+    # -- packing -------------------------------------------------------------------------------
+
+    def to_int(self) -> int:
+        acc = 0
+        for f, shift in self._layout:
+            if f.kind == "rsvd":
+                continue
+            v = getattr(self, f.name)
+            acc |= _encode(self, f, v) << shift
+        return acc
+
+    def pack(self) -> bytes:
+        return self.to_int().to_bytes(self.SIZE, "big")
+
+    def __bytes__(self) -> bytes:
+        return self.pack()
+
+    @classmethod
+    def unpack(cls, data, offset: int = 0):
+        """Parse ``SIZE`` octets at ``offset``; extra octets after them are left alone."""
+        end = offset + cls.SIZE
+        if offset < 0 or len(data) < end:
+            raise ParseError(f"{cls.__name__}: need {cls.SIZE} octets at offset {offset}, have {max(0, len(data) - offset)}", kind="truncated")
+        return cls.from_int(int.from_bytes(bytes(data[offset:end]), "big"))
+
+    @classmethod
+    def from_int(cls, acc: int):
+        obj = cls.__new__(cls)
+        for f, shift in cls._layout:
+            if f.kind == "rsvd":
+                continue
+            raw = (acc >> shift) & ((1 << f.width) - 1)
+            object.__setattr__(obj, f.name, _decode(f, raw))
+        return obj
+
+    # -- conveniences --------------------------------------------------------------------------
+
+    def replace(self, **values):
+        d = self.as_dict(nested=False)
+        d.update(values)
+        return type(self)(**d)
+
+    def as_dict(self, nested: bool = True) -> dict:
+        out = {}
+        for n in self._names:
+            v = getattr(self, n)
+            if nested and isinstance(v, Struct):
+                v = v.as_dict()
+            out[n] = v
+        return out
+
+    def __eq__(self, other):
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self._names)
+
+    def __hash__(self):
+        return hash((type(self), tuple(_hashable(getattr(self, n)) for n in self._names)))
+
+    def __repr__(self):
+        parts = []
+        for f in self.FIELDS:
+            if f.kind == "rsvd":
+                continue
+            v = getattr(self, f.name)
+            if f.kind == "uint" and f.bits > 8:
+                parts.append(f"{f.name}=0x{v:x}")
+            elif f.kind == "bytes" and len(v) > 16:
+                parts.append(f"{f.name}=<{len(v)} octets>")
+            else:
+                parts.append(f"{f.name}={v!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+
+def _hashable(v):
+    return v if not isinstance(v, list) else tuple(v)
+
+
+def _encode(obj, f: Field, v) -> int:
+    cls = type(obj).__name__
+    if f.kind == "uint":
+        if isinstance(v, bool):
+            v = int(v)
+        if not isinstance(v, int):
+            raise WireError(f"{cls}.{f.name}: expected an int, got {type(v).__name__}")
+        if v < 0 or v >> f.bits:
+            raise WireError(f"{cls}.{f.name}: {v} does not fit in {f.bits} bits")
+        return int(v)
+    if f.kind == "bytes":
+        if not isinstance(v, (bytes, bytearray, memoryview)):
+            raise WireError(f"{cls}.{f.name}: expected bytes, got {type(v).__name__}")
+        n = f.bits // 8
+        if len(v) != n:
+            raise WireError(f"{cls}.{f.name}: expected {n} octets, got {len(v)}")
+        return int.from_bytes(v, "big")
+    if f.kind == "text":
+        if not isinstance(v, str):
+            raise WireError(f"{cls}.{f.name}: expected str, got {type(v).__name__}")
+        raw = v.encode("utf-8")
+        n = f.bits // 8
+        if len(raw) > n:
+            raise WireError(f"{cls}.{f.name}: {len(raw)} octets do not fit in {n}")
+        return int.from_bytes(raw.ljust(n, b"\0"), "big")
+    if f.kind == "array":
+        if len(v) != f.count:
+            raise WireError(f"{cls}.{f.name}: expected {f.count} entries, got {len(v)}")
+        acc = 0
+        for i, e in enumerate(v):
+            if not isinstance(e, int) or e < 0 or e >> f.bits:
+                raise WireError(f"{cls}.{f.name}[{i}]: {e!r} does not fit in {f.bits} bits")
+            acc = (acc << f.bits) | e
+        return acc
+    if f.kind == "struct":
+        if not isinstance(v, f.sub):
+            raise WireError(f"{cls}.{f.name}: expected {f.sub.__name__}, got {type(v).__name__}")
+        return v.to_int()
+    raise AssertionError(f.kind)
+
+
+def _decode(f: Field, raw: int):
+    if f.kind == "uint":
+        return raw
+    if f.kind == "bytes":
+        return raw.to_bytes(f.bits // 8, "big")
+    if f.kind == "text":
+        return raw.to_bytes(f.bits // 8, "big").split(b"\0", 1)[0].decode("utf-8", "replace")
+    if f.kind == "array":
+        mask = (1 << f.bits) - 1
+        return tuple((raw >> (f.bits * (f.count - 1 - i))) & mask for i in range(f.count))
+    if f.kind == "struct":
+        return f.sub.from_int(raw)
+    raise AssertionError(f.kind)

@@ -1,0 +1,24 @@
+"""Builds the Cython fast path. A compile error fails the build: there is no silent fallback here
+(the run-time fallback to the std backend is only for an extension that is absent, e.g. a source
+checkout used without `make install`)."""
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+extensions = [
+    Extension(
+        "ipoib._fastpath",
+        ["ipoib/_fastpath.pyx"],
+        include_dirs=[numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=["-O3"],
+    )
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        language_level=3,
+        compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
+    )
+)
