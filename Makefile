@@ -38,8 +38,10 @@ test-std:
 bench: install debs
 	$(PY) -m pytest bench -q --benchmark-columns=min,median,mean,ops --benchmark-sort=name -p no:randomly
 
-fabric: install debs
-	$(VENV)/bin/ibfab fabric-demo $(TOPO) --backend $(BACKEND)
+fabric: install
+	@echo "make fabric: the fabric launcher arrives with the devices/links and subnet manager issues;"
+	@echo "for now try: .venv/bin/ibfab capture --demo demo.erf && tshark -r demo.erf"
+	@exit 2
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .benchmarks ipoib/_fastpath.c ipoib/*.so runs

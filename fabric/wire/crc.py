@@ -59,6 +59,7 @@ def icrc_masked(packet_without_crcs) -> bytes:
     m[0] |= 0xF0  # LRH.VL
     bth = 8
     if (m[1] & 0x03) == LNH_IBA_GLOBAL:
+        m[0:8] = b"\xff" * 8  # the LRH is rebuilt by every router
         # GRH octets 0..3: IPVer(4) TClass(8) FlowLabel(20) -> everything but IPVer
         m[8] |= 0x0F
         m[9] = m[10] = m[11] = 0xFF

@@ -17,7 +17,7 @@ class PortCounters(Struct):
         U("port_xmit_constraint_errors", 8), U("port_rcv_constraint_errors", 8),
         U("counter_select2", 8), U("local_link_integrity_errors", 4),
         U("excessive_buffer_overrun_errors", 4),
-        R(16), U("vl15_dropped", 16),
+        U("qp1_dropped", 16), U("vl15_dropped", 16),
         U("port_xmit_data", 32), U("port_rcv_data", 32), U("port_xmit_pkts", 32), U("port_rcv_pkts", 32),
         U("port_xmit_wait", 32),
     )

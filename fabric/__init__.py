@@ -1,0 +1,1 @@
+"""The emulated InfiniBand fabric: wire formats, devices, links, subnet manager, launcher."""
