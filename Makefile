@@ -12,11 +12,11 @@ STAMP  := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py ipoib/_fastpath.pyx
+$(STAMP): pyproject.toml setup.py ipoib/_fastpath.pyx fabric/_wirefast.pyx
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -e '.[dev]'
-	$(PY) -c "import ipoib._fastpath"  # the extension must have been built
+	$(PY) -c "import ipoib._fastpath, fabric._wirefast"  # the extensions must have been built
 	touch $@
 
 # Debian packages the tests use (tshark; later opensm, ibsim-utils, infiniband-diags).
@@ -44,5 +44,5 @@ fabric: install
 	@exit 2
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .benchmarks ipoib/_fastpath.c ipoib/*.so runs
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .benchmarks ipoib/_fastpath.c fabric/_wirefast.c ipoib/*.so fabric/*.so runs
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

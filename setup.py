@@ -12,7 +12,8 @@ extensions = [
         include_dirs=[numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O3"],
-    )
+    ),
+    Extension("fabric._wirefast", ["fabric/_wirefast.pyx"], extra_compile_args=["-O3"]),
 ]
 
 setup(

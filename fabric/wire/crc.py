@@ -41,12 +41,24 @@ VCRC_POLY = 0x100B
 _VCRC_TABLE = _make_table16(VCRC_POLY)
 
 
-def vcrc16(data) -> int:
+def vcrc16_py(data) -> int:
     crc = 0xFFFF
     t = _VCRC_TABLE
     for b in bytes(data):
         crc = (crc >> 8) ^ t[(crc ^ b) & 0xFF]
     return crc ^ 0xFFFF
+
+
+try:  # the compiled table loop is ~100x faster; results are identical (tests compare both)
+    from fabric._wirefast import vcrc16 as _vcrc16_c
+except ImportError:  # pragma: no cover - source tree without the build
+    _vcrc16_c = None
+
+
+def vcrc16(data) -> int:
+    if _vcrc16_c is not None:
+        return _vcrc16_c(bytes(data) if not isinstance(data, bytes) else data)
+    return vcrc16_py(data)
 
 
 def vcrc_bytes(data) -> bytes:

@@ -118,7 +118,10 @@ class Struct:
                 v = values.pop(f.name, None)
                 object.__setattr__(self, f.name, v if v is not None else f.sub())
             else:
-                object.__setattr__(self, f.name, values.pop(f.name, f.default))
+                v = values.pop(f.name, f.default)
+                if f.kind == "array" and isinstance(v, list):
+                    v = tuple(v)  # unpack yields tuples; keep equality with round trips
+                object.__setattr__(self, f.name, v)
         if values:
             raise TypeError(f"{type(self).__name__}: unknown field(s) {sorted(values)}")
 
@@ -220,12 +223,17 @@ def _encode(obj, f: Field, v) -> int:
     if f.kind == "text":
         if not isinstance(v, str):
             raise WireError(f"{cls}.{f.name}: expected str, got {type(v).__name__}")
-        raw = v.encode("utf-8")
+        try:
+            raw = v.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise WireError(f"{cls}.{f.name}: text is not encodable as UTF-8 ({exc.reason})") from None
         n = f.bits // 8
         if len(raw) > n:
             raise WireError(f"{cls}.{f.name}: {len(raw)} octets do not fit in {n}")
         return int.from_bytes(raw.ljust(n, b"\0"), "big")
     if f.kind == "array":
+        if not isinstance(v, (tuple, list)):
+            raise WireError(f"{cls}.{f.name}: expected a sequence of {f.count} ints, got {type(v).__name__}")
         if len(v) != f.count:
             raise WireError(f"{cls}.{f.name}: expected {f.count} entries, got {len(v)}")
         acc = 0

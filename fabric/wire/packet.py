@@ -90,6 +90,8 @@ def split_ud_packet(data, *, verify_crc: bool = True) -> UDPacket:
     if lrh.pktlen * 4 + VCRC_LEN != n:
         raise ParseError(f"LRH.PktLen says {lrh.pktlen * 4 + VCRC_LEN} octets with VCRC, packet has {n}",
                          kind="pktlen")
+    if lrh.lnh == LNH_IBA_GLOBAL and n < 8 + 40 + 12 + 8 + 6:
+        raise ParseError("packet too short for GRH+BTH+DETH", kind="truncated")
     if verify_crc:
         if not check_vcrc(data):
             raise ParseError("VCRC mismatch", kind="vcrc")
@@ -98,8 +100,6 @@ def split_ud_packet(data, *, verify_crc: bool = True) -> UDPacket:
     off = 8
     grh = None
     if lrh.lnh == LNH_IBA_GLOBAL:
-        if n < 8 + 40 + 12 + 8 + 6:
-            raise ParseError("packet too short for GRH+BTH+DETH", kind="truncated")
         grh = GRH.unpack(data, off)
         if grh.ipver != IPV6_VERSION or grh.nxthdr != GRH_NXTHDR_IBA:
             raise ParseError(f"GRH IPVer {grh.ipver} / NxtHdr 0x{grh.nxthdr:x} is not IBA", kind="grh")

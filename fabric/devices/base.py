@@ -1,0 +1,384 @@
+"""What every emulated device has: ports, an SMA, a PMA, drop accounting and events.
+
+Devices are sans-IO. ``receive(in_port, octets, now)`` and the other entry points return a list of
+``(out_port, octets)`` to put on the wire; the device host owns the sockets. Local deliveries (an
+HCA's QPs) and events (port state, ClientReregister, ...) are recorded on the device for the host.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from .. import wire as w
+from ..wire import smp_attrs as sa
+from . import smi
+from .port import Port
+
+Tx = tuple  # (out_port, packet octets)
+
+PMA_CAP_ALL_PORT_SELECT = 1 << 8
+PMA_CAP_EXT_WIDTH = 1 << 9
+TRAP_RESEND_S = 1.0
+TRAP_MAX_SENDS = 4
+VENDOR_ID = 0x0002C9  # the OUI our emulated devices report
+
+
+class SmpError(Exception):
+    """An SMP/GMP the agent answers with a MAD status instead of data."""
+
+    def __init__(self, status: int, why: str):
+        super().__init__(why)
+        self.status = status
+
+
+class Device:
+    kind = "device"
+    node_type = 0
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.name = spec.name
+        self.node_guid = spec.node_guid
+        self.sys_guid = spec.sys_guid or spec.node_guid
+        self.description = spec.description or spec.name
+        self.num_ports = spec.num_ports
+        self.vendor_id = spec.vendor_id or VENDOR_ID
+        self.device_id = spec.device_id
+        self.ports: dict[int, Port] = {}
+        self.drops: Counter = Counter()  # reason -> count; finer than the PMA counters
+        self.events: list = []  # (kind, port, detail) for the host / ULP
+        self._traps: list = []  # [next_time, sends_left, packet, out_port, tid]
+        self._tid = (self.node_guid & 0xFFFF) << 32
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def next_tid(self) -> int:
+        self._tid = (self._tid + 1) & 0xFFFFFFFFFFFFFFFF
+        return self._tid
+
+    def drop(self, reason: str, port: Port | None = None, counter: str | None = None) -> list:
+        self.drops[reason] += 1
+        if port is not None and counter is not None:
+            port.counters.inc(counter)
+        return []
+
+    def mgmt_port(self, in_port: int) -> Port:
+        """The port whose LID, M_Key and SM LID govern management for SMPs arriving on in_port."""
+        raise NotImplementedError
+
+    def port_guid_for(self, in_port: int) -> int:
+        raise NotImplementedError
+
+    # -- entry points for the host -------------------------------------------------------------
+
+    def receive(self, in_port: int, data: bytes, now: float) -> list:
+        raise NotImplementedError
+
+    def set_link(self, port_num: int, up: bool, now: float) -> list:
+        """Physical link state from training or a pulled cable."""
+        p = self.ports[port_num]
+        old = p.state
+        if p.set_link(up):
+            self.events.append(("port_state", port_num, (old, p.state)))
+            return self.on_link_change(p, now)
+        return []
+
+    def on_link_change(self, port: Port, now: float) -> list:
+        return []
+
+    def tick(self, now: float) -> list:
+        """Timers: resend unrepressed traps."""
+        out = []
+        keep = []
+        for t in self._traps:
+            if t[0] <= now:
+                out.extend(self.route_out(t[2], t[3]))
+                t[1] -= 1
+                t[0] = now + TRAP_RESEND_S
+            if t[1] > 0:
+                keep.append(t)
+        self._traps = keep
+        return out
+
+    def next_deadline(self) -> float | None:
+        return min((t[0] for t in self._traps), default=None)
+
+    def route_out(self, packet: bytes, port_hint: int) -> list:
+        return [(port_hint, packet)]
+
+    # -- MAD transport -------------------------------------------------------------------------
+
+    def build_reply(self, req: w.UDPacket, mad_bytes: bytes, from_port: Port, *, vl: int) -> bytes:
+        """A response to ``req`` sent back to its source with the request's P_Key."""
+        src_lid = req.lrh.dlid if req.lrh.dlid != w.LID_PERMISSIVE else from_port.lid
+        grh = None
+        if req.grh is not None:
+            grh = w.GRH(sgid=req.grh.dgid, dgid=req.grh.sgid, hoplmt=req.grh.hoplmt)
+        return w.build_ud_packet(slid=src_lid, dlid=req.lrh.slid, dest_qp=req.deth.src_qp,
+                                 src_qp=req.bth.dest_qp, qkey=req.deth.qkey if req.bth.dest_qp else 0,
+                                 pkey=req.bth.pkey, sl=req.lrh.sl, vl=vl, payload=mad_bytes, grh=grh)
+
+    def handle_qp0(self, pkt: w.UDPacket, in_port: int, now: float) -> list:
+        """An SMP reached this node's QP0 (LID-routed to us, or DR at the end of its path)."""
+        try:
+            mad = w.parse_mad(pkt.payload)
+        except w.ParseError as exc:
+            return self.drop(f"smp_{exc.kind}")
+        if mad.mgmt_class == w.CLASS_SUBN_DIRECTED:
+            dec = smi.dr_receive(mad, in_port, is_switch=self.kind == "switch", num_ports=self.num_ports)
+            if dec.action == smi.DROP:
+                return self.drop("dr_path")
+            if dec.action == smi.FORWARD:
+                return self.forward_dr(pkt, dec.smp, dec.port)
+            mad = dec.smp
+        elif mad.mgmt_class != w.CLASS_SUBN_LID:
+            return self.drop("qp0_not_smp")
+        if mad.method & w.RESPONSE_BIT or mad.method in (w.TRAP, w.TRAP_REPRESS):
+            return self.smp_to_local_sm(pkt, mad, in_port, now)
+        resp = self.sma(mad, in_port, now)
+        if resp is None:
+            return []
+        return self.send_smp_response(pkt, resp, in_port)
+
+    def forward_dr(self, pkt: w.UDPacket, smp: w.SMPDirected, out_port: int) -> list:
+        raw = w.build_ud_packet(slid=pkt.lrh.slid, dlid=pkt.lrh.dlid, dest_qp=0, src_qp=0, qkey=pkt.deth.qkey,
+                                pkey=pkt.bth.pkey, vl=w.VL15, sl=pkt.lrh.sl, payload=smp.pack())
+        return self.transmit_mgmt(out_port, raw)
+
+    def send_smp_response(self, req: w.UDPacket, resp, in_port: int) -> list:
+        port = self.mgmt_port(in_port)
+        if isinstance(resp, w.SMPDirected):
+            dec = smi.dr_originate(resp)
+            if dec.action == smi.DROP:
+                return self.drop("dr_response_path")
+            if dec.action == smi.LOCAL:
+                return self.smp_to_local_sm(req, dec.smp, in_port, 0.0)
+            raw = w.build_ud_packet(slid=w.LID_PERMISSIVE if resp.dr_slid == w.LID_PERMISSIVE else port.lid,
+                                    dlid=req.lrh.slid, dest_qp=0, src_qp=0, qkey=0, pkey=req.bth.pkey,
+                                    vl=w.VL15, payload=dec.smp.pack())
+            return self.transmit_mgmt(dec.port, raw)
+        raw = self.build_reply(req, resp.pack(), port, vl=w.VL15)
+        return self.route_out(raw, in_port)
+
+    def transmit_mgmt(self, out_port: int, raw: bytes) -> list:
+        return [(out_port, raw)]
+
+    def smp_to_local_sm(self, pkt, mad, in_port: int, now: float) -> list:
+        return self.drop("smp_response_no_sm")
+
+    # -- SMA -----------------------------------------------------------------------------------
+
+    def sma(self, smp, in_port: int, now: float):
+        """Answer a Get/Set SMP; None drops it silently (M_Key violation, unsupported method)."""
+        port = self.mgmt_port(in_port)
+        if not self._m_key_ok(smp, port):
+            return None
+        if smp.method not in (w.GET, w.SET):
+            return self._smp_reply(smp, w.STATUS_METHOD_UNSUPPORTED, smp.data)
+        try:
+            attr = self.sma_attr(smp, in_port, now)
+            data = w.put_attr(attr, 64)
+            status = 0
+        except SmpError as exc:
+            data, status = smp.data, exc.status
+        resp = self._smp_reply(smp, status, data)
+        if port.m_key_protect == 1 and smp.m_key != port.m_key and smp.attr_id == w.ATTR_PORT_INFO \
+                and status == 0:
+            pi = w.PortInfo.unpack(resp.data).replace(m_key=0)  # protect bits 1: hide the key
+            resp = resp.replace(data=w.put_attr(pi, 64))
+        return resp
+
+    def _smp_reply(self, smp, status: int, data: bytes):
+        fields = dict(method=w.GET_RESP, status=status, data=data)
+        if isinstance(smp, w.SMPDirected):
+            fields["d"] = 1
+        return smp.replace(**fields)
+
+    def _m_key_ok(self, smp, port: Port) -> bool:
+        """IBA 14.2.4: with a non-zero M_Key and protection bits set, a wrong key fails a Set (and a
+        Get for protection levels 2 and 3); the SMP is dropped and the violation counted."""
+        if port.m_key == 0 or smp.m_key == port.m_key or port.m_key_protect == 0:
+            return True
+        if smp.method == w.GET and port.m_key_protect == 1:
+            return True
+        port.m_key_violations = min(port.m_key_violations + 1, 0xFFFF)
+        self.drops["m_key_violation"] += 1
+        return False
+
+    def sma_attr(self, smp, in_port: int, now: float):
+        aid, mod, is_set = smp.attr_id, smp.attr_mod, smp.method == w.SET
+        if aid == w.ATTR_NODE_INFO:
+            if is_set:
+                raise SmpError(w.STATUS_METHOD_ATTR_UNSUPPORTED, "NodeInfo is read-only")
+            return self.node_info(in_port)
+        if aid == w.ATTR_NODE_DESC:
+            if is_set:
+                raise SmpError(w.STATUS_METHOD_ATTR_UNSUPPORTED, "NodeDescription is read-only")
+            return w.NodeDescription(description=self.description.encode()[:64].decode("utf-8", "ignore"))
+        if aid == w.ATTR_PORT_INFO:
+            port = self.port_for_attr(mod, in_port)
+            if is_set:
+                self.set_port_info(port, w.PortInfo.unpack(smp.data), now)
+            return self.port_info(port)
+        if aid == w.ATTR_PKEY_TABLE:
+            port, block = self.pkey_port_block(mod, in_port)
+            n = w.PKEY_BLOCK
+            if block * n >= len(port.pkeys):
+                raise SmpError(w.STATUS_INVALID_FIELD, f"P_Key block {block} beyond the table")
+            if is_set:
+                new = w.PKeyTable.unpack(smp.data).pkeys
+                end = min(len(port.pkeys), block * n + n)
+                old = list(port.pkeys)
+                port.pkeys[block * n:end] = new[:end - block * n]
+                if port.pkeys != old:
+                    self.events.append(("pkey_change", port.num, None))
+            vals = port.pkeys[block * n:block * n + n]
+            return w.PKeyTable(pkeys=tuple(vals) + (0,) * (n - len(vals)))
+        if aid == w.ATTR_GUID_INFO:
+            if mod != 0:
+                raise SmpError(w.STATUS_INVALID_FIELD, "only GUIDInfo block 0 exists")
+            if is_set:
+                raise SmpError(w.STATUS_METHOD_ATTR_UNSUPPORTED, "alias GUIDs are not supported")
+            return w.GUIDInfo(guids=(self.port_guid_for(in_port),) + (0,) * 7)
+        return self.sma_attr_specific(smp, in_port, now)
+
+    def sma_attr_specific(self, smp, in_port: int, now: float):
+        raise SmpError(w.STATUS_METHOD_ATTR_UNSUPPORTED, f"attribute 0x{smp.attr_id:04x} not supported")
+
+    def node_info(self, in_port: int) -> w.NodeInfo:
+        return w.NodeInfo(node_type=self.node_type, num_ports=self.num_ports, sys_guid=self.sys_guid,
+                          node_guid=self.node_guid, port_guid=self.port_guid_for(in_port),
+                          partition_cap=len(self.mgmt_port(in_port).pkeys), device_id=self.device_id,
+                          revision=1, local_port=in_port, vendor_id=self.vendor_id)
+
+    def port_for_attr(self, mod: int, in_port: int) -> Port:
+        if mod not in self.ports:
+            raise SmpError(w.STATUS_INVALID_FIELD, f"no port {mod}")
+        return self.ports[mod]
+
+    def pkey_port_block(self, mod: int, in_port: int) -> tuple:
+        return self.mgmt_port(in_port), mod & 0xFFFF
+
+    def port_info(self, port: Port) -> w.PortInfo:
+        return port.port_info()
+
+    def set_port_info(self, port: Port, pi: w.PortInfo, now: float) -> None:
+        """Apply a PortInfo Set. Validation comes first so that an invalid Set changes nothing."""
+        if pi.port_state not in (sa.PORT_NOP, sa.PORT_DOWN, sa.PORT_ARMED, sa.PORT_ACTIVE):
+            raise SmpError(w.STATUS_INVALID_FIELD, f"PortState {pi.port_state} cannot be set")
+        if pi.port_state == sa.PORT_ARMED and port.state not in (sa.PORT_INIT, sa.PORT_ARMED):
+            raise SmpError(w.STATUS_INVALID_FIELD, "Armed is reachable only from Init")
+        if pi.port_state == sa.PORT_ACTIVE and port.state not in (sa.PORT_ARMED, sa.PORT_ACTIVE):
+            raise SmpError(w.STATUS_INVALID_FIELD, "Active is reachable only from Armed")
+        if pi.phys_state not in (sa.PHYS_NOP, sa.PHYS_POLLING, sa.PHYS_DISABLED):
+            raise SmpError(w.STATUS_INVALID_FIELD, f"PortPhysicalState {pi.phys_state} cannot be set")
+        if pi.neighbor_mtu and not 1 <= pi.neighbor_mtu <= port.mtu_cap:
+            raise SmpError(w.STATUS_INVALID_FIELD, f"NeighborMTU {pi.neighbor_mtu} beyond MTUCap {port.mtu_cap}")
+        if pi.lmc > 7:
+            raise SmpError(w.STATUS_INVALID_FIELD, "LMC above 7")
+        self.apply_port_info(port, pi, now)
+
+    def apply_port_info(self, port: Port, pi: w.PortInfo, now: float) -> None:
+        old_lid, old_sm = port.lid, port.sm_lid
+        port.m_key, port.gid_prefix = pi.m_key, pi.gid_prefix
+        port.lid, port.sm_lid, port.lmc = pi.lid, pi.master_sm_lid, pi.lmc
+        port.m_key_lease, port.m_key_protect = pi.m_key_lease_period, pi.m_key_protect_bits
+        port.sm_sl, port.subnet_timeout, port.resp_time = pi.master_sm_sl, pi.subnet_timeout, pi.resp_time_value
+        if pi.neighbor_mtu:
+            port.neighbor_mtu = pi.neighbor_mtu
+        if pi.link_width_enabled:
+            port.width_enabled = pi.link_width_enabled
+        if pi.operational_vls:
+            port.operational_vls = pi.operational_vls
+        port.hoq_life, port.vl_high_limit = pi.hoq_life, pi.vl_high_limit
+        port.pkey_enforce_in = pi.partition_enforcement_inbound
+        port.pkey_enforce_out = pi.partition_enforcement_outbound
+        if pi.port_state == sa.PORT_DOWN and port.physical:
+            self.events.append(("link_bounce", port.num, None))  # down, then retrain to Init
+        elif pi.port_state in (sa.PORT_ARMED, sa.PORT_ACTIVE) and port.state != pi.port_state:
+            old = port.state
+            port.state = pi.port_state
+            self.events.append(("port_state", port.num, (old, port.state)))
+        if pi.phys_state == sa.PHYS_DISABLED and port.physical:
+            port.admin_up = False
+            self.events.append(("link_disable", port.num, None))
+        elif pi.phys_state == sa.PHYS_POLLING and port.physical and not port.admin_up:
+            port.admin_up = True
+            self.events.append(("link_enable", port.num, None))
+        if port.lid != old_lid:
+            self.events.append(("lid_change", port.num, (old_lid, port.lid)))
+        if port.sm_lid != old_sm:
+            self.events.append(("sm_change", port.num, (old_sm, port.sm_lid)))
+        if pi.client_reregister:
+            self.events.append(("client_reregister", port.num, None))
+
+    # -- PMA -----------------------------------------------------------------------------------
+
+    def pma(self, mad: w.PMAMad, in_port: int):
+        if mad.method not in (w.GET, w.SET):
+            return mad.replace(method=w.GET_RESP, status=w.STATUS_METHOD_UNSUPPORTED)
+        try:
+            attr = self.pma_attr(mad, in_port)
+            return mad.replace(method=w.GET_RESP, status=0, data=w.put_attr(attr, 192))
+        except SmpError as exc:
+            return mad.replace(method=w.GET_RESP, status=exc.status)
+
+    def pma_ports(self, select: int, in_port: int) -> list:
+        if select == 0xFF:
+            return [p for n, p in sorted(self.ports.items()) if p.physical]
+        if select not in self.ports:
+            raise SmpError(w.STATUS_INVALID_FIELD, f"PortSelect {select}: no such port")
+        return [self.ports[select]]
+
+    def pma_attr(self, mad: w.PMAMad, in_port: int):
+        if mad.attr_id == w.ATTR_CLASS_PORT_INFO:
+            if mad.method == w.SET:
+                raise SmpError(w.STATUS_METHOD_ATTR_UNSUPPORTED, "ClassPortInfo Set not supported")
+            return w.ClassPortInfo(class_version=1, capability_mask=PMA_CAP_ALL_PORT_SELECT | PMA_CAP_EXT_WIDTH,
+                                   resp_time_value=18)
+        if mad.attr_id == w.ATTR_PORT_COUNTERS:
+            req = w.PortCounters.unpack(mad.data)
+            ports = self.pma_ports(req.port_select, in_port)
+            if mad.method == w.SET:
+                for p in ports:
+                    p.counters.reset(req.counter_select, req.counter_select2)
+            vals = {}
+            for p in ports:
+                for k, v in p.counters.pc.items():
+                    vals[k] = vals.get(k, 0) + v
+            widths = {f.name: f.bits for f in w.PortCounters.FIELDS if f.kind == "uint"}
+            vals = {k: min(v, (1 << widths[k]) - 1) for k, v in vals.items()}
+            return w.PortCounters(port_select=req.port_select, counter_select=req.counter_select, **vals)
+        if mad.attr_id == w.ATTR_PORT_COUNTERS_EXT:
+            req = w.PortCountersExtended.unpack(mad.data)
+            ports = self.pma_ports(req.port_select, in_port)
+            if mad.method == w.SET:
+                for p in ports:
+                    p.counters.reset_ext(req.counter_select)
+            vals = {}
+            for p in ports:
+                for k, v in p.counters.ext.items():
+                    vals[k] = (vals.get(k, 0) + v) & 0xFFFFFFFFFFFFFFFF
+            return w.PortCountersExtended(port_select=req.port_select, counter_select=req.counter_select, **vals)
+        raise SmpError(w.STATUS_METHOD_ATTR_UNSUPPORTED, f"PMA attribute 0x{mad.attr_id:04x} not supported")
+
+    # -- traps ---------------------------------------------------------------------------------
+
+    def queue_trap(self, notice: w.Notice, port: Port, out_port: int, now: float) -> list:
+        """Send a Trap(Notice) to the master SM and resend it until an SM represses it."""
+        tid = self.next_tid()
+        smp = w.new_mad(w.SMPLid, method=w.TRAP, tid=tid, attr_id=w.ATTR_NOTICE,
+                        data=notice.pack()[:64])
+        raw = w.build_ud_packet(slid=port.lid, dlid=port.sm_lid, dest_qp=0, src_qp=0, qkey=0, vl=w.VL15,
+                                sl=port.sm_sl, payload=smp.pack())
+        self._traps.append([now + TRAP_RESEND_S, TRAP_MAX_SENDS - 1, raw, out_port, tid])
+        return self.route_out(raw, out_port)
+
+    def trap_repressed(self, tid: int) -> None:
+        self._traps = [t for t in self._traps if t[4] != tid]
+
+    # -- status --------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict:
+        return {"name": self.name, "type": self.kind, "guid": self.node_guid, "description": self.description,
+                "ports": [p.snapshot() for _, p in sorted(self.ports.items())], "drops": dict(self.drops)}

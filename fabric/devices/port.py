@@ -1,0 +1,198 @@
+"""A physical port of a device: link and logical state, addressing, P_Key table, counters."""
+
+from __future__ import annotations
+
+from ..wire import pma_attrs as pma
+from ..wire import smp_attrs as sa
+
+# PortCounters CounterSelect bits (IBA 16.1.3.5), in field order; CounterSelect2 bit 0 is XmitWait.
+COUNTER_SELECT_BITS = (
+    "symbol_error_counter", "link_error_recovery_counter", "link_downed_counter", "port_rcv_errors",
+    "port_rcv_remote_physical_errors", "port_rcv_switch_relay_errors", "port_xmit_discards",
+    "port_xmit_constraint_errors", "port_rcv_constraint_errors", "local_link_integrity_errors",
+    "excessive_buffer_overrun_errors", "vl15_dropped", "port_xmit_data", "port_rcv_data",
+    "port_xmit_pkts", "port_rcv_pkts",
+)
+EXT_SELECT_BITS = (
+    "port_xmit_data", "port_rcv_data", "port_xmit_pkts", "port_rcv_pkts", "port_unicast_xmit_pkts",
+    "port_unicast_rcv_pkts", "port_multicast_xmit_pkts", "port_multicast_rcv_pkts",
+)
+_PC_WIDTH = {f.name: f.bits for f in pma.PortCounters.FIELDS if f.kind == "uint"}
+PC_NAMES = tuple(n for n in _PC_WIDTH if n not in ("port_select", "counter_select", "counter_select2"))
+EXT_NAMES = EXT_SELECT_BITS
+
+
+class PortCounterSet:
+    """The PMA counters of one port. PortCounters fields saturate at their width as the spec
+    requires; the extended (64-bit) set counts alongside them."""
+
+    __slots__ = ("pc", "ext")
+
+    def __init__(self):
+        self.pc = dict.fromkeys(PC_NAMES, 0)
+        self.ext = dict.fromkeys(EXT_NAMES, 0)
+
+    def inc(self, name: str, n: int = 1) -> None:
+        v = self.pc[name] + n
+        top = (1 << _PC_WIDTH[name]) - 1
+        self.pc[name] = v if v < top else top
+
+    def count_xmit(self, octets_on_wire: int, multicast: bool) -> None:
+        words = (octets_on_wire - 2) // 4  # LRH through ICRC, in 4-octet words
+        self.inc("port_xmit_data", words)
+        self.inc("port_xmit_pkts")
+        e = self.ext
+        e["port_xmit_data"] += words
+        e["port_xmit_pkts"] += 1
+        e["port_multicast_xmit_pkts" if multicast else "port_unicast_xmit_pkts"] += 1
+
+    def count_rcv(self, octets_on_wire: int, multicast: bool) -> None:
+        words = (octets_on_wire - 2) // 4
+        self.inc("port_rcv_data", words)
+        self.inc("port_rcv_pkts")
+        e = self.ext
+        e["port_rcv_data"] += words
+        e["port_rcv_pkts"] += 1
+        e["port_multicast_rcv_pkts" if multicast else "port_unicast_rcv_pkts"] += 1
+
+    def reset(self, select: int, select2: int = 0) -> None:
+        for bit, name in enumerate(COUNTER_SELECT_BITS):
+            if select >> bit & 1:
+                self.pc[name] = 0
+        if select2 & 1:
+            self.pc["port_xmit_wait"] = 0
+
+    def reset_ext(self, select: int) -> None:
+        for bit, name in enumerate(EXT_SELECT_BITS):
+            if select >> bit & 1:
+                self.ext[name] = 0
+
+    def snapshot(self) -> dict:
+        return {"counters": dict(self.pc), "extended": dict(self.ext)}
+
+
+DEFAULT_PKEYS = 32  # P_Key table entries per port (PartitionCap)
+
+
+class Port:
+    """One port. ``num`` 0 is a switch's management port (it has the switch's LID)."""
+
+    def __init__(self, num: int, *, guid: int = 0, mtu_cap: int = sa.MTU_4096, width: int = sa.WIDTH_4X,
+                 speed: int = sa.SPEED_QDR, pkey_entries: int = DEFAULT_PKEYS, physical: bool = True):
+        self.num = num
+        self.guid = guid
+        self.physical = physical  # False for switch port 0 (no cable, always up)
+        self.cabled = False
+        self.admin_up = True  # False once 'link down' was commanded or PhysState=Disabled was set
+        self.peer_seen = False  # link training: the other end answered
+        self.state = sa.PORT_DOWN if physical else sa.PORT_ACTIVE
+        self.phys = sa.PHYS_POLLING if physical else sa.PHYS_LINKUP
+        self.lid = 0
+        self.lmc = 0
+        self.sm_lid = 0
+        self.sm_sl = 0
+        self.m_key = 0
+        self.m_key_protect = 0
+        self.m_key_lease = 0
+        self.gid_prefix = 0xFE80000000000000
+        self.subnet_timeout = 0
+        self.resp_time = 0
+        self.client_reregister = 0
+        self.mtu_cap = mtu_cap
+        self.neighbor_mtu = mtu_cap
+        self.vl_cap = 1  # VL0 only (plus VL15)
+        self.operational_vls = 1
+        self.width_supported = sa.WIDTH_1X | sa.WIDTH_4X
+        self.width_enabled = width
+        self.width_active = width
+        self.speed_supported = sa.SPEED_SDR | sa.SPEED_DDR | sa.SPEED_QDR
+        self.speed_enabled = self.speed_supported
+        self.speed_active = speed
+        self.capability_mask = 0
+        self.hoq_life = 0
+        self.vl_high_limit = 0
+        self.pkey_enforce_in = 0
+        self.pkey_enforce_out = 0
+        self.m_key_violations = 0
+        self.p_key_violations = 0
+        self.q_key_violations = 0
+        self.pkeys = [0] * pkey_entries
+        self.pkeys[0] = 0xFFFF  # default full-member P_Key until the SM programs the table
+        self.counters = PortCounterSet()
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def link_up(self) -> bool:
+        return self.phys == sa.PHYS_LINKUP
+
+    @property
+    def active(self) -> bool:
+        return self.state == sa.PORT_ACTIVE
+
+    def lid_range(self) -> range:
+        base = self.lid & ~((1 << self.lmc) - 1)
+        return range(base, base + (1 << self.lmc))
+
+    def owns_lid(self, lid: int) -> bool:
+        if not self.lid:
+            return False
+        return (lid >> self.lmc) == (self.lid >> self.lmc)
+
+    def set_link(self, up: bool) -> bool:
+        """Physical link change from training or a pulled cable; returns True if the state changed."""
+        if up and self.phys != sa.PHYS_LINKUP:
+            self.phys = sa.PHYS_LINKUP
+            self.state = sa.PORT_INIT
+            return True
+        if not up and self.phys == sa.PHYS_LINKUP:
+            self.phys = sa.PHYS_DISABLED if not self.admin_up else sa.PHYS_POLLING
+            self.state = sa.PORT_DOWN
+            self.counters.inc("link_downed_counter")
+            return True
+        if not up:
+            self.phys = sa.PHYS_DISABLED if not self.admin_up else sa.PHYS_POLLING
+        return False
+
+    # -- P_Key ---------------------------------------------------------------------------------
+
+    def pkey_index(self, pkey: int) -> int | None:
+        """Index of a table entry that matches ``pkey`` under the membership rule: the low 15 bits
+        are equal and at least one of the two is a full member. None when nothing matches."""
+        base = pkey & 0x7FFF
+        if base == 0:
+            return None  # 0x0000 and 0x8000 are invalid P_Keys
+        for i, entry in enumerate(self.pkeys):
+            if entry & 0x7FFF == base and (entry & 0x8000 or pkey & 0x8000):
+                return i
+        return None
+
+    # -- PortInfo ------------------------------------------------------------------------------
+
+    def port_info(self, local_port: int | None = None, lid: int | None = None) -> sa.PortInfo:
+        return sa.PortInfo(
+            m_key=self.m_key, gid_prefix=self.gid_prefix, lid=self.lid if lid is None else lid,
+            master_sm_lid=self.sm_lid, capability_mask=self.capability_mask,
+            m_key_lease_period=self.m_key_lease,
+            local_port=self.num if local_port is None else local_port,
+            link_width_enabled=self.width_enabled, link_width_supported=self.width_supported,
+            link_width_active=self.width_active, link_speed_supported=self.speed_supported,
+            port_state=self.state, phys_state=self.phys, link_down_default_state=sa.PHYS_POLLING,
+            m_key_protect_bits=self.m_key_protect, lmc=self.lmc, link_speed_active=self.speed_active,
+            link_speed_enabled=self.speed_enabled, neighbor_mtu=self.neighbor_mtu, master_sm_sl=self.sm_sl,
+            vl_cap=self.vl_cap, vl_high_limit=self.vl_high_limit, mtu_cap=self.mtu_cap,
+            hoq_life=self.hoq_life, operational_vls=self.operational_vls,
+            partition_enforcement_inbound=self.pkey_enforce_in,
+            partition_enforcement_outbound=self.pkey_enforce_out,
+            m_key_violations=self.m_key_violations, p_key_violations=self.p_key_violations,
+            q_key_violations=self.q_key_violations, guid_cap=1,
+            client_reregister=self.client_reregister, subnet_timeout=self.subnet_timeout,
+            resp_time_value=self.resp_time,
+        )
+
+    def snapshot(self) -> dict:
+        return {"port": self.num, "guid": self.guid, "lid": self.lid, "lmc": self.lmc, "sm_lid": self.sm_lid,
+                "state": sa.PORT_STATE_NAMES.get(self.state, str(self.state)),
+                "phys": sa.PHYS_STATE_NAMES.get(self.phys, str(self.phys)), "cabled": self.cabled,
+                "mtu": sa.MTU_BYTES.get(self.neighbor_mtu, 0),
+                "pkeys": [p for p in self.pkeys if p & 0x7FFF]}

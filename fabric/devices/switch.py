@@ -1,0 +1,276 @@
+"""An InfiniBand switch: forwarding by DLID through the LFT and MFT, SMA and PMA on port 0."""
+
+from __future__ import annotations
+
+from .. import wire as w
+from ..wire import smp_attrs as sa
+from ..wire.crc import vcrc16
+from .base import Device, SmpError
+from .port import Port
+
+LFT_CAP = 0xC000  # every unicast LID
+MFT_CAP = 1024  # MLIDs 0xC000 .. 0xC3FF
+MGMT_HDR = 8 + 12 + 8 + 6  # LRH BTH DETH + CRCs, the overhead around a payload without GRH
+
+
+def _vcrc_ok(data: bytes) -> bool:
+    c = vcrc16(data[:-2])
+    return data[-2] == (c & 0xFF) and data[-1] == (c >> 8)
+
+
+class Switch(Device):
+    kind = "switch"
+    node_type = sa.NODE_TYPE_SWITCH
+
+    def __init__(self, spec, *, lft_cap: int = LFT_CAP, mft_cap: int = MFT_CAP, mtu_cap: int = sa.MTU_4096):
+        super().__init__(spec)
+        self.ports[0] = Port(0, guid=self.node_guid, physical=False, mtu_cap=mtu_cap)
+        for n in range(1, spec.num_ports + 1):
+            self.ports[n] = Port(n, mtu_cap=mtu_cap)
+        self.lft = bytearray(b"\xff" * lft_cap)
+        self.lft_top = 0
+        self.mft = [0] * mft_cap  # port bitmask per MLID (bit n = port n)
+        self.mft_top = 0xBFFF  # no entries in use
+        self.life_time_value = 0
+        self.port_state_change = 0
+        self.default_port = 0
+
+    # -- addressing ----------------------------------------------------------------------------
+
+    def mgmt_port(self, in_port: int) -> Port:
+        return self.ports[0]
+
+    def port_guid_for(self, in_port: int) -> int:
+        return self.node_guid  # only port 0 has a GUID: the node GUID
+
+    @property
+    def lid(self) -> int:
+        return self.ports[0].lid
+
+    def lft_port(self, dlid: int) -> int:
+        if dlid > self.lft_top or dlid >= len(self.lft):
+            return 0xFF
+        return self.lft[dlid]
+
+    # -- data path -----------------------------------------------------------------------------
+
+    def receive(self, in_port: int, data: bytes, now: float) -> list:
+        port = self.ports.get(in_port)
+        if port is None or in_port == 0:
+            return self.drop("bad_ingress_port")
+        if not port.link_up:
+            return self.drop("ingress_link_down")
+        n = len(data)
+        if n < MGMT_HDR:
+            return self.drop("runt", port, "port_rcv_errors")
+        vl = data[0] >> 4
+        lnh = data[1] & 3
+        dlid = (data[2] << 8) | data[3]
+        pktlen = ((data[4] & 7) << 8) | data[5]
+        if pktlen * 4 + 2 != n:
+            return self.drop("pktlen", port, "port_rcv_errors")
+        if not _vcrc_ok(data):
+            return self.drop("vcrc", port, "port_rcv_errors")
+        mcast = w.LID_MCAST_FIRST <= dlid <= w.LID_MCAST_LAST
+        port.counters.count_rcv(n, mcast)
+        if lnh not in (w.LNH_IBA_LOCAL, w.LNH_IBA_GLOBAL):
+            return self.drop("lnh", port, "port_rcv_errors")
+        if vl == w.VL15:
+            if dlid == w.LID_PERMISSIVE or self.ports[0].owns_lid(dlid):
+                return self._local(in_port, data, now)
+            return self._unicast(port, dlid, data, management=True)
+        if port.state == sa.PORT_ARMED:
+            port.state = sa.PORT_ACTIVE  # IBA: an Armed port goes Active on its first data packet
+            self.events.append(("port_state", in_port, (sa.PORT_ARMED, sa.PORT_ACTIVE)))
+        elif port.state != sa.PORT_ACTIVE:
+            return self.drop("ingress_not_active", port, "port_rcv_errors")
+        payload = n - MGMT_HDR - (40 if lnh == w.LNH_IBA_GLOBAL else 0)
+        if payload > sa.MTU_BYTES.get(port.neighbor_mtu, 4096):
+            return self.drop("over_mtu", port, "port_rcv_errors")
+        if mcast:
+            return self._multicast(port, dlid, data, payload)
+        if dlid == w.LID_PERMISSIVE or dlid == 0:
+            return self.drop("bad_dlid", port, "port_rcv_errors")
+        if self.ports[0].owns_lid(dlid):
+            return self._local(in_port, data, now)
+        return self._unicast(port, dlid, data, management=False, payload=payload)
+
+    def _egress_ok(self, out: Port, management: bool, payload: int) -> bool:
+        if not out.link_up or (not management and out.state != sa.PORT_ACTIVE):
+            out.counters.inc("port_xmit_discards")
+            self.drops["egress_not_active"] += 1
+            return False
+        if payload > sa.MTU_BYTES.get(out.neighbor_mtu, 4096):
+            out.counters.inc("port_xmit_discards")
+            self.drops["egress_over_mtu"] += 1
+            return False
+        return True
+
+    def _unicast(self, ingress: Port, dlid: int, data: bytes, *, management: bool, payload: int = 0) -> list:
+        out_num = self.lft_port(dlid)
+        if out_num == 0xFF or out_num > self.num_ports:
+            return self.drop("no_route", ingress, "port_rcv_switch_relay_errors")
+        if out_num == ingress.num or out_num == 0:
+            return self.drop("route_to_ingress", ingress, "port_rcv_switch_relay_errors")
+        out = self.ports[out_num]
+        if not self._egress_ok(out, management, payload):
+            return []
+        out.counters.count_xmit(len(data), False)
+        return [(out_num, data)]
+
+    def _multicast(self, ingress: Port, mlid: int, data: bytes, payload: int) -> list:
+        idx = mlid - w.LID_MCAST_FIRST
+        mask = self.mft[idx] if idx < len(self.mft) else 0
+        mask &= ~(1 << ingress.num) & ~1  # never back out the ingress port; port 0 takes no data
+        if not mask:
+            return self.drop("no_mcast_route", ingress, "port_rcv_switch_relay_errors")
+        out = []
+        for num in range(1, self.num_ports + 1):
+            if mask >> num & 1:
+                p = self.ports[num]
+                if self._egress_ok(p, False, payload):
+                    p.counters.count_xmit(len(data), True)
+                    out.append((num, data))
+        return out
+
+    def route_out(self, packet: bytes, port_hint: int) -> list:
+        """A packet the switch itself originates (SMA/PMA response, trap), routed by its DLID."""
+        dlid = (packet[2] << 8) | packet[3]
+        out_num = self.lft_port(dlid)
+        if out_num == 0xFF or out_num == 0 or out_num > self.num_ports:
+            return self.drop("no_route_from_port0")
+        out = self.ports[out_num]
+        if not self._egress_ok(out, packet[0] >> 4 == w.VL15, 0):
+            return []
+        out.counters.count_xmit(len(packet), False)
+        return [(out_num, packet)]
+
+    def transmit_mgmt(self, out_port: int, raw: bytes) -> list:
+        out = self.ports.get(out_port)
+        if out is None or out_port == 0 or not out.link_up:
+            return self.drop("dr_egress_down")
+        out.counters.count_xmit(len(raw), False)
+        return [(out_port, raw)]
+
+    # -- local delivery (port 0: SMA on QP0, PMA on QP1) ---------------------------------------
+
+    def _local(self, in_port: int, data: bytes, now: float) -> list:
+        ingress = self.ports[in_port]
+        try:
+            pkt = w.split_ud_packet(data)
+        except w.ParseError as exc:
+            return self.drop(f"local_{exc.kind}", ingress, "port_rcv_errors")
+        qp = pkt.bth.dest_qp
+        if qp == 0:
+            if pkt.lrh.vl != w.VL15:
+                return self.drop("qp0_not_vl15", ingress, "port_rcv_errors")
+            return self.handle_qp0(pkt, in_port, now)
+        if qp == 1:
+            if self.ports[0].pkey_index(pkt.bth.pkey) is None:
+                self.ports[0].p_key_violations += 1
+                return self.drop("pkey")
+            if pkt.deth.qkey != w.QKEY_GSI:
+                self.ports[0].q_key_violations += 1
+                return self.drop("qkey")
+            try:
+                mad = w.parse_mad(pkt.payload)
+            except w.ParseError as exc:
+                return self.drop(f"gmp_{exc.kind}")
+            if mad.mgmt_class != w.CLASS_PERF or mad.method & w.RESPONSE_BIT:
+                return self.drop("gmp_unsupported_class")
+            resp = self.pma(mad, in_port)
+            return self.route_out(self.build_reply(pkt, resp.pack(), self.ports[0], vl=0), in_port)
+        return self.drop("no_qp")
+
+    def smp_to_local_sm(self, pkt, mad, in_port: int, now: float) -> list:
+        if mad.method == w.TRAP_REPRESS:
+            self.trap_repressed(mad.tid)
+            return []
+        return self.drop("smp_response_no_sm")
+
+    # -- link events ---------------------------------------------------------------------------
+
+    def on_link_change(self, port: Port, now: float) -> list:
+        self.port_state_change = 1
+        p0 = self.ports[0]
+        if not p0.lid or not p0.sm_lid:
+            return []
+        details = bytearray(54)
+        details[0:2] = p0.lid.to_bytes(2, "big")  # LIDADDR of the switch
+        notice = w.Notice(is_generic=1, type=sa.NOTICE_TYPE_URGENT, producer_type=sa.PRODUCER_SWITCH,
+                          trap_num=sa.TRAP_LINK_STATE_CHANGE, issuer_lid=p0.lid,
+                          data_details=bytes(details))
+        return self.queue_trap(notice, p0, 0, now)
+
+    # -- SMA attributes specific to switches ---------------------------------------------------
+
+    def pkey_port_block(self, mod: int, in_port: int) -> tuple:
+        num = (mod >> 16) & 0xFF
+        if num not in self.ports:
+            raise SmpError(w.STATUS_INVALID_FIELD, f"no port {num}")
+        return self.ports[num], mod & 0xFFFF
+
+    def port_info(self, port: Port) -> w.PortInfo:
+        p0 = self.ports[0]
+        # external ports report the switch's LID (they have none of their own)
+        pi = port.port_info(lid=p0.lid)
+        if port.num != 0:
+            pi = pi.replace(master_sm_lid=p0.sm_lid, lmc=0)
+        else:
+            pi = pi.replace(capability_mask=sa.CAP_IS_TRAP_SUP | sa.CAP_IS_SYS_IMAGE_GUID_SUP)
+        return pi
+
+    def apply_port_info(self, port: Port, pi: w.PortInfo, now: float) -> None:
+        if port.num != 0:
+            pi = pi.replace(lid=port.lid, master_sm_lid=port.sm_lid, lmc=0)  # only port 0 is addressable
+        super().apply_port_info(port, pi, now)
+
+    def switch_info(self) -> w.SwitchInfo:
+        return w.SwitchInfo(linear_fdb_cap=len(self.lft), random_fdb_cap=0, mcast_fdb_cap=len(self.mft),
+                            linear_fdb_top=self.lft_top, default_port=self.default_port,
+                            life_time_value=self.life_time_value, port_state_change=self.port_state_change,
+                            lids_per_port=0, partition_enforcement_cap=len(self.ports[1].pkeys)
+                            if self.num_ports else 0, mcast_fdb_top=self.mft_top)
+
+    def sma_attr_specific(self, smp, in_port: int, now: float):
+        aid, mod, is_set = smp.attr_id, smp.attr_mod, smp.method == w.SET
+        if aid == w.ATTR_SWITCH_INFO:
+            if is_set:
+                si = w.SwitchInfo.unpack(smp.data)
+                if si.linear_fdb_top >= len(self.lft):
+                    raise SmpError(w.STATUS_INVALID_FIELD, f"LinearFDBTop {si.linear_fdb_top} beyond the LFT")
+                self.lft_top = si.linear_fdb_top
+                self.default_port = si.default_port
+                self.life_time_value = si.life_time_value
+                if si.port_state_change:
+                    self.port_state_change = 0  # write one to clear
+                if si.mcast_fdb_top:
+                    self.mft_top = si.mcast_fdb_top
+            return self.switch_info()
+        if aid == w.ATTR_LFT:
+            base = mod * w.LFT_BLOCK
+            if base >= len(self.lft):
+                raise SmpError(w.STATUS_INVALID_FIELD, f"LFT block {mod} beyond LinearFDBCap")
+            if is_set:
+                self.lft[base:base + w.LFT_BLOCK] = bytes(w.LinearForwardingTable.unpack(smp.data).ports)
+            return w.LinearForwardingTable(ports=tuple(self.lft[base:base + w.LFT_BLOCK]))
+        if aid == w.ATTR_MFT:
+            block, position = sa.mft_split_attr_mod(mod)
+            base = block * w.MFT_BLOCK
+            if base >= len(self.mft) or position * 16 > self.num_ports:
+                raise SmpError(w.STATUS_INVALID_FIELD, f"MFT block {block} position {position} out of range")
+            shift = position * 16
+            if is_set:
+                masks = w.MulticastForwardingTable.unpack(smp.data).port_masks
+                for i, m in enumerate(masks):
+                    cur = self.mft[base + i] & ~(0xFFFF << shift)
+                    self.mft[base + i] = cur | (m << shift)
+            return w.MulticastForwardingTable(
+                port_masks=tuple((self.mft[base + i] >> shift) & 0xFFFF for i in range(w.MFT_BLOCK)))
+        raise SmpError(w.STATUS_METHOD_ATTR_UNSUPPORTED, f"attribute 0x{aid:04x} not supported")
+
+    def snapshot(self) -> dict:
+        d = super().snapshot()
+        d["lid"] = self.lid
+        d["lft_top"] = self.lft_top
+        return d

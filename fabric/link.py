@@ -1,0 +1,70 @@
+"""Link framing: a ZeroMQ message on a link is a burst of IB packets.
+
+    octet 0     format version (1)
+    octet 1     kind: DATA, or a link-training/control frame (HELLO, HELLO_ACK, DOWN)
+    octet 2     destination port number on the receiving device
+    octet 3     reserved (0)
+    octets 4-5  packet count, big-endian
+    then, per packet: a 16-bit big-endian length and the packet octets (LRH through VCRC)
+
+One message carries many packets so the per-message cost of ZeroMQ (about 0.7 us) is shared; see
+DESIGN.md section 3. Control frames carry no packets: they model link training (both ends must see
+each other before the physical state is LinkUp) and a cable pulled at one end.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from .wire.errors import ParseError
+
+BURST_VERSION = 1
+KIND_DATA, KIND_HELLO, KIND_HELLO_ACK, KIND_DOWN = 0, 1, 2, 3
+KIND_NAMES = {0: "data", 1: "hello", 2: "hello-ack", 3: "down"}
+BURST_HDR = struct.Struct("!BBBxH")
+LEN = struct.Struct("!H")
+MAX_BURST_PACKETS = 0xFFFF
+
+
+def encode_burst(dest_port: int, packets, kind: int = KIND_DATA) -> bytes:
+    packets = list(packets)
+    if len(packets) > MAX_BURST_PACKETS:
+        raise ValueError("too many packets for one burst")
+    parts = [BURST_HDR.pack(BURST_VERSION, kind, dest_port, len(packets))]
+    for p in packets:
+        if len(p) > 0xFFFF:
+            raise ValueError(f"packet of {len(p)} octets cannot be framed")
+        parts.append(LEN.pack(len(p)))
+        parts.append(p)
+    return b"".join(parts)
+
+
+def encode_control(dest_port: int, kind: int) -> bytes:
+    return BURST_HDR.pack(BURST_VERSION, kind, dest_port, 0)
+
+
+def decode_burst(data) -> tuple[int, int, list]:
+    """(kind, dest_port, [packet, ...]); ParseError if the framing is inconsistent."""
+    data = bytes(data)
+    if len(data) < BURST_HDR.size:
+        raise ParseError(f"burst of {len(data)} octets is shorter than its header", kind="burst")
+    version, kind, port, count = BURST_HDR.unpack_from(data)
+    if version != BURST_VERSION:
+        raise ParseError(f"burst format version {version} is not {BURST_VERSION}", kind="burst")
+    if kind not in KIND_NAMES:
+        raise ParseError(f"burst kind {kind} is unknown", kind="burst")
+    out = []
+    off = BURST_HDR.size
+    n = len(data)
+    for i in range(count):
+        if off + 2 > n:
+            raise ParseError(f"burst truncated at packet {i} of {count}", kind="burst")
+        (ln,) = LEN.unpack_from(data, off)
+        off += 2
+        if off + ln > n:
+            raise ParseError(f"burst packet {i} claims {ln} octets, {n - off} left", kind="burst")
+        out.append(data[off:off + ln])
+        off += ln
+    if off != n:
+        raise ParseError(f"{n - off} trailing octets after {count} packets", kind="burst")
+    return kind, port, out
