@@ -144,7 +144,7 @@ HDR_GET_RESP = (
 
 
 def test_mad_common_header():
-    hdr = MADHeader(base_version=1, mgmt_class=0x81, class_version=1, r=1, method=0x01, status=0x001C,
+    hdr = MADHeader(base_version=1, mgmt_class=0x81, class_version=1, method=0x81, status=0x001C,
                     class_specific=0x0203, tid=0x0102030405060708, attr_id=0x0015, attr_mod=1)
     check(hdr, bytes.fromhex(HDR_GET_RESP))
     # The reserved octets 18-19 are ignored
@@ -152,14 +152,14 @@ def test_mad_common_header():
 
 
 def test_generic_mad():
-    mad = MAD(base_version=1, mgmt_class=0x81, class_version=1, r=1, method=1, status=0x1C,
+    mad = MAD(base_version=1, mgmt_class=0x81, class_version=1, method=0x81, status=0x1C,
               class_specific=0x0203, tid=0x0102030405060708, attr_id=0x15, attr_mod=1,
               data=bytes(range(232)))
     check(mad, bytes.fromhex(HDR_GET_RESP) + bytes(range(232)))  # data area: bytes 24..255
 
 
 def test_directed_route_smp():
-    smp = new_mad(SMPDirected, r=0, method=0x01, d=1, status=0x001C, hop_ptr=2, hop_cnt=3,
+    smp = new_mad(SMPDirected, method=0x01, d=1, status=0x001C, hop_ptr=2, hop_cnt=3,
                   tid=0x0000000100000002, attr_id=0x0011, attr_mod=0, m_key=0x1122334455667788,
                   dr_slid=0xFFFF, dr_dlid=0xFFFF, data=bytes(range(64)),
                   initial_path=bytes.fromhex("00010402") + bytes(60),

@@ -80,7 +80,7 @@ ATTR_PORT_COUNTERS = 0x0012
 ATTR_PORT_COUNTERS_EXT = 0x001D
 
 _HDR_HEAD = (U("base_version", 8, BASE_VERSION), U("mgmt_class", 8), U("class_version", 8),
-             U("r", 1), U("method", 7))
+             U("method", 8))  # the top bit is R, the response bit: GetResp is 0x81
 _HDR_TAIL = (U("tid", 64), U("attr_id", 16), R(16), U("attr_mod", 32))
 
 

@@ -1,0 +1,383 @@
+"""Device host: one OS process running one or many emulated devices in a single ZeroMQ event loop.
+
+    python -m fabric.host RUN_DIR HOST_INDEX
+
+reads ``RUN_DIR/fabric.json`` (written by the launcher), builds the devices assigned to it, binds one
+PULL ingress socket per device, connects one PUSH socket per cabled port to the peer's ingress, and
+serves msgpack RPC on a ROUTER control socket. The loop blocks in ``zmq.Poller.poll`` with the next
+timer as its timeout, so an idle fabric uses no CPU.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import signal
+import sys
+import time
+import traceback
+
+import msgpack
+import zmq
+
+from . import wire as w
+from .devices import HCA, make_device, send_smp
+from .link import KIND_DATA, KIND_DOWN, KIND_HELLO, KIND_HELLO_ACK, decode_burst, encode_burst, encode_control
+from .runinfo import RunInfo
+from .topology import load_topology
+from .wire.errors import ParseError
+
+RX_BUDGET = 64  # bursts read from one socket before looking at the others
+SNDHWM = 1000  # bursts queued per link before the link drops (UD: overflow drops, never blocks)
+
+
+class RpcError(Exception):
+    pass
+
+
+class DeviceHost:
+    def __init__(self, run_dir: str, index: int):
+        self.info = RunInfo.load(run_dir)
+        self.index = index
+        self.topology = load_topology(self.info.topology_path)
+        self.names = self.info.hosts[index]["devices"]
+        self.devices = {n: make_device(self.topology.nodes[n]) for n in self.names}
+        self.ctx = zmq.Context()
+        self.ctx.set(zmq.MAX_SOCKETS, 65536)
+        self.ingress: dict = {}  # socket -> device name
+        self.links: dict = {}  # (name, port) -> (push socket, peer port)
+        self.txq: dict = {}  # (name, port) -> [packets]
+        self.timers: list = []  # heap of (time, seq, callable)
+        self._seq = 0
+        self.pending: list = []  # deferred RPC replies: (deadline, check, envelope)
+        self.running = True
+        self.started = time.time()
+        self.bursts_in = 0
+        self.bursts_out = 0
+        self.burst_errors = 0
+        for n in self.names:
+            sock = self.ctx.socket(zmq.PULL)
+            sock.setsockopt(zmq.RCVHWM, SNDHWM)
+            sock.bind(self.info.ingress(self.topology.nodes[n].node_guid))
+            self.ingress[sock] = n
+        for link in self.topology.links:
+            for (a, ap, b, bp) in ((link.a, link.a_port, link.b, link.b_port), (link.b, link.b_port, link.a, link.a_port)):
+                if a in self.devices:
+                    s = self.ctx.socket(zmq.PUSH)
+                    s.setsockopt(zmq.SNDHWM, SNDHWM)
+                    s.setsockopt(zmq.LINGER, 0)
+                    s.connect(self.info.ingress(self.topology.nodes[b].node_guid))
+                    self.links[(a, ap)] = (s, bp)
+                    self.devices[a].ports[ap].cabled = True
+        self.control = self.ctx.socket(zmq.ROUTER)
+        self.control.bind(self.info.control(index))
+        self.poller = zmq.Poller()
+        for s in self.ingress:
+            self.poller.register(s, zmq.POLLIN)
+        self.poller.register(self.control, zmq.POLLIN)
+
+    # -- link layer ----------------------------------------------------------------------------
+
+    def send_control(self, name: str, port: int, kind: int) -> None:
+        link = self.links.get((name, port))
+        if link is None:
+            return
+        try:
+            link[0].send(encode_control(link[1], kind), zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # the peer is not draining; training will be retried by its own HELLO
+
+    def queue_tx(self, name: str, txs) -> None:
+        for port, pkt in txs:
+            self.txq.setdefault((name, port), []).append(pkt)
+
+    def flush(self) -> None:
+        txq, self.txq = self.txq, {}
+        for (name, port), pkts in txq.items():
+            link = self.links.get((name, port))
+            if link is None:
+                continue  # uncabled port: lost
+            try:
+                link[0].send(encode_burst(link[1], pkts), zmq.NOBLOCK)
+                self.bursts_out += 1
+            except zmq.Again:
+                self.devices[name].ports[port].counters.inc("port_xmit_discards", len(pkts))
+                self.devices[name].drops["link_queue_full"] += len(pkts)
+
+    def on_burst(self, name: str, data: bytes, now: float) -> None:
+        dev = self.devices[name]
+        try:
+            kind, port, pkts = decode_burst(data)
+        except ParseError:
+            self.burst_errors += 1
+            dev.drops["bad_burst"] += 1
+            return
+        if port not in dev.ports or port == 0 and dev.kind == "switch":
+            dev.drops["burst_bad_port"] += 1
+            return
+        p = dev.ports[port]
+        if kind == KIND_DATA:
+            for pkt in pkts:
+                self.queue_tx(name, dev.receive(port, pkt, now))
+        elif kind == KIND_HELLO:
+            if p.admin_up:
+                was_up = p.link_up
+                self.queue_tx(name, dev.set_link(port, True, now))
+                if not was_up:
+                    self.send_control(name, port, KIND_HELLO_ACK)
+        elif kind == KIND_HELLO_ACK:
+            if p.admin_up:
+                self.queue_tx(name, dev.set_link(port, True, now))
+        elif kind == KIND_DOWN:
+            self.queue_tx(name, dev.set_link(port, False, now))
+        self.handle_events(name, now)
+
+    def handle_events(self, name: str, now: float) -> None:
+        dev = self.devices[name]
+        if not dev.events:
+            return
+        events, dev.events = dev.events, []
+        for kind, port, _detail in events:
+            if kind == "link_bounce":
+                self.queue_tx(name, dev.set_link(port, False, now))
+                self.send_control(name, port, KIND_DOWN)
+                self.send_control(name, port, KIND_HELLO)
+            elif kind == "link_disable":
+                self.queue_tx(name, dev.set_link(port, False, now))
+                self.send_control(name, port, KIND_DOWN)
+            elif kind == "link_enable":
+                self.send_control(name, port, KIND_HELLO)
+        if dev.events:
+            self.handle_events(name, now)
+
+    def set_admin(self, name: str, port: int, up: bool, now: float) -> None:
+        dev = self.devices[name]
+        p = dev.ports[port]
+        p.admin_up = up
+        if up:
+            self.send_control(name, port, KIND_HELLO)
+        else:
+            self.queue_tx(name, dev.set_link(port, False, now))
+            self.send_control(name, port, KIND_DOWN)
+        self.handle_events(name, now)
+
+    # -- RPC -----------------------------------------------------------------------------------
+
+    def rpc(self, env: tuple, req: dict, now: float):
+        op = req.get("op")
+        fn = getattr(self, f"op_{op}", None) if isinstance(op, str) else None
+        if fn is None:
+            raise RpcError(f"unknown operation {op!r}")
+        return fn(env=env, now=now, **{k: v for k, v in req.items() if k != "op"})
+
+    def reply(self, env: tuple, ok: bool, value) -> None:
+        frames, rid = env
+        body = {"ok": True, "result": value, "id": rid} if ok else {"ok": False, "error": str(value), "id": rid}
+        self.control.send_multipart(frames + [msgpack.packb(body, use_bin_type=True)])
+
+    def device(self, name: str):
+        dev = self.devices.get(name)
+        if dev is None:
+            raise RpcError(f"device {name!r} is not on host {self.index}")
+        return dev
+
+    def hca(self, name: str) -> HCA:
+        dev = self.device(name)
+        if not isinstance(dev, HCA):
+            raise RpcError(f"{name} is not an HCA")
+        return dev
+
+    def op_ping(self, env, now):
+        return {"host": self.index, "pid": os.getpid()}
+
+    def op_status(self, env, now):
+        return {"host": self.index, "pid": os.getpid(), "uptime": now - self.started,
+                "bursts_in": self.bursts_in, "bursts_out": self.bursts_out, "burst_errors": self.burst_errors,
+                "devices": [self.devices[n].snapshot() for n in self.names]}
+
+    def op_counters(self, env, now, device, port):
+        return self.device(device).ports[port].counters.snapshot()
+
+    def op_link(self, env, now, device, port, up):
+        dev = self.device(device)
+        if port not in dev.ports or port == 0 and dev.kind == "switch":
+            raise RpcError(f"{device} has no port {port}")
+        self.set_admin(device, port, bool(up), now)
+        return True
+
+    def op_shutdown(self, env, now):
+        self.running = False
+        return True
+
+    def op_create_qp(self, env, now, device, qkey, port=1):
+        return self.hca(device).create_qp(qkey, port).qpn
+
+    def op_attach_mcast(self, env, now, device, qpn, mgid, mlid):
+        self.hca(device).attach_mcast(qpn, mgid, mlid)
+        return True
+
+    def op_post_send(self, env, now, device, qpn, dlid, dest_qp, payload, qkey=None, pkey_index=None,
+                     dgid=None, sl=0):
+        dev = self.hca(device)
+        self.queue_tx(device, dev.post_send(qpn, dlid=dlid, dest_qp=dest_qp, payload=payload, qkey=qkey,
+                                            pkey_index=pkey_index, dgid=dgid, sl=sl, now=now))
+        self.handle_events(device, now)
+        return True
+
+    def op_send_raw(self, env, now, device, port, packet):
+        """Put arbitrary octets on a link from a device's port (tests provoke drops with this)."""
+        self.device(device)
+        self.queue_tx(device, [(port, packet)])
+        return True
+
+    def op_poll(self, env, now, device, qpn, max=64, timeout=0.0):
+        """Receive completions of a QP; waits up to ``timeout`` for the first one."""
+        qp = self.hca(device).qps.get(qpn)
+        if qp is None:
+            raise RpcError(f"{device} has no QP 0x{qpn:x}")
+
+        def check():
+            if not qp.rq:
+                return None
+            return [_completion(c) for c in qp.poll(max)]
+
+        return self.defer(env, now, timeout, check, [])
+
+    def op_smp(self, env, now, device, port, smp, dlid=None, timeout=2.0):
+        """Send an SMP from an HCA port as an SM would and wait for its response (matched by TID)."""
+        dev = self.hca(device)
+        mad = w.parse_mad(smp)
+        tid = mad.tid
+        self.queue_tx(device, send_smp(dev, port, mad, now, dlid=dlid))
+        self.handle_events(device, now)
+        qp0 = dev.qps[0]
+
+        def check():
+            for c in list(qp0.rq):
+                if w.MADHeader.unpack(c.payload).tid == tid:
+                    qp0.rq.remove(c)
+                    return c.payload
+            return None
+
+        return self.defer(env, now, timeout, check, None)
+
+    def defer(self, env, now, timeout, check, default):
+        """Answer now if ``check`` has a result, else when it has one or the timeout passes."""
+        value = check()
+        if value is not None or timeout <= 0:
+            return value if value is not None else default
+        self.pending.append((now + timeout, check, env, default))
+        return _DEFERRED
+
+    def service_pending(self, now: float) -> None:
+        keep = []
+        for deadline, check, env, default in self.pending:
+            value = check()
+            if value is not None:
+                self.reply(env, True, value)
+            elif now >= deadline:
+                self.reply(env, True, default)
+            else:
+                keep.append((deadline, check, env, default))
+        self.pending = keep
+
+    def on_control(self, now: float) -> None:
+        while True:
+            try:
+                frames = self.control.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            env, body = (frames[:-1], None), frames[-1]
+            try:
+                req = msgpack.unpackb(body, raw=False)
+                if not isinstance(req, dict):
+                    raise RpcError("request must be a map")
+                env = (frames[:-1], req.pop("id", None))
+                result = self.rpc(env, req, now)
+                if result is not _DEFERRED:
+                    self.reply(env, True, result)
+            except (RpcError, ValueError, KeyError, TypeError, ParseError, msgpack.UnpackException) as exc:
+                self.reply(env, False, f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # never let one request kill the host
+                traceback.print_exc()
+                self.reply(env, False, f"internal error: {type(exc).__name__}: {exc}")
+
+    # -- loop ----------------------------------------------------------------------------------
+
+    def next_timeout_ms(self, now: float):
+        deadlines = [d for d in (dev.next_deadline() for dev in self.devices.values()) if d is not None]
+        deadlines += [p[0] for p in self.pending]
+        if not deadlines:
+            return None
+        return max(0, int((min(deadlines) - now) * 1000) + 1)
+
+    def run(self) -> None:
+        now = time.monotonic()
+        for (name, port) in self.links:
+            if self.devices[name].ports[port].admin_up:
+                self.send_control(name, port, KIND_HELLO)
+        while self.running:
+            now = time.monotonic()
+            events = dict(self.poller.poll(self.next_timeout_ms(now)))
+            now = time.monotonic()
+            for sock in events:
+                if sock is self.control:
+                    self.on_control(now)
+                    continue
+                name = self.ingress[sock]
+                for _ in range(RX_BUDGET):
+                    try:
+                        data = sock.recv(zmq.NOBLOCK, copy=True)
+                    except zmq.Again:
+                        break
+                    self.bursts_in += 1
+                    try:
+                        self.on_burst(name, data, now)
+                    except Exception:  # a bad packet must never kill the host
+                        traceback.print_exc()
+                        self.devices[name].drops["internal_error"] += 1
+            for name, dev in self.devices.items():
+                if dev.next_deadline() is not None and dev.next_deadline() <= now:
+                    self.queue_tx(name, dev.tick(now))
+            if self.pending:
+                self.service_pending(now)
+            self.flush()
+
+    def close(self) -> None:
+        if self.ctx.closed:
+            return
+        for s in list(self.ingress) + [x[0] for x in self.links.values()] + [self.control]:
+            s.close(0)
+        self.ctx.term()
+
+
+_DEFERRED = object()
+
+
+def _completion(c) -> dict:
+    return {"port": c.port, "slid": c.slid, "src_qp": c.src_qp, "pkey": c.pkey, "pkey_index": c.pkey_index,
+            "sl": c.sl, "payload": c.payload, "qkey": c.qkey,
+            "sgid": c.grh.sgid if c.grh else None, "dgid": c.grh.dgid if c.grh else None}
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        print("usage: python -m fabric.host RUN_DIR HOST_INDEX", file=sys.stderr)
+        return 2
+    def stop(*_):
+        raise SystemExit(0)  # interrupts a blocking poll; run() closes the sockets on the way out
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    host = DeviceHost(argv[0], int(argv[1]))
+    host.info.mark_ready(int(argv[1]), os.getpid())
+    try:
+        host.run()
+    finally:
+        host.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""Start, inspect and stop named fabrics: device-host processes, run directory, readiness."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from .rpc import RpcClient, RpcError
+from .runinfo import RunInfo, run_base, run_dir_for
+from .topology import Topology, load_topology
+
+DEVICES_PER_HOST = 64
+MAX_HOSTS = 8
+
+
+class LaunchError(RuntimeError):
+    pass
+
+
+def plan_hosts(topology: Topology, hosts: int | None = None) -> list[list[str]]:
+    """Split the devices over host processes, keeping each switch with the HCAs cabled to it."""
+    names = list(topology.nodes)
+    n = len(names)
+    k = hosts or max(1, min(MAX_HOSTS, math.ceil(n / DEVICES_PER_HOST)))
+    k = max(1, min(k, n))
+    order = []
+    seen = set()
+    for sw in topology.switches():
+        group = [sw.name] + [peer for port in range(1, sw.num_ports + 1)
+                             if (pp := topology.peer(sw.name, port)) is not None
+                             and topology.nodes[(peer := pp[0])].kind == "hca"]
+        for g in group:
+            if g not in seen:
+                seen.add(g)
+                order.append(g)
+    order += [x for x in names if x not in seen]
+    size = math.ceil(n / k)
+    return [order[i:i + size] for i in range(0, n, size)]
+
+
+def _alive(pid: int, run_dir: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().split(b"\0")
+    except OSError:
+        return False
+    return b"fabric.host" in cmd and run_dir.encode() in cmd
+
+
+def _pids(run_dir: str) -> list[int]:
+    out = []
+    try:
+        entries = os.listdir(run_dir)
+    except OSError:
+        return out
+    for e in entries:
+        if e.startswith("host-") and e.endswith(".pid"):
+            try:
+                with open(os.path.join(run_dir, e)) as f:
+                    out.append(int(f.read().strip()))
+            except (OSError, ValueError):
+                pass
+    spawned = os.path.join(run_dir, "spawned.pids")
+    if os.path.exists(spawned):
+        with open(spawned) as f:
+            out += [int(x) for x in f.read().split() if x.strip().isdigit()]
+    return sorted(set(out))
+
+
+def is_running(name: str) -> bool:
+    d = run_dir_for(name)
+    return any(_alive(p, d) for p in _pids(d))
+
+
+def list_fabrics() -> list[str]:
+    base = run_base()
+    try:
+        return sorted(e for e in os.listdir(base) if os.path.isdir(os.path.join(base, e)))
+    except OSError:
+        return []
+
+
+def up(topology, name: str = "default", *, hosts: int | None = None, timeout: float = 120.0) -> RunInfo:
+    """Launch a fabric and return once every host is serving and every cabled link is up."""
+    topo = load_topology(topology)
+    topo.validate()
+    run_dir = run_dir_for(name)
+    if os.path.exists(run_dir):
+        if is_running(name):
+            raise LaunchError(f"fabric {name!r} is already running (ibfab down --name {name})")
+        down(name)  # stale leftovers of a crash
+    os.makedirs(os.path.join(run_dir, "s"))
+    topo_path = os.path.join(run_dir, "topology.net")
+    with open(topo_path, "w") as f:
+        f.write(topo.to_net())
+    plan = plan_hosts(topo, hosts)
+    info = RunInfo(run_dir, {"name": name, "topology": topo_path, "created": time.time(),
+                             "hosts": [{"devices": devs} for devs in plan]})
+    info.check_paths()
+    info.save()
+    procs = []
+    t0 = time.monotonic()
+    try:
+        for i in range(len(plan)):
+            log = open(info.log_file(i), "ab")
+            procs.append(subprocess.Popen([sys.executable, "-m", "fabric.host", run_dir, str(i)],
+                                          stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                          start_new_session=True, close_fds=True))
+            log.close()
+        _SPAWNED[run_dir] = procs
+        with open(os.path.join(run_dir, "spawned.pids"), "w") as f:
+            f.write("\n".join(str(p.pid) for p in procs))
+        wait_links_up(info, procs, deadline=t0 + timeout)
+    except BaseException:
+        down(name)
+        raise
+    info.data["up_seconds"] = time.monotonic() - t0
+    info.save()
+    return info
+
+
+def _log_tail(info: RunInfo, i: int, lines: int = 15) -> str:
+    try:
+        with open(info.log_file(i), errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def wait_links_up(info: RunInfo, procs, *, deadline: float) -> None:
+    clients = [RpcClient(info.control(i), timeout=5.0) for i in range(len(info.hosts))]
+    try:
+        while True:
+            for i, p in enumerate(procs):
+                if p.poll() is not None:
+                    raise LaunchError(f"device host {i} exited with status {p.returncode}:\n{_log_tail(info, i)}")
+            pending = 0
+            for i, c in enumerate(clients):
+                if not os.path.exists(info.pid_file(i)):
+                    pending += 1
+                    continue
+                st = c.call("status")
+                for d in st["devices"]:
+                    pending += sum(1 for p in d["ports"] if p["cabled"] and p["phys"] != "LinkUp")
+            if pending == 0:
+                return
+            if time.monotonic() > deadline:
+                raise LaunchError(f"fabric {info.name!r}: {pending} ports/hosts not up before the timeout")
+            time.sleep(0.05)
+    finally:
+        for c in clients:
+            c.close()
+
+
+def down(name: str = "default", *, grace: float = 3.0) -> bool:
+    """Stop every process of a fabric and remove its run directory. True if anything was there."""
+    run_dir = run_dir_for(name)
+    if not os.path.exists(run_dir):
+        return False
+    try:
+        info = RunInfo.load(run_dir)
+        for i in range(len(info.hosts)):
+            if os.path.exists(info.pid_file(i)):
+                try:
+                    with RpcClient(info.control(i), timeout=1.0) as c:
+                        c.call("shutdown")
+                except RpcError:
+                    pass
+    except (OSError, ValueError, KeyError):
+        pass
+    pids = [p for p in _pids(run_dir) if _alive(p, run_dir)]
+    end = time.monotonic() + grace
+    while pids and time.monotonic() < end:
+        time.sleep(0.05)
+        pids = [p for p in pids if _alive(p, run_dir)]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in pids:
+            try:
+                os.killpg(p, sig)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                os.kill(p, sig)
+        end = time.monotonic() + grace
+        while pids and time.monotonic() < end:
+            time.sleep(0.05)
+            pids = [p for p in pids if _alive(p, run_dir)]
+        if not pids:
+            break
+    for p in _SPAWNED.pop(run_dir, []):  # collect exit statuses: no zombies in long test runs
+        try:
+            p.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return True
+
+
+_SPAWNED: dict = {}  # run_dir -> [Popen] started by this process
+
+
+class FabricClient:
+    """RPC to the devices of a running fabric, routed to the host that runs each device."""
+
+    def __init__(self, name: str = "default", *, timeout: float = 10.0):
+        self.info = RunInfo.load(run_dir_for(name))
+        self.clients = [RpcClient(self.info.control(i), timeout=timeout) for i in range(len(self.info.hosts))]
+
+    def host(self, device: str) -> RpcClient:
+        return self.clients[self.info.host_of(device)]
+
+    def call(self, device: str, op: str, **kw):
+        return self.host(device).call(op, device=device, **kw)
+
+    def status(self) -> list[dict]:
+        return [c.call("status") for c in self.clients]
+
+    def devices(self) -> dict:
+        return {d["name"]: dict(d, host=st["host"], pid=st["pid"]) for st in self.status() for d in st["devices"]}
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

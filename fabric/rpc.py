@@ -1,0 +1,53 @@
+"""msgpack RPC to the device hosts' control sockets."""
+
+from __future__ import annotations
+
+import itertools
+
+import msgpack
+import zmq
+
+
+class RpcError(RuntimeError):
+    """The host answered with an error, or did not answer in time."""
+
+
+class RpcClient:
+    """One DEALER socket to one host. Calls are sequential; a late answer to an earlier call that
+    timed out is recognised by its id and discarded."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, endpoint: str, *, ctx: zmq.Context | None = None, timeout: float = 10.0):
+        self.endpoint = endpoint
+        self.ctx = ctx or zmq.Context.instance()
+        self.timeout = timeout
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+
+    def call(self, op: str, *, timeout: float | None = None, **args):
+        rid = next(self._ids)
+        req = dict(args, op=op, id=rid)
+        self.sock.send_multipart([b"", msgpack.packb(req, use_bin_type=True)])
+        wait = self.timeout if timeout is None else timeout
+        deadline_ms = int(wait * 1000)
+        while True:
+            if not self.sock.poll(deadline_ms):
+                raise RpcError(f"{self.endpoint}: no answer to {op!r} within {wait:.1f} s")
+            frames = self.sock.recv_multipart()
+            body = msgpack.unpackb(frames[-1], raw=False, strict_map_key=False)
+            if body.get("id") != rid:
+                continue  # the answer to an earlier call that timed out
+            if not body.get("ok"):
+                raise RpcError(f"{op}: {body.get('error')}")
+            return body.get("result")
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

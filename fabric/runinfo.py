@@ -1,0 +1,87 @@
+"""The run directory of a named fabric: where its sockets, logs and process ids live.
+
+    $IBFAB_RUN_BASE (default /tmp/ibfab-<uid>) / <name> /
+        fabric.json      topology, host assignment (written by the launcher)
+        topology.net     the topology as an ibsim net file, when it came from a Python object
+        host-<i>.pid     written by each device host once its sockets are bound
+        host-<i>.log     its stdout and stderr
+        s/<guid>         ipc:// ingress socket of each device
+        c<i>             ipc:// control socket of host i
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+IPC_PATH_MAX = 100  # sun_path is 108 octets; keep room for the socket name
+
+
+def run_base() -> str:
+    return os.environ.get("IBFAB_RUN_BASE") or os.path.join(tempfile.gettempdir(), f"ibfab-{os.getuid()}")
+
+
+def run_dir_for(name: str) -> str:
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"invalid fabric name {name!r}")
+    return os.path.join(run_base(), name)
+
+
+class RunInfo:
+    def __init__(self, run_dir: str, data: dict):
+        self.run_dir = run_dir
+        self.data = data
+
+    @classmethod
+    def load(cls, run_dir: str) -> "RunInfo":
+        with open(os.path.join(run_dir, "fabric.json")) as f:
+            return cls(run_dir, json.load(f))
+
+    def save(self) -> None:
+        tmp = os.path.join(self.run_dir, "fabric.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(self.data, f, indent=1)
+        os.replace(tmp, os.path.join(self.run_dir, "fabric.json"))
+
+    @property
+    def name(self) -> str:
+        return self.data["name"]
+
+    @property
+    def topology_path(self) -> str:
+        return self.data["topology"]
+
+    @property
+    def hosts(self) -> list:
+        return self.data["hosts"]
+
+    def ingress(self, guid: int) -> str:
+        return f"ipc://{self.run_dir}/s/{guid:016x}"
+
+    def control(self, index: int) -> str:
+        return f"ipc://{self.run_dir}/c{index}"
+
+    def pid_file(self, index: int) -> str:
+        return os.path.join(self.run_dir, f"host-{index}.pid")
+
+    def log_file(self, index: int) -> str:
+        return os.path.join(self.run_dir, f"host-{index}.log")
+
+    def mark_ready(self, index: int, pid: int) -> None:
+        tmp = self.pid_file(index) + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(str(pid))
+        os.replace(tmp, self.pid_file(index))
+
+    def host_of(self, device: str) -> int:
+        for i, h in enumerate(self.hosts):
+            if device in h["devices"]:
+                return i
+        raise KeyError(f"no device {device!r} in fabric {self.name!r}")
+
+    def check_paths(self) -> None:
+        longest = len(f"{self.run_dir}/s/{0:016x}")
+        if longest > IPC_PATH_MAX:
+            raise ValueError(f"run directory {self.run_dir!r} is too long for ipc:// sockets "
+                             f"({longest} > {IPC_PATH_MAX}); set IBFAB_RUN_BASE to a shorter path")
