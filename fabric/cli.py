@@ -35,6 +35,91 @@ def _cmd_capture(args) -> int:
     return 0
 
 
+def _fmt_guid(g: int) -> str:
+    return f"0x{g:016x}"
+
+
+def _cmd_up(args) -> int:
+    from . import launcher
+    from .topology import TopologyError
+
+    try:
+        info = launcher.up(args.topology, args.name, hosts=args.hosts, timeout=args.timeout)
+    except (TopologyError, launcher.LaunchError, ValueError, OSError) as exc:
+        print(f"ibfab up: {exc}", file=sys.stderr)
+        return 1
+    n = sum(len(h["devices"]) for h in info.hosts)
+    print(f"fabric {args.name!r}: {n} devices in {len(info.hosts)} host processes, "
+          f"every link up in {info.data['up_seconds']:.2f} s")
+    print(f"run directory: {info.run_dir}")
+    return 0
+
+
+def _cmd_down(args) -> int:
+    from . import launcher
+
+    names = launcher.list_fabrics() if args.all else [args.name]
+    any_down = False
+    for name in names:
+        if launcher.down(name):
+            print(f"fabric {name!r} stopped")
+            any_down = True
+        elif not args.all:
+            print(f"ibfab down: no fabric named {name!r}", file=sys.stderr)
+            return 1
+    if args.all and not any_down:
+        print("no fabrics running")
+    return 0
+
+
+def _client(name):
+    from . import launcher
+
+    if not launcher.is_running(name):
+        raise SystemExit(f"ibfab: no running fabric named {name!r} (ibfab up TOPO --name {name})")
+    return launcher.FabricClient(name)
+
+
+def _cmd_status(args) -> int:
+    import json
+
+    with _client(args.name) as fc:
+        devices = fc.devices()
+    if args.json:
+        print(json.dumps({"name": args.name, "devices": list(devices.values())}, indent=1, default=str))
+        return 0
+    print(f"{'name':<20} {'type':<6} {'guid':<18} {'ports':>5} {'lid':>5}  {'pid':>7}  port states")
+    for name, d in devices.items():
+        ports = [p for p in d["ports"] if p["cabled"] or p["port"] == 0]
+        lids = sorted({p["lid"] for p in ports if p["lid"]})
+        states = " ".join(f"{p['port']}:{p['state'][:4]}/{p['phys'][:6]}" for p in ports if p["cabled"])
+        nports = sum(1 for p in d["ports"] if p["port"])
+        print(f"{name:<20} {d['type']:<6} {_fmt_guid(d['guid']):<18} {nports:>5} "
+              f"{','.join(map(str, lids)) or '-':>5}  {d['pid']:>7}  {states}")
+    return 0
+
+
+def _cmd_link(args) -> int:
+    from .rpc import RpcError
+
+    with _client(args.name) as fc:
+        try:
+            fc.call(args.device, "link", port=args.port, up=args.state == "up")
+        except (RpcError, KeyError) as exc:
+            print(f"ibfab link: {exc}", file=sys.stderr)
+            return 1
+    print(f"{args.device} port {args.port}: link {args.state}")
+    return 0
+
+
+def _cmd_list(args) -> int:
+    from . import launcher
+
+    for name in launcher.list_fabrics():
+        print(f"{name}\t{'running' if launcher.is_running(name) else 'stale (ibfab down --name ' + name + ')'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ibfab", description="InfiniBand fabric emulator with accelerated IPoIB")
     sub = p.add_subparsers(dest="command", required=True)
@@ -42,10 +127,41 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--demo", action="store_true", help="write one packet of each kind the fabric carries")
     c.add_argument("file", help="ERF capture file (type 21, InfiniBand)")
     c.set_defaults(func=_cmd_capture)
+
+    u = sub.add_parser("up", help="launch a fabric: device hosts, links; returns when every link is up")
+    u.add_argument("topology", help="topology file (ibnetdiscover/ibsim format) or generator spec "
+                                    "(single:N, linear:N, fattree:LEAVES,SPINES,HCAS_PER_LEAF,LINKS)")
+    u.add_argument("--name", default="default", help="name of this fabric (several can run at once)")
+    u.add_argument("--hosts", type=int, default=None, help="number of device-host processes (default: by size)")
+    u.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the links")
+    u.set_defaults(func=_cmd_up)
+
+    d = sub.add_parser("down", help="stop a fabric and remove its run directory (also after a crash)")
+    d.add_argument("--name", default="default")
+    d.add_argument("--all", action="store_true", help="stop every fabric of this user")
+    d.set_defaults(func=_cmd_down)
+
+    s = sub.add_parser("status", help="devices of a running fabric: type, GUID, ports, LIDs, states, pid")
+    s.add_argument("--name", default="default")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_cmd_status)
+
+    lk = sub.add_parser("link", help="pull or plug back the cable at a device port")
+    lk.add_argument("device")
+    lk.add_argument("port", type=int)
+    lk.add_argument("state", choices=["up", "down"])
+    lk.add_argument("--name", default="default")
+    lk.set_defaults(func=_cmd_link)
+
+    ls = sub.add_parser("list", help="named fabrics of this user")
+    ls.set_defaults(func=_cmd_list)
     return p
 
 
 def main(argv=None) -> int:
+    import signal
+
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `ibfab status | head` ends quietly
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -26,11 +26,15 @@ class RpcClient:
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.connect(endpoint)
 
-    def call(self, op: str, *, timeout: float | None = None, **args):
+    def call(self, op: str, *, rpc_timeout: float | None = None, **args):
+        """Call ``op`` with ``args``. An op that itself waits (a ``timeout`` argument) gets that
+        much longer before the call gives up."""
         rid = next(self._ids)
         req = dict(args, op=op, id=rid)
         self.sock.send_multipart([b"", msgpack.packb(req, use_bin_type=True)])
-        wait = self.timeout if timeout is None else timeout
+        wait = self.timeout if rpc_timeout is None else rpc_timeout
+        if isinstance(args.get("timeout"), (int, float)):
+            wait += args["timeout"]
         deadline_ms = int(wait * 1000)
         while True:
             if not self.sock.poll(deadline_ms):

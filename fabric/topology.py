@@ -228,9 +228,13 @@ class Topology:
     __hash__ = None  # mutable
 
     # --- checks -------------------------------------------------------------------------------
-    def _err(self, reason: str, origin_key=None) -> TopologyError:
-        src, line = self._origins.get(origin_key, (self.source, None))
-        return TopologyError(reason, src, line)
+    def _err(self, reason: str, *origin_keys) -> TopologyError:
+        """An error citing where the first of `origin_keys` that came from a file was declared."""
+        for key in origin_keys:
+            if key in self._origins:
+                src, line = self._origins[key]
+                return TopologyError(reason, src, line)
+        return TopologyError(reason, self.source)
 
     def validate(self) -> None:
         """Raise TopologyError unless the topology is usable.
@@ -309,7 +313,8 @@ class Topology:
             for end in link.ends():
                 if end in used:
                     raise self._err(f"port {end[0]}[{end[1]}] is cabled twice: "
-                                    f"{_fmt_link(used[end])} and {_fmt_link(link)}", okey)
+                                    f"{_fmt_link(used[end])} and {_fmt_link(link)}", okey,
+                                    ("link", used[end]))
                 used[end] = link
 
         sm = self.nodes.get(self.sm_node)
@@ -352,8 +357,10 @@ class Topology:
             f"# {self.summary()}",
             f"# SM port: {self.sm_node}[{self.sm_port}] (first record, so ibsim attaches the SM "
             "there)",
-            "",
         ]
+        if self.nodes[self.sm_node].kind == "hca" and self.sm_port != 1:
+            out.append(f"# NB: ibsim attaches its default client to port 1 of {self.sm_node}")
+        out.append("")
         counters = {"switch": _SWITCH_GUID_BASE, "hca": _HCA_GUID_BASE}
         devid = 0
         by_end = {end: lk for lk in self.links for end in lk.ends()}

@@ -1,7 +1,24 @@
 import os
 import shutil
+import sys
+import tempfile
 
 import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))  # test helpers (handsm) import as plain modules
+
+# Every fabric a test launches lives under a run base of this test session, so a crashed test can
+# never collide with a user's fabrics, and the session can sweep up whatever is left at the end.
+_RUN_BASE = tempfile.mkdtemp(prefix="ibft-", dir="/tmp")
+os.environ["IBFAB_RUN_BASE"] = _RUN_BASE
+
+
+def pytest_sessionfinish(session, exitstatus):
+    from fabric import launcher
+
+    for name in launcher.list_fabrics():
+        launcher.down(name)
+    shutil.rmtree(_RUN_BASE, ignore_errors=True)
 
 
 def pytest_report_header(config):

@@ -1,0 +1,163 @@
+"""The real fabric: device hosts as processes, ZeroMQ links, programmed with SMPs over RPC."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import zmq
+
+from fabric import Fabric, launcher
+from fabric import wire as w
+from fabric.rpc import RpcClient
+from fabric.runinfo import run_dir_for
+from handsm import HandSM
+
+NET = "/work/shared/topologies/ibsim/net.2sw2path4hca"
+IBFAB = [sys.executable, "-m", "fabric.cli"]
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _no_leftovers(name, pids):
+    assert not os.path.exists(run_dir_for(name)), "run directory left behind"
+    deadline = time.time() + 5
+    while any(_alive(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not [p for p in pids if _alive(p)], "device-host processes left behind"
+
+
+@pytest.fixture
+def two_switch():
+    topo = NET if os.path.exists(NET) else "linear:2"
+    with Fabric(topo) as fab:
+        yield fab
+
+
+def test_hand_programmed_fabric_carries_ud_between_every_hca_pair(two_switch):
+    fab = two_switch
+    topo = fab.topology
+    sm = HandSM(lambda smp: fab.smp(topo.sm_node, smp, port=topo.sm_port)).bring_up()
+    assert len(sm.nodes) == len(topo.nodes)
+    assert len(sm.links) == 2 * len(topo.links)
+    hcas = [n.name for n in topo.hcas()]
+    lid = {n.name: sm.lid_of(n.node_guid) for n in topo.hcas()}
+    qpn = {h: fab.create_qp(h, qkey=0x1234) for h in hcas}
+    for src in hcas:
+        for dst in hcas:
+            if src != dst:
+                fab.post_send(src, qpn[src], dlid=lid[dst], dest_qp=qpn[dst], payload=f"{src}->{dst}".encode())
+    for dst in hcas:
+        got = []
+        deadline = time.time() + 5
+        while len(got) < len(hcas) - 1 and time.time() < deadline:
+            got += fab.poll(dst, qpn[dst], timeout=0.5)
+        assert sorted(c["payload"].decode() for c in got) == sorted(f"{s}->{dst}" for s in hcas if s != dst)
+        assert {c["slid"] for c in got} == {lid[s] for s in hcas if s != dst}
+    st = fab.devices()
+    assert all(p["state"] == "Active" for d in st.values() for p in d["ports"] if p["cabled"])
+
+
+def test_bad_input_on_a_link_is_counted_and_the_host_survives(two_switch):
+    fab = two_switch
+    sw = next(n for n in fab.topology.switches())
+    info = fab.info
+    ctx = zmq.Context.instance()
+    s = ctx.socket(zmq.PUSH)
+    s.setsockopt(zmq.LINGER, 2000)  # deliver everything before close
+    s.connect(info.ingress(sw.node_guid))
+    junk = [b"", b"\x01", b"\x09\x00\x01\x00\x00\x00", b"\x01\x00\x01\x00\x00\x05\x00\x10abc", os.urandom(300)]
+    for j in junk:
+        s.send(j)
+    s.close()
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        d = fab.devices()[sw.name]
+        if d["drops"].get("bad_burst", 0) >= 4:
+            break
+        time.sleep(0.05)
+    assert d["drops"].get("bad_burst", 0) >= 4
+    assert all(_alive(p) for p in fab.pids())
+
+
+def test_cli_up_status_down_leaves_nothing_behind():
+    name = "clitest"
+    r = subprocess.run(IBFAB + ["up", "fattree:4,2,24,6", "--name", name], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "every link up" in r.stdout
+    st = subprocess.run(IBFAB + ["status", "--name", name, "--json"], capture_output=True, text=True,
+                        timeout=60)
+    assert st.returncode == 0, st.stderr
+    devices = json.loads(st.stdout)["devices"]
+    assert sum(d["type"] == "hca" for d in devices) == 96
+    assert sum(d["type"] == "switch" for d in devices) == 6
+    assert all(p["phys"] == "LinkUp" for d in devices for p in d["ports"] if p["cabled"])
+    pids = sorted({d["pid"] for d in devices})
+    assert len(pids) >= 2  # many devices per process, more than one process
+    dn = subprocess.run(IBFAB + ["down", "--name", name], capture_output=True, text=True, timeout=60)
+    assert dn.returncode == 0, dn.stderr
+    _no_leftovers(name, pids)
+
+
+def test_two_named_fabrics_at_once_and_down_after_a_crash():
+    with Fabric("single:2", name="fa") as fa, Fabric("linear:2", name="fb") as fb:
+        pa, pb = fa.pids(), fb.pids()
+        assert set(pa).isdisjoint(pb)
+        assert launcher.is_running("fa") and launcher.is_running("fb")
+        os.kill(pa[0], signal.SIGKILL)  # a crashed device host
+        time.sleep(0.1)
+        assert launcher.down("fa")
+        _no_leftovers("fa", pa)
+        assert launcher.is_running("fb")
+        assert fb.devices()  # the other fabric is untouched
+    _no_leftovers("fb", pb)
+
+
+def test_up_refuses_a_running_name_and_cleans_a_stale_one():
+    with Fabric("single:2", name="dup"):
+        with pytest.raises(launcher.LaunchError, match="already running"):
+            launcher.up("single:2", "dup")
+    stale = run_dir_for("stale")
+    os.makedirs(stale)
+    with open(os.path.join(stale, "fabric.json"), "w") as f:
+        f.write("{}")
+    with Fabric("single:2", name="stale") as fab:
+        assert fab.devices()
+
+
+def test_link_down_and_up_through_rpc():
+    with Fabric("single:2") as fab:
+        fab.link_down("sw01", 1)
+        devs = fab.devices()
+        assert devs["node0001"]["ports"][0]["phys"] != "LinkUp"
+        assert devs["sw01"]["ports"][1]["phys"] == "Disabled"
+        fab.link_up("sw01", 1)
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            devs = fab.devices()
+            if devs["node0001"]["ports"][0]["phys"] == "LinkUp" and devs["sw01"]["ports"][1]["phys"] == "LinkUp":
+                break
+            time.sleep(0.05)
+        assert devs["node0001"]["ports"][0]["state"] == "Initialize"
+
+
+def test_rpc_errors_are_clear():
+    with Fabric("single:2") as fab:
+        with pytest.raises(Exception, match="no port 9"):
+            fab.link_down("sw01", 9)
+        with pytest.raises(Exception, match="unknown operation"):
+            RpcClient(fab.info.control(0)).call("frobnicate")
