@@ -17,3 +17,17 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.section("targets")
     for line in _RESULTS:
         terminalreporter.write_line(line)
+
+import os as _os
+import sys as _sys
+import tempfile as _tempfile
+
+_sys.path.insert(0, _os.path.join(_os.path.dirname(__file__), "..", "tests"))  # handsm
+_os.environ.setdefault("IBFAB_RUN_BASE", _tempfile.mkdtemp(prefix="ibfb-", dir="/tmp"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    from fabric import launcher
+
+    for name in launcher.list_fabrics():
+        launcher.down(name)

@@ -1269,8 +1269,9 @@ static int __Pyx_init_tpflags_variables(void) {
 #define __PYX_HAVE_API__fabric___wirefast
 /* Early includes */
 #include <stdint.h>
-#include "pythread.h"
 #include <string.h>
+#include <stdio.h>
+#include "pythread.h"
 
     typedef int (*__pyx_memoryview_to_dtype_func_type)(char*, PyObject*);
     
@@ -1494,6 +1495,7 @@ static const char * const __pyx_cfilenm = __FILE__;
 static const char* const __pyx_f[] = {
   "fabric/_wirefast.pyx",
   "View.MemoryView",
+  "cpython/type.pxd",
 };
 /* #### Code section: utility_code_proto_before_types ### */
 /* Atomics.proto (used by UnpackUnboundCMethod) */
@@ -2719,6 +2721,85 @@ static void __Pyx_RaiseUnboundLocalError(const char *varname);
 /* DivInt[long].proto */
 static CYTHON_INLINE long __Pyx_div_long(long, long, int b_is_constant);
 
+/* ListAppend.proto */
+#if CYTHON_USE_PYLIST_INTERNALS && CYTHON_ASSUME_SAFE_MACROS && CYTHON_ASSUME_SAFE_SIZE
+static CYTHON_INLINE int __Pyx_PyList_Append(PyObject* list, PyObject* x);
+#else
+#define __Pyx_PyList_Append(L,x) PyList_Append(L,x)
+#endif
+
+/* dict_getitem_default.proto */
+static PyObject* __Pyx_PyDict_GetItemDefault(PyObject* d, PyObject* key, PyObject* default_value);
+
+/* PyObjectCall2Args.proto (used by CallUnboundCMethod1) */
+static CYTHON_INLINE PyObject* __Pyx_PyObject_Call2Args(PyObject* function, PyObject* arg1, PyObject* arg2);
+
+/* CallUnboundCMethod1.proto */
+CYTHON_UNUSED
+static PyObject* __Pyx__CallUnboundCMethod1(__Pyx_CachedCFunction* cfunc, PyObject* self, PyObject* arg);
+#if CYTHON_COMPILING_IN_CPYTHON
+static CYTHON_INLINE PyObject* __Pyx_CallUnboundCMethod1(__Pyx_CachedCFunction* cfunc, PyObject* self, PyObject* arg);
+#else
+#define __Pyx_CallUnboundCMethod1(cfunc, self, arg)  __Pyx__CallUnboundCMethod1(cfunc, self, arg)
+#endif
+
+/* PyNumberBinop.proto */
+#if CYTHON_COMPILING_IN_PYPY || CYTHON_COMPILING_IN_GRAAL || CYTHON_COMPILING_IN_LIMITED_API
+#define __Pyx_PyNumber_Add_object_int(op1, op2)  PyNumber_Add(op1, op2)
+#define __Pyx_PyNumber_InPlaceAdd_object_int(op1, op2)  PyNumber_InPlaceAdd(op1, op2)
+#else
+#define __Pyx_PyNumber_Add_object_int(op1, op2)  __Pyx__PyNumber_Add_object_int(op1, op2, 0)
+#define __Pyx_PyNumber_InPlaceAdd_object_int(op1, op2)  __Pyx__PyNumber_Add_object_int(op1, op2, 1)
+static CYTHON_INLINE PyObject* __Pyx__PyNumber_Add_object_int(PyObject *op1, PyObject *op2, int inplace);
+#endif
+
+/* PyNumberBinop.proto */
+#if CYTHON_COMPILING_IN_PYPY || CYTHON_COMPILING_IN_GRAAL || CYTHON_COMPILING_IN_LIMITED_API
+#define __Pyx_PyNumber_Subtract_object_int(op1, op2)  PyNumber_Subtract(op1, op2)
+#define __Pyx_PyNumber_InPlaceSubtract_object_int(op1, op2)  PyNumber_InPlaceSubtract(op1, op2)
+#else
+#define __Pyx_PyNumber_Subtract_object_int(op1, op2)  __Pyx__PyNumber_Subtract_object_int(op1, op2, 0)
+#define __Pyx_PyNumber_InPlaceSubtract_object_int(op1, op2)  __Pyx__PyNumber_Subtract_object_int(op1, op2, 1)
+static CYTHON_INLINE PyObject* __Pyx__PyNumber_Subtract_object_int(PyObject *op1, PyObject *op2, int inplace);
+#endif
+
+/* PyLongBinop.proto */
+#if !CYTHON_COMPILING_IN_PYPY
+static CYTHON_INLINE PyObject* __Pyx_PyLong_AddObjC(PyObject *op1, PyObject *op2, long intval, int inplace, int zerodivision_check);
+#else
+#define __Pyx_PyLong_AddObjC(op1, op2, intval, inplace, zerodivision_check)\
+    (inplace ? PyNumber_InPlaceAdd(op1, op2) : PyNumber_Add(op1, op2))
+#endif
+
+/* IterFinish.proto (used by dict_iter_common) */
+static CYTHON_INLINE int __Pyx_IterFinish(void);
+
+/* PyObjectCallMethod0.proto (used by dict_iter_common) */
+static CYTHON_INLINE PyObject* __Pyx_PyObject_CallMethod0(PyObject* obj, PyObject* method_name);
+
+/* UnpackItemEndCheck.proto (used by UnpackTuple2) */
+static int __Pyx_IternextUnpackEndCheck(PyObject *retval, Py_ssize_t expected);
+
+/* UnpackTupleError.proto (used by UnpackTuple2) */
+static void __Pyx_UnpackTupleError(PyObject *, Py_ssize_t index);
+
+/* UnpackTuple2.proto (used by dict_iter_common) */
+static CYTHON_INLINE int __Pyx_unpack_tuple2(
+    PyObject* tuple, PyObject** value1, PyObject** value2, int is_tuple, int has_known_size, int decref_tuple);
+static CYTHON_INLINE int __Pyx_unpack_tuple2_exact(
+    PyObject* tuple, PyObject** value1, PyObject** value2, int decref_tuple);
+static int __Pyx_unpack_tuple2_generic(
+    PyObject* tuple, PyObject** value1, PyObject** value2, int has_known_size, int decref_tuple);
+
+/* dict_iter_common.proto (used by dict_iter) */
+static PyObject *__Pyx_dict_call_to_get_iterable(PyObject* iterable, PyObject* method_name);
+static CYTHON_INLINE int __Pyx_dict_iter_next(PyObject* dict_or_iter, Py_ssize_t orig_length, Py_ssize_t* ppos,
+                                              PyObject** pkey, PyObject** pvalue, PyObject** pitem, int is_dict);
+
+/* dict_iter.proto */
+static CYTHON_INLINE PyObject* __Pyx_dict_iterator(PyObject* dict, int is_dict, PyObject* method_name,
+                                                   Py_ssize_t* p_orig_length, int* p_is_dict);
+
 /* AllocateExtensionType.proto */
 static PyObject *__Pyx_AllocateExtensionType(PyTypeObject *t, int is_final);
 
@@ -2767,9 +2848,6 @@ int __Pyx_ApplySequenceOrMappingFlag(PyTypeObject *tp, int is_sequence);
 #define __Pyx_ApplySequenceOrMappingFlag(tp, is_sequence) (0)
 #endif
 
-/* PyObjectCallMethod0.proto (used by PyType_Ready) */
-static CYTHON_INLINE PyObject* __Pyx_PyObject_CallMethod0(PyObject* obj, PyObject* method_name);
-
 /* GetTypeDictOffset.proto (used by ValidateBasesTuple) */
 #if !CYTHON_USE_TYPE_SLOTS
 CYTHON_UNUSED static Py_ssize_t __Pyx_GetTypeDictOffset(PyObject *tp, int require_cython_valid_result);
@@ -2811,6 +2889,25 @@ static int __Pyx__SetItemOnTypeDict(PyTypeObject *tp, PyObject *k, PyObject *v);
 
 /* SetupReduce.export */
 static int __Pyx_setup_reduce(PyObject* type_obj);
+
+/* TypeImport.proto */
+#ifndef __PYX_HAVE_RT_ImportType_proto_3_3_1
+#define __PYX_HAVE_RT_ImportType_proto_3_3_1
+#if defined (__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+#include <stdalign.h>
+#endif
+#if (defined (__STDC_VERSION__) && __STDC_VERSION__ >= 201112L) || __cplusplus >= 201103L
+#define __PYX_GET_STRUCT_ALIGNMENT_3_3_1(s) alignof(s)
+#else
+#define __PYX_GET_STRUCT_ALIGNMENT_3_3_1(s) sizeof(void*)
+#endif
+enum __Pyx_ImportType_CheckSize_3_3_1 {
+   __Pyx_ImportType_CheckSize_Error_3_3_1 = 0,
+   __Pyx_ImportType_CheckSize_Warn_3_3_1 = 1,
+   __Pyx_ImportType_CheckSize_Ignore_3_3_1 = 2
+};
+static PyTypeObject *__Pyx_ImportType_3_3_1(PyObject* module, const char *module_name, const char *class_name, size_t size, size_t alignment, enum __Pyx_ImportType_CheckSize_3_3_1 check_size);
+#endif
 
 /* dict_setdefault.proto (used by FetchCommonType) */
 static CYTHON_INLINE PyObject *__Pyx_PyDict_SetDefault(PyObject *d, PyObject *key, PyObject *default_value);
@@ -3070,6 +3167,9 @@ static int __Pyx_ValidateAndInit_memviewslice(
 /* ObjectToMemviewSlice.proto */
 static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_dc_unsigned_char__const__(PyObject *, int writable_flag);
 
+/* ObjectToMemviewSlice.proto */
+static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_dc_unsigned_int__const__(PyObject *, int writable_flag);
+
 /* MemviewSliceCopy.proto */
 static __Pyx_memviewslice
 __pyx_memoryview_copy_new_contig(const __Pyx_memviewslice *from_mvs,
@@ -3079,6 +3179,9 @@ __pyx_memoryview_copy_new_contig(const __Pyx_memviewslice *from_mvs,
 
 /* CIntFromPy.proto */
 static CYTHON_INLINE int __Pyx_PyLong_As_int(PyObject *);
+
+/* CIntFromPy.proto */
+static CYTHON_INLINE unsigned int __Pyx_PyLong_As_unsigned_int(PyObject *);
 
 /* PyObjectVectorcallKwds.proto (used by PyObjectVectorcallMethodKwds) */
 #if CYTHON_VECTORCALL
@@ -3100,6 +3203,18 @@ static PyObject *__Pyx_Object_VectorcallMethodKwds(PyObject *name, PyObject *con
 /* CIntToPy.proto */
 static CYTHON_INLINE PyObject* __Pyx_PyLong_From_uint16_t(uint16_t value);
 
+/* CIntToPy.proto */
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_unsigned_int(unsigned int value);
+
+/* CIntToPy.proto */
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_long(long value);
+
+/* CIntToPy.proto */
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_unsigned_long(unsigned long value);
+
+/* CIntToPy.proto */
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_int(int value);
+
 /* PyObjectCallMethod1.proto (used by UpdateUnpickledDict) */
 static CYTHON_INLINE PyObject* __Pyx_PyObject_CallMethod1(PyObject* obj, PyObject* method_name, PyObject* arg);
 
@@ -3114,12 +3229,6 @@ static CYTHON_INLINE int __Pyx_CheckUnpickleChecksum(long checksum, long checksu
 
 /* CIntFromPy.proto */
 static CYTHON_INLINE long __Pyx_PyLong_As_long(PyObject *);
-
-/* CIntToPy.proto */
-static CYTHON_INLINE PyObject* __Pyx_PyLong_From_int(int value);
-
-/* CIntToPy.proto */
-static CYTHON_INLINE PyObject* __Pyx_PyLong_From_long(long value);
 
 /* CIntFromPy.proto */
 static CYTHON_INLINE char __Pyx_PyLong_As_char(PyObject *);
@@ -3230,8 +3339,25 @@ static PyObject *__pyx_memoryviewslice__get_base(struct __pyx_memoryviewslice_ob
 
 /* Module declarations from "libc.stdint" */
 
+/* Module declarations from "libc.string" */
+
+/* Module declarations from "libc.stdio" */
+
+/* Module declarations from "__builtin__" */
+
+/* Module declarations from "cpython.type" */
+
+/* Module declarations from "cpython" */
+
+/* Module declarations from "cpython.object" */
+
+/* Module declarations from "cpython.bytearray" */
+
+/* Module declarations from "cpython.bytes" */
+
 /* Module declarations from "fabric._wirefast" */
 static uint16_t __pyx_v_6fabric_9_wirefast_VCRC_TABLE[256];
+static uint16_t __pyx_v_6fabric_9_wirefast_SLICE[8][256];
 static PyObject *__pyx_collections_abc_Sequence = 0;
 static PyObject *generic = 0;
 static PyObject *strided = 0;
@@ -3281,6 +3407,7 @@ static void __pyx_memoryview__slice_assign_scalar(char *, Py_ssize_t *, Py_ssize
 static PyObject *__pyx_unpickle_Enum__set_state(struct __pyx_MemviewEnum_obj *, PyObject *); /*proto*/
 /* #### Code section: typeinfo ### */
 static const __Pyx_TypeInfo __Pyx_TypeInfo_unsigned_char__const__ = { "const unsigned char", NULL, sizeof(unsigned char const ), { 0 }, 0, __PYX_IS_UNSIGNED(unsigned char const ) ? 'U' : 'I', __PYX_IS_UNSIGNED(unsigned char const ), 0 };
+static const __Pyx_TypeInfo __Pyx_TypeInfo_unsigned_int__const__ = { "const unsigned int", NULL, sizeof(unsigned int const ), { 0 }, 0, __PYX_IS_UNSIGNED(unsigned int const ) ? 'U' : 'I', __PYX_IS_UNSIGNED(unsigned int const ), 0 };
 /* #### Code section: before_global_var ### */
 #define __Pyx_MODULE_NAME "fabric._wirefast"
 extern int __pyx_module_is_main_fabric___wirefast;
@@ -3353,6 +3480,7 @@ static PyObject *__pyx_pf___pyx_memoryviewslice_2__setstate_cython__(CYTHON_UNUS
 static PyObject *__pyx_pf_15View_dot_MemoryView___pyx_unpickle_Enum(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v___pyx_type, long __pyx_v___pyx_checksum, PyObject *__pyx_v___pyx_state); /* proto */
 static PyObject *__pyx_pf_6fabric_9_wirefast_vcrc16(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_data); /* proto */
 static PyObject *__pyx_pf_6fabric_9_wirefast_2vcrc_ok(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_packet); /* proto */
+static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_burst, Py_ssize_t __pyx_v_offset, Py_ssize_t __pyx_v_count, int __pyx_v_in_port, __Pyx_memviewslice __pyx_v_lft, Py_ssize_t __pyx_v_lft_top, __Pyx_memviewslice __pyx_v_port_flags, __Pyx_memviewslice __pyx_v_port_mtu, unsigned int __pyx_v_own_lid_base, unsigned int __pyx_v_own_lid_count); /* proto */
 static PyObject *__pyx_tp_new__initialisation_array(PyObject *o, 
 #if CYTHON_VECTORCALL_TPNEW
     PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
@@ -3474,6 +3602,7 @@ namespace {
     PyObject *__pyx_empty_tuple;
     PyObject *__pyx_empty_bytes;
     PyObject *__pyx_empty_unicode;
+    PyTypeObject *__pyx_ptype_7cpython_4type_type;
     PyObject *__pyx_type___pyx_array;
     PyObject *__pyx_type___pyx_MemviewEnum;
     PyObject *__pyx_type___pyx_memoryview;
@@ -3482,14 +3611,15 @@ namespace {
     PyTypeObject *__pyx_MemviewEnum_type;
     PyTypeObject *__pyx_memoryview_type;
     PyTypeObject *__pyx_memoryviewslice_type;
+    __Pyx_CachedCFunction __pyx_umethod_PyDict_Type_get;
     __Pyx_CachedCFunction __pyx_umethod_PyDict_Type_items;
     __Pyx_CachedCFunction __pyx_umethod_PyDict_Type_pop;
     __Pyx_CachedCFunction __pyx_umethod_PyDict_Type_values;
     PyObject *__pyx_slice[1];
     PyObject *__pyx_tuple[2];
-    PyObject *__pyx_codeobj_tab[2];
-    PyObject *__pyx_string_tab[102];
-    PyObject *__pyx_number_tab[3];
+    PyObject *__pyx_codeobj_tab[3];
+    PyObject *__pyx_string_tab[142];
+    PyObject *__pyx_number_tab[5];
 /* #### Code section: module_state_contents ### */
 /* PyFrozenDict.module_state_decls */
 #if CYTHON_COMPILING_IN_LIMITED_API
@@ -3555,94 +3685,136 @@ static __pyx_mstatetype * const __pyx_mstate_global = &__pyx_mstate_global_stati
 #define __pyx_kp_u_Invalid_shape_in_axis __pyx_string_tab[14]
 #define __pyx_kp_u_Note_that_Cython_is_deliberately __pyx_string_tab[15]
 #define __pyx_kp_u_add_note __pyx_string_tab[16]
-#define __pyx_kp_u_collections_abc __pyx_string_tab[17]
-#define __pyx_kp_u_disable __pyx_string_tab[18]
-#define __pyx_kp_u_enable __pyx_string_tab[19]
-#define __pyx_kp_u_fabric__wirefast_pyx __pyx_string_tab[20]
-#define __pyx_kp_u_gc __pyx_string_tab[21]
-#define __pyx_kp_u_isenabled __pyx_string_tab[22]
-#define __pyx_kp_u_no_default___reduce___due_to_non __pyx_string_tab[23]
-#define __pyx_kp_u_unable_to_allocate_array_data __pyx_string_tab[24]
-#define __pyx_kp_u_unable_to_allocate_shape_and_str __pyx_string_tab[25]
-#define __pyx_n_u_ASCII __pyx_string_tab[26]
-#define __pyx_n_u_Ellipsis __pyx_string_tab[27]
-#define __pyx_n_u_Sequence __pyx_string_tab[28]
-#define __pyx_n_u_View_MemoryView __pyx_string_tab[29]
-#define __pyx_n_u_Pyx_PyDict_NextRef __pyx_string_tab[30]
-#define __pyx_n_u_annotate __pyx_string_tab[31]
-#define __pyx_n_u_class __pyx_string_tab[32]
-#define __pyx_n_u_class_getitem __pyx_string_tab[33]
-#define __pyx_n_u_dict __pyx_string_tab[34]
-#define __pyx_n_u_func __pyx_string_tab[35]
-#define __pyx_n_u_getstate __pyx_string_tab[36]
-#define __pyx_n_u_import __pyx_string_tab[37]
-#define __pyx_n_u_main __pyx_string_tab[38]
-#define __pyx_n_u_module __pyx_string_tab[39]
-#define __pyx_n_u_name_2 __pyx_string_tab[40]
-#define __pyx_n_u_new __pyx_string_tab[41]
-#define __pyx_n_u_pyx_checksum __pyx_string_tab[42]
-#define __pyx_n_u_pyx_state __pyx_string_tab[43]
-#define __pyx_n_u_pyx_type __pyx_string_tab[44]
-#define __pyx_n_u_pyx_unpickle_Enum __pyx_string_tab[45]
-#define __pyx_n_u_pyx_vtable __pyx_string_tab[46]
-#define __pyx_n_u_qualname __pyx_string_tab[47]
-#define __pyx_n_u_reduce __pyx_string_tab[48]
-#define __pyx_n_u_reduce_cython __pyx_string_tab[49]
-#define __pyx_n_u_reduce_ex __pyx_string_tab[50]
-#define __pyx_n_u_set_name __pyx_string_tab[51]
-#define __pyx_n_u_setstate __pyx_string_tab[52]
-#define __pyx_n_u_setstate_cython __pyx_string_tab[53]
-#define __pyx_n_u_test __pyx_string_tab[54]
-#define __pyx_n_u_is_coroutine __pyx_string_tab[55]
-#define __pyx_n_u_abc __pyx_string_tab[56]
-#define __pyx_n_u_allocate_buffer __pyx_string_tab[57]
-#define __pyx_n_u_asyncio_coroutines __pyx_string_tab[58]
-#define __pyx_n_u_base __pyx_string_tab[59]
-#define __pyx_n_u_c __pyx_string_tab[60]
-#define __pyx_n_u_cline_in_traceback __pyx_string_tab[61]
-#define __pyx_n_u_count __pyx_string_tab[62]
-#define __pyx_n_u_data __pyx_string_tab[63]
-#define __pyx_n_u_dtype_is_object __pyx_string_tab[64]
-#define __pyx_n_u_encode __pyx_string_tab[65]
-#define __pyx_n_u_enumerate __pyx_string_tab[66]
-#define __pyx_n_u_error __pyx_string_tab[67]
-#define __pyx_n_u_fabric__wirefast __pyx_string_tab[68]
-#define __pyx_n_u_flags __pyx_string_tab[69]
-#define __pyx_n_u_format __pyx_string_tab[70]
-#define __pyx_n_u_fortran __pyx_string_tab[71]
-#define __pyx_n_u_id __pyx_string_tab[72]
-#define __pyx_n_u_index __pyx_string_tab[73]
-#define __pyx_n_u_items __pyx_string_tab[74]
-#define __pyx_n_u_itemsize __pyx_string_tab[75]
-#define __pyx_n_u_memview __pyx_string_tab[76]
-#define __pyx_n_u_mode __pyx_string_tab[77]
-#define __pyx_n_u_n __pyx_string_tab[78]
-#define __pyx_n_u_name __pyx_string_tab[79]
-#define __pyx_n_u_ndim __pyx_string_tab[80]
-#define __pyx_n_u_obj __pyx_string_tab[81]
-#define __pyx_n_u_pack __pyx_string_tab[82]
-#define __pyx_n_u_packet __pyx_string_tab[83]
-#define __pyx_n_u_pop __pyx_string_tab[84]
-#define __pyx_n_u_register __pyx_string_tab[85]
-#define __pyx_n_u_setdefault __pyx_string_tab[86]
-#define __pyx_n_u_shape __pyx_string_tab[87]
-#define __pyx_n_u_size __pyx_string_tab[88]
-#define __pyx_n_u_start __pyx_string_tab[89]
-#define __pyx_n_u_step __pyx_string_tab[90]
-#define __pyx_n_u_stop __pyx_string_tab[91]
-#define __pyx_n_u_struct __pyx_string_tab[92]
-#define __pyx_n_u_unpack __pyx_string_tab[93]
-#define __pyx_n_u_update __pyx_string_tab[94]
-#define __pyx_n_u_values __pyx_string_tab[95]
-#define __pyx_n_u_vcrc16 __pyx_string_tab[96]
-#define __pyx_n_u_vcrc_ok __pyx_string_tab[97]
-#define __pyx_n_u_x __pyx_string_tab[98]
-#define __pyx_n_b_O __pyx_string_tab[99]
-#define __pyx_kp_b_iso88591_t6_S_a_Qat1D_F_1 __pyx_string_tab[100]
-#define __pyx_kp_b_iso88591_fAQ_r_1_q_1F_4r_1_6_Bc_Rr_t6_Bc __pyx_string_tab[101]
+#define __pyx_kp_u_burst_truncated __pyx_string_tab[17]
+#define __pyx_kp_u_collections_abc __pyx_string_tab[18]
+#define __pyx_kp_u_disable __pyx_string_tab[19]
+#define __pyx_kp_u_enable __pyx_string_tab[20]
+#define __pyx_kp_u_fabric__wirefast_pyx __pyx_string_tab[21]
+#define __pyx_kp_u_gc __pyx_string_tab[22]
+#define __pyx_kp_u_isenabled __pyx_string_tab[23]
+#define __pyx_kp_u_no_default___reduce___due_to_non __pyx_string_tab[24]
+#define __pyx_kp_u_trailing_octets_after_the_burst __pyx_string_tab[25]
+#define __pyx_kp_u_unable_to_allocate_array_data __pyx_string_tab[26]
+#define __pyx_kp_u_unable_to_allocate_shape_and_str __pyx_string_tab[27]
+#define __pyx_n_u_ASCII __pyx_string_tab[28]
+#define __pyx_n_u_Ellipsis __pyx_string_tab[29]
+#define __pyx_n_u_SEG_HEADROOM __pyx_string_tab[30]
+#define __pyx_n_u_Sequence __pyx_string_tab[31]
+#define __pyx_n_u_View_MemoryView __pyx_string_tab[32]
+#define __pyx_n_u_Pyx_PyDict_NextRef __pyx_string_tab[33]
+#define __pyx_n_u_annotate __pyx_string_tab[34]
+#define __pyx_n_u_class __pyx_string_tab[35]
+#define __pyx_n_u_class_getitem __pyx_string_tab[36]
+#define __pyx_n_u_dict __pyx_string_tab[37]
+#define __pyx_n_u_func __pyx_string_tab[38]
+#define __pyx_n_u_getstate __pyx_string_tab[39]
+#define __pyx_n_u_import __pyx_string_tab[40]
+#define __pyx_n_u_main __pyx_string_tab[41]
+#define __pyx_n_u_module __pyx_string_tab[42]
+#define __pyx_n_u_name_2 __pyx_string_tab[43]
+#define __pyx_n_u_new __pyx_string_tab[44]
+#define __pyx_n_u_pyx_checksum __pyx_string_tab[45]
+#define __pyx_n_u_pyx_state __pyx_string_tab[46]
+#define __pyx_n_u_pyx_type __pyx_string_tab[47]
+#define __pyx_n_u_pyx_unpickle_Enum __pyx_string_tab[48]
+#define __pyx_n_u_pyx_vtable __pyx_string_tab[49]
+#define __pyx_n_u_qualname __pyx_string_tab[50]
+#define __pyx_n_u_reduce __pyx_string_tab[51]
+#define __pyx_n_u_reduce_cython __pyx_string_tab[52]
+#define __pyx_n_u_reduce_ex __pyx_string_tab[53]
+#define __pyx_n_u_set_name __pyx_string_tab[54]
+#define __pyx_n_u_setstate __pyx_string_tab[55]
+#define __pyx_n_u_setstate_cython __pyx_string_tab[56]
+#define __pyx_n_u_test __pyx_string_tab[57]
+#define __pyx_n_u_is_coroutine __pyx_string_tab[58]
+#define __pyx_n_u_abc __pyx_string_tab[59]
+#define __pyx_n_u_allocate_buffer __pyx_string_tab[60]
+#define __pyx_n_u_asyncio_coroutines __pyx_string_tab[61]
+#define __pyx_n_u_ba __pyx_string_tab[62]
+#define __pyx_n_u_base __pyx_string_tab[63]
+#define __pyx_n_u_blen __pyx_string_tab[64]
+#define __pyx_n_u_burst __pyx_string_tab[65]
+#define __pyx_n_u_c __pyx_string_tab[66]
+#define __pyx_n_u_cline_in_traceback __pyx_string_tab[67]
+#define __pyx_n_u_count __pyx_string_tab[68]
+#define __pyx_n_u_data __pyx_string_tab[69]
+#define __pyx_n_u_dlid __pyx_string_tab[70]
+#define __pyx_n_u_dtype_is_object __pyx_string_tab[71]
+#define __pyx_n_u_encode __pyx_string_tab[72]
+#define __pyx_n_u_enumerate __pyx_string_tab[73]
+#define __pyx_n_u_error __pyx_string_tab[74]
+#define __pyx_n_u_fabric__wirefast __pyx_string_tab[75]
+#define __pyx_n_u_flags __pyx_string_tab[76]
+#define __pyx_n_u_format __pyx_string_tab[77]
+#define __pyx_n_u_fortran __pyx_string_tab[78]
+#define __pyx_n_u_forward_burst __pyx_string_tab[79]
+#define __pyx_n_u_get __pyx_string_tab[80]
+#define __pyx_n_u_i __pyx_string_tab[81]
+#define __pyx_n_u_id __pyx_string_tab[82]
+#define __pyx_n_u_in_port __pyx_string_tab[83]
+#define __pyx_n_u_index __pyx_string_tab[84]
+#define __pyx_n_u_items __pyx_string_tab[85]
+#define __pyx_n_u_itemsize __pyx_string_tab[86]
+#define __pyx_n_u_k __pyx_string_tab[87]
+#define __pyx_n_u_lft __pyx_string_tab[88]
+#define __pyx_n_u_lft_top __pyx_string_tab[89]
+#define __pyx_n_u_lnh __pyx_string_tab[90]
+#define __pyx_n_u_memview __pyx_string_tab[91]
+#define __pyx_n_u_mode __pyx_string_tab[92]
+#define __pyx_n_u_n __pyx_string_tab[93]
+#define __pyx_n_u_name __pyx_string_tab[94]
+#define __pyx_n_u_ndim __pyx_string_tab[95]
+#define __pyx_n_u_nports __pyx_string_tab[96]
+#define __pyx_n_u_obj __pyx_string_tab[97]
+#define __pyx_n_u_off __pyx_string_tab[98]
+#define __pyx_n_u_offset __pyx_string_tab[99]
+#define __pyx_n_u_out __pyx_string_tab[100]
+#define __pyx_n_u_outp __pyx_string_tab[101]
+#define __pyx_n_u_own_lid_base __pyx_string_tab[102]
+#define __pyx_n_u_own_lid_count __pyx_string_tab[103]
+#define __pyx_n_u_p __pyx_string_tab[104]
+#define __pyx_n_u_pack __pyx_string_tab[105]
+#define __pyx_n_u_packet __pyx_string_tab[106]
+#define __pyx_n_u_payload __pyx_string_tab[107]
+#define __pyx_n_u_pktlen __pyx_string_tab[108]
+#define __pyx_n_u_plen __pyx_string_tab[109]
+#define __pyx_n_u_pop __pyx_string_tab[110]
+#define __pyx_n_u_port_flags __pyx_string_tab[111]
+#define __pyx_n_u_port_mtu __pyx_string_tab[112]
+#define __pyx_n_u_ports __pyx_string_tab[113]
+#define __pyx_n_u_rcv_pkts __pyx_string_tab[114]
+#define __pyx_n_u_rcv_words __pyx_string_tab[115]
+#define __pyx_n_u_register __pyx_string_tab[116]
+#define __pyx_n_u_relay __pyx_string_tab[117]
+#define __pyx_n_u_seg __pyx_string_tab[118]
+#define __pyx_n_u_setdefault __pyx_string_tab[119]
+#define __pyx_n_u_shape __pyx_string_tab[120]
+#define __pyx_n_u_size __pyx_string_tab[121]
+#define __pyx_n_u_slow __pyx_string_tab[122]
+#define __pyx_n_u_start __pyx_string_tab[123]
+#define __pyx_n_u_step __pyx_string_tab[124]
+#define __pyx_n_u_stop __pyx_string_tab[125]
+#define __pyx_n_u_struct __pyx_string_tab[126]
+#define __pyx_n_u_unpack __pyx_string_tab[127]
+#define __pyx_n_u_update __pyx_string_tab[128]
+#define __pyx_n_u_used __pyx_string_tab[129]
+#define __pyx_n_u_values __pyx_string_tab[130]
+#define __pyx_n_u_vcrc16 __pyx_string_tab[131]
+#define __pyx_n_u_vcrc_ok __pyx_string_tab[132]
+#define __pyx_n_u_vl __pyx_string_tab[133]
+#define __pyx_n_u_x __pyx_string_tab[134]
+#define __pyx_n_u_xd __pyx_string_tab[135]
+#define __pyx_n_u_xp __pyx_string_tab[136]
+#define __pyx_n_u_xw __pyx_string_tab[137]
+#define __pyx_n_b_O __pyx_string_tab[138]
+#define __pyx_kp_b_iso88591_t6_S_a_Qat1D_F_1 __pyx_string_tab[139]
+#define __pyx_kp_b_iso88591_fAQ_r_1_q_1F_4r_1_6_Bc_Rr_t6_Bc __pyx_string_tab[140]
+#define __pyx_kp_b_iso88591_V1A_j_aq_A_Q_A_U_1_5_5_5_AU_U_1 __pyx_string_tab[141]
 #define __pyx_int_0 __pyx_number_tab[0]
 #define __pyx_int_neg_1 __pyx_number_tab[1]
-#define __pyx_int_136983863 __pyx_number_tab[2]
+#define __pyx_int_1 __pyx_number_tab[2]
+#define __pyx_int_6 __pyx_number_tab[3]
+#define __pyx_int_136983863 __pyx_number_tab[4]
 /* #### Code section: module_state_clear ### */
 #if CYTHON_USE_MODULE_STATE
 static CYTHON_SMALL_CODE int __pyx_m_clear(PyObject *m) {
@@ -3657,6 +3829,7 @@ static CYTHON_SMALL_CODE int __pyx_m_clear(PyObject *m) {
   #if CYTHON_PEP489_MULTI_PHASE_INIT
   __Pyx_State_RemoveModule(NULL);
   #endif
+  Py_CLEAR(clear_module_state->__pyx_ptype_7cpython_4type_type);
   Py_CLEAR(clear_module_state->__pyx_array_type);
   Py_CLEAR(clear_module_state->__pyx_type___pyx_array);
   Py_CLEAR(clear_module_state->__pyx_MemviewEnum_type);
@@ -3665,14 +3838,15 @@ static CYTHON_SMALL_CODE int __pyx_m_clear(PyObject *m) {
   Py_CLEAR(clear_module_state->__pyx_type___pyx_memoryview);
   Py_CLEAR(clear_module_state->__pyx_memoryviewslice_type);
   Py_CLEAR(clear_module_state->__pyx_type___pyx_memoryviewslice);
+  Py_CLEAR(clear_module_state->__pyx_umethod_PyDict_Type_get.method);
   Py_CLEAR(clear_module_state->__pyx_umethod_PyDict_Type_items.method);
   Py_CLEAR(clear_module_state->__pyx_umethod_PyDict_Type_pop.method);
   Py_CLEAR(clear_module_state->__pyx_umethod_PyDict_Type_values.method);
   for (int i=0; i<1; ++i) { Py_CLEAR(clear_module_state->__pyx_slice[i]); }
   for (int i=0; i<2; ++i) { Py_CLEAR(clear_module_state->__pyx_tuple[i]); }
-  for (int i=0; i<2; ++i) { Py_CLEAR(clear_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<102; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
-  for (int i=0; i<3; ++i) { Py_CLEAR(clear_module_state->__pyx_number_tab[i]); }
+  for (int i=0; i<3; ++i) { Py_CLEAR(clear_module_state->__pyx_codeobj_tab[i]); }
+  for (int i=0; i<142; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<5; ++i) { Py_CLEAR(clear_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_clear_contents ### */
 /* CommonTypesMetaclass.module_state_clear */
 Py_CLEAR(clear_module_state->__pyx_CommonTypesMetaclassType);
@@ -3695,6 +3869,7 @@ static CYTHON_SMALL_CODE int __pyx_m_traverse(PyObject *m, visitproc visit, void
   __Pyx_VISIT_CONST(traverse_module_state->__pyx_empty_tuple);
   __Pyx_VISIT_CONST(traverse_module_state->__pyx_empty_bytes);
   __Pyx_VISIT_CONST(traverse_module_state->__pyx_empty_unicode);
+  Py_VISIT(traverse_module_state->__pyx_ptype_7cpython_4type_type);
   Py_VISIT(traverse_module_state->__pyx_array_type);
   Py_VISIT(traverse_module_state->__pyx_type___pyx_array);
   Py_VISIT(traverse_module_state->__pyx_MemviewEnum_type);
@@ -3703,14 +3878,15 @@ static CYTHON_SMALL_CODE int __pyx_m_traverse(PyObject *m, visitproc visit, void
   Py_VISIT(traverse_module_state->__pyx_type___pyx_memoryview);
   Py_VISIT(traverse_module_state->__pyx_memoryviewslice_type);
   Py_VISIT(traverse_module_state->__pyx_type___pyx_memoryviewslice);
+  Py_VISIT(traverse_module_state->__pyx_umethod_PyDict_Type_get.method);
   Py_VISIT(traverse_module_state->__pyx_umethod_PyDict_Type_items.method);
   Py_VISIT(traverse_module_state->__pyx_umethod_PyDict_Type_pop.method);
   Py_VISIT(traverse_module_state->__pyx_umethod_PyDict_Type_values.method);
   for (int i=0; i<1; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_slice[i]); }
   for (int i=0; i<2; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_tuple[i]); }
-  for (int i=0; i<2; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<102; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
-  for (int i=0; i<3; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_number_tab[i]); }
+  for (int i=0; i<3; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_codeobj_tab[i]); }
+  for (int i=0; i<142; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<5; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_traverse_contents ### */
 /* CommonTypesMetaclass.module_state_traverse */
 Py_VISIT(traverse_module_state->__pyx_CommonTypesMetaclassType);
@@ -17896,23 +18072,24 @@ static PyObject *__pyx_unpickle_Enum__set_state(struct __pyx_MemviewEnum_obj *__
   return __pyx_r;
 }
 
-/* "fabric/_wirefast.pyx":13
+/* "fabric/_wirefast.pyx":17
  * 
  * 
  * cdef void _init_table():             # <<<<<<<<<<<<<<
- *     cdef int byte, bit
+ *     cdef int byte, bit, k
  *     cdef uint16_t c
 */
 
 static void __pyx_f_6fabric_9_wirefast__init_table(void) {
   int __pyx_v_byte;
   CYTHON_UNUSED int __pyx_v_bit;
+  int __pyx_v_k;
   uint16_t __pyx_v_c;
   int __pyx_t_1;
   int __pyx_t_2;
   int __pyx_t_3;
 
-  /* "fabric/_wirefast.pyx":17
+  /* "fabric/_wirefast.pyx":21
  *     cdef uint16_t c
  *     # 0xD008 is 0x100B with its 16 bits reversed: the CRC runs least significant bit first.
  *     for byte in range(256):             # <<<<<<<<<<<<<<
@@ -17922,7 +18099,7 @@ static void __pyx_f_6fabric_9_wirefast__init_table(void) {
   for (__pyx_t_1 = 0; __pyx_t_1 < 0x100; __pyx_t_1+=1) {
     __pyx_v_byte = __pyx_t_1;
 
-    /* "fabric/_wirefast.pyx":18
+    /* "fabric/_wirefast.pyx":22
  *     # 0xD008 is 0x100B with its 16 bits reversed: the CRC runs least significant bit first.
  *     for byte in range(256):
  *         c = byte             # <<<<<<<<<<<<<<
@@ -17931,7 +18108,7 @@ static void __pyx_f_6fabric_9_wirefast__init_table(void) {
 */
     __pyx_v_c = __pyx_v_byte;
 
-    /* "fabric/_wirefast.pyx":19
+    /* "fabric/_wirefast.pyx":23
  *     for byte in range(256):
  *         c = byte
  *         for bit in range(8):             # <<<<<<<<<<<<<<
@@ -17941,7 +18118,7 @@ static void __pyx_f_6fabric_9_wirefast__init_table(void) {
     for (__pyx_t_2 = 0; __pyx_t_2 < 8; __pyx_t_2+=1) {
       __pyx_v_bit = __pyx_t_2;
 
-      /* "fabric/_wirefast.pyx":20
+      /* "fabric/_wirefast.pyx":24
  *         c = byte
  *         for bit in range(8):
  *             if c & 1:             # <<<<<<<<<<<<<<
@@ -17953,7 +18130,7 @@ static void __pyx_f_6fabric_9_wirefast__init_table(void) {
       if (__pyx_t_3) {
 
 
-        /* "fabric/_wirefast.pyx":21
+        /* "fabric/_wirefast.pyx":25
  *         for bit in range(8):
  *             if c & 1:
  *                 c = (c >> 1) ^ 0xD008             # <<<<<<<<<<<<<<
@@ -17962,7 +18139,7 @@ static void __pyx_f_6fabric_9_wirefast__init_table(void) {
 */
         __pyx_v_c = ((__pyx_v_c >> 1) ^ 0xD008);
 
-        /* "fabric/_wirefast.pyx":20
+        /* "fabric/_wirefast.pyx":24
  *         c = byte
  *         for bit in range(8):
  *             if c & 1:             # <<<<<<<<<<<<<<
@@ -17972,12 +18149,12 @@ static void __pyx_f_6fabric_9_wirefast__init_table(void) {
         goto __pyx_L7;
       }
 
-      /* "fabric/_wirefast.pyx":23
+      /* "fabric/_wirefast.pyx":27
  *                 c = (c >> 1) ^ 0xD008
  *             else:
  *                 c = c >> 1             # <<<<<<<<<<<<<<
  *         VCRC_TABLE[byte] = c
- * 
+ *         SLICE[0][byte] = c
 */
       /*else*/ {
         __pyx_v_c = (__pyx_v_c >> 1);
@@ -17985,21 +18162,70 @@ static void __pyx_f_6fabric_9_wirefast__init_table(void) {
       __pyx_L7:;
     }
 
-    /* "fabric/_wirefast.pyx":24
+    /* "fabric/_wirefast.pyx":28
  *             else:
  *                 c = c >> 1
  *         VCRC_TABLE[byte] = c             # <<<<<<<<<<<<<<
+ *         SLICE[0][byte] = c
+ *     for k in range(1, 8):
+*/
+    (__pyx_v_6fabric_9_wirefast_VCRC_TABLE[__pyx_v_byte]) = __pyx_v_c;
+
+    /* "fabric/_wirefast.pyx":29
+ *                 c = c >> 1
+ *         VCRC_TABLE[byte] = c
+ *         SLICE[0][byte] = c             # <<<<<<<<<<<<<<
+ *     for k in range(1, 8):
+ *         for byte in range(256):
+*/
+    ((__pyx_v_6fabric_9_wirefast_SLICE[0])[__pyx_v_byte]) = __pyx_v_c;
+  }
+
+  /* "fabric/_wirefast.pyx":30
+ *         VCRC_TABLE[byte] = c
+ *         SLICE[0][byte] = c
+ *     for k in range(1, 8):             # <<<<<<<<<<<<<<
+ *         for byte in range(256):
+ *             c = SLICE[k - 1][byte]
+*/
+  for (__pyx_t_1 = 1; __pyx_t_1 < 8; __pyx_t_1+=1) {
+    __pyx_v_k = __pyx_t_1;
+
+    /* "fabric/_wirefast.pyx":31
+ *         SLICE[0][byte] = c
+ *     for k in range(1, 8):
+ *         for byte in range(256):             # <<<<<<<<<<<<<<
+ *             c = SLICE[k - 1][byte]
+ *             SLICE[k][byte] = (c >> 8) ^ SLICE[0][c & 0xFF]
+*/
+    for (__pyx_t_2 = 0; __pyx_t_2 < 0x100; __pyx_t_2+=1) {
+      __pyx_v_byte = __pyx_t_2;
+
+      /* "fabric/_wirefast.pyx":32
+ *     for k in range(1, 8):
+ *         for byte in range(256):
+ *             c = SLICE[k - 1][byte]             # <<<<<<<<<<<<<<
+ *             SLICE[k][byte] = (c >> 8) ^ SLICE[0][c & 0xFF]
+ * 
+*/
+      __pyx_v_c = ((__pyx_v_6fabric_9_wirefast_SLICE[(__pyx_v_k - 1)])[__pyx_v_byte]);
+
+      /* "fabric/_wirefast.pyx":33
+ *         for byte in range(256):
+ *             c = SLICE[k - 1][byte]
+ *             SLICE[k][byte] = (c >> 8) ^ SLICE[0][c & 0xFF]             # <<<<<<<<<<<<<<
  * 
  * 
 */
-    (__pyx_v_6fabric_9_wirefast_VCRC_TABLE[__pyx_v_byte]) = __pyx_v_c;
+      ((__pyx_v_6fabric_9_wirefast_SLICE[__pyx_v_k])[__pyx_v_byte]) = ((__pyx_v_c >> 8) ^ ((__pyx_v_6fabric_9_wirefast_SLICE[0])[(__pyx_v_c & 0xFF)]));
+    }
   }
 
-  /* "fabric/_wirefast.pyx":13
+  /* "fabric/_wirefast.pyx":17
  * 
  * 
  * cdef void _init_table():             # <<<<<<<<<<<<<<
- *     cdef int byte, bit
+ *     cdef int byte, bit, k
  *     cdef uint16_t c
 */
 
@@ -18008,61 +18234,108 @@ static void __pyx_f_6fabric_9_wirefast__init_table(void) {
 
 
 
+
 }
 
-/* "fabric/_wirefast.pyx":30
+/* "fabric/_wirefast.pyx":39
  * 
  * 
  * cdef inline uint16_t vcrc16_raw(const uint8_t *p, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
  *     cdef uint16_t crc = 0xFFFF
- *     cdef Py_ssize_t i
+ *     cdef Py_ssize_t i = 0
 */
 
 static CYTHON_INLINE uint16_t __pyx_f_6fabric_9_wirefast_vcrc16_raw(uint8_t const *__pyx_v_p, Py_ssize_t __pyx_v_n) {
   uint16_t __pyx_v_crc;
   Py_ssize_t __pyx_v_i;
   uint16_t __pyx_r;
-  Py_ssize_t __pyx_t_1;
-  Py_ssize_t __pyx_t_2;
-  Py_ssize_t __pyx_t_3;
+  int __pyx_t_1;
 
-  /* "fabric/_wirefast.pyx":31
+  /* "fabric/_wirefast.pyx":40
  * 
  * cdef inline uint16_t vcrc16_raw(const uint8_t *p, Py_ssize_t n) noexcept nogil:
  *     cdef uint16_t crc = 0xFFFF             # <<<<<<<<<<<<<<
- *     cdef Py_ssize_t i
- *     for i in range(n):
+ *     cdef Py_ssize_t i = 0
+ *     while n - i >= 8:
 */
   __pyx_v_crc = 0xFFFF;
 
-  /* "fabric/_wirefast.pyx":33
+  /* "fabric/_wirefast.pyx":41
+ * cdef inline uint16_t vcrc16_raw(const uint8_t *p, Py_ssize_t n) noexcept nogil:
  *     cdef uint16_t crc = 0xFFFF
- *     cdef Py_ssize_t i
- *     for i in range(n):             # <<<<<<<<<<<<<<
+ *     cdef Py_ssize_t i = 0             # <<<<<<<<<<<<<<
+ *     while n - i >= 8:
+ *         crc = (SLICE[7][p[i] ^ (crc & 0xFF)] ^ SLICE[6][p[i + 1] ^ (crc >> 8)] ^ SLICE[5][p[i + 2]]
+*/
+  __pyx_v_i = 0;
+
+  /* "fabric/_wirefast.pyx":42
+ *     cdef uint16_t crc = 0xFFFF
+ *     cdef Py_ssize_t i = 0
+ *     while n - i >= 8:             # <<<<<<<<<<<<<<
+ *         crc = (SLICE[7][p[i] ^ (crc & 0xFF)] ^ SLICE[6][p[i + 1] ^ (crc >> 8)] ^ SLICE[5][p[i + 2]]
+ *                ^ SLICE[4][p[i + 3]] ^ SLICE[3][p[i + 4]] ^ SLICE[2][p[i + 5]] ^ SLICE[1][p[i + 6]]
+*/
+  while (1) {
+    __pyx_t_1 = ((__pyx_v_n - __pyx_v_i) >= 8);
+
+
+    if (!__pyx_t_1) break;
+
+    /* "fabric/_wirefast.pyx":45
+ *         crc = (SLICE[7][p[i] ^ (crc & 0xFF)] ^ SLICE[6][p[i + 1] ^ (crc >> 8)] ^ SLICE[5][p[i + 2]]
+ *                ^ SLICE[4][p[i + 3]] ^ SLICE[3][p[i + 4]] ^ SLICE[2][p[i + 5]] ^ SLICE[1][p[i + 6]]
+ *                ^ SLICE[0][p[i + 7]])             # <<<<<<<<<<<<<<
+ *         i += 8
+ *     while i < n:
+*/
+    __pyx_v_crc = (((((((((__pyx_v_6fabric_9_wirefast_SLICE[7])[((__pyx_v_p[__pyx_v_i]) ^ (__pyx_v_crc & 0xFF))]) ^ ((__pyx_v_6fabric_9_wirefast_SLICE[6])[((__pyx_v_p[(__pyx_v_i + 1)]) ^ (__pyx_v_crc >> 8))])) ^ ((__pyx_v_6fabric_9_wirefast_SLICE[5])[(__pyx_v_p[(__pyx_v_i + 2)])])) ^ ((__pyx_v_6fabric_9_wirefast_SLICE[4])[(__pyx_v_p[(__pyx_v_i + 3)])])) ^ ((__pyx_v_6fabric_9_wirefast_SLICE[3])[(__pyx_v_p[(__pyx_v_i + 4)])])) ^ ((__pyx_v_6fabric_9_wirefast_SLICE[2])[(__pyx_v_p[(__pyx_v_i + 5)])])) ^ ((__pyx_v_6fabric_9_wirefast_SLICE[1])[(__pyx_v_p[(__pyx_v_i + 6)])])) ^ ((__pyx_v_6fabric_9_wirefast_SLICE[0])[(__pyx_v_p[(__pyx_v_i + 7)])]));
+
+    /* "fabric/_wirefast.pyx":46
+ *                ^ SLICE[4][p[i + 3]] ^ SLICE[3][p[i + 4]] ^ SLICE[2][p[i + 5]] ^ SLICE[1][p[i + 6]]
+ *                ^ SLICE[0][p[i + 7]])
+ *         i += 8             # <<<<<<<<<<<<<<
+ *     while i < n:
  *         crc = (crc >> 8) ^ VCRC_TABLE[(crc ^ p[i]) & 0xFF]
+*/
+    __pyx_v_i = (__pyx_v_i + 8);
+  }
+
+  /* "fabric/_wirefast.pyx":47
+ *                ^ SLICE[0][p[i + 7]])
+ *         i += 8
+ *     while i < n:             # <<<<<<<<<<<<<<
+ *         crc = (crc >> 8) ^ VCRC_TABLE[(crc ^ p[i]) & 0xFF]
+ *         i += 1
+*/
+  while (1) {
+    __pyx_t_1 = (__pyx_v_i < __pyx_v_n);
+
+
+    if (!__pyx_t_1) break;
+
+    /* "fabric/_wirefast.pyx":48
+ *         i += 8
+ *     while i < n:
+ *         crc = (crc >> 8) ^ VCRC_TABLE[(crc ^ p[i]) & 0xFF]             # <<<<<<<<<<<<<<
+ *         i += 1
  *     return crc ^ 0xFFFF
 */
+    __pyx_v_crc = ((__pyx_v_crc >> 8) ^ (__pyx_v_6fabric_9_wirefast_VCRC_TABLE[((__pyx_v_crc ^ (__pyx_v_p[__pyx_v_i])) & 0xFF)]));
 
-  __pyx_t_1 = __pyx_v_n;
-  __pyx_t_2 = __pyx_t_1;
-
-  for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
-    __pyx_v_i = __pyx_t_3;
-
-    /* "fabric/_wirefast.pyx":34
- *     cdef Py_ssize_t i
- *     for i in range(n):
- *         crc = (crc >> 8) ^ VCRC_TABLE[(crc ^ p[i]) & 0xFF]             # <<<<<<<<<<<<<<
+    /* "fabric/_wirefast.pyx":49
+ *     while i < n:
+ *         crc = (crc >> 8) ^ VCRC_TABLE[(crc ^ p[i]) & 0xFF]
+ *         i += 1             # <<<<<<<<<<<<<<
  *     return crc ^ 0xFFFF
  * 
 */
-    __pyx_v_crc = ((__pyx_v_crc >> 8) ^ (__pyx_v_6fabric_9_wirefast_VCRC_TABLE[((__pyx_v_crc ^ (__pyx_v_p[__pyx_v_i])) & 0xFF)]));
+    __pyx_v_i = (__pyx_v_i + 1);
   }
 
-
-  /* "fabric/_wirefast.pyx":35
- *     for i in range(n):
+  /* "fabric/_wirefast.pyx":50
  *         crc = (crc >> 8) ^ VCRC_TABLE[(crc ^ p[i]) & 0xFF]
+ *         i += 1
  *     return crc ^ 0xFFFF             # <<<<<<<<<<<<<<
  * 
  * 
@@ -18073,12 +18346,12 @@ static CYTHON_INLINE uint16_t __pyx_f_6fabric_9_wirefast_vcrc16_raw(uint8_t cons
   }
   goto __pyx_L0;
 
-  /* "fabric/_wirefast.pyx":30
+  /* "fabric/_wirefast.pyx":39
  * 
  * 
  * cdef inline uint16_t vcrc16_raw(const uint8_t *p, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
  *     cdef uint16_t crc = 0xFFFF
- *     cdef Py_ssize_t i
+ *     cdef Py_ssize_t i = 0
 */
 
   /* function exit code */
@@ -18088,7 +18361,7 @@ static CYTHON_INLINE uint16_t __pyx_f_6fabric_9_wirefast_vcrc16_raw(uint8_t cons
   return __pyx_r;
 }
 
-/* "fabric/_wirefast.pyx":38
+/* "fabric/_wirefast.pyx":53
  * 
  * 
  * def vcrc16(const unsigned char[::1] data not None):             # <<<<<<<<<<<<<<
@@ -18136,32 +18409,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_data,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 38, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 53, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 38, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 53, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "vcrc16", 0) < (0)) __PYX_ERR(0, 38, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "vcrc16", 0) < (0)) __PYX_ERR(0, 53, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("vcrc16", 1, 1, 1, i); __PYX_ERR(0, 38, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("vcrc16", 1, 1, 1, i); __PYX_ERR(0, 53, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 38, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 53, __pyx_L3_error)
     }
-    __pyx_v_data = __Pyx_PyObject_to_MemoryviewSlice_dc_unsigned_char__const__(values[0], 0); if (unlikely(!__pyx_v_data.memview)) __PYX_ERR(0, 38, __pyx_L3_error)
+    __pyx_v_data = __Pyx_PyObject_to_MemoryviewSlice_dc_unsigned_char__const__(values[0], 0); if (unlikely(!__pyx_v_data.memview)) __PYX_ERR(0, 53, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("vcrc16", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 38, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("vcrc16", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 53, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -18174,7 +18447,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return NULL;
   __pyx_L4_argument_unpacking_done:;
   if (unlikely(((PyObject *)__pyx_v_data.memview) == Py_None)) {
-    PyErr_Format(PyExc_TypeError, "Argument '%.200s' must not be None", "data"); __PYX_ERR(0, 38, __pyx_L1_error)
+    PyErr_Format(PyExc_TypeError, "Argument '%.200s' must not be None", "data"); __PYX_ERR(0, 53, __pyx_L1_error)
   }
   __pyx_r = __pyx_pf_6fabric_9_wirefast_vcrc16(__pyx_self, __pyx_v_data);
 
@@ -18207,7 +18480,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_vcrc16(CYTHON_UNUSED PyObject *__py
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("vcrc16", 0);
 
-  /* "fabric/_wirefast.pyx":40
+  /* "fabric/_wirefast.pyx":55
  * def vcrc16(const unsigned char[::1] data not None):
  *     """CRC-16/0x100B (reflected, seed and final XOR 0xFFFF) over ``data``."""
  *     if data.shape[0] == 0:             # <<<<<<<<<<<<<<
@@ -18219,7 +18492,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_vcrc16(CYTHON_UNUSED PyObject *__py
   if (__pyx_t_1) {
 
 
-    /* "fabric/_wirefast.pyx":41
+    /* "fabric/_wirefast.pyx":56
  *     """CRC-16/0x100B (reflected, seed and final XOR 0xFFFF) over ``data``."""
  *     if data.shape[0] == 0:
  *         return 0xFFFF ^ 0xFFFF             # <<<<<<<<<<<<<<
@@ -18237,7 +18510,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_vcrc16(CYTHON_UNUSED PyObject *__py
     }
     goto __pyx_L0;
 
-    /* "fabric/_wirefast.pyx":40
+    /* "fabric/_wirefast.pyx":55
  * def vcrc16(const unsigned char[::1] data not None):
  *     """CRC-16/0x100B (reflected, seed and final XOR 0xFFFF) over ``data``."""
  *     if data.shape[0] == 0:             # <<<<<<<<<<<<<<
@@ -18246,7 +18519,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_vcrc16(CYTHON_UNUSED PyObject *__py
 */
   }
 
-  /* "fabric/_wirefast.pyx":42
+  /* "fabric/_wirefast.pyx":57
  *     if data.shape[0] == 0:
  *         return 0xFFFF ^ 0xFFFF
  *     return vcrc16_raw(&data[0], data.shape[0])             # <<<<<<<<<<<<<<
@@ -18254,7 +18527,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_vcrc16(CYTHON_UNUSED PyObject *__py
  * 
 */
   __pyx_t_2 = 0;
-  __pyx_t_3 = __Pyx_PyLong_From_uint16_t(__pyx_f_6fabric_9_wirefast_vcrc16_raw((&(*((unsigned char const  *) ( /* dim=0 */ ((char *) (((unsigned char const  *) __pyx_v_data.data) + __pyx_t_2)) )))), (__pyx_v_data.shape[0]))); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 42, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyLong_From_uint16_t(__pyx_f_6fabric_9_wirefast_vcrc16_raw((&(*((unsigned char const  *) ( /* dim=0 */ ((char *) (((unsigned char const  *) __pyx_v_data.data) + __pyx_t_2)) )))), (__pyx_v_data.shape[0]))); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 57, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   {
     PyObject *__pyx_temp;
@@ -18267,7 +18540,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_vcrc16(CYTHON_UNUSED PyObject *__py
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "fabric/_wirefast.pyx":38
+  /* "fabric/_wirefast.pyx":53
  * 
  * 
  * def vcrc16(const unsigned char[::1] data not None):             # <<<<<<<<<<<<<<
@@ -18286,7 +18559,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_vcrc16(CYTHON_UNUSED PyObject *__py
   return __pyx_r;
 }
 
-/* "fabric/_wirefast.pyx":45
+/* "fabric/_wirefast.pyx":60
  * 
  * 
  * def vcrc_ok(const unsigned char[::1] packet not None):             # <<<<<<<<<<<<<<
@@ -18334,32 +18607,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_packet,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 45, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 60, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 45, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 60, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "vcrc_ok", 0) < (0)) __PYX_ERR(0, 45, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "vcrc_ok", 0) < (0)) __PYX_ERR(0, 60, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("vcrc_ok", 1, 1, 1, i); __PYX_ERR(0, 45, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("vcrc_ok", 1, 1, 1, i); __PYX_ERR(0, 60, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 45, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 60, __pyx_L3_error)
     }
-    __pyx_v_packet = __Pyx_PyObject_to_MemoryviewSlice_dc_unsigned_char__const__(values[0], 0); if (unlikely(!__pyx_v_packet.memview)) __PYX_ERR(0, 45, __pyx_L3_error)
+    __pyx_v_packet = __Pyx_PyObject_to_MemoryviewSlice_dc_unsigned_char__const__(values[0], 0); if (unlikely(!__pyx_v_packet.memview)) __PYX_ERR(0, 60, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("vcrc_ok", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 45, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("vcrc_ok", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 60, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -18372,7 +18645,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return NULL;
   __pyx_L4_argument_unpacking_done:;
   if (unlikely(((PyObject *)__pyx_v_packet.memview) == Py_None)) {
-    PyErr_Format(PyExc_TypeError, "Argument '%.200s' must not be None", "packet"); __PYX_ERR(0, 45, __pyx_L1_error)
+    PyErr_Format(PyExc_TypeError, "Argument '%.200s' must not be None", "packet"); __PYX_ERR(0, 60, __pyx_L1_error)
   }
   __pyx_r = __pyx_pf_6fabric_9_wirefast_2vcrc_ok(__pyx_self, __pyx_v_packet);
 
@@ -18408,7 +18681,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_2vcrc_ok(CYTHON_UNUSED PyObject *__
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("vcrc_ok", 0);
 
-  /* "fabric/_wirefast.pyx":47
+  /* "fabric/_wirefast.pyx":62
  * def vcrc_ok(const unsigned char[::1] packet not None):
  *     """True when the last two octets are the VCRC (least significant octet first) of the rest."""
  *     cdef Py_ssize_t n = packet.shape[0]             # <<<<<<<<<<<<<<
@@ -18417,7 +18690,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_2vcrc_ok(CYTHON_UNUSED PyObject *__
 */
   __pyx_v_n = (__pyx_v_packet.shape[0]);
 
-  /* "fabric/_wirefast.pyx":49
+  /* "fabric/_wirefast.pyx":64
  *     cdef Py_ssize_t n = packet.shape[0]
  *     cdef uint16_t c
  *     if n < 2:             # <<<<<<<<<<<<<<
@@ -18429,7 +18702,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_2vcrc_ok(CYTHON_UNUSED PyObject *__
   if (__pyx_t_1) {
 
 
-    /* "fabric/_wirefast.pyx":50
+    /* "fabric/_wirefast.pyx":65
  *     cdef uint16_t c
  *     if n < 2:
  *         return False             # <<<<<<<<<<<<<<
@@ -18447,7 +18720,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_2vcrc_ok(CYTHON_UNUSED PyObject *__
     }
     goto __pyx_L0;
 
-    /* "fabric/_wirefast.pyx":49
+    /* "fabric/_wirefast.pyx":64
  *     cdef Py_ssize_t n = packet.shape[0]
  *     cdef uint16_t c
  *     if n < 2:             # <<<<<<<<<<<<<<
@@ -18456,19 +18729,22 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_2vcrc_ok(CYTHON_UNUSED PyObject *__
 */
   }
 
-  /* "fabric/_wirefast.pyx":51
+  /* "fabric/_wirefast.pyx":66
  *     if n < 2:
  *         return False
  *     c = vcrc16_raw(&packet[0], n - 2)             # <<<<<<<<<<<<<<
  *     return packet[n - 2] == (c & 0xFF) and packet[n - 1] == (c >> 8)
+ * 
 */
   __pyx_t_2 = 0;
   __pyx_v_c = __pyx_f_6fabric_9_wirefast_vcrc16_raw((&(*((unsigned char const  *) ( /* dim=0 */ ((char *) (((unsigned char const  *) __pyx_v_packet.data) + __pyx_t_2)) )))), (__pyx_v_n - 2));
 
-  /* "fabric/_wirefast.pyx":52
+  /* "fabric/_wirefast.pyx":67
  *         return False
  *     c = vcrc16_raw(&packet[0], n - 2)
  *     return packet[n - 2] == (c & 0xFF) and packet[n - 1] == (c >> 8)             # <<<<<<<<<<<<<<
+ * 
+ * 
 */
   __pyx_t_2 = (__pyx_v_n - 2);
   __pyx_t_1 = ((*((unsigned char const  *) ( /* dim=0 */ ((char *) (((unsigned char const  *) __pyx_v_packet.data) + __pyx_t_2)) ))) == (__pyx_v_c & 0xFF));
@@ -18476,7 +18752,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_2vcrc_ok(CYTHON_UNUSED PyObject *__
   if (__pyx_t_1) {
 
   } else {
-    __pyx_t_4 = __Pyx_PyBool_FromLong(__pyx_t_1); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 52, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyBool_FromLong(__pyx_t_1); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 67, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __pyx_t_3 = __pyx_t_4;
     __pyx_t_4 = 0;
@@ -18486,7 +18762,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_2vcrc_ok(CYTHON_UNUSED PyObject *__
   __pyx_t_2 = (__pyx_v_n - 1);
   __pyx_t_1 = ((*((unsigned char const  *) ( /* dim=0 */ ((char *) (((unsigned char const  *) __pyx_v_packet.data) + __pyx_t_2)) ))) == (__pyx_v_c >> 8));
 
-  __pyx_t_4 = __Pyx_PyBool_FromLong(__pyx_t_1); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 52, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyBool_FromLong(__pyx_t_1); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 67, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __pyx_t_3 = __pyx_t_4;
   __pyx_t_4 = 0;
@@ -18503,7 +18779,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_2vcrc_ok(CYTHON_UNUSED PyObject *__
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "fabric/_wirefast.pyx":45
+  /* "fabric/_wirefast.pyx":60
  * 
  * 
  * def vcrc_ok(const unsigned char[::1] packet not None):             # <<<<<<<<<<<<<<
@@ -18519,6 +18795,1479 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_2vcrc_ok(CYTHON_UNUSED PyObject *__
   __pyx_r = NULL;
   __pyx_L0:;
 
+
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "fabric/_wirefast.pyx":82
+ * 
+ * 
+ * def forward_burst(const unsigned char[::1] burst not None, Py_ssize_t offset, Py_ssize_t count,             # <<<<<<<<<<<<<<
+ *                   int in_port, const unsigned char[::1] lft not None, Py_ssize_t lft_top,
+ *                   const unsigned char[::1] port_flags not None, const unsigned int[::1] port_mtu not None,
+*/
+
+/* Python wrapper */
+static PyObject *__pyx_pw_6fabric_9_wirefast_5forward_burst(PyObject *__pyx_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+); /*proto*/
+PyDoc_STRVAR(__pyx_doc_6fabric_9_wirefast_4forward_burst, "Forward the unicast data packets of a burst by the LFT, in C.\n\n    ``burst[offset:]`` holds ``count`` packets, each preceded by a 16-bit length. Returns\n    ``(out, slow, stats)``: ``out`` maps an egress port to ``[packets, segment]`` where the segment\n    is a bytearray that starts with SEG_HEADROOM octets for the outgoing burst header, followed by\n    the length-prefixed packets (so the host sends it without another copy); ``slow`` lists the packets the Python path\n    must handle (VL15, multicast, our own LID, anything malformed, so that every drop is classified\n    in one place); ``stats`` is (rcv_pkts, rcv_words, relay_errors, [(port, xmit_pkts, xmit_words,\n    discards)]) for the counters.\n    ");
+static PyMethodDef __pyx_mdef_6fabric_9_wirefast_5forward_burst = {"forward_burst", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6fabric_9_wirefast_5forward_burst, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6fabric_9_wirefast_4forward_burst};
+static PyObject *__pyx_pw_6fabric_9_wirefast_5forward_burst(PyObject *__pyx_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+) {
+  __Pyx_memviewslice __pyx_v_burst = { 0, 0, { 0 }, { 0 }, { 0 } };
+  Py_ssize_t __pyx_v_offset;
+  Py_ssize_t __pyx_v_count;
+  int __pyx_v_in_port;
+  __Pyx_memviewslice __pyx_v_lft = { 0, 0, { 0 }, { 0 }, { 0 } };
+  Py_ssize_t __pyx_v_lft_top;
+  __Pyx_memviewslice __pyx_v_port_flags = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_port_mtu = { 0, 0, { 0 }, { 0 }, { 0 } };
+  unsigned int __pyx_v_own_lid_base;
+  unsigned int __pyx_v_own_lid_count;
+  #if !CYTHON_VECTORCALL
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  #endif
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject* values[10] = {0,0,0,0,0,0,0,0,0,0};
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("forward_burst (wrapper)", 0);
+  #if !CYTHON_VECTORCALL
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
+  #endif
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_FASTCALL(__pyx_args, __pyx_nargs);
+  {
+    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_burst,&__pyx_mstate_global->__pyx_n_u_offset,&__pyx_mstate_global->__pyx_n_u_count,&__pyx_mstate_global->__pyx_n_u_in_port,&__pyx_mstate_global->__pyx_n_u_lft,&__pyx_mstate_global->__pyx_n_u_lft_top,&__pyx_mstate_global->__pyx_n_u_port_flags,&__pyx_mstate_global->__pyx_n_u_port_mtu,&__pyx_mstate_global->__pyx_n_u_own_lid_base,&__pyx_mstate_global->__pyx_n_u_own_lid_count,0};
+    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 82, __pyx_L3_error)
+    if (__pyx_kwds_len > 0) {
+      switch (__pyx_nargs) {
+        case 10:
+        values[9] = __Pyx_ArgRef_FASTCALL(__pyx_args, 9);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(0, 82, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  9:
+        values[8] = __Pyx_ArgRef_FASTCALL(__pyx_args, 8);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(0, 82, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  8:
+        values[7] = __Pyx_ArgRef_FASTCALL(__pyx_args, 7);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(0, 82, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  7:
+        values[6] = __Pyx_ArgRef_FASTCALL(__pyx_args, 6);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(0, 82, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  6:
+        values[5] = __Pyx_ArgRef_FASTCALL(__pyx_args, 5);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 82, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  5:
+        values[4] = __Pyx_ArgRef_FASTCALL(__pyx_args, 4);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 82, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  4:
+        values[3] = __Pyx_ArgRef_FASTCALL(__pyx_args, 3);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 82, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  3:
+        values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 82, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  2:
+        values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 82, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  1:
+        values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 82, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  0: break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      const Py_ssize_t kwd_pos_args = __pyx_nargs;
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "forward_burst", 0) < (0)) __PYX_ERR(0, 82, __pyx_L3_error)
+      for (Py_ssize_t i = __pyx_nargs; i < 10; i++) {
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("forward_burst", 1, 10, 10, i); __PYX_ERR(0, 82, __pyx_L3_error) }
+      }
+    } else if (unlikely(__pyx_nargs != 10)) {
+      goto __pyx_L5_argtuple_error;
+    } else {
+      values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 82, __pyx_L3_error)
+      values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 82, __pyx_L3_error)
+      values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 82, __pyx_L3_error)
+      values[3] = __Pyx_ArgRef_FASTCALL(__pyx_args, 3);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 82, __pyx_L3_error)
+      values[4] = __Pyx_ArgRef_FASTCALL(__pyx_args, 4);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 82, __pyx_L3_error)
+      values[5] = __Pyx_ArgRef_FASTCALL(__pyx_args, 5);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 82, __pyx_L3_error)
+      values[6] = __Pyx_ArgRef_FASTCALL(__pyx_args, 6);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(0, 82, __pyx_L3_error)
+      values[7] = __Pyx_ArgRef_FASTCALL(__pyx_args, 7);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(0, 82, __pyx_L3_error)
+      values[8] = __Pyx_ArgRef_FASTCALL(__pyx_args, 8);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(0, 82, __pyx_L3_error)
+      values[9] = __Pyx_ArgRef_FASTCALL(__pyx_args, 9);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(0, 82, __pyx_L3_error)
+    }
+    __pyx_v_burst = __Pyx_PyObject_to_MemoryviewSlice_dc_unsigned_char__const__(values[0], 0); if (unlikely(!__pyx_v_burst.memview)) __PYX_ERR(0, 82, __pyx_L3_error)
+    __pyx_v_offset = __Pyx_PyIndex_AsSsize_t(values[1]); if (unlikely((__pyx_v_offset == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 82, __pyx_L3_error)
+    __pyx_v_count = __Pyx_PyIndex_AsSsize_t(values[2]); if (unlikely((__pyx_v_count == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 82, __pyx_L3_error)
+    __pyx_v_in_port = __Pyx_PyLong_As_int(values[3]); if (unlikely((__pyx_v_in_port == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 83, __pyx_L3_error)
+    __pyx_v_lft = __Pyx_PyObject_to_MemoryviewSlice_dc_unsigned_char__const__(values[4], 0); if (unlikely(!__pyx_v_lft.memview)) __PYX_ERR(0, 83, __pyx_L3_error)
+    __pyx_v_lft_top = __Pyx_PyIndex_AsSsize_t(values[5]); if (unlikely((__pyx_v_lft_top == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 83, __pyx_L3_error)
+    __pyx_v_port_flags = __Pyx_PyObject_to_MemoryviewSlice_dc_unsigned_char__const__(values[6], 0); if (unlikely(!__pyx_v_port_flags.memview)) __PYX_ERR(0, 84, __pyx_L3_error)
+    __pyx_v_port_mtu = __Pyx_PyObject_to_MemoryviewSlice_dc_unsigned_int__const__(values[7], 0); if (unlikely(!__pyx_v_port_mtu.memview)) __PYX_ERR(0, 84, __pyx_L3_error)
+    __pyx_v_own_lid_base = __Pyx_PyLong_As_unsigned_int(values[8]); if (unlikely((__pyx_v_own_lid_base == (unsigned int)-1) && PyErr_Occurred())) __PYX_ERR(0, 85, __pyx_L3_error)
+    __pyx_v_own_lid_count = __Pyx_PyLong_As_unsigned_int(values[9]); if (unlikely((__pyx_v_own_lid_count == (unsigned int)-1) && PyErr_Occurred())) __PYX_ERR(0, 85, __pyx_L3_error)
+  }
+  goto __pyx_L6_skip;
+  __pyx_L5_argtuple_error:;
+  __Pyx_RaiseArgtupleInvalid("forward_burst", 1, 10, 10, __pyx_nargs); __PYX_ERR(0, 82, __pyx_L3_error)
+  __pyx_L6_skip:;
+  goto __pyx_L4_argument_unpacking_done;
+  __pyx_L3_error:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_burst, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_lft, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_port_flags, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_port_mtu, 1);
+  __Pyx_AddTraceback("fabric._wirefast.forward_burst", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_RefNannyFinishContext();
+  return NULL;
+  __pyx_L4_argument_unpacking_done:;
+  if (unlikely(((PyObject *)__pyx_v_burst.memview) == Py_None)) {
+    PyErr_Format(PyExc_TypeError, "Argument '%.200s' must not be None", "burst"); __PYX_ERR(0, 82, __pyx_L1_error)
+  }
+  if (unlikely(((PyObject *)__pyx_v_lft.memview) == Py_None)) {
+    PyErr_Format(PyExc_TypeError, "Argument '%.200s' must not be None", "lft"); __PYX_ERR(0, 83, __pyx_L1_error)
+  }
+  if (unlikely(((PyObject *)__pyx_v_port_flags.memview) == Py_None)) {
+    PyErr_Format(PyExc_TypeError, "Argument '%.200s' must not be None", "port_flags"); __PYX_ERR(0, 84, __pyx_L1_error)
+  }
+  if (unlikely(((PyObject *)__pyx_v_port_mtu.memview) == Py_None)) {
+    PyErr_Format(PyExc_TypeError, "Argument '%.200s' must not be None", "port_mtu"); __PYX_ERR(0, 84, __pyx_L1_error)
+  }
+  __pyx_r = __pyx_pf_6fabric_9_wirefast_4forward_burst(__pyx_self, __pyx_v_burst, __pyx_v_offset, __pyx_v_count, __pyx_v_in_port, __pyx_v_lft, __pyx_v_lft_top, __pyx_v_port_flags, __pyx_v_port_mtu, __pyx_v_own_lid_base, __pyx_v_own_lid_count);
+
+  /* function exit code */
+  goto __pyx_L0;
+  __pyx_L1_error:;
+  __pyx_r = NULL;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  goto __pyx_L7_cleaned_up;
+  __pyx_L0:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __pyx_L7_cleaned_up:;
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_burst, 1);
+
+
+
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_lft, 1);
+
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_port_flags, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_port_mtu, 1);
+
+
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_burst, Py_ssize_t __pyx_v_offset, Py_ssize_t __pyx_v_count, int __pyx_v_in_port, __Pyx_memviewslice __pyx_v_lft, Py_ssize_t __pyx_v_lft_top, __Pyx_memviewslice __pyx_v_port_flags, __Pyx_memviewslice __pyx_v_port_mtu, unsigned int __pyx_v_own_lid_base, unsigned int __pyx_v_own_lid_count) {
+  Py_ssize_t __pyx_v_n;
+  Py_ssize_t __pyx_v_off;
+  CYTHON_UNUSED Py_ssize_t __pyx_v_i;
+  Py_ssize_t __pyx_v_plen;
+  Py_ssize_t __pyx_v_nports;
+  unsigned char const *__pyx_v_p;
+  unsigned int __pyx_v_dlid;
+  unsigned int __pyx_v_pktlen;
+  unsigned int __pyx_v_lnh;
+  unsigned int __pyx_v_vl;
+  unsigned int __pyx_v_outp;
+  unsigned int __pyx_v_payload;
+  uint16_t __pyx_v_c;
+  PyObject *__pyx_v_out = 0;
+  PyObject *__pyx_v_slow = 0;
+  PyObject *__pyx_v_seg = 0;
+  unsigned long __pyx_v_rcv_pkts;
+  unsigned long __pyx_v_rcv_words;
+  unsigned long __pyx_v_relay;
+  unsigned long __pyx_v_xp[256];
+  unsigned long __pyx_v_xw[256];
+  unsigned long __pyx_v_xd[256];
+  Py_ssize_t __pyx_v_used[256];
+  int __pyx_v_k;
+  PyObject *__pyx_v_ba = 0;
+  Py_ssize_t __pyx_v_blen;
+  PyObject *__pyx_v_ports = NULL;
+  int __pyx_7genexpr__pyx_v_k;
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  int __pyx_t_2;
+  Py_ssize_t __pyx_t_3;
+  Py_ssize_t __pyx_t_4;
+  Py_ssize_t __pyx_t_5;
+  int __pyx_t_6;
+  PyObject *__pyx_t_7 = NULL;
+  size_t __pyx_t_8;
+  Py_ssize_t __pyx_t_9;
+  Py_ssize_t __pyx_t_10;
+  int __pyx_t_11;
+  int __pyx_t_12;
+  Py_ssize_t __pyx_t_13;
+  unsigned int __pyx_t_14;
+  PyObject *__pyx_t_15 = NULL;
+  PyObject *__pyx_t_16 = NULL;
+  int __pyx_t_17;
+  long __pyx_t_18;
+  PyObject *__pyx_t_19 = NULL;
+  PyObject *__pyx_t_20 = NULL;
+  PyObject *__pyx_t_21 = NULL;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("forward_burst", 0);
+
+  /* "fabric/_wirefast.pyx":96
+ *     discards)]) for the counters.
+ *     """
+ *     cdef Py_ssize_t n = burst.shape[0]             # <<<<<<<<<<<<<<
+ *     cdef Py_ssize_t off = offset
+ *     cdef Py_ssize_t i, plen, nports = port_flags.shape[0]
+*/
+  __pyx_v_n = (__pyx_v_burst.shape[0]);
+
+  /* "fabric/_wirefast.pyx":97
+ *     """
+ *     cdef Py_ssize_t n = burst.shape[0]
+ *     cdef Py_ssize_t off = offset             # <<<<<<<<<<<<<<
+ *     cdef Py_ssize_t i, plen, nports = port_flags.shape[0]
+ *     cdef const unsigned char *p
+*/
+  __pyx_v_off = __pyx_v_offset;
+
+  /* "fabric/_wirefast.pyx":98
+ *     cdef Py_ssize_t n = burst.shape[0]
+ *     cdef Py_ssize_t off = offset
+ *     cdef Py_ssize_t i, plen, nports = port_flags.shape[0]             # <<<<<<<<<<<<<<
+ *     cdef const unsigned char *p
+ *     cdef unsigned int dlid, pktlen, lnh, vl, outp, payload
+*/
+  __pyx_v_nports = (__pyx_v_port_flags.shape[0]);
+
+  /* "fabric/_wirefast.pyx":102
+ *     cdef unsigned int dlid, pktlen, lnh, vl, outp, payload
+ *     cdef uint16_t c
+ *     cdef dict out = {}             # <<<<<<<<<<<<<<
+ *     cdef list slow = []
+ *     cdef list seg
+*/
+  __pyx_t_1 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 102, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+  __pyx_v_out = ((PyObject*)__pyx_t_1);
+  __pyx_t_1 = 0;
+
+  /* "fabric/_wirefast.pyx":103
+ *     cdef uint16_t c
+ *     cdef dict out = {}
+ *     cdef list slow = []             # <<<<<<<<<<<<<<
+ *     cdef list seg
+ *     cdef unsigned long rcv_pkts = 0, rcv_words = 0, relay = 0
+*/
+  __pyx_t_1 = PyList_New(0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 103, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+  __pyx_v_slow = ((PyObject*)__pyx_t_1);
+  __pyx_t_1 = 0;
+
+  /* "fabric/_wirefast.pyx":105
+ *     cdef list slow = []
+ *     cdef list seg
+ *     cdef unsigned long rcv_pkts = 0, rcv_words = 0, relay = 0             # <<<<<<<<<<<<<<
+ *     cdef unsigned long xp[256]
+ *     cdef unsigned long xw[256]
+*/
+  __pyx_v_rcv_pkts = 0;
+  __pyx_v_rcv_words = 0;
+  __pyx_v_relay = 0;
+
+  /* "fabric/_wirefast.pyx":113
+ *     cdef bytearray ba
+ *     cdef Py_ssize_t blen
+ *     for k in range(256):             # <<<<<<<<<<<<<<
+ *         xp[k] = 0
+ *         xw[k] = 0
+*/
+  for (__pyx_t_2 = 0; __pyx_t_2 < 0x100; __pyx_t_2+=1) {
+    __pyx_v_k = __pyx_t_2;
+
+    /* "fabric/_wirefast.pyx":114
+ *     cdef Py_ssize_t blen
+ *     for k in range(256):
+ *         xp[k] = 0             # <<<<<<<<<<<<<<
+ *         xw[k] = 0
+ *         xd[k] = 0
+*/
+    (__pyx_v_xp[__pyx_v_k]) = 0;
+
+    /* "fabric/_wirefast.pyx":115
+ *     for k in range(256):
+ *         xp[k] = 0
+ *         xw[k] = 0             # <<<<<<<<<<<<<<
+ *         xd[k] = 0
+ *         used[k] = 0
+*/
+    (__pyx_v_xw[__pyx_v_k]) = 0;
+
+    /* "fabric/_wirefast.pyx":116
+ *         xp[k] = 0
+ *         xw[k] = 0
+ *         xd[k] = 0             # <<<<<<<<<<<<<<
+ *         used[k] = 0
+ *     for i in range(count):
+*/
+    (__pyx_v_xd[__pyx_v_k]) = 0;
+
+    /* "fabric/_wirefast.pyx":117
+ *         xw[k] = 0
+ *         xd[k] = 0
+ *         used[k] = 0             # <<<<<<<<<<<<<<
+ *     for i in range(count):
+ *         if off + 2 > n:
+*/
+    (__pyx_v_used[__pyx_v_k]) = 0;
+  }
+
+  /* "fabric/_wirefast.pyx":118
+ *         xd[k] = 0
+ *         used[k] = 0
+ *     for i in range(count):             # <<<<<<<<<<<<<<
+ *         if off + 2 > n:
+ *             raise ValueError("burst truncated")
+*/
+
+  __pyx_t_3 = __pyx_v_count;
+  __pyx_t_4 = __pyx_t_3;
+
+  for (__pyx_t_5 = 0; __pyx_t_5 < __pyx_t_4; __pyx_t_5+=1) {
+    __pyx_v_i = __pyx_t_5;
+
+    /* "fabric/_wirefast.pyx":119
+ *         used[k] = 0
+ *     for i in range(count):
+ *         if off + 2 > n:             # <<<<<<<<<<<<<<
+ *             raise ValueError("burst truncated")
+ *         plen = (burst[off] << 8) | burst[off + 1]
+*/
+    __pyx_t_6 = ((__pyx_v_off + 2) > __pyx_v_n);
+
+    if (unlikely(__pyx_t_6)) {
+
+
+      /* "fabric/_wirefast.pyx":120
+ *     for i in range(count):
+ *         if off + 2 > n:
+ *             raise ValueError("burst truncated")             # <<<<<<<<<<<<<<
+ *         plen = (burst[off] << 8) | burst[off + 1]
+ *         off += 2
+*/
+      __pyx_t_7 = NULL;
+      __pyx_t_8 = 1;
+      {
+        PyObject *__pyx_callargs[2] = {__pyx_t_7, __pyx_mstate_global->__pyx_kp_u_burst_truncated};
+        __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_8, (2-__pyx_t_8) | (__pyx_t_8*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+        __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
+        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 120, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_1);
+      }
+      __Pyx_Raise(__pyx_t_1, 0, 0, 0);
+      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+      __PYX_ERR(0, 120, __pyx_L1_error)
+
+      /* "fabric/_wirefast.pyx":119
+ *         used[k] = 0
+ *     for i in range(count):
+ *         if off + 2 > n:             # <<<<<<<<<<<<<<
+ *             raise ValueError("burst truncated")
+ *         plen = (burst[off] << 8) | burst[off + 1]
+*/
+    }
+
+    /* "fabric/_wirefast.pyx":121
+ *         if off + 2 > n:
+ *             raise ValueError("burst truncated")
+ *         plen = (burst[off] << 8) | burst[off + 1]             # <<<<<<<<<<<<<<
+ *         off += 2
+ *         if off + plen > n:
+*/
+    __pyx_t_9 = __pyx_v_off;
+    __pyx_t_10 = (__pyx_v_off + 1);
+    __pyx_v_plen = (((*((unsigned char const  *) ( /* dim=0 */ ((char *) (((unsigned char const  *) __pyx_v_burst.data) + __pyx_t_9)) ))) << 8) | (*((unsigned char const  *) ( /* dim=0 */ ((char *) (((unsigned char const  *) __pyx_v_burst.data) + __pyx_t_10)) ))));
+
+    /* "fabric/_wirefast.pyx":122
+ *             raise ValueError("burst truncated")
+ *         plen = (burst[off] << 8) | burst[off + 1]
+ *         off += 2             # <<<<<<<<<<<<<<
+ *         if off + plen > n:
+ *             raise ValueError("burst truncated")
+*/
+    __pyx_v_off = (__pyx_v_off + 2);
+
+    /* "fabric/_wirefast.pyx":123
+ *         plen = (burst[off] << 8) | burst[off + 1]
+ *         off += 2
+ *         if off + plen > n:             # <<<<<<<<<<<<<<
+ *             raise ValueError("burst truncated")
+ *         p = &burst[off]
+*/
+    __pyx_t_6 = ((__pyx_v_off + __pyx_v_plen) > __pyx_v_n);
+
+    if (unlikely(__pyx_t_6)) {
+
+
+      /* "fabric/_wirefast.pyx":124
+ *         off += 2
+ *         if off + plen > n:
+ *             raise ValueError("burst truncated")             # <<<<<<<<<<<<<<
+ *         p = &burst[off]
+ *         if plen < HDR_NO_GRH:
+*/
+      __pyx_t_7 = NULL;
+      __pyx_t_8 = 1;
+      {
+        PyObject *__pyx_callargs[2] = {__pyx_t_7, __pyx_mstate_global->__pyx_kp_u_burst_truncated};
+        __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_8, (2-__pyx_t_8) | (__pyx_t_8*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+        __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
+        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 124, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_1);
+      }
+      __Pyx_Raise(__pyx_t_1, 0, 0, 0);
+      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+      __PYX_ERR(0, 124, __pyx_L1_error)
+
+      /* "fabric/_wirefast.pyx":123
+ *         plen = (burst[off] << 8) | burst[off + 1]
+ *         off += 2
+ *         if off + plen > n:             # <<<<<<<<<<<<<<
+ *             raise ValueError("burst truncated")
+ *         p = &burst[off]
+*/
+    }
+
+    /* "fabric/_wirefast.pyx":125
+ *         if off + plen > n:
+ *             raise ValueError("burst truncated")
+ *         p = &burst[off]             # <<<<<<<<<<<<<<
+ *         if plen < HDR_NO_GRH:
+ *             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
+*/
+    __pyx_t_10 = __pyx_v_off;
+    __pyx_v_p = (&(*((unsigned char const  *) ( /* dim=0 */ ((char *) (((unsigned char const  *) __pyx_v_burst.data) + __pyx_t_10)) ))));
+
+    /* "fabric/_wirefast.pyx":126
+ *             raise ValueError("burst truncated")
+ *         p = &burst[off]
+ *         if plen < HDR_NO_GRH:             # <<<<<<<<<<<<<<
+ *             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
+ *             off += plen
+*/
+    __pyx_t_6 = (__pyx_v_plen < 34);
+
+    if (__pyx_t_6) {
+
+
+      /* "fabric/_wirefast.pyx":127
+ *         p = &burst[off]
+ *         if plen < HDR_NO_GRH:
+ *             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))             # <<<<<<<<<<<<<<
+ *             off += plen
+ *             continue
+*/
+      __pyx_t_1 = PyBytes_FromStringAndSize(((char *)__pyx_v_p), __pyx_v_plen); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 127, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_1);
+      __pyx_t_11 = __Pyx_PyList_Append(__pyx_v_slow, __pyx_t_1); if (unlikely(__pyx_t_11 == ((int)-1))) __PYX_ERR(0, 127, __pyx_L1_error)
+      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+
+
+      /* "fabric/_wirefast.pyx":128
+ *         if plen < HDR_NO_GRH:
+ *             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
+ *             off += plen             # <<<<<<<<<<<<<<
+ *             continue
+ *         vl = p[0] >> 4
+*/
+      __pyx_v_off = (__pyx_v_off + __pyx_v_plen);
+
+      /* "fabric/_wirefast.pyx":129
+ *             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
+ *             off += plen
+ *             continue             # <<<<<<<<<<<<<<
+ *         vl = p[0] >> 4
+ *         lnh = p[1] & 3
+*/
+      goto __pyx_L5_continue;
+
+      /* "fabric/_wirefast.pyx":126
+ *             raise ValueError("burst truncated")
+ *         p = &burst[off]
+ *         if plen < HDR_NO_GRH:             # <<<<<<<<<<<<<<
+ *             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
+ *             off += plen
+*/
+    }
+
+    /* "fabric/_wirefast.pyx":130
+ *             off += plen
+ *             continue
+ *         vl = p[0] >> 4             # <<<<<<<<<<<<<<
+ *         lnh = p[1] & 3
+ *         dlid = (p[2] << 8) | p[3]
+*/
+    __pyx_v_vl = ((__pyx_v_p[0]) >> 4);
+
+    /* "fabric/_wirefast.pyx":131
+ *             continue
+ *         vl = p[0] >> 4
+ *         lnh = p[1] & 3             # <<<<<<<<<<<<<<
+ *         dlid = (p[2] << 8) | p[3]
+ *         pktlen = ((p[4] & 7) << 8) | p[5]
+*/
+    __pyx_v_lnh = ((__pyx_v_p[1]) & 3);
+
+    /* "fabric/_wirefast.pyx":132
+ *         vl = p[0] >> 4
+ *         lnh = p[1] & 3
+ *         dlid = (p[2] << 8) | p[3]             # <<<<<<<<<<<<<<
+ *         pktlen = ((p[4] & 7) << 8) | p[5]
+ *         if (vl == 15 or lnh < 2 or pktlen * 4 + 2 != <unsigned int> plen or dlid >= MCAST_FIRST
+*/
+    __pyx_v_dlid = (((__pyx_v_p[2]) << 8) | (__pyx_v_p[3]));
+
+    /* "fabric/_wirefast.pyx":133
+ *         lnh = p[1] & 3
+ *         dlid = (p[2] << 8) | p[3]
+ *         pktlen = ((p[4] & 7) << 8) | p[5]             # <<<<<<<<<<<<<<
+ *         if (vl == 15 or lnh < 2 or pktlen * 4 + 2 != <unsigned int> plen or dlid >= MCAST_FIRST
+ *                 or dlid == 0 or (dlid - own_lid_base) < own_lid_count):
+*/
+    __pyx_v_pktlen = ((((__pyx_v_p[4]) & 7) << 8) | (__pyx_v_p[5]));
+
+    /* "fabric/_wirefast.pyx":134
+ *         dlid = (p[2] << 8) | p[3]
+ *         pktlen = ((p[4] & 7) << 8) | p[5]
+ *         if (vl == 15 or lnh < 2 or pktlen * 4 + 2 != <unsigned int> plen or dlid >= MCAST_FIRST             # <<<<<<<<<<<<<<
+ *                 or dlid == 0 or (dlid - own_lid_base) < own_lid_count):
+ *             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
+*/
+    __pyx_t_12 = (__pyx_v_vl == 15);
+
+    if (!__pyx_t_12) {
+
+    } else {
+
+      __pyx_t_6 = __pyx_t_12;
+
+      goto __pyx_L11_bool_binop_done;
+    }
+    __pyx_t_12 = (__pyx_v_lnh < 2);
+
+    if (!__pyx_t_12) {
+
+    } else {
+
+      __pyx_t_6 = __pyx_t_12;
+
+      goto __pyx_L11_bool_binop_done;
+    }
+    __pyx_t_12 = (((__pyx_v_pktlen * 4) + 2) != ((unsigned int)__pyx_v_plen));
+
+    if (!__pyx_t_12) {
+
+    } else {
+
+      __pyx_t_6 = __pyx_t_12;
+
+      goto __pyx_L11_bool_binop_done;
+    }
+
+    /* "fabric/_wirefast.pyx":135
+ *         pktlen = ((p[4] & 7) << 8) | p[5]
+ *         if (vl == 15 or lnh < 2 or pktlen * 4 + 2 != <unsigned int> plen or dlid >= MCAST_FIRST
+ *                 or dlid == 0 or (dlid - own_lid_base) < own_lid_count):             # <<<<<<<<<<<<<<
+ *             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
+ *             off += plen
+*/
+    __pyx_t_12 = (__pyx_v_dlid >= 0xC000);
+
+    if (!__pyx_t_12) {
+
+    } else {
+
+      __pyx_t_6 = __pyx_t_12;
+
+      goto __pyx_L11_bool_binop_done;
+    }
+    __pyx_t_12 = (__pyx_v_dlid == 0);
+
+    if (!__pyx_t_12) {
+
+    } else {
+
+      __pyx_t_6 = __pyx_t_12;
+
+      goto __pyx_L11_bool_binop_done;
+    }
+    __pyx_t_12 = ((__pyx_v_dlid - __pyx_v_own_lid_base) < __pyx_v_own_lid_count);
+
+
+    __pyx_t_6 = __pyx_t_12;
+
+    __pyx_L11_bool_binop_done:;
+
+    /* "fabric/_wirefast.pyx":134
+ *         dlid = (p[2] << 8) | p[3]
+ *         pktlen = ((p[4] & 7) << 8) | p[5]
+ *         if (vl == 15 or lnh < 2 or pktlen * 4 + 2 != <unsigned int> plen or dlid >= MCAST_FIRST             # <<<<<<<<<<<<<<
+ *                 or dlid == 0 or (dlid - own_lid_base) < own_lid_count):
+ *             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
+*/
+    if (__pyx_t_6) {
+
+
+      /* "fabric/_wirefast.pyx":136
+ *         if (vl == 15 or lnh < 2 or pktlen * 4 + 2 != <unsigned int> plen or dlid >= MCAST_FIRST
+ *                 or dlid == 0 or (dlid - own_lid_base) < own_lid_count):
+ *             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))             # <<<<<<<<<<<<<<
+ *             off += plen
+ *             continue
+*/
+      __pyx_t_1 = PyBytes_FromStringAndSize(((char *)__pyx_v_p), __pyx_v_plen); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 136, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_1);
+      __pyx_t_11 = __Pyx_PyList_Append(__pyx_v_slow, __pyx_t_1); if (unlikely(__pyx_t_11 == ((int)-1))) __PYX_ERR(0, 136, __pyx_L1_error)
+      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+
+
+      /* "fabric/_wirefast.pyx":137
+ *                 or dlid == 0 or (dlid - own_lid_base) < own_lid_count):
+ *             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
+ *             off += plen             # <<<<<<<<<<<<<<
+ *             continue
+ *         c = vcrc16_raw(p, plen - 2)
+*/
+      __pyx_v_off = (__pyx_v_off + __pyx_v_plen);
+
+      /* "fabric/_wirefast.pyx":138
+ *             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
+ *             off += plen
+ *             continue             # <<<<<<<<<<<<<<
+ *         c = vcrc16_raw(p, plen - 2)
+ *         if p[plen - 2] != (c & 0xFF) or p[plen - 1] != (c >> 8):
+*/
+      goto __pyx_L5_continue;
+
+      /* "fabric/_wirefast.pyx":134
+ *         dlid = (p[2] << 8) | p[3]
+ *         pktlen = ((p[4] & 7) << 8) | p[5]
+ *         if (vl == 15 or lnh < 2 or pktlen * 4 + 2 != <unsigned int> plen or dlid >= MCAST_FIRST             # <<<<<<<<<<<<<<
+ *                 or dlid == 0 or (dlid - own_lid_base) < own_lid_count):
+ *             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
+*/
+    }
+
+    /* "fabric/_wirefast.pyx":139
+ *             off += plen
+ *             continue
+ *         c = vcrc16_raw(p, plen - 2)             # <<<<<<<<<<<<<<
+ *         if p[plen - 2] != (c & 0xFF) or p[plen - 1] != (c >> 8):
+ *             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
+*/
+    __pyx_v_c = __pyx_f_6fabric_9_wirefast_vcrc16_raw(__pyx_v_p, (__pyx_v_plen - 2));
+
+    /* "fabric/_wirefast.pyx":140
+ *             continue
+ *         c = vcrc16_raw(p, plen - 2)
+ *         if p[plen - 2] != (c & 0xFF) or p[plen - 1] != (c >> 8):             # <<<<<<<<<<<<<<
+ *             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
+ *             off += plen
+*/
+    __pyx_t_12 = ((__pyx_v_p[(__pyx_v_plen - 2)]) != (__pyx_v_c & 0xFF));
+
+    if (!__pyx_t_12) {
+
+    } else {
+
+      __pyx_t_6 = __pyx_t_12;
+
+      goto __pyx_L18_bool_binop_done;
+    }
+    __pyx_t_12 = ((__pyx_v_p[(__pyx_v_plen - 1)]) != (__pyx_v_c >> 8));
+
+
+    __pyx_t_6 = __pyx_t_12;
+
+    __pyx_L18_bool_binop_done:;
+    if (__pyx_t_6) {
+
+
+      /* "fabric/_wirefast.pyx":141
+ *         c = vcrc16_raw(p, plen - 2)
+ *         if p[plen - 2] != (c & 0xFF) or p[plen - 1] != (c >> 8):
+ *             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))             # <<<<<<<<<<<<<<
+ *             off += plen
+ *             continue
+*/
+      __pyx_t_1 = PyBytes_FromStringAndSize(((char *)__pyx_v_p), __pyx_v_plen); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 141, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_1);
+      __pyx_t_11 = __Pyx_PyList_Append(__pyx_v_slow, __pyx_t_1); if (unlikely(__pyx_t_11 == ((int)-1))) __PYX_ERR(0, 141, __pyx_L1_error)
+      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+
+
+      /* "fabric/_wirefast.pyx":142
+ *         if p[plen - 2] != (c & 0xFF) or p[plen - 1] != (c >> 8):
+ *             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
+ *             off += plen             # <<<<<<<<<<<<<<
+ *             continue
+ *         rcv_pkts += 1
+*/
+      __pyx_v_off = (__pyx_v_off + __pyx_v_plen);
+
+      /* "fabric/_wirefast.pyx":143
+ *             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
+ *             off += plen
+ *             continue             # <<<<<<<<<<<<<<
+ *         rcv_pkts += 1
+ *         rcv_words += (plen - 2) >> 2
+*/
+      goto __pyx_L5_continue;
+
+      /* "fabric/_wirefast.pyx":140
+ *             continue
+ *         c = vcrc16_raw(p, plen - 2)
+ *         if p[plen - 2] != (c & 0xFF) or p[plen - 1] != (c >> 8):             # <<<<<<<<<<<<<<
+ *             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
+ *             off += plen
+*/
+    }
+
+    /* "fabric/_wirefast.pyx":144
+ *             off += plen
+ *             continue
+ *         rcv_pkts += 1             # <<<<<<<<<<<<<<
+ *         rcv_words += (plen - 2) >> 2
+ *         payload = plen - HDR_NO_GRH - (40 if lnh == 3 else 0)
+*/
+    __pyx_v_rcv_pkts = (__pyx_v_rcv_pkts + 1);
+
+    /* "fabric/_wirefast.pyx":145
+ *             continue
+ *         rcv_pkts += 1
+ *         rcv_words += (plen - 2) >> 2             # <<<<<<<<<<<<<<
+ *         payload = plen - HDR_NO_GRH - (40 if lnh == 3 else 0)
+ *         outp = lft[dlid] if dlid <= <unsigned int> lft_top and dlid < <unsigned int> lft.shape[0] else 0xFF
+*/
+    __pyx_v_rcv_words = (__pyx_v_rcv_words + ((__pyx_v_plen - 2) >> 2));
+
+    /* "fabric/_wirefast.pyx":146
+ *         rcv_pkts += 1
+ *         rcv_words += (plen - 2) >> 2
+ *         payload = plen - HDR_NO_GRH - (40 if lnh == 3 else 0)             # <<<<<<<<<<<<<<
+ *         outp = lft[dlid] if dlid <= <unsigned int> lft_top and dlid < <unsigned int> lft.shape[0] else 0xFF
+ *         if outp == 0xFF or outp == 0 or outp >= <unsigned int> nports or outp == <unsigned int> in_port:
+*/
+    __pyx_t_6 = (__pyx_v_lnh == 3);
+
+    if (__pyx_t_6) {
+
+      __pyx_t_13 = 40;
+    } else {
+
+      __pyx_t_13 = 0;
+    }
+
+    __pyx_v_payload = ((__pyx_v_plen - 34) - __pyx_t_13);
+
+
+    /* "fabric/_wirefast.pyx":147
+ *         rcv_words += (plen - 2) >> 2
+ *         payload = plen - HDR_NO_GRH - (40 if lnh == 3 else 0)
+ *         outp = lft[dlid] if dlid <= <unsigned int> lft_top and dlid < <unsigned int> lft.shape[0] else 0xFF             # <<<<<<<<<<<<<<
+ *         if outp == 0xFF or outp == 0 or outp >= <unsigned int> nports or outp == <unsigned int> in_port:
+ *             relay += 1
+*/
+    __pyx_t_12 = (__pyx_v_dlid <= ((unsigned int)__pyx_v_lft_top));
+
+    if (__pyx_t_12) {
+
+    } else {
+
+      __pyx_t_6 = __pyx_t_12;
+
+      goto __pyx_L20_bool_binop_done;
+    }
+    __pyx_t_12 = (__pyx_v_dlid < ((unsigned int)(__pyx_v_lft.shape[0])));
+
+
+    __pyx_t_6 = __pyx_t_12;
+
+    __pyx_L20_bool_binop_done:;
+    if (__pyx_t_6) {
+      __pyx_t_8 = __pyx_v_dlid;
+
+      __pyx_t_14 = (*((unsigned char const  *) ( /* dim=0 */ ((char *) (((unsigned char const  *) __pyx_v_lft.data) + __pyx_t_8)) )));
+    } else {
+
+      __pyx_t_14 = 0xFF;
+    }
+
+    __pyx_v_outp = __pyx_t_14;
+
+    /* "fabric/_wirefast.pyx":148
+ *         payload = plen - HDR_NO_GRH - (40 if lnh == 3 else 0)
+ *         outp = lft[dlid] if dlid <= <unsigned int> lft_top and dlid < <unsigned int> lft.shape[0] else 0xFF
+ *         if outp == 0xFF or outp == 0 or outp >= <unsigned int> nports or outp == <unsigned int> in_port:             # <<<<<<<<<<<<<<
+ *             relay += 1
+ *         elif (port_flags[outp] & (PORT_LINK_UP | PORT_ACTIVE)) != (PORT_LINK_UP | PORT_ACTIVE) \
+*/
+    __pyx_t_12 = (__pyx_v_outp == 0xFF);
+
+    if (!__pyx_t_12) {
+
+    } else {
+
+      __pyx_t_6 = __pyx_t_12;
+
+      goto __pyx_L23_bool_binop_done;
+    }
+    __pyx_t_12 = (__pyx_v_outp == 0);
+
+    if (!__pyx_t_12) {
+
+    } else {
+
+      __pyx_t_6 = __pyx_t_12;
+
+      goto __pyx_L23_bool_binop_done;
+    }
+    __pyx_t_12 = (__pyx_v_outp >= ((unsigned int)__pyx_v_nports));
+
+    if (!__pyx_t_12) {
+
+    } else {
+
+      __pyx_t_6 = __pyx_t_12;
+
+      goto __pyx_L23_bool_binop_done;
+    }
+    __pyx_t_12 = (__pyx_v_outp == ((unsigned int)__pyx_v_in_port));
+
+
+    __pyx_t_6 = __pyx_t_12;
+
+    __pyx_L23_bool_binop_done:;
+    if (__pyx_t_6) {
+
+
+      /* "fabric/_wirefast.pyx":149
+ *         outp = lft[dlid] if dlid <= <unsigned int> lft_top and dlid < <unsigned int> lft.shape[0] else 0xFF
+ *         if outp == 0xFF or outp == 0 or outp >= <unsigned int> nports or outp == <unsigned int> in_port:
+ *             relay += 1             # <<<<<<<<<<<<<<
+ *         elif (port_flags[outp] & (PORT_LINK_UP | PORT_ACTIVE)) != (PORT_LINK_UP | PORT_ACTIVE) \
+ *                 or payload > port_mtu[outp]:
+*/
+      __pyx_v_relay = (__pyx_v_relay + 1);
+
+      /* "fabric/_wirefast.pyx":148
+ *         payload = plen - HDR_NO_GRH - (40 if lnh == 3 else 0)
+ *         outp = lft[dlid] if dlid <= <unsigned int> lft_top and dlid < <unsigned int> lft.shape[0] else 0xFF
+ *         if outp == 0xFF or outp == 0 or outp >= <unsigned int> nports or outp == <unsigned int> in_port:             # <<<<<<<<<<<<<<
+ *             relay += 1
+ *         elif (port_flags[outp] & (PORT_LINK_UP | PORT_ACTIVE)) != (PORT_LINK_UP | PORT_ACTIVE) \
+*/
+      goto __pyx_L22;
+    }
+
+    /* "fabric/_wirefast.pyx":150
+ *         if outp == 0xFF or outp == 0 or outp >= <unsigned int> nports or outp == <unsigned int> in_port:
+ *             relay += 1
+ *         elif (port_flags[outp] & (PORT_LINK_UP | PORT_ACTIVE)) != (PORT_LINK_UP | PORT_ACTIVE) \             # <<<<<<<<<<<<<<
+ *                 or payload > port_mtu[outp]:
+ *             xd[outp] += 1
+*/
+    __pyx_t_8 = __pyx_v_outp;
+    __pyx_t_12 = (((*((unsigned char const  *) ( /* dim=0 */ ((char *) (((unsigned char const  *) __pyx_v_port_flags.data) + __pyx_t_8)) ))) & 0x3) != 0x3);
+
+    if (!__pyx_t_12) {
+
+    } else {
+
+      __pyx_t_6 = __pyx_t_12;
+
+      goto __pyx_L27_bool_binop_done;
+    }
+
+    /* "fabric/_wirefast.pyx":151
+ *             relay += 1
+ *         elif (port_flags[outp] & (PORT_LINK_UP | PORT_ACTIVE)) != (PORT_LINK_UP | PORT_ACTIVE) \
+ *                 or payload > port_mtu[outp]:             # <<<<<<<<<<<<<<
+ *             xd[outp] += 1
+ *         else:
+*/
+    __pyx_t_8 = __pyx_v_outp;
+    __pyx_t_12 = (__pyx_v_payload > (*((unsigned int const  *) ( /* dim=0 */ ((char *) (((unsigned int const  *) __pyx_v_port_mtu.data) + __pyx_t_8)) ))));
+
+
+    __pyx_t_6 = __pyx_t_12;
+
+    __pyx_L27_bool_binop_done:;
+
+    /* "fabric/_wirefast.pyx":150
+ *         if outp == 0xFF or outp == 0 or outp >= <unsigned int> nports or outp == <unsigned int> in_port:
+ *             relay += 1
+ *         elif (port_flags[outp] & (PORT_LINK_UP | PORT_ACTIVE)) != (PORT_LINK_UP | PORT_ACTIVE) \             # <<<<<<<<<<<<<<
+ *                 or payload > port_mtu[outp]:
+ *             xd[outp] += 1
+*/
+    if (__pyx_t_6) {
+
+
+      /* "fabric/_wirefast.pyx":152
+ *         elif (port_flags[outp] & (PORT_LINK_UP | PORT_ACTIVE)) != (PORT_LINK_UP | PORT_ACTIVE) \
+ *                 or payload > port_mtu[outp]:
+ *             xd[outp] += 1             # <<<<<<<<<<<<<<
+ *         else:
+ *             xp[outp] += 1
+*/
+
+      __pyx_t_14 = __pyx_v_outp;
+      (__pyx_v_xd[__pyx_t_14]) = ((__pyx_v_xd[__pyx_t_14]) + 1);
+
+      /* "fabric/_wirefast.pyx":150
+ *         if outp == 0xFF or outp == 0 or outp >= <unsigned int> nports or outp == <unsigned int> in_port:
+ *             relay += 1
+ *         elif (port_flags[outp] & (PORT_LINK_UP | PORT_ACTIVE)) != (PORT_LINK_UP | PORT_ACTIVE) \             # <<<<<<<<<<<<<<
+ *                 or payload > port_mtu[outp]:
+ *             xd[outp] += 1
+*/
+      goto __pyx_L22;
+    }
+
+    /* "fabric/_wirefast.pyx":154
+ *             xd[outp] += 1
+ *         else:
+ *             xp[outp] += 1             # <<<<<<<<<<<<<<
+ *             xw[outp] += (plen - 2) >> 2
+ *             seg = out.get(outp)
+*/
+    /*else*/ {
+
+      __pyx_t_14 = __pyx_v_outp;
+      (__pyx_v_xp[__pyx_t_14]) = ((__pyx_v_xp[__pyx_t_14]) + 1);
+
+      /* "fabric/_wirefast.pyx":155
+ *         else:
+ *             xp[outp] += 1
+ *             xw[outp] += (plen - 2) >> 2             # <<<<<<<<<<<<<<
+ *             seg = out.get(outp)
+ *             if seg is None:
+*/
+
+      __pyx_t_14 = __pyx_v_outp;
+      (__pyx_v_xw[__pyx_t_14]) = ((__pyx_v_xw[__pyx_t_14]) + ((__pyx_v_plen - 2) >> 2));
+
+      /* "fabric/_wirefast.pyx":156
+ *             xp[outp] += 1
+ *             xw[outp] += (plen - 2) >> 2
+ *             seg = out.get(outp)             # <<<<<<<<<<<<<<
+ *             if seg is None:
+ *                 # sized for the whole burst up front: growing it packet by packet costs a
+*/
+      __pyx_t_1 = __Pyx_PyLong_From_unsigned_int(__pyx_v_outp); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 156, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_1);
+      __pyx_t_7 = __Pyx_PyDict_GetItemDefault(__pyx_v_out, __pyx_t_1, Py_None); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 156, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_7);
+      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+      if (!(likely(PyList_CheckExact(__pyx_t_7))||((__pyx_t_7) == Py_None) || __Pyx_RaiseUnexpectedTypeError("list", __pyx_t_7))) __PYX_ERR(0, 156, __pyx_L1_error)
+      __Pyx_XDECREF_SET(__pyx_v_seg, ((PyObject*)__pyx_t_7));
+      __pyx_t_7 = 0;
+
+      /* "fabric/_wirefast.pyx":157
+ *             xw[outp] += (plen - 2) >> 2
+ *             seg = out.get(outp)
+ *             if seg is None:             # <<<<<<<<<<<<<<
+ *                 # sized for the whole burst up front: growing it packet by packet costs a
+ *                 # realloc-and-copy every few packets
+*/
+      __pyx_t_6 = (__pyx_v_seg == ((PyObject*)Py_None));
+      if (__pyx_t_6) {
+
+
+        /* "fabric/_wirefast.pyx":160
+ *                 # sized for the whole burst up front: growing it packet by packet costs a
+ *                 # realloc-and-copy every few packets
+ *                 seg = [0, PyByteArray_FromStringAndSize(NULL, SEG_HEADROOM + n - offset)]             # <<<<<<<<<<<<<<
+ *                 out[outp] = seg
+ *                 used[outp] = SEG_HEADROOM
+*/
+        __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_SEG_HEADROOM); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 160, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_7);
+        __pyx_t_1 = PyLong_FromSsize_t(__pyx_v_n); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 160, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_1);
+        __pyx_t_15 = __Pyx_PyNumber_Add_object_int(__pyx_t_7, __pyx_t_1); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 160, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_15);
+        __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
+        __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+        __pyx_t_1 = PyLong_FromSsize_t(__pyx_v_offset); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 160, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_1);
+        __pyx_t_7 = __Pyx_PyNumber_Subtract_object_int(__pyx_t_15, __pyx_t_1); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 160, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_7);
+        __Pyx_DECREF(__pyx_t_15); __pyx_t_15 = 0;
+        __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+        __pyx_t_13 = __Pyx_PyIndex_AsSsize_t(__pyx_t_7); if (unlikely((__pyx_t_13 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 160, __pyx_L1_error)
+        __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
+        __pyx_t_7 = PyByteArray_FromStringAndSize(NULL, __pyx_t_13); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 160, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_7);
+
+        __pyx_t_1 = PyList_New(2); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 160, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_1);
+        __Pyx_INCREF(__pyx_mstate_global->__pyx_int_0);
+        __Pyx_GIVEREF(__pyx_mstate_global->__pyx_int_0);
+        if (__Pyx_PyList_SET_ITEM(__pyx_t_1, 0, __pyx_mstate_global->__pyx_int_0) != (0)) __PYX_ERR(0, 160, __pyx_L1_error);
+        __Pyx_GIVEREF(__pyx_t_7);
+        if (__Pyx_PyList_SET_ITEM(__pyx_t_1, 1, __pyx_t_7) != (0)) __PYX_ERR(0, 160, __pyx_L1_error);
+        __pyx_t_7 = 0;
+        __Pyx_DECREF_SET(__pyx_v_seg, ((PyObject*)__pyx_t_1));
+        __pyx_t_1 = 0;
+
+        /* "fabric/_wirefast.pyx":161
+ *                 # realloc-and-copy every few packets
+ *                 seg = [0, PyByteArray_FromStringAndSize(NULL, SEG_HEADROOM + n - offset)]
+ *                 out[outp] = seg             # <<<<<<<<<<<<<<
+ *                 used[outp] = SEG_HEADROOM
+ *             seg[0] += 1
+*/
+        __pyx_t_1 = __Pyx_PyLong_From_unsigned_int(__pyx_v_outp); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 161, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_1);
+        if (unlikely((PyDict_SetItem(__pyx_v_out, __pyx_t_1, __pyx_v_seg) < 0))) __PYX_ERR(0, 161, __pyx_L1_error)
+        __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+
+        /* "fabric/_wirefast.pyx":162
+ *                 seg = [0, PyByteArray_FromStringAndSize(NULL, SEG_HEADROOM + n - offset)]
+ *                 out[outp] = seg
+ *                 used[outp] = SEG_HEADROOM             # <<<<<<<<<<<<<<
+ *             seg[0] += 1
+ *             ba = seg[1]
+*/
+        __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_SEG_HEADROOM); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 162, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_1);
+        __pyx_t_13 = __Pyx_PyIndex_AsSsize_t(__pyx_t_1); if (unlikely((__pyx_t_13 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 162, __pyx_L1_error)
+        __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+        (__pyx_v_used[__pyx_v_outp]) = __pyx_t_13;
+
+
+        /* "fabric/_wirefast.pyx":157
+ *             xw[outp] += (plen - 2) >> 2
+ *             seg = out.get(outp)
+ *             if seg is None:             # <<<<<<<<<<<<<<
+ *                 # sized for the whole burst up front: growing it packet by packet costs a
+ *                 # realloc-and-copy every few packets
+*/
+      }
+
+      /* "fabric/_wirefast.pyx":163
+ *                 out[outp] = seg
+ *                 used[outp] = SEG_HEADROOM
+ *             seg[0] += 1             # <<<<<<<<<<<<<<
+ *             ba = seg[1]
+ *             blen = used[outp]
+*/
+      if (unlikely(__pyx_v_seg == Py_None)) {
+        PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
+        __PYX_ERR(0, 163, __pyx_L1_error)
+      }
+      __Pyx_INCREF(__pyx_v_seg);
+      __pyx_t_16 = __pyx_v_seg;
+
+      __pyx_t_13 = 0;
+      if (unlikely(__pyx_t_16 == Py_None)) {
+        PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
+        __PYX_ERR(0, 163, __pyx_L1_error)
+      }
+      __pyx_t_1 = __Pyx_PyLong_AddObjC(__Pyx_PyList_GET_ITEM(__pyx_t_16, __pyx_t_13), __pyx_mstate_global->__pyx_int_1, 1, 1, 0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 163, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_1);
+      if (unlikely(__pyx_t_16 == Py_None)) {
+        PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
+        __PYX_ERR(0, 163, __pyx_L1_error)
+      }
+      if (unlikely((__Pyx_SetItemInt(__pyx_t_16, __pyx_t_13, __pyx_t_1, Py_ssize_t, 1, PyLong_FromSsize_t, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference) < 0))) __PYX_ERR(0, 163, __pyx_L1_error)
+      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+      __Pyx_DECREF(__pyx_t_16); __pyx_t_16 = 0;
+
+      /* "fabric/_wirefast.pyx":164
+ *                 used[outp] = SEG_HEADROOM
+ *             seg[0] += 1
+ *             ba = seg[1]             # <<<<<<<<<<<<<<
+ *             blen = used[outp]
+ *             (<unsigned char *> PyByteArray_AS_STRING(ba))[blen] = plen >> 8
+*/
+      if (unlikely(__pyx_v_seg == Py_None)) {
+        PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
+        __PYX_ERR(0, 164, __pyx_L1_error)
+      }
+      __pyx_t_1 = __Pyx_PyList_GET_ITEM(__pyx_v_seg, 1);
+      __Pyx_INCREF(__pyx_t_1);
+      if (!(likely(PyByteArray_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytearray", __pyx_t_1))) __PYX_ERR(0, 164, __pyx_L1_error)
+      __Pyx_XDECREF_SET(__pyx_v_ba, ((PyObject*)__pyx_t_1));
+      __pyx_t_1 = 0;
+
+      /* "fabric/_wirefast.pyx":165
+ *             seg[0] += 1
+ *             ba = seg[1]
+ *             blen = used[outp]             # <<<<<<<<<<<<<<
+ *             (<unsigned char *> PyByteArray_AS_STRING(ba))[blen] = plen >> 8
+ *             (<unsigned char *> PyByteArray_AS_STRING(ba))[blen + 1] = plen & 0xFF
+*/
+      __pyx_v_blen = (__pyx_v_used[__pyx_v_outp]);
+
+      /* "fabric/_wirefast.pyx":166
+ *             ba = seg[1]
+ *             blen = used[outp]
+ *             (<unsigned char *> PyByteArray_AS_STRING(ba))[blen] = plen >> 8             # <<<<<<<<<<<<<<
+ *             (<unsigned char *> PyByteArray_AS_STRING(ba))[blen + 1] = plen & 0xFF
+ *             memcpy(PyByteArray_AS_STRING(ba) + blen + 2, p, plen)
+*/
+      (((unsigned char *)PyByteArray_AS_STRING(__pyx_v_ba))[__pyx_v_blen]) = (__pyx_v_plen >> 8);
+
+      /* "fabric/_wirefast.pyx":167
+ *             blen = used[outp]
+ *             (<unsigned char *> PyByteArray_AS_STRING(ba))[blen] = plen >> 8
+ *             (<unsigned char *> PyByteArray_AS_STRING(ba))[blen + 1] = plen & 0xFF             # <<<<<<<<<<<<<<
+ *             memcpy(PyByteArray_AS_STRING(ba) + blen + 2, p, plen)
+ *             used[outp] = blen + 2 + plen
+*/
+      (((unsigned char *)PyByteArray_AS_STRING(__pyx_v_ba))[(__pyx_v_blen + 1)]) = (__pyx_v_plen & 0xFF);
+
+      /* "fabric/_wirefast.pyx":168
+ *             (<unsigned char *> PyByteArray_AS_STRING(ba))[blen] = plen >> 8
+ *             (<unsigned char *> PyByteArray_AS_STRING(ba))[blen + 1] = plen & 0xFF
+ *             memcpy(PyByteArray_AS_STRING(ba) + blen + 2, p, plen)             # <<<<<<<<<<<<<<
+ *             used[outp] = blen + 2 + plen
+ *         off += plen
+*/
+      (void)(memcpy(((PyByteArray_AS_STRING(__pyx_v_ba) + __pyx_v_blen) + 2), __pyx_v_p, __pyx_v_plen));
+
+      /* "fabric/_wirefast.pyx":169
+ *             (<unsigned char *> PyByteArray_AS_STRING(ba))[blen + 1] = plen & 0xFF
+ *             memcpy(PyByteArray_AS_STRING(ba) + blen + 2, p, plen)
+ *             used[outp] = blen + 2 + plen             # <<<<<<<<<<<<<<
+ *         off += plen
+ *     if off != n:
+*/
+      (__pyx_v_used[__pyx_v_outp]) = ((__pyx_v_blen + 2) + __pyx_v_plen);
+    }
+    __pyx_L22:;
+
+    /* "fabric/_wirefast.pyx":170
+ *             memcpy(PyByteArray_AS_STRING(ba) + blen + 2, p, plen)
+ *             used[outp] = blen + 2 + plen
+ *         off += plen             # <<<<<<<<<<<<<<
+ *     if off != n:
+ *         raise ValueError("trailing octets after the burst's packets")
+*/
+    __pyx_v_off = (__pyx_v_off + __pyx_v_plen);
+    __pyx_L5_continue:;
+  }
+
+
+  /* "fabric/_wirefast.pyx":171
+ *             used[outp] = blen + 2 + plen
+ *         off += plen
+ *     if off != n:             # <<<<<<<<<<<<<<
+ *         raise ValueError("trailing octets after the burst's packets")
+ *     for k, seg in out.items():
+*/
+  __pyx_t_6 = (__pyx_v_off != __pyx_v_n);
+
+  if (unlikely(__pyx_t_6)) {
+
+
+    /* "fabric/_wirefast.pyx":172
+ *         off += plen
+ *     if off != n:
+ *         raise ValueError("trailing octets after the burst's packets")             # <<<<<<<<<<<<<<
+ *     for k, seg in out.items():
+ *         PyByteArray_Resize(seg[1], used[k])
+*/
+    __pyx_t_7 = NULL;
+    __pyx_t_8 = 1;
+    {
+      PyObject *__pyx_callargs[2] = {__pyx_t_7, __pyx_mstate_global->__pyx_kp_u_trailing_octets_after_the_burst};
+      __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_8, (2-__pyx_t_8) | (__pyx_t_8*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+      __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 172, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_1);
+    }
+    __Pyx_Raise(__pyx_t_1, 0, 0, 0);
+    __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+    __PYX_ERR(0, 172, __pyx_L1_error)
+
+    /* "fabric/_wirefast.pyx":171
+ *             used[outp] = blen + 2 + plen
+ *         off += plen
+ *     if off != n:             # <<<<<<<<<<<<<<
+ *         raise ValueError("trailing octets after the burst's packets")
+ *     for k, seg in out.items():
+*/
+  }
+
+  /* "fabric/_wirefast.pyx":173
+ *     if off != n:
+ *         raise ValueError("trailing octets after the burst's packets")
+ *     for k, seg in out.items():             # <<<<<<<<<<<<<<
+ *         PyByteArray_Resize(seg[1], used[k])
+ *     ports = [(k, xp[k], xw[k], xd[k]) for k in range(min(nports, 256)) if xp[k] or xd[k]]
+*/
+  __pyx_t_3 = 0;
+  __pyx_t_7 = __Pyx_dict_iterator(__pyx_v_out, 1, __pyx_mstate_global->__pyx_n_u_items, (&__pyx_t_4), (&__pyx_t_2)); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 173, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_7);
+  __Pyx_XDECREF(__pyx_t_1);
+  __pyx_t_1 = __pyx_t_7;
+  __pyx_t_7 = 0;
+  while (1) {
+    __pyx_t_17 = __Pyx_dict_iter_next(__pyx_t_1, __pyx_t_4, &__pyx_t_3, &__pyx_t_7, &__pyx_t_15, NULL, __pyx_t_2);
+    if (unlikely(__pyx_t_17 == 0)) break;
+    if (unlikely(__pyx_t_17 == -1)) __PYX_ERR(0, 173, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_7);
+    __Pyx_GOTREF(__pyx_t_15);
+    __pyx_t_17 = __Pyx_PyLong_As_int(__pyx_t_7); if (unlikely((__pyx_t_17 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 173, __pyx_L1_error)
+    __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
+    if (!(likely(PyList_CheckExact(__pyx_t_15))||((__pyx_t_15) == Py_None) || __Pyx_RaiseUnexpectedTypeError("list", __pyx_t_15))) __PYX_ERR(0, 173, __pyx_L1_error)
+    __pyx_v_k = __pyx_t_17;
+    __Pyx_XDECREF_SET(__pyx_v_seg, ((PyObject*)__pyx_t_15));
+    __pyx_t_15 = 0;
+
+    /* "fabric/_wirefast.pyx":174
+ *         raise ValueError("trailing octets after the burst's packets")
+ *     for k, seg in out.items():
+ *         PyByteArray_Resize(seg[1], used[k])             # <<<<<<<<<<<<<<
+ *     ports = [(k, xp[k], xw[k], xd[k]) for k in range(min(nports, 256)) if xp[k] or xd[k]]
+ *     return out, slow, (rcv_pkts, rcv_words, relay, ports)
+*/
+    if (unlikely(__pyx_v_seg == Py_None)) {
+      PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
+      __PYX_ERR(0, 174, __pyx_L1_error)
+    }
+    __pyx_t_15 = __Pyx_PyList_GET_ITEM(__pyx_v_seg, 1);
+    __Pyx_INCREF(__pyx_t_15);
+    __pyx_t_17 = PyByteArray_Resize(__pyx_t_15, (__pyx_v_used[__pyx_v_k])); if (unlikely(__pyx_t_17 == ((int)-1))) __PYX_ERR(0, 174, __pyx_L1_error)
+    __Pyx_DECREF(__pyx_t_15); __pyx_t_15 = 0;
+
+  }
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+
+  /* "fabric/_wirefast.pyx":175
+ *     for k, seg in out.items():
+ *         PyByteArray_Resize(seg[1], used[k])
+ *     ports = [(k, xp[k], xw[k], xd[k]) for k in range(min(nports, 256)) if xp[k] or xd[k]]             # <<<<<<<<<<<<<<
+ *     return out, slow, (rcv_pkts, rcv_words, relay, ports)
+*/
+  { /* enter inner scope */
+    __pyx_t_1 = PyList_New(0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 175, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_1);
+
+    __pyx_t_18 = 0x100;
+
+    __pyx_t_4 = __pyx_v_nports;
+    __pyx_t_6 = (__pyx_t_18 < __pyx_t_4);
+
+    if (__pyx_t_6) {
+
+      __pyx_t_3 = __pyx_t_18;
+    } else {
+
+      __pyx_t_3 = __pyx_t_4;
+    }
+
+
+    __pyx_t_4 = __pyx_t_3;
+
+    __pyx_t_3 = __pyx_t_4;
+
+    for (__pyx_t_2 = 0; __pyx_t_2 < __pyx_t_3; __pyx_t_2+=1) {
+      __pyx_7genexpr__pyx_v_k = __pyx_t_2;
+      __pyx_t_12 = ((__pyx_v_xp[__pyx_7genexpr__pyx_v_k]) != 0);
+
+      if (!__pyx_t_12) {
+
+      } else {
+
+        __pyx_t_6 = __pyx_t_12;
+
+        goto __pyx_L36_bool_binop_done;
+      }
+      __pyx_t_12 = ((__pyx_v_xd[__pyx_7genexpr__pyx_v_k]) != 0);
+
+
+      __pyx_t_6 = __pyx_t_12;
+
+      __pyx_L36_bool_binop_done:;
+      if (__pyx_t_6) {
+
+        __pyx_t_15 = __Pyx_PyLong_From_int(__pyx_7genexpr__pyx_v_k); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 175, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_15);
+        __pyx_t_7 = __Pyx_PyLong_From_unsigned_long((__pyx_v_xp[__pyx_7genexpr__pyx_v_k])); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 175, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_7);
+        __pyx_t_19 = __Pyx_PyLong_From_unsigned_long((__pyx_v_xw[__pyx_7genexpr__pyx_v_k])); if (unlikely(!__pyx_t_19)) __PYX_ERR(0, 175, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_19);
+        __pyx_t_20 = __Pyx_PyLong_From_unsigned_long((__pyx_v_xd[__pyx_7genexpr__pyx_v_k])); if (unlikely(!__pyx_t_20)) __PYX_ERR(0, 175, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_20);
+        __pyx_t_21 = PyTuple_New(4); if (unlikely(!__pyx_t_21)) __PYX_ERR(0, 175, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_21);
+        __Pyx_GIVEREF(__pyx_t_15);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 0, __pyx_t_15) != (0)) __PYX_ERR(0, 175, __pyx_L1_error);
+        __Pyx_GIVEREF(__pyx_t_7);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 1, __pyx_t_7) != (0)) __PYX_ERR(0, 175, __pyx_L1_error);
+        __Pyx_GIVEREF(__pyx_t_19);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 2, __pyx_t_19) != (0)) __PYX_ERR(0, 175, __pyx_L1_error);
+        __Pyx_GIVEREF(__pyx_t_20);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 3, __pyx_t_20) != (0)) __PYX_ERR(0, 175, __pyx_L1_error);
+        __pyx_t_15 = 0;
+        __pyx_t_7 = 0;
+        __pyx_t_19 = 0;
+        __pyx_t_20 = 0;
+        __Pyx_GIVEREF(__pyx_t_21);
+        if (unlikely(__Pyx_ListComp_AppendAndDecref(__pyx_t_1, __pyx_t_21))) __PYX_ERR(0, 175, __pyx_L1_error)
+        __pyx_t_21 = 0;
+      }
+    }
+
+  } /* exit inner scope */
+  __pyx_v_ports = ((PyObject*)__pyx_t_1);
+  __pyx_t_1 = 0;
+
+  /* "fabric/_wirefast.pyx":176
+ *         PyByteArray_Resize(seg[1], used[k])
+ *     ports = [(k, xp[k], xw[k], xd[k]) for k in range(min(nports, 256)) if xp[k] or xd[k]]
+ *     return out, slow, (rcv_pkts, rcv_words, relay, ports)             # <<<<<<<<<<<<<<
+*/
+  __pyx_t_1 = __Pyx_PyLong_From_unsigned_long(__pyx_v_rcv_pkts); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 176, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+  __pyx_t_21 = __Pyx_PyLong_From_unsigned_long(__pyx_v_rcv_words); if (unlikely(!__pyx_t_21)) __PYX_ERR(0, 176, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_21);
+  __pyx_t_20 = __Pyx_PyLong_From_unsigned_long(__pyx_v_relay); if (unlikely(!__pyx_t_20)) __PYX_ERR(0, 176, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_20);
+  __pyx_t_19 = PyTuple_New(4); if (unlikely(!__pyx_t_19)) __PYX_ERR(0, 176, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_19);
+  __Pyx_GIVEREF(__pyx_t_1);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_19, 0, __pyx_t_1) != (0)) __PYX_ERR(0, 176, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_21);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_19, 1, __pyx_t_21) != (0)) __PYX_ERR(0, 176, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_20);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_19, 2, __pyx_t_20) != (0)) __PYX_ERR(0, 176, __pyx_L1_error);
+  __Pyx_INCREF(__pyx_v_ports);
+  __Pyx_GIVEREF(__pyx_v_ports);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_19, 3, __pyx_v_ports) != (0)) __PYX_ERR(0, 176, __pyx_L1_error);
+  __pyx_t_1 = 0;
+  __pyx_t_21 = 0;
+  __pyx_t_20 = 0;
+  __pyx_t_20 = PyTuple_New(3); if (unlikely(!__pyx_t_20)) __PYX_ERR(0, 176, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_20);
+  __Pyx_INCREF(__pyx_v_out);
+  __Pyx_GIVEREF(__pyx_v_out);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_20, 0, __pyx_v_out) != (0)) __PYX_ERR(0, 176, __pyx_L1_error);
+  __Pyx_INCREF(__pyx_v_slow);
+  __Pyx_GIVEREF(__pyx_v_slow);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_20, 1, __pyx_v_slow) != (0)) __PYX_ERR(0, 176, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_19);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_20, 2, __pyx_t_19) != (0)) __PYX_ERR(0, 176, __pyx_L1_error);
+  __pyx_t_19 = 0;
+  {
+    PyObject *__pyx_temp;
+    {
+      __pyx_temp = __pyx_r;
+      __pyx_r = __pyx_t_20;
+    }
+    __Pyx_XDECREF(__pyx_temp);
+  }
+  __pyx_t_20 = 0;
+  goto __pyx_L0;
+
+  /* "fabric/_wirefast.pyx":82
+ * 
+ * 
+ * def forward_burst(const unsigned char[::1] burst not None, Py_ssize_t offset, Py_ssize_t count,             # <<<<<<<<<<<<<<
+ *                   int in_port, const unsigned char[::1] lft not None, Py_ssize_t lft_top,
+ *                   const unsigned char[::1] port_flags not None, const unsigned int[::1] port_mtu not None,
+*/
+
+  /* function exit code */
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_1);
+  __Pyx_XDECREF(__pyx_t_7);
+  __Pyx_XDECREF(__pyx_t_15);
+  __Pyx_XDECREF(__pyx_t_16);
+  __Pyx_XDECREF(__pyx_t_19);
+  __Pyx_XDECREF(__pyx_t_20);
+  __Pyx_XDECREF(__pyx_t_21);
+  __Pyx_AddTraceback("fabric._wirefast.forward_burst", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = NULL;
+  __pyx_L0:;
+
+
+
+
+
+
+
+
+
+
+
+
+
+  __Pyx_XDECREF(__pyx_v_out);
+  __Pyx_XDECREF(__pyx_v_slow);
+  __Pyx_XDECREF(__pyx_v_seg);
+
+
+
+
+
+
+
+
+  __Pyx_XDECREF(__pyx_v_ba);
+
+  __Pyx_XDECREF(__pyx_v_ports);
 
   __Pyx_XGIVEREF(__pyx_r);
   __Pyx_RefNannyFinishContext();
@@ -19865,11 +21614,31 @@ static int __Pyx_modinit_Exttype___pyx_memoryviewslice_obj(__pyx_mstatetype *__p
 
 static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
   CYTHON_UNUSED_VAR(__pyx_mstate);
   __Pyx_RefNannySetupContext("__Pyx_modinit_Type_import_code", 0);
   /*--- Type import code ---*/
+  __pyx_t_1 = PyImport_ImportModule(__Pyx_BUILTIN_MODULE_NAME); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 9, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+  __pyx_mstate->__pyx_ptype_7cpython_4type_type = __Pyx_ImportType_3_3_1(__pyx_t_1, __Pyx_BUILTIN_MODULE_NAME, "type",
+  #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
+  sizeof(PyTypeObject), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(PyTypeObject),
+  #elif CYTHON_COMPILING_IN_LIMITED_API
+  0, 0,
+  #else
+  sizeof(PyHeapTypeObject), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(PyHeapTypeObject),
+  #endif
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7cpython_4type_type) __PYX_ERR(2, 9, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __Pyx_RefNannyFinishContext();
   return 0;
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_1);
+  __Pyx_RefNannyFinishContext();
+  return -1;
 }
 
 static int __Pyx_modinit_Variable_import_code(__pyx_mstatetype *__pyx_mstate) {
@@ -20174,7 +21943,7 @@ __Pyx_RefNannySetupContext("PyInit__wirefast", 0);
   if (unlikely((__Pyx_modinit_Exttype___pyx_MemviewEnum_obj(__pyx_mstate) < 0))) __PYX_ERR(0, 1, __pyx_L1_error)
   if (unlikely((__Pyx_modinit_Exttype___pyx_memoryview_obj(__pyx_mstate) < 0))) __PYX_ERR(0, 1, __pyx_L1_error)
   if (unlikely((__Pyx_modinit_Exttype___pyx_memoryviewslice_obj(__pyx_mstate) < 0))) __PYX_ERR(0, 1, __pyx_L1_error)
-  (void)__Pyx_modinit_Type_import_code(__pyx_mstate);
+  if (unlikely((__Pyx_modinit_Type_import_code(__pyx_mstate) < 0))) __PYX_ERR(0, 1, __pyx_L1_error)
   (void)__Pyx_modinit_Variable_import_code(__pyx_mstate);
   (void)__Pyx_modinit_Function_import_code(__pyx_mstate);
   if (__Pyx_InitAfterSharedUtility() < (0)) __PYX_ERR(0, 1, __pyx_L1_error)
@@ -20672,43 +22441,67 @@ __Pyx_RefNannySetupContext("PyInit__wirefast", 0);
   if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_Enum, __pyx_t_4) < (0)) __PYX_ERR(1, 4, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "fabric/_wirefast.pyx":27
+  /* "fabric/_wirefast.pyx":36
  * 
  * 
  * _init_table()             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_f_6fabric_9_wirefast__init_table(); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 27, __pyx_L1_error)
+  __pyx_f_6fabric_9_wirefast__init_table(); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 36, __pyx_L1_error)
 
-  /* "fabric/_wirefast.pyx":38
+  /* "fabric/_wirefast.pyx":53
  * 
  * 
  * def vcrc16(const unsigned char[::1] data not None):             # <<<<<<<<<<<<<<
  *     """CRC-16/0x100B (reflected, seed and final XOR 0xFFFF) over ``data``."""
  *     if data.shape[0] == 0:
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6fabric_9_wirefast_1vcrc16, 0, __pyx_mstate_global->__pyx_n_u_vcrc16, NULL, __pyx_mstate_global->__pyx_n_u_fabric__wirefast, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[0])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 38, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6fabric_9_wirefast_1vcrc16, 0, __pyx_mstate_global->__pyx_n_u_vcrc16, NULL, __pyx_mstate_global->__pyx_n_u_fabric__wirefast, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[0])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 53, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_vcrc16, __pyx_t_4) < (0)) __PYX_ERR(0, 38, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_vcrc16, __pyx_t_4) < (0)) __PYX_ERR(0, 53, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "fabric/_wirefast.pyx":45
+  /* "fabric/_wirefast.pyx":60
  * 
  * 
  * def vcrc_ok(const unsigned char[::1] packet not None):             # <<<<<<<<<<<<<<
  *     """True when the last two octets are the VCRC (least significant octet first) of the rest."""
  *     cdef Py_ssize_t n = packet.shape[0]
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6fabric_9_wirefast_3vcrc_ok, 0, __pyx_mstate_global->__pyx_n_u_vcrc_ok, NULL, __pyx_mstate_global->__pyx_n_u_fabric__wirefast, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[1])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 45, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6fabric_9_wirefast_3vcrc_ok, 0, __pyx_mstate_global->__pyx_n_u_vcrc_ok, NULL, __pyx_mstate_global->__pyx_n_u_fabric__wirefast, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[1])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 60, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_vcrc_ok, __pyx_t_4) < (0)) __PYX_ERR(0, 45, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_vcrc_ok, __pyx_t_4) < (0)) __PYX_ERR(0, 60, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+
+  /* "fabric/_wirefast.pyx":79
+ * DEF MCAST_FIRST = 0xC000
+ * DEF HDR_NO_GRH = 34  # LRH BTH DETH ICRC VCRC
+ * SEG_HEADROOM = 6  # room for the link burst header (fabric.link.BURST_HDR) in front of a segment             # <<<<<<<<<<<<<<
+ * 
+ * 
+*/
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_SEG_HEADROOM, __pyx_mstate_global->__pyx_int_6) < (0)) __PYX_ERR(0, 79, __pyx_L1_error)
+
+  /* "fabric/_wirefast.pyx":82
+ * 
+ * 
+ * def forward_burst(const unsigned char[::1] burst not None, Py_ssize_t offset, Py_ssize_t count,             # <<<<<<<<<<<<<<
+ *                   int in_port, const unsigned char[::1] lft not None, Py_ssize_t lft_top,
+ *                   const unsigned char[::1] port_flags not None, const unsigned int[::1] port_mtu not None,
+*/
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6fabric_9_wirefast_5forward_burst, 0, __pyx_mstate_global->__pyx_n_u_forward_burst, NULL, __pyx_mstate_global->__pyx_n_u_fabric__wirefast, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[2])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 82, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
+  #endif
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_forward_burst, __pyx_t_4) < (0)) __PYX_ERR(0, 82, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
   /* "fabric/_wirefast.pyx":1
@@ -20767,6 +22560,8 @@ static int __Pyx_InitCachedBuiltins(__pyx_mstatetype *__pyx_mstate) {
   __pyx_builtin_id = __Pyx_GetBuiltinName(__pyx_mstate->__pyx_n_u_id); if (!__pyx_builtin_id) __PYX_ERR(1, 662, __pyx_L1_error)
 
   /* Cached unbound methods */
+  __pyx_mstate->__pyx_umethod_PyDict_Type_get.type = (PyObject*)&PyDict_Type;
+  __pyx_mstate->__pyx_umethod_PyDict_Type_get.method_name = &__pyx_mstate->__pyx_n_u_get;
   __pyx_mstate->__pyx_umethod_PyDict_Type_items.type = (PyObject*)&PyDict_Type;
   __pyx_mstate->__pyx_umethod_PyDict_Type_items.method_name = &__pyx_mstate->__pyx_n_u_items;
   __pyx_mstate->__pyx_umethod_PyDict_Type_pop.type = (PyObject*)&PyDict_Type;
@@ -20885,41 +22680,41 @@ static int __Pyx_InitConstants(__pyx_mstatetype *__pyx_mstate) {
   int __pyx_clineno = 0;
   CYTHON_UNUSED_VAR(__pyx_mstate);
   {
-    const struct { const unsigned int length: 8; } str_length_index[] = {{6},{8},{1},{2},{15},{23},{25},{32},{20},{22},{1},{1},{37},{45},{22},{179},{8},{15},{7},{6},{20},{2},{9},{50},{30},{37},{5},{8},{8},{15},{20},{12},{9},{17},{8},{8},{12},{10},{8},{10},{8},{7},{14},{11},{10},{19},{14},{12},{10},{17},{13},{12},{12},{19},{8},{13},{3},{15},{18},{4},{1},{18},{5},{4},{15},{6},{9},{5},{16},{5},{6},{7},{2},{5},{5},{8},{7},{4},{1},{4},{4},{3},{4},{6},{3},{8},{10},{5},{4},{5},{4},{4},{6},{6},{6},{6},{6},{7},{1}};
-    const struct { const unsigned int length: 7; } bytes_length_index[] = {{1},{45},{89}};
+    const struct { const unsigned int length: 8; } str_length_index[] = {{6},{8},{1},{2},{15},{23},{25},{32},{20},{22},{1},{1},{37},{45},{22},{179},{8},{15},{15},{7},{6},{20},{2},{9},{50},{41},{30},{37},{5},{8},{12},{8},{15},{20},{12},{9},{17},{8},{8},{12},{10},{8},{10},{8},{7},{14},{11},{10},{19},{14},{12},{10},{17},{13},{12},{12},{19},{8},{13},{3},{15},{18},{2},{4},{4},{5},{1},{18},{5},{4},{4},{15},{6},{9},{5},{16},{5},{6},{7},{13},{3},{1},{2},{7},{5},{5},{8},{1},{3},{7},{3},{7},{4},{1},{4},{4},{6},{3},{3},{6},{3},{4},{12},{13},{1},{4},{6},{7},{6},{4},{3},{10},{8},{5},{8},{9},{8},{5},{3},{10},{5},{4},{4},{5},{4},{4},{6},{6},{6},{4},{6},{6},{7},{2},{1},{2},{2},{2}};
+    const struct { const unsigned int length: 10; } bytes_length_index[] = {{1},{45},{89},{970}};
     #ifndef CYTHON_COMPRESS_STRINGS
       #define CYTHON_COMPRESS_STRINGS 90
     #endif
-    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (816 bytes) */
-static const char cstring[] = "x\332}T;o\0347\020\206\001!\026\234\302\260`\010.)\273\270\306\332\370\000A0\004\303\201-K\200\n+\262\004\244%\270\344\354\035#.\271\342\343\274\353\312\345\225[ny\245J\225*\3633T\346\247df\367\356$\007\201\017 9\313\231o\036\037g\216\211\310\336\324\314\345\177\201\214\357\263\003\366\3563\224\3167\177j\370\312\\\301\336Ig\243\236$\227\002\023V1\245=\031\376\367Z\333\225\"D\257\025\250\007\306\314\371\237\352\177\274[[\276\377\375PX\353\"\023!\350\211e\3211\017B\355:k\032V\366I\3160\311\023;\023F+V:\005\257\031\324\025b\321\325H\216(\356\250p>zaG\257\331\004]\255\214\303TT\200\241\230\250u`\247.\002\213Sd\342\260\211Sg\031\336)0:\007/\"`4\312\017\275z2\262\354\354\350lw\357\355^\237\255\007\342-\260\220ri0Q\010DZ\236\264\211\350=6\025\204\214\235\024\254q\211Y\300\274\260\212\n\355\036\002\342\024,\013\020I`\243\276f\021\265\263\034\341\332NFK\232\364\014\010},L\200L(\305\321\016\2443\206t\316\206L\344R\351 r\003`i/D\216i\377\306\277\"\274\020!fUSO\244\016\203VY\207E\026\"\231\3108\367\240\222\004\316\231J}\024\353\354.\026=\323\302\240Vj\253#\347\251\007\222Z\030\343$r\303\204\367\242aJD\221\375\217v\240\231x\032^8d\037.\016ON\216\214\321U\320\341\002\256\022X\t\324k\331}\333q~\326\324\270>!\347\374\024\352x\016\005\347K^0G\314\207\230\273\027&\020u\204\222.\024a\360W$+\351DUX\241tYa3\220T\nm\373\323\251dz\235\025\345pRx\316\221).\247 /C*\207\257\245\027\022\351U\007)\331J\313K\364pdWv\263H,\220\217\253$\314\312\355\212\336\265$\373F{p\0015}`\027\254S\t\017R_\313\367\270\010\201j\321\201K\347]\302v\003l\200\025\365<OE\201\355\033\032+\265\313\326&!\027\001\2444(r\344\000GCB.\344\245t\311FzF\325W\207^\207\177\004|\036\234+\300\362\372Y\000\357\235\037\372*[\367Ua\304$\340\234\225\".\247M+\234b\250\351Q\302\260}\003\234X\032W\032SK%\342\230\227\030\243\302\340\264 V\256\3620\321\001\347\014\313]\266f\337A\004\307\362=r\000U\210\016\227O2\"\373\010L\025\246\r8\326\t\302Lz9\336\247\235\273\313\372\217\357\217\376\331x\374=\316\367\333g\355\253\366\242{t\267\271\335""\212\273\215_\347\007\355\227V\264\261\033w\237\026\033\213\343\353\235\3531\031\277\350~\351\212\305\207\305\027\302\371\371\326||\267\371t~u\267\2619\177\322\356\264\343\366\270\333\351\366:\277\330Z\214\311\r9~\331~le\367\274;\307\353\355E\274\336\277yv\363\362\346\343\215\274}~{~\033\376\336\371\027n\361\026\221";
-    PyObject *data = __Pyx_DecompressString(cstring, 816, 1);
+    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (1637 bytes) */
+static const char cstring[] = "x\332}TMs\323F\030\306\371\"\005\003qBhZ:\203\022\232\206v\212\251\363\001\264\323)\343$\346\2433-q\234\244\234PW\322\332\021\221we\355\312\2619q\324q\217{\324QG\035u\364\321G\035}\354O\340\047\364]\311\016\320\351\340\261\245\365\356\373\361\274\317\373\274\253!\256\375\324\323\250\361\006\233\374\267\362/\332\257\177\3406\365\372\0476>\327hS\373\325\244\204\333-\237\372LC\304\322,\333S\206\377\335\266\311\344\200q\317\266\260\365\221\261F\275\317\236\177\272wa\371\333\223=D\010\345\032b\314n\021\215S\315\303\310\272O\211\323\327\332\031\310.\200|A\272\310\261-\255M-\374\243\206{.\370B\250\rsC\345\335hR\217{\210l\374\250\265 \324\304\230\235\"\027C*\r\365l\246\375I9\326\370)0\261\327\347\247\224h\260ga\3076\260\2078\206l\n\037D\365\224\021\321\016j\007\367\267\037ogh=\254xc\032\363\r\323\001\240\230)\322\014\337v8D\347}\027\263\262\366\242\251\365\251\257\021\014\270\240\n\027\354>v\340\247\230h\014s\265\3206\262\232\021\267)\321\301\335&\255\2151Mv\027+\357\247\310a\270\214,K\007;l\370\036\003G\317\047&@\265L\3528\312\224\022VF\206i\331\014\031\016\306D=\233\310\200*\036\350\347\020\255\211\030/\273\375^\313\264Y~j\021\n57\221\357pM\327=l\371&\326u\315\362\263\244\204\222\373\300A\327F\016\234\2326\261\271\256\003\257\266\003\0005\n\334\000\007\250\231S\204\265\014\325\006\203J\31538\361\263\014*\016r\034\252\200j\310\363P_\263\020G\345\3779\315\333\243\370\315\225\301\312\325\306\336\213\0275\307\261]f\263F\355\231\376\274V\335?|\371\362\217\006\356\370\230\230X\351\265\374A\272\272~\320\357\301o\037\372\246\377\211{\374\0207u}\314-\024\006E(\366?,Z\230\333\034\267\325\206\245|\340\323\004R\325\033\216\330\304\313n\273 (\265j#\233doj\371NvFP;\177\253\364\272\016\364\352\346)6\317\230\337\316\377\215\243\250\245RF\276\362\211k\233g\020\241F&v]\256\030Q1:>r&a\047=\271X\231\231X?\332\300=\365\007\224t\001\205}\004\375b\375\301\217c\246j\261\231nR\217\372 Y\014\252\231\264A7\374f\023F\200\365\211i\323\362\205\t3\220\201\030\006\210$k\264i\202\n\260\016t\200\"Ll@\323M""\352\023\256\272k\301\264YY\261\220$\277d\240[0\252\030\252\315\306\013{\036\365rm\226/\264\331tP\213\301\350\266\021\037\0170\274\316\221g\351YF\325,\333\202\204\252\031pa\340\236\352\035\313\037o\361\231\323\344\360\3259u\035r\nW\205\272\047\324\375@\024/p\277\264\211rd\200\2076\233\360\005j\2404\370\272\364\234\350\000YW\005N\326Y1\256\322r\256g\027\365\035\212,\367\214\003\003\256\372Q7SE\206:[\265\271\237e\360\314\256\016v\331\373\234z\026\363p\313f0&\036vP\237\341\026d\036O]\246y\205\2369\364\034\032\005\336\034\273\014j\200\031\360M\016:\201\354\276\013\254b\237a\013.2\037\263\256\351\231\225\207\352\251\323\263\256\323\353Y=\267w\376\362]\341\237\231\313\357x\360P\224\304]\321\220\205\321\374-\201F3W\203_D] \301eE\356\2073\341\323h5\252(\343\0259\047\233a5\254+?/X\014*\243\371\033Ag43\037\\\021\253\242\"\236\312U\271-\275p1\254\2500*\360\232\330\025\246\274)\017a\373V\310\243\207q)^\213wc3\271\231\034&l\260\372\256\360\376\233K\263_\311Yy\022V\302\352h\346k\271:\232\371.|\023\317\305(\356\274\237\2774\273,`{Y@\332\265\360A|;\251\276_\2704\373E0\033\034\253\254\243\371+\301j\260#\n\377\267(\006Ue\245 ^\230_\r\266\003O,\212MQ\037\025\027\305\017\262*\353\243\371\0051\013Uc\271%M\300\277\023\025\242\233\321a\324\311+\034\373,\013\003X\372\3403\216\236\007\335\021S\220\250\270 .\213N\272R\201:\277O\266\0224*.\301y\361\332h\376ZP\017P\300\200kp\275\016\313\216\230\316@@\356\302\270\007\323rS\326%\222\220\022\334D\025\266\246\344]\331\010\247\303\315\260\036\242\260\243\262\356eQ\032rF\356J\003\216\036Ek\321nd\304S\361\335X\037\324\206K\303ZZ?J\217\216G\013Kb\047\013z\024.\207Ft=6\222\302\3470\026\203\337\241\363L\256C\273J\252\252JV\342\232\330\0039lB\027\273a\003\250)E\353\221\027/\305\373\311Tr7\251\177.\342Mh\036\350\n\203\267\252\002\250Z\024\353\302\223\267\303\275\260\033\035A\220gI\246#\006D\376,k\341R\3702~\234l\047\376`w@\323\343W\351\253\327\351k=\325[i\3534\347y:\253i\047\343\244\021\315F\215\370Fr>0\207\313C3\255\377\235\376\r\331A-\243\353+\262 o""\245w\036\244\017\236\244O\016\322\203\272\242\3431\000y\245\250\034\025U\017\372\262\360\317d\221\357\274\225\313\031\251[\312d\021x>\222%\220d\361F\300\305\226@\357\347.\225\276T\034\245_?\212;\311\\\322\036n\016\017\207^Z?T\341+\342\271\254\216\026\240j\361\n$\002^\0351\007SU,\211%\330\253+b\266E\007\222]\273\223\336\331\216\253\361QRJ\356\r\326\007l\270\372\311\336z\342\r\226\007\030\242g2]M\227\356\215E\351g\363\263\224T\025\357\005\261\222\001\236\n\327`z\362yTS\275\025 \245\2627\300AI\311\177:x\004\265\234H\340\032&\014d\216$\017\267\303NT\030\315\024\203\335\300\204\211\250\210}\220[>\303\245\360\333\320\2026\373q-Y\031\334\002xk\303\352\260\221\0364\322\306qz|\222\236\374\245f|\007\032\3776\274\035=\213+\377\002\213\363\377\306";
+    PyObject *data = __Pyx_DecompressString(cstring, 1637, 1);
     #define __Pyx_DecompressString_LZSS_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (1087 bytes) */
-static const char cstring[] = "\377 at 0x o\377bject>.:\377 <Memory\377View of \377<contigu\377ous and gdir%\001\007\rin\021\005\177strided\"\010o or \004\031><(\t\376A\006>?Canno\377t assign\377 to read\177-only m\240\002\375v\242\000Invali\377d mode, \347exp\305\000|\000\047c\047\376t\001\047fortra\237n\047, gH\000%\005s\357hape\222\000 ax\377is Note \373th\207 Cytho\373n \021\000delib\237eratek\000\320\001c\367ter!\001n PE\337P-484\212\"re\376\264!s subcl\366\246\000es\261!buil\373ti\260\000ypes.\377 If you \223ne\224 \303\000p\316\000%\tt\177hen set\200\000\367e \047\357\002atio\377n_typing\355\047\355$iv\242\000o F\377alse.add}_\231 ecoll\266@\376+\000s.abcdi\177sableen\002\001\377fabric/_\375w\260@fast.p\277yxgcis\030\003d\377no defau\377lt __red\377uce__ du\336a\002non-\306@vi\373al\033\000cinit\347__uR\002\205Aall\373oc\231  arra\177y data.\013\020\370\341#\263a\220cs.ASC\377IIEllips\377isSequen\353ce\350a.\355g__P\373yx\001\000Dict_\377NextRef_\331_\221$\241\000__\346\"__\376\001\005getitem\362\r\001d0\001\027\000func\314\035\001\030\000st\302@)\001imyp\212`3\001main\003\002\357odulM\002nam\346\002\003ewT\001\247 _ch\037ecksuT\000\n\001?\004\360\025\001\224@\247 \037\001unpi\333ck?\000En \005vt<\375!\230\001qualO\005\327%b\340&c\344b\277\001\363$ex\314\001\202\203`_\203\005\217`\262\006\003\006.\007t\373es\220@_is_c/orou\354`e\376@\221E\377_buffera\177syncio.\032\006\377sbaseccl\357ine_\201 tra\377cebackco\027unt\303Ad\331\002S\000\214\207\003\266\234@od\315`um\207\205\002e\257rror\322c.\317ff\377lagsform\373at\347\205\004idind\353ex\221As\000\002ize\247mem\253\206\001\243\206\001n\352!n\177dimobjpz\000\376\000\001etpopre\377gisterse\311t\224\204\004\244\206\002s<\000\303@rt\336\031\000psto\001\000ru\263ct\373 \267\000up\373`e\377valuesvc\357rc16\002\001_ok\377xO\200\001\340\004\007\200\377t\2106\220\021\220#\220\377S\230\001\330\010\026\220a\377\330\004\013\210:\220Q\220\377a\220t\2301\230D\240\177\004\240F\250!\2501)\001\377\030\230\006\230f\240A\240\375Q4\001r\210\022\2101\330\377""\010\017\210q\330\004\010\210\377\n\220!\2201\220F\230\377!\2304\230r\240\022\240\3711C\001U\001\"\220B\220c\357\230\024\230R\024\000\026\240t\377\2506\260\021\260\"\260B\377\260c\270\024\270R\270s\003\300!";
-    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 1087, 1378);
+    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (2116 bytes) */
+static const char cstring[] = "\377 at 0x o\377bject>.:\377 <Memory\377View of \377<contigu\377ous and gdir%\001\007\rin\021\005\177strided\"\010o or \004\031><(\t\376A\006>?Canno\377t assign\377 to read\177-only m\240\002\375v\242\000Invali\377d mode, \347exp\305\000|\000\047c\047\376t\001\047fortra\237n\047, gH\000%\005s\357hape\222\000 ax\377is Note \373th\207 Cytho\373n \021\000delib\237eratek\000\320\001c\367ter!\001n PE\337P-484\212\"re\376\264!s subcl\366\246\000es\261!buil\373ti\260\000ypes.\377 If you \223ne\224 \303\000p\316\000%\tt\177hen set\200\000\367e \047\357\002atio\377n_typing\355\047\355$iv\242\000o F\377alse.add}_\231 eburs6\000\357runc\250\000dco\363ll\305@:\000s.ab\377cdisable\373en\002\001fabri\357c/_w\277@fas\377t.pyxgci\375s\030\003dno de\377fault __\377reduce__\367 dup\002non-\336\325@vial\033\000ci\337nit__\325 ilV\236\000 o\231 t\234`f\235#\373e \221\002\047s pa?cketsu{\002\275A\357allo\245\001 ar\377ray data\341.\013\020\231C\353a\310cs.A\377SCIIElli\377psisSEG_\377HEADROOM\377Sequence\372\254\204\001.\261\204\007__Pyx\376\001\000Dict_Ne\177xtRef__\325$\266\326\000__\252B__\001\005g\277etitem\r\001d\3040\001\027\000f\322 \035\001\030\000st\234\206`)\001imp\316`3\001m\367ain\003\002odulnM\002nam\002\003ewT\001\376\334 _checks\001uT\000\n\001?\004\025\001\330@\334 \037\001\277unpick?\000E\315n \005vt\262A\230\001qu#alO\005\214E\225Fc\250\204\002\277\001&\250Dex\314\001\307`_\203\005\323`\270\262\006\003\006.\007tes\305@_\377is_corou\317tine\263`\235E_b\377ufferasy\337ncio.\032\006sb_abase\326`n\372b\333cc\203`e_\214 tr\357aceb\362@cou\373nt\332Adlidd\360\350\002b\000\337\207\003\253@odee|\353\000\332\205\002error\226\204\003\375.\223\204\006flagsf\337ormat\272\206\004fo?rward_\354\204\002\251A\363id\375 \211Ainde\365x\270As\000\002izek\367lft\000\000_top?lnhmem\244\207\001\234\207\001}n\237Andimn\302A\177sobjoff\000\000\347set\373\000\376\000pow\017n_lid\000\336\000\004\005\310\002\371p\310\204\001\312\204\003paylo\377adpktlen\215p\000\001op\221b\261\002\233bm{tu]\002rc""v_%\000\375s\004\001wordsr\337egist\361\000el\377aysegset\364\357\205\004\216\210\002s\273\000slow\266\355`rt%\000ps\301\000s\337truct\245`ac\377kupdateu\377sedvalue\177svcrc16\002\001\377_okvlxxd\377xpxwO\200\001\340\377\004\007\200t\2106\220\021\377\220#\220S\230\001\330\010\377\026\220a\330\004\013\210:\377\220Q\220a\220t\2301\377\230D\240\004\240F\250!\373\2501)\001\030\230\006\230f\357\240A\240Q4\001r\210\022\377\2101\330\010\017\210q\330\377\004\010\210\n\220!\2201\377\220F\230!\2304\230r\317\240\022\2401C\001U\001\"\220\177B\220c\230\024\230R\024\000\377\026\240t\2506\260\021\260\377\"\260B\260c\270\024\270\377R\270s\300!\200\001\360\377\034\000\005\031\230\005\230V\377\2401\240A\330\004\032\230\377!\330\004&\240j\260\006\377\260a\260q\360\010\000\005\333\025\220\024\000\025\220t\000\"\240\377/\260\033\270A\360\020\000\277\005\t\210\005\210Ur\001\330\377\010\n\210!\2105\220\001\034\000\006\007\010\014\210A\"\001\237\001&\006\377\013\2104\210r\220\022\220\3772\220Q\330\014\022\220*\377\230A\230Q\330\010\020\220}\005\363\000e\2303\230c\275\000\3775\250\001\250\024\250R\250uq\334\003\010.\003\025\220b\243 \324*\007W\004\220\205 \013\177\000\002\220\377!\330\014\020\220\007\220q\367\320\0301\345\000)\2703\270\357a\330\014\023\035\000\014\r\330\377\010\r\210Q\210a\210st\351 l\000\016\010\000q\220\003\200\002\372y\000\001\375$\003\2302\230Qg\230a\230u\0004\000\220A\224@\377\002\230#\230S\240\003\240\2772\240Q\240a\240\216\000\014\373\210CA\002S\230\004\230B\373\230b\030\0007\250\"\250B\377\250b\260\002\260#\260_\377\300E\310\023\310E\320Q\377T\320TU\330\020\023\220\3735\230Q\001T\240\025\240b\277\250\016\260b\270\001\210\031\014\273\210J\367@s\230%\303@\021u\330\364\0001\274\"\"\220C\214`\3352\303@v\240S\230 \021\250\377%\250r\260\023\260D\270_\002\270#\270Q\332\031\024\272@\342\325`e\326\000\302\001\260`\022\220%\377\220r\230\033\240C\240v[\250TB\000G\270\303bs\300`\3779\230E\240\023\240O\260\3778\2704\270u\300B\300\377o\320UX\320X^\320\377^_\320_g\320gh\322\216""\0015\263 \320\0015\217\"S\250\377\005\250S\260\017\270w\300\377c\310\025\310c\320Q`\363\320`\361 \253`\330\016\030\230\377\001\230\026\320\037/\320/\177?\320?P\320PQ\213!\2658\337 X\307!\330\014\200Ay\347\230\001\340\001\005\014\003z\230\025\366\320\"3\240\271@\022\220#\220\357T\230\021\230\326@\017\210t\377\2203\220a\360\006\000\021\375\027\240!\320\0327\260q\270\377\006\270m\3102\310R\310\357r\320QR\352!1\220Ho\230A\330\020\363\000\220X\324`\177\014\017\210q\220\006\220\203`\347\021\220\023\314@\357`\023\2204\377\220q\230\001\330\r\037\320\377\0374\260A\260T\270\021\377\270(\300%\300s\310!\376\007\n%\270r\300\025\300e\274[\000\242\204\002!\320\023(\216\204\004u\356\273\205\002\023\270A\352a\001\220\030>\254\002\002\240\"\240A\211\206\004\322\206\001\3773\210a\330\010\016\210j\372\201 \021\236\206\001\003\2107\220#\377\220V\2301\330\010\032\230\367!\2303\342`t\2404\240\377q\250\001\330\004\014\210B\377\210c\220\022\2201\220D\373\230\002\275\206\004\021\240$\240d\376\344@u\260E\270\030\300\026\376\234\000\"\310A\310S\320P\377S\320SU\320UV\320\373VW\247\207\0015\220\007\220z?\240\033\250G\2601";
+    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 2116, 2598);
     #define __Pyx_DecompressString_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #else /* compression: none (1378 bytes) */
-static const char bytes[] = " at 0x object>.: <MemoryView of <contiguous and direct><contiguous and indirect><strided and direct or indirect><strided and direct><strided and indirect>>?Cannot assign to read-only memoryviewInvalid mode, expected \047c\047 or \047fortran\047, got Invalid shape in axis Note that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.add_notecollections.abcdisableenablefabric/_wirefast.pyxgcisenabledno default __reduce__ due to non-trivial __cinit__unable to allocate array data.unable to allocate shape and strides.ASCIIEllipsisSequenceView.MemoryView__Pyx_PyDict_NextRef__annotate____class____class_getitem____dict____func____getstate____import____main____module____name____new____pyx_checksum__pyx_state__pyx_type__pyx_unpickle_Enum__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___is_coroutineabcallocate_bufferasyncio.coroutinesbaseccline_in_tracebackcountdatadtype_is_objectencodeenumerateerrorfabric._wirefastflagsformatfortranidindexitemsitemsizememviewmodennamendimobjpackpacketpopregistersetdefaultshapesizestartstepstopstructunpackupdatevaluesvcrc16vcrc_okxO\200\001\340\004\007\200t\2106\220\021\220#\220S\230\001\330\010\026\220a\330\004\013\210:\220Q\220a\220t\2301\230D\240\004\240F\250!\2501\200\001\340\004\030\230\006\230f\240A\240Q\340\004\007\200r\210\022\2101\330\010\017\210q\330\004\010\210\n\220!\2201\220F\230!\2304\230r\240\022\2401\330\004\013\2106\220\021\220\"\220B\220c\230\024\230R\230r\240\026\240t\2506\260\021\260\"\260B\260c\270\024\270R\270s\300!";
+    #else /* compression: none (2598 bytes) */
+static const char bytes[] = " at 0x object>.: <MemoryView of <contiguous and direct><contiguous and indirect><strided and direct or indirect><strided and direct><strided and indirect>>?Cannot assign to read-only memoryviewInvalid mode, expected \047c\047 or \047fortran\047, got Invalid shape in axis Note that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.add_noteburst truncatedcollections.abcdisableenablefabric/_wirefast.pyxgcisenabledno default __reduce__ due to non-trivial __cinit__trailing octets after the burst\047s packetsunable to allocate array data.unable to allocate shape and strides.ASCIIEllipsisSEG_HEADROOMSequenceView.MemoryView__Pyx_PyDict_NextRef__annotate____class____class_getitem____dict____func____getstate____import____main____module____name____new____pyx_checksum__pyx_state__pyx_type__pyx_unpickle_Enum__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___is_coroutineabcallocate_bufferasyncio.coroutinesbabaseblenburstccline_in_tracebackcountdatadliddtype_is_objectencodeenumerateerrorfabric._wirefastflagsformatfortranforward_burstgetiidin_portindexitemsitemsizeklftlft_toplnhmemviewmodennamendimnportsobjoffoffsetoutoutpown_lid_baseown_lid_countppackpacketpayloadpktlenplenpopport_flagsport_mtuportsrcv_pktsrcv_wordsregisterrelaysegsetdefaultshapesizeslowstartstepstopstructunpackupdateusedvaluesvcrc16vcrc_okvlxxdxpxwO\200\001\340\004\007\200t\2106\220\021\220#\220S\230\001\330\010\026\220a\330\004\013\210:\220Q\220a\220t\2301\230D\240\004\240F\250!\2501\200\001\340\004\030\230\006\230f\240A\240Q\340\004\007\200r\210\022\2101\330\010\017\210q\330\004\010\210\n\220!\2201\220F\230!\2304\230r\240\022\2401\330\004\013\2106\220\021\220\"\220B\220c\230\024\230R\230r\240\026\240t\2506\260\021\260\"\260B\260c\270\024\270R\270s\300!\200\001\360\034\000\005\031\230\005\230V\2401\240A\330\004\032\230!""\330\004&\240j\260\006\260a\260q\360\010\000\005\025\220A\330\004\025\220Q\340\004\"\240/\260\033\270A\360\020\000\005\t\210\005\210U\220!\2201\330\010\n\210!\2105\220\001\330\010\n\210!\2105\220\001\330\010\n\210!\2105\220\001\330\010\014\210A\210U\220!\330\004\010\210\005\210U\220!\2201\330\010\013\2104\210r\220\022\2202\220Q\330\014\022\220*\230A\230Q\330\010\020\220\005\220Q\220e\2303\230c\240\022\2405\250\001\250\024\250R\250q\330\010\017\210q\330\010\013\2104\210r\220\025\220b\230\001\330\014\022\220*\230A\230Q\330\010\014\210A\210U\220!\2201\330\010\013\2105\220\002\220!\330\014\020\220\007\220q\320\0301\260\021\260)\2703\270a\330\014\023\2201\330\014\r\330\010\r\210Q\210a\210s\220#\220Q\330\010\016\210a\210q\220\003\2202\220Q\330\010\020\220\001\220\021\220#\220S\230\003\2302\230Q\230a\230q\330\010\023\2201\220A\220S\230\002\230#\230S\240\003\2402\240Q\240a\240q\330\010\014\210C\210s\220#\220S\230\004\230B\230b\240\003\2407\250\"\250B\250b\260\002\260#\260_\300E\310\023\310E\320QT\320TU\330\020\023\2205\230\003\2302\230T\240\025\240b\250\016\260b\270\001\330\014\020\220\007\220q\320\0301\260\021\260)\2703\270a\330\014\023\2201\330\014\r\330\010\014\210J\220a\220s\230%\230r\240\021\330\010\013\2101\210A\210U\220\"\220C\220t\2302\230R\230v\240S\250\001\250\021\250%\250r\260\023\260D\270\002\270#\270Q\330\014\020\220\007\220q\320\0301\260\021\260)\2703\270a\330\014\023\2201\330\014\r\330\010\024\220A\330\010\026\220e\2302\230S\240\003\2401\330\010\022\220%\220r\230\033\240C\240v\250T\260\023\260G\2701\330\010\017\210s\220!\2209\230E\240\023\240O\2608\2704\270u\300B\300o\320UX\320X^\320^_\320_g\320gh\330\010\013\2105\220\003\2205\230\003\2305\240\003\2402\240S\250\005\250S\260\017\270w\300c\310\025\310c\320Q`\320`a\330\014\025\220Q\330\016\030\230\001\230\026\320\037/\320/?\320?P\320PQ\330\020\023\2208\2302\230X\240Q\240a\330\014\016\210a\210y\230\001\340\014\016\210a\210y\230\001\330\014\016\210a\210z\230\025\230b\240\003\2403\240a\330\014\022\220#\220T\230""\021\230!\330\014\017\210t\2203\220a\360\006\000\021\027\220a\220s\320\0327\260q\270\006\270m\3102\310R\310r\320QR\330\020\023\2201\220H\230A\330\020\024\220A\220X\230Q\330\014\017\210q\220\006\220a\330\014\021\220\023\220A\220Q\330\014\023\2204\220q\230\001\330\r\037\320\0374\260A\260T\270\021\270(\300%\300s\310!\330\r\037\320\0374\260A\260T\270\021\270%\270r\300\025\300e\3102\310Q\330\014\022\220!\320\023(\250\001\250\024\250R\250u\260B\260c\270\023\270A\330\014\020\220\001\220\030\230\025\230b\240\002\240\"\240A\330\010\017\210q\330\004\007\200t\2103\210a\330\010\016\210j\230\001\230\021\330\004\010\210\003\2107\220#\220V\2301\330\010\032\230!\2303\230a\230t\2404\240q\250\001\330\004\014\210B\210c\220\022\2201\220D\230\002\230!\2304\230r\240\021\240$\240d\250%\250u\260E\270\030\300\026\300s\310\"\310A\310S\320PS\320SU\320UV\320VW\330\004\013\2105\220\007\220z\240\033\250G\2601";
     PyObject *data = NULL;
     #define __Pyx_DecompressString_UNUSED
     #define __Pyx_DecompressString_LZSS_UNUSED
     #endif
     PyObject **stringtab = __pyx_mstate->__pyx_string_tab;
     Py_ssize_t pos = 0;
-    for (int i = 0; i < 99; i++) {
+    for (int i = 0; i < 138; i++) {
       Py_ssize_t bytes_length = str_length_index[i].length;
       PyObject *string = PyUnicode_DecodeUTF8(bytes + pos, bytes_length, NULL);
-      if (likely(string) && i >= 26) PyUnicode_InternInPlace(&string);
+      if (likely(string) && i >= 28) PyUnicode_InternInPlace(&string);
       if (unlikely(!string)) {
         Py_XDECREF(data);
         __PYX_ERR(0, 1, __pyx_L1_error)
@@ -20927,8 +22722,8 @@ static const char bytes[] = " at 0x object>.: <MemoryView of <contiguous and dir
       stringtab[i] = string;
       pos += bytes_length;
     }
-    for (int i = 99; i < 102; i++) {
-      Py_ssize_t bytes_length = bytes_length_index[i-99].length;
+    for (int i = 138; i < 142; i++) {
+      Py_ssize_t bytes_length = bytes_length_index[i-138].length;
       PyObject *string = PyBytes_FromStringAndSize(bytes + pos, bytes_length);
       stringtab[i] = string;
       pos += bytes_length;
@@ -20938,15 +22733,15 @@ static const char bytes[] = " at 0x object>.: <MemoryView of <contiguous and dir
       }
     }
     Py_XDECREF(data);
-    for (Py_ssize_t i = 0; i < 102; i++) {
+    for (Py_ssize_t i = 0; i < 142; i++) {
       if (unlikely(PyObject_Hash(stringtab[i]) == -1)) {
         __PYX_ERR(0, 1, __pyx_L1_error)
       }
     }
     #if CYTHON_IMMORTAL_CONSTANTS
     {
-      PyObject **table = stringtab + 99;
-      for (Py_ssize_t i=0; i<3; ++i) {
+      PyObject **table = stringtab + 138;
+      for (Py_ssize_t i=0; i<4; ++i) {
         #if PY_VERSION_HEX >= 0x030F0000
         PyUnstable_SetImmortal(table[i]);
         #elif CYTHON_COMPILING_IN_CPYTHON_FREETHREADING
@@ -20969,17 +22764,17 @@ static const char bytes[] = " at 0x object>.: <MemoryView of <contiguous and dir
   }
   {
     PyObject **numbertab = __pyx_mstate->__pyx_number_tab + 0;
-    int8_t const cint_constants_1[] = {0,-1};
+    int8_t const cint_constants_1[] = {0,-1,1,6};
     int32_t const cint_constants_4[] = {136983863L};
-    for (int i = 0; i < 3; i++) {
-      numbertab[i] = PyLong_FromLong((i < 2 ? cint_constants_1[i - 0] : cint_constants_4[i - 2]));
+    for (int i = 0; i < 5; i++) {
+      numbertab[i] = PyLong_FromLong((i < 4 ? cint_constants_1[i - 0] : cint_constants_4[i - 4]));
       if (unlikely(!numbertab[i])) __PYX_ERR(0, 1, __pyx_L1_error)
     }
   }
   #if CYTHON_IMMORTAL_CONSTANTS
   {
     PyObject **table = __pyx_mstate->__pyx_number_tab;
-    for (Py_ssize_t i=0; i<3; ++i) {
+    for (Py_ssize_t i=0; i<5; ++i) {
       #if PY_VERSION_HEX >= 0x030F0000
       PyUnstable_SetImmortal(table[i]);
       #elif CYTHON_COMPILING_IN_CPYTHON_FREETHREADING
@@ -21008,12 +22803,12 @@ static const char bytes[] = " at 0x object>.: <MemoryView of <contiguous and dir
 namespace {
 #endif
 typedef struct {
-    unsigned int argcount : 1;
+    unsigned int argcount : 4;
     unsigned int num_posonly_args : 1;
     unsigned int num_kwonly_args : 1;
-    unsigned int nlocals : 2;
+    unsigned int nlocals : 6;
     unsigned int flags : 10;
-    unsigned int first_line : 6;
+    unsigned int first_line : 7;
 } __Pyx_PyCode_New_function_description;
 #ifdef __cplusplus
 } /* anonymous namespace */
@@ -21033,14 +22828,19 @@ static int __Pyx_CreateCodeObjects(__pyx_mstatetype *__pyx_mstate) {
   PyObject* tuple_dedup_map = PyDict_New();
   if (unlikely(!tuple_dedup_map)) return -1;
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 38};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 53};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_data};
     __pyx_mstate_global->__pyx_codeobj_tab[0] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fabric__wirefast_pyx, __pyx_mstate->__pyx_n_u_vcrc16, __pyx_mstate->__pyx_kp_b_iso88591_t6_S_a_Qat1D_F_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[0])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 45};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 60};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_packet, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_c};
     __pyx_mstate_global->__pyx_codeobj_tab[1] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fabric__wirefast_pyx, __pyx_mstate->__pyx_n_u_vcrc_ok, __pyx_mstate->__pyx_kp_b_iso88591_fAQ_r_1_q_1F_4r_1_6_Bc_Rr_t6_Bc, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[1])) goto bad;
+  }
+  {
+    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 38, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 82};
+    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_burst, __pyx_mstate->__pyx_n_u_offset, __pyx_mstate->__pyx_n_u_count, __pyx_mstate->__pyx_n_u_in_port, __pyx_mstate->__pyx_n_u_lft, __pyx_mstate->__pyx_n_u_lft_top, __pyx_mstate->__pyx_n_u_port_flags, __pyx_mstate->__pyx_n_u_port_mtu, __pyx_mstate->__pyx_n_u_own_lid_base, __pyx_mstate->__pyx_n_u_own_lid_count, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_off, __pyx_mstate->__pyx_n_u_i, __pyx_mstate->__pyx_n_u_plen, __pyx_mstate->__pyx_n_u_nports, __pyx_mstate->__pyx_n_u_p, __pyx_mstate->__pyx_n_u_dlid, __pyx_mstate->__pyx_n_u_pktlen, __pyx_mstate->__pyx_n_u_lnh, __pyx_mstate->__pyx_n_u_vl, __pyx_mstate->__pyx_n_u_outp, __pyx_mstate->__pyx_n_u_payload, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_slow, __pyx_mstate->__pyx_n_u_seg, __pyx_mstate->__pyx_n_u_rcv_pkts, __pyx_mstate->__pyx_n_u_rcv_words, __pyx_mstate->__pyx_n_u_relay, __pyx_mstate->__pyx_n_u_xp, __pyx_mstate->__pyx_n_u_xw, __pyx_mstate->__pyx_n_u_xd, __pyx_mstate->__pyx_n_u_used, __pyx_mstate->__pyx_n_u_k, __pyx_mstate->__pyx_n_u_ba, __pyx_mstate->__pyx_n_u_blen, __pyx_mstate->__pyx_n_u_ports, __pyx_mstate->__pyx_n_u_k};
+    __pyx_mstate_global->__pyx_codeobj_tab[2] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fabric__wirefast_pyx, __pyx_mstate->__pyx_n_u_forward_burst, __pyx_mstate->__pyx_kp_b_iso88591_V1A_j_aq_A_Q_A_U_1_5_5_5_AU_U_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[2])) goto bad;
   }
   Py_DECREF(tuple_dedup_map);
   return 0;
@@ -24329,6 +26129,690 @@ static CYTHON_INLINE long __Pyx_div_long(long a, long b, int b_is_constant) {
     return q - adapt_python;
 }
 
+/* ListAppend */
+#if CYTHON_USE_PYLIST_INTERNALS && CYTHON_ASSUME_SAFE_MACROS && CYTHON_ASSUME_SAFE_SIZE
+static CYTHON_INLINE int __Pyx_PyList_Append(PyObject* list, PyObject* x) {
+    PyListObject* L = (PyListObject*) list;
+    Py_ssize_t len = Py_SIZE(list);
+    if (likely(L->allocated > len) & likely(len > (L->allocated >> 1))) {
+        Py_INCREF(x);
+        __Pyx__ListComp_AppendAndDecref(list, len, x);
+        return 0;
+    }
+    return PyList_Append(list, x);
+}
+#endif
+
+/* PyObjectCall2Args (used by CallUnboundCMethod1) */
+static CYTHON_INLINE PyObject* __Pyx_PyObject_Call2Args(PyObject* function, PyObject* arg1, PyObject* arg2) {
+    PyObject *args[3] = {NULL, arg1, arg2};
+    return __Pyx_PyObject_FastCall(function, args+1, 2 | __Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET);
+}
+
+/* CallUnboundCMethod1 */
+#if CYTHON_COMPILING_IN_CPYTHON
+static CYTHON_INLINE PyObject* __Pyx_CallUnboundCMethod1(__Pyx_CachedCFunction* cfunc, PyObject* self, PyObject* arg) {
+    int was_initialized =  __Pyx_CachedCFunction_GetAndSetInitializing(cfunc);
+    if (likely(was_initialized == 2 && cfunc->func)) {
+        int flag = cfunc->flag;
+        if (flag == METH_O) {
+            return __Pyx_CallCFunction(cfunc, self, arg);
+        } else if (flag == METH_FASTCALL) {
+            return __Pyx_CallCFunctionFast(cfunc, self, &arg, 1);
+        } else if (flag == (METH_FASTCALL | METH_KEYWORDS)) {
+            return __Pyx_CallCFunctionFastWithKeywords(cfunc, self, &arg, 1, NULL);
+        }
+    }
+#if CYTHON_COMPILING_IN_CPYTHON_FREETHREADING
+    else if (unlikely(was_initialized == 1)) {
+        __Pyx_CachedCFunction tmp_cfunc = {
+#ifndef __cplusplus
+            0
+#endif
+        };
+        tmp_cfunc.type = cfunc->type;
+        tmp_cfunc.method_name = cfunc->method_name;
+        return __Pyx__CallUnboundCMethod1(&tmp_cfunc, self, arg);
+    }
+#endif
+    PyObject* result = __Pyx__CallUnboundCMethod1(cfunc, self, arg);
+    __Pyx_CachedCFunction_SetFinishedInitializing(cfunc);
+    return result;
+}
+#endif
+static PyObject* __Pyx__CallUnboundCMethod1(__Pyx_CachedCFunction* cfunc, PyObject* self, PyObject* arg){
+    PyObject *result = NULL;
+    if (unlikely(!cfunc->func && !cfunc->method) && unlikely(__Pyx_TryUnpackUnboundCMethod(cfunc) < 0)) return NULL;
+#if CYTHON_COMPILING_IN_CPYTHON
+    if (cfunc->func && (cfunc->flag & METH_VARARGS)) {
+        PyObject *args = PyTuple_New(1);
+        if (unlikely(!args)) return NULL;
+        Py_INCREF(arg);
+        PyTuple_SET_ITEM(args, 0, arg);
+        if (cfunc->flag & METH_KEYWORDS)
+            result = __Pyx_CallCFunctionWithKeywords(cfunc, self, args, NULL);
+        else
+            result = __Pyx_CallCFunction(cfunc, self, args);
+        Py_DECREF(args);
+    } else
+#endif
+    {
+        result = __Pyx_PyObject_Call2Args(cfunc->method, self, arg);
+    }
+    return result;
+}
+
+/* dict_getitem_default */
+static PyObject* __Pyx_PyDict_GetItemDefault(PyObject* d, PyObject* key, PyObject* default_value) {
+    PyObject* value;
+#if !CYTHON_COMPILING_IN_PYPY || PYPY_VERSION_NUM >= 0x07020000
+    value = PyDict_GetItemWithError(d, key);
+    if (unlikely(!value)) {
+        if (unlikely(PyErr_Occurred()))
+            return NULL;
+        value = default_value;
+    }
+    Py_INCREF(value);
+    if ((1));
+#else
+    if (PyBytes_CheckExact(key) || PyUnicode_CheckExact(key) || PyLong_CheckExact(key)) {
+        value = PyDict_GetItem(d, key);
+        if (unlikely(!value)) {
+            value = default_value;
+        }
+        Py_INCREF(value);
+    }
+#endif
+    else {
+        if (default_value == Py_None)
+            value = __Pyx_CallUnboundCMethod1(&__pyx_mstate_global->__pyx_umethod_PyDict_Type_get, d, key);
+        else
+            value = __Pyx_CallUnboundCMethod2(&__pyx_mstate_global->__pyx_umethod_PyDict_Type_get, d, key, default_value);
+    }
+    return value;
+}
+
+/* PyNumberBinop */
+#if !(CYTHON_COMPILING_IN_PYPY || CYTHON_COMPILING_IN_GRAAL || CYTHON_COMPILING_IN_LIMITED_API)
+#if CYTHON_USE_TYPE_SLOTS || __PYX_LIMITED_VERSION_HEX >= 0x030A0000
+#ifndef __Pyx_DEFINED_BinopTypeError
+#define __Pyx_DEFINED_BinopTypeError
+static void __Pyx_BinopTypeError(PyObject *op1, PyObject *op2, const char* op, int inplace) {
+    char opname[4] = {op[0], op[1], 0, 0};
+    if (inplace) {
+        opname[op[1] ? 2 : 1] = '=';
+    }
+    __Pyx_RaiseErrorWithObjectTypes1(
+        PyExc_TypeError,
+        "unsupported operand type(s) for %.3s: '" __Pyx_FMT_TYPENAME "' and '" __Pyx_FMT_TYPENAME "'",
+        opname, op1, op2);
+}
+#endif
+#endif
+#ifndef __Pyx_DEFINED_PyNumber_Add_xfloat_int
+#define __Pyx_DEFINED_PyNumber_Add_xfloat_int
+static PyObject* __Pyx_PyNumber_Add_xfloat_int(PyObject *op1, PyObject *op2, int inplace) {
+    if (likely(op2 != Py_None)) {
+        double int_op2;
+        #if CYTHON_USE_PYLONG_INTERNALS
+        if (__Pyx_PyLong_IsCompact(op2)) {
+            Py_ssize_t compact_op2 = __Pyx_PyLong_CompactValue(op2);
+            if (compact_op2 == 0) return __Pyx_NewRef(op1);
+            int_op2 = (double) compact_op2;
+        } else
+        #endif
+        {
+            int_op2 = PyLong_AsDouble(op2);
+            if (unlikely((int_op2 == -1.) && PyErr_Occurred())) return NULL;
+            #if !CYTHON_USE_PYLONG_INTERNALS
+            if (int_op2 == 0.) return __Pyx_NewRef(op1);
+            #endif
+        }
+        double float_op1 = __Pyx_PyFloat_AS_DOUBLE(op1);
+        #if !CYTHON_ASSUME_SAFE_MACROS
+        if (unlikely((float_op1 == -1.) && PyErr_Occurred())) return NULL;
+        #endif
+        return PyFloat_FromDouble(float_op1 + int_op2);
+    }
+    #if CYTHON_USE_TYPE_SLOTS || __PYX_LIMITED_VERSION_HEX >= 0x030A0000
+    {
+        PyTypeObject *type_op2 = Py_TYPE(op2);
+        binaryfunc slot_func = __Pyx_PyType_GetSubSlot(type_op2, tp_as_number, nb_add, binaryfunc);
+        if (likely(slot_func)) {
+            PyObject *result = slot_func(op1, op2);
+            if (likely(result != Py_NotImplemented)) {
+                return result;
+            }
+            Py_DECREF(result);
+        }
+        __Pyx_BinopTypeError(op1, op2, "+", inplace);
+        return NULL;
+    }
+    #else
+    return (inplace) ? PyNumber_InPlaceAdd(op1, op2) : PyNumber_Add(op1, op2);
+    #endif
+}
+#endif
+#ifndef __Pyx_DEFINED_PyNumber_Add_xint_int
+#define __Pyx_DEFINED_PyNumber_Add_xint_int
+static PyObject* __Pyx_PyNumber_Add_xint_int(PyObject *op1, PyObject *op2, int inplace) {
+    #if CYTHON_USE_TYPE_SLOTS || __PYX_LIMITED_VERSION_HEX >= 0x030A0000
+    {
+        PyTypeObject *type_op2 = Py_TYPE(op2);
+        binaryfunc slot_func = __Pyx_PyType_GetSubSlot(type_op2, tp_as_number, nb_add, binaryfunc);
+        if (likely(slot_func)) {
+            PyObject *result = slot_func(op1, op2);
+            if (likely(result != Py_NotImplemented)) {
+                return result;
+            }
+            Py_DECREF(result);
+        }
+        __Pyx_BinopTypeError(op1, op2, "+", inplace);
+        return NULL;
+    }
+    #else
+    return (inplace) ? PyNumber_InPlaceAdd(op1, op2) : PyNumber_Add(op1, op2);
+    #endif
+}
+#endif
+static CYTHON_INLINE PyObject* __Pyx__PyNumber_Add_object_int(PyObject *op1, PyObject *op2, int inplace) {
+    if (PyFloat_CheckExact(op1)) {
+        return __Pyx_PyNumber_Add_xfloat_int(op1, op2, inplace);
+    }
+    if (likely(PyLong_CheckExact(op1))) {
+        if (likely(op2 != Py_None)) {
+            #if CYTHON_USE_PYLONG_INTERNALS
+            if (__Pyx_PyLong_IsCompact(op1)) {
+                Py_ssize_t int_op1 = __Pyx_PyLong_CompactValue(op1);
+                if (int_op1 == 0) return __Pyx_NewRef(op2);
+                if (__Pyx_PyLong_IsCompact(op2)) {
+                    Py_ssize_t int_op2 = __Pyx_PyLong_CompactValue(op2);
+                    if (int_op2 == 0) return __Pyx_NewRef(op1);
+                    return PyLong_FromSsize_t(int_op1 + int_op2);
+                }
+            }
+            else if (__Pyx_PyLong_IsZero(op2)) return __Pyx_NewRef(op1);
+            #endif
+            binaryfunc slot_func = __Pyx_PyType_GetSubSlot(&PyLong_Type, tp_as_number, nb_add, binaryfunc);
+            if (likely(slot_func)) {
+                return slot_func(op1, op2);
+            }
+        }
+        return __Pyx_PyNumber_Add_xint_int(op1, op2, inplace);
+    }
+    return (inplace) ? PyNumber_InPlaceAdd(op1, op2) : PyNumber_Add(op1, op2);
+}
+#endif
+
+/* PyNumberBinop */
+#if !(CYTHON_COMPILING_IN_PYPY || CYTHON_COMPILING_IN_GRAAL || CYTHON_COMPILING_IN_LIMITED_API)
+#if CYTHON_USE_TYPE_SLOTS || __PYX_LIMITED_VERSION_HEX >= 0x030A0000
+#ifndef __Pyx_DEFINED_BinopTypeError
+#define __Pyx_DEFINED_BinopTypeError
+static void __Pyx_BinopTypeError(PyObject *op1, PyObject *op2, const char* op, int inplace) {
+    char opname[4] = {op[0], op[1], 0, 0};
+    if (inplace) {
+        opname[op[1] ? 2 : 1] = '=';
+    }
+    __Pyx_RaiseErrorWithObjectTypes1(
+        PyExc_TypeError,
+        "unsupported operand type(s) for %.3s: '" __Pyx_FMT_TYPENAME "' and '" __Pyx_FMT_TYPENAME "'",
+        opname, op1, op2);
+}
+#endif
+#endif
+#ifndef __Pyx_DEFINED_PyNumber_Subtract_xfloat_int
+#define __Pyx_DEFINED_PyNumber_Subtract_xfloat_int
+static PyObject* __Pyx_PyNumber_Subtract_xfloat_int(PyObject *op1, PyObject *op2, int inplace) {
+    if (likely(op2 != Py_None)) {
+        double int_op2;
+        #if CYTHON_USE_PYLONG_INTERNALS
+        if (__Pyx_PyLong_IsCompact(op2)) {
+            Py_ssize_t compact_op2 = __Pyx_PyLong_CompactValue(op2);
+            if (compact_op2 == 0) return __Pyx_NewRef(op1);
+            int_op2 = (double) compact_op2;
+        } else
+        #endif
+        {
+            int_op2 = PyLong_AsDouble(op2);
+            if (unlikely((int_op2 == -1.) && PyErr_Occurred())) return NULL;
+            #if !CYTHON_USE_PYLONG_INTERNALS
+            if (int_op2 == 0.) return __Pyx_NewRef(op1);
+            #endif
+        }
+        double float_op1 = __Pyx_PyFloat_AS_DOUBLE(op1);
+        #if !CYTHON_ASSUME_SAFE_MACROS
+        if (unlikely((float_op1 == -1.) && PyErr_Occurred())) return NULL;
+        #endif
+        return PyFloat_FromDouble(float_op1 - int_op2);
+    }
+    #if CYTHON_USE_TYPE_SLOTS || __PYX_LIMITED_VERSION_HEX >= 0x030A0000
+    {
+        PyTypeObject *type_op2 = Py_TYPE(op2);
+        binaryfunc slot_func = __Pyx_PyType_GetSubSlot(type_op2, tp_as_number, nb_subtract, binaryfunc);
+        if (likely(slot_func)) {
+            PyObject *result = slot_func(op1, op2);
+            if (likely(result != Py_NotImplemented)) {
+                return result;
+            }
+            Py_DECREF(result);
+        }
+        __Pyx_BinopTypeError(op1, op2, "-", inplace);
+        return NULL;
+    }
+    #else
+    return (inplace) ? PyNumber_InPlaceSubtract(op1, op2) : PyNumber_Subtract(op1, op2);
+    #endif
+}
+#endif
+#ifndef __Pyx_DEFINED_PyNumber_Subtract_xint_int
+#define __Pyx_DEFINED_PyNumber_Subtract_xint_int
+static PyObject* __Pyx_PyNumber_Subtract_xint_int(PyObject *op1, PyObject *op2, int inplace) {
+    #if CYTHON_USE_TYPE_SLOTS || __PYX_LIMITED_VERSION_HEX >= 0x030A0000
+    {
+        PyTypeObject *type_op2 = Py_TYPE(op2);
+        binaryfunc slot_func = __Pyx_PyType_GetSubSlot(type_op2, tp_as_number, nb_subtract, binaryfunc);
+        if (likely(slot_func)) {
+            PyObject *result = slot_func(op1, op2);
+            if (likely(result != Py_NotImplemented)) {
+                return result;
+            }
+            Py_DECREF(result);
+        }
+        __Pyx_BinopTypeError(op1, op2, "-", inplace);
+        return NULL;
+    }
+    #else
+    return (inplace) ? PyNumber_InPlaceSubtract(op1, op2) : PyNumber_Subtract(op1, op2);
+    #endif
+}
+#endif
+static CYTHON_INLINE PyObject* __Pyx__PyNumber_Subtract_object_int(PyObject *op1, PyObject *op2, int inplace) {
+    if (PyFloat_CheckExact(op1)) {
+        return __Pyx_PyNumber_Subtract_xfloat_int(op1, op2, inplace);
+    }
+    if (likely(PyLong_CheckExact(op1))) {
+        if (likely(op2 != Py_None)) {
+            #if CYTHON_USE_PYLONG_INTERNALS
+            if (__Pyx_PyLong_IsCompact(op1)) {
+                Py_ssize_t int_op1 = __Pyx_PyLong_CompactValue(op1);
+                if (__Pyx_PyLong_IsCompact(op2)) {
+                    Py_ssize_t int_op2 = __Pyx_PyLong_CompactValue(op2);
+                    if (int_op2 == 0) return __Pyx_NewRef(op1);
+                    return PyLong_FromSsize_t(int_op1 - int_op2);
+                }
+            }
+            else if (__Pyx_PyLong_IsZero(op2)) return __Pyx_NewRef(op1);
+            #endif
+            binaryfunc slot_func = __Pyx_PyType_GetSubSlot(&PyLong_Type, tp_as_number, nb_subtract, binaryfunc);
+            if (likely(slot_func)) {
+                return slot_func(op1, op2);
+            }
+        }
+        return __Pyx_PyNumber_Subtract_xint_int(op1, op2, inplace);
+    }
+    return (inplace) ? PyNumber_InPlaceSubtract(op1, op2) : PyNumber_Subtract(op1, op2);
+}
+#endif
+
+/* PyLongBinop */
+#if !CYTHON_COMPILING_IN_PYPY
+static PyObject* __Pyx_Fallback___Pyx_PyLong_AddObjC(PyObject *op1, PyObject *op2, int inplace) {
+    return (inplace ? PyNumber_InPlaceAdd : PyNumber_Add)(op1, op2);
+}
+#if CYTHON_USE_PYLONG_INTERNALS
+static PyObject* __Pyx_Unpacked___Pyx_PyLong_AddObjC(PyObject *op1, PyObject *op2, long intval, int inplace, int zerodivision_check) {
+    CYTHON_MAYBE_UNUSED_VAR(inplace);
+    CYTHON_UNUSED_VAR(zerodivision_check);
+    const long b = intval;
+    long a;
+    const PY_LONG_LONG llb = intval;
+    PY_LONG_LONG lla;
+    if (unlikely(__Pyx_PyLong_IsZero(op1))) {
+        return __Pyx_NewRef(op2);
+    }
+    const int is_positive = __Pyx_PyLong_IsPos(op1);
+    const digit* digits = __Pyx_PyLong_Digits(op1);
+    const Py_ssize_t size = __Pyx_PyLong_DigitCount(op1);
+    if (likely(size == 1)) {
+        a = (long) digits[0];
+        if (!is_positive) a *= -1;
+    } else {
+        if (size == 2 && 8 * sizeof(long) - 1 > 2 * PyLong_SHIFT) {
+            a = (long) (((((unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0]));
+            if (!is_positive) a *= -1;
+            goto calculate_long;
+        } else if (size == 2 && 8 * sizeof(PY_LONG_LONG) - 1 > 2 * PyLong_SHIFT) {
+            lla = (PY_LONG_LONG) (((((unsigned PY_LONG_LONG)digits[1]) << PyLong_SHIFT) | (unsigned PY_LONG_LONG)digits[0]));
+            if (!is_positive) lla *= -1;
+            goto calculate_long_long;
+        } else
+        if (size == 3 && 8 * sizeof(long) - 1 > 3 * PyLong_SHIFT) {
+            a = (long) (((((((unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0]));
+            if (!is_positive) a *= -1;
+            goto calculate_long;
+        } else if (size == 3 && 8 * sizeof(PY_LONG_LONG) - 1 > 3 * PyLong_SHIFT) {
+            lla = (PY_LONG_LONG) (((((((unsigned PY_LONG_LONG)digits[2]) << PyLong_SHIFT) | (unsigned PY_LONG_LONG)digits[1]) << PyLong_SHIFT) | (unsigned PY_LONG_LONG)digits[0]));
+            if (!is_positive) lla *= -1;
+            goto calculate_long_long;
+        } else
+        if (size == 4 && 8 * sizeof(long) - 1 > 4 * PyLong_SHIFT) {
+            a = (long) (((((((((unsigned long)digits[3]) << PyLong_SHIFT) | (unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0]));
+            if (!is_positive) a *= -1;
+            goto calculate_long;
+        } else if (size == 4 && 8 * sizeof(PY_LONG_LONG) - 1 > 4 * PyLong_SHIFT) {
+            lla = (PY_LONG_LONG) (((((((((unsigned PY_LONG_LONG)digits[3]) << PyLong_SHIFT) | (unsigned PY_LONG_LONG)digits[2]) << PyLong_SHIFT) | (unsigned PY_LONG_LONG)digits[1]) << PyLong_SHIFT) | (unsigned PY_LONG_LONG)digits[0]));
+            if (!is_positive) lla *= -1;
+            goto calculate_long_long;
+        } else
+        {}
+        return PyLong_Type.tp_as_number->nb_add(op1, op2);
+    }
+    calculate_long:
+        {
+            long x;
+            x = a + b;
+            return PyLong_FromLong(x);
+        }
+    calculate_long_long:
+        {
+            PY_LONG_LONG llx;
+            llx = lla + llb;
+            return PyLong_FromLongLong(llx);
+        }
+    
+}
+#endif
+static PyObject* __Pyx_Float___Pyx_PyLong_AddObjC(PyObject *float_val, long intval, int zerodivision_check) {
+    CYTHON_UNUSED_VAR(zerodivision_check);
+    const long b = intval;
+    double a = __Pyx_PyFloat_AS_DOUBLE(float_val);
+        double result;
+        
+        result = ((double)a) + (double)b;
+        return PyFloat_FromDouble(result);
+}
+static CYTHON_INLINE PyObject* __Pyx_PyLong_AddObjC(PyObject *op1, PyObject *op2, long intval, int inplace, int zerodivision_check) {
+    CYTHON_MAYBE_UNUSED_VAR(intval);
+    CYTHON_UNUSED_VAR(zerodivision_check);
+    #if CYTHON_USE_PYLONG_INTERNALS
+    if (likely(PyLong_CheckExact(op1))) {
+        return __Pyx_Unpacked___Pyx_PyLong_AddObjC(op1, op2, intval, inplace, zerodivision_check);
+    }
+    #endif
+    if (PyFloat_CheckExact(op1)) {
+        return __Pyx_Float___Pyx_PyLong_AddObjC(op1, intval, zerodivision_check);
+    }
+    return __Pyx_Fallback___Pyx_PyLong_AddObjC(op1, op2, inplace);
+}
+#endif
+
+/* IterFinish (used by dict_iter_common) */
+static CYTHON_INLINE int __Pyx_IterFinish(void) {
+    PyObject* exc_type;
+    __Pyx_PyThreadState_declare
+    __Pyx_PyThreadState_assign
+    exc_type = __Pyx_PyErr_CurrentExceptionType();
+    if (unlikely(exc_type)) {
+        if (unlikely(!__Pyx_PyErr_GivenExceptionMatches(exc_type, PyExc_StopIteration)))
+            return -1;
+        __Pyx_PyErr_Clear();
+        return 0;
+    }
+    return 0;
+}
+
+/* PyObjectCallMethod0 (used by dict_iter_common) */
+static CYTHON_INLINE PyObject* __Pyx_PyObject_CallMethod0(PyObject* obj, PyObject* method_name) {
+#if CYTHON_VECTORCALL && (__PYX_LIMITED_VERSION_HEX >= 0x030C0000 || !CYTHON_COMPILING_IN_LIMITED_API)
+    return PyObject_VectorcallMethod(method_name, &obj, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+#elif CYTHON_COMPILING_IN_LIMITED_API
+    return PyObject_CallMethodObjArgs(obj, method_name, NULL);
+#else
+    return PyObject_CallMethodNoArgs(obj, method_name);
+#endif
+}
+
+/* UnpackItemEndCheck (used by UnpackTuple2) */
+static int __Pyx_IternextUnpackEndCheck(PyObject *retval, Py_ssize_t expected) {
+    if (unlikely(retval)) {
+        Py_DECREF(retval);
+        __Pyx_RaiseTooManyValuesError(expected);
+        return -1;
+    }
+    return __Pyx_IterFinish();
+}
+
+/* UnpackTupleError (used by UnpackTuple2) */
+static void __Pyx_UnpackTupleError(PyObject *t, Py_ssize_t index) {
+    if (t == Py_None) {
+      __Pyx_RaiseNoneNotIterableError();
+    } else {
+      Py_ssize_t size = __Pyx_PyTuple_GET_SIZE(t);
+ #if !CYTHON_ASSUME_SAFE_SIZE
+      if (unlikely(size < 0)) return;
+ #endif
+      if (size < index) {
+        __Pyx_RaiseNeedMoreValuesError(size);
+      } else {
+        __Pyx_RaiseTooManyValuesError(index);
+      }
+    }
+}
+
+/* UnpackTuple2 (used by dict_iter_common) */
+static CYTHON_INLINE int __Pyx_unpack_tuple2(
+        PyObject* tuple, PyObject** value1, PyObject** value2, int is_tuple, int has_known_size, int decref_tuple) {
+    if (likely(is_tuple || PyTuple_Check(tuple))) {
+        Py_ssize_t size;
+        if (has_known_size) {
+            return __Pyx_unpack_tuple2_exact(tuple, value1, value2, decref_tuple);
+        }
+        size = __Pyx_PyTuple_GET_SIZE(tuple);
+        if (likely(size == 2)) {
+            return __Pyx_unpack_tuple2_exact(tuple, value1, value2, decref_tuple);
+        }
+        if (size >= 0) {
+            __Pyx_UnpackTupleError(tuple, 2);
+        }
+        return -1;
+    } else {
+        return __Pyx_unpack_tuple2_generic(tuple, value1, value2, has_known_size, decref_tuple);
+    }
+}
+static CYTHON_INLINE int __Pyx_unpack_tuple2_exact(
+        PyObject* tuple, PyObject** pvalue1, PyObject** pvalue2, int decref_tuple) {
+    PyObject *value1 = NULL, *value2 = NULL;
+#if CYTHON_AVOID_BORROWED_REFS || !CYTHON_ASSUME_SAFE_MACROS
+    value1 = __Pyx_PySequence_ITEM(tuple, 0);  if (unlikely(!value1)) goto bad;
+    value2 = __Pyx_PySequence_ITEM(tuple, 1);  if (unlikely(!value2)) goto bad;
+#else
+    value1 = PyTuple_GET_ITEM(tuple, 0);  Py_INCREF(value1);
+    value2 = PyTuple_GET_ITEM(tuple, 1);  Py_INCREF(value2);
+#endif
+    if (decref_tuple) {
+        Py_DECREF(tuple);
+    }
+    *pvalue1 = value1;
+    *pvalue2 = value2;
+    return 0;
+#if CYTHON_AVOID_BORROWED_REFS || !CYTHON_ASSUME_SAFE_MACROS
+bad:
+    Py_XDECREF(value1);
+    Py_XDECREF(value2);
+    if (decref_tuple) { Py_XDECREF(tuple); }
+    return -1;
+#endif
+}
+static int __Pyx_unpack_tuple2_generic(PyObject* tuple, PyObject** pvalue1, PyObject** pvalue2,
+                                       int has_known_size, int decref_tuple) {
+    Py_ssize_t index;
+    PyObject *value1 = NULL, *value2 = NULL, *iter = NULL;
+    iternextfunc iternext;
+    iter = PyObject_GetIter(tuple);
+    if (unlikely(!iter)) goto bad;
+    if (decref_tuple) { Py_DECREF(tuple); tuple = NULL; }
+    iternext = __Pyx_PyObject_GetIterNextFunc(iter);
+    value1 = iternext(iter); if (unlikely(!value1)) { index = 0; goto unpacking_failed; }
+    value2 = iternext(iter); if (unlikely(!value2)) { index = 1; goto unpacking_failed; }
+    if (!has_known_size && unlikely(__Pyx_IternextUnpackEndCheck(iternext(iter), 2))) goto bad;
+    Py_DECREF(iter);
+    *pvalue1 = value1;
+    *pvalue2 = value2;
+    return 0;
+unpacking_failed:
+    if (!has_known_size && __Pyx_IterFinish() == 0)
+        __Pyx_RaiseNeedMoreValuesError(index);
+bad:
+    Py_XDECREF(iter);
+    Py_XDECREF(value1);
+    Py_XDECREF(value2);
+    if (decref_tuple) { Py_XDECREF(tuple); }
+    return -1;
+}
+
+/* dict_iter_common (used by dict_iter) */
+static PyObject *__Pyx_dict_call_to_get_iterable(PyObject* iterable, PyObject* method_name) {
+    PyObject* iter;
+    iterable = __Pyx_PyObject_CallMethod0(iterable, method_name);
+    if (!iterable)
+        return NULL;
+#if !CYTHON_AVOID_BORROWED_REFS
+    if (PyTuple_CheckExact(iterable) || PyList_CheckExact(iterable))
+        return iterable;
+#endif
+    iter = PyObject_GetIter(iterable);
+    Py_DECREF(iterable);
+    return iter;
+}
+#if !CYTHON_AVOID_BORROWED_REFS
+static CYTHON_INLINE int __Pyx_dict_iter_next_source_is_dict(
+        PyObject* iter_obj, CYTHON_NCP_UNUSED Py_ssize_t orig_length, CYTHON_NCP_UNUSED Py_ssize_t* ppos,
+        PyObject** pkey, PyObject** pvalue, PyObject** pitem) {
+    PyObject *key, *value;
+    if (unlikely(orig_length != PyDict_Size(iter_obj))) {
+        PyErr_SetString(PyExc_RuntimeError, "dictionary changed size during iteration");
+        return -1;
+    }
+    if (unlikely(!PyDict_Next(iter_obj, ppos, &key, &value))) {
+        return 0;
+    }
+    if (pitem) {
+        PyObject* tuple = PyTuple_New(2);
+        if (unlikely(!tuple)) {
+            return -1;
+        }
+        Py_INCREF(key);
+        Py_INCREF(value);
+        #if CYTHON_ASSUME_SAFE_MACROS
+        PyTuple_SET_ITEM(tuple, 0, key);
+        PyTuple_SET_ITEM(tuple, 1, value);
+        #else
+        if (unlikely(PyTuple_SetItem(tuple, 0, key) < 0)) {
+            Py_DECREF(value);
+            Py_DECREF(tuple);
+            return -1;
+        }
+        if (unlikely(PyTuple_SetItem(tuple, 1, value) < 0)) {
+            Py_DECREF(tuple);
+            return -1;
+        }
+        #endif
+        *pitem = tuple;
+    } else {
+        if (pkey) {
+            Py_INCREF(key);
+            *pkey = key;
+        }
+        if (pvalue) {
+            Py_INCREF(value);
+            *pvalue = value;
+        }
+    }
+    return 1;
+}
+#endif
+static CYTHON_INLINE int __Pyx_dict_iter_next(
+        PyObject* iter_obj, CYTHON_NCP_UNUSED Py_ssize_t orig_length, CYTHON_NCP_UNUSED Py_ssize_t* ppos,
+        PyObject** pkey, PyObject** pvalue, PyObject** pitem, int source_is_dict) {
+    PyObject* next_item;
+#if !CYTHON_AVOID_BORROWED_REFS
+    if (source_is_dict) {
+        int result;
+#if PY_VERSION_HEX >= 0x030d0000 && !CYTHON_COMPILING_IN_LIMITED_API
+        Py_BEGIN_CRITICAL_SECTION(iter_obj);
+#endif
+        result = __Pyx_dict_iter_next_source_is_dict(iter_obj, orig_length, ppos, pkey, pvalue, pitem);
+#if PY_VERSION_HEX >= 0x030d0000 && !CYTHON_COMPILING_IN_LIMITED_API
+        Py_END_CRITICAL_SECTION();
+#endif
+        return result;
+    } else if (PyTuple_CheckExact(iter_obj)) {
+        Py_ssize_t pos = *ppos;
+        Py_ssize_t tuple_size = __Pyx_PyTuple_GET_SIZE(iter_obj);
+        #if !CYTHON_ASSUME_SAFE_SIZE
+        if (unlikely(tuple_size < 0)) return -1;
+        #endif
+        if (unlikely(pos >= tuple_size)) return 0;
+        *ppos = pos + 1;
+        #if CYTHON_ASSUME_SAFE_MACROS
+        next_item = PyTuple_GET_ITEM(iter_obj, pos);
+        #else
+        next_item = PyTuple_GetItem(iter_obj, pos);
+        if (unlikely(!next_item)) return -1;
+        #endif
+        Py_INCREF(next_item);
+    } else if (PyList_CheckExact(iter_obj)) {
+        Py_ssize_t pos = *ppos;
+        Py_ssize_t list_size = __Pyx_PyList_GET_SIZE(iter_obj);
+        #if !CYTHON_ASSUME_SAFE_SIZE
+        if (unlikely(list_size < 0)) return -1;
+        #endif
+        if (unlikely(pos >= list_size)) return 0;
+        *ppos = pos + 1;
+        next_item = __Pyx_PyList_GET_ITEM_REF(iter_obj, pos, __Pyx_ReferenceSharing_OwnStrongReference);
+        if (unlikely(!next_item)) return -1;
+    } else
+#endif
+    {
+        next_item = PyIter_Next(iter_obj);
+        if (unlikely(!next_item)) {
+            return __Pyx_IterFinish();
+        }
+    }
+    if (pitem) {
+        *pitem = next_item;
+    } else if (pkey && pvalue) {
+        if (__Pyx_unpack_tuple2(next_item, pkey, pvalue, source_is_dict, source_is_dict, 1))
+            return -1;
+    } else if (pkey) {
+        *pkey = next_item;
+    } else {
+        *pvalue = next_item;
+    }
+    return 1;
+}
+
+/* dict_iter */
+static CYTHON_INLINE PyObject* __Pyx_dict_iterator(PyObject* iterable, int is_dict, PyObject* method_name,
+                                                   Py_ssize_t* p_orig_length, int* p_source_is_dict) {
+    is_dict = is_dict || likely(__Pyx_PyAnyDict_CheckExact(iterable));
+    *p_source_is_dict = is_dict;
+#if !CYTHON_AVOID_BORROWED_REFS
+    if (is_dict) {
+        *p_orig_length = PyDict_Size(iterable);
+        Py_INCREF(iterable);
+        return iterable;
+    }
+#endif
+    *p_orig_length = 0;
+    if (method_name) {
+        return __Pyx_dict_call_to_get_iterable(iterable, method_name);
+    } else {
+        return PyObject_GetIter(iterable);
+    }
+}
+
 /* AllocateExtensionType */
 static PyObject *__Pyx_AllocateExtensionType(PyTypeObject *t, int is_final) {
     if (is_final || likely(!__Pyx_PyType_HasFeature(t, Py_TPFLAGS_IS_ABSTRACT))) {
@@ -24606,17 +27090,6 @@ int __Pyx_ApplySequenceOrMappingFlag(PyTypeObject *tp, int is_sequence) {
     );
 }
 #endif
-
-/* PyObjectCallMethod0 (used by PyType_Ready) */
-static CYTHON_INLINE PyObject* __Pyx_PyObject_CallMethod0(PyObject* obj, PyObject* method_name) {
-#if CYTHON_VECTORCALL && (__PYX_LIMITED_VERSION_HEX >= 0x030C0000 || !CYTHON_COMPILING_IN_LIMITED_API)
-    return PyObject_VectorcallMethod(method_name, &obj, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-#elif CYTHON_COMPILING_IN_LIMITED_API
-    return PyObject_CallMethodObjArgs(obj, method_name, NULL);
-#else
-    return PyObject_CallMethodNoArgs(obj, method_name);
-#endif
-}
 
 /* GetTypeDictOffset (used by ValidateBasesTuple) */
 #if !CYTHON_USE_TYPE_SLOTS
@@ -25146,6 +27619,89 @@ __PYX_GOOD:
     Py_XDECREF(setstate_cython);
     return ret;
 }
+
+/* TypeImport */
+#ifndef __PYX_HAVE_RT_ImportType_3_3_1
+#define __PYX_HAVE_RT_ImportType_3_3_1
+static PyTypeObject *__Pyx_ImportType_3_3_1(PyObject *module, const char *module_name, const char *class_name,
+    size_t size, size_t alignment, enum __Pyx_ImportType_CheckSize_3_3_1 check_size)
+{
+    PyObject *result = 0;
+    Py_ssize_t basicsize;
+    Py_ssize_t itemsize;
+#if defined(Py_LIMITED_API) || (defined(CYTHON_COMPILING_IN_LIMITED_API) && CYTHON_COMPILING_IN_LIMITED_API)
+    PyObject *py_basicsize;
+    PyObject *py_itemsize;
+#endif
+    result = PyObject_GetAttrString(module, class_name);
+    if (!result)
+        goto bad;
+    if (!PyType_Check(result)) {
+        PyErr_Format(PyExc_TypeError,
+            "%.200s.%.200s is not a type object",
+            module_name, class_name);
+        goto bad;
+    }
+#if !( defined(Py_LIMITED_API) || (defined(CYTHON_COMPILING_IN_LIMITED_API) && CYTHON_COMPILING_IN_LIMITED_API) )
+    basicsize = ((PyTypeObject *)result)->tp_basicsize;
+    itemsize = ((PyTypeObject *)result)->tp_itemsize;
+#else
+    if (size == 0) {
+        return (PyTypeObject *)result;
+    }
+    py_basicsize = PyObject_GetAttrString(result, "__basicsize__");
+    if (!py_basicsize)
+        goto bad;
+    basicsize = PyLong_AsSsize_t(py_basicsize);
+    Py_DECREF(py_basicsize);
+    py_basicsize = 0;
+    if (basicsize == (Py_ssize_t)-1 && PyErr_Occurred())
+        goto bad;
+    py_itemsize = PyObject_GetAttrString(result, "__itemsize__");
+    if (!py_itemsize)
+        goto bad;
+    itemsize = PyLong_AsSsize_t(py_itemsize);
+    Py_DECREF(py_itemsize);
+    py_itemsize = 0;
+    if (itemsize == (Py_ssize_t)-1 && PyErr_Occurred())
+        goto bad;
+#endif
+    if (itemsize) {
+        if (size % alignment) {
+            alignment = size % alignment;
+        }
+        if (itemsize < (Py_ssize_t)alignment)
+            itemsize = (Py_ssize_t)alignment;
+    }
+    if ((size_t)(basicsize + itemsize) < size) {
+        PyErr_Format(PyExc_ValueError,
+            "%.200s.%.200s size changed, may indicate binary incompatibility. "
+            "Expected %zd from C header, got %zd from PyObject",
+            module_name, class_name, size, basicsize+itemsize);
+        goto bad;
+    }
+    if (check_size == __Pyx_ImportType_CheckSize_Error_3_3_1 &&
+            ((size_t)basicsize > size || (size_t)(basicsize + itemsize) < size)) {
+        PyErr_Format(PyExc_ValueError,
+            "%.200s.%.200s size changed, may indicate binary incompatibility. "
+            "Expected %zd from C header, got %zd-%zd from PyObject",
+            module_name, class_name, size, basicsize, basicsize+itemsize);
+        goto bad;
+    }
+    else if (check_size == __Pyx_ImportType_CheckSize_Warn_3_3_1 && (size_t)basicsize > size) {
+        if (PyErr_WarnFormat(NULL, 0,
+                "%.200s.%.200s size changed, may indicate binary incompatibility. "
+                "Expected %zd from C header, got %zd from PyObject",
+                module_name, class_name, size, basicsize) < 0) {
+            goto bad;
+        }
+    }
+    return (PyTypeObject *)result;
+bad:
+    Py_XDECREF(result);
+    return NULL;
+}
+#endif
 
 /* dict_setdefault (used by FetchCommonType) */
 static CYTHON_INLINE PyObject *__Pyx_PyDict_SetDefault(PyObject *d, PyObject *key, PyObject *default_value) {
@@ -27993,6 +30549,29 @@ __pyx_fail:
         return (target_type) value;\
     }
 
+/* ObjectToMemviewSlice */
+static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_dc_unsigned_int__const__(PyObject *obj, int writable_flag) {
+    __Pyx_memviewslice result = __Pyx_MEMSLICE_INIT;
+    __Pyx_BufFmt_StackElem stack[1];
+    int axes_specs[] = { (__Pyx_MEMVIEW_DIRECT | __Pyx_MEMVIEW_CONTIG) };
+    int retcode;
+    if (obj == Py_None) {
+        result.memview = (struct __pyx_memoryview_obj *) Py_None;
+        return result;
+    }
+    retcode = __Pyx_ValidateAndInit_memviewslice(axes_specs, __Pyx_IS_C_CONTIG,
+                                                 (PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) | writable_flag, 1,
+                                                 &__Pyx_TypeInfo_unsigned_int__const__, stack,
+                                                 &result, obj);
+    if (unlikely(retcode == -1))
+        goto __pyx_fail;
+    return result;
+__pyx_fail:
+    result.memview = NULL;
+    result.data = NULL;
+    return result;
+}
+
 /* MemviewSliceCopy */
 static __Pyx_memviewslice
 __pyx_memoryview_copy_new_contig(const __Pyx_memviewslice *from_mvs,
@@ -28364,6 +30943,307 @@ static CYTHON_INLINE int __Pyx_PyLong_As_int(PyObject *x) {
     }
 }
 
+/* CIntFromPy */
+static unsigned int __Pyx_LargePyLong___Pyx_PyLong_As_unsigned_int(PyObject *x);
+static unsigned int __Pyx_raise_neg_overflow___Pyx_PyLong_As_unsigned_int(void) {
+    const char* type_name = "unsigned int";
+    PyErr_Format(PyExc_OverflowError,
+        "can't convert negative value to %.200s", type_name);
+    return (unsigned int) -1;
+}
+static unsigned int __Pyx_raise_overflow___Pyx_PyLong_As_unsigned_int(void) {
+    const char* type_name = "unsigned int";
+    PyErr_Format(PyExc_OverflowError,
+        "value too large to convert to %.200s", type_name);
+    return (unsigned int) -1;
+}
+static CYTHON_INLINE unsigned int __Pyx_PyULong___Pyx_PyLong_As_unsigned_int(PyObject *x) {
+    const int is_unsigned = 1;
+#if CYTHON_USE_PYLONG_INTERNALS
+    {
+        const digit* digits = __Pyx_PyLong_Digits(x);
+        const Py_ssize_t size = __Pyx_PyLong_DigitCount(x);
+        if (size == 2 && (8 * sizeof(unsigned int) > 1 * PyLong_SHIFT)) {
+            if ((8 * sizeof(unsigned long) > 2 * PyLong_SHIFT)) {
+                __PYX_VERIFY_RETURN_INT(unsigned int, unsigned long, (((((unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
+            } else if ((8 * sizeof(unsigned int) >= 2 * PyLong_SHIFT)) {
+                return (unsigned int) (((((unsigned int)digits[1]) << PyLong_SHIFT) | (unsigned int)digits[0]));
+            }
+        } else
+        if (size == 3 && (8 * sizeof(unsigned int) > 2 * PyLong_SHIFT)) {
+            if ((8 * sizeof(unsigned long) > 3 * PyLong_SHIFT)) {
+                __PYX_VERIFY_RETURN_INT(unsigned int, unsigned long, (((((((unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
+            } else if ((8 * sizeof(unsigned int) >= 3 * PyLong_SHIFT)) {
+                return (unsigned int) (((((((unsigned int)digits[2]) << PyLong_SHIFT) | (unsigned int)digits[1]) << PyLong_SHIFT) | (unsigned int)digits[0]));
+            }
+        } else
+        if (size == 4 && (8 * sizeof(unsigned int) > 3 * PyLong_SHIFT)) {
+            if ((8 * sizeof(unsigned long) > 4 * PyLong_SHIFT)) {
+                __PYX_VERIFY_RETURN_INT(unsigned int, unsigned long, (((((((((unsigned long)digits[3]) << PyLong_SHIFT) | (unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
+            } else if ((8 * sizeof(unsigned int) >= 4 * PyLong_SHIFT)) {
+                return (unsigned int) (((((((((unsigned int)digits[3]) << PyLong_SHIFT) | (unsigned int)digits[2]) << PyLong_SHIFT) | (unsigned int)digits[1]) << PyLong_SHIFT) | (unsigned int)digits[0]));
+            }
+        } else
+        {}
+    }
+#elif CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX < 0x030C00A7
+    if (unlikely(Py_SIZE(x) < 0)) {
+        goto raise_neg_overflow;
+    }
+#else
+    {
+        int result = PyObject_RichCompareBool(x, Py_False, Py_LT);
+        if (unlikely(result < 0))
+            return (unsigned int) -1;
+        if (unlikely(result == 1))
+            goto raise_neg_overflow;
+    }
+#endif
+    if ((sizeof(unsigned int) <= sizeof(unsigned long))) {
+        __PYX_VERIFY_RETURN_INT_EXC(unsigned int, unsigned long, PyLong_AsUnsignedLong(x))
+    } else if ((sizeof(unsigned int) <= sizeof(unsigned PY_LONG_LONG))) {
+        __PYX_VERIFY_RETURN_INT_EXC(unsigned int, unsigned PY_LONG_LONG, PyLong_AsUnsignedLongLong(x))
+    }
+    return __Pyx_LargePyLong___Pyx_PyLong_As_unsigned_int(x);
+raise_neg_overflow:
+    return __Pyx_raise_neg_overflow___Pyx_PyLong_As_unsigned_int();
+raise_overflow:
+    return __Pyx_raise_overflow___Pyx_PyLong_As_unsigned_int();
+}
+static CYTHON_INLINE unsigned int __Pyx_PySLong___Pyx_PyLong_As_unsigned_int(PyObject *x) {
+    const int is_unsigned = 0;
+#if CYTHON_USE_PYLONG_INTERNALS
+    if (__Pyx_PyLong_IsNeg(x)) {
+        const Py_ssize_t size = __Pyx_PyLong_DigitCount(x);
+        const digit* digits = __Pyx_PyLong_Digits(x);
+        if (size == 2 && (8 * sizeof(unsigned int) > 1 * PyLong_SHIFT)) {
+            if ((8 * sizeof(long) > 2 * PyLong_SHIFT)) {
+                long ival = - (long) (((((unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0]));
+                __PYX_VERIFY_RETURN_INT(unsigned int, long, ival)
+            } else if ((8 * sizeof(unsigned int) - 1 > 2 * PyLong_SHIFT)) {
+                return (unsigned int) (((unsigned int) -1) * (((((unsigned int)digits[1]) << PyLong_SHIFT) | (unsigned int)digits[0])));
+            }
+        } else
+        if (size == 3 && (8 * sizeof(unsigned int) > 2 * PyLong_SHIFT)) {
+            if ((8 * sizeof(long) > 3 * PyLong_SHIFT)) {
+                long ival = - (long) (((((((unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0]));
+                __PYX_VERIFY_RETURN_INT(unsigned int, long, ival)
+            } else if ((8 * sizeof(unsigned int) - 1 > 3 * PyLong_SHIFT)) {
+                return (unsigned int) (((unsigned int) -1) * (((((((unsigned int)digits[2]) << PyLong_SHIFT) | (unsigned int)digits[1]) << PyLong_SHIFT) | (unsigned int)digits[0])));
+            }
+        } else
+        if (size == 4 && (8 * sizeof(unsigned int) > 3 * PyLong_SHIFT)) {
+            if ((8 * sizeof(long) > 4 * PyLong_SHIFT)) {
+                long ival = - (long) (((((((((unsigned long)digits[3]) << PyLong_SHIFT) | (unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0]));
+                __PYX_VERIFY_RETURN_INT(unsigned int, long, ival)
+            } else if ((8 * sizeof(unsigned int) - 1 > 4 * PyLong_SHIFT)) {
+                return (unsigned int) (((unsigned int) -1) * (((((((((unsigned int)digits[3]) << PyLong_SHIFT) | (unsigned int)digits[2]) << PyLong_SHIFT) | (unsigned int)digits[1]) << PyLong_SHIFT) | (unsigned int)digits[0])));
+            }
+        } else
+        {}
+    } else {
+        const Py_ssize_t size = __Pyx_PyLong_DigitCount(x);
+        const digit* digits = __Pyx_PyLong_Digits(x);
+        if (size == 2 && (8 * sizeof(unsigned int) > 1 * PyLong_SHIFT)) {
+            if ((8 * sizeof(long) > 2 * PyLong_SHIFT)) {
+                __PYX_VERIFY_RETURN_INT(unsigned int, unsigned long, (((((unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
+            } else if ((8 * sizeof(unsigned int) - 1 > 2 * PyLong_SHIFT)) {
+                return (unsigned int) (((((unsigned int)digits[1]) << PyLong_SHIFT) | (unsigned int)digits[0]));
+            }
+        } else
+        if (size == 3 && (8 * sizeof(unsigned int) > 2 * PyLong_SHIFT)) {
+            if ((8 * sizeof(long) > 3 * PyLong_SHIFT)) {
+                __PYX_VERIFY_RETURN_INT(unsigned int, unsigned long, (((((((unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
+            } else if ((8 * sizeof(unsigned int) - 1 > 3 * PyLong_SHIFT)) {
+                return (unsigned int) (((((((unsigned int)digits[2]) << PyLong_SHIFT) | (unsigned int)digits[1]) << PyLong_SHIFT) | (unsigned int)digits[0]));
+            }
+        } else
+        if (size == 4 && (8 * sizeof(unsigned int) > 3 * PyLong_SHIFT)) {
+            if ((8 * sizeof(long) > 4 * PyLong_SHIFT)) {
+                __PYX_VERIFY_RETURN_INT(unsigned int, unsigned long, (((((((((unsigned long)digits[3]) << PyLong_SHIFT) | (unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
+            } else if ((8 * sizeof(unsigned int) - 1 > 4 * PyLong_SHIFT)) {
+                return (unsigned int) (((((((((unsigned int)digits[3]) << PyLong_SHIFT) | (unsigned int)digits[2]) << PyLong_SHIFT) | (unsigned int)digits[1]) << PyLong_SHIFT) | (unsigned int)digits[0]));
+            }
+        } else
+        {}
+    }
+#endif
+    #if __PYX_LIMITED_VERSION_HEX >= 0x030d0000
+    if ((sizeof(unsigned int) <= sizeof(int)) && (sizeof(int) < sizeof(long))) {
+        __PYX_VERIFY_RETURN_INT_EXC(unsigned int, int, PyLong_AsInt(x))
+    } else
+    #endif
+    if ((sizeof(unsigned int) <= sizeof(long))) {
+        __PYX_VERIFY_RETURN_INT_EXC(unsigned int, long, PyLong_AsLong(x))
+    } else if ((sizeof(unsigned int) <= sizeof(PY_LONG_LONG))) {
+        __PYX_VERIFY_RETURN_INT_EXC(unsigned int, PY_LONG_LONG, PyLong_AsLongLong(x))
+    }
+    return __Pyx_LargePyLong___Pyx_PyLong_As_unsigned_int(x);
+raise_neg_overflow:
+    return __Pyx_raise_neg_overflow___Pyx_PyLong_As_unsigned_int();
+raise_overflow:
+    return __Pyx_raise_overflow___Pyx_PyLong_As_unsigned_int();
+}
+static unsigned int __Pyx_LargePyLong___Pyx_PyLong_As_unsigned_int(PyObject *x) {
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wconversion"
+#endif
+    const unsigned int neg_one = (unsigned int) -1, const_zero = (unsigned int) 0;
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic pop
+#endif
+    const int is_unsigned = neg_one > const_zero;
+    unsigned int val;
+    int ret = -1;
+#if PY_VERSION_HEX >= 0x030d00A6 && !CYTHON_COMPILING_IN_LIMITED_API
+    Py_ssize_t bytes_copied = PyLong_AsNativeBytes(
+        x, &val, sizeof(val), Py_ASNATIVEBYTES_NATIVE_ENDIAN | (is_unsigned ? Py_ASNATIVEBYTES_UNSIGNED_BUFFER | Py_ASNATIVEBYTES_REJECT_NEGATIVE : 0));
+    if (unlikely(bytes_copied == -1)) {
+    } else if (unlikely(bytes_copied > (Py_ssize_t) sizeof(val))) {
+        goto raise_overflow;
+    } else {
+        ret = 0;
+    }
+#elif PY_VERSION_HEX < 0x030d0000 && !(CYTHON_COMPILING_IN_PYPY || CYTHON_COMPILING_IN_LIMITED_API) || defined(_PyLong_AsByteArray)
+    int one = 1; int is_little = (int)*(unsigned char *)&one;
+    unsigned char *bytes = (unsigned char *)&val;
+    ret = _PyLong_AsByteArray((PyLongObject *)x,
+                                bytes, sizeof(val),
+                                is_little, !is_unsigned);
+    if ((0)) goto raise_overflow;
+#else
+    PyObject *v;
+    PyObject *stepval = NULL, *mask = NULL, *shift = NULL;
+    int bits, remaining_bits, is_negative = 0;
+    int chunk_size = (sizeof(long) < 8) ? 30 : 62;
+    if (likely(PyLong_CheckExact(x))) {
+        v = __Pyx_NewRef(x);
+    } else {
+        v = PyNumber_Long(x);
+        if (unlikely(!v)) return (unsigned int) -1;
+        assert(PyLong_CheckExact(v));
+    }
+    {
+        int result = PyObject_RichCompareBool(v, Py_False, Py_LT);
+        if (unlikely(result < 0)) {
+            Py_DECREF(v);
+            return (unsigned int) -1;
+        }
+        is_negative = result == 1;
+    }
+    if (is_unsigned && unlikely(is_negative)) {
+        Py_DECREF(v);
+        PyErr_SetString(PyExc_OverflowError,
+            "can't convert negative value to unsigned int");
+        return (unsigned int) -1;
+    } else if (is_negative) {
+        stepval = PyNumber_Invert(v);
+        Py_DECREF(v);
+        if (unlikely(!stepval))
+            return (unsigned int) -1;
+    } else {
+        stepval = v;
+    }
+    v = NULL;
+    val = (unsigned int) 0;
+    mask = PyLong_FromLong((1L << chunk_size) - 1); if (unlikely(!mask)) goto done;
+    shift = PyLong_FromLong(chunk_size); if (unlikely(!shift)) goto done;
+    for (bits = 0; bits < (int) sizeof(unsigned int) * 8 - chunk_size; bits += chunk_size) {
+        PyObject *tmp, *digit;
+        long idigit;
+        digit = PyNumber_And(stepval, mask);
+        if (unlikely(!digit)) goto done;
+        idigit = PyLong_AsLong(digit);
+        Py_DECREF(digit);
+        if (unlikely(idigit < 0)) goto done;
+        val |= ((unsigned int) idigit) << bits;
+        tmp = PyNumber_Rshift(stepval, shift);
+        if (unlikely(!tmp)) goto done;
+        Py_DECREF(stepval); stepval = tmp;
+    }
+    Py_DECREF(shift); shift = NULL;
+    Py_DECREF(mask); mask = NULL;
+    {
+        long idigit = PyLong_AsLong(stepval);
+        if (unlikely(idigit < 0)) goto done;
+        remaining_bits = ((int) sizeof(unsigned int) * 8) - bits - (is_unsigned ? 0 : 1);
+        if (unlikely(idigit >= (1L << remaining_bits)))
+            goto raise_overflow;
+        val |= ((unsigned int) idigit) << bits;
+    }
+    if (!is_unsigned) {
+        if (unlikely(val & (((unsigned int) 1) << (sizeof(unsigned int) * 8 - 1))))
+            goto raise_overflow;
+        if (is_negative)
+            val = ~val;
+    }
+    ret = 0;
+done:
+    Py_XDECREF(shift);
+    Py_XDECREF(mask);
+    Py_XDECREF(stepval);
+#endif
+    if (unlikely(ret))
+        return (unsigned int) -1;
+    return val;
+raise_overflow:
+    return __Pyx_raise_overflow___Pyx_PyLong_As_unsigned_int();
+}
+static CYTHON_INLINE unsigned int __Pyx_PyLong___Pyx_PyLong_As_unsigned_int(PyObject *x) {
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wconversion"
+#endif
+    const unsigned int neg_one = (unsigned int) -1, const_zero = (unsigned int) 0;
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic pop
+#endif
+    const int is_unsigned = neg_one > const_zero;
+    if (is_unsigned) {
+        #if CYTHON_USE_PYLONG_INTERNALS
+        if (unlikely(__Pyx_PyLong_IsNeg(x))) {
+            goto raise_neg_overflow;
+        } else if (__Pyx_PyLong_IsCompact(x)) {
+            __PYX_VERIFY_RETURN_INT(unsigned int, __Pyx_compact_upylong, __Pyx_PyLong_CompactValueUnsigned(x))
+        } else
+        #endif
+        {
+            return __Pyx_PyULong___Pyx_PyLong_As_unsigned_int(x);
+        }
+    } else {
+        #if CYTHON_USE_PYLONG_INTERNALS
+        if (__Pyx_PyLong_IsCompact(x)) {
+            __PYX_VERIFY_RETURN_INT(unsigned int, __Pyx_compact_pylong, __Pyx_PyLong_CompactValue(x))
+        } else
+        #endif
+        {
+            return __Pyx_PySLong___Pyx_PyLong_As_unsigned_int(x);
+        }
+    }
+#if CYTHON_USE_PYLONG_INTERNALS
+raise_neg_overflow:
+    return __Pyx_raise_neg_overflow___Pyx_PyLong_As_unsigned_int();
+raise_overflow:
+    return __Pyx_raise_overflow___Pyx_PyLong_As_unsigned_int();
+#endif
+}
+static unsigned int __Pyx_NonPyLong___Pyx_PyLong_As_unsigned_int(PyObject *x) {
+    unsigned int val;
+    PyObject *tmp = __Pyx_PyNumber_Long(x);
+    if (!tmp) return (unsigned int) -1;
+    val = __Pyx_PyLong_As_unsigned_int(tmp);
+    Py_DECREF(tmp);
+    return val;
+}
+static CYTHON_INLINE unsigned int __Pyx_PyLong_As_unsigned_int(PyObject *x) {
+    if (likely(PyLong_Check(x))) {
+        return __Pyx_PyLong___Pyx_PyLong_As_unsigned_int(x);
+    } else {
+        return __Pyx_NonPyLong___Pyx_PyLong_As_unsigned_int(x);
+    }
+}
+
 /* PyObjectVectorcallKwds (used by PyObjectVectorcallMethodKwds) */
 #if CYTHON_VECTORCALL
 CYTHON_UNUSED static int __Pyx_CheckVectorcallKwarg(PyObject *kwnames, Py_ssize_t i) {
@@ -28457,6 +31337,322 @@ static CYTHON_INLINE PyObject* __Pyx_PyLong_From_uint16_t(uint16_t value) {
         PyObject *result = NULL, *kwds = NULL;
         PyObject *py_bytes = NULL, *order_str = NULL, *from_bytes_str = NULL;;
         py_bytes = PyBytes_FromStringAndSize((char*)bytes, sizeof(uint16_t));
+        if (!py_bytes) goto limited_bad;
+        from_bytes_str = PyUnicode_FromStringAndSize("from_bytes", 10);
+        if (!from_bytes_str) goto limited_bad;
+        order_str = PyUnicode_FromString(little ? "little" : "big");
+        if (!order_str) goto limited_bad;
+        {
+            PyObject *args[] = { (PyObject*)&PyLong_Type, py_bytes, order_str, Py_True };
+            if (!is_unsigned) {
+                PyObject *signed_str = PyUnicode_FromStringAndSize("signed", 6);
+                if (!signed_str) goto limited_bad;
+#if CYTHON_VECTORCALL
+                kwds = PyTuple_Pack(1, signed_str);
+#else
+                {
+                    PyObject *keys[] = {signed_str};
+                    PyObject *values[] = {Py_True};
+                    kwds = __Pyx_MakeKwargDict(keys, values, 1);
+                }
+#endif
+                Py_DECREF(signed_str);
+                if (unlikely(!kwds)) goto limited_bad;
+            }
+            result = __Pyx_Object_VectorcallMethodKwds(from_bytes_str, args, 3 | __Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET, kwds);
+        }
+        limited_bad:
+        Py_XDECREF(kwds);
+        Py_XDECREF(order_str);
+        Py_XDECREF(py_bytes);
+        Py_XDECREF(from_bytes_str);
+        return result;
+#endif
+    }
+}
+
+/* CIntToPy */
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_unsigned_int(unsigned int value) {
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wconversion"
+#endif
+    const unsigned int neg_one = (unsigned int) -1, const_zero = (unsigned int) 0;
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic pop
+#endif
+    const int is_unsigned = neg_one > const_zero;
+    if (is_unsigned) {
+        if (sizeof(unsigned int) < sizeof(long)) {
+            return PyLong_FromLong((long) value);
+        } else if (sizeof(unsigned int) <= sizeof(unsigned long)) {
+            return PyLong_FromUnsignedLong((unsigned long) value);
+#if !CYTHON_COMPILING_IN_PYPY
+        } else if (sizeof(unsigned int) <= sizeof(unsigned PY_LONG_LONG)) {
+            return PyLong_FromUnsignedLongLong((unsigned PY_LONG_LONG) value);
+#endif
+        }
+    } else {
+        if (sizeof(unsigned int) <= sizeof(long)) {
+            return PyLong_FromLong((long) value);
+        } else if (sizeof(unsigned int) <= sizeof(PY_LONG_LONG)) {
+            return PyLong_FromLongLong((PY_LONG_LONG) value);
+        }
+    }
+    {
+        unsigned char *bytes = (unsigned char *)&value;
+#if !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX >= 0x030d00A4
+        if (is_unsigned) {
+            return PyLong_FromUnsignedNativeBytes(bytes, sizeof(value), -1);
+        } else {
+            return PyLong_FromNativeBytes(bytes, sizeof(value), -1);
+        }
+#elif !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX < 0x030d0000
+        int one = 1; int little = (int)*(unsigned char *)&one;
+        return _PyLong_FromByteArray(bytes, sizeof(unsigned int),
+                                     little, !is_unsigned);
+#else
+        int one = 1; int little = (int)*(unsigned char *)&one;
+        PyObject *result = NULL, *kwds = NULL;
+        PyObject *py_bytes = NULL, *order_str = NULL, *from_bytes_str = NULL;;
+        py_bytes = PyBytes_FromStringAndSize((char*)bytes, sizeof(unsigned int));
+        if (!py_bytes) goto limited_bad;
+        from_bytes_str = PyUnicode_FromStringAndSize("from_bytes", 10);
+        if (!from_bytes_str) goto limited_bad;
+        order_str = PyUnicode_FromString(little ? "little" : "big");
+        if (!order_str) goto limited_bad;
+        {
+            PyObject *args[] = { (PyObject*)&PyLong_Type, py_bytes, order_str, Py_True };
+            if (!is_unsigned) {
+                PyObject *signed_str = PyUnicode_FromStringAndSize("signed", 6);
+                if (!signed_str) goto limited_bad;
+#if CYTHON_VECTORCALL
+                kwds = PyTuple_Pack(1, signed_str);
+#else
+                {
+                    PyObject *keys[] = {signed_str};
+                    PyObject *values[] = {Py_True};
+                    kwds = __Pyx_MakeKwargDict(keys, values, 1);
+                }
+#endif
+                Py_DECREF(signed_str);
+                if (unlikely(!kwds)) goto limited_bad;
+            }
+            result = __Pyx_Object_VectorcallMethodKwds(from_bytes_str, args, 3 | __Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET, kwds);
+        }
+        limited_bad:
+        Py_XDECREF(kwds);
+        Py_XDECREF(order_str);
+        Py_XDECREF(py_bytes);
+        Py_XDECREF(from_bytes_str);
+        return result;
+#endif
+    }
+}
+
+/* CIntToPy */
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_long(long value) {
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wconversion"
+#endif
+    const long neg_one = (long) -1, const_zero = (long) 0;
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic pop
+#endif
+    const int is_unsigned = neg_one > const_zero;
+    if (is_unsigned) {
+        if (sizeof(long) < sizeof(long)) {
+            return PyLong_FromLong((long) value);
+        } else if (sizeof(long) <= sizeof(unsigned long)) {
+            return PyLong_FromUnsignedLong((unsigned long) value);
+#if !CYTHON_COMPILING_IN_PYPY
+        } else if (sizeof(long) <= sizeof(unsigned PY_LONG_LONG)) {
+            return PyLong_FromUnsignedLongLong((unsigned PY_LONG_LONG) value);
+#endif
+        }
+    } else {
+        if (sizeof(long) <= sizeof(long)) {
+            return PyLong_FromLong((long) value);
+        } else if (sizeof(long) <= sizeof(PY_LONG_LONG)) {
+            return PyLong_FromLongLong((PY_LONG_LONG) value);
+        }
+    }
+    {
+        unsigned char *bytes = (unsigned char *)&value;
+#if !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX >= 0x030d00A4
+        if (is_unsigned) {
+            return PyLong_FromUnsignedNativeBytes(bytes, sizeof(value), -1);
+        } else {
+            return PyLong_FromNativeBytes(bytes, sizeof(value), -1);
+        }
+#elif !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX < 0x030d0000
+        int one = 1; int little = (int)*(unsigned char *)&one;
+        return _PyLong_FromByteArray(bytes, sizeof(long),
+                                     little, !is_unsigned);
+#else
+        int one = 1; int little = (int)*(unsigned char *)&one;
+        PyObject *result = NULL, *kwds = NULL;
+        PyObject *py_bytes = NULL, *order_str = NULL, *from_bytes_str = NULL;;
+        py_bytes = PyBytes_FromStringAndSize((char*)bytes, sizeof(long));
+        if (!py_bytes) goto limited_bad;
+        from_bytes_str = PyUnicode_FromStringAndSize("from_bytes", 10);
+        if (!from_bytes_str) goto limited_bad;
+        order_str = PyUnicode_FromString(little ? "little" : "big");
+        if (!order_str) goto limited_bad;
+        {
+            PyObject *args[] = { (PyObject*)&PyLong_Type, py_bytes, order_str, Py_True };
+            if (!is_unsigned) {
+                PyObject *signed_str = PyUnicode_FromStringAndSize("signed", 6);
+                if (!signed_str) goto limited_bad;
+#if CYTHON_VECTORCALL
+                kwds = PyTuple_Pack(1, signed_str);
+#else
+                {
+                    PyObject *keys[] = {signed_str};
+                    PyObject *values[] = {Py_True};
+                    kwds = __Pyx_MakeKwargDict(keys, values, 1);
+                }
+#endif
+                Py_DECREF(signed_str);
+                if (unlikely(!kwds)) goto limited_bad;
+            }
+            result = __Pyx_Object_VectorcallMethodKwds(from_bytes_str, args, 3 | __Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET, kwds);
+        }
+        limited_bad:
+        Py_XDECREF(kwds);
+        Py_XDECREF(order_str);
+        Py_XDECREF(py_bytes);
+        Py_XDECREF(from_bytes_str);
+        return result;
+#endif
+    }
+}
+
+/* CIntToPy */
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_unsigned_long(unsigned long value) {
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wconversion"
+#endif
+    const unsigned long neg_one = (unsigned long) -1, const_zero = (unsigned long) 0;
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic pop
+#endif
+    const int is_unsigned = neg_one > const_zero;
+    if (is_unsigned) {
+        if (sizeof(unsigned long) < sizeof(long)) {
+            return PyLong_FromLong((long) value);
+        } else if (sizeof(unsigned long) <= sizeof(unsigned long)) {
+            return PyLong_FromUnsignedLong((unsigned long) value);
+#if !CYTHON_COMPILING_IN_PYPY
+        } else if (sizeof(unsigned long) <= sizeof(unsigned PY_LONG_LONG)) {
+            return PyLong_FromUnsignedLongLong((unsigned PY_LONG_LONG) value);
+#endif
+        }
+    } else {
+        if (sizeof(unsigned long) <= sizeof(long)) {
+            return PyLong_FromLong((long) value);
+        } else if (sizeof(unsigned long) <= sizeof(PY_LONG_LONG)) {
+            return PyLong_FromLongLong((PY_LONG_LONG) value);
+        }
+    }
+    {
+        unsigned char *bytes = (unsigned char *)&value;
+#if !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX >= 0x030d00A4
+        if (is_unsigned) {
+            return PyLong_FromUnsignedNativeBytes(bytes, sizeof(value), -1);
+        } else {
+            return PyLong_FromNativeBytes(bytes, sizeof(value), -1);
+        }
+#elif !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX < 0x030d0000
+        int one = 1; int little = (int)*(unsigned char *)&one;
+        return _PyLong_FromByteArray(bytes, sizeof(unsigned long),
+                                     little, !is_unsigned);
+#else
+        int one = 1; int little = (int)*(unsigned char *)&one;
+        PyObject *result = NULL, *kwds = NULL;
+        PyObject *py_bytes = NULL, *order_str = NULL, *from_bytes_str = NULL;;
+        py_bytes = PyBytes_FromStringAndSize((char*)bytes, sizeof(unsigned long));
+        if (!py_bytes) goto limited_bad;
+        from_bytes_str = PyUnicode_FromStringAndSize("from_bytes", 10);
+        if (!from_bytes_str) goto limited_bad;
+        order_str = PyUnicode_FromString(little ? "little" : "big");
+        if (!order_str) goto limited_bad;
+        {
+            PyObject *args[] = { (PyObject*)&PyLong_Type, py_bytes, order_str, Py_True };
+            if (!is_unsigned) {
+                PyObject *signed_str = PyUnicode_FromStringAndSize("signed", 6);
+                if (!signed_str) goto limited_bad;
+#if CYTHON_VECTORCALL
+                kwds = PyTuple_Pack(1, signed_str);
+#else
+                {
+                    PyObject *keys[] = {signed_str};
+                    PyObject *values[] = {Py_True};
+                    kwds = __Pyx_MakeKwargDict(keys, values, 1);
+                }
+#endif
+                Py_DECREF(signed_str);
+                if (unlikely(!kwds)) goto limited_bad;
+            }
+            result = __Pyx_Object_VectorcallMethodKwds(from_bytes_str, args, 3 | __Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET, kwds);
+        }
+        limited_bad:
+        Py_XDECREF(kwds);
+        Py_XDECREF(order_str);
+        Py_XDECREF(py_bytes);
+        Py_XDECREF(from_bytes_str);
+        return result;
+#endif
+    }
+}
+
+/* CIntToPy */
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_int(int value) {
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wconversion"
+#endif
+    const int neg_one = (int) -1, const_zero = (int) 0;
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic pop
+#endif
+    const int is_unsigned = neg_one > const_zero;
+    if (is_unsigned) {
+        if (sizeof(int) < sizeof(long)) {
+            return PyLong_FromLong((long) value);
+        } else if (sizeof(int) <= sizeof(unsigned long)) {
+            return PyLong_FromUnsignedLong((unsigned long) value);
+#if !CYTHON_COMPILING_IN_PYPY
+        } else if (sizeof(int) <= sizeof(unsigned PY_LONG_LONG)) {
+            return PyLong_FromUnsignedLongLong((unsigned PY_LONG_LONG) value);
+#endif
+        }
+    } else {
+        if (sizeof(int) <= sizeof(long)) {
+            return PyLong_FromLong((long) value);
+        } else if (sizeof(int) <= sizeof(PY_LONG_LONG)) {
+            return PyLong_FromLongLong((PY_LONG_LONG) value);
+        }
+    }
+    {
+        unsigned char *bytes = (unsigned char *)&value;
+#if !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX >= 0x030d00A4
+        if (is_unsigned) {
+            return PyLong_FromUnsignedNativeBytes(bytes, sizeof(value), -1);
+        } else {
+            return PyLong_FromNativeBytes(bytes, sizeof(value), -1);
+        }
+#elif !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX < 0x030d0000
+        int one = 1; int little = (int)*(unsigned char *)&one;
+        return _PyLong_FromByteArray(bytes, sizeof(int),
+                                     little, !is_unsigned);
+#else
+        int one = 1; int little = (int)*(unsigned char *)&one;
+        PyObject *result = NULL, *kwds = NULL;
+        PyObject *py_bytes = NULL, *order_str = NULL, *from_bytes_str = NULL;;
+        py_bytes = PyBytes_FromStringAndSize((char*)bytes, sizeof(int));
         if (!py_bytes) goto limited_bad;
         from_bytes_str = PyUnicode_FromStringAndSize("from_bytes", 10);
         if (!from_bytes_str) goto limited_bad;
@@ -28883,164 +32079,6 @@ static CYTHON_INLINE long __Pyx_PyLong_As_long(PyObject *x) {
         return __Pyx_PyLong___Pyx_PyLong_As_long(x);
     } else {
         return __Pyx_NonPyLong___Pyx_PyLong_As_long(x);
-    }
-}
-
-/* CIntToPy */
-static CYTHON_INLINE PyObject* __Pyx_PyLong_From_int(int value) {
-#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wconversion"
-#endif
-    const int neg_one = (int) -1, const_zero = (int) 0;
-#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
-#pragma GCC diagnostic pop
-#endif
-    const int is_unsigned = neg_one > const_zero;
-    if (is_unsigned) {
-        if (sizeof(int) < sizeof(long)) {
-            return PyLong_FromLong((long) value);
-        } else if (sizeof(int) <= sizeof(unsigned long)) {
-            return PyLong_FromUnsignedLong((unsigned long) value);
-#if !CYTHON_COMPILING_IN_PYPY
-        } else if (sizeof(int) <= sizeof(unsigned PY_LONG_LONG)) {
-            return PyLong_FromUnsignedLongLong((unsigned PY_LONG_LONG) value);
-#endif
-        }
-    } else {
-        if (sizeof(int) <= sizeof(long)) {
-            return PyLong_FromLong((long) value);
-        } else if (sizeof(int) <= sizeof(PY_LONG_LONG)) {
-            return PyLong_FromLongLong((PY_LONG_LONG) value);
-        }
-    }
-    {
-        unsigned char *bytes = (unsigned char *)&value;
-#if !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX >= 0x030d00A4
-        if (is_unsigned) {
-            return PyLong_FromUnsignedNativeBytes(bytes, sizeof(value), -1);
-        } else {
-            return PyLong_FromNativeBytes(bytes, sizeof(value), -1);
-        }
-#elif !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX < 0x030d0000
-        int one = 1; int little = (int)*(unsigned char *)&one;
-        return _PyLong_FromByteArray(bytes, sizeof(int),
-                                     little, !is_unsigned);
-#else
-        int one = 1; int little = (int)*(unsigned char *)&one;
-        PyObject *result = NULL, *kwds = NULL;
-        PyObject *py_bytes = NULL, *order_str = NULL, *from_bytes_str = NULL;;
-        py_bytes = PyBytes_FromStringAndSize((char*)bytes, sizeof(int));
-        if (!py_bytes) goto limited_bad;
-        from_bytes_str = PyUnicode_FromStringAndSize("from_bytes", 10);
-        if (!from_bytes_str) goto limited_bad;
-        order_str = PyUnicode_FromString(little ? "little" : "big");
-        if (!order_str) goto limited_bad;
-        {
-            PyObject *args[] = { (PyObject*)&PyLong_Type, py_bytes, order_str, Py_True };
-            if (!is_unsigned) {
-                PyObject *signed_str = PyUnicode_FromStringAndSize("signed", 6);
-                if (!signed_str) goto limited_bad;
-#if CYTHON_VECTORCALL
-                kwds = PyTuple_Pack(1, signed_str);
-#else
-                {
-                    PyObject *keys[] = {signed_str};
-                    PyObject *values[] = {Py_True};
-                    kwds = __Pyx_MakeKwargDict(keys, values, 1);
-                }
-#endif
-                Py_DECREF(signed_str);
-                if (unlikely(!kwds)) goto limited_bad;
-            }
-            result = __Pyx_Object_VectorcallMethodKwds(from_bytes_str, args, 3 | __Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET, kwds);
-        }
-        limited_bad:
-        Py_XDECREF(kwds);
-        Py_XDECREF(order_str);
-        Py_XDECREF(py_bytes);
-        Py_XDECREF(from_bytes_str);
-        return result;
-#endif
-    }
-}
-
-/* CIntToPy */
-static CYTHON_INLINE PyObject* __Pyx_PyLong_From_long(long value) {
-#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wconversion"
-#endif
-    const long neg_one = (long) -1, const_zero = (long) 0;
-#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
-#pragma GCC diagnostic pop
-#endif
-    const int is_unsigned = neg_one > const_zero;
-    if (is_unsigned) {
-        if (sizeof(long) < sizeof(long)) {
-            return PyLong_FromLong((long) value);
-        } else if (sizeof(long) <= sizeof(unsigned long)) {
-            return PyLong_FromUnsignedLong((unsigned long) value);
-#if !CYTHON_COMPILING_IN_PYPY
-        } else if (sizeof(long) <= sizeof(unsigned PY_LONG_LONG)) {
-            return PyLong_FromUnsignedLongLong((unsigned PY_LONG_LONG) value);
-#endif
-        }
-    } else {
-        if (sizeof(long) <= sizeof(long)) {
-            return PyLong_FromLong((long) value);
-        } else if (sizeof(long) <= sizeof(PY_LONG_LONG)) {
-            return PyLong_FromLongLong((PY_LONG_LONG) value);
-        }
-    }
-    {
-        unsigned char *bytes = (unsigned char *)&value;
-#if !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX >= 0x030d00A4
-        if (is_unsigned) {
-            return PyLong_FromUnsignedNativeBytes(bytes, sizeof(value), -1);
-        } else {
-            return PyLong_FromNativeBytes(bytes, sizeof(value), -1);
-        }
-#elif !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX < 0x030d0000
-        int one = 1; int little = (int)*(unsigned char *)&one;
-        return _PyLong_FromByteArray(bytes, sizeof(long),
-                                     little, !is_unsigned);
-#else
-        int one = 1; int little = (int)*(unsigned char *)&one;
-        PyObject *result = NULL, *kwds = NULL;
-        PyObject *py_bytes = NULL, *order_str = NULL, *from_bytes_str = NULL;;
-        py_bytes = PyBytes_FromStringAndSize((char*)bytes, sizeof(long));
-        if (!py_bytes) goto limited_bad;
-        from_bytes_str = PyUnicode_FromStringAndSize("from_bytes", 10);
-        if (!from_bytes_str) goto limited_bad;
-        order_str = PyUnicode_FromString(little ? "little" : "big");
-        if (!order_str) goto limited_bad;
-        {
-            PyObject *args[] = { (PyObject*)&PyLong_Type, py_bytes, order_str, Py_True };
-            if (!is_unsigned) {
-                PyObject *signed_str = PyUnicode_FromStringAndSize("signed", 6);
-                if (!signed_str) goto limited_bad;
-#if CYTHON_VECTORCALL
-                kwds = PyTuple_Pack(1, signed_str);
-#else
-                {
-                    PyObject *keys[] = {signed_str};
-                    PyObject *values[] = {Py_True};
-                    kwds = __Pyx_MakeKwargDict(keys, values, 1);
-                }
-#endif
-                Py_DECREF(signed_str);
-                if (unlikely(!kwds)) goto limited_bad;
-            }
-            result = __Pyx_Object_VectorcallMethodKwds(from_bytes_str, args, 3 | __Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET, kwds);
-        }
-        limited_bad:
-        Py_XDECREF(kwds);
-        Py_XDECREF(order_str);
-        Py_XDECREF(py_bytes);
-        Py_XDECREF(from_bytes_str);
-        return result;
-#endif
     }
 }
 

@@ -6,12 +6,16 @@ are identical (tests/test_wire_crc.py compares them).
 """
 
 from libc.stdint cimport uint16_t, uint8_t
+from libc.string cimport memcpy
 
 cdef uint16_t VCRC_TABLE[256]
+# Slicing-by-8: SLICE[k][b] is the CRC contribution of octet b followed by k zero octets, so eight
+# octets fold into the register with eight independent lookups instead of a chain of eight.
+cdef uint16_t SLICE[8][256]
 
 
 cdef void _init_table():
-    cdef int byte, bit
+    cdef int byte, bit, k
     cdef uint16_t c
     # 0xD008 is 0x100B with its 16 bits reversed: the CRC runs least significant bit first.
     for byte in range(256):
@@ -22,6 +26,11 @@ cdef void _init_table():
             else:
                 c = c >> 1
         VCRC_TABLE[byte] = c
+        SLICE[0][byte] = c
+    for k in range(1, 8):
+        for byte in range(256):
+            c = SLICE[k - 1][byte]
+            SLICE[k][byte] = (c >> 8) ^ SLICE[0][c & 0xFF]
 
 
 _init_table()
@@ -29,9 +38,15 @@ _init_table()
 
 cdef inline uint16_t vcrc16_raw(const uint8_t *p, Py_ssize_t n) noexcept nogil:
     cdef uint16_t crc = 0xFFFF
-    cdef Py_ssize_t i
-    for i in range(n):
+    cdef Py_ssize_t i = 0
+    while n - i >= 8:
+        crc = (SLICE[7][p[i] ^ (crc & 0xFF)] ^ SLICE[6][p[i + 1] ^ (crc >> 8)] ^ SLICE[5][p[i + 2]]
+               ^ SLICE[4][p[i + 3]] ^ SLICE[3][p[i + 4]] ^ SLICE[2][p[i + 5]] ^ SLICE[1][p[i + 6]]
+               ^ SLICE[0][p[i + 7]])
+        i += 8
+    while i < n:
         crc = (crc >> 8) ^ VCRC_TABLE[(crc ^ p[i]) & 0xFF]
+        i += 1
     return crc ^ 0xFFFF
 
 
@@ -50,3 +65,112 @@ def vcrc_ok(const unsigned char[::1] packet not None):
         return False
     c = vcrc16_raw(&packet[0], n - 2)
     return packet[n - 2] == (c & 0xFF) and packet[n - 1] == (c >> 8)
+
+
+# -- switch forwarding engine ------------------------------------------------------------------
+
+from cpython.bytearray cimport PyByteArray_FromStringAndSize, PyByteArray_AS_STRING, PyByteArray_Resize
+from cpython.bytes cimport PyBytes_FromStringAndSize
+
+DEF PORT_LINK_UP = 1
+DEF PORT_ACTIVE = 2
+DEF MCAST_FIRST = 0xC000
+DEF HDR_NO_GRH = 34  # LRH BTH DETH ICRC VCRC
+SEG_HEADROOM = 6  # room for the link burst header (fabric.link.BURST_HDR) in front of a segment
+
+
+def forward_burst(const unsigned char[::1] burst not None, Py_ssize_t offset, Py_ssize_t count,
+                  int in_port, const unsigned char[::1] lft not None, Py_ssize_t lft_top,
+                  const unsigned char[::1] port_flags not None, const unsigned int[::1] port_mtu not None,
+                  unsigned int own_lid_base, unsigned int own_lid_count):
+    """Forward the unicast data packets of a burst by the LFT, in C.
+
+    ``burst[offset:]`` holds ``count`` packets, each preceded by a 16-bit length. Returns
+    ``(out, slow, stats)``: ``out`` maps an egress port to ``[packets, segment]`` where the segment
+    is a bytearray that starts with SEG_HEADROOM octets for the outgoing burst header, followed by
+    the length-prefixed packets (so the host sends it without another copy); ``slow`` lists the packets the Python path
+    must handle (VL15, multicast, our own LID, anything malformed, so that every drop is classified
+    in one place); ``stats`` is (rcv_pkts, rcv_words, relay_errors, [(port, xmit_pkts, xmit_words,
+    discards)]) for the counters.
+    """
+    cdef Py_ssize_t n = burst.shape[0]
+    cdef Py_ssize_t off = offset
+    cdef Py_ssize_t i, plen, nports = port_flags.shape[0]
+    cdef const unsigned char *p
+    cdef unsigned int dlid, pktlen, lnh, vl, outp, payload
+    cdef uint16_t c
+    cdef dict out = {}
+    cdef list slow = []
+    cdef list seg
+    cdef unsigned long rcv_pkts = 0, rcv_words = 0, relay = 0
+    cdef unsigned long xp[256]
+    cdef unsigned long xw[256]
+    cdef unsigned long xd[256]
+    cdef Py_ssize_t used[256]
+    cdef int k
+    cdef bytearray ba
+    cdef Py_ssize_t blen
+    for k in range(256):
+        xp[k] = 0
+        xw[k] = 0
+        xd[k] = 0
+        used[k] = 0
+    for i in range(count):
+        if off + 2 > n:
+            raise ValueError("burst truncated")
+        plen = (burst[off] << 8) | burst[off + 1]
+        off += 2
+        if off + plen > n:
+            raise ValueError("burst truncated")
+        p = &burst[off]
+        if plen < HDR_NO_GRH:
+            slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
+            off += plen
+            continue
+        vl = p[0] >> 4
+        lnh = p[1] & 3
+        dlid = (p[2] << 8) | p[3]
+        pktlen = ((p[4] & 7) << 8) | p[5]
+        if (vl == 15 or lnh < 2 or pktlen * 4 + 2 != <unsigned int> plen or dlid >= MCAST_FIRST
+                or dlid == 0 or (dlid - own_lid_base) < own_lid_count):
+            slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
+            off += plen
+            continue
+        c = vcrc16_raw(p, plen - 2)
+        if p[plen - 2] != (c & 0xFF) or p[plen - 1] != (c >> 8):
+            slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
+            off += plen
+            continue
+        rcv_pkts += 1
+        rcv_words += (plen - 2) >> 2
+        payload = plen - HDR_NO_GRH - (40 if lnh == 3 else 0)
+        outp = lft[dlid] if dlid <= <unsigned int> lft_top and dlid < <unsigned int> lft.shape[0] else 0xFF
+        if outp == 0xFF or outp == 0 or outp >= <unsigned int> nports or outp == <unsigned int> in_port:
+            relay += 1
+        elif (port_flags[outp] & (PORT_LINK_UP | PORT_ACTIVE)) != (PORT_LINK_UP | PORT_ACTIVE) \
+                or payload > port_mtu[outp]:
+            xd[outp] += 1
+        else:
+            xp[outp] += 1
+            xw[outp] += (plen - 2) >> 2
+            seg = out.get(outp)
+            if seg is None:
+                # sized for the whole burst up front: growing it packet by packet costs a
+                # realloc-and-copy every few packets
+                seg = [0, PyByteArray_FromStringAndSize(NULL, SEG_HEADROOM + n - offset)]
+                out[outp] = seg
+                used[outp] = SEG_HEADROOM
+            seg[0] += 1
+            ba = seg[1]
+            blen = used[outp]
+            (<unsigned char *> PyByteArray_AS_STRING(ba))[blen] = plen >> 8
+            (<unsigned char *> PyByteArray_AS_STRING(ba))[blen + 1] = plen & 0xFF
+            memcpy(PyByteArray_AS_STRING(ba) + blen + 2, p, plen)
+            used[outp] = blen + 2 + plen
+        off += plen
+    if off != n:
+        raise ValueError("trailing octets after the burst's packets")
+    for k, seg in out.items():
+        PyByteArray_Resize(seg[1], used[k])
+    ports = [(k, xp[k], xw[k], xd[k]) for k in range(min(nports, 256)) if xp[k] or xd[k]]
+    return out, slow, (rcv_pkts, rcv_words, relay, ports)

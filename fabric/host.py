@@ -22,12 +22,15 @@ import zmq
 
 from . import wire as w
 from .devices import HCA, make_device, send_smp
-from .link import KIND_DATA, KIND_DOWN, KIND_HELLO, KIND_HELLO_ACK, decode_burst, encode_burst, encode_control
+from .link import (BURST_HDR, BURST_VERSION, KIND_DATA, KIND_DOWN, KIND_HELLO, KIND_HELLO_ACK, LEN,
+                   decode_burst_header, decode_burst_packets, encode_control)
 from .runinfo import RunInfo
 from .topology import load_topology
 from .wire.errors import ParseError
 
 RX_BUDGET = 64  # bursts read from one socket before looking at the others
+ZERO_COPY_MIN = 65536  # below this a copy is cheaper than zero-copy bookkeeping (DESIGN.md 3)
+FLUSH_AT = 4096  # packets in one outgoing burst at most (the count field is 16 bits)
 SNDHWM = 1000  # bursts queued per link before the link drops (UD: overflow drops, never blocks)
 
 
@@ -88,32 +91,67 @@ class DeviceHost:
             pass  # the peer is not draining; training will be retried by its own HELLO
 
     def queue_tx(self, name: str, txs) -> None:
+        """Queue packets for the next burst of each egress link (length-prefixed parts)."""
         for port, pkt in txs:
-            self.txq.setdefault((name, port), []).append(pkt)
+            q = self.txq.get((name, port))
+            if q is None:
+                q = self.txq[(name, port)] = [0, [], False]
+            q[0] += 1
+            q[1].append(LEN.pack(len(pkt)))
+            q[1].append(pkt)
+            if q[0] >= FLUSH_AT:
+                self.flush()
+
+    def queue_segment(self, name: str, port: int, count: int, segment: bytearray) -> None:
+        """Queue a compiled-path segment: SEG_HEADROOM octets of room for the header, then packets."""
+        q = self.txq.get((name, port))
+        if q is None:
+            self.txq[(name, port)] = [count, [segment], True]  # sent in place, header written into it
+            return
+        q[0] += count
+        q[1].append(memoryview(segment)[BURST_HDR.size:])
+        if q[0] >= FLUSH_AT:
+            self.flush()
 
     def flush(self) -> None:
         txq, self.txq = self.txq, {}
-        for (name, port), pkts in txq.items():
+        for (name, port), (count, parts, headroom) in txq.items():
             link = self.links.get((name, port))
             if link is None:
                 continue  # uncabled port: lost
+            hdr = BURST_HDR.pack(BURST_VERSION, KIND_DATA, link[1], count)
+            if headroom and len(parts) == 1:
+                msg = parts[0]
+                msg[:BURST_HDR.size] = hdr
+            else:
+                if headroom:
+                    parts[0] = memoryview(parts[0])[BURST_HDR.size:]
+                msg = b"".join([hdr] + parts)
             try:
-                link[0].send(encode_burst(link[1], pkts), zmq.NOBLOCK)
+                link[0].send(msg, zmq.NOBLOCK, copy=len(msg) < ZERO_COPY_MIN)
                 self.bursts_out += 1
             except zmq.Again:
-                self.devices[name].ports[port].counters.inc("port_xmit_discards", len(pkts))
-                self.devices[name].drops["link_queue_full"] += len(pkts)
+                self.devices[name].ports[port].counters.inc("port_xmit_discards", count)
+                self.devices[name].drops["link_queue_full"] += count
 
     def on_burst(self, name: str, data: bytes, now: float) -> None:
         dev = self.devices[name]
         try:
-            kind, port, pkts = decode_burst(data)
+            kind, port, count = decode_burst_header(data)
+            if port not in dev.ports or port == 0 and dev.kind == "switch":
+                dev.drops["burst_bad_port"] += 1
+                return
+            if kind == KIND_DATA and hasattr(dev, "receive_burst"):
+                segs, txs = dev.receive_burst(port, data, BURST_HDR.size, count, now)
+                for out, (n, seg) in segs.items():
+                    self.queue_segment(name, out, n, seg)
+                self.queue_tx(name, txs)
+                self.handle_events(name, now)
+                return
+            pkts = decode_burst_packets(data, BURST_HDR.size, count)
         except ParseError:
             self.burst_errors += 1
             dev.drops["bad_burst"] += 1
-            return
-        if port not in dev.ports or port == 0 and dev.kind == "switch":
-            dev.drops["burst_bad_port"] += 1
             return
         p = dev.ports[port]
         if kind == KIND_DATA:

@@ -43,9 +43,8 @@ def encode_control(dest_port: int, kind: int) -> bytes:
     return BURST_HDR.pack(BURST_VERSION, kind, dest_port, 0)
 
 
-def decode_burst(data) -> tuple[int, int, list]:
-    """(kind, dest_port, [packet, ...]); ParseError if the framing is inconsistent."""
-    data = bytes(data)
+def decode_burst_header(data) -> tuple[int, int, int]:
+    """(kind, dest_port, count) of a burst; ParseError if the header is bad."""
     if len(data) < BURST_HDR.size:
         raise ParseError(f"burst of {len(data)} octets is shorter than its header", kind="burst")
     version, kind, port, count = BURST_HDR.unpack_from(data)
@@ -53,8 +52,18 @@ def decode_burst(data) -> tuple[int, int, list]:
         raise ParseError(f"burst format version {version} is not {BURST_VERSION}", kind="burst")
     if kind not in KIND_NAMES:
         raise ParseError(f"burst kind {kind} is unknown", kind="burst")
+    return kind, port, count
+
+
+def decode_burst(data) -> tuple[int, int, list]:
+    """(kind, dest_port, [packet, ...]); ParseError if the framing is inconsistent."""
+    data = bytes(data)
+    kind, port, count = decode_burst_header(data)
+    return kind, port, decode_burst_packets(data, BURST_HDR.size, count)
+
+
+def decode_burst_packets(data, off: int, count: int) -> list:
     out = []
-    off = BURST_HDR.size
     n = len(data)
     for i in range(count):
         if off + 2 > n:
@@ -67,4 +76,4 @@ def decode_burst(data) -> tuple[int, int, list]:
         off += ln
     if off != n:
         raise ParseError(f"{n - off} trailing octets after {count} packets", kind="burst")
-    return kind, port, out
+    return out

@@ -72,8 +72,10 @@ class LoopNet:
             self.queue.append((peer[0], peer[1], 0, pkt))
 
     def inject(self, name: str, txs) -> None:
-        """Packets a device's host logic produced (e.g. post_send results)."""
+        """Packets a device's host logic produced (e.g. post_send results). Events the device
+        recorded meanwhile (an SMP its own SMA answered locally) are acted on, as the host does."""
         self._emit(name, txs)
+        self._handle_events(name)
         self.run()
 
     def _handle_events(self, name: str) -> None:

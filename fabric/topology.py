@@ -155,9 +155,9 @@ class Topology:
     source: str = "<topology>"
     warnings: list[str] = field(default_factory=list)
     # (kind, key) -> (source, line): where a node or link was declared, for error messages.
-    _origins: dict = field(default_factory=dict, repr=False)
-    _index_key: tuple | None = field(default=None, repr=False)
-    _index: dict = field(default_factory=dict, repr=False)
+    _origins: dict = field(default_factory=dict, init=False, repr=False)
+    _index_key: tuple | None = field(default=None, init=False, repr=False)
+    _index: dict = field(default_factory=dict, init=False, repr=False)
 
     # --- queries ------------------------------------------------------------------------------
     def _peers(self) -> dict[tuple[str, int], tuple[str, int]]:
@@ -380,7 +380,8 @@ class Topology:
             if node.device_id != devid:
                 out.append(f"devid={node.device_id:#x}")
                 devid = node.device_id
-            header = f'{"Switch" if node.kind == "switch" else "Hca"}\t{node.num_ports} "{node.name}"'
+            keyword = "Switch" if node.kind == "switch" else "Hca"
+            header = f'{keyword}\t{node.num_ports} "{node.name}"'
             if node.description != node.name:
                 header += f'\t# "{node.description}"'
             out.append(header)
@@ -447,7 +448,8 @@ _PORT_RE = re.compile(
         (?:\s*\((?P<rguid>[^)]*)\))?
         (?P<rest>.*)\Z""", re.X)
 _ASSIGN_RE = re.compile(r"(?P<kw>[A-Za-z_]+)\s*(?P<op>[=+])\s*(?P<val>.*?)\s*\Z")
-_INCLUDE_RE = re.compile(r'include(?:\s+"(?P<q>[^"]+)"|\s+(?P<b>\S+))\s*\Z')
+_INCLUDE_RE = re.compile(
+    r'include(?:\s*"(?P<q>[^"]+)"|\s*<(?P<a>[^>]+)>|\s+(?P<b>[^\s#]+))\s*(?:#.*)?\Z')
 _CINT_RE = re.compile(r"\s*(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
 _HEX_RE = re.compile(r"(?:0[xX])?([0-9a-fA-F]{1,16})\Z")
 _INITIATED_RE = re.compile(r"Initiated from node\s+([0-9a-fA-F]+)\s+port\s+([0-9a-fA-F]+)")
@@ -495,7 +497,6 @@ class _Parser:
         self.decls: list[_Decl] = []
         self.own: dict[tuple[str, int], _Decl] = {}
         self.warnings: list[str] = []
-        self.explicit_port_guid: set[tuple[str, int]] = set()
         # ibsim's global state
         self.guids = {"switch": _SWITCH_GUID_BASE, "hca": _HCA_GUID_BASE}
         self.absguids = dict(self.guids)
@@ -628,7 +629,7 @@ class _Parser:
         if not m:
             raise self.err(f"bad include line {line!r}: expected include \"<file>\"", source,
                            lineno)
-        name = m.group("q") or m.group("b")
+        name = m.group("q") or m.group("a") or m.group("b")
         path = name if os.path.isabs(name) else os.path.join(base_dir, name)
         real = os.path.realpath(path)
         if real in self.include_stack:
@@ -725,7 +726,6 @@ class _Parser:
             if g is None:
                 raise self.err(f"bad port GUID ({m.group('lguid')})", source, lineno)
             node.port_guids[port] = g
-            self.explicit_port_guid.add((node.name, port))
         rid = m.group("rid")
         if "@" in rid:
             raise self.err("ibsim port aliases ('@' names) are not supported", source, lineno)

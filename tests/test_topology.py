@@ -240,7 +240,8 @@ def test_generated_fattree_equals_the_shared_net_file():
 def test_sm_port_rule_and_first_hca_port_in_file():
     t = load_topology(str(shared("ibsim/net.2sw2path4hca")))
     assert (t.sm_node, t.sm_port) == ("Hca1", 1)
-    text = 'Switch 4 "s"\n[1] "a"[1]\n[2] "b"[2]\n\nHca 2 "b"\n[2] "s"[2]\n\nHca 2 "a"\n[1] "s"[1]\n'
+    text = ('Switch 4 "s"\n[1] "a"[1]\n[2] "b"[2]\n\n'
+            'Hca 2 "b"\n[2] "s"[2]\n\nHca 2 "a"\n[1] "s"[1]\n')
     t = parse_topology(text)
     assert (t.sm_node, t.sm_port) == ("a", 1)  # first HCA port appearing in the file
     t = parse_topology('Switch 4 "s"\n\nHca 2 "b"\n')
@@ -345,16 +346,19 @@ def test_include_relative_to_the_including_file(tmp_path, monkeypatch):
     (tmp_path / "parts" / "more").mkdir()
     (tmp_path / "parts" / "more" / "h2.net").write_text('Hca 2 "h2"\n[1] "sw"[2]\n')
     main = tmp_path / "main.net"
-    main.write_text('Switch 8 "sw"\n[1] "h1"[1]\n[2] "h2"[1]\n\ninclude "parts/hcas.net"\n\n'
-                    'Hca 1 "h3"\n')
+    main.write_text('Switch 8 "sw"\n[1] "h1"[1]\n[2] "h2"[1]\n\ninclude "parts/hcas.net"  # HCAs\n'
+                    '\nHca 1 "h3"\n')
     monkeypatch.chdir(tempfile.gettempdir())
     t = load_topology(str(main))
     assert list(t.nodes) == ["sw", "h1", "h2", "h3"]
     assert [t.nodes[n].node_guid for n in ("h1", "h2", "h3")] == [0x100000, 0x100003, 0x100006]
     assert len(t.links) == 2
-    # parse_topology with base_dir
+    # parse_topology with base_dir; the other spellings of include
     t2 = parse_topology(main.read_text(), source="text", base_dir=str(tmp_path))
     assert t2 == t
+    for spelling in ("include parts/hcas.net", "include <parts/hcas.net>"):
+        text = main.read_text().replace('include "parts/hcas.net"  # HCAs', spelling)
+        assert parse_topology(text, base_dir=str(tmp_path)) == t
 
 
 def test_include_cycle_and_missing_include(tmp_path):
@@ -703,9 +707,10 @@ def test_live_to_net_through_ibsim(tmp_path):
     assert live.nodes[live.sm_node].description == "host a" and live.sm_port == 1
 
 
-def test_live_generated_fattree_through_ibsim(tmp_path):
-    t = generate("fattree:3,2,4,2")
-    net = tmp_path / "fattree.net"
+@pytest.mark.parametrize("spec", ["linear:4", "fattree:3,2,4,2", "fattree:36,18,18,1"])
+def test_live_generated_through_ibsim(tmp_path, spec):
+    t = generate(spec)
+    net = tmp_path / "generated.net"
     net.write_text(t.to_net())
     live = parse_topology(_ibnetdiscover_on_ibsim(net, tmp_path), source="live")
     assert by_desc(live) == by_desc(t)

@@ -133,6 +133,8 @@ class Device:
             mad = dec.smp
         elif mad.mgmt_class != w.CLASS_SUBN_LID:
             return self.drop("qp0_not_smp")
+        if mad.method == w.TRAP_REPRESS and not self._m_key_ok(mad, self.mgmt_port(in_port)):
+            return []
         if mad.method & w.RESPONSE_BIT or mad.method in (w.TRAP, w.TRAP_REPRESS):
             return self.smp_to_local_sm(pkt, mad, in_port, now)
         resp = self.sma(mad, in_port, now)
@@ -195,11 +197,11 @@ class Device:
         return smp.replace(**fields)
 
     def _m_key_ok(self, smp, port: Port) -> bool:
-        """IBA 14.2.4: with a non-zero M_Key and protection bits set, a wrong key fails a Set (and a
-        Get for protection levels 2 and 3); the SMP is dropped and the violation counted."""
-        if port.m_key == 0 or smp.m_key == port.m_key or port.m_key_protect == 0:
+        """IBA 14.2.4.1: with a non-zero M_Key, a wrong key fails a Set or TrapRepress at every
+        protection level, and a Get at levels 2 and 3; the SMP is dropped and the violation counted."""
+        if port.m_key == 0 or smp.m_key == port.m_key:
             return True
-        if smp.method == w.GET and port.m_key_protect == 1:
+        if smp.method == w.GET and port.m_key_protect < 2:
             return True
         port.m_key_violations = min(port.m_key_violations + 1, 0xFFFF)
         self.drops["m_key_violation"] += 1

@@ -37,6 +37,23 @@ class PortCounterSet:
         top = (1 << _PC_WIDTH[name]) - 1
         self.pc[name] = v if v < top else top
 
+    def add_rcv(self, pkts: int, words: int) -> None:
+        """Bulk unicast receive counts (the compiled forwarding path reports per burst)."""
+        self.inc("port_rcv_pkts", pkts)
+        self.inc("port_rcv_data", words)
+        e = self.ext
+        e["port_rcv_pkts"] += pkts
+        e["port_rcv_data"] += words
+        e["port_unicast_rcv_pkts"] += pkts
+
+    def add_xmit(self, pkts: int, words: int) -> None:
+        self.inc("port_xmit_pkts", pkts)
+        self.inc("port_xmit_data", words)
+        e = self.ext
+        e["port_xmit_pkts"] += pkts
+        e["port_xmit_data"] += words
+        e["port_unicast_xmit_pkts"] += pkts
+
     def count_xmit(self, octets_on_wire: int, multicast: bool) -> None:
         words = (octets_on_wire - 2) // 4  # LRH through ICRC, in 4-octet words
         self.inc("port_xmit_data", words)

@@ -14,6 +14,7 @@ from ..wire import LID_PERMISSIVE, SMPDirected
 LOCAL = "local"  # hand to this node's SMA (request) or SM (response)
 FORWARD = "forward"
 DROP = "drop"
+MAX_HOPS = 63  # IBA 14.2.2: a directed route has at most 63 hops (InitialPath/ReturnPath are 64 octets)
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ def _set_path(path: bytes, index: int, port: int) -> bytes:
 def dr_originate(smp: SMPDirected) -> DrDecision:
     """The node that originates a DR SMP (the SM's node for D=0, the responder's SMA for D=1)."""
     hp, hc = smp.hop_ptr, smp.hop_cnt
+    if hc > MAX_HOPS:
+        return DrDecision(DROP, reason=f"hop count {hc} beyond {MAX_HOPS}")
     if not smp.d:
         if hc == 0:
             return DrDecision(LOCAL, smp.replace(hop_ptr=1))  # to our own SMA
@@ -51,6 +54,8 @@ def dr_originate(smp: SMPDirected) -> DrDecision:
 def dr_receive(smp: SMPDirected, in_port: int, *, is_switch: bool, num_ports: int) -> DrDecision:
     """A DR SMP arrived on ``in_port``: process it here, forward it, or drop it."""
     hp, hc = smp.hop_ptr, smp.hop_cnt
+    if hc > MAX_HOPS:
+        return DrDecision(DROP, reason=f"hop count {hc} beyond {MAX_HOPS}")
     if not smp.d:
         if hp == 0:
             return DrDecision(DROP, reason="outgoing DR SMP arrived with hop pointer 0")

@@ -8,6 +8,11 @@ from ..wire.crc import vcrc16
 from .base import Device, SmpError
 from .port import Port
 
+try:
+    from fabric._wirefast import forward_burst as _forward_burst
+except ImportError:  # pragma: no cover - source tree without the build
+    _forward_burst = None
+
 LFT_CAP = 0xC000  # every unicast LID
 MFT_CAP = 1024  # MLIDs 0xC000 .. 0xC3FF
 MGMT_HDR = 8 + 12 + 8 + 6  # LRH BTH DETH + CRCs, the overhead around a payload without GRH
@@ -34,6 +39,9 @@ class Switch(Device):
         self.life_time_value = 0
         self.port_state_change = 0
         self.default_port = 0
+        self._flags = bytearray(spec.num_ports + 1)  # per port: 1 link up, 2 active (for the C path)
+        self._mtu = None
+        self._dirty = True
 
     # -- addressing ----------------------------------------------------------------------------
 
@@ -53,6 +61,63 @@ class Switch(Device):
         return self.lft[dlid]
 
     # -- data path -----------------------------------------------------------------------------
+
+    def _refresh_port_table(self) -> None:
+        import array
+
+        for n, p in self.ports.items():
+            self._flags[n] = (1 if p.link_up else 0) | (2 if p.state == sa.PORT_ACTIVE else 0)
+        self._mtu = array.array("I", [sa.MTU_BYTES.get(self.ports[n].neighbor_mtu, 4096)
+                                      for n in range(self.num_ports + 1)])
+        self._dirty = False
+
+    def receive_burst(self, in_port: int, burst: bytes, offset: int, count: int, now: float):
+        """Forward a whole burst: unicast data packets in C, everything else through ``receive``.
+
+        Returns ``(segments, txs)``: ``segments`` maps an egress port to ``[count, framed octets]``;
+        ``txs`` are ``(port, packet)`` pairs from the per-packet path.
+        """
+        port = self.ports.get(in_port)
+        if _forward_burst is None or port is None or in_port == 0 or port.state != sa.PORT_ACTIVE:
+            return {}, self._receive_each(in_port, burst, offset, count, now)
+        if self._dirty:
+            self._refresh_port_table()
+        p0 = self.ports[0]
+        base = p0.lid & ~((1 << p0.lmc) - 1) if p0.lid else 0
+        try:
+            segs, slow, (rp, rw, relay, egress) = _forward_burst(
+                burst, offset, count, in_port, self.lft, self.lft_top, self._flags, self._mtu,
+                base, (1 << p0.lmc) if p0.lid else 0)
+        except ValueError:
+            return {}, self._receive_each(in_port, burst, offset, count, now)
+        if rp:
+            port.counters.add_rcv(rp, rw)
+        if relay:
+            port.counters.inc("port_rcv_switch_relay_errors", relay)
+            self.drops["no_route"] += relay
+        for k, xp, xw, xd in egress:
+            c = self.ports[k].counters
+            if xp:
+                c.add_xmit(xp, xw)
+            if xd:
+                c.inc("port_xmit_discards", xd)
+                self.drops["egress_not_active"] += xd
+        txs = []
+        for pkt in slow:
+            txs.extend(self.receive(in_port, pkt, now))
+        return segs, txs
+
+    def _receive_each(self, in_port, burst, offset, count, now) -> list:
+        from ..link import decode_burst_packets
+
+        txs = []
+        for pkt in decode_burst_packets(burst, offset, count):
+            txs.extend(self.receive(in_port, pkt, now))
+        return txs
+
+    def set_link(self, port_num: int, up: bool, now: float) -> list:
+        self._dirty = True
+        return super().set_link(port_num, up, now)
 
     def receive(self, in_port: int, data: bytes, now: float) -> list:
         port = self.ports.get(in_port)
@@ -80,6 +145,7 @@ class Switch(Device):
                 return self._local(in_port, data, now)
             return self._unicast(port, dlid, data, management=True)
         if port.state == sa.PORT_ARMED:
+            self._dirty = True
             port.state = sa.PORT_ACTIVE  # IBA: an Armed port goes Active on its first data packet
             self.events.append(("port_state", in_port, (sa.PORT_ARMED, sa.PORT_ACTIVE)))
         elif port.state != sa.PORT_ACTIVE:
@@ -221,6 +287,7 @@ class Switch(Device):
         return pi
 
     def apply_port_info(self, port: Port, pi: w.PortInfo, now: float) -> None:
+        self._dirty = True
         if port.num != 0:
             pi = pi.replace(lid=port.lid, master_sm_lid=port.sm_lid, lmc=0)  # only port 0 is addressable
         super().apply_port_info(port, pi, now)
