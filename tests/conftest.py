@@ -7,6 +7,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))  # test helpers (handsm) import as plain modules
 
+from paths import TOPOLOGIES, shared_topology  # noqa: E402,F401
+
 # Every fabric a test launches lives under a run base of this test session, so a crashed test can
 # never collide with a user's fabrics, and the session can sweep up whatever is left at the end.
 _RUN_BASE = tempfile.mkdtemp(prefix="ibft-", dir="/tmp")

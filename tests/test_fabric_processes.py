@@ -16,7 +16,7 @@ from fabric.rpc import RpcClient
 from fabric.runinfo import run_dir_for
 from handsm import HandSM
 
-NET = "/work/shared/topologies/ibsim/net.2sw2path4hca"
+from paths import shared_topology
 IBFAB = [sys.executable, "-m", "fabric.cli"]
 
 
@@ -42,8 +42,7 @@ def _no_leftovers(name, pids):
 
 @pytest.fixture
 def two_switch():
-    topo = NET if os.path.exists(NET) else "linear:2"
-    with Fabric(topo) as fab:
+    with Fabric(shared_topology("ibsim/net.2sw2path4hca")) as fab:
         yield fab
 
 

@@ -1,0 +1,43 @@
+"""Issue 3: start-up time, memory and idle CPU of fattree:4,2,24,6 (96 HCAs, 6 switches, 6 parallel
+links per leaf-spine pair), through the same launcher `ibfab up` uses."""
+
+import os
+import time
+
+from fabric import Fabric
+
+TOPO = "fattree:4,2,24,6"
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK  # utime + stime
+
+
+def _rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_startup_memory_idle_cpu(report):
+    t0 = time.perf_counter()
+    with Fabric(TOPO, name="benchup") as fab:
+        up = time.perf_counter() - t0
+        pids = fab.pids()
+        rss = sum(_rss_kib(p) for p in pids)
+        time.sleep(0.5)
+        c0 = sum(_cpu_seconds(p) for p in pids)
+        idle = 5.0
+        time.sleep(idle)
+        c1 = sum(_cpu_seconds(p) for p in pids)
+        devices = len(fab.devices())
+    cpu_pct = 100.0 * (c1 - c0) / idle
+    report.append(f"start-up {TOPO}: {devices} devices in {len(pids)} processes, every link up in {up:.2f} s; "
+                  f"memory {rss / 1024:.1f} MiB RSS in all; idle CPU {cpu_pct:.2f} % of one core over {idle:.0f} s "
+                  f"(target: no CPU when idle: {'met' if cpu_pct < 1.0 else 'NOT met'})")
+    assert devices == 102
