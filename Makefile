@@ -39,9 +39,8 @@ bench: install debs
 	$(PY) -m pytest bench -q --benchmark-columns=min,median,mean,ops --benchmark-sort=name -p no:randomly
 
 fabric: install
-	@echo "make fabric: the fabric launcher arrives with the devices/links and subnet manager issues;"
-	@echo "for now try: .venv/bin/ibfab capture --demo demo.erf && tshark -r demo.erf"
-	@exit 2
+	$(VENV)/bin/ibfab up $(TOPO) --name make-fabric
+	$(VENV)/bin/ibfab status --name make-fabric; rc=$$?; $(VENV)/bin/ibfab down --name make-fabric; exit $$rc
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .benchmarks ipoib/_fastpath.c fabric/_wirefast.c ipoib/*.so fabric/*.so runs

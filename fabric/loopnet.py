@@ -53,6 +53,7 @@ class LoopNet:
         else:
             self._emit(name, dev.set_link(port, False, self.now))
             self._control(name, port, KIND_DOWN)
+        self._handle_events(name)
         self.run()
 
     def _control(self, name, port, kind):
@@ -80,6 +81,10 @@ class LoopNet:
 
     def _handle_events(self, name: str) -> None:
         dev = self.devices[name]
+        while dev.events:  # acting on one (a bounce) may record more, as in the device host
+            self._handle_event_list(name, dev)
+
+    def _handle_event_list(self, name: str, dev) -> None:
         events, dev.events = dev.events, []
         for kind, port, _detail in events:
             if kind == "link_bounce":

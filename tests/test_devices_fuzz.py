@@ -327,7 +327,7 @@ def test_random_headers_reach_every_outcome(fz):
                    opcode=[0x64, 0x65, 0x04, 0x81], padcnt=[0, 1, 3], pkey=[0xFFFF, 0x0001, 0x7FFF, 0x8000],
                    dest_qp=[0, 1, 0x48, 0x49, 0xFFFFFF, 0x777], qkey=[QKEY, w.QKEY_GSI, 0x80000000, 5],
                    src_qp=[0, 1, 0x48])
-    for _ in range(500):
+    for _ in range(2000):
         name = rng.choice(sorted(fz.templates))
         t = fz.templates[name]
         h = _fields(t)

@@ -503,10 +503,15 @@ def test_multicast_qkey_is_checked_per_qp(fab):
     fab.send("Hca3", fab["Hca3"].create_qp(QKEY).qpn, MLID, 0xFFFFFF, b"q", dgid=MGID)
     assert len(good.poll()) == 1 and bad.poll() == []
     assert pinfo(fab, "Hca4", 1).q_key_violations == 1
+    assert fab["Hca4"].drops == {"qkey": 1}
     fab["Hca4"].detach_mcast(good.qpn, MGID, MLID)
     fab.send("Hca3", 0x48, MLID, 0xFFFFFF, b"q", dgid=MGID)
     assert good.poll() == [] and bad.poll() == []
     assert pinfo(fab, "Hca4", 1).q_key_violations == 2
+    assert fab["Hca4"].drops == {"qkey": 2}  # the one copy was refused: one drop, not two
+    fab["Hca4"].detach_mcast(bad.qpn, MGID, MLID)
+    fab.send("Hca3", 0x48, MLID, 0xFFFFFF, b"q", dgid=MGID)
+    assert fab["Hca4"].drops == {"qkey": 2, "mlid_not_joined": 1}
 
 
 # == 5. SMA ======================================================================================
@@ -835,6 +840,33 @@ def test_pma_request_to_a_switch_needs_the_gsi_qkey(fab):
     assert fab["Switch1"].drops["qkey"] == 1
     assert fab["Switch1"].ports[0].q_key_violations == 1
     assert fab["Hca1"].qps[1].poll() == []
+
+
+def test_switch_answers_gmps_only_off_vl15(fab):
+    mad = w.new_mad(w.PMAMad, method=w.GET, tid=3, attr_id=w.ATTR_PORT_COUNTERS,
+                    data=w.put_attr(w.PortCounters(port_select=1), 192))
+    raw = w.build_ud_packet(slid=fab.lid("Hca1"), dlid=fab.lid("Switch1"), dest_qp=1, src_qp=1,
+                            qkey=w.QKEY_GSI, vl=w.VL15, payload=mad.pack())
+    before, dbefore = fab.counters(), fab.drops()
+    fab.inject_raw("Hca1", 1, raw)
+    assert fab["Hca1"].qps[1].poll() == []
+    assert drop_delta(dbefore, fab.drops()) == {("Switch1", "vl15_not_qp0"): 1}
+    assert _errors_only(counter_delta(before, fab.counters())) == {("Switch1", 1, "port_rcv_errors"): 1}
+
+
+def test_switch_key_violation_counters_saturate(fab):
+    p0 = fab["Switch1"].ports[0]
+    p0.q_key_violations = p0.p_key_violations = 0xFFFE
+    mad = w.new_mad(w.PMAMad, method=w.GET, tid=1, attr_id=w.ATTR_PORT_COUNTERS).pack()
+    for _ in range(2):
+        fab.send("Hca1", 1, "Switch1", 1, mad, qkey=0x1234)
+    _pkeys(fab, "Hca1", 0xFFFF, 0x8555)
+    qp = fab["Hca1"].create_qp(w.QKEY_GSI, pkey_index=1)
+    for _ in range(2):
+        fab.send("Hca1", qp.qpn, "Switch1", 1, mad)
+    assert fab["Switch1"].drops["qkey"] == 2 and fab["Switch1"].drops["pkey"] == 2
+    pi = fab.sm.get(w.PortInfo, w.ATTR_PORT_INFO, fab.path("Switch1"), attr_mod=0)
+    assert (pi.q_key_violations, pi.p_key_violations) == (0xFFFF, 0xFFFF)
 
 
 # == 7. traps ====================================================================================

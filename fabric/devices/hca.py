@@ -255,17 +255,18 @@ class HCA(Device):
             port.p_key_violations = min(port.p_key_violations + 1, 0xFFFF)
             return self.drop("pkey")
         if mcast:
-            delivered = False
+            members = 0  # one copy per attached QP: each is delivered or counted as its own drop
             for qpn in sorted(self.mcast_lids.get(dlid, ())):
                 qp = self.qps.get(qpn)
                 if qp is None or not any(g == pkt.grh.dgid and m == dlid for g, m in qp.mcast):
                     continue
+                members += 1
                 if pkt.deth.qkey != qp.qkey:
                     port.q_key_violations = min(port.q_key_violations + 1, 0xFFFF)
                     self.drops["qkey"] += 1
                     continue
-                delivered |= self._deliver(qp, pkt, in_port, pidx)
-            if not delivered:
+                self._deliver(qp, pkt, in_port, pidx)
+            if not members:
                 self.drops["mcast_no_member_qp"] += 1
             return []
         qp = self.qps.get(dqp)

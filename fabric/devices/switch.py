@@ -231,12 +231,15 @@ class Switch(Device):
             if pkt.lrh.vl != w.VL15:
                 return self.drop("qp0_not_vl15", ingress, "port_rcv_errors")
             return self.handle_qp0(pkt, in_port, now)
+        if pkt.lrh.vl == w.VL15:
+            return self.drop("vl15_not_qp0", ingress, "port_rcv_errors")  # VL15 carries SMPs only
         if qp == 1:
-            if self.ports[0].pkey_index(pkt.bth.pkey) is None:
-                self.ports[0].p_key_violations += 1
+            p0 = self.ports[0]
+            if p0.pkey_index(pkt.bth.pkey) is None:
+                p0.p_key_violations = min(p0.p_key_violations + 1, 0xFFFF)  # 16-bit PortInfo field
                 return self.drop("pkey")
             if pkt.deth.qkey != w.QKEY_GSI:
-                self.ports[0].q_key_violations += 1
+                p0.q_key_violations = min(p0.q_key_violations + 1, 0xFFFF)
                 return self.drop("qkey")
             try:
                 mad = w.parse_mad(pkt.payload)

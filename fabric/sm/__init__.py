@@ -1,0 +1,1 @@
+"""Subnet manager and subnet administrator (sans-IO cores, and the driver that runs them on an HCA)."""
