@@ -39,7 +39,7 @@ bench: install debs
 	$(PY) -m pytest bench -q --benchmark-columns=min,median,mean,ops --benchmark-sort=name -p no:randomly
 
 fabric: install
-	$(VENV)/bin/ibfab up $(TOPO) --name make-fabric
+	$(VENV)/bin/ibfab up $(TOPO) --name make-fabric --no-sm
 	$(VENV)/bin/ibfab status --name make-fabric; rc=$$?; $(VENV)/bin/ibfab down --name make-fabric; exit $$rc
 
 clean:

@@ -40,7 +40,7 @@ def _measure(gen_ep, sink_ep, packet, count):
 
 @pytest.fixture(scope="module")
 def programmed():
-    with Fabric("single:2", hosts=3, name="benchfwd") as fab:
+    with Fabric("single:2", hosts=3, name="benchfwd", sm=False) as fab:
         topo = fab.topology
         sm = HandSM(lambda smp: fab.smp(topo.sm_node, smp, port=topo.sm_port)).bring_up()
         info = fab.info

@@ -26,7 +26,7 @@ def _rss_kib(pid):
 
 def test_startup_memory_idle_cpu(report):
     t0 = time.perf_counter()
-    with Fabric(TOPO, name="benchup") as fab:
+    with Fabric(TOPO, name="benchup", sm=False) as fab:
         up = time.perf_counter() - t0
         pids = fab.pids()
         rss = sum(_rss_kib(p) for p in pids)

@@ -22,8 +22,11 @@ _names = itertools.count(1)
 
 
 class Fabric:
-    def __init__(self, topology, *, name: str | None = None, hosts: int | None = None, timeout: float = 120.0):
+    def __init__(self, topology, *, name: str | None = None, hosts: int | None = None, timeout: float = 120.0,
+                 sm: bool = True, sm_config: dict | None = None):
         self.topology = load_topology(topology)
+        self.sm = sm
+        self.sm_config = sm_config
         self.name = name or f"py{os.getpid()}-{next(_names)}"
         self.hosts = hosts
         self.timeout = timeout
@@ -37,7 +40,8 @@ class Fabric:
         self.stop()
 
     def start(self) -> "Fabric":
-        self.info = launcher.up(self.topology, self.name, hosts=self.hosts, timeout=self.timeout)
+        self.info = launcher.up(self.topology, self.name, hosts=self.hosts, timeout=self.timeout, sm=self.sm,
+                                sm_config=self.sm_config)
         self.client = launcher.FabricClient(self.name)
         return self
 

@@ -44,13 +44,17 @@ def _cmd_up(args) -> int:
     from .topology import TopologyError
 
     try:
-        info = launcher.up(args.topology, args.name, hosts=args.hosts, timeout=args.timeout)
+        info = launcher.up(args.topology, args.name, hosts=args.hosts, timeout=args.timeout, sm=not args.no_sm)
     except (TopologyError, launcher.LaunchError, ValueError, OSError) as exc:
         print(f"ibfab up: {exc}", file=sys.stderr)
         return 1
     n = sum(len(h["devices"]) for h in info.hosts)
     print(f"fabric {args.name!r}: {n} devices in {len(info.hosts)} host processes, "
-          f"every link up in {info.data['up_seconds']:.2f} s")
+          f"every link up in {info.data['links_seconds']:.2f} s")
+    up = info.data.get("subnet_up")
+    if up:
+        print(f"subnet up in {info.data['up_seconds']:.2f} s from launch (SM sweep {up['seconds']:.2f} s): "
+              f"{up['nodes']} nodes, {up['ports_active']} ports Active")
     print(f"run directory: {info.run_dir}")
     return 0
 
@@ -133,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(single:N, linear:N, fattree:LEAVES,SPINES,HCAS_PER_LEAF,LINKS)")
     u.add_argument("--name", default="default", help="name of this fabric (several can run at once)")
     u.add_argument("--hosts", type=int, default=None, help="number of device-host processes (default: by size)")
-    u.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the links")
+    u.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the links and the subnet")
+    u.add_argument("--no-sm", action="store_true", help="do not start the subnet manager (ports stay in Init)")
     u.set_defaults(func=_cmd_up)
 
     d = sub.add_parser("down", help="stop a fabric and remove its run directory (also after a crash)")

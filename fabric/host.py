@@ -54,6 +54,7 @@ class DeviceHost:
         self._seq = 0
         self.pending: list = []  # deferred RPC replies: (deadline, check, envelope)
         self.running = True
+        self.sm = None  # SmAgent when the subnet manager runs on a device of this host
         self.started = time.time()
         self.bursts_in = 0
         self.bursts_out = 0
@@ -242,6 +243,30 @@ class DeviceHost:
             raise RpcError(f"{device} has no port {port}")
         self.set_admin(device, port, bool(up), now)
         return True
+
+    def op_sm_start(self, env, now, device, port=1, config=None):
+        """Run the subnet manager on an HCA port of this host (stopping one that runs here)."""
+        from .sm.core import SMConfig
+        from .sm.driver import SmAgent
+
+        dev = self.hca(device)
+        if self.sm is not None:
+            self.sm.detach()
+        cfg = SMConfig(**(config or {}))
+        if cfg.guid2lid_path is None:
+            cfg.guid2lid_path = os.path.join(self.info.run_dir, "guid2lid")
+        self.sm = SmAgent(dev, port, cfg)
+        self.queue_tx(device, self.sm.start(now))
+        return True
+
+    def op_sm_stop(self, env, now):
+        if self.sm is not None:
+            self.sm.detach()
+            self.sm = None
+        return True
+
+    def op_sm_status(self, env, now):
+        return None if self.sm is None else dict(self.sm.status(), node=self.sm.hca.name, port=self.sm.port)
 
     def op_shutdown(self, env, now):
         self.running = False

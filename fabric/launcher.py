@@ -85,8 +85,10 @@ def list_fabrics() -> list[str]:
         return []
 
 
-def up(topology, name: str = "default", *, hosts: int | None = None, timeout: float = 120.0) -> RunInfo:
-    """Launch a fabric and return once every host is serving and every cabled link is up."""
+def up(topology, name: str = "default", *, hosts: int | None = None, timeout: float = 120.0,
+       sm: bool = True, sm_config: dict | None = None) -> RunInfo:
+    """Launch a fabric and return once every cabled link is up and, with ``sm`` (the default), once
+    the subnet manager on the topology's SM port has brought the subnet up."""
     topo = load_topology(topology)
     topo.validate()
     run_dir = run_dir_for(name)
@@ -100,7 +102,8 @@ def up(topology, name: str = "default", *, hosts: int | None = None, timeout: fl
         f.write(topo.to_net())
     plan = plan_hosts(topo, hosts)
     info = RunInfo(run_dir, {"name": name, "topology": topo_path, "created": time.time(),
-                             "hosts": [{"devices": devs} for devs in plan]})
+                             "hosts": [{"devices": devs} for devs in plan],
+                             "sm": {"node": topo.sm_node, "port": topo.sm_port} if sm else None})
     info.check_paths()
     info.save()
     procs = []
@@ -116,12 +119,55 @@ def up(topology, name: str = "default", *, hosts: int | None = None, timeout: fl
         with open(os.path.join(run_dir, "spawned.pids"), "w") as f:
             f.write("\n".join(str(p.pid) for p in procs))
         wait_links_up(info, procs, deadline=t0 + timeout)
+        info.data["links_seconds"] = time.monotonic() - t0
+        if sm:
+            t1 = time.monotonic()
+            start_sm(info, topo.sm_node, topo.sm_port, sm_config)
+            st = wait_subnet_up(info, deadline=t0 + timeout, procs=procs)
+            info.data["sm_seconds"] = time.monotonic() - t1
+            info.data["subnet_up"] = st
     except BaseException:
         down(name)
         raise
     info.data["up_seconds"] = time.monotonic() - t0
     info.save()
     return info
+
+
+def start_sm(info: RunInfo, node: str, port: int, config: dict | None = None) -> None:
+    with RpcClient(info.control(info.host_of(node)), timeout=10.0) as c:
+        c.call("sm_start", device=node, port=port, config=config or {})
+    info.data["sm"] = {"node": node, "port": port}
+    info.save()
+
+
+def stop_sm(info: RunInfo) -> None:
+    sm = info.data.get("sm")
+    if sm:
+        with RpcClient(info.control(info.host_of(sm["node"])), timeout=10.0) as c:
+            c.call("sm_stop")
+
+
+def sm_status(info: RunInfo) -> dict | None:
+    sm = info.data.get("sm")
+    if not sm:
+        return None
+    with RpcClient(info.control(info.host_of(sm["node"])), timeout=10.0) as c:
+        return c.call("sm_status")
+
+
+def wait_subnet_up(info: RunInfo, *, deadline: float, procs=(), after_sweep: int = 0) -> dict:
+    """Wait for the SM to report a completed sweep (number > ``after_sweep``)."""
+    while True:
+        for i, p in enumerate(procs):
+            if p.poll() is not None:
+                raise LaunchError(f"device host {i} exited with status {p.returncode}:\n{_log_tail(info, i)}")
+        st = sm_status(info)
+        if st and st.get("subnet_up") and st["subnet_up"]["sweep"] > after_sweep:
+            return st["subnet_up"]
+        if time.monotonic() > deadline:
+            raise LaunchError(f"fabric {info.name!r}: subnet not up before the timeout; SM: {st}")
+        time.sleep(0.02)
 
 
 def _log_tail(info: RunInfo, i: int, lines: int = 15) -> str:

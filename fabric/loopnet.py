@@ -131,4 +131,5 @@ class LoopNet:
         self.now += seconds
         for name, dev in self.devices.items():
             self._emit(name, dev.tick(self.now))
+            self._handle_events(name)
         self.run()

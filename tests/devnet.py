@@ -10,7 +10,9 @@ from fabric.topology import generate, load_topology
 from fabric.wire.crc import icrc_bytes, vcrc_bytes
 from handsm import HandSM, loopnet_exchange
 
-NET = "/work/shared/topologies/ibsim/net.2sw2path4hca"
+from paths import shared_topology
+
+NET = shared_topology("ibsim/net.2sw2path4hca")
 
 
 class Fab:

@@ -42,7 +42,7 @@ def _no_leftovers(name, pids):
 
 @pytest.fixture
 def two_switch():
-    with Fabric(shared_topology("ibsim/net.2sw2path4hca")) as fab:
+    with Fabric(shared_topology("ibsim/net.2sw2path4hca"), sm=False) as fab:
         yield fab
 
 
@@ -94,7 +94,7 @@ def test_bad_input_on_a_link_is_counted_and_the_host_survives(two_switch):
 
 def test_cli_up_status_down_leaves_nothing_behind():
     name = "clitest"
-    r = subprocess.run(IBFAB + ["up", "fattree:4,2,24,6", "--name", name], capture_output=True, text=True,
+    r = subprocess.run(IBFAB + ["up", "fattree:4,2,24,6", "--name", name, "--no-sm"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr
     assert "every link up" in r.stdout
@@ -113,7 +113,7 @@ def test_cli_up_status_down_leaves_nothing_behind():
 
 
 def test_two_named_fabrics_at_once_and_down_after_a_crash():
-    with Fabric("single:2", name="fa") as fa, Fabric("linear:2", name="fb") as fb:
+    with Fabric("single:2", name="fa", sm=False) as fa, Fabric("linear:2", name="fb", sm=False) as fb:
         pa, pb = fa.pids(), fb.pids()
         assert set(pa).isdisjoint(pb)
         assert launcher.is_running("fa") and launcher.is_running("fb")
@@ -127,19 +127,19 @@ def test_two_named_fabrics_at_once_and_down_after_a_crash():
 
 
 def test_up_refuses_a_running_name_and_cleans_a_stale_one():
-    with Fabric("single:2", name="dup"):
+    with Fabric("single:2", name="dup", sm=False):
         with pytest.raises(launcher.LaunchError, match="already running"):
-            launcher.up("single:2", "dup")
+            launcher.up("single:2", "dup", sm=False)
     stale = run_dir_for("stale")
     os.makedirs(stale)
     with open(os.path.join(stale, "fabric.json"), "w") as f:
         f.write("{}")
-    with Fabric("single:2", name="stale") as fab:
+    with Fabric("single:2", name="stale", sm=False) as fab:
         assert fab.devices()
 
 
 def test_link_down_and_up_through_rpc():
-    with Fabric("single:2") as fab:
+    with Fabric("single:2", sm=False) as fab:
         fab.link_down("sw01", 1)
         devs = fab.devices()
         assert devs["node0001"]["ports"][0]["phys"] != "LinkUp"
@@ -155,7 +155,7 @@ def test_link_down_and_up_through_rpc():
 
 
 def test_rpc_errors_are_clear():
-    with Fabric("single:2") as fab:
+    with Fabric("single:2", sm=False) as fab:
         with pytest.raises(Exception, match="no port 9"):
             fab.link_down("sw01", 9)
         with pytest.raises(Exception, match="unknown operation"):

@@ -48,6 +48,7 @@ class Device:
         self.drops: Counter = Counter()  # reason -> count; finer than the PMA counters
         self.events: list = []  # (kind, port, detail) for the host / ULP
         self._traps: list = []  # [next_time, sends_left, packet, out_port, tid]
+        self.agents: list = []  # software on this node with timers (the SM): tick(now), next_deadline()
         self._tid = (self.node_guid & 0xFFFF) << 32
 
     # -- helpers -------------------------------------------------------------------------------
@@ -98,10 +99,15 @@ class Device:
             if t[1] > 0:
                 keep.append(t)
         self._traps = keep
+        for agent in self.agents:
+            d = agent.next_deadline()
+            if d is not None and d <= now:
+                out.extend(agent.tick(now))
         return out
 
     def next_deadline(self) -> float | None:
-        return min((t[0] for t in self._traps), default=None)
+        cands = [t[0] for t in self._traps] + [d for d in (a.next_deadline() for a in self.agents) if d is not None]
+        return min(cands, default=None)
 
     def route_out(self, packet: bytes, port_hint: int) -> list:
         return [(port_hint, packet)]

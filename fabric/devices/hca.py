@@ -54,13 +54,14 @@ class UDQP:
         self.sent = 0
 
     def deliver(self, c: Completion) -> bool:
-        self.received += 1
         if self.consumer is not None:
+            self.received += 1
             self.consumer(c)
             return True
         if len(self.rq) >= self.rq_depth:
             self.rq_overflow += 1
             return False
+        self.received += 1
         self.rq.append(c)
         return True
 
@@ -151,14 +152,14 @@ class HCA(Device):
     def post_send(self, qpn: int, *, dlid: int, dest_qp: int, payload: bytes, qkey: int | None = None,
                   pkey_index: int | None = None, sl: int = 0, dgid: bytes | None = None,
                   hoplmt: int = 255, tclass: int = 0, flow_label: int = 0, src_path_bits: int = 0,
-                  now: float = 0.0) -> list:
+                  now: float = 0.0, port_num: int | None = None) -> list:
         """Send one UD datagram; returns what goes on the wire (loopback is delivered directly).
 
         A Q_Key with its high bit set means "use the QP's own Q_Key" (IBA 10.2.5): a consumer cannot
         send a controlled Q_Key it was not given.
         """
         qp = self.qps[qpn]
-        port = self.ports[qp.port or 1]
+        port = self.ports[port_num or qp.port or 1]
         if qkey is None or qkey & 0x80000000 and qpn > 1:
             qkey = qp.qkey
         idx = qp.pkey_index if pkey_index is None else pkey_index

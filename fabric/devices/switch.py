@@ -274,7 +274,7 @@ class Switch(Device):
     # -- SMA attributes specific to switches ---------------------------------------------------
 
     def pkey_port_block(self, mod: int, in_port: int) -> tuple:
-        num = (mod >> 16) & 0xFF
+        num = mod >> 16  # IBA 14.2.5.7: AttributeModifier bits 31..16 are the port number
         if num not in self.ports:
             raise SmpError(w.STATUS_INVALID_FIELD, f"no port {num}")
         return self.ports[num], mod & 0xFFFF

@@ -68,6 +68,8 @@ def vcrc_bytes(data) -> bytes:
 def icrc_masked(packet_without_crcs) -> bytes:
     """The octets the ICRC covers, with variant fields set to ones."""
     m = bytearray(packet_without_crcs)
+    if len(m) < 8 + 12:
+        return bytes(m)  # too short to be a transport packet: nothing to mask (the parser rejects it)
     m[0] |= 0xF0  # LRH.VL
     bth = 8
     if (m[1] & 0x03) == LNH_IBA_GLOBAL:
@@ -77,7 +79,8 @@ def icrc_masked(packet_without_crcs) -> bytes:
         m[9] = m[10] = m[11] = 0xFF
         m[8 + 7] = 0xFF  # HopLmt
         bth = 48
-    m[bth + 4] = 0xFF  # BTH.resv8a
+    if len(m) > bth + 4:
+        m[bth + 4] = 0xFF  # BTH.resv8a
     return bytes(m)
 
 

@@ -1,0 +1,411 @@
+"""The subnet manager (sans-IO): sweeps that turn devices into a subnet.
+
+A heavy sweep runs these phases, each a batch of SMPs followed by a barrier:
+
+1. discovery: directed-route BFS (``Discovery``);
+2. LIDs: the guid2lid cache first, then LIDs the ports already carry, then new ones
+   (``lids.assign_lids``);
+3. ports: PortInfo Set for every endport (LID, LMC, SM LID, NeighborMTU, and ClientReregister on
+   the first master sweep and for new ports);
+4. routes: LFT blocks that changed, and LinearFDBTop;
+5. partitions: P_Key tables of CA ports;
+6. multicast: MFT blocks that changed;
+7. states: every Init port to Armed, then every Armed port to Active;
+8. subnet up.
+
+Light sweeps run on a period: one SwitchInfo Get per switch. A PortStateChange bit, or a Trap 128
+arriving at any time, starts a heavy sweep. Because every Set is computed as a difference from what
+the ports report or what this SM last programmed, a sweep of an unchanged subnet writes nothing,
+and a new SM taking over keeps LIDs and routes, so unicast traffic keeps flowing.
+
+Inputs: ``start(now)``, ``on_smp(mad, now)`` (responses and traps), ``tick(now)``.
+Output: lists of actions (``SendSmp``, ``SubnetUp``, ``SaAction``s from the SA).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from .. import wire as w
+from ..wire import smp_attrs as sa
+from .discovery import Discovery
+from .engine import RequestEngine, SendSmp, dr_smp, ok
+
+DEFAULT_PARTITIONS = "Default=0x7fff, ipoib : ALL=full;\n"
+
+
+@dataclass
+class SMConfig:
+    lmc: int = 0
+    subnet_timeout: int = 18
+    sweep_interval: float = 10.0  # light sweep period, seconds (OpenSM's default)
+    routing_engine: str = "minhop"
+    partitions: str = DEFAULT_PARTITIONS
+    guid2lid_path: str | None = None
+    sm_key: int = 0
+    window: int = 128
+    smp_timeout: float = 0.25
+    retries: int = 3
+
+
+@dataclass(frozen=True)
+class SubnetUp:
+    """Action/event: a heavy sweep finished; every port is Active and every LFT programmed."""
+
+    sweep: int
+    seconds: float
+    nodes: int
+    ports_active: int
+
+
+@dataclass
+class SweepStats:
+    sweep: int = 0
+    started: float = 0.0
+    sets: dict = field(default_factory=dict)
+
+
+class SubnetManager:
+    def __init__(self, config: SMConfig | None = None, *, tid_base: int = 0x5300):
+        from .mcast import McastManager
+        from .partitions import parse_partitions
+        from .sa import SubnetAdministrator
+
+        self.config = config or SMConfig()
+        self.engine = RequestEngine(window=self.config.window, timeout=self.config.smp_timeout,
+                                    retries=self.config.retries, tid_base=tid_base)
+        self.partitions = parse_partitions(self.config.partitions)
+        self.mcast = McastManager()
+        self.subnet = None
+        self.now = 0.0
+        self.state = "idle"
+        self.sweeps = 0
+        self.resweep = False
+        self.next_light = None
+        self.light_pending = False
+        self.guid2lid: dict[int, int] = self._load_guid2lid()
+        self.programmed_lft: dict[int, bytearray] = {}
+        self.programmed_mft: dict[int, dict] = {}  # switch guid -> {mlid: mask}
+        self.programmed_pkeys: dict[int, list] = {}  # CA port guid -> P_Keys
+        self.known_ca_ports: set[int] = set()
+        self.out: list = []  # actions produced by callbacks (SubnetUp, SA reports)
+        self.stats = SweepStats()
+        self.log: list[str] = []
+        self.traps_seen = 0
+        for g in self.partitions.ipoib_groups():
+            self.mcast.create_sm_group(g)
+        self.sa = SubnetAdministrator(self, self.partitions, self.mcast, sm_key=self.config.sm_key)
+
+    # -- entry points --------------------------------------------------------------------------
+
+    def start(self, now: float) -> list:
+        self.now = now
+        self._begin_heavy()
+        return self._flush(self.engine.pump(now))
+
+    def stop(self) -> None:
+        self.state = "stopped"
+        self.engine.queue.clear()
+        self.engine.outstanding.clear()
+
+    def on_smp(self, mad, now: float) -> list:
+        self.now = now
+        if self.state == "stopped":
+            return []
+        if mad.method == w.TRAP:
+            return self._flush(self._on_trap(mad, now))
+        if mad.method == w.GET_RESP:
+            return self._flush(self.engine.on_response(mad, now))
+        return []
+
+    def tick(self, now: float) -> list:
+        self.now = now
+        if self.state == "stopped":
+            return []
+        out = self.engine.tick(now)
+        if self.next_light is not None and now >= self.next_light and self.state == "up":
+            self.next_light = None
+            self._light_sweep()
+            out += self.engine.pump(now)
+        return self._flush(out)
+
+    def next_deadline(self):
+        cands = [d for d in (self.engine.next_deadline(), self.next_light) if d is not None]
+        return min(cands, default=None)
+
+    def _flush(self, actions: list) -> list:
+        if self.out:
+            actions = actions + self.out
+            self.out = []
+        return actions
+
+    # -- sweeps --------------------------------------------------------------------------------
+
+    def request_sweep(self) -> None:
+        """Heavy sweep now, or right after the one in progress."""
+        if self.state == "sweeping":
+            self.resweep = True
+            return
+        self._begin_heavy()
+
+    def _begin_heavy(self) -> None:
+        self.state = "sweeping"
+        self.resweep = False
+        self.stats = SweepStats(sweep=self.sweeps + 1, started=self.now)
+        Discovery(self.engine, on_done=self._discovered).start()
+
+    def _count(self, what: str) -> None:
+        self.stats.sets[what] = self.stats.sets.get(what, 0) + 1
+
+    def _set(self, what: str, smp_attr_id: int, path, attr, attr_mod: int = 0, done=None) -> None:
+        self._count(what)
+        self.engine.request(dr_smp(w.SET, smp_attr_id, path, attr, attr_mod=attr_mod),
+                            done or (lambda r: self._check(what, r)))
+
+    def _check(self, what: str, resp) -> None:
+        if not ok(resp):
+            self.log.append(f"sweep {self.stats.sweep}: {what} Set failed "
+                            f"({'no response' if resp is None else f'status 0x{resp.status:04x}'})")
+
+    def _discovered(self, subnet) -> None:
+        from .lids import assign_lids
+
+        prev = self.subnet
+        self.subnet = subnet
+        sm_port = subnet.sm_port
+        if sm_port is None:
+            self.log.append("discovery did not find the SM's own port")
+            self.state = "up"
+            return
+        lids = assign_lids(subnet, self.guid2lid)
+        changed = lids != self.guid2lid
+        self.guid2lid = dict(lids)
+        if changed:
+            self._save_guid2lid()
+        sm_lid = lids.get(sm_port.guid, 0)
+        first = self.sweeps == 0
+        ca_guids = {p.guid for p in subnet.ca_ports()}
+        # 3. ports
+        for port in subnet.endports():
+            lid = lids.get(port.guid or port.node.guid, 0)
+            pi = port.info
+            if pi is None:
+                continue
+            reregister = not port.node.is_switch and (first or port.guid not in self.known_ca_ports)
+            nmtu = self._neighbor_mtu(port)
+            if (pi.lid != lid or pi.master_sm_lid != sm_lid or pi.lmc != self.config.lmc or reregister
+                    or (nmtu and pi.neighbor_mtu != nmtu)
+                    or pi.subnet_timeout != self.config.subnet_timeout):
+                new = pi.replace(lid=lid, master_sm_lid=sm_lid, lmc=self.config.lmc, port_state=sa.PORT_NOP,
+                                 phys_state=sa.PHYS_NOP, neighbor_mtu=nmtu or 0, link_width_enabled=0,
+                                 link_speed_enabled=0, client_reregister=int(reregister), m_key=0,
+                                 subnet_timeout=self.config.subnet_timeout, gid_prefix=w.GID_PREFIX_DEFAULT)
+                self._set("PortInfo", w.ATTR_PORT_INFO, port.node.path, new, port.num)
+            port.lid, port.lmc = lid, self.config.lmc
+        for sw in subnet.switches():  # external ports: MTU negotiated with the neighbour
+            for num, port in sorted(sw.ports.items()):
+                if num == 0 or port.info is None or not port.linked:
+                    continue
+                nmtu = self._neighbor_mtu(port)
+                if nmtu and port.info.neighbor_mtu != nmtu:
+                    new = port.info.replace(port_state=sa.PORT_NOP, phys_state=sa.PHYS_NOP, neighbor_mtu=nmtu,
+                                            link_width_enabled=0, link_speed_enabled=0, client_reregister=0)
+                    self._set("PortInfo", w.ATTR_PORT_INFO, sw.path, new, num)
+        # GID in/out of service for InformInfo subscribers
+        for p in subnet.ca_ports():
+            if p.guid not in self.known_ca_ports and not first:
+                self.out.extend(self.sa.gid_in_service(p))
+        if prev is not None:
+            for g in self.known_ca_ports - ca_guids:
+                self.out.extend(self.sa.gid_out_of_service(g))
+        self.known_ca_ports = ca_guids
+        self.engine.when_idle(self._route)
+
+    def _neighbor_mtu(self, port) -> int:
+        if port.remote is None:
+            return 0
+        return min(port.mtu_cap or sa.MTU_4096, port.remote.mtu_cap or sa.MTU_4096)
+
+    def _route(self) -> None:
+        from .routing import lft_blocks_changed, route_minhop, route_updn
+
+        subnet = self.subnet
+        engine = route_updn if self.config.routing_engine == "updn" else route_minhop
+        lfts = engine(subnet)
+        top = subnet.max_lid()
+        for sw in subnet.switches():
+            new = lfts.get(sw.guid)
+            if new is None:
+                continue
+            old = self.programmed_lft.get(sw.guid)
+            if old is None and sw.switch_info is not None and sw.switch_info.linear_fdb_top == 0:
+                old = None
+            for block in lft_blocks_changed(old, new[:top + 1]):
+                base = block * w.LFT_BLOCK
+                ports = bytes(new[base:base + w.LFT_BLOCK]).ljust(w.LFT_BLOCK, b"\xff")
+                self._set("LFT", w.ATTR_LFT, sw.path, w.LinearForwardingTable(ports=tuple(ports)), block)
+            self.programmed_lft[sw.guid] = bytearray(new[:top + 1])
+            sw.lft = bytearray(new[:top + 1])
+            si = sw.switch_info
+            if si is not None and (si.linear_fdb_top != top or si.port_state_change):
+                self._set("SwitchInfo", w.ATTR_SWITCH_INFO, sw.path,
+                          si.replace(linear_fdb_top=top, port_state_change=1))  # write one: clear PSC
+        self.lfts = lfts
+        self.engine.when_idle(self._pkeys)
+
+    def _pkeys(self) -> None:
+        sm_port = self.subnet.sm_port
+        for port in self.subnet.ca_ports():
+            want = self.partitions.pkeys_for(port, sm_port_guid=sm_port.guid)
+            want = (list(want) + [0] * w.PKEY_BLOCK)[:w.PKEY_BLOCK]
+            port.pkeys = [k for k in want if k & 0x7FFF]
+            if self.programmed_pkeys.get(port.guid) != want:
+                self._set("P_KeyTable", w.ATTR_PKEY_TABLE, port.node.path, w.PKeyTable(pkeys=tuple(want)), 0)
+                self.programmed_pkeys[port.guid] = want
+        self.engine.when_idle(self._mfts)
+
+    def _mfts(self) -> None:
+        self.program_mfts()
+        self.engine.when_idle(self._arm)
+
+    def program_mfts(self) -> None:
+        """Program the MFT blocks that differ from what multicast membership now needs."""
+        from .mcast import mft_for
+
+        if self.subnet is None:
+            return
+        want: dict[int, dict] = {sw.guid: {} for sw in self.subnet.switches()}
+        for group in self.mcast.groups():
+            if not group.members:
+                continue
+            for guid, mask in mft_for(self.subnet, group).items():
+                if guid in want and mask:
+                    want[guid][group.mlid] = mask
+        for sw in self.subnet.switches():
+            have = self.programmed_mft.get(sw.guid, {})
+            new = want[sw.guid]
+            if have == new:
+                continue
+            dirty = {(m - w.LID_MCAST_FIRST) // w.MFT_BLOCK for m in set(have) | set(new)
+                     if have.get(m) != new.get(m)}
+            for block in sorted(dirty):
+                for position in range(sw.num_ports // 16 + 1):
+                    masks = tuple((new.get(w.LID_MCAST_FIRST + block * w.MFT_BLOCK + i, 0) >> (16 * position))
+                                  & 0xFFFF for i in range(w.MFT_BLOCK))
+                    self._set("MFT", w.ATTR_MFT, sw.path, w.MulticastForwardingTable(port_masks=masks),
+                              sa.mft_attr_mod(block, position))
+            self.programmed_mft[sw.guid] = dict(new)
+            sw.mft = dict(new)
+
+    def _arm(self) -> None:
+        self._to_state(sa.PORT_ARMED, (sa.PORT_INIT,))
+        self.engine.when_idle(self._activate)
+
+    def _activate(self) -> None:
+        self._to_state(sa.PORT_ACTIVE, (sa.PORT_ARMED,))
+        self.engine.when_idle(self._subnet_up)
+
+    def _to_state(self, state: int, from_states: tuple) -> None:
+        for n in self.subnet.nodes.values():
+            for num, port in sorted(n.ports.items()):
+                if (num == 0 and n.is_switch) or not port.linked or port.info is None:
+                    continue
+                if port.state in from_states:
+                    def done(r, port=port):
+                        if ok(r):
+                            port.state = w.PortInfo.unpack(r.data).port_state
+                        else:
+                            self._check("PortState", r)
+                    new = port.info.replace(port_state=state, phys_state=sa.PHYS_NOP, neighbor_mtu=0,
+                                            link_width_enabled=0, link_speed_enabled=0, client_reregister=0,
+                                            lid=port.lid if not n.is_switch else port.info.lid,
+                                            master_sm_lid=port.info.master_sm_lid if n.is_switch else
+                                            self.guid2lid.get(self.subnet.sm_port.guid, 0))
+                    self._set("PortState", w.ATTR_PORT_INFO, n.path, new, num, done=done)
+
+    def _subnet_up(self) -> None:
+        self.sweeps += 1
+        ports = sum(1 for n in self.subnet.nodes.values() for num, p in n.ports.items()
+                    if p.state == sa.PORT_ACTIVE and not (n.is_switch and num == 0))
+        seconds = self.now - self.stats.started
+        self.out.append(SubnetUp(self.sweeps, seconds, len(self.subnet.nodes), ports))
+        self.log.append(f"sweep {self.sweeps}: SUBNET UP in {seconds:.3f} s, {len(self.subnet.nodes)} nodes, "
+                        f"{ports} active ports, sets {self.stats.sets}")
+        self.state = "up"
+        self.next_light = self.now + self.config.sweep_interval
+        if self.resweep:
+            self._begin_heavy()
+
+    def _light_sweep(self) -> None:
+        """One SwitchInfo Get per switch; a PortStateChange bit means the topology moved."""
+        self.light_pending = False
+        changed = []
+
+        def done(r, sw):
+            if r is None or (ok(r) and w.SwitchInfo.unpack(r.data).port_state_change):
+                changed.append(sw)
+
+        for sw in self.subnet.switches():
+            self.engine.dr_get(w.ATTR_SWITCH_INFO, sw.path, lambda r, sw=sw: done(r, sw))
+
+        def decide():
+            if changed or self.resweep:
+                self._begin_heavy()
+            else:
+                self.next_light = self.now + self.config.sweep_interval
+
+        self.engine.when_idle(decide)
+
+    # -- traps ---------------------------------------------------------------------------------
+
+    def _on_trap(self, mad, now: float) -> list:
+        self.traps_seen += 1
+        notice = w.Notice.unpack(mad.data.ljust(80, b"\0"))
+        out = []
+        if isinstance(mad, w.SMPLid):
+            # repress: the same TID back to the issuer, so it stops resending
+            rep = mad.replace(method=w.TRAP_REPRESS, status=0)
+            out.append(SendSmp(rep, notice.issuer_lid))
+        if notice.is_generic and notice.trap_num == sa.TRAP_LINK_STATE_CHANGE:
+            self.log.append(f"trap 128 from LID {notice.issuer_lid}: link state change, sweeping")
+            if self.state == "up":
+                self.next_light = None
+                self._begin_heavy()
+            else:
+                self.resweep = True
+        return out + self.engine.pump(now)
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def _load_guid2lid(self) -> dict:
+        path = self.config.guid2lid_path
+        out = {}
+        if not path or not os.path.exists(path):
+            return out
+        with open(path) as f:
+            for line in f:
+                parts = line.split("#", 1)[0].split()
+                if len(parts) >= 2:
+                    try:
+                        out[int(parts[0], 16)] = int(parts[1], 16)
+                    except ValueError:
+                        continue
+        return out
+
+    def _save_guid2lid(self) -> None:
+        path = self.config.guid2lid_path
+        if not path:
+            return
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            for guid, lid in sorted(self.guid2lid.items(), key=lambda kv: kv[1]):
+                f.write(f"0x{guid:016x} 0x{lid:04x} 0x{lid + (1 << self.config.lmc) - 1:04x}\n")
+        os.replace(tmp, path)
+
+    # -- for the SA ----------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        return {"state": self.state, "sweeps": self.sweeps, "engine_sent": self.engine.sent,
+                "timeouts": self.engine.timeouts, "failed": self.engine.failed, "traps": self.traps_seen,
+                "log": self.log[-20:]}

@@ -1,0 +1,126 @@
+"""Runs the SM and SA on an HCA port inside a device host: SMPs on QP0, SA MADs on QP1."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from .. import wire as w
+from ..devices.hca import send_smp
+from .core import SMConfig, SubnetManager, SubnetUp
+from .engine import SendSmp
+
+
+class SmAgent:
+    """Glue between an HCA (sans-IO device) and the SubnetManager (sans-IO protocol core)."""
+
+    def __init__(self, hca, port: int, config: SMConfig | None = None):
+        self.hca = hca
+        self.port = port
+        self.sm = SubnetManager(config, tid_base=(hca.node_guid & 0xFFFF) ^ 0x5300)
+        self.last_up: SubnetUp | None = None
+        self.started_at = None
+        self._busy = False
+        self._pending: deque = deque()
+        hca.sm_consumer = self.on_smp
+        hca.gsi_consumer = self.on_gmp
+        hca.agents.append(self)
+
+    def detach(self) -> None:
+        self.sm.stop()
+        if self.hca.sm_consumer == self.on_smp:
+            self.hca.sm_consumer = None
+        if self.hca.gsi_consumer == self.on_gmp:
+            self.hca.gsi_consumer = None
+        if self in self.hca.agents:
+            self.hca.agents.remove(self)
+
+    # -- inputs --------------------------------------------------------------------------------
+
+    def start(self, now: float) -> list:
+        self.started_at = now
+        return self._run(self.sm.start(now), now)
+
+    def on_smp(self, pkt, mad, in_port: int, now: float) -> list:
+        return self._run(self.sm.on_smp(mad, now), now)
+
+    def on_gmp(self, pkt, in_port: int, now: float) -> list:
+        from .sa import Requester
+
+        try:
+            mad = w.parse_mad(pkt.payload)
+        except w.ParseError:
+            self.hca.drops["gmp_malformed"] += 1
+            return []
+        if mad.mgmt_class != w.CLASS_SUBN_ADM:
+            self.hca.drops["gmp_not_sa"] += 1
+            return []
+        if mad.method & w.RESPONSE_BIT:
+            # an answer for an SA client on this node (the SA answering itself through loopback)
+            self.hca._deliver(self.hca.qps[1], pkt, in_port, 0)
+            return []
+        req = Requester(lid=pkt.lrh.slid, qpn=pkt.deth.src_qp, pkey=pkt.bth.pkey,
+                        gid=pkt.grh.sgid if pkt.grh is not None else None)
+        return self._run(self.sm.sa.handle(mad, req, now), now)
+
+    def tick(self, now: float) -> list:
+        return self._run(self.sm.tick(now), now)
+
+    def next_deadline(self):
+        return self.sm.next_deadline()
+
+    # -- outputs -------------------------------------------------------------------------------
+
+    def _run(self, actions: list, now: float) -> list:
+        """Turn actions into packets. SMPs to this very node are answered synchronously and their
+        answers feed back into the SM, so actions are processed from a queue, not recursively."""
+        self._pending.extend(actions)
+        if self._busy:
+            return []
+        self._busy = True
+        txs = []
+        try:
+            while self._pending:
+                a = self._pending.popleft()
+                txs.extend(self._do(a, now))
+        finally:
+            self._busy = False
+        return txs
+
+    def _do(self, a, now: float) -> list:
+        from .sa import McastChanged, SaReply, SaReport
+
+        if isinstance(a, SendSmp):
+            return send_smp(self.hca, self.port, a.smp, now, dlid=a.dlid)
+        if isinstance(a, SubnetUp):
+            self.last_up = a
+            return []
+        if isinstance(a, SaReply):
+            out = []
+            for mad in a.mads:
+                out.extend(self._gmp(a.dest, mad, now))
+            return out
+        if isinstance(a, SaReport):
+            return self._gmp(a.dest, a.mad, now)
+        if isinstance(a, McastChanged):
+            self.sm.program_mfts()
+            self._pending.extend(self.sm.engine.pump(now))
+            return []
+        return []
+
+    def _gmp(self, dest, mad: bytes, now: float) -> list:
+        port = self.hca.ports[self.port]
+        idx = port.pkey_index(dest.pkey) if dest.pkey else 0
+        return self.hca.post_send(1, dlid=dest.lid, dest_qp=dest.qpn, payload=mad, qkey=w.QKEY_GSI,
+                                  pkey_index=idx or 0, now=now, port_num=self.port)
+
+    def status(self) -> dict:
+        st = self.sm.status()
+        st["subnet_up"] = None if self.last_up is None else {
+            "sweep": self.last_up.sweep, "seconds": self.last_up.seconds, "nodes": self.last_up.nodes,
+            "ports_active": self.last_up.ports_active}
+        return st
+
+
+def now() -> float:
+    return time.monotonic()
