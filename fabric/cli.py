@@ -116,6 +116,48 @@ def _cmd_link(args) -> int:
     return 0
 
 
+def _discover(args, lfts: bool) -> dict:
+    from .rpc import RpcError
+    from .runinfo import RunInfo
+
+    with _client(args.name) as fc:
+        info = fc.info
+        via = args.via or (info.data.get("sm") or {}).get("node")
+        if via is None:
+            topo_sm = _topology_sm(info)
+            via = topo_sm[0]
+        port = args.port or ((info.data.get("sm") or {}).get("port") if via == (info.data.get("sm") or {}).get("node")
+                             else 1) or 1
+        try:
+            data = fc.call(via, "discover", port=port, lfts=lfts, timeout=60.0)
+        except (RpcError, KeyError) as exc:
+            raise SystemExit(f"ibfab: discovery from {via} failed: {exc}")
+    if data is None:
+        raise SystemExit(f"ibfab: discovery from {via} port {port} did not finish")
+    return data
+
+
+def _topology_sm(info):
+    from .topology import load_topology
+
+    t = load_topology(info.topology_path)
+    return t.sm_node, t.sm_port
+
+
+def _cmd_ibnetdiscover(args) -> int:
+    from .diag import format_ibnetdiscover
+
+    sys.stdout.write(format_ibnetdiscover(_discover(args, lfts=False)))
+    return 0
+
+
+def _cmd_dump_fts(args) -> int:
+    from .diag import format_dump_fts
+
+    sys.stdout.write(format_dump_fts(_discover(args, lfts=True)))
+    return 0
+
+
 def _cmd_list(args) -> int:
     from . import launcher
 
@@ -157,6 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
     lk.add_argument("state", choices=["up", "down"])
     lk.add_argument("--name", default="default")
     lk.set_defaults(func=_cmd_link)
+
+    for cmd, fn, hlp in (("ibnetdiscover", _cmd_ibnetdiscover, "discover the fabric with DR SMPs; "
+                          "print it in ibnetdiscover's format"),
+                         ("dump-fts", _cmd_dump_fts, "read every switch's LFT with SMPs; print it like dump_fts")):
+        c = sub.add_parser(cmd, help=hlp)
+        c.add_argument("--name", default="default")
+        c.add_argument("--via", default=None, help="HCA to send the SMPs from (default: the SM's)")
+        c.add_argument("--port", type=int, default=None, help="its port (default: the SM port, or 1)")
+        c.set_defaults(func=fn)
 
     ls = sub.add_parser("list", help="named fabrics of this user")
     ls.set_defaults(func=_cmd_list)

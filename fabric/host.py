@@ -21,7 +21,7 @@ import msgpack
 import zmq
 
 from . import wire as w
-from .devices import HCA, make_device, send_smp
+from .devices import HCA, cable, make_device, send_smp
 from .link import (BURST_HDR, BURST_VERSION, KIND_DATA, KIND_DOWN, KIND_HELLO, KIND_HELLO_ACK, LEN,
                    decode_burst_header, decode_burst_packets, encode_control)
 from .runinfo import RunInfo
@@ -72,7 +72,7 @@ class DeviceHost:
                     s.setsockopt(zmq.LINGER, 0)
                     s.connect(self.info.ingress(self.topology.nodes[b].node_guid))
                     self.links[(a, ap)] = (s, bp)
-                    self.devices[a].ports[ap].cabled = True
+                    cable(self.devices[a], ap, None, 0, link)
         self.control = self.ctx.socket(zmq.ROUTER)
         self.control.bind(self.info.control(index))
         self.poller = zmq.Poller()
@@ -268,6 +268,21 @@ class DeviceHost:
     def op_sm_status(self, env, now):
         return None if self.sm is None else dict(self.sm.status(), node=self.sm.hca.name, port=self.sm.port)
 
+    def op_discover(self, env, now, device, port=1, lfts=False, timeout=30.0):
+        """Read the fabric with DR SMPs from an HCA port (ibnetdiscover, dump_fts)."""
+        from .diag import DiagAgent, subnet_to_dict
+
+        agent = DiagAgent(self.hca(device), port, read_lfts=bool(lfts))
+        self.queue_tx(device, agent.start(now))
+
+        def check():
+            return subnet_to_dict(agent.result) if agent.result is not None else None
+
+        def on_timeout():
+            agent.detach()
+
+        return self.defer(env, now, timeout, check, None, on_timeout)
+
     def op_shutdown(self, env, now):
         self.running = False
         return True
@@ -324,24 +339,26 @@ class DeviceHost:
 
         return self.defer(env, now, timeout, check, None)
 
-    def defer(self, env, now, timeout, check, default):
+    def defer(self, env, now, timeout, check, default, on_timeout=None):
         """Answer now if ``check`` has a result, else when it has one or the timeout passes."""
         value = check()
         if value is not None or timeout <= 0:
             return value if value is not None else default
-        self.pending.append((now + timeout, check, env, default))
+        self.pending.append((now + timeout, check, env, default, on_timeout))
         return _DEFERRED
 
     def service_pending(self, now: float) -> None:
         keep = []
-        for deadline, check, env, default in self.pending:
+        for deadline, check, env, default, on_timeout in self.pending:
             value = check()
             if value is not None:
                 self.reply(env, True, value)
             elif now >= deadline:
+                if on_timeout is not None:
+                    on_timeout()
                 self.reply(env, True, default)
             else:
-                keep.append((deadline, check, env, default))
+                keep.append((deadline, check, env, default, on_timeout))
         self.pending = keep
 
     def on_control(self, now: float) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from .devices import HCA, make_device
+from .devices import HCA, cable, make_device
 from .link import KIND_DOWN, KIND_HELLO, KIND_HELLO_ACK
 
 
@@ -22,8 +22,7 @@ class LoopNet:
         for link in topology.links:
             self.peers[(link.a, link.a_port)] = (link.b, link.b_port)
             self.peers[(link.b, link.b_port)] = (link.a, link.a_port)
-            self.devices[link.a].ports[link.a_port].cabled = True
-            self.devices[link.b].ports[link.b_port].cabled = True
+            cable(self.devices[link.a], link.a_port, self.devices[link.b], link.b_port, link)
         self.now = 0.0
         self.queue: deque = deque()  # (device, port, kind, packet)
         self.capture = capture  # callable(device, port, packet) for every packet put on a link

@@ -34,7 +34,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-__all__ = ["RefResult", "RefSMError", "missing_tools", "parse_dump_fts", "run_opensm"]
+__all__ = ["RefResult", "RefSMError", "missing_tools", "parse_dump_fts", "parse_lid_matrix",
+           "run_opensm"]
 
 TOOLS = ("ibsim", "opensm", "dump_fts")
 _UMAD2SIM_GLOBS = ("/usr/lib/*/umad2sim/libumad2sim.so", "/usr/lib/umad2sim/libumad2sim.so",
@@ -54,6 +55,9 @@ class RefResult:
     names: dict[int, str] = field(default_factory=dict)  # port/switch GUID -> description
     kinds: dict[int, str] = field(default_factory=dict)  # port GUID -> "switch" | "hca"
     dump_fts: str = ""
+    # switch GUID -> {switch LID: [hops via port 0 (= least), port 1, ...]}, 0xFF = no path;
+    # OpenSM's own opensm-lid-matrix.dump (only with dump_routing=True)
+    lid_matrix: dict[int, dict[int, list[int]]] = field(default_factory=dict)
     wall_seconds: float = 0.0  # opensm start to exit, as we measured it
     workdir: str = ""
 
@@ -138,6 +142,26 @@ def parse_dump_fts(text: str) -> tuple[dict[int, dict[int, int]], dict[int, int]
     return lfts, lids, names, kinds
 
 
+_MSW_RE = re.compile(r"Switch: guid (0x[0-9a-fA-F]+)")
+_MROW_RE = re.compile(r"(0x[0-9a-fA-F]+):((?:\s+[0-9a-fA-F]{2})+)\s*#")
+
+
+def parse_lid_matrix(text: str) -> dict[int, dict[int, list[int]]]:
+    """Parse OpenSM's ``opensm-lid-matrix.dump``: ``{switch GUID: {switch LID: hops}}`` where
+    ``hops[0]`` is the least hop count and ``hops[p]`` the count through port p (0xFF: none)."""
+    out: dict[int, dict[int, list[int]]] = {}
+    cur = None
+    for line in text.splitlines():
+        m = _MSW_RE.match(line)
+        if m:
+            cur = out.setdefault(int(m.group(1), 16), {})
+            continue
+        m = _MROW_RE.match(line)
+        if m and cur is not None:
+            cur[int(m.group(1), 16)] = [int(x, 16) for x in m.group(2).split()]
+    return out
+
+
 # ------------------------------------------------------------------------------------------------
 # Running it
 # ------------------------------------------------------------------------------------------------
@@ -194,25 +218,46 @@ def _stop(proc: subprocess.Popen | None, grace: float = 5.0) -> None:
         proc.wait(grace)
     except subprocess.TimeoutExpired:
         pass
-    # the group may outlive its leader: make sure nothing of it is left
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    # the group may outlive its leader (it should not: neither tool forks); kill what is left
+    # of it, if anything, and only then
+    if _group_members(proc.pid):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Processes of the session and process group ``pgid`` (both are our leader's pid)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and int(fields[3]) == pgid:  # pgrp, session
+            out.append(int(d))
+    return out
 
 
 _counter = 0
 
 
 def run_opensm(net: str, workdir: str, engine: str = "minhop", *, timeout: float = 120.0,
-               extra_args: tuple = ()) -> RefResult:
+               extra_args: tuple = (), dump_routing: bool = False) -> RefResult:
     """Run OpenSM once (routing engine ``engine``) on ibsim for the net file ``net`` (a path, or
     the text of a net file), dump the switches' LFTs, tear everything down, and return them.
 
     ``workdir`` is created if needed and keeps the logs: ``net``, ``ibsim.out``, ``opensm.log``,
-    ``opensm.stdout``, ``dump_fts.txt``. Raises :class:`RefSMError` when a tool is missing,
-    ibsim rejects the net file (the message carries ibsim's output), or OpenSM does not report
-    SUBNET UP.
+    ``opensm.stdout``, ``dump_fts.txt``. ``dump_routing`` adds ``-D 0x43`` so that OpenSM writes
+    its routing dumps to ``workdir/dump`` (``opensm-lid-matrix.dump`` is parsed into
+    ``lid_matrix``); it slows big fabrics down. ``extra_args`` go to opensm as they are (e.g.
+    ``("-l", "1")`` for LMC 1, ``("-a", ROOTS_FILE)`` for updn roots). Raises
+    :class:`RefSMError` when a tool is missing, ibsim rejects the net file (the message starts
+    with "ibsim exited" and carries ibsim's output), or OpenSM does not report SUBNET UP.
     """
     global _counter
     miss = missing_tools()
@@ -260,6 +305,8 @@ def run_opensm(net: str, workdir: str, engine: str = "minhop", *, timeout: float
 
         cmd = [_which("opensm"), "-F", "/dev/null", "-o", "-s", "0", "-R", engine,
                "-f", log_path, "-e", "--dump_files_dir", dump, *extra_args]
+        if dump_routing:
+            cmd += ["-D", "0x43"]  # 0x40 routing dumps; keep 0x02 (INFO) for SUBNET UP
         t1 = time.monotonic()
         with open(os.path.join(workdir, "opensm.stdout"), "w") as out:
             osm = subprocess.Popen(cmd, cwd=workdir, env=cenv, stdin=subprocess.DEVNULL,
@@ -288,9 +335,16 @@ def run_opensm(net: str, workdir: str, engine: str = "minhop", *, timeout: float
         if fts.returncode != 0:
             raise RefSMError(f"dump_fts failed with status {fts.returncode}: {fts.stderr[-2000:]}")
         lfts, lids, names, kinds = parse_dump_fts(fts.stdout)
+        matrix = {}
+        if dump_routing:
+            try:
+                with open(os.path.join(dump, "opensm-lid-matrix.dump")) as f:
+                    matrix = parse_lid_matrix(f.read())
+            except OSError as e:
+                raise RefSMError(f"opensm wrote no lid matrix dump: {e}") from None
         return RefResult(lfts=lfts, lids=lids, subnet_up_seconds=up if up is not None else wall,
                          log=log, names=names, kinds=kinds, dump_fts=fts.stdout,
-                         wall_seconds=wall, workdir=workdir)
+                         wall_seconds=wall, workdir=workdir, lid_matrix=matrix)
     finally:
         _stop(osm)
         _stop(ibsim)

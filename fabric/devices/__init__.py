@@ -13,3 +13,19 @@ def make_device(spec):
     if spec.kind == "hca":
         return HCA(spec)
     raise ValueError(f"unknown node kind {spec.kind!r}")
+
+
+_WIDTH_BITS = {"1x": 1, "4x": 2, "8x": 4, "12x": 8, "2x": 16}
+_SPEED_CODES = {"SDR": 1, "DDR": 2, "QDR": 4}
+
+
+def cable(a_dev, a_port: int, b_dev, b_port: int, link) -> None:
+    """Mark both ends cabled, with the link's active width and speed (FDR and faster show as QDR:
+    PortInfo's extended speed fields are not modelled)."""
+    for dev, num in ((a_dev, a_port), (b_dev, b_port)):
+        if dev is None:
+            continue
+        p = dev.ports[num]
+        p.cabled = True
+        p.width_active = p.width_enabled = _WIDTH_BITS.get(str(link.width).lower(), 2)
+        p.speed_active = _SPEED_CODES.get(str(link.speed).upper(), 4)
