@@ -270,6 +270,8 @@ def run_opensm(net: str, workdir: str, engine: str = "minhop", *, timeout: float
     for d in (cache, dump):  # a fresh fabric: no guid2lid cache from an earlier run
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
+    if "\n" not in net and not os.path.isfile(net) and os.sep in net:
+        raise FileNotFoundError(net)
     if "\n" in net or not os.path.isfile(net):
         net_path = os.path.join(workdir, "net")
         with open(net_path, "w") as f:

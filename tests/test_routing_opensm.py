@@ -190,6 +190,7 @@ def test_updn_matches_opensm_fattree(tmp_path):
     topo = load_topology(shared_topology(FATTREE))
     ref = run_ref(topo, tmp_path, engine="updn")
     assert "updn tables configured" in ref.log
+    assert assign_lids(R.subnet_from_topology(topo, lids={})) == ref.lids
     sub = ours_for(topo, ref)
     ours = R.route_updn(sub)
     check_paths(sub, ours, ref)
@@ -206,6 +207,7 @@ def test_updn_matches_opensm_irregular_with_roots(seed, tmp_path):
     roots_file.write_text("".join(f"0x{g:016x}\n" for g in roots))
     ref = run_ref(topo, tmp_path / "run", engine="updn", extra_args=("-a", str(roots_file)))
     assert "updn tables configured" in ref.log
+    assert assign_lids(R.subnet_from_topology(topo, lids={})) == ref.lids
     sub = ours_for(topo, ref)
     ours = R.route_updn(sub, roots=roots)
     for src in sub.ca_ports():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import wire as w
 from ..wire import smp_attrs as sa
-from ..wire.crc import vcrc16
+from ..wire.crc import icrc_bytes, vcrc16, vcrc_bytes
 from .base import Device, SmpError
 from .port import Port
 
@@ -16,6 +16,8 @@ except ImportError:  # pragma: no cover - source tree without the build
 LFT_CAP = 0xC000  # every unicast LID
 MFT_CAP = 1024  # MLIDs 0xC000 .. 0xC3FF
 MGMT_HDR = 8 + 12 + 8 + 6  # LRH BTH DETH + CRCs, the overhead around a payload without GRH
+DR_MAD_OFF = 8 + 12 + 8  # where the MAD starts in an SMP packet (no GRH)
+DR_PACKET_LEN = DR_MAD_OFF + 256 + 6
 
 
 def _vcrc_ok(data: bytes) -> bool:
@@ -141,6 +143,10 @@ class Switch(Device):
         if lnh not in (w.LNH_IBA_LOCAL, w.LNH_IBA_GLOBAL):
             return self.drop("lnh", port, "port_rcv_errors")
         if vl == w.VL15:
+            if dlid == w.LID_PERMISSIVE:
+                fwd = self._dr_transit(in_port, data)
+                if fwd is not None:
+                    return fwd
             if dlid == w.LID_PERMISSIVE or self.ports[0].owns_lid(dlid):
                 return self._local(in_port, data, now)
             return self._unicast(port, dlid, data, management=True)
@@ -217,6 +223,37 @@ class Switch(Device):
             return self.drop("dr_egress_down")
         out.counters.count_xmit(len(raw), False)
         return [(out_port, raw)]
+
+    def _dr_transit(self, in_port: int, data: bytes):
+        """A directed-route SMP passing through (not for this switch): update the hop pointer and
+        return path in place and re-seal the CRCs, without parsing the whole MAD. The same rules
+        as smi.dr_receive (C14-9:2 and C14-13:2); anything else returns None for the full path."""
+        if len(data) != DR_PACKET_LEN or data[1] & 3 != w.LNH_IBA_LOCAL:
+            return None
+        m = DR_MAD_OFF
+        if data[m] != 1 or data[m + 1] != w.CLASS_SUBN_DIRECTED or data[m + 2] != 1 or data[24:28] != b"\0\0\0\0" \
+                or data[20:23] != b"\0\0\0":  # Q_Key ignored on QP0, but DestQP and SrcQP must be 0
+            return None
+        hp, hc = data[m + 6], data[m + 7]
+        if hc > 63 or icrc_bytes(data[:-6]) != data[-6:-2]:
+            return None  # let the full path classify it
+        d = data[m + 4] & 0x80
+        if not d and 1 <= hp < hc:
+            out = data[m + 128 + hp + 1]
+            pkt = bytearray(data)
+            pkt[m + 192 + hp] = in_port
+            pkt[m + 6] = hp + 1
+        elif d and 2 <= hp <= hc:
+            out = data[m + 192 + hp - 1]
+            pkt = bytearray(data)
+            pkt[m + 6] = hp - 1
+        else:
+            return None
+        if not 1 <= out <= self.num_ports:
+            return self.drop("dr_path")
+        body = bytes(pkt[:-6])
+        raw = body + icrc_bytes(body)
+        return self.transmit_mgmt(out, raw + vcrc_bytes(raw))
 
     # -- local delivery (port 0: SMA on QP0, PMA on QP1) ---------------------------------------
 

@@ -439,8 +439,10 @@ def parse_partitions(text: str, *, source: str = "<partitions.conf>",
         p.statement(chunks)
         statements += 1
     if statements == 0:
-        p.warnings.append(f"{source}: no partition statement; using the default configuration")
-        return parse_partitions(DEFAULT_CONFIG, source="<default>", allow_both_pkeys=allow_both_pkeys)
+        cfg = parse_partitions(DEFAULT_CONFIG, source="<default>", allow_both_pkeys=allow_both_pkeys)
+        cfg.warnings = p.warnings + [f"{source}: no partition statement; using the default "
+                                     f"configuration {DEFAULT_CONFIG!r}"]
+        return cfg
     parts = list(p.parts.values())
     return PartitionConfig(parts, allow_both_pkeys=allow_both_pkeys, source=source, warnings=p.warnings)
 
