@@ -93,9 +93,11 @@ class SubnetManager:
         self.stats = SweepStats()
         self.log: list[str] = []
         self.traps_seen = 0
-        for g in self.partitions.ipoib_groups():
-            self.mcast.create_sm_group(g)
-        self.sa = SubnetAdministrator(self, self.partitions, self.mcast, sm_key=self.config.sm_key)
+        self.lfts: dict = {}
+        from .subnet import Subnet
+
+        self.sa = SubnetAdministrator(Subnet(), self.partitions, self.mcast, sm_key=self.config.sm_key,
+                                      route_hops=self._route_hops)
 
     # -- entry points --------------------------------------------------------------------------
 
@@ -178,10 +180,11 @@ class SubnetManager:
             self.log.append("discovery did not find the SM's own port")
             self.state = "up"
             return
-        lids = assign_lids(subnet, self.guid2lid)
-        changed = lids != self.guid2lid
-        self.guid2lid = dict(lids)
-        if changed:
+        lids = assign_lids(subnet, self.guid2lid, lmc=self.config.lmc)
+        merged = dict(self.guid2lid)
+        merged.update(lids)  # absent ports keep their LIDs reserved, as OpenSM's cache does
+        if merged != self.guid2lid:
+            self.guid2lid = merged
             self._save_guid2lid()
         sm_lid = lids.get(sm_port.guid, 0)
         first = self.sweeps == 0
@@ -189,20 +192,21 @@ class SubnetManager:
         # 3. ports
         for port in subnet.endports():
             lid = lids.get(port.guid or port.node.guid, 0)
+            lmc = 0 if port.node.is_switch else self.config.lmc  # switches take one LID (OpenSM default)
             pi = port.info
             if pi is None:
                 continue
             reregister = not port.node.is_switch and (first or port.guid not in self.known_ca_ports)
             nmtu = self._neighbor_mtu(port)
-            if (pi.lid != lid or pi.master_sm_lid != sm_lid or pi.lmc != self.config.lmc or reregister
+            if (pi.lid != lid or pi.master_sm_lid != sm_lid or pi.lmc != lmc or reregister
                     or (nmtu and pi.neighbor_mtu != nmtu)
                     or pi.subnet_timeout != self.config.subnet_timeout):
-                new = pi.replace(lid=lid, master_sm_lid=sm_lid, lmc=self.config.lmc, port_state=sa.PORT_NOP,
+                new = pi.replace(lid=lid, master_sm_lid=sm_lid, lmc=lmc, port_state=sa.PORT_NOP,
                                  phys_state=sa.PHYS_NOP, neighbor_mtu=nmtu or 0, link_width_enabled=0,
                                  link_speed_enabled=0, client_reregister=int(reregister), m_key=0,
                                  subnet_timeout=self.config.subnet_timeout, gid_prefix=w.GID_PREFIX_DEFAULT)
                 self._set("PortInfo", w.ATTR_PORT_INFO, port.node.path, new, port.num)
-            port.lid, port.lmc = lid, self.config.lmc
+            port.lid, port.lmc = lid, lmc
         for sw in subnet.switches():  # external ports: MTU negotiated with the neighbour
             for num, port in sorted(sw.ports.items()):
                 if num == 0 or port.info is None or not port.linked:
@@ -222,17 +226,28 @@ class SubnetManager:
         self.known_ca_ports = ca_guids
         self.engine.when_idle(self._route)
 
+    def _route_hops(self, src_port, dst_port):
+        """Hops of the programmed route between two end ports (for PathRecord), None if none."""
+        from .routing import TraceError, trace
+
+        if self.subnet is None or not dst_port.lid:
+            return None
+        try:
+            return len(trace(self.subnet, self.lfts, src_port, dst_port.lid))
+        except TraceError:
+            return None
+
     def _neighbor_mtu(self, port) -> int:
         if port.remote is None:
             return 0
         return min(port.mtu_cap or sa.MTU_4096, port.remote.mtu_cap or sa.MTU_4096)
 
     def _route(self) -> None:
-        from .routing import lft_blocks_changed, route_minhop, route_updn
+        from .routing import lft_blocks_changed, route
 
         subnet = self.subnet
-        engine = route_updn if self.config.routing_engine == "updn" else route_minhop
-        lfts = engine(subnet)
+        kw = {"existing": self.programmed_lft} if self.config.routing_engine == "minhop" else {}
+        lfts = route(subnet, self.config.routing_engine, **kw)
         top = subnet.max_lid()
         for sw in subnet.switches():
             new = lfts.get(sw.guid)
@@ -254,6 +269,10 @@ class SubnetManager:
         self.lfts = lfts
         self.engine.when_idle(self._pkeys)
 
+    def _sa_refresh(self) -> None:
+        self.sa.subnet = self.subnet
+        self.out.extend(self.sa.on_sweep_done(self.now))
+
     def _pkeys(self) -> None:
         sm_port = self.subnet.sm_port
         for port in self.subnet.ca_ports():
@@ -266,22 +285,18 @@ class SubnetManager:
         self.engine.when_idle(self._mfts)
 
     def _mfts(self) -> None:
+        self._sa_refresh()
         self.program_mfts()
         self.engine.when_idle(self._arm)
 
     def program_mfts(self) -> None:
         """Program the MFT blocks that differ from what multicast membership now needs."""
-        from .mcast import mft_for
-
         if self.subnet is None:
             return
         want: dict[int, dict] = {sw.guid: {} for sw in self.subnet.switches()}
-        for group in self.mcast.groups():
-            if not group.members:
-                continue
-            for guid, mask in mft_for(self.subnet, group).items():
-                if guid in want and mask:
-                    want[guid][group.mlid] = mask
+        for guid, masks in self.mcast.all_mfts(self.subnet).items():
+            if guid in want:
+                want[guid] = {mlid: m for mlid, m in masks.items() if m}
         for sw in self.subnet.switches():
             have = self.programmed_mft.get(sw.guid, {})
             new = want[sw.guid]
