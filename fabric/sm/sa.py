@@ -319,7 +319,7 @@ class SubnetAdministrator:
         for g in list(self.mcast):
             for gid in list(g.members):
                 if self._port_by_guid(int.from_bytes(gid[8:], "big")) is None:
-                    actions += self._remove_member(g, gid, 0xF)
+                    actions += self._remove_member(g, gid, 0xF, force=True)
         return actions
 
     refresh = on_sweep_done
@@ -347,7 +347,7 @@ class SubnetAdministrator:
         for g in list(self.mcast):
             for member in list(g.members):
                 if member[8:] == gid[8:]:
-                    actions += self._remove_member(g, member, 0xF)
+                    actions += self._remove_member(g, member, 0xF, force=True)
         guid = port.gid_guid
         self.subscriptions = [s for s in self.subscriptions if s.port_guid != guid]
         self._reindex()
@@ -605,6 +605,9 @@ class SubnetAdministrator:
         return 0
 
     def _share_pkey(self, a, b) -> bool:
+        """The two ports may talk: the same port, or a common P_Key with a full member."""
+        if self._endport_of(a) is self._endport_of(b):
+            return True
         return self._common_pkey(a, b) != 0
 
     # ------------------------------------------------------------------------------------------
@@ -1066,8 +1069,9 @@ class SubnetAdministrator:
         actions = self._remove_member(g, member, want)
         return [self._reply_one(req, src, resp, MCMemberRecord.SIZE)] + actions
 
-    def _remove_member(self, g: McGroup, member: bytes, bits: int) -> list:
-        """Clear ``bits`` of a member (McastChanged and trap 67 as needed)."""
+    def _remove_member(self, g: McGroup, member: bytes, bits: int, force: bool = False) -> list:
+        """Clear ``bits`` of a member (McastChanged and trap 67 as needed). ``force``: the port
+        is gone from the subnet, so the tree the SM programmed is stale whatever it was."""
         if member not in g.members:
             return []
         stored = g.members[member]
@@ -1078,6 +1082,9 @@ class SubnetAdministrator:
         actions: list = []
         if before is not None:
             actions += self._mft_changed(g, before, deleted=deleted)
+        if force and not actions:
+            self._last_mft.pop(g.mlid, None)
+            actions.append(McastChanged(g.mlid))
         if old & FULL_STATES and not new & FULL_STATES and g.full_members == 0:
             actions += self._notify(smp.TRAP_MCG_DELETED, g.mgid, group=g)
         return actions

@@ -109,6 +109,9 @@ class Struct:
             pos -= f.width
             layout.append((f, pos))
         cls._layout = tuple(layout)
+        from ._codegen import compile_struct
+
+        cls._compiled = compile_struct(cls)
 
     def __init__(self, **values):
         for f in self.FIELDS:
@@ -137,6 +140,7 @@ class Struct:
         return acc
 
     def pack(self) -> bytes:
+        # replaced per class by the generated version (see _codegen); this is the reference
         return self.to_int().to_bytes(self.SIZE, "big")
 
     def __bytes__(self) -> bytes:
@@ -145,6 +149,8 @@ class Struct:
     @classmethod
     def unpack(cls, data, offset: int = 0):
         """Parse ``SIZE`` octets at ``offset``; extra octets after them are left alone."""
+        if cls._compiled:
+            return cls._unpack_at(data, offset)
         end = offset + cls.SIZE
         if offset < 0 or len(data) < end:
             raise ParseError(f"{cls.__name__}: need {cls.SIZE} octets at offset {offset}, have {max(0, len(data) - offset)}", kind="truncated")
@@ -163,7 +169,7 @@ class Struct:
     # -- conveniences --------------------------------------------------------------------------
 
     def replace(self, **values):
-        d = self.as_dict(nested=False)
+        d = dict(self.__dict__)
         d.update(values)
         return type(self)(**d)
 
@@ -179,7 +185,7 @@ class Struct:
     def __eq__(self, other):
         if type(other) is not type(self):
             return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in self._names)
+        return self.__dict__ == other.__dict__
 
     def __hash__(self):
         return hash((type(self), tuple(_hashable(getattr(self, n)) for n in self._names)))
