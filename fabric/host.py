@@ -11,6 +11,7 @@ timer as its timeout, so an idle fabric uses no CPU.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 import os
 import signal
 import sys
@@ -30,6 +31,7 @@ from .wire.errors import ParseError
 
 RX_BUDGET = 64  # bursts read from one socket before looking at the others
 ZERO_COPY_MIN = 65536  # below this a copy is cheaper than zero-copy bookkeeping (DESIGN.md 3)
+LOCAL_BUDGET = 512  # in-process bursts delivered per loop iteration
 FLUSH_AT = 4096  # packets in one outgoing burst at most (the count field is 16 bits)
 SNDHWM = 1000  # bursts queued per link before the link drops (UD: overflow drops, never blocks)
 
@@ -64,9 +66,16 @@ class DeviceHost:
             sock.setsockopt(zmq.RCVHWM, SNDHWM)
             sock.bind(self.info.ingress(self.topology.nodes[n].node_guid))
             self.ingress[sock] = n
+        self.local: dict = {}  # (name, port) -> (peer name, peer port) when both ends live here
+        self.local_q: deque = deque()  # (device, burst) delivered in memory within this process
         for link in self.topology.links:
             for (a, ap, b, bp) in ((link.a, link.a_port, link.b, link.b_port), (link.b, link.b_port, link.a, link.a_port)):
-                if a in self.devices:
+                if a in self.devices and b in self.devices:
+                    # Both ends in this process: the cable is an in-memory queue. ZeroMQ links
+                    # connect processes; a socket round trip to ourselves would only burn CPU.
+                    self.local[(a, ap)] = (b, bp)
+                    cable(self.devices[a], ap, None, 0, link)
+                elif a in self.devices:
                     s = self.ctx.socket(zmq.PUSH)
                     s.setsockopt(zmq.SNDHWM, SNDHWM)
                     s.setsockopt(zmq.LINGER, 0)
@@ -83,6 +92,10 @@ class DeviceHost:
     # -- link layer ----------------------------------------------------------------------------
 
     def send_control(self, name: str, port: int, kind: int) -> None:
+        peer = self.local.get((name, port))
+        if peer is not None:
+            self.local_q.append((peer[0], encode_control(peer[1], kind)))
+            return
         link = self.links.get((name, port))
         if link is None:
             return
@@ -118,9 +131,10 @@ class DeviceHost:
         txq, self.txq = self.txq, {}
         for (name, port), (count, parts, headroom) in txq.items():
             link = self.links.get((name, port))
-            if link is None:
+            peer = self.local.get((name, port)) if link is None else None
+            if link is None and peer is None:
                 continue  # uncabled port: lost
-            hdr = BURST_HDR.pack(BURST_VERSION, KIND_DATA, link[1], count)
+            hdr = BURST_HDR.pack(BURST_VERSION, KIND_DATA, link[1] if link else peer[1], count)
             if headroom and len(parts) == 1:
                 msg = parts[0]
                 msg[:BURST_HDR.size] = hdr
@@ -128,6 +142,13 @@ class DeviceHost:
                 if headroom:
                     parts[0] = memoryview(parts[0])[BURST_HDR.size:]
                 msg = b"".join([hdr] + parts)
+            if peer is not None:
+                if len(self.local_q) >= SNDHWM:
+                    self.devices[name].ports[port].counters.inc("port_xmit_discards", count)
+                    self.devices[name].drops["link_queue_full"] += count
+                else:
+                    self.local_q.append((peer[0], msg))
+                continue
             try:
                 link[0].send(msg, zmq.NOBLOCK, copy=len(msg) < ZERO_COPY_MIN)
                 self.bursts_out += 1
@@ -384,8 +405,15 @@ class DeviceHost:
 
     # -- loop ----------------------------------------------------------------------------------
 
+    def timed_devices(self):
+        """Devices that have timers: pending traps or software agents (the SM). Checking only
+        these keeps the loop's cost independent of how many devices the host runs."""
+        return [dev for dev in self.devices.values() if dev._traps or dev.agents]
+
     def next_timeout_ms(self, now: float):
-        deadlines = [d for d in (dev.next_deadline() for dev in self.devices.values()) if d is not None]
+        if self.local_q:
+            return 0
+        deadlines = [d for d in (dev.next_deadline() for dev in self.timed_devices()) if d is not None]
         deadlines += [p[0] for p in self.pending]
         if not deadlines:
             return None
@@ -393,7 +421,7 @@ class DeviceHost:
 
     def run(self) -> None:
         now = time.monotonic()
-        for (name, port) in self.links:
+        for (name, port) in list(self.links) + list(self.local):
             if self.devices[name].ports[port].admin_up:
                 self.send_control(name, port, KIND_HELLO)
         while self.running:
@@ -416,12 +444,30 @@ class DeviceHost:
                     except Exception:  # a bad packet must never kill the host
                         traceback.print_exc()
                         self.devices[name].drops["internal_error"] += 1
-            for name, dev in self.devices.items():
-                if dev.next_deadline() is not None and dev.next_deadline() <= now:
-                    self.queue_tx(name, dev.tick(now))
-            if self.pending:
-                self.service_pending(now)
+            for dev in self.timed_devices():
+                d = dev.next_deadline()
+                if d is not None and d <= now:
+                    self.queue_tx(dev.name, dev.tick(now))
             self.flush()
+            self.run_local(now)
+            if self.pending:  # after local delivery: an answer may have just arrived in memory
+                self.service_pending(now)
+                self.flush()
+
+    def run_local(self, now: float) -> None:
+        """Deliver bursts on in-process links; a budget keeps the sockets served meanwhile."""
+        budget = LOCAL_BUDGET
+        while self.local_q and budget:
+            name, msg = self.local_q.popleft()
+            budget -= 1
+            try:
+                self.on_burst(name, msg, now)
+            except Exception:
+                traceback.print_exc()
+                self.devices[name].drops["internal_error"] += 1
+            if not self.local_q:
+                self.flush()
+        self.flush()
 
     def close(self) -> None:
         if self.ctx.closed:
@@ -452,10 +498,20 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGINT, stop)
     host = DeviceHost(argv[0], int(argv[1]))
     host.info.mark_ready(int(argv[1]), os.getpid())
+    profile = os.environ.get("IBFAB_PROFILE")  # a directory: write host-<i>.prof (cProfile) there
+    prof = None
+    if profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
     try:
         host.run()
     finally:
         host.close()
+        if prof is not None:
+            prof.disable()
+            prof.dump_stats(os.path.join(profile, f"host-{argv[1]}.prof"))
     return 0
 
 

@@ -15,7 +15,7 @@ from .runinfo import RunInfo, run_base, run_dir_for
 from .topology import Topology, load_topology
 
 DEVICES_PER_HOST = 64
-MAX_HOSTS = 8
+MAX_HOSTS = 4  # 2 cores: more processes only add start-up cost and context switches
 
 
 class LaunchError(RuntimeError):

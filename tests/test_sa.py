@@ -976,3 +976,39 @@ def test_replies_are_frozen_and_addressed(net):
     assert isinstance(r, SaReply) and r.dest is src and isinstance(r.mads, tuple)
     with pytest.raises(Exception):
         r.dest = None
+
+
+def test_mft_updates_for_the_sm(net):
+    sub, sa = net
+    a, b = ca(sub, 1), ca(sub, 12)
+    join(sa, req_of(a), a)
+    acts = join(sa, req_of(b), b)
+    (chg,) = [x for x in acts if isinstance(x, McastChanged)]
+    upd = sa.mft_updates(chg.mlid)
+    assert upd == sa.mcast.mft_for(sub, sa.mcast.get(BCAST)) and len(upd) == 3
+    for guid, mask in upd.items():          # what the SM core does after writing the MFT blocks
+        sub.nodes[guid].mft[chg.mlid] = mask
+    assert sa.all_mfts() == {g: {0xC000: m} for g, m in upd.items()}
+    acts = leave(sa, req_of(b), b)
+    upd = sa.mft_updates(0xC000)
+    assert sorted(upd.values()).count(0) == 2     # the spine and leaf04 are cleared
+    assert upd[switch(sub, "leaf01").guid] == 0b10
+
+
+def test_subnet_can_be_replaced_and_ports_named_by_guid():
+    sub, sa = make(route_hops=None, link_mtu_rate=None)
+    a = ca(sub, 1)
+    subscribe(sa, req_of(ca(sub, 2)), trap=65)
+    join(sa, req_of(a), a)
+    gone = ca(sub, 12)
+    join(sa, req_of(gone), gone)
+    new = build_subnet("fattree:4,2,3,1")      # a fresh model, as a sweep builds it
+    del new.nodes[ca(new, 12).node.guid]
+    acts = sa.gid_out_of_service(gone.gid_guid)   # the core knows only the GUID by then
+    assert [notice_of(r).trap_num for r in reports(acts)] == [65]
+    assert McastChanged(0xC000) in acts
+    sa.subnet = new
+    assert sa.on_sweep_done() == []
+    b = ca(new, 7)
+    pr = PathRecord.unpack(one_reply(path(sa, req_of(ca(new, 1)), dgid=gid(b))).data)
+    assert (pr.dlid, pr.mtu, pr.rate) == (b.lid, smp.MTU_4096, 3)   # the default engine follows

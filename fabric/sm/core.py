@@ -125,7 +125,7 @@ class SubnetManager:
         self.now = now
         if self.state == "stopped":
             return []
-        out = self.engine.tick(now)
+        out = self.engine.tick(now) + self.sa.tick(now)  # SA: Report resends to subscribers
         if self.next_light is not None and now >= self.next_light and self.state == "up":
             self.next_light = None
             self._light_sweep()
@@ -133,7 +133,7 @@ class SubnetManager:
         return self._flush(out)
 
     def next_deadline(self):
-        cands = [d for d in (self.engine.next_deadline(), self.next_light) if d is not None]
+        cands = [d for d in (self.engine.next_deadline(), self.next_light, self.sa.next_timer()) if d is not None]
         return min(cands, default=None)
 
     def _flush(self, actions: list) -> list:
@@ -198,24 +198,32 @@ class SubnetManager:
                 continue
             reregister = not port.node.is_switch and (first or port.guid not in self.known_ca_ports)
             nmtu = self._neighbor_mtu(port)
-            if (pi.lid != lid or pi.master_sm_lid != sm_lid or pi.lmc != lmc or reregister
+            # A port in Init is armed by the same Set that gives it its LID (one SMP instead of
+            # two); it goes Active once the routes are in place.
+            arm = port.linked and not port.node.is_switch and port.state == sa.PORT_INIT
+            if (pi.lid != lid or pi.master_sm_lid != sm_lid or pi.lmc != lmc or reregister or arm
                     or (nmtu and pi.neighbor_mtu != nmtu)
                     or pi.subnet_timeout != self.config.subnet_timeout):
-                new = pi.replace(lid=lid, master_sm_lid=sm_lid, lmc=lmc, port_state=sa.PORT_NOP,
+                new = pi.replace(lid=lid, master_sm_lid=sm_lid, lmc=lmc,
+                                 port_state=sa.PORT_ARMED if arm else sa.PORT_NOP,
                                  phys_state=sa.PHYS_NOP, neighbor_mtu=nmtu or 0, link_width_enabled=0,
                                  link_speed_enabled=0, client_reregister=int(reregister), m_key=0,
                                  subnet_timeout=self.config.subnet_timeout, gid_prefix=w.GID_PREFIX_DEFAULT)
-                self._set("PortInfo", w.ATTR_PORT_INFO, port.node.path, new, port.num)
+                self._set("PortInfo", w.ATTR_PORT_INFO, port.node.path, new, port.num,
+                          done=self._state_from_reply(port, "PortInfo"))
             port.lid, port.lmc = lid, lmc
-        for sw in subnet.switches():  # external ports: MTU negotiated with the neighbour
+        for sw in subnet.switches():  # external ports: MTU negotiated with the neighbour, and armed
             for num, port in sorted(sw.ports.items()):
                 if num == 0 or port.info is None or not port.linked:
                     continue
                 nmtu = self._neighbor_mtu(port)
-                if nmtu and port.info.neighbor_mtu != nmtu:
-                    new = port.info.replace(port_state=sa.PORT_NOP, phys_state=sa.PHYS_NOP, neighbor_mtu=nmtu,
+                arm = port.state == sa.PORT_INIT
+                if (nmtu and port.info.neighbor_mtu != nmtu) or arm:
+                    new = port.info.replace(port_state=sa.PORT_ARMED if arm else sa.PORT_NOP,
+                                            phys_state=sa.PHYS_NOP, neighbor_mtu=nmtu or 0,
                                             link_width_enabled=0, link_speed_enabled=0, client_reregister=0)
-                    self._set("PortInfo", w.ATTR_PORT_INFO, sw.path, new, num)
+                    self._set("PortInfo", w.ATTR_PORT_INFO, sw.path, new, num,
+                              done=self._state_from_reply(port, "PortInfo"))
         # GID in/out of service for InformInfo subscribers
         for p in subnet.ca_ports():
             if p.guid not in self.known_ca_ports and not first:
@@ -236,6 +244,14 @@ class SubnetManager:
             return len(trace(self.subnet, self.lfts, src_port, dst_port.lid))
         except TraceError:
             return None
+
+    def _state_from_reply(self, port, what: str):
+        def done(r):
+            if ok(r):
+                port.state = w.PortInfo.unpack(r.data).port_state
+            else:
+                self._check(what, r)
+        return done
 
     def _neighbor_mtu(self, port) -> int:
         if port.remote is None:
@@ -327,11 +343,7 @@ class SubnetManager:
                 if (num == 0 and n.is_switch) or not port.linked or port.info is None:
                     continue
                 if port.state in from_states:
-                    def done(r, port=port):
-                        if ok(r):
-                            port.state = w.PortInfo.unpack(r.data).port_state
-                        else:
-                            self._check("PortState", r)
+                    done = self._state_from_reply(port, "PortState")
                     new = port.info.replace(port_state=state, phys_state=sa.PHYS_NOP, neighbor_mtu=0,
                                             link_width_enabled=0, link_speed_enabled=0, client_reregister=0,
                                             lid=port.lid if not n.is_switch else port.info.lid,

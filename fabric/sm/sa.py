@@ -275,13 +275,13 @@ class SubnetAdministrator:
                  link_mtu_rate=None, gid_prefix: int = GID_PREFIX_DEFAULT, resp_time_value: int = 16,
                  subnet_timeout: int = DEFAULT_PKT_LIFE, report_timeout: float = 1.0,
                  report_retries: int = 3, create_requires_full: bool = True):
-        self.subnet = subnet
+        self._subnet = subnet
+        self.paths = GraphPaths(subnet)
         self.partitions = partitions if partitions is not None else default_partitions()
         self.mcast = mcast if mcast is not None else McastManager()
         self.sm_key = sm_key
-        self.paths = GraphPaths(subnet)
-        self.route_hops = route_hops or self.paths.route_hops
-        self.link_mtu_rate = link_mtu_rate or self.paths.link_mtu_rate
+        self._route_hops = route_hops
+        self._link_mtu_rate = link_mtu_rate
         self.gid_prefix = gid_prefix
         self.resp_time_value = resp_time_value
         self.subnet_timeout = subnet_timeout
@@ -300,6 +300,37 @@ class SubnetAdministrator:
         self._pkey_cache: dict = {}
         self._last_mft: dict[int, dict] = {}
         self.mcast.ensure_sm_groups(self.partitions.groups())
+
+    # -- the subnet and the path callables (replaceable at any time) ----------------------------
+
+    @property
+    def subnet(self):
+        return self._subnet
+
+    @subnet.setter
+    def subnet(self, subnet):
+        """A new subnet model (a sweep may build a fresh one): indexes and caches start over."""
+        self._subnet = subnet
+        self.paths = GraphPaths(subnet)
+        self._index_nodes = -1
+        self._pkey_cache.clear()
+        self._last_mft.clear()
+
+    @property
+    def route_hops(self):
+        return self._route_hops or self.paths.route_hops
+
+    @route_hops.setter
+    def route_hops(self, fn):
+        self._route_hops = fn
+
+    @property
+    def link_mtu_rate(self):
+        return self._link_mtu_rate or self.paths.link_mtu_rate
+
+    @link_mtu_rate.setter
+    def link_mtu_rate(self, fn):
+        self._link_mtu_rate = fn
 
     # ------------------------------------------------------------------------------------------
     # SM core integration
@@ -337,18 +368,22 @@ class SubnetAdministrator:
         return self._notify(smp.TRAP_GID_IN_SERVICE, self._port_gid(port), subject_port=port)
 
     def gid_out_of_service(self, port, now: float | None = None) -> list:
-        """A port is gone (call before or after removing it from the subnet): trap 65 Reports, the
-        port leaves every multicast group (McastChanged, trap 67 as needed), and its InformInfo
-        subscriptions are dropped."""
+        """A port is gone (call before or after removing it from the subnet; ``port`` is the
+        SmPort or its port GUID): trap 65 Reports, the port leaves every multicast group
+        (McastChanged, trap 67 as needed), and its InformInfo subscriptions are dropped."""
         if now is not None:
             self._now = now
-        gid = self._port_gid(port)
-        actions = self._notify(smp.TRAP_GID_OUT_OF_SERVICE, gid, subject_port=port)
+        if isinstance(port, int):
+            guid = port
+            subject = self._by_guid.get(guid)  # the index may still know it: for the P_Key check
+        else:
+            guid, subject = port.gid_guid, port
+        gid = make_gid(self.gid_prefix, guid)
+        actions = self._notify(smp.TRAP_GID_OUT_OF_SERVICE, gid, subject_port=subject)
         for g in list(self.mcast):
             for member in list(g.members):
                 if member[8:] == gid[8:]:
                     actions += self._remove_member(g, member, 0xF, force=True)
-        guid = port.gid_guid
         self.subscriptions = [s for s in self.subscriptions if s.port_guid != guid]
         self._reindex()
         return actions
@@ -370,7 +405,19 @@ class SubnetAdministrator:
         return out
 
     def next_timer(self) -> float | None:
+        """When :meth:`tick` next has something to do (None: nothing pending)."""
         return min((p.deadline for p in self.pending_reports.values()), default=None)
+
+    def mft_updates(self, mlid: int) -> dict[int, int]:
+        """On McastChanged(mlid): {switch node GUID: port mask} to write for that MLID, with 0 for
+        switches whose programmed MFT (``SmNode.mft``) has the MLID but that left the tree."""
+        self._check_index()
+        return self.mcast.mft_updates(self.subnet, mlid, port_index=self._by_guid)
+
+    def all_mfts(self) -> dict[int, dict[int, int]]:
+        """After a sweep: {switch node GUID: {MLID: port mask}} for every group."""
+        self._check_index()
+        return self.mcast.all_mfts(self.subnet, port_index=self._by_guid)
 
     # ------------------------------------------------------------------------------------------
     # entry point
@@ -425,7 +472,9 @@ class SubnetAdministrator:
             return []
         if req.method & m.RESPONSE_BIT:
             if req.method == m.REPORT_RESP:
-                if self.pending_reports.pop(req.tid, None) is not None:
+                p = self.pending_reports.get(req.tid)
+                if p is not None and p.dest.lid == src.lid:
+                    del self.pending_reports[req.tid]
                     self._count("report_acked")
             return []  # responses (RMPP ACKs included) are never answered
         if req.method in _NO_RESPONSE_METHODS:
@@ -473,8 +522,7 @@ class SubnetAdministrator:
     # responses
 
     def _error(self, req, src, status: int) -> SaReply:
-        if status not in (m.STATUS_OK,):
-            self._count(f"status_0x{status:04x}")
+        self._count(f"status_0x{status:04x}")
         resp = req.replace(method=m.response_method(req.method), status=status, sm_key=0,
                            attr_offset=0, rmpp_version=0, rmpp_type=0, rmpp_resp_time=0,
                            rmpp_flags=0, rmpp_status=0, rmpp_data1=0, rmpp_data2=0)
