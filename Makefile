@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
-TOPO   ?= fattree:2,2,2,2
+TOPO   ?= fattree:2,2,4,2
 BACKEND ?= fast
 PYTEST_ARGS ?=
 STAMP  := $(VENV)/.installed
@@ -39,8 +39,7 @@ bench: install debs
 	$(PY) -m pytest bench -q --benchmark-columns=min,median,mean,ops --benchmark-sort=name -p no:randomly
 
 fabric: install
-	$(VENV)/bin/ibfab up $(TOPO) --name make-fabric --no-sm
-	$(VENV)/bin/ibfab status --name make-fabric; rc=$$?; $(VENV)/bin/ibfab down --name make-fabric; exit $$rc
+	$(VENV)/bin/ibfab demo $(TOPO)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .benchmarks ipoib/_fastpath.c fabric/_wirefast.c ipoib/*.so fabric/*.so runs

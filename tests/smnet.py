@@ -20,16 +20,29 @@ class SmNet(LoopNet):
     def on_event(self, name, kind, port, detail):
         self.events_seen.append((name, kind, port))
 
-    def start_sm(self, node: str | None = None, port: int | None = None, **config) -> SmAgent:
+    def start_sm(self, node: str | None = None, port: int | None = None, *, run: bool = True,
+                 **config) -> SmAgent:
+        """Start the SM (stopping the one running). ``run=False`` only puts its first SMPs in the
+        queue, so a test can interleave its own traffic with the sweep (``run(max_steps=N)``)."""
         if self.agent is not None:
             self.agent.detach()
         node = node or self.topology.sm_node
         port = port or self.topology.sm_port
         cfg = SMConfig(**{**self.config, **config})
         self.agent = SmAgent(self.devices[node], port, cfg)
-        self.inject(node, self.agent.start(self.now))
-        self.settle()
+        self._emit(node, self.agent.start(self.now))
+        self._handle_events(node)
+        if run:
+            self.settle()
         return self.agent
+
+    def stop_sm(self) -> None:
+        if self.agent is not None:
+            self.agent.detach()
+
+    def request_sweep(self) -> None:
+        """Ask the running SM for a heavy sweep now and run it to the end."""
+        self.inject(self.agent.hca.name, self.agent.request_sweep(self.now))
 
     def settle(self, seconds: float = 0.0, step: float = 0.3) -> None:
         """Run until quiet, advancing time so that retries and light sweeps happen."""

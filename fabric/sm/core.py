@@ -93,6 +93,7 @@ class SubnetManager:
         self.stats = SweepStats()
         self.log: list[str] = []
         self.traps_seen = 0
+        self.ignore_existing_lfts = True
         self.lfts: dict = {}
         from .subnet import Subnet
 
@@ -144,12 +145,17 @@ class SubnetManager:
 
     # -- sweeps --------------------------------------------------------------------------------
 
-    def request_sweep(self) -> None:
-        """Heavy sweep now, or right after the one in progress."""
+    def request_sweep(self) -> list:
+        """Heavy sweep now, or right after the one in progress. Returns the actions to carry out
+        (the first discovery SMPs): nothing else would send them before the next timer."""
+        if self.state == "stopped":
+            return []
         if self.state == "sweeping":
             self.resweep = True
-            return
+            return []
+        self.next_light = None
         self._begin_heavy()
+        return self._flush(self.engine.pump(self.now))
 
     def _begin_heavy(self) -> None:
         self.state = "sweeping"
@@ -180,6 +186,13 @@ class SubnetManager:
             self.log.append("discovery did not find the SM's own port")
             self.state = "up"
             return
+        # OpenSM's ignore_existing_lfts (docs/routing.md): route from scratch on the first sweep,
+        # when a switch appeared, or when a switch port needs updating (a link came up: Init);
+        # otherwise entries that are still least-hop stay where they are.
+        self.ignore_existing_lfts = (
+            prev is None or {n.guid for n in subnet.switches()} != {n.guid for n in prev.switches()}
+            or any(num and p.linked and p.state == sa.PORT_INIT
+                   for n in subnet.switches() for num, p in n.ports.items()))
         lids = assign_lids(subnet, self.guid2lid, lmc=self.config.lmc)
         merged = dict(self.guid2lid)
         merged.update(lids)  # absent ports keep their LIDs reserved, as OpenSM's cache does
@@ -248,7 +261,11 @@ class SubnetManager:
     def _state_from_reply(self, port, what: str):
         def done(r):
             if ok(r):
-                port.state = w.PortInfo.unpack(r.data).port_state
+                # The SMA answers a Set with the PortInfo now in force: keep it as the model's, so
+                # later Sets of this sweep (Armed, Active) start from what the port holds, not
+                # from what discovery read before the LID/SM LID/SubnetTimeout Set.
+                port.info = w.PortInfo.unpack(r.data)
+                port.state = port.info.port_state
             else:
                 self._check(what, r)
         return done
@@ -262,7 +279,8 @@ class SubnetManager:
         from .routing import lft_blocks_changed, route
 
         subnet = self.subnet
-        kw = {"existing": self.programmed_lft} if self.config.routing_engine == "minhop" else {}
+        kw = {"existing": self.programmed_lft} if (self.config.routing_engine == "minhop"
+                                                   and not self.ignore_existing_lfts) else {}
         lfts = route(subnet, self.config.routing_engine, **kw)
         top = subnet.max_lid()
         for sw in subnet.switches():

@@ -66,6 +66,11 @@ class SmAgent:
     def tick(self, now: float) -> list:
         return self._run(self.sm.tick(now), now)
 
+    def request_sweep(self, now: float) -> list:
+        """Start a heavy sweep now (or after the one in progress); returns the packets to send."""
+        self.sm.now = now
+        return self._run(self.sm.request_sweep(), now)
+
     def next_deadline(self):
         return self.sm.next_deadline()
 

@@ -1,0 +1,77 @@
+"""Issue 4: subnet bring-up time against OpenSM on ibsim, and SA PathRecord throughput.
+
+Bring-up: ours is the time from the start of ``ibfab up``'s launcher to SUBNET UP (device
+processes, link training and the SM's heavy sweep); OpenSM's is its start to "SUBNET UP" in its own
+log, on ibsim with the same net file (tests/refsm.py), in the same run.
+"""
+
+import os
+import sys
+import time
+
+import pytest
+
+from fabric import Fabric
+from fabric import wire as w
+from fabric.sm import saclient
+from fabric.sm.sa import Requester
+from fabric.topology import load_topology
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+import refsm  # noqa: E402
+from smnet import SmNet  # noqa: E402
+
+TOPOS = ["fattree:4,2,24,6", "fattree:36,18,18,1"]
+REPEATS = 3
+
+
+@pytest.mark.parametrize("spec", TOPOS)
+def test_bringup_vs_opensm(spec, tmp_path, report):
+    miss = refsm.missing_tools()
+    assert not miss, f"install {miss} (scripts/install-debs.sh)"
+    topo = load_topology(spec)
+    ours, sweeps, theirs = [], [], []
+    for i in range(REPEATS):
+        ref = refsm.run_opensm(topo.to_net(), str(tmp_path / f"osm{i}"))
+        theirs.append(ref.subnet_up_seconds)
+        t0 = time.perf_counter()
+        with Fabric(topo, name=f"benchsm{i}") as fab:
+            ours.append(time.perf_counter() - t0)
+            sweeps.append(fab.info.data["subnet_up"]["seconds"])
+            assert fab.info.data["subnet_up"]["nodes"] == len(topo.nodes)
+    o, s, t = sorted(ours)[REPEATS // 2], sorted(sweeps)[REPEATS // 2], sorted(theirs)[REPEATS // 2]
+    ratio = o / t
+    target = " (target <= 1.0: " + ("met" if ratio <= 1.0 else "NOT met") + ")" if "36,18" in spec else ""
+    report.append(f"bring-up {spec} ({len(topo.hcas())} HCAs, {len(topo.switches())} switches): ours "
+                  f"{o:.2f} s from launch (SM sweep {s:.2f} s), OpenSM on ibsim {t:.2f} s to SUBNET UP; "
+                  f"ratio {ratio:.2f}{target}")
+
+
+def test_sa_pathrecord_rate(report):
+    net = SmNet("fattree:4,2,24,6")
+    net.start_sm()
+    sa = net.sm.sa
+    hcas = [d for d in net.devices.values() if d.kind == "hca"]
+    src = hcas[1]
+    req = Requester(lid=src.ports[1].lid, qpn=1, pkey=0xFFFF)
+    queries = [saclient.path_record_query(src.gid(), h.gid())[1] for h in hcas]
+    mads = [w.parse_mad(q) for q in queries]
+    n = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < 1.0:
+        for mad in mads:
+            acts = sa.handle(mad, req, 0.0)
+            n += 1
+    core_rate = n / (time.perf_counter() - t0)
+    assert acts and acts[0].mads  # answered
+    # end to end: an HCA's QP1 -> switches -> the SM node's QP1 -> SA -> back, in-process devices
+    n = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < 1.0:
+        for q in mads[:32]:
+            got = net.sa_request(src.name, q)
+            assert got and got[0].status == 0
+            n += 1
+    e2e_rate = n / (time.perf_counter() - t0)
+    report.append(f"SA PathRecord Get: {core_rate:,.0f} queries/s in the SA core; {e2e_rate:,.0f} queries/s "
+                  f"through the devices (HCA -> 2 switches -> SM node -> back, one process)")
