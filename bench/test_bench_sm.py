@@ -74,4 +74,4 @@ def test_sa_pathrecord_rate(report):
             n += 1
     e2e_rate = n / (time.perf_counter() - t0)
     report.append(f"SA PathRecord Get: {core_rate:,.0f} queries/s in the SA core; {e2e_rate:,.0f} queries/s "
-                  f"through the devices (HCA -> 2 switches -> SM node -> back, one process)")
+                  f"through the devices (an HCA, its leaf switch, the SM node and back; in-process LoopNet)")

@@ -42,6 +42,7 @@ class RequestEngine:
         self.sent = 0
         self.timeouts = 0
         self.failed = 0
+        self.mismatched = 0  # responses whose TID matched but class/attribute/modifier did not
         self.idle_callbacks: list = []
 
     # -- requests ------------------------------------------------------------------------------
@@ -89,9 +90,16 @@ class RequestEngine:
 
     def on_response(self, mad, now: float) -> list:
         """A GetResp arrived; returns the SMPs to send next. Unknown TIDs are ignored."""
-        req = self.outstanding.pop(mad.tid, None)
+        req = self.outstanding.get(mad.tid)
         if req is None:
             return self.pump(now)
+        q = req.smp
+        if (mad.mgmt_class, mad.attr_id, mad.attr_mod) != (q.mgmt_class, q.attr_id, q.attr_mod):
+            # not an answer to this request (IBA 13.4.6.1: a response carries the request's class,
+            # attribute and modifier): ignore it and keep waiting for the real one
+            self.mismatched += 1
+            return []
+        del self.outstanding[mad.tid]
         req.done(mad)
         return self.pump(now)
 
