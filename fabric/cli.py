@@ -44,7 +44,10 @@ def _cmd_up(args) -> int:
     from .topology import TopologyError
 
     try:
-        info = launcher.up(args.topology, args.name, hosts=args.hosts, timeout=args.timeout, sm=not args.no_sm)
+        from .api import IPOIB_PLUGIN
+
+        info = launcher.up(args.topology, args.name, hosts=args.hosts, timeout=args.timeout, sm=not args.no_sm,
+                           node_software=None if args.no_sm or args.no_ipoib else IPOIB_PLUGIN)
     except (TopologyError, launcher.LaunchError, ValueError, OSError) as exc:
         print(f"ibfab up: {exc}", file=sys.stderr)
         return 1
@@ -240,6 +243,39 @@ def _cmd_demo(args) -> int:
         print(f"fabric torn down")
 
 
+def _cmd_ping(args) -> int:
+    """Like ping(8): one line per reply, then the statistics; exit 0 only when replies came."""
+    from .rpc import RpcError
+
+    with _client(args.name) as fc:
+        try:
+            dst = args.dst
+            if not dst[0].isdigit():  # a node name: its ib0 address
+                st = fc.call(dst, "ipoib_status")
+                dst = next(i["addr"] for i in st["interfaces"] if i["ifname"] == "ib0").split("/")[0]
+            r = fc.call(args.src, "ping", dst=dst, count=args.count, interval=args.interval,
+                        timeout=args.timeout, size=args.size)
+        except (RpcError, KeyError, StopIteration) as exc:
+            print(f"ibfab ping: {exc}", file=sys.stderr)
+            return 2
+    if r is None:
+        print("ibfab ping: no result", file=sys.stderr)
+        return 2
+    print(f"PING {dst} from {args.src}: {args.size} data bytes")
+    for seq, rtt in r.get("replies", []):
+        print(f"{args.size + 8} bytes from {dst}: icmp_seq={seq} time={rtt * 1000:.3f} ms")
+    for err in r.get("errors", []):
+        print(err)
+    tx, rx = r.get("transmitted", 0), r.get("received", 0)
+    loss = 100.0 * (tx - rx) / tx if tx else 0.0
+    print(f"--- {dst} ping statistics ---")
+    print(f"{tx} packets transmitted, {rx} received, {loss:.0f}% packet loss")
+    if rx:
+        rtts = [x[1] * 1000 for x in r.get("replies", [])] or [0.0]
+        print(f"rtt min/avg/max = {min(rtts):.3f}/{sum(rtts) / len(rtts):.3f}/{max(rtts):.3f} ms")
+    return 0 if rx else 1
+
+
 def _cmd_list(args) -> int:
     from . import launcher
 
@@ -263,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--hosts", type=int, default=None, help="number of device-host processes (default: by size)")
     u.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the links and the subnet")
     u.add_argument("--no-sm", action="store_true", help="do not start the subnet manager (ports stay in Init)")
+    u.add_argument("--no-ipoib", action="store_true", help="do not run IPoIB on the HCAs")
     u.set_defaults(func=_cmd_up)
 
     d = sub.add_parser("down", help="stop a fabric and remove its run directory (also after a crash)")
@@ -298,6 +335,16 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--routes", type=int, default=12, help="how many routes to print")
     dm.add_argument("--timeout", type=float, default=120.0)
     dm.set_defaults(func=_cmd_demo)
+
+    pg = sub.add_parser("ping", help="ICMP echo over IPoIB from node SRC to DST (a node name or an IPv4 address)")
+    pg.add_argument("src")
+    pg.add_argument("dst")
+    pg.add_argument("-c", "--count", type=int, default=3)
+    pg.add_argument("-i", "--interval", type=float, default=0.2)
+    pg.add_argument("-W", "--timeout", type=float, default=1.0)
+    pg.add_argument("-s", "--size", type=int, default=56)
+    pg.add_argument("--name", default="default")
+    pg.set_defaults(func=_cmd_ping)
 
     ls = sub.add_parser("list", help="named fabrics of this user")
     ls.set_defaults(func=_cmd_list)

@@ -57,6 +57,7 @@ class DeviceHost:
         self.pending: list = []  # deferred RPC replies: (deadline, check, envelope)
         self.running = True
         self.sm = None  # SmAgent when the subnet manager runs on a device of this host
+        self.extra_ops: dict = {}  # RPC operations contributed by a node-software plugin
         self.started = time.time()
         self.bursts_in = 0
         self.bursts_out = 0
@@ -84,6 +85,14 @@ class DeviceHost:
                     cable(self.devices[a], ap, None, 0, link)
         self.control = self.ctx.socket(zmq.ROUTER)
         self.control.bind(self.info.control(index))
+        plugin = self.info.data.get("node_software")
+        if plugin:
+            # software that runs on the HCAs (IPoIB); named, not imported statically: the fabric
+            # itself knows nothing of IP
+            import importlib
+
+            mod_name, _, fn_name = plugin.partition(":")
+            getattr(importlib.import_module(mod_name), fn_name)(self)
         self.poller = zmq.Poller()
         for s in self.ingress:
             self.poller.register(s, zmq.POLLIN)
@@ -128,6 +137,10 @@ class DeviceHost:
             self.flush()
 
     def flush(self) -> None:
+        for dev in self.timed_devices():
+            if dev.outbox:
+                out, dev.outbox[:] = list(dev.outbox), []
+                self.queue_tx(dev.name, out)
         txq, self.txq = self.txq, {}
         for (name, port), (count, parts, headroom) in txq.items():
             link = self.links.get((name, port))
@@ -207,6 +220,10 @@ class DeviceHost:
                 self.send_control(name, port, KIND_DOWN)
             elif kind == "link_enable":
                 self.send_control(name, port, KIND_HELLO)
+            for agent in list(dev.agents):
+                hook = getattr(agent, "on_event", None)
+                if hook is not None:
+                    hook(kind, port, _detail)
         if dev.events:
             self.handle_events(name, now)
 
@@ -226,6 +243,8 @@ class DeviceHost:
     def rpc(self, env: tuple, req: dict, now: float):
         op = req.get("op")
         fn = getattr(self, f"op_{op}", None) if isinstance(op, str) else None
+        if fn is None and isinstance(op, str):
+            fn = self.extra_ops.get(op)
         if fn is None:
             raise RpcError(f"unknown operation {op!r}")
         return fn(env=env, now=now, **{k: v for k, v in req.items() if k != "op"})
@@ -247,7 +266,7 @@ class DeviceHost:
             raise RpcError(f"{name} is not an HCA")
         return dev
 
-    def op_ping(self, env, now):
+    def op_hello(self, env, now):
         return {"host": self.index, "pid": os.getpid()}
 
     def op_status(self, env, now):

@@ -86,7 +86,8 @@ def list_fabrics() -> list[str]:
 
 
 def up(topology, name: str = "default", *, hosts: int | None = None, timeout: float = 120.0,
-       sm: bool = True, sm_config: dict | None = None) -> RunInfo:
+       sm: bool = True, sm_config: dict | None = None, node_software: str | None = None,
+       node_config: dict | None = None) -> RunInfo:
     """Launch a fabric and return once every cabled link is up and, with ``sm`` (the default), once
     the subnet manager on the topology's SM port has brought the subnet up."""
     topo = load_topology(topology)
@@ -103,7 +104,9 @@ def up(topology, name: str = "default", *, hosts: int | None = None, timeout: fl
     plan = plan_hosts(topo, hosts)
     info = RunInfo(run_dir, {"name": name, "topology": topo_path, "created": time.time(),
                              "hosts": [{"devices": devs} for devs in plan],
-                             "sm": {"node": topo.sm_node, "port": topo.sm_port} if sm else None})
+                             "sm": {"node": topo.sm_node, "port": topo.sm_port} if sm else None,
+                             # software each host runs on its HCAs ("module:function"), e.g. IPoIB
+                             "node_software": node_software, "ipoib": node_config or {}})
     info.check_paths()
     info.save()
     procs = []

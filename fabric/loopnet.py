@@ -76,6 +76,7 @@ class LoopNet:
         recorded meanwhile (an SMP its own SMA answered locally) are acted on, as the host does."""
         self._emit(name, txs)
         self._handle_events(name)
+        self._service(name, self.devices[name])
         self.run()
 
     def _handle_events(self, name: str) -> None:
@@ -95,6 +96,10 @@ class LoopNet:
                 self._control(name, port, KIND_DOWN)
             elif kind == "link_enable":
                 self._control(name, port, KIND_HELLO)
+            for agent in list(dev.agents):
+                hook = getattr(agent, "on_event", None)
+                if hook is not None:
+                    hook(kind, port, _detail)
             self.on_event(name, kind, port, _detail)
 
     def on_event(self, name, kind, port, detail) -> None:
@@ -122,8 +127,20 @@ class LoopNet:
                 self._emit(name, dev.receive(port, pkt, self.now))
                 self.delivered += 1
             self._handle_events(name)
+            self._service(name, dev)
             steps += 1
         return steps
+
+    def _service(self, name: str, dev) -> None:
+        """Software on the node (IPoIB's NAPI polls, queued sends) that is due right now."""
+        if dev.outbox:
+            out, dev.outbox[:] = list(dev.outbox), []
+            self._emit(name, out)
+        if dev.agents:
+            d = dev.next_deadline()
+            if d is not None and d <= self.now:
+                self._emit(name, dev.tick(self.now))
+                self._handle_events(name)
 
     def advance(self, seconds: float) -> None:
         """Move time forward and run device timers (trap resends)."""

@@ -13,7 +13,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 
 cnp.import_array()
 
-__all__ = ["BACKEND", "PacketRing", "RingFull"]
+__all__ = ["BACKEND", "PacketRing", "RingFull", "Provider"]
 
 BACKEND = "fast"
 
@@ -120,3 +120,23 @@ cdef class PacketRing:
         return {"slots": self.slots, "slot_size": self.slot_size, "used": self._count,
                 "pushed": self.pushed, "popped": self.popped, "dropped_full": self.dropped_full,
                 "dropped_oversize": self.dropped_oversize}
+
+
+# -- rdma_netdev provider ----------------------------------------------------------------------
+
+class Provider:
+    """The accelerated rdma_netdev provider. For now it offers get_params (its multi-queue
+    geometry) and leaves every other op to the standard implementation, op by op, which is what
+    the contract allows: the accelerated data path (TSS/RSS rings, NAPI, moderation) grows here."""
+
+    name = "fast"
+    TX_QUEUES = 4
+    RX_QUEUES = 4
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def get_params(self):
+        from ipoib.netdev import NetdevParams
+
+        return NetdevParams(tx_queues=self.TX_QUEUES, rx_queues=self.RX_QUEUES, priv_size=0)

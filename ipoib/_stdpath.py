@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import deque
 
-__all__ = ["BACKEND", "PacketRing", "RingFull"]
+__all__ = ["BACKEND", "PacketRing", "RingFull", "Provider"]
 
 BACKEND = "std"
 
@@ -81,3 +81,11 @@ class PacketRing:
         return {"slots": self.slots, "slot_size": self.slot_size, "used": len(self._q),
                 "pushed": self.pushed, "popped": self.popped, "dropped_full": self.dropped_full,
                 "dropped_oversize": self.dropped_oversize}
+
+
+def __getattr__(name):
+    if name == "Provider":  # the standard rdma_netdev implementation (ipoib/std.py), lazily
+        from .std import StdProvider
+
+        return StdProvider
+    raise AttributeError(name)

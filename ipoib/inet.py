@@ -16,6 +16,7 @@ IPPROTO_UDP = 17
 ICMP_ECHO_REPLY = 0
 ICMP_DEST_UNREACH = 3
 ICMP_ECHO_REQUEST = 8
+ICMP_TIME_EXCEEDED = 11
 ARPHRD_INFINIBAND = 32
 ARP_REQUEST, ARP_REPLY = 1, 2
 
@@ -76,9 +77,11 @@ class IPoIBArp(Struct):
 
 
 def build_ipv4(src, dst, proto: int, payload: bytes, *, ttl: int = 64, ident: int = 0,
-               dscp: int = 0, df: bool = True) -> bytes:
-    h = IPv4Header(total_length=20 + len(payload), ident=ident, flags=IP_FLAG_DF if df else 0, ttl=ttl,
-                   proto=proto, src=ip4(src), dst=ip4(dst), dscp=dscp)
+               dscp: int = 0, df: bool = True, mf: bool = False, frag_offset: int = 0) -> bytes:
+    """One IPv4 packet (no options). ``mf`` and ``frag_offset`` (in 8-octet units) make it a fragment."""
+    flags = (IP_FLAG_DF if df else 0) | (IP_FLAG_MF if mf else 0)
+    h = IPv4Header(total_length=20 + len(payload), ident=ident, flags=flags, ttl=ttl,
+                   proto=proto, src=ip4(src), dst=ip4(dst), dscp=dscp, frag_offset=frag_offset)
     raw = h.pack()
     raw = raw[:10] + inet_checksum(raw).to_bytes(2, "big") + raw[12:]
     return raw + bytes(payload)
@@ -108,6 +111,15 @@ def build_icmp_echo(ident: int, seq: int, data: bytes = b"", *, reply: bool = Fa
     raw = h.pack() + bytes(data)
     csum = inet_checksum(raw)
     return raw[:2] + csum.to_bytes(2, "big") + raw[4:]
+
+
+def build_icmp(icmp_type: int, code: int, data: bytes = b"", rest: bytes = bytes(4)) -> bytes:
+    """Any ICMP message: type, code, checksum, the 4-octet rest of the header, then ``data``
+    (for errors: the offending IPv4 header and the start of its payload)."""
+    if len(rest) != 4:
+        raise ValueError("the rest of the ICMP header is 4 octets")
+    raw = bytes([icmp_type, code, 0, 0]) + bytes(rest) + bytes(data)
+    return raw[:2] + inet_checksum(raw).to_bytes(2, "big") + raw[4:]
 
 
 def parse_icmp(data) -> tuple[ICMPEcho, bytes]:

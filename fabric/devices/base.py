@@ -49,6 +49,7 @@ class Device:
         self.events: list = []  # (kind, port, detail) for the host / ULP
         self._traps: list = []  # [next_time, sends_left, packet, out_port, tid]
         self.agents: list = []  # software on this node with timers (the SM): tick(now), next_deadline()
+        self.outbox: list = []  # (port, packet) that software on this node queued outside a receive
         self._tid = (self.node_guid & 0xFFFF) << 32
 
     # -- helpers -------------------------------------------------------------------------------
@@ -146,21 +147,21 @@ class Device:
         resp = self.sma(mad, in_port, now)
         if resp is None:
             return []
-        return self.send_smp_response(pkt, resp, in_port)
+        return self.send_smp_response(pkt, resp, in_port, now)
 
     def forward_dr(self, pkt: w.UDPacket, smp: w.SMPDirected, out_port: int) -> list:
         raw = w.build_ud_packet(slid=pkt.lrh.slid, dlid=pkt.lrh.dlid, dest_qp=0, src_qp=0, qkey=pkt.deth.qkey,
                                 pkey=pkt.bth.pkey, vl=w.VL15, sl=pkt.lrh.sl, payload=smp.pack())
         return self.transmit_mgmt(out_port, raw)
 
-    def send_smp_response(self, req: w.UDPacket, resp, in_port: int) -> list:
+    def send_smp_response(self, req: w.UDPacket, resp, in_port: int, now: float = 0.0) -> list:
         port = self.mgmt_port(in_port)
         if isinstance(resp, w.SMPDirected):
             dec = smi.dr_originate(resp)
             if dec.action == smi.DROP:
                 return self.drop("dr_response_path")
             if dec.action == smi.LOCAL:
-                return self.smp_to_local_sm(req, dec.smp, in_port, 0.0)
+                return self.smp_to_local_sm(req, dec.smp, in_port, now)  # the SM's own node
             raw = w.build_ud_packet(slid=w.LID_PERMISSIVE if resp.dr_slid == w.LID_PERMISSIVE else port.lid,
                                     dlid=req.lrh.slid, dest_qp=0, src_qp=0, qkey=0, pkey=req.bth.pkey,
                                     vl=w.VL15, payload=dec.smp.pack())

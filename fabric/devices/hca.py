@@ -180,12 +180,14 @@ class HCA(Device):
         qp.sent += 1
         mcast = w.is_mcast_lid(dlid)
         if port.owns_lid(dlid) and not management:
-            self.receive_local(port.num, raw, now)  # HCA loopback never reaches the wire
-            return []
+            # HCA loopback never reaches the wire; what the receiver answers (an SA on this very
+            # node answering, and the SMPs its answer triggers) does
+            return self.receive_local(port.num, raw, now)
+        out = []
         if mcast and dlid in self.mcast_lids:
-            self.receive_local(port.num, raw, now, loopback=True)  # multicast loopback
+            out = self.receive_local(port.num, raw, now, loopback=True)  # multicast loopback
         port.counters.count_xmit(len(raw), mcast)
-        return [(port.num, raw)]
+        return out + [(port.num, raw)]
 
     def send_raw(self, port_num: int, raw: bytes) -> list:
         """Put an already built packet on the wire (the SM sends SMPs this way)."""
@@ -306,6 +308,15 @@ class HCA(Device):
             return self.gsi_consumer(pkt, in_port, now) or []
         self._deliver(self.qps[1], pkt, in_port, pidx)
         return []
+
+    def send_smp_response(self, req: w.UDPacket, resp, in_port: int, now: float = 0.0) -> list:
+        port = self.mgmt_port(in_port)
+        if not isinstance(resp, w.SMPDirected) and port.owns_lid(req.lrh.slid):
+            # a LID-routed SMP this port sent to its own LID was looped back (send_smp); so is the
+            # answer: a packet to our own LID never reaches the wire (the switch would drop it as
+            # routed back to its ingress port)
+            return self.receive_local(port.num, self.build_reply(req, resp.pack(), port, vl=w.VL15), now)
+        return super().send_smp_response(req, resp, in_port, now)
 
     def smp_to_local_sm(self, pkt, mad, in_port: int, now: float) -> list:
         if mad.method == w.TRAP_REPRESS:

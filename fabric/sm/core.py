@@ -161,7 +161,9 @@ class SubnetManager:
         self.state = "sweeping"
         self.resweep = False
         self.stats = SweepStats(sweep=self.sweeps + 1, started=self.now)
-        Discovery(self.engine, on_done=self._discovered).start()
+        # An SM that has programmed nothing yet (a new SM, maybe taking over) reads the LFTs the
+        # switches hold, so that it rewrites only the blocks that differ (docs/sm.md).
+        Discovery(self.engine, read_lfts=not self.programmed_lft, on_done=self._discovered).start()
 
     def _count(self, what: str) -> None:
         self.stats.sets[what] = self.stats.sets.get(what, 0) + 1
@@ -288,8 +290,9 @@ class SubnetManager:
             if new is None:
                 continue
             old = self.programmed_lft.get(sw.guid)
-            if old is None and sw.switch_info is not None and sw.switch_info.linear_fdb_top == 0:
-                old = None
+            if old is None and sw.lft is not None and sw.switch_info is not None \
+                    and sw.switch_info.linear_fdb_top:
+                old = sw.lft  # never programmed by this SM: compare with what the switch holds
             for block in lft_blocks_changed(old, new[:top + 1]):
                 base = block * w.LFT_BLOCK
                 ports = bytes(new[base:base + w.LFT_BLOCK]).ljust(w.LFT_BLOCK, b"\xff")

@@ -47,21 +47,29 @@ class SmAgent:
     def on_gmp(self, pkt, in_port: int, now: float) -> list:
         from .sa import Requester
 
+        raw = bytes(pkt.payload)
         try:
-            mad = w.parse_mad(pkt.payload)
-        except w.ParseError:
-            self.hca.drops["gmp_malformed"] += 1
-            return []
-        if mad.mgmt_class != w.CLASS_SUBN_ADM:
+            mad = w.parse_mad(raw)
+        except w.ParseError as exc:
+            if exc.kind == "mad_version" and len(raw) >= w.MAD_SIZE and raw[1] == w.CLASS_SUBN_ADM:
+                # a request of the SA's class with another base or class version: the SA answers
+                # it with status 0x0004 (IBA 13.4.7, docs/sa.md); responses are never answered
+                mad = None
+            else:
+                self.hca.drops["gmp_malformed"] += 1
+                return []
+        if mad is None:
+            pass
+        elif mad.mgmt_class != w.CLASS_SUBN_ADM:
             self.hca.drops["gmp_not_sa"] += 1
             return []
-        if mad.method & w.RESPONSE_BIT:
+        elif mad.method & w.RESPONSE_BIT:
             # an answer for an SA client on this node (the SA answering itself through loopback)
             self.hca._deliver(self.hca.qps[1], pkt, in_port, 0)
             return []
         req = Requester(lid=pkt.lrh.slid, qpn=pkt.deth.src_qp, pkey=pkt.bth.pkey,
                         gid=pkt.grh.sgid if pkt.grh is not None else None)
-        return self._run(self.sm.sa.handle(mad, req, now), now)
+        return self._run(self.sm.sa.handle(raw if mad is None else mad, req, now), now)
 
     def tick(self, now: float) -> list:
         return self._run(self.sm.tick(now), now)

@@ -1,0 +1,112 @@
+"""The ``rdma_netdev`` contract: the data-path operations an RDMA device offers IPoIB.
+
+Upstream ("Enhanced mode for IPoIB", the OFVWG "IPoIB LLD acceleration" template), the IPoIB ULP
+keeps the control plane (interface registration, multicast joins, events, link state, path
+resolution, ARP) and calls the data path through a table of operations. A device that does not
+provide an operation gets the standard implementation, op by op, and IPoIB works as before.
+
+Here a provider is any object with some of these methods. An op it lacks, or that raises
+:class:`NotSupported`, is served by the standard provider: :class:`RdmaNetdev` does that dispatch.
+
+    get_params()                     -> NetdevParams (TX/RX queue counts, private size)
+    init(ctx)                        -> QPN            hardware resources (the UD QP)
+    uninit()
+    open() / stop()                                    hardware start/stop (control is the ULP's)
+    set_id(pkey_index)                                 the P_Key index the QP sends and receives on
+    attach_mcast(gid, mlid, set_qkey, qkey)            QP joins a multicast group; set_qkey sets the
+                                                       QP's Q_Key (the broadcast group's)
+    detach_mcast(gid, mlid)
+    send(packet, ah, dqpn)           -> OK | BUSY      one IPoIB frame (4-octet header included)
+    tx_timeout(queue)
+    poll(budget)                     -> int            NAPI: deliver up to ``budget`` frames
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+OK, BUSY = 0, 1
+
+OPS = ("get_params", "init", "uninit", "open", "stop", "set_id", "attach_mcast", "detach_mcast", "send",
+       "tx_timeout", "poll")
+
+
+class NotSupported(Exception):
+    """Raised by a provider for an operation it leaves to the standard implementation."""
+
+
+@dataclass(frozen=True)
+class NetdevParams:
+    tx_queues: int = 1
+    rx_queues: int = 1
+    priv_size: int = 0
+
+
+@dataclass(frozen=True)
+class AddressHandle:
+    """Where a UD datagram goes: the destination LID, SL and, for multicast, the GRH's DGID."""
+
+    dlid: int
+    sl: int = 0
+    dgid: bytes | None = None
+    src_path_bits: int = 0
+
+
+@dataclass(frozen=True)
+class RxInfo:
+    """What a receive completion tells the ULP besides the frame."""
+
+    slid: int
+    src_qp: int
+    pkey: int
+    sgid: bytes | None
+    dgid: bytes | None
+
+
+class NetdevContext:
+    """The services a provider gets from the ULP and the host (the ``net_device`` side).
+
+    ``hca``/``port``: the device to create the QP on; ``transmit(txs)``: hand packets to the wire;
+    ``deliver(frame, info)``: netif_receive_skb; ``stop_queue(q)``/``wake_queue(q)``: TX flow
+    control; ``schedule_poll()``: napi_schedule (the host runs ``poll`` soon).
+    """
+
+    def __init__(self, hca, port: int, *, transmit, deliver, stop_queue=None, wake_queue=None,
+                 schedule_poll=None, now=lambda: 0.0):
+        self.hca = hca
+        self.port = port
+        self.transmit = transmit
+        self.deliver = deliver
+        self.stop_queue = stop_queue or (lambda q: None)
+        self.wake_queue = wake_queue or (lambda q: None)
+        self.schedule_poll = schedule_poll or (lambda: None)
+        self.now = now
+
+
+class RdmaNetdev:
+    """Dispatch each op to the provider, or to the standard implementation where the provider has
+    no such op or raises NotSupported. ``served_by`` records, per op, who served it last."""
+
+    def __init__(self, provider, standard):
+        self.provider = provider
+        self.standard = standard
+        self.served_by: dict[str, str] = {}
+        self.fallbacks: dict[str, int] = {}
+
+    def _call(self, op: str, *args):
+        fn = getattr(self.provider, op, None) if self.provider is not None else None
+        if fn is not None:
+            try:
+                out = fn(*args)
+                self.served_by[op] = "provider"
+                return out
+            except NotSupported:
+                pass
+        self.fallbacks[op] = self.fallbacks.get(op, 0) + 1
+        self.served_by[op] = "standard"
+        return getattr(self.standard, op)(*args)
+
+    def __getattr__(self, op: str):
+        if op not in OPS:
+            raise AttributeError(op)
+        return lambda *args: self._call(op, *args)

@@ -1,0 +1,191 @@
+"""An IPoIB node: the ULP interfaces and the host IP layer running on an HCA inside a device host.
+
+Sans-IO like the devices: everything it puts on the wire collects in ``hca.outbox``, which the host
+(or LoopNet) drains; time comes from ``now()``. The host registers it as an agent of the HCA, so its
+timers run from the host loop, and forwards the HCA's events (port state, LID change,
+ClientReregister, P_Key change) to ``on_event``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from fabric import wire as w
+from fabric.sm import saclient
+from fabric.wire import smp_attrs as sa
+
+from . import core as backend_core
+from .ip import IpStack
+from .netdev import NetdevContext, RdmaNetdev
+from .std import StdProvider
+from .ulp import SA_TIMEOUT_S, IPoIBInterface
+
+NAPI_BUDGET = 64
+DEFAULT_NET = ipaddress.IPv4Network("198.18.0.0/15")  # RFC 2544 benchmarking block
+
+
+def default_address(index: int, pkey: int) -> tuple[str, int]:
+    """198.18.0.0/16 for the default partition (host = index + 1); 198.19.<k>.0/24 for the
+    partition with P_Key k (its low 8 bits, k = 1..255)."""
+    pkey &= 0x7FFF
+    if pkey == 0x7FFF:
+        return str(ipaddress.IPv4Address(int(DEFAULT_NET.network_address) + index + 1)), 16
+    k = pkey & 0xFF or 1
+    if index + 1 > 254:
+        raise ValueError("a P_Key child subnet holds at most 254 nodes")
+    return f"198.19.{k}.{index + 1}", 24
+
+
+class IPoIBNode:
+    def __init__(self, hca, index: int, *, port: int = 1, clock=None, backend=None, addresses=None,
+                 children: bool = True):
+        self.hca = hca
+        self.port = port
+        self.index = index
+        self._clock = clock or (lambda: 0.0)
+        self.backend = backend or backend_core
+        self.addresses = addresses or {}  # ifname -> "ip/prefix"
+        self.auto_children = children
+        self.ip = IpStack(hca.name, now=self.now)
+        self.ip.on_join_group = self._ip_join
+        self.ip.on_leave_group = self._ip_leave
+        self.ifs: dict[str, IPoIBInterface] = {}
+        self._sa_pending: dict[int, tuple] = {}  # tid -> (callback, deadline)
+        self._collector = saclient.SaCollector()
+        self._poll_pending: set = set()
+        self.started = False
+        hca.qps[1].consumer = self._on_gsi
+        hca.agents.append(self)
+
+    def now(self) -> float:
+        return self._clock()
+
+    # -- interfaces ----------------------------------------------------------------------------
+
+    def _make_interface(self, ifname: str, pkey: int) -> IPoIBInterface:
+        ctx = NetdevContext(self.hca, self.port, transmit=self.hca.outbox.extend,
+                            deliver=lambda frame, info, n=ifname: self.ifs[n].rx_frame(frame, info),
+                            schedule_poll=lambda n=ifname: self._poll_pending.add(n), now=self.now)
+        standard = StdProvider(ctx)
+        provider_cls = getattr(self.backend, "Provider", None)
+        provider = provider_cls(ctx) if provider_cls is not None and provider_cls is not StdProvider else None
+        netdev = RdmaNetdev(provider, standard)
+        ifc = IPoIBInterface(self, ifname, pkey, netdev)
+        self.ifs[ifname] = ifc
+        addr = self.addresses.get(ifname)
+        ip, prefix = addr.split("/") if addr else default_address(self.index, pkey)
+        prefix = int(prefix)
+        ifc.ip = (ipaddress.IPv4Address(ip).packed, prefix)
+        self.ip.add_interface(ifname, str(ip), prefix, 2044, ifc.xmit_ip)
+        self.ip.set_carrier(ifname, False)
+        ifc.open(self.now())
+        return ifc
+
+    def start(self) -> None:
+        """ip link set ib0 up (and the P_Key children the port's table calls for)."""
+        if self.started:
+            return
+        self.started = True
+        self._make_interface("ib0", 0xFFFF)
+        self._sync_children()
+
+    def _sync_children(self) -> None:
+        if not self.auto_children:
+            return
+        now = self.now()
+        port = self.hca.ports[self.port]
+        want = {p | w.PKEY_FULL_BIT for p in port.pkeys if p & 0x7FFF and p & 0x7FFF != 0x7FFF}
+        have = {ifc.pkey: name for name, ifc in self.ifs.items() if name != "ib0"}
+        for pkey in sorted(want - set(have)):
+            self._make_interface(f"ib0.{pkey:04x}", pkey)
+        for pkey in set(have) - want:
+            name = have[pkey]
+            self.ifs[name].stop(now)
+            self.ip.remove_interface(name)
+            del self.ifs[name]
+
+    # -- events from the HCA -------------------------------------------------------------------
+
+    def on_event(self, kind: str, port: int, detail) -> None:
+        if port != self.port or not self.started:
+            if kind == "port_state" and not self.started and self.hca.ports[self.port].state == sa.PORT_ACTIVE:
+                self.start()
+            return
+        now = self.now()
+        if kind == "client_reregister":
+            for ifc in self.ifs.values():
+                ifc.flush("light", now)
+        elif kind in ("port_state", "lid_change", "sm_change"):
+            for ifc in self.ifs.values():
+                ifc.flush("normal", now)
+        elif kind == "pkey_change":
+            self._sync_children()
+            for ifc in list(self.ifs.values()):
+                ifc.flush("heavy", now)
+
+    # -- SA client -----------------------------------------------------------------------------
+
+    def sa_query(self, tid: int, mad: bytes, callback) -> None:
+        port = self.hca.ports[self.port]
+        if not port.sm_lid:
+            callback(None)
+            return
+        self._sa_pending[tid] = (callback, self.now() + SA_TIMEOUT_S)
+        self.hca.outbox.extend(self.hca.post_send(1, dlid=port.sm_lid, dest_qp=1, payload=mad, qkey=w.QKEY_GSI,
+                                                  now=self.now(), port_num=self.port))
+
+    def _on_gsi(self, comp) -> None:
+        try:
+            resp = self._collector.feed(comp.payload)
+        except Exception:  # a bad or aborted transfer: the query times out
+            return
+        if resp is None:
+            return
+        entry = self._sa_pending.pop(resp.tid, None)
+        if entry is not None:
+            entry[0](resp)
+
+    # -- IP multicast membership ---------------------------------------------------------------
+
+    def _ip_join(self, ifname: str, group: bytes) -> None:
+        ifc = self.ifs.get(ifname)
+        if ifc is not None:
+            ifc.join_ip_group(group, self.now())
+
+    def _ip_leave(self, ifname: str, group: bytes) -> None:
+        ifc = self.ifs.get(ifname)
+        if ifc is not None:
+            ifc.leave_ip_group(group)
+
+    # -- agent protocol (timers and NAPI) ------------------------------------------------------
+
+    def tick(self, now: float) -> list:
+        for name in list(self._poll_pending):
+            self._poll_pending.discard(name)
+            ifc = self.ifs.get(name)
+            if ifc is not None:
+                ifc.netdev.poll(NAPI_BUDGET)
+        for tid, (cb, deadline) in list(self._sa_pending.items()):
+            if now >= deadline:
+                del self._sa_pending[tid]
+                self._collector.abandon(tid)
+                cb(None)
+        for ifc in list(self.ifs.values()):
+            ifc.tick(now)
+        self.ip.tick(now)
+        out, self.hca.outbox[:] = list(self.hca.outbox), []
+        return out
+
+    def next_deadline(self):
+        if self._poll_pending or self.hca.outbox:
+            return 0.0  # due now, whatever the caller's clock says
+        c = [d for _, d in self._sa_pending.values()]
+        c += [d for d in (ifc.next_deadline() for ifc in self.ifs.values()) if d is not None]
+        d = self.ip.next_deadline()
+        if d is not None:
+            c.append(d)
+        return min(c, default=None)
+
+    def snapshot(self) -> dict:
+        return {"node": self.hca.name, "backend": getattr(self.backend, "BACKEND", "?"),
+                "interfaces": [ifc.snapshot() for ifc in self.ifs.values()], "ip": self.ip.stats()}

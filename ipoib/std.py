@@ -1,0 +1,170 @@
+"""The standard rdma_netdev implementation: pure Python, one TX and one RX queue, the kernel's UD
+behaviour (drivers/infiniband/ulp/ipoib/ipoib_ib.c):
+
+- the send queue holds ``SENDQ_SIZE`` frames; when it is full the TX queue stops, and it wakes
+  once completions bring it down to half;
+- receive buffers start with a 40-octet GRH area, filled or not, which the ULP skips;
+- multicast frames the interface sent itself (our LID and QPN) are dropped on receive.
+
+Provider state lives in the shared :class:`ipoib.netdev.NetdevContext`, so that a provider which
+implements only some operations and this standard one can serve the same interface op by op.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from fabric import wire as w
+
+from .netdev import BUSY, OK, NetdevParams, RxInfo
+
+SENDQ_SIZE = 128  # ipoib_sendq_size
+RECVQ_SIZE = 256  # ipoib_recvq_size
+GRH_AREA = 40
+
+
+def _stats(ctx) -> dict:
+    st = getattr(ctx, "stats", None)
+    if st is None:
+        st = ctx.stats = dict(tx_packets=0, tx_bytes=0, tx_dropped=0, tx_busy=0, tx_stops=0, tx_wakes=0,
+                              rx_packets=0, rx_bytes=0, rx_dropped=0, rx_own_mcast=0, rx_overflow=0)
+    return st
+
+
+class StdProvider:
+    """Every rdma_netdev op, in Python."""
+
+    name = "std"
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        _stats(ctx)
+        if not hasattr(ctx, "sendq"):
+            ctx.sendq = deque()  # posted, not yet completed: (packet, ah, dqpn)
+            ctx.rxq = deque()
+            ctx.qp = None
+            ctx.running = False
+            ctx.queue_stopped = False
+
+    # -- control-facing operations -------------------------------------------------------------
+
+    def get_params(self) -> NetdevParams:
+        return NetdevParams(tx_queues=1, rx_queues=1, priv_size=0)
+
+    def init(self, ctx=None) -> int:
+        c = self.ctx
+        if c.qp is None:
+            c.qp = c.hca.create_qp(0, c.port)
+            c.qp.consumer = self._on_completion
+        return c.qp.qpn
+
+    def uninit(self) -> None:
+        c = self.ctx
+        if c.qp is not None:
+            c.hca.destroy_qp(c.qp.qpn)
+            c.qp = None
+
+    def open(self) -> None:
+        self.ctx.running = True
+
+    def stop(self) -> None:
+        c = self.ctx
+        c.running = False
+        c.sendq.clear()
+        c.rxq.clear()
+
+    def set_id(self, pkey_index: int) -> None:
+        self.ctx.qp.pkey_index = pkey_index
+
+    def attach_mcast(self, gid: bytes, mlid: int, set_qkey: bool, qkey: int) -> None:
+        c = self.ctx
+        if set_qkey:
+            c.qp.qkey = qkey
+        c.hca.attach_mcast(c.qp.qpn, gid, mlid)
+
+    def detach_mcast(self, gid: bytes, mlid: int) -> None:
+        c = self.ctx
+        c.hca.detach_mcast(c.qp.qpn, gid, mlid)
+
+    # -- data path -----------------------------------------------------------------------------
+
+    def send(self, packet: bytes, ah, dqpn: int) -> int:
+        c = self.ctx
+        st = c.stats
+        if not c.running or c.qp is None:
+            st["tx_dropped"] += 1
+            return OK  # the frame is consumed (dropped), as a stopped device does
+        if len(c.sendq) >= SENDQ_SIZE:
+            st["tx_busy"] += 1
+            if not c.queue_stopped:
+                c.queue_stopped = True
+                st["tx_stops"] += 1
+                c.stop_queue(0)
+            return BUSY
+        c.sendq.append((packet, ah, dqpn))
+        if len(c.sendq) >= SENDQ_SIZE and not c.queue_stopped:
+            c.queue_stopped = True
+            st["tx_stops"] += 1
+            c.stop_queue(0)
+        c.schedule_poll()
+        return OK
+
+    def tx_timeout(self, queue: int) -> None:
+        c = self.ctx
+        c.sendq.clear()
+        if c.queue_stopped:
+            c.queue_stopped = False
+            c.wake_queue(queue)
+
+    def poll(self, budget: int) -> int:
+        """NAPI poll: complete the posted sends, then deliver up to ``budget`` received frames."""
+        c = self.ctx
+        st = c.stats
+        txs = []
+        while c.sendq:
+            packet, ah, dqpn = c.sendq.popleft()
+            out = c.hca.post_send(c.qp.qpn, dlid=ah.dlid, dest_qp=dqpn, payload=packet, sl=ah.sl, dgid=ah.dgid,
+                                  src_path_bits=ah.src_path_bits, now=c.now(), port_num=c.port)
+            st["tx_packets"] += 1
+            st["tx_bytes"] += len(packet)
+            txs.extend(out)
+            if c.queue_stopped and len(c.sendq) <= SENDQ_SIZE // 2:
+                c.queue_stopped = False
+                st["tx_wakes"] += 1
+                c.wake_queue(0)
+        if txs:
+            c.transmit(txs)
+        done = 0
+        while c.rxq and done < budget:
+            frame, info = c.rxq.popleft()
+            c.deliver(frame, info)
+            done += 1
+        if c.rxq:
+            c.schedule_poll()
+        return done
+
+    def _on_completion(self, comp) -> None:
+        """A receive completion on the IPoIB QP (called by the HCA)."""
+        c = self.ctx
+        st = c.stats
+        if not c.running:
+            st["rx_dropped"] += 1
+            return
+        port = c.hca.ports[c.port]
+        if comp.grh is not None and comp.slid == port.lid and comp.src_qp == c.qp.qpn:
+            st["rx_own_mcast"] += 1  # our own multicast, looped back by the HCA
+            return
+        if len(c.rxq) >= RECVQ_SIZE:
+            st["rx_overflow"] += 1
+            st["rx_dropped"] += 1
+            return
+        grh = comp.grh.pack() if comp.grh is not None else bytes(GRH_AREA)
+        st["rx_packets"] += 1
+        st["rx_bytes"] += len(comp.payload)
+        c.rxq.append((grh + comp.payload, RxInfo(comp.slid, comp.src_qp, comp.pkey,
+                                                 comp.grh.sgid if comp.grh is not None else None,
+                                                 comp.grh.dgid if comp.grh is not None else None)))
+        c.schedule_poll()
+
+
+Provider = StdProvider

@@ -1,0 +1,503 @@
+"""The IPoIB ULP: the control plane of one interface (``ib0``, or a P_Key child such as ``ib0.8001``).
+
+What it owns, as in drivers/infiniband/ulp/ipoib (the upstream split the seeds describe):
+
+- the link address: 20 octets of flags, QPN and port GID; the broadcast address from the P_Key;
+- multicast: the broadcast group is joined first, through the SA; the carrier goes on only once
+  that join is done and the port is Active. The MTU is the broadcast group's MTU minus 4, capped by
+  the admin MTU. IPv4 groups are mapped to MGIDs (RFC 4391). Sending to a group the interface has
+  not joined makes a send-only join, with a bounded queue of frames waiting for it. Joins that fail
+  are retried with exponential backoff up to 16 s;
+- ARP (hardware type 32) and a neighbour table with garbage collection;
+- path resolution by SA PathRecord, with a small pending queue per path and a timeout, and an AH
+  cache;
+- events: port Active, port error or LID change trigger a normal flush; ClientReregister a light
+  flush (rejoin groups, re-resolve paths); a P_Key change a heavy flush; TX timeout a stop and
+  reopen.
+
+The data path is the rdma_netdev provider's (``self.netdev``): ``send(frame, ah, dqpn)`` and
+received frames through ``rx_frame``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import deque
+from dataclasses import dataclass, field
+
+from fabric import wire as w
+from fabric.sm import saclient
+from fabric.wire import smp_attrs as sa
+
+from . import inet
+from .netdev import BUSY, AddressHandle
+
+ARP_RETRIES = 3
+ARP_RETRY_S = 1.0
+NEIGH_STALE_S = 60.0  # an unused neighbour is collected after this long
+PATH_TIMEOUT_S = 2.0  # an unanswered PathRecord query
+PATH_QUEUE = 3  # IPOIB_MAX_PATH_REC_QUEUE
+MCAST_QUEUE = 3  # IPOIB_MAX_MCAST_QUEUE
+JOIN_BACKOFF_MAX = 16.0
+SA_TIMEOUT_S = 1.0
+GRH_AREA = 40
+
+
+def mac_of(qpn: int, gid: bytes) -> bytes:
+    return w.IPoIBLinkAddr(flags=0, qpn=qpn, gid=gid).pack()
+
+
+def split_mac(hw: bytes) -> tuple[int, bytes]:
+    a = w.IPoIBLinkAddr.unpack(hw)
+    return a.qpn, a.gid
+
+
+@dataclass
+class Neighbour:
+    ip: bytes
+    hwaddr: bytes | None = None
+    state: str = "INCOMPLETE"  # INCOMPLETE, REACHABLE, FAILED
+    pending: deque = field(default_factory=lambda: deque(maxlen=PATH_QUEUE))
+    tries: int = 0
+    next_retry: float = 0.0
+    used: float = 0.0
+
+
+@dataclass
+class Path:
+    dgid: bytes
+    ah: AddressHandle | None = None
+    mtu: int = 0
+    valid: bool = False
+    querying: bool = False
+    deadline: float = 0.0
+    pending: deque = field(default_factory=lambda: deque(maxlen=PATH_QUEUE))
+    failures: int = 0
+
+
+@dataclass
+class McastGroup:
+    mgid: bytes
+    join_state: int
+    state: str = "idle"  # idle, joining, joined, failed
+    mlid: int = 0
+    qkey: int = 0
+    mtu: int = 0
+    sl: int = 0
+    backoff: float = 1.0
+    next_try: float = 0.0
+    attached: bool = False
+    pending: deque = field(default_factory=lambda: deque(maxlen=MCAST_QUEUE))
+    ip: bytes | None = None
+
+
+class IPoIBInterface:
+    def __init__(self, node, ifname: str, pkey: int, netdev, *, admin_mtu: int | None = None):
+        self.node = node
+        self.ifname = ifname
+        self.pkey = pkey | w.PKEY_FULL_BIT
+        self.netdev = netdev
+        self.admin_mtu = admin_mtu
+        self.qpn = 0
+        self.up = False  # administratively up (ip link set up)
+        self.carrier = False
+        self.mtu = 0
+        self.bcast_mgid = w.ipoib_broadcast_mgid(self.pkey)
+        self.groups: dict[bytes, McastGroup] = {}
+        self.neigh: dict[bytes, Neighbour] = {}
+        self.paths: dict[bytes, Path] = {}
+        self.ip = None  # (addr bytes, prefix)
+        self.queue_stopped = False
+        self.stats = dict(rx_packets=0, rx_bytes=0, rx_errors=0, rx_dropped=0, tx_packets=0, tx_bytes=0,
+                          tx_errors=0, tx_dropped=0, multicast=0, arp_requests=0, arp_replies=0,
+                          path_queries=0, joins=0, join_failures=0, flushes_light=0, flushes_normal=0,
+                          flushes_heavy=0, tx_busy=0)
+        self.drops: dict[str, int] = {}
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    @property
+    def port(self):
+        return self.node.hca.ports[self.node.port]
+
+    @property
+    def gid(self) -> bytes:
+        return self.node.hca.gid(self.node.port)
+
+    @property
+    def hwaddr(self) -> bytes:
+        return mac_of(self.qpn, self.gid)
+
+    @property
+    def broadcast(self) -> bytes:
+        return mac_of(w.IPOIB_BROADCAST_QPN, self.bcast_mgid)
+
+    def _drop(self, reason: str, counter: str = "rx_dropped") -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+        self.stats[counter] += 1
+
+    def pkey_index(self) -> int | None:
+        return self.port.pkey_index(self.pkey)
+
+    # -- open / stop ---------------------------------------------------------------------------
+
+    def open(self, now: float) -> None:
+        """ip link set up: hardware init and open, then the broadcast join (control plane)."""
+        self.qpn = self.netdev.init()
+        idx = self.pkey_index()
+        if idx is not None:
+            self.netdev.set_id(idx)
+        self.netdev.open()
+        self.up = True
+        self.join(self.bcast_mgid, w.JOIN_FULL_MEMBER, now)
+        self._update_carrier(now)
+
+    def stop(self, now: float) -> None:
+        for g in list(self.groups.values()):
+            self._leave(g)
+        self.groups.clear()
+        self.netdev.stop()
+        self.up = False
+        self._set_carrier(False)
+
+    def _update_carrier(self, now: float) -> None:
+        g = self.groups.get(self.bcast_mgid)
+        ok = (self.up and self.port.state == sa.PORT_ACTIVE and g is not None and g.state == "joined"
+              and self.pkey_index() is not None)
+        self._set_carrier(ok)
+
+    def _set_carrier(self, on: bool) -> None:
+        if on == self.carrier:
+            return
+        self.carrier = on
+        self.node.ip.set_carrier(self.ifname, on)
+
+    # -- multicast -----------------------------------------------------------------------------
+
+    def join(self, mgid: bytes, join_state: int, now: float, ip: bytes | None = None) -> McastGroup:
+        g = self.groups.get(mgid)
+        if g is None:
+            g = self.groups[mgid] = McastGroup(mgid, join_state, ip=ip)
+        elif g.join_state & join_state == join_state and g.state in ("joined", "joining"):
+            return g
+        else:
+            g.join_state |= join_state
+        self._send_join(g, now)
+        return g
+
+    def _send_join(self, g: McastGroup, now: float) -> None:
+        if self.port.state != sa.PORT_ACTIVE or not self.port.sm_lid:
+            g.state, g.next_try = "failed", now + g.backoff  # retried once the port is up
+            return
+        g.state = "joining"
+        bcast = self.groups.get(self.bcast_mgid)
+        if g.mgid == self.bcast_mgid or bcast is None or bcast.state != "joined":
+            tid, mad = saclient.mcmember_join(g.mgid, self.gid, g.join_state)
+        else:
+            # a group we may create: copy the broadcast group's parameters, as the kernel does
+            tid, mad = saclient.mcmember_join(g.mgid, self.gid, g.join_state, qkey=bcast.qkey, pkey=self.pkey,
+                                              sl=bcast.sl, flow_label=0, tclass=0, mtu=(2, bcast.mtu),
+                                              create=True)
+        self.stats["joins"] += 1
+        self.node.sa_query(tid, mad, lambda resp, g=g: self._join_done(g, resp, self.node.now()))
+
+    def _join_done(self, g: McastGroup, resp, now: float) -> None:
+        if self.groups.get(g.mgid) is not g:
+            return  # left meanwhile
+        if resp is None or not resp.ok or not resp.records:
+            self.stats["join_failures"] += 1
+            g.state = "failed"
+            g.next_try = now + g.backoff
+            g.backoff = min(g.backoff * 2, JOIN_BACKOFF_MAX)
+            return
+        rec = resp.records[0]
+        g.mlid, g.qkey, g.mtu, g.sl = rec.mlid, rec.qkey, rec.mtu, rec.sl
+        g.state = "joined"
+        g.backoff = 1.0
+        is_bcast = g.mgid == self.bcast_mgid
+        if g.join_state & (w.JOIN_FULL_MEMBER | w.JOIN_NON_MEMBER) or is_bcast:
+            self.netdev.attach_mcast(g.mgid, g.mlid, is_bcast, g.qkey)
+            g.attached = True
+        if is_bcast:
+            mtu = sa.MTU_BYTES.get(g.mtu, 2048) - w.IPOIB_HDR_LEN
+            self.mtu = min(mtu, self.admin_mtu) if self.admin_mtu else mtu
+            self.node.ip.set_mtu(self.ifname, self.mtu)
+            self._update_carrier(now)
+        while g.pending:
+            frame = g.pending.popleft()
+            self._send_frame(frame, self._mcast_ah(g), w.IPOIB_BROADCAST_QPN)
+
+    def _leave(self, g: McastGroup) -> None:
+        if g.attached:
+            self.netdev.detach_mcast(g.mgid, g.mlid)
+            g.attached = False
+        if g.state == "joined" and self.port.sm_lid:
+            tid, mad = saclient.mcmember_leave(g.mgid, self.gid, g.join_state)
+            self.node.sa_query(tid, mad, lambda resp: None)
+        g.state = "idle"
+
+    def leave(self, mgid: bytes) -> None:
+        g = self.groups.pop(mgid, None)
+        if g is not None:
+            self._leave(g)
+
+    def _mcast_ah(self, g: McastGroup) -> AddressHandle:
+        return AddressHandle(dlid=g.mlid, sl=g.sl, dgid=g.mgid)
+
+    def ip_mgid(self, group: bytes) -> bytes:
+        return w.ipoib_ipv4_mcast_mgid(group, self.pkey)
+
+    def join_ip_group(self, group: bytes, now: float) -> None:
+        self.join(self.ip_mgid(group), w.JOIN_FULL_MEMBER, now, ip=group)
+
+    def leave_ip_group(self, group: bytes) -> None:
+        self.leave(self.ip_mgid(group))
+
+    # -- transmit ------------------------------------------------------------------------------
+
+    def xmit_ip(self, ifname: str, next_hop: bytes, packet: bytes) -> bool:
+        """From the IP layer: one IPv4 packet for ``next_hop``."""
+        now = self.node.now()
+        if not self.carrier:
+            self._drop("no_carrier", "tx_dropped")
+            return False
+        frame = w.IPoIBHeader(ethertype=w.ETHERTYPE_IPV4).pack() + packet
+        if len(packet) > self.mtu:
+            self._drop("over_mtu", "tx_dropped")
+            return False
+        if next_hop[0] & 0xF0 == 0xE0:  # IPv4 multicast
+            return self._xmit_mcast(self.ip_mgid(next_hop), frame, now, ip=next_hop)
+        if next_hop == b"\xff\xff\xff\xff" or self._is_subnet_broadcast(next_hop):
+            return self._xmit_mcast(self.bcast_mgid, frame, now)
+        n = self.neigh.get(next_hop)
+        if n is None:
+            n = self.neigh[next_hop] = Neighbour(next_hop)
+        n.used = now
+        if n.state != "REACHABLE":
+            if n.state == "FAILED" and now < n.next_retry:
+                self._drop("neigh_failed", "tx_dropped")
+                return False
+            if len(n.pending) == n.pending.maxlen:
+                self._drop("neigh_queue_full", "tx_dropped")
+            n.pending.append(frame)
+            if n.state != "INCOMPLETE" or n.tries == 0:
+                n.state, n.tries = "INCOMPLETE", 0
+                self._arp_request(n, now)
+            return True
+        return self._xmit_unicast(n.hwaddr, frame, now)
+
+    def _is_subnet_broadcast(self, ip: bytes) -> bool:
+        if self.ip is None:
+            return False
+        net = ipaddress.IPv4Network((int.from_bytes(self.ip[0], "big"), self.ip[1]), strict=False)
+        return ip == net.broadcast_address.packed
+
+    def _xmit_mcast(self, mgid: bytes, frame: bytes, now: float, ip: bytes | None = None) -> bool:
+        g = self.groups.get(mgid)
+        if g is None:
+            g = self.join(mgid, w.JOIN_SENDONLY_NON_MEMBER, now, ip=ip)
+        if g.state != "joined":
+            if len(g.pending) == g.pending.maxlen:
+                self._drop("mcast_queue_full", "tx_dropped")
+            g.pending.append(frame)
+            return True
+        self.stats["multicast"] += 1
+        return self._send_frame(frame, self._mcast_ah(g), w.IPOIB_BROADCAST_QPN)
+
+    def _xmit_unicast(self, hwaddr: bytes, frame: bytes, now: float) -> bool:
+        qpn, dgid = split_mac(hwaddr)
+        p = self.paths.get(dgid)
+        if p is None:
+            p = self.paths[dgid] = Path(dgid)
+        if p.valid:
+            return self._send_frame(frame, p.ah, qpn)
+        if len(p.pending) == p.pending.maxlen:
+            self._drop("path_queue_full", "tx_dropped")
+        p.pending.append((frame, qpn))
+        if not p.querying:
+            self._path_query(p, now)
+        return True
+
+    def _send_frame(self, frame: bytes, ah: AddressHandle, dqpn: int) -> bool:
+        if self.queue_stopped:
+            self._drop("queue_stopped", "tx_dropped")
+            return False
+        rc = self.netdev.send(frame, ah, dqpn)
+        if rc == BUSY:
+            self.stats["tx_busy"] += 1
+            self._drop("busy", "tx_dropped")
+            return False
+        self.stats["tx_packets"] += 1
+        self.stats["tx_bytes"] += len(frame)
+        return True
+
+    # -- paths ---------------------------------------------------------------------------------
+
+    def _path_query(self, p: Path, now: float) -> None:
+        if not self.port.sm_lid:
+            p.pending.clear()
+            return
+        p.querying = True
+        p.deadline = now + PATH_TIMEOUT_S
+        self.stats["path_queries"] += 1
+        tid, mad = saclient.path_record_query(self.gid, p.dgid, pkey=self.pkey, numb_path=1, reversible=True)
+        self.node.sa_query(tid, mad, lambda resp, p=p: self._path_done(p, resp))
+
+    def _path_done(self, p: Path, resp) -> None:
+        p.querying = False
+        if self.paths.get(p.dgid) is not p:
+            return
+        if resp is None or not resp.ok or not resp.records:
+            p.failures += 1
+            for _frame, _qpn in p.pending:
+                self._drop("path_unresolved", "tx_dropped")
+            p.pending.clear()
+            return
+        rec = resp.records[0]
+        p.ah = AddressHandle(dlid=rec.dlid, sl=rec.sl)
+        p.mtu = rec.mtu
+        p.valid = True
+        while p.pending:
+            frame, qpn = p.pending.popleft()
+            self._send_frame(frame, p.ah, qpn)
+
+    # -- ARP -----------------------------------------------------------------------------------
+
+    def _arp_request(self, n: Neighbour, now: float) -> None:
+        if self.ip is None:
+            return
+        n.tries += 1
+        n.next_retry = now + ARP_RETRY_S
+        arp = inet.IPoIBArp(oper=inet.ARP_REQUEST, sha=self.hwaddr, spa=self.ip[0], tha=bytes(20), tpa=n.ip)
+        self.stats["arp_requests"] += 1
+        frame = w.IPoIBHeader(ethertype=w.ETHERTYPE_ARP).pack() + arp.pack()
+        self._xmit_mcast(self.bcast_mgid, frame, now)
+
+    def _arp_input(self, data: bytes, now: float) -> None:
+        try:
+            a = inet.parse_arp(data)
+        except w.ParseError as exc:
+            self._drop("arp_" + exc.kind, "rx_errors")
+            return
+        if a.spa == bytes(4):
+            return  # ARP probe: nothing to learn
+        ours = self.ip is not None and a.tpa == self.ip[0]
+        n = self.neigh.get(a.spa)
+        if n is not None or ours:
+            # learn the sender, as Linux does for requests aimed at us and for replies
+            if n is None:
+                n = self.neigh[a.spa] = Neighbour(a.spa)
+            n.hwaddr, n.state, n.used = a.sha, "REACHABLE", now
+            while n.pending:
+                self._xmit_unicast(n.hwaddr, n.pending.popleft(), now)
+        if a.oper == inet.ARP_REQUEST and ours:
+            rep = inet.IPoIBArp(oper=inet.ARP_REPLY, sha=self.hwaddr, spa=self.ip[0], tha=a.sha, tpa=a.spa)
+            self.stats["arp_replies"] += 1
+            frame = w.IPoIBHeader(ethertype=w.ETHERTYPE_ARP).pack() + rep.pack()
+            self._xmit_unicast(a.sha, frame, now)
+
+    # -- receive -------------------------------------------------------------------------------
+
+    def rx_frame(self, buf: bytes, info) -> None:
+        """netif_receive_skb: a frame from the provider, after the 40-octet GRH area."""
+        now = self.node.now()
+        if len(buf) < GRH_AREA + w.IPOIB_HDR_LEN:
+            self._drop("runt", "rx_errors")
+            return
+        frame = buf[GRH_AREA:]
+        try:
+            hdr = w.IPoIBHeader.unpack(frame)
+        except w.ParseError:
+            self._drop("bad_header", "rx_errors")
+            return
+        self.stats["rx_packets"] += 1
+        self.stats["rx_bytes"] += len(frame)
+        if info.dgid is not None and info.dgid[0] == 0xFF:
+            self.stats["multicast"] += 1
+        body = frame[w.IPOIB_HDR_LEN:]
+        if hdr.ethertype == w.ETHERTYPE_IPV4:
+            self.node.ip.input(self.ifname, body)
+        elif hdr.ethertype == w.ETHERTYPE_ARP:
+            self._arp_input(body, now)
+        else:
+            self._drop(f"ethertype_0x{hdr.ethertype:04x}")
+
+    # -- events --------------------------------------------------------------------------------
+
+    def flush(self, level: str, now: float) -> None:
+        """light: rejoin groups, re-resolve paths; normal: also re-evaluate the carrier;
+        heavy: stop and reopen the device (new P_Key index), then rejoin everything."""
+        self.stats[f"flushes_{level}"] += 1
+        for p in self.paths.values():
+            p.valid = False
+        if level == "heavy":
+            groups = [(g.mgid, g.join_state, g.ip) for g in self.groups.values()]
+            self.stop(now)
+            if self.pkey_index() is None:
+                return  # our P_Key left the table: stay down
+            self.open(now)
+            for mgid, js, ip in groups:
+                if mgid != self.bcast_mgid:
+                    self.join(mgid, js, now, ip=ip)
+            return
+        for g in list(self.groups.values()):
+            if g.attached:
+                self.netdev.detach_mcast(g.mgid, g.mlid)
+                g.attached = False
+            g.backoff = 1.0
+            self._send_join(g, now)
+        self._update_carrier(now)
+
+    def tx_timeout(self, now: float) -> None:
+        """The TX queue made no progress: stop and reopen (the driver's tx_timeout op first)."""
+        self.netdev.tx_timeout(0)
+        self.queue_stopped = False
+
+    # -- timers --------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        for g in list(self.groups.values()):
+            if g.state == "failed" and now >= g.next_try:
+                self._send_join(g, now)
+        for ip, n in list(self.neigh.items()):
+            if n.state == "INCOMPLETE" and now >= n.next_retry:
+                if n.tries >= ARP_RETRIES:
+                    for _ in n.pending:
+                        self._drop("arp_timeout", "tx_dropped")
+                    n.pending.clear()
+                    n.state, n.next_retry = "FAILED", now + ARP_RETRY_S
+                else:
+                    self._arp_request(n, now)
+            elif n.state != "INCOMPLETE" and now - n.used > NEIGH_STALE_S:
+                del self.neigh[ip]  # garbage collection of unused neighbours
+        for p in self.paths.values():
+            if p.querying and now >= p.deadline:
+                self._path_done(p, None)
+
+    def next_deadline(self):
+        c = [g.next_try for g in self.groups.values() if g.state == "failed"]
+        c += [n.next_retry for n in self.neigh.values() if n.state == "INCOMPLETE"]
+        c += [n.used + NEIGH_STALE_S for n in self.neigh.values() if n.state != "INCOMPLETE"]
+        c += [p.deadline for p in self.paths.values() if p.querying]
+        return min(c, default=None)
+
+    # -- inspection (like debugfs _path and _mcg, ip neigh) -----------------------------------
+
+    def snapshot(self) -> dict:
+        def ip_str(b):
+            return str(ipaddress.IPv4Address(b))
+
+        return {
+            "ifname": self.ifname, "pkey": self.pkey, "qpn": self.qpn, "hwaddr": self.hwaddr.hex(":"),
+            "carrier": self.carrier, "mtu": self.mtu,
+            "addr": f"{ip_str(self.ip[0])}/{self.ip[1]}" if self.ip else None,
+            "neigh": [{"ip": ip_str(n.ip), "lladdr": n.hwaddr.hex(":") if n.hwaddr else None, "state": n.state}
+                      for n in self.neigh.values()],
+            "paths": [{"dgid": w.fmt_gid(p.dgid), "dlid": p.ah.dlid if p.ah else 0, "sl": p.ah.sl if p.ah else 0,
+                       "valid": p.valid} for p in self.paths.values()],
+            "mcg": [{"mgid": w.fmt_gid(g.mgid), "mlid": g.mlid, "state": g.state, "join_state": g.join_state,
+                     "qkey": g.qkey} for g in self.groups.values()],
+            "stats": dict(self.stats), "drops": dict(self.drops),
+            "netdev": dict(getattr(self.netdev.standard.ctx, "stats", {})),
+            "served_by": dict(self.netdev.served_by),
+        }

@@ -1,0 +1,652 @@
+"""Behaviour of the subnet manager, end to end over LoopNet (sans-IO, deterministic, fast).
+
+The real SM runs on an HCA (``SmNet``); everything it does reaches the devices as SMPs, and every
+check below looks at the devices (their ports, tables, queues, counters), at what an SMP Get from
+another HCA reads back, or at what SA MADs from an HCA's QP1 get answered: not at the SM's own
+idea of the fabric.
+
+Topologies: ``fattree:2,2,2,2`` (2 leaves, 2 spines, 2 HCAs per leaf, 2 parallel cables between
+each leaf and each spine: node0001/node0002 on leaf01 ports 1-2, node0003/node0004 on leaf02;
+leaf ports 3-4 go to spine01, 5-6 to spine02) and ``fattree:2,2,3,2`` for multicast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import random
+
+import pytest
+
+from fabric import wire as w
+from fabric.sm import saclient as sc
+from fabric.wire import smp_attrs as sa
+from smnet import SmNet
+
+FT = "fattree:2,2,2,2"
+SWITCHES = ("leaf01", "leaf02", "spine01", "spine02")
+HCAS = ("node0001", "node0002", "node0003", "node0004")
+BCAST = w.ipoib_broadcast_mgid(0xFFFF)
+_tids = itertools.count(0x7E570000)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def net():
+    n = SmNet(FT)
+    n.start_sm()
+    assert n.agent.last_up is not None, n.sm.log
+    return n
+
+
+def gid(net, name, port=1):
+    return w.make_gid(w.GID_PREFIX_DEFAULT, net.devices[name].ports[port].guid)
+
+
+def sa_query(net, client, octets):
+    """One SA request from ``client``'s QP1 to its SM LID; the one complete response."""
+    d = net.devices[client]
+    net.inject(client, d.post_send(1, dlid=d.ports[1].sm_lid, dest_qp=1, payload=octets,
+                                   qkey=w.QKEY_GSI, now=net.now))
+    col = sc.SaCollector()
+    done = [r for c in d.qps[1].poll(10000) for r in [col.feed(c.payload)] if r is not None]
+    assert len(done) == 1, f"{len(done)} responses"
+    return done[0]
+
+
+def sa_raw(net, client, octets):
+    """Send SA octets as they are; the raw response MADs (maybe none)."""
+    d = net.devices[client]
+    net.inject(client, d.post_send(1, dlid=d.ports[1].sm_lid, dest_qp=1, payload=octets,
+                                   qkey=w.QKEY_GSI, now=net.now))
+    return [w.SAMad.unpack(c.payload) for c in d.qps[1].poll(10000)]
+
+
+def smp_get(net, src, dlid, attr_id, attr_mod=0):
+    """A LID-routed Get from ``src`` (an HCA that runs no SM); the GetResp, or None."""
+    from fabric.devices.hca import send_smp
+
+    hca = net.devices[src]
+    assert hca.sm_consumer is None, "responses to the SM's node go to the SM"
+    smp = w.new_mad(w.SMPLid, method=w.GET, tid=next(_tids), attr_id=attr_id, attr_mod=attr_mod)
+    net.inject(src, send_smp(hca, 1, smp, net.now, dlid=dlid))
+    for c in list(hca.qps[0].rq):
+        m = w.parse_mad(c.payload)
+        if m.tid == smp.tid:
+            hca.qps[0].rq.remove(c)
+            return m
+    return None
+
+
+def port_info(net, name, src="node0002"):
+    d = net.devices[name]
+    r = smp_get(net, src, net.lid(name), w.ATTR_PORT_INFO, 0 if d.kind == "switch" else 1)
+    assert r is not None and r.status == 0, r
+    return w.PortInfo.unpack(r.data)
+
+
+def all_pairs_talk(net, names=HCAS):
+    for a, b in itertools.permutations(names, 2):
+        got = net.send_ud(a, b, f"{a}>{b}".encode())
+        assert [(c.payload, c.slid) for c in got] == [(f"{a}>{b}".encode(), net.lid(a))], (a, b)
+
+
+def cabled_ports(net):
+    for name, d in net.devices.items():
+        for num, p in d.ports.items():
+            if p.cabled:
+                yield name, num, p
+
+
+@contextlib.contextmanager
+def smps_sent(sm):
+    """Record (method, attribute) of every SMP the SM's engine sends meanwhile."""
+    log = []
+    orig = sm.engine._send
+
+    def spy(req, now):
+        log.append((req.smp.method, req.smp.attr_id))
+        return orig(req, now)
+
+    sm.engine._send = spy
+    try:
+        yield log
+    finally:
+        sm.engine._send = orig
+
+
+def lft_of(net, name):
+    d = net.devices[name]
+    return bytes(d.lft[:d.lft_top + 1])
+
+
+def routes_through(net, name, port):
+    """LIDs that ``name``'s LFT sends out of ``port``."""
+    return [lid for lid, p in enumerate(lft_of(net, name)) if p == port]
+
+
+def read_guid2lid(path):
+    out = {}
+    with open(path) as f:
+        for line in f:
+            guid, lid, top = line.split()
+            assert int(lid, 16) == int(top, 16)  # LMC 0
+            out[int(guid, 16)] = int(lid, 16)
+    return out
+
+
+# -- 1. bring-up -------------------------------------------------------------------------------
+
+
+def test_bring_up_every_cabled_port_active_and_lids_unique_as_in_guid2lid(tmp_path):
+    g2l = tmp_path / "guid2lid"
+    net = SmNet(FT, guid2lid_path=str(g2l))
+    net.start_sm()
+    up = net.agent.last_up
+    assert (up.sweep, up.nodes, up.ports_active) == (1, 8, 24)
+    states = {(name, num): (p.state, p.phys) for name, num, p in cabled_ports(net)}
+    assert len(states) == 24
+    assert set(states.values()) == {(sa.PORT_ACTIVE, sa.PHYS_LINKUP)}
+    lids = {n: net.lid(n) for n in net.devices}
+    assert all(0 < lid < w.LID_MCAST_FIRST for lid in lids.values())
+    assert len(set(lids.values())) == len(lids)
+    # the file holds exactly the LIDs the ports were given, keyed by port GUID (switch: node GUID)
+    guids = {n: (d.node_guid if d.kind == "switch" else d.ports[1].guid) for n, d in net.devices.items()}
+    assert read_guid2lid(g2l) == {guids[n]: lids[n] for n in net.devices}
+    # the SM's port takes the first LID, as OpenSM's does
+    assert lids["node0001"] == 1
+
+
+def test_bring_up_sm_lid_and_subnet_timeout_in_every_portinfo(net):
+    sm_lid = net.lid("node0001")
+    for name in net.devices:
+        pi = port_info(net, name)
+        assert (pi.lid, pi.master_sm_lid) == (net.lid(name), sm_lid), name
+        assert pi.port_state == sa.PORT_ACTIVE
+        # Sets after the LID Set (Armed, Active) must not undo it: the SM arms and activates
+        # from the PortInfo the port answered with, not from what discovery read before.
+        assert pi.subnet_timeout == 18, name
+    assert all(net.devices[h].ports[1].sm_lid == sm_lid for h in HCAS)
+    # ClientReregister on the first master sweep: once on every CA port, never on a switch
+    rereg = [(n, p) for n, k, p in net.events_seen if k == "client_reregister"]
+    assert sorted(rereg) == [(h, 1) for h in HCAS]
+
+
+def test_bring_up_lfts_carry_ud_between_every_hca_pair(net):
+    hca_lids = [net.lid(h) for h in HCAS]
+    for sw in SWITCHES:
+        lft = lft_of(net, sw)
+        assert lft[net.lid(sw)] == 0  # the switch's own LID: port 0
+        assert all(lft[lid] not in (0, 0xFF) for lid in hca_lids)
+        assert lft == bytes(net.sm.lfts[net.devices[sw].node_guid][:len(lft)])
+    all_pairs_talk(net)
+    assert not [(n, k) for n, d in net.devices.items() for k in d.drops], \
+        {n: dict(d.drops) for n, d in net.devices.items()}
+
+
+def test_path_record_between_two_hcas(net):
+    src, dst = "node0002", "node0004"
+    r = sa_query(net, src, sc.path_record_query(gid(net, src), gid(net, dst))[1])
+    assert r.ok and r.method == w.GET_RESP
+    (pr,) = r.records
+    assert (pr.sgid, pr.dgid) == (gid(net, src), gid(net, dst))
+    assert (pr.slid, pr.dlid) == (net.lid(src), net.lid(dst))
+    assert (pr.pkey, pr.sl, pr.mtu, pr.rate) == (0xFFFF, 0, sa.MTU_4096, 3)
+    assert (pr.hop_limit, pr.reversible, pr.pkt_life) == (0, 1, 18)
+    # the same path asked by LIDs, by a third port
+    r2 = sa_query(net, "node0003", sc.path_record_query(None, None, slid=net.lid(src),
+                                                         dlid=net.lid(dst))[1])
+    assert r2.ok and r2.records[0].dlid == net.lid(dst) and r2.records[0].slid == net.lid(src)
+    # to a LID nobody has: no record
+    r3 = sa_query(net, src, sc.path_record_query(gid(net, src), None, dlid=0x1234)[1])
+    assert r3.status == w.SA_ERR_NO_RECORDS and r3.records == ()
+
+
+def test_second_heavy_sweep_of_an_unchanged_fabric_sets_nothing(net):
+    sweeps = net.sm.sweeps
+    with smps_sent(net.sm) as sent:
+        net.request_sweep()
+    assert net.sm.sweeps == sweeps + 1
+    assert net.sm.stats.sets == {}, net.sm.log[-1]
+    assert sent and {m for m, _ in sent} == {w.GET}
+    assert {a for _, a in sent} >= {w.ATTR_NODE_INFO, w.ATTR_PORT_INFO, w.ATTR_SWITCH_INFO}
+
+
+def test_light_sweep_sends_only_switchinfo_gets(net):
+    sweeps = net.sm.sweeps
+    with smps_sent(net.sm) as sent:
+        net.settle(10.5)  # one sweep_interval
+    assert sent == [(w.GET, w.ATTR_SWITCH_INFO)] * len(SWITCHES)
+    assert net.sm.sweeps == sweeps  # nothing changed: no heavy sweep
+    with smps_sent(net.sm) as sent:
+        net.settle(10.5)
+    assert len(sent) == len(SWITCHES)  # and again a period later
+
+
+def test_sm_on_a_clock_that_does_not_start_at_zero():
+    """Answers of the SM node's own SMA reach the SM with the current time (they were stamped
+    0.0, so every SMP sent from their callback timed out at the next tick: a spurious retry on
+    every bring-up of a real fabric, whose clock is time.monotonic())."""
+    net = SmNet(FT)
+    net.advance(1000.0)
+    agent = net.start_sm(run=False)  # the first SMPs are in the queue, undelivered
+    net.advance(0.01)  # a timer tick before the answers arrive
+    net.settle()
+    assert agent.last_up is not None
+    assert (agent.sm.engine.timeouts, agent.sm.engine.failed) == (0, 0)
+    assert 0 <= agent.last_up.seconds < 0.1
+    assert agent.sm.next_light == pytest.approx(net.now + 10.0, abs=0.1)
+
+
+# -- 2. SM restart and takeover ----------------------------------------------------------------
+
+
+def test_restart_on_the_same_port_keeps_lids_and_rewrites_no_route(tmp_path):
+    g2l = str(tmp_path / "guid2lid")
+    net = SmNet(FT, guid2lid_path=g2l)
+    net.start_sm()
+    lids = {n: net.lid(n) for n in net.devices}
+    net.stop_sm()
+    net.events_seen.clear()
+    agent = net.start_sm()  # a new SM process: nothing programmed yet, same guid2lid
+    assert agent.sm.sweeps == 1 and agent is net.agent
+    assert {n: net.lid(n) for n in net.devices} == lids
+    kinds = [k for _, k, _ in net.events_seen]
+    assert "lid_change" not in kinds and "sm_change" not in kinds
+    # it reads the LFTs and finds them right; ports stay Active (no Armed/Active Set)
+    assert "LFT" not in agent.sm.stats.sets and "PortState" not in agent.sm.stats.sets
+    assert sorted(p for p, k, _ in net.events_seen if k == "client_reregister") == list(HCAS)
+    all_pairs_talk(net)
+
+
+def test_guid2lid_file_wins_over_fresh_assignment(tmp_path):
+    """A power-cycled fabric (ports carry no LID) gets the LIDs of the guid2lid file."""
+    g2l = tmp_path / "guid2lid"
+    first = SmNet(FT, guid2lid_path=str(g2l))
+    first.start_sm()
+    cache = read_guid2lid(g2l)
+    # an operator pinned node0004 to LID 0x40 and spine02 to 0x41
+    pinned = {first.devices["node0004"].ports[1].guid: 0x40, first.devices["spine02"].node_guid: 0x41}
+    cache.update(pinned)
+    g2l.write_text("".join(f"0x{g:016x} 0x{lid:04x} 0x{lid:04x}\n" for g, lid in cache.items()))
+    net = SmNet(FT, guid2lid_path=str(g2l))  # the same fabric after a power cycle
+    assert all(net.lid(n) == 0 for n in net.devices)
+    net.start_sm()
+    assert (net.lid("node0004"), net.lid("spine02")) == (0x40, 0x41)
+    for n in net.devices:
+        d = net.devices[n]
+        assert net.lid(n) == cache[d.node_guid if d.kind == "switch" else d.ports[1].guid]
+    all_pairs_talk(net)
+    assert read_guid2lid(g2l) == cache
+
+
+def test_new_sm_on_another_hca_keeps_the_lids_the_ports_carry(net):
+    lids = {n: net.lid(n) for n in net.devices}
+    lfts = {s: lft_of(net, s) for s in SWITCHES}
+    net.stop_sm()
+    net.events_seen.clear()
+    agent = net.start_sm("node0003", 1)  # no guid2lid file
+    assert agent.sm.config.guid2lid_path is None and agent.last_up is not None
+    assert {n: net.lid(n) for n in net.devices} == lids
+    assert {s: lft_of(net, s) for s in SWITCHES} == lfts
+    assert "LFT" not in agent.sm.stats.sets  # only the blocks that differ: none
+    new_sm = net.lid("node0003")
+    for name in net.devices:
+        if name != "node0002":
+            assert port_info(net, name).master_sm_lid == new_sm, name
+    assert net.devices["node0002"].ports[1].sm_lid == new_sm
+    # every CA port is told to re-register with the new SA, exactly once
+    rereg = sorted(p for p, k, _ in net.events_seen if k == "client_reregister")
+    assert rereg == list(HCAS)
+    assert not [e for e in net.events_seen if e[1] in ("lid_change", "port_state")]
+    # the SA moved with it
+    r = sa_query(net, "node0002", sc.path_record_query(gid(net, "node0002"), gid(net, "node0001"))[1])
+    assert r.ok and r.records[0].dlid == lids["node0001"]
+    all_pairs_talk(net)
+
+
+def test_unicast_keeps_flowing_during_a_takeover(net):
+    qps = {h: net.devices[h].create_qp(0x2222) for h in HCAS}
+    posted = {h: [] for h in HCAS}
+    seq = itertools.count()
+
+    def post_all():
+        """Every HCA sends to every other, without running the queue."""
+        for a, b in itertools.permutations(HCAS, 2):
+            payload = f"{next(seq)}:{a}>{b}".encode()
+            net._emit(a, net.devices[a].post_send(qps[a].qpn, dlid=net.lid(b), dest_qp=qps[b].qpn,
+                                                  payload=payload, now=net.now))
+            posted[b].append(payload)
+
+    post_all()
+    net.run()
+    net.stop_sm()
+    agent = net.start_sm("node0004", 1, run=False)
+    during = 0
+    while net.queue:
+        net.run(max_steps=20)
+        if agent.sm.state == "sweeping" and during < 10:
+            during += 1
+            post_all()
+    assert during >= 5, "the datagrams were not interleaved with the sweep"
+    assert agent.last_up is not None and agent.sm.state == "up"
+    post_all()
+    net.run()
+    for h in HCAS:
+        got = [c.payload for c in qps[h].poll(100000)]
+        assert sorted(got) == sorted(posted[h]), h
+    drops = {n: dict(d.drops) for n, d in net.devices.items() if d.drops}
+    assert drops == {}
+
+
+# -- 3. Trap 128 and rerouting -----------------------------------------------------------------
+
+
+def test_trap_128_reroutes_around_a_pulled_cable_and_back():
+    net = SmNet(FT)
+    net.start_sm()
+    sm = net.sm
+    before = {s: lft_of(net, s) for s in SWITCHES}
+    dst = net.lid("node0004")
+    port = before["leaf01"][dst]  # the uplink that carries node0001/2 -> node0004
+    assert 3 <= port <= 6
+    peer, peer_port = net.peers[("leaf01", port)]
+    assert routes_through(net, "leaf01", port)
+    traps, sweeps = sm.traps_seen, sm.sweeps
+
+    net.set_link("leaf01", port, False)
+    assert sm.traps_seen > traps  # leaf01's trap went straight to the SM
+    assert sm.sweeps > sweeps  # and it swept at once
+    net.settle(5.0)  # the far end's trap is resent until it gets through and is repressed
+    assert sm.traps_seen >= traps + 2
+    assert all(not net.devices[s]._traps for s in SWITCHES), "a trap was never repressed"
+    seen = sm.traps_seen
+    net.settle(5.0)
+    assert sm.traps_seen == seen  # TrapRepress: no more resends
+    assert routes_through(net, "leaf01", port) == [] and routes_through(net, peer, peer_port) == []
+    assert lft_of(net, "leaf01")[dst] != port
+    assert net.devices["leaf01"].ports[port].state == sa.PORT_DOWN
+    all_pairs_talk(net)
+
+    sweeps = sm.sweeps
+    net.set_link("leaf01", port, True)
+    net.settle(1.0)
+    assert sm.sweeps > sweeps
+    assert net.devices["leaf01"].ports[port].state == sa.PORT_ACTIVE
+    assert net.devices[peer].ports[peer_port].state == sa.PORT_ACTIVE
+    # routed from scratch again (OpenSM's ignore_existing_lfts when a port comes up): balanced
+    # as at bring-up, so the cable carries routes again
+    assert routes_through(net, "leaf01", port)
+    assert {s: lft_of(net, s) for s in SWITCHES} == before
+    all_pairs_talk(net)
+
+
+def test_light_sweep_finds_a_link_whose_traps_were_lost():
+    net = SmNet(FT, sweep_interval=5.0)
+    net.start_sm()
+    sm = net.sm
+    for s in SWITCHES:  # switches that send no trap: only PortStateChange tells
+        net.devices[s].queue_trap = lambda *a, **k: []
+    net.set_link("leaf02", 5, False)
+    net.settle(0.5)
+    assert sm.traps_seen == 0 and net.devices["leaf02"].port_state_change == 1
+    sweeps = sm.sweeps
+    net.settle(5.5)
+    assert sm.sweeps == sweeps + 1  # the light sweep saw PortStateChange
+    assert net.devices["leaf02"].port_state_change == 0  # cleared by the heavy sweep
+    assert routes_through(net, "leaf02", 5) == []
+    net.set_link("leaf02", 5, True)
+    assert net.devices["leaf02"].ports[5].state == sa.PORT_INIT  # nobody arms it yet
+    net.settle(5.5)
+    assert net.devices["leaf02"].ports[5].state == sa.PORT_ACTIVE
+    assert routes_through(net, "leaf02", 5)
+    all_pairs_talk(net)
+
+
+# -- 4. multicast ------------------------------------------------------------------------------
+
+
+def test_ipoib_broadcast_group_exists_from_the_start(net):
+    r = sa_query(net, "node0003", sc.mcmember_records(mgid=BCAST, method=w.GET)[1])
+    assert r.ok
+    (g,) = r.records
+    assert bytes(g.mgid) == bytes.fromhex("ff12401bffff000000000000ffffffff")
+    assert (g.mlid, g.qkey, g.pkey, g.mtu, g.rate, g.scope) == (0xC000, 0x0B1B, 0xFFFF, 4, 3, 2)
+    # an IPoIB port joins it without creating anything
+    r = sa_query(net, "node0003", sc.mcmember_join(BCAST, gid(net, "node0003"), 1)[1])
+    assert r.ok and r.records[0].mlid == 0xC000 and r.records[0].qkey == 0x0B1B
+
+
+def test_multicast_join_send_and_leave_through_the_sa():
+    net = SmNet("fattree:2,2,3,2")  # leaf01: node0001-3 on ports 1-3; leaf02: node0004-6
+    net.start_sm()
+    mgid = bytes.fromhex("ff150000000000000000000000abcdef")
+    members = ("node0001", "node0002", "node0005")
+    mlid = None
+    for name in members:
+        r = sa_query(net, name, sc.mcmember_join(mgid, gid(net, name), 1, create=True)[1])
+        assert r.ok, hex(r.status)
+        assert mlid in (None, r.records[0].mlid)
+        mlid = r.records[0].mlid
+    assert w.LID_MCAST_FIRST < mlid <= w.LID_MCAST_LAST  # 0xC000 is IPoIB's broadcast group
+    idx = mlid - w.LID_MCAST_FIRST
+    mft = {s: net.devices[s].mft[idx] for s in SWITCHES}
+    # leaf ports 4-5 go to spine01, 6-7 to spine02; spine01 ports 1-2 to leaf01, 3-4 to leaf02.
+    # Tree: rooted at spine01 (closest to both leaves, lowest GUID), lowest port of each cable pair
+    assert mft == {"leaf01": 1 << 1 | 1 << 2 | 1 << 4, "leaf02": 1 << 2 | 1 << 4,
+                   "spine01": 1 << 1 | 1 << 3, "spine02": 0}
+
+    qps = {}
+    for name in ("node0001", "node0002", "node0003", "node0005", "node0006"):
+        h = net.devices[name]
+        qps[name] = h.create_qp(0x0B1B)
+        # node0003 and node0006 attach locally without joining through the SA: no MFT leads to them
+        h.attach_mcast(qps[name].qpn, mgid, mlid)
+
+    def send(tag):
+        h = net.devices["node0001"]
+        net.inject("node0001", h.post_send(qps["node0001"].qpn, dlid=mlid, dest_qp=w.IPOIB_BROADCAST_QPN,
+                                           payload=tag, dgid=mgid, now=net.now))
+        return {n: [c.payload for c in q.poll()] for n, q in qps.items()}
+
+    got = send(b"one")
+    assert got == {"node0001": [b"one"], "node0002": [b"one"], "node0005": [b"one"],
+                   "node0003": [], "node0006": []}  # node0001's own copy is HCA loopback
+    r = sa_query(net, "node0005", sc.mcmember_leave(mgid, gid(net, "node0005"), 1)[1])
+    assert r.ok and r.method == w.DELETE_RESP and r.records[0].join_state == 0
+    mft = {s: net.devices[s].mft[idx] for s in SWITCHES}
+    assert mft == {"leaf01": 1 << 1 | 1 << 2, "leaf02": 0, "spine01": 0, "spine02": 0}
+    got = send(b"two")
+    assert got == {"node0001": [b"two"], "node0002": [b"two"], "node0005": [],
+                   "node0003": [], "node0006": []}
+    drops = {n: dict(net.devices[n].drops) for n in ("node0003", "node0005", "node0006")}
+    assert drops == {"node0003": {}, "node0005": {}, "node0006": {}}  # nothing even got there
+    # the group is listed with its two remaining members
+    r = sa_query(net, "node0002", sc.mcmember_records(mgid=mgid)[1])
+    assert r.ok and len(r.records) == 1 and r.records[0].mlid == mlid
+
+
+# -- 5. partitions -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pnet():
+    from fabric.topology import load_topology
+
+    topo = load_topology(FT)
+    pg = {n.name: n.port_guids[1] for n in topo.hcas()}
+    conf = ("Default=0x7fff, ipoib : ALL=full;\n"
+            f"Storage=0x0002 : 0x{pg['node0001']:016x}=full, 0x{pg['node0002']:016x},"
+            f" 0x{pg['node0003']:016x};\n")
+    n = SmNet(topo, partitions=conf)
+    n.start_sm()
+    assert n.agent.last_up is not None
+    return n
+
+
+def test_partition_pkey_tables_are_programmed(pnet):
+    want = {"node0001": [0xFFFF, 0x8002], "node0002": [0xFFFF, 0x0002], "node0003": [0xFFFF, 0x0002],
+            "node0004": [0xFFFF]}
+    for name, keys in want.items():
+        src = "node0004" if name == "node0002" else "node0002"
+        r = smp_get(pnet, src, pnet.lid(name), w.ATTR_PKEY_TABLE, 0)
+        assert r is not None and r.status == 0
+        table = w.PKeyTable.unpack(r.data).pkeys
+        assert list(table) == keys + [0] * (32 - len(keys)), name
+
+
+def test_limited_members_cannot_talk_but_the_full_member_reaches_both(pnet):
+    before = port_info(pnet, "node0003", src="node0004").p_key_violations
+    assert pnet.send_ud("node0002", "node0003", b"limited>limited", pkey_index=1) == []
+    assert port_info(pnet, "node0003", src="node0004").p_key_violations == before + 1
+    assert pnet.devices["node0003"].drops["pkey"] == 1
+    for limited in ("node0002", "node0003"):
+        got = pnet.send_ud("node0001", limited, b"full>limited", pkey_index=1)
+        assert [(c.payload, c.pkey) for c in got] == [(b"full>limited", 0x8002)]
+        got = pnet.send_ud(limited, "node0001", b"limited>full", pkey_index=1)
+        assert [(c.payload, c.pkey) for c in got] == [(b"limited>full", 0x0002)]
+    # the default partition still joins them all
+    assert pnet.send_ud("node0002", "node0003", b"default", pkey_index=0)[0].payload == b"default"
+    # node0004 has no entry for 0x0002: it cannot even send with it
+    assert pnet.devices["node0004"].ports[1].pkeys[1] == 0
+
+
+def test_path_records_follow_the_partitions(pnet):
+    def path(req, a, b, pkey):
+        return sa_query(pnet, req, sc.path_record_query(gid(pnet, a), gid(pnet, b), pkey=pkey)[1])
+
+    for pkey in (0x0002, 0x8002):  # two limited members share nothing in Storage
+        r = path("node0002", "node0002", "node0003", pkey)
+        assert r.status == w.SA_ERR_NO_RECORDS and r.records == ()
+    r = path("node0001", "node0001", "node0003", 0x8002)
+    assert r.ok and (r.records[0].pkey, r.records[0].dlid) == (0x8002, pnet.lid("node0003"))
+    r = path("node0002", "node0002", "node0001", 0x0002)
+    assert r.ok and r.records[0].pkey == 0x0002  # the source's membership bit
+    # node0004 is outside Storage: no Storage path from it, nor between it and a member
+    r = path("node0004", "node0004", "node0002", 0x8002)
+    assert r.status == w.SA_ERR_NO_RECORDS
+    # without a P_Key, the lowest partition they share: the default one
+    r = path("node0004", "node0004", "node0002", None)
+    assert r.ok and r.records[0].pkey == 0xFFFF
+
+
+# -- 6. malformed and invalid MADs -------------------------------------------------------------
+
+
+def _with(octets, **fields):
+    return w.SAMad.unpack(octets).replace(**fields).pack()
+
+
+def test_sa_answers_bad_requests_with_the_spec_status_and_keeps_working(net):
+    me = gid(net, "node0002")
+    other = gid(net, "node0004")
+    _, pr = sc.path_record_query(me, other)
+    _, cpi = sc.class_port_info()
+    new_mgid = bytes.fromhex("ff150000000000000000000000001234")
+    cases = [
+        ("GetTraceTable", _with(pr, method=w.GET_TRACE_TABLE), w.STATUS_METHOD_UNSUPPORTED),
+        ("GetMulti", _with(pr, method=w.GET_MULTI), w.STATUS_METHOD_UNSUPPORTED),
+        ("unknown attribute", _with(cpi, attr_id=0x7777), w.STATUS_METHOD_ATTR_UNSUPPORTED),
+        ("Set(PathRecord)", _with(pr, method=w.SET), w.STATUS_METHOD_ATTR_UNSUPPORTED),
+        ("Delete(NodeRecord)", _with(sc.node_records()[1], method=w.DELETE),
+         w.STATUS_METHOD_ATTR_UNSUPPORTED),
+        ("class version 1", _with(pr, class_version=1), w.STATUS_BAD_VERSION),
+        ("base version 2", _with(pr, base_version=2), w.STATUS_BAD_VERSION),
+        ("PathRecord without DGID/DLID", sc.path_record_query(me, None)[1],
+         w.SA_ERR_REQ_INSUFFICIENT_COMPONENTS),
+        ("PathRecord with half a ServiceID",
+         _with(sc.path_record_query(me, other, service_id=5)[1],
+               comp_mask=w.comp_mask(w.PR_COMP, "sgid", "dgid") | 1),
+         w.SA_ERR_REQ_INSUFFICIENT_COMPONENTS),
+        ("PathRecord MTU 7", sc.path_record_query(me, other, mtu=(2, 7))[1], w.SA_ERR_REQ_INVALID),
+        ("PathRecord unknown DGID", sc.path_record_query(me, w.make_gid(w.GID_PREFIX_DEFAULT, 0xDEAD))[1],
+         w.SA_ERR_REQ_INVALID_GID),
+        ("create without Q_Key, P_Key, SL, FlowLabel, TClass", sc.mcmember_join(new_mgid, me, 1)[1],
+         w.SA_ERR_REQ_INSUFFICIENT_COMPONENTS),
+        ("join without JoinState",
+         _with(sc.mcmember_join(BCAST, me, 1)[1], comp_mask=w.comp_mask(w.MCM_COMP, "mgid", "port_gid")),
+         w.SA_ERR_REQ_INSUFFICIENT_COMPONENTS),
+        ("create as a non-member", sc.mcmember_join(new_mgid, me, 2, create=True)[1], w.SA_ERR_REQ_INVALID),
+        ("leave a group never joined", sc.mcmember_leave(new_mgid, me, 1)[1], w.SA_ERR_REQ_INVALID),
+    ]
+    for what, octets, status in cases:
+        req = w.SAMad.unpack(octets)
+        got = sa_raw(net, "node0002", octets)
+        assert len(got) == 1, what
+        (resp,) = got
+        assert resp.status == status, f"{what}: 0x{resp.status:04x}"
+        assert resp.tid == req.tid and resp.attr_id == req.attr_id, what
+        assert resp.method == w.response_method(req.method), what
+    # answered by nobody: Trap/Send/TrapRepress, responses, short MADs, other classes
+    for octets in (_with(pr, method=w.SEND), _with(pr, method=w.TRAP), _with(pr, method=w.GET_RESP),
+                   _with(pr, mgmt_class=w.CLASS_PERF), pr[:100]):
+        assert sa_raw(net, "node0002", octets) == []
+    assert net.sm.sa.mcast.get(new_mgid) is None  # no half-created group left behind
+    r = sa_query(net, "node0002", pr)
+    assert r.ok and r.records[0].dlid == net.lid("node0004")
+    sweeps = net.sm.sweeps
+    net.request_sweep()
+    assert net.sm.sweeps == sweeps + 1 and net.sm.stats.sets == {}
+
+
+def _to_sm(net, payload, *, front=False, slid=None):
+    """An SMP (or anything) on the wire from leaf01 to node0001's QP0, the SM's."""
+    raw = w.build_ud_packet(slid=slid or net.lid("leaf01"), dlid=net.lid("node0001"), dest_qp=0,
+                            src_qp=0, qkey=0, vl=w.VL15, payload=payload)
+    if front:
+        net.queue.appendleft(("node0001", 1, 0, raw))
+    else:
+        net.inject("leaf01", [(1, raw)])
+
+
+def test_garbage_at_the_sms_qp0_never_breaks_it(net):
+    rng = random.Random(20240601)
+    sm = net.sm
+    lids = {n: net.lid(n) for n in net.devices}
+    # random octets, random MADs of every SM class and method, responses nobody asked for
+    for i in range(200):
+        kind = i % 4
+        if kind == 0:
+            payload = bytes(rng.getrandbits(8) for _ in range(rng.choice([24, 64, 256])))
+        else:
+            cls = rng.choice([w.SMPLid, w.SMPDirected])
+            mad = w.new_mad(cls, method=rng.choice([w.GET_RESP, w.TRAP, w.GET, w.SET, w.TRAP_REPRESS, 0x13]),
+                            tid=rng.getrandbits(64), attr_id=rng.choice([2, 0x11, 0x12, 0x15, 0x19, 0xFF0]),
+                            attr_mod=rng.getrandbits(8), data=bytes(rng.getrandbits(8) for _ in range(64)))
+            payload = mad.pack()
+        _to_sm(net, payload)
+    net.settle(3.0)
+    assert sm.state == "up" and net.devices["node0001"].drops  # dropped and counted, not raised
+    # responses with the TIDs of outstanding requests but another attribute or class: ignored
+    for trial in range(10):
+        net._emit("node0001", net.agent.request_sweep(net.now))
+        net.run(max_steps=rng.randrange(1, 60))
+        for tid, req in list(sm.engine.outstanding.items()):
+            q = req.smp
+            bad = w.new_mad(w.SMPLid, method=w.GET_RESP, tid=tid, attr_id=q.attr_id ^ 0x0F00,
+                            attr_mod=q.attr_mod, data=bytes(rng.getrandbits(8) for _ in range(64)))
+            _to_sm(net, bad.pack(), front=True)  # ahead of the real answer
+            bad = w.new_mad(w.SMPLid, method=w.GET_RESP, tid=tid, attr_id=q.attr_id, attr_mod=q.attr_mod + 1,
+                            data=bytes(64))
+            _to_sm(net, bad.pack(), front=True)
+        net.settle(1.0)
+        assert sm.state == "up"
+        assert sm.subnet is not None and len(sm.subnet.nodes) == 8, sm.log[-1]
+        assert sm.stats.sets == {}, sm.log[-1]
+    assert sm.engine.mismatched > 0 and sm.engine.failed == 0
+    # and with matching attributes but random contents: no crash, and the next sweep mends all
+    net._emit("node0001", net.agent.request_sweep(net.now))
+    net.run(max_steps=30)
+    for tid, req in list(sm.engine.outstanding.items()):
+        q = req.smp
+        _to_sm(net, w.new_mad(w.SMPLid, method=w.GET_RESP, tid=tid, attr_id=q.attr_id, attr_mod=q.attr_mod,
+                              data=bytes(rng.getrandbits(8) for _ in range(64))).pack(), front=True)
+    net.settle(2.0)
+    net.request_sweep()
+    net.settle(1.0)
+    assert sm.state == "up" and len(sm.subnet.nodes) == 8
+    assert {n: net.lid(n) for n in net.devices} == lids
+    assert set(p.state for _, _, p in cabled_ports(net)) == {sa.PORT_ACTIVE}
+    all_pairs_talk(net)
