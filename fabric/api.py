@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 
@@ -75,6 +76,34 @@ class Fabric:
 
     def link_up(self, device: str, port: int) -> None:
         self.client.call(device, "link", port=port, up=True)
+
+    @contextlib.contextmanager
+    def capture(self, path):
+        """Capture every packet put on any link while the block runs, into one ERF file
+        (time-ordered), which Wireshark and tshark read::
+
+            with fab.capture("x.erf"):
+                fab.nodes["node0001"].ping("node0002")
+        """
+        from .capture import ErfWriter, read_erf
+
+        path = os.fspath(path)
+        for c in self.client.clients:
+            c.call("capture_start", path=path)
+        try:
+            yield path
+        finally:
+            records = []
+            for i, c in enumerate(self.client.clients):
+                c.call("capture_stop")
+                part = f"{path}.host{i}"
+                if os.path.exists(part):
+                    records += read_erf(part)
+                    os.unlink(part)
+            records.sort(key=lambda r: r.timestamp)
+            with ErfWriter(path) as wr:
+                for r in records:
+                    wr.write(r.packet, int(r.timestamp * 1e9), interface=r.interface)
 
     def pids(self) -> list[int]:
         return [st["pid"] for st in self.client.status()]

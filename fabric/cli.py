@@ -192,8 +192,10 @@ def _cmd_demo(args) -> int:
     from .topology import TopologyError
 
     name = args.name or f"demo-{os.getpid()}"
+    from .api import IPOIB_PLUGIN
+
     try:
-        info = launcher.up(args.topology, name, timeout=args.timeout)
+        info = launcher.up(args.topology, name, timeout=args.timeout, node_software=IPOIB_PLUGIN)
     except (TopologyError, launcher.LaunchError, ValueError, OSError) as exc:
         print(f"ibfab demo: {exc}", file=sys.stderr)
         return 1
@@ -237,6 +239,8 @@ def _cmd_demo(args) -> int:
                           if nd["kind"] == "switch")
         print(f"\n{lft_entries} LFT entries in {sum(nd['kind'] == 'switch' for nd in data['nodes'])} switches")
         ok = states.get("Active", 0) == sum(states.values())
+        if info.data.get("node_software"):
+            ok = _demo_traffic(name, info, args) and ok
         return 0 if ok else 1
     finally:
         launcher.down(name)
@@ -264,16 +268,75 @@ def _cmd_ping(args) -> int:
     print(f"PING {dst} from {args.src}: {args.size} data bytes")
     for seq, rtt in r.get("replies", []):
         print(f"{args.size + 8} bytes from {dst}: icmp_seq={seq} time={rtt * 1000:.3f} ms")
-    for err in r.get("errors", []):
+    for err in r.get("error_texts", []):
         print(err)
     tx, rx = r.get("transmitted", 0), r.get("received", 0)
-    loss = 100.0 * (tx - rx) / tx if tx else 0.0
-    print(f"--- {dst} ping statistics ---")
-    print(f"{tx} packets transmitted, {rx} received, {loss:.0f}% packet loss")
+    print(f"\n--- {dst} ping statistics ---")
+    print(f"{tx} packets transmitted, {rx} received, {r.get('packet_loss', 100.0):.0f}% packet loss, "
+          f"time {r.get('time_ms', 0):.0f}ms")
     if rx:
-        rtts = [x[1] * 1000 for x in r.get("replies", [])] or [0.0]
-        print(f"rtt min/avg/max = {min(rtts):.3f}/{sum(rtts) / len(rtts):.3f}/{max(rtts):.3f} ms")
+        print(f"rtt min/avg/max/mdev = {r['rtt_min_ms']:.3f}/{r['rtt_avg_ms']:.3f}/{r['rtt_max_ms']:.3f}/"
+              f"{r['rtt_mdev_ms']:.3f} ms")
     return 0 if rx else 1
+
+
+def _demo_traffic(name: str, info, args) -> bool:
+    """All-pairs ping over IPoIB and one UDP transfer, with a summary table."""
+    import time
+
+    from . import launcher
+    from .topology import load_topology
+
+    hcas = [n.name for n in load_topology(info.topology_path).hcas()][:args.max_nodes]
+    with launcher.FabricClient(name, timeout=30.0) as fc:
+        ips = {}
+        deadline = time.monotonic() + 10
+        for h in hcas:
+            while True:
+                ib0 = next(i for i in fc.call(h, "ipoib_status")["interfaces"] if i["ifname"] == "ib0")
+                if ib0["carrier"] or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            ips[h] = ib0["addr"].split("/")[0]
+        print(f"\nIPoIB: ib0 up on {len(hcas)} nodes (MTU {ib0['mtu']}, {ips[hcas[0]]} ... {ips[hcas[-1]]})")
+        ok_pairs, rtts, failed = 0, [], []
+        for src in hcas:
+            for dst in hcas:
+                if src == dst:
+                    continue
+                r = fc.call(src, "ping", dst=ips[dst], count=1, interval=0.1, timeout=1.0)
+                if r and r["received"]:
+                    ok_pairs += 1
+                    rtts.append(r["rtt_avg_ms"])
+                else:
+                    failed.append(f"{src}->{dst}")
+        pairs = len(hcas) * (len(hcas) - 1)
+        src, dst = hcas[0], hcas[-1]
+        rx = fc.call(dst, "udp_open", port=5001)
+        tx = fc.call(src, "udp_open", port=0)
+        n, size = args.udp_count, args.udp_size
+        t0 = time.monotonic()
+        for i in range(n):
+            fc.call(src, "udp_sendto", sock=tx["sock"], data=i.to_bytes(4, "big") + bytes(size - 4), ip=ips[dst],
+                    port=5001)
+        got = []
+        while len(got) < n:
+            batch = fc.call(dst, "udp_recv", sock=rx["sock"], timeout=1.0, max=1024)
+            if not batch:
+                break
+            got += batch
+        dt = time.monotonic() - t0
+        intact = sum(1 for g in got if len(g["data"]) == size)
+    rtts.sort()
+    print()
+    print(f"{'test':<34} {'result':<26} details")
+    print(f"{'all-pairs ping (ICMP echo)':<34} {f'{ok_pairs}/{pairs} pairs answered':<26} "
+          f"rtt median {rtts[len(rtts) // 2] if rtts else 0:.2f} ms, max {max(rtts) if rtts else 0:.2f} ms")
+    print(f"{'UDP transfer ' + src + '->' + dst:<34} {f'{intact}/{n} datagrams':<26} "
+          f"{size} B each, {n * size * 8 / dt / 1e6:.1f} Mbit/s through the control RPC")
+    if failed:
+        print("no reply: " + ", ".join(failed[:10]))
+    return ok_pairs == pairs and intact == n
 
 
 def _cmd_list(args) -> int:
@@ -334,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--name", default=None)
     dm.add_argument("--routes", type=int, default=12, help="how many routes to print")
     dm.add_argument("--timeout", type=float, default=120.0)
+    dm.add_argument("--max-nodes", type=int, default=16, help="nodes in the all-pairs ping")
+    dm.add_argument("--udp-count", type=int, default=200)
+    dm.add_argument("--udp-size", type=int, default=1024)
     dm.set_defaults(func=_cmd_demo)
 
     pg = sub.add_parser("ping", help="ICMP echo over IPoIB from node SRC to DST (a node name or an IPv4 address)")

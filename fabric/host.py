@@ -58,6 +58,8 @@ class DeviceHost:
         self.running = True
         self.sm = None  # SmAgent when the subnet manager runs on a device of this host
         self.extra_ops: dict = {}  # RPC operations contributed by a node-software plugin
+        self.capture = None  # ErfWriter while capturing
+        self.captured = 0
         self.started = time.time()
         self.bursts_in = 0
         self.bursts_out = 0
@@ -148,6 +150,8 @@ class DeviceHost:
             if link is None and peer is None:
                 continue  # uncabled port: lost
             hdr = BURST_HDR.pack(BURST_VERSION, KIND_DATA, link[1] if link else peer[1], count)
+            if self.capture is not None:
+                self._capture(name, port, parts, headroom)
             if headroom and len(parts) == 1:
                 msg = parts[0]
                 msg[:BURST_HDR.size] = hdr
@@ -168,6 +172,32 @@ class DeviceHost:
             except zmq.Again:
                 self.devices[name].ports[port].counters.inc("port_xmit_discards", count)
                 self.devices[name].drops["link_queue_full"] += count
+
+    def _capture(self, name, port, parts, headroom) -> None:
+        """Write every packet leaving a device port to this host's capture (a tap on each link)."""
+        raw = b"".join(bytes(memoryview(p)[BURST_HDR.size:]) if headroom and i == 0 else bytes(p)
+                       for i, p in enumerate(parts))
+        off = 0
+        ts = time.time_ns()
+        while off + 2 <= len(raw):
+            (ln,) = LEN.unpack_from(raw, off)
+            self.capture.write(raw[off + 2:off + 2 + ln], ts, interface=port & 3)
+            off += 2 + ln
+        self.captured += 1
+
+    def op_capture_start(self, env, now, path):
+        from .capture import ErfWriter
+
+        if self.capture is not None:
+            self.capture.close()
+        self.capture = ErfWriter(f"{path}.host{self.index}")
+        return True
+
+    def op_capture_stop(self, env, now):
+        if self.capture is not None:
+            self.capture.close()
+            self.capture = None
+        return True
 
     def on_burst(self, name: str, data: bytes, now: float) -> None:
         dev = self.devices[name]

@@ -38,8 +38,13 @@ def attach(host) -> None:
     def op_ping(env, now, device, dst, count=1, interval=0.2, timeout=1.0, size=56, ifname=None):
         sess = node(device).ip.ping(dst, count=int(count), interval=float(interval), timeout=float(timeout),
                                     size=int(size), ifname=ifname)
-        return host.defer(env, now, count * interval + timeout + 1.0,
-                          lambda: sess.summary() if sess.done else None, None)
+        def check():
+            if not sess.done:
+                return None
+            return dict(sess.summary(), replies=list(getattr(sess, "replies", [])),
+                        error_texts=list(sess.errors))
+
+        return host.defer(env, now, count * interval + timeout + 1.0, check, None)
 
     def op_udp_open(env, now, device, port=0, addr=None):
         s = node(device).ip.udp_socket()

@@ -274,6 +274,7 @@ class PingSession:
         self.duplicates = 0
         self.corrupted = 0
         self.rtts: list[float] = []
+        self.replies: list[tuple[int, float]] = []  # (icmp_seq, rtt) in arrival order, for ping's lines
         self.errors: list[str] = []
         self.error_details: list[tuple] = []
         self.done = False
@@ -333,6 +334,7 @@ class PingSession:
         self._waiting.discard(seq)
         self.received += 1
         self.rtts.append(max(0.0, now - self._sent_at[seq]))
+        self.replies.append((seq, self.rtts[-1]))
         if data != self.data:
             self.corrupted += 1
         return True
