@@ -65,7 +65,9 @@ class IPoIBNode:
     def _make_interface(self, ifname: str, pkey: int) -> IPoIBInterface:
         ctx = NetdevContext(self.hca, self.port, transmit=self.hca.outbox.extend,
                             deliver=lambda frame, info, n=ifname: self.ifs[n].rx_frame(frame, info),
-                            schedule_poll=lambda n=ifname: self._poll_pending.add(n), now=self.now)
+                            schedule_poll=lambda n=ifname: self._poll_pending.add(n), now=self.now,
+                            stop_queue=lambda q, n=ifname: self._queue_state(n, True),
+                            wake_queue=lambda q, n=ifname: self._queue_state(n, False))
         standard = StdProvider(ctx)
         provider_cls = getattr(self.backend, "Provider", None)
         provider = provider_cls(ctx) if provider_cls is not None and provider_cls is not StdProvider else None
@@ -80,6 +82,13 @@ class IPoIBNode:
         self.ip.set_carrier(ifname, False)
         ifc.open(self.now())
         return ifc
+
+    def _queue_state(self, ifname: str, stopped: bool) -> None:
+        """netif_stop_queue / netif_wake_queue from the provider: the interface stops handing it
+        frames while its send queue is full."""
+        ifc = self.ifs.get(ifname)
+        if ifc is not None:
+            ifc.queue_stopped = stopped
 
     def start(self) -> None:
         """ip link set ib0 up (and the P_Key children the port's table calls for)."""

@@ -40,6 +40,7 @@ PATH_QUEUE = 3  # IPOIB_MAX_PATH_REC_QUEUE
 MCAST_QUEUE = 3  # IPOIB_MAX_MCAST_QUEUE
 JOIN_BACKOFF_MAX = 16.0
 SA_TIMEOUT_S = 1.0
+TX_TIMEOUT_S = 5.0  # the netdev watchdog (watchdog_timeo)
 GRH_AREA = 40
 
 
@@ -79,7 +80,7 @@ class Path:
 class McastGroup:
     mgid: bytes
     join_state: int
-    state: str = "idle"  # idle, joining, joined, failed
+    state: str = "idle"  # idle, waiting (for the broadcast group), joining, joined, failed
     mlid: int = 0
     qkey: int = 0
     mtu: int = 0
@@ -89,6 +90,7 @@ class McastGroup:
     attached: bool = False
     pending: deque = field(default_factory=lambda: deque(maxlen=MCAST_QUEUE))
     ip: bytes | None = None
+    tid: int | None = None  # the join in flight; an answer to an earlier one is stale
 
 
 class IPoIBInterface:
@@ -97,6 +99,7 @@ class IPoIBInterface:
         self.ifname = ifname
         self.pkey = pkey | w.PKEY_FULL_BIT
         self.netdev = netdev
+        self.params = netdev.get_params()  # rdma_netdev_get_params, before any other op
         self.admin_mtu = admin_mtu
         self.qpn = 0
         self.up = False  # administratively up (ip link set up)
@@ -108,6 +111,7 @@ class IPoIBInterface:
         self.paths: dict[bytes, Path] = {}
         self.ip = None  # (addr bytes, prefix)
         self.queue_stopped = False
+        self.stopped_since = 0.0
         self.stats = dict(rx_packets=0, rx_bytes=0, rx_errors=0, rx_dropped=0, tx_packets=0, tx_bytes=0,
                           tx_errors=0, tx_dropped=0, multicast=0, arp_requests=0, arp_replies=0,
                           path_queries=0, joins=0, join_failures=0, flushes_light=0, flushes_normal=0,
@@ -178,7 +182,7 @@ class IPoIBInterface:
         g = self.groups.get(mgid)
         if g is None:
             g = self.groups[mgid] = McastGroup(mgid, join_state, ip=ip)
-        elif g.join_state & join_state == join_state and g.state in ("joined", "joining"):
+        elif g.join_state & join_state == join_state and g.state in ("joined", "joining", "waiting"):
             return g
         else:
             g.join_state |= join_state
@@ -189,9 +193,14 @@ class IPoIBInterface:
         if self.port.state != sa.PORT_ACTIVE or not self.port.sm_lid:
             g.state, g.next_try = "failed", now + g.backoff  # retried once the port is up
             return
-        g.state = "joining"
         bcast = self.groups.get(self.bcast_mgid)
-        if g.mgid == self.bcast_mgid or bcast is None or bcast.state != "joined":
+        if g.mgid != self.bcast_mgid and (bcast is None or bcast.state != "joined"):
+            # the broadcast group first (its parameters are the ones a new group copies), then the
+            # others, as the kernel's join task does; _join_done of the broadcast group sends these
+            g.state = "waiting"
+            return
+        g.state = "joining"
+        if g.mgid == self.bcast_mgid:
             tid, mad = saclient.mcmember_join(g.mgid, self.gid, g.join_state)
         else:
             # a group we may create: copy the broadcast group's parameters, as the kernel does
@@ -199,11 +208,15 @@ class IPoIBInterface:
                                               sl=bcast.sl, flow_label=0, tclass=0, mtu=(2, bcast.mtu),
                                               create=True)
         self.stats["joins"] += 1
-        self.node.sa_query(tid, mad, lambda resp, g=g: self._join_done(g, resp, self.node.now()))
+        g.tid = tid
+        self.node.sa_query(tid, mad, lambda resp, g=g, tid=tid: self._join_done(g, resp, self.node.now(), tid))
 
-    def _join_done(self, g: McastGroup, resp, now: float) -> None:
+    def _join_done(self, g: McastGroup, resp, now: float, tid: int | None = None) -> None:
         if self.groups.get(g.mgid) is not g:
             return  # left meanwhile
+        if tid is not None and tid != g.tid:
+            return  # a newer join (a flush) superseded this one: its answer, or timeout, is stale
+        g.tid = None
         if resp is None or not resp.ok or not resp.records:
             self.stats["join_failures"] += 1
             g.state = "failed"
@@ -223,6 +236,9 @@ class IPoIBInterface:
             self.mtu = min(mtu, self.admin_mtu) if self.admin_mtu else mtu
             self.node.ip.set_mtu(self.ifname, self.mtu)
             self._update_carrier(now)
+            for other in list(self.groups.values()):
+                if other.state == "waiting":
+                    self._send_join(other, now)
         while g.pending:
             frame = g.pending.popleft()
             self._send_frame(frame, self._mcast_ah(g), w.IPOIB_BROADCAST_QPN)
@@ -448,14 +464,29 @@ class IPoIBInterface:
             self._send_join(g, now)
         self._update_carrier(now)
 
+    def queue_stop(self, queue: int) -> None:
+        """netif_stop_queue, from the provider: frames wait in the IP layer's retries, not here."""
+        if not self.queue_stopped:
+            self.queue_stopped = True
+            self.stopped_since = self.node.now()
+
+    def queue_wake(self, queue: int) -> None:
+        self.queue_stopped = False
+
     def tx_timeout(self, now: float) -> None:
-        """The TX queue made no progress: stop and reopen (the driver's tx_timeout op first)."""
+        """The TX queue made no progress for TX_TIMEOUT_S (the netdev watchdog): the provider's
+        tx_timeout op, then stop and reopen the device, keeping the control plane's state."""
+        self.stats["tx_timeouts"] = self.stats.get("tx_timeouts", 0) + 1
         self.netdev.tx_timeout(0)
+        self.netdev.stop()
+        self.netdev.open()
         self.queue_stopped = False
 
     # -- timers --------------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
+        if self.queue_stopped and now - self.stopped_since >= TX_TIMEOUT_S:
+            self.tx_timeout(now)
         for g in list(self.groups.values()):
             if g.state == "failed" and now >= g.next_try:
                 self._send_join(g, now)
@@ -479,6 +510,8 @@ class IPoIBInterface:
         c += [n.next_retry for n in self.neigh.values() if n.state == "INCOMPLETE"]
         c += [n.used + NEIGH_STALE_S for n in self.neigh.values() if n.state != "INCOMPLETE"]
         c += [p.deadline for p in self.paths.values() if p.querying]
+        if self.queue_stopped:
+            c.append(self.stopped_since + TX_TIMEOUT_S)
         return min(c, default=None)
 
     # -- inspection (like debugfs _path and _mcg, ip neigh) -----------------------------------
