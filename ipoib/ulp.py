@@ -219,6 +219,14 @@ class IPoIBInterface:
         g.tid = None
         if resp is None or not resp.ok or not resp.records:
             self.stats["join_failures"] += 1
+            if not g.join_state & (w.JOIN_FULL_MEMBER | w.JOIN_NON_MEMBER) and g.mgid != self.bcast_mgid:
+                # a send-only join is not retried: its queued frames are dropped, and the next
+                # frame for the group tries again (the kernel's ipoib_mcast_join_complete)
+                for _ in g.pending:
+                    self._drop("mcast_join_failed", "tx_dropped")
+                g.pending.clear()
+                g.state, g.backoff = "idle", 1.0
+                return
             g.state = "failed"
             g.next_try = now + g.backoff
             g.backoff = min(g.backoff * 2, JOIN_BACKOFF_MAX)
@@ -316,6 +324,8 @@ class IPoIBInterface:
             if len(g.pending) == g.pending.maxlen:
                 self._drop("mcast_queue_full", "tx_dropped")
             g.pending.append(frame)
+            if g.state == "idle":  # a send-only join that failed: this frame tries again
+                self._send_join(g, now)
             return True
         self.stats["multicast"] += 1
         return self._send_frame(frame, self._mcast_ah(g), w.IPOIB_BROADCAST_QPN)
