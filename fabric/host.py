@@ -23,6 +23,7 @@ import zmq
 
 from . import wire as w
 from .devices import HCA, cable, make_device, send_smp
+from .devices.events import apply_events
 from .link import (BURST_HDR, BURST_VERSION, KIND_DATA, KIND_DOWN, KIND_HELLO, KIND_HELLO_ACK, LEN,
                    decode_burst_header, decode_burst_packets, encode_control)
 from .runinfo import RunInfo
@@ -237,25 +238,9 @@ class DeviceHost:
 
     def handle_events(self, name: str, now: float) -> None:
         dev = self.devices[name]
-        if not dev.events:
-            return
-        events, dev.events = dev.events, []
-        for kind, port, _detail in events:
-            if kind == "link_bounce":
-                self.queue_tx(name, dev.set_link(port, False, now))
-                self.send_control(name, port, KIND_DOWN)
-                self.send_control(name, port, KIND_HELLO)
-            elif kind == "link_disable":
-                self.queue_tx(name, dev.set_link(port, False, now))
-                self.send_control(name, port, KIND_DOWN)
-            elif kind == "link_enable":
-                self.send_control(name, port, KIND_HELLO)
-            for agent in list(dev.agents):
-                hook = getattr(agent, "on_event", None)
-                if hook is not None:
-                    hook(kind, port, _detail)
         if dev.events:
-            self.handle_events(name, now)
+            apply_events(dev, now, emit=lambda txs: self.queue_tx(name, txs),
+                         control=lambda port, kind: self.send_control(name, port, kind))
 
     def set_admin(self, name: str, port: int, up: bool, now: float) -> None:
         dev = self.devices[name]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import deque
 
 from .devices import HCA, cable, make_device
+from .devices.events import apply_events
 from .link import KIND_DOWN, KIND_HELLO, KIND_HELLO_ACK
 
 
@@ -81,26 +82,10 @@ class LoopNet:
 
     def _handle_events(self, name: str) -> None:
         dev = self.devices[name]
-        while dev.events:  # acting on one (a bounce) may record more, as in the device host
-            self._handle_event_list(name, dev)
-
-    def _handle_event_list(self, name: str, dev) -> None:
-        events, dev.events = dev.events, []
-        for kind, port, _detail in events:
-            if kind == "link_bounce":
-                self._emit(name, dev.set_link(port, False, self.now))
-                self._control(name, port, KIND_DOWN)
-                self._control(name, port, KIND_HELLO)
-            elif kind == "link_disable":
-                self._emit(name, dev.set_link(port, False, self.now))
-                self._control(name, port, KIND_DOWN)
-            elif kind == "link_enable":
-                self._control(name, port, KIND_HELLO)
-            for agent in list(dev.agents):
-                hook = getattr(agent, "on_event", None)
-                if hook is not None:
-                    hook(kind, port, _detail)
-            self.on_event(name, kind, port, _detail)
+        if dev.events:
+            apply_events(dev, self.now, emit=lambda txs: self._emit(name, txs),
+                         control=lambda port, kind: self._control(name, port, kind),
+                         observe=lambda kind, port, detail: self.on_event(name, kind, port, detail))
 
     def on_event(self, name, kind, port, detail) -> None:
         """Hook for tests and drivers (ClientReregister, LID change, ...)."""
