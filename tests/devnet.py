@@ -8,7 +8,7 @@ from fabric.devices import send_smp
 from fabric.loopnet import LoopNet
 from fabric.topology import generate, load_topology
 from fabric.wire.crc import icrc_bytes, vcrc_bytes
-from handsm import HandSM, loopnet_exchange
+from handsm import HandSM, loopnet_exchange, pop_mad
 
 from paths import shared_topology
 
@@ -65,12 +65,7 @@ class Fab:
         src = src or self.sm_name
         hca = self.net[src]
         self.net.inject(src, send_smp(hca, 1, smp, self.net.now, dlid=dlid))
-        for c in list(hca.qps[0].rq):
-            m = w.parse_mad(c.payload)
-            if m.tid == smp.tid:
-                hca.qps[0].rq.remove(c)
-                return m
-        return None
+        return pop_mad(hca, smp.tid)
 
     # -- counters --------------------------------------------------------------------------------
 

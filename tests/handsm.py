@@ -171,6 +171,16 @@ class HandSM:
         return self.discover().assign_lids().route().activate()
 
 
+def pop_mad(hca, tid):
+    """The MAD with ``tid`` from an HCA's QP0 receive queue (removed from it), or None."""
+    for c in list(hca.qps[0].rq):
+        m = w.parse_mad(c.payload)
+        if m.tid == tid:
+            hca.qps[0].rq.remove(c)
+            return m
+    return None
+
+
 def loopnet_exchange(net, hca_name, port=1):
     """exchange() over a LoopNet: send from hca_name's port and pop the response by TID."""
     hca = net[hca_name]
@@ -178,11 +188,6 @@ def loopnet_exchange(net, hca_name, port=1):
 
     def exchange(smp):
         net.inject(hca_name, send_smp(hca, port, smp, net.now))
-        for c in list(hca.qps[0].rq):
-            m = w.parse_mad(c.payload)
-            if m.tid == smp.tid:
-                hca.qps[0].rq.remove(c)
-                return m
-        return None
+        return pop_mad(hca, smp.tid)
 
     return exchange

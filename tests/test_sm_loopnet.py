@@ -21,6 +21,7 @@ import pytest
 from fabric import wire as w
 from fabric.sm import saclient as sc
 from fabric.wire import smp_attrs as sa
+from handsm import pop_mad
 from smnet import SmNet
 
 FT = "fattree:2,2,2,2"
@@ -72,12 +73,7 @@ def smp_get(net, src, dlid, attr_id, attr_mod=0):
     assert hca.sm_consumer is None, "responses to the SM's node go to the SM"
     smp = w.new_mad(w.SMPLid, method=w.GET, tid=next(_tids), attr_id=attr_id, attr_mod=attr_mod)
     net.inject(src, send_smp(hca, 1, smp, net.now, dlid=dlid))
-    for c in list(hca.qps[0].rq):
-        m = w.parse_mad(c.payload)
-        if m.tid == smp.tid:
-            hca.qps[0].rq.remove(c)
-            return m
-    return None
+    return pop_mad(hca, smp.tid)
 
 
 def port_info(net, name, src="node0002"):
