@@ -88,7 +88,7 @@ class IPoIBNode:
         frames while its send queue is full."""
         ifc = self.ifs.get(ifname)
         if ifc is not None:
-            ifc.queue_stopped = stopped
+            (ifc.queue_stop if stopped else ifc.queue_wake)(0)  # the watchdog starts counting here
 
     def start(self) -> None:
         """ip link set ib0 up (and the P_Key children the port's table calls for)."""

@@ -190,6 +190,7 @@ class IPoIBInterface:
         return g
 
     def _send_join(self, g: McastGroup, now: float) -> None:
+        g.tid = None  # whatever join was in flight is superseded: its answer will be stale
         if self.port.state != sa.PORT_ACTIVE or not self.port.sm_lid:
             g.state, g.next_try = "failed", now + g.backoff  # retried once the port is up
             return

@@ -18,12 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import ipoib
 from fabric import wire as w
 from fabric.capture import ErfWriter, read_erf
 from fabric.wire import smp_attrs as sa
 from ipnet import IpNet
-from ipoib import _stdpath, inet, ulp
+from ipoib import inet, ulp
 from ipoib.ip import UdpError
 from ipoib.netdev import BUSY, OK, OPS, AddressHandle, NetdevParams, NotSupported, RdmaNetdev, RxInfo
 from ipoib.std import GRH_AREA, SENDQ_SIZE, StdProvider
@@ -66,6 +65,15 @@ def _attached_switch_port(net, hca):
     return net.peers[(hca, 1)]
 
 
+def _inter_switch_unicast(net) -> int:
+    """Unicast packets sent on switch-to-switch links so far."""
+    total = 0
+    for (a, pa), (b, _pb) in net.peers.items():
+        if net.devices[a].kind == "switch" and net.devices[b].kind == "switch":
+            total += net.devices[a].ports[pa].counters.ext["port_unicast_xmit_pkts"]
+    return total
+
+
 def _mft_has(net, mlid, hca) -> bool:
     """Does the switch HCA ``hca`` hangs off forward MLID ``mlid`` to it?"""
     sw, port = _attached_switch_port(net, hca)
@@ -99,6 +107,7 @@ def test_all_pairs_ping_across_switches(topo):
     net = _net(path)
     names = list(net.nodes)
     assert len(names) == 4
+    inter0 = _inter_switch_unicast(net)
     for i, n in enumerate(names):
         ifc = _ifc(net, n)
         assert ifc.carrier and ifc.mtu == 2048 - 4, n
@@ -113,12 +122,10 @@ def test_all_pairs_ping_across_switches(topo):
             paths = {p["dgid"]: p for p in _ifc(net, a).snapshot()["paths"]}
             p = paths[w.fmt_gid(net.devices[b].gid(1))]
             assert p["valid"] and p["dlid"] == net.lid(b)
-    # it crossed switches: every switch forwarded unicast IPoIB traffic (no HCA shares a switch
-    # with all the others)
-    sw_rcv = {n: sum(p.counters.port_rcv_packets for p in d.ports.values() if hasattr(p, "counters"))
-              for n, d in net.devices.items() if d.kind == "switch"}
-    assert len(sw_rcv) == 2 if topo.startswith("ibsim/") else 4
-    assert all(v > 0 for v in sw_rcv.values()), sw_rcv
+    # pairs on different switches exist, and their traffic crossed the switch-to-switch links
+    leaf = {n: _attached_switch_port(net, n)[0] for n in names}
+    assert len(set(leaf.values())) > 1
+    assert _inter_switch_unicast(net) > inter0
     for n in names:
         st = net.nodes[n].ip.stats()
         assert st["drops"].get("internal_error", 0) == 0
@@ -221,15 +228,16 @@ def test_unused_neighbours_are_garbage_collected():
     key_b, key_a = _ip("198.18.0.3"), _ip("198.18.0.1")
     assert key_b in a.neigh and key_a in b.neigh
     net.settle(ulp.NEIGH_STALE_S - 5, step=1.0)
-    assert key_b in a.neigh, "collected before NEIGH_STALE_S"
-    # using it keeps it: ping again, then let only the requester's clock run past the limit
+    assert key_b in a.neigh and key_a in b.neigh, "collected before NEIGH_STALE_S"
+    # using them keeps them: past the limit counted from the first use, they are still there
     assert net.ping("node0001", "node0003").received == 1
     net.settle(10, step=1.0)
-    assert key_a not in b.neigh or b.neigh[key_a].used > 0  # b's entry was refreshed by the reply path
-    net.settle(ulp.NEIGH_STALE_S + 2, step=1.0)
+    assert key_b in a.neigh and key_a in b.neigh
+    assert a.stats["arp_requests"] == 1
+    # unused for longer than NEIGH_STALE_S: gone on both sides
+    net.settle(ulp.NEIGH_STALE_S, step=1.0)
     assert key_b not in a.neigh and key_a not in b.neigh
-    assert a.next_deadline() is None or a.next_deadline() > net.now
-    # and it is resolved again on demand
+    # and resolved again on demand
     assert net.ping("node0001", "node0003").received == 1
     assert a.neigh[key_b].state == "REACHABLE" and a.stats["arp_requests"] == 2
 
@@ -340,8 +348,7 @@ def test_leaving_the_group_stops_delivery():
     socks["node0001"].close()
     socks["node0003"].close()
     _settle(net)
-    assert _sa_group(net, GROUP_MGID) is None or not any(
-        s & w.JOIN_FULL_MEMBER for s in _sa_group(net, GROUP_MGID).members.values())
+    assert _sa_group(net, GROUP_MGID) is None  # the send-only member does not keep it alive
 
 
 def test_send_only_join_that_fails_drops_its_frames_and_the_next_frame_tries_again():
@@ -381,8 +388,7 @@ def test_partition_members_get_a_pkey_child_interface_with_its_own_subnet():
             child = node.ifs["ib0.8001"]
             assert child.pkey == 0x8001 and child.carrier and child.mtu == 2044
             assert child.snapshot()["addr"] == f"198.19.1.{i + 1}/24"
-            assert child.bcast_mgid == bytes.fromhex("ff12401b800100000000ffff ffffffff".replace(" ", ""))[:16] \
-                or child.bcast_mgid == w.ipoib_broadcast_mgid(0x8001)
+            assert child.bcast_mgid == bytes.fromhex("ff12401b800100000000 0000ffffffff".replace(" ", ""))
             assert child.groups[child.bcast_mgid].state == "joined"
             assert child.qpn != node.ifs["ib0"].qpn  # its own UD QP
             assert net.devices[n].qps[child.qpn].pkey_index == net.devices[n].ports[1].pkey_index(0x8001)
@@ -526,18 +532,24 @@ def test_rejoin_after_reregister_is_broadcast_first_and_prompt():
 
 
 def test_a_stale_join_answer_does_not_undo_a_newer_join():
-    """A join sent to a dead SA times out after the ClientReregister rejoin succeeded: the group
-    stays joined."""
+    """A join sent to a dead SA times out after the ClientReregister flush superseded it: the
+    timeout must not mark the group failed (it would stay unusable until a retry)."""
     net = _net()
     net.stop_sm()  # the SM dies; the ports still name it
     sock = _udp_pair(net, ["node0002"])["node0002"]  # this join goes to the dead SA
-    ifc = _ifc(net, "node0002")
-    assert ifc.groups[GROUP_MGID].state == "joining"
-    net.start_sm("node0004", 1)
-    net.settle(0.5, step=0.1)
-    net.settle(3.0, step=0.1)  # the first join's SA timeout fires meanwhile
+    node = net.nodes["node0002"]
+    ifc = node.ifs["ib0"]
     g = ifc.groups[GROUP_MGID]
-    assert g.state == "joined", g
+    assert g.state == "joining"
+    stale_deadline = node._sa_pending[g.tid][1]
+    net.advance(0.5)
+    net.start_sm("node0004", 1)
+    while net.now < stale_deadline + 0.3:  # the stale join's timeout fires in here
+        net.advance(0.1)
+    assert ifc.groups[GROUP_MGID].state in ("joining", "joined", "waiting"), ifc.groups[GROUP_MGID]
+    net.settle(1.5, step=0.1)
+    assert ifc.groups[GROUP_MGID].state == "joined"
+    assert ifc.stats["join_failures"] <= 1  # the new SA's "not ready yet" for the broadcast group, at most
     net.nodes["node0001"].ip.udp_socket().sendto(b"x", (GROUP, PORT))
     _settle(net)
     assert [d for d, _ in _drain(sock)] == [b"x"]
@@ -762,8 +774,10 @@ def test_own_multicast_looped_back_by_the_hca_is_dropped():
     own, rx, received = ctx.stats["rx_own_mcast"], a.stats["rx_packets"], qp.received
     assert net.ping("node0001", "node0003").received == 1  # one broadcast ARP request
     assert ctx.stats["rx_own_mcast"] == own + 1
-    assert qp.received == received + 2  # the HCA did loop it back (and the ARP reply came)
-    assert a.stats["rx_packets"] == rx + 1  # only the ARP reply reached the interface
+    # the HCA delivered three: its own ARP request looped back, the ARP reply, the echo reply ...
+    assert qp.received == received + 3
+    # ... and the interface saw the two replies only
+    assert a.stats["rx_packets"] == rx + 2
     assert a.stats["arp_requests"] == 1 and not a.neigh[_ip("198.18.0.3")].pending
 
 
@@ -801,7 +815,8 @@ def test_capture_of_ipoib_traffic_decodes_in_tshark(tshark, tmp_path):
         tx.sendto(b"unicast datagram", ("198.18.0.2", PORT))
         tx.sendto(b"multicast datagram", (GROUP, PORT))
         _settle(net)
-        assert [d for d, _ in _drain(rx)] == [b"unicast datagram", b"multicast datagram"]
+        # (the unicast one waited for ARP and a PathRecord, so the multicast one may come first)
+        assert sorted(d for d, _ in _drain(rx)) == [b"multicast datagram", b"unicast datagram"]
         written = wr.count
     assert len(read_erf(path)) == written
     out = subprocess.run([tshark, "-r", str(path), "-T", "json", "-V"], capture_output=True, text=True,
@@ -853,11 +868,40 @@ def _valid_bodies():
     return [(w.ETHERTYPE_ARP, arp), (w.ETHERTYPE_IPV4, icmp), (w.ETHERTYPE_IPV4, udp), (w.ETHERTYPE_IPV4, frag)]
 
 
+_ADDRS = [SRC_IP, DST_IP, _ip("198.18.0.3"), _ip("198.18.255.255"), _ip("255.255.255.255"), _ip("224.0.0.1"),
+          _ip("239.1.2.3"), _ip("127.0.0.1"), _ip("0.0.0.0"), _ip("10.0.0.1")]
+
+
+@st.composite
+def _ipv4_well_formed(draw):
+    """Valid IPv4 headers and checksums around ICMP/UDP/other payloads that are well formed at
+    their own level too, so the parsers behind the checksums get exercised."""
+    src, dst = draw(st.sampled_from(_ADDRS)), draw(st.sampled_from(_ADDRS))
+    proto = draw(st.sampled_from([inet.IPPROTO_ICMP, inet.IPPROTO_UDP, draw(st.integers(0, 255))]))
+    data = draw(st.binary(max_size=60))
+    if proto == inet.IPPROTO_ICMP:
+        if draw(st.booleans()):  # an ICMP error quoting (maybe) one of our datagrams
+            quoted = inet.build_ipv4(dst, src, draw(st.sampled_from([1, 17])), draw(st.binary(max_size=12)))
+            data = quoted[:draw(st.integers(0, len(quoted)))]
+        payload = inet.build_icmp(draw(st.sampled_from([0, 3, 8, 11, 13, draw(st.integers(0, 255))])),
+                                  draw(st.integers(0, 15)), data, rest=draw(st.binary(min_size=4, max_size=4)))
+    elif proto == inet.IPPROTO_UDP:
+        payload = inet.build_udp(src, dst, draw(st.integers(0, 0xFFFF)),
+                                 draw(st.sampled_from([9, PORT, draw(st.integers(0, 0xFFFF))])), data)
+    else:
+        payload = data
+    mf, off = draw(st.booleans()), draw(st.sampled_from([0, 0, 1, 8, 8191]))
+    return inet.build_ipv4(src, dst, proto, payload, mf=mf and off < 8191, df=False, frag_offset=off,
+                           ident=draw(st.integers(0, 3)), ttl=draw(st.integers(0, 255)))
+
+
 @st.composite
 def _ipoib_frames(draw):
-    kind = draw(st.sampled_from(["random", "mutated", "ethertype"]))
+    kind = draw(st.sampled_from(["random", "mutated", "ethertype", "ipv4"]))
     if kind == "random":
         return draw(st.binary(max_size=120))
+    if kind == "ipv4":
+        return bytes(GRH_AREA) + b"\x08\x00\x00\x00" + draw(_ipv4_well_formed())
     if kind == "ethertype":
         et = draw(st.integers(0, 0xFFFF))
         return bytes(GRH_AREA) + et.to_bytes(2, "big") + draw(st.binary(max_size=4)) + draw(st.binary(max_size=80))
@@ -876,10 +920,19 @@ def _ifc_counts(ifc):
     return dict(ifc.stats), dict(ifc.drops)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def _quiet(net):
+    """Run until no node has a NAPI poll or a send pending, so a fuzz example starts clean."""
+    for _ in range(20):
+        if not any(n._poll_pending or n.hca.outbox for n in net.nodes.values()):
+            return
+        net.advance(0.0)
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(frame=_ipoib_frames(), multicast=st.booleans())
 def test_bad_frames_into_the_receive_path_are_dropped_and_counted(frame, multicast):
     net = _fuzz_net()
+    _quiet(net)
     node = net.nodes["node0002"]
     ifc = node.ifs["ib0"]
     (s0, d0), ip0 = _ifc_counts(ifc), node.ip.stats("ib0")
@@ -887,9 +940,9 @@ def test_bad_frames_into_the_receive_path_are_dropped_and_counted(frame, multica
                   sgid=net.devices["node0001"].gid(1) if multicast else None,
                   dgid=BCAST_MGID if multicast else None)
     ifc.rx_frame(frame, info)  # must not raise
-    net._service("node0002", net.devices["node0002"])
-    net.run()
     (s1, d1), ip1 = _ifc_counts(ifc), node.ip.stats("ib0")
+    net._service("node0002", net.devices["node0002"])  # whatever it answered goes out
+    net.run()
     errs = s1["rx_errors"] - s0["rx_errors"]
     dropped = s1["rx_dropped"] - s0["rx_dropped"]
     new_drops = {k: d1.get(k, 0) - d0.get(k, 0) for k in d1 if d1.get(k, 0) != d0.get(k, 0)}
@@ -899,15 +952,19 @@ def test_bad_frames_into_the_receive_path_are_dropped_and_counted(frame, multica
         assert s1["rx_packets"] == s0["rx_packets"]
         return
     assert s1["rx_packets"] == s0["rx_packets"] + 1
+    assert s1["multicast"] - s0["multicast"] == int(multicast)
     et = int.from_bytes(frame[GRH_AREA:GRH_AREA + 2], "big")
     body = frame[GRH_AREA + 4:]
     if et == w.ETHERTYPE_IPV4:
-        assert (errs, dropped, to_ip) == (0, 0, 1)
-        # the IP layer accounts for the frame exactly once, and never as its own bug
+        assert (errs, dropped, to_ip) == (0, 0, 1) and new_drops == {}
+        # the IP layer accounts for the frame exactly once, and never as a bug of its own
         assert ip1["rx_packets"] == ip1["rx_delivered"] + ip1["rx_errors"] + ip1["rx_dropped"] + ip1["reasm_pending"]
         assert ip1["drops"].get("internal_error", 0) == 0
-        changed = sum(ip1[k] - ip0[k] for k in ("rx_delivered", "rx_errors", "rx_dropped", "reasm_pending"))
-        assert changed == 1 or (changed <= 1 and ip1["reasm_pending"] < ip0["reasm_pending"] + 1)
+        try:
+            inet.parse_ipv4(body)
+        except w.ParseError as exc:  # a bad IPv4 header: an IP-level error under the parser's reason
+            assert ip1["drops"].get(exc.kind, 0) == ip0["drops"].get(exc.kind, 0) + 1
+            assert ip1["rx_errors"] == ip0["rx_errors"] + 1
     elif et == w.ETHERTYPE_ARP:
         assert to_ip == 0 and dropped == 0
         try:
@@ -920,38 +977,51 @@ def test_bad_frames_into_the_receive_path_are_dropped_and_counted(frame, multica
         assert (errs, dropped, to_ip) == (0, 1, 0) and new_drops == {f"ethertype_0x{et:04x}": 1}
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def _truncated_valid(eb_cut_tail):
+    (et, body), cut, tail = eb_cut_tail
+    return (et.to_bytes(2, "big") + b"\0\0" + body)[:cut + 4] + tail
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(payload=st.one_of(st.binary(max_size=100),
-                         st.sampled_from(_valid_bodies()).flatmap(
-                             lambda eb: st.tuples(st.just(eb), st.integers(0, 60), st.binary(max_size=6)).map(
-                                 lambda t: (t[0][0].to_bytes(2, "big") + b"\0\0" + t[0][1])[:t[1] + 4] + t[2]))),
-       src_qp=st.integers(2, 0xFFFFFF), flip=st.one_of(st.none(), st.integers(0, 400)))
+                         st.tuples(st.sampled_from(_valid_bodies()), st.integers(0, 80),
+                                   st.binary(max_size=6)).map(_truncated_valid)),
+       src_qp=st.integers(2, 0xFFFFFF), flip=st.one_of(st.none(), st.integers(0, 200)))
 def test_raw_ud_packets_to_the_ipoib_qp_never_raise_and_are_counted(payload, src_qp, flip):
     net = _fuzz_net()
+    _quiet(net)
     hca = net.devices["node0002"]
     node = net.nodes["node0002"]
     ifc = node.ifs["ib0"]
     raw = bytearray(w.build_ud_packet(slid=net.lid("node0001"), dlid=net.lid("node0002"), dest_qp=ifc.qpn,
                                       src_qp=src_qp, qkey=w.IPOIB_QKEY, payload=payload))
     if flip is not None and flip < len(raw):
-        raw[flip] ^= 0x01
+        raw[flip] ^= 0x01  # a damaged packet: the HCA's checks must catch it
     drops0, qp_rx0 = sum(hca.drops.values()), hca.qps[ifc.qpn].received
     nd0 = dict(ifc.netdev.standard.ctx.stats)
     s0, ip0 = dict(ifc.stats), node.ip.stats("ib0")
-    net.inject("node0001", [])  # nothing: keeps the net quiet before the packet
-    hca.receive(1, bytes(raw), net.now)
-    net._service("node0002", hca)
+    assert hca.receive(1, bytes(raw), net.now) == []
+    out = node.tick(net.now)  # the NAPI poll hands the frame to the interface
+    s1, ip1, nd1 = dict(ifc.stats), node.ip.stats("ib0"), dict(ifc.netdev.standard.ctx.stats)
+    net._emit("node0002", out)
     net.run()
     delivered = hca.qps[ifc.qpn].received - qp_rx0
     hca_drops = sum(hca.drops.values()) - drops0
-    assert delivered + hca_drops == 1  # the HCA either dropped it (and counted why) or delivered it
+    assert delivered + hca_drops == 1  # the HCA dropped it (and counted why) or delivered it
+    if flip is not None and flip < len(raw):
+        assert hca_drops == 1
     if not delivered:
+        assert s1 == s0
         return
-    nd1 = ifc.netdev.standard.ctx.stats
     assert nd1["rx_packets"] == nd0["rx_packets"] + 1
-    s1, ip1 = ifc.stats, node.ip.stats("ib0")
-    # the interface accounts for the frame: counted as received, or as a runt
-    assert (s1["rx_packets"] - s0["rx_packets"]) + (s1["rx_errors"] - s0["rx_errors"]) >= 1
+    if len(payload) < w.IPOIB_HDR_LEN:
+        assert s1["rx_errors"] == s0["rx_errors"] + 1 and s1["rx_packets"] == s0["rx_packets"]
+    else:
+        assert s1["rx_packets"] == s0["rx_packets"] + 1
+        handled = ((s1["rx_errors"] - s0["rx_errors"]) + (s1["rx_dropped"] - s0["rx_dropped"])
+                   + (ip1["rx_packets"] - ip0["rx_packets"]))
+        is_arp = payload[:2] == b"\x08\x06"
+        assert handled == 1 or (is_arp and handled == 0)  # a good ARP is consumed, nothing to count
     assert ip1["drops"].get("internal_error", 0) == 0
     assert ip1["rx_packets"] == ip1["rx_delivered"] + ip1["rx_errors"] + ip1["rx_dropped"] + ip1["reasm_pending"]
 
