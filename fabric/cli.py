@@ -339,6 +339,57 @@ def _demo_traffic(name: str, info, args) -> bool:
     return ok_pairs == pairs and intact == n
 
 
+def _node_ip(fc, node: str) -> str:
+    if node[0].isdigit():
+        return node
+    st = fc.call(node, "ipoib_status")
+    return next(i["addr"] for i in st["interfaces"] if i["ifname"] == "ib0").split("/")[0]
+
+
+def _cmd_perf(args) -> int:
+    """Throughput (UDP over IPoIB) or round-trip latency (ICMP echo) between two nodes."""
+    import json
+    import statistics
+    import time
+
+    from .rpc import RpcError
+
+    with _client(args.name) as fc:
+        try:
+            dst = _node_ip(fc, args.dst)
+            if args.latency:
+                r = fc.call(args.src, "ping", dst=dst, count=args.count, interval=0.0, timeout=1.0,
+                            size=args.size)
+                rtts = sorted(x[1] * 1e6 for x in r.get("replies", []))
+                out = {"mode": "latency", "src": args.src, "dst": dst, "size": args.size, "samples": len(rtts),
+                       "lost": r["transmitted"] - r["received"],
+                       "median_us": statistics.median(rtts) if rtts else None,
+                       "p99_us": rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))] if rtts else None}
+            else:
+                sink = fc.call(args.dst, "perf_sink", port=args.port)
+                snd = fc.call(args.src, "perf_send", dst=dst, port=args.port, size=args.size, seconds=args.seconds)
+                time.sleep(0.2)  # let the tail drain
+                rcv = fc.call(args.dst, "perf_sink_result", sink=sink)
+                secs = rcv["seconds"] or snd["seconds"]
+                out = {"mode": "udp", "src": args.src, "dst": dst, "size": args.size, "sent": snd["sent"],
+                       "received": rcv["packets"], "loss_pct": 100.0 * (1 - rcv["packets"] / snd["sent"])
+                       if snd["sent"] else 0.0,
+                       "pps": rcv["packets"] / secs if secs else 0.0,
+                       "gbps": rcv["bytes"] * 8 / secs / 1e9 if secs else 0.0, "seconds": secs}
+        except (RpcError, KeyError, StopIteration) as exc:
+            print(f"ibfab perf: {exc}", file=sys.stderr)
+            return 2
+    if args.json:
+        print(json.dumps(out))
+    elif args.latency:
+        print(f"{args.src} -> {dst}: {out['samples']} echoes of {args.size} B, RTT median {out['median_us']:.1f} us, "
+              f"p99 {out['p99_us']:.1f} us, lost {out['lost']}")
+    else:
+        print(f"{args.src} -> {dst} UDP {args.size} B: {out['pps']:,.0f} packets/s, {out['gbps']:.3f} Gbit/s, "
+              f"sent {out['sent']}, received {out['received']}, loss {out['loss_pct']:.2f}%")
+    return 0
+
+
 def _cmd_list(args) -> int:
     from . import launcher
 
@@ -411,6 +462,19 @@ def build_parser() -> argparse.ArgumentParser:
     pg.add_argument("-s", "--size", type=int, default=56)
     pg.add_argument("--name", default="default")
     pg.set_defaults(func=_cmd_ping)
+
+    pf = sub.add_parser("perf", help="UDP throughput (or --latency: ICMP round trip) between two nodes")
+    pf.add_argument("src")
+    pf.add_argument("dst")
+    pf.add_argument("--size", type=int, default=1024, help="UDP payload or ICMP data octets")
+    pf.add_argument("--seconds", type=float, default=2.0)
+    pf.add_argument("--port", type=int, default=5201)
+    pf.add_argument("--udp", action="store_true", help="UDP over IPoIB (the default)")
+    pf.add_argument("--latency", action="store_true")
+    pf.add_argument("--count", type=int, default=200, help="echoes for --latency")
+    pf.add_argument("--json", action="store_true")
+    pf.add_argument("--name", default="default")
+    pf.set_defaults(func=_cmd_perf)
 
     ls = sub.add_parser("list", help="named fabrics of this user")
     ls.set_defaults(func=_cmd_list)

@@ -92,3 +92,116 @@ def attach(host) -> None:
     for fn in (op_ipoib_status, op_ping, op_udp_open, op_udp_sendto, op_udp_recv, op_udp_join, op_udp_leave,
                op_udp_close):
         host.extra_ops[fn.__name__[3:]] = fn
+    attach_perf(host, nodes)
+
+
+# -- perf: throughput between two nodes (like iperf/ib_send_bw) -----------------------------------
+
+class PerfSender:
+    """Sends UDP datagrams as fast as the stack takes them, a burst per loop iteration, for
+    ``seconds``; runs as an agent of the HCA so the host loop stays responsive."""
+
+    def __init__(self, node, sock, dst, port, size, seconds, burst=32):
+        self.node, self.sock, self.dst, self.port = node, sock, dst, port
+        self.payload = bytes(size)
+        self.burst = burst
+        self.start = time.monotonic()
+        self.end = self.start + seconds
+        self.sent = 0
+        self.errors = 0
+        self.done = False
+        node.hca.agents.append(self)
+
+    def next_deadline(self):
+        return None if self.done else 0.0
+
+    def tick(self, now: float) -> list:
+        if time.monotonic() >= self.end:
+            self.done = True
+            self.finished = time.monotonic()
+            self.node.hca.agents.remove(self)
+            return []
+        for _ in range(self.burst):
+            try:
+                self.sock.sendto(self.payload, (self.dst, self.port))
+                self.sent += 1
+            except OSError:
+                self.errors += 1
+        return []
+
+    def result(self) -> dict:
+        return {"sent": self.sent, "errors": self.errors, "seconds": self.finished - self.start}
+
+
+class PerfSink:
+    """Counts and discards what arrives on a UDP port (drained every loop iteration)."""
+
+    def __init__(self, node, sock):
+        self.node, self.sock = node, sock
+        self.packets = self.bytes = 0
+        self.first = self.last = None
+        node.hca.agents.append(self)
+
+    def next_deadline(self):
+        return 0.0 if self.sock.pending() else None
+
+    def tick(self, now: float) -> list:
+        while True:
+            d = self.sock.recvfrom()
+            if d is None:
+                return []
+            t = time.monotonic()
+            self.first = self.first or t
+            self.last = t
+            self.packets += 1
+            self.bytes += len(d[0])
+
+    def result(self) -> dict:
+        return {"packets": self.packets, "bytes": self.bytes,
+                "seconds": (self.last - self.first) if self.first else 0.0,
+                "rcvbuf_drops": self.sock.rx_dropped}
+
+    def close(self) -> None:
+        if self in self.node.hca.agents:
+            self.node.hca.agents.remove(self)
+        self.sock.close()
+
+
+def attach_perf(host, nodes) -> None:
+    sinks: dict = {}
+    ids = itertools.count(1)
+
+    def op_perf_sink(env, now, device, port=5201):
+        n = nodes[device]
+        s = n.ip.udp_socket()
+        s.bind(int(port))
+        s.rcvbuf = 1 << 16
+        sid = next(ids)
+        sinks[sid] = PerfSink(n, s)
+        return sid
+
+    def op_perf_sink_result(env, now, device, sink, close=True):
+        s = sinks[sink]
+        s.tick(now)
+        r = s.result()
+        if close:
+            s.close()
+            del sinks[sink]
+        return r
+
+    def op_perf_send(env, now, device, dst, port=5201, size=1024, seconds=1.0):
+        n = nodes[device]
+        s = n.ip.udp_socket()
+        s.bind(0)
+        sender = PerfSender(n, s, dst, int(port), int(size), float(seconds))
+
+        def check():
+            if not sender.done:
+                return None
+            s.close()
+            return sender.result()
+
+        return host.defer(env, now, float(seconds) + 5.0, check, None)
+
+    for fn in (op_perf_sink, op_perf_sink_result, op_perf_send):
+        host.extra_ops[fn.__name__[3:]] = fn

@@ -7,6 +7,8 @@ let IndexError or struct.error escape.
 from __future__ import annotations
 
 import ipaddress
+import sys
+from array import array as _array
 
 from fabric.wire.errors import ParseError
 from fabric.wire.fields import B, Struct, U
@@ -21,14 +23,24 @@ ARPHRD_INFINIBAND = 32
 ARP_REQUEST, ARP_REPLY = 1, 2
 
 
+_LITTLE = sys.byteorder == "little"
+
+
 def inet_checksum(data) -> int:
-    """RFC 1071 one's-complement sum."""
+    """RFC 1071 one's-complement sum.
+
+    The words are summed in the machine's byte order by ``array('H')`` (a C loop) and the folded
+    sum is byte-swapped at the end on little-endian machines: the one's-complement sum does not
+    depend on byte order except for that final swap (RFC 1071 section 2(B)).
+    """
     data = bytes(data)
     if len(data) % 2:
         data += b"\0"
-    s = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
+    s = sum(_array("H", data))
     while s >> 16:
         s = (s & 0xFFFF) + (s >> 16)
+    if _LITTLE:
+        s = ((s & 0xFF) << 8) | (s >> 8)
     return ~s & 0xFFFF
 
 
