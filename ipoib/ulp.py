@@ -113,7 +113,7 @@ class IPoIBInterface:
         self.queue_stopped = False
         self.stopped_since = 0.0
         self.stats = dict(rx_packets=0, rx_bytes=0, rx_errors=0, rx_dropped=0, tx_packets=0, tx_bytes=0,
-                          tx_errors=0, tx_dropped=0, multicast=0, arp_requests=0, arp_replies=0,
+                          tx_errors=0, tx_dropped=0, multicast=0, tx_multicast=0, arp_requests=0, arp_replies=0,
                           path_queries=0, joins=0, join_failures=0, flushes_light=0, flushes_normal=0,
                           flushes_heavy=0, tx_busy=0)
         self.drops: dict[str, int] = {}
@@ -328,7 +328,7 @@ class IPoIBInterface:
             if g.state == "idle":  # a send-only join that failed: this frame tries again
                 self._send_join(g, now)
             return True
-        self.stats["multicast"] += 1
+        self.stats["tx_multicast"] += 1  # ip -s link's "multicast" counts received ones only
         return self._send_frame(frame, self._mcast_ah(g), w.IPOIB_BROADCAST_QPN)
 
     def _xmit_unicast(self, hwaddr: bytes, frame: bytes, now: float) -> bool:
