@@ -10,6 +10,8 @@ from ..devices.hca import send_smp
 from .core import SMConfig, SubnetManager, SubnetUp
 from .engine import SendSmp
 
+MFT_COALESCE_S = 0.0  # due at once: joins that arrive in the same host loop iteration are batched
+
 
 class SmAgent:
     """Glue between an HCA (sans-IO device) and the SubnetManager (sans-IO protocol core)."""
@@ -21,6 +23,7 @@ class SmAgent:
         self.last_up: SubnetUp | None = None
         self.started_at = None
         self._busy = False
+        self.mft_due = None  # when coalesced multicast changes get programmed
         self._pending: deque = deque()
         hca.sm_consumer = self.on_smp
         hca.gsi_consumer = self.on_gmp
@@ -72,7 +75,12 @@ class SmAgent:
         return self._run(self.sm.sa.handle(raw if mad is None else mad, req, now), now)
 
     def tick(self, now: float) -> list:
-        return self._run(self.sm.tick(now), now)
+        actions = self.sm.tick(now)
+        if self.mft_due is not None and now >= self.mft_due:
+            self.mft_due = None
+            self.sm.program_mfts()
+            actions = actions + self.sm.engine.pump(now)
+        return self._run(actions, now)
 
     def request_sweep(self, now: float) -> list:
         """Start a heavy sweep now (or after the one in progress); returns the packets to send."""
@@ -80,7 +88,10 @@ class SmAgent:
         return self._run(self.sm.request_sweep(), now)
 
     def next_deadline(self):
-        return self.sm.next_deadline()
+        d = self.sm.next_deadline()
+        if self.mft_due is not None:
+            d = self.mft_due if d is None else min(d, self.mft_due)
+        return d
 
     # -- outputs -------------------------------------------------------------------------------
 
@@ -116,8 +127,10 @@ class SmAgent:
         if isinstance(a, SaReport):
             return self._gmp(a.dest, a.mad, now)
         if isinstance(a, McastChanged):
-            self.sm.program_mfts()
-            self._pending.extend(self.sm.engine.pump(now))
+            # Coalesce: a burst of joins (every node joining the broadcast group after a sweep)
+            # becomes one MFT update instead of one per join.
+            if self.mft_due is None:
+                self.mft_due = now + MFT_COALESCE_S
             return []
         return []
 
