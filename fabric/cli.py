@@ -121,7 +121,6 @@ def _cmd_link(args) -> int:
 
 def _discover(args, lfts: bool) -> dict:
     from .rpc import RpcError
-    from .runinfo import RunInfo
 
     with _client(args.name) as fc:
         info = fc.info
@@ -244,7 +243,7 @@ def _cmd_demo(args) -> int:
         return 0 if ok else 1
     finally:
         launcher.down(name)
-        print(f"fabric torn down")
+        print("fabric torn down")
 
 
 def _cmd_ping(args) -> int:

@@ -10,7 +10,6 @@ timer as its timeout, so an idle fabric uses no CPU.
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
 import os
 import signal

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections import deque
 
-from fabric import wire as w
 
 from .netdev import BUSY, OK, NetdevParams, RxInfo
 

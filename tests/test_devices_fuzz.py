@@ -17,7 +17,7 @@ from fabric.devices.hca import HCA
 from fabric.link import BURST_HDR, KIND_NAMES, encode_burst, encode_control, decode_burst
 from fabric.wire import smp_attrs as sa
 from fabric.wire.packet import check_vcrc
-from devnet import Fab, patch, with_crcs
+from devnet import Fab, with_crcs
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow],
                     database=None)

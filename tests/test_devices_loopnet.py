@@ -14,8 +14,8 @@ from fabric import wire as w
 from fabric.devices import send_smp
 from fabric.devices.base import TRAP_MAX_SENDS, TRAP_RESEND_S
 from fabric.wire import smp_attrs as sa
-from devnet import Fab, counter_delta, drop_delta, ext_delta, fix_vcrc, patch, words
-from handsm import HandSM, SMPFailed, loopnet_exchange
+from devnet import Fab, counter_delta, drop_delta, ext_delta, patch, words
+from handsm import SMPFailed
 
 QKEY = 0x11110000
 MLID = 0xC001

@@ -11,7 +11,6 @@ import pytest
 import zmq
 
 from fabric import Fabric, launcher
-from fabric import wire as w
 from fabric.rpc import RpcClient
 from fabric.runinfo import run_dir_for
 from handsm import HandSM

@@ -6,12 +6,12 @@ from __future__ import annotations
 import zlib
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fabric.wire import (
     BTH, GRH, LRH, MAD_SIZE, ParseError, SAMad, SMPDirected, SMPLid, PMAMad, UDPacket, WireError,
-    build_ud_packet, icrc_bytes, new_mad, parse_mad, split_ud_packet, vcrc_bytes,
+    build_ud_packet, new_mad, parse_mad, split_ud_packet, vcrc_bytes,
 )
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
