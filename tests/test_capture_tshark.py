@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from fabric.capture import read_erf
+from tsharkjson import find, tshark_json
 from fabric.wire import split_ud_packet
 from ipoib.demo_capture import write_demo
 
@@ -18,26 +19,6 @@ FIELDS = {
     "arp_tpa": "arp.dst.proto_ipv4", "mgmt_class": "infiniband.mad.mgmtclass",
     "method": "infiniband.mad.method", "attr_id": "infiniband.mad.attributeid",
 }
-
-
-def _tshark_json(tshark, path):
-    out = subprocess.run([tshark, "-r", str(path), "-T", "json", "-V"], capture_output=True, text=True,
-                         timeout=60, check=True)
-    return json.loads(out.stdout)
-
-
-def _find(node, key):
-    """All values of ``key`` anywhere in tshark's JSON tree."""
-    found = []
-    if isinstance(node, dict):
-        for k, v in node.items():
-            if k == key:
-                found.append(v)
-            found.extend(_find(v, key))
-    elif isinstance(node, list):
-        for v in node:
-            found.extend(_find(v, key))
-    return found
 
 
 def _norm(value):
@@ -69,23 +50,23 @@ def test_demo_capture_reads_back(demo):
 
 def test_tshark_decodes_demo_without_errors(tshark, demo):
     path, pkts = demo
-    frames = _tshark_json(tshark, path)
+    frames = tshark_json(tshark, path)
     assert len(frames) == len(pkts)
     for frame, (_ts, name, pkt, _exp) in zip(frames, pkts):
         layers = frame["_source"]["layers"]
         assert "_ws.malformed" not in json.dumps(layers), f"{name}: tshark reports a malformed frame"
-        assert not _find(layers, "_ws.expert"), f"{name}: tshark expert info {_find(layers, '_ws.expert')}"
+        assert not find(layers, "_ws.expert"), f"{name}: tshark expert info {find(layers, '_ws.expert')}"
         assert "infiniband" in layers, name
         assert int(layers["frame"]["frame.len"]) == len(pkt)
 
 
 def test_tshark_fields_equal_what_was_written(tshark, demo):
     path, pkts = demo
-    frames = _tshark_json(tshark, path)
+    frames = tshark_json(tshark, path)
     for frame, (_ts, name, _pkt, expected) in zip(frames, pkts):
         layers = frame["_source"]["layers"]
         for key, want in expected.items():
-            values = _find(layers, FIELDS[key])
+            values = find(layers, FIELDS[key])
             assert values, f"{name}: tshark did not decode {FIELDS[key]}"
             got = _norm(values[0])
             want = _norm(want) if isinstance(want, str) else want
@@ -120,5 +101,5 @@ def test_expert_check_catches_a_broken_packet(tshark, tmp_path):
                           qkey=p.deth.qkey, pkey=p.bth.pkey, payload=bytes(payload))
     with ErfWriter(tmp_path / "bad.erf") as wr:
         wr.write(bad, 1_700_000_000 * 10**9)
-    layers = _tshark_json(tshark, tmp_path / "bad.erf")[0]["_source"]["layers"]
-    assert _find(layers, "_ws.expert"), "tshark should flag the bad ICMP checksum"
+    layers = tshark_json(tshark, tmp_path / "bad.erf")[0]["_source"]["layers"]
+    assert find(layers, "_ws.expert"), "tshark should flag the bad ICMP checksum"

@@ -27,6 +27,7 @@ from ipoib.ip import UdpError
 from ipoib.netdev import BUSY, OK, OPS, AddressHandle, NetdevParams, NotSupported, RdmaNetdev, RxInfo
 from ipoib.std import GRH_AREA, SENDQ_SIZE, StdProvider
 from paths import shared_topology
+from tsharkjson import find
 
 FATTREE = "fattree:2,2,2,2"  # 2 leaves, 2 spines, 2 HCAs per leaf, 2 parallel links per leaf-spine pair
 NODES = ["node0001", "node0002", "node0003", "node0004"]
@@ -784,19 +785,6 @@ def test_own_multicast_looped_back_by_the_hca_is_dropped():
 # -- 9. capture decoded by tshark ----------------------------------------------------------------
 
 
-def _find(node, key):
-    found = []
-    if isinstance(node, dict):
-        for k, v in node.items():
-            if k == key:
-                found.append(v)
-            found.extend(_find(v, key))
-    elif isinstance(node, list):
-        for v in node:
-            found.extend(_find(v, key))
-    return found
-
-
 def test_capture_of_ipoib_traffic_decodes_in_tshark(tshark, tmp_path):
     path = tmp_path / "ipoib.erf"
     net = IpNet(FATTREE)
@@ -826,7 +814,7 @@ def test_capture_of_ipoib_traffic_decodes_in_tshark(tshark, tmp_path):
     for i, frame in enumerate(frames):
         layers = frame["_source"]["layers"]
         assert "_ws.malformed" not in json.dumps(layers), f"frame {i + 1} is malformed"
-        assert not _find(layers, "_ws.expert"), f"frame {i + 1}: {_find(layers, '_ws.expert')}"
+        assert not find(layers, "_ws.expert"), f"frame {i + 1}: {find(layers, '_ws.expert')}"
     protos = [f["_source"]["layers"]["frame"]["frame.protocols"] for f in frames]
     ipoib_protos = [p for p in protos if ":ethertype" in p]
     assert any(p.endswith("infiniband:ethertype:arp") for p in ipoib_protos)
@@ -834,11 +822,11 @@ def test_capture_of_ipoib_traffic_decodes_in_tshark(tshark, tmp_path):
     assert sum(":infiniband:ethertype:ip:udp" in p for p in ipoib_protos) == 2
     # the fields tshark reads are the ones on the wire: the multicast datagram's DLID and DGID
     udp = [f["_source"]["layers"] for f in frames if ":ip:udp" in f["_source"]["layers"]["frame"]["frame.protocols"]]
-    mc = [lay for lay in udp if _find(lay, "ip.dst") == [GROUP]]
+    mc = [lay for lay in udp if find(lay, "ip.dst") == [GROUP]]
     assert len(mc) == 1
     mlid = _ifc(net, "node0003").groups[GROUP_MGID].mlid
-    assert int(_find(mc[0], "infiniband.lrh.dlid")[0], 0) == mlid
-    assert ipaddress.IPv6Address(_find(mc[0], "infiniband.grh.dgid")[0]) == ipaddress.IPv6Address(GROUP_MGID)
+    assert int(find(mc[0], "infiniband.lrh.dlid")[0], 0) == mlid
+    assert ipaddress.IPv6Address(find(mc[0], "infiniband.grh.dgid")[0]) == ipaddress.IPv6Address(GROUP_MGID)
 
 
 # -- 10. bad input to every parser of the layer -----------------------------------------------------

@@ -11,6 +11,7 @@ of the accelerated provider does not use this module; it parses headers in Cytho
 
 from __future__ import annotations
 
+from ._codegen import _enc_text
 from .errors import ParseError, WireError
 
 __all__ = ["Field", "U", "R", "B", "T", "A", "S", "Struct"]
@@ -227,16 +228,7 @@ def _encode(obj, f: Field, v) -> int:
             raise WireError(f"{cls}.{f.name}: expected {n} octets, got {len(v)}")
         return int.from_bytes(v, "big")
     if f.kind == "text":
-        if not isinstance(v, str):
-            raise WireError(f"{cls}.{f.name}: expected str, got {type(v).__name__}")
-        try:
-            raw = v.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise WireError(f"{cls}.{f.name}: text is not encodable as UTF-8 ({exc.reason})") from None
-        n = f.bits // 8
-        if len(raw) > n:
-            raise WireError(f"{cls}.{f.name}: {len(raw)} octets do not fit in {n}")
-        return int.from_bytes(raw.ljust(n, b"\0"), "big")
+        return int.from_bytes(_enc_text(type(obj), f.name, f.bits // 8, v), "big")
     if f.kind == "array":
         if not isinstance(v, (tuple, list)):
             raise WireError(f"{cls}.{f.name}: expected a sequence of {f.count} ints, got {type(v).__name__}")
