@@ -105,6 +105,22 @@ class Fabric:
                 for r in records:
                     wr.write(r.packet, int(r.timestamp * 1e9), interface=r.interface)
 
+    def restart_sm(self, node: str | None = None, port: int | None = None, *, timeout: float = 60.0) -> dict:
+        """Stop the SM and start a new one (on ``node``:``port``, default where it ran). Returns
+        the new SM's SUBNET UP summary: it keeps the LIDs and sets ClientReregister."""
+        import time as _time
+
+        sm = self.info.data.get("sm") or {}
+        node = node or sm.get("node") or self.topology.sm_node
+        port = port or (sm.get("port") if node == sm.get("node") else None) or 1
+        if sm:
+            launcher.stop_sm(self.info)
+        launcher.start_sm(self.info, node, port, self.sm_config)
+        return launcher.wait_subnet_up(self.info, deadline=_time.monotonic() + timeout)
+
+    def sm_status(self) -> dict | None:
+        return launcher.sm_status(self.info)
+
     def pids(self) -> list[int]:
         return [st["pid"] for st in self.client.status()]
 

@@ -389,6 +389,124 @@ def _cmd_perf(args) -> int:
     return 0
 
 
+def _diag_name(field: str) -> str:
+    """perfquery's names: port_xmit_data -> PortXmitData, vl15_dropped -> VL15Dropped."""
+    special = {"vl15": "VL15", "qp1": "QP1"}
+    return "".join(special.get(p, p.capitalize()) for p in field.split("_"))
+
+
+def _lid_of(fc, node: str) -> int:
+    d = fc.devices()[node]
+    if d["type"] == "switch":
+        return d["lid"]
+    return next((p["lid"] for p in d["ports"] if p["lid"]), 0)
+
+
+def _via(fc, args) -> str:
+    if args.via:
+        return args.via
+    sm = fc.info.data.get("sm") or {}
+    return sm.get("node") or _topology_sm(fc.info)[0]
+
+
+def _gmp(fc, via: str, dlid: int, mad) -> list:
+    from .rpc import RpcError
+
+    try:
+        got = fc.call(via, "gmp", dlid=dlid, mad=mad.pack() if hasattr(mad, "pack") else mad, timeout=2.0)
+    except RpcError as exc:
+        raise SystemExit(f"ibfab: {exc}")
+    if got is None:
+        raise SystemExit(f"ibfab: no answer from LID {dlid}")
+    return got
+
+
+def _cmd_perfquery(args) -> int:
+    """PortCounters (or --extended) of a node's port, read with a PMA Get; --reset clears them."""
+    from . import wire as w
+
+    with _client(args.name) as fc:
+        lid = _lid_of(fc, args.node)
+        if not lid:
+            print(f"ibfab perfquery: {args.node} has no LID (is the subnet up?)", file=sys.stderr)
+            return 1
+        attr_cls, attr_id = ((w.PortCountersExtended, w.ATTR_PORT_COUNTERS_EXT) if args.extended
+                             else (w.PortCounters, w.ATTR_PORT_COUNTERS))
+        req = attr_cls(port_select=args.port, counter_select=0xFFFF if args.reset else 0)
+        if args.reset and not args.extended:
+            req = req.replace(counter_select2=0xFF)
+        mad = w.new_mad(w.PMAMad, method=w.SET if args.reset else w.GET, tid=(os_pid() << 16) | 1,
+                        attr_id=attr_id, data=w.put_attr(req, 192))
+        resp = w.parse_mad(_gmp(fc, _via(fc, args), lid, mad)[0])
+    if resp.status:
+        print(f"ibfab perfquery: MAD status 0x{resp.status:04x}", file=sys.stderr)
+        return 1
+    attr = attr_cls.unpack(resp.data)
+    title = "Port extended counters" if args.extended else "Port counters"
+    print(f"# {title}: Lid {lid} port {args.port}")
+    for f in attr_cls.FIELDS:
+        if f.kind == "uint":
+            name = _diag_name(f.name) + ":"
+            val = getattr(attr, f.name)
+            shown = f"0x{val:04x}" if f.name.startswith("counter_select") else str(val)
+            print(f"{name:.<33}{shown}")
+    return 0
+
+
+def os_pid() -> int:
+    import os
+
+    return os.getpid() & 0xFFFF
+
+
+def _cmd_saquery(args) -> int:
+    """SA queries from an HCA, like saquery: NodeRecords, a PathRecord, or multicast groups."""
+    from .sm import saclient
+    from .wire import fmt_gid
+
+    with _client(args.name) as fc:
+        via = _via(fc, args)
+        d = fc.devices()[via]
+        sm_lid = next((p["sm_lid"] for p in d["ports"] if p["sm_lid"]), 0)
+        if not sm_lid:
+            print("ibfab saquery: no SM LID (is the subnet up?)", file=sys.stderr)
+            return 1
+        if args.what == "nodes":
+            _tid, mad = saclient.node_records()
+        elif args.what == "path":
+            if len(args.args) != 2:
+                print("ibfab saquery path SRC DST", file=sys.stderr)
+                return 2
+            gids = []
+            for n in args.args:
+                port = next(p for p in fc.devices()[n]["ports"] if p["cabled"])
+                gids.append(bytes.fromhex("fe80000000000000") + port["guid"].to_bytes(8, "big"))
+            _tid, mad = saclient.path_record_query(gids[0], gids[1])
+        else:
+            _tid, mad = saclient.mcmember_records()
+        resp = saclient.parse_response(_gmp(fc, via, sm_lid, mad))
+    if resp.status:
+        print(f"ibfab saquery: SA status 0x{resp.status:04x}", file=sys.stderr)
+        return 1
+    for r in resp.records:
+        if args.what == "nodes":
+            ni = r.node_info
+            print(f"NodeRecord dump:\n\t\tlid.....................{r.lid}\n\t\tNodeGUID................0x{ni.node_guid:016x}"
+                  f"\n\t\tNodeType................{ni.node_type}\n\t\tNumPorts................{ni.num_ports}"
+                  f"\n\t\tNodeDescription.........{r.node_desc.description}")
+        elif args.what == "path":
+            print(f"PathRecord dump:\n\t\tdgid....................{fmt_gid(r.dgid)}\n\t\tsgid....................{fmt_gid(r.sgid)}"
+                  f"\n\t\tdlid....................{r.dlid}\n\t\tslid....................{r.slid}\n\t\tpkey....................0x{r.pkey:04x}"
+                  f"\n\t\tsl......................{r.sl}\n\t\tmtu.....................{r.mtu}\n\t\trate....................{r.rate}"
+                  f"\n\t\tpacket_life.............{r.pkt_life}\n\t\thop_limit...............{r.hop_limit}")
+        else:
+            print(f"MCMember Record dump:\n\t\tMGID....................{fmt_gid(r.mgid)}\n\t\tMlid....................0x{r.mlid:x}"
+                  f"\n\t\tPortGid.................{fmt_gid(r.port_gid)}\n\t\tJoinState...............0x{r.join_state:x}"
+                  f"\n\t\tQkey....................0x{r.qkey:08x}")
+    print(f"{len(resp.records)} records")
+    return 0
+
+
 def _cmd_list(args) -> int:
     from . import launcher
 
@@ -474,6 +592,22 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--json", action="store_true")
     pf.add_argument("--name", default="default")
     pf.set_defaults(func=_cmd_perf)
+
+    pq = sub.add_parser("perfquery", help="a port's PMA counters (PortCounters; --extended), like perfquery")
+    pq.add_argument("node")
+    pq.add_argument("port", type=int, nargs="?", default=1)
+    pq.add_argument("--extended", action="store_true")
+    pq.add_argument("--reset", action="store_true", help="clear the counters (a PMA Set)")
+    pq.add_argument("--via", default=None, help="HCA to send the MAD from (default: the SM's)")
+    pq.add_argument("--name", default="default")
+    pq.set_defaults(func=_cmd_perfquery)
+
+    sq = sub.add_parser("saquery", help="SA queries: nodes (NodeRecords), path SRC DST, mcmembers")
+    sq.add_argument("what", choices=["nodes", "path", "mcmembers"])
+    sq.add_argument("args", nargs="*")
+    sq.add_argument("--via", default=None, help="HCA to query from (default: the SM's)")
+    sq.add_argument("--name", default="default")
+    sq.set_defaults(func=_cmd_saquery)
 
     ls = sub.add_parser("list", help="named fabrics of this user")
     ls.set_defaults(func=_cmd_list)

@@ -393,6 +393,25 @@ class DeviceHost:
 
         return self.defer(env, now, timeout, check, None)
 
+    def op_gmp(self, env, now, device, dlid, mad, port=1, dest_qp=1, timeout=2.0):
+        """Send a GMP (SA or PMA MAD) from an HCA's QP1 and wait for its answer: a list of the
+        response MADs (several for an RMPP transfer), or None on timeout."""
+        dev = self.hca(device)
+        tid = w.MADHeader.unpack(mad).tid
+        mux = _GmpMux.on(dev)
+        mux.waiting[tid] = []
+        self.queue_tx(device, dev.post_send(1, dlid=dlid, dest_qp=dest_qp, payload=bytes(mad), qkey=w.QKEY_GSI,
+                                            now=now, port_num=port))
+
+        def check():
+            got = mux.waiting.get(tid)
+            if got and mux.complete(got):
+                del mux.waiting[tid]
+                return got
+            return None
+
+        return self.defer(env, now, timeout, check, None, on_timeout=lambda: mux.waiting.pop(tid, None))
+
     def defer(self, env, now, timeout, check, default, on_timeout=None):
         """Answer now if ``check`` has a result, else when it has one or the timeout passes."""
         value = check()
@@ -512,6 +531,42 @@ class DeviceHost:
 
 
 _DEFERRED = object()
+
+
+class _GmpMux:
+    """Sits in front of an HCA's QP1 consumer: answers to GMPs sent through the ``gmp`` RPC are
+    kept for it, everything else goes where it went before (IPoIB's SA client, or the queue)."""
+
+    def __init__(self, hca):
+        self.qp = hca.qps[1]
+        self.prev = self.qp.consumer
+        self.waiting: dict = {}
+        self.qp.consumer = self
+
+    @classmethod
+    def on(cls, hca):
+        c = hca.qps[1].consumer
+        return c if isinstance(c, cls) else cls(hca)
+
+    def __call__(self, comp) -> None:
+        try:
+            hdr = w.MADHeader.unpack(comp.payload)
+        except w.ParseError:
+            hdr = None
+        if hdr is not None and hdr.tid in self.waiting and hdr.method & w.RESPONSE_BIT:
+            self.waiting[hdr.tid].append(comp.payload)
+        elif self.prev is not None:
+            self.prev(comp)
+        else:
+            self.qp.rq.append(comp)
+
+    @staticmethod
+    def complete(mads: list) -> bool:
+        last = mads[-1]
+        if last[1] != w.CLASS_SUBN_ADM:
+            return True
+        sa_mad = w.SAMad.unpack(last)
+        return not sa_mad.rmpp_flags & w.RMPP_FLAG_ACTIVE or bool(sa_mad.rmpp_flags & w.RMPP_FLAG_LAST)
 
 
 def _completion(c) -> dict:

@@ -63,11 +63,10 @@ class SmAgent:
                 return []
         if mad is None:
             pass
-        elif mad.mgmt_class != w.CLASS_SUBN_ADM:
-            self.hca.drops["gmp_not_sa"] += 1
-            return []
-        elif mad.method & w.RESPONSE_BIT:
-            # an answer for an SA client on this node (the SA answering itself through loopback)
+        elif mad.mgmt_class != w.CLASS_SUBN_ADM or mad.method & w.RESPONSE_BIT:
+            # not for the SA: answers to this node's own GMPs (a PMA reply to perfquery, the SA
+            # answering an SA client on this node through loopback), and other classes' MADs go
+            # to QP1's receive side as on any HCA
             self.hca._deliver(self.hca.qps[1], pkt, in_port, 0)
             return []
         req = Requester(lid=pkt.lrh.slid, qpn=pkt.deth.src_qp, pkey=pkt.bth.pkey,
