@@ -2841,6 +2841,12 @@ static int __Pyx_CallTpinitAsVectorcall(__Pyx_tpinitvectorcallfunc f, PyObject* 
 static int __Pyx_call_type_traverse(PyObject *o, int always_call, visitproc visit, void *arg);
 #endif
 
+/* FunctionExport.proto */
+static int __Pyx_ExportFunction(PyObject *api_dict, const char *name, void (*f)(void), const char *sig);
+
+/* GetApiDict.proto */
+static PyObject *__Pyx_ApiExport_GetApiDict(void);
+
 /* ApplySequenceOrMappingFlag.proto */
 #if CYTHON_COMPILING_IN_LIMITED_API || CYTHON_COMPILING_IN_PYPY
 int __Pyx_ApplySequenceOrMappingFlag(PyTypeObject *tp, int is_sequence);
@@ -3178,9 +3184,6 @@ __pyx_memoryview_copy_new_contig(const __Pyx_memviewslice *from_mvs,
                                  int dtype_is_object);
 
 /* CIntFromPy.proto */
-static CYTHON_INLINE int __Pyx_PyLong_As_int(PyObject *);
-
-/* CIntFromPy.proto */
 static CYTHON_INLINE unsigned int __Pyx_PyLong_As_unsigned_int(PyObject *);
 
 /* PyObjectVectorcallKwds.proto (used by PyObjectVectorcallMethodKwds) */
@@ -3201,10 +3204,16 @@ static PyObject *__Pyx_Object_VectorcallMethodKwds(PyObject *name, PyObject *con
 #endif
 
 /* CIntToPy.proto */
-static CYTHON_INLINE PyObject* __Pyx_PyLong_From_uint16_t(uint16_t value);
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_unsigned_int(unsigned int value);
+
+/* CIntFromPy.proto */
+static CYTHON_INLINE int __Pyx_PyLong_As_int(PyObject *);
 
 /* CIntToPy.proto */
-static CYTHON_INLINE PyObject* __Pyx_PyLong_From_unsigned_int(unsigned int value);
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_uint32_t(uint32_t value);
+
+/* CIntToPy.proto */
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_uint16_t(uint16_t value);
 
 /* CIntToPy.proto */
 static CYTHON_INLINE PyObject* __Pyx_PyLong_From_long(long value);
@@ -3358,6 +3367,8 @@ static PyObject *__pyx_memoryviewslice__get_base(struct __pyx_memoryviewslice_ob
 /* Module declarations from "fabric._wirefast" */
 static uint16_t __pyx_v_6fabric_9_wirefast_VCRC_TABLE[256];
 static uint16_t __pyx_v_6fabric_9_wirefast_SLICE[8][256];
+static uint32_t __pyx_v_6fabric_9_wirefast_CRC32_SLICE[8][256];
+static uint32_t __pyx_v_6fabric_9_wirefast_ONES32;
 static PyObject *__pyx_collections_abc_Sequence = 0;
 static PyObject *generic = 0;
 static PyObject *strided = 0;
@@ -3366,8 +3377,11 @@ static PyObject *contiguous = 0;
 static PyObject *indirect_contiguous = 0;
 static int __pyx_memoryview_thread_locks_used;
 static PyThread_type_lock __pyx_memoryview_thread_locks[8];
+static uint16_t __pyx_f_6fabric_9_wirefast_vcrc16_raw(uint8_t const *, Py_ssize_t); /*proto*/
+static uint32_t __pyx_f_6fabric_9_wirefast_crc32_update(uint32_t, uint8_t const *, Py_ssize_t); /*proto*/
+static Py_ssize_t __pyx_f_6fabric_9_wirefast_write_ud_packet(uint8_t *, uint8_t const *, Py_ssize_t, unsigned int, unsigned int, unsigned int, unsigned int, unsigned int, unsigned int, unsigned int, unsigned int); /*proto*/
 static void __pyx_f_6fabric_9_wirefast__init_table(void); /*proto*/
-static CYTHON_INLINE uint16_t __pyx_f_6fabric_9_wirefast_vcrc16_raw(uint8_t const *, Py_ssize_t); /*proto*/
+static void __pyx_f_6fabric_9_wirefast__init_crc32(void); /*proto*/
 static int __pyx_array_allocate_buffer(struct __pyx_array_obj *); /*proto*/
 static struct __pyx_array_obj *__pyx_array_new(PyObject *, Py_ssize_t, char *, char const *, char *); /*proto*/
 static PyObject *__pyx_memoryview_new(PyObject *, int, int, __Pyx_TypeInfo const *); /*proto*/
@@ -3421,6 +3435,7 @@ static PyObject *__pyx_builtin_Ellipsis;
 static PyObject *__pyx_builtin_id;
 /* #### Code section: string_decls ### */
 static const char __pyx_k_c[] = "c";
+static const char __pyx_k__5[] = "";
 static const char __pyx_k_name[] = "name";
 static const char __pyx_k_fortran[] = "fortran";
 static const char __pyx_k_Dimension_d_is_not_direct[] = "Dimension %d is not direct";
@@ -3478,9 +3493,11 @@ static void __pyx_memoryviewslice___pyx_pf_15View_dot_MemoryView_16_memoryviewsl
 static PyObject *__pyx_pf___pyx_memoryviewslice___reduce_cython__(CYTHON_UNUSED struct __pyx_memoryviewslice_obj *__pyx_v_self); /* proto */
 static PyObject *__pyx_pf___pyx_memoryviewslice_2__setstate_cython__(CYTHON_UNUSED struct __pyx_memoryviewslice_obj *__pyx_v_self, CYTHON_UNUSED PyObject *__pyx_v___pyx_state); /* proto */
 static PyObject *__pyx_pf_15View_dot_MemoryView___pyx_unpickle_Enum(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v___pyx_type, long __pyx_v___pyx_checksum, PyObject *__pyx_v___pyx_state); /* proto */
-static PyObject *__pyx_pf_6fabric_9_wirefast_vcrc16(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_data); /* proto */
-static PyObject *__pyx_pf_6fabric_9_wirefast_2vcrc_ok(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_packet); /* proto */
-static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_burst, Py_ssize_t __pyx_v_offset, Py_ssize_t __pyx_v_count, int __pyx_v_in_port, __Pyx_memviewslice __pyx_v_lft, Py_ssize_t __pyx_v_lft_top, __Pyx_memviewslice __pyx_v_port_flags, __Pyx_memviewslice __pyx_v_port_mtu, unsigned int __pyx_v_own_lid_base, unsigned int __pyx_v_own_lid_count); /* proto */
+static PyObject *__pyx_pf_6fabric_9_wirefast_crc32(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_data); /* proto */
+static PyObject *__pyx_pf_6fabric_9_wirefast_2build_ud_packet_fast(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_payload, unsigned int __pyx_v_slid, unsigned int __pyx_v_dlid, unsigned int __pyx_v_dest_qp, unsigned int __pyx_v_src_qp, unsigned int __pyx_v_qkey, unsigned int __pyx_v_pkey, unsigned int __pyx_v_sl, unsigned int __pyx_v_psn); /* proto */
+static PyObject *__pyx_pf_6fabric_9_wirefast_4vcrc16(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_data); /* proto */
+static PyObject *__pyx_pf_6fabric_9_wirefast_6vcrc_ok(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_packet); /* proto */
+static PyObject *__pyx_pf_6fabric_9_wirefast_8forward_burst(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_burst, Py_ssize_t __pyx_v_offset, Py_ssize_t __pyx_v_count, int __pyx_v_in_port, __Pyx_memviewslice __pyx_v_lft, Py_ssize_t __pyx_v_lft_top, __Pyx_memviewslice __pyx_v_port_flags, __Pyx_memviewslice __pyx_v_port_mtu, unsigned int __pyx_v_own_lid_base, unsigned int __pyx_v_own_lid_count); /* proto */
 static PyObject *__pyx_tp_new__initialisation_array(PyObject *o, 
 #if CYTHON_VECTORCALL_TPNEW
     PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
@@ -3617,8 +3634,8 @@ namespace {
     __Pyx_CachedCFunction __pyx_umethod_PyDict_Type_values;
     PyObject *__pyx_slice[1];
     PyObject *__pyx_tuple[2];
-    PyObject *__pyx_codeobj_tab[3];
-    PyObject *__pyx_string_tab[142];
+    PyObject *__pyx_codeobj_tab[5];
+    PyObject *__pyx_string_tab[156];
     PyObject *__pyx_number_tab[5];
 /* #### Code section: module_state_contents ### */
 /* PyFrozenDict.module_state_decls */
@@ -3713,103 +3730,117 @@ static __pyx_mstatetype * const __pyx_mstate_global = &__pyx_mstate_global_stati
 #define __pyx_n_u_module __pyx_string_tab[42]
 #define __pyx_n_u_name_2 __pyx_string_tab[43]
 #define __pyx_n_u_new __pyx_string_tab[44]
-#define __pyx_n_u_pyx_checksum __pyx_string_tab[45]
-#define __pyx_n_u_pyx_state __pyx_string_tab[46]
-#define __pyx_n_u_pyx_type __pyx_string_tab[47]
-#define __pyx_n_u_pyx_unpickle_Enum __pyx_string_tab[48]
-#define __pyx_n_u_pyx_vtable __pyx_string_tab[49]
-#define __pyx_n_u_qualname __pyx_string_tab[50]
-#define __pyx_n_u_reduce __pyx_string_tab[51]
-#define __pyx_n_u_reduce_cython __pyx_string_tab[52]
-#define __pyx_n_u_reduce_ex __pyx_string_tab[53]
-#define __pyx_n_u_set_name __pyx_string_tab[54]
-#define __pyx_n_u_setstate __pyx_string_tab[55]
-#define __pyx_n_u_setstate_cython __pyx_string_tab[56]
-#define __pyx_n_u_test __pyx_string_tab[57]
-#define __pyx_n_u_is_coroutine __pyx_string_tab[58]
-#define __pyx_n_u_abc __pyx_string_tab[59]
-#define __pyx_n_u_allocate_buffer __pyx_string_tab[60]
-#define __pyx_n_u_asyncio_coroutines __pyx_string_tab[61]
-#define __pyx_n_u_ba __pyx_string_tab[62]
-#define __pyx_n_u_base __pyx_string_tab[63]
-#define __pyx_n_u_blen __pyx_string_tab[64]
-#define __pyx_n_u_burst __pyx_string_tab[65]
-#define __pyx_n_u_c __pyx_string_tab[66]
-#define __pyx_n_u_cline_in_traceback __pyx_string_tab[67]
-#define __pyx_n_u_count __pyx_string_tab[68]
-#define __pyx_n_u_data __pyx_string_tab[69]
-#define __pyx_n_u_dlid __pyx_string_tab[70]
-#define __pyx_n_u_dtype_is_object __pyx_string_tab[71]
-#define __pyx_n_u_encode __pyx_string_tab[72]
-#define __pyx_n_u_enumerate __pyx_string_tab[73]
-#define __pyx_n_u_error __pyx_string_tab[74]
-#define __pyx_n_u_fabric__wirefast __pyx_string_tab[75]
-#define __pyx_n_u_flags __pyx_string_tab[76]
-#define __pyx_n_u_format __pyx_string_tab[77]
-#define __pyx_n_u_fortran __pyx_string_tab[78]
-#define __pyx_n_u_forward_burst __pyx_string_tab[79]
-#define __pyx_n_u_get __pyx_string_tab[80]
-#define __pyx_n_u_i __pyx_string_tab[81]
-#define __pyx_n_u_id __pyx_string_tab[82]
-#define __pyx_n_u_in_port __pyx_string_tab[83]
-#define __pyx_n_u_index __pyx_string_tab[84]
-#define __pyx_n_u_items __pyx_string_tab[85]
-#define __pyx_n_u_itemsize __pyx_string_tab[86]
-#define __pyx_n_u_k __pyx_string_tab[87]
-#define __pyx_n_u_lft __pyx_string_tab[88]
-#define __pyx_n_u_lft_top __pyx_string_tab[89]
-#define __pyx_n_u_lnh __pyx_string_tab[90]
-#define __pyx_n_u_memview __pyx_string_tab[91]
-#define __pyx_n_u_mode __pyx_string_tab[92]
-#define __pyx_n_u_n __pyx_string_tab[93]
-#define __pyx_n_u_name __pyx_string_tab[94]
-#define __pyx_n_u_ndim __pyx_string_tab[95]
-#define __pyx_n_u_nports __pyx_string_tab[96]
-#define __pyx_n_u_obj __pyx_string_tab[97]
-#define __pyx_n_u_off __pyx_string_tab[98]
-#define __pyx_n_u_offset __pyx_string_tab[99]
-#define __pyx_n_u_out __pyx_string_tab[100]
-#define __pyx_n_u_outp __pyx_string_tab[101]
-#define __pyx_n_u_own_lid_base __pyx_string_tab[102]
-#define __pyx_n_u_own_lid_count __pyx_string_tab[103]
-#define __pyx_n_u_p __pyx_string_tab[104]
-#define __pyx_n_u_pack __pyx_string_tab[105]
-#define __pyx_n_u_packet __pyx_string_tab[106]
-#define __pyx_n_u_payload __pyx_string_tab[107]
-#define __pyx_n_u_pktlen __pyx_string_tab[108]
-#define __pyx_n_u_plen __pyx_string_tab[109]
-#define __pyx_n_u_pop __pyx_string_tab[110]
-#define __pyx_n_u_port_flags __pyx_string_tab[111]
-#define __pyx_n_u_port_mtu __pyx_string_tab[112]
-#define __pyx_n_u_ports __pyx_string_tab[113]
-#define __pyx_n_u_rcv_pkts __pyx_string_tab[114]
-#define __pyx_n_u_rcv_words __pyx_string_tab[115]
-#define __pyx_n_u_register __pyx_string_tab[116]
-#define __pyx_n_u_relay __pyx_string_tab[117]
-#define __pyx_n_u_seg __pyx_string_tab[118]
-#define __pyx_n_u_setdefault __pyx_string_tab[119]
-#define __pyx_n_u_shape __pyx_string_tab[120]
-#define __pyx_n_u_size __pyx_string_tab[121]
-#define __pyx_n_u_slow __pyx_string_tab[122]
-#define __pyx_n_u_start __pyx_string_tab[123]
-#define __pyx_n_u_step __pyx_string_tab[124]
-#define __pyx_n_u_stop __pyx_string_tab[125]
-#define __pyx_n_u_struct __pyx_string_tab[126]
-#define __pyx_n_u_unpack __pyx_string_tab[127]
-#define __pyx_n_u_update __pyx_string_tab[128]
-#define __pyx_n_u_used __pyx_string_tab[129]
-#define __pyx_n_u_values __pyx_string_tab[130]
-#define __pyx_n_u_vcrc16 __pyx_string_tab[131]
-#define __pyx_n_u_vcrc_ok __pyx_string_tab[132]
-#define __pyx_n_u_vl __pyx_string_tab[133]
-#define __pyx_n_u_x __pyx_string_tab[134]
-#define __pyx_n_u_xd __pyx_string_tab[135]
-#define __pyx_n_u_xp __pyx_string_tab[136]
-#define __pyx_n_u_xw __pyx_string_tab[137]
-#define __pyx_n_b_O __pyx_string_tab[138]
-#define __pyx_kp_b_iso88591_t6_S_a_Qat1D_F_1 __pyx_string_tab[139]
-#define __pyx_kp_b_iso88591_fAQ_r_1_q_1F_4r_1_6_Bc_Rr_t6_Bc __pyx_string_tab[140]
-#define __pyx_kp_b_iso88591_V1A_j_aq_A_Q_A_U_1_5_5_5_AU_U_1 __pyx_string_tab[141]
+#define __pyx_n_u_pyx_capi __pyx_string_tab[45]
+#define __pyx_n_u_pyx_checksum __pyx_string_tab[46]
+#define __pyx_n_u_pyx_state __pyx_string_tab[47]
+#define __pyx_n_u_pyx_type __pyx_string_tab[48]
+#define __pyx_n_u_pyx_unpickle_Enum __pyx_string_tab[49]
+#define __pyx_n_u_pyx_vtable __pyx_string_tab[50]
+#define __pyx_n_u_qualname __pyx_string_tab[51]
+#define __pyx_n_u_reduce __pyx_string_tab[52]
+#define __pyx_n_u_reduce_cython __pyx_string_tab[53]
+#define __pyx_n_u_reduce_ex __pyx_string_tab[54]
+#define __pyx_n_u_set_name __pyx_string_tab[55]
+#define __pyx_n_u_setstate __pyx_string_tab[56]
+#define __pyx_n_u_setstate_cython __pyx_string_tab[57]
+#define __pyx_n_u_test __pyx_string_tab[58]
+#define __pyx_n_u_is_coroutine __pyx_string_tab[59]
+#define __pyx_n_u_abc __pyx_string_tab[60]
+#define __pyx_n_u_allocate_buffer __pyx_string_tab[61]
+#define __pyx_n_u_asyncio_coroutines __pyx_string_tab[62]
+#define __pyx_n_u_ba __pyx_string_tab[63]
+#define __pyx_n_u_base __pyx_string_tab[64]
+#define __pyx_n_u_blen __pyx_string_tab[65]
+#define __pyx_n_u_build_ud_packet_fast __pyx_string_tab[66]
+#define __pyx_n_u_burst __pyx_string_tab[67]
+#define __pyx_n_u_c __pyx_string_tab[68]
+#define __pyx_n_u_cline_in_traceback __pyx_string_tab[69]
+#define __pyx_n_u_count __pyx_string_tab[70]
+#define __pyx_n_u_crc32 __pyx_string_tab[71]
+#define __pyx_n_u_data __pyx_string_tab[72]
+#define __pyx_n_u_dest_qp __pyx_string_tab[73]
+#define __pyx_n_u_dlid __pyx_string_tab[74]
+#define __pyx_n_u_dtype_is_object __pyx_string_tab[75]
+#define __pyx_n_u_encode __pyx_string_tab[76]
+#define __pyx_n_u_enumerate __pyx_string_tab[77]
+#define __pyx_n_u_error __pyx_string_tab[78]
+#define __pyx_n_u_fabric__wirefast __pyx_string_tab[79]
+#define __pyx_n_u_flags __pyx_string_tab[80]
+#define __pyx_n_u_format __pyx_string_tab[81]
+#define __pyx_n_u_fortran __pyx_string_tab[82]
+#define __pyx_n_u_forward_burst __pyx_string_tab[83]
+#define __pyx_n_u_get __pyx_string_tab[84]
+#define __pyx_n_u_i __pyx_string_tab[85]
+#define __pyx_n_u_id __pyx_string_tab[86]
+#define __pyx_n_u_in_port __pyx_string_tab[87]
+#define __pyx_n_u_index __pyx_string_tab[88]
+#define __pyx_n_u_items __pyx_string_tab[89]
+#define __pyx_n_u_itemsize __pyx_string_tab[90]
+#define __pyx_n_u_k __pyx_string_tab[91]
+#define __pyx_n_u_lft __pyx_string_tab[92]
+#define __pyx_n_u_lft_top __pyx_string_tab[93]
+#define __pyx_n_u_ln __pyx_string_tab[94]
+#define __pyx_n_u_lnh __pyx_string_tab[95]
+#define __pyx_n_u_memview __pyx_string_tab[96]
+#define __pyx_n_u_mode __pyx_string_tab[97]
+#define __pyx_n_u_n __pyx_string_tab[98]
+#define __pyx_n_u_name __pyx_string_tab[99]
+#define __pyx_n_u_ndim __pyx_string_tab[100]
+#define __pyx_n_u_nports __pyx_string_tab[101]
+#define __pyx_n_u_obj __pyx_string_tab[102]
+#define __pyx_n_u_off __pyx_string_tab[103]
+#define __pyx_n_u_offset __pyx_string_tab[104]
+#define __pyx_n_u_out __pyx_string_tab[105]
+#define __pyx_n_u_outp __pyx_string_tab[106]
+#define __pyx_n_u_own_lid_base __pyx_string_tab[107]
+#define __pyx_n_u_own_lid_count __pyx_string_tab[108]
+#define __pyx_n_u_p __pyx_string_tab[109]
+#define __pyx_n_u_pack __pyx_string_tab[110]
+#define __pyx_n_u_packet __pyx_string_tab[111]
+#define __pyx_n_u_payload __pyx_string_tab[112]
+#define __pyx_n_u_pkey __pyx_string_tab[113]
+#define __pyx_n_u_pktlen __pyx_string_tab[114]
+#define __pyx_n_u_plen __pyx_string_tab[115]
+#define __pyx_n_u_pop __pyx_string_tab[116]
+#define __pyx_n_u_port_flags __pyx_string_tab[117]
+#define __pyx_n_u_port_mtu __pyx_string_tab[118]
+#define __pyx_n_u_ports __pyx_string_tab[119]
+#define __pyx_n_u_psn __pyx_string_tab[120]
+#define __pyx_n_u_qkey __pyx_string_tab[121]
+#define __pyx_n_u_rcv_pkts __pyx_string_tab[122]
+#define __pyx_n_u_rcv_words __pyx_string_tab[123]
+#define __pyx_n_u_register __pyx_string_tab[124]
+#define __pyx_n_u_relay __pyx_string_tab[125]
+#define __pyx_n_u_seg __pyx_string_tab[126]
+#define __pyx_n_u_setdefault __pyx_string_tab[127]
+#define __pyx_n_u_shape __pyx_string_tab[128]
+#define __pyx_n_u_size __pyx_string_tab[129]
+#define __pyx_n_u_sl __pyx_string_tab[130]
+#define __pyx_n_u_slid __pyx_string_tab[131]
+#define __pyx_n_u_slow __pyx_string_tab[132]
+#define __pyx_n_u_src_qp __pyx_string_tab[133]
+#define __pyx_n_u_start __pyx_string_tab[134]
+#define __pyx_n_u_step __pyx_string_tab[135]
+#define __pyx_n_u_stop __pyx_string_tab[136]
+#define __pyx_n_u_struct __pyx_string_tab[137]
+#define __pyx_n_u_unpack __pyx_string_tab[138]
+#define __pyx_n_u_update __pyx_string_tab[139]
+#define __pyx_n_u_used __pyx_string_tab[140]
+#define __pyx_n_u_values __pyx_string_tab[141]
+#define __pyx_n_u_vcrc16 __pyx_string_tab[142]
+#define __pyx_n_u_vcrc_ok __pyx_string_tab[143]
+#define __pyx_n_u_vl __pyx_string_tab[144]
+#define __pyx_n_u_x __pyx_string_tab[145]
+#define __pyx_n_u_xd __pyx_string_tab[146]
+#define __pyx_n_u_xp __pyx_string_tab[147]
+#define __pyx_n_u_xw __pyx_string_tab[148]
+#define __pyx_n_b_O __pyx_string_tab[149]
+#define __pyx_kp_b_Py_ssize_t_uint8_t_uint8_t_const __pyx_string_tab[150]
+#define __pyx_kp_b_iso88591_WX_A_vQa_6avS_Bb_5J_1_QQVVYY__e __pyx_string_tab[151]
+#define __pyx_kp_b_iso88591_t6_S_q_q_Qd_fAT_1 __pyx_string_tab[152]
+#define __pyx_kp_b_iso88591_t6_S_a_Qat1D_F_1 __pyx_string_tab[153]
+#define __pyx_kp_b_iso88591_fAQ_r_1_q_1F_4r_1_6_Bc_Rr_t6_Bc __pyx_string_tab[154]
+#define __pyx_kp_b_iso88591_V1A_j_aq_A_Q_A_U_1_5_5_5_AU_U_1 __pyx_string_tab[155]
 #define __pyx_int_0 __pyx_number_tab[0]
 #define __pyx_int_neg_1 __pyx_number_tab[1]
 #define __pyx_int_1 __pyx_number_tab[2]
@@ -3844,8 +3875,8 @@ static CYTHON_SMALL_CODE int __pyx_m_clear(PyObject *m) {
   Py_CLEAR(clear_module_state->__pyx_umethod_PyDict_Type_values.method);
   for (int i=0; i<1; ++i) { Py_CLEAR(clear_module_state->__pyx_slice[i]); }
   for (int i=0; i<2; ++i) { Py_CLEAR(clear_module_state->__pyx_tuple[i]); }
-  for (int i=0; i<3; ++i) { Py_CLEAR(clear_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<142; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<5; ++i) { Py_CLEAR(clear_module_state->__pyx_codeobj_tab[i]); }
+  for (int i=0; i<156; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
   for (int i=0; i<5; ++i) { Py_CLEAR(clear_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_clear_contents ### */
 /* CommonTypesMetaclass.module_state_clear */
@@ -3884,8 +3915,8 @@ static CYTHON_SMALL_CODE int __pyx_m_traverse(PyObject *m, visitproc visit, void
   Py_VISIT(traverse_module_state->__pyx_umethod_PyDict_Type_values.method);
   for (int i=0; i<1; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_slice[i]); }
   for (int i=0; i<2; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_tuple[i]); }
-  for (int i=0; i<3; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<142; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<5; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_codeobj_tab[i]); }
+  for (int i=0; i<156; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
   for (int i=0; i<5; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_traverse_contents ### */
 /* CommonTypesMetaclass.module_state_traverse */
@@ -18072,7 +18103,7 @@ static PyObject *__pyx_unpickle_Enum__set_state(struct __pyx_MemviewEnum_obj *__
   return __pyx_r;
 }
 
-/* "fabric/_wirefast.pyx":17
+/* "fabric/_wirefast.pyx":19
  * 
  * 
  * cdef void _init_table():             # <<<<<<<<<<<<<<
@@ -18089,7 +18120,7 @@ static void __pyx_f_6fabric_9_wirefast__init_table(void) {
   int __pyx_t_2;
   int __pyx_t_3;
 
-  /* "fabric/_wirefast.pyx":21
+  /* "fabric/_wirefast.pyx":23
  *     cdef uint16_t c
  *     # 0xD008 is 0x100B with its 16 bits reversed: the CRC runs least significant bit first.
  *     for byte in range(256):             # <<<<<<<<<<<<<<
@@ -18099,7 +18130,7 @@ static void __pyx_f_6fabric_9_wirefast__init_table(void) {
   for (__pyx_t_1 = 0; __pyx_t_1 < 0x100; __pyx_t_1+=1) {
     __pyx_v_byte = __pyx_t_1;
 
-    /* "fabric/_wirefast.pyx":22
+    /* "fabric/_wirefast.pyx":24
  *     # 0xD008 is 0x100B with its 16 bits reversed: the CRC runs least significant bit first.
  *     for byte in range(256):
  *         c = byte             # <<<<<<<<<<<<<<
@@ -18108,7 +18139,7 @@ static void __pyx_f_6fabric_9_wirefast__init_table(void) {
 */
     __pyx_v_c = __pyx_v_byte;
 
-    /* "fabric/_wirefast.pyx":23
+    /* "fabric/_wirefast.pyx":25
  *     for byte in range(256):
  *         c = byte
  *         for bit in range(8):             # <<<<<<<<<<<<<<
@@ -18118,7 +18149,7 @@ static void __pyx_f_6fabric_9_wirefast__init_table(void) {
     for (__pyx_t_2 = 0; __pyx_t_2 < 8; __pyx_t_2+=1) {
       __pyx_v_bit = __pyx_t_2;
 
-      /* "fabric/_wirefast.pyx":24
+      /* "fabric/_wirefast.pyx":26
  *         c = byte
  *         for bit in range(8):
  *             if c & 1:             # <<<<<<<<<<<<<<
@@ -18130,7 +18161,7 @@ static void __pyx_f_6fabric_9_wirefast__init_table(void) {
       if (__pyx_t_3) {
 
 
-        /* "fabric/_wirefast.pyx":25
+        /* "fabric/_wirefast.pyx":27
  *         for bit in range(8):
  *             if c & 1:
  *                 c = (c >> 1) ^ 0xD008             # <<<<<<<<<<<<<<
@@ -18139,7 +18170,7 @@ static void __pyx_f_6fabric_9_wirefast__init_table(void) {
 */
         __pyx_v_c = ((__pyx_v_c >> 1) ^ 0xD008);
 
-        /* "fabric/_wirefast.pyx":24
+        /* "fabric/_wirefast.pyx":26
  *         c = byte
  *         for bit in range(8):
  *             if c & 1:             # <<<<<<<<<<<<<<
@@ -18149,7 +18180,7 @@ static void __pyx_f_6fabric_9_wirefast__init_table(void) {
         goto __pyx_L7;
       }
 
-      /* "fabric/_wirefast.pyx":27
+      /* "fabric/_wirefast.pyx":29
  *                 c = (c >> 1) ^ 0xD008
  *             else:
  *                 c = c >> 1             # <<<<<<<<<<<<<<
@@ -18162,7 +18193,7 @@ static void __pyx_f_6fabric_9_wirefast__init_table(void) {
       __pyx_L7:;
     }
 
-    /* "fabric/_wirefast.pyx":28
+    /* "fabric/_wirefast.pyx":30
  *             else:
  *                 c = c >> 1
  *         VCRC_TABLE[byte] = c             # <<<<<<<<<<<<<<
@@ -18171,7 +18202,7 @@ static void __pyx_f_6fabric_9_wirefast__init_table(void) {
 */
     (__pyx_v_6fabric_9_wirefast_VCRC_TABLE[__pyx_v_byte]) = __pyx_v_c;
 
-    /* "fabric/_wirefast.pyx":29
+    /* "fabric/_wirefast.pyx":31
  *                 c = c >> 1
  *         VCRC_TABLE[byte] = c
  *         SLICE[0][byte] = c             # <<<<<<<<<<<<<<
@@ -18181,7 +18212,7 @@ static void __pyx_f_6fabric_9_wirefast__init_table(void) {
     ((__pyx_v_6fabric_9_wirefast_SLICE[0])[__pyx_v_byte]) = __pyx_v_c;
   }
 
-  /* "fabric/_wirefast.pyx":30
+  /* "fabric/_wirefast.pyx":32
  *         VCRC_TABLE[byte] = c
  *         SLICE[0][byte] = c
  *     for k in range(1, 8):             # <<<<<<<<<<<<<<
@@ -18191,7 +18222,7 @@ static void __pyx_f_6fabric_9_wirefast__init_table(void) {
   for (__pyx_t_1 = 1; __pyx_t_1 < 8; __pyx_t_1+=1) {
     __pyx_v_k = __pyx_t_1;
 
-    /* "fabric/_wirefast.pyx":31
+    /* "fabric/_wirefast.pyx":33
  *         SLICE[0][byte] = c
  *     for k in range(1, 8):
  *         for byte in range(256):             # <<<<<<<<<<<<<<
@@ -18201,7 +18232,7 @@ static void __pyx_f_6fabric_9_wirefast__init_table(void) {
     for (__pyx_t_2 = 0; __pyx_t_2 < 0x100; __pyx_t_2+=1) {
       __pyx_v_byte = __pyx_t_2;
 
-      /* "fabric/_wirefast.pyx":32
+      /* "fabric/_wirefast.pyx":34
  *     for k in range(1, 8):
  *         for byte in range(256):
  *             c = SLICE[k - 1][byte]             # <<<<<<<<<<<<<<
@@ -18210,7 +18241,7 @@ static void __pyx_f_6fabric_9_wirefast__init_table(void) {
 */
       __pyx_v_c = ((__pyx_v_6fabric_9_wirefast_SLICE[(__pyx_v_k - 1)])[__pyx_v_byte]);
 
-      /* "fabric/_wirefast.pyx":33
+      /* "fabric/_wirefast.pyx":35
  *         for byte in range(256):
  *             c = SLICE[k - 1][byte]
  *             SLICE[k][byte] = (c >> 8) ^ SLICE[0][c & 0xFF]             # <<<<<<<<<<<<<<
@@ -18221,7 +18252,7 @@ static void __pyx_f_6fabric_9_wirefast__init_table(void) {
     }
   }
 
-  /* "fabric/_wirefast.pyx":17
+  /* "fabric/_wirefast.pyx":19
  * 
  * 
  * cdef void _init_table():             # <<<<<<<<<<<<<<
@@ -18237,31 +18268,1294 @@ static void __pyx_f_6fabric_9_wirefast__init_table(void) {
 
 }
 
-/* "fabric/_wirefast.pyx":39
+/* "fabric/_wirefast.pyx":45
  * 
  * 
- * cdef inline uint16_t vcrc16_raw(const uint8_t *p, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
+ * cdef void _init_crc32():             # <<<<<<<<<<<<<<
+ *     cdef int byte, bit, k
+ *     cdef uint32_t c
+*/
+
+static void __pyx_f_6fabric_9_wirefast__init_crc32(void) {
+  int __pyx_v_byte;
+  CYTHON_UNUSED int __pyx_v_bit;
+  int __pyx_v_k;
+  uint32_t __pyx_v_c;
+  int __pyx_t_1;
+  int __pyx_t_2;
+  long __pyx_t_3;
+  int __pyx_t_4;
+
+  /* "fabric/_wirefast.pyx":48
+ *     cdef int byte, bit, k
+ *     cdef uint32_t c
+ *     for byte in range(256):             # <<<<<<<<<<<<<<
+ *         c = byte
+ *         for bit in range(8):
+*/
+  for (__pyx_t_1 = 0; __pyx_t_1 < 0x100; __pyx_t_1+=1) {
+    __pyx_v_byte = __pyx_t_1;
+
+    /* "fabric/_wirefast.pyx":49
+ *     cdef uint32_t c
+ *     for byte in range(256):
+ *         c = byte             # <<<<<<<<<<<<<<
+ *         for bit in range(8):
+ *             c = (c >> 1) ^ <uint32_t> 0xEDB88320U if c & 1 else c >> 1
+*/
+    __pyx_v_c = __pyx_v_byte;
+
+    /* "fabric/_wirefast.pyx":50
+ *     for byte in range(256):
+ *         c = byte
+ *         for bit in range(8):             # <<<<<<<<<<<<<<
+ *             c = (c >> 1) ^ <uint32_t> 0xEDB88320U if c & 1 else c >> 1
+ *         CRC32_SLICE[0][byte] = c
+*/
+    for (__pyx_t_2 = 0; __pyx_t_2 < 8; __pyx_t_2+=1) {
+      __pyx_v_bit = __pyx_t_2;
+
+      /* "fabric/_wirefast.pyx":51
+ *         c = byte
+ *         for bit in range(8):
+ *             c = (c >> 1) ^ <uint32_t> 0xEDB88320U if c & 1 else c >> 1             # <<<<<<<<<<<<<<
+ *         CRC32_SLICE[0][byte] = c
+ *     for k in range(1, 8):
+*/
+      __pyx_t_4 = ((__pyx_v_c & 1) != 0);
+
+      if (__pyx_t_4) {
+
+        __pyx_t_3 = ((__pyx_v_c >> 1) ^ ((uint32_t)0xEDB88320U));
+      } else {
+
+        __pyx_t_3 = (__pyx_v_c >> 1);
+      }
+
+      __pyx_v_c = __pyx_t_3;
+    }
+
+    /* "fabric/_wirefast.pyx":52
+ *         for bit in range(8):
+ *             c = (c >> 1) ^ <uint32_t> 0xEDB88320U if c & 1 else c >> 1
+ *         CRC32_SLICE[0][byte] = c             # <<<<<<<<<<<<<<
+ *     for k in range(1, 8):
+ *         for byte in range(256):
+*/
+    ((__pyx_v_6fabric_9_wirefast_CRC32_SLICE[0])[__pyx_v_byte]) = __pyx_v_c;
+  }
+
+  /* "fabric/_wirefast.pyx":53
+ *             c = (c >> 1) ^ <uint32_t> 0xEDB88320U if c & 1 else c >> 1
+ *         CRC32_SLICE[0][byte] = c
+ *     for k in range(1, 8):             # <<<<<<<<<<<<<<
+ *         for byte in range(256):
+ *             c = CRC32_SLICE[k - 1][byte]
+*/
+  for (__pyx_t_1 = 1; __pyx_t_1 < 8; __pyx_t_1+=1) {
+    __pyx_v_k = __pyx_t_1;
+
+    /* "fabric/_wirefast.pyx":54
+ *         CRC32_SLICE[0][byte] = c
+ *     for k in range(1, 8):
+ *         for byte in range(256):             # <<<<<<<<<<<<<<
+ *             c = CRC32_SLICE[k - 1][byte]
+ *             CRC32_SLICE[k][byte] = (c >> 8) ^ CRC32_SLICE[0][c & 0xFF]
+*/
+    for (__pyx_t_2 = 0; __pyx_t_2 < 0x100; __pyx_t_2+=1) {
+      __pyx_v_byte = __pyx_t_2;
+
+      /* "fabric/_wirefast.pyx":55
+ *     for k in range(1, 8):
+ *         for byte in range(256):
+ *             c = CRC32_SLICE[k - 1][byte]             # <<<<<<<<<<<<<<
+ *             CRC32_SLICE[k][byte] = (c >> 8) ^ CRC32_SLICE[0][c & 0xFF]
+ * 
+*/
+      __pyx_v_c = ((__pyx_v_6fabric_9_wirefast_CRC32_SLICE[(__pyx_v_k - 1)])[__pyx_v_byte]);
+
+      /* "fabric/_wirefast.pyx":56
+ *         for byte in range(256):
+ *             c = CRC32_SLICE[k - 1][byte]
+ *             CRC32_SLICE[k][byte] = (c >> 8) ^ CRC32_SLICE[0][c & 0xFF]             # <<<<<<<<<<<<<<
+ * 
+ * 
+*/
+      ((__pyx_v_6fabric_9_wirefast_CRC32_SLICE[__pyx_v_k])[__pyx_v_byte]) = ((__pyx_v_c >> 8) ^ ((__pyx_v_6fabric_9_wirefast_CRC32_SLICE[0])[(__pyx_v_c & 0xFF)]));
+    }
+  }
+
+  /* "fabric/_wirefast.pyx":45
+ * 
+ * 
+ * cdef void _init_crc32():             # <<<<<<<<<<<<<<
+ *     cdef int byte, bit, k
+ *     cdef uint32_t c
+*/
+
+  /* function exit code */
+
+
+
+
+
+}
+
+/* "fabric/_wirefast.pyx":62
+ * 
+ * 
+ * cdef uint32_t crc32_update(uint32_t crc, const uint8_t *p, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
+ *     """Raw CRC-32 register update (no initial or final inversion)."""
+ *     cdef Py_ssize_t i = 0
+*/
+
+static uint32_t __pyx_f_6fabric_9_wirefast_crc32_update(uint32_t __pyx_v_crc, uint8_t const *__pyx_v_p, Py_ssize_t __pyx_v_n) {
+  Py_ssize_t __pyx_v_i;
+  uint32_t __pyx_v_lo;
+  uint32_t __pyx_r;
+  int __pyx_t_1;
+
+
+  /* "fabric/_wirefast.pyx":64
+ * cdef uint32_t crc32_update(uint32_t crc, const uint8_t *p, Py_ssize_t n) noexcept nogil:
+ *     """Raw CRC-32 register update (no initial or final inversion)."""
+ *     cdef Py_ssize_t i = 0             # <<<<<<<<<<<<<<
+ *     cdef uint32_t lo, hi
+ *     while n - i >= 8:
+*/
+  __pyx_v_i = 0;
+
+  /* "fabric/_wirefast.pyx":66
+ *     cdef Py_ssize_t i = 0
+ *     cdef uint32_t lo, hi
+ *     while n - i >= 8:             # <<<<<<<<<<<<<<
+ *         lo = crc ^ (<uint32_t> p[i] | (<uint32_t> p[i + 1] << 8) | (<uint32_t> p[i + 2] << 16)
+ *                     | (<uint32_t> p[i + 3] << 24))
+*/
+  while (1) {
+    __pyx_t_1 = ((__pyx_v_n - __pyx_v_i) >= 8);
+
+
+    if (!__pyx_t_1) break;
+
+    /* "fabric/_wirefast.pyx":67
+ *     cdef uint32_t lo, hi
+ *     while n - i >= 8:
+ *         lo = crc ^ (<uint32_t> p[i] | (<uint32_t> p[i + 1] << 8) | (<uint32_t> p[i + 2] << 16)             # <<<<<<<<<<<<<<
+ *                     | (<uint32_t> p[i + 3] << 24))
+ *         crc = (CRC32_SLICE[7][lo & 0xFF] ^ CRC32_SLICE[6][(lo >> 8) & 0xFF] ^ CRC32_SLICE[5][(lo >> 16) & 0xFF]
+*/
+    __pyx_v_lo = (__pyx_v_crc ^ (((((uint32_t)(__pyx_v_p[__pyx_v_i])) | (((uint32_t)(__pyx_v_p[(__pyx_v_i + 1)])) << 8)) | (((uint32_t)(__pyx_v_p[(__pyx_v_i + 2)])) << 16)) | (((uint32_t)(__pyx_v_p[(__pyx_v_i + 3)])) << 24)));
+
+    /* "fabric/_wirefast.pyx":71
+ *         crc = (CRC32_SLICE[7][lo & 0xFF] ^ CRC32_SLICE[6][(lo >> 8) & 0xFF] ^ CRC32_SLICE[5][(lo >> 16) & 0xFF]
+ *                ^ CRC32_SLICE[4][lo >> 24] ^ CRC32_SLICE[3][p[i + 4]] ^ CRC32_SLICE[2][p[i + 5]]
+ *                ^ CRC32_SLICE[1][p[i + 6]] ^ CRC32_SLICE[0][p[i + 7]])             # <<<<<<<<<<<<<<
+ *         i += 8
+ *     while i < n:
+*/
+    __pyx_v_crc = (((((((((__pyx_v_6fabric_9_wirefast_CRC32_SLICE[7])[(__pyx_v_lo & 0xFF)]) ^ ((__pyx_v_6fabric_9_wirefast_CRC32_SLICE[6])[((__pyx_v_lo >> 8) & 0xFF)])) ^ ((__pyx_v_6fabric_9_wirefast_CRC32_SLICE[5])[((__pyx_v_lo >> 16) & 0xFF)])) ^ ((__pyx_v_6fabric_9_wirefast_CRC32_SLICE[4])[(__pyx_v_lo >> 24)])) ^ ((__pyx_v_6fabric_9_wirefast_CRC32_SLICE[3])[(__pyx_v_p[(__pyx_v_i + 4)])])) ^ ((__pyx_v_6fabric_9_wirefast_CRC32_SLICE[2])[(__pyx_v_p[(__pyx_v_i + 5)])])) ^ ((__pyx_v_6fabric_9_wirefast_CRC32_SLICE[1])[(__pyx_v_p[(__pyx_v_i + 6)])])) ^ ((__pyx_v_6fabric_9_wirefast_CRC32_SLICE[0])[(__pyx_v_p[(__pyx_v_i + 7)])]));
+
+    /* "fabric/_wirefast.pyx":72
+ *                ^ CRC32_SLICE[4][lo >> 24] ^ CRC32_SLICE[3][p[i + 4]] ^ CRC32_SLICE[2][p[i + 5]]
+ *                ^ CRC32_SLICE[1][p[i + 6]] ^ CRC32_SLICE[0][p[i + 7]])
+ *         i += 8             # <<<<<<<<<<<<<<
+ *     while i < n:
+ *         crc = (crc >> 8) ^ CRC32_SLICE[0][(crc ^ p[i]) & 0xFF]
+*/
+    __pyx_v_i = (__pyx_v_i + 8);
+  }
+
+  /* "fabric/_wirefast.pyx":73
+ *                ^ CRC32_SLICE[1][p[i + 6]] ^ CRC32_SLICE[0][p[i + 7]])
+ *         i += 8
+ *     while i < n:             # <<<<<<<<<<<<<<
+ *         crc = (crc >> 8) ^ CRC32_SLICE[0][(crc ^ p[i]) & 0xFF]
+ *         i += 1
+*/
+  while (1) {
+    __pyx_t_1 = (__pyx_v_i < __pyx_v_n);
+
+
+    if (!__pyx_t_1) break;
+
+    /* "fabric/_wirefast.pyx":74
+ *         i += 8
+ *     while i < n:
+ *         crc = (crc >> 8) ^ CRC32_SLICE[0][(crc ^ p[i]) & 0xFF]             # <<<<<<<<<<<<<<
+ *         i += 1
+ *     return crc
+*/
+    __pyx_v_crc = ((__pyx_v_crc >> 8) ^ ((__pyx_v_6fabric_9_wirefast_CRC32_SLICE[0])[((__pyx_v_crc ^ (__pyx_v_p[__pyx_v_i])) & 0xFF)]));
+
+    /* "fabric/_wirefast.pyx":75
+ *     while i < n:
+ *         crc = (crc >> 8) ^ CRC32_SLICE[0][(crc ^ p[i]) & 0xFF]
+ *         i += 1             # <<<<<<<<<<<<<<
+ *     return crc
+ * 
+*/
+    __pyx_v_i = (__pyx_v_i + 1);
+  }
+
+  /* "fabric/_wirefast.pyx":76
+ *         crc = (crc >> 8) ^ CRC32_SLICE[0][(crc ^ p[i]) & 0xFF]
+ *         i += 1
+ *     return crc             # <<<<<<<<<<<<<<
+ * 
+ * 
+*/
+  {
+
+    __pyx_r = __pyx_v_crc;
+  }
+  goto __pyx_L0;
+
+  /* "fabric/_wirefast.pyx":62
+ * 
+ * 
+ * cdef uint32_t crc32_update(uint32_t crc, const uint8_t *p, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
+ *     """Raw CRC-32 register update (no initial or final inversion)."""
+ *     cdef Py_ssize_t i = 0
+*/
+
+  /* function exit code */
+  __pyx_L0:;
+
+
+
+  return __pyx_r;
+}
+
+/* "fabric/_wirefast.pyx":79
+ * 
+ * 
+ * def crc32(const unsigned char[::1] data not None):             # <<<<<<<<<<<<<<
+ *     """zlib.crc32 of ``data`` (for cross-checking the table)."""
+ *     if data.shape[0] == 0:
+*/
+
+/* Python wrapper */
+static PyObject *__pyx_pw_6fabric_9_wirefast_1crc32(PyObject *__pyx_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+); /*proto*/
+PyDoc_STRVAR(__pyx_doc_6fabric_9_wirefast_crc32, "zlib.crc32 of ``data`` (for cross-checking the table).");
+static PyMethodDef __pyx_mdef_6fabric_9_wirefast_1crc32 = {"crc32", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6fabric_9_wirefast_1crc32, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6fabric_9_wirefast_crc32};
+static PyObject *__pyx_pw_6fabric_9_wirefast_1crc32(PyObject *__pyx_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+) {
+  __Pyx_memviewslice __pyx_v_data = { 0, 0, { 0 }, { 0 }, { 0 } };
+  #if !CYTHON_VECTORCALL
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  #endif
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject* values[1] = {0};
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("crc32 (wrapper)", 0);
+  #if !CYTHON_VECTORCALL
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
+  #endif
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_FASTCALL(__pyx_args, __pyx_nargs);
+  {
+    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_data,0};
+    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 79, __pyx_L3_error)
+    if (__pyx_kwds_len > 0) {
+      switch (__pyx_nargs) {
+        case  1:
+        values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 79, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  0: break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      const Py_ssize_t kwd_pos_args = __pyx_nargs;
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "crc32", 0) < (0)) __PYX_ERR(0, 79, __pyx_L3_error)
+      for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("crc32", 1, 1, 1, i); __PYX_ERR(0, 79, __pyx_L3_error) }
+      }
+    } else if (unlikely(__pyx_nargs != 1)) {
+      goto __pyx_L5_argtuple_error;
+    } else {
+      values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 79, __pyx_L3_error)
+    }
+    __pyx_v_data = __Pyx_PyObject_to_MemoryviewSlice_dc_unsigned_char__const__(values[0], 0); if (unlikely(!__pyx_v_data.memview)) __PYX_ERR(0, 79, __pyx_L3_error)
+  }
+  goto __pyx_L6_skip;
+  __pyx_L5_argtuple_error:;
+  __Pyx_RaiseArgtupleInvalid("crc32", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 79, __pyx_L3_error)
+  __pyx_L6_skip:;
+  goto __pyx_L4_argument_unpacking_done;
+  __pyx_L3_error:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_data, 1);
+  __Pyx_AddTraceback("fabric._wirefast.crc32", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_RefNannyFinishContext();
+  return NULL;
+  __pyx_L4_argument_unpacking_done:;
+  if (unlikely(((PyObject *)__pyx_v_data.memview) == Py_None)) {
+    PyErr_Format(PyExc_TypeError, "Argument '%.200s' must not be None", "data"); __PYX_ERR(0, 79, __pyx_L1_error)
+  }
+  __pyx_r = __pyx_pf_6fabric_9_wirefast_crc32(__pyx_self, __pyx_v_data);
+
+  /* function exit code */
+  goto __pyx_L0;
+  __pyx_L1_error:;
+  __pyx_r = NULL;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  goto __pyx_L7_cleaned_up;
+  __pyx_L0:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __pyx_L7_cleaned_up:;
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_data, 1);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_6fabric_9_wirefast_crc32(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_data) {
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  int __pyx_t_1;
+  Py_ssize_t __pyx_t_2;
+  PyObject *__pyx_t_3 = NULL;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("crc32", 0);
+
+  /* "fabric/_wirefast.pyx":81
+ * def crc32(const unsigned char[::1] data not None):
+ *     """zlib.crc32 of ``data`` (for cross-checking the table)."""
+ *     if data.shape[0] == 0:             # <<<<<<<<<<<<<<
+ *         return 0
+ *     return crc32_update(ONES32, &data[0], data.shape[0]) ^ ONES32
+*/
+  __pyx_t_1 = ((__pyx_v_data.shape[0]) == 0);
+
+  if (__pyx_t_1) {
+
+
+    /* "fabric/_wirefast.pyx":82
+ *     """zlib.crc32 of ``data`` (for cross-checking the table)."""
+ *     if data.shape[0] == 0:
+ *         return 0             # <<<<<<<<<<<<<<
+ *     return crc32_update(ONES32, &data[0], data.shape[0]) ^ ONES32
+ * 
+*/
+    {
+      PyObject *__pyx_temp;
+      {
+        __pyx_temp = __pyx_r;
+        __Pyx_INCREF(__pyx_mstate_global->__pyx_int_0);
+        __pyx_r = __pyx_mstate_global->__pyx_int_0;
+      }
+      __Pyx_XDECREF(__pyx_temp);
+    }
+    goto __pyx_L0;
+
+    /* "fabric/_wirefast.pyx":81
+ * def crc32(const unsigned char[::1] data not None):
+ *     """zlib.crc32 of ``data`` (for cross-checking the table)."""
+ *     if data.shape[0] == 0:             # <<<<<<<<<<<<<<
+ *         return 0
+ *     return crc32_update(ONES32, &data[0], data.shape[0]) ^ ONES32
+*/
+  }
+
+  /* "fabric/_wirefast.pyx":83
+ *     if data.shape[0] == 0:
+ *         return 0
+ *     return crc32_update(ONES32, &data[0], data.shape[0]) ^ ONES32             # <<<<<<<<<<<<<<
+ * 
+ * 
+*/
+  __pyx_t_2 = 0;
+  __pyx_t_3 = __Pyx_PyLong_From_uint32_t((__pyx_f_6fabric_9_wirefast_crc32_update(__pyx_v_6fabric_9_wirefast_ONES32, (&(*((unsigned char const  *) ( /* dim=0 */ ((char *) (((unsigned char const  *) __pyx_v_data.data) + __pyx_t_2)) )))), (__pyx_v_data.shape[0])) ^ __pyx_v_6fabric_9_wirefast_ONES32)); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 83, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_3);
+  {
+    PyObject *__pyx_temp;
+    {
+      __pyx_temp = __pyx_r;
+      __pyx_r = __pyx_t_3;
+    }
+    __Pyx_XDECREF(__pyx_temp);
+  }
+  __pyx_t_3 = 0;
+  goto __pyx_L0;
+
+  /* "fabric/_wirefast.pyx":79
+ * 
+ * 
+ * def crc32(const unsigned char[::1] data not None):             # <<<<<<<<<<<<<<
+ *     """zlib.crc32 of ``data`` (for cross-checking the table)."""
+ *     if data.shape[0] == 0:
+*/
+
+  /* function exit code */
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_3);
+  __Pyx_AddTraceback("fabric._wirefast.crc32", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = NULL;
+  __pyx_L0:;
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "fabric/_wirefast.pyx":86
+ * 
+ * 
+ * cdef Py_ssize_t write_ud_packet(uint8_t *out, const uint8_t *payload, Py_ssize_t n, unsigned int slid,             # <<<<<<<<<<<<<<
+ *                                 unsigned int dlid, unsigned int sl, unsigned int pkey, unsigned int dest_qp,
+ *                                 unsigned int src_qp, unsigned int qkey, unsigned int psn) noexcept nogil:
+*/
+
+static Py_ssize_t __pyx_f_6fabric_9_wirefast_write_ud_packet(uint8_t *__pyx_v_out, uint8_t const *__pyx_v_payload, Py_ssize_t __pyx_v_n, unsigned int __pyx_v_slid, unsigned int __pyx_v_dlid, unsigned int __pyx_v_sl, unsigned int __pyx_v_pkey, unsigned int __pyx_v_dest_qp, unsigned int __pyx_v_src_qp, unsigned int __pyx_v_qkey, unsigned int __pyx_v_psn) {
+  Py_ssize_t __pyx_v_pad;
+  Py_ssize_t __pyx_v_total;
+  unsigned int __pyx_v_words;
+  uint8_t __pyx_v_masked[28];
+  uint32_t __pyx_v_crc;
+  uint16_t __pyx_v_v;
+  Py_ssize_t __pyx_r;
+  int __pyx_t_1;
+  long __pyx_t_2;
+
+  /* "fabric/_wirefast.pyx":91
+ *     """A complete UD SEND-only packet without GRH at ``out`` (LRH BTH DETH payload pad ICRC VCRC),
+ *     octet for octet what fabric.wire.build_ud_packet makes (VL 0). Returns its length."""
+ *     cdef Py_ssize_t pad = (4 - (n & 3)) & 3             # <<<<<<<<<<<<<<
+ *     cdef Py_ssize_t total = 28 + n + pad + 4  # LRH..ICRC
+ *     cdef unsigned int words = <unsigned int> (total >> 2)
+*/
+  __pyx_v_pad = ((4 - (__pyx_v_n & 3)) & 3);
+
+  /* "fabric/_wirefast.pyx":92
+ *     octet for octet what fabric.wire.build_ud_packet makes (VL 0). Returns its length."""
+ *     cdef Py_ssize_t pad = (4 - (n & 3)) & 3
+ *     cdef Py_ssize_t total = 28 + n + pad + 4  # LRH..ICRC             # <<<<<<<<<<<<<<
+ *     cdef unsigned int words = <unsigned int> (total >> 2)
+ *     cdef uint8_t masked[28]
+*/
+  __pyx_v_total = (((28 + __pyx_v_n) + __pyx_v_pad) + 4);
+
+  /* "fabric/_wirefast.pyx":93
+ *     cdef Py_ssize_t pad = (4 - (n & 3)) & 3
+ *     cdef Py_ssize_t total = 28 + n + pad + 4  # LRH..ICRC
+ *     cdef unsigned int words = <unsigned int> (total >> 2)             # <<<<<<<<<<<<<<
+ *     cdef uint8_t masked[28]
+ *     cdef uint32_t crc
+*/
+  __pyx_v_words = ((unsigned int)(__pyx_v_total >> 2));
+
+  /* "fabric/_wirefast.pyx":98
+ *     cdef uint16_t v
+ *     # LRH: VL 0, LVer 0 | SL, LNH 2 | DLID | PktLen | SLID
+ *     out[0] = 0             # <<<<<<<<<<<<<<
+ *     out[1] = ((sl & 0xF) << 4) | 2
+ *     out[2] = (dlid >> 8) & 0xFF
+*/
+  (__pyx_v_out[0]) = 0;
+
+  /* "fabric/_wirefast.pyx":99
+ *     # LRH: VL 0, LVer 0 | SL, LNH 2 | DLID | PktLen | SLID
+ *     out[0] = 0
+ *     out[1] = ((sl & 0xF) << 4) | 2             # <<<<<<<<<<<<<<
+ *     out[2] = (dlid >> 8) & 0xFF
+ *     out[3] = dlid & 0xFF
+*/
+  (__pyx_v_out[1]) = (((__pyx_v_sl & 0xF) << 4) | 2);
+
+  /* "fabric/_wirefast.pyx":100
+ *     out[0] = 0
+ *     out[1] = ((sl & 0xF) << 4) | 2
+ *     out[2] = (dlid >> 8) & 0xFF             # <<<<<<<<<<<<<<
+ *     out[3] = dlid & 0xFF
+ *     out[4] = (words >> 8) & 0x7
+*/
+  (__pyx_v_out[2]) = ((__pyx_v_dlid >> 8) & 0xFF);
+
+  /* "fabric/_wirefast.pyx":101
+ *     out[1] = ((sl & 0xF) << 4) | 2
+ *     out[2] = (dlid >> 8) & 0xFF
+ *     out[3] = dlid & 0xFF             # <<<<<<<<<<<<<<
+ *     out[4] = (words >> 8) & 0x7
+ *     out[5] = words & 0xFF
+*/
+  (__pyx_v_out[3]) = (__pyx_v_dlid & 0xFF);
+
+  /* "fabric/_wirefast.pyx":102
+ *     out[2] = (dlid >> 8) & 0xFF
+ *     out[3] = dlid & 0xFF
+ *     out[4] = (words >> 8) & 0x7             # <<<<<<<<<<<<<<
+ *     out[5] = words & 0xFF
+ *     out[6] = (slid >> 8) & 0xFF
+*/
+  (__pyx_v_out[4]) = ((__pyx_v_words >> 8) & 0x7);
+
+  /* "fabric/_wirefast.pyx":103
+ *     out[3] = dlid & 0xFF
+ *     out[4] = (words >> 8) & 0x7
+ *     out[5] = words & 0xFF             # <<<<<<<<<<<<<<
+ *     out[6] = (slid >> 8) & 0xFF
+ *     out[7] = slid & 0xFF
+*/
+  (__pyx_v_out[5]) = (__pyx_v_words & 0xFF);
+
+  /* "fabric/_wirefast.pyx":104
+ *     out[4] = (words >> 8) & 0x7
+ *     out[5] = words & 0xFF
+ *     out[6] = (slid >> 8) & 0xFF             # <<<<<<<<<<<<<<
+ *     out[7] = slid & 0xFF
+ *     # BTH: opcode 0x64 | SE M PadCnt TVer | P_Key | resv8a | DestQP | A resv7 | PSN
+*/
+  (__pyx_v_out[6]) = ((__pyx_v_slid >> 8) & 0xFF);
+
+  /* "fabric/_wirefast.pyx":105
+ *     out[5] = words & 0xFF
+ *     out[6] = (slid >> 8) & 0xFF
+ *     out[7] = slid & 0xFF             # <<<<<<<<<<<<<<
+ *     # BTH: opcode 0x64 | SE M PadCnt TVer | P_Key | resv8a | DestQP | A resv7 | PSN
+ *     out[8] = 0x64
+*/
+  (__pyx_v_out[7]) = (__pyx_v_slid & 0xFF);
+
+  /* "fabric/_wirefast.pyx":107
+ *     out[7] = slid & 0xFF
+ *     # BTH: opcode 0x64 | SE M PadCnt TVer | P_Key | resv8a | DestQP | A resv7 | PSN
+ *     out[8] = 0x64             # <<<<<<<<<<<<<<
+ *     out[9] = <uint8_t> (pad << 4)
+ *     out[10] = (pkey >> 8) & 0xFF
+*/
+  (__pyx_v_out[8]) = 0x64;
+
+  /* "fabric/_wirefast.pyx":108
+ *     # BTH: opcode 0x64 | SE M PadCnt TVer | P_Key | resv8a | DestQP | A resv7 | PSN
+ *     out[8] = 0x64
+ *     out[9] = <uint8_t> (pad << 4)             # <<<<<<<<<<<<<<
+ *     out[10] = (pkey >> 8) & 0xFF
+ *     out[11] = pkey & 0xFF
+*/
+  (__pyx_v_out[9]) = ((uint8_t)(__pyx_v_pad << 4));
+
+  /* "fabric/_wirefast.pyx":109
+ *     out[8] = 0x64
+ *     out[9] = <uint8_t> (pad << 4)
+ *     out[10] = (pkey >> 8) & 0xFF             # <<<<<<<<<<<<<<
+ *     out[11] = pkey & 0xFF
+ *     out[12] = 0
+*/
+  (__pyx_v_out[10]) = ((__pyx_v_pkey >> 8) & 0xFF);
+
+  /* "fabric/_wirefast.pyx":110
+ *     out[9] = <uint8_t> (pad << 4)
+ *     out[10] = (pkey >> 8) & 0xFF
+ *     out[11] = pkey & 0xFF             # <<<<<<<<<<<<<<
+ *     out[12] = 0
+ *     out[13] = (dest_qp >> 16) & 0xFF
+*/
+  (__pyx_v_out[11]) = (__pyx_v_pkey & 0xFF);
+
+  /* "fabric/_wirefast.pyx":111
+ *     out[10] = (pkey >> 8) & 0xFF
+ *     out[11] = pkey & 0xFF
+ *     out[12] = 0             # <<<<<<<<<<<<<<
+ *     out[13] = (dest_qp >> 16) & 0xFF
+ *     out[14] = (dest_qp >> 8) & 0xFF
+*/
+  (__pyx_v_out[12]) = 0;
+
+  /* "fabric/_wirefast.pyx":112
+ *     out[11] = pkey & 0xFF
+ *     out[12] = 0
+ *     out[13] = (dest_qp >> 16) & 0xFF             # <<<<<<<<<<<<<<
+ *     out[14] = (dest_qp >> 8) & 0xFF
+ *     out[15] = dest_qp & 0xFF
+*/
+  (__pyx_v_out[13]) = ((__pyx_v_dest_qp >> 16) & 0xFF);
+
+  /* "fabric/_wirefast.pyx":113
+ *     out[12] = 0
+ *     out[13] = (dest_qp >> 16) & 0xFF
+ *     out[14] = (dest_qp >> 8) & 0xFF             # <<<<<<<<<<<<<<
+ *     out[15] = dest_qp & 0xFF
+ *     out[16] = 0
+*/
+  (__pyx_v_out[14]) = ((__pyx_v_dest_qp >> 8) & 0xFF);
+
+  /* "fabric/_wirefast.pyx":114
+ *     out[13] = (dest_qp >> 16) & 0xFF
+ *     out[14] = (dest_qp >> 8) & 0xFF
+ *     out[15] = dest_qp & 0xFF             # <<<<<<<<<<<<<<
+ *     out[16] = 0
+ *     out[17] = (psn >> 16) & 0xFF
+*/
+  (__pyx_v_out[15]) = (__pyx_v_dest_qp & 0xFF);
+
+  /* "fabric/_wirefast.pyx":115
+ *     out[14] = (dest_qp >> 8) & 0xFF
+ *     out[15] = dest_qp & 0xFF
+ *     out[16] = 0             # <<<<<<<<<<<<<<
+ *     out[17] = (psn >> 16) & 0xFF
+ *     out[18] = (psn >> 8) & 0xFF
+*/
+  (__pyx_v_out[16]) = 0;
+
+  /* "fabric/_wirefast.pyx":116
+ *     out[15] = dest_qp & 0xFF
+ *     out[16] = 0
+ *     out[17] = (psn >> 16) & 0xFF             # <<<<<<<<<<<<<<
+ *     out[18] = (psn >> 8) & 0xFF
+ *     out[19] = psn & 0xFF
+*/
+  (__pyx_v_out[17]) = ((__pyx_v_psn >> 16) & 0xFF);
+
+  /* "fabric/_wirefast.pyx":117
+ *     out[16] = 0
+ *     out[17] = (psn >> 16) & 0xFF
+ *     out[18] = (psn >> 8) & 0xFF             # <<<<<<<<<<<<<<
+ *     out[19] = psn & 0xFF
+ *     # DETH: Q_Key | resv8 | SrcQP
+*/
+  (__pyx_v_out[18]) = ((__pyx_v_psn >> 8) & 0xFF);
+
+  /* "fabric/_wirefast.pyx":118
+ *     out[17] = (psn >> 16) & 0xFF
+ *     out[18] = (psn >> 8) & 0xFF
+ *     out[19] = psn & 0xFF             # <<<<<<<<<<<<<<
+ *     # DETH: Q_Key | resv8 | SrcQP
+ *     out[20] = (qkey >> 24) & 0xFF
+*/
+  (__pyx_v_out[19]) = (__pyx_v_psn & 0xFF);
+
+  /* "fabric/_wirefast.pyx":120
+ *     out[19] = psn & 0xFF
+ *     # DETH: Q_Key | resv8 | SrcQP
+ *     out[20] = (qkey >> 24) & 0xFF             # <<<<<<<<<<<<<<
+ *     out[21] = (qkey >> 16) & 0xFF
+ *     out[22] = (qkey >> 8) & 0xFF
+*/
+  (__pyx_v_out[20]) = ((__pyx_v_qkey >> 24) & 0xFF);
+
+  /* "fabric/_wirefast.pyx":121
+ *     # DETH: Q_Key | resv8 | SrcQP
+ *     out[20] = (qkey >> 24) & 0xFF
+ *     out[21] = (qkey >> 16) & 0xFF             # <<<<<<<<<<<<<<
+ *     out[22] = (qkey >> 8) & 0xFF
+ *     out[23] = qkey & 0xFF
+*/
+  (__pyx_v_out[21]) = ((__pyx_v_qkey >> 16) & 0xFF);
+
+  /* "fabric/_wirefast.pyx":122
+ *     out[20] = (qkey >> 24) & 0xFF
+ *     out[21] = (qkey >> 16) & 0xFF
+ *     out[22] = (qkey >> 8) & 0xFF             # <<<<<<<<<<<<<<
+ *     out[23] = qkey & 0xFF
+ *     out[24] = 0
+*/
+  (__pyx_v_out[22]) = ((__pyx_v_qkey >> 8) & 0xFF);
+
+  /* "fabric/_wirefast.pyx":123
+ *     out[21] = (qkey >> 16) & 0xFF
+ *     out[22] = (qkey >> 8) & 0xFF
+ *     out[23] = qkey & 0xFF             # <<<<<<<<<<<<<<
+ *     out[24] = 0
+ *     out[25] = (src_qp >> 16) & 0xFF
+*/
+  (__pyx_v_out[23]) = (__pyx_v_qkey & 0xFF);
+
+  /* "fabric/_wirefast.pyx":124
+ *     out[22] = (qkey >> 8) & 0xFF
+ *     out[23] = qkey & 0xFF
+ *     out[24] = 0             # <<<<<<<<<<<<<<
+ *     out[25] = (src_qp >> 16) & 0xFF
+ *     out[26] = (src_qp >> 8) & 0xFF
+*/
+  (__pyx_v_out[24]) = 0;
+
+  /* "fabric/_wirefast.pyx":125
+ *     out[23] = qkey & 0xFF
+ *     out[24] = 0
+ *     out[25] = (src_qp >> 16) & 0xFF             # <<<<<<<<<<<<<<
+ *     out[26] = (src_qp >> 8) & 0xFF
+ *     out[27] = src_qp & 0xFF
+*/
+  (__pyx_v_out[25]) = ((__pyx_v_src_qp >> 16) & 0xFF);
+
+  /* "fabric/_wirefast.pyx":126
+ *     out[24] = 0
+ *     out[25] = (src_qp >> 16) & 0xFF
+ *     out[26] = (src_qp >> 8) & 0xFF             # <<<<<<<<<<<<<<
+ *     out[27] = src_qp & 0xFF
+ *     memcpy(out + 28, payload, n)
+*/
+  (__pyx_v_out[26]) = ((__pyx_v_src_qp >> 8) & 0xFF);
+
+  /* "fabric/_wirefast.pyx":127
+ *     out[25] = (src_qp >> 16) & 0xFF
+ *     out[26] = (src_qp >> 8) & 0xFF
+ *     out[27] = src_qp & 0xFF             # <<<<<<<<<<<<<<
+ *     memcpy(out + 28, payload, n)
+ *     if pad:
+*/
+  (__pyx_v_out[27]) = (__pyx_v_src_qp & 0xFF);
+
+  /* "fabric/_wirefast.pyx":128
+ *     out[26] = (src_qp >> 8) & 0xFF
+ *     out[27] = src_qp & 0xFF
+ *     memcpy(out + 28, payload, n)             # <<<<<<<<<<<<<<
+ *     if pad:
+ *         memset(out + 28 + n, 0, pad)
+*/
+  (void)(memcpy((__pyx_v_out + 28), __pyx_v_payload, __pyx_v_n));
+
+  /* "fabric/_wirefast.pyx":129
+ *     out[27] = src_qp & 0xFF
+ *     memcpy(out + 28, payload, n)
+ *     if pad:             # <<<<<<<<<<<<<<
+ *         memset(out + 28 + n, 0, pad)
+ *     # ICRC over the headers with the variant fields set to ones (LRH.VL, BTH.resv8a), then the rest
+*/
+  __pyx_t_1 = (__pyx_v_pad != 0);
+
+  if (__pyx_t_1) {
+
+
+    /* "fabric/_wirefast.pyx":130
+ *     memcpy(out + 28, payload, n)
+ *     if pad:
+ *         memset(out + 28 + n, 0, pad)             # <<<<<<<<<<<<<<
+ *     # ICRC over the headers with the variant fields set to ones (LRH.VL, BTH.resv8a), then the rest
+ *     memcpy(masked, out, 28)
+*/
+    (void)(memset(((__pyx_v_out + 28) + __pyx_v_n), 0, __pyx_v_pad));
+
+    /* "fabric/_wirefast.pyx":129
+ *     out[27] = src_qp & 0xFF
+ *     memcpy(out + 28, payload, n)
+ *     if pad:             # <<<<<<<<<<<<<<
+ *         memset(out + 28 + n, 0, pad)
+ *     # ICRC over the headers with the variant fields set to ones (LRH.VL, BTH.resv8a), then the rest
+*/
+  }
+
+  /* "fabric/_wirefast.pyx":132
+ *         memset(out + 28 + n, 0, pad)
+ *     # ICRC over the headers with the variant fields set to ones (LRH.VL, BTH.resv8a), then the rest
+ *     memcpy(masked, out, 28)             # <<<<<<<<<<<<<<
+ *     masked[0] |= 0xF0
+ *     masked[12] = 0xFF
+*/
+  (void)(memcpy(__pyx_v_masked, __pyx_v_out, 28));
+
+  /* "fabric/_wirefast.pyx":133
+ *     # ICRC over the headers with the variant fields set to ones (LRH.VL, BTH.resv8a), then the rest
+ *     memcpy(masked, out, 28)
+ *     masked[0] |= 0xF0             # <<<<<<<<<<<<<<
+ *     masked[12] = 0xFF
+ *     crc = crc32_update(ONES32, masked, 28)
+*/
+
+  __pyx_t_2 = 0;
+  (__pyx_v_masked[__pyx_t_2]) = ((__pyx_v_masked[__pyx_t_2]) | 0xF0);
+
+  /* "fabric/_wirefast.pyx":134
+ *     memcpy(masked, out, 28)
+ *     masked[0] |= 0xF0
+ *     masked[12] = 0xFF             # <<<<<<<<<<<<<<
+ *     crc = crc32_update(ONES32, masked, 28)
+ *     crc = crc32_update(crc, out + 28, n + pad) ^ ONES32
+*/
+  (__pyx_v_masked[12]) = 0xFF;
+
+  /* "fabric/_wirefast.pyx":135
+ *     masked[0] |= 0xF0
+ *     masked[12] = 0xFF
+ *     crc = crc32_update(ONES32, masked, 28)             # <<<<<<<<<<<<<<
+ *     crc = crc32_update(crc, out + 28, n + pad) ^ ONES32
+ *     out[total - 4] = crc & 0xFF
+*/
+  __pyx_v_crc = __pyx_f_6fabric_9_wirefast_crc32_update(__pyx_v_6fabric_9_wirefast_ONES32, __pyx_v_masked, 28);
+
+  /* "fabric/_wirefast.pyx":136
+ *     masked[12] = 0xFF
+ *     crc = crc32_update(ONES32, masked, 28)
+ *     crc = crc32_update(crc, out + 28, n + pad) ^ ONES32             # <<<<<<<<<<<<<<
+ *     out[total - 4] = crc & 0xFF
+ *     out[total - 3] = (crc >> 8) & 0xFF
+*/
+  __pyx_v_crc = (__pyx_f_6fabric_9_wirefast_crc32_update(__pyx_v_crc, (__pyx_v_out + 28), (__pyx_v_n + __pyx_v_pad)) ^ __pyx_v_6fabric_9_wirefast_ONES32);
+
+  /* "fabric/_wirefast.pyx":137
+ *     crc = crc32_update(ONES32, masked, 28)
+ *     crc = crc32_update(crc, out + 28, n + pad) ^ ONES32
+ *     out[total - 4] = crc & 0xFF             # <<<<<<<<<<<<<<
+ *     out[total - 3] = (crc >> 8) & 0xFF
+ *     out[total - 2] = (crc >> 16) & 0xFF
+*/
+  (__pyx_v_out[(__pyx_v_total - 4)]) = (__pyx_v_crc & 0xFF);
+
+  /* "fabric/_wirefast.pyx":138
+ *     crc = crc32_update(crc, out + 28, n + pad) ^ ONES32
+ *     out[total - 4] = crc & 0xFF
+ *     out[total - 3] = (crc >> 8) & 0xFF             # <<<<<<<<<<<<<<
+ *     out[total - 2] = (crc >> 16) & 0xFF
+ *     out[total - 1] = (crc >> 24) & 0xFF
+*/
+  (__pyx_v_out[(__pyx_v_total - 3)]) = ((__pyx_v_crc >> 8) & 0xFF);
+
+  /* "fabric/_wirefast.pyx":139
+ *     out[total - 4] = crc & 0xFF
+ *     out[total - 3] = (crc >> 8) & 0xFF
+ *     out[total - 2] = (crc >> 16) & 0xFF             # <<<<<<<<<<<<<<
+ *     out[total - 1] = (crc >> 24) & 0xFF
+ *     v = vcrc16_raw(out, total)
+*/
+  (__pyx_v_out[(__pyx_v_total - 2)]) = ((__pyx_v_crc >> 16) & 0xFF);
+
+  /* "fabric/_wirefast.pyx":140
+ *     out[total - 3] = (crc >> 8) & 0xFF
+ *     out[total - 2] = (crc >> 16) & 0xFF
+ *     out[total - 1] = (crc >> 24) & 0xFF             # <<<<<<<<<<<<<<
+ *     v = vcrc16_raw(out, total)
+ *     out[total] = v & 0xFF
+*/
+  (__pyx_v_out[(__pyx_v_total - 1)]) = ((__pyx_v_crc >> 24) & 0xFF);
+
+  /* "fabric/_wirefast.pyx":141
+ *     out[total - 2] = (crc >> 16) & 0xFF
+ *     out[total - 1] = (crc >> 24) & 0xFF
+ *     v = vcrc16_raw(out, total)             # <<<<<<<<<<<<<<
+ *     out[total] = v & 0xFF
+ *     out[total + 1] = v >> 8
+*/
+  __pyx_v_v = __pyx_f_6fabric_9_wirefast_vcrc16_raw(__pyx_v_out, __pyx_v_total);
+
+  /* "fabric/_wirefast.pyx":142
+ *     out[total - 1] = (crc >> 24) & 0xFF
+ *     v = vcrc16_raw(out, total)
+ *     out[total] = v & 0xFF             # <<<<<<<<<<<<<<
+ *     out[total + 1] = v >> 8
+ *     return total + 2
+*/
+  (__pyx_v_out[__pyx_v_total]) = (__pyx_v_v & 0xFF);
+
+  /* "fabric/_wirefast.pyx":143
+ *     v = vcrc16_raw(out, total)
+ *     out[total] = v & 0xFF
+ *     out[total + 1] = v >> 8             # <<<<<<<<<<<<<<
+ *     return total + 2
+ * 
+*/
+  (__pyx_v_out[(__pyx_v_total + 1)]) = (__pyx_v_v >> 8);
+
+  /* "fabric/_wirefast.pyx":144
+ *     out[total] = v & 0xFF
+ *     out[total + 1] = v >> 8
+ *     return total + 2             # <<<<<<<<<<<<<<
+ * 
+ * 
+*/
+  {
+
+    __pyx_r = (__pyx_v_total + 2);
+  }
+  goto __pyx_L0;
+
+  /* "fabric/_wirefast.pyx":86
+ * 
+ * 
+ * cdef Py_ssize_t write_ud_packet(uint8_t *out, const uint8_t *payload, Py_ssize_t n, unsigned int slid,             # <<<<<<<<<<<<<<
+ *                                 unsigned int dlid, unsigned int sl, unsigned int pkey, unsigned int dest_qp,
+ *                                 unsigned int src_qp, unsigned int qkey, unsigned int psn) noexcept nogil:
+*/
+
+  /* function exit code */
+  __pyx_L0:;
+
+
+
+
+
+
+  return __pyx_r;
+}
+
+/* "fabric/_wirefast.pyx":147
+ * 
+ * 
+ * def build_ud_packet_fast(const unsigned char[::1] payload not None, unsigned int slid, unsigned int dlid,             # <<<<<<<<<<<<<<
+ *                          unsigned int dest_qp, unsigned int src_qp, unsigned int qkey, unsigned int pkey=0xFFFF,
+ *                          unsigned int sl=0, unsigned int psn=0):
+*/
+
+/* Python wrapper */
+static PyObject *__pyx_pw_6fabric_9_wirefast_3build_ud_packet_fast(PyObject *__pyx_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+); /*proto*/
+PyDoc_STRVAR(__pyx_doc_6fabric_9_wirefast_2build_ud_packet_fast, "The compiled twin of fabric.wire.build_ud_packet for the common case (no GRH, VL 0).");
+static PyMethodDef __pyx_mdef_6fabric_9_wirefast_3build_ud_packet_fast = {"build_ud_packet_fast", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6fabric_9_wirefast_3build_ud_packet_fast, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6fabric_9_wirefast_2build_ud_packet_fast};
+static PyObject *__pyx_pw_6fabric_9_wirefast_3build_ud_packet_fast(PyObject *__pyx_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+) {
+  __Pyx_memviewslice __pyx_v_payload = { 0, 0, { 0 }, { 0 }, { 0 } };
+  unsigned int __pyx_v_slid;
+  unsigned int __pyx_v_dlid;
+  unsigned int __pyx_v_dest_qp;
+  unsigned int __pyx_v_src_qp;
+  unsigned int __pyx_v_qkey;
+  unsigned int __pyx_v_pkey;
+  unsigned int __pyx_v_sl;
+  unsigned int __pyx_v_psn;
+  #if !CYTHON_VECTORCALL
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  #endif
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject* values[9] = {0,0,0,0,0,0,0,0,0};
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("build_ud_packet_fast (wrapper)", 0);
+  #if !CYTHON_VECTORCALL
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
+  #endif
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_FASTCALL(__pyx_args, __pyx_nargs);
+  {
+    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_payload,&__pyx_mstate_global->__pyx_n_u_slid,&__pyx_mstate_global->__pyx_n_u_dlid,&__pyx_mstate_global->__pyx_n_u_dest_qp,&__pyx_mstate_global->__pyx_n_u_src_qp,&__pyx_mstate_global->__pyx_n_u_qkey,&__pyx_mstate_global->__pyx_n_u_pkey,&__pyx_mstate_global->__pyx_n_u_sl,&__pyx_mstate_global->__pyx_n_u_psn,0};
+    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 147, __pyx_L3_error)
+    if (__pyx_kwds_len > 0) {
+      switch (__pyx_nargs) {
+        case  9:
+        values[8] = __Pyx_ArgRef_FASTCALL(__pyx_args, 8);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(0, 147, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  8:
+        values[7] = __Pyx_ArgRef_FASTCALL(__pyx_args, 7);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(0, 147, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  7:
+        values[6] = __Pyx_ArgRef_FASTCALL(__pyx_args, 6);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(0, 147, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  6:
+        values[5] = __Pyx_ArgRef_FASTCALL(__pyx_args, 5);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 147, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  5:
+        values[4] = __Pyx_ArgRef_FASTCALL(__pyx_args, 4);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 147, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  4:
+        values[3] = __Pyx_ArgRef_FASTCALL(__pyx_args, 3);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 147, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  3:
+        values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 147, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  2:
+        values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 147, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  1:
+        values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 147, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  0: break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      const Py_ssize_t kwd_pos_args = __pyx_nargs;
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "build_ud_packet_fast", 0) < (0)) __PYX_ERR(0, 147, __pyx_L3_error)
+      for (Py_ssize_t i = __pyx_nargs; i < 6; i++) {
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("build_ud_packet_fast", 0, 6, 9, i); __PYX_ERR(0, 147, __pyx_L3_error) }
+      }
+    } else {
+      switch (__pyx_nargs) {
+        case  9:
+        values[8] = __Pyx_ArgRef_FASTCALL(__pyx_args, 8);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(0, 147, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  8:
+        values[7] = __Pyx_ArgRef_FASTCALL(__pyx_args, 7);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(0, 147, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  7:
+        values[6] = __Pyx_ArgRef_FASTCALL(__pyx_args, 6);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(0, 147, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  6:
+        values[5] = __Pyx_ArgRef_FASTCALL(__pyx_args, 5);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 147, __pyx_L3_error)
+        values[4] = __Pyx_ArgRef_FASTCALL(__pyx_args, 4);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 147, __pyx_L3_error)
+        values[3] = __Pyx_ArgRef_FASTCALL(__pyx_args, 3);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 147, __pyx_L3_error)
+        values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 147, __pyx_L3_error)
+        values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 147, __pyx_L3_error)
+        values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 147, __pyx_L3_error)
+        break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+    }
+    __pyx_v_payload = __Pyx_PyObject_to_MemoryviewSlice_dc_unsigned_char__const__(values[0], 0); if (unlikely(!__pyx_v_payload.memview)) __PYX_ERR(0, 147, __pyx_L3_error)
+    __pyx_v_slid = __Pyx_PyLong_As_unsigned_int(values[1]); if (unlikely((__pyx_v_slid == (unsigned int)-1) && PyErr_Occurred())) __PYX_ERR(0, 147, __pyx_L3_error)
+    __pyx_v_dlid = __Pyx_PyLong_As_unsigned_int(values[2]); if (unlikely((__pyx_v_dlid == (unsigned int)-1) && PyErr_Occurred())) __PYX_ERR(0, 147, __pyx_L3_error)
+    __pyx_v_dest_qp = __Pyx_PyLong_As_unsigned_int(values[3]); if (unlikely((__pyx_v_dest_qp == (unsigned int)-1) && PyErr_Occurred())) __PYX_ERR(0, 148, __pyx_L3_error)
+    __pyx_v_src_qp = __Pyx_PyLong_As_unsigned_int(values[4]); if (unlikely((__pyx_v_src_qp == (unsigned int)-1) && PyErr_Occurred())) __PYX_ERR(0, 148, __pyx_L3_error)
+    __pyx_v_qkey = __Pyx_PyLong_As_unsigned_int(values[5]); if (unlikely((__pyx_v_qkey == (unsigned int)-1) && PyErr_Occurred())) __PYX_ERR(0, 148, __pyx_L3_error)
+    if (values[6]) {
+      __pyx_v_pkey = __Pyx_PyLong_As_unsigned_int(values[6]); if (unlikely((__pyx_v_pkey == (unsigned int)-1) && PyErr_Occurred())) __PYX_ERR(0, 148, __pyx_L3_error)
+    } else {
+      __pyx_v_pkey = ((unsigned int)((unsigned int)0xFFFF));
+    }
+    if (values[7]) {
+      __pyx_v_sl = __Pyx_PyLong_As_unsigned_int(values[7]); if (unlikely((__pyx_v_sl == (unsigned int)-1) && PyErr_Occurred())) __PYX_ERR(0, 149, __pyx_L3_error)
+    } else {
+      __pyx_v_sl = ((unsigned int)((unsigned int)0));
+    }
+    if (values[8]) {
+      __pyx_v_psn = __Pyx_PyLong_As_unsigned_int(values[8]); if (unlikely((__pyx_v_psn == (unsigned int)-1) && PyErr_Occurred())) __PYX_ERR(0, 149, __pyx_L3_error)
+    } else {
+      __pyx_v_psn = ((unsigned int)((unsigned int)0));
+    }
+  }
+  goto __pyx_L6_skip;
+  __pyx_L5_argtuple_error:;
+  __Pyx_RaiseArgtupleInvalid("build_ud_packet_fast", 0, 6, 9, __pyx_nargs); __PYX_ERR(0, 147, __pyx_L3_error)
+  __pyx_L6_skip:;
+  goto __pyx_L4_argument_unpacking_done;
+  __pyx_L3_error:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_payload, 1);
+  __Pyx_AddTraceback("fabric._wirefast.build_ud_packet_fast", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_RefNannyFinishContext();
+  return NULL;
+  __pyx_L4_argument_unpacking_done:;
+  if (unlikely(((PyObject *)__pyx_v_payload.memview) == Py_None)) {
+    PyErr_Format(PyExc_TypeError, "Argument '%.200s' must not be None", "payload"); __PYX_ERR(0, 147, __pyx_L1_error)
+  }
+  __pyx_r = __pyx_pf_6fabric_9_wirefast_2build_ud_packet_fast(__pyx_self, __pyx_v_payload, __pyx_v_slid, __pyx_v_dlid, __pyx_v_dest_qp, __pyx_v_src_qp, __pyx_v_qkey, __pyx_v_pkey, __pyx_v_sl, __pyx_v_psn);
+
+  /* function exit code */
+  goto __pyx_L0;
+  __pyx_L1_error:;
+  __pyx_r = NULL;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  goto __pyx_L7_cleaned_up;
+  __pyx_L0:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __pyx_L7_cleaned_up:;
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_payload, 1);
+
+
+
+
+
+
+
+
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_6fabric_9_wirefast_2build_ud_packet_fast(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_payload, unsigned int __pyx_v_slid, unsigned int __pyx_v_dlid, unsigned int __pyx_v_dest_qp, unsigned int __pyx_v_src_qp, unsigned int __pyx_v_qkey, unsigned int __pyx_v_pkey, unsigned int __pyx_v_sl, unsigned int __pyx_v_psn) {
+  Py_ssize_t __pyx_v_n;
+  PyObject *__pyx_v_out = 0;
+  Py_ssize_t __pyx_v_ln;
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  unsigned char const *__pyx_t_2;
+  int __pyx_t_3;
+  Py_ssize_t __pyx_t_4;
+  PyObject *__pyx_t_5 = NULL;
+  PyObject *__pyx_t_6 = NULL;
+  size_t __pyx_t_7;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("build_ud_packet_fast", 0);
+
+  /* "fabric/_wirefast.pyx":151
+ *                          unsigned int sl=0, unsigned int psn=0):
+ *     """The compiled twin of fabric.wire.build_ud_packet for the common case (no GRH, VL 0)."""
+ *     cdef Py_ssize_t n = payload.shape[0]             # <<<<<<<<<<<<<<
+ *     cdef bytearray out = PyByteArray_FromStringAndSize(NULL, 28 + n + 3 + 6)
+ *     cdef Py_ssize_t ln = write_ud_packet(<uint8_t *> PyByteArray_AS_STRING(out),
+*/
+  __pyx_v_n = (__pyx_v_payload.shape[0]);
+
+  /* "fabric/_wirefast.pyx":152
+ *     """The compiled twin of fabric.wire.build_ud_packet for the common case (no GRH, VL 0)."""
+ *     cdef Py_ssize_t n = payload.shape[0]
+ *     cdef bytearray out = PyByteArray_FromStringAndSize(NULL, 28 + n + 3 + 6)             # <<<<<<<<<<<<<<
+ *     cdef Py_ssize_t ln = write_ud_packet(<uint8_t *> PyByteArray_AS_STRING(out),
+ *                                          &payload[0] if n else <const uint8_t *> b"", n, slid, dlid, sl, pkey,
+*/
+  __pyx_t_1 = PyByteArray_FromStringAndSize(NULL, (((28 + __pyx_v_n) + 3) + 6)); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 152, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+  __pyx_v_out = ((PyObject*)__pyx_t_1);
+  __pyx_t_1 = 0;
+
+  /* "fabric/_wirefast.pyx":154
+ *     cdef bytearray out = PyByteArray_FromStringAndSize(NULL, 28 + n + 3 + 6)
+ *     cdef Py_ssize_t ln = write_ud_packet(<uint8_t *> PyByteArray_AS_STRING(out),
+ *                                          &payload[0] if n else <const uint8_t *> b"", n, slid, dlid, sl, pkey,             # <<<<<<<<<<<<<<
+ *                                          dest_qp, src_qp, qkey, psn)
+ *     return bytes(out[:ln])
+*/
+  __pyx_t_3 = (__pyx_v_n != 0);
+
+  if (__pyx_t_3) {
+    __pyx_t_4 = 0;
+
+    __pyx_t_2 = (&(*((unsigned char const  *) ( /* dim=0 */ ((char *) (((unsigned char const  *) __pyx_v_payload.data) + __pyx_t_4)) ))));
+  } else {
+
+    __pyx_t_2 = ((uint8_t const *)((uint8_t const *)__pyx_k__5));
+  }
+
+
+  /* "fabric/_wirefast.pyx":153
+ *     cdef Py_ssize_t n = payload.shape[0]
+ *     cdef bytearray out = PyByteArray_FromStringAndSize(NULL, 28 + n + 3 + 6)
+ *     cdef Py_ssize_t ln = write_ud_packet(<uint8_t *> PyByteArray_AS_STRING(out),             # <<<<<<<<<<<<<<
+ *                                          &payload[0] if n else <const uint8_t *> b"", n, slid, dlid, sl, pkey,
+ *                                          dest_qp, src_qp, qkey, psn)
+*/
+  __pyx_v_ln = __pyx_f_6fabric_9_wirefast_write_ud_packet(((uint8_t *)PyByteArray_AS_STRING(__pyx_v_out)), __pyx_t_2, __pyx_v_n, __pyx_v_slid, __pyx_v_dlid, __pyx_v_sl, __pyx_v_pkey, __pyx_v_dest_qp, __pyx_v_src_qp, __pyx_v_qkey, __pyx_v_psn);
+
+
+  /* "fabric/_wirefast.pyx":156
+ *                                          &payload[0] if n else <const uint8_t *> b"", n, slid, dlid, sl, pkey,
+ *                                          dest_qp, src_qp, qkey, psn)
+ *     return bytes(out[:ln])             # <<<<<<<<<<<<<<
+ * 
+ * 
+*/
+  __pyx_t_5 = NULL;
+  if (unlikely(__pyx_v_out == Py_None)) {
+    PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
+    __PYX_ERR(0, 156, __pyx_L1_error)
+  }
+  __pyx_t_6 = PySequence_GetSlice(__pyx_v_out, 0, __pyx_v_ln); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 156, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_6);
+  __pyx_t_7 = 1;
+  {
+    PyObject *__pyx_callargs[2] = {__pyx_t_5, __pyx_t_6};
+    __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)(&PyBytes_Type), __pyx_callargs+__pyx_t_7, (2-__pyx_t_7) | (__pyx_t_7*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
+    __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 156, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_1);
+  }
+  {
+    PyObject *__pyx_temp;
+    {
+      __pyx_temp = __pyx_r;
+      __pyx_r = __pyx_t_1;
+    }
+    __Pyx_XDECREF(__pyx_temp);
+  }
+  __pyx_t_1 = 0;
+  goto __pyx_L0;
+
+  /* "fabric/_wirefast.pyx":147
+ * 
+ * 
+ * def build_ud_packet_fast(const unsigned char[::1] payload not None, unsigned int slid, unsigned int dlid,             # <<<<<<<<<<<<<<
+ *                          unsigned int dest_qp, unsigned int src_qp, unsigned int qkey, unsigned int pkey=0xFFFF,
+ *                          unsigned int sl=0, unsigned int psn=0):
+*/
+
+  /* function exit code */
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_1);
+  __Pyx_XDECREF(__pyx_t_5);
+  __Pyx_XDECREF(__pyx_t_6);
+  __Pyx_AddTraceback("fabric._wirefast.build_ud_packet_fast", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = NULL;
+  __pyx_L0:;
+
+  __Pyx_XDECREF(__pyx_v_out);
+
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "fabric/_wirefast.pyx":159
+ * 
+ * 
+ * cdef uint16_t vcrc16_raw(const uint8_t *p, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
  *     cdef uint16_t crc = 0xFFFF
  *     cdef Py_ssize_t i = 0
 */
 
-static CYTHON_INLINE uint16_t __pyx_f_6fabric_9_wirefast_vcrc16_raw(uint8_t const *__pyx_v_p, Py_ssize_t __pyx_v_n) {
+static uint16_t __pyx_f_6fabric_9_wirefast_vcrc16_raw(uint8_t const *__pyx_v_p, Py_ssize_t __pyx_v_n) {
   uint16_t __pyx_v_crc;
   Py_ssize_t __pyx_v_i;
   uint16_t __pyx_r;
   int __pyx_t_1;
 
-  /* "fabric/_wirefast.pyx":40
+  /* "fabric/_wirefast.pyx":160
  * 
- * cdef inline uint16_t vcrc16_raw(const uint8_t *p, Py_ssize_t n) noexcept nogil:
+ * cdef uint16_t vcrc16_raw(const uint8_t *p, Py_ssize_t n) noexcept nogil:
  *     cdef uint16_t crc = 0xFFFF             # <<<<<<<<<<<<<<
  *     cdef Py_ssize_t i = 0
  *     while n - i >= 8:
 */
   __pyx_v_crc = 0xFFFF;
 
-  /* "fabric/_wirefast.pyx":41
- * cdef inline uint16_t vcrc16_raw(const uint8_t *p, Py_ssize_t n) noexcept nogil:
+  /* "fabric/_wirefast.pyx":161
+ * cdef uint16_t vcrc16_raw(const uint8_t *p, Py_ssize_t n) noexcept nogil:
  *     cdef uint16_t crc = 0xFFFF
  *     cdef Py_ssize_t i = 0             # <<<<<<<<<<<<<<
  *     while n - i >= 8:
@@ -18269,7 +19563,7 @@ static CYTHON_INLINE uint16_t __pyx_f_6fabric_9_wirefast_vcrc16_raw(uint8_t cons
 */
   __pyx_v_i = 0;
 
-  /* "fabric/_wirefast.pyx":42
+  /* "fabric/_wirefast.pyx":162
  *     cdef uint16_t crc = 0xFFFF
  *     cdef Py_ssize_t i = 0
  *     while n - i >= 8:             # <<<<<<<<<<<<<<
@@ -18282,7 +19576,7 @@ static CYTHON_INLINE uint16_t __pyx_f_6fabric_9_wirefast_vcrc16_raw(uint8_t cons
 
     if (!__pyx_t_1) break;
 
-    /* "fabric/_wirefast.pyx":45
+    /* "fabric/_wirefast.pyx":165
  *         crc = (SLICE[7][p[i] ^ (crc & 0xFF)] ^ SLICE[6][p[i + 1] ^ (crc >> 8)] ^ SLICE[5][p[i + 2]]
  *                ^ SLICE[4][p[i + 3]] ^ SLICE[3][p[i + 4]] ^ SLICE[2][p[i + 5]] ^ SLICE[1][p[i + 6]]
  *                ^ SLICE[0][p[i + 7]])             # <<<<<<<<<<<<<<
@@ -18291,7 +19585,7 @@ static CYTHON_INLINE uint16_t __pyx_f_6fabric_9_wirefast_vcrc16_raw(uint8_t cons
 */
     __pyx_v_crc = (((((((((__pyx_v_6fabric_9_wirefast_SLICE[7])[((__pyx_v_p[__pyx_v_i]) ^ (__pyx_v_crc & 0xFF))]) ^ ((__pyx_v_6fabric_9_wirefast_SLICE[6])[((__pyx_v_p[(__pyx_v_i + 1)]) ^ (__pyx_v_crc >> 8))])) ^ ((__pyx_v_6fabric_9_wirefast_SLICE[5])[(__pyx_v_p[(__pyx_v_i + 2)])])) ^ ((__pyx_v_6fabric_9_wirefast_SLICE[4])[(__pyx_v_p[(__pyx_v_i + 3)])])) ^ ((__pyx_v_6fabric_9_wirefast_SLICE[3])[(__pyx_v_p[(__pyx_v_i + 4)])])) ^ ((__pyx_v_6fabric_9_wirefast_SLICE[2])[(__pyx_v_p[(__pyx_v_i + 5)])])) ^ ((__pyx_v_6fabric_9_wirefast_SLICE[1])[(__pyx_v_p[(__pyx_v_i + 6)])])) ^ ((__pyx_v_6fabric_9_wirefast_SLICE[0])[(__pyx_v_p[(__pyx_v_i + 7)])]));
 
-    /* "fabric/_wirefast.pyx":46
+    /* "fabric/_wirefast.pyx":166
  *                ^ SLICE[4][p[i + 3]] ^ SLICE[3][p[i + 4]] ^ SLICE[2][p[i + 5]] ^ SLICE[1][p[i + 6]]
  *                ^ SLICE[0][p[i + 7]])
  *         i += 8             # <<<<<<<<<<<<<<
@@ -18301,7 +19595,7 @@ static CYTHON_INLINE uint16_t __pyx_f_6fabric_9_wirefast_vcrc16_raw(uint8_t cons
     __pyx_v_i = (__pyx_v_i + 8);
   }
 
-  /* "fabric/_wirefast.pyx":47
+  /* "fabric/_wirefast.pyx":167
  *                ^ SLICE[0][p[i + 7]])
  *         i += 8
  *     while i < n:             # <<<<<<<<<<<<<<
@@ -18314,7 +19608,7 @@ static CYTHON_INLINE uint16_t __pyx_f_6fabric_9_wirefast_vcrc16_raw(uint8_t cons
 
     if (!__pyx_t_1) break;
 
-    /* "fabric/_wirefast.pyx":48
+    /* "fabric/_wirefast.pyx":168
  *         i += 8
  *     while i < n:
  *         crc = (crc >> 8) ^ VCRC_TABLE[(crc ^ p[i]) & 0xFF]             # <<<<<<<<<<<<<<
@@ -18323,7 +19617,7 @@ static CYTHON_INLINE uint16_t __pyx_f_6fabric_9_wirefast_vcrc16_raw(uint8_t cons
 */
     __pyx_v_crc = ((__pyx_v_crc >> 8) ^ (__pyx_v_6fabric_9_wirefast_VCRC_TABLE[((__pyx_v_crc ^ (__pyx_v_p[__pyx_v_i])) & 0xFF)]));
 
-    /* "fabric/_wirefast.pyx":49
+    /* "fabric/_wirefast.pyx":169
  *     while i < n:
  *         crc = (crc >> 8) ^ VCRC_TABLE[(crc ^ p[i]) & 0xFF]
  *         i += 1             # <<<<<<<<<<<<<<
@@ -18333,7 +19627,7 @@ static CYTHON_INLINE uint16_t __pyx_f_6fabric_9_wirefast_vcrc16_raw(uint8_t cons
     __pyx_v_i = (__pyx_v_i + 1);
   }
 
-  /* "fabric/_wirefast.pyx":50
+  /* "fabric/_wirefast.pyx":170
  *         crc = (crc >> 8) ^ VCRC_TABLE[(crc ^ p[i]) & 0xFF]
  *         i += 1
  *     return crc ^ 0xFFFF             # <<<<<<<<<<<<<<
@@ -18346,10 +19640,10 @@ static CYTHON_INLINE uint16_t __pyx_f_6fabric_9_wirefast_vcrc16_raw(uint8_t cons
   }
   goto __pyx_L0;
 
-  /* "fabric/_wirefast.pyx":39
+  /* "fabric/_wirefast.pyx":159
  * 
  * 
- * cdef inline uint16_t vcrc16_raw(const uint8_t *p, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
+ * cdef uint16_t vcrc16_raw(const uint8_t *p, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
  *     cdef uint16_t crc = 0xFFFF
  *     cdef Py_ssize_t i = 0
 */
@@ -18361,7 +19655,7 @@ static CYTHON_INLINE uint16_t __pyx_f_6fabric_9_wirefast_vcrc16_raw(uint8_t cons
   return __pyx_r;
 }
 
-/* "fabric/_wirefast.pyx":53
+/* "fabric/_wirefast.pyx":173
  * 
  * 
  * def vcrc16(const unsigned char[::1] data not None):             # <<<<<<<<<<<<<<
@@ -18370,16 +19664,16 @@ static CYTHON_INLINE uint16_t __pyx_f_6fabric_9_wirefast_vcrc16_raw(uint8_t cons
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6fabric_9_wirefast_1vcrc16(PyObject *__pyx_self, 
+static PyObject *__pyx_pw_6fabric_9_wirefast_5vcrc16(PyObject *__pyx_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_6fabric_9_wirefast_vcrc16, "CRC-16/0x100B (reflected, seed and final XOR 0xFFFF) over ``data``.");
-static PyMethodDef __pyx_mdef_6fabric_9_wirefast_1vcrc16 = {"vcrc16", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6fabric_9_wirefast_1vcrc16, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6fabric_9_wirefast_vcrc16};
-static PyObject *__pyx_pw_6fabric_9_wirefast_1vcrc16(PyObject *__pyx_self, 
+PyDoc_STRVAR(__pyx_doc_6fabric_9_wirefast_4vcrc16, "CRC-16/0x100B (reflected, seed and final XOR 0xFFFF) over ``data``.");
+static PyMethodDef __pyx_mdef_6fabric_9_wirefast_5vcrc16 = {"vcrc16", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6fabric_9_wirefast_5vcrc16, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6fabric_9_wirefast_4vcrc16};
+static PyObject *__pyx_pw_6fabric_9_wirefast_5vcrc16(PyObject *__pyx_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -18409,32 +19703,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_data,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 53, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 173, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 53, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 173, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "vcrc16", 0) < (0)) __PYX_ERR(0, 53, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "vcrc16", 0) < (0)) __PYX_ERR(0, 173, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("vcrc16", 1, 1, 1, i); __PYX_ERR(0, 53, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("vcrc16", 1, 1, 1, i); __PYX_ERR(0, 173, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 53, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 173, __pyx_L3_error)
     }
-    __pyx_v_data = __Pyx_PyObject_to_MemoryviewSlice_dc_unsigned_char__const__(values[0], 0); if (unlikely(!__pyx_v_data.memview)) __PYX_ERR(0, 53, __pyx_L3_error)
+    __pyx_v_data = __Pyx_PyObject_to_MemoryviewSlice_dc_unsigned_char__const__(values[0], 0); if (unlikely(!__pyx_v_data.memview)) __PYX_ERR(0, 173, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("vcrc16", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 53, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("vcrc16", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 173, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -18447,9 +19741,9 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return NULL;
   __pyx_L4_argument_unpacking_done:;
   if (unlikely(((PyObject *)__pyx_v_data.memview) == Py_None)) {
-    PyErr_Format(PyExc_TypeError, "Argument '%.200s' must not be None", "data"); __PYX_ERR(0, 53, __pyx_L1_error)
+    PyErr_Format(PyExc_TypeError, "Argument '%.200s' must not be None", "data"); __PYX_ERR(0, 173, __pyx_L1_error)
   }
-  __pyx_r = __pyx_pf_6fabric_9_wirefast_vcrc16(__pyx_self, __pyx_v_data);
+  __pyx_r = __pyx_pf_6fabric_9_wirefast_4vcrc16(__pyx_self, __pyx_v_data);
 
   /* function exit code */
   goto __pyx_L0;
@@ -18469,7 +19763,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6fabric_9_wirefast_vcrc16(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_data) {
+static PyObject *__pyx_pf_6fabric_9_wirefast_4vcrc16(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_data) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   int __pyx_t_1;
@@ -18480,7 +19774,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_vcrc16(CYTHON_UNUSED PyObject *__py
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("vcrc16", 0);
 
-  /* "fabric/_wirefast.pyx":55
+  /* "fabric/_wirefast.pyx":175
  * def vcrc16(const unsigned char[::1] data not None):
  *     """CRC-16/0x100B (reflected, seed and final XOR 0xFFFF) over ``data``."""
  *     if data.shape[0] == 0:             # <<<<<<<<<<<<<<
@@ -18492,7 +19786,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_vcrc16(CYTHON_UNUSED PyObject *__py
   if (__pyx_t_1) {
 
 
-    /* "fabric/_wirefast.pyx":56
+    /* "fabric/_wirefast.pyx":176
  *     """CRC-16/0x100B (reflected, seed and final XOR 0xFFFF) over ``data``."""
  *     if data.shape[0] == 0:
  *         return 0xFFFF ^ 0xFFFF             # <<<<<<<<<<<<<<
@@ -18510,7 +19804,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_vcrc16(CYTHON_UNUSED PyObject *__py
     }
     goto __pyx_L0;
 
-    /* "fabric/_wirefast.pyx":55
+    /* "fabric/_wirefast.pyx":175
  * def vcrc16(const unsigned char[::1] data not None):
  *     """CRC-16/0x100B (reflected, seed and final XOR 0xFFFF) over ``data``."""
  *     if data.shape[0] == 0:             # <<<<<<<<<<<<<<
@@ -18519,7 +19813,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_vcrc16(CYTHON_UNUSED PyObject *__py
 */
   }
 
-  /* "fabric/_wirefast.pyx":57
+  /* "fabric/_wirefast.pyx":177
  *     if data.shape[0] == 0:
  *         return 0xFFFF ^ 0xFFFF
  *     return vcrc16_raw(&data[0], data.shape[0])             # <<<<<<<<<<<<<<
@@ -18527,7 +19821,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_vcrc16(CYTHON_UNUSED PyObject *__py
  * 
 */
   __pyx_t_2 = 0;
-  __pyx_t_3 = __Pyx_PyLong_From_uint16_t(__pyx_f_6fabric_9_wirefast_vcrc16_raw((&(*((unsigned char const  *) ( /* dim=0 */ ((char *) (((unsigned char const  *) __pyx_v_data.data) + __pyx_t_2)) )))), (__pyx_v_data.shape[0]))); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 57, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyLong_From_uint16_t(__pyx_f_6fabric_9_wirefast_vcrc16_raw((&(*((unsigned char const  *) ( /* dim=0 */ ((char *) (((unsigned char const  *) __pyx_v_data.data) + __pyx_t_2)) )))), (__pyx_v_data.shape[0]))); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 177, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   {
     PyObject *__pyx_temp;
@@ -18540,7 +19834,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_vcrc16(CYTHON_UNUSED PyObject *__py
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "fabric/_wirefast.pyx":53
+  /* "fabric/_wirefast.pyx":173
  * 
  * 
  * def vcrc16(const unsigned char[::1] data not None):             # <<<<<<<<<<<<<<
@@ -18559,7 +19853,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_vcrc16(CYTHON_UNUSED PyObject *__py
   return __pyx_r;
 }
 
-/* "fabric/_wirefast.pyx":60
+/* "fabric/_wirefast.pyx":180
  * 
  * 
  * def vcrc_ok(const unsigned char[::1] packet not None):             # <<<<<<<<<<<<<<
@@ -18568,16 +19862,16 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_vcrc16(CYTHON_UNUSED PyObject *__py
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6fabric_9_wirefast_3vcrc_ok(PyObject *__pyx_self, 
+static PyObject *__pyx_pw_6fabric_9_wirefast_7vcrc_ok(PyObject *__pyx_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_6fabric_9_wirefast_2vcrc_ok, "True when the last two octets are the VCRC (least significant octet first) of the rest.");
-static PyMethodDef __pyx_mdef_6fabric_9_wirefast_3vcrc_ok = {"vcrc_ok", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6fabric_9_wirefast_3vcrc_ok, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6fabric_9_wirefast_2vcrc_ok};
-static PyObject *__pyx_pw_6fabric_9_wirefast_3vcrc_ok(PyObject *__pyx_self, 
+PyDoc_STRVAR(__pyx_doc_6fabric_9_wirefast_6vcrc_ok, "True when the last two octets are the VCRC (least significant octet first) of the rest.");
+static PyMethodDef __pyx_mdef_6fabric_9_wirefast_7vcrc_ok = {"vcrc_ok", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6fabric_9_wirefast_7vcrc_ok, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6fabric_9_wirefast_6vcrc_ok};
+static PyObject *__pyx_pw_6fabric_9_wirefast_7vcrc_ok(PyObject *__pyx_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -18607,32 +19901,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_packet,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 60, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 180, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 60, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 180, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "vcrc_ok", 0) < (0)) __PYX_ERR(0, 60, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "vcrc_ok", 0) < (0)) __PYX_ERR(0, 180, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("vcrc_ok", 1, 1, 1, i); __PYX_ERR(0, 60, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("vcrc_ok", 1, 1, 1, i); __PYX_ERR(0, 180, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 60, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 180, __pyx_L3_error)
     }
-    __pyx_v_packet = __Pyx_PyObject_to_MemoryviewSlice_dc_unsigned_char__const__(values[0], 0); if (unlikely(!__pyx_v_packet.memview)) __PYX_ERR(0, 60, __pyx_L3_error)
+    __pyx_v_packet = __Pyx_PyObject_to_MemoryviewSlice_dc_unsigned_char__const__(values[0], 0); if (unlikely(!__pyx_v_packet.memview)) __PYX_ERR(0, 180, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("vcrc_ok", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 60, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("vcrc_ok", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 180, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -18645,9 +19939,9 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return NULL;
   __pyx_L4_argument_unpacking_done:;
   if (unlikely(((PyObject *)__pyx_v_packet.memview) == Py_None)) {
-    PyErr_Format(PyExc_TypeError, "Argument '%.200s' must not be None", "packet"); __PYX_ERR(0, 60, __pyx_L1_error)
+    PyErr_Format(PyExc_TypeError, "Argument '%.200s' must not be None", "packet"); __PYX_ERR(0, 180, __pyx_L1_error)
   }
-  __pyx_r = __pyx_pf_6fabric_9_wirefast_2vcrc_ok(__pyx_self, __pyx_v_packet);
+  __pyx_r = __pyx_pf_6fabric_9_wirefast_6vcrc_ok(__pyx_self, __pyx_v_packet);
 
   /* function exit code */
   goto __pyx_L0;
@@ -18667,7 +19961,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6fabric_9_wirefast_2vcrc_ok(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_packet) {
+static PyObject *__pyx_pf_6fabric_9_wirefast_6vcrc_ok(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_packet) {
   Py_ssize_t __pyx_v_n;
   uint16_t __pyx_v_c;
   PyObject *__pyx_r = NULL;
@@ -18681,7 +19975,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_2vcrc_ok(CYTHON_UNUSED PyObject *__
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("vcrc_ok", 0);
 
-  /* "fabric/_wirefast.pyx":62
+  /* "fabric/_wirefast.pyx":182
  * def vcrc_ok(const unsigned char[::1] packet not None):
  *     """True when the last two octets are the VCRC (least significant octet first) of the rest."""
  *     cdef Py_ssize_t n = packet.shape[0]             # <<<<<<<<<<<<<<
@@ -18690,7 +19984,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_2vcrc_ok(CYTHON_UNUSED PyObject *__
 */
   __pyx_v_n = (__pyx_v_packet.shape[0]);
 
-  /* "fabric/_wirefast.pyx":64
+  /* "fabric/_wirefast.pyx":184
  *     cdef Py_ssize_t n = packet.shape[0]
  *     cdef uint16_t c
  *     if n < 2:             # <<<<<<<<<<<<<<
@@ -18702,7 +19996,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_2vcrc_ok(CYTHON_UNUSED PyObject *__
   if (__pyx_t_1) {
 
 
-    /* "fabric/_wirefast.pyx":65
+    /* "fabric/_wirefast.pyx":185
  *     cdef uint16_t c
  *     if n < 2:
  *         return False             # <<<<<<<<<<<<<<
@@ -18720,7 +20014,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_2vcrc_ok(CYTHON_UNUSED PyObject *__
     }
     goto __pyx_L0;
 
-    /* "fabric/_wirefast.pyx":64
+    /* "fabric/_wirefast.pyx":184
  *     cdef Py_ssize_t n = packet.shape[0]
  *     cdef uint16_t c
  *     if n < 2:             # <<<<<<<<<<<<<<
@@ -18729,7 +20023,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_2vcrc_ok(CYTHON_UNUSED PyObject *__
 */
   }
 
-  /* "fabric/_wirefast.pyx":66
+  /* "fabric/_wirefast.pyx":186
  *     if n < 2:
  *         return False
  *     c = vcrc16_raw(&packet[0], n - 2)             # <<<<<<<<<<<<<<
@@ -18739,7 +20033,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_2vcrc_ok(CYTHON_UNUSED PyObject *__
   __pyx_t_2 = 0;
   __pyx_v_c = __pyx_f_6fabric_9_wirefast_vcrc16_raw((&(*((unsigned char const  *) ( /* dim=0 */ ((char *) (((unsigned char const  *) __pyx_v_packet.data) + __pyx_t_2)) )))), (__pyx_v_n - 2));
 
-  /* "fabric/_wirefast.pyx":67
+  /* "fabric/_wirefast.pyx":187
  *         return False
  *     c = vcrc16_raw(&packet[0], n - 2)
  *     return packet[n - 2] == (c & 0xFF) and packet[n - 1] == (c >> 8)             # <<<<<<<<<<<<<<
@@ -18752,7 +20046,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_2vcrc_ok(CYTHON_UNUSED PyObject *__
   if (__pyx_t_1) {
 
   } else {
-    __pyx_t_4 = __Pyx_PyBool_FromLong(__pyx_t_1); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 67, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyBool_FromLong(__pyx_t_1); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 187, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __pyx_t_3 = __pyx_t_4;
     __pyx_t_4 = 0;
@@ -18762,7 +20056,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_2vcrc_ok(CYTHON_UNUSED PyObject *__
   __pyx_t_2 = (__pyx_v_n - 1);
   __pyx_t_1 = ((*((unsigned char const  *) ( /* dim=0 */ ((char *) (((unsigned char const  *) __pyx_v_packet.data) + __pyx_t_2)) ))) == (__pyx_v_c >> 8));
 
-  __pyx_t_4 = __Pyx_PyBool_FromLong(__pyx_t_1); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 67, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyBool_FromLong(__pyx_t_1); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 187, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __pyx_t_3 = __pyx_t_4;
   __pyx_t_4 = 0;
@@ -18779,7 +20073,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_2vcrc_ok(CYTHON_UNUSED PyObject *__
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "fabric/_wirefast.pyx":60
+  /* "fabric/_wirefast.pyx":180
  * 
  * 
  * def vcrc_ok(const unsigned char[::1] packet not None):             # <<<<<<<<<<<<<<
@@ -18801,7 +20095,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_2vcrc_ok(CYTHON_UNUSED PyObject *__
   return __pyx_r;
 }
 
-/* "fabric/_wirefast.pyx":82
+/* "fabric/_wirefast.pyx":200
  * 
  * 
  * def forward_burst(const unsigned char[::1] burst not None, Py_ssize_t offset, Py_ssize_t count,             # <<<<<<<<<<<<<<
@@ -18810,16 +20104,16 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_2vcrc_ok(CYTHON_UNUSED PyObject *__
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6fabric_9_wirefast_5forward_burst(PyObject *__pyx_self, 
+static PyObject *__pyx_pw_6fabric_9_wirefast_9forward_burst(PyObject *__pyx_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_6fabric_9_wirefast_4forward_burst, "Forward the unicast data packets of a burst by the LFT, in C.\n\n    ``burst[offset:]`` holds ``count`` packets, each preceded by a 16-bit length. Returns\n    ``(out, slow, stats)``: ``out`` maps an egress port to ``[packets, segment]`` where the segment\n    is a bytearray that starts with SEG_HEADROOM octets for the outgoing burst header, followed by\n    the length-prefixed packets (so the host sends it without another copy); ``slow`` lists the packets the Python path\n    must handle (VL15, multicast, our own LID, anything malformed, so that every drop is classified\n    in one place); ``stats`` is (rcv_pkts, rcv_words, relay_errors, [(port, xmit_pkts, xmit_words,\n    discards)]) for the counters.\n    ");
-static PyMethodDef __pyx_mdef_6fabric_9_wirefast_5forward_burst = {"forward_burst", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6fabric_9_wirefast_5forward_burst, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6fabric_9_wirefast_4forward_burst};
-static PyObject *__pyx_pw_6fabric_9_wirefast_5forward_burst(PyObject *__pyx_self, 
+PyDoc_STRVAR(__pyx_doc_6fabric_9_wirefast_8forward_burst, "Forward the unicast data packets of a burst by the LFT, in C.\n\n    ``burst[offset:]`` holds ``count`` packets, each preceded by a 16-bit length. Returns\n    ``(out, slow, stats)``: ``out`` maps an egress port to ``[packets, segment]`` where the segment\n    is a bytearray that starts with SEG_HEADROOM octets for the outgoing burst header, followed by\n    the length-prefixed packets (so the host sends it without another copy); ``slow`` lists the packets the Python path\n    must handle (VL15, multicast, our own LID, anything malformed, so that every drop is classified\n    in one place); ``stats`` is (rcv_pkts, rcv_words, relay_errors, [(port, xmit_pkts, xmit_words,\n    discards)]) for the counters.\n    ");
+static PyMethodDef __pyx_mdef_6fabric_9_wirefast_9forward_burst = {"forward_burst", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6fabric_9_wirefast_9forward_burst, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6fabric_9_wirefast_8forward_burst};
+static PyObject *__pyx_pw_6fabric_9_wirefast_9forward_burst(PyObject *__pyx_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -18858,95 +20152,95 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_burst,&__pyx_mstate_global->__pyx_n_u_offset,&__pyx_mstate_global->__pyx_n_u_count,&__pyx_mstate_global->__pyx_n_u_in_port,&__pyx_mstate_global->__pyx_n_u_lft,&__pyx_mstate_global->__pyx_n_u_lft_top,&__pyx_mstate_global->__pyx_n_u_port_flags,&__pyx_mstate_global->__pyx_n_u_port_mtu,&__pyx_mstate_global->__pyx_n_u_own_lid_base,&__pyx_mstate_global->__pyx_n_u_own_lid_count,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 82, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 200, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case 10:
         values[9] = __Pyx_ArgRef_FASTCALL(__pyx_args, 9);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(0, 82, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(0, 200, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  9:
         values[8] = __Pyx_ArgRef_FASTCALL(__pyx_args, 8);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(0, 82, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(0, 200, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  8:
         values[7] = __Pyx_ArgRef_FASTCALL(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(0, 82, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(0, 200, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_FASTCALL(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(0, 82, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(0, 200, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_FASTCALL(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 82, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 200, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_FASTCALL(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 82, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 200, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_FASTCALL(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 82, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 200, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 82, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 200, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 82, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 200, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 82, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 200, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "forward_burst", 0) < (0)) __PYX_ERR(0, 82, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "forward_burst", 0) < (0)) __PYX_ERR(0, 200, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 10; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("forward_burst", 1, 10, 10, i); __PYX_ERR(0, 82, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("forward_burst", 1, 10, 10, i); __PYX_ERR(0, 200, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 10)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 82, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 200, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 82, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 200, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 82, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 200, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_FASTCALL(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 82, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 200, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_FASTCALL(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 82, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 200, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_FASTCALL(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 82, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 200, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_FASTCALL(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(0, 82, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(0, 200, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_FASTCALL(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(0, 82, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(0, 200, __pyx_L3_error)
       values[8] = __Pyx_ArgRef_FASTCALL(__pyx_args, 8);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(0, 82, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(0, 200, __pyx_L3_error)
       values[9] = __Pyx_ArgRef_FASTCALL(__pyx_args, 9);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(0, 82, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(0, 200, __pyx_L3_error)
     }
-    __pyx_v_burst = __Pyx_PyObject_to_MemoryviewSlice_dc_unsigned_char__const__(values[0], 0); if (unlikely(!__pyx_v_burst.memview)) __PYX_ERR(0, 82, __pyx_L3_error)
-    __pyx_v_offset = __Pyx_PyIndex_AsSsize_t(values[1]); if (unlikely((__pyx_v_offset == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 82, __pyx_L3_error)
-    __pyx_v_count = __Pyx_PyIndex_AsSsize_t(values[2]); if (unlikely((__pyx_v_count == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 82, __pyx_L3_error)
-    __pyx_v_in_port = __Pyx_PyLong_As_int(values[3]); if (unlikely((__pyx_v_in_port == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 83, __pyx_L3_error)
-    __pyx_v_lft = __Pyx_PyObject_to_MemoryviewSlice_dc_unsigned_char__const__(values[4], 0); if (unlikely(!__pyx_v_lft.memview)) __PYX_ERR(0, 83, __pyx_L3_error)
-    __pyx_v_lft_top = __Pyx_PyIndex_AsSsize_t(values[5]); if (unlikely((__pyx_v_lft_top == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 83, __pyx_L3_error)
-    __pyx_v_port_flags = __Pyx_PyObject_to_MemoryviewSlice_dc_unsigned_char__const__(values[6], 0); if (unlikely(!__pyx_v_port_flags.memview)) __PYX_ERR(0, 84, __pyx_L3_error)
-    __pyx_v_port_mtu = __Pyx_PyObject_to_MemoryviewSlice_dc_unsigned_int__const__(values[7], 0); if (unlikely(!__pyx_v_port_mtu.memview)) __PYX_ERR(0, 84, __pyx_L3_error)
-    __pyx_v_own_lid_base = __Pyx_PyLong_As_unsigned_int(values[8]); if (unlikely((__pyx_v_own_lid_base == (unsigned int)-1) && PyErr_Occurred())) __PYX_ERR(0, 85, __pyx_L3_error)
-    __pyx_v_own_lid_count = __Pyx_PyLong_As_unsigned_int(values[9]); if (unlikely((__pyx_v_own_lid_count == (unsigned int)-1) && PyErr_Occurred())) __PYX_ERR(0, 85, __pyx_L3_error)
+    __pyx_v_burst = __Pyx_PyObject_to_MemoryviewSlice_dc_unsigned_char__const__(values[0], 0); if (unlikely(!__pyx_v_burst.memview)) __PYX_ERR(0, 200, __pyx_L3_error)
+    __pyx_v_offset = __Pyx_PyIndex_AsSsize_t(values[1]); if (unlikely((__pyx_v_offset == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 200, __pyx_L3_error)
+    __pyx_v_count = __Pyx_PyIndex_AsSsize_t(values[2]); if (unlikely((__pyx_v_count == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 200, __pyx_L3_error)
+    __pyx_v_in_port = __Pyx_PyLong_As_int(values[3]); if (unlikely((__pyx_v_in_port == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 201, __pyx_L3_error)
+    __pyx_v_lft = __Pyx_PyObject_to_MemoryviewSlice_dc_unsigned_char__const__(values[4], 0); if (unlikely(!__pyx_v_lft.memview)) __PYX_ERR(0, 201, __pyx_L3_error)
+    __pyx_v_lft_top = __Pyx_PyIndex_AsSsize_t(values[5]); if (unlikely((__pyx_v_lft_top == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 201, __pyx_L3_error)
+    __pyx_v_port_flags = __Pyx_PyObject_to_MemoryviewSlice_dc_unsigned_char__const__(values[6], 0); if (unlikely(!__pyx_v_port_flags.memview)) __PYX_ERR(0, 202, __pyx_L3_error)
+    __pyx_v_port_mtu = __Pyx_PyObject_to_MemoryviewSlice_dc_unsigned_int__const__(values[7], 0); if (unlikely(!__pyx_v_port_mtu.memview)) __PYX_ERR(0, 202, __pyx_L3_error)
+    __pyx_v_own_lid_base = __Pyx_PyLong_As_unsigned_int(values[8]); if (unlikely((__pyx_v_own_lid_base == (unsigned int)-1) && PyErr_Occurred())) __PYX_ERR(0, 203, __pyx_L3_error)
+    __pyx_v_own_lid_count = __Pyx_PyLong_As_unsigned_int(values[9]); if (unlikely((__pyx_v_own_lid_count == (unsigned int)-1) && PyErr_Occurred())) __PYX_ERR(0, 203, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("forward_burst", 1, 10, 10, __pyx_nargs); __PYX_ERR(0, 82, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("forward_burst", 1, 10, 10, __pyx_nargs); __PYX_ERR(0, 200, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -18962,18 +20256,18 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return NULL;
   __pyx_L4_argument_unpacking_done:;
   if (unlikely(((PyObject *)__pyx_v_burst.memview) == Py_None)) {
-    PyErr_Format(PyExc_TypeError, "Argument '%.200s' must not be None", "burst"); __PYX_ERR(0, 82, __pyx_L1_error)
+    PyErr_Format(PyExc_TypeError, "Argument '%.200s' must not be None", "burst"); __PYX_ERR(0, 200, __pyx_L1_error)
   }
   if (unlikely(((PyObject *)__pyx_v_lft.memview) == Py_None)) {
-    PyErr_Format(PyExc_TypeError, "Argument '%.200s' must not be None", "lft"); __PYX_ERR(0, 83, __pyx_L1_error)
+    PyErr_Format(PyExc_TypeError, "Argument '%.200s' must not be None", "lft"); __PYX_ERR(0, 201, __pyx_L1_error)
   }
   if (unlikely(((PyObject *)__pyx_v_port_flags.memview) == Py_None)) {
-    PyErr_Format(PyExc_TypeError, "Argument '%.200s' must not be None", "port_flags"); __PYX_ERR(0, 84, __pyx_L1_error)
+    PyErr_Format(PyExc_TypeError, "Argument '%.200s' must not be None", "port_flags"); __PYX_ERR(0, 202, __pyx_L1_error)
   }
   if (unlikely(((PyObject *)__pyx_v_port_mtu.memview) == Py_None)) {
-    PyErr_Format(PyExc_TypeError, "Argument '%.200s' must not be None", "port_mtu"); __PYX_ERR(0, 84, __pyx_L1_error)
+    PyErr_Format(PyExc_TypeError, "Argument '%.200s' must not be None", "port_mtu"); __PYX_ERR(0, 202, __pyx_L1_error)
   }
-  __pyx_r = __pyx_pf_6fabric_9_wirefast_4forward_burst(__pyx_self, __pyx_v_burst, __pyx_v_offset, __pyx_v_count, __pyx_v_in_port, __pyx_v_lft, __pyx_v_lft_top, __pyx_v_port_flags, __pyx_v_port_mtu, __pyx_v_own_lid_base, __pyx_v_own_lid_count);
+  __pyx_r = __pyx_pf_6fabric_9_wirefast_8forward_burst(__pyx_self, __pyx_v_burst, __pyx_v_offset, __pyx_v_count, __pyx_v_in_port, __pyx_v_lft, __pyx_v_lft_top, __pyx_v_port_flags, __pyx_v_port_mtu, __pyx_v_own_lid_base, __pyx_v_own_lid_count);
 
   /* function exit code */
   goto __pyx_L0;
@@ -19002,7 +20296,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_burst, Py_ssize_t __pyx_v_offset, Py_ssize_t __pyx_v_count, int __pyx_v_in_port, __Pyx_memviewslice __pyx_v_lft, Py_ssize_t __pyx_v_lft_top, __Pyx_memviewslice __pyx_v_port_flags, __Pyx_memviewslice __pyx_v_port_mtu, unsigned int __pyx_v_own_lid_base, unsigned int __pyx_v_own_lid_count) {
+static PyObject *__pyx_pf_6fabric_9_wirefast_8forward_burst(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_burst, Py_ssize_t __pyx_v_offset, Py_ssize_t __pyx_v_count, int __pyx_v_in_port, __Pyx_memviewslice __pyx_v_lft, Py_ssize_t __pyx_v_lft_top, __Pyx_memviewslice __pyx_v_port_flags, __Pyx_memviewslice __pyx_v_port_mtu, unsigned int __pyx_v_own_lid_base, unsigned int __pyx_v_own_lid_count) {
   Py_ssize_t __pyx_v_n;
   Py_ssize_t __pyx_v_off;
   CYTHON_UNUSED Py_ssize_t __pyx_v_i;
@@ -19059,7 +20353,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("forward_burst", 0);
 
-  /* "fabric/_wirefast.pyx":96
+  /* "fabric/_wirefast.pyx":214
  *     discards)]) for the counters.
  *     """
  *     cdef Py_ssize_t n = burst.shape[0]             # <<<<<<<<<<<<<<
@@ -19068,7 +20362,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
   __pyx_v_n = (__pyx_v_burst.shape[0]);
 
-  /* "fabric/_wirefast.pyx":97
+  /* "fabric/_wirefast.pyx":215
  *     """
  *     cdef Py_ssize_t n = burst.shape[0]
  *     cdef Py_ssize_t off = offset             # <<<<<<<<<<<<<<
@@ -19077,7 +20371,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
   __pyx_v_off = __pyx_v_offset;
 
-  /* "fabric/_wirefast.pyx":98
+  /* "fabric/_wirefast.pyx":216
  *     cdef Py_ssize_t n = burst.shape[0]
  *     cdef Py_ssize_t off = offset
  *     cdef Py_ssize_t i, plen, nports = port_flags.shape[0]             # <<<<<<<<<<<<<<
@@ -19086,31 +20380,31 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
   __pyx_v_nports = (__pyx_v_port_flags.shape[0]);
 
-  /* "fabric/_wirefast.pyx":102
+  /* "fabric/_wirefast.pyx":220
  *     cdef unsigned int dlid, pktlen, lnh, vl, outp, payload
  *     cdef uint16_t c
  *     cdef dict out = {}             # <<<<<<<<<<<<<<
  *     cdef list slow = []
  *     cdef list seg
 */
-  __pyx_t_1 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 102, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 220, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_v_out = ((PyObject*)__pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "fabric/_wirefast.pyx":103
+  /* "fabric/_wirefast.pyx":221
  *     cdef uint16_t c
  *     cdef dict out = {}
  *     cdef list slow = []             # <<<<<<<<<<<<<<
  *     cdef list seg
  *     cdef unsigned long rcv_pkts = 0, rcv_words = 0, relay = 0
 */
-  __pyx_t_1 = PyList_New(0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 103, __pyx_L1_error)
+  __pyx_t_1 = PyList_New(0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 221, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_v_slow = ((PyObject*)__pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "fabric/_wirefast.pyx":105
+  /* "fabric/_wirefast.pyx":223
  *     cdef list slow = []
  *     cdef list seg
  *     cdef unsigned long rcv_pkts = 0, rcv_words = 0, relay = 0             # <<<<<<<<<<<<<<
@@ -19121,7 +20415,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
   __pyx_v_rcv_words = 0;
   __pyx_v_relay = 0;
 
-  /* "fabric/_wirefast.pyx":113
+  /* "fabric/_wirefast.pyx":231
  *     cdef bytearray ba
  *     cdef Py_ssize_t blen
  *     for k in range(256):             # <<<<<<<<<<<<<<
@@ -19131,7 +20425,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
   for (__pyx_t_2 = 0; __pyx_t_2 < 0x100; __pyx_t_2+=1) {
     __pyx_v_k = __pyx_t_2;
 
-    /* "fabric/_wirefast.pyx":114
+    /* "fabric/_wirefast.pyx":232
  *     cdef Py_ssize_t blen
  *     for k in range(256):
  *         xp[k] = 0             # <<<<<<<<<<<<<<
@@ -19140,7 +20434,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
     (__pyx_v_xp[__pyx_v_k]) = 0;
 
-    /* "fabric/_wirefast.pyx":115
+    /* "fabric/_wirefast.pyx":233
  *     for k in range(256):
  *         xp[k] = 0
  *         xw[k] = 0             # <<<<<<<<<<<<<<
@@ -19149,7 +20443,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
     (__pyx_v_xw[__pyx_v_k]) = 0;
 
-    /* "fabric/_wirefast.pyx":116
+    /* "fabric/_wirefast.pyx":234
  *         xp[k] = 0
  *         xw[k] = 0
  *         xd[k] = 0             # <<<<<<<<<<<<<<
@@ -19158,7 +20452,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
     (__pyx_v_xd[__pyx_v_k]) = 0;
 
-    /* "fabric/_wirefast.pyx":117
+    /* "fabric/_wirefast.pyx":235
  *         xw[k] = 0
  *         xd[k] = 0
  *         used[k] = 0             # <<<<<<<<<<<<<<
@@ -19168,7 +20462,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
     (__pyx_v_used[__pyx_v_k]) = 0;
   }
 
-  /* "fabric/_wirefast.pyx":118
+  /* "fabric/_wirefast.pyx":236
  *         xd[k] = 0
  *         used[k] = 0
  *     for i in range(count):             # <<<<<<<<<<<<<<
@@ -19182,7 +20476,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
   for (__pyx_t_5 = 0; __pyx_t_5 < __pyx_t_4; __pyx_t_5+=1) {
     __pyx_v_i = __pyx_t_5;
 
-    /* "fabric/_wirefast.pyx":119
+    /* "fabric/_wirefast.pyx":237
  *         used[k] = 0
  *     for i in range(count):
  *         if off + 2 > n:             # <<<<<<<<<<<<<<
@@ -19194,7 +20488,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
     if (unlikely(__pyx_t_6)) {
 
 
-      /* "fabric/_wirefast.pyx":120
+      /* "fabric/_wirefast.pyx":238
  *     for i in range(count):
  *         if off + 2 > n:
  *             raise ValueError("burst truncated")             # <<<<<<<<<<<<<<
@@ -19207,14 +20501,14 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
         PyObject *__pyx_callargs[2] = {__pyx_t_7, __pyx_mstate_global->__pyx_kp_u_burst_truncated};
         __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_8, (2-__pyx_t_8) | (__pyx_t_8*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
-        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 120, __pyx_L1_error)
+        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 238, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_1);
       }
       __Pyx_Raise(__pyx_t_1, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-      __PYX_ERR(0, 120, __pyx_L1_error)
+      __PYX_ERR(0, 238, __pyx_L1_error)
 
-      /* "fabric/_wirefast.pyx":119
+      /* "fabric/_wirefast.pyx":237
  *         used[k] = 0
  *     for i in range(count):
  *         if off + 2 > n:             # <<<<<<<<<<<<<<
@@ -19223,7 +20517,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
     }
 
-    /* "fabric/_wirefast.pyx":121
+    /* "fabric/_wirefast.pyx":239
  *         if off + 2 > n:
  *             raise ValueError("burst truncated")
  *         plen = (burst[off] << 8) | burst[off + 1]             # <<<<<<<<<<<<<<
@@ -19234,7 +20528,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
     __pyx_t_10 = (__pyx_v_off + 1);
     __pyx_v_plen = (((*((unsigned char const  *) ( /* dim=0 */ ((char *) (((unsigned char const  *) __pyx_v_burst.data) + __pyx_t_9)) ))) << 8) | (*((unsigned char const  *) ( /* dim=0 */ ((char *) (((unsigned char const  *) __pyx_v_burst.data) + __pyx_t_10)) ))));
 
-    /* "fabric/_wirefast.pyx":122
+    /* "fabric/_wirefast.pyx":240
  *             raise ValueError("burst truncated")
  *         plen = (burst[off] << 8) | burst[off + 1]
  *         off += 2             # <<<<<<<<<<<<<<
@@ -19243,7 +20537,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
     __pyx_v_off = (__pyx_v_off + 2);
 
-    /* "fabric/_wirefast.pyx":123
+    /* "fabric/_wirefast.pyx":241
  *         plen = (burst[off] << 8) | burst[off + 1]
  *         off += 2
  *         if off + plen > n:             # <<<<<<<<<<<<<<
@@ -19255,7 +20549,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
     if (unlikely(__pyx_t_6)) {
 
 
-      /* "fabric/_wirefast.pyx":124
+      /* "fabric/_wirefast.pyx":242
  *         off += 2
  *         if off + plen > n:
  *             raise ValueError("burst truncated")             # <<<<<<<<<<<<<<
@@ -19268,14 +20562,14 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
         PyObject *__pyx_callargs[2] = {__pyx_t_7, __pyx_mstate_global->__pyx_kp_u_burst_truncated};
         __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_8, (2-__pyx_t_8) | (__pyx_t_8*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
-        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 124, __pyx_L1_error)
+        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 242, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_1);
       }
       __Pyx_Raise(__pyx_t_1, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-      __PYX_ERR(0, 124, __pyx_L1_error)
+      __PYX_ERR(0, 242, __pyx_L1_error)
 
-      /* "fabric/_wirefast.pyx":123
+      /* "fabric/_wirefast.pyx":241
  *         plen = (burst[off] << 8) | burst[off + 1]
  *         off += 2
  *         if off + plen > n:             # <<<<<<<<<<<<<<
@@ -19284,7 +20578,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
     }
 
-    /* "fabric/_wirefast.pyx":125
+    /* "fabric/_wirefast.pyx":243
  *         if off + plen > n:
  *             raise ValueError("burst truncated")
  *         p = &burst[off]             # <<<<<<<<<<<<<<
@@ -19294,7 +20588,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
     __pyx_t_10 = __pyx_v_off;
     __pyx_v_p = (&(*((unsigned char const  *) ( /* dim=0 */ ((char *) (((unsigned char const  *) __pyx_v_burst.data) + __pyx_t_10)) ))));
 
-    /* "fabric/_wirefast.pyx":126
+    /* "fabric/_wirefast.pyx":244
  *             raise ValueError("burst truncated")
  *         p = &burst[off]
  *         if plen < HDR_NO_GRH:             # <<<<<<<<<<<<<<
@@ -19306,20 +20600,20 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
     if (__pyx_t_6) {
 
 
-      /* "fabric/_wirefast.pyx":127
+      /* "fabric/_wirefast.pyx":245
  *         p = &burst[off]
  *         if plen < HDR_NO_GRH:
  *             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))             # <<<<<<<<<<<<<<
  *             off += plen
  *             continue
 */
-      __pyx_t_1 = PyBytes_FromStringAndSize(((char *)__pyx_v_p), __pyx_v_plen); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 127, __pyx_L1_error)
+      __pyx_t_1 = PyBytes_FromStringAndSize(((char *)__pyx_v_p), __pyx_v_plen); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 245, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
-      __pyx_t_11 = __Pyx_PyList_Append(__pyx_v_slow, __pyx_t_1); if (unlikely(__pyx_t_11 == ((int)-1))) __PYX_ERR(0, 127, __pyx_L1_error)
+      __pyx_t_11 = __Pyx_PyList_Append(__pyx_v_slow, __pyx_t_1); if (unlikely(__pyx_t_11 == ((int)-1))) __PYX_ERR(0, 245, __pyx_L1_error)
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
 
-      /* "fabric/_wirefast.pyx":128
+      /* "fabric/_wirefast.pyx":246
  *         if plen < HDR_NO_GRH:
  *             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
  *             off += plen             # <<<<<<<<<<<<<<
@@ -19328,7 +20622,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
       __pyx_v_off = (__pyx_v_off + __pyx_v_plen);
 
-      /* "fabric/_wirefast.pyx":129
+      /* "fabric/_wirefast.pyx":247
  *             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
  *             off += plen
  *             continue             # <<<<<<<<<<<<<<
@@ -19337,7 +20631,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
       goto __pyx_L5_continue;
 
-      /* "fabric/_wirefast.pyx":126
+      /* "fabric/_wirefast.pyx":244
  *             raise ValueError("burst truncated")
  *         p = &burst[off]
  *         if plen < HDR_NO_GRH:             # <<<<<<<<<<<<<<
@@ -19346,7 +20640,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
     }
 
-    /* "fabric/_wirefast.pyx":130
+    /* "fabric/_wirefast.pyx":248
  *             off += plen
  *             continue
  *         vl = p[0] >> 4             # <<<<<<<<<<<<<<
@@ -19355,7 +20649,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
     __pyx_v_vl = ((__pyx_v_p[0]) >> 4);
 
-    /* "fabric/_wirefast.pyx":131
+    /* "fabric/_wirefast.pyx":249
  *             continue
  *         vl = p[0] >> 4
  *         lnh = p[1] & 3             # <<<<<<<<<<<<<<
@@ -19364,7 +20658,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
     __pyx_v_lnh = ((__pyx_v_p[1]) & 3);
 
-    /* "fabric/_wirefast.pyx":132
+    /* "fabric/_wirefast.pyx":250
  *         vl = p[0] >> 4
  *         lnh = p[1] & 3
  *         dlid = (p[2] << 8) | p[3]             # <<<<<<<<<<<<<<
@@ -19373,7 +20667,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
     __pyx_v_dlid = (((__pyx_v_p[2]) << 8) | (__pyx_v_p[3]));
 
-    /* "fabric/_wirefast.pyx":133
+    /* "fabric/_wirefast.pyx":251
  *         lnh = p[1] & 3
  *         dlid = (p[2] << 8) | p[3]
  *         pktlen = ((p[4] & 7) << 8) | p[5]             # <<<<<<<<<<<<<<
@@ -19382,7 +20676,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
     __pyx_v_pktlen = ((((__pyx_v_p[4]) & 7) << 8) | (__pyx_v_p[5]));
 
-    /* "fabric/_wirefast.pyx":134
+    /* "fabric/_wirefast.pyx":252
  *         dlid = (p[2] << 8) | p[3]
  *         pktlen = ((p[4] & 7) << 8) | p[5]
  *         if (vl == 15 or lnh < 2 or pktlen * 4 + 2 != <unsigned int> plen or dlid >= MCAST_FIRST             # <<<<<<<<<<<<<<
@@ -19420,7 +20714,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
       goto __pyx_L11_bool_binop_done;
     }
 
-    /* "fabric/_wirefast.pyx":135
+    /* "fabric/_wirefast.pyx":253
  *         pktlen = ((p[4] & 7) << 8) | p[5]
  *         if (vl == 15 or lnh < 2 or pktlen * 4 + 2 != <unsigned int> plen or dlid >= MCAST_FIRST
  *                 or dlid == 0 or (dlid - own_lid_base) < own_lid_count):             # <<<<<<<<<<<<<<
@@ -19454,7 +20748,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 
     __pyx_L11_bool_binop_done:;
 
-    /* "fabric/_wirefast.pyx":134
+    /* "fabric/_wirefast.pyx":252
  *         dlid = (p[2] << 8) | p[3]
  *         pktlen = ((p[4] & 7) << 8) | p[5]
  *         if (vl == 15 or lnh < 2 or pktlen * 4 + 2 != <unsigned int> plen or dlid >= MCAST_FIRST             # <<<<<<<<<<<<<<
@@ -19464,20 +20758,20 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
     if (__pyx_t_6) {
 
 
-      /* "fabric/_wirefast.pyx":136
+      /* "fabric/_wirefast.pyx":254
  *         if (vl == 15 or lnh < 2 or pktlen * 4 + 2 != <unsigned int> plen or dlid >= MCAST_FIRST
  *                 or dlid == 0 or (dlid - own_lid_base) < own_lid_count):
  *             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))             # <<<<<<<<<<<<<<
  *             off += plen
  *             continue
 */
-      __pyx_t_1 = PyBytes_FromStringAndSize(((char *)__pyx_v_p), __pyx_v_plen); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 136, __pyx_L1_error)
+      __pyx_t_1 = PyBytes_FromStringAndSize(((char *)__pyx_v_p), __pyx_v_plen); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 254, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
-      __pyx_t_11 = __Pyx_PyList_Append(__pyx_v_slow, __pyx_t_1); if (unlikely(__pyx_t_11 == ((int)-1))) __PYX_ERR(0, 136, __pyx_L1_error)
+      __pyx_t_11 = __Pyx_PyList_Append(__pyx_v_slow, __pyx_t_1); if (unlikely(__pyx_t_11 == ((int)-1))) __PYX_ERR(0, 254, __pyx_L1_error)
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
 
-      /* "fabric/_wirefast.pyx":137
+      /* "fabric/_wirefast.pyx":255
  *                 or dlid == 0 or (dlid - own_lid_base) < own_lid_count):
  *             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
  *             off += plen             # <<<<<<<<<<<<<<
@@ -19486,7 +20780,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
       __pyx_v_off = (__pyx_v_off + __pyx_v_plen);
 
-      /* "fabric/_wirefast.pyx":138
+      /* "fabric/_wirefast.pyx":256
  *             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
  *             off += plen
  *             continue             # <<<<<<<<<<<<<<
@@ -19495,7 +20789,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
       goto __pyx_L5_continue;
 
-      /* "fabric/_wirefast.pyx":134
+      /* "fabric/_wirefast.pyx":252
  *         dlid = (p[2] << 8) | p[3]
  *         pktlen = ((p[4] & 7) << 8) | p[5]
  *         if (vl == 15 or lnh < 2 or pktlen * 4 + 2 != <unsigned int> plen or dlid >= MCAST_FIRST             # <<<<<<<<<<<<<<
@@ -19504,7 +20798,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
     }
 
-    /* "fabric/_wirefast.pyx":139
+    /* "fabric/_wirefast.pyx":257
  *             off += plen
  *             continue
  *         c = vcrc16_raw(p, plen - 2)             # <<<<<<<<<<<<<<
@@ -19513,7 +20807,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
     __pyx_v_c = __pyx_f_6fabric_9_wirefast_vcrc16_raw(__pyx_v_p, (__pyx_v_plen - 2));
 
-    /* "fabric/_wirefast.pyx":140
+    /* "fabric/_wirefast.pyx":258
  *             continue
  *         c = vcrc16_raw(p, plen - 2)
  *         if p[plen - 2] != (c & 0xFF) or p[plen - 1] != (c >> 8):             # <<<<<<<<<<<<<<
@@ -19539,20 +20833,20 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
     if (__pyx_t_6) {
 
 
-      /* "fabric/_wirefast.pyx":141
+      /* "fabric/_wirefast.pyx":259
  *         c = vcrc16_raw(p, plen - 2)
  *         if p[plen - 2] != (c & 0xFF) or p[plen - 1] != (c >> 8):
  *             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))             # <<<<<<<<<<<<<<
  *             off += plen
  *             continue
 */
-      __pyx_t_1 = PyBytes_FromStringAndSize(((char *)__pyx_v_p), __pyx_v_plen); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 141, __pyx_L1_error)
+      __pyx_t_1 = PyBytes_FromStringAndSize(((char *)__pyx_v_p), __pyx_v_plen); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 259, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
-      __pyx_t_11 = __Pyx_PyList_Append(__pyx_v_slow, __pyx_t_1); if (unlikely(__pyx_t_11 == ((int)-1))) __PYX_ERR(0, 141, __pyx_L1_error)
+      __pyx_t_11 = __Pyx_PyList_Append(__pyx_v_slow, __pyx_t_1); if (unlikely(__pyx_t_11 == ((int)-1))) __PYX_ERR(0, 259, __pyx_L1_error)
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
 
-      /* "fabric/_wirefast.pyx":142
+      /* "fabric/_wirefast.pyx":260
  *         if p[plen - 2] != (c & 0xFF) or p[plen - 1] != (c >> 8):
  *             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
  *             off += plen             # <<<<<<<<<<<<<<
@@ -19561,7 +20855,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
       __pyx_v_off = (__pyx_v_off + __pyx_v_plen);
 
-      /* "fabric/_wirefast.pyx":143
+      /* "fabric/_wirefast.pyx":261
  *             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
  *             off += plen
  *             continue             # <<<<<<<<<<<<<<
@@ -19570,7 +20864,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
       goto __pyx_L5_continue;
 
-      /* "fabric/_wirefast.pyx":140
+      /* "fabric/_wirefast.pyx":258
  *             continue
  *         c = vcrc16_raw(p, plen - 2)
  *         if p[plen - 2] != (c & 0xFF) or p[plen - 1] != (c >> 8):             # <<<<<<<<<<<<<<
@@ -19579,7 +20873,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
     }
 
-    /* "fabric/_wirefast.pyx":144
+    /* "fabric/_wirefast.pyx":262
  *             off += plen
  *             continue
  *         rcv_pkts += 1             # <<<<<<<<<<<<<<
@@ -19588,7 +20882,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
     __pyx_v_rcv_pkts = (__pyx_v_rcv_pkts + 1);
 
-    /* "fabric/_wirefast.pyx":145
+    /* "fabric/_wirefast.pyx":263
  *             continue
  *         rcv_pkts += 1
  *         rcv_words += (plen - 2) >> 2             # <<<<<<<<<<<<<<
@@ -19597,7 +20891,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
     __pyx_v_rcv_words = (__pyx_v_rcv_words + ((__pyx_v_plen - 2) >> 2));
 
-    /* "fabric/_wirefast.pyx":146
+    /* "fabric/_wirefast.pyx":264
  *         rcv_pkts += 1
  *         rcv_words += (plen - 2) >> 2
  *         payload = plen - HDR_NO_GRH - (40 if lnh == 3 else 0)             # <<<<<<<<<<<<<<
@@ -19617,7 +20911,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
     __pyx_v_payload = ((__pyx_v_plen - 34) - __pyx_t_13);
 
 
-    /* "fabric/_wirefast.pyx":147
+    /* "fabric/_wirefast.pyx":265
  *         rcv_words += (plen - 2) >> 2
  *         payload = plen - HDR_NO_GRH - (40 if lnh == 3 else 0)
  *         outp = lft[dlid] if dlid <= <unsigned int> lft_top and dlid < <unsigned int> lft.shape[0] else 0xFF             # <<<<<<<<<<<<<<
@@ -19651,7 +20945,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 
     __pyx_v_outp = __pyx_t_14;
 
-    /* "fabric/_wirefast.pyx":148
+    /* "fabric/_wirefast.pyx":266
  *         payload = plen - HDR_NO_GRH - (40 if lnh == 3 else 0)
  *         outp = lft[dlid] if dlid <= <unsigned int> lft_top and dlid < <unsigned int> lft.shape[0] else 0xFF
  *         if outp == 0xFF or outp == 0 or outp >= <unsigned int> nports or outp == <unsigned int> in_port:             # <<<<<<<<<<<<<<
@@ -19697,7 +20991,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
     if (__pyx_t_6) {
 
 
-      /* "fabric/_wirefast.pyx":149
+      /* "fabric/_wirefast.pyx":267
  *         outp = lft[dlid] if dlid <= <unsigned int> lft_top and dlid < <unsigned int> lft.shape[0] else 0xFF
  *         if outp == 0xFF or outp == 0 or outp >= <unsigned int> nports or outp == <unsigned int> in_port:
  *             relay += 1             # <<<<<<<<<<<<<<
@@ -19706,7 +21000,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
       __pyx_v_relay = (__pyx_v_relay + 1);
 
-      /* "fabric/_wirefast.pyx":148
+      /* "fabric/_wirefast.pyx":266
  *         payload = plen - HDR_NO_GRH - (40 if lnh == 3 else 0)
  *         outp = lft[dlid] if dlid <= <unsigned int> lft_top and dlid < <unsigned int> lft.shape[0] else 0xFF
  *         if outp == 0xFF or outp == 0 or outp >= <unsigned int> nports or outp == <unsigned int> in_port:             # <<<<<<<<<<<<<<
@@ -19716,7 +21010,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
       goto __pyx_L22;
     }
 
-    /* "fabric/_wirefast.pyx":150
+    /* "fabric/_wirefast.pyx":268
  *         if outp == 0xFF or outp == 0 or outp >= <unsigned int> nports or outp == <unsigned int> in_port:
  *             relay += 1
  *         elif (port_flags[outp] & (PORT_LINK_UP | PORT_ACTIVE)) != (PORT_LINK_UP | PORT_ACTIVE) \             # <<<<<<<<<<<<<<
@@ -19735,7 +21029,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
       goto __pyx_L27_bool_binop_done;
     }
 
-    /* "fabric/_wirefast.pyx":151
+    /* "fabric/_wirefast.pyx":269
  *             relay += 1
  *         elif (port_flags[outp] & (PORT_LINK_UP | PORT_ACTIVE)) != (PORT_LINK_UP | PORT_ACTIVE) \
  *                 or payload > port_mtu[outp]:             # <<<<<<<<<<<<<<
@@ -19750,7 +21044,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 
     __pyx_L27_bool_binop_done:;
 
-    /* "fabric/_wirefast.pyx":150
+    /* "fabric/_wirefast.pyx":268
  *         if outp == 0xFF or outp == 0 or outp >= <unsigned int> nports or outp == <unsigned int> in_port:
  *             relay += 1
  *         elif (port_flags[outp] & (PORT_LINK_UP | PORT_ACTIVE)) != (PORT_LINK_UP | PORT_ACTIVE) \             # <<<<<<<<<<<<<<
@@ -19760,7 +21054,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
     if (__pyx_t_6) {
 
 
-      /* "fabric/_wirefast.pyx":152
+      /* "fabric/_wirefast.pyx":270
  *         elif (port_flags[outp] & (PORT_LINK_UP | PORT_ACTIVE)) != (PORT_LINK_UP | PORT_ACTIVE) \
  *                 or payload > port_mtu[outp]:
  *             xd[outp] += 1             # <<<<<<<<<<<<<<
@@ -19771,7 +21065,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
       __pyx_t_14 = __pyx_v_outp;
       (__pyx_v_xd[__pyx_t_14]) = ((__pyx_v_xd[__pyx_t_14]) + 1);
 
-      /* "fabric/_wirefast.pyx":150
+      /* "fabric/_wirefast.pyx":268
  *         if outp == 0xFF or outp == 0 or outp >= <unsigned int> nports or outp == <unsigned int> in_port:
  *             relay += 1
  *         elif (port_flags[outp] & (PORT_LINK_UP | PORT_ACTIVE)) != (PORT_LINK_UP | PORT_ACTIVE) \             # <<<<<<<<<<<<<<
@@ -19781,7 +21075,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
       goto __pyx_L22;
     }
 
-    /* "fabric/_wirefast.pyx":154
+    /* "fabric/_wirefast.pyx":272
  *             xd[outp] += 1
  *         else:
  *             xp[outp] += 1             # <<<<<<<<<<<<<<
@@ -19793,7 +21087,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
       __pyx_t_14 = __pyx_v_outp;
       (__pyx_v_xp[__pyx_t_14]) = ((__pyx_v_xp[__pyx_t_14]) + 1);
 
-      /* "fabric/_wirefast.pyx":155
+      /* "fabric/_wirefast.pyx":273
  *         else:
  *             xp[outp] += 1
  *             xw[outp] += (plen - 2) >> 2             # <<<<<<<<<<<<<<
@@ -19804,23 +21098,23 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
       __pyx_t_14 = __pyx_v_outp;
       (__pyx_v_xw[__pyx_t_14]) = ((__pyx_v_xw[__pyx_t_14]) + ((__pyx_v_plen - 2) >> 2));
 
-      /* "fabric/_wirefast.pyx":156
+      /* "fabric/_wirefast.pyx":274
  *             xp[outp] += 1
  *             xw[outp] += (plen - 2) >> 2
  *             seg = out.get(outp)             # <<<<<<<<<<<<<<
  *             if seg is None:
  *                 # sized for the whole burst up front: growing it packet by packet costs a
 */
-      __pyx_t_1 = __Pyx_PyLong_From_unsigned_int(__pyx_v_outp); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 156, __pyx_L1_error)
+      __pyx_t_1 = __Pyx_PyLong_From_unsigned_int(__pyx_v_outp); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 274, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
-      __pyx_t_7 = __Pyx_PyDict_GetItemDefault(__pyx_v_out, __pyx_t_1, Py_None); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 156, __pyx_L1_error)
+      __pyx_t_7 = __Pyx_PyDict_GetItemDefault(__pyx_v_out, __pyx_t_1, Py_None); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 274, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-      if (!(likely(PyList_CheckExact(__pyx_t_7))||((__pyx_t_7) == Py_None) || __Pyx_RaiseUnexpectedTypeError("list", __pyx_t_7))) __PYX_ERR(0, 156, __pyx_L1_error)
+      if (!(likely(PyList_CheckExact(__pyx_t_7))||((__pyx_t_7) == Py_None) || __Pyx_RaiseUnexpectedTypeError("list", __pyx_t_7))) __PYX_ERR(0, 274, __pyx_L1_error)
       __Pyx_XDECREF_SET(__pyx_v_seg, ((PyObject*)__pyx_t_7));
       __pyx_t_7 = 0;
 
-      /* "fabric/_wirefast.pyx":157
+      /* "fabric/_wirefast.pyx":275
  *             xw[outp] += (plen - 2) >> 2
  *             seg = out.get(outp)
  *             if seg is None:             # <<<<<<<<<<<<<<
@@ -19831,70 +21125,70 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
       if (__pyx_t_6) {
 
 
-        /* "fabric/_wirefast.pyx":160
+        /* "fabric/_wirefast.pyx":278
  *                 # sized for the whole burst up front: growing it packet by packet costs a
  *                 # realloc-and-copy every few packets
  *                 seg = [0, PyByteArray_FromStringAndSize(NULL, SEG_HEADROOM + n - offset)]             # <<<<<<<<<<<<<<
  *                 out[outp] = seg
  *                 used[outp] = SEG_HEADROOM
 */
-        __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_SEG_HEADROOM); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 160, __pyx_L1_error)
+        __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_SEG_HEADROOM); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 278, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_7);
-        __pyx_t_1 = PyLong_FromSsize_t(__pyx_v_n); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 160, __pyx_L1_error)
+        __pyx_t_1 = PyLong_FromSsize_t(__pyx_v_n); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 278, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_1);
-        __pyx_t_15 = __Pyx_PyNumber_Add_object_int(__pyx_t_7, __pyx_t_1); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 160, __pyx_L1_error)
+        __pyx_t_15 = __Pyx_PyNumber_Add_object_int(__pyx_t_7, __pyx_t_1); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 278, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_15);
         __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
         __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-        __pyx_t_1 = PyLong_FromSsize_t(__pyx_v_offset); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 160, __pyx_L1_error)
+        __pyx_t_1 = PyLong_FromSsize_t(__pyx_v_offset); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 278, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_1);
-        __pyx_t_7 = __Pyx_PyNumber_Subtract_object_int(__pyx_t_15, __pyx_t_1); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 160, __pyx_L1_error)
+        __pyx_t_7 = __Pyx_PyNumber_Subtract_object_int(__pyx_t_15, __pyx_t_1); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 278, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_7);
         __Pyx_DECREF(__pyx_t_15); __pyx_t_15 = 0;
         __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-        __pyx_t_13 = __Pyx_PyIndex_AsSsize_t(__pyx_t_7); if (unlikely((__pyx_t_13 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 160, __pyx_L1_error)
+        __pyx_t_13 = __Pyx_PyIndex_AsSsize_t(__pyx_t_7); if (unlikely((__pyx_t_13 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 278, __pyx_L1_error)
         __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-        __pyx_t_7 = PyByteArray_FromStringAndSize(NULL, __pyx_t_13); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 160, __pyx_L1_error)
+        __pyx_t_7 = PyByteArray_FromStringAndSize(NULL, __pyx_t_13); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 278, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_7);
 
-        __pyx_t_1 = PyList_New(2); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 160, __pyx_L1_error)
+        __pyx_t_1 = PyList_New(2); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 278, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_1);
         __Pyx_INCREF(__pyx_mstate_global->__pyx_int_0);
         __Pyx_GIVEREF(__pyx_mstate_global->__pyx_int_0);
-        if (__Pyx_PyList_SET_ITEM(__pyx_t_1, 0, __pyx_mstate_global->__pyx_int_0) != (0)) __PYX_ERR(0, 160, __pyx_L1_error);
+        if (__Pyx_PyList_SET_ITEM(__pyx_t_1, 0, __pyx_mstate_global->__pyx_int_0) != (0)) __PYX_ERR(0, 278, __pyx_L1_error);
         __Pyx_GIVEREF(__pyx_t_7);
-        if (__Pyx_PyList_SET_ITEM(__pyx_t_1, 1, __pyx_t_7) != (0)) __PYX_ERR(0, 160, __pyx_L1_error);
+        if (__Pyx_PyList_SET_ITEM(__pyx_t_1, 1, __pyx_t_7) != (0)) __PYX_ERR(0, 278, __pyx_L1_error);
         __pyx_t_7 = 0;
         __Pyx_DECREF_SET(__pyx_v_seg, ((PyObject*)__pyx_t_1));
         __pyx_t_1 = 0;
 
-        /* "fabric/_wirefast.pyx":161
+        /* "fabric/_wirefast.pyx":279
  *                 # realloc-and-copy every few packets
  *                 seg = [0, PyByteArray_FromStringAndSize(NULL, SEG_HEADROOM + n - offset)]
  *                 out[outp] = seg             # <<<<<<<<<<<<<<
  *                 used[outp] = SEG_HEADROOM
  *             seg[0] += 1
 */
-        __pyx_t_1 = __Pyx_PyLong_From_unsigned_int(__pyx_v_outp); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 161, __pyx_L1_error)
+        __pyx_t_1 = __Pyx_PyLong_From_unsigned_int(__pyx_v_outp); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 279, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_1);
-        if (unlikely((PyDict_SetItem(__pyx_v_out, __pyx_t_1, __pyx_v_seg) < 0))) __PYX_ERR(0, 161, __pyx_L1_error)
+        if (unlikely((PyDict_SetItem(__pyx_v_out, __pyx_t_1, __pyx_v_seg) < 0))) __PYX_ERR(0, 279, __pyx_L1_error)
         __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-        /* "fabric/_wirefast.pyx":162
+        /* "fabric/_wirefast.pyx":280
  *                 seg = [0, PyByteArray_FromStringAndSize(NULL, SEG_HEADROOM + n - offset)]
  *                 out[outp] = seg
  *                 used[outp] = SEG_HEADROOM             # <<<<<<<<<<<<<<
  *             seg[0] += 1
  *             ba = seg[1]
 */
-        __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_SEG_HEADROOM); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 162, __pyx_L1_error)
+        __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_SEG_HEADROOM); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 280, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_1);
-        __pyx_t_13 = __Pyx_PyIndex_AsSsize_t(__pyx_t_1); if (unlikely((__pyx_t_13 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 162, __pyx_L1_error)
+        __pyx_t_13 = __Pyx_PyIndex_AsSsize_t(__pyx_t_1); if (unlikely((__pyx_t_13 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 280, __pyx_L1_error)
         __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
         (__pyx_v_used[__pyx_v_outp]) = __pyx_t_13;
 
 
-        /* "fabric/_wirefast.pyx":157
+        /* "fabric/_wirefast.pyx":275
  *             xw[outp] += (plen - 2) >> 2
  *             seg = out.get(outp)
  *             if seg is None:             # <<<<<<<<<<<<<<
@@ -19903,7 +21197,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
       }
 
-      /* "fabric/_wirefast.pyx":163
+      /* "fabric/_wirefast.pyx":281
  *                 out[outp] = seg
  *                 used[outp] = SEG_HEADROOM
  *             seg[0] += 1             # <<<<<<<<<<<<<<
@@ -19912,7 +21206,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
       if (unlikely(__pyx_v_seg == Py_None)) {
         PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-        __PYX_ERR(0, 163, __pyx_L1_error)
+        __PYX_ERR(0, 281, __pyx_L1_error)
       }
       __Pyx_INCREF(__pyx_v_seg);
       __pyx_t_16 = __pyx_v_seg;
@@ -19920,19 +21214,19 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
       __pyx_t_13 = 0;
       if (unlikely(__pyx_t_16 == Py_None)) {
         PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-        __PYX_ERR(0, 163, __pyx_L1_error)
+        __PYX_ERR(0, 281, __pyx_L1_error)
       }
-      __pyx_t_1 = __Pyx_PyLong_AddObjC(__Pyx_PyList_GET_ITEM(__pyx_t_16, __pyx_t_13), __pyx_mstate_global->__pyx_int_1, 1, 1, 0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 163, __pyx_L1_error)
+      __pyx_t_1 = __Pyx_PyLong_AddObjC(__Pyx_PyList_GET_ITEM(__pyx_t_16, __pyx_t_13), __pyx_mstate_global->__pyx_int_1, 1, 1, 0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 281, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
       if (unlikely(__pyx_t_16 == Py_None)) {
         PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-        __PYX_ERR(0, 163, __pyx_L1_error)
+        __PYX_ERR(0, 281, __pyx_L1_error)
       }
-      if (unlikely((__Pyx_SetItemInt(__pyx_t_16, __pyx_t_13, __pyx_t_1, Py_ssize_t, 1, PyLong_FromSsize_t, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference) < 0))) __PYX_ERR(0, 163, __pyx_L1_error)
+      if (unlikely((__Pyx_SetItemInt(__pyx_t_16, __pyx_t_13, __pyx_t_1, Py_ssize_t, 1, PyLong_FromSsize_t, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference) < 0))) __PYX_ERR(0, 281, __pyx_L1_error)
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
       __Pyx_DECREF(__pyx_t_16); __pyx_t_16 = 0;
 
-      /* "fabric/_wirefast.pyx":164
+      /* "fabric/_wirefast.pyx":282
  *                 used[outp] = SEG_HEADROOM
  *             seg[0] += 1
  *             ba = seg[1]             # <<<<<<<<<<<<<<
@@ -19941,15 +21235,15 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
       if (unlikely(__pyx_v_seg == Py_None)) {
         PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-        __PYX_ERR(0, 164, __pyx_L1_error)
+        __PYX_ERR(0, 282, __pyx_L1_error)
       }
       __pyx_t_1 = __Pyx_PyList_GET_ITEM(__pyx_v_seg, 1);
       __Pyx_INCREF(__pyx_t_1);
-      if (!(likely(PyByteArray_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytearray", __pyx_t_1))) __PYX_ERR(0, 164, __pyx_L1_error)
+      if (!(likely(PyByteArray_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytearray", __pyx_t_1))) __PYX_ERR(0, 282, __pyx_L1_error)
       __Pyx_XDECREF_SET(__pyx_v_ba, ((PyObject*)__pyx_t_1));
       __pyx_t_1 = 0;
 
-      /* "fabric/_wirefast.pyx":165
+      /* "fabric/_wirefast.pyx":283
  *             seg[0] += 1
  *             ba = seg[1]
  *             blen = used[outp]             # <<<<<<<<<<<<<<
@@ -19958,7 +21252,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
       __pyx_v_blen = (__pyx_v_used[__pyx_v_outp]);
 
-      /* "fabric/_wirefast.pyx":166
+      /* "fabric/_wirefast.pyx":284
  *             ba = seg[1]
  *             blen = used[outp]
  *             (<unsigned char *> PyByteArray_AS_STRING(ba))[blen] = plen >> 8             # <<<<<<<<<<<<<<
@@ -19967,7 +21261,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
       (((unsigned char *)PyByteArray_AS_STRING(__pyx_v_ba))[__pyx_v_blen]) = (__pyx_v_plen >> 8);
 
-      /* "fabric/_wirefast.pyx":167
+      /* "fabric/_wirefast.pyx":285
  *             blen = used[outp]
  *             (<unsigned char *> PyByteArray_AS_STRING(ba))[blen] = plen >> 8
  *             (<unsigned char *> PyByteArray_AS_STRING(ba))[blen + 1] = plen & 0xFF             # <<<<<<<<<<<<<<
@@ -19976,7 +21270,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
       (((unsigned char *)PyByteArray_AS_STRING(__pyx_v_ba))[(__pyx_v_blen + 1)]) = (__pyx_v_plen & 0xFF);
 
-      /* "fabric/_wirefast.pyx":168
+      /* "fabric/_wirefast.pyx":286
  *             (<unsigned char *> PyByteArray_AS_STRING(ba))[blen] = plen >> 8
  *             (<unsigned char *> PyByteArray_AS_STRING(ba))[blen + 1] = plen & 0xFF
  *             memcpy(PyByteArray_AS_STRING(ba) + blen + 2, p, plen)             # <<<<<<<<<<<<<<
@@ -19985,7 +21279,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
       (void)(memcpy(((PyByteArray_AS_STRING(__pyx_v_ba) + __pyx_v_blen) + 2), __pyx_v_p, __pyx_v_plen));
 
-      /* "fabric/_wirefast.pyx":169
+      /* "fabric/_wirefast.pyx":287
  *             (<unsigned char *> PyByteArray_AS_STRING(ba))[blen + 1] = plen & 0xFF
  *             memcpy(PyByteArray_AS_STRING(ba) + blen + 2, p, plen)
  *             used[outp] = blen + 2 + plen             # <<<<<<<<<<<<<<
@@ -19996,7 +21290,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
     }
     __pyx_L22:;
 
-    /* "fabric/_wirefast.pyx":170
+    /* "fabric/_wirefast.pyx":288
  *             memcpy(PyByteArray_AS_STRING(ba) + blen + 2, p, plen)
  *             used[outp] = blen + 2 + plen
  *         off += plen             # <<<<<<<<<<<<<<
@@ -20008,7 +21302,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
   }
 
 
-  /* "fabric/_wirefast.pyx":171
+  /* "fabric/_wirefast.pyx":289
  *             used[outp] = blen + 2 + plen
  *         off += plen
  *     if off != n:             # <<<<<<<<<<<<<<
@@ -20020,7 +21314,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
   if (unlikely(__pyx_t_6)) {
 
 
-    /* "fabric/_wirefast.pyx":172
+    /* "fabric/_wirefast.pyx":290
  *         off += plen
  *     if off != n:
  *         raise ValueError("trailing octets after the burst's packets")             # <<<<<<<<<<<<<<
@@ -20033,14 +21327,14 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
       PyObject *__pyx_callargs[2] = {__pyx_t_7, __pyx_mstate_global->__pyx_kp_u_trailing_octets_after_the_burst};
       __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_8, (2-__pyx_t_8) | (__pyx_t_8*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 172, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 290, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_Raise(__pyx_t_1, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-    __PYX_ERR(0, 172, __pyx_L1_error)
+    __PYX_ERR(0, 290, __pyx_L1_error)
 
-    /* "fabric/_wirefast.pyx":171
+    /* "fabric/_wirefast.pyx":289
  *             used[outp] = blen + 2 + plen
  *         off += plen
  *     if off != n:             # <<<<<<<<<<<<<<
@@ -20049,7 +21343,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
   }
 
-  /* "fabric/_wirefast.pyx":173
+  /* "fabric/_wirefast.pyx":291
  *     if off != n:
  *         raise ValueError("trailing octets after the burst's packets")
  *     for k, seg in out.items():             # <<<<<<<<<<<<<<
@@ -20057,7 +21351,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
  *     ports = [(k, xp[k], xw[k], xd[k]) for k in range(min(nports, 256)) if xp[k] or xd[k]]
 */
   __pyx_t_3 = 0;
-  __pyx_t_7 = __Pyx_dict_iterator(__pyx_v_out, 1, __pyx_mstate_global->__pyx_n_u_items, (&__pyx_t_4), (&__pyx_t_2)); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 173, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_dict_iterator(__pyx_v_out, 1, __pyx_mstate_global->__pyx_n_u_items, (&__pyx_t_4), (&__pyx_t_2)); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 291, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_XDECREF(__pyx_t_1);
   __pyx_t_1 = __pyx_t_7;
@@ -20065,17 +21359,17 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
   while (1) {
     __pyx_t_17 = __Pyx_dict_iter_next(__pyx_t_1, __pyx_t_4, &__pyx_t_3, &__pyx_t_7, &__pyx_t_15, NULL, __pyx_t_2);
     if (unlikely(__pyx_t_17 == 0)) break;
-    if (unlikely(__pyx_t_17 == -1)) __PYX_ERR(0, 173, __pyx_L1_error)
+    if (unlikely(__pyx_t_17 == -1)) __PYX_ERR(0, 291, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_7);
     __Pyx_GOTREF(__pyx_t_15);
-    __pyx_t_17 = __Pyx_PyLong_As_int(__pyx_t_7); if (unlikely((__pyx_t_17 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 173, __pyx_L1_error)
+    __pyx_t_17 = __Pyx_PyLong_As_int(__pyx_t_7); if (unlikely((__pyx_t_17 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 291, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-    if (!(likely(PyList_CheckExact(__pyx_t_15))||((__pyx_t_15) == Py_None) || __Pyx_RaiseUnexpectedTypeError("list", __pyx_t_15))) __PYX_ERR(0, 173, __pyx_L1_error)
+    if (!(likely(PyList_CheckExact(__pyx_t_15))||((__pyx_t_15) == Py_None) || __Pyx_RaiseUnexpectedTypeError("list", __pyx_t_15))) __PYX_ERR(0, 291, __pyx_L1_error)
     __pyx_v_k = __pyx_t_17;
     __Pyx_XDECREF_SET(__pyx_v_seg, ((PyObject*)__pyx_t_15));
     __pyx_t_15 = 0;
 
-    /* "fabric/_wirefast.pyx":174
+    /* "fabric/_wirefast.pyx":292
  *         raise ValueError("trailing octets after the burst's packets")
  *     for k, seg in out.items():
  *         PyByteArray_Resize(seg[1], used[k])             # <<<<<<<<<<<<<<
@@ -20084,24 +21378,24 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
 */
     if (unlikely(__pyx_v_seg == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 174, __pyx_L1_error)
+      __PYX_ERR(0, 292, __pyx_L1_error)
     }
     __pyx_t_15 = __Pyx_PyList_GET_ITEM(__pyx_v_seg, 1);
     __Pyx_INCREF(__pyx_t_15);
-    __pyx_t_17 = PyByteArray_Resize(__pyx_t_15, (__pyx_v_used[__pyx_v_k])); if (unlikely(__pyx_t_17 == ((int)-1))) __PYX_ERR(0, 174, __pyx_L1_error)
+    __pyx_t_17 = PyByteArray_Resize(__pyx_t_15, (__pyx_v_used[__pyx_v_k])); if (unlikely(__pyx_t_17 == ((int)-1))) __PYX_ERR(0, 292, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_15); __pyx_t_15 = 0;
 
   }
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "fabric/_wirefast.pyx":175
+  /* "fabric/_wirefast.pyx":293
  *     for k, seg in out.items():
  *         PyByteArray_Resize(seg[1], used[k])
  *     ports = [(k, xp[k], xw[k], xd[k]) for k in range(min(nports, 256)) if xp[k] or xd[k]]             # <<<<<<<<<<<<<<
  *     return out, slow, (rcv_pkts, rcv_words, relay, ports)
 */
   { /* enter inner scope */
-    __pyx_t_1 = PyList_New(0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 175, __pyx_L1_error)
+    __pyx_t_1 = PyList_New(0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 293, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
 
     __pyx_t_18 = 0x100;
@@ -20142,30 +21436,30 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
       __pyx_L36_bool_binop_done:;
       if (__pyx_t_6) {
 
-        __pyx_t_15 = __Pyx_PyLong_From_int(__pyx_7genexpr__pyx_v_k); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 175, __pyx_L1_error)
+        __pyx_t_15 = __Pyx_PyLong_From_int(__pyx_7genexpr__pyx_v_k); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 293, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_15);
-        __pyx_t_7 = __Pyx_PyLong_From_unsigned_long((__pyx_v_xp[__pyx_7genexpr__pyx_v_k])); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 175, __pyx_L1_error)
+        __pyx_t_7 = __Pyx_PyLong_From_unsigned_long((__pyx_v_xp[__pyx_7genexpr__pyx_v_k])); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 293, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_7);
-        __pyx_t_19 = __Pyx_PyLong_From_unsigned_long((__pyx_v_xw[__pyx_7genexpr__pyx_v_k])); if (unlikely(!__pyx_t_19)) __PYX_ERR(0, 175, __pyx_L1_error)
+        __pyx_t_19 = __Pyx_PyLong_From_unsigned_long((__pyx_v_xw[__pyx_7genexpr__pyx_v_k])); if (unlikely(!__pyx_t_19)) __PYX_ERR(0, 293, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_19);
-        __pyx_t_20 = __Pyx_PyLong_From_unsigned_long((__pyx_v_xd[__pyx_7genexpr__pyx_v_k])); if (unlikely(!__pyx_t_20)) __PYX_ERR(0, 175, __pyx_L1_error)
+        __pyx_t_20 = __Pyx_PyLong_From_unsigned_long((__pyx_v_xd[__pyx_7genexpr__pyx_v_k])); if (unlikely(!__pyx_t_20)) __PYX_ERR(0, 293, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_20);
-        __pyx_t_21 = PyTuple_New(4); if (unlikely(!__pyx_t_21)) __PYX_ERR(0, 175, __pyx_L1_error)
+        __pyx_t_21 = PyTuple_New(4); if (unlikely(!__pyx_t_21)) __PYX_ERR(0, 293, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_21);
         __Pyx_GIVEREF(__pyx_t_15);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 0, __pyx_t_15) != (0)) __PYX_ERR(0, 175, __pyx_L1_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 0, __pyx_t_15) != (0)) __PYX_ERR(0, 293, __pyx_L1_error);
         __Pyx_GIVEREF(__pyx_t_7);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 1, __pyx_t_7) != (0)) __PYX_ERR(0, 175, __pyx_L1_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 1, __pyx_t_7) != (0)) __PYX_ERR(0, 293, __pyx_L1_error);
         __Pyx_GIVEREF(__pyx_t_19);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 2, __pyx_t_19) != (0)) __PYX_ERR(0, 175, __pyx_L1_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 2, __pyx_t_19) != (0)) __PYX_ERR(0, 293, __pyx_L1_error);
         __Pyx_GIVEREF(__pyx_t_20);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 3, __pyx_t_20) != (0)) __PYX_ERR(0, 175, __pyx_L1_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 3, __pyx_t_20) != (0)) __PYX_ERR(0, 293, __pyx_L1_error);
         __pyx_t_15 = 0;
         __pyx_t_7 = 0;
         __pyx_t_19 = 0;
         __pyx_t_20 = 0;
         __Pyx_GIVEREF(__pyx_t_21);
-        if (unlikely(__Pyx_ListComp_AppendAndDecref(__pyx_t_1, __pyx_t_21))) __PYX_ERR(0, 175, __pyx_L1_error)
+        if (unlikely(__Pyx_ListComp_AppendAndDecref(__pyx_t_1, __pyx_t_21))) __PYX_ERR(0, 293, __pyx_L1_error)
         __pyx_t_21 = 0;
       }
     }
@@ -20174,41 +21468,41 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
   __pyx_v_ports = ((PyObject*)__pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "fabric/_wirefast.pyx":176
+  /* "fabric/_wirefast.pyx":294
  *         PyByteArray_Resize(seg[1], used[k])
  *     ports = [(k, xp[k], xw[k], xd[k]) for k in range(min(nports, 256)) if xp[k] or xd[k]]
  *     return out, slow, (rcv_pkts, rcv_words, relay, ports)             # <<<<<<<<<<<<<<
 */
-  __pyx_t_1 = __Pyx_PyLong_From_unsigned_long(__pyx_v_rcv_pkts); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 176, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyLong_From_unsigned_long(__pyx_v_rcv_pkts); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 294, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_21 = __Pyx_PyLong_From_unsigned_long(__pyx_v_rcv_words); if (unlikely(!__pyx_t_21)) __PYX_ERR(0, 176, __pyx_L1_error)
+  __pyx_t_21 = __Pyx_PyLong_From_unsigned_long(__pyx_v_rcv_words); if (unlikely(!__pyx_t_21)) __PYX_ERR(0, 294, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_21);
-  __pyx_t_20 = __Pyx_PyLong_From_unsigned_long(__pyx_v_relay); if (unlikely(!__pyx_t_20)) __PYX_ERR(0, 176, __pyx_L1_error)
+  __pyx_t_20 = __Pyx_PyLong_From_unsigned_long(__pyx_v_relay); if (unlikely(!__pyx_t_20)) __PYX_ERR(0, 294, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_20);
-  __pyx_t_19 = PyTuple_New(4); if (unlikely(!__pyx_t_19)) __PYX_ERR(0, 176, __pyx_L1_error)
+  __pyx_t_19 = PyTuple_New(4); if (unlikely(!__pyx_t_19)) __PYX_ERR(0, 294, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_19);
   __Pyx_GIVEREF(__pyx_t_1);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_19, 0, __pyx_t_1) != (0)) __PYX_ERR(0, 176, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_19, 0, __pyx_t_1) != (0)) __PYX_ERR(0, 294, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_21);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_19, 1, __pyx_t_21) != (0)) __PYX_ERR(0, 176, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_19, 1, __pyx_t_21) != (0)) __PYX_ERR(0, 294, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_20);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_19, 2, __pyx_t_20) != (0)) __PYX_ERR(0, 176, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_19, 2, __pyx_t_20) != (0)) __PYX_ERR(0, 294, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_ports);
   __Pyx_GIVEREF(__pyx_v_ports);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_19, 3, __pyx_v_ports) != (0)) __PYX_ERR(0, 176, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_19, 3, __pyx_v_ports) != (0)) __PYX_ERR(0, 294, __pyx_L1_error);
   __pyx_t_1 = 0;
   __pyx_t_21 = 0;
   __pyx_t_20 = 0;
-  __pyx_t_20 = PyTuple_New(3); if (unlikely(!__pyx_t_20)) __PYX_ERR(0, 176, __pyx_L1_error)
+  __pyx_t_20 = PyTuple_New(3); if (unlikely(!__pyx_t_20)) __PYX_ERR(0, 294, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_20);
   __Pyx_INCREF(__pyx_v_out);
   __Pyx_GIVEREF(__pyx_v_out);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_20, 0, __pyx_v_out) != (0)) __PYX_ERR(0, 176, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_20, 0, __pyx_v_out) != (0)) __PYX_ERR(0, 294, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_slow);
   __Pyx_GIVEREF(__pyx_v_slow);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_20, 1, __pyx_v_slow) != (0)) __PYX_ERR(0, 176, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_20, 1, __pyx_v_slow) != (0)) __PYX_ERR(0, 294, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_19);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_20, 2, __pyx_t_19) != (0)) __PYX_ERR(0, 176, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_20, 2, __pyx_t_19) != (0)) __PYX_ERR(0, 294, __pyx_L1_error);
   __pyx_t_19 = 0;
   {
     PyObject *__pyx_temp;
@@ -20221,7 +21515,7 @@ static PyObject *__pyx_pf_6fabric_9_wirefast_4forward_burst(CYTHON_UNUSED PyObje
   __pyx_t_20 = 0;
   goto __pyx_L0;
 
-  /* "fabric/_wirefast.pyx":82
+  /* "fabric/_wirefast.pyx":200
  * 
  * 
  * def forward_burst(const unsigned char[::1] burst not None, Py_ssize_t offset, Py_ssize_t count,             # <<<<<<<<<<<<<<
@@ -21421,11 +22715,39 @@ static int __Pyx_modinit_Variable_export_code(__pyx_mstatetype *__pyx_mstate) {
 
 static int __Pyx_modinit_Function_export_code(__pyx_mstatetype *__pyx_mstate) {
   __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
   CYTHON_UNUSED_VAR(__pyx_mstate);
   __Pyx_RefNannySetupContext("__Pyx_modinit_Function_export_code", 0);
   /*--- Function export code ---*/
+  {
+    __pyx_t_1 = __Pyx_ApiExport_GetApiDict(); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_1);
+    const char * __pyx_export_signature = __Pyx_PyBytes_AsString(__pyx_mstate_global->__pyx_kp_b_Py_ssize_t_uint8_t_uint8_t_const);
+    #if !CYTHON_ASSUME_SAFE_MACROS
+    if (unlikely(!__pyx_export_signature)) __PYX_ERR(0, 1, __pyx_L1_error)
+    #endif
+    const char * __pyx_export_name = __pyx_export_signature + 252;
+    void (*const __pyx_export_pointers[])(void) = {(void (*)(void))&__pyx_f_6fabric_9_wirefast_write_ud_packet, (void (*)(void))&__pyx_f_6fabric_9_wirefast_vcrc16_raw, (void (*)(void))&__pyx_f_6fabric_9_wirefast_crc32_update, (void (*)(void)) NULL};
+    void (*const *__pyx_export_pointer)(void) = __pyx_export_pointers;
+    const char *__pyx_export_current_signature = __pyx_export_signature;
+    while (*__pyx_export_pointer) {
+      if (__Pyx_ExportFunction(__pyx_t_1, __pyx_export_name, *__pyx_export_pointer, __pyx_export_current_signature) < (0)) __PYX_ERR(0, 1, __pyx_L1_error)
+      ++__pyx_export_pointer;
+      __pyx_export_name = strchr(__pyx_export_name, '\0') + 1;
+      __pyx_export_signature = strchr(__pyx_export_signature, '\0') + 1;
+      if (*__pyx_export_signature != '\0') __pyx_export_current_signature = __pyx_export_signature;
+    }
+    __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  }
   __Pyx_RefNannyFinishContext();
   return 0;
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_1);
+  __Pyx_RefNannyFinishContext();
+  return -1;
 }
 
 static int __Pyx_modinit_Exttype___pyx_array_obj(__pyx_mstatetype *__pyx_mstate) {
@@ -21856,6 +23178,8 @@ static CYTHON_SMALL_CODE int __pyx_pymod_exec__wirefast(PyObject *__pyx_pyinit_m
   size_t __pyx_t_6;
   static PyThread_type_lock __pyx_t_7[8];
   int __pyx_t_8;
+  PyObject *__pyx_t_9 = NULL;
+  PyObject *__pyx_t_10 = NULL;
   int __pyx_lineno = 0;
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
@@ -21937,7 +23261,7 @@ __Pyx_RefNannySetupContext("PyInit__wirefast", 0);
   /*--- Global type/function init code ---*/
   (void)__Pyx_modinit_Global_init_code(__pyx_mstate);
   (void)__Pyx_modinit_Variable_export_code(__pyx_mstate);
-  (void)__Pyx_modinit_Function_export_code(__pyx_mstate);
+  if (unlikely((__Pyx_modinit_Function_export_code(__pyx_mstate) < 0))) __PYX_ERR(0, 1, __pyx_L1_error)
   /*--- Type init code ---*/
   if (unlikely((__Pyx_modinit_Exttype___pyx_array_obj(__pyx_mstate) < 0))) __PYX_ERR(0, 1, __pyx_L1_error)
   if (unlikely((__Pyx_modinit_Exttype___pyx_MemviewEnum_obj(__pyx_mstate) < 0))) __PYX_ERR(0, 1, __pyx_L1_error)
@@ -22441,78 +23765,158 @@ __Pyx_RefNannySetupContext("PyInit__wirefast", 0);
   if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_Enum, __pyx_t_4) < (0)) __PYX_ERR(1, 4, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "fabric/_wirefast.pyx":36
+  /* "fabric/_wirefast.pyx":38
  * 
  * 
  * _init_table()             # <<<<<<<<<<<<<<
  * 
+ * # CRC-32 of the ICRC (Ethernet/zlib: reflected 0xEDB88320), slicing-by-8 like the VCRC.
+*/
+  __pyx_f_6fabric_9_wirefast__init_table(); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 38, __pyx_L1_error)
+
+  /* "fabric/_wirefast.pyx":42
+ * # CRC-32 of the ICRC (Ethernet/zlib: reflected 0xEDB88320), slicing-by-8 like the VCRC.
+ * cdef uint32_t CRC32_SLICE[8][256]
+ * cdef uint32_t ONES32 = 0xFFFFFFFFU             # <<<<<<<<<<<<<<
+ * 
  * 
 */
-  __pyx_f_6fabric_9_wirefast__init_table(); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 36, __pyx_L1_error)
+  __pyx_v_6fabric_9_wirefast_ONES32 = 0xFFFFFFFFU;
 
-  /* "fabric/_wirefast.pyx":53
+  /* "fabric/_wirefast.pyx":59
+ * 
+ * 
+ * _init_crc32()             # <<<<<<<<<<<<<<
+ * 
+ * 
+*/
+  __pyx_f_6fabric_9_wirefast__init_crc32(); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 59, __pyx_L1_error)
+
+  /* "fabric/_wirefast.pyx":79
+ * 
+ * 
+ * def crc32(const unsigned char[::1] data not None):             # <<<<<<<<<<<<<<
+ *     """zlib.crc32 of ``data`` (for cross-checking the table)."""
+ *     if data.shape[0] == 0:
+*/
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6fabric_9_wirefast_1crc32, 0, __pyx_mstate_global->__pyx_n_u_crc32, NULL, __pyx_mstate_global->__pyx_n_u_fabric__wirefast, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[0])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 79, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
+  #endif
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_crc32, __pyx_t_4) < (0)) __PYX_ERR(0, 79, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+
+  /* "fabric/_wirefast.pyx":148
+ * 
+ * def build_ud_packet_fast(const unsigned char[::1] payload not None, unsigned int slid, unsigned int dlid,
+ *                          unsigned int dest_qp, unsigned int src_qp, unsigned int qkey, unsigned int pkey=0xFFFF,             # <<<<<<<<<<<<<<
+ *                          unsigned int sl=0, unsigned int psn=0):
+ *     """The compiled twin of fabric.wire.build_ud_packet for the common case (no GRH, VL 0)."""
+*/
+  __pyx_t_4 = __Pyx_PyLong_From_unsigned_int(((unsigned int)0xFFFF)); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 148, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+
+  /* "fabric/_wirefast.pyx":149
+ * def build_ud_packet_fast(const unsigned char[::1] payload not None, unsigned int slid, unsigned int dlid,
+ *                          unsigned int dest_qp, unsigned int src_qp, unsigned int qkey, unsigned int pkey=0xFFFF,
+ *                          unsigned int sl=0, unsigned int psn=0):             # <<<<<<<<<<<<<<
+ *     """The compiled twin of fabric.wire.build_ud_packet for the common case (no GRH, VL 0)."""
+ *     cdef Py_ssize_t n = payload.shape[0]
+*/
+  __pyx_t_5 = __Pyx_PyLong_From_unsigned_int(((unsigned int)0)); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 149, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  __pyx_t_9 = __Pyx_PyLong_From_unsigned_int(((unsigned int)0)); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 149, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_9);
+
+  /* "fabric/_wirefast.pyx":147
+ * 
+ * 
+ * def build_ud_packet_fast(const unsigned char[::1] payload not None, unsigned int slid, unsigned int dlid,             # <<<<<<<<<<<<<<
+ *                          unsigned int dest_qp, unsigned int src_qp, unsigned int qkey, unsigned int pkey=0xFFFF,
+ *                          unsigned int sl=0, unsigned int psn=0):
+*/
+  {
+    PyObject* __pyx_temp[3] = {__pyx_t_4, __pyx_t_5, __pyx_t_9};
+    __pyx_t_10 = __Pyx_PyTuple_FromArray(__pyx_temp, 3); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 147, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_10);
+  }
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+  __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
+  __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
+  __pyx_t_9 = __Pyx_CyFunction_New(&__pyx_mdef_6fabric_9_wirefast_3build_ud_packet_fast, 0, __pyx_mstate_global->__pyx_n_u_build_ud_packet_fast, NULL, __pyx_mstate_global->__pyx_n_u_fabric__wirefast, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[1])); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 147, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_9);
+  #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_9);
+  #endif
+  __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_9, __pyx_t_10);
+  __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_build_ud_packet_fast, __pyx_t_9) < (0)) __PYX_ERR(0, 147, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
+
+  /* "fabric/_wirefast.pyx":173
  * 
  * 
  * def vcrc16(const unsigned char[::1] data not None):             # <<<<<<<<<<<<<<
  *     """CRC-16/0x100B (reflected, seed and final XOR 0xFFFF) over ``data``."""
  *     if data.shape[0] == 0:
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6fabric_9_wirefast_1vcrc16, 0, __pyx_mstate_global->__pyx_n_u_vcrc16, NULL, __pyx_mstate_global->__pyx_n_u_fabric__wirefast, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[0])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 53, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_4);
+  __pyx_t_9 = __Pyx_CyFunction_New(&__pyx_mdef_6fabric_9_wirefast_5vcrc16, 0, __pyx_mstate_global->__pyx_n_u_vcrc16, NULL, __pyx_mstate_global->__pyx_n_u_fabric__wirefast, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[2])); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 173, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_9);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
-  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_9);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_vcrc16, __pyx_t_4) < (0)) __PYX_ERR(0, 53, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_vcrc16, __pyx_t_9) < (0)) __PYX_ERR(0, 173, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
 
-  /* "fabric/_wirefast.pyx":60
+  /* "fabric/_wirefast.pyx":180
  * 
  * 
  * def vcrc_ok(const unsigned char[::1] packet not None):             # <<<<<<<<<<<<<<
  *     """True when the last two octets are the VCRC (least significant octet first) of the rest."""
  *     cdef Py_ssize_t n = packet.shape[0]
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6fabric_9_wirefast_3vcrc_ok, 0, __pyx_mstate_global->__pyx_n_u_vcrc_ok, NULL, __pyx_mstate_global->__pyx_n_u_fabric__wirefast, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[1])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 60, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_4);
+  __pyx_t_9 = __Pyx_CyFunction_New(&__pyx_mdef_6fabric_9_wirefast_7vcrc_ok, 0, __pyx_mstate_global->__pyx_n_u_vcrc_ok, NULL, __pyx_mstate_global->__pyx_n_u_fabric__wirefast, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[3])); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 180, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_9);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
-  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_9);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_vcrc_ok, __pyx_t_4) < (0)) __PYX_ERR(0, 60, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_vcrc_ok, __pyx_t_9) < (0)) __PYX_ERR(0, 180, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
 
-  /* "fabric/_wirefast.pyx":79
+  /* "fabric/_wirefast.pyx":197
  * DEF MCAST_FIRST = 0xC000
  * DEF HDR_NO_GRH = 34  # LRH BTH DETH ICRC VCRC
  * SEG_HEADROOM = 6  # room for the link burst header (fabric.link.BURST_HDR) in front of a segment             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_SEG_HEADROOM, __pyx_mstate_global->__pyx_int_6) < (0)) __PYX_ERR(0, 79, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_SEG_HEADROOM, __pyx_mstate_global->__pyx_int_6) < (0)) __PYX_ERR(0, 197, __pyx_L1_error)
 
-  /* "fabric/_wirefast.pyx":82
+  /* "fabric/_wirefast.pyx":200
  * 
  * 
  * def forward_burst(const unsigned char[::1] burst not None, Py_ssize_t offset, Py_ssize_t count,             # <<<<<<<<<<<<<<
  *                   int in_port, const unsigned char[::1] lft not None, Py_ssize_t lft_top,
  *                   const unsigned char[::1] port_flags not None, const unsigned int[::1] port_mtu not None,
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6fabric_9_wirefast_5forward_burst, 0, __pyx_mstate_global->__pyx_n_u_forward_burst, NULL, __pyx_mstate_global->__pyx_n_u_fabric__wirefast, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[2])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 82, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_4);
+  __pyx_t_9 = __Pyx_CyFunction_New(&__pyx_mdef_6fabric_9_wirefast_9forward_burst, 0, __pyx_mstate_global->__pyx_n_u_forward_burst, NULL, __pyx_mstate_global->__pyx_n_u_fabric__wirefast, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[4])); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 200, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_9);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
-  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_9);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_forward_burst, __pyx_t_4) < (0)) __PYX_ERR(0, 82, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_forward_burst, __pyx_t_9) < (0)) __PYX_ERR(0, 200, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
 
   /* "fabric/_wirefast.pyx":1
  * # cython: language_level=3             # <<<<<<<<<<<<<<
  * """Compiled helpers for the fabric's per-packet work: VCRC and the switch forwarding engine.
  * 
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_test, __pyx_t_4) < (0)) __PYX_ERR(0, 1, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 1, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_9);
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_test, __pyx_t_9) < (0)) __PYX_ERR(0, 1, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
 
   /*--- Wrapped vars code ---*/
 
@@ -22520,6 +23924,8 @@ __Pyx_RefNannySetupContext("PyInit__wirefast", 0);
   __pyx_L1_error:;
   __Pyx_XDECREF(__pyx_t_4);
   __Pyx_XDECREF(__pyx_t_5);
+  __Pyx_XDECREF(__pyx_t_9);
+  __Pyx_XDECREF(__pyx_t_10);
   if (__pyx_m) {
     if (__pyx_mstate->__pyx_d && stringtab_initialized) {
       __Pyx_AddTraceback("init fabric._wirefast", __pyx_clineno, __pyx_lineno, __pyx_filename);
@@ -22680,38 +24086,38 @@ static int __Pyx_InitConstants(__pyx_mstatetype *__pyx_mstate) {
   int __pyx_clineno = 0;
   CYTHON_UNUSED_VAR(__pyx_mstate);
   {
-    const struct { const unsigned int length: 8; } str_length_index[] = {{6},{8},{1},{2},{15},{23},{25},{32},{20},{22},{1},{1},{37},{45},{22},{179},{8},{15},{15},{7},{6},{20},{2},{9},{50},{41},{30},{37},{5},{8},{12},{8},{15},{20},{12},{9},{17},{8},{8},{12},{10},{8},{10},{8},{7},{14},{11},{10},{19},{14},{12},{10},{17},{13},{12},{12},{19},{8},{13},{3},{15},{18},{2},{4},{4},{5},{1},{18},{5},{4},{4},{15},{6},{9},{5},{16},{5},{6},{7},{13},{3},{1},{2},{7},{5},{5},{8},{1},{3},{7},{3},{7},{4},{1},{4},{4},{6},{3},{3},{6},{3},{4},{12},{13},{1},{4},{6},{7},{6},{4},{3},{10},{8},{5},{8},{9},{8},{5},{3},{10},{5},{4},{4},{5},{4},{4},{6},{6},{6},{4},{6},{6},{7},{2},{1},{2},{2},{2}};
-    const struct { const unsigned int length: 10; } bytes_length_index[] = {{1},{45},{89},{970}};
+    const struct { const unsigned int length: 8; } str_length_index[] = {{6},{8},{1},{2},{15},{23},{25},{32},{20},{22},{1},{1},{37},{45},{22},{179},{8},{15},{15},{7},{6},{20},{2},{9},{50},{41},{30},{37},{5},{8},{12},{8},{15},{20},{12},{9},{17},{8},{8},{12},{10},{8},{10},{8},{7},{12},{14},{11},{10},{19},{14},{12},{10},{17},{13},{12},{12},{19},{8},{13},{3},{15},{18},{2},{4},{4},{20},{5},{1},{18},{5},{5},{4},{7},{4},{15},{6},{9},{5},{16},{5},{6},{7},{13},{3},{1},{2},{7},{5},{5},{8},{1},{3},{7},{2},{3},{7},{4},{1},{4},{4},{6},{3},{3},{6},{3},{4},{12},{13},{1},{4},{6},{7},{4},{6},{4},{3},{10},{8},{5},{3},{4},{8},{9},{8},{5},{3},{10},{5},{4},{2},{4},{4},{6},{5},{4},{4},{6},{6},{6},{4},{6},{6},{7},{2},{1},{2},{2},{2}};
+    const struct { const unsigned int length: 10; } bytes_length_index[] = {{1},{291},{115},{51},{45},{89},{970}};
     #ifndef CYTHON_COMPRESS_STRINGS
       #define CYTHON_COMPRESS_STRINGS 90
     #endif
-    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (1637 bytes) */
-static const char cstring[] = "x\332}TMs\323F\030\306\371\"\005\003qBhZ:\203\022\232\206v\212\251\363\001\264\323)\343$\346\2433-q\234\244\234PW\322\332\021\221we\355\312\2619q\324q\217{\324QG\035u\364\321G\035}\354O\340\047\364]\311\016\320\351\340\261\245\365\356\373\361\274\317\373\274\253!\256\375\324\323\250\361\006\233\374\267\362/\332\257\177\3406\365\372\0476>\327hS\373\325\244\204\333-\237\372LC\304\322,\333S\206\377\335\266\311\344\200q\317\266\260\365\221\261F\275\317\236\177\272wa\371\333\223=D\010\345\032b\314n\021\215S\315\303\310\272O\211\323\327\332\031\310.\200|A\272\310\261-\255M-\374\243\206{.\370B\250\rsC\345\335hR\217{\210l\374\250\265 \324\304\230\235\"\027C*\r\365l\246\375I9\326\370)0\261\327\347\247\224h\260ga\3076\260\2078\206l\n\037D\365\224\021\321\016j\007\367\267\037ogh=\254xc\032\363\r\323\001\240\230)\322\014\337v8D\347}\027\263\262\366\242\251\365\251\257\021\014\270\240\n\027\354>v\340\247\230h\014s\265\3206\262\232\021\267)\321\301\335&\255\2151Mv\027+\357\247\310a\270\214,K\007;l\370\036\003G\317\047&@\265L\3528\312\224\022VF\206i\331\014\031\016\306D=\233\310\200*\036\350\347\020\255\211\030/\273\375^\313\264Y~j\021\n57\221\357pM\327=l\371&\326u\315\362\263\244\204\222\373\300A\327F\016\234\2326\261\271\256\003\257\266\003\0005\n\334\000\007\250\231S\204\265\014\325\006\203J\31538\361\263\014*\016r\034\252\200j\310\363P_\263\020G\345\3779\315\333\243\370\315\225\301\312\325\306\336\213\0275\307\261]f\263F\355\231\376\274V\335?|\371\362\217\006\356\370\230\230X\351\265\374A\272\272~\320\357\301o\037\372\246\377\211{\374\0207u}\314-\024\006E(\366?,Z\230\333\034\267\325\206\245|\340\323\004R\325\033\216\330\304\313n\273 (\265j#\233doj\371NvFP;\177\253\364\272\016\364\352\346)6\317\230\337\316\377\215\243\250\245RF\276\362\211k\233g\020\241F&v]\256\030Q1:>r&a\047=\271X\231\231X?\332\300=\365\007\224t\001\205}\004\375b\375\301\217c\246j\261\231nR\217\372 Y\014\252\231\264A7\374f\023F\200\365\211i\323\362\205\t3\220\201\030\006\210$k\264i\202\n\260\016t\200\"Ll@\323M""\352\023\256\272k\301\264YY\261\220$\277d\240[0\252\030\252\315\306\013{\036\365rm\226/\264\331tP\213\301\350\266\021\037\0170\274\316\221g\351YF\325,\333\202\204\252\031pa\340\236\352\035\313\037o\361\231\323\344\360\3259u\035r\nW\205\272\047\324\375@\024/p\277\264\211rd\200\2076\233\360\005j\2404\370\272\364\234\350\000YW\005N\326Y1\256\322r\256g\027\365\035\212,\367\214\003\003\256\372Q7SE\206:[\265\271\237e\360\314\256\016v\331\373\234z\026\363p\313f0&\036vP\237\341\026d\036O]\246y\205\2369\364\034\032\005\336\034\273\014j\200\031\360M\016:\201\354\276\013\254b\237a\013.2\037\263\256\351\231\225\207\352\251\323\263\256\323\353Y=\267w\376\362]\341\237\231\313\357x\360P\224\304]\321\220\205\321\374-\201F3W\203_D] \301eE\356\2073\341\323h5\252(\343\0259\047\233a5\254+?/X\014*\243\371\033Ag43\037\\\021\253\242\"\236\312U\271-\275p1\254\2500*\360\232\330\025\246\274)\017a\373V\310\243\207q)^\213wc3\271\231\034&l\260\372\256\360\376\233K\263_\311Yy\022V\302\352h\346k\271:\232\371.|\023\317\305(\356\274\237\2774\273,`{Y@\332\265\360A|;\251\276_\2704\373E0\033\034\253\254\243\371+\301j\260#\n\377\267(\006Ue\245 ^\230_\r\266\003O,\212MQ\037\025\027\305\017\262*\353\243\371\0051\013Uc\271%M\300\277\023\025\242\233\321a\324\311+\034\373,\013\003X\372\3403\216\236\007\335\021S\220\250\270 .\213N\272R\201:\277O\266\0224*.\301y\361\332h\376ZP\017P\300\200kp\275\016\313\216\230\316@@\356\302\270\007\323rS\326%\222\220\022\334D\025\266\246\344]\331\010\247\303\315\260\036\242\260\243\262\356eQ\032rF\356J\003\216\036Ek\321nd\304S\361\335X\037\324\206K\303ZZ?J\217\216G\013Kb\047\013z\024.\207Ft=6\222\302\3470\026\203\337\241\363L\256C\273J\252\252JV\342\232\330\0039lB\027\273a\003\250)E\353\221\027/\305\373\311Tr7\251\177.\342Mh\036\350\n\203\267\252\002\250Z\024\353\302\223\267\303\275\260\033\035A\220gI\246#\006D\376,k\341R\3702~\234l\047\376`w@\323\343W\351\253\327\351k=\325[i\3534\347y:\253i\047\343\244\021\315F\215\370Fr>0\207\313C3\255\377\235\376\r\331A-\243\353+\262 o""\245w\036\244\017\236\244O\016\322\203\272\242\3431\000y\245\250\034\025U\017\372\262\360\317d\221\357\274\225\313\031\251[\312d\021x>\222%\220d\361F\300\305\226@\357\347.\225\276T\034\245_?\212;\311\\\322\036n\016\017\207^Z?T\341+\342\271\254\216\026\240j\361\n$\002^\0351\007SU,\211%\330\253+b\266E\007\222]\273\223\336\331\216\253\361QRJ\356\r\326\007l\270\372\311\336z\342\r\226\007\030\242g2]M\227\356\215E\351g\363\263\224T\025\357\005\261\222\001\236\n\327`z\362yTS\275\025 \245\2627\300AI\311\177:x\004\265\234H\340\032&\014d\216$\017\267\303NT\030\315\024\203\335\300\204\211\250\210}\220[>\303\245\360\333\320\2026\373q-Y\031\334\002xk\303\352\260\221\0364\322\306qz|\222\236\374\245f|\007\032\3776\274\035=\213+\377\002\213\363\377\306";
-    PyObject *data = __Pyx_DecompressString(cstring, 1637, 1);
+    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (1865 bytes) */
+static const char cstring[] = "x\332\275U;s\333\306\026\026\365NB\333\242\036\216\034g\306\220\034Y\226\307\246C\275\354d<\361P\022\35583\211EQR\224&\310\022XR\260\300\005\210]\360\341\312%\312-\267D\211\022%J\226,Q\262\364O\360O\310Y\200\224t\357x\\FC\002\207\273\347\371\235\357\034)\210)?v\024\253\372\016k\354\227\374\317\312\213\337q\303r\272\247\006n+VMy\241Y\204\031u\327r\251\202\210\256\350\206#\025\377\377\330 \243\013\312\034C\307\3725e\305r\276x\377\277g\227\232\277\274\334G\204XLA\224\032u\2420Kq0\322\237X\304\354*\215$\311\026$\371\206\264\220i\350J\303\322\361c\005wl\260\005W\353\332\272\214\273^\263\034\346 \262\376X\251\203\253\2212=G6\206P\n\352\030T\371\303bXa\347\200\304~\227\235[D\2013\035\233F\025;\210a\210&\363\003\257\216T\"\312a\351\360\311\366\363\355$[\007K\334\250B\335\252fB\242\230J\320\252\256a2\360\316\2726\246y\345MM\351Z\256B0\344\005U\330\240w\335\200\235c\242P\314\244\240\254\0475#fXD\005s\203\324\327\2070\031-,\255_!\223\342<\322u\025\364p\325u(\030:.\321 U]\263LS\252Z\204\346QU\323\r\212\252&\306D>k\250\nU<U\333\340\255\206(\313\333\335N]3hz\253\023\013j\256!\327d\212\252:Xw5\254\252\212\356&A\211E\236\000\006-\003\231p\253\031\304`\252\n\270\032&$\250X\200\r`\200j)DXI\262Z\247P\251v\0017n\022A\372A\246i\311D\025\3448\250\253\350\210\241\374gn\323\366H|Sf\320|\261\262\377\346M\3114\r\233\032\264Rz\255\376Z*\036\034\275}\373{\0057]L4,\371\232\277\242\256\252\036v;\360=\200\276\251\177\340\016;\3025U\035b\013\205A\021\022\375+\241\216\231\301pC\036\350\322\006\376j\000\252|\303\025\035Y\031\r\033\010%\245\0062H\362\266t\327L\356\010j\244o\031^U\001^UC\266q)\237c\355\202\272\215\364\327\320\243\024%KR\311%\266\241]\200\267\022\031\351\265\230DG\372h\272\310\034\205\030\365\347R\322\022\342^;\300\035\371\003Xu\231\026\275V\306\245|e\3070\225u\031T\325,\307r\201\276\030\0304j\211Zuk5\030\007\332%\232a\345/Uh\025U\021\305\220\"\221\244\327UWW\323\256\253\222c\t\0214\rX\202U\200\013\030\243\341*\\k\226K\230\346h[\233\222\002\272\014\335\264u\230L=\001\003\222H\027\022t""\026\306\032\003\032\311(b\307\261\234\224\307\371K\036\327LT\2470\346\r\304\206\303\016\2576rt5\211.\033k\350\020\\6\016\226\013\356\310>\323\364\361\036_\2305\006\037\225Y\266ILr\016\213En\025\271M\210D\016\266Q\203HS\n\031Y\265\032|\000<(\036>\266\325&*$\255J\010FrR\232-1Hq\260Q\327\264\220n_\340\256}\301\000\047[~-;\341Q\222{\"5\230\233D\261)i\202\252\243\265TP\247\362\335\266\034\235:\270nP\230/\007\233\250Kq\035\222\030\216k2,\262\024jRH\200\232V\033\314\000O\35008d\030\004\013\276\216\2531 \030$\345\332\200:v)\326a\033\272\230\266\240\023\205]\371T\255\213\226\331\351\350\035\273\323~{\330U\251\364\2532\345\241k\020\366\034\204G\217\225\221\010\377\001hrp\245\007\227D\356j,\327\370\177\360kcL&S\330\275\236\341g\322J\325\2666GjR\372b\035\033cm\007\010rE\346\261\024\"\325A\355\261\204\266j\212\341\207\314\340\317\263\301\235\307A\361\343\344\262\230\021-\277\354\243\301\344\235\370\316n\210\302VT\351\215\367V{{\275j\177\274\277\002\347\342^\220\t\276\217w~\353\257\364\013\203\215G\301z\230\013\037D3\361\313r\\>\215O\377\212\377Rc\025\307\330\210\215w\203\215\315\360a\364\240\227\031L~\343\355\360\014_\340{\034}\310|\234\234\371\300\274]\236\343\367yEd\006\263\267\274\246Ty\301\233b\326\317\370\213\220\204\036\374\020\324\302bx\034\315G\205\317\230\334\346H\232\374\314\313\034q&\n\342\300\237\364_\005+A\242\274,\246E\315/\372ei\347x\363^a\030d\326\373\232\257\360\002\177%V\304\266p\374y\277 \335H\307\253\220\234&\026\305\021\034\337\366Y\260\013\225\255\206{\241\026-FG\021\355\255|\310|\372~l\352\216\230\022\247~\301/\016&\277\023\000\311\003\377]8\rX5?\315\216M-q8^\342\020v\325\177\032\336\215\212\237\346\306\246\276\362\246\274\023\031u0\373\265\267\"\201\370\234\220\365\212RK\246x\251\376\215\267\3559|\236o\362\362 ;\317\037\211\242(\017f\347\370\024T\215\305\226\320 \377\035h\310bp\0244\323\n\2076K\274\n(]\331\014\275\247Nw\3708\004\312\316\361\031\336\214\227\013P\347F\264\025\241Av\001\356\2637\006\2637\274\262\207<\nX\203\351M\020\233|\"I\002bg\206=\230""\020\233\242,\220\200\220`\306\213p4.\356\213\212?\341oJ\022\371M\031u?\361R\021\223bOT\341\352Y\260\032\354\005\325p<\274\037\252\275R\177\241_\212\313\307\361\361\311`n\201\357$N\217\375%\277\032\334\014\253Q\346K9f\275\337\240\363T\254A\273r\262\252BR\342*\337\007:lB\027[~\005\240\311\005k\201\023.\204\007\321xt?*\177\311\343\"4\017x\205\301ZV\001P\315\3635\356\210\273\376\276\337\n\216\301\311\353(\341\021\005 \177\022%\177\301\177\033>\217\266#\027\006\304\212O\316\342\263\277\343\277\201\376\365\270~\236\342<\221\324\264\223`R\t\246\202Jx+j\367\264\376R_\213\313\377\304\377@t`\313\340\346\262\310\210\333\361\275\247\361\323\227\361\313\303\370\260,\341x\016\211\234%\363\230\225=\350\212\314\307\221\220\236\274\027K\t\250[Re\036p>\0269\240d\366\226\307\370\026G\237\246\307r\337J\214\342\357\236\205\315h:j\3647\373G}\047.\037I\367\005\376\253(\016\346\240j~\006\024\001\253&\237\206\251\312\346`N\213\222q\013|\033&23\270q/\276\267\235\314b.z\330[\353QX\005\327\317\326\"\247\267\324\303\340=\241\351J\274\360pHJ7\231\237\205\250(q\317\360\345$\341q\177\025\246\047\235G9\325[\036\222,{\007\030\344$\375\047\274gP\313\251\000\254a\302\200\346H0\177\333o\006\260G\262\336\236\247\301D\024\370\001\320-\235\341\234\377\003\254\2135\010V\212\226{\267!\275\325~\261_\211\017+q\345$>\201\255\364g\272\200f\370{\377n\360:,\374\013\355\035\307\257";
+    PyObject *data = __Pyx_DecompressString(cstring, 1865, 1);
     #define __Pyx_DecompressString_LZSS_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (2116 bytes) */
-static const char cstring[] = "\377 at 0x o\377bject>.:\377 <Memory\377View of \377<contigu\377ous and gdir%\001\007\rin\021\005\177strided\"\010o or \004\031><(\t\376A\006>?Canno\377t assign\377 to read\177-only m\240\002\375v\242\000Invali\377d mode, \347exp\305\000|\000\047c\047\376t\001\047fortra\237n\047, gH\000%\005s\357hape\222\000 ax\377is Note \373th\207 Cytho\373n \021\000delib\237eratek\000\320\001c\367ter!\001n PE\337P-484\212\"re\376\264!s subcl\366\246\000es\261!buil\373ti\260\000ypes.\377 If you \223ne\224 \303\000p\316\000%\tt\177hen set\200\000\367e \047\357\002atio\377n_typing\355\047\355$iv\242\000o F\377alse.add}_\231 eburs6\000\357runc\250\000dco\363ll\305@:\000s.ab\377cdisable\373en\002\001fabri\357c/_w\277@fas\377t.pyxgci\375s\030\003dno de\377fault __\377reduce__\367 dup\002non-\336\325@vial\033\000ci\337nit__\325 ilV\236\000 o\231 t\234`f\235#\373e \221\002\047s pa?cketsu{\002\275A\357allo\245\001 ar\377ray data\341.\013\020\231C\353a\310cs.A\377SCIIElli\377psisSEG_\377HEADROOM\377Sequence\372\254\204\001.\261\204\007__Pyx\376\001\000Dict_Ne\177xtRef__\325$\266\326\000__\252B__\001\005g\277etitem\r\001d\3040\001\027\000f\322 \035\001\030\000st\234\206`)\001imp\316`3\001m\367ain\003\002odulnM\002nam\002\003ewT\001\376\334 _checks\001uT\000\n\001?\004\025\001\330@\334 \037\001\277unpick?\000E\315n \005vt\262A\230\001qu#alO\005\214E\225Fc\250\204\002\277\001&\250Dex\314\001\307`_\203\005\323`\270\262\006\003\006.\007tes\305@_\377is_corou\317tine\263`\235E_b\377ufferasy\337ncio.\032\006sb_abase\326`n\372b\333cc\203`e_\214 tr\357aceb\362@cou\373nt\332Adlidd\360\350\002b\000\337\207\003\253@odee|\353\000\332\205\002error\226\204\003\375.\223\204\006flagsf\337ormat\272\206\004fo?rward_\354\204\002\251A\363id\375 \211Ainde\365x\270As\000\002izek\367lft\000\000_top?lnhmem\244\207\001\234\207\001}n\237Andimn\302A\177sobjoff\000\000\347set\373\000\376\000pow\017n_lid\000\336\000\004\005\310\002\371p\310\204\001\312\204\003paylo\377adpktlen\215p\000\001op\221b\261\002\233bm{tu]\002rc""v_%\000\375s\004\001wordsr\337egist\361\000el\377aysegset\364\357\205\004\216\210\002s\273\000slow\266\355`rt%\000ps\301\000s\337truct\245`ac\377kupdateu\377sedvalue\177svcrc16\002\001\377_okvlxxd\377xpxwO\200\001\340\377\004\007\200t\2106\220\021\377\220#\220S\230\001\330\010\377\026\220a\330\004\013\210:\377\220Q\220a\220t\2301\377\230D\240\004\240F\250!\373\2501)\001\030\230\006\230f\357\240A\240Q4\001r\210\022\377\2101\330\010\017\210q\330\377\004\010\210\n\220!\2201\377\220F\230!\2304\230r\317\240\022\2401C\001U\001\"\220\177B\220c\230\024\230R\024\000\377\026\240t\2506\260\021\260\377\"\260B\260c\270\024\270\377R\270s\300!\200\001\360\377\034\000\005\031\230\005\230V\377\2401\240A\330\004\032\230\377!\330\004&\240j\260\006\377\260a\260q\360\010\000\005\333\025\220\024\000\025\220t\000\"\240\377/\260\033\270A\360\020\000\277\005\t\210\005\210Ur\001\330\377\010\n\210!\2105\220\001\034\000\006\007\010\014\210A\"\001\237\001&\006\377\013\2104\210r\220\022\220\3772\220Q\330\014\022\220*\377\230A\230Q\330\010\020\220}\005\363\000e\2303\230c\275\000\3775\250\001\250\024\250R\250uq\334\003\010.\003\025\220b\243 \324*\007W\004\220\205 \013\177\000\002\220\377!\330\014\020\220\007\220q\367\320\0301\345\000)\2703\270\357a\330\014\023\035\000\014\r\330\377\010\r\210Q\210a\210st\351 l\000\016\010\000q\220\003\200\002\372y\000\001\375$\003\2302\230Qg\230a\230u\0004\000\220A\224@\377\002\230#\230S\240\003\240\2772\240Q\240a\240\216\000\014\373\210CA\002S\230\004\230B\373\230b\030\0007\250\"\250B\377\250b\260\002\260#\260_\377\300E\310\023\310E\320Q\377T\320TU\330\020\023\220\3735\230Q\001T\240\025\240b\277\250\016\260b\270\001\210\031\014\273\210J\367@s\230%\303@\021u\330\364\0001\274\"\"\220C\214`\3352\303@v\240S\230 \021\250\377%\250r\260\023\260D\270_\002\270#\270Q\332\031\024\272@\342\325`e\326\000\302\001\260`\022\220%\377\220r\230\033\240C\240v[\250TB\000G\270\303bs\300`\3779\230E\240\023\240O\260\3778\2704\270u\300B\300\377o\320UX\320X^\320\377^_\320_g\320gh\322\216""\0015\263 \320\0015\217\"S\250\377\005\250S\260\017\270w\300\377c\310\025\310c\320Q`\363\320`\361 \253`\330\016\030\230\377\001\230\026\320\037/\320/\177?\320?P\320PQ\213!\2658\337 X\307!\330\014\200Ay\347\230\001\340\001\005\014\003z\230\025\366\320\"3\240\271@\022\220#\220\357T\230\021\230\326@\017\210t\377\2203\220a\360\006\000\021\375\027\240!\320\0327\260q\270\377\006\270m\3102\310R\310\357r\320QR\352!1\220Ho\230A\330\020\363\000\220X\324`\177\014\017\210q\220\006\220\203`\347\021\220\023\314@\357`\023\2204\377\220q\230\001\330\r\037\320\377\0374\260A\260T\270\021\377\270(\300%\300s\310!\376\007\n%\270r\300\025\300e\274[\000\242\204\002!\320\023(\216\204\004u\356\273\205\002\023\270A\352a\001\220\030>\254\002\002\240\"\240A\211\206\004\322\206\001\3773\210a\330\010\016\210j\372\201 \021\236\206\001\003\2107\220#\377\220V\2301\330\010\032\230\367!\2303\342`t\2404\240\377q\250\001\330\004\014\210B\377\210c\220\022\2201\220D\373\230\002\275\206\004\021\240$\240d\376\344@u\260E\270\030\300\026\376\234\000\"\310A\310S\320P\377S\320SU\320UV\320\373VW\247\207\0015\220\007\220z?\240\033\250G\2601";
-    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 2116, 2598);
+    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (2416 bytes) */
+static const char cstring[] = "\377 at 0x o\377bject>.:\377 <Memory\377View of \377<contigu\377ous and gdir%\001\007\rin\021\005\177strided\"\010o or \004\031><(\t\376A\006>?Canno\377t assign\377 to read\177-only m\240\002\375v\242\000Invali\377d mode, \347exp\305\000|\000\047c\047\376t\001\047fortra\237n\047, gH\000%\005s\357hape\222\000 ax\377is Note \373th\207 Cytho\373n \021\000delib\237eratek\000\320\001c\367ter!\001n PE\337P-484\212\"re\376\264!s subcl\366\246\000es\261!buil\373ti\260\000ypes.\377 If you \223ne\224 \303\000p\316\000%\tt\177hen set\200\000\367e \047\357\002atio\377n_typing\355\047\355$iv\242\000o F\377alse.add}_\231 eburs6\000\357runc\250\000dco\363ll\305@:\000s.ab\377cdisable\373en\002\001fabri\357c/_w\277@fas\377t.pyxgci\375s\030\003dno de\377fault __\377reduce__\367 dup\002non-\336\325@vial\033\000ci\337nit__\325 ilV\236\000 o\231 t\234`f\235#\373e \221\002\047s pa?cketsu{\002\275A\357allo\245\001 ar\377ray data\341.\013\020\231C\353a\310cs.A\377SCIIElli\377psisSEG_\377HEADROOM\377Sequence\372\254\204\001.\261\204\007__Pyx\376\001\000Dict_Ne\177xtRef__\325$\266\326\000__\252B__\001\005g\277etitem\r\001d\3040\001\027\000f\322 \035\001\030\000st\234\206`)\001imp\316`3\001m\367ain\003\002odulnM\002nam\002\003ewT\001\276\334 _capi\003\006h\037ecksu`\000\026\001K\004\360!\001\344@\350 +\001unpi\333ckK\000En \005vt<\276A\244\001qual[\005\230Eb\241Fc\264\204\002\313\001\264Dex\330\001\202\323`_\217\005\337`\276\006\003\006.\007t\373es\321@_is_c\377oroutine\374\277`\251E_buffe\377rasyncio\375.\032\006sbabas\365e\342`n\361\204\001d_ude_\360C_\340a\232\204\002cc\243`\373e_\254 trace\375b\222`countc\257rc32\377Adw\001q?pdlidd\210\"\202\000<\213\210\003\327@odee\213 \206\206\002_error\302\204\003.\277\204\006\377flagsfor\367mat\346\206\004forw\317ard_\230\205\002\325Aid|\251@\265Aindex\344A\375s\000\002izeklf\375t\000\000_topln?lnhmem\322\207\001\312\207\001}n\315Andimn\360A\177sobjoff\000\000\347set\235 \240 pow\017n_lif\000\200 \004\005\326\002\371p\366\204\001\370\204\003paylo""\377adpkeypk\337tlenp\000\001op\270\303b\267\002\315bmtua\002p\367snq(\000rcv_\372,\000s\004\001words\277regist\376\000e\377laysegse\351t\250\206\004\307\210\002s\310\000sls\177lidslow4\000\377_qpstart\3641\000\006\000o\n\000ruct\376\336`ackupda\377teusedva\337luesv\207@16\376\002\001_okvlxx\377dxpxwOPy\373_sT\001_t (u\357int8\006\000*, ~\003\005const \016\000t\036\007\032\000n\250\212\001ed -\000\330\000\013\000\031\0005)\000\224\00116\030\226\t\204\020!\00332\301\005\006\001\253\032\177)\000write\303\204\007}\000\235#_raw\000\262\204\002\375_\276#\200\001\330WX\330\377\031,\250A\340\004\030\230\377\007\230v\240Q\240a\330\377\004\031\320\0316\260a\260\377v\270S\300\002\300\"\300\177B\300b\310\002\310!\025\000\377\230\037\250\001\250\034\3205\377J\310!\3101\330)*\377\250\047\260\021\260&\270\007\377\320?Q\320QV\320V\377Y\320Y_\320_e\320\377ei\320ij\330)2\377\260(\270&\300\001\330\004\377\013\2105\220\001\220\023\220\377B\220a\200\001\340\004\007\377\200t\2106\220\021\220#\377\220S\230\001\330\010\017\210\375q\037\001<\220q\230\010\240\367\001\240\024\202\000d\250$\250\377f\260A\260T\270\022\270\3551 \020\026\220\244\000\013\210:\377\220Q\220a\220t\2301\377\230D\240\004\240F\250!\375\250(\002\030\230\006\230f\240\367A\240Qg\001r\210\022\210\3751^\004\010\210\n\220!\220\3771\220F\230!\2304\230\237r\240\022\2401\231\001\210\001\"\276\232\000c\230\024\230R\024\000\026\357\240t\2506\327\000\"\260B\377\260c\270\024\270R\270s\377\300!\200\001\360\034\000\005\377\031\230\005\230V\2401\240\337A\330\004\032\230\220 &\240\367j\260\006\251 q\360\010\000\267\005\025\220\024\000\025\220t\000\"\377\240/\260\033\270A\360\020\177\000\005\t\210\005\210Ur\001\037\330\010\n\210!\205!\000\006\007\010w\014\210A\"\001\330\004\010%\007\377\013\2104\210r\220\022\220\3772\220Q\330\014\022\220*\377\230A\230Q\330\010\020\220}\005\363\000e\2303\230c\275\000}5\216@\024\250R\250q\301#\035\010.\003\025\220b\326 *\007W\004\371\220\205 \207A\002\220!\330\014\377\020\220\007\220q\320\0301\376\277@)""\2703\270a\330\014\375\023\035\000\014\r\330\010\r\210\237Q\210a\210s\234@l\000\016N\010\000q\220\003\200\002y\000\001\260D\377\003\2302\230Q\230a\230\354u\0004\000\220A\307@\002\230#\277\230S\240\003\2402\301a\240\356\216\000\014\210CA\002S\230\004\357\230B\230b\030\0007\250\"\377\250B\250b\260\002\260#\377\260_\300E\310\023\310E\377\320QT\320TU\330\020\357\023\2205\230Q\001T\240\025\377\240b\250\016\260b\270\001\356\210\031\014\210J\367@s\230%\326\303@\021\330\364\0001\274\"\"\220\365C\214`2\303@v\240S\250\377\001\250\021\250%\250r\260\377\023\260D\270\002\270#\270\365Q\332\031\024\272@\010\026\220e\370\326\000\302\001\260`\022\220%\220r\377\230\033\240C\240v\250T\326B\000G\270\303bs\300`9\230\377E\240\023\240O\2608\270\3774\270u\300B\300o\320\377UX\320X^\320^_\277\320_g\320gh\216\0015\364\263 \320\0015\217\"S\250\005\250\377S\260\017\270w\300c\310\377\025\310c\320Q`\320`\374\361 \253`\330\016\030\230\001\230\377\026\320\037/\320/?\320_?P\320PQ\213!8\337 \365X\213\206\002\014\200Ay\230\001\340\272\001\005\330\r\002z\230\025\320\"3\375\240\271@\022\220#\220T\230\373\021\230\326@\017\210t\2203\177\220a\360\006\000\021\027\240!\377\320\0327\260q\270\006\270\377m\3102\310R\310r\320\373QR\352!1\220H\230A\333\330\020\363\000\220X\324`\014\017\337\210q\220\006\220\203`\021\220\371\023\314@\357`\023\2204\220q\377\230\001\330\r\037\320\0374\376\207\206\002\021\270(\300%\300s\373\310!\007\n%\270r\300\025\363\300e[\000\242\204\002!\320\023(\272\216\204\004u\273\205\002\023\270A\352a\001\373\220\030\254\002\002\240\"\240A\374\356\206\004\205\207\0013\210a\330\010\016\353\210j\201 \021\373\204\001\003\2107\377\220#\220V\2301\330\010\337\032\230!\2303\342`t\240\3774\240q\250\001\330\004\014\377\210B\210c\220\022\2201\357\220D\230\002\275\206\004\021\240$\373\240d\344@u\260E\270\030\373\300\026\234\000\"\310A\310S\377\320PS\320SU\320U\357V\320VW\373\207\003\007\220z?\240\033\250G\2601";
+    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 2416, 3124);
     #define __Pyx_DecompressString_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #else /* compression: none (2598 bytes) */
-static const char bytes[] = " at 0x object>.: <MemoryView of <contiguous and direct><contiguous and indirect><strided and direct or indirect><strided and direct><strided and indirect>>?Cannot assign to read-only memoryviewInvalid mode, expected \047c\047 or \047fortran\047, got Invalid shape in axis Note that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.add_noteburst truncatedcollections.abcdisableenablefabric/_wirefast.pyxgcisenabledno default __reduce__ due to non-trivial __cinit__trailing octets after the burst\047s packetsunable to allocate array data.unable to allocate shape and strides.ASCIIEllipsisSEG_HEADROOMSequenceView.MemoryView__Pyx_PyDict_NextRef__annotate____class____class_getitem____dict____func____getstate____import____main____module____name____new____pyx_checksum__pyx_state__pyx_type__pyx_unpickle_Enum__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___is_coroutineabcallocate_bufferasyncio.coroutinesbabaseblenburstccline_in_tracebackcountdatadliddtype_is_objectencodeenumerateerrorfabric._wirefastflagsformatfortranforward_burstgetiidin_portindexitemsitemsizeklftlft_toplnhmemviewmodennamendimnportsobjoffoffsetoutoutpown_lid_baseown_lid_countppackpacketpayloadpktlenplenpopport_flagsport_mtuportsrcv_pktsrcv_wordsregisterrelaysegsetdefaultshapesizeslowstartstepstopstructunpackupdateusedvaluesvcrc16vcrc_okvlxxdxpxwO\200\001\340\004\007\200t\2106\220\021\220#\220S\230\001\330\010\026\220a\330\004\013\210:\220Q\220a\220t\2301\230D\240\004\240F\250!\2501\200\001\340\004\030\230\006\230f\240A\240Q\340\004\007\200r\210\022\2101\330\010\017\210q\330\004\010\210\n\220!\2201\220F\230!\2304\230r\240\022\2401\330\004\013\2106\220\021\220\"\220B\220c\230\024\230R\230r\240\026\240t\2506\260\021\260\"\260B\260c\270\024\270R\270s\300!\200\001\360\034\000\005\031\230\005\230V\2401\240A\330\004\032\230!""\330\004&\240j\260\006\260a\260q\360\010\000\005\025\220A\330\004\025\220Q\340\004\"\240/\260\033\270A\360\020\000\005\t\210\005\210U\220!\2201\330\010\n\210!\2105\220\001\330\010\n\210!\2105\220\001\330\010\n\210!\2105\220\001\330\010\014\210A\210U\220!\330\004\010\210\005\210U\220!\2201\330\010\013\2104\210r\220\022\2202\220Q\330\014\022\220*\230A\230Q\330\010\020\220\005\220Q\220e\2303\230c\240\022\2405\250\001\250\024\250R\250q\330\010\017\210q\330\010\013\2104\210r\220\025\220b\230\001\330\014\022\220*\230A\230Q\330\010\014\210A\210U\220!\2201\330\010\013\2105\220\002\220!\330\014\020\220\007\220q\320\0301\260\021\260)\2703\270a\330\014\023\2201\330\014\r\330\010\r\210Q\210a\210s\220#\220Q\330\010\016\210a\210q\220\003\2202\220Q\330\010\020\220\001\220\021\220#\220S\230\003\2302\230Q\230a\230q\330\010\023\2201\220A\220S\230\002\230#\230S\240\003\2402\240Q\240a\240q\330\010\014\210C\210s\220#\220S\230\004\230B\230b\240\003\2407\250\"\250B\250b\260\002\260#\260_\300E\310\023\310E\320QT\320TU\330\020\023\2205\230\003\2302\230T\240\025\240b\250\016\260b\270\001\330\014\020\220\007\220q\320\0301\260\021\260)\2703\270a\330\014\023\2201\330\014\r\330\010\014\210J\220a\220s\230%\230r\240\021\330\010\013\2101\210A\210U\220\"\220C\220t\2302\230R\230v\240S\250\001\250\021\250%\250r\260\023\260D\270\002\270#\270Q\330\014\020\220\007\220q\320\0301\260\021\260)\2703\270a\330\014\023\2201\330\014\r\330\010\024\220A\330\010\026\220e\2302\230S\240\003\2401\330\010\022\220%\220r\230\033\240C\240v\250T\260\023\260G\2701\330\010\017\210s\220!\2209\230E\240\023\240O\2608\2704\270u\300B\300o\320UX\320X^\320^_\320_g\320gh\330\010\013\2105\220\003\2205\230\003\2305\240\003\2402\240S\250\005\250S\260\017\270w\300c\310\025\310c\320Q`\320`a\330\014\025\220Q\330\016\030\230\001\230\026\320\037/\320/?\320?P\320PQ\330\020\023\2208\2302\230X\240Q\240a\330\014\016\210a\210y\230\001\340\014\016\210a\210y\230\001\330\014\016\210a\210z\230\025\230b\240\003\2403\240a\330\014\022\220#\220T\230""\021\230!\330\014\017\210t\2203\220a\360\006\000\021\027\220a\220s\320\0327\260q\270\006\270m\3102\310R\310r\320QR\330\020\023\2201\220H\230A\330\020\024\220A\220X\230Q\330\014\017\210q\220\006\220a\330\014\021\220\023\220A\220Q\330\014\023\2204\220q\230\001\330\r\037\320\0374\260A\260T\270\021\270(\300%\300s\310!\330\r\037\320\0374\260A\260T\270\021\270%\270r\300\025\300e\3102\310Q\330\014\022\220!\320\023(\250\001\250\024\250R\250u\260B\260c\270\023\270A\330\014\020\220\001\220\030\230\025\230b\240\002\240\"\240A\330\010\017\210q\330\004\007\200t\2103\210a\330\010\016\210j\230\001\230\021\330\004\010\210\003\2107\220#\220V\2301\330\010\032\230!\2303\230a\230t\2404\240q\250\001\330\004\014\210B\210c\220\022\2201\220D\230\002\230!\2304\230r\240\021\240$\240d\250%\250u\260E\270\030\300\026\300s\310\"\310A\310S\320PS\320SU\320UV\320VW\330\004\013\2105\220\007\220z\240\033\250G\2601";
+    #else /* compression: none (3124 bytes) */
+static const char bytes[] = " at 0x object>.: <MemoryView of <contiguous and direct><contiguous and indirect><strided and direct or indirect><strided and direct><strided and indirect>>?Cannot assign to read-only memoryviewInvalid mode, expected \047c\047 or \047fortran\047, got Invalid shape in axis Note that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.add_noteburst truncatedcollections.abcdisableenablefabric/_wirefast.pyxgcisenabledno default __reduce__ due to non-trivial __cinit__trailing octets after the burst\047s packetsunable to allocate array data.unable to allocate shape and strides.ASCIIEllipsisSEG_HEADROOMSequenceView.MemoryView__Pyx_PyDict_NextRef__annotate____class____class_getitem____dict____func____getstate____import____main____module____name____new____pyx_capi____pyx_checksum__pyx_state__pyx_type__pyx_unpickle_Enum__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___is_coroutineabcallocate_bufferasyncio.coroutinesbabaseblenbuild_ud_packet_fastburstccline_in_tracebackcountcrc32datadest_qpdliddtype_is_objectencodeenumerateerrorfabric._wirefastflagsformatfortranforward_burstgetiidin_portindexitemsitemsizeklftlft_toplnlnhmemviewmodennamendimnportsobjoffoffsetoutoutpown_lid_baseown_lid_countppackpacketpayloadpkeypktlenplenpopport_flagsport_mtuportspsnqkeyrcv_pktsrcv_wordsregisterrelaysegsetdefaultshapesizeslslidslowsrc_qpstartstepstopstructunpackupdateusedvaluesvcrc16vcrc_okvlxxdxpxwOPy_ssize_t (uint8_t *, uint8_t const *, Py_ssize_t, unsigned int, unsigned int, unsigned int, unsigned int, unsigned int, unsigned int, unsigned int, unsigned int)\000uint16_t (uint8_t const *, Py_ssize_t)\000uint32_t (uint32_t, uint8_t const *, Py_ssize_t)\000write_ud_packet\000vcrc16_raw\000crc32_update\200\001\330WX\330\031,\250A\340\004\030\230\007\230v\240Q\240a\330\004\031\320\0316\260a\260v\270S\300\002""\300\"\300B\300b\310\002\310!\330\004\031\230\037\250\001\250\034\3205J\310!\3101\330)*\250\047\260\021\260&\270\007\320?Q\320QV\320VY\320Y_\320_e\320ei\320ij\330)2\260(\270&\300\001\330\004\013\2105\220\001\220\023\220B\220a\200\001\340\004\007\200t\2106\220\021\220#\220S\230\001\330\010\017\210q\330\004\013\210<\220q\230\010\240\001\240\024\240Q\240d\250$\250f\260A\260T\270\022\2701\200\001\340\004\007\200t\2106\220\021\220#\220S\230\001\330\010\026\220a\330\004\013\210:\220Q\220a\220t\2301\230D\240\004\240F\250!\2501\200\001\340\004\030\230\006\230f\240A\240Q\340\004\007\200r\210\022\2101\330\010\017\210q\330\004\010\210\n\220!\2201\220F\230!\2304\230r\240\022\2401\330\004\013\2106\220\021\220\"\220B\220c\230\024\230R\230r\240\026\240t\2506\260\021\260\"\260B\260c\270\024\270R\270s\300!\200\001\360\034\000\005\031\230\005\230V\2401\240A\330\004\032\230!\330\004&\240j\260\006\260a\260q\360\010\000\005\025\220A\330\004\025\220Q\340\004\"\240/\260\033\270A\360\020\000\005\t\210\005\210U\220!\2201\330\010\n\210!\2105\220\001\330\010\n\210!\2105\220\001\330\010\n\210!\2105\220\001\330\010\014\210A\210U\220!\330\004\010\210\005\210U\220!\2201\330\010\013\2104\210r\220\022\2202\220Q\330\014\022\220*\230A\230Q\330\010\020\220\005\220Q\220e\2303\230c\240\022\2405\250\001\250\024\250R\250q\330\010\017\210q\330\010\013\2104\210r\220\025\220b\230\001\330\014\022\220*\230A\230Q\330\010\014\210A\210U\220!\2201\330\010\013\2105\220\002\220!\330\014\020\220\007\220q\320\0301\260\021\260)\2703\270a\330\014\023\2201\330\014\r\330\010\r\210Q\210a\210s\220#\220Q\330\010\016\210a\210q\220\003\2202\220Q\330\010\020\220\001\220\021\220#\220S\230\003\2302\230Q\230a\230q\330\010\023\2201\220A\220S\230\002\230#\230S\240\003\2402\240Q\240a\240q\330\010\014\210C\210s\220#\220S\230\004\230B\230b\240\003\2407\250\"\250B\250b\260\002\260#\260_\300E\310\023\310E\320QT\320TU\330\020\023\2205\230\003\2302\230T\240\025\240b\250\016\260b\270\001\330\014\020\220\007\220q\320\0301\260\021\260)\2703""\270a\330\014\023\2201\330\014\r\330\010\014\210J\220a\220s\230%\230r\240\021\330\010\013\2101\210A\210U\220\"\220C\220t\2302\230R\230v\240S\250\001\250\021\250%\250r\260\023\260D\270\002\270#\270Q\330\014\020\220\007\220q\320\0301\260\021\260)\2703\270a\330\014\023\2201\330\014\r\330\010\024\220A\330\010\026\220e\2302\230S\240\003\2401\330\010\022\220%\220r\230\033\240C\240v\250T\260\023\260G\2701\330\010\017\210s\220!\2209\230E\240\023\240O\2608\2704\270u\300B\300o\320UX\320X^\320^_\320_g\320gh\330\010\013\2105\220\003\2205\230\003\2305\240\003\2402\240S\250\005\250S\260\017\270w\300c\310\025\310c\320Q`\320`a\330\014\025\220Q\330\016\030\230\001\230\026\320\037/\320/?\320?P\320PQ\330\020\023\2208\2302\230X\240Q\240a\330\014\016\210a\210y\230\001\340\014\016\210a\210y\230\001\330\014\016\210a\210z\230\025\230b\240\003\2403\240a\330\014\022\220#\220T\230\021\230!\330\014\017\210t\2203\220a\360\006\000\021\027\220a\220s\320\0327\260q\270\006\270m\3102\310R\310r\320QR\330\020\023\2201\220H\230A\330\020\024\220A\220X\230Q\330\014\017\210q\220\006\220a\330\014\021\220\023\220A\220Q\330\014\023\2204\220q\230\001\330\r\037\320\0374\260A\260T\270\021\270(\300%\300s\310!\330\r\037\320\0374\260A\260T\270\021\270%\270r\300\025\300e\3102\310Q\330\014\022\220!\320\023(\250\001\250\024\250R\250u\260B\260c\270\023\270A\330\014\020\220\001\220\030\230\025\230b\240\002\240\"\240A\330\010\017\210q\330\004\007\200t\2103\210a\330\010\016\210j\230\001\230\021\330\004\010\210\003\2107\220#\220V\2301\330\010\032\230!\2303\230a\230t\2404\240q\250\001\330\004\014\210B\210c\220\022\2201\220D\230\002\230!\2304\230r\240\021\240$\240d\250%\250u\260E\270\030\300\026\300s\310\"\310A\310S\320PS\320SU\320UV\320VW\330\004\013\2105\220\007\220z\240\033\250G\2601";
     PyObject *data = NULL;
     #define __Pyx_DecompressString_UNUSED
     #define __Pyx_DecompressString_LZSS_UNUSED
     #endif
     PyObject **stringtab = __pyx_mstate->__pyx_string_tab;
     Py_ssize_t pos = 0;
-    for (int i = 0; i < 138; i++) {
+    for (int i = 0; i < 149; i++) {
       Py_ssize_t bytes_length = str_length_index[i].length;
       PyObject *string = PyUnicode_DecodeUTF8(bytes + pos, bytes_length, NULL);
       if (likely(string) && i >= 28) PyUnicode_InternInPlace(&string);
@@ -22722,8 +24128,8 @@ static const char bytes[] = " at 0x object>.: <MemoryView of <contiguous and dir
       stringtab[i] = string;
       pos += bytes_length;
     }
-    for (int i = 138; i < 142; i++) {
-      Py_ssize_t bytes_length = bytes_length_index[i-138].length;
+    for (int i = 149; i < 156; i++) {
+      Py_ssize_t bytes_length = bytes_length_index[i-149].length;
       PyObject *string = PyBytes_FromStringAndSize(bytes + pos, bytes_length);
       stringtab[i] = string;
       pos += bytes_length;
@@ -22733,15 +24139,15 @@ static const char bytes[] = " at 0x object>.: <MemoryView of <contiguous and dir
       }
     }
     Py_XDECREF(data);
-    for (Py_ssize_t i = 0; i < 142; i++) {
+    for (Py_ssize_t i = 0; i < 156; i++) {
       if (unlikely(PyObject_Hash(stringtab[i]) == -1)) {
         __PYX_ERR(0, 1, __pyx_L1_error)
       }
     }
     #if CYTHON_IMMORTAL_CONSTANTS
     {
-      PyObject **table = stringtab + 138;
-      for (Py_ssize_t i=0; i<4; ++i) {
+      PyObject **table = stringtab + 149;
+      for (Py_ssize_t i=0; i<7; ++i) {
         #if PY_VERSION_HEX >= 0x030F0000
         PyUnstable_SetImmortal(table[i]);
         #elif CYTHON_COMPILING_IN_CPYTHON_FREETHREADING
@@ -22808,7 +24214,7 @@ typedef struct {
     unsigned int num_kwonly_args : 1;
     unsigned int nlocals : 6;
     unsigned int flags : 10;
-    unsigned int first_line : 7;
+    unsigned int first_line : 8;
 } __Pyx_PyCode_New_function_description;
 #ifdef __cplusplus
 } /* anonymous namespace */
@@ -22828,19 +24234,29 @@ static int __Pyx_CreateCodeObjects(__pyx_mstatetype *__pyx_mstate) {
   PyObject* tuple_dedup_map = PyDict_New();
   if (unlikely(!tuple_dedup_map)) return -1;
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 53};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 79};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_data};
-    __pyx_mstate_global->__pyx_codeobj_tab[0] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fabric__wirefast_pyx, __pyx_mstate->__pyx_n_u_vcrc16, __pyx_mstate->__pyx_kp_b_iso88591_t6_S_a_Qat1D_F_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[0])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[0] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fabric__wirefast_pyx, __pyx_mstate->__pyx_n_u_crc32, __pyx_mstate->__pyx_kp_b_iso88591_t6_S_q_q_Qd_fAT_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[0])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 60};
+    const __Pyx_PyCode_New_function_description descr = {9, 0, 0, 12, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 147};
+    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_payload, __pyx_mstate->__pyx_n_u_slid, __pyx_mstate->__pyx_n_u_dlid, __pyx_mstate->__pyx_n_u_dest_qp, __pyx_mstate->__pyx_n_u_src_qp, __pyx_mstate->__pyx_n_u_qkey, __pyx_mstate->__pyx_n_u_pkey, __pyx_mstate->__pyx_n_u_sl, __pyx_mstate->__pyx_n_u_psn, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_ln};
+    __pyx_mstate_global->__pyx_codeobj_tab[1] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fabric__wirefast_pyx, __pyx_mstate->__pyx_n_u_build_ud_packet_fast, __pyx_mstate->__pyx_kp_b_iso88591_WX_A_vQa_6avS_Bb_5J_1_QQVVYY__e, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[1])) goto bad;
+  }
+  {
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 173};
+    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_data};
+    __pyx_mstate_global->__pyx_codeobj_tab[2] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fabric__wirefast_pyx, __pyx_mstate->__pyx_n_u_vcrc16, __pyx_mstate->__pyx_kp_b_iso88591_t6_S_a_Qat1D_F_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[2])) goto bad;
+  }
+  {
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 180};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_packet, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_c};
-    __pyx_mstate_global->__pyx_codeobj_tab[1] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fabric__wirefast_pyx, __pyx_mstate->__pyx_n_u_vcrc_ok, __pyx_mstate->__pyx_kp_b_iso88591_fAQ_r_1_q_1F_4r_1_6_Bc_Rr_t6_Bc, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[1])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[3] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fabric__wirefast_pyx, __pyx_mstate->__pyx_n_u_vcrc_ok, __pyx_mstate->__pyx_kp_b_iso88591_fAQ_r_1_q_1F_4r_1_6_Bc_Rr_t6_Bc, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[3])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 38, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 82};
+    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 38, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 200};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_burst, __pyx_mstate->__pyx_n_u_offset, __pyx_mstate->__pyx_n_u_count, __pyx_mstate->__pyx_n_u_in_port, __pyx_mstate->__pyx_n_u_lft, __pyx_mstate->__pyx_n_u_lft_top, __pyx_mstate->__pyx_n_u_port_flags, __pyx_mstate->__pyx_n_u_port_mtu, __pyx_mstate->__pyx_n_u_own_lid_base, __pyx_mstate->__pyx_n_u_own_lid_count, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_off, __pyx_mstate->__pyx_n_u_i, __pyx_mstate->__pyx_n_u_plen, __pyx_mstate->__pyx_n_u_nports, __pyx_mstate->__pyx_n_u_p, __pyx_mstate->__pyx_n_u_dlid, __pyx_mstate->__pyx_n_u_pktlen, __pyx_mstate->__pyx_n_u_lnh, __pyx_mstate->__pyx_n_u_vl, __pyx_mstate->__pyx_n_u_outp, __pyx_mstate->__pyx_n_u_payload, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_slow, __pyx_mstate->__pyx_n_u_seg, __pyx_mstate->__pyx_n_u_rcv_pkts, __pyx_mstate->__pyx_n_u_rcv_words, __pyx_mstate->__pyx_n_u_relay, __pyx_mstate->__pyx_n_u_xp, __pyx_mstate->__pyx_n_u_xw, __pyx_mstate->__pyx_n_u_xd, __pyx_mstate->__pyx_n_u_used, __pyx_mstate->__pyx_n_u_k, __pyx_mstate->__pyx_n_u_ba, __pyx_mstate->__pyx_n_u_blen, __pyx_mstate->__pyx_n_u_ports, __pyx_mstate->__pyx_n_u_k};
-    __pyx_mstate_global->__pyx_codeobj_tab[2] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fabric__wirefast_pyx, __pyx_mstate->__pyx_n_u_forward_burst, __pyx_mstate->__pyx_kp_b_iso88591_V1A_j_aq_A_Q_A_U_1_5_5_5_AU_U_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[2])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[4] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fabric__wirefast_pyx, __pyx_mstate->__pyx_n_u_forward_burst, __pyx_mstate->__pyx_kp_b_iso88591_V1A_j_aq_A_Q_A_U_1_5_5_5_AU_U_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[4])) goto bad;
   }
   Py_DECREF(tuple_dedup_map);
   return 0;
@@ -27064,6 +28480,44 @@ static int __Pyx_call_type_traverse(PyObject *o, int always_call, visitproc visi
 }
 #endif
 
+/* FunctionExport */
+static int __Pyx_ExportFunction(PyObject *api_dict, const char *name, void (*f)(void), const char *sig) {
+    PyObject *cobj;
+    union {
+        void (*fp)(void);
+        void *p;
+    } tmp;
+    tmp.fp = f;
+    cobj = PyCapsule_New(tmp.p, sig, 0);
+    if (!cobj)
+        goto bad;
+    if (PyDict_SetItemString(api_dict, name, cobj) < 0)
+        goto bad;
+    Py_DECREF(cobj);
+    return 0;
+bad:
+    Py_XDECREF(cobj);
+    return -1;
+}
+
+/* GetApiDict */
+static PyObject *__Pyx_ApiExport_GetApiDict(void) {
+    PyObject *d;
+    if (__Pyx_PyDict_GetItemRef(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_pyx_capi, &d) == -1)
+        return NULL;
+    if (!d) {
+        d = PyDict_New();
+        if (!d)
+            goto bad;
+        if (PyObject_SetAttr(__pyx_m, __pyx_mstate_global->__pyx_n_u_pyx_capi, d) < 0)
+            goto bad;
+    }
+    return d;
+bad:
+    Py_XDECREF(d);
+    return NULL;
+}
+
 /* ApplySequenceOrMappingFlag */
 #if CYTHON_COMPILING_IN_LIMITED_API || (CYTHON_COMPILING_IN_PYPY && CYTHON_USE_TYPE_SPECS)
 int __Pyx_ApplySequenceOrMappingFlag(PyTypeObject *tp, int is_sequence) {
@@ -30643,307 +32097,6 @@ no_fail:
 }
 
 /* CIntFromPy */
-static int __Pyx_LargePyLong___Pyx_PyLong_As_int(PyObject *x);
-static int __Pyx_raise_neg_overflow___Pyx_PyLong_As_int(void) {
-    const char* type_name = "int";
-    PyErr_Format(PyExc_OverflowError,
-        "can't convert negative value to %.200s", type_name);
-    return (int) -1;
-}
-static int __Pyx_raise_overflow___Pyx_PyLong_As_int(void) {
-    const char* type_name = "int";
-    PyErr_Format(PyExc_OverflowError,
-        "value too large to convert to %.200s", type_name);
-    return (int) -1;
-}
-static CYTHON_INLINE int __Pyx_PyULong___Pyx_PyLong_As_int(PyObject *x) {
-    const int is_unsigned = 1;
-#if CYTHON_USE_PYLONG_INTERNALS
-    {
-        const digit* digits = __Pyx_PyLong_Digits(x);
-        const Py_ssize_t size = __Pyx_PyLong_DigitCount(x);
-        if (size == 2 && (8 * sizeof(int) > 1 * PyLong_SHIFT)) {
-            if ((8 * sizeof(unsigned long) > 2 * PyLong_SHIFT)) {
-                __PYX_VERIFY_RETURN_INT(int, unsigned long, (((((unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
-            } else if ((8 * sizeof(int) >= 2 * PyLong_SHIFT)) {
-                return (int) (((((int)digits[1]) << PyLong_SHIFT) | (int)digits[0]));
-            }
-        } else
-        if (size == 3 && (8 * sizeof(int) > 2 * PyLong_SHIFT)) {
-            if ((8 * sizeof(unsigned long) > 3 * PyLong_SHIFT)) {
-                __PYX_VERIFY_RETURN_INT(int, unsigned long, (((((((unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
-            } else if ((8 * sizeof(int) >= 3 * PyLong_SHIFT)) {
-                return (int) (((((((int)digits[2]) << PyLong_SHIFT) | (int)digits[1]) << PyLong_SHIFT) | (int)digits[0]));
-            }
-        } else
-        if (size == 4 && (8 * sizeof(int) > 3 * PyLong_SHIFT)) {
-            if ((8 * sizeof(unsigned long) > 4 * PyLong_SHIFT)) {
-                __PYX_VERIFY_RETURN_INT(int, unsigned long, (((((((((unsigned long)digits[3]) << PyLong_SHIFT) | (unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
-            } else if ((8 * sizeof(int) >= 4 * PyLong_SHIFT)) {
-                return (int) (((((((((int)digits[3]) << PyLong_SHIFT) | (int)digits[2]) << PyLong_SHIFT) | (int)digits[1]) << PyLong_SHIFT) | (int)digits[0]));
-            }
-        } else
-        {}
-    }
-#elif CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX < 0x030C00A7
-    if (unlikely(Py_SIZE(x) < 0)) {
-        goto raise_neg_overflow;
-    }
-#else
-    {
-        int result = PyObject_RichCompareBool(x, Py_False, Py_LT);
-        if (unlikely(result < 0))
-            return (int) -1;
-        if (unlikely(result == 1))
-            goto raise_neg_overflow;
-    }
-#endif
-    if ((sizeof(int) <= sizeof(unsigned long))) {
-        __PYX_VERIFY_RETURN_INT_EXC(int, unsigned long, PyLong_AsUnsignedLong(x))
-    } else if ((sizeof(int) <= sizeof(unsigned PY_LONG_LONG))) {
-        __PYX_VERIFY_RETURN_INT_EXC(int, unsigned PY_LONG_LONG, PyLong_AsUnsignedLongLong(x))
-    }
-    return __Pyx_LargePyLong___Pyx_PyLong_As_int(x);
-raise_neg_overflow:
-    return __Pyx_raise_neg_overflow___Pyx_PyLong_As_int();
-raise_overflow:
-    return __Pyx_raise_overflow___Pyx_PyLong_As_int();
-}
-static CYTHON_INLINE int __Pyx_PySLong___Pyx_PyLong_As_int(PyObject *x) {
-    const int is_unsigned = 0;
-#if CYTHON_USE_PYLONG_INTERNALS
-    if (__Pyx_PyLong_IsNeg(x)) {
-        const Py_ssize_t size = __Pyx_PyLong_DigitCount(x);
-        const digit* digits = __Pyx_PyLong_Digits(x);
-        if (size == 2 && (8 * sizeof(int) > 1 * PyLong_SHIFT)) {
-            if ((8 * sizeof(long) > 2 * PyLong_SHIFT)) {
-                long ival = - (long) (((((unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0]));
-                __PYX_VERIFY_RETURN_INT(int, long, ival)
-            } else if ((8 * sizeof(int) - 1 > 2 * PyLong_SHIFT)) {
-                return (int) (((int) -1) * (((((int)digits[1]) << PyLong_SHIFT) | (int)digits[0])));
-            }
-        } else
-        if (size == 3 && (8 * sizeof(int) > 2 * PyLong_SHIFT)) {
-            if ((8 * sizeof(long) > 3 * PyLong_SHIFT)) {
-                long ival = - (long) (((((((unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0]));
-                __PYX_VERIFY_RETURN_INT(int, long, ival)
-            } else if ((8 * sizeof(int) - 1 > 3 * PyLong_SHIFT)) {
-                return (int) (((int) -1) * (((((((int)digits[2]) << PyLong_SHIFT) | (int)digits[1]) << PyLong_SHIFT) | (int)digits[0])));
-            }
-        } else
-        if (size == 4 && (8 * sizeof(int) > 3 * PyLong_SHIFT)) {
-            if ((8 * sizeof(long) > 4 * PyLong_SHIFT)) {
-                long ival = - (long) (((((((((unsigned long)digits[3]) << PyLong_SHIFT) | (unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0]));
-                __PYX_VERIFY_RETURN_INT(int, long, ival)
-            } else if ((8 * sizeof(int) - 1 > 4 * PyLong_SHIFT)) {
-                return (int) (((int) -1) * (((((((((int)digits[3]) << PyLong_SHIFT) | (int)digits[2]) << PyLong_SHIFT) | (int)digits[1]) << PyLong_SHIFT) | (int)digits[0])));
-            }
-        } else
-        {}
-    } else {
-        const Py_ssize_t size = __Pyx_PyLong_DigitCount(x);
-        const digit* digits = __Pyx_PyLong_Digits(x);
-        if (size == 2 && (8 * sizeof(int) > 1 * PyLong_SHIFT)) {
-            if ((8 * sizeof(long) > 2 * PyLong_SHIFT)) {
-                __PYX_VERIFY_RETURN_INT(int, unsigned long, (((((unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
-            } else if ((8 * sizeof(int) - 1 > 2 * PyLong_SHIFT)) {
-                return (int) (((((int)digits[1]) << PyLong_SHIFT) | (int)digits[0]));
-            }
-        } else
-        if (size == 3 && (8 * sizeof(int) > 2 * PyLong_SHIFT)) {
-            if ((8 * sizeof(long) > 3 * PyLong_SHIFT)) {
-                __PYX_VERIFY_RETURN_INT(int, unsigned long, (((((((unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
-            } else if ((8 * sizeof(int) - 1 > 3 * PyLong_SHIFT)) {
-                return (int) (((((((int)digits[2]) << PyLong_SHIFT) | (int)digits[1]) << PyLong_SHIFT) | (int)digits[0]));
-            }
-        } else
-        if (size == 4 && (8 * sizeof(int) > 3 * PyLong_SHIFT)) {
-            if ((8 * sizeof(long) > 4 * PyLong_SHIFT)) {
-                __PYX_VERIFY_RETURN_INT(int, unsigned long, (((((((((unsigned long)digits[3]) << PyLong_SHIFT) | (unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
-            } else if ((8 * sizeof(int) - 1 > 4 * PyLong_SHIFT)) {
-                return (int) (((((((((int)digits[3]) << PyLong_SHIFT) | (int)digits[2]) << PyLong_SHIFT) | (int)digits[1]) << PyLong_SHIFT) | (int)digits[0]));
-            }
-        } else
-        {}
-    }
-#endif
-    #if __PYX_LIMITED_VERSION_HEX >= 0x030d0000
-    if ((sizeof(int) <= sizeof(int)) && (sizeof(int) < sizeof(long))) {
-        __PYX_VERIFY_RETURN_INT_EXC(int, int, PyLong_AsInt(x))
-    } else
-    #endif
-    if ((sizeof(int) <= sizeof(long))) {
-        __PYX_VERIFY_RETURN_INT_EXC(int, long, PyLong_AsLong(x))
-    } else if ((sizeof(int) <= sizeof(PY_LONG_LONG))) {
-        __PYX_VERIFY_RETURN_INT_EXC(int, PY_LONG_LONG, PyLong_AsLongLong(x))
-    }
-    return __Pyx_LargePyLong___Pyx_PyLong_As_int(x);
-raise_neg_overflow:
-    return __Pyx_raise_neg_overflow___Pyx_PyLong_As_int();
-raise_overflow:
-    return __Pyx_raise_overflow___Pyx_PyLong_As_int();
-}
-static int __Pyx_LargePyLong___Pyx_PyLong_As_int(PyObject *x) {
-#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wconversion"
-#endif
-    const int neg_one = (int) -1, const_zero = (int) 0;
-#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
-#pragma GCC diagnostic pop
-#endif
-    const int is_unsigned = neg_one > const_zero;
-    int val;
-    int ret = -1;
-#if PY_VERSION_HEX >= 0x030d00A6 && !CYTHON_COMPILING_IN_LIMITED_API
-    Py_ssize_t bytes_copied = PyLong_AsNativeBytes(
-        x, &val, sizeof(val), Py_ASNATIVEBYTES_NATIVE_ENDIAN | (is_unsigned ? Py_ASNATIVEBYTES_UNSIGNED_BUFFER | Py_ASNATIVEBYTES_REJECT_NEGATIVE : 0));
-    if (unlikely(bytes_copied == -1)) {
-    } else if (unlikely(bytes_copied > (Py_ssize_t) sizeof(val))) {
-        goto raise_overflow;
-    } else {
-        ret = 0;
-    }
-#elif PY_VERSION_HEX < 0x030d0000 && !(CYTHON_COMPILING_IN_PYPY || CYTHON_COMPILING_IN_LIMITED_API) || defined(_PyLong_AsByteArray)
-    int one = 1; int is_little = (int)*(unsigned char *)&one;
-    unsigned char *bytes = (unsigned char *)&val;
-    ret = _PyLong_AsByteArray((PyLongObject *)x,
-                                bytes, sizeof(val),
-                                is_little, !is_unsigned);
-    if ((0)) goto raise_overflow;
-#else
-    PyObject *v;
-    PyObject *stepval = NULL, *mask = NULL, *shift = NULL;
-    int bits, remaining_bits, is_negative = 0;
-    int chunk_size = (sizeof(long) < 8) ? 30 : 62;
-    if (likely(PyLong_CheckExact(x))) {
-        v = __Pyx_NewRef(x);
-    } else {
-        v = PyNumber_Long(x);
-        if (unlikely(!v)) return (int) -1;
-        assert(PyLong_CheckExact(v));
-    }
-    {
-        int result = PyObject_RichCompareBool(v, Py_False, Py_LT);
-        if (unlikely(result < 0)) {
-            Py_DECREF(v);
-            return (int) -1;
-        }
-        is_negative = result == 1;
-    }
-    if (is_unsigned && unlikely(is_negative)) {
-        Py_DECREF(v);
-        PyErr_SetString(PyExc_OverflowError,
-            "can't convert negative value to int");
-        return (int) -1;
-    } else if (is_negative) {
-        stepval = PyNumber_Invert(v);
-        Py_DECREF(v);
-        if (unlikely(!stepval))
-            return (int) -1;
-    } else {
-        stepval = v;
-    }
-    v = NULL;
-    val = (int) 0;
-    mask = PyLong_FromLong((1L << chunk_size) - 1); if (unlikely(!mask)) goto done;
-    shift = PyLong_FromLong(chunk_size); if (unlikely(!shift)) goto done;
-    for (bits = 0; bits < (int) sizeof(int) * 8 - chunk_size; bits += chunk_size) {
-        PyObject *tmp, *digit;
-        long idigit;
-        digit = PyNumber_And(stepval, mask);
-        if (unlikely(!digit)) goto done;
-        idigit = PyLong_AsLong(digit);
-        Py_DECREF(digit);
-        if (unlikely(idigit < 0)) goto done;
-        val |= ((int) idigit) << bits;
-        tmp = PyNumber_Rshift(stepval, shift);
-        if (unlikely(!tmp)) goto done;
-        Py_DECREF(stepval); stepval = tmp;
-    }
-    Py_DECREF(shift); shift = NULL;
-    Py_DECREF(mask); mask = NULL;
-    {
-        long idigit = PyLong_AsLong(stepval);
-        if (unlikely(idigit < 0)) goto done;
-        remaining_bits = ((int) sizeof(int) * 8) - bits - (is_unsigned ? 0 : 1);
-        if (unlikely(idigit >= (1L << remaining_bits)))
-            goto raise_overflow;
-        val |= ((int) idigit) << bits;
-    }
-    if (!is_unsigned) {
-        if (unlikely(val & (((int) 1) << (sizeof(int) * 8 - 1))))
-            goto raise_overflow;
-        if (is_negative)
-            val = ~val;
-    }
-    ret = 0;
-done:
-    Py_XDECREF(shift);
-    Py_XDECREF(mask);
-    Py_XDECREF(stepval);
-#endif
-    if (unlikely(ret))
-        return (int) -1;
-    return val;
-raise_overflow:
-    return __Pyx_raise_overflow___Pyx_PyLong_As_int();
-}
-static CYTHON_INLINE int __Pyx_PyLong___Pyx_PyLong_As_int(PyObject *x) {
-#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wconversion"
-#endif
-    const int neg_one = (int) -1, const_zero = (int) 0;
-#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
-#pragma GCC diagnostic pop
-#endif
-    const int is_unsigned = neg_one > const_zero;
-    if (is_unsigned) {
-        #if CYTHON_USE_PYLONG_INTERNALS
-        if (unlikely(__Pyx_PyLong_IsNeg(x))) {
-            goto raise_neg_overflow;
-        } else if (__Pyx_PyLong_IsCompact(x)) {
-            __PYX_VERIFY_RETURN_INT(int, __Pyx_compact_upylong, __Pyx_PyLong_CompactValueUnsigned(x))
-        } else
-        #endif
-        {
-            return __Pyx_PyULong___Pyx_PyLong_As_int(x);
-        }
-    } else {
-        #if CYTHON_USE_PYLONG_INTERNALS
-        if (__Pyx_PyLong_IsCompact(x)) {
-            __PYX_VERIFY_RETURN_INT(int, __Pyx_compact_pylong, __Pyx_PyLong_CompactValue(x))
-        } else
-        #endif
-        {
-            return __Pyx_PySLong___Pyx_PyLong_As_int(x);
-        }
-    }
-#if CYTHON_USE_PYLONG_INTERNALS
-raise_neg_overflow:
-    return __Pyx_raise_neg_overflow___Pyx_PyLong_As_int();
-raise_overflow:
-    return __Pyx_raise_overflow___Pyx_PyLong_As_int();
-#endif
-}
-static int __Pyx_NonPyLong___Pyx_PyLong_As_int(PyObject *x) {
-    int val;
-    PyObject *tmp = __Pyx_PyNumber_Long(x);
-    if (!tmp) return (int) -1;
-    val = __Pyx_PyLong_As_int(tmp);
-    Py_DECREF(tmp);
-    return val;
-}
-static CYTHON_INLINE int __Pyx_PyLong_As_int(PyObject *x) {
-    if (likely(PyLong_Check(x))) {
-        return __Pyx_PyLong___Pyx_PyLong_As_int(x);
-    } else {
-        return __Pyx_NonPyLong___Pyx_PyLong_As_int(x);
-    }
-}
-
-/* CIntFromPy */
 static unsigned int __Pyx_LargePyLong___Pyx_PyLong_As_unsigned_int(PyObject *x);
 static unsigned int __Pyx_raise_neg_overflow___Pyx_PyLong_As_unsigned_int(void) {
     const char* type_name = "unsigned int";
@@ -31293,85 +32446,6 @@ static PyObject *__Pyx_Object_VectorcallMethodKwds(PyObject *name, PyObject *con
 #endif
 
 /* CIntToPy */
-static CYTHON_INLINE PyObject* __Pyx_PyLong_From_uint16_t(uint16_t value) {
-#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wconversion"
-#endif
-    const uint16_t neg_one = (uint16_t) -1, const_zero = (uint16_t) 0;
-#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
-#pragma GCC diagnostic pop
-#endif
-    const int is_unsigned = neg_one > const_zero;
-    if (is_unsigned) {
-        if (sizeof(uint16_t) < sizeof(long)) {
-            return PyLong_FromLong((long) value);
-        } else if (sizeof(uint16_t) <= sizeof(unsigned long)) {
-            return PyLong_FromUnsignedLong((unsigned long) value);
-#if !CYTHON_COMPILING_IN_PYPY
-        } else if (sizeof(uint16_t) <= sizeof(unsigned PY_LONG_LONG)) {
-            return PyLong_FromUnsignedLongLong((unsigned PY_LONG_LONG) value);
-#endif
-        }
-    } else {
-        if (sizeof(uint16_t) <= sizeof(long)) {
-            return PyLong_FromLong((long) value);
-        } else if (sizeof(uint16_t) <= sizeof(PY_LONG_LONG)) {
-            return PyLong_FromLongLong((PY_LONG_LONG) value);
-        }
-    }
-    {
-        unsigned char *bytes = (unsigned char *)&value;
-#if !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX >= 0x030d00A4
-        if (is_unsigned) {
-            return PyLong_FromUnsignedNativeBytes(bytes, sizeof(value), -1);
-        } else {
-            return PyLong_FromNativeBytes(bytes, sizeof(value), -1);
-        }
-#elif !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX < 0x030d0000
-        int one = 1; int little = (int)*(unsigned char *)&one;
-        return _PyLong_FromByteArray(bytes, sizeof(uint16_t),
-                                     little, !is_unsigned);
-#else
-        int one = 1; int little = (int)*(unsigned char *)&one;
-        PyObject *result = NULL, *kwds = NULL;
-        PyObject *py_bytes = NULL, *order_str = NULL, *from_bytes_str = NULL;;
-        py_bytes = PyBytes_FromStringAndSize((char*)bytes, sizeof(uint16_t));
-        if (!py_bytes) goto limited_bad;
-        from_bytes_str = PyUnicode_FromStringAndSize("from_bytes", 10);
-        if (!from_bytes_str) goto limited_bad;
-        order_str = PyUnicode_FromString(little ? "little" : "big");
-        if (!order_str) goto limited_bad;
-        {
-            PyObject *args[] = { (PyObject*)&PyLong_Type, py_bytes, order_str, Py_True };
-            if (!is_unsigned) {
-                PyObject *signed_str = PyUnicode_FromStringAndSize("signed", 6);
-                if (!signed_str) goto limited_bad;
-#if CYTHON_VECTORCALL
-                kwds = PyTuple_Pack(1, signed_str);
-#else
-                {
-                    PyObject *keys[] = {signed_str};
-                    PyObject *values[] = {Py_True};
-                    kwds = __Pyx_MakeKwargDict(keys, values, 1);
-                }
-#endif
-                Py_DECREF(signed_str);
-                if (unlikely(!kwds)) goto limited_bad;
-            }
-            result = __Pyx_Object_VectorcallMethodKwds(from_bytes_str, args, 3 | __Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET, kwds);
-        }
-        limited_bad:
-        Py_XDECREF(kwds);
-        Py_XDECREF(order_str);
-        Py_XDECREF(py_bytes);
-        Py_XDECREF(from_bytes_str);
-        return result;
-#endif
-    }
-}
-
-/* CIntToPy */
 static CYTHON_INLINE PyObject* __Pyx_PyLong_From_unsigned_int(unsigned int value) {
 #ifdef __Pyx_HAS_GCC_DIAGNOSTIC
 #pragma GCC diagnostic push
@@ -31416,6 +32490,465 @@ static CYTHON_INLINE PyObject* __Pyx_PyLong_From_unsigned_int(unsigned int value
         PyObject *result = NULL, *kwds = NULL;
         PyObject *py_bytes = NULL, *order_str = NULL, *from_bytes_str = NULL;;
         py_bytes = PyBytes_FromStringAndSize((char*)bytes, sizeof(unsigned int));
+        if (!py_bytes) goto limited_bad;
+        from_bytes_str = PyUnicode_FromStringAndSize("from_bytes", 10);
+        if (!from_bytes_str) goto limited_bad;
+        order_str = PyUnicode_FromString(little ? "little" : "big");
+        if (!order_str) goto limited_bad;
+        {
+            PyObject *args[] = { (PyObject*)&PyLong_Type, py_bytes, order_str, Py_True };
+            if (!is_unsigned) {
+                PyObject *signed_str = PyUnicode_FromStringAndSize("signed", 6);
+                if (!signed_str) goto limited_bad;
+#if CYTHON_VECTORCALL
+                kwds = PyTuple_Pack(1, signed_str);
+#else
+                {
+                    PyObject *keys[] = {signed_str};
+                    PyObject *values[] = {Py_True};
+                    kwds = __Pyx_MakeKwargDict(keys, values, 1);
+                }
+#endif
+                Py_DECREF(signed_str);
+                if (unlikely(!kwds)) goto limited_bad;
+            }
+            result = __Pyx_Object_VectorcallMethodKwds(from_bytes_str, args, 3 | __Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET, kwds);
+        }
+        limited_bad:
+        Py_XDECREF(kwds);
+        Py_XDECREF(order_str);
+        Py_XDECREF(py_bytes);
+        Py_XDECREF(from_bytes_str);
+        return result;
+#endif
+    }
+}
+
+/* CIntFromPy */
+static int __Pyx_LargePyLong___Pyx_PyLong_As_int(PyObject *x);
+static int __Pyx_raise_neg_overflow___Pyx_PyLong_As_int(void) {
+    const char* type_name = "int";
+    PyErr_Format(PyExc_OverflowError,
+        "can't convert negative value to %.200s", type_name);
+    return (int) -1;
+}
+static int __Pyx_raise_overflow___Pyx_PyLong_As_int(void) {
+    const char* type_name = "int";
+    PyErr_Format(PyExc_OverflowError,
+        "value too large to convert to %.200s", type_name);
+    return (int) -1;
+}
+static CYTHON_INLINE int __Pyx_PyULong___Pyx_PyLong_As_int(PyObject *x) {
+    const int is_unsigned = 1;
+#if CYTHON_USE_PYLONG_INTERNALS
+    {
+        const digit* digits = __Pyx_PyLong_Digits(x);
+        const Py_ssize_t size = __Pyx_PyLong_DigitCount(x);
+        if (size == 2 && (8 * sizeof(int) > 1 * PyLong_SHIFT)) {
+            if ((8 * sizeof(unsigned long) > 2 * PyLong_SHIFT)) {
+                __PYX_VERIFY_RETURN_INT(int, unsigned long, (((((unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
+            } else if ((8 * sizeof(int) >= 2 * PyLong_SHIFT)) {
+                return (int) (((((int)digits[1]) << PyLong_SHIFT) | (int)digits[0]));
+            }
+        } else
+        if (size == 3 && (8 * sizeof(int) > 2 * PyLong_SHIFT)) {
+            if ((8 * sizeof(unsigned long) > 3 * PyLong_SHIFT)) {
+                __PYX_VERIFY_RETURN_INT(int, unsigned long, (((((((unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
+            } else if ((8 * sizeof(int) >= 3 * PyLong_SHIFT)) {
+                return (int) (((((((int)digits[2]) << PyLong_SHIFT) | (int)digits[1]) << PyLong_SHIFT) | (int)digits[0]));
+            }
+        } else
+        if (size == 4 && (8 * sizeof(int) > 3 * PyLong_SHIFT)) {
+            if ((8 * sizeof(unsigned long) > 4 * PyLong_SHIFT)) {
+                __PYX_VERIFY_RETURN_INT(int, unsigned long, (((((((((unsigned long)digits[3]) << PyLong_SHIFT) | (unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
+            } else if ((8 * sizeof(int) >= 4 * PyLong_SHIFT)) {
+                return (int) (((((((((int)digits[3]) << PyLong_SHIFT) | (int)digits[2]) << PyLong_SHIFT) | (int)digits[1]) << PyLong_SHIFT) | (int)digits[0]));
+            }
+        } else
+        {}
+    }
+#elif CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX < 0x030C00A7
+    if (unlikely(Py_SIZE(x) < 0)) {
+        goto raise_neg_overflow;
+    }
+#else
+    {
+        int result = PyObject_RichCompareBool(x, Py_False, Py_LT);
+        if (unlikely(result < 0))
+            return (int) -1;
+        if (unlikely(result == 1))
+            goto raise_neg_overflow;
+    }
+#endif
+    if ((sizeof(int) <= sizeof(unsigned long))) {
+        __PYX_VERIFY_RETURN_INT_EXC(int, unsigned long, PyLong_AsUnsignedLong(x))
+    } else if ((sizeof(int) <= sizeof(unsigned PY_LONG_LONG))) {
+        __PYX_VERIFY_RETURN_INT_EXC(int, unsigned PY_LONG_LONG, PyLong_AsUnsignedLongLong(x))
+    }
+    return __Pyx_LargePyLong___Pyx_PyLong_As_int(x);
+raise_neg_overflow:
+    return __Pyx_raise_neg_overflow___Pyx_PyLong_As_int();
+raise_overflow:
+    return __Pyx_raise_overflow___Pyx_PyLong_As_int();
+}
+static CYTHON_INLINE int __Pyx_PySLong___Pyx_PyLong_As_int(PyObject *x) {
+    const int is_unsigned = 0;
+#if CYTHON_USE_PYLONG_INTERNALS
+    if (__Pyx_PyLong_IsNeg(x)) {
+        const Py_ssize_t size = __Pyx_PyLong_DigitCount(x);
+        const digit* digits = __Pyx_PyLong_Digits(x);
+        if (size == 2 && (8 * sizeof(int) > 1 * PyLong_SHIFT)) {
+            if ((8 * sizeof(long) > 2 * PyLong_SHIFT)) {
+                long ival = - (long) (((((unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0]));
+                __PYX_VERIFY_RETURN_INT(int, long, ival)
+            } else if ((8 * sizeof(int) - 1 > 2 * PyLong_SHIFT)) {
+                return (int) (((int) -1) * (((((int)digits[1]) << PyLong_SHIFT) | (int)digits[0])));
+            }
+        } else
+        if (size == 3 && (8 * sizeof(int) > 2 * PyLong_SHIFT)) {
+            if ((8 * sizeof(long) > 3 * PyLong_SHIFT)) {
+                long ival = - (long) (((((((unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0]));
+                __PYX_VERIFY_RETURN_INT(int, long, ival)
+            } else if ((8 * sizeof(int) - 1 > 3 * PyLong_SHIFT)) {
+                return (int) (((int) -1) * (((((((int)digits[2]) << PyLong_SHIFT) | (int)digits[1]) << PyLong_SHIFT) | (int)digits[0])));
+            }
+        } else
+        if (size == 4 && (8 * sizeof(int) > 3 * PyLong_SHIFT)) {
+            if ((8 * sizeof(long) > 4 * PyLong_SHIFT)) {
+                long ival = - (long) (((((((((unsigned long)digits[3]) << PyLong_SHIFT) | (unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0]));
+                __PYX_VERIFY_RETURN_INT(int, long, ival)
+            } else if ((8 * sizeof(int) - 1 > 4 * PyLong_SHIFT)) {
+                return (int) (((int) -1) * (((((((((int)digits[3]) << PyLong_SHIFT) | (int)digits[2]) << PyLong_SHIFT) | (int)digits[1]) << PyLong_SHIFT) | (int)digits[0])));
+            }
+        } else
+        {}
+    } else {
+        const Py_ssize_t size = __Pyx_PyLong_DigitCount(x);
+        const digit* digits = __Pyx_PyLong_Digits(x);
+        if (size == 2 && (8 * sizeof(int) > 1 * PyLong_SHIFT)) {
+            if ((8 * sizeof(long) > 2 * PyLong_SHIFT)) {
+                __PYX_VERIFY_RETURN_INT(int, unsigned long, (((((unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
+            } else if ((8 * sizeof(int) - 1 > 2 * PyLong_SHIFT)) {
+                return (int) (((((int)digits[1]) << PyLong_SHIFT) | (int)digits[0]));
+            }
+        } else
+        if (size == 3 && (8 * sizeof(int) > 2 * PyLong_SHIFT)) {
+            if ((8 * sizeof(long) > 3 * PyLong_SHIFT)) {
+                __PYX_VERIFY_RETURN_INT(int, unsigned long, (((((((unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
+            } else if ((8 * sizeof(int) - 1 > 3 * PyLong_SHIFT)) {
+                return (int) (((((((int)digits[2]) << PyLong_SHIFT) | (int)digits[1]) << PyLong_SHIFT) | (int)digits[0]));
+            }
+        } else
+        if (size == 4 && (8 * sizeof(int) > 3 * PyLong_SHIFT)) {
+            if ((8 * sizeof(long) > 4 * PyLong_SHIFT)) {
+                __PYX_VERIFY_RETURN_INT(int, unsigned long, (((((((((unsigned long)digits[3]) << PyLong_SHIFT) | (unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
+            } else if ((8 * sizeof(int) - 1 > 4 * PyLong_SHIFT)) {
+                return (int) (((((((((int)digits[3]) << PyLong_SHIFT) | (int)digits[2]) << PyLong_SHIFT) | (int)digits[1]) << PyLong_SHIFT) | (int)digits[0]));
+            }
+        } else
+        {}
+    }
+#endif
+    #if __PYX_LIMITED_VERSION_HEX >= 0x030d0000
+    if ((sizeof(int) <= sizeof(int)) && (sizeof(int) < sizeof(long))) {
+        __PYX_VERIFY_RETURN_INT_EXC(int, int, PyLong_AsInt(x))
+    } else
+    #endif
+    if ((sizeof(int) <= sizeof(long))) {
+        __PYX_VERIFY_RETURN_INT_EXC(int, long, PyLong_AsLong(x))
+    } else if ((sizeof(int) <= sizeof(PY_LONG_LONG))) {
+        __PYX_VERIFY_RETURN_INT_EXC(int, PY_LONG_LONG, PyLong_AsLongLong(x))
+    }
+    return __Pyx_LargePyLong___Pyx_PyLong_As_int(x);
+raise_neg_overflow:
+    return __Pyx_raise_neg_overflow___Pyx_PyLong_As_int();
+raise_overflow:
+    return __Pyx_raise_overflow___Pyx_PyLong_As_int();
+}
+static int __Pyx_LargePyLong___Pyx_PyLong_As_int(PyObject *x) {
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wconversion"
+#endif
+    const int neg_one = (int) -1, const_zero = (int) 0;
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic pop
+#endif
+    const int is_unsigned = neg_one > const_zero;
+    int val;
+    int ret = -1;
+#if PY_VERSION_HEX >= 0x030d00A6 && !CYTHON_COMPILING_IN_LIMITED_API
+    Py_ssize_t bytes_copied = PyLong_AsNativeBytes(
+        x, &val, sizeof(val), Py_ASNATIVEBYTES_NATIVE_ENDIAN | (is_unsigned ? Py_ASNATIVEBYTES_UNSIGNED_BUFFER | Py_ASNATIVEBYTES_REJECT_NEGATIVE : 0));
+    if (unlikely(bytes_copied == -1)) {
+    } else if (unlikely(bytes_copied > (Py_ssize_t) sizeof(val))) {
+        goto raise_overflow;
+    } else {
+        ret = 0;
+    }
+#elif PY_VERSION_HEX < 0x030d0000 && !(CYTHON_COMPILING_IN_PYPY || CYTHON_COMPILING_IN_LIMITED_API) || defined(_PyLong_AsByteArray)
+    int one = 1; int is_little = (int)*(unsigned char *)&one;
+    unsigned char *bytes = (unsigned char *)&val;
+    ret = _PyLong_AsByteArray((PyLongObject *)x,
+                                bytes, sizeof(val),
+                                is_little, !is_unsigned);
+    if ((0)) goto raise_overflow;
+#else
+    PyObject *v;
+    PyObject *stepval = NULL, *mask = NULL, *shift = NULL;
+    int bits, remaining_bits, is_negative = 0;
+    int chunk_size = (sizeof(long) < 8) ? 30 : 62;
+    if (likely(PyLong_CheckExact(x))) {
+        v = __Pyx_NewRef(x);
+    } else {
+        v = PyNumber_Long(x);
+        if (unlikely(!v)) return (int) -1;
+        assert(PyLong_CheckExact(v));
+    }
+    {
+        int result = PyObject_RichCompareBool(v, Py_False, Py_LT);
+        if (unlikely(result < 0)) {
+            Py_DECREF(v);
+            return (int) -1;
+        }
+        is_negative = result == 1;
+    }
+    if (is_unsigned && unlikely(is_negative)) {
+        Py_DECREF(v);
+        PyErr_SetString(PyExc_OverflowError,
+            "can't convert negative value to int");
+        return (int) -1;
+    } else if (is_negative) {
+        stepval = PyNumber_Invert(v);
+        Py_DECREF(v);
+        if (unlikely(!stepval))
+            return (int) -1;
+    } else {
+        stepval = v;
+    }
+    v = NULL;
+    val = (int) 0;
+    mask = PyLong_FromLong((1L << chunk_size) - 1); if (unlikely(!mask)) goto done;
+    shift = PyLong_FromLong(chunk_size); if (unlikely(!shift)) goto done;
+    for (bits = 0; bits < (int) sizeof(int) * 8 - chunk_size; bits += chunk_size) {
+        PyObject *tmp, *digit;
+        long idigit;
+        digit = PyNumber_And(stepval, mask);
+        if (unlikely(!digit)) goto done;
+        idigit = PyLong_AsLong(digit);
+        Py_DECREF(digit);
+        if (unlikely(idigit < 0)) goto done;
+        val |= ((int) idigit) << bits;
+        tmp = PyNumber_Rshift(stepval, shift);
+        if (unlikely(!tmp)) goto done;
+        Py_DECREF(stepval); stepval = tmp;
+    }
+    Py_DECREF(shift); shift = NULL;
+    Py_DECREF(mask); mask = NULL;
+    {
+        long idigit = PyLong_AsLong(stepval);
+        if (unlikely(idigit < 0)) goto done;
+        remaining_bits = ((int) sizeof(int) * 8) - bits - (is_unsigned ? 0 : 1);
+        if (unlikely(idigit >= (1L << remaining_bits)))
+            goto raise_overflow;
+        val |= ((int) idigit) << bits;
+    }
+    if (!is_unsigned) {
+        if (unlikely(val & (((int) 1) << (sizeof(int) * 8 - 1))))
+            goto raise_overflow;
+        if (is_negative)
+            val = ~val;
+    }
+    ret = 0;
+done:
+    Py_XDECREF(shift);
+    Py_XDECREF(mask);
+    Py_XDECREF(stepval);
+#endif
+    if (unlikely(ret))
+        return (int) -1;
+    return val;
+raise_overflow:
+    return __Pyx_raise_overflow___Pyx_PyLong_As_int();
+}
+static CYTHON_INLINE int __Pyx_PyLong___Pyx_PyLong_As_int(PyObject *x) {
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wconversion"
+#endif
+    const int neg_one = (int) -1, const_zero = (int) 0;
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic pop
+#endif
+    const int is_unsigned = neg_one > const_zero;
+    if (is_unsigned) {
+        #if CYTHON_USE_PYLONG_INTERNALS
+        if (unlikely(__Pyx_PyLong_IsNeg(x))) {
+            goto raise_neg_overflow;
+        } else if (__Pyx_PyLong_IsCompact(x)) {
+            __PYX_VERIFY_RETURN_INT(int, __Pyx_compact_upylong, __Pyx_PyLong_CompactValueUnsigned(x))
+        } else
+        #endif
+        {
+            return __Pyx_PyULong___Pyx_PyLong_As_int(x);
+        }
+    } else {
+        #if CYTHON_USE_PYLONG_INTERNALS
+        if (__Pyx_PyLong_IsCompact(x)) {
+            __PYX_VERIFY_RETURN_INT(int, __Pyx_compact_pylong, __Pyx_PyLong_CompactValue(x))
+        } else
+        #endif
+        {
+            return __Pyx_PySLong___Pyx_PyLong_As_int(x);
+        }
+    }
+#if CYTHON_USE_PYLONG_INTERNALS
+raise_neg_overflow:
+    return __Pyx_raise_neg_overflow___Pyx_PyLong_As_int();
+raise_overflow:
+    return __Pyx_raise_overflow___Pyx_PyLong_As_int();
+#endif
+}
+static int __Pyx_NonPyLong___Pyx_PyLong_As_int(PyObject *x) {
+    int val;
+    PyObject *tmp = __Pyx_PyNumber_Long(x);
+    if (!tmp) return (int) -1;
+    val = __Pyx_PyLong_As_int(tmp);
+    Py_DECREF(tmp);
+    return val;
+}
+static CYTHON_INLINE int __Pyx_PyLong_As_int(PyObject *x) {
+    if (likely(PyLong_Check(x))) {
+        return __Pyx_PyLong___Pyx_PyLong_As_int(x);
+    } else {
+        return __Pyx_NonPyLong___Pyx_PyLong_As_int(x);
+    }
+}
+
+/* CIntToPy */
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_uint32_t(uint32_t value) {
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wconversion"
+#endif
+    const uint32_t neg_one = (uint32_t) -1, const_zero = (uint32_t) 0;
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic pop
+#endif
+    const int is_unsigned = neg_one > const_zero;
+    if (is_unsigned) {
+        if (sizeof(uint32_t) < sizeof(long)) {
+            return PyLong_FromLong((long) value);
+        } else if (sizeof(uint32_t) <= sizeof(unsigned long)) {
+            return PyLong_FromUnsignedLong((unsigned long) value);
+#if !CYTHON_COMPILING_IN_PYPY
+        } else if (sizeof(uint32_t) <= sizeof(unsigned PY_LONG_LONG)) {
+            return PyLong_FromUnsignedLongLong((unsigned PY_LONG_LONG) value);
+#endif
+        }
+    } else {
+        if (sizeof(uint32_t) <= sizeof(long)) {
+            return PyLong_FromLong((long) value);
+        } else if (sizeof(uint32_t) <= sizeof(PY_LONG_LONG)) {
+            return PyLong_FromLongLong((PY_LONG_LONG) value);
+        }
+    }
+    {
+        unsigned char *bytes = (unsigned char *)&value;
+#if !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX >= 0x030d00A4
+        if (is_unsigned) {
+            return PyLong_FromUnsignedNativeBytes(bytes, sizeof(value), -1);
+        } else {
+            return PyLong_FromNativeBytes(bytes, sizeof(value), -1);
+        }
+#elif !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX < 0x030d0000
+        int one = 1; int little = (int)*(unsigned char *)&one;
+        return _PyLong_FromByteArray(bytes, sizeof(uint32_t),
+                                     little, !is_unsigned);
+#else
+        int one = 1; int little = (int)*(unsigned char *)&one;
+        PyObject *result = NULL, *kwds = NULL;
+        PyObject *py_bytes = NULL, *order_str = NULL, *from_bytes_str = NULL;;
+        py_bytes = PyBytes_FromStringAndSize((char*)bytes, sizeof(uint32_t));
+        if (!py_bytes) goto limited_bad;
+        from_bytes_str = PyUnicode_FromStringAndSize("from_bytes", 10);
+        if (!from_bytes_str) goto limited_bad;
+        order_str = PyUnicode_FromString(little ? "little" : "big");
+        if (!order_str) goto limited_bad;
+        {
+            PyObject *args[] = { (PyObject*)&PyLong_Type, py_bytes, order_str, Py_True };
+            if (!is_unsigned) {
+                PyObject *signed_str = PyUnicode_FromStringAndSize("signed", 6);
+                if (!signed_str) goto limited_bad;
+#if CYTHON_VECTORCALL
+                kwds = PyTuple_Pack(1, signed_str);
+#else
+                {
+                    PyObject *keys[] = {signed_str};
+                    PyObject *values[] = {Py_True};
+                    kwds = __Pyx_MakeKwargDict(keys, values, 1);
+                }
+#endif
+                Py_DECREF(signed_str);
+                if (unlikely(!kwds)) goto limited_bad;
+            }
+            result = __Pyx_Object_VectorcallMethodKwds(from_bytes_str, args, 3 | __Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET, kwds);
+        }
+        limited_bad:
+        Py_XDECREF(kwds);
+        Py_XDECREF(order_str);
+        Py_XDECREF(py_bytes);
+        Py_XDECREF(from_bytes_str);
+        return result;
+#endif
+    }
+}
+
+/* CIntToPy */
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_uint16_t(uint16_t value) {
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wconversion"
+#endif
+    const uint16_t neg_one = (uint16_t) -1, const_zero = (uint16_t) 0;
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic pop
+#endif
+    const int is_unsigned = neg_one > const_zero;
+    if (is_unsigned) {
+        if (sizeof(uint16_t) < sizeof(long)) {
+            return PyLong_FromLong((long) value);
+        } else if (sizeof(uint16_t) <= sizeof(unsigned long)) {
+            return PyLong_FromUnsignedLong((unsigned long) value);
+#if !CYTHON_COMPILING_IN_PYPY
+        } else if (sizeof(uint16_t) <= sizeof(unsigned PY_LONG_LONG)) {
+            return PyLong_FromUnsignedLongLong((unsigned PY_LONG_LONG) value);
+#endif
+        }
+    } else {
+        if (sizeof(uint16_t) <= sizeof(long)) {
+            return PyLong_FromLong((long) value);
+        } else if (sizeof(uint16_t) <= sizeof(PY_LONG_LONG)) {
+            return PyLong_FromLongLong((PY_LONG_LONG) value);
+        }
+    }
+    {
+        unsigned char *bytes = (unsigned char *)&value;
+#if !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX >= 0x030d00A4
+        if (is_unsigned) {
+            return PyLong_FromUnsignedNativeBytes(bytes, sizeof(value), -1);
+        } else {
+            return PyLong_FromNativeBytes(bytes, sizeof(value), -1);
+        }
+#elif !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX < 0x030d0000
+        int one = 1; int little = (int)*(unsigned char *)&one;
+        return _PyLong_FromByteArray(bytes, sizeof(uint16_t),
+                                     little, !is_unsigned);
+#else
+        int one = 1; int little = (int)*(unsigned char *)&one;
+        PyObject *result = NULL, *kwds = NULL;
+        PyObject *py_bytes = NULL, *order_str = NULL, *from_bytes_str = NULL;;
+        py_bytes = PyBytes_FromStringAndSize((char*)bytes, sizeof(uint16_t));
         if (!py_bytes) goto limited_bad;
         from_bytes_str = PyUnicode_FromStringAndSize("from_bytes", 10);
         if (!from_bytes_str) goto limited_bad;

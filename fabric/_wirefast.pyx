@@ -5,8 +5,10 @@
 are identical (tests/test_wire_crc.py compares them).
 """
 
-from libc.stdint cimport uint16_t, uint8_t
-from libc.string cimport memcpy
+from libc.stdint cimport uint16_t, uint32_t, uint8_t
+from libc.string cimport memcpy, memset
+from cpython.bytearray cimport PyByteArray_FromStringAndSize, PyByteArray_AS_STRING, PyByteArray_Resize
+from cpython.bytes cimport PyBytes_FromStringAndSize
 
 cdef uint16_t VCRC_TABLE[256]
 # Slicing-by-8: SLICE[k][b] is the CRC contribution of octet b followed by k zero octets, so eight
@@ -35,8 +37,126 @@ cdef void _init_table():
 
 _init_table()
 
+# CRC-32 of the ICRC (Ethernet/zlib: reflected 0xEDB88320), slicing-by-8 like the VCRC.
+cdef uint32_t CRC32_SLICE[8][256]
+cdef uint32_t ONES32 = 0xFFFFFFFFU
 
-cdef inline uint16_t vcrc16_raw(const uint8_t *p, Py_ssize_t n) noexcept nogil:
+
+cdef void _init_crc32():
+    cdef int byte, bit, k
+    cdef uint32_t c
+    for byte in range(256):
+        c = byte
+        for bit in range(8):
+            c = (c >> 1) ^ <uint32_t> 0xEDB88320U if c & 1 else c >> 1
+        CRC32_SLICE[0][byte] = c
+    for k in range(1, 8):
+        for byte in range(256):
+            c = CRC32_SLICE[k - 1][byte]
+            CRC32_SLICE[k][byte] = (c >> 8) ^ CRC32_SLICE[0][c & 0xFF]
+
+
+_init_crc32()
+
+
+cdef uint32_t crc32_update(uint32_t crc, const uint8_t *p, Py_ssize_t n) noexcept nogil:
+    """Raw CRC-32 register update (no initial or final inversion)."""
+    cdef Py_ssize_t i = 0
+    cdef uint32_t lo, hi
+    while n - i >= 8:
+        lo = crc ^ (<uint32_t> p[i] | (<uint32_t> p[i + 1] << 8) | (<uint32_t> p[i + 2] << 16)
+                    | (<uint32_t> p[i + 3] << 24))
+        crc = (CRC32_SLICE[7][lo & 0xFF] ^ CRC32_SLICE[6][(lo >> 8) & 0xFF] ^ CRC32_SLICE[5][(lo >> 16) & 0xFF]
+               ^ CRC32_SLICE[4][lo >> 24] ^ CRC32_SLICE[3][p[i + 4]] ^ CRC32_SLICE[2][p[i + 5]]
+               ^ CRC32_SLICE[1][p[i + 6]] ^ CRC32_SLICE[0][p[i + 7]])
+        i += 8
+    while i < n:
+        crc = (crc >> 8) ^ CRC32_SLICE[0][(crc ^ p[i]) & 0xFF]
+        i += 1
+    return crc
+
+
+def crc32(const unsigned char[::1] data not None):
+    """zlib.crc32 of ``data`` (for cross-checking the table)."""
+    if data.shape[0] == 0:
+        return 0
+    return crc32_update(ONES32, &data[0], data.shape[0]) ^ ONES32
+
+
+cdef Py_ssize_t write_ud_packet(uint8_t *out, const uint8_t *payload, Py_ssize_t n, unsigned int slid,
+                                unsigned int dlid, unsigned int sl, unsigned int pkey, unsigned int dest_qp,
+                                unsigned int src_qp, unsigned int qkey, unsigned int psn) noexcept nogil:
+    """A complete UD SEND-only packet without GRH at ``out`` (LRH BTH DETH payload pad ICRC VCRC),
+    octet for octet what fabric.wire.build_ud_packet makes (VL 0). Returns its length."""
+    cdef Py_ssize_t pad = (4 - (n & 3)) & 3
+    cdef Py_ssize_t total = 28 + n + pad + 4  # LRH..ICRC
+    cdef unsigned int words = <unsigned int> (total >> 2)
+    cdef uint8_t masked[28]
+    cdef uint32_t crc
+    cdef uint16_t v
+    # LRH: VL 0, LVer 0 | SL, LNH 2 | DLID | PktLen | SLID
+    out[0] = 0
+    out[1] = ((sl & 0xF) << 4) | 2
+    out[2] = (dlid >> 8) & 0xFF
+    out[3] = dlid & 0xFF
+    out[4] = (words >> 8) & 0x7
+    out[5] = words & 0xFF
+    out[6] = (slid >> 8) & 0xFF
+    out[7] = slid & 0xFF
+    # BTH: opcode 0x64 | SE M PadCnt TVer | P_Key | resv8a | DestQP | A resv7 | PSN
+    out[8] = 0x64
+    out[9] = <uint8_t> (pad << 4)
+    out[10] = (pkey >> 8) & 0xFF
+    out[11] = pkey & 0xFF
+    out[12] = 0
+    out[13] = (dest_qp >> 16) & 0xFF
+    out[14] = (dest_qp >> 8) & 0xFF
+    out[15] = dest_qp & 0xFF
+    out[16] = 0
+    out[17] = (psn >> 16) & 0xFF
+    out[18] = (psn >> 8) & 0xFF
+    out[19] = psn & 0xFF
+    # DETH: Q_Key | resv8 | SrcQP
+    out[20] = (qkey >> 24) & 0xFF
+    out[21] = (qkey >> 16) & 0xFF
+    out[22] = (qkey >> 8) & 0xFF
+    out[23] = qkey & 0xFF
+    out[24] = 0
+    out[25] = (src_qp >> 16) & 0xFF
+    out[26] = (src_qp >> 8) & 0xFF
+    out[27] = src_qp & 0xFF
+    memcpy(out + 28, payload, n)
+    if pad:
+        memset(out + 28 + n, 0, pad)
+    # ICRC over the headers with the variant fields set to ones (LRH.VL, BTH.resv8a), then the rest
+    memcpy(masked, out, 28)
+    masked[0] |= 0xF0
+    masked[12] = 0xFF
+    crc = crc32_update(ONES32, masked, 28)
+    crc = crc32_update(crc, out + 28, n + pad) ^ ONES32
+    out[total - 4] = crc & 0xFF
+    out[total - 3] = (crc >> 8) & 0xFF
+    out[total - 2] = (crc >> 16) & 0xFF
+    out[total - 1] = (crc >> 24) & 0xFF
+    v = vcrc16_raw(out, total)
+    out[total] = v & 0xFF
+    out[total + 1] = v >> 8
+    return total + 2
+
+
+def build_ud_packet_fast(const unsigned char[::1] payload not None, unsigned int slid, unsigned int dlid,
+                         unsigned int dest_qp, unsigned int src_qp, unsigned int qkey, unsigned int pkey=0xFFFF,
+                         unsigned int sl=0, unsigned int psn=0):
+    """The compiled twin of fabric.wire.build_ud_packet for the common case (no GRH, VL 0)."""
+    cdef Py_ssize_t n = payload.shape[0]
+    cdef bytearray out = PyByteArray_FromStringAndSize(NULL, 28 + n + 3 + 6)
+    cdef Py_ssize_t ln = write_ud_packet(<uint8_t *> PyByteArray_AS_STRING(out),
+                                         &payload[0] if n else <const uint8_t *> b"", n, slid, dlid, sl, pkey,
+                                         dest_qp, src_qp, qkey, psn)
+    return bytes(out[:ln])
+
+
+cdef uint16_t vcrc16_raw(const uint8_t *p, Py_ssize_t n) noexcept nogil:
     cdef uint16_t crc = 0xFFFF
     cdef Py_ssize_t i = 0
     while n - i >= 8:
@@ -69,8 +189,6 @@ def vcrc_ok(const unsigned char[::1] packet not None):
 
 # -- switch forwarding engine ------------------------------------------------------------------
 
-from cpython.bytearray cimport PyByteArray_FromStringAndSize, PyByteArray_AS_STRING, PyByteArray_Resize
-from cpython.bytes cimport PyBytes_FromStringAndSize
 
 DEF PORT_LINK_UP = 1
 DEF PORT_ACTIVE = 2
