@@ -116,8 +116,14 @@ class DeviceHost:
             pass  # the peer is not draining; training will be retried by its own HELLO
 
     def queue_tx(self, name: str, txs) -> None:
-        """Queue packets for the next burst of each egress link (length-prefixed parts)."""
-        for port, pkt in txs:
+        """Queue packets for the next burst of each egress link (length-prefixed parts). An item
+        may also be ("segment", port, count, framed packets after burst-header headroom), which a
+        compiled send path builds."""
+        for item in txs:
+            if len(item) == 4:
+                self.queue_segment(name, item[1], item[2], item[3])
+                continue
+            port, pkt = item
             q = self.txq.get((name, port))
             if q is None:
                 q = self.txq[(name, port)] = [0, [], False]
@@ -499,7 +505,11 @@ class DeviceHost:
             for dev in self.timed_devices():
                 d = dev.next_deadline()
                 if d is not None and d <= now:
-                    self.queue_tx(dev.name, dev.tick(now))
+                    try:
+                        self.queue_tx(dev.name, dev.tick(now))
+                    except Exception:  # software on a node must not take the host down
+                        traceback.print_exc()
+                        dev.drops["internal_error"] += 1
             self.flush()
             self.run_local(now)
             if self.pending:  # after local delivery: an answer may have just arrived in memory

@@ -12,7 +12,7 @@ from collections import deque
 
 from .devices import HCA, cable, make_device
 from .devices.events import apply_events
-from .link import KIND_DOWN, KIND_HELLO, KIND_HELLO_ACK
+from .link import BURST_HDR, KIND_DOWN, KIND_HELLO, KIND_HELLO_ACK, decode_burst_packets
 
 
 class LoopNet:
@@ -64,12 +64,18 @@ class LoopNet:
     # -- packets -------------------------------------------------------------------------------
 
     def _emit(self, name: str, txs) -> None:
-        for port, pkt in txs:
-            peer = self.peers.get((name, port))
-            if self.capture is not None:
-                self.capture(name, port, pkt)
-            if peer is None:
-                continue  # nothing cabled: the packet is lost on the floor
+        for item in txs:
+            if len(item) == 4:  # a burst segment built by a compiled send path
+                for pkt in decode_burst_packets(item[3], BURST_HDR.size, item[2]):
+                    self._emit_one(name, item[1], pkt)
+            else:
+                self._emit_one(name, *item)
+
+    def _emit_one(self, name: str, port: int, pkt: bytes) -> None:
+        peer = self.peers.get((name, port))
+        if self.capture is not None:
+            self.capture(name, port, pkt)
+        if peer is not None:  # nothing cabled: the packet is lost on the floor
             self.queue.append((peer[0], peer[1], 0, pkt))
 
     def inject(self, name: str, txs) -> None:

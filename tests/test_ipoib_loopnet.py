@@ -22,7 +22,7 @@ from fabric import wire as w
 from fabric.capture import ErfWriter, read_erf
 from fabric.wire import smp_attrs as sa
 from ipnet import IpNet
-from ipoib import inet, ulp
+from ipoib import _stdpath, inet, ulp
 from ipoib.ip import UdpError
 from ipoib.netdev import BUSY, OK, OPS, AddressHandle, NetdevParams, NotSupported, RdmaNetdev, RxInfo
 from ipoib.std import GRH_AREA, SENDQ_SIZE, StdProvider
@@ -709,7 +709,7 @@ def test_dispatch_unit():
 
 
 def test_send_queue_stops_when_full_and_wakes_at_half():
-    net = _net()
+    net = _net(backend=_stdpath)  # the standard provider's queue (the fast one has its own test)
     ifc = _ifc(net, "node0001")
     ctx = ifc.netdev.standard.ctx
     stops, wakes = [], []
