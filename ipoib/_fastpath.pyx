@@ -126,9 +126,8 @@ cdef class PacketRing:
 
     # -- the TX queue of the accelerated provider: slots hold an 8-octet address then the frame --
 
-    def push_ud(self, unsigned int dlid, unsigned int sl, unsigned int dqpn, const unsigned char[::1] frame not None):
-        """Queue one frame for (dlid, sl, dqpn); False when the ring is full or the frame too big."""
-        cdef Py_ssize_t n = frame.shape[0]
+    cdef bint _push_ud(self, unsigned int dlid, unsigned int sl, unsigned int dqpn,
+                       const unsigned char *frame, Py_ssize_t n):
         cdef Py_ssize_t slot
         cdef unsigned char *dst
         if n + META > self.slot_size:
@@ -150,11 +149,16 @@ cdef class PacketRing:
         dst[6] = (dqpn >> 8) & 0xFF
         dst[7] = dqpn & 0xFF
         if n:
-            memcpy(dst + META, &frame[0], n)
+            memcpy(dst + META, frame, n)
         self._len[slot] = <unsigned int> (n + META)
         self._count += 1
         self.pushed += 1
         return True
+
+    def push_ud(self, unsigned int dlid, unsigned int sl, unsigned int dqpn, const unsigned char[::1] frame not None):
+        """Queue one frame for (dlid, sl, dqpn); False when the ring is full or the frame too big."""
+        return self._push_ud(dlid, sl, dqpn, &frame[0] if frame.shape[0] else <const unsigned char *> b"",
+                             frame.shape[0])
 
     def drain_ud(self, bytearray seg not None, unsigned int slid, unsigned int pkey, unsigned int qkey,
                  unsigned int src_qp, Py_ssize_t budget):
@@ -223,6 +227,25 @@ TX_SLOTS = 256
 MAX_FRAME = 4096 + 8
 
 
+def push_burst(list rings, list frames, unsigned int dlid, unsigned int sl, unsigned int dqpn, list counts):
+    """TSS for a whole burst: each frame to the ring its flow hashes to, in one C loop. Stops at the
+    first frame whose ring is full; returns how many were queued (counts[q] += per queue)."""
+    cdef Py_ssize_t i, nq = len(rings), done = 0
+    cdef unsigned int q
+    cdef const unsigned char[::1] view
+    cdef PacketRing ring
+    for i in range(len(frames)):
+        view = frames[i]
+        q = flow_hash(&view[0] if view.shape[0] else <const unsigned char *> b"", view.shape[0]) % nq
+        ring = <PacketRing> rings[q]
+        if not ring._push_ud(dlid, sl, dqpn, &view[0] if view.shape[0] else <const unsigned char *> b"",
+                             view.shape[0]):
+            break
+        counts[q] += 1
+        done += 1
+    return done
+
+
 class Provider:
     """The accelerated rdma_netdev provider.
 
@@ -287,6 +310,30 @@ class Provider:
             c.stop_queue(q)
         c.schedule_poll()
         return OK
+
+    def send_burst(self, frames, ah, dqpn):
+        """Queue many frames to one destination (a burst API for the data path): returns how many
+        were taken. The ones the fast path does not cover fall back like single sends."""
+        from ipoib.netdev import NotSupported
+
+        c = self.ctx
+        if ah.dgid is not None or c.qp is None or not c.running:
+            raise NotSupported("multicast and stopped devices take the standard path")
+        port = c.hca.ports[c.port]
+        mtu = _MTU.get(port.neighbor_mtu, 4096)
+        if port.state != 4 or port.owns_lid(ah.dlid) or ah.src_path_bits or any(len(f) > mtu for f in frames):
+            raise NotSupported("loopback, inactive ports and oversized frames take the standard path")
+        done = push_burst(self.rings, list(frames), ah.dlid, ah.sl, dqpn, self.q_packets)
+        if done < len(frames):
+            c.stats["tx_busy"] += len(frames) - done
+            for q, ring in enumerate(self.rings):
+                if ring.free == 0 and not self.stopped[q]:
+                    self.stopped[q] = True
+                    c.stats["tx_stops"] += 1
+                    c.stop_queue(q)
+        if done:
+            c.schedule_poll()
+        return done
 
     def poll(self, budget):
         c = self.ctx

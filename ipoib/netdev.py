@@ -17,6 +17,7 @@ Here a provider is any object with some of these methods. An op it lacks, or tha
                                                        QP's Q_Key (the broadcast group's)
     detach_mcast(gid, mlid)
     send(packet, ah, dqpn)           -> OK | BUSY      one IPoIB frame (4-octet header included)
+    send_burst(packets, ah, dqpn)    -> int            many frames to one destination; how many taken
     tx_timeout(queue)
     poll(budget)                     -> int            NAPI: deliver up to ``budget`` frames
 """
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 OK, BUSY = 0, 1
 
 OPS = ("get_params", "init", "uninit", "open", "stop", "set_id", "attach_mcast", "detach_mcast", "send",
-       "tx_timeout", "poll")
+       "send_burst", "tx_timeout", "poll")
 
 
 class NotSupported(Exception):

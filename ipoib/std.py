@@ -108,6 +108,15 @@ class StdProvider:
         c.schedule_poll()
         return OK
 
+    def send_burst(self, packets, ah, dqpn: int) -> int:
+        """The burst API in terms of single sends: stops at the first BUSY."""
+        n = 0
+        for p in packets:
+            if self.send(p, ah, dqpn) != OK:
+                break
+            n += 1
+        return n
+
     def tx_timeout(self, queue: int) -> None:
         c = self.ctx
         c.sendq.clear()

@@ -84,3 +84,30 @@ def test_multicast_and_loopback_fall_back_to_the_standard_send_per_call():
     nd = net.nodes["node0001"].ifs["ib0"].netdev
     assert nd.fallbacks.get("send", 0) >= 1  # the broadcast ARP went through the standard send
     assert sum(nd.provider.q_packets) >= 2  # the echoes through the fast path
+
+
+@pytest.mark.parametrize("backend", [_fastpath, _stdpath], ids=["fast", "std"])
+def test_burst_send_puts_the_same_packets_as_single_sends(backend):
+    frames = [_frame(i, 6000 + (i % 4)) for i in range(40)]
+    net = IpNet("fattree:2,2,2,2", backend=backend).up()
+    seen = []
+    net.capture = lambda dev, port, pkt: seen.append(pkt) if dev == "node0001" else None
+    ifc = net.nodes["node0001"].ifs["ib0"]
+    dst = net.nodes["node0003"].ifs["ib0"]
+    ah = AddressHandle(dlid=net.lid("node0003"))
+    assert ifc.netdev.send_burst(frames, ah, dst.qpn) == 40
+    ifc.netdev.poll(64)
+    net._service("node0001", net.devices["node0001"])
+    net.run()
+    got = sorted(w.split_ud_packet(p).payload for p in seen if w.split_ud_packet(p).bth.dest_qp == dst.qpn)
+    assert got == sorted(frames)
+
+
+def test_burst_send_stops_where_the_ring_fills():
+    net = IpNet("fattree:2,2,2,2", backend=_fastpath).up()
+    ifc = net.nodes["node0001"].ifs["ib0"]
+    dst = net.nodes["node0003"].ifs["ib0"]
+    f = _frame(7, 5000)  # one flow: one ring
+    n = ifc.netdev.send_burst([f] * (_fastpath.TX_SLOTS + 5), AddressHandle(dlid=net.lid("node0003")), dst.qpn)
+    assert n == _fastpath.TX_SLOTS
+    assert ifc.queue_stopped and ifc.netdev.standard.ctx.stats["tx_busy"] >= 5
