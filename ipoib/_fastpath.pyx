@@ -63,27 +63,35 @@ cdef class PacketRing:
     def free(self):
         return self.slots - self._count
 
-    cdef inline bint _push(self, const unsigned char *src, Py_ssize_t n):
+    cdef inline Py_ssize_t _reserve(self, Py_ssize_t n):
+        """The slot for an ``n``-octet entry at the tail, or -1 (counted) if it is full or too big."""
         cdef Py_ssize_t slot
-        cdef unsigned char *dst
         if n > self.slot_size:
             self.dropped_oversize += 1
-            return False
+            return -1
         if self._count >= self.slots:
             self.dropped_full += 1
-            return False
+            return -1
         slot = self._head + self._count
-        if slot >= self.slots:
-            slot -= self.slots
+        return slot - self.slots if slot >= self.slots else slot
+
+    cdef inline void _commit(self, Py_ssize_t slot, Py_ssize_t n):
+        self._len[slot] = <unsigned int> n
+        self._count += 1
+        self.pushed += 1
+
+    cdef inline bint _push(self, const unsigned char *src, Py_ssize_t n):
+        cdef Py_ssize_t slot = self._reserve(n)
+        cdef unsigned char *dst
+        if slot < 0:
+            return False
         dst = self._buf + slot * self.slot_size
         if n >= NOGIL_COPY:
             with nogil:
                 memcpy(dst, src, n)
         else:
             memcpy(dst, src, n)
-        self._len[slot] = <unsigned int> n
-        self._count += 1
-        self.pushed += 1
+        self._commit(slot, n)
         return True
 
     def push(self, const unsigned char[::1] packet not None):
@@ -128,17 +136,10 @@ cdef class PacketRing:
 
     cdef bint _push_ud(self, unsigned int dlid, unsigned int sl, unsigned int dqpn,
                        const unsigned char *frame, Py_ssize_t n):
-        cdef Py_ssize_t slot
+        cdef Py_ssize_t slot = self._reserve(n + META)
         cdef unsigned char *dst
-        if n + META > self.slot_size:
-            self.dropped_oversize += 1
+        if slot < 0:
             return False
-        if self._count >= self.slots:
-            self.dropped_full += 1
-            return False
-        slot = self._head + self._count
-        if slot >= self.slots:
-            slot -= self.slots
         dst = self._buf + slot * self.slot_size
         dst[0] = (dlid >> 8) & 0xFF
         dst[1] = dlid & 0xFF
@@ -150,9 +151,7 @@ cdef class PacketRing:
         dst[7] = dqpn & 0xFF
         if n:
             memcpy(dst + META, frame, n)
-        self._len[slot] = <unsigned int> (n + META)
-        self._count += 1
-        self.pushed += 1
+        self._commit(slot, n + META)
         return True
 
     def push_ud(self, unsigned int dlid, unsigned int sl, unsigned int dqpn, const unsigned char[::1] frame not None):
