@@ -171,12 +171,18 @@ class Reassembler:
         return self.result
 
 
-def reassemble(mads) -> bytes:
-    """Reassemble a complete list of segments (any order is not accepted: they must be in order)."""
+def reassembled(mads) -> "Reassembler":
+    """Feed a complete list of segments (in order) to a Reassembler; its ``result`` is the
+    payload and its ``header`` the first segment's. RmppError if the transfer is incomplete."""
     r = Reassembler()
     out = None
     for mad in mads:
         out = r.feed(mad)
     if out is None:
         raise RmppError("transfer incomplete", kind="missing")
-    return out
+    return r
+
+
+def reassemble(mads) -> bytes:
+    """Reassemble a complete list of segments (any order is not accepted: they must be in order)."""
+    return reassembled(mads).result

@@ -24,7 +24,7 @@ from ..wire.headers import IPOIB_QKEY
 from ..wire.sa_attrs import (MCM_COMP, PR_COMP, ClassPortInfo, InformInfo, MCMemberRecord,
                              NodeRecord, PathRecord, PortInfoRecord, comp_mask)
 from ..wire.smp_attrs import Notice
-from .rmpp import Reassembler, RmppError
+from .rmpp import Reassembler, RmppError, reassembled
 from .sa import NR_COMP_FULL, PIR_COMP_FULL, SELECTOR_EXACT
 
 __all__ = ["SaResponse", "SaCollector", "parse_response", "path_record_query", "mcmember_join",
@@ -57,6 +57,14 @@ def _request(method: int, attr_id: int, record, mask: int, tid, sm_key: int = 0)
 # -- builders ----------------------------------------------------------------------------------
 
 
+def _selectors(f: dict, names: list, **pairs) -> None:
+    """Add (selector, value) components such as mtu=(2, 4) as mtu_selector and mtu."""
+    for name, pair in pairs.items():
+        if pair is not None:
+            f[f"{name}_selector"], f[name] = pair
+            names += [f"{name}_selector", name]
+
+
 def path_record_query(sgid: bytes, dgid: bytes, pkey: int | None = None, tid: int | None = None, *,
                       method: int = m.GET, sl: int | None = None, numb_path: int | None = None,
                       reversible: bool | None = None, mtu: tuple | None = None,
@@ -75,12 +83,7 @@ def path_record_query(sgid: bytes, dgid: bytes, pkey: int | None = None, tid: in
     if reversible is not None:
         f["reversible"] = int(reversible)
         names.append("reversible")
-    if mtu is not None:
-        f["mtu_selector"], f["mtu"] = mtu
-        names += ["mtu_selector", "mtu"]
-    if rate is not None:
-        f["rate_selector"], f["rate"] = rate
-        names += ["rate_selector", "rate"]
+    _selectors(f, names, mtu=mtu, rate=rate)
     return _request(method, m.ATTR_PATH_RECORD, PathRecord(**f), comp_mask(PR_COMP, *names), tid, sm_key)
 
 
@@ -107,12 +110,7 @@ def mcmember_join(mgid: bytes, port_gid: bytes, join_state: int, qkey: int | Non
         if val is not None:
             f[name] = val
             names.append(name)
-    if mtu is not None:
-        f["mtu_selector"], f["mtu"] = mtu
-        names += ["mtu_selector", "mtu"]
-    if rate is not None:
-        f["rate_selector"], f["rate"] = rate
-        names += ["rate_selector", "rate"]
+    _selectors(f, names, mtu=mtu, rate=rate)
     return _request(m.SET, m.ATTR_MCMEMBER_RECORD, MCMemberRecord(**f), comp_mask(MCM_COMP, *names),
                     tid, sm_key)
 
@@ -230,14 +228,9 @@ def parse_response(mads) -> SaResponse:
     """Decode a complete response: one MAD (octets or SAMad) or the list of its RMPP segments."""
     if isinstance(mads, (bytes, bytearray, m.SAMad)):
         mads = [mads]
-    r = Reassembler()
-    payload = None
-    for mad in mads:
-        payload = r.feed(mad)
-    if payload is None:
-        raise RmppError("incomplete transfer", kind="missing")
+    r = reassembled(mads)
     h = r.header
-    return SaResponse(h.tid, h.method, h.attr_id, h.status, _split(h, payload), h)
+    return SaResponse(h.tid, h.method, h.attr_id, h.status, _split(h, r.result), h)
 
 
 class SaCollector:
