@@ -357,20 +357,24 @@ def _cmd_perf(args) -> int:
         try:
             dst = _node_ip(fc, args.dst)
             if args.latency:
+                # one request outstanding at a time (ping -A): the round trip, not a queue's depth
                 r = fc.call(args.src, "ping", dst=dst, count=args.count, interval=0.0, timeout=1.0,
-                            size=args.size)
+                            size=args.size, adaptive=True)
                 rtts = sorted(x[1] * 1e6 for x in r.get("replies", []))
                 out = {"mode": "latency", "src": args.src, "dst": dst, "size": args.size, "samples": len(rtts),
                        "lost": r["transmitted"] - r["received"],
                        "median_us": statistics.median(rtts) if rtts else None,
                        "p99_us": rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))] if rtts else None}
             else:
-                sink = fc.call(args.dst, "perf_sink", port=args.port)
-                snd = fc.call(args.src, "perf_send", dst=dst, port=args.port, size=args.size, seconds=args.seconds)
+                sink = fc.call(args.dst, "perf_sink", port=args.port, ud=args.ud)
+                snd = fc.call(args.src, "perf_send", dst=dst, port=args.port, size=args.size, seconds=args.seconds,
+                              ud=args.ud)
+                if snd is None:
+                    raise RpcError("the sender did not finish")
                 time.sleep(0.2)  # let the tail drain
                 rcv = fc.call(args.dst, "perf_sink_result", sink=sink)
                 secs = rcv["seconds"] or snd["seconds"]
-                out = {"mode": "udp", "src": args.src, "dst": dst, "size": args.size, "sent": snd["sent"],
+                out = {"mode": "ud" if args.ud else "udp", "src": args.src, "dst": dst, "size": args.size, "sent": snd["sent"],
                        "received": rcv["packets"], "loss_pct": 100.0 * (1 - rcv["packets"] / snd["sent"])
                        if snd["sent"] else 0.0,
                        "pps": rcv["packets"] / secs if secs else 0.0,
@@ -384,8 +388,63 @@ def _cmd_perf(args) -> int:
         print(f"{args.src} -> {dst}: {out['samples']} echoes of {args.size} B, RTT median {out['median_us']:.1f} us, "
               f"p99 {out['p99_us']:.1f} us, lost {out['lost']}")
     else:
-        print(f"{args.src} -> {dst} UDP {args.size} B: {out['pps']:,.0f} packets/s, {out['gbps']:.3f} Gbit/s, "
+        print(f"{args.src} -> {dst} {'UD' if args.ud else 'UDP'} {args.size} B: {out['pps']:,.0f} packets/s, {out['gbps']:.3f} Gbit/s, "
               f"sent {out['sent']}, received {out['received']}, loss {out['loss_pct']:.2f}%")
+    return 0
+
+
+def _onoff(text: str) -> bool:
+    if text not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"expected on or off, not {text!r}")
+    return text == "on"
+
+
+def _cmd_coalesce(args) -> int:
+    """ethtool -c / -C for an IPoIB interface: interrupt moderation of its receive queues."""
+    import json
+
+    from .rpc import RpcError
+
+    with _client(args.name) as fc:
+        try:
+            r = fc.call(args.node, "ipoib_coalesce", ifname=args.ifname, rx_usecs=args.rx_usecs,
+                        rx_frames=args.rx_frames, adaptive=args.adaptive)
+        except (RpcError, KeyError) as exc:
+            print(f"ibfab coalesce: {exc}", file=sys.stderr)
+            return 2
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"Coalesce parameters for {args.node} {args.ifname}:")
+    print(f"Adaptive RX: {'on' if r['adaptive'] else 'off'}")
+    print(f"rx-usecs: {r['rx_usecs']}")
+    print(f"rx-frames: {r['rx_frames']}")
+    print(f"rx-usecs in effect: {r['rx_usecs_effective']}")
+    return 0
+
+
+def _cmd_queues(args) -> int:
+    """ethtool -S for an IPoIB interface: per-queue counters."""
+    import json
+
+    from .rpc import RpcError
+
+    with _client(args.name) as fc:
+        try:
+            st = fc.call(args.node, "ipoib_status")
+            ifc = next((i for i in st["interfaces"] if i["ifname"] == args.ifname), None)
+            if ifc is None:
+                raise KeyError(f"{args.node} has no interface {args.ifname!r}")
+        except (RpcError, KeyError) as exc:
+            print(f"ibfab queues: {exc}", file=sys.stderr)
+            return 2
+    stats = dict(ifc["queues"])
+    if args.json:
+        print(json.dumps(stats))
+        return 0
+    print(f"NIC statistics ({args.node} {args.ifname}, provider {st['backend']}):")
+    for k, v in stats.items():
+        print(f"     {k}: {v}")
     return 0
 
 
@@ -586,12 +645,33 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--size", type=int, default=1024, help="UDP payload or ICMP data octets")
     pf.add_argument("--seconds", type=float, default=2.0)
     pf.add_argument("--port", type=int, default=5201)
-    pf.add_argument("--udp", action="store_true", help="UDP over IPoIB (the default)")
+    mode = pf.add_mutually_exclusive_group()
+    mode.add_argument("--udp", action="store_true", help="UDP sockets through the IP stack (the default)")
+    mode.add_argument("--ud", action="store_true",
+                      help="the same IPoIB frames posted straight to the QP and counted at the receiving "
+                           "driver (like ib_send_bw on UD): the data path without the IP stack")
     pf.add_argument("--latency", action="store_true")
     pf.add_argument("--count", type=int, default=200, help="echoes for --latency")
     pf.add_argument("--json", action="store_true")
     pf.add_argument("--name", default="default")
     pf.set_defaults(func=_cmd_perf)
+
+    co = sub.add_parser("coalesce", help="interrupt moderation of an IPoIB interface (like ethtool -c/-C)")
+    co.add_argument("node")
+    co.add_argument("--ifname", default="ib0")
+    co.add_argument("--rx-usecs", type=int, default=None)
+    co.add_argument("--rx-frames", type=int, default=None)
+    co.add_argument("--adaptive", type=_onoff, default=None, metavar="on|off")
+    co.add_argument("--json", action="store_true")
+    co.add_argument("--name", default="default")
+    co.set_defaults(func=_cmd_coalesce)
+
+    qs = sub.add_parser("queues", help="per-queue counters of an IPoIB interface (like ethtool -S)")
+    qs.add_argument("node")
+    qs.add_argument("--ifname", default="ib0")
+    qs.add_argument("--json", action="store_true")
+    qs.add_argument("--name", default="default")
+    qs.set_defaults(func=_cmd_queues)
 
     pq = sub.add_parser("perfquery", help="a port's PMA counters (PortCounters; --extended), like perfquery")
     pq.add_argument("node")

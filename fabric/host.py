@@ -429,7 +429,11 @@ class DeviceHost:
     def service_pending(self, now: float) -> None:
         keep = []
         for deadline, check, env, default, on_timeout in self.pending:
-            value = check()
+            try:
+                value = check()
+            except Exception as exc:  # a deferred request that fails is answered with the error
+                self.reply(env, False, f"{type(exc).__name__}: {exc}")
+                continue
             if value is not None:
                 self.reply(env, True, value)
             elif now >= deadline:
@@ -475,7 +479,11 @@ class DeviceHost:
         deadlines += [p[0] for p in self.pending]
         if not deadlines:
             return None
-        return max(0, int((min(deadlines) - now) * 1000) + 1)
+        wait = min(deadlines) - now
+        # zmq polls in whole milliseconds: a deadline closer than that (an interrupt moderation
+        # timer of a few microseconds) is waited for by polling without blocking, never by
+        # sleeping a whole millisecond past it
+        return 0 if wait < 0.001 else int(wait * 1000) + 1
 
     def run(self) -> None:
         now = time.monotonic()

@@ -12,7 +12,7 @@ from collections import deque
 
 from .devices import HCA, cable, make_device
 from .devices.events import apply_events
-from .link import BURST_HDR, KIND_DOWN, KIND_HELLO, KIND_HELLO_ACK, decode_burst_packets
+from .link import BURST_HDR, KIND_DOWN, KIND_HELLO, KIND_HELLO_ACK, LEN, decode_burst_packets
 
 
 class LoopNet:
@@ -114,6 +114,9 @@ class LoopNet:
                     self._emit(name, dev.set_link(port, True, self.now))
             elif kind == KIND_DOWN:
                 self._emit(name, dev.set_link(port, False, self.now))
+            elif dev.kind == "hca":  # a burst of one, so that a compiled receive path sees it
+                self._emit(name, dev.receive_burst(port, LEN.pack(len(pkt)) + pkt, 0, 1, self.now)[1])
+                self.delivered += 1
             else:
                 self._emit(name, dev.receive(port, pkt, self.now))
                 self.delivered += 1

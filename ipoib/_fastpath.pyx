@@ -8,14 +8,17 @@ popping a packet is a memcpy and two index updates, with no Python object per sl
 
 import numpy as np
 cimport numpy as cnp
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
+from libc.stdint cimport uint16_t, uint32_t
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Resize
-from fabric._wirefast cimport write_ud_packet
+from fabric._wirefast cimport write_ud_packet, vcrc16_raw, crc32_update
 
 cnp.import_array()
 
-__all__ = ["BACKEND", "PacketRing", "RingFull", "Provider"]
+from ipoib.netdev import BUSY, OK, NetdevParams, NotSupported, RxInfo
+
+__all__ = ["BACKEND", "PacketRing", "RingFull", "Provider", "UdpSink"]
 
 BACKEND = "fast"
 
@@ -203,30 +206,38 @@ cdef class PacketRing:
 
 # -- rdma_netdev provider ----------------------------------------------------------------------
 
-cdef inline unsigned int flow_hash(const unsigned char *f, Py_ssize_t n) noexcept nogil:
-    """Hash of an IPoIB frame's IPv4 flow (addresses, protocol, ports): the TX queue for TSS and
-    the RX queue for RSS. Non-IPv4 frames hash to 0, so ARP stays on one queue, in order."""
+cdef inline unsigned int flow_hash(const unsigned char *f, Py_ssize_t n, bint udp_ports) noexcept nogil:
+    """Hash of an IPoIB frame's IPv4 flow: the TX queue for TSS and the RX queue for RSS.
+
+    Addresses and protocol always; TCP ports too, and UDP ports when ``udp_ports`` (ethtool's
+    ``rx-flow-hash udp4 sdfn``; the default is ``sd``, as ixgbe's). Ports count only in
+    unfragmented datagrams (MF clear, offset 0), and a fragment carries none, so with UDP ports
+    hashed, a flow's fragmented datagrams take another queue than its whole ones and the two
+    can pass each other; hashing UDP by addresses keeps every datagram between two hosts in
+    order, as the standard provider's single queue does. Non-IPv4 frames hash to 0, so ARP
+    stays on one queue, in order."""
     cdef unsigned int h, ihl
     if n < 4 + 20 or f[0] != 0x08 or f[1] != 0x00:
         return 0
     h = ((f[16] << 24) | (f[17] << 16) | (f[18] << 8) | f[19]) ^ ((f[20] << 24) | (f[21] << 16) | (f[22] << 8) | f[23])
     h ^= f[13]
     ihl = (f[4] & 0xF) * 4
-    if (f[13] == 17 or f[13] == 6) and n >= 4 + ihl + 4 and not ((f[10] & 0x1F) or f[11]):
+    if (f[13] == 6 or (f[13] == 17 and udp_ports)) and n >= 4 + ihl + 4 and not ((f[10] & 0x3F) or f[11]):
         h ^= (f[4 + ihl] << 24) | (f[5 + ihl] << 16) | (f[6 + ihl] << 8) | f[7 + ihl]
     h *= 0x9E3779B1U
     return h ^ (h >> 16)
 
 
-def frame_flow_hash(const unsigned char[::1] frame not None):
-    return flow_hash(&frame[0] if frame.shape[0] else <const unsigned char *> b"", frame.shape[0])
+def frame_flow_hash(const unsigned char[::1] frame not None, bint udp_ports=False):
+    return flow_hash(&frame[0] if frame.shape[0] else <const unsigned char *> b"", frame.shape[0], udp_ports)
 
 
 TX_SLOTS = 256
 MAX_FRAME = 4096 + 8
 
 
-def push_burst(list rings, list frames, unsigned int dlid, unsigned int sl, unsigned int dqpn, list counts):
+def push_burst(list rings, list frames, unsigned int dlid, unsigned int sl, unsigned int dqpn, list counts,
+               bint udp_ports=False):
     """TSS for a whole burst: each frame to the ring its flow hashes to, in one C loop. Stops at the
     first frame whose ring is full; returns how many were queued (counts[q] += per queue)."""
     cdef Py_ssize_t i, nq = len(rings), done = 0
@@ -235,7 +246,7 @@ def push_burst(list rings, list frames, unsigned int dlid, unsigned int sl, unsi
     cdef PacketRing ring
     for i in range(len(frames)):
         view = frames[i]
-        q = flow_hash(&view[0] if view.shape[0] else <const unsigned char *> b"", view.shape[0]) % nq
+        q = flow_hash(&view[0] if view.shape[0] else <const unsigned char *> b"", view.shape[0], udp_ports) % nq
         ring = <PacketRing> rings[q]
         if not ring._push_ud(dlid, sl, dqpn, &view[0] if view.shape[0] else <const unsigned char *> b"",
                              view.shape[0]):
@@ -245,76 +256,533 @@ def push_burst(list rings, list frames, unsigned int dlid, unsigned int sl, unsi
     return done
 
 
-class Provider:
-    """The accelerated rdma_netdev provider.
+# -- receive: the HCA's compiled receive path for IPoIB QPs, into RSS rings --------------------
 
-    TX: ``TX_QUEUES`` preallocated rings; ``send`` picks one by flow hash (TSS) and copies the frame
-    into a slot behind an 8-octet address; ``poll`` builds every queued packet in C (LRH, BTH,
-    DETH, ICRC, VCRC) straight into one link burst, with no Python object per packet. A queue
-    stops when its ring is full and wakes at half, per queue.
+DEF RXMETA = 8      # RX slot header: SLID(2) P_Key(2) SrcQP(4), then the IPoIB frame
+DEF GRH_AREA = 40   # receive buffers start with room for a GRH (ipoib_ib.c: IB_GRH_BYTES)
+DEF UD_HDRS = 28    # LRH BTH DETH
+RX_SLOTS = 256
 
-    Sends the fast path does not cover raise NotSupported, and the standard implementation takes
-    them, call by call: multicast (GRH), loopback to our own LID, a port that is not Active. The
-    control ops and the receive side are the standard ones for now (per-op fallback).
+
+cdef class UdpSink:
+    """A receive hook at the driver, like an XDP program that counts and drops: IPoIB frames that
+    carry a whole UDP datagram to ``port`` are counted and consumed before the IP stack (the same
+    rule as ``ipoib._stdpath.UdpSink``; the fast provider runs it in C on the ring slot)."""
+
+    cdef readonly unsigned int port
+    cdef readonly unsigned long long packets
+    cdef readonly unsigned long long bytes
+    cdef readonly object first
+    cdef readonly object last
+    cdef unsigned long long _seen
+
+    def __cinit__(self, port):
+        if not 0 < int(port) < 65536:
+            raise ValueError(f"UDP port must be 1 to 65535, not {port!r}")
+        self.port = int(port)
+
+    cdef inline bint _consume(self, const unsigned char *f, Py_ssize_t n) noexcept:
+        cdef Py_ssize_t ihl
+        if n < 4 + 28 or f[0] != 0x08 or f[1] != 0x00:
+            return False
+        ihl = (f[4] & 0xF) * 4
+        if (f[4] >> 4) != 4 or f[13] != 17 or (f[10] & 0x3F) or f[11] or n - 4 < ihl + 8:
+            return False
+        if <unsigned int> ((f[4 + ihl + 2] << 8) | f[4 + ihl + 3]) != self.port:
+            return False
+        self.packets += 1
+        self.bytes += ((f[4 + ihl + 4] << 8) | f[4 + ihl + 5]) - 8
+        return True
+
+    def consume(self, const unsigned char[::1] frame not None, Py_ssize_t off=0):
+        if off < 0 or off > frame.shape[0]:
+            return False
+        return self._consume(&frame[0] + off if frame.shape[0] else <const unsigned char *> b"",
+                             frame.shape[0] - off)
+
+    def mark(self, now):
+        if self.packets != self._seen:
+            self._seen = self.packets
+            if self.first is None:
+                self.first = now
+            self.last = now
+
+    def result(self):
+        return {"packets": self.packets, "bytes": self.bytes,
+                "seconds": (self.last - self.first) if self.first is not None else 0.0}
+
+
+cdef class RxEngine:
+    """The receive side of one IPoIB QP: ``nq`` RSS rings of preallocated slots, plus counters.
+
+    Filled by :class:`RxDispatch` straight from a link burst, drained by ``poll_queue`` (NAPI).
+    ``fresh_*`` count what arrived since the provider last folded them into its statistics.
+    """
+
+    cdef public list rings
+    cdef public int nq
+    cdef public unsigned int qpn
+    cdef public unsigned int qkey
+    cdef public unsigned int pkey
+    cdef public int port_num
+    cdef public bint enabled
+    cdef public bint udp_ports     # hash UDP ports too (rx-flow-hash udp4 sdfn)
+    cdef public object owner
+    cdef public unsigned long long fresh_packets
+    cdef public unsigned long long fresh_bytes
+    cdef public unsigned long long fresh_overflow
+    cdef readonly object rx_bytes      # numpy uint64 [nq]
+    cdef unsigned long long *_rx_bytes
+
+    def __cinit__(self, int nq, Py_ssize_t slots, Py_ssize_t frame_max, owner=None):
+        if nq < 1 or nq > 64:
+            raise ValueError("an RX engine has 1 to 64 queues")
+        self.nq = nq
+        self.rings = [PacketRing(slots, RXMETA + frame_max) for _ in range(nq)]
+        self.rx_bytes = np.zeros(nq, dtype=np.uint64)
+        self._rx_bytes = <unsigned long long *> cnp.PyArray_DATA(self.rx_bytes)
+        self.owner = owner
+        self.enabled = False
+        self.port_num = 1
+
+    @property
+    def pending(self):
+        cdef Py_ssize_t n = 0
+        cdef PacketRing r
+        for r in self.rings:
+            n += r._count
+        return n
+
+    cdef inline bint _take(self, const unsigned char *p, Py_ssize_t n, unsigned int slid,
+                           unsigned int src_qp) noexcept:
+        """Queue one IPoIB frame (RSS by flow); False when its ring is full (counted there)."""
+        cdef unsigned int q = flow_hash(p, n, self.udp_ports) % self.nq
+        cdef PacketRing ring = <PacketRing> self.rings[q]
+        cdef Py_ssize_t slot = ring._reserve(n + RXMETA)
+        cdef unsigned char *dst
+        if slot < 0:
+            self.fresh_overflow += 1
+            return False
+        dst = ring._buf + slot * ring.slot_size
+        dst[0] = (slid >> 8) & 0xFF
+        dst[1] = slid & 0xFF
+        dst[2] = (self.pkey >> 8) & 0xFF
+        dst[3] = self.pkey & 0xFF
+        dst[4] = 0
+        dst[5] = (src_qp >> 16) & 0xFF
+        dst[6] = (src_qp >> 8) & 0xFF
+        dst[7] = src_qp & 0xFF
+        if n >= NOGIL_COPY:
+            with nogil:
+                memcpy(dst + RXMETA, p, n)
+        else:
+            memcpy(dst + RXMETA, p, n)
+        ring._commit(slot, n + RXMETA)
+        self.fresh_packets += 1
+        self.fresh_bytes += n
+        self._rx_bytes[q] += n
+        return True
+
+    def poll_queue(self, int q, Py_ssize_t budget, deliver, dict infos, make_info, sink=None):
+        """NAPI poll of RX queue ``q``: hand up to ``budget`` frames (each after a 40-octet GRH
+        area, as the standard provider delivers them) to ``deliver(frame, info)``. ``infos``
+        caches the RxInfo of each (SLID, P_Key, SrcQP); ``make_info(slid, pkey, src_qp)`` makes one."""
+        cdef PacketRing ring = <PacketRing> self.rings[q]
+        cdef Py_ssize_t done = 0, slot, n
+        cdef unsigned char *src
+        cdef bytes frame
+        cdef char *dst
+        cdef unsigned long long key
+        cdef unsigned int slid, pkey, src_qp
+        cdef UdpSink csink = sink if isinstance(sink, UdpSink) else None
+        while done < budget and ring._count > 0:
+            slot = ring._head
+            src = ring._buf + slot * ring.slot_size
+            n = ring._len[slot] - RXMETA
+            if csink is not None and csink._consume(src + RXMETA, n):
+                ring._head = slot + 1 if slot + 1 < ring.slots else 0  # counted and dropped in place
+                ring._count -= 1
+                ring.popped += 1
+                done += 1
+                continue
+            frame = PyBytes_FromStringAndSize(NULL, GRH_AREA + n)
+            dst = PyBytes_AS_STRING(frame)
+            memset(dst, 0, GRH_AREA)
+            memcpy(dst + GRH_AREA, src + RXMETA, n)
+            slid = (src[0] << 8) | src[1]
+            pkey = (src[2] << 8) | src[3]
+            src_qp = (src[5] << 16) | (src[6] << 8) | src[7]
+            # the slot is free before the frame goes up: what the ULP does with it may re-enter us
+            ring._head = slot + 1 if slot + 1 < ring.slots else 0
+            ring._count -= 1
+            ring.popped += 1
+            key = (<unsigned long long> slid << 40) | (<unsigned long long> pkey << 24) | src_qp
+            done += 1
+            if sink is not None and csink is None and sink.consume(frame, GRH_AREA):
+                continue
+            info = infos.get(key)
+            if info is None:
+                info = infos[key] = make_info(slid, pkey, src_qp)
+            deliver(frame, info)
+        return done
+
+    def clear(self):
+        cdef PacketRing r
+        for r in self.rings:
+            r._head = 0
+            r._count = 0
+
+    def queue_stats(self):
+        cdef PacketRing r
+        out = {}
+        for q in range(self.nq):
+            r = self.rings[q]
+            out[f"rx{q}_packets"] = r.pushed
+            out[f"rx{q}_bytes"] = int(self._rx_bytes[q])
+            out[f"rx{q}_overflow"] = r.dropped_full
+            out[f"rx{q}_queued"] = r._count
+        return out
+
+
+cdef inline bint _icrc_ok(const unsigned char *p, Py_ssize_t total) noexcept nogil:
+    """The ICRC of a packet without GRH (``total`` octets up to and including the ICRC)."""
+    cdef unsigned char masked[UD_HDRS]
+    cdef uint32_t crc
+    memcpy(masked, p, UD_HDRS)
+    masked[0] |= 0xF0   # LRH.VL
+    masked[12] = 0xFF   # BTH.resv8a
+    crc = crc32_update(0xFFFFFFFFU, masked, UD_HDRS)
+    crc = crc32_update(crc, p + UD_HDRS, total - UD_HDRS - 4) ^ 0xFFFFFFFFU
+    return (p[total - 4] == (crc & 0xFF) and p[total - 3] == ((crc >> 8) & 0xFF)
+            and p[total - 2] == ((crc >> 16) & 0xFF) and p[total - 1] == (crc >> 24))
+
+
+cdef class RxDispatch:
+    """An HCA's compiled receive path (``hca.rx_accel``): a link burst is checked packet by packet
+    in C, in the order hardware checks (length, VCRC, ICRC, LRH, DLID, BTH, destination QP, P_Key,
+    Q_Key). Unicast UD SENDs to a registered IPoIB QP that pass every check go straight into its
+    RSS rings. Everything else (multicast, GRH, management, any packet that fails a check) is
+    returned to the HCA's per-packet path, which delivers, drops and counts it exactly as before."""
+
+    cdef public dict engines   # QPN -> RxEngine
+    cdef readonly unsigned long long fast_packets
+    cdef readonly unsigned long long slow_packets
+
+    def __cinit__(self):
+        self.engines = {}
+
+    def add(self, RxEngine engine not None):
+        self.engines[engine.qpn] = engine
+
+    def remove(self, unsigned int qpn):
+        self.engines.pop(qpn, None)
+
+    def __call__(self, port, const unsigned char[::1] burst not None, Py_ssize_t offset, Py_ssize_t count, now):
+        cdef Py_ssize_t n = burst.shape[0], off = offset, i, plen, fn
+        cdef const unsigned char *p
+        cdef unsigned int lid, span, dlid, pad, dqp, last_qpn = 0xFFFFFFFF
+        cdef unsigned long long taken = 0, words = 0
+        cdef uint16_t c
+        cdef RxEngine eng = None
+        cdef list slow = []
+        cdef list touched = []
+        # the framing first, so that a bad burst is refused before any packet is taken
+        for i in range(count):
+            if off + 2 > n:
+                raise ValueError("burst truncated")
+            off += 2 + ((burst[off] << 8) | burst[off + 1])
+            if off > n:
+                raise ValueError("burst truncated")
+        if off != n:
+            raise ValueError("trailing octets after the burst's packets")
+        for e in self.engines.values():
+            e.owner._rx_refresh(e, port)
+        lid = port.lid
+        span = 1 << port.lmc
+        off = offset
+        for i in range(count):
+            plen = (burst[off] << 8) | burst[off + 1]
+            off += 2
+            p = &burst[off]
+            off += plen
+            # once one packet goes the per-packet way, the rest of the burst follows it: the two
+            # paths deliver in one order only if nothing overtakes what went slow
+            if slow or (plen < UD_HDRS + 6 or (p[0] >> 4) == 15 or (p[0] & 0xF) != 0 or (p[1] & 3) != 2
+                    or <Py_ssize_t> ((((p[4] & 7) << 8) | p[5]) * 4 + 2) != plen):
+                slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
+                continue
+            dlid = (p[2] << 8) | p[3]
+            dqp = (p[13] << 16) | (p[14] << 8) | p[15]
+            if dlid - lid >= span or p[8] != 0x64 or (p[9] & 0xF) != 0:
+                slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
+                continue
+            if dqp != last_qpn:
+                eng = self.engines.get(dqp)
+                last_qpn = dqp
+            pad = (p[9] >> 4) & 3
+            fn = plen - UD_HDRS - 6 - pad
+            if (eng is None or not eng.enabled or fn < 0
+                    or <unsigned int> ((p[10] << 8) | p[11]) != eng.pkey or not (eng.pkey & 0x8000)
+                    or ((<unsigned int> p[20] << 24) | (p[21] << 16) | (p[22] << 8) | p[23]) != eng.qkey):
+                slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
+                continue
+            c = vcrc16_raw(p, plen - 2)
+            if p[plen - 2] != (c & 0xFF) or p[plen - 1] != (c >> 8) or not _icrc_ok(p, plen - 2):
+                slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
+                continue
+            taken += 1
+            words += (plen - 2) >> 2
+            if eng.fresh_packets == 0 and eng.fresh_overflow == 0:
+                touched.append(eng)
+            eng._take(p + UD_HDRS, fn, (p[6] << 8) | p[7], (p[25] << 16) | (p[26] << 8) | p[27])
+        self.fast_packets += taken
+        self.slow_packets += len(slow)
+        if taken:
+            port.counters.add_rcv(taken, words)
+        for e in touched:
+            e.owner._rx_event(e, now)
+        return slow
+
+
+# -- the rdma_netdev provider ------------------------------------------------------------------
+
+# Adaptive interrupt moderation (like the kernel's net_dim): the receive rate picks rx-usecs.
+# Rows are (rate below, in packets/s; rx-usecs); the last row applies above every threshold.
+ADAPTIVE_PROFILE = ((10_000, 0), (100_000, 8), (400_000, 32), (None, 64))
+ADAPTIVE_WINDOW_S = 0.002
+COALESCE_LIMITS = {"rx_usecs": 100_000, "rx_frames": RX_SLOTS}
+
+
+cdef class Provider:
+    """The accelerated rdma_netdev provider: every op, over preallocated rings.
+
+    TX: ``tx_queues`` rings; ``send`` picks one by flow hash (TSS) and copies the frame into a
+    slot behind an 8-octet address; ``poll`` builds every queued packet in C (LRH, BTH, DETH,
+    ICRC, VCRC) straight into one link burst. A queue stops when its ring is full and wakes at half.
+
+    RX: the HCA's compiled receive path (:class:`RxDispatch`) checks each packet of a link burst in
+    C and puts the IPoIB frame into one of ``rx_queues`` rings by flow hash (RSS), with no Python
+    object per packet. Interrupt moderation (rx-usecs, rx-frames, adaptive) decides when NAPI runs;
+    ``poll(budget)`` serves each RX queue up to ``budget`` frames.
+
+    What the hardware leaves to its slow path goes through the standard implementation, packet by
+    packet: multicast (GRH) and loopback sends, sends on a port that is not Active, frames over the
+    MTU, and any received packet the compiled path does not take (so every drop is classified and
+    counted in one place, exactly as the standard provider does).
     """
 
     name = "fast"
     TX_QUEUES = 4
     RX_QUEUES = 4
 
+    cdef public object ctx
+    cdef public int ntx
+    cdef public int nrx
+    cdef public list rings
+    cdef public list stopped
+    cdef public list q_packets
+    cdef public list q_bytes
+    cdef public list q_busy
+    cdef public list q_stops
+    cdef public list q_wakes
+    cdef public RxEngine rx
+    cdef public list rx_polls
+    cdef public list rx_exhausted
+    cdef public object _std
+    cdef public dict _infos
+    cdef public dict coalesce
+    cdef public bint napi_scheduled
+    cdef public object timer
+    cdef public unsigned long long interrupts
+    cdef public int _dim_usecs
+    cdef public object _win_start
+    cdef public unsigned long long _win_packets
+
     def __init__(self, ctx):
+        from ipoib.std import StdProvider
+
         self.ctx = ctx
         self.ntx = int(getattr(ctx, "tx_queues", self.TX_QUEUES))
+        self.nrx = int(getattr(ctx, "rx_queues", self.RX_QUEUES))
+        if not 1 <= self.ntx <= 64 or not 1 <= self.nrx <= 64:
+            raise ValueError("tx_queues and rx_queues must be 1 to 64")
         self.rings = [PacketRing(TX_SLOTS, MAX_FRAME) for _ in range(self.ntx)]
         self.stopped = [False] * self.ntx
         self.q_packets = [0] * self.ntx
-        self._std = None
+        self.q_bytes = [0] * self.ntx
+        self.q_busy = [0] * self.ntx
+        self.q_stops = [0] * self.ntx
+        self.q_wakes = [0] * self.ntx
+        self.rx = RxEngine(self.nrx, RX_SLOTS, MAX_FRAME, self)
+        self.set_rx_flow_hash(getattr(ctx, "rx_flow_hash_udp4", "sd"))
+        self.rx_polls = [0] * self.nrx
+        self.rx_exhausted = [0] * self.nrx
+        self._std = StdProvider(ctx)  # the slow path: what the compiled one hands back
+        self._infos = {}
+        self.coalesce = {"rx_usecs": 0, "rx_frames": 0, "adaptive": False}
+        self.napi_scheduled = False
+        self.timer = None
+        self.interrupts = 0
+        self._dim_usecs = 0
+        self._win_start = None
+        self._win_packets = 0
+        st = ctx.stats
+        for k in ("interrupts", "napi_polls"):
+            st.setdefault(k, 0)
 
-    def _standard(self):
-        if self._std is None:
-            from ipoib.std import StdProvider
-
-            self._std = StdProvider(self.ctx)
-        return self._std
+    # -- control-facing operations -------------------------------------------------------------
 
     def get_params(self):
-        from ipoib.netdev import NetdevParams
+        return NetdevParams(tx_queues=self.ntx, rx_queues=self.nrx, priv_size=0)
 
-        return NetdevParams(tx_queues=self.ntx, rx_queues=self.RX_QUEUES, priv_size=0)
+    def init(self, ctx=None):
+        c = self.ctx
+        if c.qp is None:
+            c.qp = c.hca.create_qp(0, c.port)
+            c.qp.consumer = self._std._on_completion  # completions of the slow path
+        self.rx.qpn = c.qp.qpn
+        self.rx.port_num = c.port
+        return c.qp.qpn
+
+    def uninit(self):
+        c = self.ctx
+        self._rx_detach()
+        if c.qp is not None:
+            c.hca.destroy_qp(c.qp.qpn)
+            c.qp = None
+
+    def open(self):
+        self.ctx.running = True
+        if self.ctx.qp is not None:
+            self.rx.qpn = self.ctx.qp.qpn
+            d = self.ctx.hca.rx_accel
+            if not isinstance(d, RxDispatch):
+                d = self.ctx.hca.rx_accel = RxDispatch()
+            d.add(self.rx)
+
+    def stop(self):
+        c = self.ctx
+        c.running = False
+        c.sendq.clear()
+        c.rxq.clear()
+        self._rx_detach()
+        self.rx.clear()
+        for ring in self.rings:
+            ring.pop_many(TX_SLOTS)
+        self.napi_scheduled = False
+        self.timer = None
+
+    def _rx_detach(self):
+        d = self.ctx.hca.rx_accel
+        if isinstance(d, RxDispatch) and d.engines.get(self.rx.qpn) is self.rx:
+            d.remove(self.rx.qpn)
+        self.rx.enabled = False
+
+    def set_id(self, pkey_index):
+        self.ctx.qp.pkey_index = pkey_index
+
+    def attach_mcast(self, gid, mlid, set_qkey, qkey):
+        c = self.ctx
+        if set_qkey:
+            c.qp.qkey = qkey
+        c.hca.attach_mcast(c.qp.qpn, gid, mlid)
+
+    def detach_mcast(self, gid, mlid):
+        c = self.ctx
+        c.hca.detach_mcast(c.qp.qpn, gid, mlid)
+
+    def set_rx_flow_hash(self, udp4):
+        """ethtool -N rx-flow-hash udp4 sd|sdfn: what UDP flows hash on, for TSS and RSS alike."""
+        if udp4 not in ("sd", "sdfn"):
+            raise ValueError(f"rx-flow-hash udp4 must be 'sd' or 'sdfn', not {udp4!r}")
+        self.rx.udp_ports = udp4 == "sdfn"
+
+    # -- interrupt moderation (ethtool -c / -C) ------------------------------------------------
+
+    def get_coalesce(self):
+        return dict(self.coalesce, rx_usecs_effective=self._rx_usecs_now())
+
+    def set_coalesce(self, rx_usecs=None, rx_frames=None, adaptive=None):
+        new = dict(self.coalesce)
+        for key, val in (("rx_usecs", rx_usecs), ("rx_frames", rx_frames)):
+            if val is None:
+                continue
+            if isinstance(val, bool) or not isinstance(val, int) or not 0 <= val <= COALESCE_LIMITS[key]:
+                raise ValueError(f"{key.replace('_', '-')} must be an integer from 0 to {COALESCE_LIMITS[key]}, "
+                                 f"not {val!r}")
+            new[key] = val
+        if adaptive is not None:
+            if not isinstance(adaptive, bool):
+                raise ValueError(f"adaptive-rx must be true or false, not {adaptive!r}")
+            new["adaptive"] = adaptive
+        self.coalesce = new  # all or nothing: a bad value changes nothing
+        return self.get_coalesce()
+
+    def _rx_usecs_now(self):
+        return self._dim_usecs if self.coalesce["adaptive"] else self.coalesce["rx_usecs"]
+
+    def _adapt(self, now, n):
+        if self._win_start is None:
+            self._win_start = now
+        self._win_packets += n
+        span = now - self._win_start
+        if span >= ADAPTIVE_WINDOW_S:
+            rate = self._win_packets / span
+            for limit, usecs in ADAPTIVE_PROFILE:
+                if limit is None or rate < limit:
+                    self._dim_usecs = usecs
+                    break
+            self._win_start, self._win_packets = now, 0
+
+    # -- data path -----------------------------------------------------------------------------
 
     def send(self, packet, ah, dqpn):
-        from ipoib.netdev import BUSY, OK, NotSupported
-
-        c = self.ctx
+        cdef object c = self.ctx
+        cdef object port
+        cdef unsigned int dlid, q
+        cdef const unsigned char[::1] view
+        cdef const unsigned char *f
+        cdef Py_ssize_t n
+        cdef PacketRing ring
         if ah.dgid is not None or c.qp is None or not c.running:
             raise NotSupported("multicast and stopped devices take the standard path")
         port = c.hca.ports[c.port]
-        if port.state != 4 or port.owns_lid(ah.dlid) or ah.src_path_bits:
+        dlid = ah.dlid
+        if port.state != 4 or ah.src_path_bits or <unsigned int> (dlid - <unsigned int> port.lid) < (1u << port.lmc):
             raise NotSupported("loopback and inactive ports take the standard path")
-        if len(packet) > _MTU.get(port.neighbor_mtu, 4096):
+        if type(packet) is bytes:
+            f = <const unsigned char *> PyBytes_AS_STRING(packet)
+            n = len(<bytes> packet)
+        else:
+            view = packet
+            n = view.shape[0]
+            f = &view[0] if n else <const unsigned char *> b""
+        if n > _MTU.get(port.neighbor_mtu, 4096):
             raise NotSupported("over the MTU: the standard path drops and counts it")
-        q = frame_flow_hash(packet) % self.ntx
-        ring = self.rings[q]
-        if self.stopped[q] or not ring.push_ud(ah.dlid, ah.sl, dqpn, packet):
+        q = flow_hash(f, n, self.rx.udp_ports) % self.ntx
+        ring = <PacketRing> self.rings[q]
+        if self.stopped[q] or not ring._push_ud(dlid, ah.sl, dqpn, f, n):
             c.stats["tx_busy"] += 1
+            self.q_busy[q] += 1
             if not self.stopped[q]:
-                self.stopped[q] = True
-                c.stats["tx_stops"] += 1
-                c.stop_queue(q)
+                self._stop_queue(q)
             return BUSY
         self.q_packets[q] += 1
-        if ring.free == 0:
-            self.stopped[q] = True
-            c.stats["tx_stops"] += 1
-            c.stop_queue(q)
+        self.q_bytes[q] += n
+        if ring._count >= ring.slots:
+            self._stop_queue(q)
         c.schedule_poll()
         return OK
+
+    def _stop_queue(self, q):
+        self.stopped[q] = True
+        self.q_stops[q] += 1
+        self.ctx.stats["tx_stops"] += 1
+        self.ctx.stop_queue(q)
 
     def send_burst(self, frames, ah, dqpn):
         """Queue many frames to one destination (a burst API for the data path): returns how many
         were taken. The ones the fast path does not cover fall back like single sends."""
-        from ipoib.netdev import NotSupported
-
         c = self.ctx
         if ah.dgid is not None or c.qp is None or not c.running:
             raise NotSupported("multicast and stopped devices take the standard path")
@@ -322,22 +790,33 @@ class Provider:
         mtu = _MTU.get(port.neighbor_mtu, 4096)
         if port.state != 4 or port.owns_lid(ah.dlid) or ah.src_path_bits or any(len(f) > mtu for f in frames):
             raise NotSupported("loopback, inactive ports and oversized frames take the standard path")
-        done = push_burst(self.rings, list(frames), ah.dlid, ah.sl, dqpn, self.q_packets)
+        frames = list(frames)
+        before = list(self.q_packets)
+        done = push_burst(self.rings, frames, ah.dlid, ah.sl, dqpn, self.q_packets, self.rx.udp_ports)
+        if done:
+            for q in range(self.ntx):
+                if self.q_packets[q] != before[q]:
+                    self.q_bytes[q] += sum(len(f) for f in frames[:done]
+                                           if frame_flow_hash(f, self.rx.udp_ports) % self.ntx == q)
         if done < len(frames):
-            c.stats["tx_busy"] += len(frames) - done
+            c.stats["tx_busy"] += 1  # one refusal per burst, as a burst of single sends stops at one
             for q, ring in enumerate(self.rings):
                 if ring.free == 0 and not self.stopped[q]:
-                    self.stopped[q] = True
-                    c.stats["tx_stops"] += 1
-                    c.stop_queue(q)
+                    self.q_busy[q] += 1
+                    self._stop_queue(q)
         if done:
             c.schedule_poll()
         return done
 
     def poll(self, budget):
+        """NAPI: transmit what the TX rings hold, then serve each RX queue up to ``budget``
+        frames (and the slow path's). Interrupts stay masked until every queue is drained."""
         c = self.ctx
+        st = c.stats
         port = c.hca.ports[c.port]
         qp = c.qp
+        if qp is not None and (not port.link_up or port.state != 4) and any(len(r) for r in self.rings):
+            self._discard_tx(port)
         if qp is not None and any(len(r) for r in self.rings):
             seg = bytearray(6)  # room for the link burst header
             pkey = port.pkeys[qp.pkey_index]
@@ -349,34 +828,144 @@ class Provider:
                 octets += oc
                 if self.stopped[q] and len(ring) <= TX_SLOTS // 2:
                     self.stopped[q] = False
-                    c.stats["tx_wakes"] += 1
+                    self.q_wakes[q] += 1
+                    st["tx_wakes"] += 1
                     c.wake_queue(q)
             if total:
                 port.counters.add_xmit(total, words)
                 qp.sent += total
-                c.stats["tx_packets"] += total
-                c.stats["tx_bytes"] += octets
+                st["tx_packets"] += total
+                st["tx_bytes"] += octets
                 c.transmit([("segment", c.port, total, seg)])
-        return self._standard().poll(budget)
+        now = c.now()
+        if self.timer is not None and now >= self.timer:
+            self._interrupt()  # the rx-usecs timer fired
+        done = 0
+        left = False
+        if self.rx.pending:
+            st["napi_polls"] += 1
+            deliver = c.deliver
+            for q in range(self.nrx):
+                n = self.rx.poll_queue(q, budget, deliver, self._infos, _rx_info, c.rx_sink)
+                if n:
+                    self.rx_polls[q] += 1
+                    done += n
+                    if n >= budget:
+                        self.rx_exhausted[q] += 1
+            left = self.rx.pending > 0
+        done += self._std.poll(budget)  # the slow path's frames (and the sink's mark)
+        if left:
+            c.schedule_poll()  # budget spent: NAPI stays scheduled
+        elif self.napi_scheduled:
+            self.napi_scheduled = False  # napi_complete: interrupts on again
+            self.timer = None
+        return done
+
+    def _discard_tx(self, port):
+        """The port went down under queued frames: each is refused and counted as the standard
+        path's post_send refuses it (PortXmitDiscards), and the queues wake."""
+        cdef PacketRing ring
+        c = self.ctx
+        st = c.stats
+        for q in range(self.ntx):
+            ring = <PacketRing> self.rings[q]
+            slots = ring.pop_many(TX_SLOTS)
+            if not slots:
+                continue
+            n = len(slots)
+            port.counters.inc("port_xmit_discards", n)
+            c.hca.drops["send_port_not_active"] += n
+            st["tx_packets"] += n  # the standard poll counts a send it handed to the HCA, taken or not
+            st["tx_bytes"] += sum(len(x) - META for x in slots)
+            if self.stopped[q]:
+                self.stopped[q] = False
+                self.q_wakes[q] += 1
+                st["tx_wakes"] += 1
+                c.wake_queue(q)
+
+    def _interrupt(self):
+        self.timer = None
+        self.napi_scheduled = True
+        self.interrupts += 1
+        self.ctx.stats["interrupts"] += 1
+        self.ctx.schedule_poll()
+
+    # -- called by RxDispatch -------------------------------------------------------------------
+
+    def _rx_refresh(self, engine, port):
+        """Per burst: the P_Key and Q_Key the QP receives with now (the SM or the ULP may have
+        changed them) and whether the compiled path may take packets for it."""
+        c = self.ctx
+        qp = c.qp
+        # while the per-packet path holds frames for us, new ones queue behind them, not past them
+        ok = qp is not None and c.running and port.num == c.port and qp.qpn == engine.qpn and not c.rxq
+        if ok:
+            idx = qp.pkey_index
+            ok = 0 <= idx < len(port.pkeys)
+            if ok:
+                engine.pkey = port.pkeys[idx]
+                engine.qkey = qp.qkey
+        engine.enabled = ok
+
+    def _rx_event(self, engine, now):
+        """Frames arrived in our rings: fold the counts into the statistics and raise an
+        interrupt now, or arm the rx-usecs timer, as moderation says."""
+        c = self.ctx
+        st = c.stats
+        n, ovf = engine.fresh_packets, engine.fresh_overflow
+        st["rx_packets"] += n
+        st["rx_bytes"] += engine.fresh_bytes
+        if ovf:
+            st["rx_overflow"] += ovf
+            st["rx_dropped"] += ovf
+        if c.qp is not None:
+            c.qp.received += n + ovf
+        engine.fresh_packets = engine.fresh_bytes = engine.fresh_overflow = 0
+        if self.coalesce["adaptive"]:
+            self._adapt(now, n)
+        if self.napi_scheduled or not n:
+            return  # interrupts are masked while NAPI runs
+        usecs = self._rx_usecs_now()
+        frames = self.coalesce["rx_frames"]
+        if usecs == 0 or (frames and engine.pending >= frames):
+            self._interrupt()
+        elif self.timer is None:
+            self.timer = now + usecs * 1e-6
+            c.arm_timer(self.timer)
 
     def tx_timeout(self, queue):
-        from ipoib.netdev import NotSupported
-
+        c = self.ctx
+        c.sendq.clear()
         for q, ring in enumerate(self.rings):
             ring.pop_many(TX_SLOTS)
             if self.stopped[q]:
                 self.stopped[q] = False
-                self.ctx.wake_queue(q)
-        raise NotSupported("the standard op resets its own queue too")
+                self.q_wakes[q] += 1
+                c.wake_queue(q)
+        if c.queue_stopped:
+            c.queue_stopped = False
+            c.wake_queue(queue)
 
     def queue_stats(self):
-        """Per-queue counters, like ethtool -S."""
+        """Per-queue counters, like ``ethtool -S``."""
         out = {}
         for q, ring in enumerate(self.rings):
             out[f"tx{q}_packets"] = self.q_packets[q]
+            out[f"tx{q}_bytes"] = self.q_bytes[q]
+            out[f"tx{q}_busy"] = self.q_busy[q]
+            out[f"tx{q}_stops"] = self.q_stops[q]
+            out[f"tx{q}_wakes"] = self.q_wakes[q]
             out[f"tx{q}_queued"] = len(ring)
-            out[f"tx{q}_full"] = ring.dropped_full
+        out.update(self.rx.queue_stats())
+        for q in range(self.nrx):
+            out[f"rx{q}_napi_polls"] = self.rx_polls[q]
+            out[f"rx{q}_budget_exhausted"] = self.rx_exhausted[q]
+        out["interrupts"] = self.interrupts
         return out
+
+
+def _rx_info(slid, pkey, src_qp):
+    return RxInfo(slid, src_qp, pkey, None, None)
 
 
 _MTU = {1: 256, 2: 512, 3: 1024, 4: 2048, 5: 4096}

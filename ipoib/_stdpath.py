@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import deque
 
-__all__ = ["BACKEND", "PacketRing", "RingFull", "Provider"]
+__all__ = ["BACKEND", "PacketRing", "RingFull", "Provider", "UdpSink"]
 
 BACKEND = "std"
 
@@ -89,3 +89,48 @@ def __getattr__(name):
 
         return StdProvider
     raise AttributeError(name)
+
+
+class UdpSink:
+    """A receive hook at the driver, like an XDP program that counts and drops: IPoIB frames that
+    carry a whole UDP datagram to ``port`` are counted and consumed before the IP stack; anything
+    else passes on. The providers run it on every frame they would deliver (``ctx.rx_sink``): the
+    standard one in Python, the fast one in C on the ring slot itself."""
+
+    def __init__(self, port: int):
+        if not 0 < int(port) < 65536:
+            raise ValueError(f"UDP port must be 1 to 65535, not {port!r}")
+        self.port = int(port)
+        self.packets = 0
+        self.bytes = 0
+        self.first = None
+        self.last = None
+        self._seen = 0
+
+    def consume(self, frame, off: int = 0) -> bool:
+        """Count ``frame[off:]`` (an IPoIB frame) if it is ours; True when consumed."""
+        if len(frame) - off < 4 + 28 or frame[off] != 0x08 or frame[off + 1] != 0x00:
+            return False
+        ip = off + 4
+        ihl = (frame[ip] & 0xF) * 4
+        if (frame[ip] >> 4 != 4 or frame[ip + 9] != 17 or (frame[ip + 6] & 0x3F) or frame[ip + 7]
+                or len(frame) - ip < ihl + 8):
+            return False
+        u = ip + ihl
+        if (frame[u + 2] << 8 | frame[u + 3]) != self.port:
+            return False
+        self.packets += 1
+        self.bytes += (frame[u + 4] << 8 | frame[u + 5]) - 8
+        return True
+
+    def mark(self, now: float) -> None:
+        """After a poll: when the first and the last counted datagram arrived."""
+        if self.packets != self._seen:
+            self._seen = self.packets
+            if self.first is None:
+                self.first = now
+            self.last = now
+
+    def result(self) -> dict:
+        return {"packets": self.packets, "bytes": self.bytes,
+                "seconds": (self.last - self.first) if self.first is not None else 0.0}

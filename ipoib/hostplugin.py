@@ -35,16 +35,17 @@ def attach(host) -> None:
     def op_ipoib_status(env, now, device):
         return node(device).snapshot()
 
-    def op_ping(env, now, device, dst, count=1, interval=0.2, timeout=1.0, size=56, ifname=None):
+    def op_ping(env, now, device, dst, count=1, interval=0.2, timeout=1.0, size=56, ifname=None, adaptive=False):
         sess = node(device).ip.ping(dst, count=int(count), interval=float(interval), timeout=float(timeout),
-                                    size=int(size), ifname=ifname)
+                                    size=int(size), ifname=ifname, adaptive=bool(adaptive))
         def check():
             if not sess.done:
                 return None
             return dict(sess.summary(), replies=list(getattr(sess, "replies", [])),
                         error_texts=list(sess.errors))
 
-        return host.defer(env, now, count * interval + timeout + 1.0, check, None)
+        wait = count * (interval + (timeout if adaptive else 0.0)) + timeout + 1.0
+        return host.defer(env, now, wait, check, None)
 
     def op_udp_open(env, now, device, port=0, addr=None):
         s = node(device).ip.udp_socket()
@@ -89,7 +90,16 @@ def attach(host) -> None:
         del sockets[sock]
         return True
 
-    for fn in (op_ipoib_status, op_ping, op_udp_open, op_udp_sendto, op_udp_recv, op_udp_join, op_udp_leave,
+    def op_ipoib_coalesce(env, now, device, ifname="ib0", rx_usecs=None, rx_frames=None, adaptive=None):
+        """ethtool -c (no values) / -C (some values) on one interface."""
+        ifc = node(device).ifs.get(ifname)
+        if ifc is None:
+            raise KeyError(f"{device} has no interface {ifname!r}")
+        if rx_usecs is None and rx_frames is None and adaptive is None:
+            return ifc.netdev.get_coalesce()
+        return ifc.netdev.set_coalesce(rx_usecs, rx_frames, adaptive)
+
+    for fn in (op_ipoib_status, op_ipoib_coalesce, op_ping, op_udp_open, op_udp_sendto, op_udp_recv, op_udp_join, op_udp_leave,
                op_udp_close):
         host.extra_ops[fn.__name__[3:]] = fn
     attach_perf(host, nodes)
@@ -167,21 +177,117 @@ class PerfSink:
         self.sock.close()
 
 
+class UdPerfSender:
+    """``perf --ud``: IPoIB frames (IPv4/UDP inside, the same octets as ``--udp`` puts on the wire)
+    posted straight to the interface's QP through the rdma_netdev burst op, like ib_send_bw on a UD
+    QP: no IP stack. The path comes from the ULP: one datagram through the stack resolves ARP and
+    the PathRecord first."""
+
+    RESOLVE_S = 3.0
+
+    def __init__(self, node, sock, dst, port, size, seconds, burst=64):
+        from fabric import wire as w
+
+        from . import inet
+
+        self.node, self.sock, self.dst, self.port, self.size = node, sock, dst, port, size
+        self.burst, self.seconds = burst, seconds
+        iface = node.ip.route(dst)
+        if iface is None:
+            raise ValueError(f"no route to {dst}")
+        self.ifc = node.ifs[iface.name]
+        if size + 28 + 4 > self.ifc.mtu + 4:
+            raise ValueError(f"--ud sends whole datagrams: at most {self.ifc.mtu - 28} octets on {iface.name}")
+        src, dip = iface.addr, inet.ip4(dst)
+        frame = w.IPoIBHeader(ethertype=w.ETHERTYPE_IPV4).pack() + inet.build_ipv4(
+            src, dip, inet.IPPROTO_UDP, inet.build_udp(src, dip, sock.port, port, bytes(size)), ident=1)
+        self.frames = [frame] * burst
+        self.dip = dip
+        self.sent, self.busy, self.errors = 1, 0, 0  # 1: the datagram that resolves the path
+        self.start = self.end = None
+        self.deadline = time.monotonic() + self.RESOLVE_S
+        self.ah = None
+        self.done = False
+        self.error = None
+        sock.sendto(bytes(size), (dst, port))  # ARP and the path, through the stack
+        node.hca.agents.append(self)
+
+    def _resolve(self):
+        from .ulp import split_mac
+
+        n = self.ifc.neigh.get(self.dip)
+        if n is None or n.hwaddr is None:
+            return None
+        qpn, dgid = split_mac(n.hwaddr)
+        p = self.ifc.paths.get(dgid)
+        return (p.ah, qpn) if p is not None and p.valid else None
+
+    def next_deadline(self):
+        return None if self.done else 0.0
+
+    def _finish(self, error=None):
+        self.done = True
+        self.error = error
+        self.finished = time.monotonic()
+        self.node.hca.agents.remove(self)
+
+    def tick(self, now: float) -> list:
+        t = time.monotonic()
+        if self.ah is None:
+            r = self._resolve()
+            if r is None:
+                if t > self.deadline:
+                    self._finish(f"could not resolve {self.dst} (ARP or PathRecord)")
+                return []
+            self.ah, self.dqpn = r
+            self.start, self.end = t, t + self.seconds
+        if t >= self.end:
+            self._finish()
+            return []
+        n = self.ifc.netdev.send_burst(self.frames, self.ah, self.dqpn)
+        self.sent += n
+        if n < self.burst:
+            self.busy += 1  # the send queue is full: wait for it, as ib_send_bw waits on its CQ
+        return []
+
+    def result(self) -> dict:
+        if self.error:
+            raise ValueError(self.error)
+        return {"sent": self.sent, "errors": self.errors, "busy": self.busy,
+                "seconds": self.finished - (self.start or self.finished)}
+
+
 def attach_perf(host, nodes) -> None:
     sinks: dict = {}
     ids = itertools.count(1)
 
-    def op_perf_sink(env, now, device, port=5201):
+    def op_perf_sink(env, now, device, port=5201, ud=False):
         n = nodes[device]
         s = n.ip.udp_socket()
         s.bind(int(port))
         s.rcvbuf = 1 << 16
         sid = next(ids)
-        sinks[sid] = PerfSink(n, s)
+        if ud:  # count at the driver of every interface, before the stack
+            hook = backend_core.UdpSink(int(port))
+            for ifc in n.ifs.values():
+                ifc.netdev.standard.ctx.rx_sink = hook
+            sinks[sid] = ("ud", n, s, hook)
+        else:
+            sinks[sid] = PerfSink(n, s)
         return sid
 
     def op_perf_sink_result(env, now, device, sink, close=True):
         s = sinks[sink]
+        if isinstance(s, tuple):
+            _, n, sock, hook = s
+            r = dict(hook.result(), rcvbuf_drops=0)
+            if close:
+                for ifc in n.ifs.values():
+                    if ifc.netdev.standard.ctx.rx_sink is hook:
+                        ifc.netdev.standard.ctx.rx_sink = None
+                sock.close()
+                del sinks[sink]
+            return r
         s.tick(now)
         r = s.result()
         if close:
@@ -189,11 +295,18 @@ def attach_perf(host, nodes) -> None:
             del sinks[sink]
         return r
 
-    def op_perf_send(env, now, device, dst, port=5201, size=1024, seconds=1.0):
+    def op_perf_send(env, now, device, dst, port=5201, size=1024, seconds=1.0, ud=False):
         n = nodes[device]
         s = n.ip.udp_socket()
         s.bind(0)
-        sender = PerfSender(n, s, dst, int(port), int(size), float(seconds))
+        if ud:
+            try:
+                sender = UdPerfSender(n, s, dst, int(port), int(size), float(seconds))
+            except Exception:
+                s.close()
+                raise
+        else:
+            sender = PerfSender(n, s, dst, int(port), int(size), float(seconds))
 
         def check():
             if not sender.done:

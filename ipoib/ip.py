@@ -256,8 +256,10 @@ class PingSession:
     """
 
     def __init__(self, stack: "IpStack", dst: bytes, ident: int, *, count: int, interval: float,
-                 timeout: float, size: int, ifname: str | None, ttl: int, start: float):
+                 timeout: float, size: int, ifname: str | None, ttl: int, start: float,
+                 adaptive: bool = False):
         self._stack = stack
+        self.adaptive = adaptive  # ping -A: the next request leaves when the last one is answered
         self.dst = _ipstr(dst)
         self._dst = dst
         self.ident = ident
@@ -298,7 +300,7 @@ class PingSession:
         self._answered.discard(seq)
         self._failed.discard(seq)
         self._waiting.add(seq)
-        self._next_send = now + self.interval if self.sent < self.count else None
+        self._next_send = now + self.interval if self.sent < self.count and not self.adaptive else None
         st = self._stack
         iface = None
         if self.ifname is not None:
@@ -321,6 +323,7 @@ class PingSession:
             return
         self._failed.add(seq)
         self._waiting.discard(seq)
+        self._next_after(seq, self._stack._now())
         self.errors.append(text)
         self.error_details.append((seq, _ipstr(src) if src else None, text))
 
@@ -332,12 +335,18 @@ class PingSession:
             return True
         self._answered.add(seq)  # late replies (after the timeout) still count, as with ping
         self._waiting.discard(seq)
+        self._next_after(seq, now)
         self.received += 1
         self.rtts.append(max(0.0, now - self._sent_at[seq]))
         self.replies.append((seq, self.rtts[-1]))
         if data != self.data:
             self.corrupted += 1
         return True
+
+    def _next_after(self, seq: int, now: float) -> None:
+        """ping -A: the latest request is settled (answered, failed or timed out), send the next."""
+        if self.adaptive and seq == self.sent & 0xFFFF and self.sent < self.count and not self.done:
+            self._next_send = now
 
     def _deadline(self) -> float | None:
         if self.done:
@@ -358,6 +367,7 @@ class PingSession:
             return
         for s in [s for s in self._waiting if now >= self._sent_at[s] + self.timeout]:
             self._waiting.discard(s)
+            self._next_after(s, now)
         if self.sent < self.count or self._waiting:
             return
         self.done = True
@@ -1201,8 +1211,10 @@ class IpStack:
     # -- ICMP echo ---------------------------------------------------------------------------------
 
     def ping(self, dst, *, count: int = 1, interval: float = 1.0, timeout: float = 1.0, size: int = 56,
-             ifname: str | None = None, ttl: int = 64) -> PingSession:
-        """Start a ping: the first echo request leaves now, the others from :meth:`tick`.
+             ifname: str | None = None, ttl: int = 64, adaptive: bool = False) -> PingSession:
+        """Start a ping: the first echo request leaves now, the others from :meth:`tick`, each
+        ``interval`` after the last or, with ``adaptive`` (ping -A), as soon as the last is answered
+        (one request outstanding: a request/response latency measurement).
         Raises ValueError for bad arguments and IpError(ENETUNREACH/ENODEV) when nothing could be
         sent at all (``ping: connect: Network is unreachable``); failures of single echoes (carrier
         off, the link refusing, ICMP errors) land in the session's ``errors``."""
@@ -1230,7 +1242,7 @@ class IpStack:
             raise IpError(_errno.EAGAIN, "every ICMP identifier is in use")
         self._ping_id = ident
         s = PingSession(self, d, ident, count=count, interval=interval, timeout=timeout, size=size,
-                        ifname=ifname, ttl=ttl, start=self._now())
+                        ifname=ifname, ttl=ttl, start=self._now(), adaptive=bool(adaptive))
         self._sessions[ident] = s
         s._send(s.started)
         s._check_done(self._now())

@@ -20,6 +20,11 @@ Here a provider is any object with some of these methods. An op it lacks, or tha
     send_burst(packets, ah, dqpn)    -> int            many frames to one destination; how many taken
     tx_timeout(queue)
     poll(budget)                     -> int            NAPI: deliver up to ``budget`` frames
+
+and the ethtool side of a device, which the ULP passes through:
+
+    get_coalesce() / set_coalesce(rx_usecs, rx_frames, adaptive)    interrupt moderation (-c / -C)
+    queue_stats()                    -> dict           per-queue counters (-S)
 """
 
 from __future__ import annotations
@@ -29,11 +34,15 @@ from dataclasses import dataclass
 OK, BUSY = 0, 1
 
 OPS = ("get_params", "init", "uninit", "open", "stop", "set_id", "attach_mcast", "detach_mcast", "send",
-       "send_burst", "tx_timeout", "poll")
+       "send_burst", "tx_timeout", "poll", "get_coalesce", "set_coalesce", "queue_stats")
 
 
 class NotSupported(Exception):
     """Raised by a provider for an operation it leaves to the standard implementation."""
+
+
+class OperationNotSupported(ValueError):
+    """The device cannot do what was asked at all (EOPNOTSUPP), e.g. moderation on ``std``."""
 
 
 @dataclass(frozen=True)
@@ -69,11 +78,12 @@ class NetdevContext:
 
     ``hca``/``port``: the device to create the QP on; ``transmit(txs)``: hand packets to the wire;
     ``deliver(frame, info)``: netif_receive_skb; ``stop_queue(q)``/``wake_queue(q)``: TX flow
-    control; ``schedule_poll()``: napi_schedule (the host runs ``poll`` soon).
+    control; ``schedule_poll()``: napi_schedule (the host runs ``poll`` soon); ``arm_timer(t)``:
+    run ``poll`` at time ``t`` (the interrupt moderation timer; without one, as soon as possible).
     """
 
     def __init__(self, hca, port: int, *, transmit, deliver, stop_queue=None, wake_queue=None,
-                 schedule_poll=None, now=lambda: 0.0):
+                 schedule_poll=None, arm_timer=None, now=lambda: 0.0):
         self.hca = hca
         self.port = port
         self.transmit = transmit
@@ -81,33 +91,45 @@ class NetdevContext:
         self.stop_queue = stop_queue or (lambda q: None)
         self.wake_queue = wake_queue or (lambda q: None)
         self.schedule_poll = schedule_poll or (lambda: None)
+        self.arm_timer = arm_timer or (lambda deadline: self.schedule_poll())
         self.now = now
 
 
 class RdmaNetdev:
     """Dispatch each op to the provider, or to the standard implementation where the provider has
-    no such op or raises NotSupported. ``served_by`` records, per op, who served it last."""
+    no such op or raises NotSupported. ``served_by`` records, per op, who served it last.
+
+    Each op is bound once, here: the data path calls ``send`` and ``poll`` per packet and per
+    poll, and a lookup per call would cost more than the fast provider's own work."""
 
     def __init__(self, provider, standard):
         self.provider = provider
         self.standard = standard
         self.served_by: dict[str, str] = {}
         self.fallbacks: dict[str, int] = {}
+        for op in OPS:
+            setattr(self, op, self._bind(op))
 
-    def _call(self, op: str, *args):
+    def _bind(self, op: str):
         fn = getattr(self.provider, op, None) if self.provider is not None else None
-        if fn is not None:
+        std = getattr(self.standard, op)
+        served, fallbacks = self.served_by, self.fallbacks
+
+        def standard(*args):
+            fallbacks[op] = fallbacks.get(op, 0) + 1
+            served[op] = "standard"
+            return std(*args)
+
+        if fn is None:
+            return standard
+
+        def call(*args):
             try:
                 out = fn(*args)
-                self.served_by[op] = "provider"
-                return out
             except NotSupported:
-                pass
-        self.fallbacks[op] = self.fallbacks.get(op, 0) + 1
-        self.served_by[op] = "standard"
-        return getattr(self.standard, op)(*args)
+                return standard(*args)
+            served[op] = "provider"
+            return out
 
-    def __getattr__(self, op: str):
-        if op not in OPS:
-            raise AttributeError(op)
-        return lambda *args: self._call(op, *args)
+        call.__name__ = standard.__name__ = op
+        return call

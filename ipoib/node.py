@@ -53,6 +53,7 @@ class IPoIBNode:
         self._sa_pending: dict[int, tuple] = {}  # tid -> (callback, deadline)
         self._collector = saclient.SaCollector()
         self._poll_pending: set = set()
+        self._poll_timers: dict = {}  # ifname -> when its moderation timer fires
         self.started = False
         hca.qps[1].consumer = self._on_gsi
         hca.agents.append(self)
@@ -66,6 +67,7 @@ class IPoIBNode:
         ctx = NetdevContext(self.hca, self.port, transmit=self.hca.outbox.extend,
                             deliver=lambda frame, info, n=ifname: self.ifs[n].rx_frame(frame, info),
                             schedule_poll=lambda n=ifname: self._poll_pending.add(n), now=self.now,
+                            arm_timer=lambda t, n=ifname: self._arm_poll_timer(n, t),
                             stop_queue=lambda q, n=ifname: self._queue_state(n, True),
                             wake_queue=lambda q, n=ifname: self._queue_state(n, False))
         standard = StdProvider(ctx)
@@ -82,6 +84,11 @@ class IPoIBNode:
         self.ip.set_carrier(ifname, False)
         ifc.open(self.now())
         return ifc
+
+    def _arm_poll_timer(self, ifname: str, deadline: float) -> None:
+        t = self._poll_timers.get(ifname)
+        if t is None or deadline < t:
+            self._poll_timers[ifname] = deadline
 
     def _queue_state(self, ifname: str, stopped: bool) -> None:
         """netif_stop_queue / netif_wake_queue from the provider: the interface stops handing it
@@ -169,11 +176,11 @@ class IPoIBNode:
     # -- agent protocol (timers and NAPI) ------------------------------------------------------
 
     def tick(self, now: float) -> list:
-        for name in list(self._poll_pending):
-            self._poll_pending.discard(name)
-            ifc = self.ifs.get(name)
-            if ifc is not None:
-                ifc.netdev.poll(NAPI_BUDGET)
+        for name, t in list(self._poll_timers.items()):
+            if now >= t:
+                del self._poll_timers[name]
+                self._poll_pending.add(name)
+        self._run_polls()
         for tid, (cb, deadline) in list(self._sa_pending.items()):
             if now >= deadline:
                 del self._sa_pending[tid]
@@ -182,13 +189,24 @@ class IPoIBNode:
         for ifc in list(self.ifs.values()):
             ifc.tick(now)
         self.ip.tick(now)
+        self._run_polls()  # what the timers just sent leaves in this same pass, not the next one
         out, self.hca.outbox[:] = list(self.hca.outbox), []
         return out
+
+    def _run_polls(self) -> None:
+        """NAPI: one poll of each interface that asked for one (a poll that used its whole budget
+        asks again, and runs on the next pass)."""
+        pending, self._poll_pending = self._poll_pending, set()
+        for name in pending:
+            ifc = self.ifs.get(name)
+            if ifc is not None:
+                ifc.netdev.poll(NAPI_BUDGET)
 
     def next_deadline(self):
         if self._poll_pending or self.hca.outbox:
             return 0.0  # due now, whatever the caller's clock says
         c = [d for _, d in self._sa_pending.values()]
+        c += self._poll_timers.values()
         c += [d for d in (ifc.next_deadline() for ifc in self.ifs.values()) if d is not None]
         d = self.ip.next_deadline()
         if d is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import deque
 
 
-from .netdev import BUSY, OK, NetdevParams, RxInfo
+from .netdev import BUSY, OK, NetdevParams, OperationNotSupported, RxInfo
 
 SENDQ_SIZE = 128  # ipoib_sendq_size
 RECVQ_SIZE = 256  # ipoib_recvq_size
@@ -44,6 +44,7 @@ class StdProvider:
             ctx.qp = None
             ctx.running = False
             ctx.queue_stopped = False
+            ctx.rx_sink = None  # a driver-level receive hook (ipoib.core.UdpSink), or None
 
     # -- control-facing operations -------------------------------------------------------------
 
@@ -143,13 +144,35 @@ class StdProvider:
         if txs:
             c.transmit(txs)
         done = 0
+        sink = c.rx_sink
         while c.rxq and done < budget:
             frame, info = c.rxq.popleft()
-            c.deliver(frame, info)
+            if sink is None or not sink.consume(frame, GRH_AREA):
+                c.deliver(frame, info)
             done += 1
+        if sink is not None:
+            sink.mark(c.now())
         if c.rxq:
             c.schedule_poll()
         return done
+
+    # -- ethtool ---------------------------------------------------------------------------------
+
+    def get_coalesce(self) -> dict:
+        """No moderation: every receive completion schedules NAPI at once."""
+        return {"rx_usecs": 0, "rx_frames": 1, "adaptive": False, "rx_usecs_effective": 0}
+
+    def set_coalesce(self, rx_usecs=None, rx_frames=None, adaptive=None) -> dict:
+        raise OperationNotSupported("the standard provider has no interrupt moderation "
+                                    "(Operation not supported); use IPOIB_BACKEND=fast")
+
+    def queue_stats(self) -> dict:
+        """One TX and one RX queue (ethtool -S)."""
+        st = self.ctx.stats
+        return {"tx0_packets": st["tx_packets"], "tx0_bytes": st["tx_bytes"], "tx0_busy": st["tx_busy"],
+                "tx0_stops": st["tx_stops"], "tx0_wakes": st["tx_wakes"], "tx0_queued": len(self.ctx.sendq),
+                "rx0_packets": st["rx_packets"], "rx0_bytes": st["rx_bytes"], "rx0_overflow": st["rx_overflow"],
+                "rx0_queued": len(self.ctx.rxq)}
 
     def _on_completion(self, comp) -> None:
         """A receive completion on the IPoIB QP (called by the HCA)."""

@@ -531,6 +531,7 @@ class IPoIBInterface:
         def ip_str(b):
             return str(ipaddress.IPv4Address(b))
 
+        queues, coalesce = self.netdev.queue_stats(), self.netdev.get_coalesce()  # ethtool -S, -c
         return {
             "ifname": self.ifname, "pkey": self.pkey, "qpn": self.qpn, "hwaddr": self.hwaddr.hex(":"),
             "carrier": self.carrier, "mtu": self.mtu,
@@ -544,4 +545,6 @@ class IPoIBInterface:
             "stats": dict(self.stats), "drops": dict(self.drops),
             "netdev": dict(getattr(self.netdev.standard.ctx, "stats", {})),
             "served_by": dict(self.netdev.served_by),
+            "queues": queues,
+            "coalesce": coalesce,
         }

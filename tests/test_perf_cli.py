@@ -45,3 +45,45 @@ def test_perf_to_a_missing_node_is_a_clear_error(fab):
     r = subprocess.run(IBFAB + ["perf", "node0001", "nosuchnode", "--name", "perfcli"], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 2 and "ibfab perf:" in r.stderr
+
+
+def _ibfab(*args):
+    return subprocess.run(IBFAB + [*args, "--name", "perfcli"], capture_output=True, text=True, timeout=60)
+
+
+def test_coalesce_is_read_and_changed_at_run_time(fab):
+    import ipoib
+
+    r = _ibfab("coalesce", "node0004", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["rx_usecs"] == 0
+    r = _ibfab("coalesce", "node0004", "--rx-usecs", "50", "--rx-frames", "16", "--json")
+    if ipoib.backend_name == "std":  # the device hosts run the same backend as this process
+        assert r.returncode == 2 and "not supported" in r.stderr
+        return
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"rx_usecs": 50, "rx_frames": 16, "adaptive": False, "rx_usecs_effective": 50}
+    # visible in the interface's status, and traffic still flows through the moderated queues
+    assert fab.nodes["node0004"].interface()["coalesce"]["rx_usecs"] == 50
+    assert fab.nodes["node0001"].ping("node0004", count=3, interval=0.05)["received"] == 3
+    bad = _ibfab("coalesce", "node0004", "--rx-usecs", "-5")
+    assert bad.returncode == 2 and "rx-usecs must be an integer" in bad.stderr
+    assert fab.nodes["node0004"].interface()["coalesce"]["rx_usecs"] == 50  # a bad value changes nothing
+    assert _ibfab("coalesce", "node0004", "--rx-usecs", "0", "--rx-frames", "0").returncode == 0
+
+
+def test_queues_show_per_queue_counters(fab):
+    import ipoib
+
+    out = _perf("node0001", "node0004", "--size", "256", "--seconds", "0.3")
+    r = _ibfab("queues", "node0004", "--json")
+    assert r.returncode == 0, r.stderr
+    q = json.loads(r.stdout)
+    nrx = 4 if ipoib.backend_name == "fast" else 1
+    assert sorted(k for k in q if k.endswith("_packets") and k.startswith("rx")) == \
+        [f"rx{i}_packets" for i in range(nrx)]
+    rx_total = sum(q[f"rx{i}_packets"] for i in range(nrx))
+    assert rx_total >= out["received"] > 0  # every perf datagram came through an RX queue
+    text = _ibfab("queues", "node0004")
+    assert text.returncode == 0 and "rx0_packets:" in text.stdout
+    assert _ibfab("queues", "node0004", "--ifname", "ib9").returncode == 2

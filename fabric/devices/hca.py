@@ -88,6 +88,10 @@ class HCA(Device):
         self.mcast_lids: dict[int, set] = {}  # MLID -> QPNs attached
         self.sm_consumer = None  # QP0 responses and traps go here (the SM on this node)
         self.gsi_consumer = None  # QP1 GMPs that are not PMA (SA queries and answers)
+        # A compiled receive path for some QPs (the accelerated IPoIB provider installs one):
+        # called with (port, burst, offset, count, now), it takes the packets it fully handles and
+        # returns the others, which go through ``receive`` one by one.
+        self.rx_accel = None
 
     # -- addressing ----------------------------------------------------------------------------
 
@@ -216,6 +220,25 @@ class HCA(Device):
         if n >= 8:
             port.counters.count_rcv(n, w.LID_MCAST_FIRST <= ((data[2] << 8) | data[3]) <= w.LID_MCAST_LAST)
         return self.receive_local(in_port, data, now)
+
+    def receive_burst(self, in_port: int, burst, offset: int, count: int, now: float):
+        """A link burst: through ``rx_accel`` when there is one and the port is Active, otherwise
+        (and for whatever it hands back) packet by packet. Returns ``({}, txs)`` like a switch."""
+        port = self.ports.get(in_port)
+        slow = None
+        if self.rx_accel is not None and port is not None and port.link_up and port.state == sa.PORT_ACTIVE:
+            try:
+                slow = self.rx_accel(port, burst, offset, count, now)
+            except ValueError:
+                slow = None  # bad framing: the per-packet decoder classifies it
+        if slow is None:
+            from ..link import decode_burst_packets
+
+            slow = decode_burst_packets(burst, offset, count)
+        txs = []
+        for pkt in slow:
+            txs.extend(self.receive(in_port, pkt, now))
+        return {}, txs
 
     def receive_local(self, in_port: int, data: bytes, now: float, loopback: bool = False) -> list:
         port = self.ports[in_port]

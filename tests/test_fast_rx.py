@@ -1,0 +1,251 @@
+"""The accelerated provider's receive side: the HCA's compiled receive path into RSS rings, NAPI
+budgets and interrupt moderation, and its fallback to the per-packet path for everything else."""
+
+import pytest
+
+from fabric import wire as w
+from fabric.link import LEN
+from fabric.wire import ParseError
+from ipnet import IpNet
+from ipoib import _stdpath, inet
+from ipoib.netdev import OperationNotSupported
+
+_fastpath = pytest.importorskip("ipoib._fastpath")
+PORT = 7000
+
+
+class Rig:
+    """node0001 -> node0002 on single:2, with packets built by hand and handed to node0002's HCA
+    the way its device host does: one link burst at a time, at a time we choose."""
+
+    def __init__(self, backend=_fastpath):
+        self.net = IpNet("single:2", backend=backend).up()
+        self.node = self.net.nodes["node0002"]
+        self.hca = self.net.devices["node0002"]
+        self.ifc = self.node.ifs["ib0"]
+        self.sock = self.node.ip.udp_socket()
+        self.sock.bind(PORT)
+        self.src = inet.ip4(self.net.ip("node0001"))
+        self.dst = inet.ip4(self.net.ip("node0002"))
+        self.slid = self.net.lid("node0001")
+        self.src_qp = self.net.nodes["node0001"].ifs["ib0"].qpn
+
+    @property
+    def prov(self):
+        return self.ifc.netdev.provider
+
+    def frame(self, seq, sport=5000, size=32):
+        body = seq.to_bytes(4, "big") + bytes(size - 4)
+        return w.IPoIBHeader(ethertype=w.ETHERTYPE_IPV4).pack() + inet.build_ipv4(
+            self.src, self.dst, inet.IPPROTO_UDP, inet.build_udp(self.src, self.dst, sport, PORT, body), ident=seq)
+
+    def packet(self, frame, *, qkey=None, pkey=0xFFFF, dqp=None):
+        return w.build_ud_packet(slid=self.slid, dlid=self.net.lid("node0002"), dest_qp=dqp or self.ifc.qpn,
+                                 src_qp=self.src_qp, qkey=self.ifc.netdev.standard.ctx.qp.qkey if qkey is None
+                                 else qkey, pkey=pkey, payload=frame)
+
+    def burst(self, packets):
+        data = b"".join(LEN.pack(len(p)) + p for p in packets)
+        _, txs = self.hca.receive_burst(1, data, 0, len(packets), self.net.now)
+        self.net._emit("node0002", txs)
+
+    def service(self):
+        self.net._service("node0002", self.hca)
+
+    def received(self):
+        out = []
+        while (d := self.sock.recvfrom()) is not None:
+            out.append(d)
+        return out
+
+
+def test_rss_spreads_flows_over_rx_queues_and_keeps_each_flow_in_order():
+    rig = Rig()
+    rig.prov.set_rx_flow_hash("sdfn")  # UDP ports in the hash: 16 flows between two hosts spread
+    pkts = [rig.packet(rig.frame(i, sport=5000 + i % 16)) for i in range(128)]
+    for k in range(0, 128, 32):
+        rig.burst(pkts[k:k + 32])
+        rig.service()
+    got = rig.received()
+    assert len(got) == 128
+    by_flow = {}
+    for data, (_ip, sport) in got:
+        by_flow.setdefault(sport, []).append(int.from_bytes(data[:4], "big"))
+    assert all(seq == sorted(seq) for seq in by_flow.values()) and len(by_flow) == 16
+    qs = rig.prov.queue_stats()
+    used = [q for q in range(rig.prov.nrx) if qs[f"rx{q}_packets"]]
+    assert len(used) >= 2, qs
+    assert sum(qs[f"rx{q}_packets"] for q in range(rig.prov.nrx)) == 128
+    assert rig.hca.rx_accel.fast_packets >= 128  # the compiled path took them, not the per-packet one
+    st = rig.ifc.netdev.standard.ctx.stats
+    assert st["rx_packets"] >= 128 and st["interrupts"] >= 4
+
+
+@pytest.mark.parametrize("damage,drop,counter", [
+    ("icrc", "icrc", "port_rcv_errors"),
+    ("vcrc", "vcrc", "port_rcv_errors"),
+    ("qkey", "qkey", None),
+    ("pkey", "pkey", None),
+    ("qpn", "no_qp", None),
+])
+def test_what_the_compiled_path_refuses_is_dropped_and_counted_as_std_does(damage, drop, counter):
+    results = {}
+    for name, backend in (("std", _stdpath), ("fast", _fastpath)):
+        rig = Rig(backend)
+        good = rig.packet(rig.frame(1))
+        if damage == "icrc":
+            bad = bytearray(good)
+            bad[-6] ^= 0xFF
+            c = w.crc.vcrc16(bytes(bad[:-2]))
+            bad[-2:] = bytes([c & 0xFF, c >> 8])
+            bad = bytes(bad)
+        elif damage == "vcrc":
+            bad = good[:-1] + bytes([good[-1] ^ 1])
+        elif damage == "qkey":
+            bad = rig.packet(rig.frame(1), qkey=0x1234)
+        elif damage == "pkey":
+            bad = rig.packet(rig.frame(1), pkey=0x8001)
+        else:
+            bad = rig.packet(rig.frame(1), dqp=0x7777)
+        drops0 = dict(rig.hca.drops)
+        rig.burst([bad, good])
+        rig.service()
+        port = rig.hca.ports[1]
+        results[name] = {
+            "delivered": [d[0][:4] for d in rig.received()],
+            "drops": {k: v - drops0.get(k, 0) for k, v in rig.hca.drops.items() if v != drops0.get(k, 0)},
+            "rcv_errors": port.counters.pc["port_rcv_errors"],
+            "qkey_violations": port.q_key_violations, "pkey_violations": port.p_key_violations,
+            "rx_packets": rig.ifc.netdev.standard.ctx.stats["rx_packets"],
+        }
+    assert results["fast"] == results["std"]
+    assert results["fast"]["delivered"] == [(1).to_bytes(4, "big")]
+    assert results["fast"]["drops"] == {drop: 1}
+    if counter:
+        assert results["fast"]["rcv_errors"] >= 1
+
+
+def test_udp_hashes_on_addresses_by_default_so_fragments_keep_their_place():
+    rig = Rig()
+    whole = rig.frame(1, sport=5000)
+    other_port = rig.frame(2, sport=6000)
+    assert _fastpath.frame_flow_hash(whole) == _fastpath.frame_flow_hash(other_port)
+    assert _fastpath.frame_flow_hash(whole, True) != _fastpath.frame_flow_hash(other_port, True)
+    with pytest.raises(ValueError, match="sd' or 'sdfn"):
+        rig.prov.set_rx_flow_hash("sdfnx")
+
+
+def test_a_burst_with_bad_framing_is_refused_whole():
+    rig = Rig()
+    good = rig.packet(rig.frame(1))
+    data = LEN.pack(len(good)) + good + LEN.pack(500) + b"short"
+    before = rig.hca.rx_accel.fast_packets
+    with pytest.raises(ParseError):
+        rig.hca.receive_burst(1, data, 0, 2, rig.net.now)
+    assert rig.hca.rx_accel.fast_packets == before and rig.prov.rx.pending == 0
+
+
+def test_napi_budget_per_queue_and_rescheduling():
+    rig = Rig()
+    rig.burst([rig.packet(rig.frame(i)) for i in range(150)])  # one flow: one RX queue
+    assert rig.prov.rx.pending == 150
+    delivered = rig.ifc.netdev.poll(64)
+    assert delivered == 64 and rig.prov.rx.pending == 86
+    assert "ifname" not in rig.node._poll_pending and "ib0" in rig.node._poll_pending  # NAPI stays scheduled
+    rig.service()
+    rig.service()
+    assert rig.prov.rx.pending == 0 and len(rig.received()) == 150
+    qs = rig.prov.queue_stats()
+    assert sum(qs[f"rx{q}_budget_exhausted"] for q in range(rig.prov.nrx)) == 2
+
+
+def test_ring_overflow_is_counted_as_a_drop():
+    rig = Rig()
+    rig.burst([rig.packet(rig.frame(i)) for i in range(_fastpath.RX_SLOTS + 10)])
+    st = rig.ifc.netdev.standard.ctx.stats
+    assert st["rx_overflow"] == 10 and st["rx_dropped"] == 10
+    rig.service()
+    while rig.prov.rx.pending:
+        rig.service()
+    assert len(rig.received()) == _fastpath.RX_SLOTS
+
+
+def test_rx_usecs_holds_the_interrupt_until_its_timer():
+    rig = Rig()
+    rig.prov.set_coalesce(rx_usecs=500)
+    irq0 = rig.prov.interrupts
+    rig.burst([rig.packet(rig.frame(1))])
+    rig.service()
+    assert rig.received() == [] and rig.prov.interrupts == irq0  # held back
+    rig.net.advance(0.0004)
+    assert rig.received() == []
+    rig.net.advance(0.0002)
+    assert [d[0][:4] for d in rig.received()] == [(1).to_bytes(4, "big")]
+    assert rig.prov.interrupts == irq0 + 1
+
+
+def test_rx_frames_fires_before_the_timer():
+    rig = Rig()
+    rig.prov.set_coalesce(rx_usecs=100_000, rx_frames=4)
+    irq0 = rig.prov.interrupts
+    rig.burst([rig.packet(rig.frame(i)) for i in range(3)])
+    rig.service()
+    assert rig.received() == [] and rig.prov.interrupts == irq0
+    rig.burst([rig.packet(rig.frame(3))])
+    rig.service()
+    assert len(rig.received()) == 4 and rig.prov.interrupts == irq0 + 1
+
+
+def test_adaptive_moderation_follows_the_receive_rate():
+    rig = Rig()
+    rig.prov.set_coalesce(adaptive=True)
+    assert rig.prov.get_coalesce()["rx_usecs_effective"] == 0
+    seq = got = 0
+    for _ in range(30):  # 16 packets every 0.1 ms: 160k packets/s
+        rig.burst([rig.packet(rig.frame(seq + i)) for i in range(16)])
+        seq += 16
+        rig.net.advance(0.0001)
+        got += len(rig.received())
+    assert rig.prov.get_coalesce()["rx_usecs_effective"] == 32
+    for _ in range(5):  # one packet every 5 ms: 200 packets/s
+        rig.burst([rig.packet(rig.frame(seq))])
+        seq += 1
+        rig.net.advance(0.005)
+        got += len(rig.received())
+    assert rig.prov.get_coalesce()["rx_usecs_effective"] == 0
+    assert got == seq  # nothing lost on the way
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"rx_usecs": -1}, "rx-usecs must be an integer"),
+    ({"rx_usecs": "8"}, "rx-usecs must be an integer"),
+    ({"rx_usecs": True}, "rx-usecs must be an integer"),
+    ({"rx_usecs": 8, "rx_frames": 10**6}, "rx-frames must be an integer"),
+    ({"rx_usecs": 8, "adaptive": "yes"}, "adaptive-rx must be true or false"),
+])
+def test_bad_coalesce_settings_are_refused_and_change_nothing(kw, msg):
+    rig = Rig()
+    before = rig.prov.get_coalesce()
+    with pytest.raises(ValueError, match=msg):
+        rig.ifc.netdev.set_coalesce(kw.get("rx_usecs"), kw.get("rx_frames"), kw.get("adaptive"))
+    assert rig.prov.get_coalesce() == before
+
+
+def test_std_has_no_moderation():
+    rig = Rig(_stdpath)
+    assert rig.ifc.netdev.get_coalesce()["rx_usecs"] == 0
+    with pytest.raises(OperationNotSupported, match="not supported"):
+        rig.ifc.netdev.set_coalesce(8, None, None)
+
+
+def test_the_fast_provider_serves_every_op_itself():
+    rig = Rig()
+    nd = rig.ifc.netdev
+    assert rig.net.ping("node0002", "node0001").summary()["received"] == 1  # send, and poll
+    for op in ("get_params", "init", "open", "set_id", "attach_mcast", "poll", "send"):
+        assert nd.served_by.get(op) == "provider", (op, nd.served_by)
+    rig.ifc.stop(rig.net.now)  # stop, detach_mcast, uninit on the way down
+    for op in ("stop", "detach_mcast"):
+        assert nd.served_by.get(op) == "provider", (op, nd.served_by)
+    assert nd.fallbacks.get("stop", 0) == 0
+    assert rig.prov.rx.qpn not in rig.hca.rx_accel.engines or not rig.prov.rx.enabled
