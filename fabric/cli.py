@@ -356,7 +356,22 @@ def _cmd_perf(args) -> int:
     with _client(args.name) as fc:
         try:
             dst = _node_ip(fc, args.dst)
-            if args.latency:
+            if args.latency and args.ud:
+                # ib_send_lat on UD: one frame in flight, echoed by a hook at the far driver
+                sink = fc.call(args.dst, "perf_sink", port=args.port, ud=True, echo=True)
+                try:
+                    r = fc.call(args.src, "perf_ping_ud", dst=dst, port=args.port, size=args.size,
+                                count=args.count)
+                finally:
+                    fc.call(args.dst, "perf_sink_result", sink=sink)
+                if r is None:
+                    raise RpcError("the client did not finish")
+                rtts = sorted(x * 1e6 for x in r["rtts"])
+                out = {"mode": "latency-ud", "src": args.src, "dst": dst, "size": args.size, "samples": len(rtts),
+                       "lost": r["lost"],
+                       "median_us": statistics.median(rtts) if rtts else None,
+                       "p99_us": rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))] if rtts else None}
+            elif args.latency:
                 # one request outstanding at a time (ping -A): the round trip, not a queue's depth
                 r = fc.call(args.src, "ping", dst=dst, count=args.count, interval=0.0, timeout=1.0,
                             size=args.size, adaptive=True)
@@ -385,7 +400,7 @@ def _cmd_perf(args) -> int:
     if args.json:
         print(json.dumps(out))
     elif args.latency:
-        print(f"{args.src} -> {dst}: {out['samples']} echoes of {args.size} B, RTT median {out['median_us']:.1f} us, "
+        print(f"{args.src} -> {dst}: {out['samples']} {'UD ' if args.ud else ''}echoes of {args.size} B, RTT median {out['median_us']:.1f} us, "
               f"p99 {out['p99_us']:.1f} us, lost {out['lost']}")
     else:
         print(f"{args.src} -> {dst} {'UD' if args.ud else 'UDP'} {args.size} B: {out['pps']:,.0f} packets/s, {out['gbps']:.3f} Gbit/s, "

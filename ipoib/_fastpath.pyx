@@ -270,16 +270,18 @@ cdef class UdpSink:
     rule as ``ipoib._stdpath.UdpSink``; the fast provider runs it in C on the ring slot)."""
 
     cdef readonly unsigned int port
+    cdef readonly bint echo
     cdef readonly unsigned long long packets
     cdef readonly unsigned long long bytes
     cdef readonly object first
     cdef readonly object last
     cdef unsigned long long _seen
 
-    def __cinit__(self, port):
+    def __cinit__(self, port, echo=False):
         if not 0 < int(port) < 65536:
             raise ValueError(f"UDP port must be 1 to 65535, not {port!r}")
         self.port = int(port)
+        self.echo = bool(echo)  # reflect each one to its sender instead (XDP_TX), for latency
 
     cdef inline bint _consume(self, const unsigned char *f, Py_ssize_t n) noexcept:
         cdef Py_ssize_t ihl
@@ -299,6 +301,21 @@ cdef class UdpSink:
             return False
         return self._consume(&frame[0] + off if frame.shape[0] else <const unsigned char *> b"",
                              frame.shape[0] - off)
+
+    def reflect(self, frame, Py_ssize_t off=0):
+        """The frame that answers ``frame[off:]``: IPv4 addresses and UDP ports swapped (both
+        checksums stay valid: a sum does not depend on the order of its terms)."""
+        cdef bytearray f = bytearray(frame[off:])
+        cdef unsigned char *p = <unsigned char *> PyByteArray_AS_STRING(f)
+        cdef Py_ssize_t ihl = (p[4] & 0xF) * 4
+        cdef unsigned char t[4]
+        memcpy(t, p + 16, 4)
+        memcpy(p + 16, p + 20, 4)
+        memcpy(p + 20, t, 4)
+        memcpy(t, p + 4 + ihl, 2)
+        memcpy(p + 4 + ihl, p + 6 + ihl, 2)
+        memcpy(p + 6 + ihl, t, 2)
+        return bytes(f)
 
     def mark(self, now):
         if self.packets != self._seen:
@@ -383,7 +400,7 @@ cdef class RxEngine:
         self._rx_bytes[q] += n
         return True
 
-    def poll_queue(self, int q, Py_ssize_t budget, deliver, dict infos, make_info, sink=None):
+    def poll_queue(self, int q, Py_ssize_t budget, deliver, dict infos, make_info, sink=None, reflect=None):
         """NAPI poll of RX queue ``q``: hand up to ``budget`` frames (each after a 40-octet GRH
         area, as the standard provider delivers them) to ``deliver(frame, info)``. ``infos``
         caches the RxInfo of each (SLID, P_Key, SrcQP); ``make_info(slid, pkey, src_qp)`` makes one."""
@@ -404,6 +421,9 @@ cdef class RxEngine:
                 ring._count -= 1
                 ring.popped += 1
                 done += 1
+                if csink.echo and reflect is not None:
+                    reflect(csink.reflect(PyBytes_FromStringAndSize(<char *> src + RXMETA, n)),
+                            (src[0] << 8) | src[1], (src[5] << 16) | (src[6] << 8) | src[7])
                 continue
             frame = PyBytes_FromStringAndSize(NULL, GRH_AREA + n)
             dst = PyBytes_AS_STRING(frame)
@@ -419,6 +439,8 @@ cdef class RxEngine:
             key = (<unsigned long long> slid << 40) | (<unsigned long long> pkey << 24) | src_qp
             done += 1
             if sink is not None and csink is None and sink.consume(frame, GRH_AREA):
+                if sink.echo and reflect is not None:
+                    reflect(sink.reflect(frame, GRH_AREA), slid, src_qp)
                 continue
             info = infos.get(key)
             if info is None:
@@ -813,6 +835,37 @@ cdef class Provider:
         frames (and the slow path's). Interrupts stay masked until every queue is drained."""
         c = self.ctx
         st = c.stats
+        self._drain_tx()
+        now = c.now()
+        if self.timer is not None and now >= self.timer:
+            self._interrupt()  # the rx-usecs timer fired
+        done = 0
+        left = False
+        if self.rx.pending:
+            st["napi_polls"] += 1
+            deliver = c.deliver
+            for q in range(self.nrx):
+                n = self.rx.poll_queue(q, budget, deliver, self._infos, _rx_info, c.rx_sink, c.reflect)
+                if n:
+                    self.rx_polls[q] += 1
+                    done += n
+                    if n >= budget:
+                        self.rx_exhausted[q] += 1
+            left = self.rx.pending > 0
+        done += self._std.poll(budget)  # the slow path's frames (and the sink's mark)
+        if c.rx_sink is not None and c.rx_sink.echo:
+            self._drain_tx()  # the answers leave in this same poll
+        if left:
+            c.schedule_poll()  # budget spent: NAPI stays scheduled
+        elif self.napi_scheduled:
+            self.napi_scheduled = False  # napi_complete: interrupts on again
+            self.timer = None
+        return done
+
+    def _drain_tx(self):
+        """Build what the TX rings hold into one link burst (or refuse it on a port that is down)."""
+        c = self.ctx
+        st = c.stats
         port = c.hca.ports[c.port]
         qp = c.qp
         if qp is not None and (not port.link_up or port.state != 4) and any(len(r) for r in self.rings):
@@ -837,29 +890,6 @@ cdef class Provider:
                 st["tx_packets"] += total
                 st["tx_bytes"] += octets
                 c.transmit([("segment", c.port, total, seg)])
-        now = c.now()
-        if self.timer is not None and now >= self.timer:
-            self._interrupt()  # the rx-usecs timer fired
-        done = 0
-        left = False
-        if self.rx.pending:
-            st["napi_polls"] += 1
-            deliver = c.deliver
-            for q in range(self.nrx):
-                n = self.rx.poll_queue(q, budget, deliver, self._infos, _rx_info, c.rx_sink)
-                if n:
-                    self.rx_polls[q] += 1
-                    done += n
-                    if n >= budget:
-                        self.rx_exhausted[q] += 1
-            left = self.rx.pending > 0
-        done += self._std.poll(budget)  # the slow path's frames (and the sink's mark)
-        if left:
-            c.schedule_poll()  # budget spent: NAPI stays scheduled
-        elif self.napi_scheduled:
-            self.napi_scheduled = False  # napi_complete: interrupts on again
-            self.timer = None
-        return done
 
     def _discard_tx(self, port):
         """The port went down under queued frames: each is refused and counted as the standard

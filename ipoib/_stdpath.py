@@ -97,10 +97,11 @@ class UdpSink:
     else passes on. The providers run it on every frame they would deliver (``ctx.rx_sink``): the
     standard one in Python, the fast one in C on the ring slot itself."""
 
-    def __init__(self, port: int):
+    def __init__(self, port: int, echo: bool = False):
         if not 0 < int(port) < 65536:
             raise ValueError(f"UDP port must be 1 to 65535, not {port!r}")
         self.port = int(port)
+        self.echo = bool(echo)  # reflect each one to its sender instead (XDP_TX), for latency
         self.packets = 0
         self.bytes = 0
         self.first = None
@@ -122,6 +123,16 @@ class UdpSink:
         self.packets += 1
         self.bytes += (frame[u + 4] << 8 | frame[u + 5]) - 8
         return True
+
+    def reflect(self, frame, off: int = 0) -> bytes:
+        """The frame that answers ``frame[off:]``: IPv4 addresses and UDP ports swapped. Both
+        checksums stay valid (a sum does not depend on the order of its terms)."""
+        f = bytearray(frame[off:])
+        ihl = (f[4] & 0xF) * 4
+        f[16:20], f[20:24] = f[20:24], f[16:20]
+        u = 4 + ihl
+        f[u:u + 2], f[u + 2:u + 4] = f[u + 2:u + 4], f[u:u + 2]
+        return bytes(f)
 
     def mark(self, now: float) -> None:
         """After a poll: when the first and the last counted datagram arrived."""

@@ -257,18 +257,79 @@ class UdPerfSender:
                 "seconds": self.finished - (self.start or self.finished)}
 
 
+class UdLatencyClient(UdPerfSender):
+    """``perf --latency --ud``: one UDP-in-IPoIB frame at a time posted to the QP (like
+    ib_send_lat), answered by an echo hook at the far driver, its answer caught by a hook at ours;
+    the round trip is the time between the post and the poll that sees the answer."""
+
+    def __init__(self, node, sock, dst, port, size, count, timeout=1.0):
+        super().__init__(node, sock, dst, port, size, seconds=0.0, burst=1)
+        self.count, self.timeout = count, timeout
+        self.ctx = self.ifc.netdev.standard.ctx
+        self.hook = node.backend.UdpSink(sock.port)
+        self.rtts, self.lost = [], 0
+        self.sent_at = None
+        self.expect = 0
+
+    def tick(self, now: float) -> list:
+        t = time.monotonic()
+        if self.ah is None:
+            r = self._resolve()
+            if r is None:
+                if t > self.deadline:
+                    self._finish(f"could not resolve {self.dst} (ARP or PathRecord)")
+                return []
+            self.ah, self.dqpn = r
+            self.ctx.rx_sink = self.hook
+        if self.sent_at is not None:
+            if self.hook.packets > self.expect:
+                self.rtts.append(self.hook.last - self.sent_at)
+                self.sent_at = None
+            elif t - self.sent_at > self.timeout:
+                self.lost += 1
+                self.sent_at = None
+            else:
+                return []
+        if len(self.rtts) + self.lost >= self.count:
+            self._finish()
+            return []
+        self.expect = self.hook.packets
+        self.sent_at = time.monotonic()
+        if self.ifc.netdev.send(self.frames[0], self.ah, self.dqpn) != 0:
+            self.lost += 1
+            self.sent_at = None
+        return []
+
+    def next_deadline(self):
+        if self.done:
+            return None
+        if self.sent_at is None or self.hook.packets > self.expect:
+            return 0.0
+        return self.sent_at + self.timeout
+
+    def _finish(self, error=None):
+        if self.ctx.rx_sink is self.hook:
+            self.ctx.rx_sink = None
+        super()._finish(error)
+
+    def result(self) -> dict:
+        if self.error:
+            raise ValueError(self.error)
+        return {"rtts": self.rtts, "lost": self.lost, "sent": len(self.rtts) + self.lost}
+
+
 def attach_perf(host, nodes) -> None:
     sinks: dict = {}
     ids = itertools.count(1)
 
-    def op_perf_sink(env, now, device, port=5201, ud=False):
+    def op_perf_sink(env, now, device, port=5201, ud=False, echo=False):
         n = nodes[device]
         s = n.ip.udp_socket()
         s.bind(int(port))
         s.rcvbuf = 1 << 16
         sid = next(ids)
         if ud:  # count at the driver of every interface, before the stack
-            hook = backend_core.UdpSink(int(port))
+            hook = backend_core.UdpSink(int(port), echo=bool(echo))
             for ifc in n.ifs.values():
                 ifc.netdev.standard.ctx.rx_sink = hook
             sinks[sid] = ("ud", n, s, hook)
@@ -316,5 +377,23 @@ def attach_perf(host, nodes) -> None:
 
         return host.defer(env, now, float(seconds) + 5.0, check, None)
 
-    for fn in (op_perf_sink, op_perf_sink_result, op_perf_send):
+    def op_perf_ping_ud(env, now, device, dst, port=5201, size=56, count=200, timeout=1.0):
+        n = nodes[device]
+        s = n.ip.udp_socket()
+        s.bind(0)
+        try:
+            client = UdLatencyClient(n, s, dst, int(port), int(size), int(count), float(timeout))
+        except Exception:
+            s.close()
+            raise
+
+        def check():
+            if not client.done:
+                return None
+            s.close()
+            return client.result()
+
+        return host.defer(env, now, UdLatencyClient.RESOLVE_S + count * timeout + 2.0, check, None)
+
+    for fn in (op_perf_sink, op_perf_sink_result, op_perf_send, op_perf_ping_ud):
         host.extra_ops[fn.__name__[3:]] = fn

@@ -92,6 +92,7 @@ class NetdevContext:
         self.wake_queue = wake_queue or (lambda q: None)
         self.schedule_poll = schedule_poll or (lambda: None)
         self.arm_timer = arm_timer or (lambda deadline: self.schedule_poll())
+        self.reflect = lambda frame, slid, src_qp: None  # set by the ULP: send a frame back (XDP_TX)
         self.now = now
 
 

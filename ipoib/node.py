@@ -16,7 +16,7 @@ from fabric.wire import smp_attrs as sa
 
 from . import core as backend_core
 from .ip import IpStack
-from .netdev import NetdevContext, RdmaNetdev
+from .netdev import AddressHandle, NetdevContext, RdmaNetdev
 from .std import StdProvider
 from .ulp import SA_TIMEOUT_S, IPoIBInterface
 
@@ -74,6 +74,8 @@ class IPoIBNode:
         provider_cls = getattr(self.backend, "Provider", None)
         provider = provider_cls(ctx) if provider_cls is not None and provider_cls is not StdProvider else None
         netdev = RdmaNetdev(provider, standard)
+        # an echo hook at the driver (perf --latency --ud) answers through the same data path
+        ctx.reflect = lambda frame, slid, src_qp, nd=netdev: nd.send(frame, AddressHandle(dlid=slid), src_qp)
         ifc = IPoIBInterface(self, ifname, pkey, netdev)
         self.ifs[ifname] = ifc
         addr = self.addresses.get(ifname)

@@ -126,7 +126,28 @@ class StdProvider:
             c.wake_queue(queue)
 
     def poll(self, budget: int) -> int:
-        """NAPI poll: complete the posted sends, then deliver up to ``budget`` received frames."""
+        """NAPI poll: complete the posted sends, then deliver up to ``budget`` received frames
+        (and complete what answering them posted)."""
+        c = self.ctx
+        self._complete_sends()
+        done = 0
+        sink = c.rx_sink
+        while c.rxq and done < budget:
+            frame, info = c.rxq.popleft()
+            if sink is None or not sink.consume(frame, GRH_AREA):
+                c.deliver(frame, info)
+            elif sink.echo:
+                c.reflect(sink.reflect(frame, GRH_AREA), info.slid, info.src_qp)
+            done += 1
+        if sink is not None:
+            sink.mark(c.now())
+            if sink.echo and c.sendq:
+                self._complete_sends()
+        if c.rxq:
+            c.schedule_poll()
+        return done
+
+    def _complete_sends(self) -> None:
         c = self.ctx
         st = c.stats
         txs = []
@@ -143,18 +164,6 @@ class StdProvider:
                 c.wake_queue(0)
         if txs:
             c.transmit(txs)
-        done = 0
-        sink = c.rx_sink
-        while c.rxq and done < budget:
-            frame, info = c.rxq.popleft()
-            if sink is None or not sink.consume(frame, GRH_AREA):
-                c.deliver(frame, info)
-            done += 1
-        if sink is not None:
-            sink.mark(c.now())
-        if c.rxq:
-            c.schedule_poll()
-        return done
 
     # -- ethtool ---------------------------------------------------------------------------------
 
