@@ -6,6 +6,7 @@ let IndexError or struct.error escape.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import sys
 from array import array as _array
@@ -50,6 +51,14 @@ def ip4(addr) -> bytes:
         if len(addr) != 4:
             raise ValueError("IPv4 address must be 4 octets")
         return bytes(addr)
+    if isinstance(addr, str):
+        return _ip4_text(addr)
+    return ipaddress.IPv4Address(addr).packed
+
+
+@functools.lru_cache(maxsize=4096)
+def _ip4_text(addr: str) -> bytes:
+    """Parsing dotted quads is most of a small sendto's cost; an application sends to few."""
     return ipaddress.IPv4Address(addr).packed
 
 

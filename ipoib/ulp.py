@@ -110,6 +110,7 @@ class IPoIBInterface:
         self.neigh: dict[bytes, Neighbour] = {}
         self.paths: dict[bytes, Path] = {}
         self.ip = None  # (addr bytes, prefix)
+        self._bcast_of, self._bcast = None, None
         self.queue_stopped = False
         self.stopped_since = 0.0
         self.stats = dict(rx_packets=0, rx_bytes=0, rx_errors=0, rx_dropped=0, tx_packets=0, tx_bytes=0,
@@ -314,8 +315,11 @@ class IPoIBInterface:
     def _is_subnet_broadcast(self, ip: bytes) -> bool:
         if self.ip is None:
             return False
-        net = ipaddress.IPv4Network((int.from_bytes(self.ip[0], "big"), self.ip[1]), strict=False)
-        return ip == net.broadcast_address.packed
+        if self._bcast_of != self.ip:  # per packet: computed once per address, not per call
+            addr, prefix = self.ip
+            self._bcast = (int.from_bytes(addr, "big") | ((1 << (32 - prefix)) - 1)).to_bytes(4, "big")
+            self._bcast_of = self.ip
+        return ip == self._bcast
 
     def _xmit_mcast(self, mgid: bytes, frame: bytes, now: float, ip: bytes | None = None) -> bool:
         g = self.groups.get(mgid)
