@@ -601,12 +601,14 @@ cdef class Provider:
     cdef public int ntx
     cdef public int nrx
     cdef public list rings
-    cdef public list stopped
-    cdef public list q_packets
-    cdef public list q_bytes
-    cdef public list q_busy
-    cdef public list q_stops
-    cdef public list q_wakes
+    # per TX queue, in C: the send path touches them per packet
+    cdef bint _stopped[64]
+    cdef unsigned long long _qpk[64]
+    cdef unsigned long long _qby[64]
+    cdef unsigned long long _qbusy[64]
+    cdef unsigned long long _qstops[64]
+    cdef unsigned long long _qwakes[64]
+    cdef bint _kicked   # a poll is already scheduled for what the rings hold (one doorbell per batch)
     cdef public RxEngine rx
     cdef public list rx_polls
     cdef public list rx_exhausted
@@ -629,12 +631,6 @@ cdef class Provider:
         if not 1 <= self.ntx <= 64 or not 1 <= self.nrx <= 64:
             raise ValueError("tx_queues and rx_queues must be 1 to 64")
         self.rings = [PacketRing(TX_SLOTS, MAX_FRAME) for _ in range(self.ntx)]
-        self.stopped = [False] * self.ntx
-        self.q_packets = [0] * self.ntx
-        self.q_bytes = [0] * self.ntx
-        self.q_busy = [0] * self.ntx
-        self.q_stops = [0] * self.ntx
-        self.q_wakes = [0] * self.ntx
         self.rx = RxEngine(self.nrx, RX_SLOTS, MAX_FRAME, self)
         self.set_rx_flow_hash(getattr(ctx, "rx_flow_hash_udp4", "sd"))
         self.rx_polls = [0] * self.nrx
@@ -652,6 +648,18 @@ cdef class Provider:
         st = ctx.stats
         for k in ("interrupts", "napi_polls"):
             st.setdefault(k, 0)
+
+    @property
+    def stopped(self):
+        return [bool(self._stopped[q]) for q in range(self.ntx)]
+
+    @property
+    def q_packets(self):
+        return [self._qpk[q] for q in range(self.ntx)]
+
+    @property
+    def q_bytes(self):
+        return [self._qby[q] for q in range(self.ntx)]
 
     # -- control-facing operations -------------------------------------------------------------
 
@@ -784,22 +792,24 @@ cdef class Provider:
             raise NotSupported("over the MTU: the standard path drops and counts it")
         q = flow_hash(f, n, self.rx.udp_ports) % self.ntx
         ring = <PacketRing> self.rings[q]
-        if self.stopped[q] or not ring._push_ud(dlid, ah.sl, dqpn, f, n):
+        if self._stopped[q] or not ring._push_ud(dlid, ah.sl, dqpn, f, n):
             c.stats["tx_busy"] += 1
-            self.q_busy[q] += 1
-            if not self.stopped[q]:
+            self._qbusy[q] += 1
+            if not self._stopped[q]:
                 self._stop_queue(q)
             return BUSY
-        self.q_packets[q] += 1
-        self.q_bytes[q] += n
+        self._qpk[q] += 1
+        self._qby[q] += n
         if ring._count >= ring.slots:
             self._stop_queue(q)
-        c.schedule_poll()
+        if not self._kicked:
+            self._kicked = True
+            c.schedule_poll()
         return OK
 
     def _stop_queue(self, q):
-        self.stopped[q] = True
-        self.q_stops[q] += 1
+        self._stopped[q] = True
+        self._qstops[q] += 1
         self.ctx.stats["tx_stops"] += 1
         self.ctx.stop_queue(q)
 
@@ -848,16 +858,17 @@ cdef class Provider:
             done += 1
         for q in range(nq):
             if pk[q]:
-                self.q_packets[q] += pk[q]
-                self.q_bytes[q] += by[q]
+                self._qpk[q] += pk[q]
+                self._qby[q] += by[q]
         if done < nf:
             c.stats["tx_busy"] += 1  # one refusal per burst, as a burst of single sends stops at one
             for q in range(nq):
                 ring = <PacketRing> self.rings[q]
-                if ring._count >= ring.slots and not self.stopped[q]:
-                    self.q_busy[q] += 1
+                if ring._count >= ring.slots and not self._stopped[q]:
+                    self._qbusy[q] += 1
                     self._stop_queue(q)
-        if done:
+        if done and not self._kicked:
+            self._kicked = True
             c.schedule_poll()
         return done
 
@@ -895,6 +906,7 @@ cdef class Provider:
 
     def _drain_tx(self):
         """Build what the TX rings hold into one link burst (or refuse it on a port that is down)."""
+        self._kicked = False
         c = self.ctx
         st = c.stats
         port = c.hca.ports[c.port]
@@ -910,9 +922,9 @@ cdef class Provider:
                 total += n
                 words += wd
                 octets += oc
-                if self.stopped[q] and len(ring) <= TX_SLOTS // 2:
-                    self.stopped[q] = False
-                    self.q_wakes[q] += 1
+                if self._stopped[q] and len(ring) <= TX_SLOTS // 2:
+                    self._stopped[q] = False
+                    self._qwakes[q] += 1
                     st["tx_wakes"] += 1
                     c.wake_queue(q)
             if total:
@@ -938,9 +950,9 @@ cdef class Provider:
             c.hca.drops["send_port_not_active"] += n
             st["tx_packets"] += n  # the standard poll counts a send it handed to the HCA, taken or not
             st["tx_bytes"] += sum(len(x) - META for x in slots)
-            if self.stopped[q]:
-                self.stopped[q] = False
-                self.q_wakes[q] += 1
+            if self._stopped[q]:
+                self._stopped[q] = False
+                self._qwakes[q] += 1
                 st["tx_wakes"] += 1
                 c.wake_queue(q)
 
@@ -999,9 +1011,9 @@ cdef class Provider:
         c.sendq.clear()
         for q, ring in enumerate(self.rings):
             ring.pop_many(TX_SLOTS)
-            if self.stopped[q]:
-                self.stopped[q] = False
-                self.q_wakes[q] += 1
+            if self._stopped[q]:
+                self._stopped[q] = False
+                self._qwakes[q] += 1
                 c.wake_queue(q)
         if c.queue_stopped:
             c.queue_stopped = False
@@ -1011,11 +1023,11 @@ cdef class Provider:
         """Per-queue counters, like ``ethtool -S``."""
         out = {}
         for q, ring in enumerate(self.rings):
-            out[f"tx{q}_packets"] = self.q_packets[q]
-            out[f"tx{q}_bytes"] = self.q_bytes[q]
-            out[f"tx{q}_busy"] = self.q_busy[q]
-            out[f"tx{q}_stops"] = self.q_stops[q]
-            out[f"tx{q}_wakes"] = self.q_wakes[q]
+            out[f"tx{q}_packets"] = self._qpk[q]
+            out[f"tx{q}_bytes"] = self._qby[q]
+            out[f"tx{q}_busy"] = self._qbusy[q]
+            out[f"tx{q}_stops"] = self._qstops[q]
+            out[f"tx{q}_wakes"] = self._qwakes[q]
             out[f"tx{q}_queued"] = len(ring)
         out.update(self.rx.queue_stats())
         for q in range(self.nrx):
