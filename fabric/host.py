@@ -511,13 +511,7 @@ class DeviceHost:
                         traceback.print_exc()
                         self.devices[name].drops["internal_error"] += 1
             for dev in self.timed_devices():
-                d = dev.next_deadline()
-                if d is not None and d <= now:
-                    try:
-                        self.queue_tx(dev.name, dev.tick(now))
-                    except Exception:  # software on a node must not take the host down
-                        traceback.print_exc()
-                        dev.drops["internal_error"] += 1
+                self._tick_if_due(dev, now)
             self.flush()
             self.run_local(now)
             if self.pending:  # after local delivery: an answer may have just arrived in memory
@@ -536,9 +530,29 @@ class DeviceHost:
             except Exception:
                 traceback.print_exc()
                 self.devices[name].drops["internal_error"] += 1
+            dev = self.devices[name]
+            if dev.agents:
+                # the node's software runs right after its "interrupt" (a NAPI poll it asked for, an
+                # answer it waits for), not one host-loop pass later: a request and its response
+                # can cross the in-process links within this one loop
+                self._tick_if_due(dev, now)
             if not self.local_q:
                 self.flush()
         self.flush()
+
+    def _tick_if_due(self, dev, now: float, rounds: int = 2) -> None:
+        """Run a device's timers and agents if any is due; again (up to ``rounds``) if what they
+        did made another due at once (an agent's send asks for a NAPI poll of its node)."""
+        for _ in range(rounds):
+            d = dev.next_deadline()
+            if d is None or d > now:
+                return
+            try:
+                self.queue_tx(dev.name, dev.tick(now))
+            except Exception:  # software on a node must not take the host down
+                traceback.print_exc()
+                dev.drops["internal_error"] += 1
+                return
 
     def close(self) -> None:
         if self.ctx.closed:

@@ -7,6 +7,7 @@ popping a packet is a memcpy and two index updates, with no Python object per sl
 """
 
 import numpy as np
+cimport cython
 cimport numpy as cnp
 from libc.string cimport memcpy, memset
 from libc.stdint cimport uint16_t, uint32_t
@@ -575,6 +576,7 @@ ADAPTIVE_WINDOW_S = 0.002
 COALESCE_LIMITS = {"rx_usecs": 100_000, "rx_frames": RX_SLOTS}
 
 
+@cython.final
 cdef class Provider:
     """The accelerated rdma_netdev provider: every op, over preallocated rings.
 
@@ -608,6 +610,7 @@ cdef class Provider:
     cdef unsigned long long _qbusy[64]
     cdef unsigned long long _qstops[64]
     cdef unsigned long long _qwakes[64]
+    cdef object _port
     cdef bint _kicked   # a poll is already scheduled for what the rings hold (one doorbell per batch)
     cdef public RxEngine rx
     cdef public list rx_polls
@@ -648,6 +651,14 @@ cdef class Provider:
         st = ctx.stats
         for k in ("interrupts", "napi_polls"):
             st.setdefault(k, 0)
+
+    def bind_op(self, op, standard, served_by, fallbacks):
+        """For RdmaNetdev: a compiled dispatcher for the per-packet ops (send, send_burst, poll),
+        which calls our method in C and falls back to ``standard`` on NotSupported, as the
+        generic dispatcher does; None for the others."""
+        if op in ("send", "send_burst", "poll"):
+            return _FastOp(self, op, standard, served_by, fallbacks)
+        return None
 
     @property
     def stopped(self):
@@ -767,7 +778,7 @@ cdef class Provider:
 
     # -- data path -----------------------------------------------------------------------------
 
-    def send(self, packet, ah, dqpn):
+    cpdef send(self, packet, ah, dqpn):
         cdef object c = self.ctx
         cdef object port
         cdef unsigned int dlid, q
@@ -777,7 +788,9 @@ cdef class Provider:
         cdef PacketRing ring
         if ah.dgid is not None or c.qp is None or not c.running:
             raise NotSupported("multicast and stopped devices take the standard path")
-        port = c.hca.ports[c.port]
+        port = self._port
+        if port is None:
+            port = self._port = c.hca.ports[c.port]  # the Port object lives as long as the HCA
         dlid = ah.dlid
         if port.state != 4 or ah.src_path_bits or <unsigned int> (dlid - <unsigned int> port.lid) < (1u << port.lmc):
             raise NotSupported("loopback and inactive ports take the standard path")
@@ -788,7 +801,7 @@ cdef class Provider:
             view = packet
             n = view.shape[0]
             f = &view[0] if n else <const unsigned char *> b""
-        if n > _MTU.get(port.neighbor_mtu, 4096):
+        if n > _mtu_octets(port.neighbor_mtu):
             raise NotSupported("over the MTU: the standard path drops and counts it")
         q = flow_hash(f, n, self.rx.udp_ports) % self.ntx
         ring = <PacketRing> self.rings[q]
@@ -813,7 +826,7 @@ cdef class Provider:
         self.ctx.stats["tx_stops"] += 1
         self.ctx.stop_queue(q)
 
-    def send_burst(self, frames, ah, dqpn):
+    cpdef send_burst(self, frames, ah, dqpn):
         """Queue many frames to one destination (a burst API for the data path): returns how many
         were taken, stopping at the first whose queue is full. One C loop: TSS, copy, counts."""
         cdef object c = self.ctx
@@ -872,7 +885,7 @@ cdef class Provider:
             c.schedule_poll()
         return done
 
-    def poll(self, budget):
+    cpdef poll(self, budget):
         """NAPI: transmit what the TX rings hold, then serve each RX queue up to ``budget``
         frames (and the slow path's). Interrupts stay masked until every queue is drained."""
         c = self.ctx
@@ -1035,6 +1048,55 @@ cdef class Provider:
             out[f"rx{q}_budget_exhausted"] = self.rx_exhausted[q]
         out["interrupts"] = self.interrupts
         return out
+
+
+cdef inline Py_ssize_t _mtu_octets(object code):
+    """IBA MTU code -> octets (256 << (code - 1)), 4096 for anything else, as _MTU.get does."""
+    cdef long c = code
+    return (256 << (c - 1)) if 1 <= c <= 5 else 4096
+
+
+@cython.final
+cdef class _FastOp:
+    """One rdma_netdev op of the fast provider, dispatched in C (see ``Provider.bind_op``)."""
+
+    cdef Provider prov
+    cdef int which      # 0 send, 1 send_burst, 2 poll
+    cdef object op
+    cdef object standard
+    cdef dict served_by
+    cdef dict fallbacks
+    cdef int last       # who served last: 0 nobody yet, 1 provider, 2 standard
+
+    def __cinit__(self, Provider prov, op, standard, dict served_by, dict fallbacks):
+        self.prov = prov
+        self.op = op
+        self.which = ("send", "send_burst", "poll").index(op)
+        self.standard = standard
+        self.served_by = served_by
+        self.fallbacks = fallbacks
+
+    def __call__(self, *args):
+        try:
+            if self.which == 0:
+                out = self.prov.send(args[0], args[1], args[2])
+            elif self.which == 1:
+                out = self.prov.send_burst(args[0], args[1], args[2])
+            else:
+                out = self.prov.poll(args[0])
+        except NotSupported:
+            self.fallbacks[self.op] = self.fallbacks.get(self.op, 0) + 1
+            self.served_by[self.op] = "standard"
+            self.last = 2
+            return self.standard(*args)
+        if self.last != 1 or self.served_by.get(self.op) != "provider":
+            self.served_by[self.op] = "provider"
+            self.last = 1
+        return out
+
+    @property
+    def __name__(self):
+        return self.op
 
 
 def _rx_info(slid, pkey, src_qp):

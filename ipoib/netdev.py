@@ -115,6 +115,11 @@ class RdmaNetdev:
         fn = getattr(self.provider, op, None) if self.provider is not None else None
         std = getattr(self.standard, op)
         served, fallbacks = self.served_by, self.fallbacks
+        binder = getattr(self.provider, "bind_op", None) if fn is not None else None
+        if binder is not None:  # a provider may dispatch its per-packet ops itself, compiled
+            bound = binder(op, std, served, fallbacks)
+            if bound is not None:
+                return bound
 
         def standard(*args):
             fallbacks[op] = fallbacks.get(op, 0) + 1
