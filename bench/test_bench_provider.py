@@ -1,13 +1,14 @@
 """Issue 6 harness: the rdma_netdev data path in-process, send -> queue -> poll, per backend.
 
 Both backends run over the same HCA model on a two-HCA LoopNet, with the same frames, in the same
-run. Today the fast backend's Provider serves only get_params and falls back op by op to the
-standard implementation for the data path, so the ratio is about 1; issue 6 fills it in and the
-targets below are what it must meet.
+run; each figure is the median of 3 short runs. ``send+poll`` is the TX side; ``loop`` is the
+whole data path, send -> TX ring -> link burst -> the receiving HCA -> RX ring -> poll -> a
+delivered frame.
 """
 
 import sys
 import os
+import statistics
 import time
 
 import pytest
@@ -22,6 +23,7 @@ from smnet import SmNet  # noqa: E402
 
 _fastpath = pytest.importorskip("ipoib._fastpath")
 SIZES = [64, 1024, 4096 - 4]
+REPEATS, RUN_S = 3, 0.25  # each figure: the median of 3 runs of 0.25 s
 _rates = {}
 
 
@@ -46,15 +48,19 @@ def test_send_poll_rate(name, backend, size, report):
     dst = net.devices["node0002"]
     ah = AddressHandle(dlid=dst.ports[1].lid)
     frame = b"\x08\x00\x00\x00" + bytes(size)
-    n, burst = 0, 64
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < 0.5:
-        for _ in range(burst):
-            nd.send(frame, ah, 0x48)
-        nd.poll(burst)
-        out.clear()
-        n += burst
-    rate = n / (time.perf_counter() - t0)
+    burst = 64
+    runs = []
+    for _ in range(REPEATS):
+        n = 0
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < RUN_S:
+            for _ in range(burst):
+                nd.send(frame, ah, 0x48)
+            nd.poll(burst)
+            out.clear()
+            n += burst
+        runs.append(n / (time.perf_counter() - t0))
+    rate = statistics.median(runs)
     _rates[(name, size)] = rate
     if ("std", size) in _rates and ("fast", size) in _rates:
         ratio = _rates[("fast", size)] / _rates[("std", size)]
@@ -72,13 +78,16 @@ def test_burst_send_poll_rate(name, backend, report):
     nd, out = _netdev(net, "node0001", backend)
     ah = AddressHandle(dlid=net.devices["node0002"].ports[1].lid)
     frames = [b"\x08\x00\x00\x00" + bytes(60)] * 64
-    n = 0
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < 0.5:
-        n += nd.send_burst(frames, ah, 0x48)
-        nd.poll(64)
-        out.clear()
-    rate = n / (time.perf_counter() - t0)
+    runs = []
+    for _ in range(REPEATS):
+        n = 0
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < RUN_S:
+            n += nd.send_burst(frames, ah, 0x48)
+            nd.poll(64)
+            out.clear()
+        runs.append(n / (time.perf_counter() - t0))
+    rate = statistics.median(runs)
     _rates[(name, "burst")] = rate
     if ("std", "burst") in _rates and ("fast", "burst") in _rates:
         f = _rates[("fast", "burst")]
@@ -137,21 +146,24 @@ def _loop_rate(backend, size, burst_api):
     ah = AddressHandle(dlid=net.devices["node0002"].ports[1].lid)
     dqpn = rx.standard.ctx.qp.qpn
     frames = [b"\x08\x00\x00\x00" + bytes(size)] * 64
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < 0.5:
-        if burst_api:
-            tx.send_burst(frames, ah, dqpn)
-        else:
-            for f in frames:
-                tx.send(f, ah, dqpn)
-        tx.poll(64)
-        data, n = to_burst(wire)
-        wire.clear()
-        rx_hca.receive_burst(1, data, 0, n, net.now)
-        rx.poll(64)
-    rate = delivered[0] / (time.perf_counter() - t0)
-    assert delivered[0] > 0
-    return rate
+    runs = []
+    for _ in range(REPEATS):
+        delivered[0] = 0
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < RUN_S:
+            if burst_api:
+                tx.send_burst(frames, ah, dqpn)
+            else:
+                for f in frames:
+                    tx.send(f, ah, dqpn)
+            tx.poll(64)
+            data, n = to_burst(wire)
+            wire.clear()
+            rx_hca.receive_burst(1, data, 0, n, net.now)
+            rx.poll(64)
+        runs.append(delivered[0] / (time.perf_counter() - t0))
+        assert delivered[0] > 0
+    return statistics.median(runs)
 
 
 @pytest.mark.parametrize("size", SIZES)

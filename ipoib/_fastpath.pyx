@@ -349,6 +349,8 @@ cdef class RxEngine:
     cdef public unsigned long long fresh_packets
     cdef public unsigned long long fresh_bytes
     cdef public unsigned long long fresh_overflow
+    cdef unsigned long long _last_key   # the RxInfo of the last sender, for the next frame
+    cdef object _last_info
     cdef readonly object rx_bytes      # numpy uint64 [nq]
     cdef unsigned long long *_rx_bytes
 
@@ -443,10 +445,12 @@ cdef class RxEngine:
                 if sink.echo and reflect is not None:
                     reflect(sink.reflect(frame, GRH_AREA), slid, src_qp)
                 continue
-            info = infos.get(key)
-            if info is None:
-                info = infos[key] = make_info(slid, pkey, src_qp)
-            deliver(frame, info)
+            if key != self._last_key or self._last_info is None:  # most frames come from one peer
+                info = infos.get(key)
+                if info is None:
+                    info = infos[key] = make_info(slid, pkey, src_qp)
+                self._last_key, self._last_info = key, info
+            deliver(frame, self._last_info)
         return done
 
     def clear(self):
@@ -610,7 +614,12 @@ cdef class Provider:
     cdef unsigned long long _qbusy[64]
     cdef unsigned long long _qstops[64]
     cdef unsigned long long _qwakes[64]
+    cdef bint _up               # the QP exists and the device is open (set by our own ops)
     cdef object _port
+    cdef object _ah             # the last AddressHandle send() checked, and what it found
+    cdef unsigned int _ah_dlid
+    cdef unsigned int _ah_sl
+    cdef unsigned int _ah_lid
     cdef bint _kicked   # a poll is already scheduled for what the rings hold (one doorbell per batch)
     cdef public RxEngine rx
     cdef public list rx_polls
@@ -688,6 +697,7 @@ cdef class Provider:
 
     def uninit(self):
         c = self.ctx
+        self._up = False
         self._rx_detach()
         if c.qp is not None:
             c.hca.destroy_qp(c.qp.qpn)
@@ -695,6 +705,7 @@ cdef class Provider:
 
     def open(self):
         self.ctx.running = True
+        self._up = self.ctx.qp is not None
         if self.ctx.qp is not None:
             self.rx.qpn = self.ctx.qp.qpn
             d = self.ctx.hca.rx_accel
@@ -705,6 +716,7 @@ cdef class Provider:
     def stop(self):
         c = self.ctx
         c.running = False
+        self._up = False
         c.sendq.clear()
         c.rxq.clear()
         self._rx_detach()
@@ -786,14 +798,27 @@ cdef class Provider:
         cdef const unsigned char *f
         cdef Py_ssize_t n
         cdef PacketRing ring
-        if ah.dgid is not None or c.qp is None or not c.running:
-            raise NotSupported("multicast and stopped devices take the standard path")
+        if not self._up:
+            raise NotSupported("stopped devices take the standard path")
         port = self._port
         if port is None:
             port = self._port = c.hca.ports[c.port]  # the Port object lives as long as the HCA
-        dlid = ah.dlid
-        if port.state != 4 or ah.src_path_bits or <unsigned int> (dlid - <unsigned int> port.lid) < (1u << port.lmc):
-            raise NotSupported("loopback and inactive ports take the standard path")
+        if ah is not self._ah or port.lid != self._ah_lid:
+            # an AddressHandle is immutable and a path reuses one for every frame: check it once
+            # (and again when our LID changes, for the loopback test)
+            self._ah = None
+            dlid = ah.dlid
+            if ah.dgid is not None or ah.src_path_bits:
+                raise NotSupported("multicast takes the standard path")
+            if <unsigned int> (dlid - <unsigned int> port.lid) < (1u << port.lmc):
+                raise NotSupported("loopback to our own LID takes the standard path")
+            self._ah_dlid = dlid
+            self._ah_sl = ah.sl
+            self._ah_lid = port.lid
+            self._ah = ah
+        dlid = self._ah_dlid
+        if port.state != 4:
+            raise NotSupported("a port that is not Active: the standard path refuses and counts it")
         if type(packet) is bytes:
             f = <const unsigned char *> PyBytes_AS_STRING(packet)
             n = len(<bytes> packet)
@@ -805,7 +830,7 @@ cdef class Provider:
             raise NotSupported("over the MTU: the standard path drops and counts it")
         q = flow_hash(f, n, self.rx.udp_ports) % self.ntx
         ring = <PacketRing> self.rings[q]
-        if self._stopped[q] or not ring._push_ud(dlid, ah.sl, dqpn, f, n):
+        if self._stopped[q] or not ring._push_ud(dlid, self._ah_sl, dqpn, f, n):
             c.stats["tx_busy"] += 1
             self._qbusy[q] += 1
             if not self._stopped[q]:
