@@ -107,8 +107,18 @@ class Device:
         return out
 
     def next_deadline(self) -> float | None:
-        cands = [t[0] for t in self._traps] + [d for d in (a.next_deadline() for a in self.agents) if d is not None]
-        return min(cands, default=None)
+        best = None
+        for a in self.agents:
+            d = a.next_deadline()
+            if d is not None:
+                if d <= 0.0:
+                    return d  # "due now": nothing can be earlier (the host asks this per pass)
+                if best is None or d < best:
+                    best = d
+        for t in self._traps:
+            if best is None or t[0] < best:
+                best = t[0]
+        return best
 
     def route_out(self, packet: bytes, port_hint: int) -> list:
         return [(port_hint, packet)]
