@@ -26,12 +26,16 @@ IPOIB_PLUGIN = "ipoib.hostplugin:attach"  # the software every HCA runs (fabric.
 class Fabric:
     def __init__(self, topology, *, name: str | None = None, hosts: int | None = None, timeout: float = 120.0,
                  sm: bool = True, sm_config: dict | None = None, ipoib: bool | None = None,
-                 addresses: dict | None = None):
+                 addresses: dict | None = None, tx_queues: int | None = None, rx_queues: int | None = None):
         self.topology = load_topology(topology)
         self.sm = sm
         self.sm_config = sm_config
         self.ipoib = sm if ipoib is None else ipoib  # IPoIB needs an SM (SA joins, paths)
         self.addresses = addresses
+        self.queues = {k: v for k, v in (("tx_queues", tx_queues), ("rx_queues", rx_queues)) if v is not None}
+        for k, v in self.queues.items():
+            if not isinstance(v, int) or not 1 <= v <= 64:
+                raise ValueError(f"{k} must be an int from 1 to 64, not {v!r}")
         self.name = name or f"py{os.getpid()}-{next(_names)}"
         self.hosts = hosts
         self.timeout = timeout
@@ -48,7 +52,8 @@ class Fabric:
         self.info = launcher.up(self.topology, self.name, hosts=self.hosts, timeout=self.timeout, sm=self.sm,
                                 sm_config=self.sm_config,
                                 node_software=IPOIB_PLUGIN if self.ipoib else None,
-                                node_config={"addresses": self.addresses} if self.addresses else None)
+                                node_config=dict(self.queues, **({"addresses": self.addresses} if self.addresses
+                                                                 else {})) or None)
         self.client = launcher.FabricClient(self.name)
         self.nodes = {n.name: Node(self, n.name) for n in self.topology.hcas()}
         return self

@@ -46,8 +46,13 @@ def _cmd_up(args) -> int:
     try:
         from .api import IPOIB_PLUGIN
 
+        queues = {k: v for k, v in (("tx_queues", args.tx_queues), ("rx_queues", args.rx_queues)) if v is not None}
+        for k, v in queues.items():
+            if not 1 <= v <= 64:
+                raise ValueError(f"--{k.replace('_', '-')} must be 1 to 64, not {v}")
         info = launcher.up(args.topology, args.name, hosts=args.hosts, timeout=args.timeout, sm=not args.no_sm,
-                           node_software=None if args.no_sm or args.no_ipoib else IPOIB_PLUGIN)
+                           node_software=None if args.no_sm or args.no_ipoib else IPOIB_PLUGIN,
+                           node_config=queues or None)
     except (TopologyError, launcher.LaunchError, ValueError, OSError) as exc:
         print(f"ibfab up: {exc}", file=sys.stderr)
         return 1
@@ -605,6 +610,9 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the links and the subnet")
     u.add_argument("--no-sm", action="store_true", help="do not start the subnet manager (ports stay in Init)")
     u.add_argument("--no-ipoib", action="store_true", help="do not run IPoIB on the HCAs")
+    u.add_argument("--tx-queues", type=int, default=None, help="TX queues of each IPoIB interface (fast provider; "
+                                                               "like ethtool -L; default 4)")
+    u.add_argument("--rx-queues", type=int, default=None, help="RX queues (RSS) of each IPoIB interface (default 4)")
     u.set_defaults(func=_cmd_up)
 
     d = sub.add_parser("down", help="stop a fabric and remove its run directory (also after a crash)")

@@ -21,7 +21,8 @@ def attach(host) -> None:
         if dev.kind != "hca":
             continue
         nodes[name] = IPoIBNode(dev, hca_order.index(name), clock=time.monotonic, backend=backend_core,
-                                addresses=(cfg.get("addresses") or {}).get(name))
+                                addresses=(cfg.get("addresses") or {}).get(name),
+                                tx_queues=cfg.get("tx_queues"), rx_queues=cfg.get("rx_queues"))
     host.ipoib_nodes = nodes
     sockets: dict = {}
     ids = itertools.count(1)

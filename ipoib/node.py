@@ -38,7 +38,7 @@ def default_address(index: int, pkey: int) -> tuple[str, int]:
 
 class IPoIBNode:
     def __init__(self, hca, index: int, *, port: int = 1, clock=None, backend=None, addresses=None,
-                 children: bool = True):
+                 children: bool = True, tx_queues: int | None = None, rx_queues: int | None = None):
         self.hca = hca
         self.port = port
         self.index = index
@@ -46,6 +46,7 @@ class IPoIBNode:
         self.backend = backend or backend_core
         self.addresses = addresses or {}  # ifname -> "ip/prefix"
         self.auto_children = children
+        self.queues = {k: v for k, v in (("tx_queues", tx_queues), ("rx_queues", rx_queues)) if v}  # ethtool -L
         self.ip = IpStack(hca.name, now=self.now)
         self.ip.on_join_group = self._ip_join
         self.ip.on_leave_group = self._ip_leave
@@ -70,6 +71,8 @@ class IPoIBNode:
                             arm_timer=lambda t, n=ifname: self._arm_poll_timer(n, t),
                             stop_queue=lambda q, n=ifname: self._queue_state(n, True),
                             wake_queue=lambda q, n=ifname: self._queue_state(n, False))
+        for k, v in self.queues.items():  # what the provider reads in get_params (the standard one has 1)
+            setattr(ctx, k, v)
         standard = StdProvider(ctx)
         provider_cls = getattr(self.backend, "Provider", None)
         provider = provider_cls(ctx) if provider_cls is not None and provider_cls is not StdProvider else None

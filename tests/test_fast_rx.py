@@ -306,3 +306,22 @@ def test_fuzzed_bursts_are_handled_the_same_by_both_receive_paths(packets):
             "counters": {k: v - pc0.get(k, 0) for k, v in port.counters.pc.items() if v != pc0.get(k, 0)},
         }
     assert out["fast"] == out["std"]
+
+
+def test_queue_counts_are_configurable():
+    net = IpNet("single:2", backend=_fastpath)
+    for node in net.nodes.values():
+        node.queues = {"tx_queues": 2, "rx_queues": 8}
+    net.up()
+    ifc = net.nodes["node0002"].ifs["ib0"]
+    assert ifc.params.tx_queues == 2 and ifc.params.rx_queues == 8
+    qs = ifc.netdev.queue_stats()
+    assert "tx1_packets" in qs and "tx2_packets" not in qs and "rx7_packets" in qs
+    assert net.ping("node0001", "node0002").summary()["received"] == 1
+
+
+def test_fabric_rejects_bad_queue_counts():
+    from fabric import Fabric
+
+    with pytest.raises(ValueError, match="tx_queues must be an int from 1 to 64"):
+        Fabric("single:2", tx_queues=0)

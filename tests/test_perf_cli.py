@@ -87,3 +87,25 @@ def test_queues_show_per_queue_counters(fab):
     text = _ibfab("queues", "node0004")
     assert text.returncode == 0 and "rx0_packets:" in text.stdout
     assert _ibfab("queues", "node0004", "--ifname", "ib9").returncode == 2
+
+
+def test_up_with_queue_counts():
+    import ipoib
+
+    r = subprocess.run(IBFAB + ["up", "single:2", "--name", "queuescli", "--tx-queues", "2", "--rx-queues", "3"],
+                       capture_output=True, text=True, timeout=120)
+    try:
+        assert r.returncode == 0, r.stderr
+        q = subprocess.run(IBFAB + ["queues", "node0001", "--name", "queuescli", "--json"], capture_output=True,
+                           text=True, timeout=60)
+        assert q.returncode == 0, q.stderr
+        keys = json.loads(q.stdout)
+        if ipoib.backend_name == "fast":
+            assert "tx1_packets" in keys and "tx2_packets" not in keys and "rx2_packets" in keys
+        else:  # the standard provider has one queue each way, whatever is asked
+            assert "tx0_packets" in keys and "tx1_packets" not in keys
+    finally:
+        subprocess.run(IBFAB + ["down", "--name", "queuescli"], capture_output=True, timeout=60)
+    bad = subprocess.run(IBFAB + ["up", "single:2", "--name", "queuesbad", "--tx-queues", "65"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "--tx-queues must be 1 to 64" in bad.stderr
