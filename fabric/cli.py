@@ -388,7 +388,7 @@ def _cmd_perf(args) -> int:
             else:
                 sink = fc.call(args.dst, "perf_sink", port=args.port, ud=args.ud)
                 snd = fc.call(args.src, "perf_send", dst=dst, port=args.port, size=args.size, seconds=args.seconds,
-                              ud=args.ud)
+                              ud=args.ud, **({"gso": True} if args.gso else {}))
                 if snd is None:
                     raise RpcError("the sender did not finish")
                 time.sleep(0.2)  # let the tail drain
@@ -673,6 +673,8 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--ud", action="store_true",
                       help="the same IPoIB frames posted straight to the QP and counted at the receiving "
                            "driver (like ib_send_bw on UD): the data path without the IP stack")
+    pf.add_argument("--gso", action="store_true",
+                    help="with --udp: UDP_SEGMENT, each host-loop pass's datagrams as one buffer (GSO)")
     pf.add_argument("--latency", action="store_true")
     pf.add_argument("--count", type=int, default=200, help="echoes for --latency")
     pf.add_argument("--json", action="store_true")

@@ -9,7 +9,7 @@ popping a packet is a memcpy and two index updates, with no Python object per sl
 import numpy as np
 cimport cython
 cimport numpy as cnp
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 from libc.stdint cimport uint16_t, uint32_t
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Resize
@@ -18,6 +18,7 @@ from fabric._wirefast cimport write_ud_packet, vcrc16_raw, crc32_update
 cnp.import_array()
 
 from ipoib.netdev import BUSY, OK, NetdevParams, NotSupported, RxInfo
+from ipoib.gso import GsoPacket
 
 __all__ = ["BACKEND", "PacketRing", "RingFull", "Provider", "UdpSink"]
 
@@ -26,6 +27,9 @@ BACKEND = "fast"
 # Copies at least this long run without the GIL; below it the release costs more than the copy.
 DEF NOGIL_COPY = 2048
 DEF META = 8  # TX slot header: DLID(2) SL(1) reserved(1) DestQP(4)
+DEF RXMETA = 8      # RX slot header: SLID(2) P_Key(2) SrcQP(4), then the IPoIB frame
+DEF GRH_AREA = 40   # receive buffers start with room for a GRH (ipoib_ib.c: IB_GRH_BYTES)
+DEF UD_HDRS = 28    # LRH BTH DETH
 
 
 class RingFull(Exception):
@@ -229,6 +233,71 @@ cdef inline unsigned int flow_hash(const unsigned char *f, Py_ssize_t n, bint ud
     return h ^ (h >> 16)
 
 
+cdef inline unsigned int _csum_fold(unsigned long long acc) noexcept nogil:
+    while acc >> 16:
+        acc = (acc & 0xFFFF) + (acc >> 16)
+    return <unsigned int> acc
+
+
+cdef inline unsigned long long _csum_add(unsigned long long acc, const unsigned char *p, Py_ssize_t n) noexcept nogil:
+    """Add ``p[:n]`` to a ones' complement sum as 16-bit big-endian words (an odd last octet is
+    the high half of a word, as when it ends the checksummed data)."""
+    cdef Py_ssize_t i = 0
+    while i + 1 < n:
+        acc += (p[i] << 8) | p[i + 1]
+        i += 2
+    if i < n:
+        acc += p[i] << 8
+    return acc
+
+
+cdef inline Py_ssize_t _gro_payload(const unsigned char *p, Py_ssize_t n) noexcept nogil:
+    """The UDP payload length of an IPoIB frame GRO may coalesce, or -1: IPv4 without options or
+    ECN, UDP, not a fragment, exact lengths, and both checksums valid and in the form our own
+    stack writes them (so that ipoib.gso.segment gives back exactly the datagrams coalesced)."""
+    cdef unsigned int tot, ulen, c
+    cdef unsigned long long acc
+    if n < 4 + 28 or p[0] != 0x08 or p[1] != 0x00 or p[4] != 0x45 or (p[5] & 3) or p[13] != 17:
+        return -1
+    if (p[10] & 0xBF) or p[11]:
+        return -1
+    tot = (p[6] << 8) | p[7]
+    ulen = (p[28] << 8) | p[29]
+    if tot != <unsigned int> (n - 4) or ulen != tot - 20 or ulen <= 8:
+        return -1
+    acc = _csum_add(0, p + 4, 10)
+    acc = _csum_add(acc, p + 16, 8)
+    c = (~_csum_fold(acc)) & 0xFFFF
+    if <unsigned int> ((p[14] << 8) | p[15]) != c:
+        return -1
+    acc = _csum_add(0, p + 16, 8)
+    acc += 17 + ulen
+    acc = _csum_add(acc, p + 24, 6)
+    acc = _csum_add(acc, p + 32, ulen - 8)
+    c = (~_csum_fold(acc)) & 0xFFFF
+    if c == 0:
+        c = 0xFFFF
+    if <unsigned int> ((p[30] << 8) | p[31]) != c:
+        return -1
+    return ulen - 8
+
+
+cdef inline bint _gro_same_flow(const unsigned char *a, const unsigned char *b, unsigned int k) noexcept nogil:
+    """``b`` (with its slot header) continues ``a``'s run as its ``k``-th datagram: the same
+    sender, link header and IP and UDP headers but for lengths, checksums and an identification
+    ``k`` higher."""
+    cdef unsigned int ia, ib
+    if memcmp(a, b, RXMETA + 6) != 0:          # slot header (SLID, P_Key, SrcQP), IPoIB, IP ver/TOS
+        return False
+    a += RXMETA
+    b += RXMETA
+    if memcmp(a + 10, b + 10, 4) != 0 or memcmp(a + 16, b + 16, 12) != 0:
+        return False                              # flags, TTL, protocol; addresses and ports
+    ia = (a[8] << 8) | a[9]
+    ib = (b[8] << 8) | b[9]
+    return ((ia + k) & 0xFFFF) == ib
+
+
 def frame_flow_hash(const unsigned char[::1] frame not None, bint udp_ports=False):
     return flow_hash(&frame[0] if frame.shape[0] else <const unsigned char *> b"", frame.shape[0], udp_ports)
 
@@ -259,9 +328,6 @@ def push_burst(list rings, list frames, unsigned int dlid, unsigned int sl, unsi
 
 # -- receive: the HCA's compiled receive path for IPoIB QPs, into RSS rings --------------------
 
-DEF RXMETA = 8      # RX slot header: SLID(2) P_Key(2) SrcQP(4), then the IPoIB frame
-DEF GRH_AREA = 40   # receive buffers start with room for a GRH (ipoib_ib.c: IB_GRH_BYTES)
-DEF UD_HDRS = 28    # LRH BTH DETH
 RX_SLOTS = 256
 
 
@@ -349,6 +415,10 @@ cdef class RxEngine:
     cdef public unsigned long long fresh_packets
     cdef public unsigned long long fresh_bytes
     cdef public unsigned long long fresh_overflow
+    cdef public bint gro                # coalesce runs of UDP datagrams (ethtool -K gro)
+    cdef public unsigned long long gro_runs
+    cdef public unsigned long long gro_packets
+    cdef Py_ssize_t _gro_size
     cdef unsigned long long _last_key   # the RxInfo of the last sender, for the next frame
     cdef object _last_info
     cdef readonly object rx_bytes      # numpy uint64 [nq]
@@ -364,6 +434,7 @@ cdef class RxEngine:
         self.owner = owner
         self.enabled = False
         self.port_num = 1
+        self.gro = True  # on by default, as Linux's; what no socket asked to get whole is split again
 
     @property
     def pending(self):
@@ -428,6 +499,24 @@ cdef class RxEngine:
                     reflect(csink.reflect(PyBytes_FromStringAndSize(<char *> src + RXMETA, n)),
                             (src[0] << 8) | src[1], (src[5] << 16) | (src[6] << 8) | src[7])
                 continue
+            if self.gro and sink is None and ring._count > 1 and budget - done > 1:
+                run = self._gro_run(ring, budget - done)
+                if run > 1:
+                    slid = (src[0] << 8) | src[1]
+                    pkey = (src[2] << 8) | src[3]
+                    src_qp = (src[5] << 16) | (src[6] << 8) | src[7]
+                    frame = self._gro_take(ring, run)
+                    done += run
+                    self.gro_runs += 1
+                    self.gro_packets += run
+                    key = (<unsigned long long> slid << 40) | (<unsigned long long> pkey << 24) | src_qp
+                    if key != self._last_key or self._last_info is None:
+                        info = infos.get(key)
+                        if info is None:
+                            info = infos[key] = make_info(slid, pkey, src_qp)
+                        self._last_key, self._last_info = key, info
+                    deliver(GsoPacket(frame, self._gro_size, GRH_AREA + 4), self._last_info)
+                    continue
             frame = PyBytes_FromStringAndSize(NULL, GRH_AREA + n)
             dst = PyBytes_AS_STRING(frame)
             memset(dst, 0, GRH_AREA)
@@ -453,6 +542,58 @@ cdef class RxEngine:
             deliver(frame, self._last_info)
         return done
 
+    cdef Py_ssize_t _gro_run(self, PacketRing ring, Py_ssize_t limit):
+        """How many frames from the ring's head form one GRO run (1 when none does)."""
+        cdef Py_ssize_t slot = ring._head, k = 1, slot_k, n0, nk, p0, pk, total
+        cdef unsigned char *a = ring._buf + slot * ring.slot_size
+        cdef unsigned char *b
+        n0 = ring._len[slot] - RXMETA
+        p0 = _gro_payload(a + RXMETA, n0)
+        if p0 <= 0:
+            return 1
+        total = p0
+        while k < ring._count and k < limit and k < 64:
+            slot_k = ring._head + k
+            if slot_k >= ring.slots:
+                slot_k -= ring.slots
+            b = ring._buf + slot_k * ring.slot_size
+            nk = ring._len[slot_k] - RXMETA
+            pk = _gro_payload(b + RXMETA, nk)
+            if pk <= 0 or pk > p0 or total + pk + 28 > 0xFFFF or not _gro_same_flow(a, b, <unsigned int> k):
+                break
+            total += pk
+            k += 1
+            if pk < p0:
+                break  # a shorter datagram ends a run
+        self._gro_size = p0
+        return k
+
+    cdef bytes _gro_take(self, PacketRing ring, Py_ssize_t run):
+        """Pop ``run`` frames as one: GRH area, the first frame's IPoIB, IP and UDP headers, then
+        every payload."""
+        cdef Py_ssize_t i, slot, n, total = 0, off
+        cdef unsigned char *p
+        for i in range(run):
+            slot = ring._head + i
+            if slot >= ring.slots:
+                slot -= ring.slots
+            total += ring._len[slot] - RXMETA - 32
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, GRH_AREA + 32 + total)
+        cdef char *d = PyBytes_AS_STRING(out)
+        memset(d, 0, GRH_AREA)
+        memcpy(d + GRH_AREA, ring._buf + ring._head * ring.slot_size + RXMETA, 32)
+        off = GRH_AREA + 32
+        for i in range(run):
+            slot = ring._head
+            p = ring._buf + slot * ring.slot_size
+            n = ring._len[slot] - RXMETA - 32
+            memcpy(d + off, p + RXMETA + 32, n)
+            off += n
+            ring._head = slot + 1 if slot + 1 < ring.slots else 0
+            ring._count -= 1
+            ring.popped += 1
+        return out
+
     def clear(self):
         cdef PacketRing r
         for r in self.rings:
@@ -468,6 +609,8 @@ cdef class RxEngine:
             out[f"rx{q}_bytes"] = int(self._rx_bytes[q])
             out[f"rx{q}_overflow"] = r.dropped_full
             out[f"rx{q}_queued"] = r._count
+        out["rx_gro_runs"] = self.gro_runs
+        out["rx_gro_packets"] = self.gro_packets
         return out
 
 
@@ -578,6 +721,71 @@ cdef class RxDispatch:
 ADAPTIVE_PROFILE = ((10_000, 0), (100_000, 8), (400_000, 32), (None, 64))
 ADAPTIVE_WINDOW_S = 0.002
 COALESCE_LIMITS = {"rx_usecs": 100_000, "rx_frames": RX_SLOTS}
+
+
+cdef Py_ssize_t _push_gso(PacketRing ring, unsigned int dlid, unsigned int sl, unsigned int dqpn,
+                          const unsigned char *f, Py_ssize_t n, Py_ssize_t gso, Py_ssize_t l3) noexcept:
+    """UDP segmentation in C: the GSO frame ``f`` (link header, IPv4 and UDP headers of the first
+    segment, then the whole payload) as datagrams of ``gso`` payload octets, each into a ring slot
+    with its own IP total length, identification and checksum and UDP length and checksum, octet
+    for octet what ipoib.gso.segment makes. The caller made sure the ring has room; returns the
+    octets queued (frames, link headers included)."""
+    cdef Py_ssize_t plen = n - l3 - 28, o = 0, seg, slot, flen, total = 0
+    cdef unsigned int ident0 = (f[l3 + 4] << 8) | f[l3 + 5], ident, ulen, c
+    cdef unsigned long long acc
+    cdef unsigned char *d
+    cdef unsigned char *ip
+    cdef unsigned char *udp
+    cdef int i = 0
+    while True:
+        seg = plen - o if plen - o < gso else gso
+        flen = l3 + 28 + seg
+        slot = ring._reserve(flen + META)
+        if slot < 0:
+            break
+        d = ring._buf + slot * ring.slot_size
+        d[0] = (dlid >> 8) & 0xFF
+        d[1] = dlid & 0xFF
+        d[2] = sl & 0xF
+        d[3] = 0
+        d[4] = (dqpn >> 24) & 0xFF
+        d[5] = (dqpn >> 16) & 0xFF
+        d[6] = (dqpn >> 8) & 0xFF
+        d[7] = dqpn & 0xFF
+        memcpy(d + META, f, l3 + 24)  # link header, IPv4 header, UDP ports
+        ip = d + META + l3
+        ip[2] = ((28 + seg) >> 8) & 0xFF
+        ip[3] = (28 + seg) & 0xFF
+        ident = (ident0 + i) & 0xFFFF
+        ip[4] = ident >> 8
+        ip[5] = ident & 0xFF
+        ip[10] = 0
+        ip[11] = 0
+        c = (~_csum_fold(_csum_add(0, ip, 20))) & 0xFFFF
+        ip[10] = c >> 8
+        ip[11] = c & 0xFF
+        udp = ip + 20
+        ulen = 8 + seg
+        udp[4] = (ulen >> 8) & 0xFF
+        udp[5] = ulen & 0xFF
+        udp[6] = 0
+        udp[7] = 0
+        memcpy(udp + 8, f + l3 + 28 + o, seg)
+        acc = _csum_add(0, ip + 12, 8)  # the pseudo-header: addresses, protocol, UDP length
+        acc += 17 + ulen
+        acc = _csum_add(acc, udp, ulen)
+        c = (~_csum_fold(acc)) & 0xFFFF
+        if c == 0:
+            c = 0xFFFF
+        udp[6] = c >> 8
+        udp[7] = c & 0xFF
+        ring._commit(slot, flen + META)
+        total += flen
+        i += 1
+        o += seg
+        if o >= plen:
+            break
+    return total
 
 
 @cython.final
@@ -819,6 +1027,8 @@ cdef class Provider:
         dlid = self._ah_dlid
         if port.state != 4:
             raise NotSupported("a port that is not Active: the standard path refuses and counts it")
+        if type(packet) is GsoPacket:
+            return self._send_gso(packet, dlid, dqpn, port)
         if type(packet) is bytes:
             f = <const unsigned char *> PyBytes_AS_STRING(packet)
             n = len(<bytes> packet)
@@ -838,6 +1048,35 @@ cdef class Provider:
             return BUSY
         self._qpk[q] += 1
         self._qby[q] += n
+        if ring._count >= ring.slots:
+            self._stop_queue(q)
+        if not self._kicked:
+            self._kicked = True
+            c.schedule_poll()
+        return OK
+
+    cdef _send_gso(self, packet, unsigned int dlid, unsigned int dqpn, port):
+        """UDP segmentation offload: the whole GSO packet to one TX queue (one flow), cut up in C."""
+        cdef const unsigned char *f = <const unsigned char *> PyBytes_AS_STRING(packet)
+        cdef Py_ssize_t n = len(<bytes> packet), gso = packet.gso_size, l3 = packet.l3
+        cdef Py_ssize_t segs
+        cdef unsigned int q
+        cdef PacketRing ring
+        c = self.ctx
+        if (gso < 1 or l3 < 0 or n < l3 + 28 or (f[l3] != 0x45) or f[l3 + 9] != 17
+                or l3 + 28 + gso > _mtu_octets(port.neighbor_mtu)):
+            raise NotSupported("a GSO packet we do not offload: the standard path segments it in software")
+        segs = (n - l3 - 28 + gso - 1) // gso if n > l3 + 28 else 1
+        q = flow_hash(f, n, self.rx.udp_ports) % self.ntx
+        ring = <PacketRing> self.rings[q]
+        if self._stopped[q] or ring.slots - ring._count < segs:
+            c.stats["tx_busy"] += 1
+            self._qbusy[q] += 1
+            if not self._stopped[q]:
+                self._stop_queue(q)
+            return BUSY
+        self._qby[q] += _push_gso(ring, dlid, self._ah_sl, dqpn, f, n, gso, l3)
+        self._qpk[q] += segs
         if ring._count >= ring.slots:
             self._stop_queue(q)
         if not self._kicked:

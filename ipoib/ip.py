@@ -29,6 +29,7 @@ from collections import deque
 
 from fabric.wire.errors import ParseError
 
+from .gso import GsoPacket, segment
 from .inet import (ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_TIME_EXCEEDED, IP_FLAG_DF,
                    IP_FLAG_MF, IPPROTO_ICMP, IPPROTO_UDP, build_icmp, build_icmp_echo, build_ipv4, build_udp,
                    inet_checksum, ip4, parse_icmp, parse_ipv4, parse_udp)
@@ -424,6 +425,25 @@ class UdpMessage(tuple):
     src = property(lambda self: self[1])
     dst = property(lambda self: self[2])
     ifname = property(lambda self: self[3])
+    gso_size = 0  # UDP_GRO's segment size: 0, one datagram
+
+    @property
+    def segments(self) -> int:
+        return 1
+
+
+class UdpGroMessage(UdpMessage):
+    """On a socket with ``udp_gro``: several datagrams of ``gso_size`` octets in one message (the
+    last may be shorter), as UDP_GRO's cmsg says."""
+
+    def __new__(cls, data, src, dst, ifname, gso_size):
+        self = super().__new__(cls, data, src, dst, ifname)
+        self.gso_size = gso_size
+        return self
+
+    @property
+    def segments(self) -> int:
+        return -(-len(self[0]) // self.gso_size)
 
 
 class UdpSocket:
@@ -437,6 +457,14 @@ class UdpSocket:
 
     ``errors`` collects the ICMP errors that came back for datagrams this socket sent (the
     IP_RECVERR error queue): (errno name, offender ip, (dst ip, dport)) tuples, the newest 64.
+
+    ``gso_size`` (UDP_SEGMENT): a buffer longer than this is sent as consecutive datagrams of this
+    many octets (the last may be shorter), at most 64, handed down as one GSO packet that the
+    provider cuts up (ipoib/gso.py). Each must fit the interface MTU (else EINVAL).
+
+    ``udp_gro`` (UDP_GRO): a run of datagrams the provider coalesced (GRO) arrives as one message,
+    its ``gso_size`` telling the datagram size; without it, such a run is split back into the
+    datagrams it was made of before the stack sees them.
     """
 
     def __init__(self, stack: "IpStack"):
@@ -447,6 +475,8 @@ class UdpSocket:
         self.reuseaddr = False
         self.rcvbuf = stack.rcvbuf
         self.ttl = 64
+        self.gso_size = 0
+        self.udp_gro = False
         self.multicast_ttl = 1
         self.multicast_if: str | None = None
         self.multicast_all = True
@@ -532,6 +562,8 @@ class UdpSocket:
             src = dst
         else:
             src = iface.addr
+        if self.gso_size and len(data) > self.gso_size:
+            return self._sendto_gso(data, src, dst, dport, iface, mcast)
         dgram = build_udp(src, dst, self.port, dport, data)
         err = st._send_ip(dst, IPPROTO_UDP, dgram, src=src, iface=iface,
                           ttl=self.multicast_ttl if mcast else self.ttl, df=False)
@@ -544,6 +576,39 @@ class UdpSocket:
         if err:
             raise UdpError(err, _ipstr(dst))
         udp["OutDatagrams"] += 1
+        return len(data)
+
+    def _sendto_gso(self, data: bytes, src: bytes, dst: bytes, dport: int, iface, mcast: bool) -> int:
+        """UDP_SEGMENT: ``data`` as datagrams of ``gso_size`` octets; one GSO packet down the stack
+        to a unicast peer, datagram by datagram to ourselves and to groups (as Linux segments
+        those in software before the loopback and multicast paths)."""
+        from .gso import MAX_SEGMENTS, GsoPacket
+
+        gso = self.gso_size
+        segs = -(-len(data) // gso)
+        if segs > MAX_SEGMENTS:
+            raise UdpError(_errno.EINVAL, f"{segs} segments of {gso} octets: at most {MAX_SEGMENTS}")
+        if iface is not None and 28 + gso > iface.mtu:
+            raise UdpError(_errno.EINVAL, f"segment of {gso} octets over the MTU of {iface.name}")
+        st = self._stack
+        if mcast or dst in st._local or dst == b"\xff\xff\xff\xff" or iface is None:
+            g, self.gso_size = self.gso_size, 0
+            try:
+                for o in range(0, len(data), gso):
+                    self.sendto(data[o:o + gso], (_ipstr(dst), dport), ifname=iface.name if iface else None)
+            finally:
+                self.gso_size = g
+            return len(data)
+        err = st._send_udp_gso(dst, src, self.port, dport, data, gso, segs, iface, self.ttl)
+        udp = st._snmp["udp"]
+        if err == _errno.EHOSTUNREACH:
+            udp["SndbufErrors"] += segs
+            if self.recverr:
+                raise UdpError(_errno.ENOBUFS)
+            return len(data)
+        if err:
+            raise UdpError(err, _ipstr(dst))
+        udp["OutDatagrams"] += segs
         return len(data)
 
     def recvfrom(self) -> tuple[bytes, tuple[str, int]] | None:
@@ -666,6 +731,7 @@ class IpStack:
         self._frag_bytes = 0
         self._loopq: deque = deque()
         self._draining = False
+        self._gro, self._gro_taken = None, False  # the coalesced run whose first datagram is being received
 
     def __repr__(self):
         return f"IpStack({self.node!r}, {list(self._ifaces.values())!r})"
@@ -824,6 +890,39 @@ class IpStack:
             ctr.c["tx_bytes"] += len(pkt)
         return 0
 
+    def _send_udp_gso(self, dst: bytes, src: bytes, sport: int, dport: int, data: bytes, gso: int, segs: int,
+                      iface: Interface, ttl: int) -> int:
+        """The GSO half of _send_ip: one packet standing for ``segs`` datagrams, with consecutive
+        IP identifications from the first. Every counter counts datagrams, as if sent one by one."""
+        from .gso import GsoPacket
+
+        ip = self._snmp["ip"]
+        ip["OutRequests"] += segs
+        ctr = iface.counters
+        if not iface.carrier:
+            for _ in range(segs):
+                ctr.tx_drop("carrier_down")
+            ip["OutDiscards"] += segs
+            return _errno.ENETDOWN
+        ident = self._next_ident()
+        self._ident = (ident + segs - 1) & 0xFFFF  # the identifications the segments will carry
+        first = build_ipv4(src, dst, IPPROTO_UDP, build_udp(src, dst, sport, dport, data[:gso]), ttl=ttl,
+                           ident=ident, df=False)
+        pkt = GsoPacket(first[:28] + data, gso)
+        try:
+            ok = iface.xmit(iface.name, dst, pkt)
+        except Exception:
+            log.exception("%s: xmit on %s raised", self.node, iface.name)
+            ok = False
+        if ok is not None and not ok:
+            for _ in range(segs):
+                ctr.tx_drop("xmit_failed")
+            ip["OutDiscards"] += segs
+            return _errno.EHOSTUNREACH
+        ctr.c["tx_packets"] += segs
+        ctr.c["tx_bytes"] += pkt.wire_len
+        return 0
+
     def _loop(self, pkt: bytes) -> None:
         self._loopq.append(pkt)
         if self._draining:
@@ -848,6 +947,9 @@ class IpStack:
 
     def input(self, ifname: str, ip_packet) -> None:
         """An IPv4 packet from the link layer of ``ifname``. Never raises."""
+        if type(ip_packet) is GsoPacket:
+            self._input_gro(ifname, ip_packet)
+            return
         iface = self._ifaces.get(ifname)
         ctr = iface.counters if iface is not None else self._stack_ctr
         try:
@@ -868,6 +970,28 @@ class IpStack:
         except Exception:  # a bug of ours; a peer's packet must not take the node down
             log.exception("%s: receive on %s failed", self.node, ifname)
             ctr.rx_drop("internal_error")
+
+    def _input_gro(self, ifname: str, pkt: GsoPacket) -> None:
+        """A run of UDP datagrams the provider coalesced (GRO): consecutive IP identifications,
+        the same headers otherwise, every checksum verified. The first datagram goes through the
+        whole receive path; if it lands on a socket with ``udp_gro``, that socket gets the run as
+        one message and every counter counts each datagram; otherwise (or if anything is off) the
+        run is split back into its datagrams, octet for octet, and each is received on its own."""
+        try:
+            first = bytes(pkt[:28 + pkt.gso_size])
+            self._gro, self._gro_taken = pkt, False
+            try:
+                self.input(ifname, first)
+            finally:
+                self._gro = None
+            if self._gro_taken:
+                return
+            rest = segment(pkt)[1:]
+        except Exception:
+            log.exception("%s: GRO receive on %s failed", self.node, ifname)
+            return
+        for seg in rest:
+            self.input(ifname, seg)
 
     def _martian(self, src: bytes, dst: bytes) -> bool:
         if src == ANY:
@@ -1146,6 +1270,10 @@ class IpStack:
             self._frames_drop(d.frames, "no_socket")
             self._icmp_error(d, ICMP_DEST_UNREACH, 3)  # only for unicast: _icmp_error checks
             return
+        g = self._gro
+        if g is not None and len(targets) == 1 and targets[0].udp_gro and len(targets[0]._queue) < targets[0].rcvbuf:
+            self._gro_run(g, targets[0], h, uh, d)
+            return
         msg = UdpMessage(data, (_ipstr(h.src), uh.sport), _ipstr(dst), d.iface.name)
         queued = False
         for s in targets:
@@ -1161,6 +1289,23 @@ class IpStack:
             self._frames_ok(d.frames)
         else:
             self._frames_drop(d.frames, "rcvbuf")
+
+    def _gro_run(self, g: GsoPacket, sock, h, uh, d: _Datagram) -> None:
+        """UDP_GRO: the whole coalesced run to ``sock`` as one message; the first datagram was
+        counted on its way here, the others are counted now as if each had come alone."""
+        self._gro_taken = True
+        n = g.segments
+        extra = n - 1
+        sock._queue.append(UdpGroMessage(bytes(g[28:]), (_ipstr(h.src), uh.sport), _ipstr(h.dst), d.iface.name,
+                                         g.gso_size))
+        self._snmp["udp"]["InDatagrams"] += n
+        ip = self._snmp["ip"]
+        ip["InReceives"] += extra
+        ip["InDelivers"] += extra  # the first one's is counted by _deliver
+        for c in d.frames:
+            c.c["rx_delivered"] += n
+            c.c["rx_packets"] += extra
+            c.c["rx_bytes"] += g.wire_len - (28 + g.gso_size)
 
     def _port_conflict(self, port: int, addr: bytes, reuse: bool) -> bool:
         for s in self._ports.get(port, ()):

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import deque
 
 
+from .gso import GsoPacket, segment
 from .netdev import BUSY, OK, NetdevParams, OperationNotSupported, RxInfo
 
 SENDQ_SIZE = 128  # ipoib_sendq_size
@@ -91,6 +92,16 @@ class StdProvider:
     def send(self, packet: bytes, ah, dqpn: int) -> int:
         c = self.ctx
         st = c.stats
+        if type(packet) is GsoPacket:  # no offload here: segment in software, all or nothing
+            if not c.running or c.qp is None:
+                st["tx_dropped"] += packet.segments
+                return OK
+            frames = segment(packet)
+            if len(c.sendq) + len(frames) > SENDQ_SIZE:
+                return self._busy()
+            for f in frames:
+                self.send(f, ah, dqpn)
+            return OK
         if not c.running or c.qp is None:
             st["tx_dropped"] += 1
             return OK  # the frame is consumed (dropped), as a stopped device does
@@ -108,6 +119,16 @@ class StdProvider:
             c.stop_queue(0)
         c.schedule_poll()
         return OK
+
+    def _busy(self) -> int:
+        """BUSY for a GSO packet that does not fit in what is left of the send queue."""
+        c = self.ctx
+        c.stats["tx_busy"] += 1
+        if not c.queue_stopped:
+            c.queue_stopped = True
+            c.stats["tx_stops"] += 1
+            c.stop_queue(0)
+        return BUSY
 
     def send_burst(self, packets, ah, dqpn: int) -> int:
         """The burst API in terms of single sends: stops at the first BUSY."""

@@ -30,6 +30,7 @@ from fabric.sm import saclient
 from fabric.wire import smp_attrs as sa
 
 from . import inet
+from .gso import GsoPacket
 from .netdev import BUSY, AddressHandle
 
 ARP_RETRIES = 3
@@ -42,6 +43,7 @@ JOIN_BACKOFF_MAX = 16.0
 SA_TIMEOUT_S = 1.0
 TX_TIMEOUT_S = 5.0  # the netdev watchdog (watchdog_timeo)
 GRH_AREA = 40
+_IPV4_HDR = w.IPoIBHeader(ethertype=w.ETHERTYPE_IPV4).pack()
 
 
 def mac_of(qpn: int, gid: bytes) -> bytes:
@@ -287,10 +289,16 @@ class IPoIBInterface:
         if not self.carrier:
             self._drop("no_carrier", "tx_dropped")
             return False
-        frame = w.IPoIBHeader(ethertype=w.ETHERTYPE_IPV4).pack() + packet
-        if len(packet) > self.mtu:
-            self._drop("over_mtu", "tx_dropped")
-            return False
+        if type(packet) is GsoPacket:  # UDP_SEGMENT: each segment must fit, the whole need not
+            frame = packet.with_header(_IPV4_HDR)
+            if 28 + packet.gso_size > self.mtu:
+                self._drop("over_mtu", "tx_dropped")
+                return False
+        else:
+            frame = _IPV4_HDR + packet
+            if len(packet) > self.mtu:
+                self._drop("over_mtu", "tx_dropped")
+                return False
         if next_hop[0] & 0xF0 == 0xE0:  # IPv4 multicast
             return self._xmit_mcast(self.ip_mgid(next_hop), frame, now, ip=next_hop)
         if next_hop == b"\xff\xff\xff\xff" or self._is_subnet_broadcast(next_hop):
@@ -358,6 +366,10 @@ class IPoIBInterface:
             self.stats["tx_busy"] += 1
             self._drop("busy", "tx_dropped")
             return False
+        if type(frame) is GsoPacket:
+            self.stats["tx_packets"] += frame.segments
+            self.stats["tx_bytes"] += frame.wire_len
+            return True
         self.stats["tx_packets"] += 1
         self.stats["tx_bytes"] += len(frame)
         return True
@@ -434,6 +446,12 @@ class IPoIBInterface:
         now = self.node.now()
         if len(buf) < GRH_AREA + w.IPOIB_HDR_LEN:
             self._drop("runt", "rx_errors")
+            return
+        if type(buf) is GsoPacket:  # a run of UDP datagrams the provider coalesced (GRO)
+            frame = GsoPacket(buf[GRH_AREA:], buf.gso_size, buf.l3 - GRH_AREA)
+            self.stats["rx_packets"] += frame.segments
+            self.stats["rx_bytes"] += frame.wire_len
+            self.node.ip.input(self.ifname, GsoPacket(frame[w.IPOIB_HDR_LEN:], frame.gso_size, 0))
             return
         frame = buf[GRH_AREA:]
         try:
