@@ -166,3 +166,86 @@ def test_gro_coalesces_for_udp_gro_sockets_and_splits_for_others(gro_socket):
         assert [m.data for m in msgs] == [m.data for m in s_msgs]  # split back, the same datagrams
         assert all(m.gso_size == 0 for m in msgs)
     assert [m.data for m in s_msgs] == [data[o:o + 100] for o in range(0, len(data), 100)]  # std: no GRO
+
+
+# -- hostile runs: GRO must coalesce only what it can give back exactly -------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from devnet import with_crcs  # noqa: E402
+from fabric.link import LEN  # noqa: E402
+
+_NETS = {}
+
+
+def _rx_rig(name):
+    if name not in _NETS:
+        net = IpNet("single:2", backend=_fastpath if name == "fast" else _stdpath).up()
+        b = net.nodes["node0002"]
+        socks = {}
+        for port, gro in ((7300, False), (7301, True)):
+            s = b.ip.udp_socket()
+            s.bind(port)
+            s.rcvbuf = 10_000
+            s.udp_gro = gro
+            socks[port] = s
+        if name == "fast":
+            b.ifs["ib0"].netdev.set_coalesce(100_000, 256, False)  # let whole bursts wait in the ring
+        _NETS[name] = (net, socks)
+    return _NETS[name]
+
+
+def _datagram_packets(net, port, sizes, edits, ident0):
+    """UD packets carrying UDP datagrams node0001 -> node0002:port with consecutive identifications,
+    then octets of some changed (CRCs recomputed, so that they reach the receive rings)."""
+    src, dst = inet.ip4(net.ip("node0001")), inet.ip4(net.ip("node0002"))
+    ifc = net.nodes["node0002"].ifs["ib0"]
+    qkey = ifc.netdev.standard.ctx.qp.qkey
+    out = []
+    for i, n in enumerate(sizes):
+        payload = bytes((i + k) & 0xFF for k in range(n))
+        frame = w.IPoIBHeader(ethertype=w.ETHERTYPE_IPV4).pack() + inet.build_ipv4(
+            src, dst, inet.IPPROTO_UDP, inet.build_udp(src, dst, 9000, port, payload), ident=(ident0 + i) & 0xFFFF,
+            df=False)
+        for j, pos, val in edits:
+            if j == i:
+                frame = frame[:pos % len(frame)] + bytes([val]) + frame[pos % len(frame) + 1:]
+        pkt = w.build_ud_packet(slid=net.lid("node0001"), dlid=net.lid("node0002"), dest_qp=ifc.qpn,
+                                src_qp=net.nodes["node0001"].ifs["ib0"].qpn, qkey=qkey, payload=frame)
+        out.append(with_crcs(pkt[:-6]))
+    return out
+
+
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sizes=st.lists(st.sampled_from([1, 2, 3, 50, 100, 100, 100, 100, 101, 99, 1000]), min_size=1, max_size=24),
+       edits=st.lists(st.tuples(st.integers(0, 23), st.integers(0, 60), st.integers(0, 255)), max_size=3),
+       port=st.sampled_from([7300, 7301]), ident0=st.integers(0, 0xFFFF))
+def test_gro_gives_back_exactly_what_arrived(sizes, edits, port, ident0):
+    out = {}
+    for name in ("std", "fast"):
+        net, socks = _rx_rig(name)
+        hca = net.devices["node0002"]
+        pkts = _datagram_packets(net, port, sizes, edits, ident0)
+        hca.receive_burst(1, b"".join(LEN.pack(len(p)) + p for p in pkts), 0, len(pkts), net.now)
+        net.advance(0.2)
+        msgs = []
+        while (m := socks[port].recvmsg()) is not None:
+            msgs.append(m)
+        for s in socks.values():
+            while s.recvmsg() is not None:
+                pass
+        out[name] = msgs
+    std, fast = out["std"], out["fast"]
+    assert b"".join(m.data for m in fast) == b"".join(m.data for m in std)
+    assert sum(m.segments for m in fast) == len(std)
+    if port == 7300:  # no UDP_GRO: the very datagrams
+        assert [m.data for m in fast] == [m.data for m in std]
+    else:  # coalesced: each message is whole datagrams of its gso_size, the last maybe shorter
+        datagrams = iter(m.data for m in std)
+        for m in fast:
+            if m.gso_size:
+                parts = [m.data[o:o + m.gso_size] for o in range(0, len(m.data), m.gso_size)]
+            else:
+                parts = [m.data]
+            assert parts == [next(datagrams) for _ in parts]
