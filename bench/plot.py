@@ -19,6 +19,8 @@ RESULTS = os.path.join(HERE, "e2e_results.json")
 OUTPUT = os.path.join(HERE, "throughput.png")
 SERIES = [("raw", "raw pyzmq", "tab:gray", "s", "--"), ("fast", "IPoIB fast", "tab:blue", "o", "-"),
           ("std", "IPoIB std", "tab:orange", "^", "-"),
+          ("fast_gso", "IPoIB fast, --gso (UDP GSO+GRO)", "tab:purple", "P", "-"),
+          ("std_gso", "IPoIB std, --gso (software GSO, no GRO)", "tab:brown", "*", "-"),
           # perf --ud (frames straight to the QP, counted at the driver), when the run had it
           ("raw_ud", "raw pyzmq, --ud bursts", "silver", "x", ":"),
           ("fast_ud", "IPoIB fast, perf --ud", "tab:green", "D", "-."),

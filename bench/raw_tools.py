@@ -483,13 +483,14 @@ LAYOUT_TEXT = {"1p": "sender, forwarder and sink in 1 process (inproc://)",
 
 
 def fabric_perf(fab, size: int, seconds: float, src: str = "node0001", dst: str = "node0002",
-                port: int = 5201, ud: bool = False) -> dict:
+                port: int = 5201, ud: bool = False, gso: bool = False) -> dict:
     """UDP throughput the way ``ibfab perf`` measures it (fabric/cli.py ``_cmd_perf``); with
     ``ud``, ``ibfab perf --ud``: frames posted to the QP and counted at the driver, no IP stack."""
     ip = fab.nodes[dst].ip
     extra = {"ud": True} if ud else {}
     sink = fab.client.call(dst, "perf_sink", port=port, **extra)
-    snd = fab.client.call(src, "perf_send", dst=ip, port=port, size=size, seconds=seconds, **extra)
+    snd = fab.client.call(src, "perf_send", dst=ip, port=port, size=size, seconds=seconds, **extra,
+                          **({"gso": True} if gso else {}))
     time.sleep(0.2)  # let the tail drain
     rcv = fab.client.call(dst, "perf_sink_result", sink=sink)
     secs = rcv["seconds"] or snd["seconds"]

@@ -131,6 +131,27 @@ def test_e2e_udp_throughput(fabrics, size, report):
 
 
 @pytest.mark.parametrize("size", SIZES)
+def test_e2e_udp_gso_throughput(fabrics, size, report):
+    """UDP through the IP stacks with the offloads a fast UDP sender and receiver use: the perf
+    sender hands its 32 datagrams of a host-loop pass to the stack as one buffer (UDP_SEGMENT;
+    the fast provider segments in C, the standard one in software), and the sink's socket takes
+    coalesced runs whole (UDP_GRO; the fast provider's GRO). The same datagrams on the wire as
+    ``--udp``; the raw baseline is the same as for it."""
+    burst = rt.perf_burst()
+    layout = rt.layout_of(fabrics["fast"])
+    wire = rt.wire_len_udp(size)
+    runs = {b: [] for b in BACKENDS}
+    for rep in range(REPEATS):
+        for b in BACKENDS:
+            runs[b].append(rt.fabric_perf(fabrics[b], size, SECONDS, port=5401 + rep, gso=True))
+    row = _rows.setdefault(size, {"size": size, "wire_len": wire})
+    row.update({f"{b}_gso": _summary(rs, wire) for b, rs in runs.items()})
+    raw = row.get("raw") or _summary([_raw(layout, wire, burst, size)], wire)
+    report.append(_line("e2e UDP --gso (GSO+GRO)", size, wire, burst, layout, row["fast_gso"], row["std_gso"], raw))
+    assert all(x["received"] > 0 for b in BACKENDS for x in runs[b])
+
+
+@pytest.mark.parametrize("size", SIZES)
 def test_e2e_ud_throughput(fabrics, size, report):
     """The same path without the IP stack: ``ibfab perf --ud`` posts the IPoIB frames (the same
     octets) to the QP with the burst op and counts them at the receiving driver; the raw baseline
