@@ -32,6 +32,18 @@ DEF GRH_AREA = 40   # receive buffers start with room for a GRH (ipoib_ib.c: IB_
 DEF UD_HDRS = 28    # LRH BTH DETH
 
 
+cdef inline void _tx_address(unsigned char *d, unsigned int dlid, unsigned int sl, unsigned int dqpn) noexcept nogil:
+    """A TX slot's 8-octet header: where the frame goes (DLID, SL, destination QPN)."""
+    d[0] = (dlid >> 8) & 0xFF
+    d[1] = dlid & 0xFF
+    d[2] = sl & 0xF
+    d[3] = 0
+    d[4] = (dqpn >> 24) & 0xFF
+    d[5] = (dqpn >> 16) & 0xFF
+    d[6] = (dqpn >> 8) & 0xFF
+    d[7] = dqpn & 0xFF
+
+
 class RingFull(Exception):
     """Raised by ``push_or_raise`` when no slot is free."""
 
@@ -149,14 +161,7 @@ cdef class PacketRing:
         if slot < 0:
             return False
         dst = self._buf + slot * self.slot_size
-        dst[0] = (dlid >> 8) & 0xFF
-        dst[1] = dlid & 0xFF
-        dst[2] = sl & 0xF
-        dst[3] = 0
-        dst[4] = (dqpn >> 24) & 0xFF
-        dst[5] = (dqpn >> 16) & 0xFF
-        dst[6] = (dqpn >> 8) & 0xFF
-        dst[7] = dqpn & 0xFF
+        _tx_address(dst, dlid, sl, dqpn)
         if n:
             memcpy(dst + META, frame, n)
         self._commit(slot, n + META)
@@ -744,14 +749,7 @@ cdef Py_ssize_t _push_gso(PacketRing ring, unsigned int dlid, unsigned int sl, u
         if slot < 0:
             break
         d = ring._buf + slot * ring.slot_size
-        d[0] = (dlid >> 8) & 0xFF
-        d[1] = dlid & 0xFF
-        d[2] = sl & 0xF
-        d[3] = 0
-        d[4] = (dqpn >> 24) & 0xFF
-        d[5] = (dqpn >> 16) & 0xFF
-        d[6] = (dqpn >> 8) & 0xFF
-        d[7] = dqpn & 0xFF
+        _tx_address(d, dlid, sl, dqpn)
         memcpy(d + META, f, l3 + 24)  # link header, IPv4 header, UDP ports
         ip = d + META + l3
         ip[2] = ((28 + seg) >> 8) & 0xFF

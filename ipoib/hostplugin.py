@@ -243,16 +243,27 @@ class UdPerfSender:
         self.finished = time.monotonic()
         self.node.hca.agents.remove(self)
 
+    def _path_ready(self, t: float) -> bool:
+        """True once ARP and the PathRecord gave us the address handle (``_on_path`` runs then);
+        gives up after RESOLVE_S."""
+        if self.ah is not None:
+            return True
+        r = self._resolve()
+        if r is None:
+            if t > self.deadline:
+                self._finish(f"could not resolve {self.dst} (ARP or PathRecord)")
+            return False
+        self.ah, self.dqpn = r
+        self._on_path(t)
+        return True
+
+    def _on_path(self, t: float) -> None:
+        self.start, self.end = t, t + self.seconds
+
     def tick(self, now: float) -> list:
         t = time.monotonic()
-        if self.ah is None:
-            r = self._resolve()
-            if r is None:
-                if t > self.deadline:
-                    self._finish(f"could not resolve {self.dst} (ARP or PathRecord)")
-                return []
-            self.ah, self.dqpn = r
-            self.start, self.end = t, t + self.seconds
+        if not self._path_ready(t):
+            return []
         if t >= self.end:
             self._finish()
             return []
@@ -283,16 +294,13 @@ class UdLatencyClient(UdPerfSender):
         self.sent_at = None
         self.expect = 0
 
+    def _on_path(self, t: float) -> None:
+        self.ctx.rx_sink = self.hook  # catch the answers at our driver
+
     def tick(self, now: float) -> list:
         t = time.monotonic()
-        if self.ah is None:
-            r = self._resolve()
-            if r is None:
-                if t > self.deadline:
-                    self._finish(f"could not resolve {self.dst} (ARP or PathRecord)")
-                return []
-            self.ah, self.dqpn = r
-            self.ctx.rx_sink = self.hook
+        if not self._path_ready(t):
+            return []
         if self.sent_at is not None:
             if self.hook.packets > self.expect:
                 self.rtts.append(self.hook.last - self.sent_at)
