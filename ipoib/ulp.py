@@ -139,9 +139,9 @@ class IPoIBInterface:
     def broadcast(self) -> bytes:
         return mac_of(w.IPOIB_BROADCAST_QPN, self.bcast_mgid)
 
-    def _drop(self, reason: str, counter: str = "rx_dropped") -> None:
-        self.drops[reason] = self.drops.get(reason, 0) + 1
-        self.stats[counter] += 1
+    def _drop(self, reason: str, counter: str = "rx_dropped", n: int = 1) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + n
+        self.stats[counter] += n
 
     def pkey_index(self) -> int | None:
         return self.port.pkey_index(self.pkey)
@@ -358,16 +358,17 @@ class IPoIBInterface:
         return True
 
     def _send_frame(self, frame: bytes, ah: AddressHandle, dqpn: int) -> bool:
+        segs = frame.segments if type(frame) is GsoPacket else 1  # a GSO packet counts its datagrams
         if self.queue_stopped:
-            self._drop("queue_stopped", "tx_dropped")
+            self._drop("queue_stopped", "tx_dropped", segs)
             return False
         rc = self.netdev.send(frame, ah, dqpn)
         if rc == BUSY:
             self.stats["tx_busy"] += 1
-            self._drop("busy", "tx_dropped")
+            self._drop("busy", "tx_dropped", segs)
             return False
-        if type(frame) is GsoPacket:
-            self.stats["tx_packets"] += frame.segments
+        if segs > 1 or type(frame) is GsoPacket:
+            self.stats["tx_packets"] += segs
             self.stats["tx_bytes"] += frame.wire_len
             return True
         self.stats["tx_packets"] += 1

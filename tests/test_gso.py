@@ -249,3 +249,24 @@ def test_gro_gives_back_exactly_what_arrived(sizes, edits, port, ident0):
             else:
                 parts = [m.data]
             assert parts == [next(datagrams) for _ in parts]
+
+
+@pytest.mark.parametrize("name,backend", BACKENDS)
+def test_a_gso_send_that_does_not_fit_is_refused_whole_and_counted_per_datagram(name, backend):
+    net = IpNet("single:2", backend=backend).up()
+    a = net.nodes["node0001"]
+    assert net.ping("node0001", "node0002").summary()["received"] == 1
+    tx = a.ip.udp_socket()
+    tx.gso_size = 10
+    udp0 = dict(a.ip.stats()["udp"])
+    ifc0 = dict(a.ifs["ib0"].stats)
+    for _ in range(12):  # 12 x 60 datagrams without a poll in between: the send queue fills up
+        tx.sendto(bytes(600), (net.ip("node0002"), 7000))
+    udp = a.ip.stats()["udp"]
+    sent = udp["OutDatagrams"] - udp0["OutDatagrams"]
+    refused = udp["SndbufErrors"] - udp0["SndbufErrors"]
+    assert refused > 0 and refused % 60 == 0  # whole GSO packets are refused, never part of one
+    assert sent + refused == 12 * 60
+    st = a.ifs["ib0"].stats
+    assert st["tx_dropped"] - ifc0["tx_dropped"] == refused
+    assert st["tx_packets"] - ifc0["tx_packets"] == sent
