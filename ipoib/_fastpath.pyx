@@ -414,6 +414,7 @@ cdef class RxEngine:
     cdef public unsigned int qkey
     cdef public unsigned int pkey
     cdef public int port_num
+    cdef readonly Py_ssize_t frame_max
     cdef public bint enabled
     cdef public bint udp_ports     # hash UDP ports too (rx-flow-hash udp4 sdfn)
     cdef public object owner
@@ -434,6 +435,7 @@ cdef class RxEngine:
             raise ValueError("an RX engine has 1 to 64 queues")
         self.nq = nq
         self.rings = [PacketRing(slots, RXMETA + frame_max) for _ in range(nq)]
+        self.frame_max = frame_max  # longer frames (over any MTU) go the per-packet way
         self.rx_bytes = np.zeros(nq, dtype=np.uint64)
         self._rx_bytes = <unsigned long long *> cnp.PyArray_DATA(self.rx_bytes)
         self.owner = owner
@@ -696,7 +698,7 @@ cdef class RxDispatch:
                 last_qpn = dqp
             pad = (p[9] >> 4) & 3
             fn = plen - UD_HDRS - 6 - pad
-            if (eng is None or not eng.enabled or fn < 0
+            if (eng is None or not eng.enabled or fn < 0 or fn > eng.frame_max
                     or <unsigned int> ((p[10] << 8) | p[11]) != eng.pkey or not (eng.pkey & 0x8000)
                     or ((<unsigned int> p[20] << 24) | (p[21] << 16) | (p[22] << 8) | p[23]) != eng.qkey):
                 slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
