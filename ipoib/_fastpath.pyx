@@ -19,6 +19,7 @@ cnp.import_array()
 
 from ipoib.netdev import BUSY, OK, NetdevParams, NotSupported, RxInfo
 from ipoib.gso import GsoPacket
+from fabric.wire import ParseError
 
 __all__ = ["BACKEND", "PacketRing", "RingFull", "Provider", "UdpSink"]
 
@@ -334,6 +335,7 @@ def push_burst(list rings, list frames, unsigned int dlid, unsigned int sl, unsi
 # -- receive: the HCA's compiled receive path for IPoIB QPs, into RSS rings --------------------
 
 RX_SLOTS = 256
+INFO_CACHE = 1024  # RxInfo objects kept for reuse, one per (SLID, P_Key, SrcQP)
 
 
 cdef class UdpSink:
@@ -356,7 +358,7 @@ cdef class UdpSink:
         self.echo = bool(echo)  # reflect each one to its sender instead (XDP_TX), for latency
 
     cdef inline bint _consume(self, const unsigned char *f, Py_ssize_t n) noexcept:
-        cdef Py_ssize_t ihl
+        cdef Py_ssize_t ihl, ulen
         if n < 4 + 28 or f[0] != 0x08 or f[1] != 0x00:
             return False
         ihl = (f[4] & 0xF) * 4
@@ -364,8 +366,11 @@ cdef class UdpSink:
             return False
         if <unsigned int> ((f[4 + ihl + 2] << 8) | f[4 + ihl + 3]) != self.port:
             return False
+        ulen = (f[4 + ihl + 4] << 8) | f[4 + ihl + 5]
+        if ulen < 8 or ulen > n - 4 - ihl:
+            return False  # a UDP length that does not fit: not a whole datagram, the stack drops it
         self.packets += 1
-        self.bytes += ((f[4 + ihl + 4] << 8) | f[4 + ihl + 5]) - 8
+        self.bytes += ulen - 8
         return True
 
     def consume(self, const unsigned char[::1] frame not None, Py_ssize_t off=0):
@@ -379,8 +384,10 @@ cdef class UdpSink:
         checksums stay valid: a sum does not depend on the order of its terms)."""
         cdef bytearray f = bytearray(frame[off:])
         cdef unsigned char *p = <unsigned char *> PyByteArray_AS_STRING(f)
-        cdef Py_ssize_t ihl = (p[4] & 0xF) * 4
+        cdef Py_ssize_t ihl = (p[4] & 0xF) * 4 if len(f) > 4 else 0
         cdef unsigned char t[4]
+        if ihl < 20 or len(f) < 4 + ihl + 8:
+            raise ValueError("not an IPoIB frame with an IPv4 header and a UDP header")
         memcpy(t, p + 16, 4)
         memcpy(p + 16, p + 20, 4)
         memcpy(p + 20, t, 4)
@@ -520,6 +527,8 @@ cdef class RxEngine:
                     if key != self._last_key or self._last_info is None:
                         info = infos.get(key)
                         if info is None:
+                            if len(infos) >= INFO_CACHE:
+                                infos.clear()
                             info = infos[key] = make_info(slid, pkey, src_qp)
                         self._last_key, self._last_info = key, info
                     deliver(GsoPacket(frame, self._gro_size, GRH_AREA + 4), self._last_info)
@@ -544,6 +553,8 @@ cdef class RxEngine:
             if key != self._last_key or self._last_info is None:  # most frames come from one peer
                 info = infos.get(key)
                 if info is None:
+                    if len(infos) >= INFO_CACHE:  # senders pick their QPNs: keep the cache bounded
+                        infos.clear()
                     info = infos[key] = make_info(slid, pkey, src_qp)
                 self._last_key, self._last_info = key, info
             deliver(frame, self._last_info)
@@ -666,12 +677,12 @@ cdef class RxDispatch:
         # the framing first, so that a bad burst is refused before any packet is taken
         for i in range(count):
             if off + 2 > n:
-                raise ValueError("burst truncated")
+                raise ParseError(f"burst truncated at packet {i} of {count}", kind="burst")
             off += 2 + ((burst[off] << 8) | burst[off + 1])
             if off > n:
-                raise ValueError("burst truncated")
+                raise ParseError(f"burst truncated at packet {i} of {count}", kind="burst")
         if off != n:
-            raise ValueError("trailing octets after the burst's packets")
+            raise ParseError("trailing octets after the burst's packets", kind="burst")
         for e in self.engines.values():
             e.owner._rx_refresh(e, port)
         lid = port.lid
@@ -914,6 +925,7 @@ cdef class Provider:
     def open(self):
         self.ctx.running = True
         self._up = self.ctx.qp is not None
+        self._kicked = False
         if self.ctx.qp is not None:
             self.rx.qpn = self.ctx.qp.qpn
             d = self.ctx.hca.rx_accel
@@ -933,6 +945,12 @@ cdef class Provider:
             ring.pop_many(TX_SLOTS)
         self.napi_scheduled = False
         self.timer = None
+        self._kicked = False
+        for q in range(self.ntx):  # empty rings are not full ones: the next open starts clean
+            if self._stopped[q]:
+                self._stopped[q] = False
+                self._qwakes[q] += 1
+                c.wake_queue(q)
 
     def _rx_detach(self):
         d = self.ctx.hca.rx_accel
@@ -1112,8 +1130,8 @@ cdef class Provider:
         if port.state != 4 or ah.src_path_bits or <unsigned int> (dlid - <unsigned int> port.lid) < (1u << port.lmc):
             raise NotSupported("loopback and inactive ports take the standard path")
         for i in range(nf):
-            if len(fl[i]) > mtu:
-                raise NotSupported("a frame over the MTU: the standard path drops and counts it")
+            if len(fl[i]) > mtu or type(fl[i]) is GsoPacket:
+                raise NotSupported("a frame over the MTU or a GSO packet: the standard path takes the burst")
         for q in range(nq):
             pk[q] = 0
             by[q] = 0
@@ -1160,18 +1178,27 @@ cdef class Provider:
             self._interrupt()  # the rx-usecs timer fired
         done = 0
         left = False
-        if self.rx.pending:
-            st["napi_polls"] += 1
-            deliver = c.deliver
-            for q in range(self.nrx):
-                n = self.rx.poll_queue(q, budget, deliver, self._infos, _rx_info, c.rx_sink, c.reflect)
-                if n:
-                    self.rx_polls[q] += 1
-                    done += n
-                    if n >= budget:
-                        self.rx_exhausted[q] += 1
-            left = self.rx.pending > 0
-        done += self._std.poll(budget)  # the slow path's frames (and the sink's mark)
+        try:
+            if self.rx.pending:
+                st["napi_polls"] += 1
+                deliver = c.deliver
+                for q in range(self.nrx):
+                    n = self.rx.poll_queue(q, budget, deliver, self._infos, _rx_info, c.rx_sink, c.reflect)
+                    if n:
+                        self.rx_polls[q] += 1
+                        done += n
+                        if n >= budget:
+                            self.rx_exhausted[q] += 1
+                left = self.rx.pending > 0
+            done += self._std.poll(budget)  # the slow path's frames (and the sink's mark)
+        except BaseException:
+            # what the stack above did with a frame raised: NAPI must not stay marked as running
+            # with nobody to run it, or no interrupt would ever come again
+            self.napi_scheduled = False
+            self.timer = None
+            if self.rx.pending or c.rxq:
+                c.schedule_poll()
+            raise
         if c.rx_sink is not None and c.rx_sink.echo:
             self._drain_tx()  # the answers leave in this same poll
         if left:
@@ -1286,11 +1313,13 @@ cdef class Provider:
     def tx_timeout(self, queue):
         c = self.ctx
         c.sendq.clear()
+        self._kicked = False
         for q, ring in enumerate(self.rings):
             ring.pop_many(TX_SLOTS)
             if self._stopped[q]:
                 self._stopped[q] = False
                 self._qwakes[q] += 1
+                c.stats["tx_wakes"] += 1
                 c.wake_queue(q)
         if c.queue_stopped:
             c.queue_stopped = False

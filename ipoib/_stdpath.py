@@ -120,15 +120,20 @@ class UdpSink:
         u = ip + ihl
         if (frame[u + 2] << 8 | frame[u + 3]) != self.port:
             return False
+        ulen = frame[u + 4] << 8 | frame[u + 5]
+        if not 8 <= ulen <= len(frame) - u:
+            return False  # a UDP length that does not fit: not a whole datagram, the stack drops it
         self.packets += 1
-        self.bytes += (frame[u + 4] << 8 | frame[u + 5]) - 8
+        self.bytes += ulen - 8
         return True
 
     def reflect(self, frame, off: int = 0) -> bytes:
         """The frame that answers ``frame[off:]``: IPv4 addresses and UDP ports swapped. Both
         checksums stay valid (a sum does not depend on the order of its terms)."""
         f = bytearray(frame[off:])
-        ihl = (f[4] & 0xF) * 4
+        ihl = (f[4] & 0xF) * 4 if len(f) > 4 else 0
+        if ihl < 20 or len(f) < 4 + ihl + 8:
+            raise ValueError("not an IPoIB frame with an IPv4 header and a UDP header")
         f[16:20], f[20:24] = f[20:24], f[16:20]
         u = 4 + ihl
         f[u:u + 2], f[u + 2:u + 4] = f[u + 2:u + 4], f[u:u + 2]

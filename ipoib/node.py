@@ -9,6 +9,7 @@ ClientReregister, P_Key change) to ``on_event``.
 from __future__ import annotations
 
 import ipaddress
+import logging
 
 from fabric import wire as w
 from fabric.sm import saclient
@@ -20,6 +21,7 @@ from .netdev import AddressHandle, NetdevContext, RdmaNetdev
 from .std import StdProvider
 from .ulp import SA_TIMEOUT_S, IPoIBInterface
 
+log = logging.getLogger(__name__)
 NAPI_BUDGET = 64
 DEFAULT_NET = ipaddress.IPv4Network("198.18.0.0/15")  # RFC 2544 benchmarking block
 
@@ -69,8 +71,8 @@ class IPoIBNode:
                             deliver=lambda frame, info, n=ifname: self.ifs[n].rx_frame(frame, info),
                             schedule_poll=lambda n=ifname: self._poll_pending.add(n), now=self.now,
                             arm_timer=lambda t, n=ifname: self._arm_poll_timer(n, t),
-                            stop_queue=lambda q, n=ifname: self._queue_state(n, True),
-                            wake_queue=lambda q, n=ifname: self._queue_state(n, False))
+                            stop_queue=lambda q, n=ifname: self._queue_state(n, q, True),
+                            wake_queue=lambda q, n=ifname: self._queue_state(n, q, False))
         for k, v in self.queues.items():  # what the provider reads in get_params (the standard one has 1)
             setattr(ctx, k, v)
         standard = StdProvider(ctx)
@@ -95,12 +97,12 @@ class IPoIBNode:
         if t is None or deadline < t:
             self._poll_timers[ifname] = deadline
 
-    def _queue_state(self, ifname: str, stopped: bool) -> None:
+    def _queue_state(self, ifname: str, q: int, stopped: bool) -> None:
         """netif_stop_queue / netif_wake_queue from the provider: the interface stops handing it
         frames while its send queue is full."""
         ifc = self.ifs.get(ifname)
         if ifc is not None:
-            (ifc.queue_stop if stopped else ifc.queue_wake)(0)  # the watchdog starts counting here
+            (ifc.queue_stop if stopped else ifc.queue_wake)(q)  # the watchdog starts counting here
 
     def start(self) -> None:
         """ip link set ib0 up (and the P_Key children the port's table calls for)."""
@@ -204,8 +206,13 @@ class IPoIBNode:
         pending, self._poll_pending = self._poll_pending, set()
         for name in pending:
             ifc = self.ifs.get(name)
-            if ifc is not None:
+            if ifc is None:
+                continue
+            try:
                 ifc.netdev.poll(NAPI_BUDGET)
+            except Exception:  # one interface's failure must not cost the others their poll
+                log.exception("%s: poll of %s failed", self.hca.name, name)
+                ifc.stats["poll_errors"] = ifc.stats.get("poll_errors", 0) + 1
 
     def next_deadline(self):
         if self._poll_pending or self.hca.outbox:

@@ -73,6 +73,9 @@ class StdProvider:
         c.running = False
         c.sendq.clear()
         c.rxq.clear()
+        if c.queue_stopped:  # an empty send queue is not a full one: the next open starts clean
+            c.queue_stopped = False
+            c.wake_queue(0)
 
     def set_id(self, pkey_index: int) -> None:
         self.ctx.qp.pkey_index = pkey_index

@@ -113,7 +113,8 @@ class IPoIBInterface:
         self.paths: dict[bytes, Path] = {}
         self.ip = None  # (addr bytes, prefix)
         self._bcast_of, self._bcast = None, None
-        self.queue_stopped = False
+        self.queue_stopped = False  # every TX queue stopped: frames are dropped here
+        self.stopped_queues: dict = {}  # TX queue -> since when it is stopped
         self.stopped_since = 0.0
         self.stats = dict(rx_packets=0, rx_bytes=0, rx_errors=0, rx_dropped=0, tx_packets=0, tx_bytes=0,
                           tx_errors=0, tx_dropped=0, multicast=0, tx_multicast=0, arp_requests=0, arp_replies=0,
@@ -155,6 +156,8 @@ class IPoIBInterface:
         if idx is not None:
             self.netdev.set_id(idx)
         self.netdev.open()
+        self.stopped_queues.clear()  # netif_tx_start_all_queues
+        self.queue_stopped = False
         self.up = True
         self.join(self.bcast_mgid, w.JOIN_FULL_MEMBER, now)
         self._update_carrier(now)
@@ -499,27 +502,34 @@ class IPoIBInterface:
         self._update_carrier(now)
 
     def queue_stop(self, queue: int) -> None:
-        """netif_stop_queue, from the provider: frames wait in the IP layer's retries, not here."""
-        if not self.queue_stopped:
-            self.queue_stopped = True
-            self.stopped_since = self.node.now()
+        """netif_tx_stop_queue, from the provider, for one TX queue. The interface stops handing
+        out frames only when every queue is stopped; a frame for a stopped queue among running
+        ones is the provider's to refuse (BUSY), since only it knows which queue a frame takes."""
+        self.stopped_queues.setdefault(queue, self.node.now())
+        self.stopped_since = min(self.stopped_queues.values())  # the watchdog: the longest stopped
+        self.queue_stopped = len(self.stopped_queues) >= max(1, self.params.tx_queues)
 
     def queue_wake(self, queue: int) -> None:
+        self.stopped_queues.pop(queue, None)
         self.queue_stopped = False
+        if self.stopped_queues:
+            self.stopped_since = min(self.stopped_queues.values())
 
     def tx_timeout(self, now: float) -> None:
         """The TX queue made no progress for TX_TIMEOUT_S (the netdev watchdog): the provider's
         tx_timeout op, then stop and reopen the device, keeping the control plane's state."""
         self.stats["tx_timeouts"] = self.stats.get("tx_timeouts", 0) + 1
-        self.netdev.tx_timeout(0)
+        for q in sorted(self.stopped_queues) or [0]:
+            self.netdev.tx_timeout(q)
         self.netdev.stop()
         self.netdev.open()
+        self.stopped_queues.clear()
         self.queue_stopped = False
 
     # -- timers --------------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
-        if self.queue_stopped and now - self.stopped_since >= TX_TIMEOUT_S:
+        if self.stopped_queues and now - self.stopped_since >= TX_TIMEOUT_S:
             self.tx_timeout(now)
         for g in list(self.groups.values()):
             if g.state == "failed" and now >= g.next_try:
@@ -544,7 +554,7 @@ class IPoIBInterface:
         c += [n.next_retry for n in self.neigh.values() if n.state == "INCOMPLETE"]
         c += [n.used + NEIGH_STALE_S for n in self.neigh.values() if n.state != "INCOMPLETE"]
         c += [p.deadline for p in self.paths.values() if p.querying]
-        if self.queue_stopped:
+        if self.stopped_queues:
             c.append(self.stopped_since + TX_TIMEOUT_S)
         return min(c, default=None)
 

@@ -340,3 +340,100 @@ def test_a_frame_longer_than_any_ring_slot_goes_the_per_packet_way():
                          {k: v - drops0.get(k, 0) for k, v in rig.hca.drops.items() if v != drops0.get(k, 0)})
     assert results["fast"] == results["std"]
     assert results["fast"][1] == 0  # not a ring overflow
+
+
+# -- found in review: state that must not get stuck, input that must not be trusted -------------
+
+def test_an_exception_above_the_driver_does_not_stall_receive():
+    rig = Rig()
+    ctx = rig.ifc.netdev.standard.ctx
+    real = ctx.deliver
+    calls = {"n": 0}
+
+    def flaky(frame, info):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("a bug in the stack above")
+        real(frame, info)
+
+    ctx.deliver = flaky
+    rig.burst([rig.packet(rig.frame(1))])
+    rig.service()  # the node's poll raises inside; the node counts it and goes on
+    assert rig.ifc.stats.get("poll_errors") == 1
+    for seq in (2, 3, 4):
+        rig.burst([rig.packet(rig.frame(seq))])
+        rig.service()
+    assert [d[0][:4] for d in rig.received()] == [s.to_bytes(4, "big") for s in (2, 3, 4)]
+    assert not rig.prov.napi_scheduled and rig.prov.rx.pending == 0
+
+
+def test_a_stopped_tx_queue_does_not_stop_the_other_flows():
+    net = IpNet("single:2", backend=_fastpath).up()
+    ifc = net.nodes["node0001"].ifs["ib0"]
+    prov = ifc.netdev.provider
+    prov.set_rx_flow_hash("sdfn")
+    from ipoib.netdev import AddressHandle
+
+    ah = AddressHandle(dlid=net.lid("node0002"))
+    dqpn = net.nodes["node0002"].ifs["ib0"].qpn
+    src, dst = inet.ip4(net.ip("node0001")), inet.ip4(net.ip("node0002"))
+
+    def frame(sport):
+        return w.IPoIBHeader(ethertype=w.ETHERTYPE_IPV4).pack() + inet.build_ipv4(
+            src, dst, inet.IPPROTO_UDP, inet.build_udp(src, dst, sport, 9, b"x"))
+
+    a = frame(1000)
+    qa = _fastpath.frame_flow_hash(a, True) % prov.ntx
+    b = next(frame(p) for p in range(1001, 2000) if _fastpath.frame_flow_hash(frame(p), True) % prov.ntx != qa)
+    while not prov.stopped[qa]:
+        ifc._send_frame(a, ah, dqpn)
+    assert set(ifc.stopped_queues) == {qa} and not ifc.queue_stopped
+    before = ifc.stats["tx_packets"]
+    assert ifc._send_frame(b, ah, dqpn)  # another queue: it still goes
+    assert ifc.stats["tx_packets"] == before + 1
+    assert not ifc._send_frame(a, ah, dqpn) and ifc.drops.get("busy")  # its own queue says BUSY
+
+
+@pytest.mark.parametrize("backend", [_stdpath, _fastpath])
+def test_link_down_and_up_with_a_full_queue_starts_clean(backend):
+    net = IpNet("single:2", backend=backend).up()
+    ifc = net.nodes["node0001"].ifs["ib0"]
+    from ipoib.netdev import AddressHandle
+
+    ah = AddressHandle(dlid=net.lid("node0002"))
+    dqpn = net.nodes["node0002"].ifs["ib0"].qpn
+    f = w.IPoIBHeader(ethertype=w.ETHERTYPE_IPV4).pack() + bytes(40)
+    while not ifc.stopped_queues:
+        ifc._send_frame(f, ah, dqpn)
+    ifc.stop(net.now)
+    ifc.open(net.now)
+    assert not ifc.stopped_queues and not ifc.queue_stopped
+    assert ifc._send_frame(f, ah, dqpn)
+
+
+@pytest.mark.parametrize("sink_cls", [_stdpath.UdpSink, _fastpath.UdpSink])
+def test_sink_refuses_a_udp_length_that_does_not_fit_and_reflect_checks_its_input(sink_cls):
+    src, dst = inet.ip4("198.18.0.1"), inet.ip4("198.18.0.2")
+    good = w.IPoIBHeader(ethertype=w.ETHERTYPE_IPV4).pack() + inet.build_ipv4(
+        src, dst, inet.IPPROTO_UDP, inet.build_udp(src, dst, 1, 5201, b"abcd"))
+    short = bytearray(good)
+    short[4 + 20 + 4:4 + 20 + 6] = (4).to_bytes(2, "big")  # UDP length 4: under its own header
+    long_ = bytearray(good)
+    long_[4 + 20 + 4:4 + 20 + 6] = (200).to_bytes(2, "big")
+    sink = sink_cls(5201)
+    assert not sink.consume(bytes(short)) and not sink.consume(bytes(long_))
+    assert sink.consume(good) and (sink.packets, sink.bytes) == (1, 4)
+    with pytest.raises(ValueError):
+        sink.reflect(b"\x08\x00\x00\x00\x4f")
+    r = sink.reflect(good)
+    assert r[16:20] == good[20:24] and r[20:24] == good[16:20]
+
+
+def test_the_rx_info_cache_stays_bounded_whatever_the_senders_pick():
+    rig = Rig()
+    for i in range(_fastpath.INFO_CACHE + 300):
+        rig.src_qp = 0x100 + i
+        rig.burst([rig.packet(rig.frame(i))])
+        rig.service()
+        rig.received()
+    assert len(rig.prov._infos) <= _fastpath.INFO_CACHE

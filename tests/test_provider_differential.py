@@ -569,7 +569,7 @@ def _tx_burst(backend):
         for f, t in enumerate(tx):
             t.sendto(_payload(seq, 32), (net.ip("node0003"), 7300 + f))
             order.append((f, seq))
-    stopped_during = ifc.queue_stopped
+    stopped_during = bool(ifc.stopped_queues)  # the queue these flows hash to (one per interface in std)
     _settle(net)
     delivered = _by_flow(rx)
     after = _counters(net)
@@ -655,7 +655,7 @@ def _burst_op(backend, n):
     frames = [_frame(a, c, 43000, 7400, i, 20) for i in range(n)]
     nd0 = dict(ifc.netdev.standard.ctx.stats)
     taken = ifc.netdev.send_burst(frames, AddressHandle(dlid=net.lid("node0003")), dst.qpn)
-    stopped = ifc.queue_stopped
+    stopped = bool(ifc.stopped_queues)  # the flow's TX queue stopped
     nd1 = dict(ifc.netdev.standard.ctx.stats)
     _settle(net)
     got = [s for s, _, _ in _by_flow(rx).get(f"{a}:43000>node0003:7400", [])]
@@ -663,7 +663,7 @@ def _burst_op(backend, n):
     return {
         "taken_is_delivered_prefix": got == list(range(taken)),
         "queue_stopped_when_short": stopped == (taken < n),
-        "queue_stopped_after": ifc.queue_stopped,
+        "queue_stopped_after": bool(ifc.stopped_queues),
         "tx_packets_minus_taken": nd2["tx_packets"] - nd0["tx_packets"] - taken,
         # the standard op is a loop of send() that stops at the first BUSY: one refused send, so
         # tx_busy counts 1 per short burst, and the queue stops once

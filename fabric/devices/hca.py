@@ -227,10 +227,8 @@ class HCA(Device):
         port = self.ports.get(in_port)
         slow = None
         if self.rx_accel is not None and port is not None and port.link_up and port.state == sa.PORT_ACTIVE:
-            try:
-                slow = self.rx_accel(port, burst, offset, count, now)
-            except ValueError:
-                slow = None  # bad framing: the per-packet decoder classifies it
+            # bad framing raises ParseError before any packet is taken, as the decoder below would
+            slow = self.rx_accel(port, burst, offset, count, now)
         if slow is None:
             from ..link import decode_burst_packets
 
