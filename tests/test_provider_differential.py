@@ -773,6 +773,16 @@ def test_rx_burst_overflowing_the_receive_queue_is_accounted_for():
     _assert_same(std, fast)
 
 
+def _receive_one_burst(net, pkts, socks) -> dict:
+    """Hand ``pkts`` to node0003's HCA as one link burst (so a compiled receive path sees them
+    together), let the fabric settle, and return what arrived and what was counted."""
+    data = b"".join(LEN.pack(len(p)) + p for p in pkts)
+    _, txs = net.devices["node0003"].receive_burst(1, data, 0, len(pkts), net.now)
+    net._emit("node0003", txs)
+    _settle(net)
+    return {"delivered": _by_flow(socks), "counters": _counters(net)}
+
+
 def _rx_bad_packets(backend):
     """Good frames interleaved with packets the HCA or the interface must drop, in one link burst:
     every check the compiled receive path makes must end in the same drop, counted in the same place."""
@@ -822,11 +832,7 @@ def _rx_bad_packets(backend):
         ok(), pkt(_frame(a, c, 45001, 7600, 96, 50), pkey=0x7FFF),  # a limited member: matches our 0xFFFF
         ok(),
     ]
-    data = b"".join(LEN.pack(len(p)) + p for p in burst)
-    _, txs = hca.receive_burst(1, data, 0, len(burst), net.now)
-    net._emit("node0003", txs)
-    _settle(net)
-    return {"delivered": _by_flow({("node0003", 7600): sock}), "counters": _counters(net)}
+    return _receive_one_burst(net, burst, {("node0003", 7600): sock})
 
 
 def test_rx_bad_packets_are_dropped_and_counted_alike():
@@ -856,11 +862,7 @@ def _rx_mixed_paths(backend):
         pkts.append(w.build_ud_packet(slid=net.lid("node0001"), dlid=net.lid("node0003"), dest_qp=ifc.qpn,
                                       src_qp=src.qpn, qkey=w.IPOIB_QKEY, payload=_frame(a, c, 45002, 7700, seq, 50),
                                       **grh))
-    data = b"".join(LEN.pack(len(p)) + p for p in pkts)
-    _, txs = hca.receive_burst(1, data, 0, len(pkts), net.now)
-    net._emit("node0003", txs)
-    _settle(net)
-    return {"delivered": _by_flow({("node0003", 7700): sock}), "counters": _counters(net)}
+    return _receive_one_burst(net, pkts, {("node0003", 7700): sock})
 
 
 def test_rx_order_within_a_flow_across_both_receive_paths():
