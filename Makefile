@@ -36,6 +36,7 @@ test-std:
 	IPOIB_BACKEND=std $(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: install debs
+	$(PIP) install --quiet -e '.[dev,bench]'
 	$(PY) -m pytest bench -q --benchmark-columns=min,median,mean,ops --benchmark-sort=name -p no:randomly
 
 fabric: install

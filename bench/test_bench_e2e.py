@@ -79,7 +79,7 @@ def results_file(report):
     try:
         png = e2e_plot.plot(RESULTS_JSON, e2e_plot.OUTPUT)
         report.append(f"e2e throughput: numbers in {os.path.relpath(RESULTS_JSON)}, plot in {os.path.relpath(png)}")
-    except ImportError as exc:  # matplotlib is a dev extra
+    except ImportError as exc:  # matplotlib is the bench extra (make bench installs it)
         report.append(f"e2e throughput: numbers in {os.path.relpath(RESULTS_JSON)}; no plot ({exc})")
 
 
