@@ -443,6 +443,28 @@ def _cmd_coalesce(args) -> int:
     return 0
 
 
+def _cmd_features(args) -> int:
+    """ethtool -k / -K / -N for an IPoIB interface: GRO, and what UDP flows hash on."""
+    import json
+
+    from .rpc import RpcError
+
+    with _client(args.name) as fc:
+        try:
+            r = fc.call(args.node, "ipoib_features", ifname=args.ifname, gro=args.gro,
+                        rx_flow_hash_udp4=args.rx_flow_hash_udp4)
+        except (RpcError, KeyError) as exc:
+            print(f"ibfab features: {exc}", file=sys.stderr)
+            return 2
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"Features for {args.node} {args.ifname}:")
+    for k, v in r.items():
+        print(f"{k}: {'on' if v is True else 'off' if v is False else v}")
+    return 0
+
+
 def _cmd_queues(args) -> int:
     """ethtool -S for an IPoIB interface: per-queue counters."""
     import json
@@ -690,6 +712,15 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--json", action="store_true")
     co.add_argument("--name", default="default")
     co.set_defaults(func=_cmd_coalesce)
+
+    fe = sub.add_parser("features", help="offloads of an IPoIB interface (like ethtool -k/-K, -N rx-flow-hash)")
+    fe.add_argument("node")
+    fe.add_argument("--ifname", default="ib0")
+    fe.add_argument("--gro", type=_onoff, default=None, metavar="on|off")
+    fe.add_argument("--rx-flow-hash-udp4", choices=["sd", "sdfn"], default=None)
+    fe.add_argument("--json", action="store_true")
+    fe.add_argument("--name", default="default")
+    fe.set_defaults(func=_cmd_features)
 
     qs = sub.add_parser("queues", help="per-queue counters of an IPoIB interface (like ethtool -S)")
     qs.add_argument("node")

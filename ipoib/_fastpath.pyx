@@ -977,6 +977,22 @@ cdef class Provider:
             raise ValueError(f"rx-flow-hash udp4 must be 'sd' or 'sdfn', not {udp4!r}")
         self.rx.udp_ports = udp4 == "sdfn"
 
+    def get_features(self):
+        return {"tx-udp-segmentation": "on", "rx-gro": bool(self.rx.gro),
+                "rx-flow-hash-udp4": "sdfn" if self.rx.udp_ports else "sd"}
+
+    def set_features(self, gro=None, rx_flow_hash_udp4=None):
+        """ethtool -K ib0 gro on|off, ethtool -N ib0 rx-flow-hash udp4 sd|sdfn; all or nothing."""
+        if gro is not None and not isinstance(gro, bool):
+            raise ValueError(f"gro must be true or false, not {gro!r}")
+        if rx_flow_hash_udp4 is not None and rx_flow_hash_udp4 not in ("sd", "sdfn"):
+            raise ValueError(f"rx-flow-hash udp4 must be 'sd' or 'sdfn', not {rx_flow_hash_udp4!r}")
+        if gro is not None:
+            self.rx.gro = gro
+        if rx_flow_hash_udp4 is not None:
+            self.set_rx_flow_hash(rx_flow_hash_udp4)
+        return self.get_features()
+
     # -- interrupt moderation (ethtool -c / -C) ------------------------------------------------
 
     def get_coalesce(self):

@@ -25,6 +25,7 @@ and the ethtool side of a device, which the ULP passes through:
 
     get_coalesce() / set_coalesce(rx_usecs, rx_frames, adaptive)    interrupt moderation (-c / -C)
     queue_stats()                    -> dict           per-queue counters (-S)
+    get_features() / set_features(gro, rx_flow_hash_udp4)           offloads and hashing (-k / -K, -N)
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from dataclasses import dataclass
 OK, BUSY = 0, 1
 
 OPS = ("get_params", "init", "uninit", "open", "stop", "set_id", "attach_mcast", "detach_mcast", "send",
-       "send_burst", "tx_timeout", "poll", "get_coalesce", "set_coalesce", "queue_stats")
+       "send_burst", "tx_timeout", "poll", "get_coalesce", "set_coalesce", "queue_stats", "get_features",
+       "set_features")
 
 
 class NotSupported(Exception):

@@ -199,6 +199,14 @@ class StdProvider:
         raise OperationNotSupported("the standard provider has no interrupt moderation "
                                     "(Operation not supported); use IPOIB_BACKEND=fast")
 
+    def get_features(self) -> dict:
+        """GSO is done in software here (the stack's packets are cut up in Python), GRO not at all."""
+        return {"tx-udp-segmentation": "software", "rx-gro": False, "rx-flow-hash-udp4": "sd"}
+
+    def set_features(self, gro=None, rx_flow_hash_udp4=None) -> dict:
+        raise OperationNotSupported("the standard provider has no offloads to switch "
+                                    "(Operation not supported); use IPOIB_BACKEND=fast")
+
     def queue_stats(self) -> dict:
         """One TX and one RX queue (ethtool -S)."""
         st = self.ctx.stats

@@ -565,6 +565,7 @@ class IPoIBInterface:
             return str(ipaddress.IPv4Address(b))
 
         queues, coalesce = self.netdev.queue_stats(), self.netdev.get_coalesce()  # ethtool -S, -c
+        features = self.netdev.get_features()  # ethtool -k
         return {
             "ifname": self.ifname, "pkey": self.pkey, "qpn": self.qpn, "hwaddr": self.hwaddr.hex(":"),
             "carrier": self.carrier, "mtu": self.mtu,
@@ -580,4 +581,5 @@ class IPoIBInterface:
             "served_by": dict(self.netdev.served_by),
             "queues": queues,
             "coalesce": coalesce,
+            "features": features,
         }

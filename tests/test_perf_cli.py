@@ -109,3 +109,22 @@ def test_up_with_queue_counts():
     bad = subprocess.run(IBFAB + ["up", "single:2", "--name", "queuesbad", "--tx-queues", "65"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "--tx-queues must be 1 to 64" in bad.stderr
+
+
+def test_features_are_read_and_switched_at_run_time(fab):
+    import ipoib
+
+    r = _ibfab("features", "node0004", "--json")
+    assert r.returncode == 0, r.stderr
+    f = json.loads(r.stdout)
+    assert f["rx-flow-hash-udp4"] == "sd"
+    r = _ibfab("features", "node0004", "--gro", "off", "--rx-flow-hash-udp4", "sdfn", "--json")
+    if ipoib.backend_name == "std":
+        assert r.returncode == 2 and "not supported" in r.stderr
+        return
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["rx-gro"] is False
+    assert fab.nodes["node0004"].interface()["features"]["rx-flow-hash-udp4"] == "sdfn"
+    out = _perf("node0001", "node0004", "--size", "256", "--seconds", "0.3")  # still flows without GRO
+    assert out["received"] > 0
+    assert _ibfab("features", "node0004", "--gro", "on", "--rx-flow-hash-udp4", "sd").returncode == 0
