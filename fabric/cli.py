@@ -419,22 +419,35 @@ def _onoff(text: str) -> bool:
     return text == "on"
 
 
-def _cmd_coalesce(args) -> int:
-    """ethtool -c / -C for an IPoIB interface: interrupt moderation of its receive queues."""
-    import json
-
+def _ipoib_call(args, cmd: str, call):
+    """``call(fc)`` on the named fabric; an RPC or lookup failure is printed as ``ibfab CMD: ...``
+    and gives None (these operations never answer None)."""
     from .rpc import RpcError
 
     with _client(args.name) as fc:
         try:
-            r = fc.call(args.node, "ipoib_coalesce", ifname=args.ifname, rx_usecs=args.rx_usecs,
-                        rx_frames=args.rx_frames, adaptive=args.adaptive)
+            return call(fc)
         except (RpcError, KeyError) as exc:
-            print(f"ibfab coalesce: {exc}", file=sys.stderr)
-            return 2
+            print(f"ibfab {cmd}: {exc}", file=sys.stderr)
+            return None
+
+
+def _print_json(r) -> int:
+    import json
+
+    print(json.dumps(r))
+    return 0
+
+
+def _cmd_coalesce(args) -> int:
+    """ethtool -c / -C for an IPoIB interface: interrupt moderation of its receive queues."""
+    r = _ipoib_call(args, "coalesce", lambda fc: fc.call(
+        args.node, "ipoib_coalesce", ifname=args.ifname, rx_usecs=args.rx_usecs, rx_frames=args.rx_frames,
+        adaptive=args.adaptive))
+    if r is None:
+        return 2
     if args.json:
-        print(json.dumps(r))
-        return 0
+        return _print_json(r)
     print(f"Coalesce parameters for {args.node} {args.ifname}:")
     print(f"Adaptive RX: {'on' if r['adaptive'] else 'off'}")
     print(f"rx-usecs: {r['rx_usecs']}")
@@ -445,20 +458,12 @@ def _cmd_coalesce(args) -> int:
 
 def _cmd_features(args) -> int:
     """ethtool -k / -K / -N for an IPoIB interface: GRO, and what UDP flows hash on."""
-    import json
-
-    from .rpc import RpcError
-
-    with _client(args.name) as fc:
-        try:
-            r = fc.call(args.node, "ipoib_features", ifname=args.ifname, gro=args.gro,
-                        rx_flow_hash_udp4=args.rx_flow_hash_udp4)
-        except (RpcError, KeyError) as exc:
-            print(f"ibfab features: {exc}", file=sys.stderr)
-            return 2
+    r = _ipoib_call(args, "features", lambda fc: fc.call(
+        args.node, "ipoib_features", ifname=args.ifname, gro=args.gro, rx_flow_hash_udp4=args.rx_flow_hash_udp4))
+    if r is None:
+        return 2
     if args.json:
-        print(json.dumps(r))
-        return 0
+        return _print_json(r)
     print(f"Features for {args.node} {args.ifname}:")
     for k, v in r.items():
         print(f"{k}: {'on' if v is True else 'off' if v is False else v}")
@@ -467,24 +472,21 @@ def _cmd_features(args) -> int:
 
 def _cmd_queues(args) -> int:
     """ethtool -S for an IPoIB interface: per-queue counters."""
-    import json
+    def interface(fc):
+        st = fc.call(args.node, "ipoib_status")
+        ifc = next((i for i in st["interfaces"] if i["ifname"] == args.ifname), None)
+        if ifc is None:
+            raise KeyError(f"{args.node} has no interface {args.ifname!r}")
+        return st["backend"], ifc
 
-    from .rpc import RpcError
-
-    with _client(args.name) as fc:
-        try:
-            st = fc.call(args.node, "ipoib_status")
-            ifc = next((i for i in st["interfaces"] if i["ifname"] == args.ifname), None)
-            if ifc is None:
-                raise KeyError(f"{args.node} has no interface {args.ifname!r}")
-        except (RpcError, KeyError) as exc:
-            print(f"ibfab queues: {exc}", file=sys.stderr)
-            return 2
+    r = _ipoib_call(args, "queues", interface)
+    if r is None:
+        return 2
+    backend, ifc = r
     stats = dict(ifc["queues"])
     if args.json:
-        print(json.dumps(stats))
-        return 0
-    print(f"NIC statistics ({args.node} {args.ifname}, provider {st['backend']}):")
+        return _print_json(stats)
+    print(f"NIC statistics ({args.node} {args.ifname}, provider {backend}):")
     for k, v in stats.items():
         print(f"     {k}: {v}")
     return 0

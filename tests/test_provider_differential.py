@@ -773,6 +773,17 @@ def test_rx_burst_overflowing_the_receive_queue_is_accounted_for():
     _assert_same(std, fast)
 
 
+def _rx_receiver(backend, port: int):
+    """node0001 -> node0003 resolved, a socket on ``port`` at node0003: (net, node0003's HCA, its
+    ib0, node0001's ib0, the socket, node0001's address, node0003's address)."""
+    net = _net(backend)
+    _resolve(net, [("node0001", "node0003")])
+    sock = net.nodes["node0003"].ip.udp_socket()
+    sock.bind(port)
+    return (net, net.devices["node0003"], net.nodes["node0003"].ifs["ib0"], net.nodes["node0001"].ifs["ib0"], sock,
+            net.ip("node0001"), net.ip("node0003"))
+
+
 def _receive_one_burst(net, pkts, socks) -> dict:
     """Hand ``pkts`` to node0003's HCA as one link burst (so a compiled receive path sees them
     together), let the fabric settle, and return what arrived and what was counted."""
@@ -786,14 +797,7 @@ def _receive_one_burst(net, pkts, socks) -> dict:
 def _rx_bad_packets(backend):
     """Good frames interleaved with packets the HCA or the interface must drop, in one link burst:
     every check the compiled receive path makes must end in the same drop, counted in the same place."""
-    net = _net(backend)
-    _resolve(net, [("node0001", "node0003")])
-    hca = net.devices["node0003"]
-    ifc = net.nodes["node0003"].ifs["ib0"]
-    src = net.nodes["node0001"].ifs["ib0"]
-    sock = net.nodes["node0003"].ip.udp_socket()
-    sock.bind(7600)
-    a, c = net.ip("node0001"), net.ip("node0003")
+    net, hca, ifc, src, sock, a, c = _rx_receiver(backend, 7600)
     slid, dlid = net.lid("node0001"), net.lid("node0003")
 
     def pkt(frame, **kw):
@@ -848,14 +852,7 @@ def test_rx_bad_packets_are_dropped_and_counted_alike():
 def _rx_mixed_paths(backend):
     """One flow whose packets take both receive paths within one link burst: most plain, some with
     a GRH (which a compiled path may hand back to the per-packet one)."""
-    net = _net(backend)
-    _resolve(net, [("node0001", "node0003")])
-    hca = net.devices["node0003"]
-    ifc = net.nodes["node0003"].ifs["ib0"]
-    src = net.nodes["node0001"].ifs["ib0"]
-    sock = net.nodes["node0003"].ip.udp_socket()
-    sock.bind(7700)
-    a, c = net.ip("node0001"), net.ip("node0003")
+    net, hca, ifc, src, sock, a, c = _rx_receiver(backend, 7700)
     pkts = []
     for seq in range(8):
         grh = dict(sgid=net.devices["node0001"].gid(1), dgid=hca.gid(1)) if seq % 3 == 1 else {}
