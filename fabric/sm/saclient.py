@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 from ..wire import mad as m
 from ..wire.headers import IPOIB_QKEY
-from ..wire.sa_attrs import (MCM_COMP, PR_COMP, ClassPortInfo, InformInfo, MCMemberRecord,
-                             NodeRecord, PathRecord, PortInfoRecord, comp_mask)
+from ..wire.sa_attrs import (MCM_COMP, NR_COMP_FULL, PIR_COMP_FULL, PR_COMP, SELECTOR_EXACT,
+                             ClassPortInfo, InformInfo, MCMemberRecord, NodeRecord, PathRecord,
+                             PortInfoRecord, comp_mask)
 from ..wire.smp_attrs import Notice
 from .rmpp import Reassembler, RmppError, reassembled
-from .sa import NR_COMP_FULL, PIR_COMP_FULL, SELECTOR_EXACT
 
 __all__ = ["SaResponse", "SaCollector", "parse_response", "path_record_query", "mcmember_join",
            "mcmember_leave", "mcmember_records", "node_records", "port_info_records",

@@ -35,6 +35,10 @@ class PathRecord(Struct):
     )
 
 
+# Selectors of the MTU, Rate and PacketLifeTime of a PathRecord or MCMemberRecord: greater than,
+# less than, exactly, the largest available (IBA table 213)
+SELECTOR_GT, SELECTOR_LT, SELECTOR_EXACT, SELECTOR_BEST = 0, 1, 2, 3
+
 # Component mask bits of PathRecord (IBA table 213)
 PR_COMP = {
     "service_id": (0, 1), "dgid": (2,), "sgid": (3,), "dlid": (4,), "slid": (5,), "raw_traffic": (6,),
@@ -94,6 +98,13 @@ class NodeRecord(Struct):
 
 NR_COMP = {"lid": (0,)}
 
+# NodeRecord component mask (IBA table 200): bit -> field; bit 1 is reserved
+NR_COMP_FULL = {
+    "lid": 0, "base_version": 2, "class_version": 3, "node_type": 4, "num_ports": 5,
+    "sys_guid": 6, "node_guid": 7, "port_guid": 8, "partition_cap": 9, "device_id": 10,
+    "revision": 11, "local_port": 12, "vendor_id": 13, "node_desc": 14,
+}
+
 
 class PortInfoRecord(Struct):
     """PortInfoRecord (0x0012), 68 octets."""
@@ -102,6 +113,24 @@ class PortInfoRecord(Struct):
 
 
 PIR_COMP = {"lid": (0,), "port_num": (1,)}
+
+# PortInfoRecord component mask (IBA table 203): LID, PortNum, Options, then PortInfo's fields
+PIR_COMP_FULL = {
+    "lid": 0, "port_num": 1, "options": 2, "m_key": 3, "gid_prefix": 4, "pi_lid": 5,
+    "master_sm_lid": 6, "capability_mask": 7, "diag_code": 8, "m_key_lease_period": 9,
+    "local_port": 10, "link_width_enabled": 11, "link_width_supported": 12, "link_width_active": 13,
+    "link_speed_supported": 14, "port_state": 15, "phys_state": 16, "link_down_default_state": 17,
+    "m_key_protect_bits": 18, "lmc": 20, "link_speed_active": 21, "link_speed_enabled": 22,
+    "neighbor_mtu": 23, "master_sm_sl": 24, "vl_cap": 25, "init_type": 26, "vl_high_limit": 27,
+    "vl_arb_high_cap": 28, "vl_arb_low_cap": 29, "init_type_reply": 30, "mtu_cap": 31,
+    "vl_stall_count": 32, "hoq_life": 33, "operational_vls": 34,
+    "partition_enforcement_inbound": 35, "partition_enforcement_outbound": 36,
+    "filter_raw_inbound": 37, "filter_raw_outbound": 38, "m_key_violations": 39,
+    "p_key_violations": 40, "q_key_violations": 41, "guid_cap": 42, "client_reregister": 43,
+    "subnet_timeout": 45, "resp_time_value": 47, "local_phy_errors": 48, "overrun_errors": 49,
+    "max_credit_hint": 50, "link_round_trip_latency": 52, "capability_mask2": 53,
+    "link_speed_ext_active": 54, "link_speed_ext_supported": 55, "link_speed_ext_enabled": 57,
+}
 
 
 class InformInfo(Struct):
