@@ -13,7 +13,7 @@ import pytest
 
 from fabric import Fabric
 from fabric import wire as w
-from fabric.sm import saclient
+from fabric.mad import saclient
 from fabric.sm.sa import Requester
 from fabric.topology import load_topology
 

@@ -564,7 +564,7 @@ def os_pid() -> int:
 
 def _cmd_saquery(args) -> int:
     """SA queries from an HCA, like saquery: NodeRecords, a PathRecord, or multicast groups."""
-    from .sm import saclient
+    from .mad import saclient
     from .wire import fmt_gid
 
     with _client(args.name) as fc:

@@ -12,7 +12,7 @@ import ipaddress
 import logging
 
 from fabric import wire as w
-from fabric.sm import saclient
+from fabric.mad import saclient
 from fabric.wire import smp_attrs as sa
 
 from . import core as backend_core

@@ -26,7 +26,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from fabric import wire as w
-from fabric.sm import saclient
+from fabric.mad import saclient
 from fabric.wire import smp_attrs as sa
 
 from . import inet

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from fabric import wire as w
-from fabric.sm import saclient
+from fabric.mad import saclient
 from fabric.sm.mcast import McastManager
 from fabric.sm.partitions import default_partitions, parse_partitions
-from fabric.sm.rmpp import reassemble
+from fabric.mad.rmpp import reassemble
 from fabric.sm.sa import (NR_COMP_FULL, PIR_COMP_FULL, GraphPaths, McastChanged, Requester,
                           SaReply, SaReport, SubnetAdministrator)
 from fabric.wire import smp_attrs as smp

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from fabric import wire as w
-from fabric.sm import saclient as sc
-from fabric.sm.rmpp import RmppError
+from fabric.mad import saclient as sc
+from fabric.mad.rmpp import RmppError
 from fabric.sm.sa import SaReply, SubnetAdministrator
 from fabric.wire.sa_attrs import MCM_COMP, PR_COMP, comp_mask
 from test_sa_net import build_subnet, ca, gid, req_of, switch
@@ -169,3 +172,10 @@ def test_tids_are_fresh_and_explicit_tid_kept():
     assert t2 == t1 + 1
     t, mad = sc.class_port_info(tid=0x1234)
     assert t == 0x1234 and w.SAMad.unpack(mad).tid == 0x1234
+
+
+def test_client_does_not_import_the_sa_server():
+    # in a fresh interpreter: this one has the SA loaded already
+    code = "import fabric.mad.saclient, sys; assert 'fabric.sm.sa' not in sys.modules, sorted(sys.modules)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from fabric import wire as w
-from fabric.sm import saclient as sc
+from fabric.mad import saclient as sc
 from smnet import SmNet
 
 BCAST = w.ipoib_broadcast_mgid(0xFFFF)

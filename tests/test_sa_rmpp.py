@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fabric import wire as w
-from fabric.sm.rmpp import (Reassembler, RmppError, paylen_first, paylen_last, reassemble,
+from fabric.mad.rmpp import (Reassembler, RmppError, paylen_first, paylen_last, reassemble,
                             segment)
 
 HDR = w.new_mad(w.SAMad, method=w.GET_TABLE_RESP, tid=0xABCDEF, attr_id=w.ATTR_NODE_RECORD,

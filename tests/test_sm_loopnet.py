@@ -19,7 +19,7 @@ import random
 import pytest
 
 from fabric import wire as w
-from fabric.sm import saclient as sc
+from fabric.mad import saclient as sc
 from fabric.wire import smp_attrs as sa
 from handsm import pop_mad
 from smnet import SmNet

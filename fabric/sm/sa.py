@@ -30,7 +30,7 @@ from ..wire.sa_attrs import (MCM_COMP, NR_COMP_FULL, PIR_COMP_FULL, PR_COMP, SEL
                              SELECTOR_EXACT, SELECTOR_GT, SELECTOR_LT, ClassPortInfo, InformInfo,
                              MCMemberRecord, NodeRecord, PathRecord, PortInfoRecord, comp_fields)
 from ..wire.smp_attrs import NodeDescription, NodeInfo, Notice, PortInfo
-from . import rmpp
+from ..mad import rmpp
 from .mcast import (DEFAULT_PKT_LIFE, FULL_STATES, RECEIVER_STATES, McastError, McastManager,
                     McGroup, compare_rates, mtu_valid, port_rate, rate_prev, rate_valid)
 from .partitions import PartitionConfig, default_partitions
