@@ -8,11 +8,11 @@ from __future__ import annotations
 from ...wire import mad as m
 from ...wire import smp_attrs as smp
 from ...wire.headers import PKEY_FULL_BIT, make_gid
-from ...wire.sa_attrs import (MCM_COMP, SELECTOR_BEST, SELECTOR_EXACT, SELECTOR_GT, SELECTOR_LT,
-                             MCMemberRecord, comp_fields)
+from ...wire.sa_attrs import MCM_COMP, SELECTOR_BEST, SELECTOR_EXACT, MCMemberRecord, comp_fields
 from ..mcast import (FULL_STATES, RECEIVER_STATES, McastError, McGroup, compare_rates, mtu_valid,
-                     port_rate, rate_prev, rate_valid)
+                     port_rate, rate_valid)
 from .actions import McastChanged, SaStatus
+from .selector import EXACT_UNCHECKED, check_mtu_rate, select_value, selector_ok
 
 
 class MCMemberRecordMixin:
@@ -22,11 +22,15 @@ class MCMemberRecordMixin:
     _JOIN_COMPS = ("mgid", "port_gid", "join_state")
     _CREATE_COMPS = ("mgid", "port_gid", "join_state", "qkey", "tclass", "pkey", "flow_label", "sl")
 
-    def _mcm_validate_rate_mtu(self, rec, comps):
-        if "rate_selector" in comps and "rate" in comps and not rate_valid(rec.rate):
-            raise SaStatus(m.SA_ERR_REQ_INVALID, "invalid rate")
-        if "mtu_selector" in comps and "mtu" in comps and not mtu_valid(rec.mtu):
-            raise SaStatus(m.SA_ERR_REQ_INVALID, "invalid MTU")
+    def _membership_request(self, req, what: str):
+        """The record and components of a join or leave: MGID, PortGID and JoinState are
+        required, and an MTU or rate given must be valid."""
+        rec = MCMemberRecord.unpack(req.data)
+        comps = set(comp_fields(MCM_COMP, req.comp_mask))
+        if not all(c in comps for c in self._JOIN_COMPS):
+            raise SaStatus(m.SA_ERR_REQ_INSUFFICIENT_COMPONENTS, f"{what} needs MGID, PortGID, JoinState")
+        check_mtu_rate(rec, comps)
+        return rec, comps
 
     @staticmethod
     def _other_fields_match(rec, comps, g: McGroup) -> bool:
@@ -50,23 +54,10 @@ class MCMemberRecordMixin:
 
     @staticmethod
     def _selectors_match(rec, comps, g: McGroup) -> bool:
-        if "mtu_selector" in comps:
-            sel, want = rec.mtu_selector, rec.mtu
-            if sel == SELECTOR_GT and g.mtu <= want:
-                return False
-            if sel == SELECTOR_LT and g.mtu >= want:
-                return False
-            if sel == SELECTOR_EXACT and g.mtu != want:
-                return False
-        if "rate_selector" in comps:
-            sel, want = rec.rate_selector, rec.rate
-            c = compare_rates(g.rate, want)
-            if sel == SELECTOR_GT and c <= 0:
-                return False
-            if sel == SELECTOR_LT and c >= 0:
-                return False
-            if sel == SELECTOR_EXACT and c != 0:
-                return False
+        if "mtu_selector" in comps and not selector_ok(rec.mtu_selector, rec.mtu, g.mtu):
+            return False
+        if "rate_selector" in comps and not selector_ok(rec.rate_selector, rec.rate, g.rate, rate=True):
+            return False
         return True
 
     def _group_record(self, g: McGroup, port_gid: bytes, join_state: int, proxy: int) -> MCMemberRecord:
@@ -97,11 +88,7 @@ class MCMemberRecordMixin:
         return self._member_key(req_port) == member
 
     def _mcmember_join(self, req, src):
-        rec = MCMemberRecord.unpack(req.data)
-        comps = set(comp_fields(MCM_COMP, req.comp_mask))
-        if not all(c in comps for c in self._JOIN_COMPS):
-            raise SaStatus(m.SA_ERR_REQ_INSUFFICIENT_COMPONENTS, "join needs MGID, PortGID, JoinState")
-        self._mcm_validate_rate_mtu(rec, comps)
+        rec, comps = self._membership_request(req, "join")
         req_port = self._requester_port(src)
         port = self._mcm_port(rec)
         proxy = port is not req_port
@@ -209,40 +196,19 @@ class MCMemberRecordMixin:
         not asked for, else what the selector allows."""
         port_mtu = port.neighbor_mtu or port.mtu_cap
         prate = port_rate(port.width_active, port.speed_active)
+        mtu, rate = port_mtu, prate
         if "mtu" in comps and "mtu_selector" in comps and rec.mtu_selector != SELECTOR_BEST:
-            want, sel = rec.mtu, rec.mtu_selector
-            mtu = want
-            if sel == SELECTOR_GT:
-                if want >= port_mtu:
-                    raise SaStatus(m.SA_ERR_REQ_INVALID, "MTU above the port's")
-                mtu = port_mtu
-            elif sel == SELECTOR_LT:
-                mtu = port_mtu if want > port_mtu else want - 1
-            if not mtu_valid(mtu):
-                raise SaStatus(m.SA_ERR_REQ_INVALID, "MTU out of range")
-        else:
-            mtu = port_mtu
+            mtu = select_value(rec.mtu_selector, rec.mtu, port_mtu, exact=EXACT_UNCHECKED)
+            if mtu is None or not mtu_valid(mtu):
+                raise SaStatus(m.SA_ERR_REQ_INVALID, "MTU not realizable on the port")
         if "rate" in comps and "rate_selector" in comps and rec.rate_selector != SELECTOR_BEST:
-            want, sel = rec.rate, rec.rate_selector
-            rate = want
-            if sel == SELECTOR_GT:
-                if compare_rates(want, prate) >= 0:
-                    raise SaStatus(m.SA_ERR_REQ_INVALID, "rate above the port's")
-                rate = prate
-            elif sel == SELECTOR_LT:
-                rate = prate if compare_rates(want, prate) > 0 else rate_prev(want)
-            if not rate_valid(rate):
-                raise SaStatus(m.SA_ERR_REQ_INVALID, "rate out of range")
-        else:
-            rate = prate
+            rate = select_value(rec.rate_selector, rec.rate, prate, rate=True, exact=EXACT_UNCHECKED)
+            if rate is None or not rate_valid(rate):
+                raise SaStatus(m.SA_ERR_REQ_INVALID, "rate not realizable on the port")
         return mtu, rate
 
     def _mcmember_leave(self, req, src):
-        rec = MCMemberRecord.unpack(req.data)
-        comps = set(comp_fields(MCM_COMP, req.comp_mask))
-        if not all(c in comps for c in self._JOIN_COMPS):
-            raise SaStatus(m.SA_ERR_REQ_INSUFFICIENT_COMPONENTS, "leave needs MGID, PortGID, JoinState")
-        self._mcm_validate_rate_mtu(rec, comps)
+        rec, comps = self._membership_request(req, "leave")
         prefix, guid = self._guid_of_gid(rec.port_gid)
         if not self._prefix_ok(prefix):
             raise SaStatus(m.SA_ERR_REQ_INVALID_GID, "PortGID prefix is not this subnet's")
@@ -316,7 +282,7 @@ class MCMemberRecordMixin:
     def _mcmember_query(self, req, src):
         rec = MCMemberRecord.unpack(req.data)
         comps = set(comp_fields(MCM_COMP, req.comp_mask))
-        self._mcm_validate_rate_mtu(rec, comps)
+        check_mtu_rate(rec, comps)
         req_port = self._requester_port(src)
         trusted = bool(self.sm_key) and req.sm_key == self.sm_key
         out = []

@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections import deque
 
 from ...wire import mad as m
-from ...wire.sa_attrs import PR_COMP, SELECTOR_EXACT, SELECTOR_GT, SELECTOR_LT, PathRecord, comp_fields
-from ..mcast import compare_rates, mtu_valid, port_rate, rate_prev, rate_valid
+from ...wire.sa_attrs import PR_COMP, SELECTOR_EXACT, PathRecord, comp_fields
+from ..mcast import compare_rates, port_rate
 from .actions import SaStatus
+from .selector import EXACT_EQUAL, check_mtu_rate, select_value
 
 
 class GraphPaths:
@@ -129,10 +130,7 @@ class PathRecordMixin:
         def has(bit):
             return mask >> bit & 1
 
-        if has(PR_COMP["rate_selector"][0]) and has(PR_COMP["rate"][0]) and not rate_valid(pr.rate):
-            raise SaStatus(m.SA_ERR_REQ_INVALID, "invalid rate")
-        if has(PR_COMP["mtu_selector"][0]) and has(PR_COMP["mtu"][0]) and not mtu_valid(pr.mtu):
-            raise SaStatus(m.SA_ERR_REQ_INVALID, "invalid MTU")
+        check_mtu_rate(pr, comps)
         if has(0) != has(1):
             raise SaStatus(m.SA_ERR_REQ_INSUFFICIENT_COMPONENTS, "half a ServiceID")
         req_port = self._requester_port(src)
@@ -141,25 +139,19 @@ class PathRecordMixin:
             return [self._reply_records(req, src, recs, PathRecord.SIZE)]
         if "dgid" not in comps and "dlid" not in comps:
             raise SaStatus(m.SA_ERR_REQ_INSUFFICIENT_COMPONENTS, "PathRecord without DGID or DLID")
-        src_port = dst_port = None
-        if "sgid" in comps:
-            src_port = self._gid_port(pr.sgid)
-        if "slid" in comps:
-            p = self._port_by_lid(pr.slid)
-            if p is None:
-                return [self._reply_records(req, src, [], PathRecord.SIZE)]
-            if src_port is not None and p is not src_port:
-                raise SaStatus(m.SA_ERR_REQ_INVALID, "SGID and SLID name different ports")
-            src_port = p
-        if "dgid" in comps:
-            dst_port = self._gid_port(pr.dgid)
-        if "dlid" in comps:
-            p = self._port_by_lid(pr.dlid)
-            if p is None:
-                return [self._reply_records(req, src, [], PathRecord.SIZE)]
-            if dst_port is not None and p is not dst_port:
-                raise SaStatus(m.SA_ERR_REQ_INVALID, "DGID and DLID name different ports")
-            dst_port = p
+        ends = []
+        for gid_name, lid_name in (("sgid", "slid"), ("dgid", "dlid")):
+            port = self._gid_port(getattr(pr, gid_name)) if gid_name in comps else None
+            if lid_name in comps:
+                p = self._port_by_lid(getattr(pr, lid_name))
+                if p is None:
+                    return [self._reply_records(req, src, [], PathRecord.SIZE)]
+                if port is not None and p is not port:
+                    raise SaStatus(m.SA_ERR_REQ_INVALID,
+                                   f"{gid_name.upper()} and {lid_name.upper()} name different ports")
+                port = p
+            ends.append(port)
+        src_port, dst_port = ends
         if src_port is not None:
             sources = [src_port]
         elif req.method == m.GET:
@@ -252,44 +244,17 @@ class PathRecordMixin:
             mtu, rate = mr
         pkt_life = 0 if s is d else self.subnet_timeout
         if "mtu_selector" in comps and "mtu" in comps:
-            want = pr.mtu
-            sel = pr.mtu_selector
-            if sel == SELECTOR_GT and mtu <= want:
+            mtu = select_value(pr.mtu_selector, pr.mtu, mtu)
+            if mtu is None:
                 return None
-            if sel == SELECTOR_LT and mtu >= want:
-                if want <= 1:
-                    return None
-                mtu = want - 1
-            if sel == SELECTOR_EXACT:
-                if mtu < want:
-                    return None
-                mtu = want
         if "rate_selector" in comps and "rate" in comps:
-            want = pr.rate
-            sel = pr.rate_selector
-            if sel == SELECTOR_GT and compare_rates(rate, want) <= 0:
+            rate = select_value(pr.rate_selector, pr.rate, rate, rate=True, exact=EXACT_EQUAL)
+            if rate is None:
                 return None
-            if sel == SELECTOR_LT and compare_rates(rate, want) >= 0:
-                rate = rate_prev(want)
-                if not rate:
-                    return None
-            if sel == SELECTOR_EXACT:
-                if compare_rates(rate, want) != 0:
-                    return None
-                rate = want
         if "pkt_life_selector" in comps and "pkt_life" in comps:
-            want = pr.pkt_life
-            sel = pr.pkt_life_selector
-            if sel == SELECTOR_GT and pkt_life <= want:
+            pkt_life = select_value(pr.pkt_life_selector, pr.pkt_life, pkt_life)
+            if pkt_life is None:
                 return None
-            if sel == SELECTOR_LT and pkt_life >= want:
-                if want <= 1:
-                    return None
-                pkt_life = want - 1
-            if sel == SELECTOR_EXACT:
-                if pkt_life < want:
-                    return None
-                pkt_life = want
         raw = "raw_traffic" in comps and pr.raw_traffic
         if "pkey" in comps and not raw:
             pkey = pr.pkey
