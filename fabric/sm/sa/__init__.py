@@ -19,7 +19,8 @@ The modules follow OpenSM's split of its SA: :mod:`.dispatch` is the SA itself (
 dispatch, replies, the lookups the handlers share, the SM's hooks); :mod:`.path_record`,
 :mod:`.mcmember_record`, :mod:`.records` (ClassPortInfo, NodeRecord, PortInfoRecord) and
 :mod:`.informinfo` (subscriptions and Reports) hold one attribute family's handlers each, as
-mixins of :class:`SubnetAdministrator`; :mod:`.actions` the types they return and raise.
+mixins of :class:`SubnetAdministrator`; :mod:`.selector` the MTU/rate/lifetime selector rule they
+share, and :mod:`.actions` the types they return and raise.
 """
 
 from ...wire.sa_attrs import (NR_COMP_FULL, PIR_COMP_FULL, SELECTOR_BEST, SELECTOR_EXACT,
