@@ -12,11 +12,11 @@ STAMP  := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py ipoib/_fastpath.pyx fabric/_wirefast.pyx
+$(STAMP): pyproject.toml setup.py $(wildcard ipoib/*.pyx ipoib/*.pxd fabric/*.pyx fabric/*.pxd)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -e '.[dev]'
-	$(PY) -c "import ipoib._fastpath, fabric._wirefast"  # the extensions must have been built
+	$(PY) -c "import ipoib._fastring, ipoib._fastrx, ipoib._fastpath, fabric._wirefast"  # the extensions must have been built
 	touch $@
 
 # Debian packages the tests use (tshark; later opensm, ibsim-utils, infiniband-diags).
@@ -43,5 +43,5 @@ fabric: install
 	$(VENV)/bin/ibfab demo $(TOPO)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .benchmarks ipoib/_fastpath.c fabric/_wirefast.c ipoib/*.so fabric/*.so runs
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .benchmarks $(patsubst %.pyx,%.c,$(wildcard ipoib/*.pyx fabric/*.pyx)) ipoib/*.so fabric/*.so runs
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

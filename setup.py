@@ -5,16 +5,18 @@ import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
+# The IPoIB fast path is three modules that cimport one another (ipoib/*.pxd): the rings, the
+# receive path, and the provider that ipoib imports.
 extensions = [
     Extension(
-        "ipoib._fastpath",
-        ["ipoib/_fastpath.pyx"],
+        f"ipoib.{name}",
+        [f"ipoib/{name}.pyx"],
         include_dirs=[numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O3"],
-    ),
-    Extension("fabric._wirefast", ["fabric/_wirefast.pyx"], extra_compile_args=["-O3"]),
-]
+    )
+    for name in ("_fastring", "_fastrx", "_fastpath")
+] + [Extension("fabric._wirefast", ["fabric/_wirefast.pyx"], extra_compile_args=["-O3"])]
 
 setup(
     ext_modules=cythonize(

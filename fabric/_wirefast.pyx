@@ -190,10 +190,11 @@ def vcrc_ok(const unsigned char[::1] packet not None):
 # -- switch forwarding engine ------------------------------------------------------------------
 
 
-DEF PORT_LINK_UP = 1
-DEF PORT_ACTIVE = 2
-DEF MCAST_FIRST = 0xC000
-DEF HDR_NO_GRH = 34  # LRH BTH DETH ICRC VCRC
+cdef enum:
+    PORT_LINK_UP = 1
+    PORT_ACTIVE = 2
+    MCAST_FIRST = 0xC000
+    HDR_NO_GRH = 34  # LRH BTH DETH ICRC VCRC
 SEG_HEADROOM = 6  # room for the link burst header (fabric.link.BURST_HDR) in front of a segment
 
 

@@ -8,13 +8,9 @@ from __future__ import annotations
 
 from collections import deque
 
-__all__ = ["BACKEND", "PacketRing", "RingFull", "Provider", "UdpSink"]
+__all__ = ["BACKEND", "PacketRing", "Provider", "UdpSink"]
 
 BACKEND = "std"
-
-
-class RingFull(Exception):
-    """Raised by ``push_or_raise`` when no slot is free."""
 
 
 class PacketRing:

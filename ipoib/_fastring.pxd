@@ -1,0 +1,88 @@
+# C-level API of ipoib._fastring for the other fast-path modules (ipoib._fastrx, ipoib._fastpath).
+# The helpers and ring methods that run per packet have their bodies here, so that every module
+# that cimports them inlines them instead of calling through a pointer.
+cdef enum:
+    # Copies at least this long run without the GIL; below it the release costs more than the copy.
+    NOGIL_COPY = 2048
+    META = 8  # TX slot header: DLID(2) SL(1) reserved(1) DestQP(4)
+
+
+cdef class PacketRing:
+    cdef readonly Py_ssize_t slots
+    cdef readonly Py_ssize_t slot_size
+    cdef readonly object buffer      # numpy uint8 [slots, slot_size]
+    cdef readonly object lengths     # numpy uint32 [slots]
+    cdef unsigned char *_buf
+    cdef unsigned int *_len
+    cdef Py_ssize_t _head            # next slot to pop
+    cdef Py_ssize_t _count
+    cdef readonly unsigned long long pushed
+    cdef readonly unsigned long long popped
+    cdef readonly unsigned long long dropped_full
+    cdef readonly unsigned long long dropped_oversize
+
+    cdef inline Py_ssize_t _reserve(self, Py_ssize_t n):
+        """The slot for an ``n``-octet entry at the tail, or -1 (counted) if it is full or too big."""
+        cdef Py_ssize_t slot
+        if n > self.slot_size:
+            self.dropped_oversize += 1
+            return -1
+        if self._count >= self.slots:
+            self.dropped_full += 1
+            return -1
+        slot = self._head + self._count
+        return slot - self.slots if slot >= self.slots else slot
+
+    cdef inline void _commit(self, Py_ssize_t slot, Py_ssize_t n):
+        self._len[slot] = <unsigned int> n
+        self._count += 1
+        self.pushed += 1
+
+    cdef inline bint _push(self, const unsigned char *src, Py_ssize_t n)
+    cdef inline bytes _pop(self)
+    cdef bint _push_ud(self, unsigned int dlid, unsigned int sl, unsigned int dqpn,
+                       const unsigned char *frame, Py_ssize_t n)
+
+
+cdef Py_ssize_t push_gso(PacketRing ring, unsigned int dlid, unsigned int sl, unsigned int dqpn,
+                         const unsigned char *f, Py_ssize_t n, Py_ssize_t gso, Py_ssize_t l3) noexcept
+
+
+cdef inline unsigned int flow_hash(const unsigned char *f, Py_ssize_t n, bint udp_ports) noexcept nogil:
+    """Hash of an IPoIB frame's IPv4 flow: the TX queue for TSS and the RX queue for RSS.
+
+    Addresses and protocol always; TCP ports too, and UDP ports when ``udp_ports`` (ethtool's
+    ``rx-flow-hash udp4 sdfn``; the default is ``sd``, as ixgbe's). Ports count only in
+    unfragmented datagrams (MF clear, offset 0), and a fragment carries none, so with UDP ports
+    hashed, a flow's fragmented datagrams take another queue than its whole ones and the two
+    can pass each other; hashing UDP by addresses keeps every datagram between two hosts in
+    order, as the standard provider's single queue does. Non-IPv4 frames hash to 0, so ARP
+    stays on one queue, in order."""
+    cdef unsigned int h, ihl
+    if n < 4 + 20 or f[0] != 0x08 or f[1] != 0x00:
+        return 0
+    h = ((f[16] << 24) | (f[17] << 16) | (f[18] << 8) | f[19]) ^ ((f[20] << 24) | (f[21] << 16) | (f[22] << 8) | f[23])
+    h ^= f[13]
+    ihl = (f[4] & 0xF) * 4
+    if (f[13] == 6 or (f[13] == 17 and udp_ports)) and n >= 4 + ihl + 4 and not ((f[10] & 0x3F) or f[11]):
+        h ^= (f[4 + ihl] << 24) | (f[5 + ihl] << 16) | (f[6 + ihl] << 8) | f[7 + ihl]
+    h *= 0x9E3779B1U
+    return h ^ (h >> 16)
+
+
+cdef inline unsigned int csum_fold(unsigned long long acc) noexcept nogil:
+    while acc >> 16:
+        acc = (acc & 0xFFFF) + (acc >> 16)
+    return <unsigned int> acc
+
+
+cdef inline unsigned long long csum_add(unsigned long long acc, const unsigned char *p, Py_ssize_t n) noexcept nogil:
+    """Add ``p[:n]`` to a ones' complement sum as 16-bit big-endian words (an odd last octet is
+    the high half of a word, as when it ends the checksummed data)."""
+    cdef Py_ssize_t i = 0
+    while i + 1 < n:
+        acc += (p[i] << 8) | p[i + 1]
+        i += 2
+    if i < n:
+        acc += p[i] << 8
+    return acc
