@@ -1,7 +1,7 @@
 """Raw pyzmq baselines for the issue 6 end-to-end benchmarks (test_bench_e2e.py, test_bench_latency.py).
 
 They move the same octets as the fabric over the same number of hops with the same framing: a
-ZeroMQ message is a burst (``fabric.link``: a 6-octet header ``!BBBxH`` version/kind/port/count,
+ZeroMQ message is a burst (``fabric.wire.burst``: a 6-octet header ``!BBBxH`` version/kind/port/count,
 then per packet a 16-bit length and the packet), and each packet is as long as the UD packet the
 fabric puts on the wire (LRH, BTH, DETH, the IPoIB frame, pad, ICRC, VCRC). Nothing else happens:
 no parsing, no checks, no IP stack. Three roles, as in ``single:2``:

@@ -102,7 +102,7 @@ def test_burst_send_poll_rate(name, backend, report):
 def _pair(backend):
     """Two rdma_netdevs on single:2 (the SM brings the ports up), the receiver with a counting
     deliver. Returns (tx netdev, its wire list, rx netdev, rx HCA, delivered counter)."""
-    from fabric.link import BURST_HDR, LEN
+    from fabric.wire.burst import BURST_HDR, LEN
 
     net = SmNet("single:2")
     net.start_sm()

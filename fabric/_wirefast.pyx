@@ -195,18 +195,18 @@ cdef enum:
     PORT_ACTIVE = 2
     MCAST_FIRST = 0xC000
     HDR_NO_GRH = 34  # LRH BTH DETH ICRC VCRC
-SEG_HEADROOM = 6  # room for the link burst header (fabric.link.BURST_HDR) in front of a segment
 
 
 def forward_burst(const unsigned char[::1] burst not None, Py_ssize_t offset, Py_ssize_t count,
                   int in_port, const unsigned char[::1] lft not None, Py_ssize_t lft_top,
                   const unsigned char[::1] port_flags not None, const unsigned int[::1] port_mtu not None,
-                  unsigned int own_lid_base, unsigned int own_lid_count):
+                  unsigned int own_lid_base, unsigned int own_lid_count, Py_ssize_t headroom):
     """Forward the unicast data packets of a burst by the LFT, in C.
 
     ``burst[offset:]`` holds ``count`` packets, each preceded by a 16-bit length. Returns
     ``(out, slow, stats)``: ``out`` maps an egress port to ``[packets, segment]`` where the segment
-    is a bytearray that starts with SEG_HEADROOM octets for the outgoing burst header, followed by
+    is a bytearray that starts with ``headroom`` octets for the outgoing burst header
+    (``fabric.wire.burst.BURST_HEADROOM``), followed by
     the length-prefixed packets (so the host sends it without another copy); ``slow`` lists the packets the Python path
     must handle (VL15, multicast, our own LID, anything malformed, so that every drop is classified
     in one place); ``stats`` is (rcv_pkts, rcv_words, relay_errors, [(port, xmit_pkts, xmit_words,
@@ -276,9 +276,9 @@ def forward_burst(const unsigned char[::1] burst not None, Py_ssize_t offset, Py
             if seg is None:
                 # sized for the whole burst up front: growing it packet by packet costs a
                 # realloc-and-copy every few packets
-                seg = [0, PyByteArray_FromStringAndSize(NULL, SEG_HEADROOM + n - offset)]
+                seg = [0, PyByteArray_FromStringAndSize(NULL, headroom + n - offset)]
                 out[outp] = seg
-                used[outp] = SEG_HEADROOM
+                used[outp] = headroom
             seg[0] += 1
             ba = seg[1]
             blen = used[outp]

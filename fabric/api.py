@@ -3,10 +3,14 @@
     from fabric import Fabric
     with Fabric("fattree:2,2,4,1") as fab:
         print(fab.devices()["node0001"]["ports"])
+        fab.nodes["node0001"].ping("node0002")     # what IPoIB, the default node software, adds
         fab.link_down("leaf01", 5)
 
 ``topology`` is a topology file, a generator spec (``single:4``, ``linear:3``,
 ``fattree:LEAVES,SPINES,HCAS_PER_LEAF,LINKS``) or a :class:`fabric.topology.Topology`.
+``node_software`` names what runs on the HCAs (:mod:`fabric.plugins`; ``"none"`` for bare HCAs);
+other keyword arguments are its settings (IPoIB's: ``tx_queues``, ``rx_queues``, ``addresses``).
+``fab.nodes[name]`` is an :class:`HcaNode`, or the node software's subclass of it.
 """
 
 from __future__ import annotations
@@ -15,27 +19,23 @@ import contextlib
 import itertools
 import os
 
-from . import launcher
+from . import launcher, plugins
 from .topology import load_topology
 from .wire import parse_mad
 
 _names = itertools.count(1)
-IPOIB_PLUGIN = "ipoib.hostplugin:attach"  # the software every HCA runs (fabric.host imports it by name)
 
 
 class Fabric:
     def __init__(self, topology, *, name: str | None = None, hosts: int | None = None, timeout: float = 120.0,
-                 sm: bool = True, sm_config: dict | None = None, ipoib: bool | None = None,
-                 addresses: dict | None = None, tx_queues: int | None = None, rx_queues: int | None = None):
+                 sm: bool = True, sm_config: dict | None = None, node_software: str | None = None,
+                 **node_config):
         self.topology = load_topology(topology)
         self.sm = sm
         self.sm_config = sm_config
-        self.ipoib = sm if ipoib is None else ipoib  # IPoIB needs an SM (SA joins, paths)
-        self.addresses = addresses
-        self.queues = {k: v for k, v in (("tx_queues", tx_queues), ("rx_queues", rx_queues)) if v is not None}
-        for k, v in self.queues.items():
-            if not isinstance(v, int) or not 1 <= v <= 64:
-                raise ValueError(f"{k} must be an int from 1 to 64, not {v!r}")
+        # the default software (IPoIB) needs an SM (SA joins, paths): without one, bare HCAs
+        self.node_software = node_software or (plugins.DEFAULT if sm else plugins.NONE)
+        self.node_config = launcher.check_node_config(self.node_software, node_config)
         self.name = name or f"py{os.getpid()}-{next(_names)}"
         self.hosts = hosts
         self.timeout = timeout
@@ -50,12 +50,12 @@ class Fabric:
 
     def start(self) -> "Fabric":
         self.info = launcher.up(self.topology, self.name, hosts=self.hosts, timeout=self.timeout, sm=self.sm,
-                                sm_config=self.sm_config,
-                                node_software=IPOIB_PLUGIN if self.ipoib else None,
-                                node_config=dict(self.queues, **({"addresses": self.addresses} if self.addresses
-                                                                 else {})) or None)
+                                sm_config=self.sm_config, node_software=self.node_software,
+                                node_config=self.node_config)
         self.client = launcher.FabricClient(self.name)
-        self.nodes = {n.name: Node(self, n.name) for n in self.topology.hcas()}
+        software = plugins.node_software(self.node_software)
+        node_class = software.node_class if software is not None else HcaNode
+        self.nodes = {n.name: node_class(self, n.name) for n in self.topology.hcas()}
         return self
 
     def stop(self) -> None:
@@ -154,15 +154,16 @@ class Fabric:
         self.client.call(device, "send_raw", port=port, packet=packet)
 
 
-class Node:
-    """One HCA of a running fabric, as the IPoIB host it carries: ``fab.nodes["node0001"]``."""
+class HcaNode:
+    """One HCA of a running fabric: ``fab.nodes["node0001"]``. Node software extends it (IPoIB's
+    adds ``ping``, ``udp_socket``, ``ip``...)."""
 
     def __init__(self, fab: Fabric, name: str):
         self.fab = fab
         self.name = name
 
     def __repr__(self):
-        return f"<Node {self.name}>"
+        return f"<{type(self).__name__} {self.name}>"
 
     def _dev(self) -> dict:
         return self.fab.devices()[self.name]
@@ -176,64 +177,5 @@ class Node:
         port = next((p for p in self._dev()["ports"] if p["cabled"]), None)
         return f"fe80::{port['guid']:016x}" if port else ""
 
-    def status(self) -> dict:
-        """Interfaces (ib0 and P_Key children) with address, carrier, MTU, neighbours, paths,
-        multicast groups and counters, and the IP layer's statistics."""
-        return self.fab.client.call(self.name, "ipoib_status")
-
-    def interface(self, ifname: str = "ib0") -> dict:
-        for i in self.status()["interfaces"]:
-            if i["ifname"] == ifname:
-                return i
-        raise KeyError(f"{self.name} has no interface {ifname}")
-
-    @property
-    def ip(self) -> str:
-        return self.interface("ib0")["addr"].split("/")[0]
-
-    def _addr(self, dst) -> str:
-        if isinstance(dst, Node):
-            return dst.ip
-        if dst in self.fab.nodes:
-            return self.fab.nodes[dst].ip
-        return str(dst)
-
-    def ping(self, dst, *, count: int = 1, interval: float = 0.2, timeout: float = 1.0, size: int = 56,
-             ifname: str | None = None) -> dict:
-        """ICMP echo from this node; the statistics ping prints (transmitted, received, rtts)."""
-        return self.fab.client.call(self.name, "ping", dst=self._addr(dst), count=count, interval=interval,
-                                    timeout=timeout, size=size, ifname=ifname)
-
-    def udp_socket(self, port: int = 0, addr: str | None = None) -> "UdpSocket":
-        r = self.fab.client.call(self.name, "udp_open", port=port, addr=addr)
-        return UdpSocket(self, r["sock"], r["port"])
-
     def counters(self, port: int = 1) -> dict:
         return self.fab.counters(self.name, port)
-
-
-class UdpSocket:
-    def __init__(self, node: Node, sock: int, port: int):
-        self.node, self.sock, self.port = node, sock, port
-
-    def _call(self, op, **kw):
-        return self.node.fab.client.call(self.node.name, op, sock=self.sock, **kw)
-
-    def sendto(self, data: bytes, dst, port: int | None = None, ifname: str | None = None) -> int:
-        """``sendto(data, (ip_or_node, port))`` or ``sendto(data, ip_or_node, port)``."""
-        if port is None:
-            dst, port = dst
-        return self._call("udp_sendto", data=bytes(data), ip=self.node._addr(dst), port=port, ifname=ifname)
-
-    def recv(self, timeout: float = 1.0) -> list:
-        """Datagrams received (dicts with data, ip, port); waits up to ``timeout`` for the first."""
-        return self._call("udp_recv", timeout=timeout)
-
-    def join(self, group: str, ifname: str | None = None) -> None:
-        self._call("udp_join", group=group, ifname=ifname)
-
-    def leave(self, group: str, ifname: str | None = None) -> None:
-        self._call("udp_leave", group=group, ifname=ifname)
-
-    def close(self) -> None:
-        self._call("udp_close")

@@ -32,9 +32,9 @@ class DiagAgent:
         hca.sm_consumer = self._on_smp
         hca.agents.append(self)
 
-    def start(self, now: float) -> list:
+    def start(self, now: float) -> None:
         self.discovery.start()
-        return self._send(self.engine.pump(now), now)
+        self._send(self.engine.pump(now), now)
 
     def _done(self, subnet) -> None:
         self.result = subnet
@@ -48,27 +48,22 @@ class DiagAgent:
         if self in self.hca.agents:
             self.hca.agents.remove(self)
 
-    def _on_smp(self, pkt, mad, in_port, now):
+    def _on_smp(self, pkt, mad, in_port, now) -> None:
         if mad.tid in self.engine.outstanding:
-            return self._send(self.engine.on_response(mad, now), now)
-        if self._prev is not None:
-            return self._prev(pkt, mad, in_port, now)
-        return []
+            self._send(self.engine.on_response(mad, now), now)
+        elif self._prev is not None:
+            self._prev(pkt, mad, in_port, now)
 
-    def tick(self, now: float) -> list:
-        return self._send(self.engine.tick(now), now)
+    def tick(self, now: float) -> None:
+        self._send(self.engine.tick(now), now)
 
     def next_deadline(self):
         return self.engine.next_deadline()
 
-    def _send(self, actions, now) -> list:
-        txs = []
-        queue = list(actions)
-        while queue:
-            a = queue.pop(0)
+    def _send(self, actions, now) -> None:
+        for a in actions:
             if isinstance(a, SendSmp):
-                txs.extend(send_smp(self.hca, self.port, a.smp, now, dlid=a.dlid))
-        return txs
+                send_smp(self.hca, self.port, a.smp, now, dlid=a.dlid)
 
 
 # -- serialisation between the host and the CLI ---------------------------------------------------

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+from . import plugins
 from .rpc import RpcClient, RpcError
 from .runinfo import RunInfo, run_base, run_dir_for
 from .topology import Topology, load_topology
@@ -85,11 +86,27 @@ def list_fabrics() -> list[str]:
         return []
 
 
+def check_node_config(node_software: str | None, config: dict | None) -> dict:
+    """The settings for ``node_software`` (:mod:`fabric.plugins`), checked by it; ValueError when
+    the software is unknown or a setting is wrong."""
+    config = {k: v for k, v in (config or {}).items() if v is not None}
+    software = plugins.node_software(node_software)
+    if software is None:
+        if config:
+            raise ValueError(f"bare HCAs (node software 'none') take no settings, not {', '.join(config)}")
+        return {}
+    return software.check_config(config)
+
+
 def up(topology, name: str = "default", *, hosts: int | None = None, timeout: float = 120.0,
        sm: bool = True, sm_config: dict | None = None, node_software: str | None = None,
        node_config: dict | None = None) -> RunInfo:
     """Launch a fabric and return once every cabled link is up and, with ``sm`` (the default), once
-    the subnet manager on the topology's SM port has brought the subnet up."""
+    the subnet manager on the topology's SM port has brought the subnet up. ``node_software`` is
+    the name of what runs on the HCAs (None or ``"none"``: bare HCAs)."""
+    node_config = check_node_config(node_software, node_config)
+    if node_software == plugins.NONE:
+        node_software = None
     topo = load_topology(topology)
     topo.validate()
     run_dir = run_dir_for(name)
@@ -105,8 +122,8 @@ def up(topology, name: str = "default", *, hosts: int | None = None, timeout: fl
     info = RunInfo(run_dir, {"name": name, "topology": topo_path, "created": time.time(),
                              "hosts": [{"devices": devs} for devs in plan],
                              "sm": {"node": topo.sm_node, "port": topo.sm_port} if sm else None,
-                             # software each host runs on its HCAs ("module:function"), e.g. IPoIB
-                             "node_software": node_software, "ipoib": node_config or {}})
+                             # what each host runs on its HCAs, by name (fabric.plugins), and its settings
+                             "node_software": node_software, "node_config": node_config})
     info.check_paths()
     info.save()
     procs = []

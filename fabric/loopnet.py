@@ -3,16 +3,17 @@
 This is the sans-IO harness: the same device objects the device hosts run, driven by a plain queue
 instead of ZeroMQ, with time as an explicit input. Tests of the SMA, forwarding, DR routing and the
 SM use it to be fast and deterministic; the real fabric (``fabric.host``) moves the same octets over
-ZeroMQ links between processes.
+ZeroMQ links between processes. Like a device host, LoopNet is the only one that empties a
+device's ``outbox``, and link training is :mod:`fabric.devices.training`'s, as there.
 """
 
 from __future__ import annotations
 
 from collections import deque
 
-from .devices import HCA, cable, make_device
+from .devices import HCA, cable, make_device, training
 from .devices.events import apply_events
-from .link import BURST_HDR, KIND_DOWN, KIND_HELLO, KIND_HELLO_ACK, LEN, decode_burst_packets
+from .wire.burst import KIND_DATA, LEN
 
 
 class LoopNet:
@@ -40,21 +41,21 @@ class LoopNet:
 
     def train_all(self) -> None:
         """Bring every cabled link to LinkUp (ports go to Init), as the hosts' training does."""
-        for (name, port) in self.peers:
-            self._control(name, port, KIND_HELLO)
+        for name, dev in self.devices.items():
+            self._controls(name, training.start(dev))
         self.run()
 
     def set_link(self, name: str, port: int, up: bool) -> None:
         """Pull (or plug back) the cable at ``name``:``port``; the far end sees it too."""
         dev = self.devices[name]
-        dev.ports[port].admin_up = up
-        if up:
-            self._control(name, port, KIND_HELLO)
-        else:
-            self._emit(name, dev.set_link(port, False, self.now))
-            self._control(name, port, KIND_DOWN)
+        self._controls(name, training.set_admin(dev, port, up, self.now))
+        self._drain(name, dev)
         self._handle_events(name)
         self.run()
+
+    def _controls(self, name, controls) -> None:
+        for port, kind in controls:
+            self._control(name, port, kind)
 
     def _control(self, name, port, kind):
         peer = self.peers.get((name, port))
@@ -63,35 +64,43 @@ class LoopNet:
 
     # -- packets -------------------------------------------------------------------------------
 
-    def _emit(self, name: str, txs) -> None:
-        for item in txs:
-            if len(item) == 4:  # a burst segment built by a compiled send path
-                for pkt in decode_burst_packets(item[3], BURST_HDR.size, item[2]):
-                    self._emit_one(name, item[1], pkt)
-            else:
-                self._emit_one(name, *item)
+    def _drain(self, name: str, dev) -> None:
+        """Put what the device sent on its cables."""
+        if dev.outbox:
+            for port, pkt in dev.take_outbox():
+                self._emit_one(name, port, pkt)
 
     def _emit_one(self, name: str, port: int, pkt: bytes) -> None:
         peer = self.peers.get((name, port))
         if self.capture is not None:
             self.capture(name, port, pkt)
         if peer is not None:  # nothing cabled: the packet is lost on the floor
-            self.queue.append((peer[0], peer[1], 0, pkt))
+            self.queue.append((peer[0], peer[1], KIND_DATA, pkt))
 
-    def inject(self, name: str, txs) -> None:
-        """Packets a device's host logic produced (e.g. post_send results). Events the device
-        recorded meanwhile (an SMP its own SMA answered locally) are acted on, as the host does."""
-        self._emit(name, txs)
+    def send_out(self, name: str) -> None:
+        """Put what ``name`` queued in its outbox (what a test made it send) on its cables, and act
+        on the events it recorded, without running the fabric: a test can interleave its own
+        traffic (``run(max_steps=N)``)."""
+        self._drain(name, self.devices[name])
         self._handle_events(name)
+
+    def inject(self, name: str, raw=()) -> None:
+        """Put ``raw`` ((port, octets) pairs: anything at all) on ``name``'s cables, then what the
+        device queued in its outbox meanwhile (what a test made it send), and run the fabric until
+        quiet. Events the device recorded (an SMP its own SMA answered locally) are acted on, as
+        the host does."""
+        for port, pkt in raw:
+            self._emit_one(name, port, pkt)
+        self.send_out(name)
         self._service(name, self.devices[name])
         self.run()
 
     def _handle_events(self, name: str) -> None:
         dev = self.devices[name]
         if dev.events:
-            apply_events(dev, self.now, emit=lambda txs: self._emit(name, txs),
-                         control=lambda port, kind: self._control(name, port, kind),
+            apply_events(dev, self.now, control=lambda port, kind: self._control(name, port, kind),
                          observe=lambda kind, port, detail: self.on_event(name, kind, port, detail))
+            self._drain(name, dev)
 
     def on_event(self, name, kind, port, detail) -> None:
         """Hook for tests and drivers (ClientReregister, LID change, ...)."""
@@ -102,24 +111,15 @@ class LoopNet:
         while self.queue and steps < max_steps:
             name, port, kind, pkt = self.queue.popleft()
             dev = self.devices[name]
-            p = dev.ports[port]
-            if kind == KIND_HELLO:
-                if p.admin_up:
-                    was_up = p.link_up
-                    self._emit(name, dev.set_link(port, True, self.now))
-                    if not was_up:
-                        self._control(name, port, KIND_HELLO_ACK)
-            elif kind == KIND_HELLO_ACK:
-                if p.admin_up:
-                    self._emit(name, dev.set_link(port, True, self.now))
-            elif kind == KIND_DOWN:
-                self._emit(name, dev.set_link(port, False, self.now))
+            if kind != KIND_DATA:
+                self._controls(name, training.on_control(dev, port, kind, self.now))
             elif dev.kind == "hca":  # a burst of one, so that a compiled receive path sees it
-                self._emit(name, dev.receive_burst(port, LEN.pack(len(pkt)) + pkt, 0, 1, self.now)[1])
+                dev.receive_burst(port, LEN.pack(len(pkt)) + pkt, 0, 1, self.now)
                 self.delivered += 1
             else:
-                self._emit(name, dev.receive(port, pkt, self.now))
+                dev.receive(port, pkt, self.now)
                 self.delivered += 1
+            self._drain(name, dev)
             self._handle_events(name)
             self._service(name, dev)
             steps += 1
@@ -127,19 +127,18 @@ class LoopNet:
 
     def _service(self, name: str, dev) -> None:
         """Software on the node (IPoIB's NAPI polls, queued sends) that is due right now."""
-        if dev.outbox:
-            out, dev.outbox[:] = list(dev.outbox), []
-            self._emit(name, out)
         if dev.agents:
             d = dev.next_deadline()
             if d is not None and d <= self.now:
-                self._emit(name, dev.tick(self.now))
+                dev.tick(self.now)
+                self._drain(name, dev)
                 self._handle_events(name)
 
     def advance(self, seconds: float) -> None:
         """Move time forward and run device timers (trap resends)."""
         self.now += seconds
         for name, dev in self.devices.items():
-            self._emit(name, dev.tick(self.now))
+            dev.tick(self.now)
+            self._drain(name, dev)
             self._handle_events(name)
         self.run()

@@ -13,6 +13,7 @@ from ipoib._fastrx cimport RxEngine
 
 from ipoib.netdev import BUSY, OK, NetdevParams, NotSupported, RxInfo
 from ipoib.gso import GsoPacket
+from fabric.wire.burst import BURST_HEADROOM
 # UdpSink is one of our public names; INFO_CACHE bounds the RxInfo cache we keep for the engine
 from ipoib._fastrx import INFO_CACHE, RxDispatch, UdpSink
 
@@ -470,9 +471,9 @@ cdef class Provider:
         port = c.hca.ports[c.port]
         qp = c.qp
         if qp is not None and (not port.link_up or port.state != 4) and any(len(r) for r in self.rings):
-            self._discard_tx(port)
+            self._discard_tx()
         if qp is not None and any(len(r) for r in self.rings):
-            seg = bytearray(6)  # room for the link burst header
+            seg = bytearray(BURST_HEADROOM)  # the host writes the burst header there
             pkey = port.pkeys[qp.pkey_index]
             total = words = octets = 0
             for q, ring in enumerate(self.rings):
@@ -486,15 +487,13 @@ cdef class Provider:
                     st["tx_wakes"] += 1
                     c.wake_queue(q)
             if total:
-                port.counters.add_xmit(total, words)
-                qp.sent += total
                 st["tx_packets"] += total
                 st["tx_bytes"] += octets
-                c.transmit([("segment", c.port, total, seg)])
+                c.hca.post_segment(qp.qpn, c.port, total, words, seg)  # the HCA counts and sends it
 
-    def _discard_tx(self, port):
-        """The port went down under queued frames: each is refused and counted as the standard
-        path's post_send refuses it (PortXmitDiscards), and the queues wake."""
+    def _discard_tx(self):
+        """The port went down under queued frames: the HCA refuses each, as the standard path's
+        post_send would (PortXmitDiscards), without our building it; the queues wake."""
         cdef PacketRing ring
         c = self.ctx
         st = c.stats
@@ -504,8 +503,7 @@ cdef class Provider:
             if not slots:
                 continue
             n = len(slots)
-            port.counters.inc("port_xmit_discards", n)
-            c.hca.drops["send_port_not_active"] += n
+            c.hca.refuse_sends(c.port, n)
             st["tx_packets"] += n  # the standard poll counts a send it handed to the HCA, taken or not
             st["tx_bytes"] += sum(len(x) - META for x in slots)
             if self._stopped[q]:
@@ -549,8 +547,6 @@ cdef class Provider:
         if ovf:
             st["rx_overflow"] += ovf
             st["rx_dropped"] += ovf
-        if c.qp is not None:
-            c.qp.received += n + ovf
         engine.fresh_packets = engine.fresh_bytes = engine.fresh_overflow = 0
         if self.coalesce["adaptive"]:
             self._adapt(now, n)

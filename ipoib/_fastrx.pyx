@@ -358,10 +358,12 @@ cdef inline bint _icrc_ok(const unsigned char *p, Py_ssize_t total) noexcept nog
 
 cdef class RxDispatch:
     """An HCA's compiled receive path (``hca.rx_accel``): a link burst is checked packet by packet
-    in C, in the order hardware checks (length, VCRC, ICRC, LRH, DLID, BTH, destination QP, P_Key,
-    Q_Key). Unicast UD SENDs to a registered IPoIB QP that pass every check go straight into its
-    RSS rings. Everything else (multicast, GRH, management, any packet that fails a check) is
-    returned to the HCA's per-packet path, which delivers, drops and counts it exactly as before."""
+    in C against the checks of ``fabric.devices.ingress.HCA_INGRESS`` that a unicast UD SEND to an
+    IPoIB QP can fail (length, LRH, DLID, BTH, destination QP, P_Key, Q_Key, VCRC, ICRC). Those that
+    pass every check go straight into the QP's RSS rings. Everything else (multicast, GRH,
+    management, any packet that fails a check) is returned to the HCA's per-packet path, which
+    delivers, drops and counts it by that same table. It counts nothing on the HCA: it tells the HCA
+    what it took, and the HCA counts."""
 
     cdef public dict engines   # QPN -> RxEngine
     cdef readonly unsigned long long fast_packets
@@ -376,6 +378,8 @@ cdef class RxDispatch:
         self.engines.pop(qpn, None)
 
     def __call__(self, port, const unsigned char[::1] burst not None, Py_ssize_t offset, Py_ssize_t count, now):
+        """``(slow, taken, words, [(qpn, n), ...])``: the packets left to the per-packet path, how
+        many were taken and their 4-octet words (the port's counters), and each QP's share."""
         cdef Py_ssize_t n = burst.shape[0], off = offset, i, plen, fn
         cdef const unsigned char *p
         cdef unsigned int lid, span, dlid, pad, dqp, last_qpn = 0xFFFFFFFF
@@ -384,6 +388,7 @@ cdef class RxDispatch:
         cdef RxEngine eng = None
         cdef list slow = []
         cdef list touched = []
+        cdef list qps
         # the framing first, so that a bad burst is refused before any packet is taken
         for i in range(count):
             if off + 2 > n:
@@ -434,8 +439,7 @@ cdef class RxDispatch:
                 touched.append(eng)
             eng._take(p + UD_HDRS, fn, (p[6] << 8) | p[7], (p[25] << 16) | (p[26] << 8) | p[27])
         self.fast_packets += taken
-        if taken:
-            port.counters.add_rcv(taken, words)
+        qps = [(e.qpn, e.fresh_packets + e.fresh_overflow) for e in touched]  # the QPs' receive counts
         for e in touched:
             e.owner._rx_event(e, now)
-        return slow
+        return slow, taken, words, qps

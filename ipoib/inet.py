@@ -1,4 +1,4 @@
-"""IPv4, ICMP, UDP and IPoIB ARP formats, as field tables like the IB headers in :mod:`fabric.wire`.
+"""IPv4, ICMP and UDP formats, as field tables like the IB headers in :mod:`fabric.wire`.
 
 Parsers raise :class:`fabric.wire.ParseError` with a ``kind`` for the receive counters; they never
 let IndexError or struct.error escape.
@@ -20,8 +20,6 @@ ICMP_ECHO_REPLY = 0
 ICMP_DEST_UNREACH = 3
 ICMP_ECHO_REQUEST = 8
 ICMP_TIME_EXCEEDED = 11
-ARPHRD_INFINIBAND = 32
-ARP_REQUEST, ARP_REPLY = 1, 2
 
 
 _LITTLE = sys.byteorder == "little"
@@ -85,16 +83,6 @@ class ICMPEcho(Struct):
 
 class UDPHeader(Struct):
     FIELDS = (U("sport", 16), U("dport", 16), U("length", 16), U("checksum", 16))
-
-
-class IPoIBArp(Struct):
-    """ARP over IPoIB (RFC 4391 section 8): 20-octet hardware addresses, 56 octets."""
-
-    FIELDS = (
-        U("htype", 16, ARPHRD_INFINIBAND), U("ptype", 16, 0x0800), U("hlen", 8, 20), U("plen", 8, 4),
-        U("oper", 16),
-        B("sha", 20), B("spa", 4), B("tha", 20), B("tpa", 4),
-    )
 
 
 def build_ipv4(src, dst, proto: int, payload: bytes, *, ttl: int = 64, ident: int = 0,
@@ -176,16 +164,3 @@ def parse_udp(src: bytes, dst: bytes, data) -> tuple[UDPHeader, bytes]:
     if h.checksum and inet_checksum(_udp_pseudo(src, dst, h.length) + data[:h.length]) != 0:
         raise ParseError("UDP checksum mismatch", kind="udp_checksum")
     return h, data[8:h.length]
-
-
-def parse_arp(data) -> IPoIBArp:
-    data = bytes(data)
-    if len(data) < IPoIBArp.SIZE:
-        raise ParseError(f"ARP packet of {len(data)} octets is too short for IPoIB", kind="truncated")
-    a = IPoIBArp.unpack(data)
-    if a.htype != ARPHRD_INFINIBAND or a.ptype != 0x0800 or a.hlen != 20 or a.plen != 4:
-        raise ParseError(f"ARP htype {a.htype} ptype 0x{a.ptype:04x} hlen {a.hlen} plen {a.plen} "
-                         "is not IPoIB over IPv4", kind="arp_format")
-    if a.oper not in (ARP_REQUEST, ARP_REPLY):
-        raise ParseError(f"ARP operation {a.oper} is not request or reply", kind="arp_oper")
-    return a

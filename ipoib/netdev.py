@@ -78,17 +78,16 @@ class RxInfo:
 class NetdevContext:
     """The services a provider gets from the ULP and the host (the ``net_device`` side).
 
-    ``hca``/``port``: the device to create the QP on; ``transmit(txs)``: hand packets to the wire;
-    ``deliver(frame, info)``: netif_receive_skb; ``stop_queue(q)``/``wake_queue(q)``: TX flow
+    ``hca``/``port``: the device to create the QP on and send with (``hca.post_send``,
+    ``hca.post_segment``: the HCA puts them on the wire); ``deliver(frame, info)``: netif_receive_skb; ``stop_queue(q)``/``wake_queue(q)``: TX flow
     control; ``schedule_poll()``: napi_schedule (the host runs ``poll`` soon); ``arm_timer(t)``:
     run ``poll`` at time ``t`` (the interrupt moderation timer; without one, as soon as possible).
     """
 
-    def __init__(self, hca, port: int, *, transmit, deliver, stop_queue=None, wake_queue=None,
+    def __init__(self, hca, port: int, *, deliver, stop_queue=None, wake_queue=None,
                  schedule_poll=None, arm_timer=None, now=lambda: 0.0):
         self.hca = hca
         self.port = port
-        self.transmit = transmit
         self.deliver = deliver
         self.stop_queue = stop_queue or (lambda q: None)
         self.wake_queue = wake_queue or (lambda q: None)
@@ -112,6 +111,15 @@ class RdmaNetdev:
         self.fallbacks: dict[str, int] = {}
         for op in OPS:
             setattr(self, op, self._bind(op))
+
+    @classmethod
+    def create(cls, ctx, provider_cls) -> "RdmaNetdev":
+        """The device an interface gets: a backend's ``provider_cls`` over the standard
+        implementation, or the standard one alone when that is what the backend provides."""
+        from .std import StdProvider
+
+        standard = StdProvider(ctx)
+        return cls(provider_cls(ctx) if provider_cls is not StdProvider else None, standard)
 
     def _bind(self, op: str):
         fn = getattr(self.provider, op, None) if self.provider is not None else None

@@ -1,9 +1,10 @@
-"""An IPoIB node: the ULP interfaces and the host IP layer running on an HCA inside a device host.
+"""An IPoIB node: the ULP interfaces on an HCA, and the IP host above them.
 
-Sans-IO like the devices: everything it puts on the wire collects in ``hca.outbox``, which the host
-(or LoopNet) drains; time comes from ``now()``. The host registers it as an agent of the HCA, so its
-timers run from the host loop, and forwards the HCA's events (port state, LID change,
-ClientReregister, P_Key change) to ``on_event``.
+Sans-IO like the devices: what it sends, the HCA sends (``post_send``, ``post_segment``) and queues
+in ``hca.outbox``, which only the device host (or LoopNet) empties. It is an agent of the HCA, so
+its timers run from the host loop, and it gets the HCA's events (port state, LID change,
+ClientReregister, P_Key change) through ``on_event``. It is the glue that reads the clock it was
+given, once per entry point, and hands ``now`` to the ULP, which never reads one.
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ from fabric.mad import saclient
 from fabric.wire import smp_attrs as sa
 
 from . import core as backend_core
-from .ip import IpStack
+from .iphost import IpStack
 from .netdev import AddressHandle, NetdevContext, RdmaNetdev
-from .std import StdProvider
 from .ulp import SA_TIMEOUT_S, IPoIBInterface
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,8 @@ def default_address(index: int, pkey: int) -> tuple[str, int]:
 
 class IPoIBNode:
     def __init__(self, hca, index: int, *, port: int = 1, clock=None, backend=None, addresses=None,
-                 children: bool = True, tx_queues: int | None = None, rx_queues: int | None = None):
+                 children: bool = True, tx_queues: int | None = None, rx_queues: int | None = None,
+                 iphost=None):
         self.hca = hca
         self.port = port
         self.index = index
@@ -49,9 +50,7 @@ class IPoIBNode:
         self.addresses = addresses or {}  # ifname -> "ip/prefix"
         self.auto_children = children
         self.queues = {k: v for k, v in (("tx_queues", tx_queues), ("rx_queues", rx_queues)) if v}  # ethtool -L
-        self.ip = IpStack(hca.name, now=self.now)
-        self.ip.on_join_group = self._ip_join
-        self.ip.on_leave_group = self._ip_leave
+        self.ip = iphost if iphost is not None else IpStack(hca.name, now=self.now)  # the IP host above
         self.ifs: dict[str, IPoIBInterface] = {}
         self._sa_pending: dict[int, tuple] = {}  # tid -> (callback, deadline)
         self._collector = saclient.SaCollector()
@@ -67,18 +66,16 @@ class IPoIBNode:
     # -- interfaces ----------------------------------------------------------------------------
 
     def _make_interface(self, ifname: str, pkey: int) -> IPoIBInterface:
-        ctx = NetdevContext(self.hca, self.port, transmit=self.hca.outbox.extend,
-                            deliver=lambda frame, info, n=ifname: self.ifs[n].rx_frame(frame, info),
+        clock = self._clock
+        ctx = NetdevContext(self.hca, self.port,
+                            deliver=lambda frame, info, n=ifname: self.ifs[n].rx_frame(frame, info, clock()),
                             schedule_poll=lambda n=ifname: self._poll_pending.add(n), now=self.now,
                             arm_timer=lambda t, n=ifname: self._arm_poll_timer(n, t),
                             stop_queue=lambda q, n=ifname: self._queue_state(n, q, True),
                             wake_queue=lambda q, n=ifname: self._queue_state(n, q, False))
         for k, v in self.queues.items():  # what the provider reads in get_params (the standard one has 1)
             setattr(ctx, k, v)
-        standard = StdProvider(ctx)
-        provider_cls = getattr(self.backend, "Provider", None)
-        provider = provider_cls(ctx) if provider_cls is not None and provider_cls is not StdProvider else None
-        netdev = RdmaNetdev(provider, standard)
+        netdev = RdmaNetdev.create(ctx, self.backend.Provider)
         # an echo hook at the driver (perf --latency --ud) answers through the same data path
         ctx.reflect = lambda frame, slid, src_qp, nd=netdev: nd.send(frame, AddressHandle(dlid=slid), src_qp)
         ifc = IPoIBInterface(self, ifname, pkey, netdev)
@@ -86,9 +83,7 @@ class IPoIBNode:
         addr = self.addresses.get(ifname)
         ip, prefix = addr.split("/") if addr else default_address(self.index, pkey)
         prefix = int(prefix)
-        ifc.ip = (ipaddress.IPv4Address(ip).packed, prefix)
-        self.ip.add_interface(ifname, str(ip), prefix, 2044, ifc.xmit_ip)
-        self.ip.set_carrier(ifname, False)
+        ifc.host = self.ip.attach(ifc, str(ip), prefix, 2044)  # carrier off until the broadcast join
         ifc.open(self.now())
         return ifc
 
@@ -101,8 +96,12 @@ class IPoIBNode:
         """netif_stop_queue / netif_wake_queue from the provider: the interface stops handing it
         frames while its send queue is full."""
         ifc = self.ifs.get(ifname)
-        if ifc is not None:
-            (ifc.queue_stop if stopped else ifc.queue_wake)(q)  # the watchdog starts counting here
+        if ifc is None:
+            return
+        if stopped:
+            ifc.queue_stop(q, self.now())  # the watchdog starts counting here
+        else:
+            ifc.queue_wake(q)
 
     def start(self) -> None:
         """ip link set ib0 up (and the P_Key children the port's table calls for)."""
@@ -124,7 +123,7 @@ class IPoIBNode:
         for pkey in set(have) - want:
             name = have[pkey]
             self.ifs[name].stop(now)
-            self.ip.remove_interface(name)
+            self.ifs[name].host.detach()
             del self.ifs[name]
 
     # -- events from the HCA -------------------------------------------------------------------
@@ -148,14 +147,15 @@ class IPoIBNode:
 
     # -- SA client -----------------------------------------------------------------------------
 
-    def sa_query(self, tid: int, mad: bytes, callback) -> None:
+    def sa_query(self, tid: int, mad: bytes, callback, now: float) -> None:
+        """Send an SA request; ``callback(response or None, now)`` once it is answered or times out."""
         port = self.hca.ports[self.port]
         if not port.sm_lid:
-            callback(None)
+            callback(None, now)
             return
-        self._sa_pending[tid] = (callback, self.now() + SA_TIMEOUT_S)
-        self.hca.outbox.extend(self.hca.post_send(1, dlid=port.sm_lid, dest_qp=1, payload=mad, qkey=w.QKEY_GSI,
-                                                  now=self.now(), port_num=self.port))
+        self._sa_pending[tid] = (callback, now + SA_TIMEOUT_S)
+        self.hca.post_send(1, dlid=port.sm_lid, dest_qp=1, payload=mad, qkey=w.QKEY_GSI, now=now,
+                           port_num=self.port)
 
     def _on_gsi(self, comp) -> None:
         try:
@@ -166,23 +166,11 @@ class IPoIBNode:
             return
         entry = self._sa_pending.pop(resp.tid, None)
         if entry is not None:
-            entry[0](resp)
-
-    # -- IP multicast membership ---------------------------------------------------------------
-
-    def _ip_join(self, ifname: str, group: bytes) -> None:
-        ifc = self.ifs.get(ifname)
-        if ifc is not None:
-            ifc.join_ip_group(group, self.now())
-
-    def _ip_leave(self, ifname: str, group: bytes) -> None:
-        ifc = self.ifs.get(ifname)
-        if ifc is not None:
-            ifc.leave_ip_group(group)
+            entry[0](resp, self.now())
 
     # -- agent protocol (timers and NAPI) ------------------------------------------------------
 
-    def tick(self, now: float) -> list:
+    def tick(self, now: float) -> None:
         for name, t in list(self._poll_timers.items()):
             if now >= t:
                 del self._poll_timers[name]
@@ -192,13 +180,11 @@ class IPoIBNode:
             if now >= deadline:
                 del self._sa_pending[tid]
                 self._collector.abandon(tid)
-                cb(None)
+                cb(None, now)
         for ifc in list(self.ifs.values()):
             ifc.tick(now)
         self.ip.tick(now)
         self._run_polls()  # what the timers just sent leaves in this same pass, not the next one
-        out, self.hca.outbox[:] = list(self.hca.outbox), []
-        return out
 
     def _run_polls(self) -> None:
         """NAPI: one poll of each interface that asked for one (a poll that used its whole budget
@@ -215,7 +201,7 @@ class IPoIBNode:
                 ifc.stats["poll_errors"] = ifc.stats.get("poll_errors", 0) + 1
 
     def next_deadline(self):
-        if self._poll_pending or self.hca.outbox:
+        if self._poll_pending:
             return 0.0  # due now, whatever the caller's clock says
         c = [d for _, d in self._sa_pending.values()]
         c += self._poll_timers.values()

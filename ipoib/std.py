@@ -174,20 +174,16 @@ class StdProvider:
     def _complete_sends(self) -> None:
         c = self.ctx
         st = c.stats
-        txs = []
         while c.sendq:
             packet, ah, dqpn = c.sendq.popleft()
-            out = c.hca.post_send(c.qp.qpn, dlid=ah.dlid, dest_qp=dqpn, payload=packet, sl=ah.sl, dgid=ah.dgid,
-                                  src_path_bits=ah.src_path_bits, now=c.now(), port_num=c.port)
+            c.hca.post_send(c.qp.qpn, dlid=ah.dlid, dest_qp=dqpn, payload=packet, sl=ah.sl, dgid=ah.dgid,
+                            src_path_bits=ah.src_path_bits, now=c.now(), port_num=c.port)
             st["tx_packets"] += 1
             st["tx_bytes"] += len(packet)
-            txs.extend(out)
             if c.queue_stopped and len(c.sendq) <= SENDQ_SIZE // 2:
                 c.queue_stopped = False
                 st["tx_wakes"] += 1
                 c.wake_queue(0)
-        if txs:
-            c.transmit(txs)
 
     # -- ethtool ---------------------------------------------------------------------------------
 

@@ -16,7 +16,11 @@ What it owns, as in drivers/infiniband/ulp/ipoib (the upstream split the seeds d
   reopen.
 
 The data path is the rdma_netdev provider's (``self.netdev``): ``send(frame, ah, dqpn)`` and
-received frames through ``rx_frame``.
+received frames through ``rx_frame``. Above, the interface is a link of an IP host
+(:mod:`ipoib.iphost`): it is that host's ``LinkDriver`` (``xmit``, ``join_group``, ``leave_group``)
+and talks to it only through the ``HostLink`` it was attached with (``self.host``).
+
+Sans-IO: every entry point takes ``now``; nothing here reads a clock.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from fabric import wire as w
 from fabric.mad import saclient
 from fabric.wire import smp_attrs as sa
 
-from . import inet
+from . import encap
 from .gso import GsoPacket
 from .netdev import BUSY, AddressHandle
 
@@ -43,16 +47,7 @@ JOIN_BACKOFF_MAX = 16.0
 SA_TIMEOUT_S = 1.0
 TX_TIMEOUT_S = 5.0  # the netdev watchdog (watchdog_timeo)
 GRH_AREA = 40
-_IPV4_HDR = w.IPoIBHeader(ethertype=w.ETHERTYPE_IPV4).pack()
-
-
-def mac_of(qpn: int, gid: bytes) -> bytes:
-    return w.IPoIBLinkAddr(flags=0, qpn=qpn, gid=gid).pack()
-
-
-def split_mac(hw: bytes) -> tuple[int, bytes]:
-    a = w.IPoIBLinkAddr.unpack(hw)
-    return a.qpn, a.gid
+_IPV4_HDR = encap.IPoIBHeader(ethertype=encap.ETHERTYPE_IPV4).pack()
 
 
 @dataclass
@@ -111,7 +106,7 @@ class IPoIBInterface:
         self.groups: dict[bytes, McastGroup] = {}
         self.neigh: dict[bytes, Neighbour] = {}
         self.paths: dict[bytes, Path] = {}
-        self.ip = None  # (addr bytes, prefix)
+        self.host = None  # the HostLink of the IP host this interface is a link of
         self._bcast_of, self._bcast = None, None
         self.queue_stopped = False  # every TX queue stopped: frames are dropped here
         self.stopped_queues: dict = {}  # TX queue -> since when it is stopped
@@ -134,11 +129,16 @@ class IPoIBInterface:
 
     @property
     def hwaddr(self) -> bytes:
-        return mac_of(self.qpn, self.gid)
+        return encap.hwaddr(self.qpn, self.gid)
+
+    @property
+    def ip(self) -> tuple[bytes, int] | None:
+        """The interface's IPv4 address and prefix, as its IP host has them (ARP answers for it)."""
+        return self.host.address if self.host is not None else None
 
     @property
     def broadcast(self) -> bytes:
-        return mac_of(w.IPOIB_BROADCAST_QPN, self.bcast_mgid)
+        return encap.hwaddr(w.QPN_MULTICAST, self.bcast_mgid)
 
     def _drop(self, reason: str, counter: str = "rx_dropped", n: int = 1) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + n
@@ -164,7 +164,7 @@ class IPoIBInterface:
 
     def stop(self, now: float) -> None:
         for g in list(self.groups.values()):
-            self._leave(g)
+            self._leave(g, now)
         self.groups.clear()
         self.netdev.stop()
         self.up = False
@@ -180,7 +180,8 @@ class IPoIBInterface:
         if on == self.carrier:
             return
         self.carrier = on
-        self.node.ip.set_carrier(self.ifname, on)
+        if self.host is not None:
+            self.host.set_carrier(on)
 
     # -- multicast -----------------------------------------------------------------------------
 
@@ -216,7 +217,7 @@ class IPoIBInterface:
                                               create=True)
         self.stats["joins"] += 1
         g.tid = tid
-        self.node.sa_query(tid, mad, lambda resp, g=g, tid=tid: self._join_done(g, resp, self.node.now(), tid))
+        self.node.sa_query(tid, mad, lambda resp, now, g=g, tid=tid: self._join_done(g, resp, now, tid), now)
 
     def _join_done(self, g: McastGroup, resp, now: float, tid: int | None = None) -> None:
         if self.groups.get(g.mgid) is not g:
@@ -247,48 +248,51 @@ class IPoIBInterface:
             self.netdev.attach_mcast(g.mgid, g.mlid, is_bcast, g.qkey)
             g.attached = True
         if is_bcast:
-            mtu = sa.MTU_BYTES.get(g.mtu, 2048) - w.IPOIB_HDR_LEN
+            mtu = sa.MTU_BYTES.get(g.mtu, 2048) - encap.IPOIB_HDR_LEN
             self.mtu = min(mtu, self.admin_mtu) if self.admin_mtu else mtu
-            self.node.ip.set_mtu(self.ifname, self.mtu)
+            if self.host is not None:
+                self.host.set_mtu(self.mtu)
             self._update_carrier(now)
             for other in list(self.groups.values()):
                 if other.state == "waiting":
                     self._send_join(other, now)
         while g.pending:
             frame = g.pending.popleft()
-            self._send_frame(frame, self._mcast_ah(g), w.IPOIB_BROADCAST_QPN)
+            self._send_frame(frame, self._mcast_ah(g), w.QPN_MULTICAST)
 
-    def _leave(self, g: McastGroup) -> None:
+    def _leave(self, g: McastGroup, now: float) -> None:
         if g.attached:
             self.netdev.detach_mcast(g.mgid, g.mlid)
             g.attached = False
         if g.state == "joined" and self.port.sm_lid:
             tid, mad = saclient.mcmember_leave(g.mgid, self.gid, g.join_state)
-            self.node.sa_query(tid, mad, lambda resp: None)
+            self.node.sa_query(tid, mad, lambda resp, now: None, now)
         g.state = "idle"
 
-    def leave(self, mgid: bytes) -> None:
+    def leave(self, mgid: bytes, now: float) -> None:
         g = self.groups.pop(mgid, None)
         if g is not None:
-            self._leave(g)
+            self._leave(g, now)
 
     def _mcast_ah(self, g: McastGroup) -> AddressHandle:
         return AddressHandle(dlid=g.mlid, sl=g.sl, dgid=g.mgid)
 
     def ip_mgid(self, group: bytes) -> bytes:
-        return w.ipoib_ipv4_mcast_mgid(group, self.pkey)
+        return encap.ipv4_mcast_mgid(group, self.pkey)
 
-    def join_ip_group(self, group: bytes, now: float) -> None:
+    # -- the IP host's side (LinkDriver) -------------------------------------------------------
+
+    def join_group(self, group: bytes, now: float) -> None:
+        """The IP host's first member of an IPv4 group on this interface: join its MGID."""
         self.join(self.ip_mgid(group), w.JOIN_FULL_MEMBER, now, ip=group)
 
-    def leave_ip_group(self, group: bytes) -> None:
-        self.leave(self.ip_mgid(group))
+    def leave_group(self, group: bytes, now: float) -> None:
+        self.leave(self.ip_mgid(group), now)
 
     # -- transmit ------------------------------------------------------------------------------
 
-    def xmit_ip(self, ifname: str, next_hop: bytes, packet: bytes) -> bool:
-        """From the IP layer: one IPv4 packet for ``next_hop``."""
-        now = self.node.now()
+    def xmit(self, next_hop: bytes, packet: bytes, now: float) -> bool:
+        """From the IP host: one IPv4 packet for ``next_hop``."""
         if not self.carrier:
             self._drop("no_carrier", "tx_dropped")
             return False
@@ -344,10 +348,10 @@ class IPoIBInterface:
                 self._send_join(g, now)
             return True
         self.stats["tx_multicast"] += 1  # ip -s link's "multicast" counts received ones only
-        return self._send_frame(frame, self._mcast_ah(g), w.IPOIB_BROADCAST_QPN)
+        return self._send_frame(frame, self._mcast_ah(g), w.QPN_MULTICAST)
 
     def _xmit_unicast(self, hwaddr: bytes, frame: bytes, now: float) -> bool:
-        qpn, dgid = split_mac(hwaddr)
+        qpn, dgid = encap.split_hwaddr(hwaddr)
         p = self.paths.get(dgid)
         if p is None:
             p = self.paths[dgid] = Path(dgid)
@@ -388,7 +392,7 @@ class IPoIBInterface:
         p.deadline = now + PATH_TIMEOUT_S
         self.stats["path_queries"] += 1
         tid, mad = saclient.path_record_query(self.gid, p.dgid, pkey=self.pkey, numb_path=1, reversible=True)
-        self.node.sa_query(tid, mad, lambda resp, p=p: self._path_done(p, resp))
+        self.node.sa_query(tid, mad, lambda resp, now, p=p: self._path_done(p, resp), now)
 
     def _path_done(self, p: Path, resp) -> None:
         p.querying = False
@@ -415,14 +419,14 @@ class IPoIBInterface:
             return
         n.tries += 1
         n.next_retry = now + ARP_RETRY_S
-        arp = inet.IPoIBArp(oper=inet.ARP_REQUEST, sha=self.hwaddr, spa=self.ip[0], tha=bytes(20), tpa=n.ip)
+        arp = encap.IPoIBArp(oper=encap.ARP_REQUEST, sha=self.hwaddr, spa=self.ip[0], tha=bytes(20), tpa=n.ip)
         self.stats["arp_requests"] += 1
-        frame = w.IPoIBHeader(ethertype=w.ETHERTYPE_ARP).pack() + arp.pack()
+        frame = encap.IPoIBHeader(ethertype=encap.ETHERTYPE_ARP).pack() + arp.pack()
         self._xmit_mcast(self.bcast_mgid, frame, now)
 
     def _arp_input(self, data: bytes, now: float) -> None:
         try:
-            a = inet.parse_arp(data)
+            a = encap.parse_arp(data)
         except w.ParseError as exc:
             self._drop("arp_" + exc.kind, "rx_errors")
             return
@@ -437,29 +441,28 @@ class IPoIBInterface:
             n.hwaddr, n.state, n.used = a.sha, "REACHABLE", now
             while n.pending:
                 self._xmit_unicast(n.hwaddr, n.pending.popleft(), now)
-        if a.oper == inet.ARP_REQUEST and ours:
-            rep = inet.IPoIBArp(oper=inet.ARP_REPLY, sha=self.hwaddr, spa=self.ip[0], tha=a.sha, tpa=a.spa)
+        if a.oper == encap.ARP_REQUEST and ours:
+            rep = encap.IPoIBArp(oper=encap.ARP_REPLY, sha=self.hwaddr, spa=self.ip[0], tha=a.sha, tpa=a.spa)
             self.stats["arp_replies"] += 1
-            frame = w.IPoIBHeader(ethertype=w.ETHERTYPE_ARP).pack() + rep.pack()
+            frame = encap.IPoIBHeader(ethertype=encap.ETHERTYPE_ARP).pack() + rep.pack()
             self._xmit_unicast(a.sha, frame, now)
 
     # -- receive -------------------------------------------------------------------------------
 
-    def rx_frame(self, buf: bytes, info) -> None:
+    def rx_frame(self, buf: bytes, info, now: float) -> None:
         """netif_receive_skb: a frame from the provider, after the 40-octet GRH area."""
-        now = self.node.now()
-        if len(buf) < GRH_AREA + w.IPOIB_HDR_LEN:
+        if len(buf) < GRH_AREA + encap.IPOIB_HDR_LEN:
             self._drop("runt", "rx_errors")
             return
         if type(buf) is GsoPacket:  # a run of UDP datagrams the provider coalesced (GRO)
             frame = GsoPacket(buf[GRH_AREA:], buf.gso_size, buf.l3 - GRH_AREA)
             self.stats["rx_packets"] += frame.segments
             self.stats["rx_bytes"] += frame.wire_len
-            self.node.ip.input(self.ifname, GsoPacket(frame[w.IPOIB_HDR_LEN:], frame.gso_size, 0))
+            self.host.receive(GsoPacket(frame[encap.IPOIB_HDR_LEN:], frame.gso_size, 0))
             return
         frame = buf[GRH_AREA:]
         try:
-            hdr = w.IPoIBHeader.unpack(frame)
+            hdr = encap.IPoIBHeader.unpack(frame)
         except w.ParseError:
             self._drop("bad_header", "rx_errors")
             return
@@ -467,10 +470,10 @@ class IPoIBInterface:
         self.stats["rx_bytes"] += len(frame)
         if info.dgid is not None and info.dgid[0] == 0xFF:
             self.stats["multicast"] += 1
-        body = frame[w.IPOIB_HDR_LEN:]
-        if hdr.ethertype == w.ETHERTYPE_IPV4:
-            self.node.ip.input(self.ifname, body)
-        elif hdr.ethertype == w.ETHERTYPE_ARP:
+        body = frame[encap.IPOIB_HDR_LEN:]
+        if hdr.ethertype == encap.ETHERTYPE_IPV4:
+            self.host.receive(body)
+        elif hdr.ethertype == encap.ETHERTYPE_ARP:
             self._arp_input(body, now)
         else:
             self._drop(f"ethertype_0x{hdr.ethertype:04x}")
@@ -501,11 +504,11 @@ class IPoIBInterface:
             self._send_join(g, now)
         self._update_carrier(now)
 
-    def queue_stop(self, queue: int) -> None:
+    def queue_stop(self, queue: int, now: float) -> None:
         """netif_tx_stop_queue, from the provider, for one TX queue. The interface stops handing
         out frames only when every queue is stopped; a frame for a stopped queue among running
         ones is the provider's to refuse (BUSY), since only it knows which queue a frame takes."""
-        self.stopped_queues.setdefault(queue, self.node.now())
+        self.stopped_queues.setdefault(queue, now)
         self.stopped_since = min(self.stopped_queues.values())  # the watchdog: the longest stopped
         self.queue_stopped = len(self.stopped_queues) >= max(1, self.params.tx_queues)
 

@@ -52,8 +52,10 @@ class Fab:
     def send(self, src: str, qpn: int, dst: str | int, dest_qp: int, payload: bytes, **kw) -> list:
         """post_send on ``src`` and put the result on the wire; returns the packets sent."""
         dlid = dst if isinstance(dst, int) else self.lid(dst)
-        txs = self.net[src].post_send(qpn, dlid=dlid, dest_qp=dest_qp, payload=payload, now=self.net.now, **kw)
-        self.net.inject(src, txs)
+        dev = self.net[src]
+        dev.post_send(qpn, dlid=dlid, dest_qp=dest_qp, payload=payload, now=self.net.now, **kw)
+        txs = list(dev.outbox)
+        self.net.inject(src)
         return txs
 
     def inject_raw(self, src: str, port: int, raw: bytes) -> None:
@@ -64,7 +66,8 @@ class Fab:
         """Send an SMP from the SM's node; the response (or None) popped from its QP0 by TID."""
         src = src or self.sm_name
         hca = self.net[src]
-        self.net.inject(src, send_smp(hca, 1, smp, self.net.now, dlid=dlid))
+        send_smp(hca, 1, smp, self.net.now, dlid=dlid)
+        self.net.inject(src)
         return pop_mad(hca, smp.tid)
 
     # -- counters --------------------------------------------------------------------------------

@@ -187,7 +187,8 @@ def loopnet_exchange(net, hca_name, port=1):
     from fabric.devices import send_smp
 
     def exchange(smp):
-        net.inject(hca_name, send_smp(hca, port, smp, net.now))
+        send_smp(hca, port, smp, net.now)
+        net.inject(hca_name)
         return pop_mad(hca, smp.tid)
 
     return exchange

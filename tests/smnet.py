@@ -30,8 +30,8 @@ class SmNet(LoopNet):
         port = port or self.topology.sm_port
         cfg = SMConfig(**{**self.config, **config})
         self.agent = SmAgent(self.devices[node], port, cfg)
-        self._emit(node, self.agent.start(self.now))
-        self._handle_events(node)
+        self.agent.start(self.now)
+        self.send_out(node)
         if run:
             self.settle()
         return self.agent
@@ -42,7 +42,8 @@ class SmNet(LoopNet):
 
     def request_sweep(self) -> None:
         """Ask the running SM for a heavy sweep now and run it to the end."""
-        self.inject(self.agent.hca.name, self.agent.request_sweep(self.now))
+        self.agent.request_sweep(self.now)
+        self.inject(self.agent.hca.name)
 
     def settle(self, seconds: float = 0.0, step: float = 0.3) -> None:
         """Run until quiet, advancing time so that retries and light sweeps happen."""
@@ -65,8 +66,9 @@ class SmNet(LoopNet):
         s, d = self.devices[src], self.devices[dst]
         sq = self._test_qp(s, qkey)
         dq = self._test_qp(d, qkey)
-        self.inject(src, s.post_send(sq.qpn, dlid=self.lid(dst), dest_qp=dq.qpn, payload=payload,
-                                     pkey_index=pkey_index, now=self.now))
+        s.post_send(sq.qpn, dlid=self.lid(dst), dest_qp=dq.qpn, payload=payload, pkey_index=pkey_index,
+                    now=self.now)
+        self.inject(src)
         return dq.poll()
 
     def _test_qp(self, hca, qkey):
@@ -81,8 +83,9 @@ class SmNet(LoopNet):
         """Send an SA MAD from an HCA's QP1 to the SM's LID; returns the response MADs."""
         hca = self.devices[client]
         sm_lid = hca.ports[port].sm_lid
-        self.inject(client, hca.post_send(1, dlid=sm_lid, dest_qp=1, payload=mad.pack(), qkey=w.QKEY_GSI,
-                                          now=self.now, port_num=port))
+        hca.post_send(1, dlid=sm_lid, dest_qp=1, payload=mad.pack(), qkey=w.QKEY_GSI, now=self.now,
+                      port_num=port)
+        self.inject(client)
         out = []
         for c in hca.qps[1].poll(1000):
             out.append(w.parse_mad(c.payload))

@@ -9,7 +9,7 @@ import pytest
 from fabric.capture import read_erf
 from tsharkjson import find, tshark_json
 from fabric.wire import split_ud_packet
-from ipoib.demo_capture import write_demo
+from fabric.capture_demo import write_demo
 
 FIELDS = {
     "dlid": "infiniband.lrh.dlid", "slid": "infiniband.lrh.slid", "pkey": "infiniband.bth.p_key",
@@ -91,7 +91,7 @@ def test_expert_check_catches_a_broken_packet(tshark, tmp_path):
     from fabric.capture import ErfWriter
     from fabric.wire import split_ud_packet as split
     from fabric.wire import build_ud_packet
-    from ipoib.demo_capture import demo_packets
+    from fabric.capture_demo import demo_packets
 
     _ts, _name, pkt, _exp = demo_packets()[0]
     p = split(pkt)

@@ -5,15 +5,17 @@ import pytest
 
 from fabric import wire as w
 from ipnet import IpNet
-from ipoib import _stdpath, inet
+from ipoib import _stdpath
+from ipoib import inet
 from ipoib.netdev import BUSY, OK, AddressHandle
+from ipoib import encap
 
 _fastpath = pytest.importorskip("ipoib._fastpath")
 
 
 def _frame(i, sport):
     src, dst = inet.ip4("198.18.0.1"), inet.ip4("198.18.0.3")
-    return w.IPoIBHeader(ethertype=w.ETHERTYPE_IPV4).pack() + inet.build_ipv4(
+    return encap.IPoIBHeader(ethertype=encap.ETHERTYPE_IPV4).pack() + inet.build_ipv4(
         src, dst, inet.IPPROTO_UDP, inet.build_udp(src, dst, sport, 9000, i.to_bytes(4, "big") * 8), ident=i)
 
 

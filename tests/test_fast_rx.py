@@ -4,11 +4,13 @@ budgets and interrupt moderation, and its fallback to the per-packet path for ev
 import pytest
 
 from fabric import wire as w
-from fabric.link import LEN
+from fabric.wire.burst import LEN
 from fabric.wire import ParseError
 from ipnet import IpNet
-from ipoib import _stdpath, inet
+from ipoib import _stdpath
+from ipoib import inet
 from ipoib.netdev import OperationNotSupported
+from ipoib import encap
 
 _fastpath = pytest.importorskip("ipoib._fastpath")
 PORT = 7000
@@ -36,7 +38,7 @@ class Rig:
 
     def frame(self, seq, sport=5000, size=32):
         body = seq.to_bytes(4, "big") + bytes(size - 4)
-        return w.IPoIBHeader(ethertype=w.ETHERTYPE_IPV4).pack() + inet.build_ipv4(
+        return encap.IPoIBHeader(ethertype=encap.ETHERTYPE_IPV4).pack() + inet.build_ipv4(
             self.src, self.dst, inet.IPPROTO_UDP, inet.build_udp(self.src, self.dst, sport, PORT, body), ident=seq)
 
     def packet(self, frame, *, qkey=None, pkey=0xFFFF, dqp=None):
@@ -46,8 +48,8 @@ class Rig:
 
     def burst(self, packets):
         data = b"".join(LEN.pack(len(p)) + p for p in packets)
-        _, txs = self.hca.receive_burst(1, data, 0, len(packets), self.net.now)
-        self.net._emit("node0002", txs)
+        self.hca.receive_burst(1, data, 0, len(packets), self.net.now)
+        self.net.send_out("node0002")
 
     def service(self):
         self.net._service("node0002", self.hca)
@@ -379,7 +381,7 @@ def test_a_stopped_tx_queue_does_not_stop_the_other_flows():
     src, dst = inet.ip4(net.ip("node0001")), inet.ip4(net.ip("node0002"))
 
     def frame(sport):
-        return w.IPoIBHeader(ethertype=w.ETHERTYPE_IPV4).pack() + inet.build_ipv4(
+        return encap.IPoIBHeader(ethertype=encap.ETHERTYPE_IPV4).pack() + inet.build_ipv4(
             src, dst, inet.IPPROTO_UDP, inet.build_udp(src, dst, sport, 9, b"x"))
 
     a = frame(1000)
@@ -402,7 +404,7 @@ def test_link_down_and_up_with_a_full_queue_starts_clean(backend):
 
     ah = AddressHandle(dlid=net.lid("node0002"))
     dqpn = net.nodes["node0002"].ifs["ib0"].qpn
-    f = w.IPoIBHeader(ethertype=w.ETHERTYPE_IPV4).pack() + bytes(40)
+    f = encap.IPoIBHeader(ethertype=encap.ETHERTYPE_IPV4).pack() + bytes(40)
     while not ifc.stopped_queues:
         ifc._send_frame(f, ah, dqpn)
     ifc.stop(net.now)
@@ -414,7 +416,7 @@ def test_link_down_and_up_with_a_full_queue_starts_clean(backend):
 @pytest.mark.parametrize("sink_cls", [_stdpath.UdpSink, _fastpath.UdpSink])
 def test_sink_refuses_a_udp_length_that_does_not_fit_and_reflect_checks_its_input(sink_cls):
     src, dst = inet.ip4("198.18.0.1"), inet.ip4("198.18.0.2")
-    good = w.IPoIBHeader(ethertype=w.ETHERTYPE_IPV4).pack() + inet.build_ipv4(
+    good = encap.IPoIBHeader(ethertype=encap.ETHERTYPE_IPV4).pack() + inet.build_ipv4(
         src, dst, inet.IPPROTO_UDP, inet.build_udp(src, dst, 1, 5201, b"abcd"))
     short = bytearray(good)
     short[4 + 20 + 4:4 + 20 + 6] = (4).to_bytes(2, "big")  # UDP length 4: under its own header

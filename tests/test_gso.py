@@ -6,8 +6,10 @@ import pytest
 
 from fabric import wire as w
 from ipnet import IpNet
-from ipoib import _stdpath, gso, inet
-from ipoib.ip import UdpError
+from ipoib import _stdpath, gso
+from ipoib import inet
+from ipoib.iphost import UdpError
+from ipoib import encap
 
 _fastpath = pytest.importorskip("ipoib._fastpath")
 BACKENDS = [("std", _stdpath), ("fast", _fastpath)]
@@ -17,7 +19,7 @@ def _gso_frame(payload: bytes, size: int, ident: int = 0x1234) -> gso.GsoPacket:
     src, dst = inet.ip4("198.18.0.1"), inet.ip4("198.18.0.2")
     first = inet.build_ipv4(src, dst, inet.IPPROTO_UDP, inet.build_udp(src, dst, 4000, 5000, payload[:size]),
                             ident=ident, df=False, ttl=64)
-    return gso.GsoPacket(first[:28] + payload, size).with_header(w.IPoIBHeader(ethertype=w.ETHERTYPE_IPV4).pack())
+    return gso.GsoPacket(first[:28] + payload, size).with_header(encap.IPoIBHeader(ethertype=encap.ETHERTYPE_IPV4).pack())
 
 
 @pytest.mark.parametrize("total,size", [(100, 100), (101, 100), (1000, 64), (1999, 999), (64 * 31, 31),
@@ -174,7 +176,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from devnet import with_crcs  # noqa: E402
-from fabric.link import LEN  # noqa: E402
+from fabric.wire.burst import LEN  # noqa: E402
 
 _NETS = {}
 
@@ -205,7 +207,7 @@ def _datagram_packets(net, port, sizes, edits, ident0):
     out = []
     for i, n in enumerate(sizes):
         payload = bytes((i + k) & 0xFF for k in range(n))
-        frame = w.IPoIBHeader(ethertype=w.ETHERTYPE_IPV4).pack() + inet.build_ipv4(
+        frame = encap.IPoIBHeader(ethertype=encap.ETHERTYPE_IPV4).pack() + inet.build_ipv4(
             src, dst, inet.IPPROTO_UDP, inet.build_udp(src, dst, 9000, port, payload), ident=(ident0 + i) & 0xFFFF,
             df=False)
         for j, pos, val in edits:

@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fabric.wire import ParseError
+from ipoib import encap
 from ipoib import inet
 
 
@@ -48,23 +49,23 @@ def test_ipv4_bad_input_kinds(mutate, kind):
 
 
 def test_arp_for_ipoib():
-    a = inet.IPoIBArp(oper=inet.ARP_REQUEST, sha=bytes(range(20)), spa=inet.ip4("198.18.0.1"),
+    a = encap.IPoIBArp(oper=encap.ARP_REQUEST, sha=bytes(range(20)), spa=inet.ip4("198.18.0.1"),
                       tha=bytes(20), tpa=inet.ip4("198.18.0.2"))
     raw = a.pack()
     assert len(raw) == 56 and raw[:6] == bytes.fromhex("0020080014" "04")
-    assert inet.parse_arp(raw) == a
+    assert encap.parse_arp(raw) == a
     with pytest.raises(ParseError) as ei:
-        inet.parse_arp(a.replace(hlen=6).pack())
+        encap.parse_arp(a.replace(hlen=6).pack())
     assert ei.value.kind == "arp_format"
     with pytest.raises(ParseError) as ei:
-        inet.parse_arp(a.replace(oper=9).pack())
+        encap.parse_arp(a.replace(oper=9).pack())
     assert ei.value.kind == "arp_oper"
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=120))
 def test_parsers_only_raise_parse_error(data):
-    for parse in (inet.parse_ipv4, inet.parse_icmp, inet.parse_arp,
+    for parse in (inet.parse_ipv4, inet.parse_icmp, encap.parse_arp,
                   lambda d: inet.parse_udp(b"\0" * 4, b"\0" * 4, d)):
         try:
             parse(data)

@@ -1,4 +1,4 @@
-"""The host IPv4 stack (ipoib/ip.py): IpStacks wired back to back through a fake link."""
+"""The host IPv4 stack (ipoib/iphost/): IpStacks wired back to back through a fake link."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from ipoib import inet
 from ipoib.inet import IP_FLAG_DF, IP_FLAG_MF, IPPROTO_ICMP, IPPROTO_UDP, ip4
-from ipoib.ip import (RX_DROP_REASONS, RX_ERROR_REASONS, TX_DROP_REASONS, TX_ERROR_REASONS, IpError, IpStack,
+from ipoib.iphost import (RX_DROP_REASONS, RX_ERROR_REASONS, TX_DROP_REASONS, TX_ERROR_REASONS, IpError, IpStack,
                       UdpError)
 
 A, B, C = "198.18.0.1", "198.18.0.2", "198.18.0.3"
@@ -46,10 +46,10 @@ class Link:
 
     def attach(self, stack: IpStack, addr: str, ifname: str = "ib0", prefix: int = 24, mtu: int = MTU):
         self.ports.append((stack, ifname, ip4(addr), prefix))
-        stack.on_join_group = lambda ifn, g, s=stack: self.joined.add((s.node, ifn, g))
-        stack.on_leave_group = lambda ifn, g, s=stack: self.joined.discard((s.node, ifn, g))
         return stack.add_interface(ifname, addr, prefix, mtu,
-                                   lambda ifn, nh, pkt, s=stack: self.xmit(s, ifn, nh, pkt))
+                                   lambda ifn, nh, pkt, s=stack: self.xmit(s, ifn, nh, pkt),
+                                   join=lambda ifn, g, s=stack: self.joined.add((s.node, ifn, g)),
+                                   leave=lambda ifn, g, s=stack: self.joined.discard((s.node, ifn, g)))
 
     def xmit(self, sender, ifname, next_hop, pkt):
         assert isinstance(next_hop, bytes) and len(next_hop) == 4
@@ -493,8 +493,8 @@ G = "239.1.2.3"
 def test_multicast_join_leave_hooks_and_delivery():
     clock, link, a, b = pair()
     calls = []
-    b.on_join_group = lambda ifn, g: calls.append(("join", ifn, g))
-    b.on_leave_group = lambda ifn, g: calls.append(("leave", ifn, g))
+    b.interfaces["ib0"].join = lambda ifn, g: calls.append(("join", ifn, g))
+    b.interfaces["ib0"].leave = lambda ifn, g: calls.append(("leave", ifn, g))
     r1, r2, other = b.udp_socket(), b.udp_socket(), b.udp_socket()
     for s in (r1, r2):
         s.reuseaddr = True
@@ -555,7 +555,7 @@ def test_multicast_to_all_hosts_and_hook_failure_rolls_back():
 
     def boom(ifn, g):
         raise RuntimeError("SA said no")
-    b.on_join_group = boom
+    b.interfaces["ib0"].join = boom
     with pytest.raises(RuntimeError):
         srv.join_group(G)
     assert ip4(G) not in b.memberships("ib0") and not srv.memberships

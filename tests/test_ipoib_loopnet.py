@@ -22,12 +22,14 @@ from fabric import wire as w
 from fabric.capture import ErfWriter, read_erf
 from fabric.wire import smp_attrs as sa
 from ipnet import IpNet
-from ipoib import _stdpath, inet, ulp
-from ipoib.ip import UdpError
+from ipoib import _stdpath, ulp
+from ipoib import inet
+from ipoib.iphost import UdpError
 from ipoib.netdev import BUSY, OK, OPS, AddressHandle, NetdevParams, NotSupported, RdmaNetdev, RxInfo
 from ipoib.std import GRH_AREA, SENDQ_SIZE, StdProvider
 from paths import shared_topology
 from tsharkjson import find
+from ipoib import encap
 
 FATTREE = "fattree:2,2,2,2"  # 2 leaves, 2 spines, 2 HCAs per leaf, 2 parallel links per leaf-spine pair
 NODES = ["node0001", "node0002", "node0003", "node0004"]
@@ -194,7 +196,7 @@ def test_arp_request_goes_to_the_broadcast_group_and_the_reply_comes_back_unicas
     pkts = _captured(net)
     a, b = _ifc(net, "node0001"), _ifc(net, "node0003")
     assert net.ping("node0001", "node0003").received == 1
-    reqs = _ipoib_packets(pkts, "node0001", w.ETHERTYPE_ARP)
+    reqs = _ipoib_packets(pkts, "node0001", encap.ETHERTYPE_ARP)
     assert len(reqs) == 1
     p = reqs[0]
     bcast = a.groups[BCAST_MGID]
@@ -205,20 +207,20 @@ def test_arp_request_goes_to_the_broadcast_group_and_the_reply_comes_back_unicas
     assert p.grh.sgid == net.devices["node0001"].gid(1)
     assert p.bth.dest_qp == 0xFFFFFF and p.deth.src_qp == a.qpn
     assert p.deth.qkey == w.IPOIB_QKEY and p.bth.pkey == 0xFFFF
-    arp = inet.parse_arp(p.payload[4:])
-    assert arp.oper == inet.ARP_REQUEST
+    arp = encap.parse_arp(p.payload[4:])
+    assert arp.oper == encap.ARP_REQUEST
     assert arp.sha == a.hwaddr and arp.spa == _ip("198.18.0.1")
     assert arp.tha == bytes(20) and arp.tpa == _ip("198.18.0.3")
     # the reply: unicast from the target's QP to the requester's QP, no GRH
-    reps = _ipoib_packets(pkts, "node0003", w.ETHERTYPE_ARP)
+    reps = _ipoib_packets(pkts, "node0003", encap.ETHERTYPE_ARP)
     assert len(reps) == 1
     r = reps[0]
     assert r.lrh.dlid == net.lid("node0001") and r.grh is None
     assert r.bth.dest_qp == a.qpn and r.deth.src_qp == b.qpn
-    rep = inet.parse_arp(r.payload[4:])
-    assert rep.oper == inet.ARP_REPLY and rep.sha == b.hwaddr and rep.tha == a.hwaddr
+    rep = encap.parse_arp(r.payload[4:])
+    assert rep.oper == encap.ARP_REPLY and rep.sha == b.hwaddr and rep.tha == a.hwaddr
     # and the echo request follows unicast to the resolved QPN
-    icmp = _ipoib_packets(pkts, "node0001", w.ETHERTYPE_IPV4)
+    icmp = _ipoib_packets(pkts, "node0001", encap.ETHERTYPE_IPV4)
     assert icmp and all(q.bth.dest_qp == b.qpn and q.lrh.dlid == net.lid("node0003") for q in icmp)
 
 
@@ -427,18 +429,20 @@ def test_a_packet_with_a_foreign_pkey_is_dropped_at_the_hca():
     target = _ifc(net, "node0003")
     viol, drops = n3.ports[1].p_key_violations, n3.drops["pkey"]
     rx = target.stats["rx_packets"]
-    frame = w.IPoIBHeader(ethertype=w.ETHERTYPE_IPV4).pack() + inet.build_ipv4(
+    frame = encap.IPoIBHeader(ethertype=encap.ETHERTYPE_IPV4).pack() + inet.build_ipv4(
         _ip("198.19.1.1"), _ip("198.18.0.3"), inet.IPPROTO_UDP,
         inet.build_udp(_ip("198.19.1.1"), _ip("198.18.0.3"), 1, 2, b"x"))
     # from the child's QP (P_Key index of 0x8001) straight to node0003's IPoIB QP
-    net.inject("node0001", n1.post_send(child.qpn, dlid=net.lid("node0003"), dest_qp=target.qpn,
-                                        payload=frame, now=net.now))
+    n1.post_send(child.qpn, dlid=net.lid("node0003"), dest_qp=target.qpn,
+                 payload=frame, now=net.now)
+    net.inject("node0001")
     _settle(net, 0.2)
     assert n3.ports[1].p_key_violations == viol + 1 and n3.drops["pkey"] == drops + 1
     assert target.stats["rx_packets"] == rx
     # the same frame on the default P_Key gets through (the drop was the P_Key, nothing else)
-    net.inject("node0001", n1.post_send(_ifc(net, "node0001").qpn, dlid=net.lid("node0003"),
-                                        dest_qp=target.qpn, payload=frame, now=net.now))
+    n1.post_send(_ifc(net, "node0001").qpn, dlid=net.lid("node0003"),
+                 dest_qp=target.qpn, payload=frame, now=net.now)
+    net.inject("node0001")
     _settle(net, 0.2)
     assert target.stats["rx_packets"] == rx + 1 and n3.ports[1].p_key_violations == viol + 1
 
@@ -604,10 +608,9 @@ class PartialProvider:
 
     def send(self, packet, ah, dqpn):
         c = self.ctx
-        txs = c.hca.post_send(c.qp.qpn, dlid=ah.dlid, dest_qp=dqpn, payload=packet, sl=ah.sl, dgid=ah.dgid,
-                              now=c.now(), port_num=c.port)
+        c.hca.post_send(c.qp.qpn, dlid=ah.dlid, dest_qp=dqpn, payload=packet, sl=ah.sl, dgid=ah.dgid,
+                        now=c.now(), port_num=c.port)
         self.sent.append(bytes(packet))
-        c.transmit(txs)
         return OK
 
 
@@ -720,7 +723,7 @@ def test_send_queue_stops_when_full_and_wakes_at_half():
     sock = net.nodes["node0003"].ip.udp_socket()
     sock.bind(PORT)
     ah = AddressHandle(dlid=net.lid("node0003"))
-    frames = [w.IPoIBHeader(ethertype=w.ETHERTYPE_IPV4).pack() + inet.build_ipv4(
+    frames = [encap.IPoIBHeader(ethertype=encap.ETHERTYPE_IPV4).pack() + inet.build_ipv4(
         _ip("198.18.0.1"), _ip("198.18.0.3"), inet.IPPROTO_UDP,
         inet.build_udp(_ip("198.18.0.1"), _ip("198.18.0.3"), 7, PORT, i.to_bytes(2, "big")), ident=i)
         for i in range(200)]
@@ -760,7 +763,7 @@ def test_received_frames_start_with_the_40_octet_grh_area():
     assert grh.dgid == BCAST_MGID and grh.sgid == net.devices["node0001"].gid(1)
     assert info.dgid == BCAST_MGID and info.slid == net.lid("node0001")
     assert info.src_qp == _ifc(net, "node0001").qpn and info.pkey == 0xFFFF
-    assert inet.parse_arp(frame[GRH_AREA + 4:]).tpa == _ip("198.18.0.3")
+    assert encap.parse_arp(frame[GRH_AREA + 4:]).tpa == _ip("198.18.0.3")
     for frame, info in icmp:  # unicast: no GRH, the area is there anyway, zeroed
         assert frame[:GRH_AREA] == bytes(GRH_AREA) and info.dgid is None and info.sgid is None
         hdr, _ = inet.parse_ipv4(frame[GRH_AREA + 4:])
@@ -849,11 +852,11 @@ SRC_IP, DST_IP = _ip("198.18.0.1"), _ip("198.18.0.2")
 def _valid_bodies():
     """One well-formed body per parser: (ethertype, body)."""
     a1 = _link_addr(0x48, bytes.fromhex("fe800000000000000000000000100001"))
-    arp = inet.IPoIBArp(oper=inet.ARP_REQUEST, sha=a1, spa=SRC_IP, tha=bytes(20), tpa=DST_IP).pack()
+    arp = encap.IPoIBArp(oper=encap.ARP_REQUEST, sha=a1, spa=SRC_IP, tha=bytes(20), tpa=DST_IP).pack()
     icmp = inet.build_ipv4(SRC_IP, DST_IP, inet.IPPROTO_ICMP, inet.build_icmp_echo(7, 1, b"abcdefgh"))
     udp = inet.build_ipv4(SRC_IP, DST_IP, inet.IPPROTO_UDP, inet.build_udp(SRC_IP, DST_IP, 1000, 9, b"payload"))
     frag = inet.build_ipv4(SRC_IP, DST_IP, inet.IPPROTO_UDP, b"12345678", mf=True, df=False, ident=99)
-    return [(w.ETHERTYPE_ARP, arp), (w.ETHERTYPE_IPV4, icmp), (w.ETHERTYPE_IPV4, udp), (w.ETHERTYPE_IPV4, frag)]
+    return [(encap.ETHERTYPE_ARP, arp), (encap.ETHERTYPE_IPV4, icmp), (encap.ETHERTYPE_IPV4, udp), (encap.ETHERTYPE_IPV4, frag)]
 
 
 _ADDRS = [SRC_IP, DST_IP, _ip("198.18.0.3"), _ip("198.18.255.255"), _ip("255.255.255.255"), _ip("224.0.0.1"),
@@ -927,7 +930,7 @@ def test_bad_frames_into_the_receive_path_are_dropped_and_counted(frame, multica
     info = RxInfo(slid=net.lid("node0001"), src_qp=0x48, pkey=0xFFFF,
                   sgid=net.devices["node0001"].gid(1) if multicast else None,
                   dgid=BCAST_MGID if multicast else None)
-    ifc.rx_frame(frame, info)  # must not raise
+    ifc.rx_frame(frame, info, net.now)  # must not raise
     (s1, d1), ip1 = _ifc_counts(ifc), node.ip.stats("ib0")
     net._service("node0002", net.devices["node0002"])  # whatever it answered goes out
     net.run()
@@ -943,7 +946,7 @@ def test_bad_frames_into_the_receive_path_are_dropped_and_counted(frame, multica
     assert s1["multicast"] - s0["multicast"] == int(multicast)
     et = int.from_bytes(frame[GRH_AREA:GRH_AREA + 2], "big")
     body = frame[GRH_AREA + 4:]
-    if et == w.ETHERTYPE_IPV4:
+    if et == encap.ETHERTYPE_IPV4:
         assert (errs, dropped, to_ip) == (0, 0, 1) and new_drops == {}
         # the IP layer accounts for the frame exactly once, and never as a bug of its own
         assert ip1["rx_packets"] == ip1["rx_delivered"] + ip1["rx_errors"] + ip1["rx_dropped"] + ip1["reasm_pending"]
@@ -953,10 +956,10 @@ def test_bad_frames_into_the_receive_path_are_dropped_and_counted(frame, multica
         except w.ParseError as exc:  # a bad IPv4 header: an IP-level error under the parser's reason
             assert ip1["drops"].get(exc.kind, 0) == ip0["drops"].get(exc.kind, 0) + 1
             assert ip1["rx_errors"] == ip0["rx_errors"] + 1
-    elif et == w.ETHERTYPE_ARP:
+    elif et == encap.ETHERTYPE_ARP:
         assert to_ip == 0 and dropped == 0
         try:
-            inet.parse_arp(body)
+            encap.parse_arp(body)
         except w.ParseError as exc:
             assert errs == 1 and new_drops == {"arp_" + exc.kind: 1}
         else:
@@ -988,10 +991,11 @@ def test_raw_ud_packets_to_the_ipoib_qp_never_raise_and_are_counted(payload, src
     drops0, qp_rx0 = sum(hca.drops.values()), hca.qps[ifc.qpn].received
     nd0 = dict(ifc.netdev.standard.ctx.stats)
     s0, ip0 = dict(ifc.stats), node.ip.stats("ib0")
-    assert hca.receive(1, bytes(raw), net.now) == []
-    out = node.tick(net.now)  # the NAPI poll hands the frame to the interface
+    hca.receive(1, bytes(raw), net.now)
+    assert hca.outbox == []
+    node.tick(net.now)  # the NAPI poll hands the frame to the interface
     s1, ip1, nd1 = dict(ifc.stats), node.ip.stats("ib0"), dict(ifc.netdev.standard.ctx.stats)
-    net._emit("node0002", out)
+    net.send_out("node0002")
     net.run()
     delivered = hca.qps[ifc.qpn].received - qp_rx0
     hca_drops = sum(hca.drops.values()) - drops0
@@ -1002,7 +1006,7 @@ def test_raw_ud_packets_to_the_ipoib_qp_never_raise_and_are_counted(payload, src
         assert s1 == s0
         return
     assert nd1["rx_packets"] == nd0["rx_packets"] + 1
-    if len(payload) < w.IPOIB_HDR_LEN:
+    if len(payload) < encap.IPOIB_HDR_LEN:
         assert s1["rx_errors"] == s0["rx_errors"] + 1 and s1["rx_packets"] == s0["rx_packets"]
     else:
         assert s1["rx_packets"] == s0["rx_packets"] + 1

@@ -108,7 +108,7 @@ def test_up_with_queue_counts():
         subprocess.run(IBFAB + ["down", "--name", "queuescli"], capture_output=True, timeout=60)
     bad = subprocess.run(IBFAB + ["up", "single:2", "--name", "queuesbad", "--tx-queues", "65"],
                          capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 1 and "--tx-queues must be 1 to 64" in bad.stderr
+    assert bad.returncode == 2 and "--tx-queues: must be 1 to 64, not 65" in bad.stderr
 
 
 def test_features_are_read_and_switched_at_run_time(fab):

@@ -27,8 +27,9 @@ def gid(net, name):
 
 def query(net, name, mad):
     d = net.devices[name]
-    net.inject(name, d.post_send(1, dlid=net.lid("node0001"), dest_qp=1, payload=mad,
-                                 qkey=w.QKEY_GSI, now=net.now))
+    d.post_send(1, dlid=net.lid("node0001"), dest_qp=1, payload=mad,
+                qkey=w.QKEY_GSI, now=net.now)
+    net.inject(name)
     net.settle()
     col = sc.SaCollector()
     done = [r for c in d.qps[1].poll(10000) for r in [col.feed(c.payload)] if r is not None]

@@ -49,8 +49,9 @@ def gid(net, name, port=1):
 def sa_query(net, client, octets):
     """One SA request from ``client``'s QP1 to its SM LID; the one complete response."""
     d = net.devices[client]
-    net.inject(client, d.post_send(1, dlid=d.ports[1].sm_lid, dest_qp=1, payload=octets,
-                                   qkey=w.QKEY_GSI, now=net.now))
+    d.post_send(1, dlid=d.ports[1].sm_lid, dest_qp=1, payload=octets,
+                qkey=w.QKEY_GSI, now=net.now)
+    net.inject(client)
     col = sc.SaCollector()
     done = [r for c in d.qps[1].poll(10000) for r in [col.feed(c.payload)] if r is not None]
     assert len(done) == 1, f"{len(done)} responses"
@@ -60,8 +61,9 @@ def sa_query(net, client, octets):
 def sa_raw(net, client, octets):
     """Send SA octets as they are; the raw response MADs (maybe none)."""
     d = net.devices[client]
-    net.inject(client, d.post_send(1, dlid=d.ports[1].sm_lid, dest_qp=1, payload=octets,
-                                   qkey=w.QKEY_GSI, now=net.now))
+    d.post_send(1, dlid=d.ports[1].sm_lid, dest_qp=1, payload=octets,
+                qkey=w.QKEY_GSI, now=net.now)
+    net.inject(client)
     return [w.SAMad.unpack(c.payload) for c in d.qps[1].poll(10000)]
 
 
@@ -72,7 +74,8 @@ def smp_get(net, src, dlid, attr_id, attr_mod=0):
     hca = net.devices[src]
     assert hca.sm_consumer is None, "responses to the SM's node go to the SM"
     smp = w.new_mad(w.SMPLid, method=w.GET, tid=next(_tids), attr_id=attr_id, attr_mod=attr_mod)
-    net.inject(src, send_smp(hca, 1, smp, net.now, dlid=dlid))
+    send_smp(hca, 1, smp, net.now, dlid=dlid)
+    net.inject(src)
     return pop_mad(hca, smp.tid)
 
 
@@ -312,8 +315,9 @@ def test_unicast_keeps_flowing_during_a_takeover(net):
         """Every HCA sends to every other, without running the queue."""
         for a, b in itertools.permutations(HCAS, 2):
             payload = f"{next(seq)}:{a}>{b}".encode()
-            net._emit(a, net.devices[a].post_send(qps[a].qpn, dlid=net.lid(b), dest_qp=qps[b].qpn,
-                                                  payload=payload, now=net.now))
+            net.devices[a].post_send(qps[a].qpn, dlid=net.lid(b), dest_qp=qps[b].qpn,
+                                     payload=payload, now=net.now)
+            net.send_out(a)
             posted[b].append(payload)
 
     post_all()
@@ -443,8 +447,9 @@ def test_multicast_join_send_and_leave_through_the_sa():
 
     def send(tag):
         h = net.devices["node0001"]
-        net.inject("node0001", h.post_send(qps["node0001"].qpn, dlid=mlid, dest_qp=w.IPOIB_BROADCAST_QPN,
-                                           payload=tag, dgid=mgid, now=net.now))
+        h.post_send(qps["node0001"].qpn, dlid=mlid, dest_qp=w.QPN_MULTICAST,
+                    payload=tag, dgid=mgid, now=net.now)
+        net.inject("node0001")
         return {n: [c.payload for c in q.poll()] for n, q in qps.items()}
 
     got = send(b"one")
@@ -617,7 +622,8 @@ def test_garbage_at_the_sms_qp0_never_breaks_it(net):
     assert sm.state == "up" and net.devices["node0001"].drops  # dropped and counted, not raised
     # responses with the TIDs of outstanding requests but another attribute or class: ignored
     for trial in range(10):
-        net._emit("node0001", net.agent.request_sweep(net.now))
+        net.agent.request_sweep(net.now)
+        net.send_out("node0001")
         net.run(max_steps=rng.randrange(1, 60))
         for tid, req in list(sm.engine.outstanding.items()):
             q = req.smp
@@ -633,7 +639,8 @@ def test_garbage_at_the_sms_qp0_never_breaks_it(net):
         assert sm.stats.sets == {}, sm.log[-1]
     assert sm.engine.mismatched > 0 and sm.engine.failed == 0
     # and with matching attributes but random contents: no crash, and the next sweep mends all
-    net._emit("node0001", net.agent.request_sweep(net.now))
+    net.agent.request_sweep(net.now)
+    net.send_out("node0001")
     net.run(max_steps=30)
     for tid, req in list(sm.engine.outstanding.items()):
         q = req.smp

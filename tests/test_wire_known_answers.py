@@ -12,8 +12,9 @@ from __future__ import annotations
 import pytest
 
 import fabric.wire as w
+from ipoib.encap import IPoIBHeader, IPoIBLinkAddr, ipv4_mcast_mgid
 from fabric.wire import (
-    BTH, DETH, GRH, LRH, MAD, ClassPortInfo, GUIDInfo, InformInfo, IPoIBHeader, IPoIBLinkAddr,
+    BTH, DETH, GRH, LRH, MAD, ClassPortInfo, GUIDInfo, InformInfo,
     LinearForwardingTable, MADHeader, MCMemberRecord, MulticastForwardingTable, NodeDescription,
     NodeInfo, NodeRecord, Notice, PathRecord, PKeyTable, PMAMad, PortCounters, PortCountersExtended,
     PortInfo, PortInfoRecord, SAMad, SMInfo, SMPDirected, SMPLid, SwitchInfo, new_mad, parse_mad,
@@ -603,13 +604,13 @@ def test_ipoib_broadcast_mgid():
 def test_ipoib_ipv4_mcast_mgid():
     # RFC 4391 section 4: the low 28 bits of the IPv4 group go into the last 32 bits of the MGID.
     # 224.1.2.3 = e0.01.02.03 -> low 28 bits 0x0010203
-    assert w.ipoib_ipv4_mcast_mgid(bytes([224, 1, 2, 3]), 0xFFFF) == bytes.fromhex(
+    assert ipv4_mcast_mgid(bytes([224, 1, 2, 3]), 0xFFFF) == bytes.fromhex(
         "ff12" "401b" "ffff" "0000" "0000" "0000" "0001" "0203")
     # 239.255.255.250 = ef.ff.ff.fa -> 0x0ffffffa ; P_Key 0x0001 gets the full-member bit
-    assert w.ipoib_ipv4_mcast_mgid(bytes([239, 255, 255, 250]), 0x0001) == bytes.fromhex(
+    assert ipv4_mcast_mgid(bytes([239, 255, 255, 250]), 0x0001) == bytes.fromhex(
         "ff12401b8001000000000000" "0ffffffa")
     with pytest.raises(ValueError):
-        w.ipoib_ipv4_mcast_mgid(bytes(3), 0xFFFF)
+        ipv4_mcast_mgid(bytes(3), 0xFFFF)
 
 
 def test_gid_helpers():

@@ -1,4 +1,5 @@
-"""Round-trip properties of every field-table Struct exported by :mod:`fabric.wire`.
+"""Round-trip properties of every field-table Struct exported by :mod:`fabric.wire` and by IPoIB's
+:mod:`ipoib.encap`.
 
 The hypothesis strategies are derived generically from each class's ``FIELDS`` table, and the
 reserved-bit mask used by the octet-level property is recomputed here from the table (walking the
@@ -14,11 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fabric.wire as wire
+import ipoib.encap as encap
 from fabric.wire import ParseError, Struct, WireError
 
 EXPECTED_STRUCTS = {
     # headers
-    "LRH", "GRH", "BTH", "DETH", "IPoIBHeader", "IPoIBLinkAddr",
+    "LRH", "GRH", "BTH", "DETH", "IPoIBHeader", "IPoIBLinkAddr", "IPoIBArp",
     # MAD layouts
     "MADHeader", "MAD", "SMPLid", "SMPDirected", "SAMad", "PMAMad",
     # attributes
@@ -30,7 +32,7 @@ EXPECTED_STRUCTS = {
 
 # Sizes in octets as given by the IBA (vol. 1 ch. 5, 9, 13-16) and RFC 4391.
 SPEC_SIZES = {
-    "LRH": 8, "GRH": 40, "BTH": 12, "DETH": 8, "IPoIBHeader": 4, "IPoIBLinkAddr": 20,
+    "LRH": 8, "GRH": 40, "BTH": 12, "DETH": 8, "IPoIBHeader": 4, "IPoIBLinkAddr": 20, "IPoIBArp": 56,
     "MADHeader": 24, "MAD": 256, "SMPLid": 256, "SMPDirected": 256, "SAMad": 256, "PMAMad": 256,
     "NodeInfo": 40, "NodeDescription": 64, "PortInfo": 64, "SwitchInfo": 20,
     "LinearForwardingTable": 64, "MulticastForwardingTable": 64, "PKeyTable": 64, "GUIDInfo": 64,
@@ -42,10 +44,11 @@ SPEC_SIZES = {
 
 def _exported_structs():
     out = {}
-    for name in dir(wire):
-        obj = getattr(wire, name)
-        if inspect.isclass(obj) and issubclass(obj, Struct) and obj is not Struct:
-            out[name] = obj
+    for mod in (wire, encap):
+        for name in dir(mod):
+            obj = getattr(mod, name)
+            if inspect.isclass(obj) and issubclass(obj, Struct) and obj is not Struct:
+                out[name] = obj
     return out
 
 

@@ -1,5 +1,6 @@
 """Emulated devices: switches and HCAs with their SMA and PMA agents (sans-IO)."""
 
+from . import training  # noqa: F401
 from .base import Device, SmpError  # noqa: F401
 from .hca import HCA, UDQP, Completion, send_smp  # noqa: F401
 from .port import Port, PortCounterSet  # noqa: F401

@@ -1,8 +1,10 @@
 """What every emulated device has: ports, an SMA, a PMA, drop accounting and events.
 
-Devices are sans-IO. ``receive(in_port, octets, now)`` and the other entry points return a list of
-``(out_port, octets)`` to put on the wire; the device host owns the sockets. Local deliveries (an
-HCA's QPs) and events (port state, ClientReregister, ...) are recorded on the device for the host.
+Devices are sans-IO. ``receive(in_port, octets, now)`` and the other entry points take their input
+and return nothing: whatever the device puts on a wire is appended to ``outbox``, as ``(out_port,
+octets)`` or as a :class:`fabric.wire.burst.Segment`, and only the device host (or LoopNet, the
+in-process one) empties it. Local deliveries (an HCA's QPs) and events (port state,
+ClientReregister, ...) are recorded on the device for the host.
 """
 
 from __future__ import annotations
@@ -12,9 +14,8 @@ from collections import Counter
 from .. import wire as w
 from ..wire import smp_attrs as sa
 from . import smi
+from ..wire.burst import Segment
 from .port import Port
-
-Tx = tuple  # (out_port, packet octets)
 
 PMA_CAP_ALL_PORT_SELECT = 1 << 8
 PMA_CAP_EXT_WIDTH = 1 << 9
@@ -49,7 +50,7 @@ class Device:
         self.events: list = []  # (kind, port, detail) for the host / ULP
         self._traps: list = []  # [next_time, sends_left, packet, out_port, tid]
         self.agents: list = []  # software on this node with timers (the SM): tick(now), next_deadline()
-        self.outbox: list = []  # (port, packet) that software on this node queued outside a receive
+        self.outbox: list = []  # what goes on the wire: (port, packet) or Segment; the host empties it
         self._tid = (self.node_guid & 0xFFFF) << 32
 
     # -- helpers -------------------------------------------------------------------------------
@@ -58,11 +59,22 @@ class Device:
         self._tid = (self._tid + 1) & 0xFFFFFFFFFFFFFFFF
         return self._tid
 
-    def drop(self, reason: str, port: Port | None = None, counter: str | None = None) -> list:
+    def take_outbox(self) -> list:
+        """Empty ``outbox`` into ``(port, packet)`` pairs, a Segment's packets one by one (for
+        in-process delivery and tests; the device host sends Segments as they are)."""
+        out, self.outbox[:] = list(self.outbox), []
+        pairs = []
+        for item in out:
+            if type(item) is Segment:
+                pairs.extend((item.port, pkt) for pkt in item.packets())
+            else:
+                pairs.append(item)
+        return pairs
+
+    def drop(self, reason: str, port: Port | None = None, counter: str | None = None) -> None:
         self.drops[reason] += 1
         if port is not None and counter is not None:
             port.counters.inc(counter)
-        return []
 
     def mgmt_port(self, in_port: int) -> Port:
         """The port whose LID, M_Key and SM LID govern management for SMPs arriving on in_port."""
@@ -73,38 +85,35 @@ class Device:
 
     # -- entry points for the host -------------------------------------------------------------
 
-    def receive(self, in_port: int, data: bytes, now: float) -> list:
+    def receive(self, in_port: int, data: bytes, now: float) -> None:
         raise NotImplementedError
 
-    def set_link(self, port_num: int, up: bool, now: float) -> list:
+    def set_link(self, port_num: int, up: bool, now: float) -> None:
         """Physical link state from training or a pulled cable."""
         p = self.ports[port_num]
         old = p.state
         if p.set_link(up):
             self.events.append(("port_state", port_num, (old, p.state)))
-            return self.on_link_change(p, now)
-        return []
+            self.on_link_change(p, now)
 
-    def on_link_change(self, port: Port, now: float) -> list:
-        return []
+    def on_link_change(self, port: Port, now: float) -> None:
+        pass
 
-    def tick(self, now: float) -> list:
-        """Timers: resend unrepressed traps."""
-        out = []
+    def tick(self, now: float) -> None:
+        """Timers: resend unrepressed traps; run the software agents that are due."""
         keep = []
         for t in self._traps:
             if t[0] <= now:
-                out.extend(self.route_out(t[2], t[3]))
+                self.route_out(t[2], t[3])
                 t[1] -= 1
                 t[0] = now + TRAP_RESEND_S
             if t[1] > 0:
                 keep.append(t)
         self._traps = keep
-        for agent in self.agents:
+        for agent in list(self.agents):
             d = agent.next_deadline()
             if d is not None and d <= now:
-                out.extend(agent.tick(now))
-        return out
+                agent.tick(now)
 
     def next_deadline(self) -> float | None:
         best = None
@@ -120,8 +129,8 @@ class Device:
                 best = t[0]
         return best
 
-    def route_out(self, packet: bytes, port_hint: int) -> list:
-        return [(port_hint, packet)]
+    def route_out(self, packet: bytes, port_hint: int) -> None:
+        self.outbox.append((port_hint, packet))
 
     # -- MAD transport -------------------------------------------------------------------------
 
@@ -135,7 +144,7 @@ class Device:
                                  src_qp=req.bth.dest_qp, qkey=req.deth.qkey if req.bth.dest_qp else 0,
                                  pkey=req.bth.pkey, sl=req.lrh.sl, vl=vl, payload=mad_bytes, grh=grh)
 
-    def handle_qp0(self, pkt: w.UDPacket, in_port: int, now: float) -> list:
+    def handle_qp0(self, pkt: w.UDPacket, in_port: int, now: float) -> None:
         """An SMP reached this node's QP0 (LID-routed to us, or DR at the end of its path)."""
         try:
             mad = w.parse_mad(pkt.payload)
@@ -151,20 +160,19 @@ class Device:
         elif mad.mgmt_class != w.CLASS_SUBN_LID:
             return self.drop("qp0_not_smp")
         if mad.method == w.TRAP_REPRESS and not self._m_key_ok(mad, self.mgmt_port(in_port)):
-            return []
+            return
         if mad.method & w.RESPONSE_BIT or mad.method in (w.TRAP, w.TRAP_REPRESS):
             return self.smp_to_local_sm(pkt, mad, in_port, now)
         resp = self.sma(mad, in_port, now)
-        if resp is None:
-            return []
-        return self.send_smp_response(pkt, resp, in_port, now)
+        if resp is not None:
+            self.send_smp_response(pkt, resp, in_port, now)
 
-    def forward_dr(self, pkt: w.UDPacket, smp: w.SMPDirected, out_port: int) -> list:
+    def forward_dr(self, pkt: w.UDPacket, smp: w.SMPDirected, out_port: int) -> None:
         raw = w.build_ud_packet(slid=pkt.lrh.slid, dlid=pkt.lrh.dlid, dest_qp=0, src_qp=0, qkey=pkt.deth.qkey,
                                 pkey=pkt.bth.pkey, vl=w.VL15, sl=pkt.lrh.sl, payload=smp.pack())
         return self.transmit_mgmt(out_port, raw)
 
-    def send_smp_response(self, req: w.UDPacket, resp, in_port: int, now: float = 0.0) -> list:
+    def send_smp_response(self, req: w.UDPacket, resp, in_port: int, now: float = 0.0) -> None:
         port = self.mgmt_port(in_port)
         if isinstance(resp, w.SMPDirected):
             dec = smi.dr_originate(resp)
@@ -179,10 +187,10 @@ class Device:
         raw = self.build_reply(req, resp.pack(), port, vl=w.VL15)
         return self.route_out(raw, in_port)
 
-    def transmit_mgmt(self, out_port: int, raw: bytes) -> list:
-        return [(out_port, raw)]
+    def transmit_mgmt(self, out_port: int, raw: bytes) -> None:
+        self.outbox.append((out_port, raw))
 
-    def smp_to_local_sm(self, pkt, mad, in_port: int, now: float) -> list:
+    def smp_to_local_sm(self, pkt, mad, in_port: int, now: float) -> None:
         return self.drop("smp_response_no_sm")
 
     # -- SMA -----------------------------------------------------------------------------------
@@ -383,7 +391,7 @@ class Device:
 
     # -- traps ---------------------------------------------------------------------------------
 
-    def queue_trap(self, notice: w.Notice, port: Port, out_port: int, now: float) -> list:
+    def queue_trap(self, notice: w.Notice, port: Port, out_port: int, now: float) -> None:
         """Send a Trap(Notice) to the master SM and resend it until an SM represses it."""
         tid = self.next_tid()
         smp = w.new_mad(w.SMPLid, method=w.TRAP, tid=tid, attr_id=w.ATTR_NOTICE,
@@ -391,7 +399,7 @@ class Device:
         raw = w.build_ud_packet(slid=port.lid, dlid=port.sm_lid, dest_qp=0, src_qp=0, qkey=0, vl=w.VL15,
                                 sl=port.sm_sl, payload=smp.pack())
         self._traps.append([now + TRAP_RESEND_S, TRAP_MAX_SENDS - 1, raw, out_port, tid])
-        return self.route_out(raw, out_port)
+        self.route_out(raw, out_port)
 
     def trap_repressed(self, tid: int) -> None:
         self._traps = [t for t in self._traps if t[4] != tid]

@@ -5,30 +5,22 @@ One function for the device hosts and for LoopNet, so that both drive devices id
 
 from __future__ import annotations
 
-from ..link import KIND_DOWN, KIND_HELLO
+from .training import on_port_event
 
 
-def apply_events(dev, now: float, *, emit, control, observe=None) -> None:
+def apply_events(dev, now: float, *, control, observe=None) -> None:
     """Act on ``dev.events`` until none are left (acting on one may record more):
 
-    - a PortState=Down Set bounces the link: down here, DOWN to the peer, then retraining (HELLO);
-    - PhysState=Disabled takes the link down; Polling starts training again;
+    - a management Set's request of the link (bounce, disable, enable) goes to link training
+      (:func:`fabric.devices.training.on_port_event`), whose control frames ``control(port, kind)``
+      sends to the peer;
     - every event also reaches the node's agents (``on_event``: the SM, IPoIB) and ``observe``.
-
-    ``emit(txs)`` puts packets on the wire, ``control(port, kind)`` sends a link control frame.
     """
     while dev.events:
         events, dev.events = dev.events, []
         for kind, port, detail in events:
-            if kind == "link_bounce":
-                emit(dev.set_link(port, False, now))
-                control(port, KIND_DOWN)
-                control(port, KIND_HELLO)
-            elif kind == "link_disable":
-                emit(dev.set_link(port, False, now))
-                control(port, KIND_DOWN)
-            elif kind == "link_enable":
-                control(port, KIND_HELLO)
+            for p, k in on_port_event(dev, kind, port, now):
+                control(p, k)
             for agent in list(dev.agents):
                 hook = getattr(agent, "on_event", None)
                 if hook is not None:

@@ -1,8 +1,12 @@
 """A host channel adapter: 1 or 2 ports, UD QPs (QP0 SMI, QP1 GSI, general UD QPs), SMA and PMA.
 
 Receive checks run in the order hardware applies them (IBA vol. 1 ch. 7, 9 and 10): link-level
-integrity (length, VCRC, ICRC), DLID, port state, P_Key, destination QP, Q_Key. Each failure drops
-the packet and counts it where hardware counts it; the ``drops`` Counter says exactly why.
+integrity (length, VCRC, ICRC), DLID, port state, P_Key, destination QP, Q_Key; the table of them
+is :data:`fabric.devices.ingress.HCA_INGRESS`. Each failure drops the packet and counts it where
+hardware counts it; the ``drops`` Counter says exactly why.
+
+One way out: whatever the HCA sends (a consumer's ``post_send``, a compiled driver's
+``post_segment``, the SMA's and PMA's answers) is counted on its port and appended to ``outbox``.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ from dataclasses import dataclass
 
 from .. import wire as w
 from ..wire import smp_attrs as sa
+from ..wire.burst import Segment, decode_burst_packets
 from ..wire.crc import vcrc16
 from .base import Device
+from .ingress import count_failure
 from .port import Port
 
 FIRST_QPN = 0x48
@@ -152,12 +158,17 @@ class HCA(Device):
                         del self.mcast_lids[mlid]
 
     # -- transmit ------------------------------------------------------------------------------
+    #
+    # Everything the HCA puts on a wire leaves through ``_transmit`` (one packet) or
+    # ``post_segment`` (a burst a compiled driver built): both count it on the port and append it to
+    # ``outbox``, which only the host empties. Consumers never handle packets on their way out.
 
     def post_send(self, qpn: int, *, dlid: int, dest_qp: int, payload: bytes, qkey: int | None = None,
                   pkey_index: int | None = None, sl: int = 0, dgid: bytes | None = None,
                   hoplmt: int = 255, tclass: int = 0, flow_label: int = 0, src_path_bits: int = 0,
-                  now: float = 0.0, port_num: int | None = None) -> list:
-        """Send one UD datagram; returns what goes on the wire (loopback is delivered directly).
+                  now: float = 0.0, port_num: int | None = None) -> bool:
+        """Send one UD datagram: to the wire (through ``outbox``), or, to our own LID, straight back
+        to the receive side. False when the HCA refused it (counted in ``drops``).
 
         A Q_Key with its high bit set means "use the QP's own Q_Key" (IBA 10.2.5): a consumer cannot
         send a controlled Q_Key it was not given.
@@ -168,49 +179,73 @@ class HCA(Device):
             qkey = qp.qkey
         idx = qp.pkey_index if pkey_index is None else pkey_index
         if not 0 <= idx < len(port.pkeys) or not port.pkeys[idx] & 0x7FFF:
-            return self.drop("send_bad_pkey_index")
+            self.drop("send_bad_pkey_index")
+            return False
         management = qpn == 0
-        if not port.link_up or (not management and port.state not in (sa.PORT_ACTIVE,)):
-            port.counters.inc("port_xmit_discards")
-            return self.drop("send_port_not_active")
+        if not port.link_up or (not management and port.state != sa.PORT_ACTIVE):
+            self.refuse_sends(port.num, 1)
+            return False
         mtu = sa.MTU_BYTES.get(port.neighbor_mtu, 4096)
         if len(payload) > mtu and not management:
-            return self.drop("send_over_mtu")
+            self.drop("send_over_mtu")
+            return False
         sgid = self.gid(port.num) if dgid is not None else None
         raw = w.build_ud_packet(slid=port.lid | src_path_bits, dlid=dlid, dest_qp=dest_qp, src_qp=qpn,
                                 qkey=qkey, pkey=port.pkeys[idx], sl=sl, vl=w.VL15 if management else 0,
                                 sgid=sgid, dgid=dgid, hoplmt=hoplmt, tclass=tclass, flow_label=flow_label,
                                 payload=payload)
         qp.sent += 1
-        mcast = w.is_mcast_lid(dlid)
         if port.owns_lid(dlid) and not management:
             # HCA loopback never reaches the wire; what the receiver answers (an SA on this very
             # node answering, and the SMPs its answer triggers) does
-            return self.receive_local(port.num, raw, now)
-        out = []
-        if mcast and dlid in self.mcast_lids:
-            out = self.receive_local(port.num, raw, now, loopback=True)  # multicast loopback
-        port.counters.count_xmit(len(raw), mcast)
-        return out + [(port.num, raw)]
+            self.receive_local(port.num, raw, now)
+            return True
+        if w.is_mcast_lid(dlid) and dlid in self.mcast_lids:
+            self.receive_local(port.num, raw, now)  # multicast loopback
+        self._transmit(port, raw)
+        return True
 
-    def send_raw(self, port_num: int, raw: bytes) -> list:
+    def post_segment(self, qpn: int, port_num: int, count: int, words: int, buf) -> None:
+        """A compiled driver's send: ``count`` unicast UD packets from QP ``qpn``, built whole into
+        ``buf`` (a :class:`Segment`'s buffer, ``BURST_HEADROOM`` octets free in front), ``words``
+        4-octet words of them in all. The driver promises what ``post_send`` would check per packet
+        (a valid P_Key index, the MTU, no loopback); the port's state is the HCA's to check."""
+        port = self.ports[port_num]
+        if not port.link_up or port.state != sa.PORT_ACTIVE:
+            self.refuse_sends(port_num, count)
+            return
+        port.counters.add_xmit(count, words)
+        self.qps[qpn].sent += count
+        self.outbox.append(Segment(port_num, count, buf))
+
+    def refuse_sends(self, port_num: int, count: int) -> None:
+        """Sends that found their port not Active: PortXmitDiscards, as hardware counts them."""
+        self.ports[port_num].counters.inc("port_xmit_discards", count)
+        self.drops["send_port_not_active"] += count
+
+    def _transmit(self, port: Port, raw: bytes) -> None:
+        port.counters.count_xmit(len(raw), w.is_mcast_lid((raw[2] << 8) | raw[3]))
+        self.outbox.append((port.num, raw))
+
+    def send_raw(self, port_num: int, raw: bytes) -> bool:
         """Put an already built packet on the wire (the SM sends SMPs this way)."""
         port = self.ports[port_num]
         if not port.link_up:
             port.counters.inc("port_xmit_discards")
-            return self.drop("send_port_down")
-        port.counters.count_xmit(len(raw), w.is_mcast_lid((raw[2] << 8) | raw[3]))
-        return [(port_num, raw)]
+            self.drop("send_port_down")
+            return False
+        self._transmit(port, raw)
+        return True
 
-    def transmit_mgmt(self, out_port: int, raw: bytes) -> list:
-        return self.send_raw(out_port, raw)
+    def transmit_mgmt(self, out_port: int, raw: bytes) -> None:
+        self.send_raw(out_port, raw)
 
-    def route_out(self, packet: bytes, port_hint: int) -> list:
-        return self.send_raw(port_hint or 1, packet)
+    def route_out(self, packet: bytes, port_hint: int) -> None:
+        self.send_raw(port_hint or 1, packet)
 
     # -- receive -------------------------------------------------------------------------------
 
-    def receive(self, in_port: int, data: bytes, now: float) -> list:
+    def receive(self, in_port: int, data: bytes, now: float) -> None:
         port = self.ports.get(in_port)
         if port is None:
             return self.drop("bad_ingress_port")
@@ -219,65 +254,70 @@ class HCA(Device):
         n = len(data)
         if n >= 8:
             port.counters.count_rcv(n, w.LID_MCAST_FIRST <= ((data[2] << 8) | data[3]) <= w.LID_MCAST_LAST)
-        return self.receive_local(in_port, data, now)
+        self.receive_local(in_port, data, now)
 
-    def receive_burst(self, in_port: int, burst, offset: int, count: int, now: float):
+    def receive_burst(self, in_port: int, burst, offset: int, count: int, now: float) -> None:
         """A link burst: through ``rx_accel`` when there is one and the port is Active, otherwise
-        (and for whatever it hands back) packet by packet. Returns ``({}, txs)`` like a switch."""
+        (and for whatever it hands back) packet by packet.
+
+        ``rx_accel(port, burst, offset, count, now)`` returns ``(slow, packets, words, taken)``:
+        the packets it leaves to the per-packet path, how many it took (and their 4-octet words)
+        and ``[(qpn, n), ...]``, what each of its QPs took; the HCA counts them."""
         port = self.ports.get(in_port)
         slow = None
         if self.rx_accel is not None and port is not None and port.link_up and port.state == sa.PORT_ACTIVE:
             # bad framing raises ParseError before any packet is taken, as the decoder below would
-            slow = self.rx_accel(port, burst, offset, count, now)
+            slow, packets, words, taken = self.rx_accel(port, burst, offset, count, now)
+            if packets:
+                port.counters.add_rcv(packets, words)
+                for qpn, n in taken:
+                    self.qps[qpn].received += n
         if slow is None:
-            from ..link import decode_burst_packets
-
             slow = decode_burst_packets(burst, offset, count)
-        txs = []
         for pkt in slow:
-            txs.extend(self.receive(in_port, pkt, now))
-        return {}, txs
+            self.receive(in_port, pkt, now)
 
-    def receive_local(self, in_port: int, data: bytes, now: float, loopback: bool = False) -> list:
+    def receive_local(self, in_port: int, data: bytes, now: float) -> None:
+        """The ingress checks of :data:`fabric.devices.ingress.HCA_INGRESS`, in that order, then
+        delivery to the QP (or QPs, for multicast), the SMA or the GSI."""
         port = self.ports[in_port]
         n = len(data)
         if n < 8 + 12 + 8 + 6 or ((data[4] & 7) << 8 | data[5]) * 4 + 2 != n:
-            return self.drop("malformed", port, "port_rcv_errors")
+            return self._reject("malformed", port)
         c = vcrc16(data[:-2])
         if data[-2] != (c & 0xFF) or data[-1] != (c >> 8):
-            return self.drop("vcrc", port, "port_rcv_errors")
+            return self._reject("vcrc", port)
         try:
             pkt = w.split_ud_packet(data)
         except w.ParseError as exc:
-            return self.drop(exc.kind, port, "port_rcv_errors")
+            return self._reject(exc.kind, port)
         dlid = pkt.lrh.dlid
         dqp = pkt.bth.dest_qp
         mcast = w.is_mcast_lid(dlid)
         if mcast:
             if dlid not in self.mcast_lids:
-                return self.drop("mlid_not_joined", port, "port_rcv_errors")
-            if dqp != w.IPOIB_BROADCAST_QPN or pkt.grh is None:
-                return self.drop("mcast_needs_qp_ffffff_and_grh", port, "port_rcv_errors")
+                return self._reject("mlid_not_joined", port)
+            if dqp != w.QPN_MULTICAST or pkt.grh is None:
+                return self._reject("mcast_needs_qp_ffffff_and_grh", port)
         elif dlid == w.LID_PERMISSIVE:
             if dqp != 0:
-                return self.drop("permissive_dlid_not_qp0", port, "port_rcv_errors")
+                return self._reject("permissive_dlid_not_qp0", port)
         elif not port.owns_lid(dlid):
-            return self.drop("dlid_mismatch", port, "port_rcv_errors")
+            return self._reject("dlid_mismatch", port)
         if dqp == 0:
             if pkt.lrh.vl != w.VL15:
-                return self.drop("qp0_not_vl15", port, "port_rcv_errors")
+                return self._reject("qp0_not_vl15", port)
             return self.handle_qp0(pkt, in_port, now)
         if pkt.lrh.vl == w.VL15:
-            return self.drop("vl15_not_qp0", port, "port_rcv_errors")
+            return self._reject("vl15_not_qp0", port)
         if port.state == sa.PORT_ARMED:
             port.state = sa.PORT_ACTIVE
             self.events.append(("port_state", in_port, (sa.PORT_ARMED, sa.PORT_ACTIVE)))
         elif port.state != sa.PORT_ACTIVE:
-            return self.drop("port_not_active")
+            return self._reject("port_not_active", port)
         pidx = port.pkey_index(pkt.bth.pkey)
         if pidx is None:
-            port.p_key_violations = min(port.p_key_violations + 1, 0xFFFF)
-            return self.drop("pkey")
+            return self._reject("pkey", port)
         if mcast:
             members = 0  # one copy per attached QP: each is delivered or counted as its own drop
             for qpn in sorted(self.mcast_lids.get(dlid, ())):
@@ -286,26 +326,23 @@ class HCA(Device):
                     continue
                 members += 1
                 if pkt.deth.qkey != qp.qkey:
-                    port.q_key_violations = min(port.q_key_violations + 1, 0xFFFF)
-                    self.drops["qkey"] += 1
+                    self._reject("qkey", port)
                     continue
                 self._deliver(qp, pkt, in_port, pidx)
             if not members:
-                self.drops["mcast_no_member_qp"] += 1
-            return []
+                self._reject("mcast_no_member_qp", port)
+            return
         qp = self.qps.get(dqp)
         if qp is None:
-            return self.drop("no_qp")
+            return self._reject("no_qp", port)
+        if pkt.deth.qkey != (w.QKEY_GSI if dqp == 1 else qp.qkey):
+            return self._reject("qkey", port)
         if dqp == 1:
-            if pkt.deth.qkey != w.QKEY_GSI:
-                port.q_key_violations = min(port.q_key_violations + 1, 0xFFFF)
-                return self.drop("qkey")
             return self.handle_qp1(pkt, in_port, pidx, now)
-        if pkt.deth.qkey != qp.qkey:
-            port.q_key_violations = min(port.q_key_violations + 1, 0xFFFF)
-            return self.drop("qkey")
         self._deliver(qp, pkt, in_port, pidx)
-        return []
+
+    def _reject(self, reason: str, port: Port) -> None:
+        count_failure(self.drops, port, reason)
 
     def _deliver(self, qp: UDQP, pkt: w.UDPacket, in_port: int, pidx: int) -> bool:
         port = self.ports[in_port]
@@ -313,42 +350,43 @@ class HCA(Device):
                        src_qp=pkt.deth.src_qp, pkey=pkt.bth.pkey, pkey_index=pidx, sl=pkt.lrh.sl,
                        grh=pkt.grh, payload=pkt.payload, qkey=pkt.deth.qkey)
         if not qp.deliver(c):
-            self.drops["rq_overflow"] += 1
+            self._reject("rq_overflow", port)
             return False
         return True
 
-    def handle_qp1(self, pkt: w.UDPacket, in_port: int, pidx: int, now: float) -> list:
+    def handle_qp1(self, pkt: w.UDPacket, in_port: int, pidx: int, now: float) -> None:
         try:
             mad = w.parse_mad(pkt.payload)
         except w.ParseError:
             mad = None
         if mad is not None and mad.mgmt_class == w.CLASS_PERF and not mad.method & w.RESPONSE_BIT:
             resp = self.pma(mad, in_port)
-            return self.send_raw(in_port, self.build_reply(pkt, resp.pack(), self.ports[in_port], vl=0))
+            self.send_raw(in_port, self.build_reply(pkt, resp.pack(), self.ports[in_port], vl=0))
+            return
         if self.gsi_consumer is not None:
-            return self.gsi_consumer(pkt, in_port, now) or []
+            self.gsi_consumer(pkt, in_port, now)
+            return
         self._deliver(self.qps[1], pkt, in_port, pidx)
-        return []
 
-    def send_smp_response(self, req: w.UDPacket, resp, in_port: int, now: float = 0.0) -> list:
+    def send_smp_response(self, req: w.UDPacket, resp, in_port: int, now: float = 0.0) -> None:
         port = self.mgmt_port(in_port)
         if not isinstance(resp, w.SMPDirected) and port.owns_lid(req.lrh.slid):
             # a LID-routed SMP this port sent to its own LID was looped back (send_smp); so is the
             # answer: a packet to our own LID never reaches the wire (the switch would drop it as
             # routed back to its ingress port)
             return self.receive_local(port.num, self.build_reply(req, resp.pack(), port, vl=w.VL15), now)
-        return super().send_smp_response(req, resp, in_port, now)
+        super().send_smp_response(req, resp, in_port, now)
 
-    def smp_to_local_sm(self, pkt, mad, in_port: int, now: float) -> list:
+    def smp_to_local_sm(self, pkt, mad, in_port: int, now: float) -> None:
         if mad.method == w.TRAP_REPRESS:
             self.trap_repressed(mad.tid)
-            return []
+            return
         if self.sm_consumer is not None:
-            return self.sm_consumer(pkt, mad, in_port, now) or []
-        if self.qps[0].deliver(Completion(in_port, pkt.lrh.slid, 0, pkt.deth.src_qp, pkt.bth.pkey, 0,
-                                          pkt.lrh.sl, pkt.grh, mad.pack(), pkt.deth.qkey)):
-            return []
-        return self.drop("qp0_rq_overflow")
+            self.sm_consumer(pkt, mad, in_port, now)
+            return
+        if not self.qps[0].deliver(Completion(in_port, pkt.lrh.slid, 0, pkt.deth.src_qp, pkt.bth.pkey, 0,
+                                              pkt.lrh.sl, pkt.grh, mad.pack(), pkt.deth.qkey)):
+            self.drop("qp0_rq_overflow")
 
     # -- events --------------------------------------------------------------------------------
 
@@ -369,10 +407,11 @@ def _smp_packet(smp, *, slid: int, dlid: int) -> bytes:
     return w.build_ud_packet(slid=slid, dlid=dlid, dest_qp=0, src_qp=0, qkey=0, vl=w.VL15, payload=smp.pack())
 
 
-def send_smp(hca: HCA, port_num: int, smp, now: float = 0.0, dlid: int | None = None) -> list:
+def send_smp(hca: HCA, port_num: int, smp, now: float = 0.0, dlid: int | None = None) -> None:
     """Originate an SMP from ``hca``'s port (what an SM does). Directed-route SMPs follow their
-    initial path; LID-routed ones go to ``dlid``. Returns what goes on the wire; an SMP to this very
-    node (hop count 0, or our own LID) is answered locally and the answer reaches the SM consumer."""
+    initial path; LID-routed ones go to ``dlid``. What goes on the wire goes to ``hca.outbox``; an
+    SMP to this very node (hop count 0, or our own LID) is answered locally and the answer reaches
+    the SM consumer."""
     from . import smi
 
     port = hca.ports[port_num]
@@ -384,10 +423,11 @@ def send_smp(hca: HCA, port_num: int, smp, now: float = 0.0, dlid: int | None = 
         if dec.action == smi.LOCAL:
             raw = _smp_packet(dec.smp, slid=slid, dlid=w.LID_PERMISSIVE)
             return hca.handle_qp0(w.split_ud_packet(raw), port_num, now)
-        return hca.send_raw(dec.port, _smp_packet(dec.smp, slid=slid, dlid=w.LID_PERMISSIVE))
+        hca.send_raw(dec.port, _smp_packet(dec.smp, slid=slid, dlid=w.LID_PERMISSIVE))
+        return
     if dlid is None:
         raise ValueError("a LID-routed SMP needs a DLID")
     raw = _smp_packet(smp, slid=port.lid, dlid=dlid)
     if port.owns_lid(dlid):
         return hca.handle_qp0(w.split_ud_packet(raw), port_num, now)
-    return hca.send_raw(port_num, raw)
+    hca.send_raw(port_num, raw)

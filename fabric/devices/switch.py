@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .. import wire as w
 from ..wire import smp_attrs as sa
+from ..wire.burst import BURST_HEADROOM, Segment, decode_burst_packets
 from ..wire.crc import icrc_bytes, vcrc16, vcrc_bytes
 from .base import Device, SmpError
 from .port import Port
@@ -73,15 +74,12 @@ class Switch(Device):
                                       for n in range(self.num_ports + 1)])
         self._dirty = False
 
-    def receive_burst(self, in_port: int, burst: bytes, offset: int, count: int, now: float):
-        """Forward a whole burst: unicast data packets in C, everything else through ``receive``.
-
-        Returns ``(segments, txs)``: ``segments`` maps an egress port to ``[count, framed octets]``;
-        ``txs`` are ``(port, packet)`` pairs from the per-packet path.
-        """
+    def receive_burst(self, in_port: int, burst: bytes, offset: int, count: int, now: float) -> None:
+        """Forward a whole burst: unicast data packets in C, each egress port's share as one
+        Segment in ``outbox``; everything else through ``receive``, packet by packet."""
         port = self.ports.get(in_port)
         if _forward_burst is None or port is None or in_port == 0 or port.state != sa.PORT_ACTIVE:
-            return {}, self._receive_each(in_port, burst, offset, count, now)
+            return self._receive_each(in_port, burst, offset, count, now)
         if self._dirty:
             self._refresh_port_table()
         p0 = self.ports[0]
@@ -89,9 +87,9 @@ class Switch(Device):
         try:
             segs, slow, (rp, rw, relay, egress) = _forward_burst(
                 burst, offset, count, in_port, self.lft, self.lft_top, self._flags, self._mtu,
-                base, (1 << p0.lmc) if p0.lid else 0)
+                base, (1 << p0.lmc) if p0.lid else 0, BURST_HEADROOM)
         except ValueError:
-            return {}, self._receive_each(in_port, burst, offset, count, now)
+            return self._receive_each(in_port, burst, offset, count, now)
         if rp:
             port.counters.add_rcv(rp, rw)
         if relay:
@@ -104,24 +102,20 @@ class Switch(Device):
             if xd:
                 c.inc("port_xmit_discards", xd)
                 self.drops["egress_not_active"] += xd
-        txs = []
+        for out, (n, buf) in segs.items():
+            self.outbox.append(Segment(out, n, buf))
         for pkt in slow:
-            txs.extend(self.receive(in_port, pkt, now))
-        return segs, txs
+            self.receive(in_port, pkt, now)
 
-    def _receive_each(self, in_port, burst, offset, count, now) -> list:
-        from ..link import decode_burst_packets
-
-        txs = []
+    def _receive_each(self, in_port, burst, offset, count, now) -> None:
         for pkt in decode_burst_packets(burst, offset, count):
-            txs.extend(self.receive(in_port, pkt, now))
-        return txs
+            self.receive(in_port, pkt, now)
 
-    def set_link(self, port_num: int, up: bool, now: float) -> list:
+    def set_link(self, port_num: int, up: bool, now: float) -> None:
         self._dirty = True
-        return super().set_link(port_num, up, now)
+        super().set_link(port_num, up, now)
 
-    def receive(self, in_port: int, data: bytes, now: float) -> list:
+    def receive(self, in_port: int, data: bytes, now: float) -> None:
         port = self.ports.get(in_port)
         if port is None or in_port == 0:
             return self.drop("bad_ingress_port")
@@ -143,10 +137,8 @@ class Switch(Device):
         if lnh not in (w.LNH_IBA_LOCAL, w.LNH_IBA_GLOBAL):
             return self.drop("lnh", port, "port_rcv_errors")
         if vl == w.VL15:
-            if dlid == w.LID_PERMISSIVE:
-                fwd = self._dr_transit(in_port, data)
-                if fwd is not None:
-                    return fwd
+            if dlid == w.LID_PERMISSIVE and self._dr_transit(in_port, data):
+                return
             if dlid == w.LID_PERMISSIVE or self.ports[0].owns_lid(dlid):
                 return self._local(in_port, data, now)
             return self._unicast(port, dlid, data, management=True)
@@ -178,65 +170,61 @@ class Switch(Device):
             return False
         return True
 
-    def _unicast(self, ingress: Port, dlid: int, data: bytes, *, management: bool, payload: int = 0) -> list:
+    def _unicast(self, ingress: Port, dlid: int, data: bytes, *, management: bool, payload: int = 0) -> None:
         out_num = self.lft_port(dlid)
         if out_num == 0xFF or out_num > self.num_ports:
             return self.drop("no_route", ingress, "port_rcv_switch_relay_errors")
         if out_num == ingress.num or out_num == 0:
             return self.drop("route_to_ingress", ingress, "port_rcv_switch_relay_errors")
         out = self.ports[out_num]
-        if not self._egress_ok(out, management, payload):
-            return []
-        out.counters.count_xmit(len(data), False)
-        return [(out_num, data)]
+        if self._egress_ok(out, management, payload):
+            out.counters.count_xmit(len(data), False)
+            self.outbox.append((out_num, data))
 
-    def _multicast(self, ingress: Port, mlid: int, data: bytes, payload: int) -> list:
+    def _multicast(self, ingress: Port, mlid: int, data: bytes, payload: int) -> None:
         idx = mlid - w.LID_MCAST_FIRST
         mask = self.mft[idx] if idx < len(self.mft) else 0
         mask &= ~(1 << ingress.num) & ~1  # never back out the ingress port; port 0 takes no data
         if not mask:
             return self.drop("no_mcast_route", ingress, "port_rcv_switch_relay_errors")
-        out = []
         for num in range(1, self.num_ports + 1):
             if mask >> num & 1:
                 p = self.ports[num]
                 if self._egress_ok(p, False, payload):
                     p.counters.count_xmit(len(data), True)
-                    out.append((num, data))
-        return out
+                    self.outbox.append((num, data))
 
-    def route_out(self, packet: bytes, port_hint: int) -> list:
+    def route_out(self, packet: bytes, port_hint: int) -> None:
         """A packet the switch itself originates (SMA/PMA response, trap), routed by its DLID."""
         dlid = (packet[2] << 8) | packet[3]
         out_num = self.lft_port(dlid)
         if out_num == 0xFF or out_num == 0 or out_num > self.num_ports:
             return self.drop("no_route_from_port0")
         out = self.ports[out_num]
-        if not self._egress_ok(out, packet[0] >> 4 == w.VL15, 0):
-            return []
-        out.counters.count_xmit(len(packet), False)
-        return [(out_num, packet)]
+        if self._egress_ok(out, packet[0] >> 4 == w.VL15, 0):
+            out.counters.count_xmit(len(packet), False)
+            self.outbox.append((out_num, packet))
 
-    def transmit_mgmt(self, out_port: int, raw: bytes) -> list:
+    def transmit_mgmt(self, out_port: int, raw: bytes) -> None:
         out = self.ports.get(out_port)
         if out is None or out_port == 0 or not out.link_up:
             return self.drop("dr_egress_down")
         out.counters.count_xmit(len(raw), False)
-        return [(out_port, raw)]
+        self.outbox.append((out_port, raw))
 
-    def _dr_transit(self, in_port: int, data: bytes):
+    def _dr_transit(self, in_port: int, data: bytes) -> bool:
         """A directed-route SMP passing through (not for this switch): update the hop pointer and
         return path in place and re-seal the CRCs, without parsing the whole MAD. The same rules
-        as smi.dr_receive (C14-9:2 and C14-13:2); anything else returns None for the full path."""
+        as smi.dr_receive (C14-9:2 and C14-13:2); anything else returns False for the full path."""
         if len(data) != DR_PACKET_LEN or data[1] & 3 != w.LNH_IBA_LOCAL:
-            return None
+            return False
         m = DR_MAD_OFF
         if data[m] != 1 or data[m + 1] != w.CLASS_SUBN_DIRECTED or data[m + 2] != 1 or data[24:28] != b"\0\0\0\0" \
                 or data[20:23] != b"\0\0\0":  # Q_Key ignored on QP0, but DestQP and SrcQP must be 0
-            return None
+            return False
         hp, hc = data[m + 6], data[m + 7]
         if hc > 63 or icrc_bytes(data[:-6]) != data[-6:-2]:
-            return None  # let the full path classify it
+            return False  # let the full path classify it
         d = data[m + 4] & 0x80
         if not d and 1 <= hp < hc:
             out = data[m + 128 + hp + 1]
@@ -248,16 +236,18 @@ class Switch(Device):
             pkt = bytearray(data)
             pkt[m + 6] = hp - 1
         else:
-            return None
+            return False
         if not 1 <= out <= self.num_ports:
-            return self.drop("dr_path")
+            self.drop("dr_path")
+            return True
         body = bytes(pkt[:-6])
         raw = body + icrc_bytes(body)
-        return self.transmit_mgmt(out, raw + vcrc_bytes(raw))
+        self.transmit_mgmt(out, raw + vcrc_bytes(raw))
+        return True
 
     # -- local delivery (port 0: SMA on QP0, PMA on QP1) ---------------------------------------
 
-    def _local(self, in_port: int, data: bytes, now: float) -> list:
+    def _local(self, in_port: int, data: bytes, now: float) -> None:
         ingress = self.ports[in_port]
         try:
             pkt = w.split_ud_packet(data)
@@ -288,25 +278,25 @@ class Switch(Device):
             return self.route_out(self.build_reply(pkt, resp.pack(), self.ports[0], vl=0), in_port)
         return self.drop("no_qp")
 
-    def smp_to_local_sm(self, pkt, mad, in_port: int, now: float) -> list:
+    def smp_to_local_sm(self, pkt, mad, in_port: int, now: float) -> None:
         if mad.method == w.TRAP_REPRESS:
             self.trap_repressed(mad.tid)
-            return []
+            return
         return self.drop("smp_response_no_sm")
 
     # -- link events ---------------------------------------------------------------------------
 
-    def on_link_change(self, port: Port, now: float) -> list:
+    def on_link_change(self, port: Port, now: float) -> None:
         self.port_state_change = 1
         p0 = self.ports[0]
         if not p0.lid or not p0.sm_lid:
-            return []
+            return
         details = bytearray(54)
         details[0:2] = p0.lid.to_bytes(2, "big")  # LIDADDR of the switch
         notice = w.Notice(is_generic=1, type=sa.NOTICE_TYPE_URGENT, producer_type=sa.PRODUCER_SWITCH,
                           trap_num=sa.TRAP_LINK_STATE_CHANGE, issuer_lid=p0.lid,
                           data_details=bytes(details))
-        return self.queue_trap(notice, p0, 0, now)
+        self.queue_trap(notice, p0, 0, now)
 
     # -- SMA attributes specific to switches ---------------------------------------------------
 

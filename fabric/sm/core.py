@@ -19,12 +19,13 @@ the ports report or what this SM last programmed, a sweep of an unchanged subnet
 and a new SM taking over keeps LIDs and routes, so unicast traffic keeps flowing.
 
 Inputs: ``start(now)``, ``on_smp(mad, now)`` (responses and traps), ``tick(now)``.
-Output: lists of actions (``SendSmp``, ``SubnetUp``, ``SaAction``s from the SA).
+Output: lists of actions (``SendSmp``, ``SubnetUp``, ``Guid2LidChanged``, ``SaAction``s from the SA).
+The core reads and writes no files: the guid2lid cache comes in through the constructor, and each
+change to it goes out as a ``Guid2LidChanged`` for the driver to persist.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from .. import wire as w
@@ -42,7 +43,7 @@ class SMConfig:
     sweep_interval: float = 10.0  # light sweep period, seconds (OpenSM's default)
     routing_engine: str = "minhop"
     partitions: str = DEFAULT_PARTITIONS
-    guid2lid_path: str | None = None
+    guid2lid_path: str | None = None  # the driver's: where it keeps the cache across SM restarts
     sm_key: int = 0
     window: int = 128
     smp_timeout: float = 0.25
@@ -59,6 +60,14 @@ class SubnetUp:
     ports_active: int
 
 
+@dataclass(frozen=True)
+class Guid2LidChanged:
+    """Action: the LID cache changed; persist it (``{port GUID: base LID}``, LMC for the ranges)."""
+
+    guid2lid: dict
+    lmc: int
+
+
 @dataclass
 class SweepStats:
     sweep: int = 0
@@ -67,7 +76,7 @@ class SweepStats:
 
 
 class SubnetManager:
-    def __init__(self, config: SMConfig | None = None, *, tid_base: int = 0x5300):
+    def __init__(self, config: SMConfig | None = None, *, tid_base: int = 0x5300, guid2lid: dict | None = None):
         from .mcast import McastManager
         from .partitions import parse_partitions
         from .sa import SubnetAdministrator
@@ -84,7 +93,7 @@ class SubnetManager:
         self.resweep = False
         self.next_light = None
         self.light_pending = False
-        self.guid2lid: dict[int, int] = self._load_guid2lid()
+        self.guid2lid: dict[int, int] = dict(guid2lid or {})
         self.programmed_lft: dict[int, bytearray] = {}
         self.programmed_mft: dict[int, dict] = {}  # switch guid -> {mlid: mask}
         self.programmed_pkeys: dict[int, list] = {}  # CA port guid -> P_Keys
@@ -200,7 +209,7 @@ class SubnetManager:
         merged.update(lids)  # absent ports keep their LIDs reserved, as OpenSM's cache does
         if merged != self.guid2lid:
             self.guid2lid = merged
-            self._save_guid2lid()
+            self.out.append(Guid2LidChanged(dict(merged), self.config.lmc))
         sm_lid = lids.get(sm_port.guid, 0)
         first = self.sweeps == 0
         ca_guids = {p.guid for p in subnet.ca_ports()}
@@ -423,33 +432,6 @@ class SubnetManager:
             else:
                 self.resweep = True
         return out + self.engine.pump(now)
-
-    # -- persistence ---------------------------------------------------------------------------
-
-    def _load_guid2lid(self) -> dict:
-        path = self.config.guid2lid_path
-        out = {}
-        if not path or not os.path.exists(path):
-            return out
-        with open(path) as f:
-            for line in f:
-                parts = line.split("#", 1)[0].split()
-                if len(parts) >= 2:
-                    try:
-                        out[int(parts[0], 16)] = int(parts[1], 16)
-                    except ValueError:
-                        continue
-        return out
-
-    def _save_guid2lid(self) -> None:
-        path = self.config.guid2lid_path
-        if not path:
-            return
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            for guid, lid in sorted(self.guid2lid.items(), key=lambda kv: kv[1]):
-                f.write(f"0x{guid:016x} 0x{lid:04x} 0x{lid + (1 << self.config.lmc) - 1:04x}\n")
-        os.replace(tmp, path)
 
     # -- for the SA ----------------------------------------------------------------------------
 

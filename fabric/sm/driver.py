@@ -1,13 +1,15 @@
-"""Runs the SM and SA on an HCA port inside a device host: SMPs on QP0, SA MADs on QP1."""
+"""Runs the SM and SA on an HCA port inside a device host: SMPs on QP0, SA MADs on QP1, and the
+guid2lid file. The cores (``SubnetManager``, ``SubnetAdministrator``) are sans-IO; this is their IO:
+it turns their actions into packets the HCA sends, and keeps their LID cache on disk."""
 
 from __future__ import annotations
 
-import time
+import os
 from collections import deque
 
 from .. import wire as w
 from ..devices.hca import send_smp
-from .core import SMConfig, SubnetManager, SubnetUp
+from .core import Guid2LidChanged, SMConfig, SubnetManager, SubnetUp
 from .engine import SendSmp
 
 MFT_COALESCE_S = 0.0  # due at once: joins that arrive in the same host loop iteration are batched
@@ -19,7 +21,9 @@ class SmAgent:
     def __init__(self, hca, port: int, config: SMConfig | None = None):
         self.hca = hca
         self.port = port
-        self.sm = SubnetManager(config, tid_base=(hca.node_guid & 0xFFFF) ^ 0x5300)
+        config = config or SMConfig()
+        self.sm = SubnetManager(config, tid_base=(hca.node_guid & 0xFFFF) ^ 0x5300,
+                                guid2lid=read_guid2lid(config.guid2lid_path))
         self.last_up: SubnetUp | None = None
         self.started_at = None
         self._busy = False
@@ -40,14 +44,14 @@ class SmAgent:
 
     # -- inputs --------------------------------------------------------------------------------
 
-    def start(self, now: float) -> list:
+    def start(self, now: float) -> None:
         self.started_at = now
-        return self._run(self.sm.start(now), now)
+        self._run(self.sm.start(now), now)
 
-    def on_smp(self, pkt, mad, in_port: int, now: float) -> list:
-        return self._run(self.sm.on_smp(mad, now), now)
+    def on_smp(self, pkt, mad, in_port: int, now: float) -> None:
+        self._run(self.sm.on_smp(mad, now), now)
 
-    def on_gmp(self, pkt, in_port: int, now: float) -> list:
+    def on_gmp(self, pkt, in_port: int, now: float) -> None:
         from .sa import Requester
 
         raw = bytes(pkt.payload)
@@ -60,7 +64,7 @@ class SmAgent:
                 mad = None
             else:
                 self.hca.drops["gmp_malformed"] += 1
-                return []
+                return
         if mad is None:
             pass
         elif mad.mgmt_class != w.CLASS_SUBN_ADM or mad.method & w.RESPONSE_BIT:
@@ -68,23 +72,23 @@ class SmAgent:
             # answering an SA client on this node through loopback), and other classes' MADs go
             # to QP1's receive side as on any HCA
             self.hca._deliver(self.hca.qps[1], pkt, in_port, 0)
-            return []
+            return
         req = Requester(lid=pkt.lrh.slid, qpn=pkt.deth.src_qp, pkey=pkt.bth.pkey,
                         gid=pkt.grh.sgid if pkt.grh is not None else None)
-        return self._run(self.sm.sa.handle(raw if mad is None else mad, req, now), now)
+        self._run(self.sm.sa.handle(raw if mad is None else mad, req, now), now)
 
-    def tick(self, now: float) -> list:
+    def tick(self, now: float) -> None:
         actions = self.sm.tick(now)
         if self.mft_due is not None and now >= self.mft_due:
             self.mft_due = None
             self.sm.program_mfts()
             actions = actions + self.sm.engine.pump(now)
-        return self._run(actions, now)
+        self._run(actions, now)
 
-    def request_sweep(self, now: float) -> list:
-        """Start a heavy sweep now (or after the one in progress); returns the packets to send."""
+    def request_sweep(self, now: float) -> None:
+        """Start a heavy sweep now (or after the one in progress)."""
         self.sm.now = now
-        return self._run(self.sm.request_sweep(), now)
+        self._run(self.sm.request_sweep(), now)
 
     def next_deadline(self):
         d = self.sm.next_deadline()
@@ -94,50 +98,44 @@ class SmAgent:
 
     # -- outputs -------------------------------------------------------------------------------
 
-    def _run(self, actions: list, now: float) -> list:
-        """Turn actions into packets. SMPs to this very node are answered synchronously and their
+    def _run(self, actions: list, now: float) -> None:
+        """Carry out actions. SMPs to this very node are answered synchronously and their
         answers feed back into the SM, so actions are processed from a queue, not recursively."""
         self._pending.extend(actions)
         if self._busy:
-            return []
+            return
         self._busy = True
-        txs = []
         try:
             while self._pending:
-                a = self._pending.popleft()
-                txs.extend(self._do(a, now))
+                self._do(self._pending.popleft(), now)
         finally:
             self._busy = False
-        return txs
 
-    def _do(self, a, now: float) -> list:
+    def _do(self, a, now: float) -> None:
         from .sa import McastChanged, SaReply, SaReport
 
         if isinstance(a, SendSmp):
-            return send_smp(self.hca, self.port, a.smp, now, dlid=a.dlid)
-        if isinstance(a, SubnetUp):
+            send_smp(self.hca, self.port, a.smp, now, dlid=a.dlid)
+        elif isinstance(a, SubnetUp):
             self.last_up = a
-            return []
-        if isinstance(a, SaReply):
-            out = []
+        elif isinstance(a, SaReply):
             for mad in a.mads:
-                out.extend(self._gmp(a.dest, mad, now))
-            return out
-        if isinstance(a, SaReport):
-            return self._gmp(a.dest, a.mad, now)
-        if isinstance(a, McastChanged):
+                self._gmp(a.dest, mad, now)
+        elif isinstance(a, SaReport):
+            self._gmp(a.dest, a.mad, now)
+        elif isinstance(a, McastChanged):
             # Coalesce: a burst of joins (every node joining the broadcast group after a sweep)
             # becomes one MFT update instead of one per join.
             if self.mft_due is None:
                 self.mft_due = now + MFT_COALESCE_S
-            return []
-        return []
+        elif isinstance(a, Guid2LidChanged):
+            write_guid2lid(self.sm.config.guid2lid_path, a.guid2lid, a.lmc)
 
-    def _gmp(self, dest, mad: bytes, now: float) -> list:
+    def _gmp(self, dest, mad: bytes, now: float) -> None:
         port = self.hca.ports[self.port]
         idx = port.pkey_index(dest.pkey) if dest.pkey else 0
-        return self.hca.post_send(1, dlid=dest.lid, dest_qp=dest.qpn, payload=mad, qkey=w.QKEY_GSI,
-                                  pkey_index=idx or 0, now=now, port_num=self.port)
+        self.hca.post_send(1, dlid=dest.lid, dest_qp=dest.qpn, payload=mad, qkey=w.QKEY_GSI,
+                           pkey_index=idx or 0, now=now, port_num=self.port)
 
     def status(self) -> dict:
         st = self.sm.status()
@@ -147,5 +145,30 @@ class SmAgent:
         return st
 
 
-def now() -> float:
-    return time.monotonic()
+# -- the guid2lid file (OpenSM's format: "GUID base-LID top-LID" per line) -------------------------
+
+def read_guid2lid(path: str | None) -> dict:
+    """``{port GUID: base LID}`` from the file; empty when there is none. Lines that do not parse
+    are skipped, as OpenSM skips them."""
+    out = {}
+    if not path or not os.path.exists(path):
+        return out
+    with open(path) as f:
+        for line in f:
+            parts = line.split("#", 1)[0].split()
+            if len(parts) >= 2:
+                try:
+                    out[int(parts[0], 16)] = int(parts[1], 16)
+                except ValueError:
+                    continue
+    return out
+
+
+def write_guid2lid(path: str | None, guid2lid: dict, lmc: int) -> None:
+    if not path:
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        for guid, lid in sorted(guid2lid.items(), key=lambda kv: kv[1]):
+            f.write(f"0x{guid:016x} 0x{lid:04x} 0x{lid + (1 << lmc) - 1:04x}\n")
+    os.replace(tmp, path)  # atomic: an SM stopped mid-write leaves the old file whole

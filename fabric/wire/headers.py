@@ -1,4 +1,4 @@
-"""Transport headers of a UD packet (IBA vol. 1 ch. 5 and 9) and the IPoIB encapsulation (RFC 4391)."""
+"""Transport headers of a UD packet (IBA vol. 1 ch. 5 and 9), LIDs, P_Keys, GIDs and MGIDs."""
 
 from __future__ import annotations
 
@@ -67,43 +67,19 @@ class DETH(Struct):
     FIELDS = (U("qkey", 32), R(8), U("src_qp", 24))
 
 
-# -- IPoIB (RFC 4391) --------------------------------------------------------------------------
+# -- multicast -----------------------------------------------------------------------------------
 
-ETHERTYPE_IPV4 = 0x0800
-ETHERTYPE_ARP = 0x0806
-ETHERTYPE_IPV6 = 0x86DD
-IPOIB_QKEY = 0x0B1B  # Q_Key of the broadcast group the SM creates for IPoIB
-IPOIB_HDR_LEN = 4
+QPN_MULTICAST = 0xFFFFFF  # the destination QP of every multicast packet (IBA 10.5.2.2)
 
-
-class IPoIBHeader(Struct):
-    """The 4-octet encapsulation header that precedes every IPoIB payload."""
-
-    FIELDS = (U("ethertype", 16), R(16))
-
-
-class IPoIBLinkAddr(Struct):
-    """The 20-octet IPoIB hardware address: flags (connected-mode bit etc.), QPN, port GID."""
-
-    FIELDS = (U("flags", 8), U("qpn", 24), B("gid", 16))
-
-
-IPOIB_BROADCAST_QPN = 0xFFFFFF
+# The broadcast group of IPoIB (RFC 4391), which the SM creates for every partition that
+# partitions.conf flags ``ipoib``, as OpenSM does: the one IPoIB fact the fabric needs.
+IPOIB_QKEY = 0x0B1B
 
 
 def ipoib_broadcast_mgid(pkey: int, scope: int = 2) -> bytes:
     """Broadcast MGID ff1<scope>:401b:<P_Key>::ffff:ffff; the full-membership bit is always set."""
     pkey |= PKEY_FULL_BIT
     return bytes([0xFF, 0x10 | scope, 0x40, 0x1B, pkey >> 8, pkey & 0xFF]) + bytes(6) + b"\xff\xff\xff\xff"
-
-
-def ipoib_ipv4_mcast_mgid(ipv4: bytes, pkey: int, scope: int = 2) -> bytes:
-    """RFC 4391 section 4: ff1<scope>:401b:<P_Key>::<low 28 bits of the IPv4 group>."""
-    if len(ipv4) != 4:
-        raise ValueError("IPv4 group address must be 4 octets")
-    pkey |= PKEY_FULL_BIT
-    low = bytes([ipv4[0] & 0x0F]) + bytes(ipv4[1:])
-    return bytes([0xFF, 0x10 | scope, 0x40, 0x1B, pkey >> 8, pkey & 0xFF]) + bytes(6) + low
 
 
 def fmt_gid(gid: bytes) -> str:

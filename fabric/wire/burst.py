@@ -1,4 +1,4 @@
-"""Link framing: a ZeroMQ message on a link is a burst of IB packets.
+"""Link burst framing: a ZeroMQ message on a link is a burst of IB packets.
 
     octet 0     format version (1)
     octet 1     kind: DATA, or a link-training/control frame (HELLO, HELLO_ACK, DOWN)
@@ -9,14 +9,19 @@
 
 One message carries many packets so the per-message cost of ZeroMQ (about 0.7 us) is shared; see
 DESIGN.md section 3. Control frames carry no packets: they model link training (both ends must see
-each other before the physical state is LinkUp) and a cable pulled at one end.
+each other before the physical state is LinkUp, see :mod:`fabric.devices.training`) and a cable
+pulled at one end.
+
+Compiled paths (a switch forwarding a burst, the accelerated IPoIB provider sending) build the
+packets of a burst straight into a buffer that starts with ``BURST_HEADROOM`` free octets, a
+:class:`Segment`; the host writes the burst header into that room and sends the buffer as it is.
 """
 
 from __future__ import annotations
 
 import struct
 
-from .wire.errors import ParseError
+from .errors import ParseError
 
 BURST_VERSION = 1
 KIND_DATA, KIND_HELLO, KIND_HELLO_ACK, KIND_DOWN = 0, 1, 2, 3
@@ -24,6 +29,27 @@ KIND_NAMES = {0: "data", 1: "hello", 2: "hello-ack", 3: "down"}
 BURST_HDR = struct.Struct("!BBBxH")
 LEN = struct.Struct("!H")
 MAX_BURST_PACKETS = 0xFFFF
+BURST_HEADROOM = BURST_HDR.size  # what a compiled path leaves free in front of a Segment's packets
+
+
+class Segment:
+    """Packets framed for one egress port's next burst: ``buf`` holds ``BURST_HEADROOM`` octets of
+    room for the burst header, then ``count`` length-prefixed packets. A device puts one in its
+    outbox instead of ``count`` ``(port, packet)`` pairs, so the host sends it without a copy."""
+
+    __slots__ = ("port", "count", "buf")
+
+    def __init__(self, port: int, count: int, buf):
+        self.port = port
+        self.count = count
+        self.buf = buf
+
+    def packets(self) -> list:
+        """The packets, one by one (for in-process delivery and captures)."""
+        return decode_burst_packets(self.buf, BURST_HEADROOM, self.count)
+
+    def __repr__(self):
+        return f"Segment(port={self.port}, count={self.count}, {len(self.buf) - BURST_HEADROOM} octets)"
 
 
 def encode_burst(dest_port: int, packets, kind: int = KIND_DATA) -> bytes:

@@ -1,121 +1,15 @@
-"""Runs an IPoIB node on every HCA of a device host, and serves its RPC operations.
-
-The launcher names this module in ``fabric.json`` (``node_software``); the host imports it by name,
-so the fabric package never imports IPoIB.
-"""
+"""``ibfab perf``: throughput and latency between two nodes (like iperf3, ib_send_bw and
+ib_send_lat), run as agents of the HCAs inside the device hosts, and their RPC operations."""
 
 from __future__ import annotations
 
 import itertools
 import time
 
+
 from . import core as backend_core
-from .node import IPoIBNode
+from . import encap, inet
 
-
-def attach(host) -> None:
-    cfg = host.info.data.get("ipoib") or {}
-    hca_order = [n.name for n in host.topology.hcas()]
-    nodes = {}
-    for name, dev in host.devices.items():
-        if dev.kind != "hca":
-            continue
-        nodes[name] = IPoIBNode(dev, hca_order.index(name), clock=time.monotonic, backend=backend_core,
-                                addresses=(cfg.get("addresses") or {}).get(name),
-                                tx_queues=cfg.get("tx_queues"), rx_queues=cfg.get("rx_queues"))
-    host.ipoib_nodes = nodes
-    sockets: dict = {}
-    ids = itertools.count(1)
-
-    def node(device):
-        n = nodes.get(device)
-        if n is None:
-            raise KeyError(f"no IPoIB node {device!r} on this host")
-        return n
-
-    def op_ipoib_status(env, now, device):
-        return node(device).snapshot()
-
-    def op_ping(env, now, device, dst, count=1, interval=0.2, timeout=1.0, size=56, ifname=None, adaptive=False):
-        sess = node(device).ip.ping(dst, count=int(count), interval=float(interval), timeout=float(timeout),
-                                    size=int(size), ifname=ifname, adaptive=bool(adaptive))
-        def check():
-            if not sess.done:
-                return None
-            return dict(sess.summary(), replies=list(getattr(sess, "replies", [])),
-                        error_texts=list(sess.errors))
-
-        wait = count * (interval + (timeout if adaptive else 0.0)) + timeout + 1.0
-        return host.defer(env, now, wait, check, None)
-
-    def op_udp_open(env, now, device, port=0, addr=None):
-        s = node(device).ip.udp_socket()
-        s.bind(int(port), addr)
-        sid = next(ids)
-        sockets[sid] = (device, s)
-        return {"sock": sid, "port": s.port}
-
-    def _sock(sid, device):
-        entry = sockets.get(sid)
-        if entry is None or entry[0] != device:
-            raise KeyError(f"no socket {sid} on {device}")
-        return entry[1]
-
-    def op_udp_sendto(env, now, device, sock, data, ip, port, ifname=None):
-        return _sock(sock, device).sendto(bytes(data), (ip, int(port)), ifname=ifname)
-
-    def op_udp_recv(env, now, device, sock, timeout=1.0, max=64):
-        s = _sock(sock, device)
-
-        def check():
-            got = []
-            while len(got) < max:
-                d = s.recvfrom()
-                if d is None:
-                    break
-                got.append({"data": d[0], "ip": d[1][0], "port": d[1][1]})
-            return got or None
-
-        return host.defer(env, now, float(timeout), check, [])
-
-    def op_udp_join(env, now, device, sock, group, ifname=None):
-        _sock(sock, device).join_group(group, ifname=ifname)
-        return True
-
-    def op_udp_leave(env, now, device, sock, group, ifname=None):
-        _sock(sock, device).leave_group(group, ifname=ifname)
-        return True
-
-    def op_udp_close(env, now, device, sock):
-        _sock(sock, device).close()
-        del sockets[sock]
-        return True
-
-    def op_ipoib_coalesce(env, now, device, ifname="ib0", rx_usecs=None, rx_frames=None, adaptive=None):
-        """ethtool -c (no values) / -C (some values) on one interface."""
-        ifc = node(device).ifs.get(ifname)
-        if ifc is None:
-            raise KeyError(f"{device} has no interface {ifname!r}")
-        if rx_usecs is None and rx_frames is None and adaptive is None:
-            return ifc.netdev.get_coalesce()
-        return ifc.netdev.set_coalesce(rx_usecs, rx_frames, adaptive)
-
-    def op_ipoib_features(env, now, device, ifname="ib0", gro=None, rx_flow_hash_udp4=None):
-        """ethtool -k (no values) / -K, -N (some values) on one interface."""
-        ifc = node(device).ifs.get(ifname)
-        if ifc is None:
-            raise KeyError(f"{device} has no interface {ifname!r}")
-        if gro is None and rx_flow_hash_udp4 is None:
-            return ifc.netdev.get_features()
-        return ifc.netdev.set_features(gro, rx_flow_hash_udp4)
-
-    for fn in (op_ipoib_status, op_ipoib_coalesce, op_ipoib_features, op_ping, op_udp_open, op_udp_sendto, op_udp_recv, op_udp_join, op_udp_leave,
-               op_udp_close):
-        host.extra_ops[fn.__name__[3:]] = fn
-    attach_perf(host, nodes)
-
-
-# -- perf: throughput between two nodes (like iperf/ib_send_bw) -----------------------------------
 
 class PerfSender:
     """Sends UDP datagrams as fast as the stack takes them, a burst per loop iteration, for
@@ -139,26 +33,25 @@ class PerfSender:
     def next_deadline(self):
         return None if self.done else 0.0
 
-    def tick(self, now: float) -> list:
+    def tick(self, now: float) -> None:
         if time.monotonic() >= self.end:
             self.done = True
             self.finished = time.monotonic()
             self.node.hca.agents.remove(self)
-            return []
+            return
         if self.gso:
             try:
                 self.sock.sendto(self.buffer, (self.dst, self.port))
                 self.sent += self.burst
             except OSError:
                 self.errors += self.burst
-            return []
+            return
         for _ in range(self.burst):
             try:
                 self.sock.sendto(self.payload, (self.dst, self.port))
                 self.sent += 1
             except OSError:
                 self.errors += 1
-        return []
 
     def result(self) -> dict:
         return {"sent": self.sent, "errors": self.errors, "seconds": self.finished - self.start}
@@ -176,11 +69,11 @@ class PerfSink:
     def next_deadline(self):
         return 0.0 if self.sock.pending() else None
 
-    def tick(self, now: float) -> list:
+    def tick(self, now: float) -> None:
         while True:
             m = self.sock.recvmsg()  # with UDP_GRO: a message may hold several datagrams
             if m is None:
-                return []
+                return
             t = time.monotonic()
             self.first = self.first or t
             self.last = t
@@ -207,10 +100,6 @@ class UdPerfSender:
     RESOLVE_S = 3.0
 
     def __init__(self, node, sock, dst, port, size, seconds, burst=64):
-        from fabric import wire as w
-
-        from . import inet
-
         self.node, self.sock, self.dst, self.port, self.size = node, sock, dst, port, size
         self.burst, self.seconds = burst, seconds
         iface = node.ip.route(dst)
@@ -220,7 +109,7 @@ class UdPerfSender:
         if size + 28 + 4 > self.ifc.mtu + 4:
             raise ValueError(f"--ud sends whole datagrams: at most {self.ifc.mtu - 28} octets on {iface.name}")
         src, dip = iface.addr, inet.ip4(dst)
-        frame = w.IPoIBHeader(ethertype=w.ETHERTYPE_IPV4).pack() + inet.build_ipv4(
+        frame = encap.IPoIBHeader(ethertype=encap.ETHERTYPE_IPV4).pack() + inet.build_ipv4(
             src, dip, inet.IPPROTO_UDP, inet.build_udp(src, dip, sock.port, port, bytes(size)), ident=1)
         self.frames = [frame] * burst
         self.dip = dip
@@ -234,12 +123,10 @@ class UdPerfSender:
         node.hca.agents.append(self)
 
     def _resolve(self):
-        from .ulp import split_mac
-
         n = self.ifc.neigh.get(self.dip)
         if n is None or n.hwaddr is None:
             return None
-        qpn, dgid = split_mac(n.hwaddr)
+        qpn, dgid = encap.split_hwaddr(n.hwaddr)
         p = self.ifc.paths.get(dgid)
         return (p.ah, qpn) if p is not None and p.valid else None
 
@@ -269,18 +156,17 @@ class UdPerfSender:
     def _on_path(self, t: float) -> None:
         self.start, self.end = t, t + self.seconds
 
-    def tick(self, now: float) -> list:
+    def tick(self, now: float) -> None:
         t = time.monotonic()
         if not self._path_ready(t):
-            return []
+            return
         if t >= self.end:
             self._finish()
-            return []
+            return
         n = self.ifc.netdev.send_burst(self.frames, self.ah, self.dqpn)
         self.sent += n
         if n < self.burst:
             self.busy += 1  # the send queue is full: wait for it, as ib_send_bw waits on its CQ
-        return []
 
     def result(self) -> dict:
         if self.error:
@@ -306,10 +192,10 @@ class UdLatencyClient(UdPerfSender):
     def _on_path(self, t: float) -> None:
         self.ctx.rx_sink = self.hook  # catch the answers at our driver
 
-    def tick(self, now: float) -> list:
+    def tick(self, now: float) -> None:
         t = time.monotonic()
         if not self._path_ready(t):
-            return []
+            return
         if self.sent_at is not None:
             if self.hook.packets > self.expect:
                 self.rtts.append(self.hook.last - self.sent_at)
@@ -318,16 +204,15 @@ class UdLatencyClient(UdPerfSender):
                 self.lost += 1
                 self.sent_at = None
             else:
-                return []
+                return
         if len(self.rtts) + self.lost >= self.count:
             self._finish()
-            return []
+            return
         self.expect = self.hook.packets
         self.sent_at = time.monotonic()
         if self.ifc.netdev.send(self.frames[0], self.ah, self.dqpn) != 0:
             self.lost += 1
             self.sent_at = None
-        return []
 
     def next_deadline(self):
         if self.done:
@@ -426,4 +311,4 @@ def attach_perf(host, nodes) -> None:
         return host.defer(env, now, UdLatencyClient.RESOLVE_S + count * timeout + 2.0, check, None)
 
     for fn in (op_perf_sink, op_perf_sink_result, op_perf_send, op_perf_ping_ud):
-        host.extra_ops[fn.__name__[3:]] = fn
+        host.add_op(fn.__name__[3:], fn)

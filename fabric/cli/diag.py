@@ -1,0 +1,176 @@
+"""``ibfab`` commands shaped like infiniband-diags: ibnetdiscover, dump-fts, perfquery, saquery.
+Each reads the fabric with real SMPs or GMPs sent from an HCA port (the SM's, unless ``--via``)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .common import client, topology_sm
+
+
+def _discover(args, lfts: bool) -> dict:
+    from ..rpc import RpcError
+
+    with client(args.name) as fc:
+        info = fc.info
+        via = args.via or (info.data.get("sm") or {}).get("node")
+        if via is None:
+            topo_sm = topology_sm(info)
+            via = topo_sm[0]
+        port = args.port or ((info.data.get("sm") or {}).get("port") if via == (info.data.get("sm") or {}).get("node")
+                             else 1) or 1
+        try:
+            data = fc.call(via, "discover", port=port, lfts=lfts, timeout=60.0)
+        except (RpcError, KeyError) as exc:
+            raise SystemExit(f"ibfab: discovery from {via} failed: {exc}")
+    if data is None:
+        raise SystemExit(f"ibfab: discovery from {via} port {port} did not finish")
+    return data
+
+
+def cmd_ibnetdiscover(args) -> int:
+    from ..diag import format_ibnetdiscover
+
+    sys.stdout.write(format_ibnetdiscover(_discover(args, lfts=False)))
+    return 0
+
+
+def cmd_dump_fts(args) -> int:
+    from ..diag import format_dump_fts
+
+    sys.stdout.write(format_dump_fts(_discover(args, lfts=True)))
+    return 0
+
+
+def _diag_name(field: str) -> str:
+    """perfquery's names: port_xmit_data -> PortXmitData, vl15_dropped -> VL15Dropped."""
+    special = {"vl15": "VL15", "qp1": "QP1"}
+    return "".join(special.get(p, p.capitalize()) for p in field.split("_"))
+
+
+def _lid_of(fc, node: str) -> int:
+    d = fc.devices()[node]
+    if d["type"] == "switch":
+        return d["lid"]
+    return next((p["lid"] for p in d["ports"] if p["lid"]), 0)
+
+
+def _via(fc, args) -> str:
+    if args.via:
+        return args.via
+    sm = fc.info.data.get("sm") or {}
+    return sm.get("node") or topology_sm(fc.info)[0]
+
+
+def _gmp(fc, via: str, dlid: int, mad) -> list:
+    from ..rpc import RpcError
+
+    try:
+        got = fc.call(via, "gmp", dlid=dlid, mad=mad.pack() if hasattr(mad, "pack") else mad, timeout=2.0)
+    except RpcError as exc:
+        raise SystemExit(f"ibfab: {exc}")
+    if got is None:
+        raise SystemExit(f"ibfab: no answer from LID {dlid}")
+    return got
+
+
+def cmd_perfquery(args) -> int:
+    """PortCounters (or --extended) of a node's port, read with a PMA Get; --reset clears them."""
+    from .. import wire as w
+
+    with client(args.name) as fc:
+        lid = _lid_of(fc, args.node)
+        if not lid:
+            print(f"ibfab perfquery: {args.node} has no LID (is the subnet up?)", file=sys.stderr)
+            return 1
+        attr_cls, attr_id = ((w.PortCountersExtended, w.ATTR_PORT_COUNTERS_EXT) if args.extended
+                             else (w.PortCounters, w.ATTR_PORT_COUNTERS))
+        req = attr_cls(port_select=args.port, counter_select=0xFFFF if args.reset else 0)
+        if args.reset and not args.extended:
+            req = req.replace(counter_select2=0xFF)
+        mad = w.new_mad(w.PMAMad, method=w.SET if args.reset else w.GET, tid=((os.getpid() & 0xFFFF) << 16) | 1,
+                        attr_id=attr_id, data=w.put_attr(req, 192))
+        resp = w.parse_mad(_gmp(fc, _via(fc, args), lid, mad)[0])
+    if resp.status:
+        print(f"ibfab perfquery: MAD status 0x{resp.status:04x}", file=sys.stderr)
+        return 1
+    attr = attr_cls.unpack(resp.data)
+    title = "Port extended counters" if args.extended else "Port counters"
+    print(f"# {title}: Lid {lid} port {args.port}")
+    for f in attr_cls.FIELDS:
+        if f.kind == "uint":
+            name = _diag_name(f.name) + ":"
+            val = getattr(attr, f.name)
+            shown = f"0x{val:04x}" if f.name.startswith("counter_select") else str(val)
+            print(f"{name:.<33}{shown}")
+    return 0
+
+
+def cmd_saquery(args) -> int:
+    """SA queries from an HCA, like saquery: NodeRecords, a PathRecord, or multicast groups."""
+    from ..mad import saclient
+    from ..wire import fmt_gid
+
+    with client(args.name) as fc:
+        via = _via(fc, args)
+        d = fc.devices()[via]
+        sm_lid = next((p["sm_lid"] for p in d["ports"] if p["sm_lid"]), 0)
+        if not sm_lid:
+            print("ibfab saquery: no SM LID (is the subnet up?)", file=sys.stderr)
+            return 1
+        if args.what == "nodes":
+            _tid, mad = saclient.node_records()
+        elif args.what == "path":
+            if len(args.args) != 2:
+                print("ibfab saquery path SRC DST", file=sys.stderr)
+                return 2
+            gids = []
+            for n in args.args:
+                port = next(p for p in fc.devices()[n]["ports"] if p["cabled"])
+                gids.append(bytes.fromhex("fe80000000000000") + port["guid"].to_bytes(8, "big"))
+            _tid, mad = saclient.path_record_query(gids[0], gids[1])
+        else:
+            _tid, mad = saclient.mcmember_records()
+        resp = saclient.parse_response(_gmp(fc, via, sm_lid, mad))
+    if resp.status:
+        print(f"ibfab saquery: SA status 0x{resp.status:04x}", file=sys.stderr)
+        return 1
+    for r in resp.records:
+        if args.what == "nodes":
+            ni = r.node_info
+            print(f"NodeRecord dump:\n\t\tlid.....................{r.lid}\n\t\tNodeGUID................0x{ni.node_guid:016x}"
+                  f"\n\t\tNodeType................{ni.node_type}\n\t\tNumPorts................{ni.num_ports}"
+                  f"\n\t\tNodeDescription.........{r.node_desc.description}")
+        elif args.what == "path":
+            print(f"PathRecord dump:\n\t\tdgid....................{fmt_gid(r.dgid)}\n\t\tsgid....................{fmt_gid(r.sgid)}"
+                  f"\n\t\tdlid....................{r.dlid}\n\t\tslid....................{r.slid}\n\t\tpkey....................0x{r.pkey:04x}"
+                  f"\n\t\tsl......................{r.sl}\n\t\tmtu.....................{r.mtu}\n\t\trate....................{r.rate}"
+                  f"\n\t\tpacket_life.............{r.pkt_life}\n\t\thop_limit...............{r.hop_limit}")
+        else:
+            print(f"MCMember Record dump:\n\t\tMGID....................{fmt_gid(r.mgid)}\n\t\tMlid....................0x{r.mlid:x}"
+                  f"\n\t\tPortGid.................{fmt_gid(r.port_gid)}\n\t\tJoinState...............0x{r.join_state:x}"
+                  f"\n\t\tQkey....................0x{r.qkey:08x}")
+    print(f"{len(resp.records)} records")
+    return 0
+
+
+def register(sub, common) -> None:
+    for cmd, fn, hlp in (("ibnetdiscover", cmd_ibnetdiscover, "discover the fabric with DR SMPs; "
+                          "print it in ibnetdiscover's format"),
+                         ("dump-fts", cmd_dump_fts, "read every switch's LFT with SMPs; print it like dump_fts")):
+        c = common.add(cmd, fn, hlp)
+        c.add_argument("--via", default=None, help="HCA to send the SMPs from (default: the SM's)")
+        c.add_argument("--port", type=int, default=None, help="its port (default: the SM port, or 1)")
+
+    pq = common.add("perfquery", cmd_perfquery, "a port's PMA counters (PortCounters; --extended), like perfquery")
+    pq.add_argument("node")
+    pq.add_argument("port", type=int, nargs="?", default=1)
+    pq.add_argument("--extended", action="store_true")
+    pq.add_argument("--reset", action="store_true", help="clear the counters (a PMA Set)")
+    pq.add_argument("--via", default=None, help="HCA to send the MAD from (default: the SM's)")
+
+    sq = common.add("saquery", cmd_saquery, "SA queries: nodes (NodeRecords), path SRC DST, mcmembers")
+    sq.add_argument("what", choices=["nodes", "path", "mcmembers"])
+    sq.add_argument("args", nargs="*")
+    sq.add_argument("--via", default=None, help="HCA to query from (default: the SM's)")

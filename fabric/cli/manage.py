@@ -1,0 +1,149 @@
+"""``ibfab`` commands that launch, inspect and stop fabrics: up, down, status, link, list, capture."""
+
+from __future__ import annotations
+
+import sys
+
+from .common import client, fmt_guid
+
+
+def cmd_up(args) -> int:
+    from .. import launcher, plugins
+    from ..topology import TopologyError
+
+    software = args.node_software or (plugins.NONE if args.no_sm else plugins.DEFAULT)
+    config = {d: getattr(args, d) for d in args.node_options if getattr(args, d) is not None}
+    try:
+        info = launcher.up(args.topology, args.name, hosts=args.hosts, timeout=args.timeout, sm=not args.no_sm,
+                           node_software=software, node_config=config)
+    except (TopologyError, launcher.LaunchError, ValueError, OSError) as exc:
+        print(f"ibfab up: {exc}", file=sys.stderr)
+        return 1
+    n = sum(len(h["devices"]) for h in info.hosts)
+    print(f"fabric {args.name!r}: {n} devices in {len(info.hosts)} host processes, "
+          f"every link up in {info.data['links_seconds']:.2f} s")
+    up = info.data.get("subnet_up")
+    if up:
+        print(f"subnet up in {info.data['up_seconds']:.2f} s from launch (SM sweep {up['seconds']:.2f} s): "
+              f"{up['nodes']} nodes, {up['ports_active']} ports Active")
+    print(f"node software: {info.data.get('node_software') or plugins.NONE}")
+    print(f"run directory: {info.run_dir}")
+    return 0
+
+
+def cmd_down(args) -> int:
+    from .. import launcher
+
+    names = launcher.list_fabrics() if args.all else [args.name]
+    any_down = False
+    for name in names:
+        if launcher.down(name):
+            print(f"fabric {name!r} stopped")
+            any_down = True
+        elif not args.all:
+            print(f"ibfab down: no fabric named {name!r}", file=sys.stderr)
+            return 1
+    if args.all and not any_down:
+        print("no fabrics running")
+    return 0
+
+
+def cmd_status(args) -> int:
+    import json
+
+    with client(args.name) as fc:
+        devices = fc.devices()
+    if args.json:
+        print(json.dumps({"name": args.name, "devices": list(devices.values())}, indent=1, default=str))
+        return 0
+    print(f"{'name':<20} {'type':<6} {'guid':<18} {'ports':>5} {'lid':>5}  {'pid':>7}  port states")
+    for name, d in devices.items():
+        ports = [p for p in d["ports"] if p["cabled"] or p["port"] == 0]
+        lids = sorted({p["lid"] for p in ports if p["lid"]})
+        states = " ".join(f"{p['port']}:{p['state'][:4]}/{p['phys'][:6]}" for p in ports if p["cabled"])
+        nports = sum(1 for p in d["ports"] if p["port"])
+        print(f"{name:<20} {d['type']:<6} {fmt_guid(d['guid']):<18} {nports:>5} "
+              f"{','.join(map(str, lids)) or '-':>5}  {d['pid']:>7}  {states}")
+    return 0
+
+
+def cmd_link(args) -> int:
+    from ..rpc import RpcError
+
+    with client(args.name) as fc:
+        try:
+            fc.call(args.device, "link", port=args.port, up=args.state == "up")
+        except (RpcError, KeyError) as exc:
+            print(f"ibfab link: {exc}", file=sys.stderr)
+            return 1
+    print(f"{args.device} port {args.port}: link {args.state}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from .. import launcher
+
+    for name in launcher.list_fabrics():
+        print(f"{name}\t{'running' if launcher.is_running(name) else 'stale (ibfab down --name ' + name + ')'}")
+    return 0
+
+
+def cmd_capture(args) -> int:
+    if args.demo:
+        from ..capture_demo import write_demo
+
+        pkts = write_demo(args.file)
+        for ts, name, pkt, _exp in pkts:
+            print(f"{ts / 1e9:.6f}  {len(pkt):5d} octets  {name}")
+        print(f"wrote {len(pkts)} packets to {args.file}")
+        return 0
+    from ..capture import read_erf
+    from ..wire import ParseError, split_ud_packet
+
+    try:
+        records = read_erf(args.file)
+    except (OSError, ParseError) as exc:
+        print(f"ibfab capture: {args.file}: {exc}", file=sys.stderr)
+        return 1
+    for r in records:
+        try:
+            p = split_ud_packet(r.packet)
+            desc = (f"SLID {p.slid} -> DLID {p.dlid}  QP 0x{p.deth.src_qp:x} -> 0x{p.bth.dest_qp:x}  "
+                    f"P_Key 0x{p.bth.pkey:04x}  Q_Key 0x{p.deth.qkey:x}  {len(p.payload)} octets")
+        except ParseError as exc:
+            desc = f"invalid packet: {exc}"
+        print(f"{r.timestamp:.6f}  {desc}")
+    return 0
+
+
+def register(sub, common) -> None:
+    from .. import plugins
+
+    c = common.add("capture", cmd_capture, "write the demo capture, or list the packets of an ERF capture",
+                   named=False)
+    c.add_argument("--demo", action="store_true", help="write one packet of each kind the fabric carries")
+    c.add_argument("file", help="ERF capture file (type 21, InfiniBand)")
+
+    u = common.add("up", cmd_up, "launch a fabric: device hosts, links; returns when every link is up")
+    u.add_argument("topology", help="topology file (ibnetdiscover/ibsim format) or generator spec "
+                                    "(single:N, linear:N, fattree:LEAVES,SPINES,HCAS_PER_LEAF,LINKS)")
+    u.add_argument("--hosts", type=int, default=None, help="number of device-host processes (default: by size)")
+    u.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the links and the subnet")
+    u.add_argument("--no-sm", action="store_true", help="do not start the subnet manager (ports stay in Init)")
+    u.add_argument("--node-software", choices=plugins.node_software_names(), default=None,
+                   help=f"what runs on the HCAs (default {plugins.DEFAULT}; 'none': bare HCAs, the default "
+                        "with --no-sm)")
+    u.set_defaults(node_options=common.node_options)
+
+    d = common.add("down", cmd_down, "stop a fabric and remove its run directory (also after a crash)")
+    d.add_argument("--all", action="store_true", help="stop every fabric of this user")
+
+    s = common.add("status", cmd_status, "devices of a running fabric: type, GUID, ports, LIDs, states, pid")
+    s.add_argument("--json", action="store_true")
+
+    lk = common.add("link", cmd_link, "pull or plug back the cable at a device port")
+    lk.add_argument("device")
+    lk.add_argument("port", type=int)
+    lk.add_argument("state", choices=["up", "down"])
+
+    common.add("list", cmd_list, "named fabrics of this user", named=False)

@@ -1,0 +1,337 @@
+"""The device host's event loop: its devices' links (ZeroMQ sockets and in-memory queues), link
+training, timers, and the control socket it serves (:mod:`fabric.host.ops` has the operations).
+
+The loop blocks in ``zmq.Poller.poll`` with the next timer as its timeout, so an idle fabric uses
+no CPU. After every call into a device (a burst, a timer, an RPC) the host empties the device's
+``outbox`` into the next burst of each egress link: it is the only one that does.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections import deque
+
+import msgpack
+import zmq
+
+from .. import plugins
+from ..devices import cable, make_device, training
+from ..devices.events import apply_events
+from ..runinfo import RunInfo
+from ..topology import load_topology
+from ..wire.burst import (BURST_HDR, BURST_HEADROOM, BURST_VERSION, KIND_DATA, LEN, Segment,
+                          decode_burst_header, encode_control)
+from ..wire.errors import ParseError
+from .ops import DEFERRED, HostOps, RpcError
+
+RX_BUDGET = 64  # bursts read from one socket before looking at the others
+ZERO_COPY_MIN = 65536  # below this a copy is cheaper than zero-copy bookkeeping (DESIGN.md 3)
+LOCAL_BUDGET = 512  # in-process bursts delivered per loop iteration
+FLUSH_AT = 4096  # packets in one outgoing burst at most (the count field is 16 bits)
+SNDHWM = 1000  # bursts queued per link before the link drops (UD: overflow drops, never blocks)
+
+
+class DeviceHost(HostOps):
+    def __init__(self, run_dir: str, index: int):
+        self.info = RunInfo.load(run_dir)
+        self.index = index
+        self.topology = load_topology(self.info.topology_path)
+        self.names = self.info.hosts[index]["devices"]
+        self.devices = {n: make_device(self.topology.nodes[n]) for n in self.names}
+        self.ctx = zmq.Context()
+        self.ctx.set(zmq.MAX_SOCKETS, 65536)
+        self.ingress: dict = {}  # socket -> device name
+        self.links: dict = {}  # (name, port) -> (push socket, peer port)
+        self.txq: dict = {}  # (name, port) -> [packet count, [framed parts], first part has headroom]
+        self.pending: list = []  # deferred RPC replies: (deadline, check, envelope, default, on_timeout)
+        self.running = True
+        self.sm = None  # SmAgent when the subnet manager runs on a device of this host
+        self.extra_ops: dict = {}  # RPC operations contributed by the node software
+        self.capture = None  # ErfWriter while capturing
+        self.captured = 0
+        self.started = time.monotonic()  # the loop's clock: uptime is ``now - started``
+        self.bursts_in = 0
+        self.bursts_out = 0
+        self.burst_errors = 0
+        for n in self.names:
+            sock = self.ctx.socket(zmq.PULL)
+            sock.setsockopt(zmq.RCVHWM, SNDHWM)
+            sock.bind(self.info.ingress(self.topology.nodes[n].node_guid))
+            self.ingress[sock] = n
+        self.local: dict = {}  # (name, port) -> (peer name, peer port) when both ends live here
+        self.local_q: deque = deque()  # (device, burst) delivered in memory within this process
+        for link in self.topology.links:
+            for (a, ap, b, bp) in ((link.a, link.a_port, link.b, link.b_port), (link.b, link.b_port, link.a, link.a_port)):
+                if a in self.devices and b in self.devices:
+                    # Both ends in this process: the cable is an in-memory queue. ZeroMQ links
+                    # connect processes; a socket round trip to ourselves would only burn CPU.
+                    self.local[(a, ap)] = (b, bp)
+                    cable(self.devices[a], ap, None, 0, link)
+                elif a in self.devices:
+                    s = self.ctx.socket(zmq.PUSH)
+                    s.setsockopt(zmq.SNDHWM, SNDHWM)
+                    s.setsockopt(zmq.LINGER, 0)
+                    s.connect(self.info.ingress(self.topology.nodes[b].node_guid))
+                    self.links[(a, ap)] = (s, bp)
+                    cable(self.devices[a], ap, None, 0, link)
+        self.control = self.ctx.socket(zmq.ROUTER)
+        self.control.bind(self.info.control(index))
+        software = plugins.node_software(self.info.data.get("node_software"))
+        if software is not None:
+            software.attach(self)  # found by name: the fabric itself imports no node software
+        self.poller = zmq.Poller()
+        for s in self.ingress:
+            self.poller.register(s, zmq.POLLIN)
+        self.poller.register(self.control, zmq.POLLIN)
+
+    @property
+    def node_config(self) -> dict:
+        """The node software's settings, as the launcher recorded them."""
+        return self.info.data.get("node_config") or {}
+
+    def add_op(self, name: str, fn) -> None:
+        """An RPC operation of the node software: ``fn(env, now, **args)``."""
+        self.extra_ops[name] = fn
+
+    # -- link layer ----------------------------------------------------------------------------
+
+    def send_control(self, name: str, port: int, kind: int) -> None:
+        peer = self.local.get((name, port))
+        if peer is not None:
+            self.local_q.append((peer[0], encode_control(peer[1], kind)))
+            return
+        link = self.links.get((name, port))
+        if link is None:
+            return
+        try:
+            link[0].send(encode_control(link[1], kind), zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # the peer is not draining; training will be retried by its own HELLO
+
+    def _controls(self, name: str, controls) -> None:
+        for port, kind in controls:
+            self.send_control(name, port, kind)
+
+    def drain(self, name: str, dev) -> None:
+        """Move what the device sent into the next burst of each egress link: a packet as a
+        length-prefixed part; a Segment, already framed, as it is (sent in place if it is alone)."""
+        if not dev.outbox:
+            return
+        out, dev.outbox[:] = list(dev.outbox), []
+        txq = self.txq
+        for item in out:
+            if type(item) is Segment:
+                q = txq.get((name, item.port))
+                if q is None:
+                    txq[(name, item.port)] = [item.count, [item.buf], True]
+                    continue
+                q[0] += item.count
+                q[1].append(memoryview(item.buf)[BURST_HEADROOM:])
+            else:
+                port, pkt = item
+                q = txq.get((name, port))
+                if q is None:
+                    q = txq[(name, port)] = [0, [], False]
+                q[0] += 1
+                q[1].append(LEN.pack(len(pkt)))
+                q[1].append(pkt)
+            if q[0] >= FLUSH_AT:
+                self.flush()
+                txq = self.txq
+
+    def drain_all(self) -> None:
+        for name, dev in self.devices.items():
+            if dev.outbox:
+                self.drain(name, dev)
+
+    def flush(self) -> None:
+        txq, self.txq = self.txq, {}
+        for (name, port), (count, parts, headroom) in txq.items():
+            link = self.links.get((name, port))
+            peer = self.local.get((name, port)) if link is None else None
+            if link is None and peer is None:
+                continue  # uncabled port: lost
+            hdr = BURST_HDR.pack(BURST_VERSION, KIND_DATA, link[1] if link else peer[1], count)
+            if self.capture is not None:
+                self._capture(name, port, parts, headroom)
+            if headroom and len(parts) == 1:
+                msg = parts[0]
+                msg[:BURST_HEADROOM] = hdr
+            else:
+                if headroom:
+                    parts[0] = memoryview(parts[0])[BURST_HEADROOM:]
+                msg = b"".join([hdr] + parts)
+            if peer is not None:
+                if len(self.local_q) >= SNDHWM:
+                    self._link_full(name, port, count)
+                else:
+                    self.local_q.append((peer[0], msg))
+                continue
+            try:
+                link[0].send(msg, zmq.NOBLOCK, copy=len(msg) < ZERO_COPY_MIN)
+                self.bursts_out += 1
+            except zmq.Again:
+                self._link_full(name, port, count)
+
+    def _link_full(self, name: str, port: int, count: int) -> None:
+        dev = self.devices[name]
+        dev.ports[port].counters.inc("port_xmit_discards", count)
+        dev.drops["link_queue_full"] += count
+
+    def on_burst(self, name: str, data: bytes, now: float) -> None:
+        dev = self.devices[name]
+        try:
+            kind, port, count = decode_burst_header(data)
+            if port not in dev.ports or port == 0 and dev.kind == "switch":
+                dev.drops["burst_bad_port"] += 1
+                return
+            if kind == KIND_DATA:
+                dev.receive_burst(port, data, BURST_HDR.size, count, now)
+            else:
+                self._controls(name, training.on_control(dev, port, kind, now))
+        except ParseError:
+            self.burst_errors += 1
+            dev.drops["bad_burst"] += 1
+            return
+        finally:
+            self.drain(name, dev)
+        self.handle_events(name, now)
+
+    def handle_events(self, name: str, now: float) -> None:
+        dev = self.devices[name]
+        if dev.events:
+            apply_events(dev, now, control=lambda port, kind: self.send_control(name, port, kind))
+            self.drain(name, dev)
+
+    def set_admin(self, name: str, port: int, up: bool, now: float) -> None:
+        dev = self.devices[name]
+        self._controls(name, training.set_admin(dev, port, up, now))
+        self.drain(name, dev)
+        self.handle_events(name, now)
+
+    # -- control socket ------------------------------------------------------------------------
+
+    def reply(self, env: tuple, ok: bool, value) -> None:
+        frames, rid = env
+        body = {"ok": True, "result": value, "id": rid} if ok else {"ok": False, "error": str(value), "id": rid}
+        self.control.send_multipart(frames + [msgpack.packb(body, use_bin_type=True)])
+
+    def on_control(self, now: float) -> None:
+        while True:
+            try:
+                frames = self.control.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            env, body = (frames[:-1], None), frames[-1]
+            try:
+                req = msgpack.unpackb(body, raw=False)
+                if not isinstance(req, dict):
+                    raise RpcError("request must be a map")
+                env = (frames[:-1], req.pop("id", None))
+                result = self.rpc(env, req, now)
+                if result is not DEFERRED:
+                    self.reply(env, True, result)
+            except (RpcError, ValueError, KeyError, TypeError, ParseError, msgpack.UnpackException) as exc:
+                self.reply(env, False, f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # never let one request kill the host
+                traceback.print_exc()
+                self.reply(env, False, f"internal error: {type(exc).__name__}: {exc}")
+        self.drain_all()  # what the operations made devices send (rare: the cost per device is fine)
+
+    # -- loop ----------------------------------------------------------------------------------
+
+    def timed_devices(self):
+        """Devices that have timers: pending traps or software agents (the SM). Checking only
+        these keeps the loop's cost independent of how many devices the host runs."""
+        return [dev for dev in self.devices.values() if dev._traps or dev.agents]
+
+    def next_timeout_ms(self, now: float):
+        if self.local_q:
+            return 0
+        deadlines = [d for d in (dev.next_deadline() for dev in self.timed_devices()) if d is not None]
+        deadlines += [p[0] for p in self.pending]
+        if not deadlines:
+            return None
+        wait = min(deadlines) - now
+        # zmq polls in whole milliseconds: a deadline closer than that (an interrupt moderation
+        # timer of a few microseconds) is waited for by polling without blocking, never by
+        # sleeping a whole millisecond past it
+        return 0 if wait < 0.001 else int(wait * 1000) + 1
+
+    def run(self) -> None:
+        for name, dev in self.devices.items():
+            self._controls(name, training.start(dev))
+        while self.running:
+            now = time.monotonic()
+            events = dict(self.poller.poll(self.next_timeout_ms(now)))
+            now = time.monotonic()
+            for sock in events:
+                if sock is self.control:
+                    self.on_control(now)
+                    continue
+                name = self.ingress[sock]
+                for _ in range(RX_BUDGET):
+                    try:
+                        data = sock.recv(zmq.NOBLOCK, copy=True)
+                    except zmq.Again:
+                        break
+                    self.bursts_in += 1
+                    self._deliver(name, data, now)
+            for dev in self.timed_devices():
+                self._tick_if_due(dev, now)
+            self.flush()
+            self.run_local(now)
+            if self.pending:  # after local delivery: an answer may have just arrived in memory
+                self.service_pending(now)
+                self.flush()
+
+    def _deliver(self, name: str, data, now: float) -> None:
+        try:
+            self.on_burst(name, data, now)
+        except Exception:  # a bad packet must never kill the host
+            traceback.print_exc()
+            self.devices[name].drops["internal_error"] += 1
+            self.drain(name, self.devices[name])
+
+    def run_local(self, now: float) -> None:
+        """Deliver bursts on in-process links; a budget keeps the sockets served meanwhile."""
+        budget = LOCAL_BUDGET
+        while self.local_q and budget:
+            name, msg = self.local_q.popleft()
+            budget -= 1
+            now = time.monotonic()  # a whole sweep can run inside this loop: keep the clock honest
+            self._deliver(name, msg, now)
+            dev = self.devices[name]
+            if dev.agents:
+                # the node's software runs right after its "interrupt" (a NAPI poll it asked for, an
+                # answer it waits for), not one host-loop pass later: a request and its response
+                # can cross the in-process links within this one loop
+                self._tick_if_due(dev, now)
+            if not self.local_q:
+                self.flush()
+        self.flush()
+
+    def _tick_if_due(self, dev, now: float, rounds: int = 2) -> None:
+        """Run a device's timers and agents if any is due; again (up to ``rounds``) if what they
+        did made another due at once (an agent's send asks for a NAPI poll of its node)."""
+        for _ in range(rounds):
+            d = dev.next_deadline()
+            if d is None or d > now:
+                return
+            try:
+                dev.tick(now)
+            except Exception:  # software on a node must not take the host down
+                traceback.print_exc()
+                dev.drops["internal_error"] += 1
+                return
+            finally:
+                self.drain(dev.name, dev)
+            self.handle_events(dev.name, now)
+
+    def close(self) -> None:
+        if self.ctx.closed:
+            return
+        for s in list(self.ingress) + [x[0] for x in self.links.values()] + [self.control]:
+            s.close(0)
+        self.ctx.term()

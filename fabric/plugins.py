@@ -1,0 +1,49 @@
+"""Software that runs on the fabric's HCAs, and commands that extend ``ibfab``, found by name.
+
+The fabric knows nothing of IP: IPoIB (the ``ipoib`` package) registers itself through entry points
+of this distribution (``pyproject.toml``)::
+
+    [project.entry-points."ibfab.node_software"]
+    ipoib = "ipoib.software:SOFTWARE"
+    [project.entry-points."ibfab.commands"]
+    ipoib = "ipoib.cli:register"
+
+A node software object has ``name`` and ``description``, ``check_config(dict) -> dict`` (its
+settings from ``Fabric(**kw)`` and ``ibfab up``; a bad one raises ValueError), ``attach(host)``
+(run it on the HCAs of a device host, :class:`fabric.host.DeviceHost`), ``node_class`` (what
+``fab.nodes[name]`` is, a :class:`fabric.api.HcaNode`) and, optionally, ``demo(fc, info, args) ->
+bool`` (the traffic part of ``ibfab demo``). A command plugin is ``register(subparsers, common)``,
+which adds subcommands to ``ibfab``.
+
+``none`` (bare HCAs, nothing on them) is always there.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+NONE = "none"
+DEFAULT = "ipoib"  # what a fabric runs on its HCAs unless told otherwise
+
+
+def _group(group: str) -> dict:
+    return {ep.name: ep for ep in entry_points(group=group)}
+
+
+def node_software_names() -> list[str]:
+    return sorted(_group("ibfab.node_software")) + [NONE]
+
+
+def node_software(name: str | None):
+    """The node software called ``name``, or None for ``none``."""
+    if name in (None, NONE):
+        return None
+    ep = _group("ibfab.node_software").get(name)
+    if ep is None:
+        raise ValueError(f"unknown node software {name!r} (installed: {', '.join(node_software_names())})")
+    return ep.load()
+
+
+def command_plugins() -> list:
+    """The ``register(subparsers, common)`` of every installed command plugin, by name."""
+    return [ep.load() for _, ep in sorted(_group("ibfab.commands").items())]

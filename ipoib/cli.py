@@ -1,0 +1,290 @@
+"""The ``ibfab`` commands IPoIB adds (registered through the ``ibfab.commands`` entry point): ping
+(like iputils ping), perf (like iperf3 and ib_send_bw/ib_send_lat), coalesce, features and queues
+(like ethtool -c/-C, -k/-K/-N and -S), IPoIB's settings of ``ibfab up`` and its part of
+``ibfab demo``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from fabric.cli.common import call_or_report, client, onoff, print_json
+
+
+def cmd_ping(args) -> int:
+    """Like ping(8): one line per reply, then the statistics; exit 0 only when replies came."""
+    from fabric.rpc import RpcError
+
+    with client(args.name) as fc:
+        try:
+            dst = args.dst
+            if not dst[0].isdigit():  # a node name: its ib0 address
+                st = fc.call(dst, "ipoib_status")
+                dst = next(i["addr"] for i in st["interfaces"] if i["ifname"] == "ib0").split("/")[0]
+            r = fc.call(args.src, "ping", dst=dst, count=args.count, interval=args.interval,
+                        timeout=args.timeout, size=args.size)
+        except (RpcError, KeyError, StopIteration) as exc:
+            print(f"ibfab ping: {exc}", file=sys.stderr)
+            return 2
+    if r is None:
+        print("ibfab ping: no result", file=sys.stderr)
+        return 2
+    print(f"PING {dst} from {args.src}: {args.size} data bytes")
+    for seq, rtt in r.get("replies", []):
+        print(f"{args.size + 8} bytes from {dst}: icmp_seq={seq} time={rtt * 1000:.3f} ms")
+    for err in r.get("error_texts", []):
+        print(err)
+    tx, rx = r.get("transmitted", 0), r.get("received", 0)
+    print(f"\n--- {dst} ping statistics ---")
+    print(f"{tx} packets transmitted, {rx} received, {r.get('packet_loss', 100.0):.0f}% packet loss, "
+          f"time {r.get('time_ms', 0):.0f}ms")
+    if rx:
+        print(f"rtt min/avg/max/mdev = {r['rtt_min_ms']:.3f}/{r['rtt_avg_ms']:.3f}/{r['rtt_max_ms']:.3f}/"
+              f"{r['rtt_mdev_ms']:.3f} ms")
+    return 0 if rx else 1
+
+
+def demo_traffic(fc, info, args) -> bool:
+    """``ibfab demo``'s IPoIB part: all-pairs ping over IPoIB and one UDP transfer, with a summary table."""
+    import time
+
+    from fabric.topology import load_topology
+
+    hcas = [n.name for n in load_topology(info.topology_path).hcas()][:args.max_nodes]
+    ips = {}
+    deadline = time.monotonic() + 10
+    for h in hcas:
+        while True:
+            ib0 = next(i for i in fc.call(h, "ipoib_status")["interfaces"] if i["ifname"] == "ib0")
+            if ib0["carrier"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        ips[h] = ib0["addr"].split("/")[0]
+    print(f"\nIPoIB: ib0 up on {len(hcas)} nodes (MTU {ib0['mtu']}, {ips[hcas[0]]} ... {ips[hcas[-1]]})")
+    ok_pairs, rtts, failed = 0, [], []
+    for src in hcas:
+        for dst in hcas:
+            if src == dst:
+                continue
+            r = fc.call(src, "ping", dst=ips[dst], count=1, interval=0.1, timeout=1.0)
+            if r and r["received"]:
+                ok_pairs += 1
+                rtts.append(r["rtt_avg_ms"])
+            else:
+                failed.append(f"{src}->{dst}")
+    pairs = len(hcas) * (len(hcas) - 1)
+    src, dst = hcas[0], hcas[-1]
+    rx = fc.call(dst, "udp_open", port=5001)
+    tx = fc.call(src, "udp_open", port=0)
+    n, size = args.udp_count, args.udp_size
+    t0 = time.monotonic()
+    for i in range(n):
+        fc.call(src, "udp_sendto", sock=tx["sock"], data=i.to_bytes(4, "big") + bytes(size - 4), ip=ips[dst],
+                port=5001)
+    got = []
+    while len(got) < n:
+        batch = fc.call(dst, "udp_recv", sock=rx["sock"], timeout=1.0, max=1024)
+        if not batch:
+            break
+        got += batch
+    dt = time.monotonic() - t0
+    intact = sum(1 for g in got if len(g["data"]) == size)
+    rtts.sort()
+    print()
+    print(f"{'test':<34} {'result':<26} details")
+    print(f"{'all-pairs ping (ICMP echo)':<34} {f'{ok_pairs}/{pairs} pairs answered':<26} "
+          f"rtt median {rtts[len(rtts) // 2] if rtts else 0:.2f} ms, max {max(rtts) if rtts else 0:.2f} ms")
+    print(f"{'UDP transfer ' + src + '->' + dst:<34} {f'{intact}/{n} datagrams':<26} "
+          f"{size} B each, {n * size * 8 / dt / 1e6:.1f} Mbit/s through the control RPC")
+    if failed:
+        print("no reply: " + ", ".join(failed[:10]))
+    return ok_pairs == pairs and intact == n
+
+
+def _node_ip(fc, node: str) -> str:
+    if node[0].isdigit():
+        return node
+    st = fc.call(node, "ipoib_status")
+    return next(i["addr"] for i in st["interfaces"] if i["ifname"] == "ib0").split("/")[0]
+
+
+def cmd_perf(args) -> int:
+    """Throughput (UDP over IPoIB) or round-trip latency (ICMP echo) between two nodes."""
+    import json
+    import statistics
+    import time
+
+    from fabric.rpc import RpcError
+
+    with client(args.name) as fc:
+        try:
+            dst = _node_ip(fc, args.dst)
+            if args.latency and args.ud:
+                # ib_send_lat on UD: one frame in flight, echoed by a hook at the far driver
+                sink = fc.call(args.dst, "perf_sink", port=args.port, ud=True, echo=True)
+                try:
+                    r = fc.call(args.src, "perf_ping_ud", dst=dst, port=args.port, size=args.size,
+                                count=args.count)
+                finally:
+                    fc.call(args.dst, "perf_sink_result", sink=sink)
+                if r is None:
+                    raise RpcError("the client did not finish")
+                rtts = sorted(x * 1e6 for x in r["rtts"])
+                out = {"mode": "latency-ud", "src": args.src, "dst": dst, "size": args.size, "samples": len(rtts),
+                       "lost": r["lost"],
+                       "median_us": statistics.median(rtts) if rtts else None,
+                       "p99_us": rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))] if rtts else None}
+            elif args.latency:
+                # one request outstanding at a time (ping -A): the round trip, not a queue's depth
+                r = fc.call(args.src, "ping", dst=dst, count=args.count, interval=0.0, timeout=1.0,
+                            size=args.size, adaptive=True)
+                rtts = sorted(x[1] * 1e6 for x in r.get("replies", []))
+                out = {"mode": "latency", "src": args.src, "dst": dst, "size": args.size, "samples": len(rtts),
+                       "lost": r["transmitted"] - r["received"],
+                       "median_us": statistics.median(rtts) if rtts else None,
+                       "p99_us": rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))] if rtts else None}
+            else:
+                sink = fc.call(args.dst, "perf_sink", port=args.port, ud=args.ud)
+                snd = fc.call(args.src, "perf_send", dst=dst, port=args.port, size=args.size, seconds=args.seconds,
+                              ud=args.ud, **({"gso": True} if args.gso else {}))
+                if snd is None:
+                    raise RpcError("the sender did not finish")
+                time.sleep(0.2)  # let the tail drain
+                rcv = fc.call(args.dst, "perf_sink_result", sink=sink)
+                secs = rcv["seconds"] or snd["seconds"]
+                out = {"mode": "ud" if args.ud else "udp", "src": args.src, "dst": dst, "size": args.size, "sent": snd["sent"],
+                       "received": rcv["packets"], "loss_pct": 100.0 * (1 - rcv["packets"] / snd["sent"])
+                       if snd["sent"] else 0.0,
+                       "pps": rcv["packets"] / secs if secs else 0.0,
+                       "gbps": rcv["bytes"] * 8 / secs / 1e9 if secs else 0.0, "seconds": secs}
+        except (RpcError, KeyError, StopIteration) as exc:
+            print(f"ibfab perf: {exc}", file=sys.stderr)
+            return 2
+    if args.json:
+        print(json.dumps(out))
+    elif args.latency:
+        print(f"{args.src} -> {dst}: {out['samples']} {'UD ' if args.ud else ''}echoes of {args.size} B, RTT median {out['median_us']:.1f} us, "
+              f"p99 {out['p99_us']:.1f} us, lost {out['lost']}")
+    else:
+        print(f"{args.src} -> {dst} {'UD' if args.ud else 'UDP'} {args.size} B: {out['pps']:,.0f} packets/s, {out['gbps']:.3f} Gbit/s, "
+              f"sent {out['sent']}, received {out['received']}, loss {out['loss_pct']:.2f}%")
+    return 0
+
+
+def cmd_coalesce(args) -> int:
+    """ethtool -c / -C for an IPoIB interface: interrupt moderation of its receive queues."""
+    r = call_or_report(args, "coalesce", lambda fc: fc.call(
+        args.node, "ipoib_coalesce", ifname=args.ifname, rx_usecs=args.rx_usecs, rx_frames=args.rx_frames,
+        adaptive=args.adaptive))
+    if r is None:
+        return 2
+    if args.json:
+        return print_json(r)
+    print(f"Coalesce parameters for {args.node} {args.ifname}:")
+    print(f"Adaptive RX: {'on' if r['adaptive'] else 'off'}")
+    print(f"rx-usecs: {r['rx_usecs']}")
+    print(f"rx-frames: {r['rx_frames']}")
+    print(f"rx-usecs in effect: {r['rx_usecs_effective']}")
+    return 0
+
+
+def cmd_features(args) -> int:
+    """ethtool -k / -K / -N for an IPoIB interface: GRO, and what UDP flows hash on."""
+    r = call_or_report(args, "features", lambda fc: fc.call(
+        args.node, "ipoib_features", ifname=args.ifname, gro=args.gro, rx_flow_hash_udp4=args.rx_flow_hash_udp4))
+    if r is None:
+        return 2
+    if args.json:
+        return print_json(r)
+    print(f"Features for {args.node} {args.ifname}:")
+    for k, v in r.items():
+        print(f"{k}: {'on' if v is True else 'off' if v is False else v}")
+    return 0
+
+
+def cmd_queues(args) -> int:
+    """ethtool -S for an IPoIB interface: per-queue counters."""
+    def interface(fc):
+        st = fc.call(args.node, "ipoib_status")
+        ifc = next((i for i in st["interfaces"] if i["ifname"] == args.ifname), None)
+        if ifc is None:
+            raise KeyError(f"{args.node} has no interface {args.ifname!r}")
+        return st["backend"], ifc
+
+    r = call_or_report(args, "queues", interface)
+    if r is None:
+        return 2
+    backend, ifc = r
+    stats = dict(ifc["queues"])
+    if args.json:
+        return print_json(stats)
+    print(f"NIC statistics ({args.node} {args.ifname}, provider {backend}):")
+    for k, v in stats.items():
+        print(f"     {k}: {v}")
+    return 0
+
+
+def _queue_count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if not 1 <= n <= 64:
+        raise argparse.ArgumentTypeError(f"must be 1 to 64, not {n}")
+    return n
+
+
+def register(sub, common) -> None:
+    common.node_option("--tx-queues", type=_queue_count, default=None,
+                       help="TX queues of each IPoIB interface (fast provider; like ethtool -L; default 4)")
+    common.node_option("--rx-queues", type=_queue_count, default=None,
+                       help="RX queues (RSS) of each IPoIB interface (default 4)")
+    dm = common.parsers["demo"]
+    dm.add_argument("--max-nodes", type=int, default=16, help="nodes in the all-pairs ping")
+    dm.add_argument("--udp-count", type=int, default=200)
+    dm.add_argument("--udp-size", type=int, default=1024)
+
+    pg = common.add("ping", cmd_ping, "ICMP echo over IPoIB from node SRC to DST (a node name or an IPv4 address)")
+    pg.add_argument("src")
+    pg.add_argument("dst")
+    pg.add_argument("-c", "--count", type=int, default=3)
+    pg.add_argument("-i", "--interval", type=float, default=0.2)
+    pg.add_argument("-W", "--timeout", type=float, default=1.0)
+    pg.add_argument("-s", "--size", type=int, default=56)
+
+    pf = common.add("perf", cmd_perf, "UDP throughput (or --latency: ICMP round trip) between two nodes")
+    pf.add_argument("src")
+    pf.add_argument("dst")
+    pf.add_argument("--size", type=int, default=1024, help="UDP payload or ICMP data octets")
+    pf.add_argument("--seconds", type=float, default=2.0)
+    pf.add_argument("--port", type=int, default=5201)
+    mode = pf.add_mutually_exclusive_group()
+    mode.add_argument("--udp", action="store_true", help="UDP sockets through the IP stack (the default)")
+    mode.add_argument("--ud", action="store_true",
+                      help="the same IPoIB frames posted straight to the QP and counted at the receiving "
+                           "driver (like ib_send_bw on UD): the data path without the IP stack")
+    pf.add_argument("--gso", action="store_true",
+                    help="with --udp: UDP_SEGMENT, each host-loop pass's datagrams as one buffer (GSO)")
+    pf.add_argument("--latency", action="store_true")
+    pf.add_argument("--count", type=int, default=200, help="echoes for --latency")
+    pf.add_argument("--json", action="store_true")
+
+    co = common.add("coalesce", cmd_coalesce, "interrupt moderation of an IPoIB interface (like ethtool -c/-C)")
+    co.add_argument("node")
+    co.add_argument("--ifname", default="ib0")
+    co.add_argument("--rx-usecs", type=int, default=None)
+    co.add_argument("--rx-frames", type=int, default=None)
+    co.add_argument("--adaptive", type=onoff, default=None, metavar="on|off")
+    co.add_argument("--json", action="store_true")
+
+    fe = common.add("features", cmd_features, "offloads of an IPoIB interface (like ethtool -k/-K, -N rx-flow-hash)")
+    fe.add_argument("node")
+    fe.add_argument("--ifname", default="ib0")
+    fe.add_argument("--gro", type=onoff, default=None, metavar="on|off")
+    fe.add_argument("--rx-flow-hash-udp4", choices=["sd", "sdfn"], default=None)
+    fe.add_argument("--json", action="store_true")
+
+    qs = common.add("queues", cmd_queues, "per-queue counters of an IPoIB interface (like ethtool -S)")
+    qs.add_argument("node")
+    qs.add_argument("--ifname", default="ib0")
+    qs.add_argument("--json", action="store_true")

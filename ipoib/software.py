@@ -1,0 +1,167 @@
+"""IPoIB as the fabric's node software: what runs on every HCA of a fabric (``ibfab up
+--node-software ipoib``, the default) and the RPC operations it serves.
+
+The fabric finds it by name through the ``ibfab.node_software`` entry point (``SOFTWARE`` here, see
+:mod:`fabric.plugins`); the fabric package itself never imports IPoIB.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+from . import core as backend_core
+from .node import IPoIBNode
+
+QUEUE_KEYS = ("tx_queues", "rx_queues")
+
+
+class IPoIBSoftware:
+    name = "ipoib"
+    description = "IPoIB (ULP and rdma_netdev provider) and the embedded IP host on every HCA"
+
+    def check_config(self, cfg: dict) -> dict:
+        """``tx_queues``/``rx_queues`` (1 to 64, like ethtool -L) and ``addresses`` ({node: {ifname:
+        "ip/prefix"}}); anything else is an error."""
+        out = {}
+        for k, v in cfg.items():
+            if v is None:
+                continue
+            if k in QUEUE_KEYS:
+                if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 64:
+                    raise ValueError(f"{k} must be an int from 1 to 64, not {v!r}")
+            elif k == "addresses":
+                if not isinstance(v, dict):
+                    raise ValueError(f"addresses must be {{node: {{ifname: 'ip/prefix'}}}}, not {v!r}")
+            else:
+                raise ValueError(f"IPoIB has no setting {k!r} (it has {', '.join(QUEUE_KEYS)}, addresses)")
+            out[k] = v
+        return out
+
+    def attach(self, host) -> None:
+        attach(host)
+
+    @property
+    def node_class(self):
+        from .api import Node
+
+        return Node
+
+    def demo_packets(self) -> list:
+        from .demo_capture import demo_packets
+
+        return demo_packets()
+
+    def demo(self, fc, info, args) -> bool:
+        from .cli import demo_traffic
+
+        return demo_traffic(fc, info, args)
+
+
+SOFTWARE = IPoIBSoftware()
+
+
+def attach(host) -> None:
+    """An IPoIB node on every HCA of ``host`` (a :class:`fabric.host.DeviceHost`), and its RPC
+    operations."""
+    cfg = host.node_config
+    hca_order = [n.name for n in host.topology.hcas()]
+    nodes = {}
+    for name, dev in host.devices.items():
+        if dev.kind != "hca":
+            continue
+        nodes[name] = IPoIBNode(dev, hca_order.index(name), clock=time.monotonic, backend=backend_core,
+                                addresses=(cfg.get("addresses") or {}).get(name),
+                                tx_queues=cfg.get("tx_queues"), rx_queues=cfg.get("rx_queues"))
+    host.ipoib_nodes = nodes
+    sockets: dict = {}
+    ids = itertools.count(1)
+
+    def node(device):
+        n = nodes.get(device)
+        if n is None:
+            raise KeyError(f"no IPoIB node {device!r} on this host")
+        return n
+
+    def op_ipoib_status(env, now, device):
+        return node(device).snapshot()
+
+    def op_ping(env, now, device, dst, count=1, interval=0.2, timeout=1.0, size=56, ifname=None, adaptive=False):
+        sess = node(device).ip.ping(dst, count=int(count), interval=float(interval), timeout=float(timeout),
+                                    size=int(size), ifname=ifname, adaptive=bool(adaptive))
+        def check():
+            if not sess.done:
+                return None
+            return dict(sess.summary(), replies=list(getattr(sess, "replies", [])),
+                        error_texts=list(sess.errors))
+
+        wait = count * (interval + (timeout if adaptive else 0.0)) + timeout + 1.0
+        return host.defer(env, now, wait, check, None)
+
+    def op_udp_open(env, now, device, port=0, addr=None):
+        s = node(device).ip.udp_socket()
+        s.bind(int(port), addr)
+        sid = next(ids)
+        sockets[sid] = (device, s)
+        return {"sock": sid, "port": s.port}
+
+    def _sock(sid, device):
+        entry = sockets.get(sid)
+        if entry is None or entry[0] != device:
+            raise KeyError(f"no socket {sid} on {device}")
+        return entry[1]
+
+    def op_udp_sendto(env, now, device, sock, data, ip, port, ifname=None):
+        return _sock(sock, device).sendto(bytes(data), (ip, int(port)), ifname=ifname)
+
+    def op_udp_recv(env, now, device, sock, timeout=1.0, max=64):
+        s = _sock(sock, device)
+
+        def check():
+            got = []
+            while len(got) < max:
+                d = s.recvfrom()
+                if d is None:
+                    break
+                got.append({"data": d[0], "ip": d[1][0], "port": d[1][1]})
+            return got or None
+
+        return host.defer(env, now, float(timeout), check, [])
+
+    def op_udp_join(env, now, device, sock, group, ifname=None):
+        _sock(sock, device).join_group(group, ifname=ifname)
+        return True
+
+    def op_udp_leave(env, now, device, sock, group, ifname=None):
+        _sock(sock, device).leave_group(group, ifname=ifname)
+        return True
+
+    def op_udp_close(env, now, device, sock):
+        _sock(sock, device).close()
+        del sockets[sock]
+        return True
+
+    def op_ipoib_coalesce(env, now, device, ifname="ib0", rx_usecs=None, rx_frames=None, adaptive=None):
+        """ethtool -c (no values) / -C (some values) on one interface."""
+        ifc = node(device).ifs.get(ifname)
+        if ifc is None:
+            raise KeyError(f"{device} has no interface {ifname!r}")
+        if rx_usecs is None and rx_frames is None and adaptive is None:
+            return ifc.netdev.get_coalesce()
+        return ifc.netdev.set_coalesce(rx_usecs, rx_frames, adaptive)
+
+    def op_ipoib_features(env, now, device, ifname="ib0", gro=None, rx_flow_hash_udp4=None):
+        """ethtool -k (no values) / -K, -N (some values) on one interface."""
+        ifc = node(device).ifs.get(ifname)
+        if ifc is None:
+            raise KeyError(f"{device} has no interface {ifname!r}")
+        if gro is None and rx_flow_hash_udp4 is None:
+            return ifc.netdev.get_features()
+        return ifc.netdev.set_features(gro, rx_flow_hash_udp4)
+
+    for fn in (op_ipoib_status, op_ipoib_coalesce, op_ipoib_features, op_ping, op_udp_open, op_udp_sendto,
+               op_udp_recv, op_udp_join, op_udp_leave, op_udp_close):
+        host.add_op(fn.__name__[3:], fn)
+    from .perf import attach_perf
+
+    attach_perf(host, nodes)
