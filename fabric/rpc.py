@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 
 import msgpack
 import zmq
@@ -35,9 +36,10 @@ class RpcClient:
         wait = self.timeout if rpc_timeout is None else rpc_timeout
         if isinstance(args.get("timeout"), (int, float)):
             wait += args["timeout"]
-        deadline_ms = int(wait * 1000)
+        deadline = time.monotonic() + wait  # absolute: stale replies to earlier calls do not extend it
         while True:
-            if not self.sock.poll(deadline_ms):
+            left_ms = max(0, int((deadline - time.monotonic()) * 1000))
+            if not self.sock.poll(left_ms):
                 raise RpcError(f"{self.endpoint}: no answer to {op!r} within {wait:.1f} s")
             frames = self.sock.recv_multipart()
             body = msgpack.unpackb(frames[-1], raw=False, strict_map_key=False)
