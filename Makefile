@@ -32,8 +32,8 @@ test-fast:
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-std:
-	@echo "=== test suite, IPOIB_BACKEND=std ==="
-	IPOIB_BACKEND=std $(PY) -m pytest -q $(PYTEST_ARGS)
+	@echo "=== test suite, IPOIB_BACKEND=std FABRIC_BACKEND=std (no compiled code at all) ==="
+	IPOIB_BACKEND=std FABRIC_BACKEND=std $(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: install debs
 	$(PIP) install --quiet -e '.[dev,bench]'

@@ -5,14 +5,12 @@ from __future__ import annotations
 from .. import wire as w
 from ..wire import smp_attrs as sa
 from ..wire.burst import BURST_HEADROOM, Segment, decode_burst_packets
+from ..wire.compiled import wirefast
 from ..wire.crc import icrc_bytes, vcrc16, vcrc_bytes
 from .base import Device, SmpError
 from .port import Port
 
-try:
-    from fabric._wirefast import forward_burst as _forward_burst
-except ImportError:  # pragma: no cover - source tree without the build
-    _forward_burst = None
+_forward_burst = wirefast.forward_burst if wirefast is not None else None  # None: packet by packet
 
 LFT_CAP = 0xC000  # every unicast LID
 MFT_CAP = 1024  # MLIDs 0xC000 .. 0xC3FF

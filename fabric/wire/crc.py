@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import zlib
 
+from .compiled import wirefast
 from .headers import LNH_IBA_GLOBAL
 
 
@@ -49,10 +50,8 @@ def vcrc16_py(data) -> int:
     return crc ^ 0xFFFF
 
 
-try:  # the compiled table loop is ~100x faster; results are identical (tests compare both)
-    from fabric._wirefast import vcrc16 as _vcrc16_c
-except ImportError:  # pragma: no cover - source tree without the build
-    _vcrc16_c = None
+# the compiled table loop is ~100x faster; results are identical (tests compare both)
+_vcrc16_c = wirefast.vcrc16 if wirefast is not None else None
 
 
 def vcrc16(data) -> int:
