@@ -112,3 +112,73 @@ def test_backends_behave_identically(slots, slot_size, seq):
         assert ra == rb, (op, arg)
         assert len(a) == len(b)
     assert a.stats() == b.stats()
+
+
+# -- fabric._wirefast follows the same rule (FABRIC_BACKEND) ---------------------------------------
+
+BLOCK_WIREFAST = "import sys; sys.modules['fabric._wirefast'] = None\n"
+WIRE_PROBE = ("from fabric.wire import crc; from fabric.devices import switch; "
+              "print(crc._vcrc16_c is not None, switch._forward_burst is not None)")
+
+
+def test_fabric_wire_uses_the_extension_unless_told():
+    r = _run(WIRE_PROBE, FABRIC_BACKEND="")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "True"]
+    r = _run(WIRE_PROBE, FABRIC_BACKEND="std")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "False"]
+
+
+def test_fabric_wire_falls_back_loudly_and_forced_fast_fails():
+    r = _run(BLOCK_WIREFAST + WIRE_PROBE, FABRIC_BACKEND="")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "False"]
+    assert "RuntimeWarning" in r.stderr and "fabric._wirefast is not built" in r.stderr
+    r = _run(BLOCK_WIREFAST + WIRE_PROBE, FABRIC_BACKEND="fast")
+    assert r.returncode != 0 and "FABRIC_BACKEND=fast but the Cython extension" in r.stderr
+    r = _run(WIRE_PROBE, FABRIC_BACKEND="turbo")
+    assert r.returncode != 0 and "FABRIC_BACKEND must be 'std' or 'fast'" in r.stderr
+
+
+def test_the_python_wire_code_computes_what_the_extension_does():
+    """The same VCRCs, and a switch that forwards packet by packet delivers what the compiled
+    burst path delivers (the device tests run on both: make test-std sets FABRIC_BACKEND=std)."""
+    code = ("import random; from fabric.wire import crc; r = random.Random(5); "
+            "d = [bytes(r.getrandbits(8) for _ in range(r.randrange(1, 300))) for _ in range(200)]; "
+            "print([crc.vcrc16(x) for x in d])")
+    a, b = _run(code, FABRIC_BACKEND="fast"), _run(code, FABRIC_BACKEND="std")
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    assert a.stdout == b.stdout
+
+
+# -- the two backends export the same API -----------------------------------------------------------
+
+# What only the compiled backend has, on purpose: its ring builds UD packets straight into a burst
+# (drain_ud) and exposes its numpy storage; its provider dispatches ops in C (bind_op, which
+# RdmaNetdev asks for) and has an RSS hash choice (ethtool -N) the standard provider does not offer.
+FAST_ONLY = {"PacketRing": {"drain_ud", "buffer", "lengths"}, "Provider": {"bind_op", "set_rx_flow_hash"}}
+INSTANCES = {"PacketRing": lambda m: m.PacketRing(4, 64), "UdpSink": lambda m: m.UdpSink(5201)}
+
+
+def _public(obj, callables_only=False) -> set:
+    return {a for a in dir(obj) if not a.startswith("_") and (not callables_only or callable(getattr(obj, a)))}
+
+
+def test_both_backends_export_the_same_names_and_class_apis():
+    assert sorted(_stdpath.__all__) == sorted(_fastpath.__all__)
+    for name in _stdpath.__all__:
+        s, f = getattr(_stdpath, name), getattr(_fastpath, name)
+        if not isinstance(s, type):
+            assert type(s) is type(f), name
+            continue
+        assert isinstance(f, type), name
+        make = INSTANCES.get(name)
+        # methods from the classes (the provider's state is its own business); instance
+        # attributes from instances where one is cheap to make
+        std_api, fast_api = _public(s, callables_only=True), _public(f, callables_only=True)
+        if make is not None:
+            std_api |= _public(make(_stdpath))
+            fast_api |= _public(make(_fastpath))
+        assert std_api - fast_api == set(), f"{name}: only in std"
+        assert fast_api - std_api == FAST_ONLY.get(name, set()), f"{name}: only in fast"
