@@ -3,10 +3,12 @@
 One table for both receive paths of an HCA: the per-packet path in Python (``HCA.receive_local``),
 which checks in this order and drops with these reasons, and the compiled path that an
 accelerated driver installs (``hca.rx_accel``, :class:`ipoib._fastrx.RxDispatch`). The compiled
-path never drops: a packet that fails any check it makes, or that is of a kind it does not take at
-all (multicast, GRH, management, a port that is not Active), goes to the per-packet path, which
-then drops and counts it by this table. So both count every failure alike; the differential tests
-(tests/test_fast_rx.py) damage a packet once per entry and compare the two.
+path drops nothing by this table: a packet that fails any check it makes, or that is of a kind it
+does not take at all (multicast, GRH, management, a port that is not Active), goes to the
+per-packet path, which then drops and counts it here. So both count every failure alike;
+tests/test_ingress_table.py builds a packet that fails each entry alone and compares the two. (What
+overflows a compiled path's rings is the driver's to count, per ring, as a NIC counts an exhausted
+receive ring; ``rq_overflow`` is the per-packet path's equivalent.)
 
 The order follows the hardware (IBA vol. 1 ch. 7 link integrity, ch. 9 transport, ch. 10 QPs):
 link-level integrity first, then addressing, then the transport header, then keys.
