@@ -1,4 +1,4 @@
-"""Routing engines (fabric/sm/routing.py) and LID assignment (fabric/sm/lids.py), without OpenSM.
+"""Routing engines (fabric/sm/routing/) and LID assignment (fabric/sm/lids.py), without OpenSM.
 
 The differential test against OpenSM itself is tests/test_routing_opensm.py.
 """
