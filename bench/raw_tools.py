@@ -58,8 +58,8 @@ import zmq
 
 HDR = struct.Struct("!BBBxH")
 LEN = struct.Struct("!H")
-HWM = 1000  # bursts queued per link, as fabric.host.SNDHWM
-RX_BUDGET = 64  # messages read from one socket per loop iteration, as fabric.host.RX_BUDGET
+HWM = 1000  # bursts queued per link, as fabric.host.loop.SNDHWM
+RX_BUDGET = 64  # messages read from one socket per loop iteration, as fabric.host.loop.RX_BUDGET
 HERE = os.path.abspath(__file__)
 
 
@@ -421,7 +421,7 @@ def perf_burst() -> int:
     read from the code at run time so the raw baseline batches the same way."""
     import inspect
 
-    from ipoib.hostplugin import PerfSender
+    from ipoib.perf import PerfSender
 
     return int(inspect.signature(PerfSender).parameters["burst"].default)
 
@@ -431,9 +431,9 @@ def ud_burst():
     None when this tree has no such mode."""
     import inspect
 
-    from ipoib import hostplugin
+    from ipoib import perf
 
-    cls = getattr(hostplugin, "UdPerfSender", None)
+    cls = getattr(perf, "UdPerfSender", None)
     return None if cls is None else int(inspect.signature(cls).parameters["burst"].default)
 
 

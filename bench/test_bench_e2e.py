@@ -5,7 +5,7 @@ Fabric: ``single:2`` (node0001, a switch, node0002), brought up by our SM, once 
 hosts importing the ``fast`` backend and once ``std`` (IPOIB_BACKEND, read by the hosts at import).
 Traffic runs as ``ibfab perf`` runs it: ``perf_sink`` on node0002, ``perf_send`` on node0001 for
 SECONDS, then ``perf_sink_result``. The perf sender sends ``burst`` datagrams per host-loop
-iteration (``ipoib.hostplugin.PerfSender``'s default, read at run time), so each iteration puts one
+iteration (``ipoib.perf.PerfSender``'s default, read at run time), so each iteration puts one
 burst of that many packets on the link to the switch. Packets/s count the datagrams the sink
 received; Gbit/s count their UDP payload (as ``ibfab perf``); loss is 1 - received/sent.
 
@@ -158,7 +158,7 @@ def test_e2e_ud_throughput(fabrics, size, report):
     uses that sender's burst size."""
     burst = rt.ud_burst()
     if burst is None:
-        pytest.skip("this tree has no perf --ud (ipoib.hostplugin.UdPerfSender)")
+        pytest.skip("this tree has no perf --ud (ipoib.perf.UdPerfSender)")
     layout = rt.layout_of(fabrics["fast"])
     wire = rt.wire_len_udp(size)
     runs = {b: [] for b in BACKENDS + ["raw"]}
