@@ -228,6 +228,7 @@ def down(name: str = "default", *, grace: float = 3.0) -> bool:
     run_dir = run_dir_for(name)
     if not os.path.exists(run_dir):
         return False
+    info = None
     try:
         info = RunInfo.load(run_dir)
         for i in range(len(info.hosts)):
@@ -263,11 +264,29 @@ def down(name: str = "default", *, grace: float = 3.0) -> bool:
             p.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             p.kill()
+    _cleanup_node_software(info)
     shutil.rmtree(run_dir, ignore_errors=True)
     return True
 
 
 _SPAWNED: dict = {}  # run_dir -> [Popen] started by this process
+
+
+def _cleanup_node_software(info: RunInfo | None) -> None:
+    """What the node software made outside the run directory and its processes (IPoIB's network
+    namespaces) goes too, also when a host was killed before it could undo it itself."""
+    if info is None:
+        return
+    try:
+        software = plugins.node_software(info.data.get("node_software"))
+    except ValueError:
+        return
+    cleanup = getattr(software, "cleanup", None)
+    if cleanup is not None:
+        try:
+            cleanup(info)
+        except Exception as exc:  # down must go on: the run directory still has to go
+            print(f"ibfab down: {software.name} cleanup failed: {exc}", file=sys.stderr)
 
 
 class FabricClient:

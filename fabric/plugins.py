@@ -12,7 +12,9 @@ A node software object has ``name`` and ``description``, ``check_config(dict) ->
 settings from ``Fabric(**kw)`` and ``ibfab up``; a bad one raises ValueError), ``attach(host)``
 (run it on the HCAs of a device host, :class:`fabric.host.DeviceHost`), ``node_class`` (what
 ``fab.nodes[name]`` is, a :class:`fabric.api.HcaNode`) and, optionally, ``demo(fc, info, args) ->
-bool`` (the traffic part of ``ibfab demo``). A command plugin is ``register(subparsers, common)``,
+bool`` (the traffic part of ``ibfab demo``), ``describe(info) -> dict`` (what ``ibfab status``
+shows of it) and ``cleanup(info)`` (remove what it made outside the
+run directory, called by ``ibfab down`` after the hosts stopped, also after they were killed). A command plugin is ``register(subparsers, common)``,
 which adds subcommands to ``ibfab``.
 
 ``none`` (bare HCAs, nothing on them) is always there.

@@ -4,11 +4,25 @@ software) is a :class:`Node`, with the IP host's ``ping``, UDP sockets and inter
     with Fabric("fattree:2,2,4,1") as fab:
         fab.nodes["node0001"].ping("node0002", count=3)
         s = fab.nodes["node0002"].udp_socket(5001)
+
+With ``Fabric(topo, netns=True)`` the kernel is each node's IP host and a node runs programs in its
+namespace, as Mininet's hosts do::
+
+    with Fabric("fattree:2,2,4,2", netns=True) as fab:
+        print(fab.nodes["node0001"].cmd("ping -c 3 198.18.0.8"))
+        srv = fab.nodes["node0008"].popen(["iperf3", "-s", "-1"])
 """
 
 from __future__ import annotations
 
+import re
+import shlex
+import subprocess
+
 from fabric.api import HcaNode
+
+_PING_SUMMARY = re.compile(r"(\d+) packets transmitted, (\d+) received")
+_PING_RTT = re.compile(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
 
 
 class Node(HcaNode):
@@ -36,11 +50,55 @@ class Node(HcaNode):
             return self.fab.nodes[dst].ip
         return str(dst)
 
+    @property
+    def netns(self) -> str | None:
+        """The node's network namespace (a ``netns=True`` fabric), else None."""
+        from .software import netns_names
+
+        return netns_names(self.fab.info).get(self.name)
+
+    def _ns_argv(self, argv) -> list[str]:
+        from .iphost.netns import exec_argv
+
+        if self.netns is None:
+            raise RuntimeError(f"{self.name} has no namespace: start the fabric with netns=True")
+        return exec_argv(self.netns, list(argv))
+
+    def popen(self, argv, **kw) -> subprocess.Popen:
+        """``subprocess.Popen`` of ``argv`` (a list, or a string split like a shell) in the node's
+        namespace; the caller waits for it (or kills it)."""
+        return subprocess.Popen(self._ns_argv(shlex.split(argv) if isinstance(argv, str) else argv), **kw)
+
+    def cmd(self, command, *, timeout: float = 60.0, check: bool = False) -> str:
+        """Run a shell command in the node's namespace; its stdout and stderr (Mininet's ``h1.cmd``).
+        ``check``: raise CalledProcessError on a non-zero exit."""
+        r = subprocess.run(self._ns_argv(["sh", "-c", command]), capture_output=True, text=True, timeout=timeout)
+        if check:
+            r.check_returncode()
+        return r.stdout + r.stderr
+
     def ping(self, dst, *, count: int = 1, interval: float = 0.2, timeout: float = 1.0, size: int = 56,
              ifname: str | None = None) -> dict:
-        """ICMP echo from this node; the statistics ping prints (transmitted, received, rtts)."""
+        """ICMP echo from this node; the statistics ping prints (transmitted, received, rtts). In a
+        ``netns=True`` fabric this is the kernel's ping(8) in the node's namespace."""
+        if self.netns is not None:
+            return self._kernel_ping(self._addr(dst), count, interval, timeout, size, ifname)
         return self.fab.client.call(self.name, "ping", dst=self._addr(dst), count=count, interval=interval,
                                     timeout=timeout, size=size, ifname=ifname)
+
+    def _kernel_ping(self, dst, count, interval, timeout, size, ifname) -> dict:
+        argv = ["ping", "-n", "-c", str(count), "-i", str(interval), "-W", str(timeout), "-s", str(size)]
+        if ifname:
+            argv += ["-I", ifname]
+        r = subprocess.run(self._ns_argv(argv + [dst]), capture_output=True, text=True,
+                           timeout=count * (interval + timeout) + 10)
+        m = _PING_SUMMARY.search(r.stdout)
+        out = {"transmitted": int(m.group(1)) if m else 0, "received": int(m.group(2)) if m else 0,
+               "output": r.stdout + r.stderr, "returncode": r.returncode}
+        rtt = _PING_RTT.search(r.stdout)
+        if rtt:
+            out.update(zip(("rtt_min_ms", "rtt_avg_ms", "rtt_max_ms", "rtt_mdev_ms"), map(float, rtt.groups())))
+        return out
 
     def udp_socket(self, port: int = 0, addr: str | None = None) -> "UdpSocket":
         r = self.fab.client.call(self.name, "udp_open", port=port, addr=addr)

@@ -11,10 +11,61 @@ import sys
 from fabric.cli.common import call_or_report, client, onoff, print_json
 
 
+def _namespaces(name: str) -> dict:
+    """``{node: namespace}`` of a running fabric started with --netns; {} without."""
+    from fabric.launcher import RunInfo, run_dir_for
+
+    from .software import netns_names
+
+    return netns_names(RunInfo.load(run_dir_for(name)))
+
+
+def _exec_in(args, node: str, argv: list[str]) -> int:
+    """Run ``argv`` in ``node``'s namespace with this terminal; its exit code."""
+    import subprocess
+
+    from .iphost.netns import exec_argv
+
+    ns = _namespaces(args.name).get(node)
+    if ns is None:
+        known = _namespaces(args.name)
+        if not known:
+            print(f"ibfab: fabric {args.name!r} runs the embedded IP stack; its nodes have no namespace "
+                  f"(start it with ibfab up TOPO --netns)", file=sys.stderr)
+        else:
+            print(f"ibfab: no node {node!r} in fabric {args.name!r} (nodes: {', '.join(sorted(known)[:8])}"
+                  f"{', ...' if len(known) > 8 else ''})", file=sys.stderr)
+        return 2
+    try:
+        return subprocess.call(exec_argv(ns, argv))
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_exec(args) -> int:
+    """Like Mininet's ``h1 cmd``: a command inside a node's network namespace (--netns fabrics)."""
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        print("ibfab exec: no command (ibfab exec NODE -- CMD ...)", file=sys.stderr)
+        return 2
+    client(args.name).close()  # a clear error when the fabric is not running
+    return _exec_in(args, args.node, argv)
+
+
 def cmd_ping(args) -> int:
-    """Like ping(8): one line per reply, then the statistics; exit 0 only when replies came."""
+    """Like ping(8): one line per reply, then the statistics; exit 0 only when replies came. In a
+    --netns fabric, the kernel's own ping runs in SRC's namespace."""
     from fabric.rpc import RpcError
 
+    if _namespaces(args.name):
+        with client(args.name) as fc:
+            try:
+                dst = _node_ip(fc, args.dst)
+            except (RpcError, KeyError, StopIteration) as exc:
+                print(f"ibfab ping: {exc}", file=sys.stderr)
+                return 2
+        return _exec_in(args, args.src, ["ping", "-c", str(args.count), "-i", str(args.interval),
+                                         "-W", str(args.timeout), "-s", str(args.size), dst])
     with client(args.name) as fc:
         try:
             dst = args.dst
@@ -234,11 +285,40 @@ def _queue_count(text: str) -> int:
     return n
 
 
+def cmd_neigh(args) -> int:
+    """The ULP's neighbour table (like ``ip neigh``) and path table (like the kernel's ipoib
+    debugfs ``path`` file) of one node."""
+
+    r = call_or_report(args, "neigh", lambda fc: fc.call(args.node, "ipoib_status"))
+    if r is None:
+        return 1
+    ifs = [i for i in r["interfaces"] if args.ifname in (None, i["ifname"])]
+    if args.json:
+        return print_json({i["ifname"]: {"neigh": i["neigh"], "paths": i["paths"]} for i in ifs})
+    for i in ifs:
+        for n in i["neigh"]:
+            ll = f" lladdr {n['lladdr']}" if n["lladdr"] else ""
+            print(f"{n['ip']} dev {i['ifname']}{ll} {n['state']}")
+    for i in ifs:
+        for p in i["paths"]:
+            print(f"GID: {p['dgid']}")
+            print(f"  complete:     {'yes' if p['valid'] else 'no'}")
+            if p["valid"]:
+                print(f"  DLID:     0x{p['dlid']:04x}")
+                print(f"  SL: {p['sl']:12d}")
+                print(f"  rate: {p.get('rate_gbps', 0):8g} Gb/sec")
+            print()
+    return 0
+
+
 def register(sub, common) -> None:
     common.node_option("--tx-queues", type=_queue_count, default=None,
                        help="TX queues of each IPoIB interface (fast provider; like ethtool -L; default 4)")
     common.node_option("--rx-queues", type=_queue_count, default=None,
                        help="RX queues (RSS) of each IPoIB interface (default 4)")
+    common.node_option("--netns", action="store_true", default=None,
+                       help="the kernel as each node's IP host: ib0 is a TUN device in a network namespace "
+                            "ibf-FABRIC-NODE, so ping, iperf3 and any program run over IPoIB (needs root)")
     dm = common.parsers["demo"]
     dm.add_argument("--max-nodes", type=int, default=16, help="nodes in the all-pairs ping")
     dm.add_argument("--udp-count", type=int, default=200)
@@ -283,6 +363,16 @@ def register(sub, common) -> None:
     fe.add_argument("--gro", type=onoff, default=None, metavar="on|off")
     fe.add_argument("--rx-flow-hash-udp4", choices=["sd", "sdfn"], default=None)
     fe.add_argument("--json", action="store_true")
+
+    ex = common.add("exec", cmd_exec, "run a command in a node's network namespace (--netns fabrics), "
+                                      "like Mininet's h1 cmd: ibfab exec node0001 -- iperf3 -s")
+    ex.add_argument("node")
+    ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+
+    ne = common.add("neigh", cmd_neigh, "IPoIB neighbour and path tables of a node (ip neigh; ipoib debugfs path)")
+    ne.add_argument("node")
+    ne.add_argument("--ifname", default=None)
+    ne.add_argument("--json", action="store_true")
 
     qs = common.add("queues", cmd_queues, "per-queue counters of an IPoIB interface (like ethtool -S)")
     qs.add_argument("node")

@@ -232,12 +232,14 @@ class UdLatencyClient(UdPerfSender):
         return {"rtts": self.rtts, "lost": self.lost, "sent": len(self.rtts) + self.lost}
 
 
-def attach_perf(host, nodes) -> None:
+def attach_perf(host, embedded) -> None:
+    """The perf RPC ops; ``embedded(device)`` is the IPoIB node whose embedded IP stack they use (a
+    clear error for a node whose IP host is the kernel)."""
     sinks: dict = {}
     ids = itertools.count(1)
 
     def op_perf_sink(env, now, device, port=5201, ud=False, echo=False):
-        n = nodes[device]
+        n = embedded(device)
         s = n.ip.udp_socket()
         s.bind(int(port))
         s.rcvbuf = 1 << 16
@@ -272,7 +274,7 @@ def attach_perf(host, nodes) -> None:
         return r
 
     def op_perf_send(env, now, device, dst, port=5201, size=1024, seconds=1.0, ud=False, gso=False):
-        n = nodes[device]
+        n = embedded(device)
         s = n.ip.udp_socket()
         s.bind(0)
         if ud:
@@ -293,7 +295,7 @@ def attach_perf(host, nodes) -> None:
         return host.defer(env, now, float(seconds) + 5.0, check, None)
 
     def op_perf_ping_ud(env, now, device, dst, port=5201, size=56, count=200, timeout=1.0):
-        n = nodes[device]
+        n = embedded(device)
         s = n.ip.udp_socket()
         s.bind(0)
         try:

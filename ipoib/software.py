@@ -14,6 +14,18 @@ from . import core as backend_core
 from .node import IPoIBNode
 
 QUEUE_KEYS = ("tx_queues", "rx_queues")
+SETTINGS = QUEUE_KEYS + ("addresses", "netns")
+
+
+def netns_names(info) -> dict:
+    """``{HCA name: its network namespace}`` of a fabric run with ``netns`` (else empty)."""
+    if not (info.data.get("node_config") or {}).get("netns"):
+        return {}
+    from fabric.topology import load_topology
+
+    from .iphost.netns import name_for
+
+    return {n.name: name_for(info.name, n.name) for n in load_topology(info.topology_path).hcas()}
 
 
 class IPoIBSoftware:
@@ -21,8 +33,9 @@ class IPoIBSoftware:
     description = "IPoIB (ULP and rdma_netdev provider) and the embedded IP host on every HCA"
 
     def check_config(self, cfg: dict) -> dict:
-        """``tx_queues``/``rx_queues`` (1 to 64, like ethtool -L) and ``addresses`` ({node: {ifname:
-        "ip/prefix"}}); anything else is an error."""
+        """``tx_queues``/``rx_queues`` (1 to 64, like ethtool -L), ``addresses`` ({node: {ifname:
+        "ip/prefix"}}) and ``netns`` (the kernel as each node's IP host, over a TUN device in a
+        namespace of its own; needs root); anything else is an error."""
         out = {}
         for k, v in cfg.items():
             if v is None:
@@ -33,13 +46,33 @@ class IPoIBSoftware:
             elif k == "addresses":
                 if not isinstance(v, dict):
                     raise ValueError(f"addresses must be {{node: {{ifname: 'ip/prefix'}}}}, not {v!r}")
+            elif k == "netns":
+                if not isinstance(v, bool):
+                    raise ValueError(f"netns must be true or false, not {v!r}")
+                if not v:
+                    continue
+                from .iphost.netns import check_available
+
+                check_available()  # NetnsError is an OSError: one clear line, before anything starts
             else:
-                raise ValueError(f"IPoIB has no setting {k!r} (it has {', '.join(QUEUE_KEYS)}, addresses)")
+                raise ValueError(f"IPoIB has no setting {k!r} (it has {', '.join(SETTINGS)})")
             out[k] = v
         return out
 
     def attach(self, host) -> None:
         attach(host)
+
+    def describe(self, info) -> dict:
+        """For ``ibfab status``: each node's namespace, in a --netns fabric."""
+        names = netns_names(info)
+        return {"namespaces": names} if names else {}
+
+    def cleanup(self, info) -> None:
+        """The namespaces of a fabric run with ``netns``, also after its hosts were killed."""
+        from .iphost import netns
+
+        for name in netns_names(info).values():
+            netns.delete(name)
 
     @property
     def node_class(self):
@@ -61,18 +94,42 @@ class IPoIBSoftware:
 SOFTWARE = IPoIBSoftware()
 
 
+def _kernel_host(host, ns: str, device: str):
+    """A namespace for ``device`` and the kernel in it as the node's IP host; the host removes the
+    namespace when it stops (``ibfab down`` does too, if the host was killed)."""
+    from .iphost import netns
+    from .iphost.kernel import KernelHost
+
+    netns.create(ns)
+
+    def close():
+        kh.close()
+        netns.delete(ns)
+
+    try:
+        kh = KernelHost(ns, add_reader=lambda fd, fn: host.add_reader(fd, device, fn),
+                        remove_reader=host.remove_reader)
+    except BaseException:
+        netns.delete(ns)
+        raise
+    host.add_closer(close)
+    return kh
+
+
 def attach(host) -> None:
     """An IPoIB node on every HCA of ``host`` (a :class:`fabric.host.DeviceHost`), and its RPC
     operations."""
     cfg = host.node_config
     hca_order = [n.name for n in host.topology.hcas()]
+    namespaces = netns_names(host.info)
     nodes = {}
     for name, dev in host.devices.items():
         if dev.kind != "hca":
             continue
+        iphost = _kernel_host(host, namespaces[name], name) if name in namespaces else None
         nodes[name] = IPoIBNode(dev, hca_order.index(name), clock=time.monotonic, backend=backend_core,
                                 addresses=(cfg.get("addresses") or {}).get(name),
-                                tx_queues=cfg.get("tx_queues"), rx_queues=cfg.get("rx_queues"))
+                                tx_queues=cfg.get("tx_queues"), rx_queues=cfg.get("rx_queues"), iphost=iphost)
     host.ipoib_nodes = nodes
     sockets: dict = {}
     ids = itertools.count(1)
@@ -83,11 +140,27 @@ def attach(host) -> None:
             raise KeyError(f"no IPoIB node {device!r} on this host")
         return n
 
+    def embedded(device):
+        """The node's embedded IP stack; a clear error when the kernel is its IP host."""
+        n = node(device)
+        if device in namespaces:
+            raise ValueError(f"{device} runs the kernel's IP stack (--netns): use its own tools, "
+                             f"e.g. ibfab exec {device} -- ping ...")
+        return n
+
     def op_ipoib_status(env, now, device):
         return node(device).snapshot()
 
+    def op_ipoib_flush_neigh(env, now, device):
+        """ip neigh flush: forget every neighbour (the next packet to one resolves it again)."""
+        n = 0
+        for ifc in node(device).ifs.values():
+            n += len(ifc.neigh)
+            ifc.neigh.clear()
+        return n
+
     def op_ping(env, now, device, dst, count=1, interval=0.2, timeout=1.0, size=56, ifname=None, adaptive=False):
-        sess = node(device).ip.ping(dst, count=int(count), interval=float(interval), timeout=float(timeout),
+        sess = embedded(device).ip.ping(dst, count=int(count), interval=float(interval), timeout=float(timeout),
                                     size=int(size), ifname=ifname, adaptive=bool(adaptive))
         def check():
             if not sess.done:
@@ -99,7 +172,7 @@ def attach(host) -> None:
         return host.defer(env, now, wait, check, None)
 
     def op_udp_open(env, now, device, port=0, addr=None):
-        s = node(device).ip.udp_socket()
+        s = embedded(device).ip.udp_socket()
         s.bind(int(port), addr)
         sid = next(ids)
         sockets[sid] = (device, s)
@@ -159,9 +232,9 @@ def attach(host) -> None:
             return ifc.netdev.get_features()
         return ifc.netdev.set_features(gro, rx_flow_hash_udp4)
 
-    for fn in (op_ipoib_status, op_ipoib_coalesce, op_ipoib_features, op_ping, op_udp_open, op_udp_sendto,
+    for fn in (op_ipoib_status, op_ipoib_flush_neigh, op_ipoib_coalesce, op_ipoib_features, op_ping, op_udp_open, op_udp_sendto,
                op_udp_recv, op_udp_join, op_udp_leave, op_udp_close):
         host.add_op(fn.__name__[3:], fn)
     from .perf import attach_perf
 
-    attach_perf(host, nodes)
+    attach_perf(host, embedded)

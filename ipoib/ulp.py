@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 from fabric import wire as w
 from fabric.mad import saclient
+from fabric.wire import sa_attrs
 from fabric.wire import smp_attrs as sa
 
 from . import encap
@@ -66,6 +67,7 @@ class Path:
     dgid: bytes
     ah: AddressHandle | None = None
     mtu: int = 0
+    rate: int = 0  # the PathRecord's rate code (IBA 15.2.5.16: 3 = 10 Gb/s, 6 = 30, 7 = 40, ...)
     valid: bool = False
     querying: bool = False
     deadline: float = 0.0
@@ -407,6 +409,7 @@ class IPoIBInterface:
         rec = resp.records[0]
         p.ah = AddressHandle(dlid=rec.dlid, sl=rec.sl)
         p.mtu = rec.mtu
+        p.rate = rec.rate
         p.valid = True
         while p.pending:
             frame, qpn = p.pending.popleft()
@@ -576,7 +579,8 @@ class IPoIBInterface:
             "neigh": [{"ip": ip_str(n.ip), "lladdr": n.hwaddr.hex(":") if n.hwaddr else None, "state": n.state}
                       for n in self.neigh.values()],
             "paths": [{"dgid": w.fmt_gid(p.dgid), "dlid": p.ah.dlid if p.ah else 0, "sl": p.ah.sl if p.ah else 0,
-                       "valid": p.valid} for p in self.paths.values()],
+                       "valid": p.valid, "rate_gbps": sa_attrs.RATE_GBPS.get(p.rate, 0), "mtu": sa.MTU_BYTES.get(p.mtu, 0),
+                       "pending": len(p.pending)} for p in self.paths.values()],
             "mcg": [{"mgid": w.fmt_gid(g.mgid), "mlid": g.mlid, "state": g.state, "join_state": g.join_state,
                      "qkey": g.qkey} for g in self.groups.values()],
             "stats": dict(self.stats), "drops": dict(self.drops),

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and benches use; idempotent and non-interactive.
 # tshark decodes our captures; opensm, ibsim-utils and infiniband-diags are the reference SM,
-# simulator and diagnostics we compare against; iproute2 and iperf3 run the kernel's own tools.
+# simulator and diagnostics we compare against; iproute2, iperf3 and iputils-ping are the kernel-side
+# tools the --netns tests run over IPoIB.
 set -euo pipefail
-PKGS=(tshark opensm ibsim-utils infiniband-diags iproute2 iperf3)
+PKGS=(tshark opensm ibsim-utils infiniband-diags iproute2 iperf3 iputils-ping)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

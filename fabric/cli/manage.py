@@ -51,10 +51,15 @@ def cmd_down(args) -> int:
 def cmd_status(args) -> int:
     import json
 
+    from .. import plugins
+
     with client(args.name) as fc:
         devices = fc.devices()
+        info = fc.info
+    software = plugins.node_software(info.data.get("node_software"))
+    extra = software.describe(info) if software is not None and hasattr(software, "describe") else {}
     if args.json:
-        print(json.dumps({"name": args.name, "devices": list(devices.values())}, indent=1, default=str))
+        print(json.dumps({"name": args.name, "devices": list(devices.values()), **extra}, indent=1, default=str))
         return 0
     print(f"{'name':<20} {'type':<6} {'guid':<18} {'ports':>5} {'lid':>5}  {'pid':>7}  port states")
     for name, d in devices.items():
@@ -64,6 +69,13 @@ def cmd_status(args) -> int:
         nports = sum(1 for p in d["ports"] if p["port"])
         print(f"{name:<20} {d['type']:<6} {fmt_guid(d['guid']):<18} {nports:>5} "
               f"{','.join(map(str, lids)) or '-':>5}  {d['pid']:>7}  {states}")
+    for key, value in extra.items():  # what the node software adds (IPoIB: the nodes' namespaces)
+        if isinstance(value, dict):
+            print(f"\n{key}:")
+            for k, v in value.items():
+                print(f"  {k:<18} {v}")
+        else:
+            print(f"{key}: {value}")
     return 0
 
 

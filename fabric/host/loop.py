@@ -48,6 +48,8 @@ class DeviceHost(HostOps):
         self.running = True
         self.sm = None  # SmAgent when the subnet manager runs on a device of this host
         self.extra_ops: dict = {}  # RPC operations contributed by the node software
+        self.readers: dict = {}  # fd -> (device name, fn(now)): file descriptors node software watches
+        self.closers: list = []  # what node software must undo when the host stops (namespaces, ...)
         self.capture = None  # ErfWriter while capturing
         self.captured = 0
         self.started = time.monotonic()  # the loop's clock: uptime is ``now - started``
@@ -77,13 +79,13 @@ class DeviceHost(HostOps):
                     cable(self.devices[a], ap, None, 0, link)
         self.control = self.ctx.socket(zmq.ROUTER)
         self.control.bind(self.info.control(index))
-        software = plugins.node_software(self.info.data.get("node_software"))
-        if software is not None:
-            software.attach(self)  # found by name: the fabric itself imports no node software
         self.poller = zmq.Poller()
         for s in self.ingress:
             self.poller.register(s, zmq.POLLIN)
         self.poller.register(self.control, zmq.POLLIN)
+        software = plugins.node_software(self.info.data.get("node_software"))
+        if software is not None:
+            software.attach(self)  # found by name: the fabric itself imports no node software
 
     @property
     def node_config(self) -> dict:
@@ -93,6 +95,21 @@ class DeviceHost(HostOps):
     def add_op(self, name: str, fn) -> None:
         """An RPC operation of the node software: ``fn(env, now, **args)``."""
         self.extra_ops[name] = fn
+
+    def add_reader(self, fd: int, device: str, fn) -> None:
+        """Call ``fn(now)`` whenever ``fd`` is readable (a TUN device of the node software on
+        ``device``); the device's software runs and its outbox is drained right after, as after
+        a burst."""
+        self.readers[fd] = (device, fn)
+        self.poller.register(fd, zmq.POLLIN)
+
+    def remove_reader(self, fd: int) -> None:
+        if self.readers.pop(fd, None) is not None:
+            self.poller.unregister(fd)
+
+    def add_closer(self, fn) -> None:
+        """``fn()`` runs when the host stops (also on SIGTERM), before its sockets close."""
+        self.closers.append(fn)
 
     # -- link layer ----------------------------------------------------------------------------
 
@@ -270,6 +287,10 @@ class DeviceHost(HostOps):
                 if sock is self.control:
                     self.on_control(now)
                     continue
+                reader = self.readers.get(sock)
+                if reader is not None:
+                    self._read(reader, now)
+                    continue
                 name = self.ingress[sock]
                 for _ in range(RX_BUDGET):
                     try:
@@ -293,6 +314,17 @@ class DeviceHost(HostOps):
             traceback.print_exc()
             self.devices[name].drops["internal_error"] += 1
             self.drain(name, self.devices[name])
+
+    def _read(self, reader, now: float) -> None:
+        name, fn = reader
+        dev = self.devices[name]
+        try:
+            fn(now)
+        except Exception:  # what a node's own file descriptor brings must not kill the host
+            traceback.print_exc()
+            dev.drops["internal_error"] += 1
+        self._tick_if_due(dev, now)
+        self.drain(name, dev)
 
     def run_local(self, now: float) -> None:
         """Deliver bursts on in-process links; a budget keeps the sockets served meanwhile."""
@@ -332,6 +364,12 @@ class DeviceHost(HostOps):
     def close(self) -> None:
         if self.ctx.closed:
             return
+        while self.closers:
+            fn = self.closers.pop()
+            try:
+                fn()
+            except Exception:  # one failed undo must not keep the others from running
+                traceback.print_exc()
         for s in list(self.ingress) + [x[0] for x in self.links.values()] + [self.control]:
             s.close(0)
         self.ctx.term()

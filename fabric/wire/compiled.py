@@ -23,7 +23,7 @@ if _forced not in ("", "std", "fast"):
 wirefast = None
 if _forced != "std":
     try:
-        from .. import _wirefast as wirefast
+        from .. import _wirefast as wirefast  # noqa: F401 (used by the modules that import it from here)
     except ImportError as exc:  # pragma: no cover - depends on the build
         if _forced == "fast":
             raise ImportError("FABRIC_BACKEND=fast but the Cython extension fabric._wirefast is not built "

@@ -70,6 +70,10 @@ MCM_COMP = {
 }
 
 # MCMemberRecord.JoinState bits
+# PathRecord/MCMemberRecord Rate codes in Gb/s (IBA vol. 1, table 224 "Rate")
+RATE_GBPS = {2: 2.5, 3: 10, 4: 30, 5: 5, 6: 20, 7: 40, 8: 60, 9: 80, 10: 120, 11: 14, 12: 56, 13: 112,
+             14: 168, 15: 25, 16: 100, 17: 200, 18: 300, 19: 28, 20: 50, 21: 400, 22: 600}
+
 JOIN_FULL_MEMBER = 0x1
 JOIN_NON_MEMBER = 0x2
 JOIN_SENDONLY_NON_MEMBER = 0x4
