@@ -369,3 +369,22 @@ def test_netns_without_root_fails_at_once_with_one_line(tmp_path):
                        cwd=str(tmp_path))
     assert r.returncode == 1, r.stdout + r.stderr
     assert r.stderr.strip() == "ibfab up: --netns needs root: network namespaces and TUN devices are root's to make"
+
+
+def test_pkey_children_are_further_devices_and_the_mtu_is_the_groups():
+    """A 4K broadcast group gives ib0 MTU 4092; a partition's member gets ib0.8005 with its own
+    subnet and the partition's (2K) MTU, and the kernel pings over it."""
+    parts = "Default=0x7fff, ipoib, mtu=5 : ALL=full;\nGreen=0x0005, ipoib, mtu=4 : ALL=full;\n"
+    with Fabric("fattree:2,2,2,1", netns=True, sm_config={"partitions": parts}) as fab:
+        _wait_carrier(fab, list(fab.nodes))
+        n = fab.nodes["node0001"]
+        assert " mtu 4092 " in n.cmd("ip -o link show ib0")
+        assert " mtu 2044 " in n.cmd("ip -o link show ib0.8005")
+        assert "198.19.5.1/24" in n.cmd("ip -o -4 addr show ib0.8005")
+        r = n.cmd("ping -n -c 2 -i 0.1 -W 2 -M do -s 4064 198.18.0.4")
+        assert "2 received" in r, r
+        r = n.cmd("ping -n -c 2 -i 0.1 -W 2 198.19.5.4")
+        assert "2 received" in r, r
+        r = n.cmd("ping -n -c 1 -W 1 -M do -s 2017 198.19.5.4")
+        assert "mtu=2044" in r, r
+    assert not netns.list_with_prefix(netns.fabric_prefix(fab.name))
