@@ -131,28 +131,33 @@ class DeviceHost(HostOps):
             self.send_control(name, port, kind)
 
     def drain(self, name: str, dev) -> None:
-        """Move what the device sent into the next burst of each egress link: a packet as a
-        length-prefixed part; a Segment, already framed, as it is (sent in place if it is alone)."""
+        """Move what the device sent into the next bursts of each egress link, in order. A run of
+        packets becomes one burst of length-prefixed parts; a Segment, already framed with room
+        for the header, is a burst of its own, sent in place: joining it to its neighbours would
+        copy every packet in it once more."""
         if not dev.outbox:
             return
         out, dev.outbox[:] = list(dev.outbox), []
         txq = self.txq
         for item in out:
             if type(item) is Segment:
-                q = txq.get((name, item.port))
-                if q is None:
-                    txq[(name, item.port)] = [item.count, [item.buf], True]
-                    continue
-                q[0] += item.count
-                q[1].append(memoryview(item.buf)[BURST_HEADROOM:])
-            else:
-                port, pkt = item
-                q = txq.get((name, port))
-                if q is None:
-                    q = txq[(name, port)] = [0, [], False]
-                q[0] += 1
-                q[1].append(LEN.pack(len(pkt)))
-                q[1].append(pkt)
+                key = (name, item.port)
+                chunks = txq.get(key)
+                if chunks is None:
+                    chunks = txq[key] = []
+                chunks.append([item.count, item.buf])
+                continue
+            port, pkt = item
+            key = (name, port)
+            chunks = txq.get(key)
+            if chunks is None:
+                chunks = txq[key] = []
+            if not chunks or chunks[-1][1] is not None:
+                chunks.append([0, None, []])  # a burst of plain packets: [count, None, parts]
+            q = chunks[-1]
+            q[0] += 1
+            q[2].append(LEN.pack(len(pkt)))
+            q[2].append(pkt)
             if q[0] >= FLUSH_AT:
                 self.flush()
                 txq = self.txq
@@ -164,32 +169,36 @@ class DeviceHost(HostOps):
 
     def flush(self) -> None:
         txq, self.txq = self.txq, {}
-        for (name, port), (count, parts, headroom) in txq.items():
+        for (name, port), chunks in txq.items():
             link = self.links.get((name, port))
             peer = self.local.get((name, port)) if link is None else None
             if link is None and peer is None:
                 continue  # uncabled port: lost
-            hdr = BURST_HDR.pack(BURST_VERSION, KIND_DATA, link[1] if link else peer[1], count)
-            if self.capture is not None:
-                self._capture(name, port, parts, headroom)
-            if headroom and len(parts) == 1:
-                msg = parts[0]
-                msg[:BURST_HEADROOM] = hdr
-            else:
-                if headroom:
-                    parts[0] = memoryview(parts[0])[BURST_HEADROOM:]
-                msg = b"".join([hdr] + parts)
-            if peer is not None:
-                if len(self.local_q) >= SNDHWM:
-                    self._link_full(name, port, count)
+            dest = link[1] if link else peer[1]
+            for chunk in chunks:
+                count, buf = chunk[0], chunk[1]
+                hdr = BURST_HDR.pack(BURST_VERSION, KIND_DATA, dest, count)
+                if buf is not None:  # a Segment: the header goes into its headroom
+                    if self.capture is not None:
+                        self._capture(name, port, memoryview(buf)[BURST_HEADROOM:])
+                    buf[:BURST_HEADROOM] = hdr
+                    msg = buf
                 else:
-                    self.local_q.append((peer[0], msg))
-                continue
-            try:
-                link[0].send(msg, zmq.NOBLOCK, copy=len(msg) < ZERO_COPY_MIN)
-                self.bursts_out += 1
-            except zmq.Again:
-                self._link_full(name, port, count)
+                    body = b"".join(chunk[2])
+                    if self.capture is not None:
+                        self._capture(name, port, body)
+                    msg = hdr + body
+                if peer is not None:
+                    if len(self.local_q) >= SNDHWM:
+                        self._link_full(name, port, count)
+                    else:
+                        self.local_q.append((peer[0], msg))
+                    continue
+                try:
+                    link[0].send(msg, zmq.NOBLOCK, copy=len(msg) < ZERO_COPY_MIN)
+                    self.bursts_out += 1
+                except zmq.Again:
+                    self._link_full(name, port, count)
 
     def _link_full(self, name: str, port: int, count: int) -> None:
         dev = self.devices[name]

@@ -12,7 +12,7 @@ import time
 
 from .. import wire as w
 from ..devices import HCA, send_smp
-from ..wire.burst import BURST_HEADROOM, LEN
+from ..wire.burst import LEN
 from .gmp import GmpMux, completion_dict
 
 DEFERRED = object()
@@ -224,10 +224,10 @@ class HostOps:
             self.capture = None
         return True
 
-    def _capture(self, name, port, parts, headroom) -> None:
-        """Write every packet leaving a device port to this host's capture (a tap on each link)."""
-        raw = b"".join(bytes(memoryview(p)[BURST_HEADROOM:]) if headroom and i == 0 else bytes(p)
-                       for i, p in enumerate(parts))
+    def _capture(self, name, port, body) -> None:
+        """Write every packet of a burst leaving a device port to this host's capture (a tap on
+        each link); ``body`` is the burst after its header."""
+        raw = bytes(body)
         off = 0
         ts = time.time_ns()
         while off + 2 <= len(raw):
