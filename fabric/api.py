@@ -28,13 +28,14 @@ _names = itertools.count(1)
 
 class Fabric:
     def __init__(self, topology, *, name: str | None = None, hosts: int | None = None, timeout: float = 120.0,
-                 sm: bool = True, sm_config: dict | None = None, node_software: str | None = None,
+                 sm=True, sm_config: dict | None = None, sm_args=(), node_software: str | None = None,
                  **node_config):
         self.topology = load_topology(topology)
-        self.sm = sm
+        self.sm = launcher.sm_kind(sm)  # "ours" (True), "opensm", "none" (False)
         self.sm_config = sm_config
+        self.sm_args = tuple(sm_args)
         # the default software (IPoIB) needs an SM (SA joins, paths): without one, bare HCAs
-        self.node_software = node_software or (plugins.DEFAULT if sm else plugins.NONE)
+        self.node_software = node_software or (plugins.DEFAULT if self.sm != "none" else plugins.NONE)
         self.node_config = launcher.check_node_config(self.node_software, node_config)
         self.name = name or f"py{os.getpid()}-{next(_names)}"
         self.hosts = hosts
@@ -50,7 +51,7 @@ class Fabric:
 
     def start(self) -> "Fabric":
         self.info = launcher.up(self.topology, self.name, hosts=self.hosts, timeout=self.timeout, sm=self.sm,
-                                sm_config=self.sm_config, node_software=self.node_software,
+                                sm_config=self.sm_config, sm_args=self.sm_args, node_software=self.node_software,
                                 node_config=self.node_config)
         self.client = launcher.FabricClient(self.name)
         software = plugins.node_software(self.node_software)
@@ -118,10 +119,13 @@ class Fabric:
         sm = self.info.data.get("sm") or {}
         node = node or sm.get("node") or self.topology.sm_node
         port = port or (sm.get("port") if node == sm.get("node") else None) or 1
+        after = 0
         if sm:
+            if sm.get("kind") == "opensm":
+                after = (launcher.sm_status(self.info) or {}).get("subnet_up_count", 0)
             launcher.stop_sm(self.info)
         launcher.start_sm(self.info, node, port, self.sm_config)
-        return launcher.wait_subnet_up(self.info, deadline=_time.monotonic() + timeout)
+        return launcher.wait_subnet_up(self.info, deadline=_time.monotonic() + timeout, after_sweep=after)
 
     def sm_status(self) -> dict | None:
         return launcher.sm_status(self.info)

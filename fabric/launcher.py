@@ -98,12 +98,35 @@ def check_node_config(node_software: str | None, config: dict | None) -> dict:
     return software.check_config(config)
 
 
+SM_KINDS = ("ours", "opensm", "none")
+
+
+def sm_kind(sm) -> str:
+    """``ours`` (True, the default), ``opensm`` (the real OpenSM over ibsim's protocol) or ``none``."""
+    if sm is True or sm is None:
+        return "ours"
+    if sm is False:
+        return "none"
+    if sm not in SM_KINDS:
+        raise ValueError(f"unknown SM {sm!r} (one of {', '.join(SM_KINDS)})")
+    return sm
+
+
 def up(topology, name: str = "default", *, hosts: int | None = None, timeout: float = 120.0,
-       sm: bool = True, sm_config: dict | None = None, node_software: str | None = None,
+       sm=True, sm_config: dict | None = None, sm_args=(), node_software: str | None = None,
        node_config: dict | None = None) -> RunInfo:
-    """Launch a fabric and return once every cabled link is up and, with ``sm`` (the default), once
-    the subnet manager on the topology's SM port has brought the subnet up. ``node_software`` is
-    the name of what runs on the HCAs (None or ``"none"``: bare HCAs)."""
+    """Launch a fabric and return once every cabled link is up and, unless ``sm`` is ``"none"``,
+    once the subnet manager on the topology's SM port has brought the subnet up: ours (``"ours"``,
+    the default; ``sm_config`` its settings) or the real OpenSM (``"opensm"``; ``sm_args`` its
+    command-line arguments, e.g. ``["-R", "updn"]``). ``node_software`` is the name of what runs on
+    the HCAs (None or ``"none"``: bare HCAs)."""
+    kind = sm_kind(sm)
+    if kind == "opensm":
+        from . import opensm
+        from .simproto.shim import umad2sim_path
+
+        opensm.binary()  # a clear error before anything starts
+        umad2sim_path()
     node_config = check_node_config(node_software, node_config)
     if node_software == plugins.NONE:
         node_software = None
@@ -121,7 +144,8 @@ def up(topology, name: str = "default", *, hosts: int | None = None, timeout: fl
     plan = plan_hosts(topo, hosts)
     info = RunInfo(run_dir, {"name": name, "topology": topo_path, "created": time.time(),
                              "hosts": [{"devices": devs} for devs in plan],
-                             "sm": {"node": topo.sm_node, "port": topo.sm_port} if sm else None,
+                             "sm": {"node": topo.sm_node, "port": topo.sm_port, "kind": kind,
+                                    "args": [str(a) for a in sm_args]} if kind != "none" else None,
                              # what each host runs on its HCAs, by name (fabric.plugins), and its settings
                              "node_software": node_software, "node_config": node_config})
     info.check_paths()
@@ -140,7 +164,7 @@ def up(topology, name: str = "default", *, hosts: int | None = None, timeout: fl
             f.write("\n".join(str(p.pid) for p in procs))
         wait_links_up(info, procs, deadline=t0 + timeout)
         info.data["links_seconds"] = time.monotonic() - t0
-        if sm:
+        if kind != "none":
             t1 = time.monotonic()
             start_sm(info, topo.sm_node, topo.sm_port, sm_config)
             st = wait_subnet_up(info, deadline=t0 + timeout, procs=procs)
@@ -155,29 +179,58 @@ def up(topology, name: str = "default", *, hosts: int | None = None, timeout: fl
 
 
 def start_sm(info: RunInfo, node: str, port: int, config: dict | None = None) -> None:
-    with RpcClient(info.control(info.host_of(node)), timeout=10.0) as c:
-        c.call("sm_start", device=node, port=port, config=config or {})
-    info.data["sm"] = {"node": node, "port": port}
+    """Start the fabric's SM (of the kind ``fabric.json`` names) on ``node``:``port``."""
+    old = info.data.get("sm") or {}
+    kind = old.get("kind", "ours")
+    if kind == "opensm":
+        from . import opensm
+
+        opensm.start(info, node, port, old.get("args", ()))
+    else:
+        with RpcClient(info.control(info.host_of(node)), timeout=10.0) as c:
+            c.call("sm_start", device=node, port=port, config=config or {})
+    info.data["sm"] = dict(old, node=node, port=port, kind=kind)
     info.save()
 
 
 def stop_sm(info: RunInfo) -> None:
     sm = info.data.get("sm")
-    if sm:
-        with RpcClient(info.control(info.host_of(sm["node"])), timeout=10.0) as c:
-            c.call("sm_stop")
+    if not sm:
+        return
+    if sm.get("kind") == "opensm":
+        from . import opensm
+
+        opensm.stop(info)
+        return
+    with RpcClient(info.control(info.host_of(sm["node"])), timeout=10.0) as c:
+        c.call("sm_stop")
 
 
 def sm_status(info: RunInfo) -> dict | None:
     sm = info.data.get("sm")
     if not sm:
         return None
+    if sm.get("kind") == "opensm":
+        from . import opensm
+
+        return opensm.status(info)
     with RpcClient(info.control(info.host_of(sm["node"])), timeout=10.0) as c:
         return c.call("sm_status")
 
 
 def wait_subnet_up(info: RunInfo, *, deadline: float, procs=(), after_sweep: int = 0) -> dict:
-    """Wait for the SM to report a completed sweep (number > ``after_sweep``)."""
+    """Wait for the SM to report a completed sweep (number > ``after_sweep``; for OpenSM, a SUBNET
+    UP line in its log beyond the first ``after_sweep``)."""
+    if (info.data.get("sm") or {}).get("kind") == "opensm":
+        from . import opensm
+
+        t0 = time.monotonic()
+        try:
+            n = opensm.wait_up(info, deadline=deadline, after=after_sweep)
+        except opensm.OpenSMError as exc:
+            raise LaunchError(str(exc)) from None
+        return {"sweep": n, "seconds": time.monotonic() - t0, "nodes": None, "ports_active": None,
+                "kind": "opensm"}
     while True:
         for i, p in enumerate(procs):
             if p.poll() is not None:
@@ -240,6 +293,10 @@ def down(name: str = "default", *, grace: float = 3.0) -> bool:
                     pass
     except (OSError, ValueError, KeyError):
         pass
+    if info is not None and (info.data.get("sm") or {}).get("kind") == "opensm":
+        from . import opensm
+
+        opensm.stop(info, grace=grace)  # before the hosts: it must not see the fabric go
     pids = [p for p in _pids(run_dir) if _alive(p, run_dir)]
     end = time.monotonic() + grace
     while pids and time.monotonic() < end:

@@ -13,11 +13,10 @@ from fabric.cli.common import call_or_report, client, onoff, print_json
 
 def _namespaces(name: str) -> dict:
     """``{node: namespace}`` of a running fabric started with --netns; {} without."""
-    from fabric.launcher import RunInfo, run_dir_for
-
     from .software import netns_names
 
-    return netns_names(RunInfo.load(run_dir_for(name)))
+    with client(name) as fc:  # a clear error when no such fabric runs
+        return netns_names(fc.info)
 
 
 def _exec_in(args, node: str, argv: list[str]) -> int:

@@ -11,11 +11,14 @@ def cmd_up(args) -> int:
     from .. import launcher, plugins
     from ..topology import TopologyError
 
-    software = args.node_software or (plugins.NONE if args.no_sm else plugins.DEFAULT)
+    import shlex
+
+    sm = "none" if args.no_sm else args.sm
+    software = args.node_software or (plugins.NONE if sm == "none" else plugins.DEFAULT)
     config = {d: getattr(args, d) for d in args.node_options if getattr(args, d) is not None}
     try:
-        info = launcher.up(args.topology, args.name, hosts=args.hosts, timeout=args.timeout, sm=not args.no_sm,
-                           node_software=software, node_config=config)
+        info = launcher.up(args.topology, args.name, hosts=args.hosts, timeout=args.timeout, sm=sm,
+                           sm_args=shlex.split(args.sm_args or ""), node_software=software, node_config=config)
     except (TopologyError, launcher.LaunchError, ValueError, OSError) as exc:
         print(f"ibfab up: {exc}", file=sys.stderr)
         return 1
@@ -23,12 +26,21 @@ def cmd_up(args) -> int:
     print(f"fabric {args.name!r}: {n} devices in {len(info.hosts)} host processes, "
           f"every link up in {info.data['links_seconds']:.2f} s")
     up = info.data.get("subnet_up")
-    if up:
+    if up and up.get("kind") == "opensm":
+        print(f"subnet up in {info.data['up_seconds']:.2f} s from launch: OpenSM reports SUBNET UP "
+              f"({up['seconds']:.2f} s after it started; its log: {info.run_dir}/opensm.log)")
+    elif up:
         print(f"subnet up in {info.data['up_seconds']:.2f} s from launch (SM sweep {up['seconds']:.2f} s): "
               f"{up['nodes']} nodes, {up['ports_active']} ports Active")
     print(f"node software: {info.data.get('node_software') or plugins.NONE}")
     print(f"run directory: {info.run_dir}")
     return 0
+
+
+def launcher_sm_kinds():
+    from ..launcher import SM_KINDS
+
+    return SM_KINDS
 
 
 def cmd_down(args) -> int:
@@ -141,7 +153,12 @@ def register(sub, common) -> None:
                                     "(single:N, linear:N, fattree:LEAVES,SPINES,HCAS_PER_LEAF,LINKS)")
     u.add_argument("--hosts", type=int, default=None, help="number of device-host processes (default: by size)")
     u.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the links and the subnet")
-    u.add_argument("--no-sm", action="store_true", help="do not start the subnet manager (ports stay in Init)")
+    u.add_argument("--sm", choices=launcher_sm_kinds(), default="ours",
+                   help="the subnet manager: ours (default), opensm (the real OpenSM, through ibsim's protocol; "
+                        "Debian opensm and ibsim-utils) or none (ports stay in Init)")
+    u.add_argument("--sm-args", default=None, metavar="'ARGS'",
+                   help="OpenSM's command-line arguments, e.g. --sm-args '-R updn' (with --sm opensm)")
+    u.add_argument("--no-sm", action="store_true", help="the same as --sm none")
     u.add_argument("--node-software", choices=plugins.node_software_names(), default=None,
                    help=f"what runs on the HCAs (default {plugins.DEFAULT}; 'none': bare HCAs, the default "
                         "with --no-sm)")

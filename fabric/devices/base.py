@@ -163,6 +163,8 @@ class Device:
             return
         if mad.method & w.RESPONSE_BIT or mad.method in (w.TRAP, w.TRAP_REPRESS):
             return self.smp_to_local_sm(pkt, mad, in_port, now)
+        if mad.attr_id == w.ATTR_SM_INFO and self.sm_info_request(pkt, mad, in_port, now):
+            return  # SMInfo is the SM's to answer, not the SMA's (IBA 14.4.1)
         resp = self.sma(mad, in_port, now)
         if resp is not None:
             self.send_smp_response(pkt, resp, in_port, now)
@@ -192,6 +194,10 @@ class Device:
 
     def smp_to_local_sm(self, pkt, mad, in_port: int, now: float) -> None:
         return self.drop("smp_response_no_sm")
+
+    def sm_info_request(self, pkt, mad, in_port: int, now: float) -> bool:
+        """An SMInfo Get or Set: True when an SM on this node took it."""
+        return False
 
     # -- SMA -----------------------------------------------------------------------------------
 
@@ -246,7 +252,10 @@ class Device:
             port = self.port_for_attr(mod, in_port)
             if is_set:
                 self.set_port_info(port, w.PortInfo.unpack(smp.data), now)
-            return self.port_info(port)
+            # LocalPortNum is the port this SMP came in on, whichever port it asks about (IBA
+            # 14.2.5.6): a switch's ports all answer with the ingress port, which is how a
+            # discovery (ibnetdiscover) tells where it came from
+            return self.port_info(port).replace(local_port=in_port)
         if aid == w.ATTR_PKEY_TABLE:
             port, block = self.pkey_port_block(mod, in_port)
             n = w.PKEY_BLOCK

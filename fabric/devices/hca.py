@@ -94,6 +94,9 @@ class HCA(Device):
         self.mcast_lids: dict[int, set] = {}  # MLID -> QPNs attached
         self.sm_consumer = None  # QP0 responses and traps go here (the SM on this node)
         self.gsi_consumer = None  # QP1 GMPs that are not PMA (SA queries and answers)
+        # software attached to a port as to /dev/infiniband/umadN (fabric.simproto): it sees the
+        # MADs above before the consumers, ``take_smp``/``take_gmp`` returning True when it took one
+        self.user_mad = None
         # A compiled receive path for some QPs (the accelerated IPoIB provider installs one):
         # called with (port, burst, offset, count, now), it takes the packets it fully handles and
         # returns the others, which go through ``receive`` one by one.
@@ -360,8 +363,14 @@ class HCA(Device):
         except w.ParseError:
             mad = None
         if mad is not None and mad.mgmt_class == w.CLASS_PERF and not mad.method & w.RESPONSE_BIT:
-            resp = self.pma(mad, in_port)
-            self.send_raw(in_port, self.build_reply(pkt, resp.pack(), self.ports[in_port], vl=0))
+            port = self.ports[in_port]
+            reply = self.build_reply(pkt, self.pma(mad, in_port).pack(), port, vl=0)
+            if port.owns_lid(pkt.lrh.slid):
+                self.receive_local(in_port, reply, now)  # perfquery of our own port: looped back
+            else:
+                self.send_raw(in_port, reply)
+            return
+        if self.user_mad is not None and self.user_mad.take_gmp(pkt, in_port, now):
             return
         if self.gsi_consumer is not None:
             self.gsi_consumer(pkt, in_port, now)
@@ -377,9 +386,15 @@ class HCA(Device):
             return self.receive_local(port.num, self.build_reply(req, resp.pack(), port, vl=w.VL15), now)
         super().send_smp_response(req, resp, in_port, now)
 
+    def sm_info_request(self, pkt, mad, in_port: int, now: float) -> bool:
+        # an SM attached through user MADs (OpenSM) answers SMInfo itself
+        return self.user_mad is not None and self.user_mad.take_smp(pkt, mad, in_port, now)
+
     def smp_to_local_sm(self, pkt, mad, in_port: int, now: float) -> None:
         if mad.method == w.TRAP_REPRESS:
             self.trap_repressed(mad.tid)
+            return
+        if self.user_mad is not None and self.user_mad.take_smp(pkt, mad, in_port, now):
             return
         if self.sm_consumer is not None:
             self.sm_consumer(pkt, mad, in_port, now)

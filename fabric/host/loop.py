@@ -50,6 +50,7 @@ class DeviceHost(HostOps):
         self.extra_ops: dict = {}  # RPC operations contributed by the node software
         self.readers: dict = {}  # fd -> (device name, fn(now)): file descriptors node software watches
         self.closers: list = []  # what node software must undo when the host stops (namespaces, ...)
+        self.sim_servers: dict = {}  # device -> SimServer: ibsim-protocol endpoints (fabric.simproto)
         self.capture = None  # ErfWriter while capturing
         self.captured = 0
         self.started = time.monotonic()  # the loop's clock: uptime is ``now - started``
@@ -373,6 +374,7 @@ class DeviceHost(HostOps):
     def close(self) -> None:
         if self.ctx.closed:
             return
+        self.close_sim_servers()
         while self.closers:
             fn = self.closers.pop()
             try:

@@ -125,6 +125,32 @@ class HostOps:
     def op_sm_status(self, env, now):
         return None if self.sm is None else dict(self.sm.status(), node=self.sm.hca.name, port=self.sm.port)
 
+    # -- ibsim's client protocol (fabric.simproto) ----------------------------------------------
+
+    def op_sim_endpoint(self, env, now, device, port=1):
+        """Open (once) the endpoint through which ``libumad2sim.so`` tools attach to ``device``'s
+        port; its IBSIM_SOCKNAME."""
+        from ..simproto.server import SimServer, sockname_for
+
+        hca = self.hca(device)
+        if port not in hca.ports or port == 0:
+            raise RpcError(f"{device} has no port {port}")
+        server = self.sim_servers.get(device)
+        if server is None:
+            server = SimServer(self, device, int(port), sockname_for(self.info.name, device))
+            self.sim_servers[device] = server
+        elif server.endpoint.port != port:
+            raise RpcError(f"{device} serves tools on port {server.endpoint.port} already")
+        return {"sockname": server.sockname, "node": device, "port": server.endpoint.port}
+
+    def op_sim_status(self, env, now, device=None):
+        return {d: s.snapshot() for d, s in self.sim_servers.items() if device in (None, d)}
+
+    def close_sim_servers(self) -> None:
+        for server in self.sim_servers.values():
+            server.close()
+        self.sim_servers.clear()
+
     def op_discover(self, env, now, device, port=1, lfts=False, timeout=30.0):
         """Read the fabric with DR SMPs from an HCA port (ibnetdiscover, dump_fts)."""
         from ..diag import DiagAgent, subnet_to_dict
