@@ -26,6 +26,7 @@ the first segment's records).
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass
 
 from .. import wire as w
@@ -60,7 +61,9 @@ class SimEndpoint:
         self.send = send
         self.connect_client = connect_client
         self.clients: dict[int, Client] = {}
-        self.pending: dict[int, tuple[int, float]] = {}  # TID -> (client index, until)
+        self.pending: dict[int, tuple[int, float, float]] = {}  # TID -> (client index, until, sent at)
+        self.rtts: deque = deque(maxlen=1024)  # seconds from a client's request to its first answer
+        self._next_expiry = 0.0
         self.stats = {"ctl": 0, "ctl_errors": 0, "requests": 0, "bad_requests": 0, "to_clients": 0,
                       "refused_sends": 0}
         if getattr(hca, "user_mad", None) is not None and hca.user_mad is not self:
@@ -186,7 +189,7 @@ class SimEndpoint:
         if not response:
             tid = (int.from_bytes(mad[8:16], "big") & ((1 << TID_HI_SHIFT) - 1)) | (index << TID_HI_SHIFT)
             mad[8:16] = tid.to_bytes(8, "big")
-            self.pending[tid] = (index, now + PENDING_S)
+            self.pending[tid] = (index, now + PENDING_S, now)
             self._expire(now)
         if mgmt_class in (w.CLASS_SUBN_LID, w.CLASS_SUBN_DIRECTED):
             ok = self._send_smp(bytes(mad), req, now)
@@ -228,7 +231,7 @@ class SimEndpoint:
         """An SMP for this node's software: a response or a trap. True when a client took it."""
         if in_port != self.port:
             return False
-        client = self._client_for(mad.tid, bool(mad.method & w.RESPONSE_BIT), now)
+        client = self._client_for(mad.tid, bool(mad.method & w.RESPONSE_BIT), now, last=True)
         if client is None:
             return False
         self._deliver(client, sw.Request(self.hca.ports[self.port].lid, pkt.lrh.slid, 0, pkt.deth.src_qp, 0,
@@ -244,20 +247,27 @@ class SimEndpoint:
             return False
         response = bool(raw[3] & w.RESPONSE_BIT)
         tid = int.from_bytes(raw[8:16], "big")
+        # an RMPP transfer answers one request with many segments: the last one ends it
+        rmpp_active = raw[1] == w.CLASS_SUBN_ADM and raw[26] & 0x01
+        last = not rmpp_active or bool(raw[26] & 0x04)
         if not response and raw[1] != w.CLASS_SUBN_ADM:
             return False  # of the requests, only the SA's are the SM client's
-        client = self._client_for(tid, response, now)
+        client = self._client_for(tid, response, now, last=last)
         if client is None:
             return False
         self._deliver(client, sw.Request(pkt.lrh.dlid, pkt.lrh.slid, 1, pkt.deth.src_qp, 0, sw.MAD_SIZE,
                                          raw[:w.MAD_SIZE]))
         return True
 
-    def _client_for(self, tid: int, response: bool, now: float) -> Client | None:
+    def _client_for(self, tid: int, response: bool, now: float, *, last: bool) -> Client | None:
         if response:
-            entry = self.pending.get(tid)
+            entry = self.pending.pop(tid, None) if last else self.pending.get(tid)
             if entry is None or entry[1] < now:
                 return None
+            if entry[2] is not None:  # the first answer: how long the fabric took
+                self.rtts.append(now - entry[2])
+                if not last:
+                    self.pending[tid] = (entry[0], entry[1], None)
             return self.clients.get(entry[0])
         return next((c for c in self.clients.values() if c.issm), None)
 
@@ -267,9 +277,14 @@ class SimEndpoint:
         self.send(client.index, req.pack())
 
     def _expire(self, now: float) -> None:
-        if len(self.pending) > 4096:
+        """Forget requests nobody answered (lost in the fabric), at most once a second."""
+        if len(self.pending) > 4096 and now >= self._next_expiry:
+            self._next_expiry = now + 1.0
             self.pending = {t: v for t, v in self.pending.items() if v[1] >= now}
 
     def snapshot(self) -> dict:
+        rtts = sorted(self.rtts)
+        rtt = {"median_us": rtts[len(rtts) // 2] * 1e6, "p99_us": rtts[int(len(rtts) * 0.99)] * 1e6,
+               "samples": len(rtts)} if rtts else {}
         return {"port": self.port, "clients": [vars(c) for c in self.clients.values()], "stats": dict(self.stats),
-                "pending": len(self.pending)}
+                "pending": len(self.pending), "rtt": rtt}
