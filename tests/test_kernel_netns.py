@@ -192,9 +192,10 @@ def test_iperf3_tcp_and_udp_across_leaves(fab):
     tcp = _iperf(fab, "node0001", "node0008")
     rx = tcp["end"]["sum_received"]
     assert rx["bytes"] > 1_000_000 and rx["bits_per_second"] > 1e6, rx
-    udp = _iperf(fab, "node0003", "node0006", "-u", "-b", "20M", "-l", "1400")
+    # a rate the pure-Python provider and wire code (make test-std) also carry without loss
+    udp = _iperf(fab, "node0003", "node0006", "-u", "-b", "4M", "-l", "1400")
     s = udp["end"]["sum"]
-    assert s["packets"] > 1000 and s["lost_percent"] < 5.0, s
+    assert s["packets"] > 500 and s["lost_percent"] < 2.0, s
 
 
 def test_a_tcp_stream_survives_a_pulled_leaf_spine_cable(fab):
