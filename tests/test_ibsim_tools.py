@@ -484,13 +484,6 @@ def test_saquery_path_record(fab):
     assert all(port_of(devs, n, 1)["mtu"] == 4096 for n in ("node0002", "node0007"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fabric/simproto/endpoint.py SimEndpoint.take_gmp gives every GMP it hands a client the length "
-    "256 (sw.MAD_SIZE); a one-segment RMPP GetTableResp must carry 36 + its RMPP PayloadLength (here "
-    "36 + 84 = 120), the length the kernel's RMPP reassembly reports and OpenSM's own send gives "
-    "through ibsim. saquery counts (length - 56) / (AttributeOffset * 8) records: one PathRecord "
-    "prints as 3, the 2nd from the segment's zero padding, the 3rd partly from bytes the shim "
-    "never copied"))
 def test_saquery_path_record_is_one_record(fab):
     devs = fab.devices()
     a, b = lid_of(devs, "node0002"), lid_of(devs, "node0007")

@@ -39,6 +39,20 @@ PENDING_S = 30.0  # how long an answer to a client's request is waited for (an R
 TID_HI_SHIFT = 48
 
 
+RMPP_HDR_END = 36  # common MAD header (24) and RMPP header (12): where an RMPP payload starts
+
+
+def _mad_length(raw: bytes) -> int:
+    """The length a client is told, as the kernel's MAD layer tells it: an RMPP transfer that fits
+    in one segment is 36 octets of headers plus its PayloadLength (the SA header and the records),
+    so that a tool counts the records it holds, not the padding; anything else is one whole MAD."""
+    if raw[1] == w.CLASS_SUBN_ADM and raw[26] & 0x07 == 0x07:  # RMPP active, first and last
+        paylen = int.from_bytes(raw[32:36], "big")
+        if 0 < paylen <= w.MAD_SIZE - RMPP_HDR_END:
+            return RMPP_HDR_END + paylen
+    return w.MAD_SIZE
+
+
 @dataclass
 class Client:
     index: int
@@ -255,7 +269,7 @@ class SimEndpoint:
         client = self._client_for(tid, response, now, last=last)
         if client is None:
             return False
-        self._deliver(client, sw.Request(pkt.lrh.dlid, pkt.lrh.slid, 1, pkt.deth.src_qp, 0, sw.MAD_SIZE,
+        self._deliver(client, sw.Request(pkt.lrh.dlid, pkt.lrh.slid, 1, pkt.deth.src_qp, 0, _mad_length(raw),
                                          raw[:w.MAD_SIZE]))
         return True
 
