@@ -15,8 +15,9 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O3"],
     )
-    for name in ("_fastring", "_fastrx", "_fastpath")
-] + [Extension("fabric._wirefast", ["fabric/_wirefast.pyx"], extra_compile_args=["-O3"])]
+    for name in ("_fastring", "_fasttun", "_fastrx", "_fastpath")
+] + [Extension("fabric._wirefast", ["fabric/_wirefast.pyx"], include_dirs=["fabric"], depends=["fabric/crcfold.h"],
+               extra_compile_args=["-O3"])]
 
 setup(
     ext_modules=cythonize(

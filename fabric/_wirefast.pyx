@@ -10,6 +10,28 @@ from libc.string cimport memcpy, memset
 from cpython.bytearray cimport PyByteArray_FromStringAndSize, PyByteArray_AS_STRING, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_FromStringAndSize
 
+
+cdef extern from "crcfold.h" nogil:
+    ctypedef struct crcfold_t:
+        pass
+    crcfold_t crcfold_icrc
+    crcfold_t crcfold_vcrc
+    int crcfold_init()
+    int crcfold_wide
+    uint32_t crcfold_update(const crcfold_t *c, uint32_t r, const uint8_t *p, size_t n)
+
+
+# Carry-less multiplication (fabric/crcfold.h) when the CPU has it, on 512-bit registers when it has
+# VPCLMULQDQ; IBFAB_CRC=pclmul keeps to 128-bit ones, IBFAB_CRC=table to the slicing-by-8 tables
+# below (the tests run all three and compare them)
+import os as _os
+cdef bint FOLD = crcfold_init() != 0 and _os.environ.get("IBFAB_CRC", "") != "table"
+if _os.environ.get("IBFAB_CRC", "") == "pclmul":
+    crcfold_wide = 0
+CRC_METHOD = ("vpclmulqdq" if crcfold_wide else "pclmulqdq") if FOLD else "slicing-by-8"
+cdef enum:
+    FOLD_MIN = 80  # shorter runs go through the tables: setting up the fold costs more
+
 cdef uint16_t VCRC_TABLE[256]
 # Slicing-by-8: SLICE[k][b] is the CRC contribution of octet b followed by k zero octets, so eight
 # octets fold into the register with eight independent lookups instead of a chain of eight.
@@ -63,6 +85,8 @@ cdef uint32_t crc32_update(uint32_t crc, const uint8_t *p, Py_ssize_t n) noexcep
     """Raw CRC-32 register update (no initial or final inversion)."""
     cdef Py_ssize_t i = 0
     cdef uint32_t lo, hi
+    if FOLD and n >= FOLD_MIN:
+        return crcfold_update(&crcfold_icrc, crc, p, n)
     while n - i >= 8:
         lo = crc ^ (<uint32_t> p[i] | (<uint32_t> p[i + 1] << 8) | (<uint32_t> p[i + 2] << 16)
                     | (<uint32_t> p[i + 3] << 24))
@@ -159,6 +183,8 @@ def build_ud_packet_fast(const unsigned char[::1] payload not None, unsigned int
 cdef uint16_t vcrc16_raw(const uint8_t *p, Py_ssize_t n) noexcept nogil:
     cdef uint16_t crc = 0xFFFF
     cdef Py_ssize_t i = 0
+    if FOLD and n >= FOLD_MIN:
+        return <uint16_t> (crcfold_update(&crcfold_vcrc, 0xFFFF, p, n) ^ 0xFFFF)
     while n - i >= 8:
         crc = (SLICE[7][p[i] ^ (crc & 0xFF)] ^ SLICE[6][p[i + 1] ^ (crc >> 8)] ^ SLICE[5][p[i + 2]]
                ^ SLICE[4][p[i + 3]] ^ SLICE[3][p[i + 4]] ^ SLICE[2][p[i + 5]] ^ SLICE[1][p[i + 6]]

@@ -10,6 +10,7 @@ cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING
 from ipoib._fastring cimport META, PacketRing as _Ring, flow_hash, push_gso
 from ipoib._fastrx cimport RxEngine
+from ipoib._fasttun cimport TunPath
 
 from ipoib.netdev import BUSY, OK, NetdevParams, NotSupported, RxInfo
 from ipoib.gso import GsoPacket
@@ -96,6 +97,8 @@ cdef class Provider:
     cdef public int _dim_usecs
     cdef public object _win_start
     cdef public unsigned long long _win_packets
+    cdef public TunPath tun     # the kernel's TUN queues, when the IP host is the kernel
+    cdef public list tun_fds
 
     def __init__(self, ctx):
         from ipoib.std import StdProvider
@@ -217,20 +220,111 @@ cdef class Provider:
         self.rx.udp_ports = udp4 == "sdfn"
 
     def get_features(self):
-        return {"tx-udp-segmentation": "on", "rx-gro": bool(self.rx.gro),
-                "rx-flow-hash-udp4": "sdfn" if self.rx.udp_ports else "sd"}
+        out = {"tx-udp-segmentation": "on", "rx-gro": bool(self.rx.gro),
+               "rx-flow-hash-udp4": "sdfn" if self.rx.udp_ports else "sd"}
+        if self.tun is not None:  # what the kernel may hand us (TUNSETOFFLOAD), as ethtool -k shows it
+            out["tx-checksumming"] = bool(self.tun.csum)
+            out["tcp-segmentation-offload"] = bool(self.tun.tso)
+            out["tx-udp-segmentation"] = "on" if self.tun.uso else "off"
+        return out
 
-    def set_features(self, gro=None, rx_flow_hash_udp4=None):
-        """ethtool -K ib0 gro on|off, ethtool -N ib0 rx-flow-hash udp4 sd|sdfn; all or nothing."""
-        if gro is not None and not isinstance(gro, bool):
-            raise ValueError(f"gro must be true or false, not {gro!r}")
+    def set_features(self, gro=None, rx_flow_hash_udp4=None, tso=None, uso=None, tx_checksum=None):
+        """ethtool -K ib0 gro|tso|tx-udp-segmentation|tx on|off, ethtool -N ib0 rx-flow-hash udp4
+        sd|sdfn; all or nothing. TSO, USO and checksum offload are what the TUN device offers the
+        kernel: off, the kernel segments and checksums in software before it hands packets over."""
+        for name, val in (("gro", gro), ("tso", tso), ("uso", uso), ("tx-checksum", tx_checksum)):
+            if val is not None and not isinstance(val, bool):
+                raise ValueError(f"{name} must be true or false, not {val!r}")
         if rx_flow_hash_udp4 is not None and rx_flow_hash_udp4 not in ("sd", "sdfn"):
             raise ValueError(f"rx-flow-hash udp4 must be 'sd' or 'sdfn', not {rx_flow_hash_udp4!r}")
+        if (tso or uso or tx_checksum is not None) and self.tun is None:
+            raise ValueError("tso, uso and tx-checksum are offloads of a TUN device (a --netns fabric)")
+        csum = self.tun.csum if tx_checksum is None else tx_checksum
+        if self.tun is not None and not csum and ((tso if tso is not None else self.tun.tso)
+                                                   or (uso if uso is not None else self.tun.uso)):
+            raise ValueError("segmentation offloads need checksum offload (ethtool -K tx on)")
         if gro is not None:
             self.rx.gro = gro
+            if self.tun is not None:
+                self.tun.gro = gro
         if rx_flow_hash_udp4 is not None:
             self.set_rx_flow_hash(rx_flow_hash_udp4)
+        if self.tun is not None and (tso, uso, tx_checksum) != (None, None, None):
+            self.tun.csum = csum
+            if tso is not None:
+                self.tun.tso = tso
+            if uso is not None:
+                self.tun.uso = uso
+            self._tun_offload()
         return self.get_features()
+
+    # -- the kernel's TUN queues (ipoib._fasttun) ------------------------------------------------
+
+    def tun_offloads(self):
+        return True
+
+    def attach_tun(self, fds, mtu, slow):
+        """The IP host is the kernel: take over its TUN queues (``fds[q]`` belongs to TX and RX
+        queue ``q``; opened with IFF_VNET_HDR). Packets are read and written in C from here on;
+        ``slow(q, ethertype, packet)`` takes what the C path leaves to the ULP."""
+        if len(fds) != self.ntx:
+            raise ValueError(f"{len(fds)} TUN queues for {self.ntx} TX queues")
+        self.tun = TunPath(fds, mtu, slow)
+        self.tun.gro = self.rx.gro
+        self.tun_fds = list(fds)
+        self._tun_offload()
+        return True
+
+    def _tun_offload(self):
+        import fcntl
+
+        TUNSETOFFLOAD = 0x400454D0
+        flags = 0
+        if self.tun.csum:
+            flags |= 0x01  # TUN_F_CSUM
+            if self.tun.tso:
+                flags |= 0x02 | 0x04  # TUN_F_TSO4, TUN_F_TSO6
+            if self.tun.uso:
+                flags |= 0x20 | 0x40  # TUN_F_USO4, TUN_F_USO6
+        fcntl.ioctl(self.tun_fds[0], TUNSETOFFLOAD, flags)
+
+    def detach_tun(self):
+        self.tun = None
+        self.tun_fds = None
+
+    def tun_read(self, int q):
+        """TUN queue ``q`` is readable: its packets into TX ring ``q`` (TSS: the queue the kernel
+        chose), in C. The queue stops when the ring has no room for another super-packet, which
+        stops the reads until it drains (the kernel's queue holds the packets meanwhile)."""
+        cdef PacketRing ring = <PacketRing> self.rings[q]
+        cdef unsigned long long before = ring.pushed
+        cdef Py_ssize_t n
+        c = self.ctx
+        if self.tun is None or self._stopped[q]:
+            return 0
+        n = self.tun.read_queue(q, ring, 64)
+        if ring.pushed != before:
+            self._qpk[q] += ring.pushed - before
+            if not self._kicked:
+                self._kicked = True
+                c.schedule_poll()
+        if ring.slots - ring._count < 64 and not self._stopped[q]:
+            self._stop_queue(q)
+        return n
+
+    def set_neigh(self, bytes ip, ah, unsigned int dqpn):
+        """The ULP resolved ``ip``: the C path sends to it without asking again."""
+        if self.tun is None:
+            raise NotSupported("no TUN queues: the ULP sends every frame")
+        self.tun.set_neigh(ip, ah.dlid, ah.sl, dqpn)
+
+    def flush_neigh(self):
+        if self.tun is not None:
+            self.tun.flush_neigh()
+
+    def set_tun_mtu(self, unsigned int mtu):
+        if self.tun is not None:
+            self.tun.mtu = mtu
 
     # -- interrupt moderation (ethtool -c / -C) ------------------------------------------------
 
@@ -438,7 +532,8 @@ cdef class Provider:
                 st["napi_polls"] += 1
                 deliver = c.deliver
                 for q in range(self.nrx):
-                    n = self.rx.poll_queue(q, budget, deliver, self._infos, _rx_info, c.rx_sink, c.reflect)
+                    n = self.rx.poll_queue(q, budget, deliver, self._infos, _rx_info, c.rx_sink, c.reflect,
+                                           self.tun)
                     if n:
                         self.rx_polls[q] += 1
                         done += n
@@ -590,6 +685,8 @@ cdef class Provider:
             out[f"rx{q}_napi_polls"] = self.rx_polls[q]
             out[f"rx{q}_budget_exhausted"] = self.rx_exhausted[q]
         out["interrupts"] = self.interrupts
+        if self.tun is not None:
+            out.update(self.tun.stats())
         return out
 
 

@@ -17,18 +17,6 @@ from fabric._wirefast cimport write_ud_packet
 cnp.import_array()
 
 
-cdef inline void _tx_address(unsigned char *d, unsigned int dlid, unsigned int sl, unsigned int dqpn) noexcept nogil:
-    """A TX slot's 8-octet header: where the frame goes (DLID, SL, destination QPN)."""
-    d[0] = (dlid >> 8) & 0xFF
-    d[1] = dlid & 0xFF
-    d[2] = sl & 0xF
-    d[3] = 0
-    d[4] = (dqpn >> 24) & 0xFF
-    d[5] = (dqpn >> 16) & 0xFF
-    d[6] = (dqpn >> 8) & 0xFF
-    d[7] = dqpn & 0xFF
-
-
 cdef class PacketRing:
     """A bounded FIFO of packets with ``slots`` entries of at most ``slot_size`` octets."""
 
@@ -112,7 +100,7 @@ cdef class PacketRing:
         if slot < 0:
             return False
         dst = self._buf + slot * self.slot_size
-        _tx_address(dst, dlid, sl, dqpn)
+        tx_address(dst, dlid, sl, dqpn)
         if n:
             memcpy(dst + META, frame, n)
         self._commit(slot, n + META)
@@ -181,7 +169,7 @@ cdef Py_ssize_t push_gso(PacketRing ring, unsigned int dlid, unsigned int sl, un
         if slot < 0:
             break
         d = ring._buf + slot * ring.slot_size
-        _tx_address(d, dlid, sl, dqpn)
+        tx_address(d, dlid, sl, dqpn)
         memcpy(d + META, f, l3 + 24)  # link header, IPv4 header, UDP ports
         ip = d + META + l3
         ip[2] = ((28 + seg) >> 8) & 0xFF

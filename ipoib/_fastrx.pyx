@@ -10,6 +10,7 @@ from libc.stdint cimport uint16_t, uint32_t
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from fabric._wirefast cimport vcrc16_raw, crc32_update
+from ipoib._fasttun cimport TunPath
 from ipoib._fastring cimport NOGIL_COPY, PacketRing, csum_add, csum_fold, flow_hash
 
 cnp.import_array()
@@ -199,12 +200,17 @@ cdef class RxEngine:
         self._rx_bytes[q] += n
         return True
 
-    def poll_queue(self, int q, Py_ssize_t budget, deliver, dict infos, make_info, sink=None, reflect=None):
+    def poll_queue(self, int q, Py_ssize_t budget, deliver, dict infos, make_info, sink=None, reflect=None,
+                   TunPath tun=None):
         """NAPI poll of RX queue ``q``: hand up to ``budget`` frames (each after a 40-octet GRH
         area, as the standard provider delivers them) to ``deliver(frame, info)``. ``infos``
-        caches the RxInfo of each (SLID, P_Key, SrcQP); ``make_info(slid, pkey, src_qp)`` makes one."""
+        caches the RxInfo of each (SLID, P_Key, SrcQP); ``make_info(slid, pkey, src_qp)`` makes one.
+        With ``tun`` (the kernel is the IP host), IPv4 frames go up to its TUN queue ``q`` in C,
+        consecutive TCP segments of a flow as one super-packet (GRO); the rest as above."""
         cdef PacketRing ring = <PacketRing> self.rings[q]
-        cdef Py_ssize_t done = 0, slot, n
+        cdef Py_ssize_t done = 0, slot, n, m, k, j, s
+        cdef const unsigned char *ptrs[64]
+        cdef Py_ssize_t lens[64]
         cdef unsigned char *src
         cdef bytes frame
         cdef char *dst
@@ -215,6 +221,28 @@ cdef class RxEngine:
             slot = ring._head
             src = ring._buf + slot * ring.slot_size
             n = ring._len[slot] - RXMETA
+            if tun is not None and csink is None and n >= 24 and src[RXMETA] == 0x08 and src[RXMETA + 1] == 0:
+                # the IPv4 frames from here on, in ring order, up to the budget: pointers into the slots
+                m = 0
+                s = slot
+                while m < 64 and m < ring._count and done + m < budget:
+                    src = ring._buf + s * ring.slot_size
+                    if ring._len[s] < RXMETA + 24 or src[RXMETA] != 0x08 or src[RXMETA + 1] != 0:
+                        break
+                    ptrs[m] = src + RXMETA
+                    lens[m] = ring._len[s] - RXMETA
+                    m += 1
+                    s = s + 1 if s + 1 < ring.slots else 0
+                j = 0
+                while j < m:  # runs: each one write (a single frame, or a GRO super-packet)
+                    k = tun.gro_run_len(&ptrs[j], &lens[j], m - j)
+                    tun.write_run(q, &ptrs[j], &lens[j], k)
+                    j += k
+                ring._head = (ring._head + m) % ring.slots
+                ring._count -= m
+                ring.popped += m
+                done += m
+                continue
             if csink is not None and csink._consume(src + RXMETA, n):
                 ring._head = slot + 1 if slot + 1 < ring.slots else 0  # counted and dropped in place
                 ring._count -= 1

@@ -239,9 +239,11 @@ def cmd_coalesce(args) -> int:
 
 
 def cmd_features(args) -> int:
-    """ethtool -k / -K / -N for an IPoIB interface: GRO, and what UDP flows hash on."""
+    """ethtool -k / -K / -N for an IPoIB interface: GRO, what UDP flows hash on, and (a --netns fabric
+    on the fast provider) the TSO, USO and checksum offloads its TUN device offers the kernel."""
     r = call_or_report(args, "features", lambda fc: fc.call(
-        args.node, "ipoib_features", ifname=args.ifname, gro=args.gro, rx_flow_hash_udp4=args.rx_flow_hash_udp4))
+        args.node, "ipoib_features", ifname=args.ifname, gro=args.gro, rx_flow_hash_udp4=args.rx_flow_hash_udp4,
+        tso=args.tso, uso=args.uso, tx_checksum=args.tx_checksum))
     if r is None:
         return 2
     if args.json:
@@ -361,6 +363,10 @@ def register(sub, common) -> None:
     fe.add_argument("--ifname", default="ib0")
     fe.add_argument("--gro", type=onoff, default=None, metavar="on|off")
     fe.add_argument("--rx-flow-hash-udp4", choices=["sd", "sdfn"], default=None)
+    fe.add_argument("--tso", type=onoff, default=None, metavar="on|off", help="TCP segmentation offload (--netns)")
+    fe.add_argument("--uso", type=onoff, default=None, metavar="on|off", help="UDP segmentation offload (--netns)")
+    fe.add_argument("--tx-checksum", type=onoff, default=None, metavar="on|off",
+                    help="checksum offload (--netns; TSO and USO need it)")
     fe.add_argument("--json", action="store_true")
 
     ex = common.add("exec", cmd_exec, "run a command in a node's network namespace (--netns fabrics), "

@@ -26,6 +26,18 @@ and the ethtool side of a device, which the ULP passes through:
     get_coalesce() / set_coalesce(rx_usecs, rx_frames, adaptive)    interrupt moderation (-c / -C)
     queue_stats()                    -> dict           per-queue counters (-S)
     get_features() / set_features(gro, rx_flow_hash_udp4)           offloads and hashing (-k / -K, -N)
+
+and, when the IP host is the kernel (a TUN device per interface, :mod:`ipoib.iphost.kernel`), the
+device may serve the kernel's queues itself, as a NIC's driver does; the standard implementation
+does not (the IP host then reads and writes the TUN device, one packet at a time, in Python):
+
+    tun_offloads()                   -> bool           will attach_tun take the queues?
+    attach_tun(fds, mtu, slow)       -> bool           the TUN queues (fds[q] is queue q) become ours;
+                                                       slow(q, ethertype, packet) takes what we leave
+    detach_tun()                                       they are going away (before the fds close)
+    tun_read(q)                      -> int            queue q is readable: read it
+    set_neigh(ip, ah, dqpn) / flush_neigh()            the ULP's resolved neighbours, for the C path
+    set_tun_mtu(mtu)                                   the interface's MTU changed
 """
 
 from __future__ import annotations
@@ -36,7 +48,7 @@ OK, BUSY = 0, 1
 
 OPS = ("get_params", "init", "uninit", "open", "stop", "set_id", "attach_mcast", "detach_mcast", "send",
        "send_burst", "tx_timeout", "poll", "get_coalesce", "set_coalesce", "queue_stats", "get_features",
-       "set_features")
+       "set_features", "tun_offloads", "attach_tun", "detach_tun", "tun_read", "set_neigh", "flush_neigh", "set_tun_mtu")
 
 
 class NotSupported(Exception):

@@ -223,14 +223,15 @@ def attach(host) -> None:
             return ifc.netdev.get_coalesce()
         return ifc.netdev.set_coalesce(rx_usecs, rx_frames, adaptive)
 
-    def op_ipoib_features(env, now, device, ifname="ib0", gro=None, rx_flow_hash_udp4=None):
+    def op_ipoib_features(env, now, device, ifname="ib0", gro=None, rx_flow_hash_udp4=None, tso=None, uso=None,
+                          tx_checksum=None):
         """ethtool -k (no values) / -K, -N (some values) on one interface."""
         ifc = node(device).ifs.get(ifname)
         if ifc is None:
             raise KeyError(f"{device} has no interface {ifname!r}")
-        if gro is None and rx_flow_hash_udp4 is None:
+        if (gro, rx_flow_hash_udp4, tso, uso, tx_checksum) == (None,) * 5:
             return ifc.netdev.get_features()
-        return ifc.netdev.set_features(gro, rx_flow_hash_udp4)
+        return ifc.netdev.set_features(gro, rx_flow_hash_udp4, tso, uso, tx_checksum)
 
     for fn in (op_ipoib_status, op_ipoib_flush_neigh, op_ipoib_coalesce, op_ipoib_features, op_ping, op_udp_open, op_udp_sendto,
                op_udp_recv, op_udp_join, op_udp_leave, op_udp_close):

@@ -199,9 +199,32 @@ class StdProvider:
         """GSO is done in software here (the stack's packets are cut up in Python), GRO not at all."""
         return {"tx-udp-segmentation": "software", "rx-gro": False, "rx-flow-hash-udp4": "sd"}
 
-    def set_features(self, gro=None, rx_flow_hash_udp4=None) -> dict:
+    def set_features(self, gro=None, rx_flow_hash_udp4=None, tso=None, uso=None, tx_checksum=None) -> dict:
         raise OperationNotSupported("the standard provider has no offloads to switch "
                                     "(Operation not supported); use IPOIB_BACKEND=fast")
+
+    # -- the kernel's TUN queues: the standard device leaves them to the IP host -------------------
+
+    def tun_offloads(self) -> bool:
+        return False
+
+    def attach_tun(self, fds, mtu, slow) -> bool:
+        return False
+
+    def detach_tun(self) -> None:
+        pass
+
+    def tun_read(self, q) -> int:
+        return 0
+
+    def set_neigh(self, ip, ah, dqpn) -> None:
+        pass
+
+    def flush_neigh(self) -> None:
+        pass
+
+    def set_tun_mtu(self, mtu) -> None:
+        pass
 
     def queue_stats(self) -> dict:
         """One TX and one RX queue (ethtool -S)."""

@@ -109,6 +109,8 @@ class IPoIBInterface:
         self.neigh: dict[bytes, Neighbour] = {}
         self.paths: dict[bytes, Path] = {}
         self.host = None  # the HostLink of the IP host this interface is a link of
+        self.tun_fast = False  # the provider serves the kernel's TUN queues itself (attach_tun)
+        self.published: dict[bytes, tuple] = {}  # neighbours the provider's C path knows
         self._bcast_of, self._bcast = None, None
         self.queue_stopped = False  # every TX queue stopped: frames are dropped here
         self.stopped_queues: dict = {}  # TX queue -> since when it is stopped
@@ -165,6 +167,7 @@ class IPoIBInterface:
         self._update_carrier(now)
 
     def stop(self, now: float) -> None:
+        self._unpublish()
         for g in list(self.groups.values()):
             self._leave(g, now)
         self.groups.clear()
@@ -254,6 +257,8 @@ class IPoIBInterface:
             self.mtu = min(mtu, self.admin_mtu) if self.admin_mtu else mtu
             if self.host is not None:
                 self.host.set_mtu(self.mtu)
+            if self.tun_fast:
+                self.netdev.set_tun_mtu(self.mtu)
             self._update_carrier(now)
             for other in list(self.groups.values()):
                 if other.state == "waiting":
@@ -316,6 +321,8 @@ class IPoIBInterface:
         if n is None:
             n = self.neigh[next_hop] = Neighbour(next_hop)
         n.used = now
+        if n.state == "REACHABLE" and self.tun_fast:
+            return self._xmit_unicast(n.hwaddr, frame, now, publish=next_hop)
         if n.state != "REACHABLE":
             if n.state == "FAILED" and now < n.next_retry:
                 self._drop("neigh_failed", "tx_dropped")
@@ -352,12 +359,16 @@ class IPoIBInterface:
         self.stats["tx_multicast"] += 1  # ip -s link's "multicast" counts received ones only
         return self._send_frame(frame, self._mcast_ah(g), w.QPN_MULTICAST)
 
-    def _xmit_unicast(self, hwaddr: bytes, frame: bytes, now: float) -> bool:
+    def _xmit_unicast(self, hwaddr: bytes, frame: bytes, now: float, publish: bytes | None = None) -> bool:
         qpn, dgid = encap.split_hwaddr(hwaddr)
         p = self.paths.get(dgid)
         if p is None:
             p = self.paths[dgid] = Path(dgid)
         if p.valid:
+            if publish is not None and self.published.get(publish) != (p.ah, qpn):
+                # the neighbour and its path are known: the provider's C path sends to it from now on
+                self.netdev.set_neigh(publish, p.ah, qpn)
+                self.published[publish] = (p.ah, qpn)
             return self._send_frame(frame, p.ah, qpn)
         if len(p.pending) == p.pending.maxlen:
             self._drop("path_queue_full", "tx_dropped")
@@ -441,6 +452,8 @@ class IPoIBInterface:
             # learn the sender, as Linux does for requests aimed at us and for replies
             if n is None:
                 n = self.neigh[a.spa] = Neighbour(a.spa)
+            elif n.hwaddr is not None and n.hwaddr != a.sha and a.spa in self.published:
+                self._unpublish()  # it moved (another QPN or GID): the C path must ask again
             n.hwaddr, n.state, n.used = a.sha, "REACHABLE", now
             while n.pending:
                 self._xmit_unicast(n.hwaddr, n.pending.popleft(), now)
@@ -487,6 +500,7 @@ class IPoIBInterface:
         """light: rejoin groups, re-resolve paths; normal: also re-evaluate the carrier;
         heavy: stop and reopen the device (new P_Key index), then rejoin everything."""
         self.stats[f"flushes_{level}"] += 1
+        self._unpublish()
         for p in self.paths.values():
             p.valid = False
         if level == "heavy":
@@ -507,6 +521,35 @@ class IPoIBInterface:
             self._send_join(g, now)
         self._update_carrier(now)
 
+    # -- the kernel's TUN queues (the LinkDriver's optional part, ipoib.iphost.kernel) ---------------
+
+    def tun_offloads(self) -> bool:
+        """Will the provider serve the kernel's TUN queues itself (with virtio_net_hdr offloads)?"""
+        return bool(self.netdev.tun_offloads())
+
+    def offload_tun(self, fds, slow) -> bool:
+        """Hand the TUN queues to the provider; ``slow(q, ethertype, packet)`` gets what its C path
+        leaves to the ULP (the IP host passes it on to ``xmit``)."""
+        self.tun_fast = bool(self.netdev.attach_tun(list(fds), self.mtu, slow))
+        return self.tun_fast
+
+    def release_tun(self) -> None:
+        if self.tun_fast:
+            self.netdev.detach_tun()
+            self.tun_fast = False
+            self.published.clear()
+
+    def tun_readable(self, queue: int) -> int:
+        return self.netdev.tun_read(queue)
+
+    def tun_stats(self) -> dict:
+        return {k: v for k, v in self.netdev.queue_stats().items() if k.startswith("tun_")} if self.tun_fast else {}
+
+    def _unpublish(self) -> None:
+        if self.published:
+            self.netdev.flush_neigh()
+            self.published.clear()
+
     def queue_stop(self, queue: int, now: float) -> None:
         """netif_tx_stop_queue, from the provider, for one TX queue. The interface stops handing
         out frames only when every queue is stopped; a frame for a stopped queue among running
@@ -514,8 +557,14 @@ class IPoIBInterface:
         self.stopped_queues.setdefault(queue, now)
         self.stopped_since = min(self.stopped_queues.values())  # the watchdog: the longest stopped
         self.queue_stopped = len(self.stopped_queues) >= max(1, self.params.tx_queues)
+        hook = getattr(self.host, "queue_state", None)
+        if hook is not None:
+            hook(queue, True)  # the IP host holds its packets (a TUN device stops being read)
 
     def queue_wake(self, queue: int) -> None:
+        hook = getattr(self.host, "queue_state", None)
+        if hook is not None:
+            hook(queue, False)
         self.stopped_queues.pop(queue, None)
         self.queue_stopped = False
         if self.stopped_queues:
@@ -550,6 +599,12 @@ class IPoIBInterface:
                 else:
                     self._arp_request(n, now)
             elif n.state != "INCOMPLETE" and now - n.used > NEIGH_STALE_S:
+                if ip in self.published:
+                    # the C path may have used it all along without telling us: ask it once, by
+                    # letting the next frame to it take the slow path, which publishes it again
+                    self._unpublish()
+                    n.used = now
+                    continue
                 del self.neigh[ip]  # garbage collection of unused neighbours
         for p in self.paths.values():
             if p.querying and now >= p.deadline:

@@ -4,7 +4,7 @@
 # simulator and diagnostics we compare against; iproute2, iperf3 and iputils-ping are the kernel-side
 # tools the --netns tests run over IPoIB.
 set -euo pipefail
-PKGS=(tshark opensm ibsim-utils infiniband-diags iproute2 iperf3 iputils-ping)
+PKGS=(tshark opensm ibsim-utils infiniband-diags iproute2 iperf3 iputils-ping ethtool)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

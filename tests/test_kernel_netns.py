@@ -389,3 +389,53 @@ def test_pkey_children_are_further_devices_and_the_mtu_is_the_groups():
         r = n.cmd("ping -n -c 1 -W 1 -M do -s 2017 198.19.5.4")
         assert "mtu=2044" in r, r
     assert not netns.list_with_prefix(netns.fabric_prefix(fab.name))
+
+
+# -- the fast provider's offloads (its TUN queues in C: TSO, USO, checksum, GRO) --------------------
+
+
+def _ethtool_k(fab, node):
+    out = fab.nodes[node].cmd("ethtool -k ib0")
+    return {k.strip(): v.split()[0] for k, v in (line.split(":", 1) for line in out.splitlines() if ":" in line)
+            if v.strip()}
+
+
+def _features(fab, node, *args):
+    r = subprocess.run(IBFAB + ["features", "--name", fab.name, node, "--json", *args], capture_output=True,
+                       text=True, timeout=30)
+    return r
+
+
+def test_offloads_are_visible_in_ethtool_and_switchable_with_the_data_path_following(fab):
+    import ipoib
+
+    _need("ethtool")
+    if ipoib.backend_name == "std":
+        # the standard provider offers the kernel nothing: it segments and checksums for itself
+        assert _ethtool_k(fab, "node0002")["tcp-segmentation-offload"] == "off"
+        r = _features(fab, "node0002", "--tso", "on")
+        assert r.returncode == 2 and "not supported" in r.stderr.lower()
+        return
+    k = _ethtool_k(fab, "node0002")
+    assert k["tcp-segmentation-offload"] == "on" and k["tx-checksumming"] == "on"
+    st0 = fab.nodes["node0002"].interface("ib0")["queues"]
+    tcp = _iperf(fab, "node0002", "node0007")["end"]["sum_received"]["bits_per_second"]
+    st1 = fab.nodes["node0002"].interface("ib0")["queues"]
+    assert st1["tun_tx_super"] > st0["tun_tx_super"]  # the kernel handed over TSO super-packets
+    rx = fab.nodes["node0007"].interface("ib0")["queues"]
+    assert rx["tun_rx_gro_runs"] > 0 and rx["tun_rx_gro_segments"] > 2 * rx["tun_rx_gro_runs"]
+    r = _features(fab, "node0002", "--tso", "off", "--gro", "off")
+    assert r.returncode == 0, r.stderr
+    try:
+        assert json.loads(r.stdout)["tcp-segmentation-offload"] is False
+        assert _ethtool_k(fab, "node0002")["tcp-segmentation-offload"] == "off"
+        before = fab.nodes["node0002"].interface("ib0")["queues"]["tun_tx_super"]
+        slow = _iperf(fab, "node0002", "node0007")["end"]["sum_received"]["bits_per_second"]
+        after = fab.nodes["node0002"].interface("ib0")["queues"]["tun_tx_super"]
+        assert after == before and slow > 0  # the kernel segmented in software; nothing was lost
+        print(f"\nTCP node0002 -> node0007: {tcp / 1e9:.2f} Gbit/s with TSO and GRO, {slow / 1e9:.2f} without")
+        bad = _features(fab, "node0002", "--tx-checksum", "off")  # TSO is off, but USO still needs it
+        assert bad.returncode == 2 and "need checksum offload" in bad.stderr
+    finally:
+        assert _features(fab, "node0002", "--tso", "on", "--gro", "on").returncode == 0
+    assert _ethtool_k(fab, "node0002")["tcp-segmentation-offload"] == "on"

@@ -26,3 +26,46 @@ def test_compiled_ud_packet_equals_the_reference(payload, slid, dlid, dqp, sqp, 
     assert fast == ref
     p = w.split_ud_packet(fast)  # and it validates: CRCs, lengths
     assert p.payload == payload and p.deth.qkey == qkey
+
+
+# -- the three ways the compiled CRCs run: VPCLMULQDQ (512-bit), PCLMULQDQ (128-bit), tables --------
+
+_CRC_PROBE = r"""
+import json, random
+from fabric import _wirefast as wf
+r = random.Random(11)
+lengths = list(range(0, 600)) + [1023, 1024, 1025, 2044, 2048, 2049, 4096 + 30, 9000, 65535]
+out = {"method": wf.CRC_METHOD, "crc": [], "vcrc": []}
+for n in lengths:
+    b = bytes(r.getrandbits(8) for _ in range(n))
+    out["crc"].append(wf.crc32(b))
+    out["vcrc"].append(wf.vcrc16(b))
+print(json.dumps(out))
+"""
+
+
+def test_every_crc_method_computes_the_same_crcs():
+    """Every length around the thresholds (80 octets to fold at all, 512 for the wide registers)
+    and the packet sizes that matter; the table method is the reference (and zlib, for CRC-32)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from fabric import _wirefast
+
+    runs = {}
+    for method in ("table", "pclmul", ""):
+        env = dict(os.environ, IBFAB_CRC=method)
+        r = subprocess.run([sys.executable, "-c", _CRC_PROBE], capture_output=True, text=True, env=env, timeout=120)
+        assert r.returncode == 0, r.stderr
+        runs[method] = json.loads(r.stdout)
+    assert runs["table"]["method"] == "slicing-by-8"
+    if _wirefast.CRC_METHOD == "slicing-by-8":
+        import pytest
+
+        pytest.skip("this CPU has no PCLMULQDQ: only the tables run here")
+    assert runs["pclmul"]["method"] == "pclmulqdq"
+    for method in ("pclmul", ""):
+        assert runs[method]["crc"] == runs["table"]["crc"], runs[method]["method"]
+        assert runs[method]["vcrc"] == runs["table"]["vcrc"], runs[method]["method"]

@@ -47,10 +47,14 @@ class KernelLink:
         self.driver = driver
         self.ifname = driver.ifname
         self.addr, self.prefix = addr, prefix
+        # an accelerated provider reads and writes the queues itself, with offloads (issue 12's
+        # "as a vendor driver does"); otherwise this link does it, one packet at a time
+        self.accel = bool(getattr(driver, "tun_offloads", lambda: False)())
         with netns.entered(host.netns):
             queues = max(1, getattr(getattr(driver, "params", None), "tx_queues", 1))
-            self.fds = tun.open_queues(self.ifname, queues)
+            self.fds = tun.open_queues(self.ifname, queues, vnet_hdr=self.accel)
             self.ctl = tun.IfControl(self.ifname)
+        self.hdr = tun.PI_IPV4 + (bytes(tun.VNET_LEN) if self.accel else b"")  # before a packet we write
         tun.set_carrier(self.fds[0], False)  # off until the broadcast group is joined
         self.ctl.set_address(addr, prefix)
         self.ctl.set_mtu(mtu)
@@ -61,8 +65,40 @@ class KernelLink:
         self.groups: set[bytes] = set()  # IPv4 groups the ULP joined for the kernel
         self.stats = {"from_kernel": 0, "to_kernel": 0, "to_kernel_failed": 0}
         self.drops: dict[str, int] = {}
-        for fd in self.fds:
-            host.add_reader(fd, lambda now, fd=fd: self.read(fd, now))
+        self._now = 0.0
+        self.paused: set[int] = set()
+        if self.accel and not driver.offload_tun(self.fds, self._slow):
+            raise RuntimeError(f"{self.ifname}: the provider offered the TUN queues and then refused them")
+        for q in range(len(self.fds)):
+            self._watch(q)
+
+    def _watch(self, q: int) -> None:
+        fd = self.fds[q]
+        if self.accel:
+            self.host.add_reader(fd, lambda now, q=q: self._readable(q, now))
+        else:
+            self.host.add_reader(fd, lambda now, fd=fd: self.read(fd, now))
+
+    def queue_state(self, q: int, stopped: bool) -> None:
+        """The ULP's TX queue ``q`` stopped (or woke): stop (or resume) reading TUN queue ``q``;
+        the kernel's qdisc holds what it has meanwhile, as it does for a NIC's full ring."""
+        if q >= len(self.fds) or (q in self.paused) == stopped:
+            return
+        if stopped:
+            self.paused.add(q)
+            self.host.remove_reader(self.fds[q])
+        else:
+            self.paused.discard(q)
+            self._watch(q)
+
+    def _readable(self, q: int, now: float) -> None:
+        self._now = now
+        self.driver.tun_readable(q)
+
+    def _slow(self, q: int, proto: int, packet: bytes) -> None:
+        """What the provider's C path leaves to the ULP: not IPv4, or no neighbour known yet."""
+        self.stats["from_kernel_slow"] = self.stats.get("from_kernel_slow", 0) + 1
+        self._to_ulp(proto, packet, self._now)
 
     # -- the kernel -> the ULP -----------------------------------------------------------------
 
@@ -86,11 +122,12 @@ class KernelLink:
         if len(data) < tun.PI_LEN + 20:
             self._drop("runt")
             return
-        proto = (data[2] << 8) | data[3]
+        self._to_ulp((data[2] << 8) | data[3], data[tun.PI_LEN:], now)
+
+    def _to_ulp(self, proto: int, pkt: bytes, now: float) -> None:
         if proto != tun.ETH_P_IPV4:
             self._drop("ipv6" if proto == tun.ETH_P_IPV6 else f"ethertype_0x{proto:04x}")
             return
-        pkt = data[tun.PI_LEN:]
         if pkt[0] >> 4 != 4:
             self._drop("not_ipv4")
             return
@@ -103,7 +140,7 @@ class KernelLink:
     def receive(self, packet) -> None:
         for pkt in segment(packet) if type(packet) is GsoPacket else (packet,):
             try:
-                os.write(self.fds[0], tun.PI_IPV4 + pkt)
+                os.write(self.fds[0], self.hdr + pkt)
                 self.stats["to_kernel"] += 1
             except OSError:  # the kernel's backlog is full, or the device is going away
                 self.stats["to_kernel_failed"] += 1
@@ -122,6 +159,8 @@ class KernelLink:
         return self.addr, self.prefix
 
     def detach(self) -> None:
+        if self.accel:
+            self.driver.release_tun()  # before the fds close: their numbers may be reused at once
         for fd in self.fds:
             self.host.remove_reader(fd)
             os.close(fd)
@@ -141,9 +180,16 @@ class KernelLink:
 
     def snapshot(self) -> dict:
         kernel = tun.read_counters(self.host.proc_dev, self.ifname) or {}
+        link = dict(self.stats)
+        if self.accel:  # the provider read and wrote most of it, in C
+            st = self.driver.tun_stats()
+            link["from_kernel"] += st.get("tun_tx_reads", 0)
+            link["to_kernel"] += st.get("tun_rx_written", 0)
+            link["to_kernel_failed"] += st.get("tun_rx_write_errors", 0)
         return {"ifname": self.ifname, "addr": f"{_ipstr(self.addr)}/{self.prefix}", "mtu": self.ctl.mtu(),
-                "kernel": kernel, "link": dict(self.stats), "drops": dict(sorted(self.drops.items())),
-                "groups": sorted(_ipstr(g) for g in self.groups)}
+                "kernel": kernel, "link": link, "drops": dict(sorted(self.drops.items())),
+                "groups": sorted(_ipstr(g) for g in self.groups), "offloads": self.accel,
+                "paused_queues": sorted(self.paused)}
 
 
 class KernelHost:

@@ -23,6 +23,9 @@ TUNSETIFF = 0x400454CA
 TUNSETCARRIER = 0x400454E2
 IFF_TUN = 0x0001
 IFF_MULTI_QUEUE = 0x0100
+IFF_VNET_HDR = 0x4000
+IFF_NAPI = 0x0010  # what we write is received in NAPI context, in batches, as a NIC's receive ring
+VNET_LEN = 10  # struct virtio_net_hdr
 IFF_UP = 0x1
 
 SIOCGIFFLAGS, SIOCSIFFLAGS = 0x8913, 0x8914
@@ -35,15 +38,17 @@ PI_IPV4 = PI.pack(0, socket.htons(0x0800))
 ETH_P_IPV4, ETH_P_IPV6 = 0x0800, 0x86DD
 
 
-def open_queues(ifname: str, queues: int) -> list[int]:
+def open_queues(ifname: str, queues: int, *, vnet_hdr: bool = False) -> list[int]:
     """Create (or attach to) TUN device ``ifname`` in the current namespace with ``queues`` queues;
-    one non-blocking file descriptor per queue."""
+    one non-blocking file descriptor per queue. ``vnet_hdr``: every packet comes and goes with a
+    virtio_net_hdr after the packet information (offloads; which ones, TUNSETOFFLOAD says)."""
     fds = []
+    flags = IFF_TUN | IFF_MULTI_QUEUE | (IFF_VNET_HDR | IFF_NAPI if vnet_hdr else 0)
     try:
         for _ in range(queues):
             fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
             fds.append(fd)
-            ifr = struct.pack("16sH22x", ifname.encode(), IFF_TUN | IFF_MULTI_QUEUE)
+            ifr = struct.pack("16sH22x", ifname.encode(), flags)
             fcntl.ioctl(fd, TUNSETIFF, ifr)
     except OSError:
         for fd in fds:
