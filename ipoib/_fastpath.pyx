@@ -540,7 +540,8 @@ cdef class Provider:
                         if n >= budget:
                             self.rx_exhausted[q] += 1
                 left = self.rx.pending > 0
-            done += self._std.poll(budget)  # the slow path's frames (and the sink's mark)
+            if c.rxq or c.sendq or c.rx_sink is not None:
+                done += self._std.poll(budget)  # the slow path's frames (and the sink's mark)
         except BaseException:
             # what the stack above did with a frame raised: NAPI must not stay marked as running
             # with nobody to run it, or no interrupt would ever come again
@@ -560,12 +561,18 @@ cdef class Provider:
 
     def _drain_tx(self):
         """Build what the TX rings hold into one link burst (or refuse it on a port that is down)."""
+        cdef PacketRing r
         self._kicked = False
+        for r in self.rings:
+            if len(r):
+                break
+        else:
+            return  # nothing queued: the common case of a poll for received frames
         c = self.ctx
         st = c.stats
         port = c.hca.ports[c.port]
         qp = c.qp
-        if qp is not None and (not port.link_up or port.state != 4) and any(len(r) for r in self.rings):
+        if qp is not None and (not port.link_up or port.state != 4):
             self._discard_tx()
         if qp is not None and any(len(r) for r in self.rings):
             seg = bytearray(BURST_HEADROOM)  # the host writes the burst header there

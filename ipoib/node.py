@@ -171,20 +171,24 @@ class IPoIBNode:
     # -- agent protocol (timers and NAPI) ------------------------------------------------------
 
     def tick(self, now: float) -> None:
-        for name, t in list(self._poll_timers.items()):
-            if now >= t:
-                del self._poll_timers[name]
-                self._poll_pending.add(name)
-        self._run_polls()
-        for tid, (cb, deadline) in list(self._sa_pending.items()):
-            if now >= deadline:
-                del self._sa_pending[tid]
-                self._collector.abandon(tid)
-                cb(None, now)
+        if self._poll_timers:
+            for name, t in list(self._poll_timers.items()):
+                if now >= t:
+                    del self._poll_timers[name]
+                    self._poll_pending.add(name)
+        if self._poll_pending:
+            self._run_polls()
+        if self._sa_pending:
+            for tid, (cb, deadline) in list(self._sa_pending.items()):
+                if now >= deadline:
+                    del self._sa_pending[tid]
+                    self._collector.abandon(tid)
+                    cb(None, now)
         for ifc in list(self.ifs.values()):
             ifc.tick(now)
         self.ip.tick(now)
-        self._run_polls()  # what the timers just sent leaves in this same pass, not the next one
+        if self._poll_pending:
+            self._run_polls()  # what the timers just sent leaves in this same pass, not the next one
 
     def _run_polls(self) -> None:
         """NAPI: one poll of each interface that asked for one (a poll that used its whole budget
@@ -201,15 +205,23 @@ class IPoIBNode:
                 ifc.stats["poll_errors"] = ifc.stats.get("poll_errors", 0) + 1
 
     def next_deadline(self):
+        # asked several times per host-loop pass: no lists, no walks beyond the interfaces
         if self._poll_pending:
             return 0.0  # due now, whatever the caller's clock says
-        c = [d for _, d in self._sa_pending.values()]
-        c += self._poll_timers.values()
-        c += [d for d in (ifc.next_deadline() for ifc in self.ifs.values()) if d is not None]
-        d = self.ip.next_deadline()
-        if d is not None:
-            c.append(d)
-        return min(c, default=None)
+        best = self.ip.next_deadline()
+        for ifc in self.ifs.values():
+            d = ifc.next_deadline()
+            if d is not None and (best is None or d < best):
+                best = d
+        if self._poll_timers:
+            d = min(self._poll_timers.values())
+            if best is None or d < best:
+                best = d
+        if self._sa_pending:
+            d = min(d for _, d in self._sa_pending.values())
+            if best is None or d < best:
+                best = d
+        return best
 
     def snapshot(self) -> dict:
         return {"node": self.hca.name, "backend": getattr(self.backend, "BACKEND", "?"),

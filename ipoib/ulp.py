@@ -115,6 +115,10 @@ class IPoIBInterface:
         self.queue_stopped = False  # every TX queue stopped: frames are dropped here
         self.stopped_queues: dict = {}  # TX queue -> since when it is stopped
         self.stopped_since = 0.0
+        # the earliest timer, or earlier: every place that sets a timer lowers it (_arm), tick()
+        # recomputes it exactly when it passes. The host asks for it several times per loop pass,
+        # so it must not cost a walk over every neighbour.
+        self._due: float | None = None
         self.stats = dict(rx_packets=0, rx_bytes=0, rx_errors=0, rx_dropped=0, tx_packets=0, tx_bytes=0,
                           tx_errors=0, tx_dropped=0, multicast=0, tx_multicast=0, arp_requests=0, arp_replies=0,
                           path_queries=0, joins=0, join_failures=0, flushes_light=0, flushes_normal=0,
@@ -205,6 +209,7 @@ class IPoIBInterface:
         g.tid = None  # whatever join was in flight is superseded: its answer will be stale
         if self.port.state != sa.PORT_ACTIVE or not self.port.sm_lid:
             g.state, g.next_try = "failed", now + g.backoff  # retried once the port is up
+            self._arm(g.next_try)
             return
         bcast = self.groups.get(self.bcast_mgid)
         if g.mgid != self.bcast_mgid and (bcast is None or bcast.state != "joined"):
@@ -242,6 +247,7 @@ class IPoIBInterface:
                 return
             g.state = "failed"
             g.next_try = now + g.backoff
+            self._arm(g.next_try)
             g.backoff = min(g.backoff * 2, JOIN_BACKOFF_MAX)
             return
         rec = resp.records[0]
@@ -320,6 +326,7 @@ class IPoIBInterface:
         n = self.neigh.get(next_hop)
         if n is None:
             n = self.neigh[next_hop] = Neighbour(next_hop)
+            self._arm(now + NEIGH_STALE_S)
         n.used = now
         if n.state == "REACHABLE" and self.tun_fast:
             return self._xmit_unicast(n.hwaddr, frame, now, publish=next_hop)
@@ -403,6 +410,7 @@ class IPoIBInterface:
             return
         p.querying = True
         p.deadline = now + PATH_TIMEOUT_S
+        self._arm(p.deadline)
         self.stats["path_queries"] += 1
         tid, mad = saclient.path_record_query(self.gid, p.dgid, pkey=self.pkey, numb_path=1, reversible=True)
         self.node.sa_query(tid, mad, lambda resp, now, p=p: self._path_done(p, resp), now)
@@ -433,6 +441,7 @@ class IPoIBInterface:
             return
         n.tries += 1
         n.next_retry = now + ARP_RETRY_S
+        self._arm(n.next_retry)
         arp = encap.IPoIBArp(oper=encap.ARP_REQUEST, sha=self.hwaddr, spa=self.ip[0], tha=bytes(20), tpa=n.ip)
         self.stats["arp_requests"] += 1
         frame = encap.IPoIBHeader(ethertype=encap.ETHERTYPE_ARP).pack() + arp.pack()
@@ -452,6 +461,7 @@ class IPoIBInterface:
             # learn the sender, as Linux does for requests aimed at us and for replies
             if n is None:
                 n = self.neigh[a.spa] = Neighbour(a.spa)
+                self._arm(now + NEIGH_STALE_S)
             elif n.hwaddr is not None and n.hwaddr != a.sha and a.spa in self.published:
                 self._unpublish()  # it moved (another QPN or GID): the C path must ask again
             n.hwaddr, n.state, n.used = a.sha, "REACHABLE", now
@@ -556,6 +566,7 @@ class IPoIBInterface:
         ones is the provider's to refuse (BUSY), since only it knows which queue a frame takes."""
         self.stopped_queues.setdefault(queue, now)
         self.stopped_since = min(self.stopped_queues.values())  # the watchdog: the longest stopped
+        self._arm(self.stopped_since + TX_TIMEOUT_S)
         self.queue_stopped = len(self.stopped_queues) >= max(1, self.params.tx_queues)
         hook = getattr(self.host, "queue_state", None)
         if hook is not None:
@@ -583,7 +594,17 @@ class IPoIBInterface:
 
     # -- timers --------------------------------------------------------------------------------
 
+    def _arm(self, when: float) -> None:
+        if self._due is None or when < self._due:
+            self._due = when
+
     def tick(self, now: float) -> None:
+        if self._due is None or now < self._due:
+            return  # no timer has passed
+        self._tick(now)
+        self._due = self._next_timer()
+
+    def _tick(self, now: float) -> None:
         if self.stopped_queues and now - self.stopped_since >= TX_TIMEOUT_S:
             self.tx_timeout(now)
         for g in list(self.groups.values()):
@@ -611,6 +632,9 @@ class IPoIBInterface:
                 self._path_done(p, None)
 
     def next_deadline(self):
+        return self._due
+
+    def _next_timer(self):
         c = [g.next_try for g in self.groups.values() if g.state == "failed"]
         c += [n.next_retry for n in self.neigh.values() if n.state == "INCOMPLETE"]
         c += [n.used + NEIGH_STALE_S for n in self.neigh.values() if n.state != "INCOMPLETE"]

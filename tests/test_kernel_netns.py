@@ -439,3 +439,13 @@ def test_offloads_are_visible_in_ethtool_and_switchable_with_the_data_path_follo
     finally:
         assert _features(fab, "node0002", "--tso", "on", "--gro", "on").returncode == 0
     assert _ethtool_k(fab, "node0002")["tcp-segmentation-offload"] == "on"
+    # the kernel's own switch, ethtool -K in the namespace: the data path follows it too
+    fab.nodes["node0002"].cmd("ethtool -K ib0 tso off", check=True)
+    try:
+        assert _features(fab, "node0002").returncode == 0
+        before = fab.nodes["node0002"].interface("ib0")["queues"]["tun_tx_super"]
+        assert _iperf(fab, "node0002", "node0007", seconds=1)["end"]["sum_received"]["bytes"] > 0
+        assert fab.nodes["node0002"].interface("ib0")["queues"]["tun_tx_super"] == before
+    finally:
+        fab.nodes["node0002"].cmd("ethtool -K ib0 tso on", check=True)
+    assert _ethtool_k(fab, "node0002")["tcp-segmentation-offload"] == "on"
