@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py $(wildcard ipoib/*.pyx ipoib/*.pxd fabric/*.pyx fabric/*.pxd fabric/*.h)
+$(STAMP): pyproject.toml setup.py $(wildcard ipoib/*.pyx ipoib/*.pxd fabric/*.pyx fabric/*.pxd fabric/*.h ipoib/*.h)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -e '.[dev]'

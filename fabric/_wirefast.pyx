@@ -223,10 +223,32 @@ cdef enum:
     HDR_NO_GRH = 34  # LRH BTH DETH ICRC VCRC
 
 
+cdef inline bint _fwd_same(const unsigned char *p, Py_ssize_t plen, int single,
+                           const unsigned char[::1] lft, Py_ssize_t lft_top) noexcept:
+    """Would this packet simply follow the ones before it (a data packet the LFT sends to the
+    same port)? A False only ends the copy-free run early; every check is still made after."""
+    cdef unsigned int dlid = (p[2] << 8) | p[3]
+    if dlid > <unsigned int> lft_top or dlid >= <unsigned int> lft.shape[0]:
+        return False
+    return lft[dlid] == single
+
+
+cdef _copy_block(dict out, Py_ssize_t *used, int port, Py_ssize_t packets, const unsigned char[::1] burst,
+                 Py_ssize_t start, Py_ssize_t length, Py_ssize_t headroom, Py_ssize_t capacity):
+    """Start ``port``'s segment with the ``packets`` length-prefixed packets at ``burst[start:]``
+    (``length`` octets), copied as one block; room for ``capacity`` octets after the headroom."""
+    cdef bytearray ba = PyByteArray_FromStringAndSize(NULL, headroom + capacity)
+    if length:
+        memcpy(PyByteArray_AS_STRING(ba) + headroom, &burst[start], length)
+    out[port] = [packets, ba]
+    used[port] = headroom + length
+
+
 def forward_burst(const unsigned char[::1] burst not None, Py_ssize_t offset, Py_ssize_t count,
                   int in_port, const unsigned char[::1] lft not None, Py_ssize_t lft_top,
                   const unsigned char[::1] port_flags not None, const unsigned int[::1] port_mtu not None,
-                  unsigned int own_lid_base, unsigned int own_lid_count, Py_ssize_t headroom):
+                  unsigned int own_lid_base, unsigned int own_lid_count, Py_ssize_t headroom,
+                  object inplace=None):
     """Forward the unicast data packets of a burst by the LFT, in C.
 
     ``burst[offset:]`` holds ``count`` packets, each preceded by a 16-bit length. Returns
@@ -237,6 +259,12 @@ def forward_burst(const unsigned char[::1] burst not None, Py_ssize_t offset, Py
     must handle (VL15, multicast, our own LID, anything malformed, so that every drop is classified
     in one place); ``stats`` is (rcv_pkts, rcv_words, relay_errors, [(port, xmit_pkts, xmit_words,
     discards)]) for the counters.
+
+    A switch forwards a packet unchanged, so when every packet of the burst leaves by one port (the
+    usual case: a flow's burst) nothing is copied: with ``inplace``, the bytearray ``burst`` views
+    and ``offset == headroom``, that very buffer is the outgoing segment (the caller gives it up);
+    without, the packets are copied as one block. Packets are copied one by one only from the
+    first one that goes elsewhere.
     """
     cdef Py_ssize_t n = burst.shape[0]
     cdef Py_ssize_t off = offset
@@ -255,6 +283,10 @@ def forward_burst(const unsigned char[::1] burst not None, Py_ssize_t offset, Py
     cdef int k
     cdef bytearray ba
     cdef Py_ssize_t blen
+    # while every packet so far went to port ``single``, nothing is copied yet
+    cdef int single = -1
+    cdef bint deferred = True
+    cdef Py_ssize_t forwarded = 0
     for k in range(256):
         xp[k] = 0
         xw[k] = 0
@@ -268,7 +300,12 @@ def forward_burst(const unsigned char[::1] burst not None, Py_ssize_t offset, Py
         if off + plen > n:
             raise ValueError("burst truncated")
         p = &burst[off]
+        if deferred and forwarded and (plen < HDR_NO_GRH or not _fwd_same(p, plen, single, lft, lft_top)):
+            # the first packet that does not simply follow the others: copy those as one block
+            _copy_block(out, used, single, forwarded, burst, offset, off - 2 - offset, headroom, n - offset)
+            deferred = False
         if plen < HDR_NO_GRH:
+            deferred = False
             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
             off += plen
             continue
@@ -278,23 +315,42 @@ def forward_burst(const unsigned char[::1] burst not None, Py_ssize_t offset, Py
         pktlen = ((p[4] & 7) << 8) | p[5]
         if (vl == 15 or lnh < 2 or pktlen * 4 + 2 != <unsigned int> plen or dlid >= MCAST_FIRST
                 or dlid == 0 or (dlid - own_lid_base) < own_lid_count):
+            if deferred and forwarded:
+                _copy_block(out, used, single, forwarded, burst, offset, off - 2 - offset, headroom, n - offset)
+            deferred = False
             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
             off += plen
             continue
         c = vcrc16_raw(p, plen - 2)
-        if p[plen - 2] != (c & 0xFF) or p[plen - 1] != (c >> 8):
+        payload = plen - HDR_NO_GRH - (40 if lnh == 3 else 0)
+        outp = lft[dlid] if dlid <= <unsigned int> lft_top and dlid < <unsigned int> lft.shape[0] else 0xFF
+        if p[plen - 2] != (c & 0xFF) or p[plen - 1] != (c >> 8) or payload > port_mtu[in_port] or (
+                0 < outp < <unsigned int> nports and payload > port_mtu[outp]):
+            # a bad VCRC, or over the MTU of the link it came on or is to leave by: the per-packet
+            # path drops it, under its own reason and counter
+            if deferred and forwarded:
+                _copy_block(out, used, single, forwarded, burst, offset, off - 2 - offset, headroom, n - offset)
+            deferred = False
             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
             off += plen
             continue
         rcv_pkts += 1
         rcv_words += (plen - 2) >> 2
-        payload = plen - HDR_NO_GRH - (40 if lnh == 3 else 0)
-        outp = lft[dlid] if dlid <= <unsigned int> lft_top and dlid < <unsigned int> lft.shape[0] else 0xFF
         if outp == 0xFF or outp == 0 or outp >= <unsigned int> nports or outp == <unsigned int> in_port:
+            if deferred and forwarded:
+                _copy_block(out, used, single, forwarded, burst, offset, off - 2 - offset, headroom, n - offset)
+            deferred = False
             relay += 1
-        elif (port_flags[outp] & (PORT_LINK_UP | PORT_ACTIVE)) != (PORT_LINK_UP | PORT_ACTIVE) \
-                or payload > port_mtu[outp]:
+        elif (port_flags[outp] & (PORT_LINK_UP | PORT_ACTIVE)) != (PORT_LINK_UP | PORT_ACTIVE):
+            if deferred and forwarded:
+                _copy_block(out, used, single, forwarded, burst, offset, off - 2 - offset, headroom, n - offset)
+            deferred = False
             xd[outp] += 1
+        elif deferred:
+            single = outp
+            forwarded += 1
+            xp[outp] += 1
+            xw[outp] += (plen - 2) >> 2
         else:
             xp[outp] += 1
             xw[outp] += (plen - 2) >> 2
@@ -315,7 +371,14 @@ def forward_burst(const unsigned char[::1] burst not None, Py_ssize_t offset, Py
         off += plen
     if off != n:
         raise ValueError("trailing octets after the burst's packets")
+    if deferred and forwarded:
+        if type(inplace) is bytearray and offset == headroom:
+            out[single] = [forwarded, inplace]  # the burst itself: the header goes into its headroom
+            used[single] = n
+        else:
+            _copy_block(out, used, single, forwarded, burst, offset, n - offset, headroom, n - offset)
     for k, seg in out.items():
-        PyByteArray_Resize(seg[1], used[k])
+        if seg[1] is not inplace:
+            PyByteArray_Resize(seg[1], used[k])
     ports = [(k, xp[k], xw[k], xd[k]) for k in range(min(nports, 256)) if xp[k] or xd[k]]
     return out, slow, (rcv_pkts, rcv_words, relay, ports)

@@ -5,6 +5,11 @@ from libc.stdint cimport uint64_t
 from libc.string cimport memcpy
 
 
+cdef extern from "csum.h" nogil:
+    uint64_t ibf_sum32(const unsigned char *p, size_t n)
+    uint64_t ibf_copy_sum32(unsigned char *d, const unsigned char *p, size_t n)
+
+
 cdef enum:
     # Copies at least this long run without the GIL; below it the release costs more than the copy.
     NOGIL_COPY = 2048
@@ -92,21 +97,22 @@ cdef inline unsigned int csum_fold(unsigned long long acc) noexcept nogil:
     return <unsigned int> acc
 
 
+cdef inline unsigned long long csum_native(unsigned long long acc, unsigned long long s) noexcept nogil:
+    """Add a sum of native-order words (csum.h) that starts at an even offset of the checksummed
+    data: folded and with its octets swapped, it is the sum of the big-endian words."""
+    s = csum_fold(s)
+    return acc + (((s & 0xFF) << 8) | (s >> 8))
+
+
 cdef inline unsigned long long csum_add(unsigned long long acc, const unsigned char *p, Py_ssize_t n) noexcept nogil:
     """Add ``p[:n]`` to a ones' complement sum as 16-bit big-endian words (an odd last octet is
     the high half of a word, as when it ends the checksummed data). Long runs go eight octets at a
     time in native order: the ones' complement sum commutes with swapping the octets of every word,
     so the native sum, folded and swapped, is the big-endian one."""
     cdef Py_ssize_t i = 0
-    cdef unsigned long long s = 0
-    cdef uint64_t w
     if n >= 32:
-        while i + 8 <= n:
-            memcpy(&w, p + i, 8)
-            s += (w & 0xFFFFFFFFU) + (w >> 32)
-            i += 8
-        s = csum_fold(s)
-        acc += ((s & 0xFF) << 8) | (s >> 8)
+        i = n & ~7
+        acc = csum_native(acc, ibf_sum32(p, i))
     while i + 1 < n:
         acc += (p[i] << 8) | p[i + 1]
         i += 2

@@ -31,7 +31,8 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 from posix.unistd cimport read
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from ipoib._fastring cimport META, PacketRing, csum_add, csum_fold, tx_address
+from ipoib._fastring cimport (META, PacketRing, csum_add, csum_fold, csum_native, ibf_copy_sum32,
+                              tx_address)
 
 
 cdef extern from "sys/uio.h" nogil:
@@ -110,8 +111,13 @@ cdef Py_ssize_t _build_segment(unsigned char *d, const unsigned char *p, unsigne
     and checksum as a segment sent on its own would have them. Returns its length."""
     cdef unsigned int hdrs = ihl + l4h, total = hdrs + <unsigned int> L, c
     cdef unsigned char *l4 = d + ihl
+    cdef Py_ssize_t L8 = L & ~7
+    cdef unsigned long long body
     memcpy(d, p, hdrs)
-    memcpy(d + hdrs, p + hdrs + off, L)
+    # the payload is copied and summed in one pass; it starts at an even offset of the L4 header
+    # (whose length is a multiple of 4), so its native sum joins the header's
+    body = ibf_copy_sum32(d + hdrs, p + hdrs + off, L8)
+    memcpy(d + hdrs + L8, p + hdrs + off + L8, L - L8)
     _put16(d + 2, total)
     _put16(d + 4, (_u16(p + 4) + i) & 0xFFFF)
     _ip_checksum(d, ihl)
@@ -123,13 +129,15 @@ cdef Py_ssize_t _build_segment(unsigned char *d, const unsigned char *p, unsigne
             l4[13] &= ~TCP_CWR
         l4[16] = 0
         l4[17] = 0
-        c = (~csum_fold(csum_add(_pseudo(d, 6, l4h + L), l4, l4h + L))) & 0xFFFF
+        c = (~csum_fold(csum_add(csum_native(csum_add(_pseudo(d, 6, l4h + L), l4, l4h), body),
+                                 d + hdrs + L8, L - L8))) & 0xFFFF
         _put16(l4 + 16, c)
     else:
         _put16(l4 + 4, 8 + <unsigned int> L)
         l4[6] = 0
         l4[7] = 0
-        c = (~csum_fold(csum_add(_pseudo(d, 17, 8 + L), l4, 8 + L))) & 0xFFFF
+        c = (~csum_fold(csum_add(csum_native(csum_add(_pseudo(d, 17, 8 + L), l4, 8), body),
+                                 d + hdrs + L8, L - L8))) & 0xFFFF
         _put16(l4 + 6, c if c else 0xFFFF)
     return total
 

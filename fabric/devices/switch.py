@@ -85,7 +85,8 @@ class Switch(Device):
         try:
             segs, slow, (rp, rw, relay, egress) = _forward_burst(
                 burst, offset, count, in_port, self.lft, self.lft_top, self._flags, self._mtu,
-                base, (1 << p0.lmc) if p0.lid else 0, BURST_HEADROOM)
+                base, (1 << p0.lmc) if p0.lid else 0, BURST_HEADROOM,
+                burst if type(burst) is bytearray else None)  # an in-process burst: ours to reuse
         except ValueError:
             return self._receive_each(in_port, burst, offset, count, now)
         if rp:
