@@ -8,7 +8,7 @@ BACKEND ?= fast
 PYTEST_ARGS ?=
 STAMP  := $(VENV)/.installed
 
-.PHONY: install debs test test-fast test-std bench fabric clean
+.PHONY: install debs test test-fast test-std bench fuzz fabric clean
 
 install: $(STAMP)
 
@@ -38,6 +38,10 @@ test-std:
 bench: install debs
 	$(PIP) install --quiet -e '.[dev,bench]'
 	$(PY) -m pytest bench -q --benchmark-columns=min,median,mean,ops --benchmark-sort=name -p no:randomly
+
+# Hostile input at length: 100k fuzzed RPC calls against a running fabric (make test runs a sample)
+fuzz: install
+	IBFAB_FUZZ_CALLS=$${IBFAB_FUZZ_CALLS:-100000} $(PY) -m pytest -q tests/test_rpc_fuzz.py $(PYTEST_ARGS)
 
 fabric: install
 	$(VENV)/bin/ibfab demo $(TOPO)

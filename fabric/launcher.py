@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import math
 import os
 import shutil
@@ -12,7 +14,7 @@ import time
 
 from . import plugins
 from .rpc import RpcClient, RpcError
-from .runinfo import RunInfo, run_base, run_dir_for
+from .runinfo import RunInfo, check_name, ensure_run_base, run_base, run_dir_for
 from .topology import Topology, load_topology
 
 DEVICES_PER_HOST = 64
@@ -21,6 +23,38 @@ MAX_HOSTS = 4  # 2 cores: more processes only add start-up cost and context swit
 
 class LaunchError(RuntimeError):
     pass
+
+
+_HELD: dict = {}  # fabric name -> [fd, depth]: the locks this process holds
+
+
+@contextlib.contextmanager
+def name_lock(name: str):
+    """One command at a time per fabric name: ``up`` and ``down`` hold an flock on a file in the run
+    base, so two ``up`` of one name cannot both start (the second fails at once, saying why), and a
+    ``down`` cannot remove what an ``up`` is starting. Re-entrant within a process (``up`` calls
+    ``down`` to clean up after itself)."""
+    check_name(name)
+    held = _HELD.get(name)
+    if held is not None:
+        held[1] += 1
+        try:
+            yield
+        finally:
+            held[1] -= 1
+        return
+    fd = os.open(os.path.join(ensure_run_base(), f".{name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise LaunchError(f"fabric {name!r} is being started or stopped by another command") from None
+    _HELD[name] = [fd, 1]
+    try:
+        yield
+    finally:
+        del _HELD[name]
+        os.close(fd)  # releases the lock
 
 
 def plan_hosts(topology: Topology, hosts: int | None = None) -> list[list[str]]:
@@ -73,6 +107,14 @@ def _pids(run_dir: str) -> list[int]:
     return sorted(set(out))
 
 
+def _valid_name(name: str) -> bool:
+    try:
+        check_name(name)
+        return True
+    except ValueError:
+        return False
+
+
 def is_running(name: str) -> bool:
     d = run_dir_for(name)
     return any(_alive(p, d) for p in _pids(d))
@@ -81,7 +123,7 @@ def is_running(name: str) -> bool:
 def list_fabrics() -> list[str]:
     base = run_base()
     try:
-        return sorted(e for e in os.listdir(base) if os.path.isdir(os.path.join(base, e)))
+        return sorted(e for e in os.listdir(base) if os.path.isdir(os.path.join(base, e)) and _valid_name(e))
     except OSError:
         return []
 
@@ -119,7 +161,55 @@ def up(topology, name: str = "default", *, hosts: int | None = None, timeout: fl
     once the subnet manager on the topology's SM port has brought the subnet up: ours (``"ours"``,
     the default; ``sm_config`` its settings) or the real OpenSM (``"opensm"``; ``sm_args`` its
     command-line arguments, e.g. ``["-R", "updn"]``). ``node_software`` is the name of what runs on
-    the HCAs (None or ``"none"``: bare HCAs)."""
+    the HCAs (None or ``"none"``: bare HCAs).
+
+    Atomic per name: a second ``up`` of the same name fails at once (:func:`name_lock`), and a
+    failure, ^C, SIGTERM or SIGHUP during the launch stops what it started and removes the run
+    directory."""
+    sm_kind(sm)
+    check_node_config(node_software, node_config)  # what can be refused is, before anything is made
+    with name_lock(name), _signals_raise():
+        return _up(topology, name, hosts=hosts, timeout=timeout, sm=sm, sm_config=sm_config, sm_args=sm_args,
+                   node_software=node_software, node_config=node_config)
+
+
+@contextlib.contextmanager
+def _signals_raise():
+    """SIGTERM and SIGHUP end the launch as ^C does (an exception, so the cleanup runs), where the
+    process is free to set handlers (the main thread); the previous handlers come back after."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+@contextlib.contextmanager
+def _signals_ignored():
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+def _up(topology, name, *, hosts, timeout, sm, sm_config, sm_args, node_software, node_config) -> RunInfo:
     kind = sm_kind(sm)
     if kind == "opensm":
         from . import opensm
@@ -137,7 +227,8 @@ def up(topology, name: str = "default", *, hosts: int | None = None, timeout: fl
         if is_running(name):
             raise LaunchError(f"fabric {name!r} is already running (ibfab down --name {name})")
         down(name)  # stale leftovers of a crash
-    os.makedirs(os.path.join(run_dir, "s"))
+    os.makedirs(os.path.join(run_dir, "s"), mode=0o700)
+    os.chmod(run_dir, 0o700)
     topo_path = os.path.join(run_dir, "topology.net")
     with open(topo_path, "w") as f:
         f.write(topo.to_net())
@@ -171,7 +262,8 @@ def up(topology, name: str = "default", *, hosts: int | None = None, timeout: fl
             info.data["sm_seconds"] = time.monotonic() - t1
             info.data["subnet_up"] = st
     except BaseException:
-        down(name)
+        with _signals_ignored():  # a second ^C or SIGTERM must not cut the cleanup short
+            down(name)
         raise
     info.data["up_seconds"] = time.monotonic() - t0
     info.save()
@@ -278,6 +370,11 @@ def wait_links_up(info: RunInfo, procs, *, deadline: float) -> None:
 
 def down(name: str = "default", *, grace: float = 3.0) -> bool:
     """Stop every process of a fabric and remove its run directory. True if anything was there."""
+    with name_lock(name):
+        return _down(name, grace)
+
+
+def _down(name: str, grace: float) -> bool:
     run_dir = run_dir_for(name)
     if not os.path.exists(run_dir):
         return False
@@ -349,7 +446,9 @@ def _cleanup_node_software(info: RunInfo | None) -> None:
 class FabricClient:
     """RPC to the devices of a running fabric, routed to the host that runs each device."""
 
-    def __init__(self, name: str = "default", *, timeout: float = 10.0):
+    def __init__(self, name: str = "default", *, timeout: float | None = None):
+        if timeout is None:  # IBFAB_RPC_TIMEOUT: the tests show that long commands do not hang on it
+            timeout = float(os.environ.get("IBFAB_RPC_TIMEOUT", "10"))
         self.info = RunInfo.load(run_dir_for(name))
         self.clients = [RpcClient(self.info.control(i), timeout=timeout) for i in range(len(self.info.hosts))]
 

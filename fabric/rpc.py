@@ -10,7 +10,12 @@ import zmq
 
 
 class RpcError(RuntimeError):
-    """The host answered with an error, or did not answer in time."""
+    """The host answered with an error, or did not answer in time. Its text is for users as it is;
+    ``op`` is the operation, ``kind`` the class of the host's exception (None: no answer)."""
+
+    def __init__(self, text: str, *, op: str | None = None, kind: str | None = None):
+        super().__init__(text)
+        self.op, self.kind = op, kind
 
 
 class RpcClient:
@@ -40,13 +45,13 @@ class RpcClient:
         while True:
             left_ms = max(0, int((deadline - time.monotonic()) * 1000))
             if not self.sock.poll(left_ms):
-                raise RpcError(f"{self.endpoint}: no answer to {op!r} within {wait:.1f} s")
+                raise RpcError(f"{self.endpoint}: no answer to {op!r} within {wait:.1f} s", op=op)
             frames = self.sock.recv_multipart()
             body = msgpack.unpackb(frames[-1], raw=False, strict_map_key=False)
             if body.get("id") != rid:
                 continue  # the answer to an earlier call that timed out
             if not body.get("ok"):
-                raise RpcError(f"{op}: {body.get('error')}")
+                raise RpcError(str(body.get("error")), op=op, kind=body.get("kind"))
             return body.get("result")
 
     def close(self) -> None:

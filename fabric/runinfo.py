@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 
 IPC_PATH_MAX = 100  # sun_path is 108 octets; keep room for the socket name
@@ -22,10 +23,36 @@ def run_base() -> str:
     return os.environ.get("IBFAB_RUN_BASE") or os.path.join(tempfile.gettempdir(), f"ibfab-{os.getuid()}")
 
 
+def ensure_run_base() -> str:
+    """The run base, made private to this user (0700): its sockets take control and link frames,
+    so nobody else may reach them. One that another user owns is refused, not used."""
+    base = run_base()
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    st = os.lstat(base)
+    import stat
+
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        raise PermissionError(f"{base} is not a directory of this user: remove it or set IBFAB_RUN_BASE")
+    if st.st_mode & 0o077:
+        os.chmod(base, 0o700)
+    return base
+
+
+NAME_MAX = 32  # the run directory's ipc:// socket paths must stay under the 107 octets AF_UNIX allows
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def check_name(name) -> str:
+    """A fabric's name: letters, digits, '-', '_' and '.', not starting with '.', at most NAME_MAX."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or len(name) > NAME_MAX:
+        shown = name if not isinstance(name, str) or len(name) <= 40 else name[:37] + "..."
+        raise ValueError(f"invalid fabric name {shown!r}: use up to {NAME_MAX} letters, digits, '-', '_' "
+                         f"or '.', starting with a letter or digit")
+    return name
+
+
 def run_dir_for(name: str) -> str:
-    if not name or "/" in name or name.startswith("."):
-        raise ValueError(f"invalid fabric name {name!r}")
-    return os.path.join(run_base(), name)
+    return os.path.join(run_base(), check_name(name))
 
 
 class RunInfo:

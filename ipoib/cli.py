@@ -51,9 +51,39 @@ def cmd_exec(args) -> int:
     return _exec_in(args, args.node, argv)
 
 
+def _rtt_text(seconds: float) -> str:
+    """ping(8)'s precision: three decimals below 1 ms, two below 10, one below 100, then none."""
+    ms = seconds * 1000.0
+    for limit, digits in ((1, 3), (10, 2), (100, 1)):
+        if ms < limit:
+            return f"{ms:.{digits}f}"
+    return f"{ms:.0f}"
+
+
+def _print_ping_news(r: dict, dst: str, size: int) -> None:
+    for seq, rtt, ttl in r.get("replies", []):
+        print(f"{size + 8} bytes from {dst}: icmp_seq={seq} ttl={ttl} time={_rtt_text(rtt)} ms", flush=True)
+    for seq, frm, text in r.get("errors", []):
+        print(f"From {frm or dst} icmp_seq={seq} {text}", flush=True)
+
+
+def _print_ping_summary(target: str, st: dict) -> None:
+    tx, rx, err = st.get("transmitted", 0), st.get("received", 0), st.get("errors", 0)
+    loss = 100.0 * (tx - rx) / tx if tx else 0.0
+    errs = f", +{err} errors" if err else ""
+    print(f"\n--- {target} ping statistics ---")
+    print(f"{tx} packets transmitted, {rx} received{errs}, {loss:g}% packet loss, time {st.get('time_ms', 0):.0f}ms")
+    if rx:
+        print(f"rtt min/avg/max/mdev = {st['rtt_min_ms']:.3f}/{st['rtt_avg_ms']:.3f}/{st['rtt_max_ms']:.3f}/"
+              f"{st['rtt_mdev_ms']:.3f} ms")
+
+
 def cmd_ping(args) -> int:
-    """Like ping(8): one line per reply, then the statistics; exit 0 only when replies came. In a
-    --netns fabric, the kernel's own ping runs in SRC's namespace."""
+    """Like ping(8): one line per reply as it comes, then the statistics (also after ^C); exit 0
+    when replies came, 1 when none did, 2 on an error. In a --netns fabric, the kernel's own ping
+    runs in SRC's namespace."""
+    import time
+
     from fabric.rpc import RpcError
 
     if _namespaces(args.name):
@@ -63,35 +93,38 @@ def cmd_ping(args) -> int:
             except (RpcError, KeyError, StopIteration) as exc:
                 print(f"ibfab ping: {exc}", file=sys.stderr)
                 return 2
-        return _exec_in(args, args.src, ["ping", "-c", str(args.count), "-i", str(args.interval),
-                                         "-W", str(args.timeout), "-s", str(args.size), dst])
+        return _exec_in(args, args.src, ["ping", *(["-c", str(args.count)] if args.count else []),
+                                         "-i", str(args.interval), "-W", str(args.timeout), "-s", str(args.size), dst])
     with client(args.name) as fc:
         try:
-            dst = args.dst
-            if not dst[0].isdigit():  # a node name: its ib0 address
-                st = fc.call(dst, "ipoib_status")
-                dst = next(i["addr"] for i in st["interfaces"] if i["ifname"] == "ib0").split("/")[0]
-            r = fc.call(args.src, "ping", dst=dst, count=args.count, interval=args.interval,
-                        timeout=args.timeout, size=args.size)
+            dst = _node_ip(fc, args.dst)
+            pid = fc.call(args.src, "ping_start", dst=dst, count=args.count or 2 ** 31 - 1,
+                          interval=args.interval, timeout=args.timeout, size=args.size)
         except (RpcError, KeyError, StopIteration) as exc:
             print(f"ibfab ping: {exc}", file=sys.stderr)
             return 2
-    if r is None:
-        print("ibfab ping: no result", file=sys.stderr)
-        return 2
-    print(f"PING {dst} from {args.src}: {args.size} data bytes")
-    for seq, rtt in r.get("replies", []):
-        print(f"{args.size + 8} bytes from {dst}: icmp_seq={seq} time={rtt * 1000:.3f} ms")
-    for err in r.get("error_texts", []):
-        print(err)
-    tx, rx = r.get("transmitted", 0), r.get("received", 0)
-    print(f"\n--- {dst} ping statistics ---")
-    print(f"{tx} packets transmitted, {rx} received, {r.get('packet_loss', 100.0):.0f}% packet loss, "
-          f"time {r.get('time_ms', 0):.0f}ms")
-    if rx:
-        print(f"rtt min/avg/max/mdev = {r['rtt_min_ms']:.3f}/{r['rtt_avg_ms']:.3f}/{r['rtt_max_ms']:.3f}/"
-              f"{r['rtt_mdev_ms']:.3f} ms")
-    return 0 if rx else 1
+        print(f"PING {args.dst} ({dst}) {args.size}({args.size + 28}) bytes of data.", flush=True)
+        tick = min(0.1, max(0.005, args.interval / 4))
+        summary = None
+        try:
+            try:
+                while summary is None:
+                    r = fc.call(args.src, "ping_poll", ping=pid)
+                    _print_ping_news(r, dst, args.size)
+                    summary = r.get("summary")
+                    if summary is None:
+                        time.sleep(tick)
+            except KeyboardInterrupt:
+                pass
+            if summary is None:  # ^C: what came so far, then the statistics
+                r = fc.call(args.src, "ping_stop", ping=pid) or {}
+                _print_ping_news(r, dst, args.size)
+                summary = r.get("summary") or {}
+        except RpcError as exc:
+            print(f"ibfab ping: {exc}", file=sys.stderr)
+            return 2
+    _print_ping_summary(args.dst, summary)
+    return 0 if summary.get("received") else 1
 
 
 def demo_traffic(fc, info, args) -> bool:
@@ -158,25 +191,103 @@ def _node_ip(fc, node: str) -> str:
     return next(i["addr"] for i in st["interfaces"] if i["ifname"] == "ib0").split("/")[0]
 
 
-def cmd_perf(args) -> int:
-    """Throughput (UDP over IPoIB) or round-trip latency (ICMP echo) between two nodes."""
-    import json
-    import statistics
+def _human(octets: float) -> str:
+    for unit, div in (("GBytes", 1 << 30), ("MBytes", 1 << 20), ("KBytes", 1 << 10)):
+        if octets >= div:
+            return f"{octets / div:.3g} {unit}" if octets / div < 100 else f"{octets / div:.0f} {unit}"
+    return f"{octets:.0f} Bytes"
+
+
+def _rate(bits_per_s: float) -> str:
+    for unit, div in (("Gbits/sec", 1e9), ("Mbits/sec", 1e6), ("Kbits/sec", 1e3)):
+        if bits_per_s >= div:
+            return f"{bits_per_s / div:.3g} {unit}" if bits_per_s / div < 100 else f"{bits_per_s / div:.0f} {unit}"
+    return f"{bits_per_s:.0f} bits/sec"
+
+
+def _perf_stream(fc, args, dst: str) -> dict:
+    """``perf`` throughput, as iperf3 shows it: the sink on DST and the sender on SRC, an interval
+    line a second, a sender and a receiver line at the end. What it opened is closed on every way
+    out (and by the nodes themselves, should this process die: their leases run out)."""
     import time
 
     from fabric.rpc import RpcError
 
+    sink = fc.call(args.dst, "perf_sink", port=args.port, ud=args.ud, lease=True)
+    sid = None
+    closed = False
+    interrupted = False
+    try:
+        sid = fc.call(args.src, "perf_start", dst=dst, port=args.port, size=args.size, seconds=args.seconds,
+                      ud=args.ud, **({"gso": True} if args.gso else {}))
+        if not args.json:
+            print(f"Connecting to host {dst}, port {args.port} ({'UD QP, no IP stack' if args.ud else 'UDP'})")
+            print("[ ID] Interval           Transfer     Bitrate         Total Datagrams")
+        t0 = time.monotonic()
+        last_t, last_sent, snd = 0.0, 0, None
+        try:
+            while True:
+                time.sleep(max(0.0, min(1.0, last_t + 1.0 - (time.monotonic() - t0))))
+                snd = fc.call(args.src, "perf_status", sender=sid)
+                fc.call(args.dst, "perf_sink_result", sink=sink, close=False)  # keeps its lease
+                now = snd["seconds"]
+                if not args.json and now > last_t:
+                    n = snd["sent"] - last_sent
+                    print(f"[  5] {last_t:6.2f}-{now:<6.2f} sec  {_human(n * args.size):>10}  "
+                          f"{_rate(n * args.size * 8 / (now - last_t)):>15}  {n}", flush=True)
+                last_t, last_sent = now, snd["sent"]
+                if snd["done"]:
+                    sid = None
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+        if sid is not None:
+            snd = fc.call(args.src, "perf_stop", sender=sid) or snd
+            sid = None
+        time.sleep(0.2)  # the tail in flight
+        rcv = fc.call(args.dst, "perf_sink_result", sink=sink)
+        closed = True
+    finally:
+        for node, op, kw in ((args.src, "perf_stop", {"sender": sid}), (args.dst, "perf_sink_result", {"sink": sink})):
+            if (op == "perf_stop" and sid is not None) or (op == "perf_sink_result" and not closed):
+                try:
+                    fc.call(node, op, **kw)
+                except RpcError:
+                    pass  # its lease frees it
+    secs = rcv["seconds"] or (snd or {}).get("seconds") or 0.0
+    sent = (snd or {}).get("sent", 0)
+    return {"mode": "ud" if args.ud else "udp", "src": args.src, "dst": dst, "size": args.size, "sent": sent,
+            "received": rcv["packets"], "loss_pct": 100.0 * (1 - rcv["packets"] / sent) if sent else 0.0,
+            "pps": rcv["packets"] / secs if secs else 0.0,
+            "gbps": rcv["bytes"] * 8 / secs / 1e9 if secs else 0.0, "seconds": secs, "interrupted": interrupted,
+            "sender_seconds": (snd or {}).get("seconds", 0.0), "received_bytes": rcv["bytes"]}
+
+
+def cmd_perf(args) -> int:
+    """Throughput (UDP over IPoIB, or --ud frames on the QP) or round-trip latency between two
+    nodes. Exit 0 when something was measured, 1 when nothing arrived, 2 on an error."""
+    import json
+    import statistics
+
+    from fabric.rpc import RpcError
+
+    if args.ud and args.size > 4092 - 28:
+        print(f"ibfab perf: --ud sends whole datagrams: --size must be at most {4092 - 28}", file=sys.stderr)
+        return 2
     with client(args.name) as fc:
         try:
             dst = _node_ip(fc, args.dst)
             if args.latency and args.ud:
                 # ib_send_lat on UD: one frame in flight, echoed by a hook at the far driver
-                sink = fc.call(args.dst, "perf_sink", port=args.port, ud=True, echo=True)
+                sink = fc.call(args.dst, "perf_sink", port=args.port, ud=True, echo=True, lease=True)
                 try:
                     r = fc.call(args.src, "perf_ping_ud", dst=dst, port=args.port, size=args.size,
-                                count=args.count)
+                                count=args.count, rpc_timeout=10.0 + args.count * 1.0)
                 finally:
-                    fc.call(args.dst, "perf_sink_result", sink=sink)
+                    try:
+                        fc.call(args.dst, "perf_sink_result", sink=sink)
+                    except RpcError:
+                        pass  # its lease frees it
                 if r is None:
                     raise RpcError("the client did not finish")
                 rtts = sorted(x * 1e6 for x in r["rtts"])
@@ -187,37 +298,43 @@ def cmd_perf(args) -> int:
             elif args.latency:
                 # one request outstanding at a time (ping -A): the round trip, not a queue's depth
                 r = fc.call(args.src, "ping", dst=dst, count=args.count, interval=0.0, timeout=1.0,
-                            size=args.size, adaptive=True)
+                            size=args.size, adaptive=True, rpc_timeout=10.0 + args.count * 1.0)
                 rtts = sorted(x[1] * 1e6 for x in r.get("replies", []))
                 out = {"mode": "latency", "src": args.src, "dst": dst, "size": args.size, "samples": len(rtts),
                        "lost": r["transmitted"] - r["received"],
                        "median_us": statistics.median(rtts) if rtts else None,
                        "p99_us": rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))] if rtts else None}
             else:
-                sink = fc.call(args.dst, "perf_sink", port=args.port, ud=args.ud)
-                snd = fc.call(args.src, "perf_send", dst=dst, port=args.port, size=args.size, seconds=args.seconds,
-                              ud=args.ud, **({"gso": True} if args.gso else {}))
-                if snd is None:
-                    raise RpcError("the sender did not finish")
-                time.sleep(0.2)  # let the tail drain
-                rcv = fc.call(args.dst, "perf_sink_result", sink=sink)
-                secs = rcv["seconds"] or snd["seconds"]
-                out = {"mode": "ud" if args.ud else "udp", "src": args.src, "dst": dst, "size": args.size, "sent": snd["sent"],
-                       "received": rcv["packets"], "loss_pct": 100.0 * (1 - rcv["packets"] / snd["sent"])
-                       if snd["sent"] else 0.0,
-                       "pps": rcv["packets"] / secs if secs else 0.0,
-                       "gbps": rcv["bytes"] * 8 / secs / 1e9 if secs else 0.0, "seconds": secs}
+                out = _perf_stream(fc, args, dst)
         except (RpcError, KeyError, StopIteration) as exc:
             print(f"ibfab perf: {exc}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            print("ibfab perf: interrupted", file=sys.stderr)
+            return 130
     if args.json:
         print(json.dumps(out))
     elif args.latency:
-        print(f"{args.src} -> {dst}: {out['samples']} {'UD ' if args.ud else ''}echoes of {args.size} B, RTT median {out['median_us']:.1f} us, "
-              f"p99 {out['p99_us']:.1f} us, lost {out['lost']}")
+        if not out["samples"]:
+            print(f"{args.src} -> {dst}: no answer to {out['lost']} echoes")
+        else:
+            print(f"{args.src} -> {dst}: {out['samples']} {'UD ' if args.ud else ''}echoes of {args.size} B, "
+                  f"RTT median {out['median_us']:.1f} us, p99 {out['p99_us']:.1f} us, lost {out['lost']}")
     else:
-        print(f"{args.src} -> {dst} {'UD' if args.ud else 'UDP'} {args.size} B: {out['pps']:,.0f} packets/s, {out['gbps']:.3f} Gbit/s, "
-              f"sent {out['sent']}, received {out['received']}, loss {out['loss_pct']:.2f}%")
+        secs = out["sender_seconds"]
+        lost = max(0, out["sent"] - out["received"])
+        print("- - - - - - - - - - - - - - - - - - - - - - - - -")
+        print("[ ID] Interval           Transfer     Bitrate         Lost/Total Datagrams")
+        print(f"[  5]   0.00-{secs:<6.2f} sec  {_human(out['sent'] * args.size):>10}  "
+              f"{_rate(out['sent'] * args.size * 8 / secs if secs else 0):>15}  0/{out['sent']} (0%)  sender")
+        print(f"[  5]   0.00-{secs:<6.2f} sec  {_human(out['received_bytes']):>10}  "
+              f"{_rate(out['gbps'] * 1e9):>15}  {lost}/{out['sent']} ({out['loss_pct']:.2g}%)  receiver")
+        print(f"{args.src} -> {dst} {'UD' if args.ud else 'UDP'} {args.size} B: {out['pps']:,.0f} packets/s, "
+              f"{out['gbps']:.3f} Gbit/s, sent {out['sent']}, received {out['received']}, loss {out['loss_pct']:.2f}%")
+    moved = out.get("samples", out.get("received", 0))
+    if not moved:
+        print(f"ibfab perf: nothing arrived at {args.dst}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -276,6 +393,42 @@ def cmd_queues(args) -> int:
     return 0
 
 
+def _at_least(low, kind):
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not v >= low or v != v:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, not {text}")
+        return v
+
+    return parse
+
+
+def _in_range(low: int, high: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+        if not low <= v <= high:
+            raise argparse.ArgumentTypeError(f"must be {low} to {high}, not {v}")
+        return v
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < v <= 86400:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 86400, not {text}")
+    return v
+
+
 def _queue_count(text: str) -> int:
     try:
         n = int(text)
@@ -328,17 +481,18 @@ def register(sub, common) -> None:
     pg = common.add("ping", cmd_ping, "ICMP echo over IPoIB from node SRC to DST (a node name or an IPv4 address)")
     pg.add_argument("src")
     pg.add_argument("dst")
-    pg.add_argument("-c", "--count", type=int, default=3)
-    pg.add_argument("-i", "--interval", type=float, default=0.2)
-    pg.add_argument("-W", "--timeout", type=float, default=1.0)
-    pg.add_argument("-s", "--size", type=int, default=56)
+    pg.add_argument("-c", "--count", type=_at_least(0, int), default=3,
+                    help="echo requests (0: until interrupted, as ping without -c; default 3)")
+    pg.add_argument("-i", "--interval", type=_at_least(0.0, float), default=1.0, help="seconds between requests")
+    pg.add_argument("-W", "--timeout", type=_at_least(0.0, float), default=1.0, help="seconds to wait for a reply")
+    pg.add_argument("-s", "--size", type=_in_range(0, 65507), default=56, help="ICMP data octets")
 
     pf = common.add("perf", cmd_perf, "UDP throughput (or --latency: ICMP round trip) between two nodes")
     pf.add_argument("src")
     pf.add_argument("dst")
-    pf.add_argument("--size", type=int, default=1024, help="UDP payload or ICMP data octets")
-    pf.add_argument("--seconds", type=float, default=2.0)
-    pf.add_argument("--port", type=int, default=5201)
+    pf.add_argument("--size", type=_in_range(0, 65507), default=1024, help="UDP payload or ICMP data octets")
+    pf.add_argument("--seconds", type=_seconds, default=2.0, help="how long to send (above 0, at most a day)")
+    pf.add_argument("--port", type=_in_range(1, 65535), default=5201)
     mode = pf.add_mutually_exclusive_group()
     mode.add_argument("--udp", action="store_true", help="UDP sockets through the IP stack (the default)")
     mode.add_argument("--ud", action="store_true",
@@ -347,7 +501,7 @@ def register(sub, common) -> None:
     pf.add_argument("--gso", action="store_true",
                     help="with --udp: UDP_SEGMENT, each host-loop pass's datagrams as one buffer (GSO)")
     pf.add_argument("--latency", action="store_true")
-    pf.add_argument("--count", type=int, default=200, help="echoes for --latency")
+    pf.add_argument("--count", type=_in_range(1, 10 ** 7), default=200, help="echoes for --latency")
     pf.add_argument("--json", action="store_true")
 
     co = common.add("coalesce", cmd_coalesce, "interrupt moderation of an IPoIB interface (like ethtool -c/-C)")

@@ -4,11 +4,46 @@ ib_send_lat), run as agents of the HCAs inside the device hosts, and their RPC o
 from __future__ import annotations
 
 import itertools
+import os
 import time
 
 
 from . import core as backend_core
 from . import encap, inet
+
+# a client that has not asked about what it opened for this long is gone (IBFAB_LEASE_S: the tests)
+LEASE_S = float(os.environ.get("IBFAB_LEASE_S", "10"))
+
+
+class Lease:
+    """What a command-line client opened on a node (a perf sink or sender, a ping): released when
+    the client stops asking about it for LEASE_S (it was killed, or lost its terminal), so that
+    a UDP port is never left bound and a sender never runs on for nobody. An agent of the HCA,
+    so it fires from the host loop's timers like any other."""
+
+    def __init__(self, node, release, now: float):
+        self.node, self._release = node, release
+        self.expires = now + LEASE_S
+        self.released = False
+        node.hca.agents.append(self)
+
+    def renew(self, now: float) -> None:
+        self.expires = now + LEASE_S
+
+    def next_deadline(self):
+        return None if self.released else self.expires
+
+    def tick(self, now: float) -> None:
+        if now >= self.expires:
+            self.release()
+
+    def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        if self in self.node.hca.agents:
+            self.node.hca.agents.remove(self)
+        self._release()
 
 
 class PerfSender:
@@ -52,6 +87,18 @@ class PerfSender:
                 self.sent += 1
             except OSError:
                 self.errors += 1
+
+    def stop(self) -> None:
+        """^C: stop now."""
+        if not self.done:
+            self.done = True
+            self.finished = time.monotonic()
+            if self in self.node.hca.agents:
+                self.node.hca.agents.remove(self)
+
+    def progress(self) -> dict:
+        end = self.finished if self.done else time.monotonic()
+        return {"sent": self.sent, "errors": self.errors, "seconds": end - self.start, "done": self.done}
 
     def result(self) -> dict:
         return {"sent": self.sent, "errors": self.errors, "seconds": self.finished - self.start}
@@ -137,7 +184,20 @@ class UdPerfSender:
         self.done = True
         self.error = error
         self.finished = time.monotonic()
-        self.node.hca.agents.remove(self)
+        if self in self.node.hca.agents:
+            self.node.hca.agents.remove(self)
+
+    def stop(self) -> None:
+        """^C: stop now."""
+        if not self.done:
+            self._finish()
+
+    def progress(self) -> dict:
+        if self.error:
+            raise ValueError(self.error)
+        end = self.finished if self.done else time.monotonic()
+        return {"sent": self.sent, "errors": self.errors, "busy": self.busy,
+                "seconds": end - (self.start or end), "done": self.done}
 
     def _path_ready(self, t: float) -> bool:
         """True once ARP and the PathRecord gave us the address handle (``_on_path`` runs then);
@@ -234,57 +294,100 @@ class UdLatencyClient(UdPerfSender):
 
 def attach_perf(host, embedded) -> None:
     """The perf RPC ops; ``embedded(device)`` is the IPoIB node whose embedded IP stack they use (a
-    clear error for a node whose IP host is the kernel)."""
+    clear error for a node whose IP host is the kernel).
+
+    ``perf_sink`` + ``perf_send`` + ``perf_sink_result`` run a measurement in one call each (the
+    benches); ``ibfab perf`` streams instead: ``perf_start``, then ``perf_status`` and
+    ``perf_sink_result(close=False)`` every second, ``perf_stop`` on ^C. What it opens is under a
+    :class:`Lease`: freed when nobody has asked about it for LEASE_S."""
     sinks: dict = {}
+    senders: dict = {}
     ids = itertools.count(1)
 
-    def op_perf_sink(env, now, device, port=5201, ud=False, echo=False):
+    def _port(port):
+        port = int(port)
+        if not 1 <= port <= 65535:
+            raise ValueError(f"port {port} is not 1..65535")
+        return port
+
+    def _close_sink(sid):
+        s = sinks.pop(sid, None)
+        if s is None:
+            return
+        lease = s[-1]
+        if isinstance(s[0], PerfSink):
+            s[0].close()
+        else:
+            _, n, sock, hook, _ = s
+            for ifc in n.ifs.values():
+                if ifc.netdev.standard.ctx.rx_sink is hook:
+                    ifc.netdev.standard.ctx.rx_sink = None
+            sock.close()
+        if lease is not None and not lease.released:
+            lease.released = True
+            if lease in lease.node.hca.agents:
+                lease.node.hca.agents.remove(lease)
+
+    def op_perf_sink(env, now, device: str, port: int = 5201, ud: bool = False, echo: bool = False, lease: bool = False):
         n = embedded(device)
+        port = _port(port)
         s = n.ip.udp_socket()
-        s.bind(int(port))
+        try:
+            s.bind(port)
+        except OSError:
+            s.close()
+            raise
         s.rcvbuf = 1 << 16
         s.udp_gro = True  # as iperf3 does not, but a UDP receiver that wants speed would (UDP_GRO)
         sid = next(ids)
+        guard = Lease(n, lambda: _close_sink(sid), now) if lease else None
         if ud:  # count at the driver of every interface, before the stack
-            hook = backend_core.UdpSink(int(port), echo=bool(echo))
+            hook = backend_core.UdpSink(port, echo=bool(echo))
             for ifc in n.ifs.values():
                 ifc.netdev.standard.ctx.rx_sink = hook
-            sinks[sid] = ("ud", n, s, hook)
+            sinks[sid] = ("ud", n, s, hook, guard)
         else:
-            sinks[sid] = PerfSink(n, s)
+            sinks[sid] = (PerfSink(n, s), guard)
         return sid
 
-    def op_perf_sink_result(env, now, device, sink, close=True):
-        s = sinks[sink]
-        if isinstance(s, tuple):
-            _, n, sock, hook = s
-            r = dict(hook.result(), rcvbuf_drops=0)
-            if close:
-                for ifc in n.ifs.values():
-                    if ifc.netdev.standard.ctx.rx_sink is hook:
-                        ifc.netdev.standard.ctx.rx_sink = None
-                sock.close()
-                del sinks[sink]
-            return r
-        s.tick(now)
-        r = s.result()
+    def op_perf_sink_result(env, now, device: str, sink: int, close: bool = True):
+        s = sinks.get(sink)
+        if s is None:
+            raise KeyError(f"no perf sink {sink!r} (closed, or its client went away)")
+        if isinstance(s[0], PerfSink):
+            s[0].tick(now)
+            r = s[0].result()
+        else:
+            r = dict(s[3].result(), rcvbuf_drops=0)
         if close:
-            s.close()
-            del sinks[sink]
+            _close_sink(sink)
+        elif s[-1] is not None:
+            s[-1].renew(now)
         return r
 
-    def op_perf_send(env, now, device, dst, port=5201, size=1024, seconds=1.0, ud=False, gso=False):
+    def _sender(device, dst, port, size, seconds, ud, gso):
         n = embedded(device)
+        port, size, seconds = _port(port), int(size), float(seconds)
+        if not 0 <= size <= 65507:
+            raise ValueError(f"size {size} is not 0..65507 (a UDP datagram)")
+        if not 0 < seconds <= 86400:
+            raise ValueError(f"seconds {seconds:g} is not above 0 and at most a day")
         s = n.ip.udp_socket()
         s.bind(0)
-        if ud:
-            try:
-                sender = UdPerfSender(n, s, dst, int(port), int(size), float(seconds))
-            except Exception:
-                s.close()
-                raise
-        else:
-            sender = PerfSender(n, s, dst, int(port), int(size), float(seconds), gso=bool(gso))
+        try:
+            if ud:
+                return n, s, UdPerfSender(n, s, dst, port, size, seconds)
+            return n, s, PerfSender(n, s, dst, port, size, seconds, gso=bool(gso))
+        except Exception:
+            s.close()
+            raise
+
+    def op_perf_send(env, now, device: str, dst: str, port: int = 5201, size: int = 1024, seconds: float = 1.0,
+                     ud: bool = False, gso: bool = False):
+        if not seconds <= 600:
+            raise ValueError(f"a run of {seconds:g} s is too long to wait for in one call (at most 600 s): "
+                             f"stream it with perf_start")
+        _, s, sender = _sender(device, dst, port, size, seconds, ud, gso)
 
         def check():
             if not sender.done:
@@ -294,12 +397,53 @@ def attach_perf(host, embedded) -> None:
 
         return host.defer(env, now, float(seconds) + 5.0, check, None)
 
-    def op_perf_ping_ud(env, now, device, dst, port=5201, size=56, count=200, timeout=1.0):
+    def _drop_sender(sid):
+        e = senders.pop(sid, None)
+        if e is not None:
+            _, sock, sender, lease = e
+            sender.stop()
+            sock.close()
+            lease.release()
+
+    def op_perf_start(env, now, device: str, dst: str, port: int = 5201, size: int = 1024, seconds: float = 1.0,
+                      ud: bool = False, gso: bool = False):
+        n, s, sender = _sender(device, dst, port, size, seconds, ud, gso)
+        sid = next(ids)
+        senders[sid] = (n, s, sender, Lease(n, lambda: _drop_sender(sid), now))
+        return sid
+
+    def op_perf_status(env, now, device: str, sender: int):
+        e = senders.get(sender)
+        if e is None:
+            raise KeyError(f"no perf sender {sender!r} (finished and collected, or its client went away)")
+        e[3].renew(now)
+        try:
+            r = e[2].progress()
+        except ValueError:
+            _drop_sender(sender)
+            raise
+        if r["done"]:
+            _drop_sender(sender)
+        return r
+
+    def op_perf_stop(env, now, device: str, sender: int):
+        e = senders.get(sender)
+        if e is None:
+            return None
+        e[2].stop()
+        r = e[2].progress()
+        _drop_sender(sender)
+        return r
+
+    def op_perf_ping_ud(env, now, device: str, dst: str, port: int = 5201, size: int = 56, count: int = 200,
+                        timeout: float = 1.0):
+        if not (0 <= size <= 65507 and 1 <= count <= 1_000_000 and 0 < timeout <= 60):
+            raise ValueError("size must be 0..65507, count 1..1000000 and timeout above 0 and at most 60 s")
         n = embedded(device)
         s = n.ip.udp_socket()
         s.bind(0)
         try:
-            client = UdLatencyClient(n, s, dst, int(port), int(size), int(count), float(timeout))
+            client = UdLatencyClient(n, s, dst, _port(port), int(size), int(count), float(timeout))
         except Exception:
             s.close()
             raise
@@ -310,7 +454,9 @@ def attach_perf(host, embedded) -> None:
             s.close()
             return client.result()
 
-        return host.defer(env, now, UdLatencyClient.RESOLVE_S + count * timeout + 2.0, check, None)
+        return host.defer(env, now, UdLatencyClient.RESOLVE_S + count * timeout + 2.0, check, None,
+                          on_timeout=lambda: (client.stop(), s.close()))
 
-    for fn in (op_perf_sink, op_perf_sink_result, op_perf_send, op_perf_ping_ud):
+    for fn in (op_perf_sink, op_perf_sink_result, op_perf_send, op_perf_start, op_perf_status, op_perf_stop,
+               op_perf_ping_ud):
         host.add_op(fn.__name__[3:], fn)

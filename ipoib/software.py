@@ -148,10 +148,16 @@ def attach(host) -> None:
                              f"e.g. ibfab exec {device} -- ping ...")
         return n
 
-    def op_ipoib_status(env, now, device):
+    BLOCKING_MAX_S = 600  # what one call may wait for; longer runs stream (ping_start, perf_start)
+
+    def _need(ok, text):
+        if not ok:
+            raise ValueError(text)
+
+    def op_ipoib_status(env, now, device: str):
         return node(device).snapshot()
 
-    def op_ipoib_flush_neigh(env, now, device):
+    def op_ipoib_flush_neigh(env, now, device: str):
         """ip neigh flush: forget every neighbour (the next packet to one resolves it again)."""
         n = 0
         for ifc in node(device).ifs.values():
@@ -159,7 +165,11 @@ def attach(host) -> None:
             ifc.neigh.clear()
         return n
 
-    def op_ping(env, now, device, dst, count=1, interval=0.2, timeout=1.0, size=56, ifname=None, adaptive=False):
+    def op_ping(env, now, device: str, dst: str, count: int = 1, interval: float = 0.2, timeout: float = 1.0,
+                size: int = 56, ifname: str | None = None, adaptive: bool = False):
+        wait = count * (interval + (timeout if adaptive else 0.0)) + timeout + 1.0
+        _need(wait <= BLOCKING_MAX_S, f"a ping of {wait:.0f} s is too long to wait for in one call "
+                                      f"(at most {BLOCKING_MAX_S} s): stream it with ping_start")
         sess = embedded(device).ip.ping(dst, count=int(count), interval=float(interval), timeout=float(timeout),
                                     size=int(size), ifname=ifname, adaptive=bool(adaptive))
         def check():
@@ -168,10 +178,59 @@ def attach(host) -> None:
             return dict(sess.summary(), replies=list(getattr(sess, "replies", [])),
                         error_texts=list(sess.errors))
 
-        wait = count * (interval + (timeout if adaptive else 0.0)) + timeout + 1.0
         return host.defer(env, now, wait, check, None)
 
-    def op_udp_open(env, now, device, port=0, addr=None):
+    pings: dict = {}
+
+    def _drop_ping(pid):
+        e = pings.pop(pid, None)
+        if e is not None:
+            e[0].cancel()
+            e[1].release()
+
+    def op_ping_start(env, now, device: str, dst: str, count: int = 1, interval: float = 1.0, timeout: float = 1.0,
+                      size: int = 56, ifname: str | None = None, ttl: int = 64):
+        """ping, streamed: ``ping_poll`` gives what came since the last poll, ``ping_stop`` is ^C.
+        Under a lease: a client that stops polling for LEASE_S has its ping cancelled."""
+        from .perf import Lease
+
+        n = embedded(device)
+        sess = n.ip.ping(dst, count=int(count), interval=float(interval), timeout=float(timeout), size=int(size),
+                         ifname=ifname, ttl=int(ttl))
+        pid = next(ids)
+        pings[pid] = (sess, Lease(n, lambda: _drop_ping(pid), now), [0, 0])
+        return pid
+
+    def _ping_news(pid, now):
+        e = pings.get(pid)
+        if e is None:
+            raise KeyError(f"no ping {pid!r} (finished and collected, or its client went away)")
+        sess, lease, seen = e
+        lease.renew(now)
+        out = {"replies": sess.replies[seen[0]:], "errors": [list(x) for x in sess.error_details[seen[1]:]],
+               "done": sess.done}
+        seen[0], seen[1] = len(sess.replies), len(sess.error_details)
+        return sess, out
+
+    def op_ping_poll(env, now, device: str, ping: int):
+        sess, out = _ping_news(ping, now)
+        if sess.done:
+            out["summary"] = sess.summary()
+            _drop_ping(ping)
+        return out
+
+    def op_ping_stop(env, now, device: str, ping: int):
+        if ping not in pings:
+            return None
+        sess, out = _ping_news(ping, now)
+        sess.cancel()
+        out["done"] = True
+        out["summary"] = sess.summary()
+        _drop_ping(ping)
+        return out
+
+    def op_udp_open(env, now, device: str, port: int = 0, addr: str | None = None):
+        _need(0 <= port <= 65535, f"port {port} is not 0..65535")
         s = embedded(device).ip.udp_socket()
         s.bind(int(port), addr)
         sid = next(ids)
@@ -184,10 +243,13 @@ def attach(host) -> None:
             raise KeyError(f"no socket {sid} on {device}")
         return entry[1]
 
-    def op_udp_sendto(env, now, device, sock, data, ip, port, ifname=None):
+    def op_udp_sendto(env, now, device: str, sock: int, data: bytes, ip: str, port: int, ifname: str | None = None):
+        _need(1 <= port <= 65535, f"port {port} is not 1..65535")
+        _need(len(data) <= 65507, f"a UDP datagram holds 65507 octets at most, not {len(data)}")
         return _sock(sock, device).sendto(bytes(data), (ip, int(port)), ifname=ifname)
 
-    def op_udp_recv(env, now, device, sock, timeout=1.0, max=64):
+    def op_udp_recv(env, now, device: str, sock: int, timeout: float = 1.0, max: int = 64):
+        _need(0 <= timeout <= 3600 and 1 <= max <= 65536, "timeout must be 0..3600 s and max 1..65536")
         s = _sock(sock, device)
 
         def check():
@@ -201,20 +263,21 @@ def attach(host) -> None:
 
         return host.defer(env, now, float(timeout), check, [])
 
-    def op_udp_join(env, now, device, sock, group, ifname=None):
+    def op_udp_join(env, now, device: str, sock: int, group: str, ifname: str | None = None):
         _sock(sock, device).join_group(group, ifname=ifname)
         return True
 
-    def op_udp_leave(env, now, device, sock, group, ifname=None):
+    def op_udp_leave(env, now, device: str, sock: int, group: str, ifname: str | None = None):
         _sock(sock, device).leave_group(group, ifname=ifname)
         return True
 
-    def op_udp_close(env, now, device, sock):
+    def op_udp_close(env, now, device: str, sock: int):
         _sock(sock, device).close()
         del sockets[sock]
         return True
 
-    def op_ipoib_coalesce(env, now, device, ifname="ib0", rx_usecs=None, rx_frames=None, adaptive=None):
+    def op_ipoib_coalesce(env, now, device: str, ifname: str = "ib0", rx_usecs: int | None = None,
+                          rx_frames: int | None = None, adaptive: bool | None = None):
         """ethtool -c (no values) / -C (some values) on one interface."""
         ifc = node(device).ifs.get(ifname)
         if ifc is None:
@@ -223,8 +286,9 @@ def attach(host) -> None:
             return ifc.netdev.get_coalesce()
         return ifc.netdev.set_coalesce(rx_usecs, rx_frames, adaptive)
 
-    def op_ipoib_features(env, now, device, ifname="ib0", gro=None, rx_flow_hash_udp4=None, tso=None, uso=None,
-                          tx_checksum=None):
+    def op_ipoib_features(env, now, device: str, ifname: str = "ib0", gro: bool | None = None,
+                          rx_flow_hash_udp4: str | None = None, tso: bool | None = None, uso: bool | None = None,
+                          tx_checksum: bool | None = None):
         """ethtool -k (no values) / -K, -N (some values) on one interface."""
         ifc = node(device).ifs.get(ifname)
         if ifc is None:
@@ -233,7 +297,8 @@ def attach(host) -> None:
             return ifc.netdev.get_features()
         return ifc.netdev.set_features(gro, rx_flow_hash_udp4, tso, uso, tx_checksum)
 
-    for fn in (op_ipoib_status, op_ipoib_flush_neigh, op_ipoib_coalesce, op_ipoib_features, op_ping, op_udp_open, op_udp_sendto,
+    for fn in (op_ipoib_status, op_ipoib_flush_neigh, op_ipoib_coalesce, op_ipoib_features, op_ping, op_ping_start, op_ping_poll,
+               op_ping_stop, op_udp_open, op_udp_sendto,
                op_udp_recv, op_udp_join, op_udp_leave, op_udp_close):
         host.add_op(fn.__name__[3:], fn)
     from .perf import attach_perf

@@ -55,7 +55,7 @@ def test_ping_between_hcas_on_different_switches(fab):
     for a, b in pairs:
         r = fab.nodes[a].ping(b, count=2, interval=0.05)
         assert (r["transmitted"], r["received"], r["errors"]) == (2, 2, 0), (a, b, r)
-        assert [seq for seq, _ in r["replies"]] == [1, 2]
+        assert [seq for seq, _, _ in r["replies"]] == [1, 2] and all(ttl == 64 for _, _, ttl in r["replies"])
         st = fab.nodes[a].interface("ib0")
         neigh = {e["ip"]: e for e in st["neigh"]}
         assert neigh[fab.nodes[b].ip] == {"ip": fab.nodes[b].ip, "lladdr": hw[b], "state": "REACHABLE"}
@@ -71,10 +71,10 @@ def test_cli_ping_prints_like_ping_and_sets_the_exit_code(fab):
     r = _cli("ping", "Hca1", "Hca4", "-c", "2", "-i", "0.05", "--name", fab.name)
     assert r.returncode == 0, r.stderr
     out = r.stdout
-    assert out.startswith("PING 198.18.0.4 from Hca1: 56 data bytes")
-    replies = re.findall(r"^64 bytes from 198\.18\.0\.4: icmp_seq=(\d+) time=[\d.]+ ms$", out, re.M)
+    assert out.startswith("PING Hca4 (198.18.0.4) 56(84) bytes of data.\n"), out
+    replies = re.findall(r"^64 bytes from 198\.18\.0\.4: icmp_seq=(\d+) ttl=64 time=[\d.]+ ms$", out, re.M)
     assert replies == ["1", "2"], out
-    assert "--- 198.18.0.4 ping statistics ---" in out
+    assert "--- Hca4 ping statistics ---" in out
     assert re.search(r"^2 packets transmitted, 2 received, 0% packet loss, time \d+ms$", out, re.M), out
     assert re.search(r"^rtt min/avg/max/mdev = [\d.]+/[\d.]+/[\d.]+/[\d.]+ ms$", out, re.M), out
     # an address of the subnet that no host holds: no reply, exit code 1

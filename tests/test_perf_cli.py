@@ -128,3 +128,128 @@ def test_features_are_read_and_switched_at_run_time(fab):
     out = _perf("node0001", "node0004", "--size", "256", "--seconds", "0.3")  # still flows without GRO
     assert out["received"] > 0
     assert _ibfab("features", "node0004", "--gro", "on", "--rx-flow-hash-udp4", "sd").returncode == 0
+
+
+# -- long and interrupted runs (issue 14) ----------------------------------------------------------
+
+
+def _popen(*args, env=None):
+    import os
+
+    return subprocess.Popen(IBFAB + [*args, "--name", "perfcli"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ, **(env or {})))
+
+
+def _lines_until(proc, pattern, n, timeout=20.0):
+    """Read proc's stdout until ``n`` lines matched ``pattern``: proof that they came while it ran."""
+    import re
+    import select
+    import time
+
+    got, seen = [], []
+    deadline = time.monotonic() + timeout
+    while len(got) < n:
+        left = deadline - time.monotonic()
+        assert left > 0, f"only {len(got)} of {n} lines: {seen}"
+        if select.select([proc.stdout], [], [], left)[0]:
+            line = proc.stdout.readline()
+            assert line, f"the command ended early: {seen} {proc.stderr.read()}"
+            seen.append(line)
+            if re.search(pattern, line):
+                got.append(line)
+    return got
+
+
+def test_a_perf_longer_than_the_rpc_timeout_streams_interval_lines(fab):
+    """No single RPC waits for the whole run: with the client's RPC timeout at 1 s, a 3 s perf
+    prints a line a second as iperf3 does, then its sender and receiver lines."""
+    p = _popen("perf", "node0001", "node0004", "--size", "256", "--seconds", "3", env={"IBFAB_RPC_TIMEOUT": "1"})
+    try:
+        lines = _lines_until(p, r"^\[  5\]\s+\d+\.\d\d-\d+\.\d\d\s+sec .* \d+$", 2)
+        assert lines[0].split()[2].startswith("0.00-")
+        out, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+        p.wait()
+    assert p.returncode == 0, err
+    assert " sender" in out and " receiver" in out, out
+    assert "packets/s" in out
+
+
+def test_ping_streams_its_replies_and_prints_the_statistics_after_an_interrupt(fab):
+    import signal
+
+    p = _popen("ping", "node0001", "node0004", "-c", "0", "-i", "0.2", env={"IBFAB_RPC_TIMEOUT": "1"})
+    try:
+        lines = _lines_until(p, r"^64 bytes from 198\.18\.0\.4: icmp_seq=\d+ ttl=64 time=[\d.]+ ms$", 3)
+        assert [int(x.split("icmp_seq=")[1].split()[0]) for x in lines] == [1, 2, 3]
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+        p.wait()
+    assert p.returncode == 0, err
+    assert "Traceback" not in err
+    assert "--- node0004 ping statistics ---" in out
+    import re
+
+    m = re.search(r"^(\d+) packets transmitted, (\d+) received", out, re.M)
+    assert m and int(m.group(1)) >= 3 and int(m.group(2)) >= 3, out
+
+
+def test_an_interrupted_perf_frees_the_receivers_port(fab):
+    import signal
+
+    p = _popen("perf", "node0001", "node0004", "--size", "256", "--seconds", "30")
+    try:
+        _lines_until(p, r"^\[  5\]\s+0\.00-", 1)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+        p.wait()
+    assert "Traceback" not in err and " receiver" in out, (out, err)
+    # the next run on the same port works at once
+    assert _perf("node0001", "node0004", "--size", "256", "--seconds", "0.3")["received"] > 0
+
+
+def test_bad_perf_and_ping_arguments_are_refused_up_front(fab):
+    for args, text in ((("perf", "node0001", "node0004", "--size", "70000"), "--size: must be 0 to 65507"),
+                       (("perf", "node0001", "node0004", "--seconds", "-1"), "--seconds: must be above 0"),
+                       (("perf", "node0001", "node0004", "--port", "0"), "--port: must be 1 to 65535"),
+                       (("ping", "node0001", "node0004", "-s", "70000"), "-s/--size: must be 0 to 65507"),
+                       (("ping", "node0001", "node0004", "-i", "-1"), "-i/--interval: must be at least 0")):
+        r = _ibfab(*args)
+        assert r.returncode == 2 and text in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr
+
+
+def test_a_perf_whose_client_dies_has_its_port_freed_by_the_lease():
+    """kill -9 of ``ibfab perf``: nothing closes the sink for it, so the node does, once nobody has
+    asked about it for IBFAB_LEASE_S (here 3 s, set for the hosts of this fabric; the client asks
+    every second)."""
+    import os
+    import time
+
+    os.environ["IBFAB_LEASE_S"] = "3"
+    try:
+        with Fabric("single:2", name="perflease") as f:
+            assert f.nodes["node0001"].ping("node0002")["received"] == 1
+            p = subprocess.Popen(IBFAB + ["perf", "node0001", "node0002", "--seconds", "30", "--name", "perflease"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                _lines_until(p, r"^\[  5\]\s+0\.00-", 1)
+            finally:
+                p.kill()
+                p.wait()
+            # the port is still bound now ...
+            busy = subprocess.run(IBFAB + ["perf", "node0001", "node0002", "--seconds", "0.2", "--name", "perflease"],
+                                  capture_output=True, text=True, timeout=60)
+            assert busy.returncode == 2 and "in use" in busy.stderr, busy.stderr
+            time.sleep(4)  # ... and free once the lease ran out; the sender stopped too
+            again = subprocess.run(IBFAB + ["perf", "node0001", "node0002", "--seconds", "0.3", "--name", "perflease",
+                                            "--json"], capture_output=True, text=True, timeout=60)
+            assert again.returncode == 0, again.stderr
+            assert json.loads(again.stdout)["received"] > 0
+    finally:
+        del os.environ["IBFAB_LEASE_S"]

@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import demo, diag, manage, tools
 
     p = argparse.ArgumentParser(prog="ibfab", description="InfiniBand fabric emulator with accelerated IPoIB")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     sub = p.add_subparsers(dest="command", required=True)
     common = Common(sub)
     for register in (manage.register, diag.register, tools.register, demo.register, *plugins.command_plugins()):
@@ -27,8 +28,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Every failure ends in one line on stderr, ``ibfab COMMAND: what went wrong``: exit 2 for a
+    usage error (argparse's), 1 for a failure, 130 for ^C; a traceback only with ``--debug`` (or
+    IBFAB_DEBUG=1), and only for what nobody expected."""
+    import os
     import signal
+    import sys
 
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `ibfab status | head` ends quietly
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    debug = args.debug or os.environ.get("IBFAB_DEBUG") == "1"
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"\nibfab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        from ..host.ops import user_message
+        from ..launcher import LaunchError
+        from ..rpc import RpcError
+        from ..topology import TopologyError
+
+        if debug:
+            raise
+        if isinstance(exc, (RpcError, LaunchError, TopologyError, OSError, ValueError, KeyError)):
+            print(f"ibfab {args.command}: {user_message(exc)}", file=sys.stderr)
+        else:
+            print(f"ibfab {args.command}: internal error: {type(exc).__name__}: {exc} (--debug shows where)",
+                  file=sys.stderr)
+        return 1

@@ -16,7 +16,8 @@ class Common:
     def __init__(self, sub):
         self.sub = sub
         self.name = argparse.ArgumentParser(add_help=False)
-        self.name.add_argument("--name", default="default", help="name of the fabric (several can run at once)")
+        self.name.add_argument("--name", default="default", type=_fabric_name,
+                               help="name of the fabric (several can run at once)")
         self.parsers: dict[str, argparse.ArgumentParser] = {}
         self.node_options: list[str] = []  # dests of ``up``'s options that are node software settings
 
@@ -30,6 +31,15 @@ class Common:
         """An option of ``ibfab up`` that becomes a node software setting (``--tx-queues``)."""
         action = self.parsers["up"].add_argument(*flags, **kw)
         self.node_options.append(action.dest)
+
+
+def _fabric_name(text: str) -> str:
+    from ..runinfo import check_name
+
+    try:
+        return check_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def client(name):

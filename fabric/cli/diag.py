@@ -126,8 +126,15 @@ def cmd_saquery(args) -> int:
                 print("ibfab saquery path SRC DST", file=sys.stderr)
                 return 2
             gids = []
+            devices = fc.devices()
             for n in args.args:
-                port = next(p for p in fc.devices()[n]["ports"] if p["cabled"])
+                if n not in devices:
+                    print(f"ibfab saquery: no node {n!r} in fabric {args.name!r}", file=sys.stderr)
+                    return 2
+                port = next((p for p in devices[n]["ports"] if p["cabled"]), None)
+                if port is None:
+                    print(f"ibfab saquery: {n} has no cabled port", file=sys.stderr)
+                    return 1
                 gids.append(bytes.fromhex("fe80000000000000") + port["guid"].to_bytes(8, "big"))
             _tid, mad = saclient.path_record_query(gids[0], gids[1])
         else:

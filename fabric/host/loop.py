@@ -15,6 +15,20 @@ from collections import deque
 import msgpack
 import zmq
 
+
+def log_error(text: str) -> None:
+    import sys
+
+    print(f"fabric.host: {text}", file=sys.stderr, flush=True)
+
+def one_line(text: str, limit: int = 300) -> str:
+    """An error as users see it: one line however it came to be (a caller's name with a newline in
+    it, a multi-line exception text), control characters shown escaped, and not a page long."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 from .. import plugins
 from ..devices import cable, make_device, training
 from ..devices.events import apply_events
@@ -23,7 +37,7 @@ from ..topology import load_topology
 from ..wire.burst import (BURST_HDR, BURST_HEADROOM, BURST_VERSION, KIND_DATA, LEN, Segment,
                           decode_burst_header, encode_control)
 from ..wire.errors import ParseError
-from .ops import DEFERRED, HostOps, RpcError
+from .ops import DEFERRED, HostOps, RpcError, user_message
 
 RX_BUDGET = 64  # bursts read from one socket before looking at the others
 ZERO_COPY_MIN = 65536  # below this a copy is cheaper than zero-copy bookkeeping (DESIGN.md 3)
@@ -48,6 +62,7 @@ class DeviceHost(HostOps):
         self.running = True
         self.sm = None  # SmAgent when the subnet manager runs on a device of this host
         self.extra_ops: dict = {}  # RPC operations contributed by the node software
+        self._specs: dict = {}  # op name -> OpSpec, made at its first call
         self.readers: dict = {}  # fd -> (device name, fn(now)): file descriptors node software watches
         self.closers: list = []  # what node software must undo when the host stops (namespaces, ...)
         self.sim_servers: dict = {}  # device -> SimServer: ibsim-protocol endpoints (fabric.simproto)
@@ -239,10 +254,17 @@ class DeviceHost(HostOps):
 
     # -- control socket ------------------------------------------------------------------------
 
-    def reply(self, env: tuple, ok: bool, value) -> None:
+    def reply(self, env: tuple, ok: bool, value, kind: str | None = None) -> None:
         frames, rid = env
-        body = {"ok": True, "result": value, "id": rid} if ok else {"ok": False, "error": str(value), "id": rid}
-        self.control.send_multipart(frames + [msgpack.packb(body, use_bin_type=True)])
+        body = {"ok": True, "result": value, "id": rid} if ok else {"ok": False, "error": one_line(str(value)),
+                                                                      "id": rid, "kind": kind}
+        try:
+            data = msgpack.packb(body, use_bin_type=True)
+        except (TypeError, ValueError, OverflowError) as exc:  # a result msgpack cannot carry
+            log_error(f"reply to {rid!r} cannot be packed: {exc}")
+            data = msgpack.packb({"ok": False, "error": "internal error: the result cannot be sent (see the host's log)",
+                                  "id": rid, "kind": "internal"}, use_bin_type=True)
+        self.control.send_multipart(frames + [data])
 
     def on_control(self, now: float) -> None:
         while True:
@@ -251,19 +273,23 @@ class DeviceHost(HostOps):
             except zmq.Again:
                 break
             env, body = (frames[:-1], None), frames[-1]
+            op = None
             try:
                 req = msgpack.unpackb(body, raw=False)
                 if not isinstance(req, dict):
                     raise RpcError("request must be a map")
-                env = (frames[:-1], req.pop("id", None))
+                rid = req.pop("id", None)
+                env = (frames[:-1], rid if type(rid) in (int, str) or rid is None else None)
+                op = req.get("op")
                 result = self.rpc(env, req, now)
                 if result is not DEFERRED:
                     self.reply(env, True, result)
-            except (RpcError, ValueError, KeyError, TypeError, ParseError, msgpack.UnpackException) as exc:
-                self.reply(env, False, f"{type(exc).__name__}: {exc}")
-            except Exception as exc:  # never let one request kill the host
+            except (RpcError, ValueError, KeyError, TypeError, ParseError, OSError, msgpack.UnpackException) as exc:
+                self.reply(env, False, user_message(exc), type(exc).__name__)
+            except Exception as exc:  # never let one request kill the host: an error reply and a log line
                 traceback.print_exc()
-                self.reply(env, False, f"internal error: {type(exc).__name__}: {exc}")
+                self.reply(env, False, f"internal error in {op!r} ({type(exc).__name__}; the host's log has the "
+                                       f"traceback)", "internal")
         self.drain_all()  # what the operations made devices send (rare: the cost per device is fine)
 
     # -- loop ----------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ An operation is ``op_<name>(env, now, **args)``. It answers at once, or returns 
 
 from __future__ import annotations
 
+import inspect
+import math
 import os
 import time
 
@@ -22,6 +24,136 @@ class RpcError(Exception):
     pass
 
 
+# what an annotation allows, for the checks every call goes through (``bool`` is not an ``int``
+# here: msgpack keeps them apart, and True as a port number is a caller's mistake)
+_TYPES = {
+    "int": lambda v: type(v) is int,
+    "float": lambda v: type(v) is int or type(v) is float and math.isfinite(v),
+    "bool": lambda v: type(v) is bool or v in (0, 1) and type(v) is int,
+    "str": lambda v: type(v) is str,
+    "bytes": lambda v: type(v) is bytes,
+    "dict": lambda v: type(v) is dict,
+    "list": lambda v: type(v) in (list, tuple),
+}
+
+
+# The values the fabric's own operations take, by argument name (the names mean one thing in every
+# operation: an IB port number, a LID, a QPN). Node software checks its own (its ``port`` is UDP's).
+ARG_LIMITS = {
+    "port": (0, 254),
+    "qpn": (0, 0xFFFFFF),
+    "dest_qp": (0, 0xFFFFFF),
+    "qkey": (0, 0xFFFFFFFF),
+    "dlid": (0, 0xFFFF),
+    "mlid": (0xC000, 0xFFFE),
+    "sl": (0, 15),
+    "pkey_index": (0, 0xFFFF),
+    "max": (1, 65536),
+    "timeout": (0, 3600),
+}
+MAX_RAW_PACKET = 0xFFFF  # a burst frames each packet with a 16-bit length
+
+
+class OpSpec:
+    """An operation's arguments, from its signature: which are required, which may be given, and
+    the type each annotated one must have. A call is checked against it before the operation runs,
+    so a wrong argument is an error reply that names it and changes nothing."""
+
+    def __init__(self, name: str, fn, limits: dict | None = None):
+        self.name = name
+        self.limits = limits or {}
+        self.required, self.allowed, self.types = [], set(), {}
+        self.varkw = False
+        for p in inspect.signature(fn).parameters.values():
+            if p.name in ("self", "env", "now"):
+                continue
+            if p.kind is p.VAR_KEYWORD:
+                self.varkw = True
+                continue
+            self.allowed.add(p.name)
+            if p.default is p.empty:
+                self.required.append(p.name)
+            ann = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
+            if ann and ann != "_empty":
+                kinds = [a.strip() for a in ann.split("|")]
+                if all(k in _TYPES or k == "None" for k in kinds):
+                    self.types[p.name] = kinds
+
+    def check(self, args: dict) -> None:
+        for k in args:
+            if k not in self.allowed and not self.varkw:
+                raise RpcError(f"{self.name}: unknown argument {k!r}")
+        for k in self.required:
+            if k not in args:
+                raise RpcError(f"{self.name}: missing argument {k!r}")
+        for k, kinds in self.types.items():
+            if k in args:
+                v = args[k]
+                if not any(v is None if t == "None" else _TYPES[t](v) for t in kinds):
+                    what = " or ".join("finite number" if t == "float" else t for t in kinds)
+                    raise RpcError(f"{self.name}: {k} must be {what}, not {_show(v)}")
+        for k, (lo, hi) in self.limits.items():
+            v = args.get(k)
+            if type(v) in (int, float) and not lo <= v <= hi:
+                raise RpcError(f"{self.name}: {k} {v!r} is not in {lo}..{hi}")
+
+
+def _need(ok: bool, text: str) -> None:
+    if not ok:
+        raise RpcError(text)
+
+
+# SMConfig's fields a caller may set, each with its type and the values that make sense
+_SM_FIELDS = {
+    "lmc": (int, 0, 7), "subnet_timeout": (int, 0, 31), "sweep_interval": (float, 0, 86400),
+    "routing_engine": (str, None, None), "partitions": (str, None, None), "guid2lid_path": (str, None, None),
+    "sm_key": (int, 0, (1 << 64) - 1), "window": (int, 1, 4096), "smp_timeout": (float, 0.001, 60),
+    "retries": (int, 0, 100), "priority": (int, 0, 15),
+}
+
+
+def sm_config(config: dict):
+    """An SMConfig from a caller's map, every key and value checked first."""
+    from ..sm.core import SMConfig
+
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(SMConfig)}
+    for k, v in config.items():
+        spec = _SM_FIELDS.get(k)
+        if spec is None or k not in known:
+            raise RpcError(f"sm_start: unknown SM setting {k!r}")
+        typ, lo, hi = spec
+        if not _TYPES[typ.__name__](v):
+            raise RpcError(f"sm_start: {k} must be {typ.__name__}, not {_show(v)}")
+        if lo is not None and not lo <= v <= hi:
+            raise RpcError(f"sm_start: {k} {v!r} is not in {lo}..{hi}")
+    cfg = SMConfig(**config)
+    from ..sm.partitions import parse_partitions
+    from ..sm.routing import ENGINES
+
+    if cfg.routing_engine not in ENGINES:
+        raise RpcError(f"sm_start: unknown routing engine {cfg.routing_engine!r}; known: {', '.join(ENGINES)}")
+    parse_partitions(cfg.partitions)  # a ValueError that names the line
+    return cfg
+
+
+def _show(v) -> str:
+    if type(v) in (int, float):
+        return repr(v)
+    return type(v).__name__
+
+
+def user_message(exc: BaseException) -> str:
+    """What an error says to a user: its text, without Python's class names (an OSError by its
+    strerror, a KeyError without the quotes repr adds)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    return str(exc) or type(exc).__name__
+
+
 class HostOps:
     """Mixed into :class:`fabric.host.loop.DeviceHost`."""
 
@@ -30,11 +162,17 @@ class HostOps:
     def rpc(self, env: tuple, req: dict, now: float):
         op = req.get("op")
         fn = getattr(self, f"op_{op}", None) if isinstance(op, str) else None
+        own = fn is not None
         if fn is None and isinstance(op, str):
             fn = self.extra_ops.get(op)
         if fn is None:
             raise RpcError(f"unknown operation {op!r}")
-        return fn(env=env, now=now, **{k: v for k, v in req.items() if k != "op"})
+        spec = self._specs.get(op)
+        if spec is None:
+            spec = self._specs[op] = OpSpec(op, fn, ARG_LIMITS if own else None)
+        args = {k: v for k, v in req.items() if k != "op"}
+        spec.check(args)
+        return fn(env=env, now=now, **args)
 
     def device(self, name: str):
         dev = self.devices.get(name)
@@ -46,6 +184,14 @@ class HostOps:
         dev = self.device(name)
         if not isinstance(dev, HCA):
             raise RpcError(f"{name} is not an HCA")
+        return dev
+
+    def hca_port(self, name: str, port: int) -> HCA:
+        """The HCA ``name``, checked to have the port ``port`` (an agent on a missing port would
+        fail later, at every timer, where no caller sees why)."""
+        dev = self.hca(name)
+        if port == 0 or port not in dev.ports:
+            raise RpcError(f"{name} has no port {port}")
         return dev
 
     def defer(self, env, now, timeout, check, default, on_timeout=None):
@@ -62,19 +208,40 @@ class HostOps:
             try:
                 value = check()
             except Exception as exc:  # a deferred request that fails is answered with the error
-                self.reply(env, False, f"{type(exc).__name__}: {exc}")
+                self.reply(env, False, user_message(exc), type(exc).__name__)
                 continue
             if value is not None:
                 self.reply(env, True, value)
             elif now >= deadline:
                 if on_timeout is not None:
-                    on_timeout()
+                    try:
+                        on_timeout()
+                    except Exception:  # its undo failing must not keep the answer, or the host
+                        import traceback
+
+                        traceback.print_exc()
                 self.reply(env, True, default)
             else:
                 keep.append((deadline, check, env, default, on_timeout))
         self.pending = keep
 
+    def op_specs(self):
+        """Every operation this host serves, by name: the OpSpec a call is checked against."""
+        names = [n[3:] for n in dir(self) if n.startswith("op_") and callable(getattr(self, n))]
+        for n in names + list(self.extra_ops):
+            if n not in self._specs:
+                own = hasattr(self, f"op_{n}")
+                self._specs[n] = OpSpec(n, getattr(self, f"op_{n}") if own else self.extra_ops[n],
+                                        ARG_LIMITS if own else None)
+        return self._specs
+
     # -- inspection and faults -----------------------------------------------------------------
+
+    def op_ops(self, env, now):
+        """What ``ibfab`` and the fuzz tests call: each operation, its arguments and their types."""
+        return {n: {"required": sp.required, "optional": sorted(sp.allowed - set(sp.required)),
+                    "types": sp.types, "limits": {k: list(v) for k, v in sp.limits.items() if k in sp.allowed}}
+                for n, sp in sorted(self.op_specs().items())}
 
     def op_hello(self, env, now):
         return {"host": self.index, "pid": os.getpid()}
@@ -84,10 +251,10 @@ class HostOps:
                 "bursts_in": self.bursts_in, "bursts_out": self.bursts_out, "burst_errors": self.burst_errors,
                 "devices": [self.devices[n].snapshot() for n in self.names]}
 
-    def op_counters(self, env, now, device, port):
+    def op_counters(self, env, now, device: str, port: int):
         return self.device(device).ports[port].counters.snapshot()
 
-    def op_link(self, env, now, device, port, up):
+    def op_link(self, env, now, device: str, port: int, up: bool):
         dev = self.device(device)
         if port not in dev.ports or port == 0 and dev.kind == "switch":
             raise RpcError(f"{device} has no port {port}")
@@ -100,15 +267,16 @@ class HostOps:
 
     # -- the SM and diagnostics ----------------------------------------------------------------
 
-    def op_sm_start(self, env, now, device, port=1, config=None):
+    def op_sm_start(self, env, now, device: str, port: int = 1, config: dict | None = None):
         """Run the subnet manager on an HCA port of this host (stopping one that runs here)."""
         from ..sm.core import SMConfig
         from ..sm.driver import SmAgent
 
         dev = self.hca(device)
+        _need(port in dev.ports and port != 0, f"sm_start: {device} has no port {port}")
+        cfg = sm_config(config or {})  # before the running SM stops: a bad setting changes nothing
         if self.sm is not None:
             self.sm.detach()
-        cfg = SMConfig(**(config or {}))
         if cfg.guid2lid_path is None:
             cfg.guid2lid_path = os.path.join(self.info.run_dir, "guid2lid")
         self.sm = SmAgent(dev, port, cfg)
@@ -127,7 +295,7 @@ class HostOps:
 
     # -- ibsim's client protocol (fabric.simproto) ----------------------------------------------
 
-    def op_sim_endpoint(self, env, now, device, port=1):
+    def op_sim_endpoint(self, env, now, device: str, port: int = 1):
         """Open (once) the endpoint through which ``libumad2sim.so`` tools attach to ``device``'s
         port; its IBSIM_SOCKNAME."""
         from ..simproto.server import SimServer, sockname_for
@@ -143,7 +311,7 @@ class HostOps:
             raise RpcError(f"{device} serves tools on port {server.endpoint.port} already")
         return {"sockname": server.sockname, "node": device, "port": server.endpoint.port}
 
-    def op_sim_status(self, env, now, device=None):
+    def op_sim_status(self, env, now, device: str | None = None):
         return {d: s.snapshot() for d, s in self.sim_servers.items() if device in (None, d)}
 
     def close_sim_servers(self) -> None:
@@ -151,11 +319,11 @@ class HostOps:
             server.close()
         self.sim_servers.clear()
 
-    def op_discover(self, env, now, device, port=1, lfts=False, timeout=30.0):
+    def op_discover(self, env, now, device: str, port: int = 1, lfts: bool = False, timeout: float = 30.0):
         """Read the fabric with DR SMPs from an HCA port (ibnetdiscover, dump_fts)."""
         from ..diag import DiagAgent, subnet_to_dict
 
-        agent = DiagAgent(self.hca(device), port, read_lfts=bool(lfts))
+        agent = DiagAgent(self.hca_port(device, port), port, read_lfts=bool(lfts))
         agent.start(now)
         self.handle_events(device, now)
 
@@ -166,26 +334,32 @@ class HostOps:
 
     # -- raw QP access (tests and tools) -------------------------------------------------------
 
-    def op_create_qp(self, env, now, device, qkey, port=1):
+    def op_create_qp(self, env, now, device: str, qkey: int, port: int = 1):
         return self.hca(device).create_qp(qkey, port).qpn
 
-    def op_attach_mcast(self, env, now, device, qpn, mgid, mlid):
+    def op_attach_mcast(self, env, now, device: str, qpn: int, mgid: bytes, mlid: int):
+        _need(len(mgid) == 16, "attach_mcast: mgid must be 16 octets (a GID)")
         self.hca(device).attach_mcast(qpn, mgid, mlid)
         return True
 
-    def op_post_send(self, env, now, device, qpn, dlid, dest_qp, payload, qkey=None, pkey_index=None,
-                     dgid=None, sl=0):
+    def op_post_send(self, env, now, device: str, qpn: int, dlid: int, dest_qp: int, payload: bytes,
+                     qkey: int | None = None, pkey_index: int | None = None, dgid: bytes | None = None, sl: int = 0):
+        _need(dgid is None or len(dgid) == 16, "post_send: dgid must be 16 octets (a GID)")
+        _need(len(payload) <= 4096, "post_send: payload is larger than the largest IB MTU (4096)")
         posted = self.hca(device).post_send(qpn, dlid=dlid, dest_qp=dest_qp, payload=payload, qkey=qkey,
                                             pkey_index=pkey_index, dgid=dgid, sl=sl, now=now)
         self.handle_events(device, now)
         return posted
 
-    def op_send_raw(self, env, now, device, port, packet):
+    def op_send_raw(self, env, now, device: str, port: int, packet: bytes):
         """Put arbitrary octets on a link from a device's port (tests provoke drops with this)."""
-        self.device(device).outbox.append((port, packet))
+        dev = self.device(device)
+        _need(port in dev.ports, f"send_raw: {device} has no port {port}")
+        _need(0 < len(packet) <= MAX_RAW_PACKET, f"send_raw: packet must be 1..{MAX_RAW_PACKET} octets, not {len(packet)}")
+        dev.outbox.append((port, packet))
         return True
 
-    def op_poll(self, env, now, device, qpn, max=64, timeout=0.0):
+    def op_poll(self, env, now, device: str, qpn: int, max: int = 64, timeout: float = 0.0):
         """Receive completions of a QP; waits up to ``timeout`` for the first one."""
         qp = self.hca(device).qps.get(qpn)
         if qp is None:
@@ -198,9 +372,9 @@ class HostOps:
 
         return self.defer(env, now, timeout, check, [])
 
-    def op_smp(self, env, now, device, port, smp, dlid=None, timeout=2.0):
+    def op_smp(self, env, now, device: str, port: int, smp: bytes, dlid: int | None = None, timeout: float = 2.0):
         """Send an SMP from an HCA port as an SM would and wait for its response (matched by TID)."""
-        dev = self.hca(device)
+        dev = self.hca_port(device, port)
         mad = w.parse_mad(smp)
         tid = mad.tid
         send_smp(dev, port, mad, now, dlid=dlid)
@@ -216,10 +390,11 @@ class HostOps:
 
         return self.defer(env, now, timeout, check, None)
 
-    def op_gmp(self, env, now, device, dlid, mad, port=1, dest_qp=1, timeout=2.0):
+    def op_gmp(self, env, now, device: str, dlid: int, mad: bytes, port: int = 1, dest_qp: int = 1,
+               timeout: float = 2.0):
         """Send a GMP (SA or PMA MAD) from an HCA's QP1 and wait for its answer: a list of the
         response MADs (several for an RMPP transfer), or None on timeout."""
-        dev = self.hca(device)
+        dev = self.hca_port(device, port)
         tid = w.MADHeader.unpack(mad).tid
         mux = GmpMux.on(dev)
         mux.waiting[tid] = []
@@ -236,7 +411,7 @@ class HostOps:
 
     # -- captures ------------------------------------------------------------------------------
 
-    def op_capture_start(self, env, now, path):
+    def op_capture_start(self, env, now, path: str):
         from ..capture import ErfWriter
 
         if self.capture is not None:

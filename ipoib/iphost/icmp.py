@@ -65,7 +65,7 @@ class PingSession:
         self.duplicates = 0
         self.corrupted = 0
         self.rtts: list[float] = []
-        self.replies: list[tuple[int, float]] = []  # (icmp_seq, rtt) in arrival order, for ping's lines
+        self.replies: list[tuple[int, float, int]] = []  # (icmp_seq, rtt, ttl) in arrival order: ping's lines
         self.errors: list[str] = []
         self.error_details: list[tuple] = []
         self.done = False
@@ -116,7 +116,7 @@ class PingSession:
         self.errors.append(text)
         self.error_details.append((seq, _ipstr(src) if src else None, text))
 
-    def _reply(self, seq: int, data: bytes, now: float) -> bool:
+    def _reply(self, seq: int, data: bytes, now: float, ttl: int = 64) -> bool:
         if seq not in self._sent_at:
             return False
         if seq in self._answered:
@@ -127,7 +127,7 @@ class PingSession:
         self._next_after(seq, now)
         self.received += 1
         self.rtts.append(max(0.0, now - self._sent_at[seq]))
-        self.replies.append((seq, self.rtts[-1]))
+        self.replies.append((seq, self.rtts[-1], ttl))
         if data != self.data:
             self.corrupted += 1
         return True
@@ -249,7 +249,7 @@ class Icmp:
         if t == ICMP_ECHO_REPLY:
             icmp["InEchoReps"] += 1
             s = self._sessions.get(ih.ident)
-            if s is not None and s._reply(ih.seq, body, self._now()):
+            if s is not None and s._reply(ih.seq, body, self._now(), d.hdr.ttl):
                 self._frames_ok(d.frames)
                 s._check_done(self._now())
             else:
