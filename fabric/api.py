@@ -127,6 +127,25 @@ class Fabric:
         launcher.start_sm(self.info, node, port, self.sm_config)
         return launcher.wait_subnet_up(self.info, deadline=_time.monotonic() + timeout, after_sweep=after)
 
+    def kill_host(self, index: int) -> int:
+        """Fault injection: SIGKILL device host ``index`` (a crash); its pid."""
+        import signal
+
+        pid = launcher.host_pid(self.info, index)
+        if pid is None:
+            raise ValueError(f"device host {index} has not started")
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def dead_hosts(self) -> list[int]:
+        return launcher.dead_hosts(self.info)
+
+    def restart_host(self, index: int, *, timeout: float = 60.0) -> None:
+        """Start dead device host ``index`` again with the same devices, GUIDs and cables; the SM
+        gives its ports their old LIDs."""
+        self.info = launcher.restart_host(self.name, index, timeout=timeout)
+        self.client.info = self.info
+
     def sm_status(self) -> dict | None:
         return launcher.sm_status(self.info)
 

@@ -115,6 +115,62 @@ def _valid_name(name: str) -> bool:
         return False
 
 
+def host_pid(info: RunInfo, index: int) -> int | None:
+    """The pid a device host wrote once its sockets were bound, if it did."""
+    try:
+        with open(info.pid_file(index)) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def dead_hosts(info: RunInfo) -> list[int]:
+    """Hosts that started (their pid file is there) and whose process is gone: killed, or crashed."""
+    out = []
+    for i in range(len(info.hosts)):
+        pid = host_pid(info, i)
+        if pid is not None and not _alive(pid, info.run_dir):
+            out.append(i)
+    return out
+
+
+def restart_host(name: str, index: int, *, timeout: float = 60.0) -> RunInfo:
+    """Start a dead device host again: the same devices with the same GUIDs and cables (its peers
+    train the links again), its node software afresh, and the SM if it ran there (which reads
+    its LID cache, so every port gets its old LID back)."""
+    with name_lock(name):
+        info = RunInfo.load(run_dir_for(check_name(name)))
+        if not 0 <= index < len(info.hosts):
+            raise LaunchError(f"fabric {name!r} has hosts 0..{len(info.hosts) - 1}, not {index}")
+        pid = host_pid(info, index)
+        if pid is not None and _alive(pid, info.run_dir):
+            raise LaunchError(f"device host {index} of {name!r} is running (pid {pid})")
+        try:
+            os.unlink(info.pid_file(index))
+        except FileNotFoundError:
+            pass
+        _cleanup_node_software(info, info.hosts[index]["devices"])  # what the dead one left (namespaces)
+        t0 = time.monotonic()
+        log = open(info.log_file(index), "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "fabric.host", info.run_dir, str(index)],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, close_fds=True)
+        log.close()
+        _SPAWNED.setdefault(info.run_dir, []).append(proc)
+        with open(os.path.join(info.run_dir, "spawned.pids"), "a") as f:
+            f.write(f"\n{proc.pid}")
+        procs = [None] * len(info.hosts)
+        procs[index] = proc
+        wait_links_up(info, procs, deadline=t0 + timeout)
+        sm = info.data.get("sm") or {}
+        if sm.get("kind") == "ours" and info.host_of(sm["node"]) == index:
+            start_sm(info, sm["node"], sm["port"], sm.get("config"))
+        info.data.setdefault("restarts", []).append({"host": index, "at": time.time(),
+                                                     "links_seconds": time.monotonic() - t0})
+        info.save()
+        return info
+
+
 def is_running(name: str) -> bool:
     d = run_dir_for(name)
     return any(_alive(p, d) for p in _pids(d))
@@ -281,7 +337,7 @@ def start_sm(info: RunInfo, node: str, port: int, config: dict | None = None) ->
     else:
         with RpcClient(info.control(info.host_of(node)), timeout=10.0) as c:
             c.call("sm_start", device=node, port=port, config=config or {})
-    info.data["sm"] = dict(old, node=node, port=port, kind=kind)
+    info.data["sm"] = dict(old, node=node, port=port, kind=kind, config=config or {})
     info.save()
 
 
@@ -294,7 +350,10 @@ def stop_sm(info: RunInfo) -> None:
 
         opensm.stop(info)
         return
-    with RpcClient(info.control(info.host_of(sm["node"])), timeout=10.0) as c:
+    i = info.host_of(sm["node"])
+    if i in dead_hosts(info):
+        return  # it went with its host
+    with RpcClient(info.control(i), timeout=10.0) as c:
         c.call("sm_stop")
 
 
@@ -306,7 +365,10 @@ def sm_status(info: RunInfo) -> dict | None:
         from . import opensm
 
         return opensm.status(info)
-    with RpcClient(info.control(info.host_of(sm["node"])), timeout=10.0) as c:
+    i = info.host_of(sm["node"])
+    if i in dead_hosts(info):
+        return None
+    with RpcClient(info.control(i), timeout=10.0) as c:
         return c.call("sm_status")
 
 
@@ -348,7 +410,7 @@ def wait_links_up(info: RunInfo, procs, *, deadline: float) -> None:
     try:
         while True:
             for i, p in enumerate(procs):
-                if p.poll() is not None:
+                if p is not None and p.poll() is not None:
                     raise LaunchError(f"device host {i} exited with status {p.returncode}:\n{_log_tail(info, i)}")
             pending = 0
             for i, c in enumerate(clients):
@@ -381,8 +443,9 @@ def _down(name: str, grace: float) -> bool:
     info = None
     try:
         info = RunInfo.load(run_dir)
+        dead = dead_hosts(info)
         for i in range(len(info.hosts)):
-            if os.path.exists(info.pid_file(i)):
+            if os.path.exists(info.pid_file(i)) and i not in dead:
                 try:
                     with RpcClient(info.control(i), timeout=1.0) as c:
                         c.call("shutdown")
@@ -426,9 +489,10 @@ def _down(name: str, grace: float) -> bool:
 _SPAWNED: dict = {}  # run_dir -> [Popen] started by this process
 
 
-def _cleanup_node_software(info: RunInfo | None) -> None:
+def _cleanup_node_software(info: RunInfo | None, devices=None) -> None:
     """What the node software made outside the run directory and its processes (IPoIB's network
-    namespaces) goes too, also when a host was killed before it could undo it itself."""
+    namespaces) goes too, also when a host was killed before it could undo it itself; only that
+    of ``devices`` when given (one host restarting)."""
     if info is None:
         return
     try:
@@ -438,7 +502,7 @@ def _cleanup_node_software(info: RunInfo | None) -> None:
     cleanup = getattr(software, "cleanup", None)
     if cleanup is not None:
         try:
-            cleanup(info)
+            cleanup(info) if devices is None else cleanup(info, devices)
         except Exception as exc:  # down must go on: the run directory still has to go
             print(f"ibfab down: {software.name} cleanup failed: {exc}", file=sys.stderr)
 
@@ -456,10 +520,28 @@ class FabricClient:
         return self.clients[self.info.host_of(device)]
 
     def call(self, device: str, op: str, **kw):
-        return self.host(device).call(op, device=device, **kw)
+        i = self.info.host_of(device)
+        pid = host_pid(self.info, i)
+        if pid is not None and not _alive(pid, self.info.run_dir):  # say so now, not after a timeout
+            raise RpcError(f"{device} is on device host {i}, which is dead (pid {pid} is gone): "
+                           f"ibfab restart-host --name {self.info.name} {i}", op=op, kind="dead")
+        return self.clients[i].call(op, device=device, **kw)
 
     def status(self) -> list[dict]:
-        return [c.call("status") for c in self.clients]
+        """Each live host's status; a dead host answers nothing (see ``dead``) and is left out."""
+        out = []
+        for i, c in enumerate(self.clients):
+            if i in self.dead():
+                continue
+            try:
+                out.append(c.call("status"))
+            except RpcError:
+                if i not in self.dead():  # it died while we asked: leave it out like the others
+                    raise
+        return out
+
+    def dead(self) -> list[int]:
+        return dead_hosts(self.info)
 
     def devices(self) -> dict:
         return {d["name"]: dict(d, host=st["host"], pid=st["pid"]) for st in self.status() for d in st["devices"]}

@@ -67,12 +67,14 @@ class IPoIBSoftware:
         names = netns_names(info)
         return {"namespaces": names} if names else {}
 
-    def cleanup(self, info) -> None:
-        """The namespaces of a fabric run with ``netns``, also after its hosts were killed."""
+    def cleanup(self, info, devices=None) -> None:
+        """The namespaces of a fabric run with ``netns`` (of ``devices`` only, when given: a host
+        restarting), also after its hosts were killed."""
         from .iphost import netns
 
-        for name in netns_names(info).values():
-            netns.delete(name)
+        for dev, name in netns_names(info).items():
+            if devices is None or dev in devices:
+                netns.delete(name)
 
     @property
     def node_class(self):

@@ -65,14 +65,19 @@ def cmd_status(args) -> int:
 
     from .. import plugins
 
+    from .. import launcher
+
     with client(args.name) as fc:
         devices = fc.devices()
         info = fc.info
+        dead = fc.dead()
     software = plugins.node_software(info.data.get("node_software"))
     extra = software.describe(info) if software is not None and hasattr(software, "describe") else {}
+    dead_info = [{"host": i, "pid": launcher.host_pid(info, i), "devices": info.hosts[i]["devices"]} for i in dead]
     if args.json:
-        print(json.dumps({"name": args.name, "devices": list(devices.values()), **extra}, indent=1, default=str))
-        return 0
+        print(json.dumps({"name": args.name, "devices": list(devices.values()), "dead_hosts": dead_info, **extra},
+                         indent=1, default=str))
+        return 1 if dead else 0
     print(f"{'name':<20} {'type':<6} {'guid':<18} {'ports':>5} {'lid':>5}  {'pid':>7}  port states")
     for name, d in devices.items():
         ports = [p for p in d["ports"] if p["cabled"] or p["port"] == 0]
@@ -81,6 +86,9 @@ def cmd_status(args) -> int:
         nports = sum(1 for p in d["ports"] if p["port"])
         print(f"{name:<20} {d['type']:<6} {fmt_guid(d['guid']):<18} {nports:>5} "
               f"{','.join(map(str, lids)) or '-':>5}  {d['pid']:>7}  {states}")
+    for d in dead_info:
+        print(f"{', '.join(d['devices'])}: DEAD (device host {d['host']}, pid {d['pid']}, is gone; "
+              f"ibfab restart-host --name {args.name} {d['host']})")
     for key, value in extra.items():  # what the node software adds (IPoIB: the nodes' namespaces)
         if isinstance(value, dict):
             print(f"\n{key}:")
@@ -88,7 +96,7 @@ def cmd_status(args) -> int:
                 print(f"  {k:<18} {v}")
         else:
             print(f"{key}: {value}")
-    return 0
+    return 1 if dead else 0
 
 
 def cmd_link(args) -> int:
@@ -107,9 +115,116 @@ def cmd_link(args) -> int:
 def cmd_list(args) -> int:
     from .. import launcher
 
+    from ..runinfo import RunInfo, run_dir_for
+
     for name in launcher.list_fabrics():
-        print(f"{name}\t{'running' if launcher.is_running(name) else 'stale (ibfab down --name ' + name + ')'}")
+        if not launcher.is_running(name):
+            print(f"{name}\tstale (ibfab down --name {name})")
+            continue
+        try:
+            dead = launcher.dead_hosts(RunInfo.load(run_dir_for(name)))
+        except (OSError, ValueError, KeyError):
+            dead = []
+        if dead:
+            print(f"{name}\tdegraded (device host {', '.join(map(str, dead))} dead; ibfab status --name {name})")
+        else:
+            print(f"{name}\trunning")
     return 0
+
+
+def cmd_restart_host(args) -> int:
+    from .. import launcher
+
+    try:
+        info = launcher.restart_host(args.name, args.host, timeout=args.timeout)
+    except (launcher.LaunchError, OSError, ValueError) as exc:
+        print(f"ibfab restart-host: {exc}", file=sys.stderr)
+        return 1
+    r = info.data["restarts"][-1]
+    print(f"device host {args.host} of {args.name!r} restarted (pid {launcher.host_pid(info, args.host)}): "
+          f"{', '.join(info.hosts[args.host]['devices'])}; every link up in {r['links_seconds']:.2f} s")
+    return 0
+
+
+def cmd_kill_host(args) -> int:
+    """Fault injection: SIGKILL a device host, as a crash would end it."""
+    import os
+    import signal
+
+    from .. import launcher
+
+    with client(args.name) as fc:
+        info = fc.info
+    if not 0 <= args.host < len(info.hosts):
+        print(f"ibfab kill-host: fabric {args.name!r} has hosts 0..{len(info.hosts) - 1}", file=sys.stderr)
+        return 2
+    pid = launcher.host_pid(info, args.host)
+    if pid is None or args.host in launcher.dead_hosts(info):
+        print(f"ibfab kill-host: device host {args.host} is not running", file=sys.stderr)
+        return 1
+    os.kill(pid, signal.SIGKILL)
+    print(f"device host {args.host} (pid {pid}) killed: {', '.join(info.hosts[args.host]['devices'])}")
+    return 0
+
+
+def cmd_sm(args) -> int:
+    """The SM of a fabric: where it runs and its state; stop it; start one (on another node)."""
+    import json
+    import time
+
+    from .. import launcher
+    from ..rpc import RpcError
+
+    with client(args.name) as fc:
+        info = fc.info
+    sm = info.data.get("sm") or {}
+    try:
+        if args.action == "status":
+            st = launcher.sm_status(info)
+            if args.json:
+                print(json.dumps({"configured": sm or None, "status": st}, indent=1, default=str))
+            elif not sm:
+                print("no SM configured (ibfab sm start --node N)")
+            elif st is None or st.get("state") in (None, "stopped"):
+                dead = sm.get("node") and info.host_of(sm["node"]) in launcher.dead_hosts(info)
+                print(f"SM on {sm['node']} port {sm['port']}: {'gone with its device host' if dead else 'not running'}")
+                return 1
+            else:
+                up = st.get("subnet_up") or {}
+                print(f"SM on {sm['node']} port {sm['port']} ({sm.get('kind', 'ours')}): {st.get('state')}, "
+                      f"sweeps {st.get('sweeps')}, last SUBNET UP: sweep {up.get('sweep')}, "
+                      f"{up.get('nodes')} nodes, {up.get('ports_active')} ports Active")
+            return 0
+        if args.action == "stop":
+            launcher.stop_sm(info)
+            print(f"SM on {sm.get('node')} stopped")
+            return 0
+        if args.node:
+            node = args.node
+        elif sm.get("node"):
+            node = sm["node"]
+        else:
+            from ..topology import load_topology
+
+            node = load_topology(info.topology_path).sm_node
+        try:
+            info.host_of(node)
+        except KeyError:
+            print(f"ibfab sm: no node {node!r} in fabric {args.name!r}", file=sys.stderr)
+            return 2
+        if info.host_of(node) in launcher.dead_hosts(info):
+            print(f"ibfab sm: {node} is on a dead device host (ibfab restart-host first)", file=sys.stderr)
+            return 1
+        after = 0
+        if sm and launcher.sm_status(info) is not None:
+            launcher.stop_sm(info)
+        launcher.start_sm(info, node, args.port, sm.get("config"))
+        up = launcher.wait_subnet_up(info, deadline=time.monotonic() + args.timeout, after_sweep=after)
+        print(f"SM on {node} port {args.port}: SUBNET UP in {up['seconds']:.2f} s")
+        return 0
+    except (launcher.LaunchError, RpcError, OSError, ValueError) as exc:
+        print(f"ibfab sm: {exc}", file=sys.stderr)
+        return 1
 
 
 def cmd_capture(args) -> int:
@@ -175,4 +290,19 @@ def register(sub, common) -> None:
     lk.add_argument("port", type=int)
     lk.add_argument("state", choices=["up", "down"])
 
-    common.add("list", cmd_list, "named fabrics of this user", named=False)
+    common.add("list", cmd_list, "named fabrics of this user: running, degraded (a dead device host) or stale",
+               named=False)
+
+    rh = common.add("restart-host", cmd_restart_host, "start a dead device host again: same devices, GUIDs, "
+                    "cables and (from the SM's cache) LIDs")
+    rh.add_argument("host", type=int, help="device-host index (ibfab status names the dead ones)")
+    rh.add_argument("--timeout", type=float, default=60.0)
+    kh = common.add("kill-host", cmd_kill_host, "fault injection: SIGKILL a device host, as a crash would")
+    kh.add_argument("host", type=int)
+
+    sm = common.add("sm", cmd_sm, "the subnet manager: status, stop, or start (on --node)")
+    sm.add_argument("action", choices=["status", "stop", "start"])
+    sm.add_argument("--node", default=None, help="HCA to run it on (start; default: where it ran)")
+    sm.add_argument("--port", type=int, default=1)
+    sm.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for SUBNET UP (start)")
+    sm.add_argument("--json", action="store_true")

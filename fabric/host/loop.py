@@ -34,7 +34,7 @@ from ..devices import cable, make_device, training
 from ..devices.events import apply_events
 from ..runinfo import RunInfo
 from ..topology import load_topology
-from ..wire.burst import (BURST_HDR, BURST_HEADROOM, BURST_VERSION, KIND_DATA, LEN, Segment,
+from ..wire.burst import (BURST_HDR, BURST_HEADROOM, BURST_VERSION, KIND_DATA, KIND_HELLO, LEN, Segment,
                           decode_burst_header, encode_control)
 from ..wire.errors import ParseError
 from .ops import DEFERRED, HostOps, RpcError, user_message
@@ -77,6 +77,8 @@ class DeviceHost(HostOps):
             sock.setsockopt(zmq.RCVHWM, SNDHWM)
             sock.bind(self.info.ingress(self.topology.nodes[n].node_guid))
             self.ingress[sock] = n
+        self.monitors: dict = {}  # monitor socket -> (name, port) of the link it watches
+        self.peer_lost = 0  # links whose far end's process went away
         self.local: dict = {}  # (name, port) -> (peer name, peer port) when both ends live here
         self.local_q: deque = deque()  # (device, burst) delivered in memory within this process
         for link in self.topology.links:
@@ -90,6 +92,9 @@ class DeviceHost(HostOps):
                     s = self.ctx.socket(zmq.PUSH)
                     s.setsockopt(zmq.SNDHWM, SNDHWM)
                     s.setsockopt(zmq.LINGER, 0)
+                    # the peer's process going away shows as a disconnect on this socket
+                    mon = s.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+                    self.monitors[mon] = (a, ap)
                     s.connect(self.info.ingress(self.topology.nodes[b].node_guid))
                     self.links[(a, ap)] = (s, bp)
                     cable(self.devices[a], ap, None, 0, link)
@@ -99,6 +104,8 @@ class DeviceHost(HostOps):
         for s in self.ingress:
             self.poller.register(s, zmq.POLLIN)
         self.poller.register(self.control, zmq.POLLIN)
+        for mon in self.monitors:
+            self.poller.register(mon, zmq.POLLIN)
         software = plugins.node_software(self.info.data.get("node_software"))
         if software is not None:
             software.attach(self)  # found by name: the fabric itself imports no node software
@@ -246,6 +253,27 @@ class DeviceHost(HostOps):
             apply_events(dev, now, control=lambda port, kind: self.send_control(name, port, kind))
             self.drain(name, dev)
 
+    def on_monitor(self, mon, watched, now: float) -> None:
+        """The far end of a link went away (its host died: the port loses its signal, as when the
+        peer HCA loses power) or came back (a restarted host: train again)."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        name, port = watched
+        dev = self.devices[name]
+        while True:
+            try:
+                event = recv_monitor_message(mon, zmq.NOBLOCK)["event"]
+            except zmq.Again:
+                break
+            p = dev.ports[port]
+            if event == zmq.EVENT_DISCONNECTED and p.link_up:
+                self.peer_lost += 1
+                dev.set_link(port, False, now)
+                self.drain(name, dev)
+                self.handle_events(name, now)
+            elif event == zmq.EVENT_CONNECTED and p.admin_up and not p.link_up:
+                self.send_control(name, port, KIND_HELLO)
+
     def set_admin(self, name: str, port: int, up: bool, now: float) -> None:
         dev = self.devices[name]
         self._controls(name, training.set_admin(dev, port, up, now))
@@ -322,6 +350,10 @@ class DeviceHost(HostOps):
             for sock in events:
                 if sock is self.control:
                     self.on_control(now)
+                    continue
+                watched = self.monitors.get(sock)
+                if watched is not None:
+                    self.on_monitor(sock, watched, now)
                     continue
                 reader = self.readers.get(sock)
                 if reader is not None:
@@ -407,6 +439,6 @@ class DeviceHost(HostOps):
                 fn()
             except Exception:  # one failed undo must not keep the others from running
                 traceback.print_exc()
-        for s in list(self.ingress) + [x[0] for x in self.links.values()] + [self.control]:
+        for s in list(self.ingress) + [x[0] for x in self.links.values()] + [self.control] + list(self.monitors):
             s.close(0)
         self.ctx.term()

@@ -192,6 +192,18 @@ class SubnetManager:
 
         prev = self.subnet
         self.subnet = subnet
+        # A switch that holds no LID and no LFT was reset (its host restarted, a power cycle):
+        # what this SM programmed there is gone, so all of it is written again (OpenSM's
+        # need_update). The same for an end port without a LID and its P_Key table.
+        for sw in subnet.switches():
+            p0, si = sw.ports.get(0), sw.switch_info
+            if (p0 is not None and p0.info is not None and p0.info.lid == 0) or (si is not None
+                                                                               and not si.linear_fdb_top):
+                self.programmed_lft.pop(sw.guid, None)
+                self.programmed_mft.pop(sw.guid, None)
+        for port in subnet.ca_ports():
+            if port.info is not None and port.info.lid == 0:
+                self.programmed_pkeys.pop(port.guid, None)
         sm_port = subnet.sm_port
         if sm_port is None:
             self.log.append("discovery did not find the SM's own port")
