@@ -60,6 +60,7 @@ class IPoIBNode:
         self._poll_pending: set = set()
         self._poll_timers: dict = {}  # ifname -> when its moderation timer fires
         self.started = False
+        self._light_flush = None  # ((SM LID, LID), when) of the last light flush: events in one burst share it
         hca.qps[1].consumer = self._on_gsi
         hca.agents.append(self)
 
@@ -137,10 +138,19 @@ class IPoIBNode:
                 self.start()
             return
         now = self.now()
-        if kind == "client_reregister":
+        if kind in ("client_reregister", "sm_change"):
+            # a new SM (or one that lost its records): rejoin and re-resolve at once, the carrier
+            # staying up meanwhile (the kernel's light flush); the port itself did not change.
+            # One PortInfo Set brings both events: one flush serves them, as the kernel's flush
+            # work, queued twice while pending, runs once.
+            port = self.hca.ports[self.port]
+            key = (port.sm_lid, port.lid)
+            if self._light_flush is not None and self._light_flush[0] == key and now - self._light_flush[1] < 0.05:
+                return
+            self._light_flush = (key, now)
             for ifc in self.ifs.values():
                 ifc.flush("light", now)
-        elif kind in ("port_state", "lid_change", "sm_change"):
+        elif kind in ("port_state", "lid_change"):
             for ifc in self.ifs.values():
                 ifc.flush("normal", now)
         elif kind == "pkey_change":

@@ -9,10 +9,10 @@ What it owns, as in drivers/infiniband/ulp/ipoib (the upstream split the seeds d
   not joined makes a send-only join, with a bounded queue of frames waiting for it. Joins that fail
   are retried with exponential backoff up to 16 s;
 - ARP (hardware type 32) and a neighbour table with garbage collection;
-- path resolution by SA PathRecord, with a small pending queue per path and a timeout, and an AH
-  cache;
-- events: port Active, port error or LID change trigger a normal flush; ClientReregister a light
-  flush (rejoin groups, re-resolve paths); a P_Key change a heavy flush; TX timeout a stop and
+- path resolution by SA PathRecord, with a pending queue per path (bounded in octets, as the kernel's
+  neighbour queue) and a timeout, and an AH cache;
+- events: port Active, port error or LID change trigger a normal flush; ClientReregister or a new
+  SM a light flush, which keeps the carrier (rejoin groups, re-resolve paths); a P_Key change a heavy flush; TX timeout a stop and
   reopen.
 
 The data path is the rdma_netdev provider's (``self.netdev``): ``send(frame, ah, dqpn)`` and
@@ -42,7 +42,11 @@ ARP_RETRIES = 3
 ARP_RETRY_S = 1.0
 NEIGH_STALE_S = 60.0  # an unused neighbour is collected after this long
 PATH_TIMEOUT_S = 2.0  # an unanswered PathRecord query
-PATH_QUEUE = 3  # IPOIB_MAX_PATH_REC_QUEUE
+# Frames waiting for an unresolved neighbour (ARP) or path (PathRecord): bounded in octets as the
+# kernel's neighbour queue is (unres_qlen_bytes, 212992 by default), so that the first datagram to
+# a new peer survives resolution whole, even as 30 fragments; what overflows is counted.
+RESOLVE_QUEUE_BYTES = 212992
+RESOLVE_QUEUE_FRAMES = 1000
 MCAST_QUEUE = 3  # IPOIB_MAX_MCAST_QUEUE
 JOIN_BACKOFF_MAX = 16.0
 SA_TIMEOUT_S = 1.0
@@ -51,12 +55,47 @@ GRH_AREA = 40
 _IPV4_HDR = encap.IPoIBHeader(ethertype=encap.ETHERTYPE_IPV4).pack()
 
 
+class FrameQueue:
+    """A FIFO of frames bounded in octets and in count; when one more does not fit, the oldest
+    go (as the kernel's neighbour queue does), and ``offer`` says how many."""
+
+    __slots__ = ("q", "octets")
+
+    def __init__(self):
+        self.q: deque = deque()
+        self.octets = 0
+
+    def offer(self, item, size: int) -> int:
+        evicted = 0
+        while self.q and (self.octets + size > RESOLVE_QUEUE_BYTES or len(self.q) >= RESOLVE_QUEUE_FRAMES):
+            self.octets -= self.q.popleft()[0]
+            evicted += 1
+        self.q.append((size, item))
+        self.octets += size
+        return evicted
+
+    def popleft(self):
+        size, item = self.q.popleft()
+        self.octets -= size
+        return item
+
+    def clear(self) -> None:
+        self.q.clear()
+        self.octets = 0
+
+    def __len__(self) -> int:
+        return len(self.q)
+
+    def __bool__(self) -> bool:
+        return bool(self.q)
+
+
 @dataclass
 class Neighbour:
     ip: bytes
     hwaddr: bytes | None = None
     state: str = "INCOMPLETE"  # INCOMPLETE, REACHABLE, FAILED
-    pending: deque = field(default_factory=lambda: deque(maxlen=PATH_QUEUE))
+    pending: FrameQueue = field(default_factory=FrameQueue)
     tries: int = 0
     next_retry: float = 0.0
     used: float = 0.0
@@ -71,7 +110,7 @@ class Path:
     valid: bool = False
     querying: bool = False
     deadline: float = 0.0
-    pending: deque = field(default_factory=lambda: deque(maxlen=PATH_QUEUE))
+    pending: FrameQueue = field(default_factory=FrameQueue)
     failures: int = 0
 
 
@@ -251,11 +290,14 @@ class IPoIBInterface:
             g.backoff = min(g.backoff * 2, JOIN_BACKOFF_MAX)
             return
         rec = resp.records[0]
+        if g.attached and g.mlid != rec.mlid:  # a rejoin (light flush) that moved the group
+            self.netdev.detach_mcast(g.mgid, g.mlid)
+            g.attached = False
         g.mlid, g.qkey, g.mtu, g.sl = rec.mlid, rec.qkey, rec.mtu, rec.sl
         g.state = "joined"
         g.backoff = 1.0
         is_bcast = g.mgid == self.bcast_mgid
-        if g.join_state & (w.JOIN_FULL_MEMBER | w.JOIN_NON_MEMBER) or is_bcast:
+        if not g.attached and (g.join_state & (w.JOIN_FULL_MEMBER | w.JOIN_NON_MEMBER) or is_bcast):
             self.netdev.attach_mcast(g.mgid, g.mlid, is_bcast, g.qkey)
             g.attached = True
         if is_bcast:
@@ -334,9 +376,8 @@ class IPoIBInterface:
             if n.state == "FAILED" and now < n.next_retry:
                 self._drop("neigh_failed", "tx_dropped")
                 return False
-            if len(n.pending) == n.pending.maxlen:
+            for _ in range(n.pending.offer(frame, len(frame))):
                 self._drop("neigh_queue_full", "tx_dropped")
-            n.pending.append(frame)
             if n.state != "INCOMPLETE" or n.tries == 0:
                 n.state, n.tries = "INCOMPLETE", 0
                 self._arp_request(n, now)
@@ -377,9 +418,8 @@ class IPoIBInterface:
                 self.netdev.set_neigh(publish, p.ah, qpn)
                 self.published[publish] = (p.ah, qpn)
             return self._send_frame(frame, p.ah, qpn)
-        if len(p.pending) == p.pending.maxlen:
+        for _ in range(p.pending.offer((frame, qpn), len(frame))):
             self._drop("path_queue_full", "tx_dropped")
-        p.pending.append((frame, qpn))
         if not p.querying:
             self._path_query(p, now)
         return True
@@ -406,6 +446,8 @@ class IPoIBInterface:
 
     def _path_query(self, p: Path, now: float) -> None:
         if not self.port.sm_lid:
+            for _ in range(len(p.pending)):
+                self._drop("path_unresolved", "tx_dropped")
             p.pending.clear()
             return
         p.querying = True
@@ -421,7 +463,7 @@ class IPoIBInterface:
             return
         if resp is None or not resp.ok or not resp.records:
             p.failures += 1
-            for _frame, _qpn in p.pending:
+            for _ in range(len(p.pending)):
                 self._drop("path_unresolved", "tx_dropped")
             p.pending.clear()
             return
@@ -524,12 +566,13 @@ class IPoIBInterface:
                     self.join(mgid, js, now, ip=ip)
             return
         for g in list(self.groups.values()):
-            if g.attached:
+            if g.attached and level != "light":
                 self.netdev.detach_mcast(g.mgid, g.mlid)
                 g.attached = False
             g.backoff = 1.0
             self._send_join(g, now)
-        self._update_carrier(now)
+        if level != "light":
+            self._update_carrier(now)
 
     # -- the kernel's TUN queues (the LinkDriver's optional part, ipoib.iphost.kernel) ---------------
 
@@ -613,7 +656,7 @@ class IPoIBInterface:
         for ip, n in list(self.neigh.items()):
             if n.state == "INCOMPLETE" and now >= n.next_retry:
                 if n.tries >= ARP_RETRIES:
-                    for _ in n.pending:
+                    for _ in range(len(n.pending)):
                         self._drop("arp_timeout", "tx_dropped")
                     n.pending.clear()
                     n.state, n.next_retry = "FAILED", now + ARP_RETRY_S

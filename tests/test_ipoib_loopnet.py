@@ -255,9 +255,9 @@ def test_unresolvable_address_drops_and_counts_the_pending_frames_after_the_retr
     n = a.neigh[_ip(nobody)]
     assert n.state == "FAILED" and n.hwaddr is None
     assert a.stats["arp_requests"] == ulp.ARP_RETRIES
-    # 5 frames handed over: the queue holds 3 (IPOIB_MAX_PATH_REC_QUEUE), the 2 it pushed out and
-    # the 3 left when ARP gave up are each dropped and counted once
-    assert a.drops == {"neigh_queue_full": 2, "arp_timeout": 3}
+    # 5 frames handed over: the queue (bounded in octets) holds them all, and each is dropped and
+    # counted once when ARP gives up
+    assert a.drops == {"arp_timeout": 5}
     assert a.stats["tx_dropped"] == 5 and not n.pending
     # ARP is not retried right away: an echo now fails at once, as ping reports a failed ARP
     s2 = net.nodes["node0002"].ip.ping(nobody, count=1, timeout=0.5)
@@ -269,6 +269,39 @@ def test_unresolvable_address_drops_and_counts_the_pending_frames_after_the_retr
     assert a.stats["arp_requests"] == ulp.ARP_RETRIES + 1 and a.neigh[_ip(nobody)].state == "INCOMPLETE"
     # nobody else was disturbed
     assert net.ping("node0002", "node0004").received == 1
+
+
+def test_the_first_large_datagram_to_an_unresolved_neighbour_arrives_whole():
+    """60000 octets are 30 fragments at MTU 2044: every one waits for ARP and then for the
+    PathRecord, and the datagram is reassembled; nothing is dropped."""
+    net = _net()
+    a = _ifc(net, "node0001")
+    socks = _udp_pair(net, ["node0001", "node0003"], group=None)
+    payload = bytes(range(256)) * 234 + b"tail"
+    socks["node0001"].sendto(payload, ("198.18.0.3", PORT))
+    _settle(net, 1.0)
+    assert _drain(socks["node0003"]) == [(payload, ("198.18.0.1", PORT))]
+    assert a.stats["tx_dropped"] == 0 and not a.drops
+    assert a.stats["arp_requests"] == 1 and a.stats["path_queries"] == 1
+
+
+def test_what_overflows_the_resolution_queue_is_dropped_oldest_first_and_counted():
+    net = _net()
+    a = _ifc(net, "node0001")
+    socks = _udp_pair(net, ["node0001", "node0003"], group=None)
+    sent = 5
+    for i in range(sent):  # 5 x 30 fragments of 2 KB: more than the queue's 212992 octets
+        socks["node0001"].sendto(bytes([i]) * 60000, ("198.18.0.3", PORT))
+    frames = a.neigh[_ip("198.18.0.3")].pending
+    assert frames.octets <= ulp.RESOLVE_QUEUE_BYTES
+    _settle(net, 1.0)
+    got = _drain(socks["node0003"])
+    dropped = a.drops.get("neigh_queue_full", 0)
+    assert dropped > 0 and a.stats["tx_dropped"] == dropped
+    # the oldest went: the last datagrams arrive whole, the first lost fragments and never completed
+    assert got and got[-1][0] == bytes([sent - 1]) * 60000
+    assert [d[0][0] for d in got] == list(range(sent - len(got), sent))
+    assert 30 * sent - dropped == a.stats["tx_packets"] - a.stats["arp_requests"]
 
 
 # -- 3. IPv4 multicast through the SA and the MFTs ---------------------------------------------
