@@ -40,6 +40,7 @@ from .netdev import BUSY, AddressHandle
 
 ARP_RETRIES = 3
 ARP_RETRY_S = 1.0
+PATH_AGE_S = 300.0  # a path in use is revalidated with the SA this often
 NEIGH_STALE_S = 60.0  # an unused neighbour is collected after this long
 PATH_TIMEOUT_S = 2.0  # an unanswered PathRecord query
 # Frames waiting for an unresolved neighbour (ARP) or path (PathRecord): bounded in octets as the
@@ -112,6 +113,7 @@ class Path:
     deadline: float = 0.0
     pending: FrameQueue = field(default_factory=FrameQueue)
     failures: int = 0
+    resolved: float = 0.0  # when its PathRecord last came: one older than PATH_AGE_S is asked again
 
 
 @dataclass
@@ -129,6 +131,11 @@ class McastGroup:
     pending: deque = field(default_factory=lambda: deque(maxlen=MCAST_QUEUE))
     ip: bytes | None = None
     tid: int | None = None  # the join in flight; an answer to an earlier one is stale
+    used: float = 0.0  # a send-only membership unused for NEIGH_STALE_S is left (the kernel's GC)
+
+    @property
+    def send_only(self) -> bool:
+        return not self.join_state & (w.JOIN_FULL_MEMBER | w.JOIN_NON_MEMBER)
 
 
 class IPoIBInterface:
@@ -313,6 +320,7 @@ class IPoIBInterface:
                     self._send_join(other, now)
         while g.pending:
             frame = g.pending.popleft()
+            self.stats["tx_multicast"] += 1
             self._send_frame(frame, self._mcast_ah(g), w.QPN_MULTICAST)
 
     def _leave(self, g: McastGroup, now: float) -> None:
@@ -396,7 +404,11 @@ class IPoIBInterface:
     def _xmit_mcast(self, mgid: bytes, frame: bytes, now: float, ip: bytes | None = None) -> bool:
         g = self.groups.get(mgid)
         if g is None:
-            g = self.join(mgid, w.JOIN_SENDONLY_NON_MEMBER, now, ip=ip)
+            # SendOnlyFullMember, as the kernel: it may create the group, so sending to a group
+            # that has no member yet works (the frames go nowhere until one joins)
+            g = self.join(mgid, w.JOIN_SENDONLY_FULL_MEMBER, now, ip=ip)
+            self._arm(now + NEIGH_STALE_S)
+        g.used = now
         if g.state != "joined":
             if len(g.pending) == g.pending.maxlen:
                 self._drop("mcast_queue_full", "tx_dropped")
@@ -412,8 +424,12 @@ class IPoIBInterface:
         p = self.paths.get(dgid)
         if p is None:
             p = self.paths[dgid] = Path(dgid)
-        if p.valid:
-            if publish is not None and self.published.get(publish) != (p.ah, qpn):
+        if p.ah is not None and (not p.valid or now - p.resolved > PATH_AGE_S) and not p.querying:
+            # revalidate a path in use, invalidated by a flush (a new SM) or aged: the frames keep
+            # going by the AH we have until the answer replaces it, as the kernel's neighbours do
+            self._path_query(p, now)
+        if p.ah is not None:
+            if publish is not None and p.valid and self.published.get(publish) != (p.ah, qpn):
                 # the neighbour and its path are known: the provider's C path sends to it from now on
                 self.netdev.set_neigh(publish, p.ah, qpn)
                 self.published[publish] = (p.ah, qpn)
@@ -455,9 +471,9 @@ class IPoIBInterface:
         self._arm(p.deadline)
         self.stats["path_queries"] += 1
         tid, mad = saclient.path_record_query(self.gid, p.dgid, pkey=self.pkey, numb_path=1, reversible=True)
-        self.node.sa_query(tid, mad, lambda resp, now, p=p: self._path_done(p, resp), now)
+        self.node.sa_query(tid, mad, lambda resp, now, p=p: self._path_done(p, resp, now), now)
 
-    def _path_done(self, p: Path, resp) -> None:
+    def _path_done(self, p: Path, resp, now: float) -> None:
         p.querying = False
         if self.paths.get(p.dgid) is not p:
             return
@@ -468,10 +484,14 @@ class IPoIBInterface:
             p.pending.clear()
             return
         rec = resp.records[0]
-        p.ah = AddressHandle(dlid=rec.dlid, sl=rec.sl)
+        ah = AddressHandle(dlid=rec.dlid, sl=rec.sl)
+        if p.ah is not None and p.ah != ah:
+            self._unpublish()  # the C path must not keep the old route
+        p.ah = ah
         p.mtu = rec.mtu
         p.rate = rec.rate
         p.valid = True
+        p.resolved = now
         while p.pending:
             frame, qpn = p.pending.popleft()
             self._send_frame(frame, p.ah, qpn)
@@ -653,6 +673,9 @@ class IPoIBInterface:
         for g in list(self.groups.values()):
             if g.state == "failed" and now >= g.next_try:
                 self._send_join(g, now)
+            elif g.state == "joined" and g.send_only and g.mgid != self.bcast_mgid \
+                    and now - g.used > NEIGH_STALE_S:
+                self.leave(g.mgid, now)  # nobody here sends to it any more
         for ip, n in list(self.neigh.items()):
             if n.state == "INCOMPLETE" and now >= n.next_retry:
                 if n.tries >= ARP_RETRIES:
@@ -672,13 +695,14 @@ class IPoIBInterface:
                 del self.neigh[ip]  # garbage collection of unused neighbours
         for p in self.paths.values():
             if p.querying and now >= p.deadline:
-                self._path_done(p, None)
+                self._path_done(p, None, now)
 
     def next_deadline(self):
         return self._due
 
     def _next_timer(self):
         c = [g.next_try for g in self.groups.values() if g.state == "failed"]
+        c += [g.used + NEIGH_STALE_S for g in self.groups.values() if g.send_only and g.state == "joined"]
         c += [n.next_retry for n in self.neigh.values() if n.state == "INCOMPLETE"]
         c += [n.used + NEIGH_STALE_S for n in self.neigh.values() if n.state != "INCOMPLETE"]
         c += [p.deadline for p in self.paths.values() if p.querying]

@@ -304,6 +304,31 @@ def test_what_overflows_the_resolution_queue_is_dropped_oldest_first_and_counted
     assert 30 * sent - dropped == a.stats["tx_packets"] - a.stats["arp_requests"]
 
 
+def test_a_path_in_use_is_revalidated_when_it_ages_and_after_a_new_sm_without_a_gap():
+    net = _net()
+    a = _ifc(net, "node0001")
+    assert net.ping("node0001", "node0003").received == 1
+    dgid = net.devices["node0003"].gid(1)
+    queries = a.stats["path_queries"]
+    assert queries == 1 and a.paths[dgid].valid
+    # still fresh: no query
+    net.settle(10, step=1.0)
+    assert net.ping("node0001", "node0003").received == 1 and a.stats["path_queries"] == queries
+    # aged: the next frame goes out by the old AH and asks the SA again
+    net.settle(ulp.PATH_AGE_S, step=5.0)
+    assert net.ping("node0001", "node0003").received == 1
+    assert a.stats["path_queries"] == queries + 1
+    assert a.paths[dgid].resolved >= net.now - 1
+    # a new SM: a light flush marks the path invalid; traffic keeps flowing while it is re-asked
+    net.stop_sm()
+    net.start_sm("node0004", 1)
+    net.settle(1.0, step=0.1)
+    assert not a.paths[dgid].valid and a.paths[dgid].ah is not None
+    assert net.ping("node0001", "node0003").received == 1
+    assert a.stats["path_queries"] == queries + 2 and a.paths[dgid].valid
+    assert a.stats["tx_dropped"] == 0
+
+
 # -- 3. IPv4 multicast through the SA and the MFTs ---------------------------------------------
 
 
@@ -344,9 +369,9 @@ def test_a_non_member_sender_makes_a_send_only_join_and_its_datagrams_arrive():
     sender.sendto(b"second", (GROUP, PORT))
     _settle(net)
     mg = _ifc(net, "node0004").groups[GROUP_MGID]
-    assert mg.state == "joined" and mg.join_state in (w.JOIN_SENDONLY_NON_MEMBER, w.JOIN_SENDONLY_FULL_MEMBER)
+    assert mg.state == "joined" and mg.join_state == w.JOIN_SENDONLY_FULL_MEMBER  # as the kernel joins
     snap = {e["mgid"]: e for e in _ifc(net, "node0004").snapshot()["mcg"]}
-    assert snap[w.fmt_gid(GROUP_MGID)]["join_state"] in (4, 8)
+    assert snap[w.fmt_gid(GROUP_MGID)]["join_state"] == 8
     g = _sa_group(net, GROUP_MGID)
     assert g.members[net.devices["node0004"].gid(1)] == mg.join_state
     assert not mg.attached  # a send-only member does not receive
@@ -380,25 +405,54 @@ def test_leaving_the_group_stops_delivery():
     assert net.nodes["node0002"].ip.stats("ib0")["rx_packets"] == before
     assert [d for d, _ in _drain(socks["node0001"])] == [b"b"]
     assert [d for d, _ in _drain(socks["node0003"])] == [b"b"]
-    # the last full members leave: the group goes away at the SA
+    # the last receivers leave: the sender's SendOnlyFullMember keeps the group while it sends,
+    # and once it has not sent for NEIGH_STALE_S it leaves too, and the group goes away at the SA
     socks["node0001"].close()
     socks["node0003"].close()
     _settle(net)
-    assert _sa_group(net, GROUP_MGID) is None  # the send-only member does not keep it alive
+    g = _sa_group(net, GROUP_MGID)
+    assert g is not None and set(g.members) == {net.devices["node0004"].gid(1)}
+    net.settle(ulp.NEIGH_STALE_S + 2, step=1.0)
+    assert GROUP_MGID not in _ifc(net, "node0004").groups
+    assert _sa_group(net, GROUP_MGID) is None
 
 
-def test_send_only_join_that_fails_drops_its_frames_and_the_next_frame_tries_again():
-    """No member, so nothing to join: a SendOnlyNonMember cannot create the group (the SA says
-    0x0200). The queued frames are dropped and counted, and no retry timer runs forever."""
+def test_sending_to_a_group_with_no_member_creates_it_and_a_later_member_receives():
+    """SendOnlyFullMember (JoinState 8, as the kernel's ipoib): the sender's join creates the group,
+    its frames leave (to nobody yet), and a receiver that joins later gets what follows."""
     net = _net()
     ifc = _ifc(net, "node0002")
     s = net.nodes["node0002"].ip.udp_socket()
-    for i in range(5):
+    for i in range(3):
         s.sendto(b"x", ("239.9.9.9", PORT))
         _settle(net, 0.2)
+    mgid = ifc.ip_mgid(_ip("239.9.9.9"))
+    g = ifc.groups[mgid]
+    assert g.state == "joined" and g.join_state == w.JOIN_SENDONLY_FULL_MEMBER and not g.pending
+    assert ifc.stats["join_failures"] == 0 and not ifc.drops and ifc.stats["joins"] == 2
+    assert ifc.stats["tx_multicast"] == 3
+    sa_g = _sa_group(net, mgid)
+    assert sa_g is not None and sa_g.members == {net.devices["node0002"].gid(1): w.JOIN_SENDONLY_FULL_MEMBER}
+    r = _udp_pair(net, ["node0003"], group="239.9.9.9")["node0003"]
+    _settle(net)
+    s.sendto(b"now", ("239.9.9.9", PORT))
+    _settle(net)
+    assert [d for d, _ in _drain(r)] == [b"now"]
+
+
+def test_send_only_join_that_fails_drops_its_frames_and_the_next_frame_tries_again():
+    """A join the SA never answers (the SM is gone; the ports still name it) costs the queued
+    frames, counted, and no retry timer runs forever: the next frame tries again."""
+    net = _net()
+    net.stop_sm()
+    ifc = _ifc(net, "node0002")
+    s = net.nodes["node0002"].ip.udp_socket()
+    for i in range(3):
+        s.sendto(b"x", ("239.9.9.9", PORT))
+        _settle(net, ulp.SA_TIMEOUT_S + 0.2)
     g = ifc.groups[ifc.ip_mgid(_ip("239.9.9.9"))]
     assert g.state == "idle" and not g.pending
-    assert ifc.stats["join_failures"] == 5 and ifc.drops == {"mcast_join_failed": 5}
+    assert ifc.stats["join_failures"] == 3 and ifc.drops == {"mcast_join_failed": 3}
     joins = ifc.stats["joins"]
     net.settle(20, step=1.0)
     assert ifc.stats["joins"] == joins

@@ -653,3 +653,30 @@ def test_garbage_at_the_sms_qp0_never_breaks_it(net):
     assert {n: net.lid(n) for n in net.devices} == lids
     assert set(p.state for _, _, p in cabled_ports(net)) == {sa.PORT_ACTIVE}
     all_pairs_talk(net)
+
+
+def test_a_new_sa_answers_nothing_before_its_first_sweep_has_routed_the_subnet(net):
+    """OpenSM does not answer SA queries before its first sweep: a restarted SM's SA must not answer
+    from an empty subnet (status 0x0200). It holds what comes early and answers it, correctly, once
+    the sweep has given it the subnet."""
+    query = sc.path_record_query(gid(net, "node0003"), gid(net, "node0004"))[1]
+    net.stop_sm()
+    agent = net.start_sm(run=False)  # its first SMPs are queued: the sweep has not run
+    d = net.devices["node0003"]
+    answered_at = []
+    sm_hca = agent.hca
+    orig = agent._gmp
+
+    def spy(dest, mad, now):
+        answered_at.append(agent.sm.sa_ready)
+        return orig(dest, mad, now)
+
+    agent._gmp = spy
+    d.post_send(1, dlid=d.ports[1].sm_lid, dest_qp=1, payload=query, qkey=w.QKEY_GSI, now=net.now)
+    net.inject("node0003")  # the request reaches the SM long before the sweep has gone round
+    assert agent.sm.sa.stats.get("held_before_subnet_up") == 1
+    assert agent.sm.sweeps >= 1 and answered_at and all(answered_at)  # answered, and only once ready
+    col = sc.SaCollector()
+    done = [r for c in d.qps[1].poll(100) for r in [col.feed(c.payload)] if r is not None]
+    assert len(done) == 1 and done[0].ok and done[0].records[0].dlid == net.lid("node0004")
+    assert sm_hca is agent.hca

@@ -90,6 +90,7 @@ class SubnetManager:
         self.now = 0.0
         self.state = "idle"
         self.sweeps = 0
+        self.sa_ready = False  # the SA answers once the first sweep has given it the routed subnet
         self.resweep = False
         self.next_light = None
         self.light_pending = False
@@ -328,6 +329,7 @@ class SubnetManager:
         self.engine.when_idle(self._pkeys)
 
     def _sa_refresh(self) -> None:
+        self.sa_ready = True
         self.sa.subnet = self.subnet
         self.out.extend(self.sa.on_sweep_done(self.now))
 

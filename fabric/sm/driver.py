@@ -12,6 +12,7 @@ from ..devices.hca import send_smp
 from .core import Guid2LidChanged, SMConfig, SubnetManager, SubnetUp
 from .engine import SendSmp
 
+SA_HOLD = 1024  # SA requests held until the first sweep gives the SA a subnet; beyond, the oldest go
 MFT_COALESCE_S = 0.0  # due at once: joins that arrive in the same host loop iteration are batched
 
 
@@ -29,6 +30,7 @@ class SmAgent:
         self._busy = False
         self.mft_due = None  # when coalesced multicast changes get programmed
         self._pending: deque = deque()
+        self._held: deque = deque(maxlen=SA_HOLD)  # SA requests that came before the SA had a subnet
         hca.sm_consumer = self.on_smp
         hca.gsi_consumer = self.on_gmp
         hca.agents.append(self)
@@ -75,6 +77,17 @@ class SmAgent:
             return
         req = Requester(lid=pkt.lrh.slid, qpn=pkt.deth.src_qp, pkey=pkt.bth.pkey,
                         gid=pkt.grh.sgid if pkt.grh is not None else None)
+        if not self.sm.sa_ready:
+            # The SA has no subnet to answer from until the first sweep has routed it (ports go
+            # Active just after). OpenSM says nothing then, and the client retries after its
+            # timeout; we hold the request and answer it as soon as the subnet is there (no
+            # wrong answer either way, and a port that came up early is not kept waiting).
+            stats = self.sm.sa.stats
+            if len(self._held) == SA_HOLD:
+                stats["dropped_before_subnet_up"] = stats.get("dropped_before_subnet_up", 0) + 1
+            stats["held_before_subnet_up"] = stats.get("held_before_subnet_up", 0) + 1
+            self._held.append((raw if mad is None else mad, req))
+            return
         self._run(self.sm.sa.handle(raw if mad is None else mad, req, now), now)
 
     def tick(self, now: float) -> None:
@@ -106,8 +119,14 @@ class SmAgent:
             return
         self._busy = True
         try:
-            while self._pending:
-                self._do(self._pending.popleft(), now)
+            while True:
+                while self._pending:
+                    self._do(self._pending.popleft(), now)
+                if not (self._held and self.sm.sa_ready):
+                    break
+                held, self._held = self._held, deque(maxlen=SA_HOLD)
+                for mad, req in held:  # the subnet is up: what waited for it is answered now
+                    self._pending.extend(self.sm.sa.handle(mad, req, now))
         finally:
             self._busy = False
 
