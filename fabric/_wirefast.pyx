@@ -219,6 +219,9 @@ def vcrc_ok(const unsigned char[::1] packet not None):
 cdef enum:
     PORT_LINK_UP = 1
     PORT_ACTIVE = 2
+    PORT_ENF_IN = 4  # partition enforcement, inbound: the packet's P_Key must be in the port's table
+    PORT_ENF_OUT = 8  # and outbound
+    PKEY_SLOTS = 32  # P_Key table entries per port that ``port_pkeys`` holds
     MCAST_FIRST = 0xC000
     HDR_NO_GRH = 34  # LRH BTH DETH ICRC VCRC
 
@@ -231,6 +234,33 @@ cdef inline bint _fwd_same(const unsigned char *p, Py_ssize_t plen, int single,
     if dlid > <unsigned int> lft_top or dlid >= <unsigned int> lft.shape[0]:
         return False
     return lft[dlid] == single
+
+
+cdef inline bint _pkey_ok(const unsigned short *table, unsigned int pkey) noexcept:
+    """A switch port lets a P_Key through when its table has the same partition (the low 15
+    bits): whether two limited members may talk is for the end ports to enforce."""
+    cdef unsigned int base = pkey & 0x7FFF
+    cdef int i
+    if base == 0:
+        return False
+    for i in range(PKEY_SLOTS):
+        if (table[i] & 0x7FFF) == base:
+            return True
+    return False
+
+
+cdef inline bint _pkeys_pass(const unsigned char *p, unsigned int lnh, int in_port, unsigned int outp,
+                             Py_ssize_t nports, const unsigned char[::1] port_flags,
+                             const unsigned short[::1] port_pkeys) noexcept:
+    """Partition enforcement at the ingress port and at the egress port the LFT chose."""
+    cdef unsigned int off = 8 + (40 if lnh == 3 else 0)
+    cdef unsigned int pkey = (p[off + 2] << 8) | p[off + 3]
+    if port_flags[in_port] & PORT_ENF_IN and not _pkey_ok(&port_pkeys[in_port * PKEY_SLOTS], pkey):
+        return False
+    if 0 < outp < <unsigned int> nports and port_flags[outp] & PORT_ENF_OUT and not _pkey_ok(
+            &port_pkeys[outp * PKEY_SLOTS], pkey):
+        return False
+    return True
 
 
 cdef _copy_block(dict out, Py_ssize_t *used, int port, Py_ssize_t packets, const unsigned char[::1] burst,
@@ -248,7 +278,7 @@ def forward_burst(const unsigned char[::1] burst not None, Py_ssize_t offset, Py
                   int in_port, const unsigned char[::1] lft not None, Py_ssize_t lft_top,
                   const unsigned char[::1] port_flags not None, const unsigned int[::1] port_mtu not None,
                   unsigned int own_lid_base, unsigned int own_lid_count, Py_ssize_t headroom,
-                  object inplace=None):
+                  object inplace=None, const unsigned short[::1] port_pkeys=None):
     """Forward the unicast data packets of a burst by the LFT, in C.
 
     ``burst[offset:]`` holds ``count`` packets, each preceded by a 16-bit length. Returns
@@ -256,8 +286,8 @@ def forward_burst(const unsigned char[::1] burst not None, Py_ssize_t offset, Py
     is a bytearray that starts with ``headroom`` octets for the outgoing burst header
     (``fabric.wire.burst.BURST_HEADROOM``), followed by
     the length-prefixed packets (so the host sends it without another copy); ``slow`` lists the packets the Python path
-    must handle (VL15, multicast, our own LID, anything malformed, so that every drop is classified
-    in one place); ``stats`` is (rcv_pkts, rcv_words, relay_errors, [(port, xmit_pkts, xmit_words,
+    must handle (VL15, multicast, our own LID, anything malformed, a P_Key an enforcing port's
+    table lacks, so that every drop is classified in one place); ``stats`` is (rcv_pkts, rcv_words, relay_errors, [(port, xmit_pkts, xmit_words,
     discards)]) for the counters.
 
     A switch forwards a packet unchanged, so when every packet of the burst leaves by one port (the
@@ -325,7 +355,8 @@ def forward_burst(const unsigned char[::1] burst not None, Py_ssize_t offset, Py
         payload = plen - HDR_NO_GRH - (40 if lnh == 3 else 0)
         outp = lft[dlid] if dlid <= <unsigned int> lft_top and dlid < <unsigned int> lft.shape[0] else 0xFF
         if p[plen - 2] != (c & 0xFF) or p[plen - 1] != (c >> 8) or payload > port_mtu[in_port] or (
-                0 < outp < <unsigned int> nports and payload > port_mtu[outp]):
+                0 < outp < <unsigned int> nports and payload > port_mtu[outp]) or (
+                port_pkeys is not None and not _pkeys_pass(p, lnh, in_port, outp, nports, port_flags, port_pkeys)):
             # a bad VCRC, or over the MTU of the link it came on or is to leave by: the per-packet
             # path drops it, under its own reason and counter
             if deferred and forwarded:

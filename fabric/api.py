@@ -127,6 +127,20 @@ class Fabric:
         launcher.start_sm(self.info, node, port, self.sm_config)
         return launcher.wait_subnet_up(self.info, deadline=_time.monotonic() + timeout, after_sweep=after)
 
+    def start_standby_sm(self, node: str, port: int = 1, *, priority: int = 0, timeout: float = 10.0) -> dict:
+        """One more SM on ``node`` (another host than the master's): it finds the master, stands by,
+        and takes over when the master goes. Its status once it stands by."""
+        import time as _time
+
+        launcher.start_sm(self.info, node, port, dict(self.sm_config or {}, priority=priority), standby=True)
+        deadline = _time.monotonic() + timeout
+        while _time.monotonic() < deadline:
+            st = next((x for x in launcher.sm_statuses(self.info) if x["node"] == node), None)
+            if st and st.get("state") in ("standby", "up"):
+                return st
+            _time.sleep(0.05)
+        raise TimeoutError(f"the SM on {node} did not settle within {timeout} s")
+
     def kill_host(self, index: int) -> int:
         """Fault injection: SIGKILL device host ``index`` (a crash); its pid."""
         import signal

@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import math
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -164,7 +165,12 @@ def restart_host(name: str, index: int, *, timeout: float = 60.0) -> RunInfo:
         wait_links_up(info, procs, deadline=t0 + timeout)
         sm = info.data.get("sm") or {}
         if sm.get("kind") == "ours" and info.host_of(sm["node"]) == index:
+            # its SM comes back as the daemon would; if a standby took over meanwhile, this one
+            # finds that master and stands by
             start_sm(info, sm["node"], sm["port"], sm.get("config"))
+        for x in sm.get("standby", []):
+            if info.host_of(x["node"]) == index:
+                start_sm(info, x["node"], x["port"], x.get("config"), standby=True)
         info.data.setdefault("restarts", []).append({"host": index, "at": time.time(),
                                                      "links_seconds": time.monotonic() - t0})
         info.save()
@@ -294,7 +300,9 @@ def _up(topology, name, *, hosts, timeout, sm, sm_config, sm_args, node_software
                              "sm": {"node": topo.sm_node, "port": topo.sm_port, "kind": kind,
                                     "args": [str(a) for a in sm_args]} if kind != "none" else None,
                              # what each host runs on its HCAs, by name (fabric.plugins), and its settings
-                             "node_software": node_software, "node_config": node_config})
+                             "node_software": node_software, "node_config": node_config,
+                             # what every link burst of this fabric carries (fabric.wire.burst)
+                             "link_token": secrets.token_hex(8)})
     info.check_paths()
     info.save()
     procs = []
@@ -326,10 +334,24 @@ def _up(topology, name, *, hosts, timeout, sm, sm_config, sm_args, node_software
     return info
 
 
-def start_sm(info: RunInfo, node: str, port: int, config: dict | None = None) -> None:
-    """Start the fabric's SM (of the kind ``fabric.json`` names) on ``node``:``port``."""
+def start_sm(info: RunInfo, node: str, port: int, config: dict | None = None, *, standby: bool = False) -> None:
+    """Start the fabric's SM (of the kind ``fabric.json`` names) on ``node``:``port``. With
+    ``standby``, one more SM of ours, next to the running one: it finds the master by SMInfo,
+    stands by, and takes over when the master goes."""
     old = info.data.get("sm") or {}
     kind = old.get("kind", "ours")
+    if standby:
+        if kind != "ours":
+            raise LaunchError("a standby SM needs our SM as the master (--sm ours)")
+        if old.get("node") and info.host_of(old["node"]) == info.host_of(node):
+            raise LaunchError(f"{node} shares a device host with the SM on {old['node']}: a standby must run "
+                              f"on another host (one SM per host)")
+        with RpcClient(info.control(info.host_of(node)), timeout=10.0) as c:
+            c.call("sm_start", device=node, port=port, config=config or {})
+        sms = [x for x in old.get("standby", []) if x["node"] != node]
+        info.data["sm"] = dict(old, standby=sms + [{"node": node, "port": port, "config": config or {}}])
+        info.save()
+        return
     if kind == "opensm":
         from . import opensm
 
@@ -350,7 +372,12 @@ def stop_sm(info: RunInfo) -> None:
 
         opensm.stop(info)
         return
-    i = info.host_of(sm["node"])
+    node = sm["node"]
+    for st in sm_statuses(info):  # the master: the recorded one, or a standby that took over
+        if st.get("sm_state") == "master":
+            node = st["node"]
+            break
+    i = info.host_of(node)
     if i in dead_hosts(info):
         return  # it went with its host
     with RpcClient(info.control(i), timeout=10.0) as c:
@@ -365,11 +392,28 @@ def sm_status(info: RunInfo) -> dict | None:
         from . import opensm
 
         return opensm.status(info)
-    i = info.host_of(sm["node"])
-    if i in dead_hosts(info):
-        return None
-    with RpcClient(info.control(i), timeout=10.0) as c:
-        return c.call("sm_status")
+    found = sm_statuses(info)
+    for st in found:  # a standby that took over is the master now
+        if st.get("sm_state") == "master" and st.get("state") not in ("stopped",):
+            return st
+    return next((st for st in found if st["node"] == sm["node"]), None)
+
+
+def sm_statuses(info: RunInfo) -> list[dict]:
+    """The status of each SM of ours the fabric runs (the master and the standbys), live hosts only."""
+    sm = info.data.get("sm") or {}
+    if sm.get("kind") == "opensm":
+        return []
+    dead = set(dead_hosts(info))
+    out = []
+    for node in [sm.get("node")] + [x["node"] for x in sm.get("standby", [])]:
+        if not node or info.host_of(node) in dead:
+            continue
+        with RpcClient(info.control(info.host_of(node)), timeout=10.0) as c:
+            st = c.call("sm_status")
+        if st is not None and st.get("node") == node:
+            out.append(st)
+    return out
 
 
 def wait_subnet_up(info: RunInfo, *, deadline: float, procs=(), after_sweep: int = 0) -> dict:

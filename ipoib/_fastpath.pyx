@@ -365,6 +365,10 @@ cdef class Provider:
 
     # -- data path -----------------------------------------------------------------------------
 
+    def select_queue(self, packet):
+        """The TX queue ``send`` puts this frame on (its flow's hash, as the RX side hashes)."""
+        return frame_flow_hash(packet, self.rx.udp_ports) % self.ntx
+
     cpdef send(self, packet, ah, dqpn):
         cdef object c = self.ctx
         cdef object port

@@ -18,6 +18,8 @@ Here a provider is any object with some of these methods. An op it lacks, or tha
     detach_mcast(gid, mlid)
     send(packet, ah, dqpn)           -> OK | BUSY      one IPoIB frame (4-octet header included)
     send_burst(packets, ah, dqpn)    -> int            many frames to one destination; how many taken
+    select_queue(packet)             -> int            the TX queue ``send`` would put it on (the
+                                                       ULP's qdisc holds a refused frame there)
     tx_timeout(queue)
     poll(budget)                     -> int            NAPI: deliver up to ``budget`` frames
 
@@ -47,7 +49,7 @@ from dataclasses import dataclass
 OK, BUSY = 0, 1
 
 OPS = ("get_params", "init", "uninit", "open", "stop", "set_id", "attach_mcast", "detach_mcast", "send",
-       "send_burst", "tx_timeout", "poll", "get_coalesce", "set_coalesce", "queue_stats", "get_features",
+       "send_burst", "select_queue", "tx_timeout", "poll", "get_coalesce", "set_coalesce", "queue_stats", "get_features",
        "set_features", "tun_offloads", "attach_tun", "detach_tun", "tun_read", "set_neigh", "flush_neigh", "set_tun_mtu")
 
 

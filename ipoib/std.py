@@ -92,6 +92,9 @@ class StdProvider:
 
     # -- data path -----------------------------------------------------------------------------
 
+    def select_queue(self, packet) -> int:
+        return 0  # one send queue
+
     def send(self, packet: bytes, ah, dqpn: int) -> int:
         c = self.ctx
         st = c.stats

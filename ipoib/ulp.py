@@ -40,6 +40,7 @@ from .netdev import BUSY, AddressHandle
 
 ARP_RETRIES = 3
 ARP_RETRY_S = 1.0
+TXQUEUELEN = 1000  # frames the qdisc holds per TX queue (ip link: qlen 1000, as ipoib's ib0)
 PATH_AGE_S = 300.0  # a path in use is revalidated with the SA this often
 NEIGH_STALE_S = 60.0  # an unused neighbour is collected after this long
 PATH_TIMEOUT_S = 2.0  # an unanswered PathRecord query
@@ -160,13 +161,17 @@ class IPoIBInterface:
         self._bcast_of, self._bcast = None, None
         self.queue_stopped = False  # every TX queue stopped: frames are dropped here
         self.stopped_queues: dict = {}  # TX queue -> since when it is stopped
+        self.backlog: dict[int, deque] = {}  # TX queue -> frames waiting for it (the qdisc)
+        self.backlog_len = 0
+        self.txqueuelen = TXQUEUELEN  # ip link set ib0 txqueuelen N (0: a refused frame is dropped)
+        self._woken: set = set()  # queues whose backlog may go now
         self.stopped_since = 0.0
         # the earliest timer, or earlier: every place that sets a timer lowers it (_arm), tick()
         # recomputes it exactly when it passes. The host asks for it several times per loop pass,
         # so it must not cost a walk over every neighbour.
         self._due: float | None = None
         self.stats = dict(rx_packets=0, rx_bytes=0, rx_errors=0, rx_dropped=0, tx_packets=0, tx_bytes=0,
-                          tx_errors=0, tx_dropped=0, multicast=0, tx_multicast=0, arp_requests=0, arp_replies=0,
+                          tx_errors=0, tx_dropped=0, tx_queued=0, multicast=0, tx_multicast=0, arp_requests=0, arp_replies=0,
                           path_queries=0, joins=0, join_failures=0, flushes_light=0, flushes_normal=0,
                           flushes_heavy=0, tx_busy=0)
         self.drops: dict[str, int] = {}
@@ -222,6 +227,7 @@ class IPoIBInterface:
             self._leave(g, now)
         self.groups.clear()
         self.netdev.stop()
+        self._reset_backlog()
         self.up = False
         self._set_carrier(False)
 
@@ -442,14 +448,57 @@ class IPoIBInterface:
 
     def _send_frame(self, frame: bytes, ah: AddressHandle, dqpn: int) -> bool:
         segs = frame.segments if type(frame) is GsoPacket else 1  # a GSO packet counts its datagrams
-        if self.queue_stopped:
-            self._drop("queue_stopped", "tx_dropped", segs)
-            return False
+        if self.backlog_len or self.queue_stopped:
+            q = self.netdev.select_queue(frame)
+            if self.queue_stopped or self.backlog.get(q):  # behind what waits there: order kept
+                return self._enqueue(q, frame, ah, dqpn, segs)
         rc = self.netdev.send(frame, ah, dqpn)
         if rc == BUSY:
             self.stats["tx_busy"] += 1
-            self._drop("busy", "tx_dropped", segs)
+            return self._enqueue(self.netdev.select_queue(frame), frame, ah, dqpn, segs)
+        return self._count_tx(frame, segs)
+
+    # -- the qdisc: what a stopped TX queue cannot take waits, up to txqueuelen frames per queue,
+    # and goes when the queue wakes (the kernel's qdisc in front of ipoib's ib0, qlen 1000)
+
+    def _enqueue(self, q: int, frame, ah, dqpn: int, segs: int) -> bool:
+        b = self.backlog.get(q)
+        if b is None:
+            b = self.backlog[q] = deque()
+        if len(b) >= self.txqueuelen:
+            self._drop("qdisc_full", "tx_dropped", segs)
             return False
+        b.append((frame, ah, dqpn, segs))
+        self.backlog_len += 1
+        self.stats["tx_queued"] += 1
+        if q not in self.stopped_queues:  # refused without a stop: try again on the next pass
+            self._woken.add(q)
+            self._arm(0.0)
+        return True
+
+    def _run_backlog(self) -> None:
+        woken, self._woken = self._woken, set()
+        for q in sorted(woken):
+            b = self.backlog.get(q)
+            while b and q not in self.stopped_queues:
+                frame, ah, dqpn, segs = b[0]
+                if self.netdev.send(frame, ah, dqpn) == BUSY:
+                    self.stats["tx_busy"] += 1
+                    break
+                b.popleft()
+                self.backlog_len -= 1
+                self._count_tx(frame, segs)
+
+    def _reset_backlog(self) -> None:
+        """The device went down: what waited is dropped and counted (qdisc_reset)."""
+        for b in self.backlog.values():
+            for *_, segs in b:
+                self._drop("qdisc_reset", "tx_dropped", segs)
+        self.backlog.clear()
+        self.backlog_len = 0
+        self._woken.clear()
+
+    def _count_tx(self, frame, segs: int) -> bool:
         if segs > 1 or type(frame) is GsoPacket:
             self.stats["tx_packets"] += segs
             self.stats["tx_bytes"] += frame.wire_len
@@ -643,6 +692,9 @@ class IPoIBInterface:
         self.queue_stopped = False
         if self.stopped_queues:
             self.stopped_since = min(self.stopped_queues.values())
+        if self.backlog.get(queue):  # the qdisc runs it on the next pass (not inside the poll)
+            self._woken.add(queue)
+            self._arm(0.0)
 
     def tx_timeout(self, now: float) -> None:
         """The TX queue made no progress for TX_TIMEOUT_S (the netdev watchdog): the provider's
@@ -654,6 +706,7 @@ class IPoIBInterface:
         self.netdev.open()
         self.stopped_queues.clear()
         self.queue_stopped = False
+        self._woken.update(q for q, b in self.backlog.items() if b)  # the queues run again
 
     # -- timers --------------------------------------------------------------------------------
 
@@ -668,6 +721,8 @@ class IPoIBInterface:
         self._due = self._next_timer()
 
     def _tick(self, now: float) -> None:
+        if self._woken:
+            self._run_backlog()
         if self.stopped_queues and now - self.stopped_since >= TX_TIMEOUT_S:
             self.tx_timeout(now)
         for g in list(self.groups.values()):
@@ -703,6 +758,8 @@ class IPoIBInterface:
     def _next_timer(self):
         c = [g.next_try for g in self.groups.values() if g.state == "failed"]
         c += [g.used + NEIGH_STALE_S for g in self.groups.values() if g.send_only and g.state == "joined"]
+        if self._woken:
+            c.append(0.0)
         c += [n.next_retry for n in self.neigh.values() if n.state == "INCOMPLETE"]
         c += [n.used + NEIGH_STALE_S for n in self.neigh.values() if n.state != "INCOMPLETE"]
         c += [p.deadline for p in self.paths.values() if p.querying]

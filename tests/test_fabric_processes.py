@@ -140,6 +140,9 @@ def test_up_refuses_a_running_name_and_cleans_a_stale_one():
 def test_link_down_and_up_through_rpc():
     with Fabric("single:2", sm=False) as fab:
         fab.link_down("sw01", 1)
+        deadline = time.time() + 5  # the DOWN reaches the far end asynchronously (another host)
+        while time.time() < deadline and fab.devices()["node0001"]["ports"][0]["phys"] == "LinkUp":
+            time.sleep(0.02)
         devs = fab.devices()
         assert devs["node0001"]["ports"][0]["phys"] != "LinkUp"
         assert devs["sw01"]["ports"][1]["phys"] == "Disabled"

@@ -260,6 +260,7 @@ def test_a_gso_send_that_does_not_fit_is_refused_whole_and_counted_per_datagram(
     assert net.ping("node0001", "node0002").summary()["received"] == 1
     tx = a.ip.udp_socket()
     tx.gso_size = 10
+    a.ifs["ib0"].txqueuelen = 0  # no qdisc backlog: what the full queue refuses is refused
     udp0 = dict(a.ip.stats()["udp"])
     ifc0 = dict(a.ifs["ib0"].stats)
     for _ in range(12):  # 12 x 60 datagrams without a poll in between: the send queue fills up
@@ -272,3 +273,28 @@ def test_a_gso_send_that_does_not_fit_is_refused_whole_and_counted_per_datagram(
     st = a.ifs["ib0"].stats
     assert st["tx_dropped"] - ifc0["tx_dropped"] == refused
     assert st["tx_packets"] - ifc0["tx_packets"] == sent
+
+
+@pytest.mark.parametrize("name,backend", BACKENDS)
+def test_a_gso_send_that_does_not_fit_waits_in_the_qdisc_whole(name, backend):
+    """With the qdisc (txqueuelen 1000, the default) the same burst loses nothing: the GSO packets
+    the full queue refuses wait, whole, and leave when it wakes."""
+    net = IpNet("single:2", backend=backend).up()
+    a = net.nodes["node0001"]
+    rx = net.nodes["node0002"].ip.udp_socket()
+    rx.bind(7000)
+    rx.rcvbuf = 1 << 24
+    assert net.ping("node0001", "node0002").summary()["received"] == 1
+    tx = a.ip.udp_socket()
+    tx.gso_size = 10
+    udp0 = dict(a.ip.stats()["udp"])
+    for _ in range(12):
+        tx.sendto(bytes(600), (net.ip("node0002"), 7000))
+    assert a.ifs["ib0"].stats["tx_queued"] > 0
+    net.settle(0.5, step=0.05)
+    udp = a.ip.stats()["udp"]
+    assert udp["SndbufErrors"] == udp0["SndbufErrors"] and udp["OutDatagrams"] - udp0["OutDatagrams"] == 720
+    got = 0
+    while rx.recvfrom() is not None:
+        got += 1
+    assert got == 720 and a.ifs["ib0"].backlog_len == 0 and a.ifs["ib0"].stats["tx_dropped"] == 0

@@ -132,3 +132,39 @@ def test_restart_host_through_the_api_and_a_new_sm_after_the_sm_host_dies(fab):
     assert r.returncode == 1 and "not running" in r.stdout
     r = _ibfab("sm", "start", "--name", "hostfault", "--node", "nosuch")
     assert r.returncode == 2 and "no node 'nosuch'" in r.stderr
+
+
+def test_a_link_takes_frames_only_from_its_own_fabric(fab):
+    """Anyone who can reach a host's ingress socket (a stale process of an earlier fabric of the
+    same name, another program) cannot pull a cable: a burst without the fabric's link token is
+    dropped and counted, and only one with it is obeyed."""
+    import os
+    import stat
+
+    import zmq
+
+    from fabric.wire.burst import KIND_DOWN, encode_control
+
+    assert stat.S_IMODE(os.stat(fab.info.run_dir).st_mode) == 0o700  # the token's file is private
+    token = bytes.fromhex(fab.info.data["link_token"])
+    sw = "leaf01"
+    port = next(lk.a_port if lk.a == sw else lk.b_port for lk in fab.topology.links
+                if sw in (lk.a, lk.b) and "node" in (lk.b if lk.a == sw else lk.a))
+    sock = zmq.Context.instance().socket(zmq.PUSH)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(fab.info.ingress(fab.topology.nodes[sw].node_guid))
+    try:
+        def phys():
+            d = fab.client.devices()[sw]
+            return next(p for p in d["ports"] if p["port"] == port)["phys"], d["drops"].get("foreign_burst", 0)
+
+        for bad in (bytes(8), os.urandom(8)):
+            sock.send(encode_control(port, KIND_DOWN, bad))
+        assert _wait(lambda: phys()[1] == 2, 2), phys()
+        assert phys()[0] == "LinkUp"
+        sock.send(encode_control(port, KIND_DOWN, token))  # the check is what stopped the others
+        assert _wait(lambda: phys()[0] != "LinkUp", 2)
+    finally:
+        sock.close()
+    fab.link_up(sw, port)
+    assert _wait(lambda: phys()[0] == "LinkUp", 5)

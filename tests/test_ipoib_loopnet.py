@@ -461,8 +461,8 @@ def test_send_only_join_that_fails_drops_its_frames_and_the_next_frame_tries_aga
 # -- 4. P_Key child interfaces ------------------------------------------------------------------
 
 
-def _blue_net():
-    net = IpNet(FATTREE)
+def _blue_net(**smconfig):
+    net = IpNet(FATTREE, **smconfig)
     g1, g2 = net.devices["node0001"].ports[1].guid, net.devices["node0002"].ports[1].guid
     net.config["partitions"] = (f"Default=0x7fff, ipoib : ALL=full;\n"
                                 f"Blue=0x8001, ipoib : 0x{g1:016x}=full, 0x{g2:016x}=full;\n")
@@ -509,8 +509,15 @@ def test_child_interfaces_talk_within_their_partition_only():
     assert n3.ifs["ib0"].stats["rx_packets"] == rx3
 
 
-def test_a_packet_with_a_foreign_pkey_is_dropped_at_the_hca():
-    net = _blue_net()
+@pytest.mark.parametrize("part_enforce", ["off", "both"])
+def test_a_packet_with_a_foreign_pkey_is_dropped_at_the_hca(part_enforce):
+    """Without partition enforcement the receiving HCA drops it (P_Key violation); with it (OpenSM's
+    default) the switch port facing the receiver refuses it on the way out, and the HCA never
+    sees it."""
+    net = _blue_net(part_enforce=part_enforce)
+    sw, num = next((net.devices[x], xp) for lk in net.topology.links
+                   for x, xp, y in ((lk.a, lk.a_port, lk.b), (lk.b, lk.b_port, lk.a)) if y == "node0003")
+    xmit0 = sw.ports[num].counters.snapshot()["counters"]["port_xmit_constraint_errors"]
     n1, n3 = net.devices["node0001"], net.devices["node0003"]
     child = _ifc(net, "node0001", "ib0.8001")
     target = _ifc(net, "node0003")
@@ -524,14 +531,18 @@ def test_a_packet_with_a_foreign_pkey_is_dropped_at_the_hca():
                  payload=frame, now=net.now)
     net.inject("node0001")
     _settle(net, 0.2)
-    assert n3.ports[1].p_key_violations == viol + 1 and n3.drops["pkey"] == drops + 1
+    xmit = sw.ports[num].counters.snapshot()["counters"]["port_xmit_constraint_errors"] - xmit0
+    if part_enforce == "off":
+        assert n3.ports[1].p_key_violations == viol + 1 and n3.drops["pkey"] == drops + 1 and xmit == 0
+    else:
+        assert n3.ports[1].p_key_violations == viol and xmit == 1 and sw.drops["pkey_outbound"] == 1
     assert target.stats["rx_packets"] == rx
     # the same frame on the default P_Key gets through (the drop was the P_Key, nothing else)
     n1.post_send(_ifc(net, "node0001").qpn, dlid=net.lid("node0003"),
                  dest_qp=target.qpn, payload=frame, now=net.now)
     net.inject("node0001")
     _settle(net, 0.2)
-    assert target.stats["rx_packets"] == rx + 1 and n3.ports[1].p_key_violations == viol + 1
+    assert target.stats["rx_packets"] == rx + 1
 
 
 def test_pkey_table_change_adds_and_removes_child_interfaces():
@@ -820,9 +831,9 @@ def test_send_queue_stops_when_full_and_wakes_at_half():
     assert ifc.queue_stopped  # netif_stop_queue reached the interface
     assert ctx.stats["tx_busy"] == 200 - SENDQ_SIZE and ctx.stats["tx_stops"] == 1
     assert len(ctx.sendq) == SENDQ_SIZE and ctx.stats["tx_packets"] == 0
-    # while stopped, the interface does not even try the provider: the frame is dropped and counted
-    assert not ifc._send_frame(frames[0], ah, dst.qpn)
-    assert ifc.drops["queue_stopped"] == 1 and ctx.stats["tx_busy"] == 200 - SENDQ_SIZE
+    # while stopped, the interface does not even try the provider: the frame waits in the qdisc
+    assert ifc._send_frame(frames[0], ah, dst.qpn)
+    assert ifc.backlog_len == 1 and ctx.stats["tx_busy"] == 200 - SENDQ_SIZE and not ifc.drops
     # one NAPI poll completes the sends: the queue wakes once, when half of it is left
     ifc.netdev.poll(64)
     assert wakes == [(0, SENDQ_SIZE // 2)] and not ifc.queue_stopped
@@ -831,7 +842,8 @@ def test_send_queue_stops_when_full_and_wakes_at_half():
     net.run()
     _settle(net, 0.5)
     got = [int.from_bytes(d, "big") for d, _ in _drain(sock)]
-    assert got == list(range(SENDQ_SIZE))  # exactly the accepted ones, in order
+    assert got == list(range(SENDQ_SIZE)) + [0]  # the accepted ones in order, then the one held
+    assert ifc.backlog_len == 0
     assert ifc.netdev.send(frames[0], ah, dst.qpn) == OK
 
 

@@ -23,6 +23,7 @@ from fabric.mad import saclient as sc
 from fabric.wire import smp_attrs as sa
 from handsm import pop_mad
 from smnet import SmNet
+from fabric.topology import load_topology
 
 FT = "fattree:2,2,2,2"
 SWITCHES = ("leaf01", "leaf02", "spine01", "spine02")
@@ -498,11 +499,27 @@ def test_partition_pkey_tables_are_programmed(pnet):
         assert list(table) == keys + [0] * (32 - len(keys)), name
 
 
+def _facing(net, hca):
+    """The switch port an HCA's port 1 is cabled to: (switch device, port number)."""
+    for lk in net.topology.links:
+        if (lk.a, lk.a_port) == (hca, 1):
+            return net.devices[lk.b], lk.b_port
+        if (lk.b, lk.b_port) == (hca, 1):
+            return net.devices[lk.a], lk.a_port
+    raise KeyError(hca)
+
+
 def test_limited_members_cannot_talk_but_the_full_member_reaches_both(pnet):
     before = port_info(pnet, "node0003", src="node0004").p_key_violations
+    sw, num = _facing(pnet, "node0002")
+    # partition enforcement (part_enforce both, OpenSM's default): the switch port facing the
+    # sender has its table; the partition is in it, so the switch lets the packet through, and
+    # the limited receiver refuses a limited sender (membership is the end ports' to enforce)
+    assert sw.ports[num].pkey_enforce_in and sw.ports[num].pkey_enforce_out
+    assert [k for k in sw.ports[num].pkeys if k] == [0xFFFF, 0x0002]
     assert pnet.send_ud("node0002", "node0003", b"limited>limited", pkey_index=1) == []
     assert port_info(pnet, "node0003", src="node0004").p_key_violations == before + 1
-    assert pnet.devices["node0003"].drops["pkey"] == 1
+    assert pnet.devices["node0003"].drops["pkey"] == 1 and not sw.drops["pkey_inbound"]
     for limited in ("node0002", "node0003"):
         got = pnet.send_ud("node0001", limited, b"full>limited", pkey_index=1)
         assert [(c.payload, c.pkey) for c in got] == [(b"full>limited", 0x8002)]
@@ -512,6 +529,50 @@ def test_limited_members_cannot_talk_but_the_full_member_reaches_both(pnet):
     assert pnet.send_ud("node0002", "node0003", b"default", pkey_index=0)[0].payload == b"default"
     # node0004 has no entry for 0x0002: it cannot even send with it
     assert pnet.devices["node0004"].ports[1].pkeys[1] == 0
+
+
+def test_inbound_enforcement_refuses_a_partition_the_sender_is_not_in():
+    """A sender uses a P_Key of a partition it was never given (set by hand): the switch port
+    facing it refuses the packet on the way in (PortRcvConstraintErrors)."""
+    net = SmNet("fattree:2,2,2,2", part_enforce="in")
+    net.start_sm()
+    net.devices["node0001"].ports[1].pkeys[1] = 0x8005
+    sw, num = _facing(net, "node0001")
+    rcv = sw.ports[num].counters.snapshot()["counters"]["port_rcv_constraint_errors"]
+    assert net.send_ud("node0001", "node0003", b"foreign", pkey_index=1) == []
+    assert sw.ports[num].counters.snapshot()["counters"]["port_rcv_constraint_errors"] == rcv + 1
+    assert sw.drops["pkey_inbound"] == 1 and not net.devices["node0003"].drops["pkey"]
+
+
+def test_without_enforcement_the_receiving_hca_refuses_the_packet():
+    topo = load_topology("fattree:2,2,2,2")
+    pg = {n.name: n.port_guids[1] for n in topo.hcas()}
+    conf = ("Default=0x7fff, ipoib : ALL=full;\n"
+            f"Storage=0x0002 : 0x{pg['node0001']:016x}=full, 0x{pg['node0002']:016x}, 0x{pg['node0003']:016x};\n")
+    net = SmNet("fattree:2,2,2,2", partitions=conf, part_enforce="off")
+    net.start_sm()
+    sw, num = _facing(net, "node0002")
+    assert not sw.ports[num].pkey_enforce_in and not sw.ports[num].pkey_enforce_out
+    before = port_info(net, "node0003", src="node0004").p_key_violations
+    assert net.send_ud("node0002", "node0003", b"limited>limited", pkey_index=1) == []
+    assert port_info(net, "node0003", src="node0004").p_key_violations == before + 1
+    assert net.devices["node0003"].drops["pkey"] == 1 and not sw.drops["pkey_inbound"]
+
+
+def test_outbound_enforcement_refuses_a_packet_the_receiver_is_not_in():
+    """A full member sends with a P_Key the receiver lacks: the switch port facing the receiver
+    refuses it on the way out (PortXmitConstraintErrors) instead of the HCA."""
+    net = SmNet("fattree:2,2,2,2", part_enforce="out")
+    net.start_sm()
+    a = net.devices["node0001"]
+    a.ports[1].pkeys[1] = 0x8005  # a key the SM never gave anyone else (set by hand)
+    sw, num = _facing(net, "node0003")
+    assert sw.ports[num].pkey_enforce_out and not sw.ports[num].pkey_enforce_in
+    xmit = sw.ports[num].counters.snapshot()["counters"]["port_xmit_constraint_errors"]
+    assert net.send_ud("node0001", "node0003", b"foreign", pkey_index=1) == []
+    assert sw.ports[num].counters.snapshot()["counters"]["port_xmit_constraint_errors"] == xmit + 1
+    assert sw.drops["pkey_outbound"] == 1 and not net.devices["node0003"].drops["pkey"]
+    assert net.send_ud("node0001", "node0003", b"default", pkey_index=0)[0].payload == b"default"
 
 
 def test_path_records_follow_the_partitions(pnet):
@@ -680,3 +741,68 @@ def test_a_new_sa_answers_nothing_before_its_first_sweep_has_routed_the_subnet(n
     done = [r for c in d.qps[1].poll(100) for r in [col.feed(c.payload)] if r is not None]
     assert len(done) == 1 and done[0].ok and done[0].records[0].dlid == net.lid("node0004")
     assert sm_hca is agent.hca
+
+
+# -- several SMs: master election, standby polling, takeover ------------------------------------
+
+
+def _second_sm(net, node, **config):
+    from fabric.sm.core import SMConfig
+    from fabric.sm.driver import SmAgent
+
+    agent = SmAgent(net.devices[node], 1, SMConfig(**config))
+    agent.start(net.now)
+    net.send_out(node)
+    return agent
+
+
+def test_a_second_sm_finds_the_master_stands_by_and_takes_over_when_it_goes(net):
+    master = net.agent
+    lids = {n: net.lid(n) for n in HCAS}
+    standby = _second_sm(net, "node0004", priority=5)  # outranks it, but a master stays master
+    net.settle(0.5, step=0.1)
+    assert standby.sm.state == "standby" and standby.sm.sm_state == 2
+    assert standby.sm.master[1] == net.devices["node0001"].ports[1].guid
+    assert master.sm.sm_state == 3 and master.sm.state == "up"
+    assert all(net.devices[n].ports[1].sm_lid == net.lid("node0001") for n in HCAS)  # untouched
+    assert standby.sm.sweeps == 0 and not standby.sm.sa_ready  # it configured nothing
+    # it keeps polling the master's SMInfo
+    sent = standby.sm.engine.sent
+    net.settle(3.0, step=0.25)
+    assert standby.sm.engine.sent >= sent + 2 and standby.sm.state == "standby"
+    # the master goes (its SM stops: SMInfo is no longer answered); the standby takes over
+    master.detach()
+    t0 = net.now
+    while net.now - t0 < 10 and standby.sm.state != "up":
+        net.advance(0.1)
+    took = net.now - t0
+    assert standby.sm.state == "up" and standby.sm.sm_state == 3, standby.sm.log
+    assert took <= standby.sm.config.poll_s * (standby.sm.config.poll_retries + 1) + 1.5, took
+    assert any("taking over" in line for line in standby.sm.log)
+    assert {n: net.lid(n) for n in HCAS} == lids  # the ports keep their LIDs
+    assert all(net.devices[n].ports[1].sm_lid == net.lid("node0004") for n in HCAS)
+    got = net.send_ud("node0002", "node0003", b"after takeover")
+    assert [c.payload for c in got] == [b"after takeover"]
+
+
+def test_two_sms_starting_together_elect_the_higher_priority():
+    net = SmNet(FT)
+    low = _second_sm(net, "node0001", priority=1)
+    high = _second_sm(net, "node0004", priority=9)
+    net.settle(1.0, step=0.1)
+    assert high.sm.state == "up" and high.sm.sm_state == 3, (high.sm.log, low.sm.log)
+    assert low.sm.state == "standby" and low.sm.master[1] == net.devices["node0004"].ports[1].guid
+    assert all(net.devices[n].ports[1].sm_lid == net.lid("node0004") for n in HCAS)
+
+
+def test_smInfo_is_answered_by_the_sm_and_isSM_is_set_on_its_port(net):
+    from fabric.wire import smp_attrs as smp
+
+    pi = net.devices["node0001"].ports[1]
+    assert pi.capability_mask & smp.CAP_IS_SM
+    r = smp_get(net, "node0003", net.lid("node0001"), w.ATTR_SM_INFO)
+    assert r is not None and r.status == 0
+    info = w.SMInfo.unpack(r.data)
+    assert (info.guid, info.sm_state, info.sm_key) == (pi.guid, 3, 0)
+    net.agent.detach()
+    assert not pi.capability_mask & smp.CAP_IS_SM

@@ -1,6 +1,7 @@
 """The switch's compiled burst forwarding (``fabric._wirefast.forward_burst``) against its per-packet
 path: for bursts mixing packets to several ports with every kind the C path hands back (bad VCRC,
-VL15, multicast, its own LID, no route, an egress port that is down, a runt), both must put the same
+VL15, multicast, its own LID, no route, an egress port that is down, a runt, a P_Key an enforcing
+port lacks), both must put the same
 packets on the same ports in the same order, and count the same. A burst whose packets all leave by
 one port is forwarded without a copy: the outgoing segment is the incoming buffer."""
 
@@ -52,7 +53,22 @@ def _kinds(f, sw):
         "vl15to3": lambda: _packet(f, "node0003", 20, vl=15),
         "big2": lambda: _packet(f, "node0002", 4200),  # over the egress port's MTU: discarded there
         "badlen2": lambda: _packet(f, "node0002", 20)[:-6] + bytes(4) + _packet(f, "node0002", 20)[-6:],
+        # partitions (where the ports enforce them): one the ingress port lacks, one the port to
+        # node0003 lacks, one every port has (limited: the switch looks at the partition only)
+        "foreign": lambda: _packet(f, "node0002", 30, pkey=0x8005),
+        "blue3": lambda: _packet(f, "node0003", 30, pkey=0x8001),
+        "blue2": lambda: _packet(f, "node0002", 30, pkey=0x0001),
     }
+
+
+def _enforce(f, sw):
+    """Partition enforcement as an SM sets it (part_enforce both): the ingress port has 0xFFFF and
+    0x8001, the port to node0003 only 0xFFFF, the others both."""
+    for n, p in sw.ports.items():
+        if n:
+            p.pkey_enforce_in = p.pkey_enforce_out = 1
+            p.pkeys[:2] = [0xFFFF, 0 if n == _port_of(f, sw, "node0003") else 0x8001]
+    sw._dirty = True
 
 
 def _outputs(sw) -> dict:
@@ -81,7 +97,7 @@ def _burst(packets, *, inplace: bool):
     return bytearray(BURST_HEADROOM) + body if inplace else bytes(BURST_HEADROOM) + body
 
 
-@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("seed", range(50))
 def test_compiled_forwarding_equals_the_per_packet_path(seed):
     random.seed(seed)
     fa, swa = _fab()
@@ -92,10 +108,13 @@ def test_compiled_forwarding_equals_the_per_packet_path(seed):
         for sw in (swa, swb):
             sw.set_link(down, False, fa.net.now)
             sw.events.clear()
+    if seed % 5 == 4:
+        _enforce(fa, swa)
+        _enforce(fb, swb)
     kinds = _kinds(fa, swa)
     names = list(kinds)
     # runs of one destination (the copy-free case) broken at random by the other kinds
-    lead = random.choice(["to2", "to3"])
+    lead = random.choice(["to2", "to3", "blue2"] if seed % 5 == 4 else ["to2", "to3"])
     seq = [lead] * random.randrange(0, 20) + [random.choice(names) for _ in range(random.randrange(0, 12))]
     seq += [lead] * random.randrange(0, 5)
     packets = [kinds[k]() for k in seq]
@@ -112,6 +131,8 @@ def test_compiled_forwarding_equals_the_per_packet_path(seed):
     assert {k: [p for p in v if _unicast_data(p)] for k, v in got.items()} == \
         {k: [p for p in v if _unicast_data(p)] for k, v in want.items()}, seq
     assert _state(swa) == _state(swb), seq
+    if seed % 5 == 4 and ("foreign" in seq or "blue3" in seq):
+        assert swa.drops["pkey_inbound"] + swa.drops["pkey_outbound"] >= 1, seq  # it did enforce
 
 
 @pytest.mark.parametrize("inplace", [True, False])

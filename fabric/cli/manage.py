@@ -181,8 +181,9 @@ def cmd_sm(args) -> int:
     try:
         if args.action == "status":
             st = launcher.sm_status(info)
+            others = [x for x in launcher.sm_statuses(info) if st is None or x["node"] != st.get("node")]
             if args.json:
-                print(json.dumps({"configured": sm or None, "status": st}, indent=1, default=str))
+                print(json.dumps({"configured": sm or None, "status": st, "others": others}, indent=1, default=str))
             elif not sm:
                 print("no SM configured (ibfab sm start --node N)")
             elif st is None or st.get("state") in (None, "stopped"):
@@ -191,9 +192,14 @@ def cmd_sm(args) -> int:
                 return 1
             else:
                 up = st.get("subnet_up") or {}
-                print(f"SM on {sm['node']} port {sm['port']} ({sm.get('kind', 'ours')}): {st.get('state')}, "
+                where = f"{st.get('node', sm['node'])} port {st.get('port', sm['port'])}"
+                role = f", {st['sm_state']} (priority {st.get('priority', 0)})" if st.get("sm_state") else ""
+                print(f"SM on {where} ({sm.get('kind', 'ours')}{role}): {st.get('state')}, "
                       f"sweeps {st.get('sweeps')}, last SUBNET UP: sweep {up.get('sweep')}, "
                       f"{up.get('nodes')} nodes, {up.get('ports_active')} ports Active")
+                for x in others:
+                    print(f"SM on {x['node']} port {x['port']} (ours, {x.get('sm_state')} (priority "
+                          f"{x.get('priority', 0)})): {x.get('state')}")
             return 0
         if args.action == "stop":
             launcher.stop_sm(info)
@@ -215,10 +221,22 @@ def cmd_sm(args) -> int:
         if info.host_of(node) in launcher.dead_hosts(info):
             print(f"ibfab sm: {node} is on a dead device host (ibfab restart-host first)", file=sys.stderr)
             return 1
+        config = dict(sm.get("config") or {}, **({"priority": args.priority} if args.priority is not None else {}))
+        if args.standby:
+            launcher.start_sm(info, node, args.port, config, standby=True)
+            deadline = time.monotonic() + args.timeout
+            while time.monotonic() < deadline:
+                st = next((x for x in launcher.sm_statuses(info) if x["node"] == node), None)
+                if st and st.get("state") in ("standby", "up"):
+                    break
+                time.sleep(0.05)
+            print(f"SM on {node} port {args.port}: {st.get('sm_state') if st else 'not answering'}"
+                  f"{' (the master is ' + format(st['master_guid'], '#018x') + ')' if st and st.get('master_guid') else ''}")
+            return 0 if st else 1
         after = 0
         if sm and launcher.sm_status(info) is not None:
             launcher.stop_sm(info)
-        launcher.start_sm(info, node, args.port, sm.get("config"))
+        launcher.start_sm(info, node, args.port, config)
         up = launcher.wait_subnet_up(info, deadline=time.monotonic() + args.timeout, after_sweep=after)
         print(f"SM on {node} port {args.port}: SUBNET UP in {up['seconds']:.2f} s")
         return 0
@@ -306,3 +324,8 @@ def register(sub, common) -> None:
     sm.add_argument("--port", type=int, default=1)
     sm.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for SUBNET UP (start)")
     sm.add_argument("--json", action="store_true")
+    sm.add_argument("--standby", action="store_true",
+                    help="start: one more SM, next to the running one; it stands by and takes over when the "
+                         "master goes (like a second opensm)")
+    sm.add_argument("--priority", type=int, choices=range(16), default=None, metavar="0-15",
+                    help="start: SM priority (OpenSM's -p); the highest is master when SMs start together")

@@ -94,6 +94,7 @@ class HCA(Device):
         self.mcast_lids: dict[int, set] = {}  # MLID -> QPNs attached
         self.sm_consumer = None  # QP0 responses and traps go here (the SM on this node)
         self.gsi_consumer = None  # QP1 GMPs that are not PMA (SA queries and answers)
+        self.sm_info_source = None  # the SM on this node: a callable giving its SMInfo
         # software attached to a port as to /dev/infiniband/umadN (fabric.simproto): it sees the
         # MADs above before the consumers, ``take_smp``/``take_gmp`` returning True when it took one
         self.user_mad = None
@@ -387,8 +388,16 @@ class HCA(Device):
         super().send_smp_response(req, resp, in_port, now)
 
     def sm_info_request(self, pkt, mad, in_port: int, now: float) -> bool:
-        # an SM attached through user MADs (OpenSM) answers SMInfo itself
-        return self.user_mad is not None and self.user_mad.take_smp(pkt, mad, in_port, now)
+        # an SM attached through user MADs (OpenSM) answers SMInfo itself; ours through its agent
+        if self.user_mad is not None and self.user_mad.take_smp(pkt, mad, in_port, now):
+            return True
+        if self.sm_info_source is None or mad.method not in (w.GET, w.SET):
+            return False
+        # a Set (HandOver, Acknowledge, Disable, ...) is answered with the state as it is: our SMs
+        # hand over by polling, not by being told
+        data = self.sm_info_source().pack().ljust(len(mad.data), b"\0")  # SMP data is 64 octets
+        self.send_smp_response(pkt, self._smp_reply(mad, 0, data), in_port, now)
+        return True
 
     def smp_to_local_sm(self, pkt, mad, in_port: int, now: float) -> None:
         if mad.method == w.TRAP_REPRESS:

@@ -24,6 +24,22 @@ def _vcrc_ok(data: bytes) -> bool:
     return data[-2] == (c & 0xFF) and data[-1] == (c >> 8)
 
 
+PKEY_SLOTS = 32  # entries per port in the table the C path checks (fabric._wirefast)
+
+
+def _partition_in(port: Port, pkey: int) -> bool:
+    """A switch port lets a P_Key through when its table has the same partition (the low 15
+    bits): whether two limited members may talk is for the end ports to enforce."""
+    base = pkey & 0x7FFF
+    return base != 0 and any(k & 0x7FFF == base for k in port.pkeys[:PKEY_SLOTS])
+
+
+def _bth_pkey(data: bytes, lnh: int) -> int:
+    """The P_Key in a packet's BTH (after the LRH, and the GRH when there is one)."""
+    off = 8 + (40 if lnh == w.LNH_IBA_GLOBAL else 0) + 2
+    return (data[off] << 8) | data[off + 1] if len(data) >= off + 2 else 0
+
+
 class Switch(Device):
     kind = "switch"
     node_type = sa.NODE_TYPE_SWITCH
@@ -42,6 +58,7 @@ class Switch(Device):
         self.default_port = 0
         self._flags = bytearray(spec.num_ports + 1)  # per port: 1 link up, 2 active (for the C path)
         self._mtu = None
+        self._pkeys = None  # P_Key tables of the enforcing ports, flattened, for the C path
         self._dirty = True
 
     # -- addressing ----------------------------------------------------------------------------
@@ -67,7 +84,16 @@ class Switch(Device):
         import array
 
         for n, p in self.ports.items():
-            self._flags[n] = (1 if p.link_up else 0) | (2 if p.state == sa.PORT_ACTIVE else 0)
+            self._flags[n] = ((1 if p.link_up else 0) | (2 if p.state == sa.PORT_ACTIVE else 0)
+                              | (4 if n and p.pkey_enforce_in else 0) | (8 if n and p.pkey_enforce_out else 0))
+        enforcing = [n for n, p in self.ports.items() if n and (p.pkey_enforce_in or p.pkey_enforce_out)]
+        if enforcing:  # the tables of the ports that enforce, PKEY_SLOTS entries each, for the C path
+            self._pkeys = array.array("H", bytes(2 * PKEY_SLOTS * (self.num_ports + 1)))
+            for n in enforcing:
+                keys = self.ports[n].pkeys[:PKEY_SLOTS]
+                self._pkeys[n * PKEY_SLOTS:n * PKEY_SLOTS + len(keys)] = array.array("H", keys)
+        else:
+            self._pkeys = None
         self._mtu = array.array("I", [sa.MTU_BYTES.get(self.ports[n].neighbor_mtu, 4096)
                                       for n in range(self.num_ports + 1)])
         self._dirty = False
@@ -86,7 +112,8 @@ class Switch(Device):
             segs, slow, (rp, rw, relay, egress) = _forward_burst(
                 burst, offset, count, in_port, self.lft, self.lft_top, self._flags, self._mtu,
                 base, (1 << p0.lmc) if p0.lid else 0, BURST_HEADROOM,
-                burst if type(burst) is bytearray else None)  # an in-process burst: ours to reuse
+                burst if type(burst) is bytearray else None,  # an in-process burst: ours to reuse
+                self._pkeys)
         except ValueError:
             return self._receive_each(in_port, burst, offset, count, now)
         if rp:
@@ -147,6 +174,10 @@ class Switch(Device):
             self.events.append(("port_state", in_port, (sa.PORT_ARMED, sa.PORT_ACTIVE)))
         elif port.state != sa.PORT_ACTIVE:
             return self.drop("ingress_not_active", port, "port_rcv_errors")
+        if port.pkey_enforce_in and not _partition_in(port, _bth_pkey(data, lnh)):
+            # partition enforcement (IBA 10.9.3, OpenSM's part_enforce): the P_Key is not in
+            # this port's table
+            return self.drop("pkey_inbound", port, "port_rcv_constraint_errors")
         payload = n - MGMT_HDR - (40 if lnh == w.LNH_IBA_GLOBAL else 0)
         if payload > sa.MTU_BYTES.get(port.neighbor_mtu, 4096):
             return self.drop("over_mtu", port, "port_rcv_errors")
@@ -176,9 +207,16 @@ class Switch(Device):
         if out_num == ingress.num or out_num == 0:
             return self.drop("route_to_ingress", ingress, "port_rcv_switch_relay_errors")
         out = self.ports[out_num]
-        if self._egress_ok(out, management, payload):
+        if self._egress_ok(out, management, payload) and (management or self._pkey_out_ok(out, data)):
             out.counters.count_xmit(len(data), False)
             self.outbox.append((out_num, data))
+
+    def _pkey_out_ok(self, out: Port, data: bytes) -> bool:
+        if not out.pkey_enforce_out or _partition_in(out, _bth_pkey(data, data[1] & 3)):
+            return True
+        out.counters.inc("port_xmit_constraint_errors")
+        self.drops["pkey_outbound"] += 1
+        return False
 
     def _multicast(self, ingress: Port, mlid: int, data: bytes, payload: int) -> None:
         idx = mlid - w.LID_MCAST_FIRST
@@ -189,7 +227,7 @@ class Switch(Device):
         for num in range(1, self.num_ports + 1):
             if mask >> num & 1:
                 p = self.ports[num]
-                if self._egress_ok(p, False, payload):
+                if self._egress_ok(p, False, payload) and self._pkey_out_ok(p, data):
                     p.counters.count_xmit(len(data), True)
                     self.outbox.append((num, data))
 
@@ -300,6 +338,7 @@ class Switch(Device):
     # -- SMA attributes specific to switches ---------------------------------------------------
 
     def pkey_port_block(self, mod: int, in_port: int) -> tuple:
+        self._dirty = True  # a Set changes what the C path checks an enforcing port against
         num = mod >> 16  # IBA 14.2.5.7: AttributeModifier bits 31..16 are the port number
         if num not in self.ports:
             raise SmpError(w.STATUS_INVALID_FIELD, f"no port {num}")

@@ -5,7 +5,7 @@ The two ends of a cable talk with control frames (``fabric.wire.burst``: HELLO, 
 
 - a port that is administratively up sends HELLO when the fabric starts and when it is enabled;
 - a port that is up administratively and hears HELLO comes up (PhysState LinkUp, PortState Init)
-  and, if it was not up already, answers HELLO_ACK; hearing HELLO_ACK brings it up too. So both
+  and answers HELLO_ACK; hearing HELLO_ACK brings it up too. So both
   ends reach LinkUp only once each has heard the other, whichever started first;
 - a port taken down (a pulled cable, PhysState Disabled, a PortState Down bounce) sends DOWN and
   the peer goes down as well.
@@ -35,9 +35,10 @@ def on_control(dev, port: int, kind: int, now: float) -> list[Control]:
         return []
     if not p.admin_up:
         return []  # a disabled port does not train
-    was_up = p.link_up
     dev.set_link(port, True, now)
-    return [(port, KIND_HELLO_ACK)] if kind == KIND_HELLO and not was_up else []
+    # a HELLO is always answered, also on a port that is up: the peer trains again (its end went
+    # down alone, or its host restarted) and comes up only on our answer; an ACK answers nothing
+    return [(port, KIND_HELLO_ACK)] if kind == KIND_HELLO else []
 
 
 def set_admin(dev, port: int, up: bool, now: float) -> list[Control]:

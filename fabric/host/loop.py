@@ -52,6 +52,8 @@ class DeviceHost(HostOps):
         self.index = index
         self.topology = load_topology(self.info.topology_path)
         self.names = self.info.hosts[index]["devices"]
+        # every burst carries the fabric's token, and one without it is dropped (fabric.wire.burst)
+        self.token = bytes.fromhex(self.info.data.get("link_token") or "00" * 8)
         self.devices = {n: make_device(self.topology.nodes[n]) for n in self.names}
         self.ctx = zmq.Context()
         self.ctx.set(zmq.MAX_SOCKETS, 65536)
@@ -139,13 +141,13 @@ class DeviceHost(HostOps):
     def send_control(self, name: str, port: int, kind: int) -> None:
         peer = self.local.get((name, port))
         if peer is not None:
-            self.local_q.append((peer[0], encode_control(peer[1], kind)))
+            self.local_q.append((peer[0], encode_control(peer[1], kind, self.token)))
             return
         link = self.links.get((name, port))
         if link is None:
             return
         try:
-            link[0].send(encode_control(link[1], kind), zmq.NOBLOCK)
+            link[0].send(encode_control(link[1], kind, self.token), zmq.NOBLOCK)
         except zmq.Again:
             pass  # the peer is not draining; training will be retried by its own HELLO
 
@@ -200,7 +202,7 @@ class DeviceHost(HostOps):
             dest = link[1] if link else peer[1]
             for chunk in chunks:
                 count, buf = chunk[0], chunk[1]
-                hdr = BURST_HDR.pack(BURST_VERSION, KIND_DATA, dest, count)
+                hdr = BURST_HDR.pack(BURST_VERSION, KIND_DATA, dest, count, self.token)
                 if buf is not None:  # a Segment: the header goes into its headroom
                     if self.capture is not None:
                         self._capture(name, port, memoryview(buf)[BURST_HEADROOM:])
@@ -231,7 +233,7 @@ class DeviceHost(HostOps):
     def on_burst(self, name: str, data: bytes, now: float) -> None:
         dev = self.devices[name]
         try:
-            kind, port, count = decode_burst_header(data)
+            kind, port, count = decode_burst_header(data, self.token)
             if port not in dev.ports or port == 0 and dev.kind == "switch":
                 dev.drops["burst_bad_port"] += 1
                 return
@@ -239,9 +241,9 @@ class DeviceHost(HostOps):
                 dev.receive_burst(port, data, BURST_HDR.size, count, now)
             else:
                 self._controls(name, training.on_control(dev, port, kind, now))
-        except ParseError:
+        except ParseError as exc:
             self.burst_errors += 1
-            dev.drops["bad_burst"] += 1
+            dev.drops["foreign_burst" if exc.kind == "token" else "bad_burst"] += 1
             return
         finally:
             self.drain(name, dev)

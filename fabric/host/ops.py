@@ -108,7 +108,8 @@ _SM_FIELDS = {
     "lmc": (int, 0, 7), "subnet_timeout": (int, 0, 31), "sweep_interval": (float, 0, 86400),
     "routing_engine": (str, None, None), "partitions": (str, None, None), "guid2lid_path": (str, None, None),
     "sm_key": (int, 0, (1 << 64) - 1), "window": (int, 1, 4096), "smp_timeout": (float, 0.001, 60),
-    "retries": (int, 0, 100), "priority": (int, 0, 15),
+    "retries": (int, 0, 100), "priority": (int, 0, 15), "part_enforce": (str, None, None),
+    "poll_s": (float, 0.05, 3600), "poll_retries": (int, 1, 100),
 }
 
 
@@ -132,6 +133,8 @@ def sm_config(config: dict):
     from ..sm.partitions import parse_partitions
     from ..sm.routing import ENGINES
 
+    if cfg.part_enforce not in ("both", "in", "out", "off"):
+        raise RpcError(f"sm_start: part_enforce must be both, in, out or off, not {cfg.part_enforce!r}")
     if cfg.routing_engine not in ENGINES:
         raise RpcError(f"sm_start: unknown routing engine {cfg.routing_engine!r}; known: {', '.join(ENGINES)}")
     parse_partitions(cfg.partitions)  # a ValueError that names the line

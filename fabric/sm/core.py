@@ -48,6 +48,20 @@ class SMConfig:
     window: int = 128
     smp_timeout: float = 0.25
     retries: int = 3
+    # OpenSM's part_enforce: the switch ports that face end ports get those ports' P_Key tables
+    # and check packets against them, inbound and/or outbound ("both", "in", "out", "off")
+    part_enforce: str = "both"
+    # several SMs (OpenSM's -p): the highest priority, then the lowest port GUID, is master; the
+    # others stand by, poll the master's SMInfo every poll_s and take over after poll_retries
+    # polls in a row go unanswered (OpenSM: polling_timeout, polling_retry_number)
+    priority: int = 0
+    poll_s: float = 1.0
+    poll_retries: int = 2
+
+
+# SMInfo.SMState (IBA 14.2.5.13)
+SM_NOT_ACTIVE, SM_DISCOVERING, SM_STANDBY, SM_MASTER = 0, 1, 2, 3
+SM_STATE_NAMES = {0: "not-active", 1: "discovering", 2: "standby", 3: "master"}
 
 
 @dataclass(frozen=True)
@@ -76,7 +90,8 @@ class SweepStats:
 
 
 class SubnetManager:
-    def __init__(self, config: SMConfig | None = None, *, tid_base: int = 0x5300, guid2lid: dict | None = None):
+    def __init__(self, config: SMConfig | None = None, *, tid_base: int = 0x5300, guid2lid: dict | None = None,
+                 sm_guid: int = 0):
         from .mcast import McastManager
         from .partitions import parse_partitions
         from .sa import SubnetAdministrator
@@ -89,6 +104,11 @@ class SubnetManager:
         self.subnet = None
         self.now = 0.0
         self.state = "idle"
+        self.sm_guid = sm_guid  # the port GUID SMInfo names this SM by
+        self.sm_state = SM_DISCOVERING
+        self.master = None  # (DR path, GUID) of the master SM, while standing by
+        self.next_poll = None
+        self.poll_failures = 0
         self.sweeps = 0
         self.sa_ready = False  # the SA answers once the first sweep has given it the routed subnet
         self.resweep = False
@@ -119,6 +139,8 @@ class SubnetManager:
 
     def stop(self) -> None:
         self.state = "stopped"
+        self.sm_state = SM_NOT_ACTIVE
+        self.next_poll = None
         self.engine.queue.clear()
         self.engine.outstanding.clear()
 
@@ -137,6 +159,10 @@ class SubnetManager:
         if self.state == "stopped":
             return []
         out = self.engine.tick(now) + self.sa.tick(now)  # SA: Report resends to subscribers
+        if self.sm_state == SM_STANDBY and self.next_poll is not None and now >= self.next_poll:
+            self.next_poll = None
+            self.engine.request(dr_smp(w.GET, w.ATTR_SM_INFO, self.master[0]), self._polled)
+            out += self.engine.pump(now)
         if self.next_light is not None and now >= self.next_light and self.state == "up":
             self.next_light = None
             self._light_sweep()
@@ -144,7 +170,8 @@ class SubnetManager:
         return self._flush(out)
 
     def next_deadline(self):
-        cands = [d for d in (self.engine.next_deadline(), self.next_light, self.sa.next_timer()) if d is not None]
+        cands = [d for d in (self.engine.next_deadline(), self.next_light, self.sa.next_timer(), self.next_poll)
+                 if d is not None]
         return min(cands, default=None)
 
     def _flush(self, actions: list) -> list:
@@ -158,8 +185,8 @@ class SubnetManager:
     def request_sweep(self) -> list:
         """Heavy sweep now, or right after the one in progress. Returns the actions to carry out
         (the first discovery SMPs): nothing else would send them before the next timer."""
-        if self.state == "stopped":
-            return []
+        if self.state in ("stopped", "standby"):
+            return []  # a standby SM leaves the subnet to the master
         if self.state == "sweeping":
             self.resweep = True
             return []
@@ -188,7 +215,78 @@ class SubnetManager:
             self.log.append(f"sweep {self.stats.sweep}: {what} Set failed "
                             f"({'no response' if resp is None else f'status 0x{resp.status:04x}'})")
 
+    # -- master election (IBA 14.4: SMInfo; OpenSM's sm_state_mgr) --------------------------------
+
+    def sm_info(self) -> w.SMInfo:
+        """What this SM answers to an SMInfo Get (its SM_Key stays its own)."""
+        return w.SMInfo(guid=self.sm_guid, sm_key=0, act_count=self.engine.sent & 0xFFFFFFFF,
+                        priority=self.config.priority, sm_state=self.sm_state)
+
     def _discovered(self, subnet) -> None:
+        """A discovery ended. A master configures the subnet; a discovering SM first asks every
+        other port that says IsSM for its SMInfo, and stands by if it finds a master, or a
+        discovering or standby SM that outranks it."""
+        sm_port = subnet.sm_port
+        if self.sm_state == SM_MASTER or sm_port is None:
+            return self._configure(subnet)
+        others = [p for p in subnet.ca_ports() if p is not sm_port and p.info is not None
+                  and p.info.capability_mask & sa.CAP_IS_SM]
+        if not others:
+            self._master()
+            return self._configure(subnet)
+        infos: dict = {}
+        for p in others:
+            self.engine.request(dr_smp(w.GET, w.ATTR_SM_INFO, p.node.path),
+                                lambda r, p=p: infos.__setitem__(p, r))
+        self.engine.when_idle(lambda: self._elect(subnet, infos))
+
+    def _elect(self, subnet, infos: dict) -> None:
+        rank = (self.config.priority, -self.sm_guid)  # the higher priority, then the lower GUID
+        best = None
+        for p, r in infos.items():
+            if not ok(r):
+                continue
+            info = w.SMInfo.unpack(r.data)
+            if info.sm_state == SM_MASTER:
+                best = (p, info)  # a master stays master: a newcomer stands by
+                break
+            if info.sm_state in (SM_DISCOVERING, SM_STANDBY) and (info.priority, -info.guid) > rank:
+                if best is None or (info.priority, -info.guid) > (best[1].priority, -best[1].guid):
+                    best = (p, info)
+        if best is None:
+            self._master()
+            return self._configure(subnet)
+        p, info = best
+        self.sm_state, self.state = SM_STANDBY, "standby"
+        self.master = (p.node.path, info.guid)
+        self.poll_failures = 0
+        self.next_poll = self.now + self.config.poll_s
+        self.log.append(f"standby: SM 0x{info.guid:016x} ({SM_STATE_NAMES.get(info.sm_state, '?')}, "
+                        f"priority {info.priority}) is in charge")
+
+    def _master(self) -> None:
+        if self.sm_state != SM_MASTER:
+            self.sm_state = SM_MASTER
+            self.master = None
+            self.next_poll = None
+
+    def _polled(self, resp) -> None:
+        if self.sm_state != SM_STANDBY:
+            return
+        if ok(resp) and w.SMInfo.unpack(resp.data).sm_state in (SM_MASTER, SM_DISCOVERING):
+            self.poll_failures = 0
+        else:
+            self.poll_failures += 1
+        if self.poll_failures >= self.config.poll_retries:
+            self.log.append(f"master SM 0x{self.master[1]:016x} gone ({self.poll_failures} polls unanswered): "
+                            f"taking over")
+            self._master()
+            self.state = "idle"
+            self._begin_heavy()
+            return
+        self.next_poll = self.now + self.config.poll_s
+
+    def _configure(self, subnet) -> None:
         from .lids import assign_lids
 
         prev = self.subnet
@@ -202,6 +300,8 @@ class SubnetManager:
                                                                                and not si.linear_fdb_top):
                 self.programmed_lft.pop(sw.guid, None)
                 self.programmed_mft.pop(sw.guid, None)
+                for num in sw.ports:
+                    self.programmed_pkeys.pop((sw.guid, num), None)
         for port in subnet.ca_ports():
             if port.info is not None and port.info.lid == 0:
                 self.programmed_pkeys.pop(port.guid, None)
@@ -342,7 +442,28 @@ class SubnetManager:
             if self.programmed_pkeys.get(port.guid) != want:
                 self._set("P_KeyTable", w.ATTR_PKEY_TABLE, port.node.path, w.PKeyTable(pkeys=tuple(want)), 0)
                 self.programmed_pkeys[port.guid] = want
+            self._enforce_at(port.remote, want)
         self.engine.when_idle(self._mfts)
+
+    def _enforce_at(self, sw_port, want: list) -> None:
+        """Partition enforcement on the switch port facing an end port: its table first, then the
+        PortInfo enforcement bits (so no packet of a partition is refused in between)."""
+        if sw_port is None or not sw_port.node.is_switch or sw_port.info is None:
+            return
+        mode = self.config.part_enforce
+        inbound, outbound = int(mode in ("both", "in")), int(mode in ("both", "out"))
+        key = (sw_port.node.guid, sw_port.num)
+        if (inbound or outbound) and self.programmed_pkeys.get(key) != want:
+            self._set("P_KeyTable", w.ATTR_PKEY_TABLE, sw_port.node.path, w.PKeyTable(pkeys=tuple(want)),
+                      sw_port.num << 16)
+            self.programmed_pkeys[key] = want
+        pi = sw_port.info
+        if (pi.partition_enforcement_inbound, pi.partition_enforcement_outbound) != (inbound, outbound):
+            new = pi.replace(port_state=sa.PORT_NOP, phys_state=sa.PHYS_NOP, link_width_enabled=0,
+                             link_speed_enabled=0, client_reregister=0, partition_enforcement_inbound=inbound,
+                             partition_enforcement_outbound=outbound)
+            self._set("PortInfo", w.ATTR_PORT_INFO, sw_port.node.path, new, sw_port.num)
+            sw_port.info = new
 
     def _mfts(self) -> None:
         self._sa_refresh()
@@ -450,6 +571,8 @@ class SubnetManager:
     # -- for the SA ----------------------------------------------------------------------------
 
     def status(self) -> dict:
-        return {"state": self.state, "sweeps": self.sweeps, "engine_sent": self.engine.sent,
+        return {"state": self.state, "sm_state": SM_STATE_NAMES[self.sm_state], "priority": self.config.priority,
+                "master_guid": self.master[1] if self.master else None, "sweeps": self.sweeps,
+                "engine_sent": self.engine.sent,
                 "timeouts": self.engine.timeouts, "failed": self.engine.failed, "traps": self.traps_seen,
                 "log": self.log[-20:]}

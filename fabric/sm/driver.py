@@ -24,7 +24,7 @@ class SmAgent:
         self.port = port
         config = config or SMConfig()
         self.sm = SubnetManager(config, tid_base=(hca.node_guid & 0xFFFF) ^ 0x5300,
-                                guid2lid=read_guid2lid(config.guid2lid_path))
+                                guid2lid=read_guid2lid(config.guid2lid_path), sm_guid=hca.ports[port].guid)
         self.last_up: SubnetUp | None = None
         self.started_at = None
         self._busy = False
@@ -33,6 +33,8 @@ class SmAgent:
         self._held: deque = deque(maxlen=SA_HOLD)  # SA requests that came before the SA had a subnet
         hca.sm_consumer = self.on_smp
         hca.gsi_consumer = self.on_gmp
+        hca.sm_info_source = self.sm.sm_info  # SMInfo is the SM's to answer (IBA 14.4.1)
+        hca.ports[port].capability_mask |= w.CAP_IS_SM  # PortInfo.IsSM: other SMs find us by it
         hca.agents.append(self)
 
     def detach(self) -> None:
@@ -41,6 +43,9 @@ class SmAgent:
             self.hca.sm_consumer = None
         if self.hca.gsi_consumer == self.on_gmp:
             self.hca.gsi_consumer = None
+        if getattr(self.hca, "sm_info_source", None) == self.sm.sm_info:
+            self.hca.sm_info_source = None
+            self.hca.ports[self.port].capability_mask &= ~w.CAP_IS_SM
         if self in self.hca.agents:
             self.hca.agents.remove(self)
 

@@ -1,10 +1,13 @@
 """Link burst framing: a ZeroMQ message on a link is a burst of IB packets.
 
-    octet 0     format version (1)
+    octet 0     format version (2)
     octet 1     kind: DATA, or a link-training/control frame (HELLO, HELLO_ACK, DOWN)
     octet 2     destination port number on the receiving device
     octet 3     reserved (0)
     octets 4-5  packet count, big-endian
+    octets 6-13 the fabric's link token: a host takes a burst only from its own fabric (not from a
+                stale process of an earlier fabric of the same name, nor anyone else who can
+                reach the socket); zero in-process (LoopNet)
     then, per packet: a 16-bit big-endian length and the packet octets (LRH through VCRC)
 
 One message carries many packets so the per-message cost of ZeroMQ (about 0.7 us) is shared; see
@@ -23,10 +26,11 @@ import struct
 
 from .errors import ParseError
 
-BURST_VERSION = 1
+BURST_VERSION = 2
 KIND_DATA, KIND_HELLO, KIND_HELLO_ACK, KIND_DOWN = 0, 1, 2, 3
 KIND_NAMES = {0: "data", 1: "hello", 2: "hello-ack", 3: "down"}
-BURST_HDR = struct.Struct("!BBBxH")
+BURST_HDR = struct.Struct("!BBBxH8s")
+NO_TOKEN = bytes(8)
 LEN = struct.Struct("!H")
 MAX_BURST_PACKETS = 0xFFFF
 BURST_HEADROOM = BURST_HDR.size  # what a compiled path leaves free in front of a Segment's packets
@@ -52,11 +56,11 @@ class Segment:
         return f"Segment(port={self.port}, count={self.count}, {len(self.buf) - BURST_HEADROOM} octets)"
 
 
-def encode_burst(dest_port: int, packets, kind: int = KIND_DATA) -> bytes:
+def encode_burst(dest_port: int, packets, kind: int = KIND_DATA, token: bytes = NO_TOKEN) -> bytes:
     packets = list(packets)
     if len(packets) > MAX_BURST_PACKETS:
         raise ValueError("too many packets for one burst")
-    parts = [BURST_HDR.pack(BURST_VERSION, kind, dest_port, len(packets))]
+    parts = [BURST_HDR.pack(BURST_VERSION, kind, dest_port, len(packets), token)]
     for p in packets:
         if len(p) > 0xFFFF:
             raise ValueError(f"packet of {len(p)} octets cannot be framed")
@@ -65,19 +69,22 @@ def encode_burst(dest_port: int, packets, kind: int = KIND_DATA) -> bytes:
     return b"".join(parts)
 
 
-def encode_control(dest_port: int, kind: int) -> bytes:
-    return BURST_HDR.pack(BURST_VERSION, kind, dest_port, 0)
+def encode_control(dest_port: int, kind: int, token: bytes = NO_TOKEN) -> bytes:
+    return BURST_HDR.pack(BURST_VERSION, kind, dest_port, 0, token)
 
 
-def decode_burst_header(data) -> tuple[int, int, int]:
-    """(kind, dest_port, count) of a burst; ParseError if the header is bad."""
+def decode_burst_header(data, token: bytes = NO_TOKEN) -> tuple[int, int, int]:
+    """(kind, dest_port, count) of a burst; ParseError if the header is bad or carries another
+    fabric's token."""
     if len(data) < BURST_HDR.size:
         raise ParseError(f"burst of {len(data)} octets is shorter than its header", kind="burst")
-    version, kind, port, count = BURST_HDR.unpack_from(data)
+    version, kind, port, count, tok = BURST_HDR.unpack_from(data)
     if version != BURST_VERSION:
         raise ParseError(f"burst format version {version} is not {BURST_VERSION}", kind="burst")
     if kind not in KIND_NAMES:
         raise ParseError(f"burst kind {kind} is unknown", kind="burst")
+    if tok != token:
+        raise ParseError("burst from another fabric (its link token is not ours)", kind="token")
     return kind, port, count
 
 
