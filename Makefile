@@ -8,7 +8,7 @@ BACKEND ?= fast
 PYTEST_ARGS ?=
 STAMP  := $(VENV)/.installed
 
-.PHONY: install debs test test-fast test-std bench fuzz fabric clean
+.PHONY: install debs test test-fast test-std bench fuzz soak fabric clean
 
 install: $(STAMP)
 
@@ -42,6 +42,12 @@ bench: install debs
 # Hostile input at length: 100k fuzzed RPC calls against a running fabric (make test runs a sample)
 fuzz: install
 	IBFAB_FUZZ_CALLS=$${IBFAB_FUZZ_CALLS:-100000} $(PY) -m pytest -q tests/test_rpc_fuzz.py $(PYTEST_ARGS)
+
+# 10 minutes of mixed traffic, cable flaps and a device-host kill a minute, with exact packet
+# conservation on every link; the figures go to soak-report.json (bench/RESULTS.md keeps them)
+soak: install
+	IBFAB_SOAK_S=$${IBFAB_SOAK_S:-600} IBFAB_SOAK_REPORT=$${IBFAB_SOAK_REPORT:-soak-report.json} \
+		$(PY) -m pytest -q -s tests/test_soak.py -k conserve $(PYTEST_ARGS)
 
 fabric: install
 	$(VENV)/bin/ibfab demo $(TOPO)

@@ -254,10 +254,11 @@ class HCA(Device):
         if port is None:
             return self.drop("bad_ingress_port")
         if not port.link_up:
+            port.counters.lost["ingress_down"] += 1
             return self.drop("ingress_link_down")
         n = len(data)
-        if n >= 8:
-            port.counters.count_rcv(n, w.LID_MCAST_FIRST <= ((data[2] << 8) | data[3]) <= w.LID_MCAST_LAST)
+        # PortRcvPkts counts packets with errors too (IBA 16.1.3.5): before any check
+        port.counters.count_rcv(n, n >= 4 and w.LID_MCAST_FIRST <= ((data[2] << 8) | data[3]) <= w.LID_MCAST_LAST)
         self.receive_local(in_port, data, now)
 
     def receive_burst(self, in_port: int, burst, offset: int, count: int, now: float) -> None:

@@ -20,17 +20,22 @@ EXT_SELECT_BITS = (
 _PC_WIDTH = {f.name: f.bits for f in pma.PortCounters.FIELDS if f.kind == "uint"}
 PC_NAMES = tuple(n for n in _PC_WIDTH if n not in ("port_select", "counter_select", "counter_select2"))
 EXT_NAMES = EXT_SELECT_BITS
+LOST_NAMES = ("ingress_down", "link_full", "uncabled")
 
 
 class PortCounterSet:
     """The PMA counters of one port. PortCounters fields saturate at their width as the spec
     requires; the extended (64-bit) set counts alongside them."""
 
-    __slots__ = ("pc", "ext")
+    __slots__ = ("pc", "ext", "lost")
 
     def __init__(self):
         self.pc = dict.fromkeys(PC_NAMES, 0)
         self.ext = dict.fromkeys(EXT_NAMES, 0)
+        # what no PMA counter holds, so that every packet a port sends is accounted for at the
+        # other end (make soak): arrived while this port was down, or could not be queued toward
+        # the peer (a full link), or left by a port with no cable
+        self.lost = dict.fromkeys(LOST_NAMES, 0)
 
     def inc(self, name: str, n: int = 1) -> None:
         v = self.pc[name] + n
@@ -85,7 +90,7 @@ class PortCounterSet:
                 self.ext[name] = 0
 
     def snapshot(self) -> dict:
-        return {"counters": dict(self.pc), "extended": dict(self.ext)}
+        return {"counters": dict(self.pc), "extended": dict(self.ext), "lost": dict(self.lost)}
 
 
 DEFAULT_PKEYS = 32  # P_Key table entries per port (PartitionCap)

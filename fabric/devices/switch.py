@@ -146,20 +146,22 @@ class Switch(Device):
         if port is None or in_port == 0:
             return self.drop("bad_ingress_port")
         if not port.link_up:
+            port.counters.lost["ingress_down"] += 1
             return self.drop("ingress_link_down")
         n = len(data)
+        # PortRcvPkts counts packets with errors too (IBA 16.1.3.5): before any check
+        dlid = (data[2] << 8) | data[3] if n >= 4 else 0
+        mcast = w.LID_MCAST_FIRST <= dlid <= w.LID_MCAST_LAST
+        port.counters.count_rcv(n, mcast)
         if n < MGMT_HDR:
             return self.drop("runt", port, "port_rcv_errors")
         vl = data[0] >> 4
         lnh = data[1] & 3
-        dlid = (data[2] << 8) | data[3]
         pktlen = ((data[4] & 7) << 8) | data[5]
         if pktlen * 4 + 2 != n:
             return self.drop("pktlen", port, "port_rcv_errors")
         if not _vcrc_ok(data):
             return self.drop("vcrc", port, "port_rcv_errors")
-        mcast = w.LID_MCAST_FIRST <= dlid <= w.LID_MCAST_LAST
-        port.counters.count_rcv(n, mcast)
         if lnh not in (w.LNH_IBA_LOCAL, w.LNH_IBA_GLOBAL):
             return self.drop("lnh", port, "port_rcv_errors")
         if vl == w.VL15:

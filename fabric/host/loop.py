@@ -197,8 +197,11 @@ class DeviceHost(HostOps):
         for (name, port), chunks in txq.items():
             link = self.links.get((name, port))
             peer = self.local.get((name, port)) if link is None else None
-            if link is None and peer is None:
-                continue  # uncabled port: lost
+            if link is None and peer is None:  # an uncabled port: lost, and counted
+                dev = self.devices.get(name)
+                if dev is not None and port in dev.ports:
+                    dev.ports[port].counters.lost["uncabled"] += sum(c[0] for c in chunks)
+                continue
             dest = link[1] if link else peer[1]
             for chunk in chunks:
                 count, buf = chunk[0], chunk[1]
@@ -228,6 +231,7 @@ class DeviceHost(HostOps):
     def _link_full(self, name: str, port: int, count: int) -> None:
         dev = self.devices[name]
         dev.ports[port].counters.inc("port_xmit_discards", count)
+        dev.ports[port].counters.lost["link_full"] += count
         dev.drops["link_queue_full"] += count
 
     def on_burst(self, name: str, data: bytes, now: float) -> None:

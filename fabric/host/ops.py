@@ -258,6 +258,12 @@ class HostOps:
     def op_counters(self, env, now, device: str, port: int):
         return self.device(device).ports[port].counters.snapshot()
 
+    def op_all_counters(self, env, now):
+        """Every cabled port's counters on this host, read at one instant: ``{device: {port: ...}}``
+        (the soak's conservation check compares the two ends of each cable)."""
+        return {n: {num: p.counters.snapshot() for num, p in self.devices[n].ports.items() if p.cabled}
+                for n in self.names}
+
     def op_link(self, env, now, device: str, port: int, up: bool):
         dev = self.device(device)
         if port not in dev.ports or port == 0 and dev.kind == "switch":
