@@ -145,10 +145,15 @@ class Fabric:
         """Fault injection: SIGKILL device host ``index`` (a crash); its pid."""
         import signal
 
+        import time as _time
+
         pid = launcher.host_pid(self.info, index)
         if pid is None:
             raise ValueError(f"device host {index} has not started")
         os.kill(pid, signal.SIGKILL)
+        deadline = _time.monotonic() + 5
+        while index not in launcher.dead_hosts(self.info) and _time.monotonic() < deadline:
+            _time.sleep(0.005)  # SIGKILL is delivered asynchronously: return once it is gone
         return pid
 
     def dead_hosts(self) -> list[int]:

@@ -409,8 +409,13 @@ def sm_statuses(info: RunInfo) -> list[dict]:
     for node in [sm.get("node")] + [x["node"] for x in sm.get("standby", [])]:
         if not node or info.host_of(node) in dead:
             continue
-        with RpcClient(info.control(info.host_of(node)), timeout=10.0) as c:
-            st = c.call("sm_status")
+        try:
+            with RpcClient(info.control(info.host_of(node)), timeout=10.0) as c:
+                st = c.call("sm_status")
+        except RpcError:
+            if info.host_of(node) in dead_hosts(info):
+                continue  # it died while we asked
+            raise
         if st is not None and st.get("node") == node:
             out.append(st)
     return out

@@ -429,16 +429,6 @@ def _seconds(text: str) -> float:
     return v
 
 
-def _queue_count(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
-    if not 1 <= n <= 64:
-        raise argparse.ArgumentTypeError(f"must be 1 to 64, not {n}")
-    return n
-
-
 def cmd_neigh(args) -> int:
     """The ULP's neighbour table (like ``ip neigh``) and path table (like the kernel's ipoib
     debugfs ``path`` file) of one node."""
@@ -466,9 +456,9 @@ def cmd_neigh(args) -> int:
 
 
 def register(sub, common) -> None:
-    common.node_option("--tx-queues", type=_queue_count, default=None,
+    common.node_option("--tx-queues", type=_in_range(1, 64), default=None,
                        help="TX queues of each IPoIB interface (fast provider; like ethtool -L; default 4)")
-    common.node_option("--rx-queues", type=_queue_count, default=None,
+    common.node_option("--rx-queues", type=_in_range(1, 64), default=None,
                        help="RX queues (RSS) of each IPoIB interface (default 4)")
     common.node_option("--netns", action="store_true", default=None,
                        help="the kernel as each node's IP host: ib0 is a TUN device in a network namespace "

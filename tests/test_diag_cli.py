@@ -43,6 +43,15 @@ def test_perfquery_reads_and_resets_pma_counters(fab):
     assert "Port extended counters" in ext and _field(ext, "PortXmitData") > 0
 
 
+def test_a_port_queries_its_own_pma(fab):
+    """perfquery from the very HCA that is asked (the default sender is the SM's HCA, node0001), and
+    from another HCA about itself, as on real hardware: the MAD loops back to the port's PMA."""
+    for via in ("node0001", "node0003"):
+        out = _run("perfquery", via, "1", "--via", via)
+        assert out.startswith(f"# Port counters: Lid {fab.nodes[via].lid} port 1")
+        assert _field(out, "PortXmitPkts") >= 0 and "PortRcvData" in out
+
+
 def test_saquery_nodes_path_and_groups(fab):
     out = _run("saquery", "nodes")
     assert out.strip().endswith("8 records")

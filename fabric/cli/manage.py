@@ -163,6 +163,11 @@ def cmd_kill_host(args) -> int:
         print(f"ibfab kill-host: device host {args.host} is not running", file=sys.stderr)
         return 1
     os.kill(pid, signal.SIGKILL)
+    import time
+
+    deadline = time.monotonic() + 5
+    while args.host not in launcher.dead_hosts(info) and time.monotonic() < deadline:
+        time.sleep(0.005)  # SIGKILL is delivered asynchronously
     print(f"device host {args.host} (pid {pid}) killed: {', '.join(info.hosts[args.host]['devices'])}")
     return 0
 
