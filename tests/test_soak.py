@@ -30,9 +30,10 @@ def test_soak_mixed_traffic_flaps_and_host_kills_conserve_every_packet():
     assert report["flaps"] >= SECONDS / 6 and report["checkpoints"] >= 3
     assert report["packets"] > 1000 and report["links_checked"] > 0
     assert report["pings"]["received"] > 0 and report["mcast_joins"] > 0
-    if long_run:  # memory: a host that lived through the whole run ends where it was after warm-up
+    if long_run:  # memory: the host that lives through the whole run is flat over its second half
+        # (it grows while its allocator's arenas and the IPoIB tables warm up, for a few minutes)
         rss = report["rss_kb"]["0"]
-        assert rss[-1] <= rss[1] * 1.15 + 8192, rss
+        assert rss[-1] <= rss[len(rss) // 2] * 1.03 + 1024, rss
 
 
 def test_the_conservation_check_finds_a_lost_packet():
