@@ -42,6 +42,7 @@ ARP_RETRIES = 3
 ARP_RETRY_S = 1.0
 TXQUEUELEN = 1000  # frames the qdisc holds per TX queue (ip link: qlen 1000, as ipoib's ib0)
 PATH_AGE_S = 300.0  # a path in use is revalidated with the SA this often
+PATH_REVALIDATE_TRIES = 3  # failed revalidations before the old AH is no longer used
 NEIGH_STALE_S = 60.0  # an unused neighbour is collected after this long
 PATH_TIMEOUT_S = 2.0  # an unanswered PathRecord query
 # Frames waiting for an unresolved neighbour (ARP) or path (PathRecord): bounded in octets as the
@@ -115,6 +116,7 @@ class Path:
     pending: FrameQueue = field(default_factory=FrameQueue)
     failures: int = 0
     resolved: float = 0.0  # when its PathRecord last came: one older than PATH_AGE_S is asked again
+    next_try: float = 0.0  # after a failed revalidation, not before
 
 
 @dataclass
@@ -249,7 +251,7 @@ class IPoIBInterface:
     def join(self, mgid: bytes, join_state: int, now: float, ip: bytes | None = None) -> McastGroup:
         g = self.groups.get(mgid)
         if g is None:
-            g = self.groups[mgid] = McastGroup(mgid, join_state, ip=ip)
+            g = self.groups[mgid] = McastGroup(mgid, join_state, ip=ip, used=now)
         elif g.join_state & join_state == join_state and g.state in ("joined", "joining", "waiting"):
             return g
         else:
@@ -430,7 +432,8 @@ class IPoIBInterface:
         p = self.paths.get(dgid)
         if p is None:
             p = self.paths[dgid] = Path(dgid)
-        if p.ah is not None and (not p.valid or now - p.resolved > PATH_AGE_S) and not p.querying:
+        if p.ah is not None and (not p.valid or now - p.resolved > PATH_AGE_S) and not p.querying \
+                and now >= p.next_try:
             # revalidate a path in use, invalidated by a flush (a new SM) or aged: the frames keep
             # going by the AH we have until the answer replaces it, as the kernel's neighbours do
             self._path_query(p, now)
@@ -531,7 +534,16 @@ class IPoIBInterface:
             for _ in range(len(p.pending)):
                 self._drop("path_unresolved", "tx_dropped")
             p.pending.clear()
+            if p.ah is not None:
+                # a revalidation that failed: ask again later, and after a few failures stop using
+                # the old AH (the next frame resolves the path afresh)
+                p.valid = False
+                p.next_try = now + min(2.0 ** p.failures, 60.0)
+                if p.failures >= PATH_REVALIDATE_TRIES:
+                    p.ah = None
+                    self._unpublish()
             return
+        p.failures = 0
         rec = resp.records[0]
         ah = AddressHandle(dlid=rec.dlid, sl=rec.sl)
         if p.ah is not None and p.ah != ah:
@@ -692,8 +704,12 @@ class IPoIBInterface:
         self.queue_stopped = False
         if self.stopped_queues:
             self.stopped_since = min(self.stopped_queues.values())
-        if self.backlog.get(queue):  # the qdisc runs it on the next pass (not inside the poll)
-            self._woken.add(queue)
+        # the qdisc runs on the next pass (not inside the poll), every backlog whose queue runs: a
+        # frame the provider left to the standard path waits on the queue its hash names but
+        # is refused by another (the standard send queue), whose wake is this one
+        woken = [q for q, b in self.backlog.items() if b and q not in self.stopped_queues]
+        if woken:
+            self._woken.update(woken)
             self._arm(0.0)
 
     def tx_timeout(self, now: float) -> None:
@@ -728,7 +744,7 @@ class IPoIBInterface:
         for g in list(self.groups.values()):
             if g.state == "failed" and now >= g.next_try:
                 self._send_join(g, now)
-            elif g.state == "joined" and g.send_only and g.mgid != self.bcast_mgid \
+            elif g.state in ("joined", "idle") and g.send_only and g.mgid != self.bcast_mgid \
                     and now - g.used > NEIGH_STALE_S:
                 self.leave(g.mgid, now)  # nobody here sends to it any more
         for ip, n in list(self.neigh.items()):
@@ -757,7 +773,7 @@ class IPoIBInterface:
 
     def _next_timer(self):
         c = [g.next_try for g in self.groups.values() if g.state == "failed"]
-        c += [g.used + NEIGH_STALE_S for g in self.groups.values() if g.send_only and g.state == "joined"]
+        c += [g.used + NEIGH_STALE_S for g in self.groups.values() if g.send_only and g.state in ("joined", "idle")]
         if self._woken:
             c.append(0.0)
         c += [n.next_retry for n in self.neigh.values() if n.state == "INCOMPLETE"]

@@ -329,6 +329,26 @@ def test_a_path_in_use_is_revalidated_when_it_ages_and_after_a_new_sm_without_a_
     assert a.stats["tx_dropped"] == 0
 
 
+def test_a_failed_path_revalidation_backs_off_and_gives_up_the_old_ah():
+    """The SA is gone (the SM stopped, the ports still name it): an aged path is asked again with
+    backoff, not on every frame, and after PATH_REVALIDATE_TRIES failures its AH is dropped."""
+    net = _net()
+    a = _ifc(net, "node0001")
+    assert net.ping("node0001", "node0003").received == 1
+    dgid = net.devices["node0003"].gid(1)
+    net.stop_sm()
+    net.settle(ulp.PATH_AGE_S + 1, step=10.0)
+    queries = a.stats["path_queries"]
+    s = net.nodes["node0001"].ip.ping("198.18.0.3", count=20, interval=0.05, timeout=0.5)
+    net.settle(1.5, step=0.05)
+    assert s.received >= 1  # the old AH still carries traffic while the SA does not answer
+    assert a.stats["path_queries"] == queries + 1  # one query in flight or failed, not one per frame
+    for _ in range(6):  # failures back off (2, 4, 8 s ...): a few rounds of traffic and time
+        net.nodes["node0001"].ip.ping("198.18.0.3", count=1, timeout=0.5)
+        net.settle(20, step=1.0)
+    assert a.paths[dgid].failures >= ulp.PATH_REVALIDATE_TRIES and a.paths[dgid].ah is None
+
+
 # -- 3. IPv4 multicast through the SA and the MFTs ---------------------------------------------
 
 

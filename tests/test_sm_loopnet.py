@@ -806,3 +806,21 @@ def test_smInfo_is_answered_by_the_sm_and_isSM_is_set_on_its_port(net):
     assert (info.guid, info.sm_state, info.sm_key) == (pi.guid, 3, 0)
     net.agent.detach()
     assert not pi.capability_mask & smp.CAP_IS_SM
+
+
+def test_two_standbys_left_without_a_master_elect_one(net):
+    """Both standbys see the master go; each discovers again and the election leaves one master
+    (the higher priority), never two."""
+    s3 = _second_sm(net, "node0003", priority=2)
+    s4 = _second_sm(net, "node0004", priority=7)
+    net.settle(0.5, step=0.1)
+    assert s3.sm.state == s4.sm.state == "standby"
+    net.agent.detach()
+    t0 = net.now
+    while net.now - t0 < 15 and "up" not in (s3.sm.state, s4.sm.state):
+        net.advance(0.1)
+    net.settle(3.0, step=0.1)
+    states = sorted([(s3.sm.sm_state, "node0003"), (s4.sm.sm_state, "node0004")])
+    assert [st for st, _ in states] == [2, 3], (s3.sm.log, s4.sm.log)
+    assert s4.sm.state == "up" and s3.sm.state == "standby"
+    assert all(net.devices[n].ports[1].sm_lid == net.lid("node0004") for n in HCAS)

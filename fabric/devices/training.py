@@ -35,9 +35,13 @@ def on_control(dev, port: int, kind: int, now: float) -> list[Control]:
         return []
     if not p.admin_up:
         return []  # a disabled port does not train
+    if kind == KIND_HELLO and p.link_up:
+        # the peer trains again while we are up (its end went down alone, or its host restarted):
+        # so do we, down and back to Init, so that the SM hears of it (a switch's PortStateChange,
+        # Trap 128) and activates the link again
+        dev.set_link(port, False, now)
     dev.set_link(port, True, now)
-    # a HELLO is always answered, also on a port that is up: the peer trains again (its end went
-    # down alone, or its host restarted) and comes up only on our answer; an ACK answers nothing
+    # a HELLO is always answered, so the peer comes up; an ACK answers nothing (no ping-pong)
     return [(port, KIND_HELLO_ACK)] if kind == KIND_HELLO else []
 
 

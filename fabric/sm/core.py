@@ -109,6 +109,7 @@ class SubnetManager:
         self.master = None  # (DR path, GUID) of the master SM, while standing by
         self.next_poll = None
         self.poll_failures = 0
+        self.master_lost = False  # a standby whose master went: discovering to take over
         self.sweeps = 0
         self.sa_ready = False  # the SA answers once the first sweep has given it the routed subnet
         self.resweep = False
@@ -266,6 +267,9 @@ class SubnetManager:
 
     def _master(self) -> None:
         if self.sm_state != SM_MASTER:
+            if self.master_lost:
+                self.log.append("taking over as master")
+                self.master_lost = False
             self.sm_state = SM_MASTER
             self.master = None
             self.next_poll = None
@@ -279,8 +283,11 @@ class SubnetManager:
             self.poll_failures += 1
         if self.poll_failures >= self.config.poll_retries:
             self.log.append(f"master SM 0x{self.master[1]:016x} gone ({self.poll_failures} polls unanswered): "
-                            f"taking over")
-            self._master()
+                            f"discovering")
+            # discovering again, not master: another standby may be taking over too, and the
+            # election after the discovery decides between us (one master, never two)
+            self.sm_state, self.master, self.next_poll = SM_DISCOVERING, None, None
+            self.master_lost = True
             self.state = "idle"
             self._begin_heavy()
             return
@@ -454,16 +461,22 @@ class SubnetManager:
         inbound, outbound = int(mode in ("both", "in")), int(mode in ("both", "out"))
         key = (sw_port.node.guid, sw_port.num)
         if (inbound or outbound) and self.programmed_pkeys.get(key) != want:
+            def table_done(r, key=key, want=want):
+                self._check("P_KeyTable", r)
+                if ok(r):  # recorded once the switch has it: a failed Set is tried again next sweep
+                    self.programmed_pkeys[key] = want
+
             self._set("P_KeyTable", w.ATTR_PKEY_TABLE, sw_port.node.path, w.PKeyTable(pkeys=tuple(want)),
-                      sw_port.num << 16)
-            self.programmed_pkeys[key] = want
+                      sw_port.num << 16, done=table_done)
         pi = sw_port.info
         if (pi.partition_enforcement_inbound, pi.partition_enforcement_outbound) != (inbound, outbound):
             new = pi.replace(port_state=sa.PORT_NOP, phys_state=sa.PHYS_NOP, link_width_enabled=0,
                              link_speed_enabled=0, client_reregister=0, partition_enforcement_inbound=inbound,
                              partition_enforcement_outbound=outbound)
             self._set("PortInfo", w.ATTR_PORT_INFO, sw_port.node.path, new, sw_port.num)
-            sw_port.info = new
+            # our copy keeps what the port reports (its states, enabled width and speed): the SA's
+            # PortInfoRecords are made from it
+            sw_port.info = pi.replace(partition_enforcement_inbound=inbound, partition_enforcement_outbound=outbound)
 
     def _mfts(self) -> None:
         self._sa_refresh()
