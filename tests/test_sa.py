@@ -469,12 +469,17 @@ def test_join_broadcast_group(net):
     assert status_of(acts) == 0 and not [x for x in acts if isinstance(x, McastChanged)]
 
 
-def test_join_that_does_not_change_the_tree_emits_nothing(net):
+def test_join_that_changes_no_role_emits_nothing(net):
+    """McastChanged comes with a change of a member's role (receiver, sender only, none): the SM
+    recomputes the group's tree once per batch and writes only what differs. A join that changes
+    no role (the same state again) emits nothing."""
     sub, sa = net
     for i in (1, 2):
         join(sa, req_of(ca(sub, i)), ca(sub, i))
-    acts = join(sa, req_of(ca(sub, 3)), ca(sub, 3), state=SO_NON)   # same leaf, sender only
+    acts = join(sa, req_of(ca(sub, 2)), ca(sub, 2))                 # the same state again
     assert status_of(acts) == 0 and [a for a in acts if isinstance(a, McastChanged)] == []
+    acts = join(sa, req_of(ca(sub, 3)), ca(sub, 3), state=SO_NON)   # sender only: a new role
+    assert status_of(acts) == 0 and McastChanged(0xC000) in acts
     acts = join(sa, req_of(ca(sub, 3)), ca(sub, 3), state=NON)      # now a receiver
     assert McastChanged(0xC000) in acts
 

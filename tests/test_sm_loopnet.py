@@ -432,6 +432,7 @@ def test_multicast_join_send_and_leave_through_the_sa():
         assert mlid in (None, r.records[0].mlid)
         mlid = r.records[0].mlid
     assert w.LID_MCAST_FIRST < mlid <= w.LID_MCAST_LAST  # 0xC000 is IPoIB's broadcast group
+    net.settle(0.1, step=0.01)  # the SM programs the MFTs just after the joins (batched), as OpenSM
     idx = mlid - w.LID_MCAST_FIRST
     mft = {s: net.devices[s].mft[idx] for s in SWITCHES}
     # leaf ports 4-5 go to spine01, 6-7 to spine02; spine01 ports 1-2 to leaf01, 3-4 to leaf02.

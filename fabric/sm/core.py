@@ -488,7 +488,8 @@ class SubnetManager:
         if self.subnet is None:
             return
         want: dict[int, dict] = {sw.guid: {} for sw in self.subnet.switches()}
-        for guid, masks in self.mcast.all_mfts(self.subnet).items():
+        index = {p.gid_guid: p for p in self.subnet.endports()}  # once, not once per group
+        for guid, masks in self.mcast.all_mfts(self.subnet, port_index=index).items():
             if guid in want:
                 want[guid] = {mlid: m for mlid, m in masks.items() if m}
         for sw in self.subnet.switches():

@@ -13,7 +13,8 @@ from .core import Guid2LidChanged, SMConfig, SubnetManager, SubnetUp
 from .engine import SendSmp
 
 SA_HOLD = 1024  # SA requests held until the first sweep gives the SA a subnet; beyond, the oldest go
-MFT_COALESCE_S = 0.0  # due at once: joins that arrive in the same host loop iteration are batched
+MFT_COALESCE_S = 0.02  # at most: joins within it share one MFT update (after a sweep, every port joins)
+MFT_WINDOW_PER_NODE_S = 30e-6
 
 
 class SmAgent:
@@ -29,6 +30,7 @@ class SmAgent:
         self.started_at = None
         self._busy = False
         self.mft_due = None  # when coalesced multicast changes get programmed
+        self.mft_last = float("-inf")  # when they last were
         self._pending: deque = deque()
         self._held: deque = deque(maxlen=SA_HOLD)  # SA requests that came before the SA had a subnet
         hca.sm_consumer = self.on_smp
@@ -99,6 +101,7 @@ class SmAgent:
         actions = self.sm.tick(now)
         if self.mft_due is not None and now >= self.mft_due:
             self.mft_due = None
+            self.mft_last = now
             self.sm.program_mfts()
             actions = actions + self.sm.engine.pump(now)
         self._run(actions, now)
@@ -148,12 +151,22 @@ class SmAgent:
         elif isinstance(a, SaReport):
             self._gmp(a.dest, a.mad, now)
         elif isinstance(a, McastChanged):
-            # Coalesce: a burst of joins (every node joining the broadcast group after a sweep)
-            # becomes one MFT update instead of one per join.
+            # Coalesce: a change in a quiet subnet is programmed at once (a new sender's first
+            # frames must find their way); changes that follow within MFT_COALESCE_S of the last
+            # programming wait for the end of that window, so a burst of joins (every port joining
+            # the broadcast group after a sweep) costs one tree per window, not one per join.
             if self.mft_due is None:
-                self.mft_due = now + MFT_COALESCE_S
+                self.mft_due = max(now, self.mft_last + self._mft_window())
         elif isinstance(a, Guid2LidChanged):
             write_guid2lid(self.sm.config.guid2lid_path, a.guid2lid, a.lmc)
+
+    def _mft_window(self) -> float:
+        """How long changes wait behind the last programming: a tree costs time in proportion to
+        the subnet, so the window grows with it (0.3 ms for 10 end ports, MFT_COALESCE_S from
+        about 700), and a small subnet programs as good as at once."""
+        subnet = self.sm.subnet
+        n = len(subnet.nodes) if subnet is not None else 0
+        return min(MFT_COALESCE_S, n * MFT_WINDOW_PER_NODE_S)
 
     def _gmp(self, dest, mad: bytes, now: float) -> None:
         port = self.hca.ports[self.port]

@@ -259,11 +259,13 @@ class MCMemberRecordMixin:
         new = (old | join_bits) & ~clear & 0xF
         return self._role(old) != self._role(new)
 
-    def _mft_before(self, g: McGroup) -> dict:
-        cached = self._last_mft.get(g.mlid)
-        if cached is not None and cached[0] is g:
-            return cached[1]
-        return self._compute_mft(g)
+    def _mft_before(self, g: McGroup) -> bool:
+        # A change of a member's role (receiver, sender only, none) may change the group's tree:
+        # the SM recomputes the trees of the changed groups once per batch of joins (when it
+        # programs the MFTs), not once per join here, which cost a whole tree per join (O(N^2)
+        # for N ports joining the broadcast group after a sweep) and writes nothing more: the SM
+        # writes only the MFT blocks that differ from what it programmed.
+        return True
 
     def _compute_mft(self, g: McGroup) -> dict:
         self._check_index()
@@ -271,13 +273,9 @@ class MCMemberRecordMixin:
         self._last_mft[g.mlid] = (g, mft)
         return mft
 
-    def _mft_changed(self, g: McGroup, before: dict, deleted: bool = False) -> list:
-        if deleted or self.mcast.get(g.mgid) is not g:
-            self._last_mft.pop(g.mlid, None)
-            after: dict = {}
-        else:
-            after = self._compute_mft(g)
-        return [McastChanged(g.mlid)] if after != before or deleted else []
+    def _mft_changed(self, g: McGroup, before, deleted: bool = False) -> list:
+        self._last_mft.pop(g.mlid, None)
+        return [McastChanged(g.mlid)]
 
     def _mcmember_query(self, req, src):
         rec = MCMemberRecord.unpack(req.data)
