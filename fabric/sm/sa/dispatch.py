@@ -67,7 +67,6 @@ class SubnetAdministrator(PathRecordMixin, MCMemberRecordMixin, RecordMixin, Inf
         self._by_lid: dict[int, object] = {}
         self._index_nodes = -1
         self._pkey_cache: dict = {}
-        self._last_mft: dict[int, dict] = {}
         self.mcast.ensure_sm_groups(self.partitions.groups())
 
     # -- the subnet and the path callables (replaceable at any time) ----------------------------
@@ -83,7 +82,6 @@ class SubnetAdministrator(PathRecordMixin, MCMemberRecordMixin, RecordMixin, Inf
         self.paths = GraphPaths(subnet)
         self._index_nodes = -1
         self._pkey_cache.clear()
-        self._last_mft.clear()
 
     @property
     def route_hops(self):
@@ -112,7 +110,6 @@ class SubnetAdministrator(PathRecordMixin, MCMemberRecordMixin, RecordMixin, Inf
             self._now = now
         self._reindex()
         self._pkey_cache.clear()
-        self._last_mft.clear()
         self.paths.reset()
         self.mcast.ensure_sm_groups(self.partitions.groups())
         actions: list = []

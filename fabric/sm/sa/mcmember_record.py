@@ -130,10 +130,13 @@ class MCMemberRecordMixin:
             if created:
                 self.mcast.delete_group(g.mgid)
             raise
-        before = self._mft_before(g) if created or self._role_changes(g, member, join_state) else None
+        # A change of a member's role (receiver, sender only, none) may change the group's tree.
+        # The SM recomputes each changed group's tree once per batch of joins and writes only the
+        # MFT blocks that differ; a tree here per join cost O(N^2) when N ports join after a sweep.
+        changed = created or self._role_changes(g, member, join_state)
         old, new = self.mcast.join(g.mgid, member, join_state, proxy=proxy)
-        if before is not None:
-            actions += self._mft_changed(g, before)
+        if changed:
+            actions.append(McastChanged(g.mlid))
         if not old & FULL_STATES and new & FULL_STATES and g.full_members == 1:
             actions += self._notify(smp.TRAP_MCG_CREATED, g.mgid, group=g)
         resp = self._group_record(g, rec.port_gid, new, rec.proxy_join)
@@ -237,15 +240,10 @@ class MCMemberRecordMixin:
             return []
         stored = g.members[member]
         full_before = g.full_members
-        role_change = self._role_changes(g, member, 0, clear=bits)
-        before = self._mft_before(g) if role_change or (stored & FULL_STATES and full_before == 1) else None
-        old, new, deleted = self.mcast.leave(g.mgid, member, bits)
-        actions: list = []
-        if before is not None:
-            actions += self._mft_changed(g, before, deleted=deleted)
-        if force and not actions:
-            self._last_mft.pop(g.mlid, None)
-            actions.append(McastChanged(g.mlid))
+        changed = (force or self._role_changes(g, member, 0, clear=bits)
+                   or (stored & FULL_STATES and full_before == 1))
+        old, new, _ = self.mcast.leave(g.mgid, member, bits)
+        actions: list = [McastChanged(g.mlid)] if changed else []
         if old & FULL_STATES and not new & FULL_STATES and g.full_members == 0:
             actions += self._notify(smp.TRAP_MCG_DELETED, g.mgid, group=g)
         return actions
@@ -258,24 +256,6 @@ class MCMemberRecordMixin:
         old = g.members.get(member, 0)
         new = (old | join_bits) & ~clear & 0xF
         return self._role(old) != self._role(new)
-
-    def _mft_before(self, g: McGroup) -> bool:
-        # A change of a member's role (receiver, sender only, none) may change the group's tree:
-        # the SM recomputes the trees of the changed groups once per batch of joins (when it
-        # programs the MFTs), not once per join here, which cost a whole tree per join (O(N^2)
-        # for N ports joining the broadcast group after a sweep) and writes nothing more: the SM
-        # writes only the MFT blocks that differ from what it programmed.
-        return True
-
-    def _compute_mft(self, g: McGroup) -> dict:
-        self._check_index()
-        mft = self.mcast.mft_for(self.subnet, g, port_index=self._by_guid)
-        self._last_mft[g.mlid] = (g, mft)
-        return mft
-
-    def _mft_changed(self, g: McGroup, before, deleted: bool = False) -> list:
-        self._last_mft.pop(g.mlid, None)
-        return [McastChanged(g.mlid)]
 
     def _mcmember_query(self, req, src):
         rec = MCMemberRecord.unpack(req.data)
