@@ -114,47 +114,20 @@ class Fabric:
     def restart_sm(self, node: str | None = None, port: int | None = None, *, timeout: float = 60.0) -> dict:
         """Stop the SM and start a new one (on ``node``:``port``, default where it ran). Returns
         the new SM's SUBNET UP summary: it keeps the LIDs and sets ClientReregister."""
-        import time as _time
-
         sm = self.info.data.get("sm") or {}
         node = node or sm.get("node") or self.topology.sm_node
         port = port or (sm.get("port") if node == sm.get("node") else None) or 1
-        after = 0
-        if sm:
-            if sm.get("kind") == "opensm":
-                after = (launcher.sm_status(self.info) or {}).get("subnet_up_count", 0)
-            launcher.stop_sm(self.info)
-        launcher.start_sm(self.info, node, port, self.sm_config)
-        return launcher.wait_subnet_up(self.info, deadline=_time.monotonic() + timeout, after_sweep=after)
+        return launcher.restart_sm(self.info, node, port, self.sm_config, timeout=timeout)
 
     def start_standby_sm(self, node: str, port: int = 1, *, priority: int = 0, timeout: float = 10.0) -> dict:
         """One more SM on ``node`` (another host than the master's): it finds the master, stands by,
         and takes over when the master goes. Its status once it stands by."""
-        import time as _time
-
-        launcher.start_sm(self.info, node, port, dict(self.sm_config or {}, priority=priority), standby=True)
-        deadline = _time.monotonic() + timeout
-        while _time.monotonic() < deadline:
-            st = next((x for x in launcher.sm_statuses(self.info) if x["node"] == node), None)
-            if st and st.get("state") in ("standby", "up"):
-                return st
-            _time.sleep(0.05)
-        raise TimeoutError(f"the SM on {node} did not settle within {timeout} s")
+        return launcher.start_standby_sm(self.info, node, port, dict(self.sm_config or {}, priority=priority),
+                                         timeout=timeout)
 
     def kill_host(self, index: int) -> int:
         """Fault injection: SIGKILL device host ``index`` (a crash); its pid."""
-        import signal
-
-        import time as _time
-
-        pid = launcher.host_pid(self.info, index)
-        if pid is None:
-            raise ValueError(f"device host {index} has not started")
-        os.kill(pid, signal.SIGKILL)
-        deadline = _time.monotonic() + 5
-        while index not in launcher.dead_hosts(self.info) and _time.monotonic() < deadline:
-            _time.sleep(0.005)  # SIGKILL is delivered asynchronously: return once it is gone
-        return pid
+        return launcher.kill_host(self.info, index)
 
     def dead_hosts(self) -> list[int]:
         return launcher.dead_hosts(self.info)

@@ -125,14 +125,43 @@ def host_pid(info: RunInfo, index: int) -> int | None:
         return None
 
 
+def host_dead(info: RunInfo, index: int) -> bool:
+    """The host started (its pid file is there) and its process is gone: killed, or crashed."""
+    pid = host_pid(info, index)
+    return pid is not None and not _alive(pid, info.run_dir)
+
+
 def dead_hosts(info: RunInfo) -> list[int]:
-    """Hosts that started (their pid file is there) and whose process is gone: killed, or crashed."""
-    out = []
-    for i in range(len(info.hosts)):
-        pid = host_pid(info, i)
-        if pid is not None and not _alive(pid, info.run_dir):
-            out.append(i)
-    return out
+    return [i for i in range(len(info.hosts)) if host_dead(info, i)]
+
+
+def ask_live_host(info: RunInfo, index: int, op: str, client: RpcClient | None = None):
+    """``op`` on host ``index``, or None when the host is dead or dies while asked (a dead host
+    answers nothing: asking it would only wait out the RPC timeout)."""
+    if host_dead(info, index):
+        return None
+    try:
+        if client is not None:
+            return client.call(op)
+        with RpcClient(info.control(index), timeout=10.0) as c:
+            return c.call(op)
+    except RpcError:
+        if host_dead(info, index):
+            return None
+        raise
+
+
+def kill_host(info: RunInfo, index: int) -> int:
+    """Fault injection: SIGKILL device host ``index``, as a crash would end it; returns its pid
+    once the process is gone (SIGKILL is delivered asynchronously)."""
+    pid = host_pid(info, index)
+    if pid is None or host_dead(info, index):
+        raise LaunchError(f"device host {index} is not running")
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while not host_dead(info, index) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return pid
 
 
 def restart_host(name: str, index: int, *, timeout: float = 60.0) -> RunInfo:
@@ -363,6 +392,32 @@ def start_sm(info: RunInfo, node: str, port: int, config: dict | None = None, *,
     info.save()
 
 
+def restart_sm(info: RunInfo, node: str, port: int, config: dict | None = None, *, timeout: float = 60.0) -> dict:
+    """Stop the fabric's SM and start a new one on ``node``:``port``; its SUBNET UP summary (the
+    next one OpenSM logs, for OpenSM)."""
+    sm = info.data.get("sm") or {}
+    after = 0
+    if sm:
+        if sm.get("kind") == "opensm":
+            after = (sm_status(info) or {}).get("subnet_up_count", 0)
+        stop_sm(info)
+    start_sm(info, node, port, config)
+    return wait_subnet_up(info, deadline=time.monotonic() + timeout, after_sweep=after)
+
+
+def start_standby_sm(info: RunInfo, node: str, port: int, config: dict | None = None, *,
+                     timeout: float = 10.0) -> dict:
+    """One more SM of ours on ``node``; its status once it stands by (or took over)."""
+    start_sm(info, node, port, config, standby=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = next((x for x in sm_statuses(info) if x["node"] == node), None)
+        if st and st.get("state") in ("standby", "up"):
+            return st
+        time.sleep(0.05)
+    raise TimeoutError(f"the SM on {node} did not settle within {timeout} s")
+
+
 def stop_sm(info: RunInfo) -> None:
     sm = info.data.get("sm")
     if not sm:
@@ -404,18 +459,9 @@ def sm_statuses(info: RunInfo) -> list[dict]:
     sm = info.data.get("sm") or {}
     if sm.get("kind") == "opensm":
         return []
-    dead = set(dead_hosts(info))
     out = []
     for node in [sm.get("node")] + [x["node"] for x in sm.get("standby", [])]:
-        if not node or info.host_of(node) in dead:
-            continue
-        try:
-            with RpcClient(info.control(info.host_of(node)), timeout=10.0) as c:
-                st = c.call("sm_status")
-        except RpcError:
-            if info.host_of(node) in dead_hosts(info):
-                continue  # it died while we asked
-            raise
+        st = ask_live_host(info, info.host_of(node), "sm_status") if node else None
         if st is not None and st.get("node") == node:
             out.append(st)
     return out
@@ -570,9 +616,8 @@ class FabricClient:
 
     def call(self, device: str, op: str, **kw):
         i = self.info.host_of(device)
-        pid = host_pid(self.info, i)
-        if pid is not None and not _alive(pid, self.info.run_dir):  # say so now, not after a timeout
-            raise RpcError(f"{device} is on device host {i}, which is dead (pid {pid} is gone): "
+        if host_dead(self.info, i):  # say so now, not after a timeout
+            raise RpcError(f"{device} is on device host {i}, which is dead (pid {host_pid(self.info, i)} is gone): "
                            f"ibfab restart-host --name {self.info.name} {i}", op=op, kind="dead")
         return self.clients[i].call(op, device=device, **kw)
 
@@ -580,13 +625,9 @@ class FabricClient:
         """Each live host's status; a dead host answers nothing (see ``dead``) and is left out."""
         out = []
         for i, c in enumerate(self.clients):
-            if i in self.dead():
-                continue
-            try:
-                out.append(c.call("status"))
-            except RpcError:
-                if i not in self.dead():  # it died while we asked: leave it out like the others
-                    raise
+            st = ask_live_host(self.info, i, "status", c)
+            if st is not None:
+                out.append(st)
         return out
 
     def dead(self) -> list[int]:

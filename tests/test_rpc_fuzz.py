@@ -235,3 +235,12 @@ def test_a_raw_packet_too_large_for_a_burst_is_refused_and_the_link_keeps_workin
         fab.client.call("sw01", "send_raw", port=1, packet="a string")
     assert fab.client.call("sw01", "counters", port=1) == before
     assert fab.nodes["node0001"].ping("node0002", count=2)["received"] == 2
+
+
+def test_the_sm_settings_an_rpc_may_set_are_exactly_smconfigs_fields():
+    import dataclasses
+
+    from fabric.host.ops import _SM_FIELDS
+    from fabric.sm.core import SMConfig
+
+    assert set(_SM_FIELDS) == {f.name for f in dataclasses.fields(SMConfig)}

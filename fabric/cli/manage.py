@@ -148,9 +148,6 @@ def cmd_restart_host(args) -> int:
 
 def cmd_kill_host(args) -> int:
     """Fault injection: SIGKILL a device host, as a crash would end it."""
-    import os
-    import signal
-
     from .. import launcher
 
     with client(args.name) as fc:
@@ -158,16 +155,11 @@ def cmd_kill_host(args) -> int:
     if not 0 <= args.host < len(info.hosts):
         print(f"ibfab kill-host: fabric {args.name!r} has hosts 0..{len(info.hosts) - 1}", file=sys.stderr)
         return 2
-    pid = launcher.host_pid(info, args.host)
-    if pid is None or args.host in launcher.dead_hosts(info):
-        print(f"ibfab kill-host: device host {args.host} is not running", file=sys.stderr)
+    try:
+        pid = launcher.kill_host(info, args.host)
+    except launcher.LaunchError as exc:
+        print(f"ibfab kill-host: {exc}", file=sys.stderr)
         return 1
-    os.kill(pid, signal.SIGKILL)
-    import time
-
-    deadline = time.monotonic() + 5
-    while args.host not in launcher.dead_hosts(info) and time.monotonic() < deadline:
-        time.sleep(0.005)  # SIGKILL is delivered asynchronously
     print(f"device host {args.host} (pid {pid}) killed: {', '.join(info.hosts[args.host]['devices'])}")
     return 0
 
@@ -175,7 +167,6 @@ def cmd_kill_host(args) -> int:
 def cmd_sm(args) -> int:
     """The SM of a fabric: where it runs and its state; stop it; start one (on another node)."""
     import json
-    import time
 
     from .. import launcher
     from ..rpc import RpcError
@@ -228,21 +219,15 @@ def cmd_sm(args) -> int:
             return 1
         config = dict(sm.get("config") or {}, **({"priority": args.priority} if args.priority is not None else {}))
         if args.standby:
-            launcher.start_sm(info, node, args.port, config, standby=True)
-            deadline = time.monotonic() + args.timeout
-            while time.monotonic() < deadline:
-                st = next((x for x in launcher.sm_statuses(info) if x["node"] == node), None)
-                if st and st.get("state") in ("standby", "up"):
-                    break
-                time.sleep(0.05)
-            print(f"SM on {node} port {args.port}: {st.get('sm_state') if st else 'not answering'}"
-                  f"{' (the master is ' + format(st['master_guid'], '#018x') + ')' if st and st.get('master_guid') else ''}")
-            return 0 if st else 1
-        after = 0
-        if sm and launcher.sm_status(info) is not None:
-            launcher.stop_sm(info)
-        launcher.start_sm(info, node, args.port, config)
-        up = launcher.wait_subnet_up(info, deadline=time.monotonic() + args.timeout, after_sweep=after)
+            try:
+                st = launcher.start_standby_sm(info, node, args.port, config, timeout=args.timeout)
+            except TimeoutError:
+                print(f"SM on {node} port {args.port}: not answering")
+                return 1
+            master = f" (the master is {st['master_guid']:#018x})" if st.get("master_guid") else ""
+            print(f"SM on {node} port {args.port}: {st.get('sm_state')}{master}")
+            return 0
+        up = launcher.restart_sm(info, node, args.port, config, timeout=args.timeout)
         print(f"SM on {node} port {args.port}: SUBNET UP in {up['seconds']:.2f} s")
         return 0
     except (launcher.LaunchError, RpcError, OSError, ValueError) as exc:

@@ -8,26 +8,13 @@ no CPU. After every call into a device (a burst, a timer, an RPC) the host empti
 
 from __future__ import annotations
 
+import sys
 import time
 import traceback
 from collections import deque
 
 import msgpack
 import zmq
-
-
-def log_error(text: str) -> None:
-    import sys
-
-    print(f"fabric.host: {text}", file=sys.stderr, flush=True)
-
-def one_line(text: str, limit: int = 300) -> str:
-    """An error as users see it: one line however it came to be (a caller's name with a newline in
-    it, a multi-line exception text), control characters shown escaped, and not a page long."""
-    if not text.isprintable():
-        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
 
 from .. import plugins
 from ..devices import cable, make_device, training
@@ -37,13 +24,17 @@ from ..topology import load_topology
 from ..wire.burst import (BURST_HDR, BURST_HEADROOM, BURST_VERSION, KIND_DATA, KIND_HELLO, LEN, Segment,
                           decode_burst_header, encode_control)
 from ..wire.errors import ParseError
-from .ops import DEFERRED, HostOps, RpcError, user_message
+from .ops import DEFERRED, HostOps, RpcError, one_line, user_message
 
 RX_BUDGET = 64  # bursts read from one socket before looking at the others
 ZERO_COPY_MIN = 65536  # below this a copy is cheaper than zero-copy bookkeeping (DESIGN.md 3)
 LOCAL_BUDGET = 512  # in-process bursts delivered per loop iteration
 FLUSH_AT = 4096  # packets in one outgoing burst at most (the count field is 16 bits)
 SNDHWM = 1000  # bursts queued per link before the link drops (UD: overflow drops, never blocks)
+
+
+def log_error(text: str) -> None:
+    print(f"fabric.host: {text}", file=sys.stderr, flush=True)
 
 
 class DeviceHost(HostOps):

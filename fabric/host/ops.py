@@ -116,13 +116,12 @@ _SM_FIELDS = {
 def sm_config(config: dict):
     """An SMConfig from a caller's map, every key and value checked first."""
     from ..sm.core import SMConfig
+    from ..sm.partitions import parse_partitions
+    from ..sm.routing import ENGINES
 
-    import dataclasses
-
-    known = {f.name for f in dataclasses.fields(SMConfig)}
     for k, v in config.items():
-        spec = _SM_FIELDS.get(k)
-        if spec is None or k not in known:
+        spec = _SM_FIELDS.get(k)  # every SMConfig field, and only those (a test holds them equal)
+        if spec is None:
             raise RpcError(f"sm_start: unknown SM setting {k!r}")
         typ, lo, hi = spec
         if not _TYPES[typ.__name__](v):
@@ -130,9 +129,6 @@ def sm_config(config: dict):
         if lo is not None and not lo <= v <= hi:
             raise RpcError(f"sm_start: {k} {v!r} is not in {lo}..{hi}")
     cfg = SMConfig(**config)
-    from ..sm.partitions import parse_partitions
-    from ..sm.routing import ENGINES
-
     if cfg.part_enforce not in ("both", "in", "out", "off"):
         raise RpcError(f"sm_start: part_enforce must be both, in, out or off, not {cfg.part_enforce!r}")
     if cfg.routing_engine not in ENGINES:
@@ -155,6 +151,14 @@ def user_message(exc: BaseException) -> str:
     if isinstance(exc, KeyError) and exc.args:
         return str(exc.args[0])
     return str(exc) or type(exc).__name__
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """An error as users see it: one line however it came to be (a caller's name with a newline in
+    it, a multi-line exception text), control characters shown escaped, and not a page long."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 class HostOps:
@@ -279,7 +283,6 @@ class HostOps:
 
     def op_sm_start(self, env, now, device: str, port: int = 1, config: dict | None = None):
         """Run the subnet manager on an HCA port of this host (stopping one that runs here)."""
-        from ..sm.core import SMConfig
         from ..sm.driver import SmAgent
 
         dev = self.hca(device)
