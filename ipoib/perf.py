@@ -38,12 +38,16 @@ class Lease:
             self.release()
 
     def release(self) -> None:
-        if self.released:
-            return
-        self.released = True
-        if self in self.node.hca.agents:
-            self.node.hca.agents.remove(self)
-        self._release()
+        if not self.released:
+            self.cancel()
+            self._release()
+
+    def cancel(self) -> None:
+        """Stop watching, without releasing: the owner freed what the lease guarded itself."""
+        if not self.released:
+            self.released = True
+            if self in self.node.hca.agents:
+                self.node.hca.agents.remove(self)
 
 
 class PerfSender:
@@ -323,10 +327,8 @@ def attach_perf(host, embedded) -> None:
                 if ifc.netdev.standard.ctx.rx_sink is hook:
                     ifc.netdev.standard.ctx.rx_sink = None
             sock.close()
-        if lease is not None and not lease.released:
-            lease.released = True
-            if lease in lease.node.hca.agents:
-                lease.node.hca.agents.remove(lease)
+        if lease is not None:
+            lease.cancel()
 
     def op_perf_sink(env, now, device: str, port: int = 5201, ud: bool = False, echo: bool = False, lease: bool = False):
         n = embedded(device)

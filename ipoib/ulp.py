@@ -37,60 +37,20 @@ from fabric.wire import smp_attrs as sa
 from . import encap
 from .gso import GsoPacket
 from .netdev import BUSY, AddressHandle
+from .queues import FrameQueue, Qdisc
 
 ARP_RETRIES = 3
 ARP_RETRY_S = 1.0
-TXQUEUELEN = 1000  # frames the qdisc holds per TX queue (ip link: qlen 1000, as ipoib's ib0)
 PATH_AGE_S = 300.0  # a path in use is revalidated with the SA this often
 PATH_REVALIDATE_TRIES = 3  # failed revalidations before the old AH is no longer used
 NEIGH_STALE_S = 60.0  # an unused neighbour is collected after this long
 PATH_TIMEOUT_S = 2.0  # an unanswered PathRecord query
-# Frames waiting for an unresolved neighbour (ARP) or path (PathRecord): bounded in octets as the
-# kernel's neighbour queue is (unres_qlen_bytes, 212992 by default), so that the first datagram to
-# a new peer survives resolution whole, even as 30 fragments; what overflows is counted.
-RESOLVE_QUEUE_BYTES = 212992
-RESOLVE_QUEUE_FRAMES = 1000
 MCAST_QUEUE = 3  # IPOIB_MAX_MCAST_QUEUE
 JOIN_BACKOFF_MAX = 16.0
 SA_TIMEOUT_S = 1.0
 TX_TIMEOUT_S = 5.0  # the netdev watchdog (watchdog_timeo)
 GRH_AREA = 40
 _IPV4_HDR = encap.IPoIBHeader(ethertype=encap.ETHERTYPE_IPV4).pack()
-
-
-class FrameQueue:
-    """A FIFO of frames bounded in octets and in count; when one more does not fit, the oldest
-    go (as the kernel's neighbour queue does), and ``offer`` says how many."""
-
-    __slots__ = ("q", "octets")
-
-    def __init__(self):
-        self.q: deque = deque()
-        self.octets = 0
-
-    def offer(self, item, size: int) -> int:
-        evicted = 0
-        while self.q and (self.octets + size > RESOLVE_QUEUE_BYTES or len(self.q) >= RESOLVE_QUEUE_FRAMES):
-            self.octets -= self.q.popleft()[0]
-            evicted += 1
-        self.q.append((size, item))
-        self.octets += size
-        return evicted
-
-    def popleft(self):
-        size, item = self.q.popleft()
-        self.octets -= size
-        return item
-
-    def clear(self) -> None:
-        self.q.clear()
-        self.octets = 0
-
-    def __len__(self) -> int:
-        return len(self.q)
-
-    def __bool__(self) -> bool:
-        return bool(self.q)
 
 
 @dataclass
@@ -163,10 +123,7 @@ class IPoIBInterface:
         self._bcast_of, self._bcast = None, None
         self.queue_stopped = False  # every TX queue stopped: frames are dropped here
         self.stopped_queues: dict = {}  # TX queue -> since when it is stopped
-        self.backlog: dict[int, deque] = {}  # TX queue -> frames waiting for it (the qdisc)
-        self.backlog_len = 0
-        self.txqueuelen = TXQUEUELEN  # ip link set ib0 txqueuelen N (0: a refused frame is dropped)
-        self._woken: set = set()  # queues whose backlog may go now
+        self.qdisc = Qdisc()  # what a stopped TX queue refused, until it wakes
         self.stopped_since = 0.0
         # the earliest timer, or earlier: every place that sets a timer lowers it (_arm), tick()
         # recomputes it exactly when it passes. The host asks for it several times per loop pass,
@@ -451,9 +408,9 @@ class IPoIBInterface:
 
     def _send_frame(self, frame: bytes, ah: AddressHandle, dqpn: int) -> bool:
         segs = frame.segments if type(frame) is GsoPacket else 1  # a GSO packet counts its datagrams
-        if self.backlog_len or self.queue_stopped:
+        if self.qdisc.length or self.queue_stopped:
             q = self.netdev.select_queue(frame)
-            if self.queue_stopped or self.backlog.get(q):  # behind what waits there: order kept
+            if self.queue_stopped or self.qdisc.holds(q):  # behind what waits there: order kept
                 return self._enqueue(q, frame, ah, dqpn, segs)
         rc = self.netdev.send(frame, ah, dqpn)
         if rc == BUSY:
@@ -465,41 +422,29 @@ class IPoIBInterface:
     # and goes when the queue wakes (the kernel's qdisc in front of ipoib's ib0, qlen 1000)
 
     def _enqueue(self, q: int, frame, ah, dqpn: int, segs: int) -> bool:
-        b = self.backlog.get(q)
-        if b is None:
-            b = self.backlog[q] = deque()
-        if len(b) >= self.txqueuelen:
+        if not self.qdisc.hold(q, (frame, ah, dqpn, segs)):
             self._drop("qdisc_full", "tx_dropped", segs)
             return False
-        b.append((frame, ah, dqpn, segs))
-        self.backlog_len += 1
         self.stats["tx_queued"] += 1
         if q not in self.stopped_queues:  # refused without a stop: try again on the next pass
-            self._woken.add(q)
+            self.qdisc.wake((q,))
             self._arm(0.0)
         return True
 
     def _run_backlog(self) -> None:
-        woken, self._woken = self._woken, set()
-        for q in sorted(woken):
-            b = self.backlog.get(q)
-            while b and q not in self.stopped_queues:
-                frame, ah, dqpn, segs = b[0]
+        for q in self.qdisc.take_woken():
+            while q not in self.stopped_queues and (item := self.qdisc.head(q)) is not None:
+                frame, ah, dqpn, segs = item
                 if self.netdev.send(frame, ah, dqpn) == BUSY:
                     self.stats["tx_busy"] += 1
                     break
-                b.popleft()
-                self.backlog_len -= 1
+                self.qdisc.pop(q)
                 self._count_tx(frame, segs)
 
     def _reset_backlog(self) -> None:
         """The device went down: what waited is dropped and counted (qdisc_reset)."""
-        for b in self.backlog.values():
-            for *_, segs in b:
-                self._drop("qdisc_reset", "tx_dropped", segs)
-        self.backlog.clear()
-        self.backlog_len = 0
-        self._woken.clear()
+        for *_, segs in self.qdisc.reset():
+            self._drop("qdisc_reset", "tx_dropped", segs)
 
     def _count_tx(self, frame, segs: int) -> bool:
         if segs > 1 or type(frame) is GsoPacket:
@@ -707,9 +652,7 @@ class IPoIBInterface:
         # the qdisc runs on the next pass (not inside the poll), every backlog whose queue runs: a
         # frame the provider left to the standard path waits on the queue its hash names but
         # is refused by another (the standard send queue), whose wake is this one
-        woken = [q for q, b in self.backlog.items() if b and q not in self.stopped_queues]
-        if woken:
-            self._woken.update(woken)
+        if self.qdisc.wake([q for q in self.qdisc.backlog if q not in self.stopped_queues]):
             self._arm(0.0)
 
     def tx_timeout(self, now: float) -> None:
@@ -722,7 +665,7 @@ class IPoIBInterface:
         self.netdev.open()
         self.stopped_queues.clear()
         self.queue_stopped = False
-        self._woken.update(q for q, b in self.backlog.items() if b)  # the queues run again
+        self.qdisc.wake(list(self.qdisc.backlog))  # the queues run again
 
     # -- timers --------------------------------------------------------------------------------
 
@@ -737,7 +680,7 @@ class IPoIBInterface:
         self._due = self._next_timer()
 
     def _tick(self, now: float) -> None:
-        if self._woken:
+        if self.qdisc.woken:
             self._run_backlog()
         if self.stopped_queues and now - self.stopped_since >= TX_TIMEOUT_S:
             self.tx_timeout(now)
@@ -774,7 +717,7 @@ class IPoIBInterface:
     def _next_timer(self):
         c = [g.next_try for g in self.groups.values() if g.state == "failed"]
         c += [g.used + NEIGH_STALE_S for g in self.groups.values() if g.send_only and g.state in ("joined", "idle")]
-        if self._woken:
+        if self.qdisc.woken:
             c.append(0.0)
         c += [n.next_retry for n in self.neigh.values() if n.state == "INCOMPLETE"]
         c += [n.used + NEIGH_STALE_S for n in self.neigh.values() if n.state != "INCOMPLETE"]

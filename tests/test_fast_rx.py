@@ -394,9 +394,9 @@ def test_a_stopped_tx_queue_does_not_stop_the_other_flows():
     assert ifc._send_frame(b, ah, dqpn)  # another queue: it still goes
     assert ifc.stats["tx_packets"] == before + 1
     # its own queue says BUSY: the frame waits in that queue's backlog, the other queue's do not
-    assert ifc._send_frame(a, ah, dqpn) and ifc.backlog_len == 1 and list(ifc.backlog) == [qa]
+    assert ifc._send_frame(a, ah, dqpn) and ifc.qdisc.length == 1 and list(ifc.qdisc.backlog) == [qa]
     assert ifc._send_frame(b, ah, dqpn) and ifc.stats["tx_packets"] == before + 2
-    assert ifc._send_frame(a, ah, dqpn) and ifc.backlog_len == 2  # behind the first: order kept
+    assert ifc._send_frame(a, ah, dqpn) and ifc.qdisc.length == 2  # behind the first: order kept
 
 
 @pytest.mark.parametrize("backend", [_stdpath, _fastpath])

@@ -260,7 +260,7 @@ def test_a_gso_send_that_does_not_fit_is_refused_whole_and_counted_per_datagram(
     assert net.ping("node0001", "node0002").summary()["received"] == 1
     tx = a.ip.udp_socket()
     tx.gso_size = 10
-    a.ifs["ib0"].txqueuelen = 0  # no qdisc backlog: what the full queue refuses is refused
+    a.ifs["ib0"].qdisc.limit = 0  # no qdisc backlog: what the full queue refuses is refused
     udp0 = dict(a.ip.stats()["udp"])
     ifc0 = dict(a.ifs["ib0"].stats)
     for _ in range(12):  # 12 x 60 datagrams without a poll in between: the send queue fills up
@@ -297,4 +297,4 @@ def test_a_gso_send_that_does_not_fit_waits_in_the_qdisc_whole(name, backend):
     got = 0
     while rx.recvfrom() is not None:
         got += 1
-    assert got == 720 and a.ifs["ib0"].backlog_len == 0 and a.ifs["ib0"].stats["tx_dropped"] == 0
+    assert got == 720 and a.ifs["ib0"].qdisc.length == 0 and a.ifs["ib0"].stats["tx_dropped"] == 0

@@ -22,7 +22,7 @@ from fabric import wire as w
 from fabric.capture import ErfWriter, read_erf
 from fabric.wire import smp_attrs as sa
 from ipnet import IpNet
-from ipoib import _stdpath, ulp
+from ipoib import _stdpath, queues, ulp
 from ipoib import inet
 from ipoib.iphost import UdpError
 from ipoib.netdev import BUSY, OK, OPS, AddressHandle, NetdevParams, NotSupported, RdmaNetdev, RxInfo
@@ -293,7 +293,7 @@ def test_what_overflows_the_resolution_queue_is_dropped_oldest_first_and_counted
     for i in range(sent):  # 5 x 30 fragments of 2 KB: more than the queue's 212992 octets
         socks["node0001"].sendto(bytes([i]) * 60000, ("198.18.0.3", PORT))
     frames = a.neigh[_ip("198.18.0.3")].pending
-    assert frames.octets <= ulp.RESOLVE_QUEUE_BYTES
+    assert frames.octets <= queues.RESOLVE_QUEUE_BYTES
     _settle(net, 1.0)
     got = _drain(socks["node0003"])
     dropped = a.drops.get("neigh_queue_full", 0)
@@ -853,7 +853,7 @@ def test_send_queue_stops_when_full_and_wakes_at_half():
     assert len(ctx.sendq) == SENDQ_SIZE and ctx.stats["tx_packets"] == 0
     # while stopped, the interface does not even try the provider: the frame waits in the qdisc
     assert ifc._send_frame(frames[0], ah, dst.qpn)
-    assert ifc.backlog_len == 1 and ctx.stats["tx_busy"] == 200 - SENDQ_SIZE and not ifc.drops
+    assert ifc.qdisc.length == 1 and ctx.stats["tx_busy"] == 200 - SENDQ_SIZE and not ifc.drops
     # one NAPI poll completes the sends: the queue wakes once, when half of it is left
     ifc.netdev.poll(64)
     assert wakes == [(0, SENDQ_SIZE // 2)] and not ifc.queue_stopped
@@ -863,7 +863,7 @@ def test_send_queue_stops_when_full_and_wakes_at_half():
     _settle(net, 0.5)
     got = [int.from_bytes(d, "big") for d, _ in _drain(sock)]
     assert got == list(range(SENDQ_SIZE)) + [0]  # the accepted ones in order, then the one held
-    assert ifc.backlog_len == 0
+    assert ifc.qdisc.length == 0
     assert ifc.netdev.send(frames[0], ah, dst.qpn) == OK
 
 

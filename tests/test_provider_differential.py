@@ -558,7 +558,7 @@ def _tx_burst(backend):
     _resolve(net, [("node0001", "node0003")])
     a = net.nodes["node0001"]
     ifc = a.ifs["ib0"]
-    ifc.txqueuelen = 0  # no qdisc backlog: what a stopped queue refuses is dropped (the refusal path)
+    ifc.qdisc.limit = 0  # no qdisc backlog: what a stopped queue refuses is dropped (the refusal path)
     rx, tx = {}, []
     for f in range(BURST_FLOWS):
         r = rx[("node0003", 7300 + f)] = net.nodes["node0003"].ip.udp_socket()
@@ -669,7 +669,7 @@ def _tx_burst_held(backend):
     delivered = _by_flow(rx)
     return {"sent": sent, "delivered": sum(len(v) for v in delivered.values()),
             "in_order_per_flow": all([q for q, _, _ in v] == list(range(100)) for v in delivered.values()),
-            "tx_dropped": ifc.stats["tx_dropped"], "backlog_after": ifc.backlog_len,
+            "tx_dropped": ifc.stats["tx_dropped"], "backlog_after": ifc.qdisc.length,
             "held_some": queued > 0}
 
 
