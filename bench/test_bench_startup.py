@@ -5,6 +5,7 @@ import os
 import time
 
 from fabric import Fabric
+from soak import rss_kib  # tests/ is on the path (bench/conftest.py)
 
 TOPO = "fattree:4,2,24,6"
 CLK = os.sysconf("SC_CLK_TCK")
@@ -16,20 +17,12 @@ def _cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLK  # utime + stime
 
 
-def _rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def test_startup_memory_idle_cpu(report):
     t0 = time.perf_counter()
     with Fabric(TOPO, name="benchup", sm=False) as fab:
         up = time.perf_counter() - t0
         pids = fab.pids()
-        rss = sum(_rss_kib(p) for p in pids)
+        rss = sum(rss_kib(p) for p in pids)
         time.sleep(0.5)
         c0 = sum(_cpu_seconds(p) for p in pids)
         idle = 5.0

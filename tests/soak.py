@@ -23,7 +23,8 @@ GROUP = "239.7.7.7"
 MPORT = 7777
 
 
-def _rss_kb(pid: int) -> int | None:
+def rss_kib(pid: int) -> int | None:
+    """A process's resident set (VmRSS), KiB; None if it is gone (the soak and the start-up bench)."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
@@ -231,7 +232,7 @@ class Soak:
                             self.report["lost"][k] = self.report["lost"].get(k, 0) + v - p0["counters"]["lost"][k]
         for i in range(len(self.fab.info.hosts)):
             pid = launcher.host_pid(self.fab.info, i)
-            rss = _rss_kb(pid) if pid else None
+            rss = rss_kib(pid) if pid else None
             if rss:
                 self.report["rss_kb"].setdefault(str(i), []).append(rss)
         self.start_traffic()

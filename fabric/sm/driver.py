@@ -162,8 +162,8 @@ class SmAgent:
 
     def _mft_window(self) -> float:
         """How long changes wait behind the last programming: a tree costs time in proportion to
-        the subnet, so the window grows with it (0.3 ms for 10 end ports, MFT_COALESCE_S from
-        about 700), and a small subnet programs as good as at once."""
+        the subnet, so the window grows with it (0.3 ms for 10 nodes, MFT_COALESCE_S from about
+        700), and a small subnet programs as good as at once."""
         subnet = self.sm.subnet
         n = len(subnet.nodes) if subnet is not None else 0
         return min(MFT_COALESCE_S, n * MFT_WINDOW_PER_NODE_S)
