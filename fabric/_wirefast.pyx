@@ -8,7 +8,7 @@ are identical (tests/test_wire_crc.py compares them).
 from libc.stdint cimport uint16_t, uint32_t, uint8_t
 from libc.string cimport memcpy, memset
 from cpython.bytearray cimport PyByteArray_FromStringAndSize, PyByteArray_AS_STRING, PyByteArray_Resize
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 
 
 cdef extern from "crcfold.h" nogil:
@@ -109,17 +109,18 @@ def crc32(const unsigned char[::1] data not None):
 
 cdef Py_ssize_t write_ud_packet(uint8_t *out, const uint8_t *payload, Py_ssize_t n, unsigned int slid,
                                 unsigned int dlid, unsigned int sl, unsigned int pkey, unsigned int dest_qp,
-                                unsigned int src_qp, unsigned int qkey, unsigned int psn) noexcept nogil:
+                                unsigned int src_qp, unsigned int qkey, unsigned int psn, unsigned int vl,
+                                unsigned int se) noexcept nogil:
     """A complete UD SEND-only packet without GRH at ``out`` (LRH BTH DETH payload pad ICRC VCRC),
-    octet for octet what fabric.wire.build_ud_packet makes (VL 0). Returns its length."""
+    octet for octet what fabric.wire.build_ud_packet makes. Returns its length."""
     cdef Py_ssize_t pad = (4 - (n & 3)) & 3
     cdef Py_ssize_t total = 28 + n + pad + 4  # LRH..ICRC
     cdef unsigned int words = <unsigned int> (total >> 2)
     cdef uint8_t masked[28]
     cdef uint32_t crc
     cdef uint16_t v
-    # LRH: VL 0, LVer 0 | SL, LNH 2 | DLID | PktLen | SLID
-    out[0] = 0
+    # LRH: VL, LVer 0 | SL, LNH 2 | DLID | PktLen | SLID
+    out[0] = (vl & 0xF) << 4
     out[1] = ((sl & 0xF) << 4) | 2
     out[2] = (dlid >> 8) & 0xFF
     out[3] = dlid & 0xFF
@@ -129,7 +130,7 @@ cdef Py_ssize_t write_ud_packet(uint8_t *out, const uint8_t *payload, Py_ssize_t
     out[7] = slid & 0xFF
     # BTH: opcode 0x64 | SE M PadCnt TVer | P_Key | resv8a | DestQP | A resv7 | PSN
     out[8] = 0x64
-    out[9] = <uint8_t> (pad << 4)
+    out[9] = <uint8_t> ((pad << 4) | ((se & 1) << 7))
     out[10] = (pkey >> 8) & 0xFF
     out[11] = pkey & 0xFF
     out[12] = 0
@@ -170,14 +171,16 @@ cdef Py_ssize_t write_ud_packet(uint8_t *out, const uint8_t *payload, Py_ssize_t
 
 def build_ud_packet_fast(const unsigned char[::1] payload not None, unsigned int slid, unsigned int dlid,
                          unsigned int dest_qp, unsigned int src_qp, unsigned int qkey, unsigned int pkey=0xFFFF,
-                         unsigned int sl=0, unsigned int psn=0):
-    """The compiled twin of fabric.wire.build_ud_packet for the common case (no GRH, VL 0)."""
+                         unsigned int sl=0, unsigned int psn=0, unsigned int vl=0, unsigned int se=0):
+    """The compiled twin of fabric.wire.build_ud_packet for packets without a GRH (the caller
+    keeps the payload within PktLen's range)."""
     cdef Py_ssize_t n = payload.shape[0]
-    cdef bytearray out = PyByteArray_FromStringAndSize(NULL, 28 + n + 3 + 6)
-    cdef Py_ssize_t ln = write_ud_packet(<uint8_t *> PyByteArray_AS_STRING(out),
-                                         &payload[0] if n else <const uint8_t *> b"", n, slid, dlid, sl, pkey,
-                                         dest_qp, src_qp, qkey, psn)
-    return bytes(out[:ln])
+    cdef Py_ssize_t total = 28 + n + ((4 - (n & 3)) & 3) + 6
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, total)
+    write_ud_packet(<uint8_t *> PyBytes_AS_STRING(out), &payload[0] if n else <const uint8_t *> b"", n,
+                    slid & 0xFFFF, dlid & 0xFFFF, sl, pkey & 0xFFFF, dest_qp & 0xFFFFFF, src_qp & 0xFFFFFF, qkey,
+                    psn & 0xFFFFFF, vl, se)
+    return out
 
 
 cdef uint16_t vcrc16_raw(const uint8_t *p, Py_ssize_t n) noexcept nogil:
@@ -211,6 +214,199 @@ def vcrc_ok(const unsigned char[::1] packet not None):
         return False
     c = vcrc16_raw(&packet[0], n - 2)
     return packet[n - 2] == (c & 0xFF) and packet[n - 1] == (c >> 8)
+
+
+# -- the SMI and the SMA on the wire (IBA 14.2.2) --------------------------------------------------
+#
+# A sweep is thousands of SMPs, and each crosses several switches' SMIs and one SMA. These do the
+# per-SMP packet work in C: a directed-route SMP passing through a switch is patched in place (hop
+# pointer, return path, CRCs), and an SMA's answer is built from the request's own octets. The rules
+# are those of fabric.devices.smi; anything they do not cover here (every malformed or unusual SMP)
+# is left to that full path, which classifies and counts it.
+
+cdef enum:
+    SMP_PACKET = 290  # LRH BTH DETH, a 256-octet MAD, ICRC VCRC: an SMP without a GRH
+    SMP_MAD = 28      # where its MAD starts
+    CLASS_LID = 0x01
+    CLASS_DR = 0x81
+    DR_D = 0x80       # the direction bit, top of the status field
+
+
+cdef uint32_t _icrc_local(const uint8_t *p, Py_ssize_t n) noexcept nogil:
+    """The ICRC over the first ``n`` octets of a packet without a GRH (variant fields as ones)."""
+    cdef uint8_t head[20]
+    memcpy(head, p, 20)
+    head[0] |= 0xF0   # LRH.VL
+    head[12] = 0xFF   # BTH.resv8a
+    return crc32_update(crc32_update(ONES32, head, 20), p + 20, n - 20) ^ ONES32
+
+
+cdef void _seal_local(uint8_t *p, Py_ssize_t plen) noexcept nogil:
+    """Write the ICRC and VCRC of a packet without a GRH, ``plen`` octets with them."""
+    cdef uint32_t crc = _icrc_local(p, plen - 6)
+    cdef uint16_t v
+    p[plen - 6] = crc & 0xFF
+    p[plen - 5] = (crc >> 8) & 0xFF
+    p[plen - 4] = (crc >> 16) & 0xFF
+    p[plen - 3] = crc >> 24
+    v = vcrc16_raw(p, plen - 2)
+    p[plen - 2] = v & 0xFF
+    p[plen - 1] = v >> 8
+
+
+cdef bint _smp_sound(const uint8_t *p, Py_ssize_t plen, unsigned int mclass) noexcept nogil:
+    """A whole, well-formed SMP of class ``mclass`` on QP0: VL15, no GRH, UD SEND, DestQP and
+    SrcQP 0, base and class version 1, both CRCs right."""
+    cdef uint32_t crc
+    cdef uint16_t v
+    if plen != SMP_PACKET or p[0] != 0xF0 or (p[1] & 3) != 2:
+        return False
+    if ((((p[4] & 7) << 8) | p[5]) * 4 + 2) != plen:
+        return False
+    if p[8] != 0x64 or (p[9] & 0x3F) != 0:  # UD SEND only; PadCnt 0, TVer 0
+        return False
+    if p[13] | p[14] | p[15] | p[25] | p[26] | p[27]:
+        return False
+    if p[SMP_MAD] != 1 or p[SMP_MAD + 1] != mclass or p[SMP_MAD + 2] != 1:
+        return False
+    v = vcrc16_raw(p, plen - 2)
+    if p[plen - 2] != (v & 0xFF) or p[plen - 1] != (v >> 8):
+        return False
+    crc = _icrc_local(p, plen - 6)
+    return (p[plen - 6] == (crc & 0xFF) and p[plen - 5] == ((crc >> 8) & 0xFF)
+            and p[plen - 4] == ((crc >> 16) & 0xFF) and p[plen - 3] == (crc >> 24))
+
+
+cdef int _dr_transit_port(const uint8_t *p, Py_ssize_t plen, int nports) noexcept nogil:
+    """Where a directed-route SMP passing through a switch leaves (C14-9:2 outgoing, C14-13:2
+    returning): its egress port; 0 when it is not simply passing through (the full path decides);
+    -1 when its path names a port this switch lacks (dropped as dr_path). ``nports`` counts port 0."""
+    cdef unsigned int hp, hc, out
+    if (p[2] & p[3]) != 0xFF or not _smp_sound(p, plen, CLASS_DR):  # DLID permissive
+        return 0
+    hp = p[SMP_MAD + 6]
+    hc = p[SMP_MAD + 7]
+    if hc > 63:
+        return 0
+    if not p[SMP_MAD + 4] & DR_D:
+        if not 1 <= hp < hc:
+            return 0
+        out = p[SMP_MAD + 128 + hp + 1]
+    else:
+        if not 2 <= hp <= hc:
+            return 0
+        out = p[SMP_MAD + 192 + hp - 1]
+    if out < 1 or out >= <unsigned int> nports:
+        return -1
+    return out
+
+
+cdef void _dr_transit_patch(uint8_t *q, int in_port) noexcept nogil:
+    """The transit's changes to the copy that leaves: the hop pointer, the return path, the CRCs."""
+    cdef unsigned int hp = q[SMP_MAD + 6]
+    if not q[SMP_MAD + 4] & DR_D:
+        q[SMP_MAD + 192 + hp] = in_port
+        q[SMP_MAD + 6] = hp + 1
+    else:
+        q[SMP_MAD + 6] = hp - 1
+    _seal_local(q, SMP_PACKET)
+
+
+def dr_transit(const unsigned char[::1] packet not None, int in_port, int num_ports):
+    """A directed-route SMP arriving on ``in_port`` of a switch with ``num_ports`` ports:
+    ``(egress port, the packet that leaves)`` when it passes through; ``(0, None)`` when it does not
+    simply pass through (for the full path); ``(-1, None)`` when its path names no port here."""
+    cdef Py_ssize_t n = packet.shape[0]
+    cdef int out
+    cdef bytes q
+    if n != SMP_PACKET:
+        return 0, None
+    out = _dr_transit_port(&packet[0], n, num_ports + 1)
+    if out <= 0:
+        return out, None
+    q = PyBytes_FromStringAndSize(<char *> &packet[0], n)
+    _dr_transit_patch(<uint8_t *> PyBytes_AS_STRING(q), in_port)
+    return out, q
+
+
+SMP_REQUEST_DR = 1   # a directed-route request at the end of its path
+SMP_REQUEST_LID = 2  # a LID-routed request
+SMP_RESPONSE_DR = 3  # a directed-route response back at the node that sent the request
+
+
+def smp_arrival(const unsigned char[::1] packet not None):
+    """What an SMP that reached QP0 of the node it is for is, when the compiled path can take it:
+    SMP_REQUEST_DR (D=0, hop pointer = hop count >= 1, the DLID and both DR LIDs permissive: C14-9:3),
+    SMP_REQUEST_LID (class 0x01), SMP_RESPONSE_DR (D=1, hop pointer 1, DrSLID permissive:
+    C14-13:3); 0 for anything else, which the full path handles (and counts, if it drops it)."""
+    cdef Py_ssize_t n = packet.shape[0]
+    cdef const uint8_t *p
+    cdef unsigned int hp, hc
+    if n != SMP_PACKET:
+        return 0
+    p = &packet[0]
+    if p[SMP_MAD + 1] == CLASS_LID:
+        return SMP_REQUEST_LID if _smp_sound(p, n, CLASS_LID) else 0
+    if not _smp_sound(p, n, CLASS_DR):
+        return 0
+    hp = p[SMP_MAD + 6]
+    hc = p[SMP_MAD + 7]
+    if hc > 63 or (p[2] & p[3]) != 0xFF or (p[SMP_MAD + 32] & p[SMP_MAD + 33]) != 0xFF:
+        return 0  # the LRH's DLID and the DrSLID permissive: no LID-routed part
+    if not p[SMP_MAD + 4] & DR_D:
+        if hc >= 1 and hp == hc and p[SMP_MAD + 34] == 0xFF and p[SMP_MAD + 35] == 0xFF:
+            return SMP_REQUEST_DR
+        return 0
+    return SMP_RESPONSE_DR if hp == 1 else 0
+
+
+def smp_answer(const unsigned char[::1] req not None, int in_port, const unsigned char[::1] data not None,
+               unsigned int status):
+    """The GetResp packet an SMA sends for the request ``req`` (SMP_REQUEST_DR or _LID, see
+    smp_arrival), carrying the 64 octets ``data`` and ``status``: octet for octet the packet the full
+    path builds (fabric.devices.base: _smp_reply, smi.dr_receive and dr_originate, build_reply).
+    A directed-route answer leaves by ``in_port``; a LID-routed one is routed to the requester."""
+    cdef uint8_t *q
+    cdef bytes out
+    cdef unsigned int m = SMP_MAD, hc, sl
+    cdef bint dr
+    if req.shape[0] != SMP_PACKET or data.shape[0] != 64:
+        raise ValueError("smp_answer needs a 290-octet SMP packet and 64 octets of data")
+    out = PyBytes_FromStringAndSize(<char *> &req[0], SMP_PACKET)
+    q = <uint8_t *> PyBytes_AS_STRING(out)
+    dr = req[m + 1] == CLASS_DR
+    # LRH: VL15, back to the requester's LID; a directed route's answer has SL 0 and comes from the
+    # permissive LID, a LID-routed one keeps the SL and comes from the LID it was sent to
+    sl = 0 if dr else req[1] >> 4
+    q[0] = 0xF0
+    q[1] = (sl << 4) | 2
+    q[2] = req[6]
+    q[3] = req[7]
+    q[6] = 0xFF if dr else req[2]
+    q[7] = 0xFF if dr else req[3]
+    # BTH: UD SEND only, no flags, the request's P_Key, DestQP 0, PSN 0; DETH: Q_Key 0, SrcQP 0
+    q[8] = 0x64
+    q[9] = 0
+    memset(q + 12, 0, 16)
+    # MAD: GetResp, the status, the data; reserved octets zero as the full path packs them
+    q[m + 3] = 0x81
+    q[m + 18] = 0
+    q[m + 19] = 0
+    if dr:
+        q[m + 4] = DR_D | ((status >> 8) & 0x7F)
+        q[m + 5] = status & 0xFF
+        hc = req[m + 7]
+        q[m + 192 + hc] = in_port  # the arrival (C14-9:3) records its port; the answer starts back from it
+        q[m + 6] = hc
+        memset(q + m + 36, 0, 28)
+    else:
+        q[m + 4] = (status >> 8) & 0xFF
+        q[m + 5] = status & 0xFF
+        memset(q + m + 32, 0, 32)
+        memset(q + m + 128, 0, 128)
+    memcpy(q + m + 64, &data[0], 64)
+    _seal_local(q, SMP_PACKET)
+    return out
 
 
 # -- switch forwarding engine ------------------------------------------------------------------
@@ -274,21 +470,45 @@ cdef _copy_block(dict out, Py_ssize_t *used, int port, Py_ssize_t packets, const
     used[port] = headroom + length
 
 
+cdef uint8_t *_append(dict out, Py_ssize_t *used, int port, const uint8_t *p, Py_ssize_t plen,
+                      Py_ssize_t headroom, Py_ssize_t capacity):
+    """Append one packet to ``port``'s segment (made on first use, with room for ``capacity``
+    octets of packets); returns where the packet's copy starts."""
+    cdef list seg = out.get(port)
+    cdef uint8_t *dst
+    if seg is None:
+        # sized for the whole burst up front: growing it packet by packet costs a realloc-and-copy
+        # every few packets
+        seg = [0, PyByteArray_FromStringAndSize(NULL, headroom + capacity)]
+        out[port] = seg
+        used[port] = headroom
+    seg[0] += 1
+    dst = <uint8_t *> PyByteArray_AS_STRING(seg[1]) + used[port]
+    dst[0] = plen >> 8
+    dst[1] = plen & 0xFF
+    memcpy(dst + 2, p, plen)
+    used[port] += 2 + plen
+    return dst + 2
+
+
 def forward_burst(const unsigned char[::1] burst not None, Py_ssize_t offset, Py_ssize_t count,
                   int in_port, const unsigned char[::1] lft not None, Py_ssize_t lft_top,
                   const unsigned char[::1] port_flags not None, const unsigned int[::1] port_mtu not None,
                   unsigned int own_lid_base, unsigned int own_lid_count, Py_ssize_t headroom,
-                  object inplace=None, const unsigned short[::1] port_pkeys=None):
-    """Forward the unicast data packets of a burst by the LFT, in C.
+                  object inplace=None, const unsigned short[::1] port_pkeys=None, bint ingress_active=True):
+    """Forward the unicast data packets of a burst by the LFT, and the directed-route SMPs that
+    pass through (patched as the SMI does), in C.
 
     ``burst[offset:]`` holds ``count`` packets, each preceded by a 16-bit length. Returns
     ``(out, slow, stats)``: ``out`` maps an egress port to ``[packets, segment]`` where the segment
     is a bytearray that starts with ``headroom`` octets for the outgoing burst header
     (``fabric.wire.burst.BURST_HEADROOM``), followed by
     the length-prefixed packets (so the host sends it without another copy); ``slow`` lists the packets the Python path
-    must handle (VL15, multicast, our own LID, anything malformed, a P_Key an enforcing port's
-    table lacks, so that every drop is classified in one place); ``stats`` is (rcv_pkts, rcv_words, relay_errors, [(port, xmit_pkts, xmit_words,
-    discards)]) for the counters.
+    must handle (other VL15 packets, multicast, our own LID, anything malformed, a P_Key an enforcing
+    port's table lacks, every data packet when the ingress port is not Active, so that every drop is
+    classified in one place); ``stats`` is (rcv_pkts, rcv_words, relay_errors, [(port, xmit_pkts,
+    xmit_words, discards)], dr_path, dr_egress_down) for the counters and drops: the last two count
+    directed-route SMPs whose path names no port here, and those whose egress link is down.
 
     A switch forwards a packet unchanged, so when every packet of the burst leaves by one port (the
     usual case: a flow's burst) nothing is copied: with ``inplace``, the bytearray ``burst`` views
@@ -305,14 +525,13 @@ def forward_burst(const unsigned char[::1] burst not None, Py_ssize_t offset, Py
     cdef dict out = {}
     cdef list slow = []
     cdef list seg
-    cdef unsigned long rcv_pkts = 0, rcv_words = 0, relay = 0
+    cdef unsigned long rcv_pkts = 0, rcv_words = 0, relay = 0, dr_path = 0, dr_down = 0
+    cdef int dr_out
     cdef unsigned long xp[256]
     cdef unsigned long xw[256]
     cdef unsigned long xd[256]
     cdef Py_ssize_t used[256]
     cdef int k
-    cdef bytearray ba
-    cdef Py_ssize_t blen
     # while every packet so far went to port ``single``, nothing is copied yet
     cdef int single = -1
     cdef bint deferred = True
@@ -343,7 +562,25 @@ def forward_burst(const unsigned char[::1] burst not None, Py_ssize_t offset, Py
         lnh = p[1] & 3
         dlid = (p[2] << 8) | p[3]
         pktlen = ((p[4] & 7) << 8) | p[5]
-        if (vl == 15 or lnh < 2 or pktlen * 4 + 2 != <unsigned int> plen or dlid >= MCAST_FIRST
+        if vl == 15 and dlid == 0xFFFF and plen == SMP_PACKET:
+            dr_out = _dr_transit_port(p, plen, nports)
+            if dr_out:  # a directed-route SMP passing through: a patched copy leaves
+                if deferred and forwarded:
+                    _copy_block(out, used, single, forwarded, burst, offset, off - 2 - offset, headroom, n - offset)
+                deferred = False
+                rcv_pkts += 1
+                rcv_words += (plen - 2) >> 2
+                if dr_out < 0:
+                    dr_path += 1
+                elif not port_flags[dr_out] & PORT_LINK_UP:
+                    dr_down += 1
+                else:
+                    xp[dr_out] += 1
+                    xw[dr_out] += (plen - 2) >> 2
+                    _dr_transit_patch(_append(out, used, dr_out, p, plen, headroom, n - offset), in_port)
+                off += plen
+                continue
+        if (not ingress_active or vl == 15 or lnh < 2 or pktlen * 4 + 2 != <unsigned int> plen or dlid >= MCAST_FIRST
                 or dlid == 0 or (dlid - own_lid_base) < own_lid_count):
             if deferred and forwarded:
                 _copy_block(out, used, single, forwarded, burst, offset, off - 2 - offset, headroom, n - offset)
@@ -385,20 +622,7 @@ def forward_burst(const unsigned char[::1] burst not None, Py_ssize_t offset, Py
         else:
             xp[outp] += 1
             xw[outp] += (plen - 2) >> 2
-            seg = out.get(outp)
-            if seg is None:
-                # sized for the whole burst up front: growing it packet by packet costs a
-                # realloc-and-copy every few packets
-                seg = [0, PyByteArray_FromStringAndSize(NULL, headroom + n - offset)]
-                out[outp] = seg
-                used[outp] = headroom
-            seg[0] += 1
-            ba = seg[1]
-            blen = used[outp]
-            (<unsigned char *> PyByteArray_AS_STRING(ba))[blen] = plen >> 8
-            (<unsigned char *> PyByteArray_AS_STRING(ba))[blen + 1] = plen & 0xFF
-            memcpy(PyByteArray_AS_STRING(ba) + blen + 2, p, plen)
-            used[outp] = blen + 2 + plen
+            _append(out, used, outp, p, plen, headroom, n - offset)
         off += plen
     if off != n:
         raise ValueError("trailing octets after the burst's packets")
@@ -412,4 +636,4 @@ def forward_burst(const unsigned char[::1] burst not None, Py_ssize_t offset, Py
         if seg[1] is not inplace:
             PyByteArray_Resize(seg[1], used[k])
     ports = [(k, xp[k], xw[k], xd[k]) for k in range(min(nports, 256)) if xp[k] or xd[k]]
-    return out, slow, (rcv_pkts, rcv_words, relay, ports)
+    return out, slow, (rcv_pkts, rcv_words, relay, ports, dr_path, dr_down)

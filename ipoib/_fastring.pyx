@@ -135,7 +135,7 @@ cdef class PacketRing:
                 dlid = (src[0] << 8) | src[1]
                 sl = src[2]
                 dqpn = (src[5] << 16) | (src[6] << 8) | src[7]
-                plen = write_ud_packet(out + off + 2, src + META, n, slid, dlid, sl, pkey, dqpn, src_qp, qkey, 0)
+                plen = write_ud_packet(out + off + 2, src + META, n, slid, dlid, sl, pkey, dqpn, src_qp, qkey, 0, 0, 0)
                 out[off] = (plen >> 8) & 0xFF
                 out[off + 1] = plen & 0xFF
                 off += 2 + plen

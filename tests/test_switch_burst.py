@@ -36,10 +36,27 @@ def _packet(f, dst, size, **kw):
                              payload=bytes(random.randrange(256) for _ in range(size)), **kw)
 
 
+def _dr(f, *, d: int, hop_ptr: int, hop_cnt: int = 3, out: int = 2) -> bytes:
+    """A directed-route SMP passing through the switch (or, with a path naming port 9, not)."""
+    path = bytes([0, 1, out, 1]).ljust(64, b"\0")
+    smp = w.new_mad(w.SMPDirected, method=w.GET_RESP if d else w.GET, attr_id=w.ATTR_NODE_INFO, tid=random.randrange(1 << 32),
+                    hop_cnt=hop_cnt, hop_ptr=hop_ptr, d=d, initial_path=path, return_path=path,
+                    dr_slid=w.LID_PERMISSIVE, dr_dlid=w.LID_PERMISSIVE)
+    return w.build_ud_packet(slid=w.LID_PERMISSIVE, dlid=w.LID_PERMISSIVE, dest_qp=0, src_qp=0, qkey=0, vl=15,
+                             payload=smp.pack())
+
+
 def _kinds(f, sw):
     """Packet makers by kind; each returns the octets of one packet."""
     bad = lambda p: p[:-1] + bytes([p[-1] ^ 0x5A])  # noqa: E731
     return {
+        # directed-route SMPs: through, outgoing and returning; a path naming no port; one that
+        # ends here (for the SMA); one with a bad CRC
+        "dr_out": lambda: _dr(f, d=0, hop_ptr=1),
+        "dr_back": lambda: _dr(f, d=1, hop_ptr=2),
+        "dr_noport": lambda: _dr(f, d=0, hop_ptr=1, out=9),
+        "dr_here": lambda: _dr(f, d=0, hop_ptr=3),
+        "dr_bad": lambda: bad(_dr(f, d=0, hop_ptr=1)),
         "to2": lambda: _packet(f, "node0002", random.randrange(0, 300)),
         "to3": lambda: _packet(f, "node0003", random.randrange(0, 300)),
         "to4": lambda: _packet(f, "node0004", random.randrange(0, 300)),
@@ -111,6 +128,10 @@ def test_compiled_forwarding_equals_the_per_packet_path(seed):
     if seed % 5 == 4:
         _enforce(fa, swa)
         _enforce(fb, swb)
+    if seed % 7 == 6:  # the ingress port Armed: data packets take the per-packet path (and make it
+        for sw in (swa, swb):  # Active), directed-route SMPs still pass in C
+            sw.ports[in_port].state = 3
+            sw._dirty = True
     kinds = _kinds(fa, swa)
     names = list(kinds)
     # runs of one destination (the copy-free case) broken at random by the other kinds

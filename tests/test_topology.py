@@ -448,6 +448,9 @@ def test_empty_file_is_an_error():
     ("fattree:2,2,2", "takes 4 arguments"),
     ("fattree:2,10,200,10", "at most 254"),
     ("fattree:255,1,1,1", "at most 254"),
+    ("fattree3:2,2,2,2", "takes 5 arguments"),
+    ("fattree3:2,30,30,30,2", "at most 254"),
+    ("fattree3:100,1,1,1,1", "two-digit names"),
     ("single", "expected KIND:ARGS"),
 ])
 def test_bad_generator_specs(spec, fragment):
@@ -537,6 +540,23 @@ def test_fattree_port_numbering():
     assert [t.peer("leaf02", p) for p in range(5, 9)] == [
         ("spine01", 3), ("spine01", 4), ("spine02", 3), ("spine02", 4)]
     assert t.peer("leaf02", 9) is None
+
+
+def test_three_level_fattree():
+    t = generate("fattree3:8,18,18,18,4")
+    assert (len(t.hcas()), len(t.switches())) == (2592, 8 * 36 + 72)
+    assert len(t.links) == 2592 + 8 * 18 * 18 + 8 * 18 * 4
+    assert {n.num_ports for n in t.switches()} == {36}
+    t.validate()
+    small = generate("fattree3:2,2,2,3,2")
+    assert small.peer("p01leaf01", 1) == ("node0001", 1)
+    assert small.peer("p02leaf02", 3) == ("node0012", 1)
+    # a leaf's uplinks: one to each aggregation switch of its pod; an aggregation switch's: one to
+    # each core of its group; a core: one port per pod
+    assert [small.peer("p02leaf02", p) for p in (4, 5)] == [("p02agg01", 2), ("p02agg02", 2)]
+    assert [small.peer("p01agg02", p) for p in (3, 4)] == [("core0201", 1), ("core0202", 1)]
+    assert small.connected_ports("core0102") == {1: ("p01agg01", 4), 2: ("p02agg01", 4)}
+    assert small.summary() == "12 switches, 12 HCAs, 28 links"
 
 
 def test_single_and_linear():

@@ -18,7 +18,7 @@ from .. import wire as w
 from ..wire import smp_attrs as sa
 from ..wire.burst import Segment, decode_burst_packets
 from ..wire.crc import vcrc16
-from .base import Device
+from .base import SMP_PACKET_LEN, SMP_RESPONSE_DR, Device, smp_arrival
 from .ingress import count_failure
 from .port import Port
 
@@ -92,7 +92,9 @@ class HCA(Device):
         self.qps: dict[int, UDQP] = {0: UDQP(0, 0, 0), 1: UDQP(1, w.QKEY_GSI, 0)}
         self._next_qpn = FIRST_QPN
         self.mcast_lids: dict[int, set] = {}  # MLID -> QPNs attached
-        self.sm_consumer = None  # QP0 responses and traps go here (the SM on this node)
+        # QP0 responses and traps go here (the SM on this node): fn(pkt, mad, in_port, now), pkt
+        # None for directed-route responses the compiled path parsed
+        self.sm_consumer = None
         self.gsi_consumer = None  # QP1 GMPs that are not PMA (SA queries and answers)
         self.sm_info_source = None  # the SM on this node: a callable giving its SMInfo
         # software attached to a port as to /dev/infiniband/umadN (fabric.simproto): it sees the
@@ -285,8 +287,10 @@ class HCA(Device):
     def receive_local(self, in_port: int, data: bytes, now: float) -> None:
         """The ingress checks of :data:`fabric.devices.ingress.HCA_INGRESS`, in that order, then
         delivery to the QP (or QPs, for multicast), the SMA or the GSI."""
-        port = self.ports[in_port]
         n = len(data)
+        if n == SMP_PACKET_LEN and smp_arrival is not None and data[0] == 0xF0 and self._smp_fast(in_port, data, now):
+            return
+        port = self.ports[in_port]
         if n < 8 + 12 + 8 + 6 or ((data[4] & 7) << 8 | data[5]) * 4 + 2 != n:
             return self._reject("malformed", port)
         c = vcrc16(data[:-2])
@@ -345,6 +349,20 @@ class HCA(Device):
         if dqp == 1:
             return self.handle_qp1(pkt, in_port, pidx, now)
         self._deliver(qp, pkt, in_port, pidx)
+
+    def _smp_fast(self, in_port: int, data, now: float) -> bool:
+        """SMPs by the compiled path: a request to our SMA (Device.sma_fast), or the answer to our
+        SM's directed-route request, parsed once and handed to it (``sm_consumer`` gets no
+        UDPacket then: None). False: the full path."""
+        kind = smp_arrival(data)
+        if kind != SMP_RESPONSE_DR:
+            return bool(kind) and self.sma_fast(in_port, data, now, kind)
+        if not data[28 + 3] & w.RESPONSE_BIT or self.user_mad is not None or self.sm_consumer is None:
+            return False
+        mad = bytearray(data[28:28 + w.MAD_SIZE])
+        mad[6] = 0  # the hop pointer, as C14-13:3 leaves it at the requester
+        self.sm_consumer(None, w.SMPDirected.unpack(bytes(mad)), in_port, now)
+        return True
 
     def _reject(self, reason: str, port: Port) -> None:
         count_failure(self.drops, port, reason)

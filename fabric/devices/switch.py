@@ -11,12 +11,49 @@ from .base import Device, SmpError
 from .port import Port
 
 _forward_burst = wirefast.forward_burst if wirefast is not None else None  # None: packet by packet
+_dr_transit_c = wirefast.dr_transit if wirefast is not None else None
 
 LFT_CAP = 0xC000  # every unicast LID
 MFT_CAP = 1024  # MLIDs 0xC000 .. 0xC3FF
 MGMT_HDR = 8 + 12 + 8 + 6  # LRH BTH DETH + CRCs, the overhead around a payload without GRH
 DR_MAD_OFF = 8 + 12 + 8  # where the MAD starts in an SMP packet (no GRH)
 DR_PACKET_LEN = DR_MAD_OFF + 256 + 6
+
+
+def _dr_transit_py(data: bytes, in_port: int, num_ports: int) -> tuple:
+    """fabric._wirefast.dr_transit in Python: (egress port, packet), (0, None) when the SMP does
+    not simply pass through, (-1, None) when its path names no port here."""
+    if len(data) != DR_PACKET_LEN or data[0] != 0xF0 or data[1] & 3 != w.LNH_IBA_LOCAL or data[2:4] != b"\xff\xff":
+        return 0, None
+    m = DR_MAD_OFF
+    if ((data[4] & 7) << 8 | data[5]) * 4 + 2 != len(data) or data[8] != w.OPCODE_UD_SEND_ONLY \
+            or data[9] & 0x3F or any(data[13:16]) or any(data[25:28]):  # PadCnt, TVer; DestQP, SrcQP 0
+        return 0, None
+    if data[m] != 1 or data[m + 1] != w.CLASS_SUBN_DIRECTED or data[m + 2] != 1:
+        return 0, None
+    if not _vcrc_ok(data) or icrc_bytes(data[:-6]) != data[-6:-2]:
+        return 0, None
+    hp, hc = data[m + 6], data[m + 7]
+    if hc > 63:
+        return 0, None
+    d = data[m + 4] & 0x80
+    if not d and 1 <= hp < hc:
+        out = data[m + 128 + hp + 1]
+    elif d and 2 <= hp <= hc:
+        out = data[m + 192 + hp - 1]
+    else:
+        return 0, None
+    if not 1 <= out <= num_ports:
+        return -1, None
+    pkt = bytearray(data)
+    if not d:
+        pkt[m + 192 + hp] = in_port
+        pkt[m + 6] = hp + 1
+    else:
+        pkt[m + 6] = hp - 1
+    body = bytes(pkt[:-6])
+    raw = body + icrc_bytes(body)
+    return out, raw + vcrc_bytes(raw)
 
 
 def _vcrc_ok(data: bytes) -> bool:
@@ -99,21 +136,22 @@ class Switch(Device):
         self._dirty = False
 
     def receive_burst(self, in_port: int, burst: bytes, offset: int, count: int, now: float) -> None:
-        """Forward a whole burst: unicast data packets in C, each egress port's share as one
-        Segment in ``outbox``; everything else through ``receive``, packet by packet."""
+        """Forward a whole burst: unicast data packets (on an Active port) and directed-route SMPs
+        passing through in C, each egress port's share as one Segment in ``outbox``; everything
+        else through ``receive``, packet by packet."""
         port = self.ports.get(in_port)
-        if _forward_burst is None or port is None or in_port == 0 or port.state != sa.PORT_ACTIVE:
+        if _forward_burst is None or port is None or in_port == 0 or not port.link_up:
             return self._receive_each(in_port, burst, offset, count, now)
         if self._dirty:
             self._refresh_port_table()
         p0 = self.ports[0]
         base = p0.lid & ~((1 << p0.lmc) - 1) if p0.lid else 0
         try:
-            segs, slow, (rp, rw, relay, egress) = _forward_burst(
+            segs, slow, (rp, rw, relay, egress, dr_path, dr_down) = _forward_burst(
                 burst, offset, count, in_port, self.lft, self.lft_top, self._flags, self._mtu,
                 base, (1 << p0.lmc) if p0.lid else 0, BURST_HEADROOM,
                 burst if type(burst) is bytearray else None,  # an in-process burst: ours to reuse
-                self._pkeys)
+                self._pkeys, port.state == sa.PORT_ACTIVE)
         except ValueError:
             return self._receive_each(in_port, burst, offset, count, now)
         if rp:
@@ -121,6 +159,10 @@ class Switch(Device):
         if relay:
             port.counters.inc("port_rcv_switch_relay_errors", relay)
             self.drops["no_route"] += relay
+        if dr_path:
+            self.drops["dr_path"] += dr_path
+        if dr_down:
+            self.drops["dr_egress_down"] += dr_down
         for k, xp, xw, xd in egress:
             c = self.ports[k].counters
             if xp:
@@ -254,39 +296,25 @@ class Switch(Device):
     def _dr_transit(self, in_port: int, data: bytes) -> bool:
         """A directed-route SMP passing through (not for this switch): update the hop pointer and
         return path in place and re-seal the CRCs, without parsing the whole MAD. The same rules
-        as smi.dr_receive (C14-9:2 and C14-13:2); anything else returns False for the full path."""
-        if len(data) != DR_PACKET_LEN or data[1] & 3 != w.LNH_IBA_LOCAL:
-            return False
-        m = DR_MAD_OFF
-        if data[m] != 1 or data[m + 1] != w.CLASS_SUBN_DIRECTED or data[m + 2] != 1 or data[24:28] != b"\0\0\0\0" \
-                or data[20:23] != b"\0\0\0":  # Q_Key ignored on QP0, but DestQP and SrcQP must be 0
-            return False
-        hp, hc = data[m + 6], data[m + 7]
-        if hc > 63 or icrc_bytes(data[:-6]) != data[-6:-2]:
-            return False  # let the full path classify it
-        d = data[m + 4] & 0x80
-        if not d and 1 <= hp < hc:
-            out = data[m + 128 + hp + 1]
-            pkt = bytearray(data)
-            pkt[m + 192 + hp] = in_port
-            pkt[m + 6] = hp + 1
-        elif d and 2 <= hp <= hc:
-            out = data[m + 192 + hp - 1]
-            pkt = bytearray(data)
-            pkt[m + 6] = hp - 1
+        as smi.dr_receive (C14-9:2 and C14-13:2), in C when built (fabric._wirefast.dr_transit,
+        which the burst path uses too); anything else returns False for the full path."""
+        if _dr_transit_c is not None:
+            out, raw = _dr_transit_c(data, in_port, self.num_ports)
         else:
+            out, raw = _dr_transit_py(data, in_port, self.num_ports)
+        if out == 0:
             return False
-        if not 1 <= out <= self.num_ports:
+        if out < 0:
             self.drop("dr_path")
-            return True
-        body = bytes(pkt[:-6])
-        raw = body + icrc_bytes(body)
-        self.transmit_mgmt(out, raw + vcrc_bytes(raw))
+        else:
+            self.transmit_mgmt(out, raw)
         return True
 
     # -- local delivery (port 0: SMA on QP0, PMA on QP1) ---------------------------------------
 
     def _local(self, in_port: int, data: bytes, now: float) -> None:
+        if self.sma_fast(in_port, data, now):
+            return
         ingress = self.ports[in_port]
         try:
             pkt = w.split_ud_packet(data)

@@ -65,6 +65,10 @@ class DeviceHost(HostOps):
         self.bursts_in = 0
         self.bursts_out = 0
         self.burst_errors = 0
+        # each device's next timer, asked again only after something called into the device: the
+        # loop's cost per pass follows what happened, not how many devices the host runs
+        self._due: dict = {}  # name -> deadline, for the devices that have one
+        self._stale: set = set(self.names)  # devices whose deadline may have moved
         for n in self.names:
             sock = self.ctx.socket(zmq.PULL)
             sock.setsockopt(zmq.RCVHWM, SNDHWM)
@@ -241,11 +245,13 @@ class DeviceHost(HostOps):
             dev.drops["foreign_burst" if exc.kind == "token" else "bad_burst"] += 1
             return
         finally:
+            self._stale.add(name)
             self.drain(name, dev)
         self.handle_events(name, now)
 
     def handle_events(self, name: str, now: float) -> None:
         dev = self.devices[name]
+        self._stale.add(name)
         if dev.events:
             apply_events(dev, now, control=lambda port, kind: self.send_control(name, port, kind))
             self.drain(name, dev)
@@ -257,6 +263,7 @@ class DeviceHost(HostOps):
 
         name, port = watched
         dev = self.devices[name]
+        self._stale.add(name)
         while True:
             try:
                 event = recv_monitor_message(mon, zmq.NOBLOCK)["event"]
@@ -273,6 +280,7 @@ class DeviceHost(HostOps):
 
     def set_admin(self, name: str, port: int, up: bool, now: float) -> None:
         dev = self.devices[name]
+        self._stale.add(name)
         self._controls(name, training.set_admin(dev, port, up, now))
         self.drain(name, dev)
         self.handle_events(name, now)
@@ -299,6 +307,7 @@ class DeviceHost(HostOps):
                 break
             env, body = (frames[:-1], None), frames[-1]
             op = None
+            self._stale.update(self.devices)  # an operation may reach into any device
             try:
                 req = msgpack.unpackb(body, raw=False)
                 if not isinstance(req, dict):
@@ -319,19 +328,31 @@ class DeviceHost(HostOps):
 
     # -- loop ----------------------------------------------------------------------------------
 
-    def timed_devices(self):
-        """Devices that have timers: pending traps or software agents (the SM). Checking only
-        these keeps the loop's cost independent of how many devices the host runs."""
-        return [dev for dev in self.devices.values() if dev._traps or dev.agents]
+    def _deadlines(self) -> dict:
+        """Every device's next deadline, asking again only those something called into since."""
+        if self._stale:
+            due, devices = self._due, self.devices
+            for name in self._stale:
+                dev = devices[name]
+                d = dev.next_deadline() if dev._traps or dev.agents else None
+                if d is None:
+                    due.pop(name, None)
+                else:
+                    due[name] = d
+            self._stale.clear()
+        return self._due
 
     def next_timeout_ms(self, now: float):
         if self.local_q:
             return 0
-        deadlines = [d for d in (dev.next_deadline() for dev in self.timed_devices()) if d is not None]
-        deadlines += [p[0] for p in self.pending]
-        if not deadlines:
+        due = self._deadlines()
+        first = min(due.values()) if due else None
+        if self.pending:
+            p = min(p[0] for p in self.pending)
+            first = p if first is None or p < first else first
+        if first is None:
             return None
-        wait = min(deadlines) - now
+        wait = first - now
         # zmq polls in whole milliseconds: a deadline closer than that (an interrupt moderation
         # timer of a few microseconds) is waited for by polling without blocking, never by
         # sleeping a whole millisecond past it
@@ -364,11 +385,13 @@ class DeviceHost(HostOps):
                         break
                     self.bursts_in += 1
                     self._deliver(name, data, now)
-            for dev in self.timed_devices():
-                self._tick_if_due(dev, now)
+            due = self._deadlines()
+            for name in [n for n, d in due.items() if d <= now]:
+                self._tick_if_due(self.devices[name], now)
             self.flush()
             self.run_local(now)
             if self.pending:  # after local delivery: an answer may have just arrived in memory
+                self._stale.update(self.devices)  # what a deferred request checks or undoes
                 self.service_pending(now)
                 self.flush()
 
@@ -383,6 +406,7 @@ class DeviceHost(HostOps):
     def _read(self, reader, now: float) -> None:
         name, fn = reader
         dev = self.devices[name]
+        self._stale.add(name)
         try:
             fn(now)
         except Exception:  # what a node's own file descriptor brings must not kill the host
@@ -412,6 +436,7 @@ class DeviceHost(HostOps):
     def _tick_if_due(self, dev, now: float, rounds: int = 2) -> None:
         """Run a device's timers and agents if any is due; again (up to ``rounds``) if what they
         did made another due at once (an agent's send asks for a NAPI poll of its node)."""
+        self._stale.add(dev.name)
         for _ in range(rounds):
             d = dev.next_deadline()
             if d is None or d > now:

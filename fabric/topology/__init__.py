@@ -7,7 +7,8 @@ their GUIDs) and the cables between their ports. It comes from one of three plac
 - the output of the real ``ibnetdiscover`` (infiniband-diags), which is the same format with more
   header keywords, GUIDs in parentheses and ``#`` comments carrying descriptions, LIDs and link
   rates,
-- a generator spec: ``single:N``, ``linear:N``, ``fattree:LEAVES,SPINES,HCAS_PER_LEAF,LINKS``.
+- a generator spec: ``single:N``, ``linear:N``, ``fattree:LEAVES,SPINES,HCAS_PER_LEAF,LINKS``,
+  ``fattree3:PODS,LEAVES,AGGS,HCAS_PER_LEAF,CORES``.
 
 ibsim's parser (``ibsim/sim_net.c``) is the reference for the format, and for the GUIDs a net
 file gets when it names none: switches take ``0x200000, 0x200001, ...`` and HCAs take
@@ -70,4 +71,4 @@ def load_topology(arg) -> Topology:
     if is_spec(arg):
         return generate(arg)
     raise TopologyError("no such topology file, and not a generator spec (single:N, linear:N, "
-                        "fattree:LEAVES,SPINES,HCAS_PER_LEAF,LINKS_PER_PAIR)", arg)
+                        "fattree:LEAVES,SPINES,HCAS_PER_LEAF,LINKS_PER_PAIR, fattree3:PODS,LEAVES,AGGS,HCAS_PER_LEAF,CORES)", arg)

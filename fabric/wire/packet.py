@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .compiled import wirefast
 from .crc import icrc_bytes, vcrc_bytes
 from .errors import ParseError, WireError
 from .headers import (
@@ -15,6 +16,9 @@ ICRC_LEN, VCRC_LEN = 4, 2
 MAX_PKTLEN_WORDS = (1 << 11) - 1
 # Largest packet on the wire: LRH+GRH+BTH+DETH (68) + 4096 payload + ICRC + VCRC.
 MAX_PACKET = 8 + 40 + 12 + 8 + 4096 + ICRC_LEN + VCRC_LEN
+
+_build_c = wirefast.build_ud_packet_fast if wirefast is not None else None
+_MAX_PAYLOAD_NO_GRH = MAX_PKTLEN_WORDS * 4 - 8 - 12 - 8 - ICRC_LEN  # what PktLen can carry without a GRH
 
 UD_OPCODES = {OPCODE_UD_SEND_ONLY: "UD SEND only", OPCODE_UD_SEND_ONLY_IMM: "UD SEND only with immediate"}
 
@@ -46,7 +50,12 @@ def build_ud_packet(*, slid: int, dlid: int, dest_qp: int, src_qp: int, qkey: in
     """Build a complete UD SEND-only packet, CRCs included.
 
     A GRH is added when ``grh`` is given or when ``sgid``/``dgid`` are; its PayLen is filled in.
+    Without one, the compiled builder makes the same octets (tests/test_wirefast.py compares them).
     """
+    if _build_c is not None and grh is None and sgid is None and dgid is None \
+            and not ((slid | dlid | pkey) >> 16 or (dest_qp | src_qp | psn) >> 24 or qkey >> 32 or (sl | vl) >> 4
+                     or se >> 1) and len(payload) <= _MAX_PAYLOAD_NO_GRH:
+        return _build_c(payload, slid, dlid, dest_qp, src_qp, qkey, pkey, sl, psn, vl, se)
     payload = bytes(payload)
     padcnt = (-len(payload)) % 4
     if grh is None and (sgid is not None or dgid is not None):

@@ -1,0 +1,192 @@
+"""The compiled SMI and SMA (``fabric._wirefast``: dr_transit, smp_arrival, smp_answer) against the
+full path they stand in for (fabric.devices.smi and Device.handle_qp0): the same SMPs, well formed or
+not, given to two identical devices, one with the compiled path and one without, must put the same
+octets on the same ports, deliver the same answers to the SM, change the same state and count the
+same drops and counters."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from devnet import Fab
+from fabric import wire as w
+from fabric.devices import base as base_mod
+from fabric.devices import hca as hca_mod
+from fabric.devices import switch as switch_mod
+from fabric.wire.burst import BURST_HEADROOM, LEN, Segment, decode_burst_packets
+from fabric.wire.crc import icrc_bytes, vcrc_bytes
+
+pytestmark = pytest.mark.skipif(base_mod._smp_answer is None,
+                                reason="FABRIC_BACKEND=std: SMPs take the full path only")
+
+ATTRS = [w.ATTR_NODE_INFO, w.ATTR_NODE_DESC, w.ATTR_PORT_INFO, w.ATTR_SWITCH_INFO, w.ATTR_LFT, w.ATTR_MFT,
+         w.ATTR_PKEY_TABLE, w.ATTR_GUID_INFO, w.ATTR_SM_INFO, 0x1234]
+
+
+@pytest.fixture
+def full_path(monkeypatch):
+    """A context in which every SMP takes the full path."""
+    def off():
+        monkeypatch.setattr(base_mod, "_smp_answer", None)
+        monkeypatch.setattr(hca_mod, "smp_arrival", None)
+        monkeypatch.setattr(switch_mod, "_dr_transit_c", None)
+        monkeypatch.setattr(switch_mod, "_forward_burst", None)
+
+    return off
+
+
+def _reseal(pkt: bytearray) -> bytes:
+    body = bytes(pkt[:-6])
+    raw = body + icrc_bytes(body)
+    return raw + vcrc_bytes(raw)
+
+
+def _smp(rng: random.Random, *, dr: bool, hop_cnt: int, hop_ptr: int, d: int, in_port: int, lid: int,
+         slid: int) -> bytes:
+    attr = rng.choice(ATTRS)
+    method = rng.choice([w.GET] * 6 + [w.SET] * 3 + [w.GET_RESP, w.TRAP])
+    mod = rng.choice([0, 1, 2, 3, 4, 5, 40, 1 << 16, (3 << 16) | 1])
+    data = bytes(rng.randrange(256) for _ in range(64)) if method == w.SET and rng.random() < 0.3 else bytes(64)
+    if method == w.SET and attr == w.ATTR_PORT_INFO:
+        # a Set an SM would make: the port's own PortInfo with a state change, sometimes a key
+        data = w.put_attr(w.PortInfo(port_state=rng.choice([0, 1, 3, 4]), lid=lid, master_sm_lid=1,
+                                     m_key=rng.choice([0, 0, 0, 0x1234]), m_key_protect_bits=rng.choice([0, 1]),
+                                     neighbor_mtu=rng.choice([0, 4, 5])), 64)
+    common = dict(method=method, attr_id=attr, attr_mod=mod, tid=rng.randrange(1 << 64), data=data,
+                  m_key=rng.choice([0, 0, 0, 0x1234]))
+    if dr:
+        ipath = bytes([0] + [rng.choice([1, 2, 3, 4, 4, 7]) for _ in range(63)])
+        rpath = bytes([0] + [rng.choice([1, 2, 3, 4]) for _ in range(63)])
+        mad = w.new_mad(w.SMPDirected, hop_cnt=hop_cnt, hop_ptr=hop_ptr, d=d, initial_path=ipath,
+                        return_path=rpath, dr_slid=rng.choice([w.LID_PERMISSIVE] * 5 + [slid]),
+                        dr_dlid=rng.choice([w.LID_PERMISSIVE] * 5 + [lid]), **common)
+        raw = w.build_ud_packet(slid=w.LID_PERMISSIVE, dlid=rng.choice([w.LID_PERMISSIVE] * 6 + [lid]), dest_qp=0,
+                                src_qp=0, qkey=rng.choice([0, 0, 7]), vl=15, payload=mad.pack(),
+                                sl=rng.choice([0, 3]))
+    else:
+        mad = w.new_mad(w.SMPLid, **common)
+        raw = w.build_ud_packet(slid=slid, dlid=rng.choice([lid] * 6 + [slid, w.LID_PERMISSIVE]), dest_qp=0,
+                                src_qp=0, qkey=0, vl=15, payload=mad.pack(), sl=rng.choice([0, 5]))
+    pkt = bytearray(raw)
+    roll = rng.random()
+    if roll < 0.06:
+        pkt[28 + rng.choice([36, 40, 60, 18])] ^= 0x5A  # reserved octets of the MAD: answered with zeros
+        return _reseal(pkt)
+    if roll < 0.10:
+        pkt[rng.randrange(len(pkt))] ^= 1 << rng.randrange(8)  # a flipped bit: a CRC fails
+        return bytes(pkt)
+    if roll < 0.14:
+        pkt[rng.choice([0, 8, 9, 13, 25, 28, 29, 30])] ^= rng.choice([1, 0x10, 0x40])  # a header field
+        return _reseal(pkt)
+    return raw
+
+
+def _outputs(dev) -> list:
+    out = []
+    for item in dev.outbox:
+        if type(item) is Segment:
+            out.extend((item.port, bytes(p)) for p in decode_burst_packets(item.buf, BURST_HEADROOM, item.count))
+        else:
+            out.append((item[0], bytes(item[1])))
+    dev.outbox.clear()
+    return out
+
+
+def _state(dev) -> tuple:
+    snap = dev.snapshot()
+    return (Counter(dev.drops), [list(e) for e in dev.events], snap,
+            {n: (dict(p.counters.pc), dict(p.counters.ext)) for n, p in dev.ports.items()},
+            getattr(dev, "lft", None) and bytes(dev.lft[:64]), list(getattr(dev, "mft", [])[:8]))
+
+
+def _pair(full_path, topo="single:4"):
+    """Two fabrics brought up alike; the second's devices take the full path (patched after both
+    came up, so their bring-up was the same)."""
+    a, b = Fab(topo), Fab(topo)
+    return a, b
+
+
+def _run(a, b, name, in_port, packets, full_path, *, burst=False):
+    da, db = a[name], b[name]
+    for d in (da, db):
+        d.outbox.clear()
+        d.events.clear()
+    got_a, got_b = [], []
+    if da.kind == "hca":
+        da.sm_consumer = lambda pkt, mad, port, now: got_a.append((mad, port))
+        db.sm_consumer = lambda pkt, mad, port, now: got_b.append((mad, port))
+    for raw in packets:
+        if burst:
+            body = bytearray(BURST_HEADROOM) + b"".join(LEN.pack(len(p)) + p for p in [raw])
+            da.receive_burst(in_port, body, BURST_HEADROOM, 1, a.net.now)
+        else:
+            da.receive(in_port, raw, a.net.now)
+    out_a, state_a = _outputs(da), _state(da)
+    full_path()
+    for raw in packets:
+        db.receive(in_port, raw, b.net.now)
+    out_b, state_b = _outputs(db), _state(db)
+    return (out_a, state_a, got_a), (out_b, state_b, got_b)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_switch_smi_and_sma_equal_the_full_path(seed, full_path):
+    rng = random.Random(seed)
+    a, b = _pair(full_path)
+    sw = a["sw01"]
+    lid = sw.lid
+    packets = []
+    for _ in range(60):
+        dr = rng.random() < 0.8
+        hc = rng.choice([1, 2, 3, 5, 63, 64])
+        kind = rng.random()
+        if kind < 0.4:  # ends here
+            hp, d = hc, 0
+        elif kind < 0.7:  # passing through, outgoing
+            hp, d = rng.randrange(0, hc + 1), 0
+        else:  # passing through, returning
+            hp, d = rng.randrange(0, hc + 2), 1
+        packets.append(_smp(rng, dr=dr, hop_cnt=hc, hop_ptr=hp, d=d, in_port=1, lid=lid, slid=a.lid("node0001")))
+    in_port = rng.choice([1, 2, 3, 4])
+    (out_a, st_a, _), (out_b, st_b, _) = _run(a, b, "sw01", in_port, packets, full_path, burst=seed % 2 == 1)
+    assert out_a == out_b
+    assert st_a == st_b
+    assert len(out_a) > 10  # it did answer and forward
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_hca_sma_and_sm_responses_equal_the_full_path(seed, full_path):
+    rng = random.Random(1000 + seed)
+    a, b = _pair(full_path)
+    node = "node0002"
+    lid = a.lid(node)
+    packets = []
+    for _ in range(60):
+        dr = rng.random() < 0.8
+        hc = rng.choice([1, 2, 3, 63])
+        if rng.random() < 0.7:
+            hp, d = hc, 0  # a request at the end of its path
+        else:
+            hp, d = rng.choice([1, 1, 1, 0, 2]), 1  # a response back at its requester
+        packets.append(_smp(rng, dr=dr, hop_cnt=hc, hop_ptr=hp, d=d, in_port=1, lid=lid, slid=a.lid("node0001")))
+    (out_a, st_a, got_a), (out_b, st_b, got_b) = _run(a, b, node, 1, packets, full_path)
+    assert out_a == out_b
+    assert st_a == st_b
+    assert got_a == got_b
+    assert len(out_a) > 10 and got_a  # answers went out, and responses reached the SM
+
+
+def test_an_sm_brings_the_subnet_up_the_same_either_way(full_path):
+    """The LIDs, LFTs and port states a whole bring-up leaves behind do not depend on the path."""
+    a = Fab("fattree:2,2,2,2")
+    full_path()
+    b = Fab("fattree:2,2,2,2")
+    for name, da in a.net.devices.items():
+        db = b[name]
+        assert [(p.num, p.lid, p.state) for p in da.ports.values()] == [(p.num, p.lid, p.state)
+                                                                          for p in db.ports.values()]
+        if da.kind == "switch":
+            assert bytes(da.lft) == bytes(db.lft)
