@@ -12,7 +12,7 @@ import re
 from .ibsim import FIRST_GUID, default_port_guids, guids_taken
 from .model import MAX_PORTS, MAX_UNICAST_LIDS, LinkSpec, NodeSpec, Topology, TopologyError
 
-_SPEC_RE = re.compile(r"([A-Za-z]+):(.*)\Z", re.S)
+_SPEC_RE = re.compile(r"([A-Za-z][A-Za-z0-9]*):(.*)\Z", re.S)
 
 
 def is_spec(text: str) -> bool:
@@ -113,7 +113,7 @@ def generate(spec: str) -> Topology:
     m = _SPEC_RE.match(spec.strip())
     if not m:
         raise bad("expected KIND:ARGS (single:N, linear:N, "
-                  "fattree:LEAVES,SPINES,HCAS_PER_LEAF,LINKS_PER_PAIR)")
+                  "fattree:LEAVES,SPINES,HCAS_PER_LEAF,LINKS_PER_PAIR, fattree3:PODS,LEAVES,AGGS,HCAS_PER_LEAF,CORES)")
     kind, argtext = m.group(1), m.group(2)
     arity = {"single": 1, "linear": 1, "fattree": 4, "fattree3": 5}
     if kind not in arity:
