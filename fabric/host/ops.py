@@ -293,6 +293,7 @@ class HostOps:
         if cfg.guid2lid_path is None:
             cfg.guid2lid_path = os.path.join(self.info.run_dir, "guid2lid")
         self.sm = SmAgent(dev, port, cfg)
+        self.sm.clock = time.monotonic  # the host's clock: its own computing does not time SMPs out
         self.sm.start(now)
         self.handle_events(device, now)
         return True

@@ -5,6 +5,7 @@ it turns their actions into packets the HCA sends, and keeps their LID cache on 
 from __future__ import annotations
 
 import os
+import time
 from collections import deque
 
 from .. import wire as w
@@ -13,8 +14,10 @@ from .core import Guid2LidChanged, SMConfig, SubnetManager, SubnetUp
 from .engine import SendSmp
 
 SA_HOLD = 1024  # SA requests held until the first sweep gives the SA a subnet; beyond, the oldest go
-MFT_COALESCE_S = 0.02  # at most: joins within it share one MFT update (after a sweep, every port joins)
+MFT_COALESCE_S = 0.02  # joins within it share one MFT update (after a sweep, every port joins)
 MFT_WINDOW_PER_NODE_S = 30e-6
+MFT_DUTY = 0.2  # at most this share of the SM's time goes to computing multicast trees
+SELF_TIME_S = 0.005  # computing longer than this holds the SMPs' timeouts (see on_input)
 
 
 class SmAgent:
@@ -31,7 +34,11 @@ class SmAgent:
         self._busy = False
         self.mft_due = None  # when coalesced multicast changes get programmed
         self.mft_last = float("-inf")  # when they last were
+        self.mft_cost = 0.0  # how long that took, in seconds of this process's time
+        self.mft_held = False  # changes that came during a sweep: programmed once it is over
         self._pending: deque = deque()
+        self.clock = None  # the host's clock (time.monotonic), to tell the SM's own computing time
+        self._timing = False
         self._held: deque = deque(maxlen=SA_HOLD)  # SA requests that came before the SA had a subnet
         hca.sm_consumer = self.on_smp
         hca.gsi_consumer = self.on_gmp
@@ -55,12 +62,15 @@ class SmAgent:
 
     def start(self, now: float) -> None:
         self.started_at = now
-        self._run(self.sm.start(now), now)
+        self.on_input(lambda: self._run(self.sm.start(now), now))
 
     def on_smp(self, pkt, mad, in_port: int, now: float) -> None:
-        self._run(self.sm.on_smp(mad, now), now)
+        self.on_input(lambda: self._run(self.sm.on_smp(mad, now), now))
 
     def on_gmp(self, pkt, in_port: int, now: float) -> None:
+        self.on_input(self._on_gmp, pkt, in_port, now)
+
+    def _on_gmp(self, pkt, in_port: int, now: float) -> None:
         from .sa import Requester
 
         raw = bytes(pkt.payload)
@@ -98,11 +108,16 @@ class SmAgent:
         self._run(self.sm.sa.handle(raw if mad is None else mad, req, now), now)
 
     def tick(self, now: float) -> None:
+        self.on_input(self._tick, now)
+
+    def _tick(self, now: float) -> None:
         actions = self.sm.tick(now)
         if self.mft_due is not None and now >= self.mft_due:
             self.mft_due = None
             self.mft_last = now
+            t0 = time.process_time()
             self.sm.program_mfts()
+            self.mft_cost = time.process_time() - t0
             actions = actions + self.sm.engine.pump(now)
         self._run(actions, now)
 
@@ -127,16 +142,38 @@ class SmAgent:
             return
         self._busy = True
         try:
-            while True:
-                while self._pending:
-                    self._do(self._pending.popleft(), now)
-                if not (self._held and self.sm.sa_ready):
-                    break
-                held, self._held = self._held, deque(maxlen=SA_HOLD)
-                for mad, req in held:  # the subnet is up: what waited for it is answered now
-                    self._pending.extend(self.sm.sa.handle(mad, req, now))
+            self._run_pending(now)
         finally:
             self._busy = False
+
+    def on_input(self, fn, *args) -> None:
+        """Call the SM with an input; time it spent computing (routing thousands of nodes takes
+        a second) does not count against the SMPs in flight, whose answers wait unread meanwhile
+        (with a ``clock``: the host's; LoopNet's simulated time has none)."""
+        if self.clock is None or self._timing:
+            return fn(*args)  # a nested input (an SMP to this very node) is timed by the outer one
+        self._timing = True
+        t0 = self.clock()
+        try:
+            return fn(*args)
+        finally:
+            self._timing = False
+            spent = self.clock() - t0
+            if spent > SELF_TIME_S:
+                self.sm.engine.pause(spent)
+
+    def _run_pending(self, now: float) -> None:
+        while True:
+            while self._pending:
+                self._do(self._pending.popleft(), now)
+            if not (self._held and self.sm.sa_ready):
+                break
+            held, self._held = self._held, deque(maxlen=SA_HOLD)
+            for mad, req in held:  # the subnet is up: what waited for it is answered now
+                self._pending.extend(self.sm.sa.handle(mad, req, now))
+        if self.mft_held and self.sm.state != "sweeping":
+            self.mft_held = False  # the sweep is over (up, or given up): program what it held
+            self._mft_changed(now)
 
     def _do(self, a, now: float) -> None:
         from .sa import McastChanged, SaReply, SaReport
@@ -151,22 +188,32 @@ class SmAgent:
         elif isinstance(a, SaReport):
             self._gmp(a.dest, a.mad, now)
         elif isinstance(a, McastChanged):
-            # Coalesce: a change in a quiet subnet is programmed at once (a new sender's first
-            # frames must find their way); changes that follow within MFT_COALESCE_S of the last
-            # programming wait for the end of that window, so a burst of joins (every port joining
-            # the broadcast group after a sweep) costs one tree per window, not one per join.
-            if self.mft_due is None:
-                self.mft_due = max(now, self.mft_last + self._mft_window())
+            if self.sm.state == "sweeping":
+                # ports join as the sweep makes them Active: their trees wait for the end of the
+                # sweep, as OpenSM programs MFTs after it, and SUBNET UP is not held up by them
+                self.mft_held = True
+            else:
+                self._mft_changed(now)
         elif isinstance(a, Guid2LidChanged):
             write_guid2lid(self.sm.config.guid2lid_path, a.guid2lid, a.lmc)
+
+    def _mft_changed(self, now: float) -> None:
+        """Coalesce: a change in a quiet subnet is programmed at once (a new sender's first frames
+        must find their way); changes that follow soon after the last programming wait for the end
+        of a window, so a burst of joins (every port joining the broadcast group after a sweep)
+        costs one tree per window, not one per join."""
+        if self.mft_due is None:
+            self.mft_due = max(now, self.mft_last + self._mft_window())
 
     def _mft_window(self) -> float:
         """How long changes wait behind the last programming: a tree costs time in proportion to
         the subnet, so the window grows with it (0.3 ms for 10 nodes, MFT_COALESCE_S from about
-        700), and a small subnet programs as good as at once."""
+        700), and a small subnet programs as good as at once; and never so short that computing
+        trees takes more than MFT_DUTY of the SM's time (on thousands of nodes, one pass of trees
+        takes longer than MFT_COALESCE_S)."""
         subnet = self.sm.subnet
         n = len(subnet.nodes) if subnet is not None else 0
-        return min(MFT_COALESCE_S, n * MFT_WINDOW_PER_NODE_S)
+        return max(min(MFT_COALESCE_S, n * MFT_WINDOW_PER_NODE_S), self.mft_cost / MFT_DUTY)
 
     def _gmp(self, dest, mad: bytes, now: float) -> None:
         port = self.hca.ports[self.port]

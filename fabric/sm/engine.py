@@ -3,10 +3,19 @@
 The SM and the diagnostic tools issue thousands of SMPs per sweep; they keep up to ``window`` in
 flight and continue from callbacks. Time is an input: ``tick(now)`` expires requests, and
 ``next_deadline()`` tells the caller when to call it again. Output is a list of actions.
+
+A request times out after the retransmission timeout TCP uses (RFC 6298): the smoothed round
+trip plus four times its variation, never less than ``timeout`` (and, unlike TCP, not doubled for
+a retry: an SM must tell a dead node from a slow one within a few tries). On a loaded fabric
+(thousands of ports going Active, each starting its IPoIB interface) answers take longer than a
+fixed timeout. Every try has a TID of its own, so an answer that comes after its try timed out is
+still known: it completes the request (the retry is withdrawn, or its answer ignored) and is a
+round-trip sample like any other.
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from collections import deque
 from dataclasses import dataclass
@@ -22,20 +31,32 @@ class SendSmp:
     dlid: int | None = None
 
 
+MAX_RTO = 4.0  # seconds: the longest a request waits before it is sent again
+LATE_KEPT = 4  # windows' worth of timed-out tries whose answers are still taken
+
+
 class _Req:
-    __slots__ = ("smp", "dlid", "done", "deadline", "tries")
+    __slots__ = ("smp", "dlid", "done", "deadline", "tries", "sent_at", "tid", "finished")
 
     def __init__(self, smp, dlid, done):
         self.smp, self.dlid, self.done = smp, dlid, done
         self.deadline = 0.0
+        self.sent_at = 0.0
         self.tries = 0
+        self.tid = None  # of the latest try
+        self.finished = False  # answered or given up on
 
 
 class RequestEngine:
     def __init__(self, *, window: int = 128, timeout: float = 0.25, retries: int = 3, tid_base: int = 0):
         self.window = window
-        self.timeout = timeout
+        self.timeout = timeout  # the least a request waits
         self.retries = retries
+        self.srtt: float | None = None  # smoothed round trip of answered first tries
+        self.rttvar = 0.0
+        self._deadlines: list = []  # heap of (deadline, tid); entries of answered requests linger
+        self._late: dict = {}  # tid of a try that timed out -> (request, its send time), the oldest first
+        self.late_answers = 0
         self._tids = itertools.count((tid_base & 0xFFFFFFFF) << 32 | 1)
         self.queue: deque = deque()
         self.outstanding: dict = {}
@@ -72,25 +93,58 @@ class RequestEngine:
         while True:
             while self.queue and len(self.outstanding) < self.window:
                 req = self.queue.popleft()
-                out.append(self._send(req, now))
+                if not req.finished:  # a late answer to an earlier try may have completed it
+                    out.append(self._send(req, now))
             if self.outstanding or self.queue or not self.idle_callbacks:
                 return out
             callbacks, self.idle_callbacks = self.idle_callbacks, []
             for cb in callbacks:
                 cb()
 
+    @property
+    def rto(self) -> float:
+        """How long a first try waits for its answer now."""
+        if self.srtt is None:
+            return self.timeout
+        return min(MAX_RTO, max(self.timeout, self.srtt + 4 * self.rttvar))
+
     def _send(self, req: _Req, now: float) -> SendSmp:
         tid = next(self._tids) & 0xFFFFFFFFFFFFFFFF
         req.smp = req.smp.replace(tid=tid)
-        req.deadline = now + self.timeout
+        # no backoff per retry: an SM must tell a dead node (SMInfo polling a master) in a few tries
+        req.deadline = now + self.rto
+        req.sent_at = now
         req.tries += 1
+        req.tid = tid
         self.outstanding[tid] = req
+        heapq.heappush(self._deadlines, (req.deadline, tid))
         self.sent += 1
         return SendSmp(req.smp, req.dlid)
+
+    def _sample(self, rtt: float) -> None:
+        if self.srtt is None:
+            self.srtt, self.rttvar = rtt, rtt / 2
+        else:
+            self.rttvar += (abs(self.srtt - rtt) - self.rttvar) / 4
+            self.srtt += (rtt - self.srtt) / 8
+
+    def pause(self, seconds: float) -> None:
+        """The caller was busy for ``seconds`` (its own computing, not the network's): answers
+        that arrived meanwhile are still unread, so every deadline moves by that much."""
+        if seconds <= 0 or not self.outstanding:
+            return
+        for req in self.outstanding.values():
+            req.deadline += seconds
+            req.sent_at += seconds
+        self._deadlines = [(d + seconds, tid) for d, tid in self._deadlines]  # order unchanged
+        self._late = {tid: (req, t + seconds) for tid, (req, t) in self._late.items()}
 
     def on_response(self, mad, now: float) -> list:
         """A GetResp arrived; returns the SMPs to send next. Unknown TIDs are ignored."""
         req = self.outstanding.get(mad.tid)
+        late = None if req is not None else self._late.get(mad.tid)
+        if late is not None:
+            req = late[0]
         if req is None:
             return self.pump(now)
         q = req.smp
@@ -99,33 +153,50 @@ class RequestEngine:
             # attribute and modifier): ignore it and keep waiting for the real one
             self.mismatched += 1
             return []
-        del self.outstanding[mad.tid]
+        if late is None:
+            del self.outstanding[mad.tid]
+            sent_at = req.sent_at
+        else:
+            del self._late[mad.tid]
+            sent_at = late[1]
+            if req.finished:
+                return self.pump(now)  # another try's answer came first
+            self.late_answers += 1
+            if self.outstanding.get(req.tid) is req:
+                del self.outstanding[req.tid]  # the retry in flight is withdrawn (its answer ignored)
+        self._sample(max(0.0, now - sent_at))
+        req.finished = True
         req.done(mad)
         return self.pump(now)
 
-    # Every request's deadline is its send time plus the one timeout, and ``outstanding`` keeps
-    # insertion order: the first entry expires first. The engine's cost per pass does not grow
-    # with its window (a sweep asks for the next deadline after every SMP).
-
     def tick(self, now: float) -> list:
-        expired = []
-        for tid, req in self.outstanding.items():
-            if req.deadline > now:
-                break
-            expired.append(tid)
-        for tid in expired:
-            req = self.outstanding.pop(tid)
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            deadline, tid = heapq.heappop(heap)
+            req = self.outstanding.get(tid)
+            if req is None or req.deadline != deadline:
+                continue  # answered (or sent again under another TID) meanwhile
+            del self.outstanding[tid]
             self.timeouts += 1
             if req.tries <= self.retries:
+                self._late[tid] = (req, req.sent_at)
+                if len(self._late) > LATE_KEPT * self.window:
+                    del self._late[next(iter(self._late))]
                 self.queue.appendleft(req)
             else:
                 self.failed += 1
+                req.finished = True
                 req.done(None)
         return self.pump(now)
 
     def next_deadline(self):
-        for req in self.outstanding.values():
-            return req.deadline
+        heap, out = self._deadlines, self.outstanding
+        while heap:
+            deadline, tid = heap[0]
+            req = out.get(tid)
+            if req is not None and req.deadline == deadline:
+                return deadline
+            heapq.heappop(heap)  # an answered request's entry: drop it now
         return None
 
 

@@ -1,0 +1,166 @@
+"""The SMP request engine (sans-IO, driven with ``now``): its retransmission timeout follows the
+round trips it measures, an answer that comes after its try timed out still completes the request,
+the caller's own computing time does not time requests out, and its deadlines come out in order
+whatever the timeouts were. And the SM driver's multicast programming: held during a sweep, then
+done once; never more than a share of the SM's time."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from fabric import wire as w
+from fabric.sm.engine import MAX_RTO, RequestEngine
+
+
+def _answer(smp) -> object:
+    return smp.replace(method=w.GET_RESP, d=1)
+
+
+def _engine(**kw) -> tuple:
+    eng = RequestEngine(window=kw.pop("window", 4), timeout=kw.pop("timeout", 0.25), retries=kw.pop("retries", 3))
+    results: list = []
+    return eng, results
+
+
+def _get(eng, results, n=1, attr=w.ATTR_NODE_INFO):
+    for i in range(n):
+        eng.dr_get(attr, (1, i + 1), lambda r, i=i: results.append((i, r)))
+
+
+def test_a_late_answer_completes_the_request_and_withdraws_the_retry():
+    eng, results = _engine()
+    _get(eng, results)
+    (first,) = eng.pump(0.0)
+    (retry,) = eng.tick(0.3)  # timed out: sent again under a new TID
+    assert retry.smp.tid != first.smp.tid and eng.timeouts == 1
+    eng.on_response(_answer(first.smp), 0.35)  # the first try's answer, late
+    assert [i for i, _ in results] == [0] and eng.late_answers == 1
+    assert not eng.outstanding and eng.next_deadline() is None  # the retry no longer counts
+    eng.on_response(_answer(retry.smp), 0.4)  # the retry's answer too: ignored
+    assert len(results) == 1
+
+
+def test_a_late_answer_to_a_queued_retry_keeps_it_from_being_sent():
+    eng, results = _engine(window=1)
+    _get(eng, results, n=2)
+    (a,) = eng.pump(0.0)
+    sent = eng.tick(0.3)  # a timed out; it goes to the front of the queue and is sent again
+    assert [s.smp.attr_mod for s in sent] == [a.smp.attr_mod]
+    eng.on_response(_answer(a.smp), 0.31)  # the old try's answer: done, and the next request goes
+    assert [i for i, _ in results] == [0]
+    assert len(eng.outstanding) == 1 and next(iter(eng.outstanding.values())).smp.initial_path[2] == 2
+
+
+def test_the_timeout_follows_the_measured_round_trip():
+    eng, results = _engine(window=1)
+    assert eng.rto == 0.25  # nothing measured yet: the configured timeout
+    now = 0.0
+    for _ in range(30):  # every answer takes 0.6 s
+        _get(eng, results)
+        (s,) = eng.pump(now)
+        now += 0.6
+        eng.on_response(_answer(s.smp), now)
+    assert eng.rto == pytest.approx(0.6, abs=0.05)
+    _get(eng, results)
+    (s,) = eng.pump(now)
+    assert eng.tick(now + 0.5) == [] and eng.timeouts == 0  # 0.5 s is within the learned timeout
+    for _ in range(40):  # answers get fast again: the timeout comes back to its floor
+        eng.on_response(_answer(s.smp), now + 0.01)
+        now += 0.01
+        _get(eng, results)
+        (s,) = eng.pump(now)
+    assert eng.rto == pytest.approx(0.25)
+    assert MAX_RTO >= eng.rto
+
+
+def test_time_the_caller_spent_computing_moves_every_deadline():
+    eng, results = _engine()
+    _get(eng, results, n=3)
+    eng.pump(0.0)
+    eng.pause(1.0)  # e.g. routing took a second: the answers wait unread meanwhile
+    assert eng.tick(0.5) == [] and eng.timeouts == 0
+    assert eng.next_deadline() == pytest.approx(1.25)
+    assert len(eng.tick(1.3)) == 3 and eng.timeouts == 3
+
+
+def test_deadlines_come_out_in_order_and_failures_after_the_retries():
+    rng = random.Random(5)
+    eng, results = _engine(window=8, retries=1)
+    _get(eng, results, n=20)
+    now = 0.0
+    outstanding = {s.smp.tid: s.smp for s in eng.pump(now)}
+    while eng.busy:
+        d = eng.next_deadline()
+        assert d is not None and all(r.deadline >= d for r in eng.outstanding.values())
+        # answer some before their deadline, at random; the rest time out
+        for tid, smp in list(outstanding.items()):
+            if rng.random() < 0.3 and tid in eng.outstanding:
+                for s in eng.on_response(_answer(smp), now):
+                    outstanding[s.smp.tid] = s.smp
+        now = max(now, d) + 0.001
+        for s in eng.tick(now):
+            outstanding[s.smp.tid] = s.smp
+    assert sorted(i for i, _ in results) == list(range(20))  # each finished exactly once
+    assert eng.failed == sum(1 for _, r in results if r is None) and eng.failed > 0
+
+
+# -- the SM driver's multicast programming ------------------------------------------------------
+
+
+class _FakeSM:
+    def __init__(self):
+        self.state = "sweeping"
+        self.programmed = 0
+        self.subnet = None
+        self.engine = RequestEngine()
+
+    def program_mfts(self):
+        self.programmed += 1
+
+    def tick(self, now):
+        return []
+
+    def next_deadline(self):
+        return None
+
+
+def _driver():
+    from fabric.sm.driver import SmAgent
+
+    agent = SmAgent.__new__(SmAgent)  # the driver alone, around a stand-in for the SM core
+    agent.sm = _FakeSM()
+    agent.mft_due, agent.mft_last, agent.mft_cost, agent.mft_held = None, float("-inf"), 0.0, False
+    agent.clock, agent._timing, agent._busy = None, False, False
+    agent.last_up = None
+    from collections import deque
+
+    agent._pending, agent._held = deque(), deque()
+    return agent
+
+
+def test_joins_during_a_sweep_are_programmed_once_after_it():
+    from fabric.sm.sa import McastChanged
+
+    agent = _driver()
+    for i in range(50):  # every port joins as the sweep activates it
+        agent._run([McastChanged(0xC000)], 0.01 * i)
+    assert agent.mft_held and agent.mft_due is None and agent.next_deadline() is None
+    agent.sm.state = "up"
+    agent._run([], 0.6)  # the sweep is over: what it held is due now
+    assert not agent.mft_held and agent.mft_due == 0.6
+    agent.tick(0.6)
+    assert agent.sm.programmed == 1
+
+
+def test_tree_computing_takes_at_most_its_share_of_the_sms_time():
+    from fabric.sm.driver import MFT_DUTY
+    from fabric.sm.sa import McastChanged
+
+    agent = _driver()
+    agent.sm.state = "up"
+    agent.mft_cost = 0.5  # the last programming took half a second (thousands of nodes)
+    agent.mft_last = 10.0
+    agent._run([McastChanged(0xC000)], 10.6)
+    assert agent.mft_due == pytest.approx(10.0 + 0.5 / MFT_DUTY)
