@@ -59,24 +59,65 @@ def name_lock(name: str):
 
 
 def plan_hosts(topology: Topology, hosts: int | None = None) -> list[list[str]]:
-    """Split the devices over host processes, keeping each switch with the HCAs cabled to it."""
+    """Split the devices over host processes so that cables stay inside a process where they can
+    (a cable between processes is a ZeroMQ socket and a pass of each host's loop per burst).
+
+    Each switch with the HCAs cabled to it is a unit, never split. Hosts are filled one after the
+    other, each to about ``devices / hosts``: a host starts from the first unit not placed yet (in
+    topology order), then takes, one at a time, the unit with the most cables into what it holds
+    so far (the first in topology order among equals). A leaf and its HCAs stay together, and so
+    does a pod of a three-level fat tree (its leaves and aggregation switches)."""
+    from collections import Counter
+
     names = list(topology.nodes)
     n = len(names)
     k = hosts or max(1, min(MAX_HOSTS, math.ceil(n / DEVICES_PER_HOST)))
     k = max(1, min(k, n))
-    order = []
-    seen = set()
+    units: list[list[str]] = []
+    unit_of: dict[str, int] = {}
     for sw in topology.switches():
         group = [sw.name] + [peer for port in range(1, sw.num_ports + 1)
                              if (pp := topology.peer(sw.name, port)) is not None
-                             and topology.nodes[(peer := pp[0])].kind == "hca"]
+                             and topology.nodes[(peer := pp[0])].kind == "hca" and peer not in unit_of]
         for g in group:
-            if g not in seen:
-                seen.add(g)
-                order.append(g)
-    order += [x for x in names if x not in seen]
+            unit_of[g] = len(units)
+        units.append(group)
+    for x in names:  # HCAs cabled to no switch (back to back): a unit each
+        if x not in unit_of:
+            unit_of[x] = len(units)
+            units.append([x])
+    cables = [Counter() for _ in units]
+    for link in topology.links:
+        ua, ub = unit_of[link.a], unit_of[link.b]
+        if ua != ub:
+            cables[ua][ub] += 1
+            cables[ub][ua] += 1
     size = math.ceil(n / k)
-    return [order[i:i + size] for i in range(0, n, size)]
+    placed: set = set()
+    plan: list[list[str]] = []
+    nxt = 0  # the first unit in topology order that may not be placed yet
+    for h in range(k):
+        if len(placed) == len(units):
+            break
+        last = h == k - 1
+        held: list[str] = []
+        gain: Counter = Counter()
+        while len(placed) < len(units) and (last or len(held) < size):
+            candidates = [u for u in gain if u not in placed]
+            if candidates:
+                u = max(candidates, key=lambda c: (gain[c], -c))
+            else:
+                while nxt in placed:
+                    nxt += 1
+                u = nxt
+            placed.add(u)
+            held.extend(units[u])
+            for v, c in cables[u].items():
+                if v not in placed:
+                    gain[v] += c
+            gain.pop(u, None)
+        plan.append(held)
+    return plan
 
 
 def _alive(pid: int, run_dir: str) -> bool:
