@@ -1,6 +1,6 @@
 """Raw pyzmq roles for the forwarding benchmark, each run as its own process:
 
-    python bench/fwd_tools.py gen  ENDPOINT PACKET_HEX COUNT BURST PORT
+    python bench/fwd_tools.py gen  ENDPOINT PACKET_HEX COUNT BURST PORT TOKEN_HEX DEVICE
     python bench/fwd_tools.py sink ENDPOINT COUNT IDLE_S          -> prints JSON {packets, seconds}
     python bench/fwd_tools.py fwd  IN_ENDPOINT OUT_ENDPOINT OUT_PORT
 
@@ -16,14 +16,14 @@ import time
 
 import zmq
 
-HDR = struct.Struct("!BBBxH")
+HDR = struct.Struct("!BBBxH8sH")  # fabric.wire.burst, format 3: ... token, receiving device
 
 
-def gen(endpoint, packet_hex, count, burst, port):
+def gen(endpoint, packet_hex, count, burst, port, token_hex, device):
     pkt = bytes.fromhex(packet_hex)
     count, burst, port = int(count), int(burst), int(port)
     body = b"".join(struct.pack("!H", len(pkt)) + pkt for _ in range(burst))
-    msg = HDR.pack(1, 0, port, burst) + body
+    msg = HDR.pack(3, 0, port, burst, bytes.fromhex(token_hex), int(device)) + body
     ctx = zmq.Context()
     s = ctx.socket(zmq.PUSH)
     s.setsockopt(zmq.SNDHWM, 1000)
@@ -48,7 +48,7 @@ def sink(endpoint, count, idle):
         if not s.poll(int(idle * 1000)):
             break
         m = s.recv(copy=True)
-        v, kind, _port, n = HDR.unpack_from(m)
+        v, kind, _port, n, _tok, _dev = HDR.unpack_from(m)
         if kind != 0:
             continue
         if t0 is None:

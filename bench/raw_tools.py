@@ -1,7 +1,7 @@
 """Raw pyzmq baselines for the issue 6 end-to-end benchmarks (test_bench_e2e.py, test_bench_latency.py).
 
 They move the same octets as the fabric over the same number of hops with the same framing: a
-ZeroMQ message is a burst (``fabric.wire.burst``: a 6-octet header ``!BBBxH`` version/kind/port/count,
+ZeroMQ message is a burst (``fabric.wire.burst``: a 16-octet header ``!BBBxH8sH`` version/kind/port/count/token/device,
 then per packet a 16-bit length and the packet), and each packet is as long as the UD packet the
 fabric puts on the wire (LRH, BTH, DETH, the IPoIB frame, pad, ICRC, VCRC). Nothing else happens:
 no parsing, no checks, no IP stack. Three roles, as in ``single:2``:
@@ -56,7 +56,7 @@ import time
 
 import zmq
 
-HDR = struct.Struct("!BBBxH")
+HDR = struct.Struct("!BBBxH8sH")  # the size of fabric.wire.burst's header (format 3: token, device)
 LEN = struct.Struct("!H")
 HWM = 1000  # bursts queued per link, as fabric.host.loop.SNDHWM
 RX_BUDGET = 64  # messages read from one socket per loop iteration, as fabric.host.loop.RX_BUDGET
@@ -78,7 +78,7 @@ def wire_len_icmp(data: int) -> int:
 
 def burst(wire_len: int, count: int, port: int = 1) -> bytes:
     pkt = bytes(wire_len)
-    return HDR.pack(1, 0, port, count) + (LEN.pack(wire_len) + pkt) * count
+    return HDR.pack(3, 0, port, count, bytes(8), 0) + (LEN.pack(wire_len) + pkt) * count
 
 
 def _pull(ctx, ep):
@@ -117,7 +117,7 @@ class Sink:
         self.first = self.last = None
 
     def handle(self, msg) -> None:
-        _v, kind, _port, n = HDR.unpack_from(msg)
+        _v, kind, _port, n, _tok, _dev = HDR.unpack_from(msg)
         if kind != 0:
             return
         t = time.perf_counter()
@@ -204,7 +204,7 @@ class Client:
             return
         self.seq += 1
         pkt = struct.pack("!I", self.seq) + bytes(self.wire_len - 4)
-        msg = HDR.pack(1, 0, 1, 1) + LEN.pack(self.wire_len) + pkt
+        msg = HDR.pack(3, 0, 1, 1, bytes(8), 0) + LEN.pack(self.wire_len) + pkt
         self.sent_at[self.seq] = time.perf_counter()
         if _send(self.out, msg, self.block):
             self.waiting = True

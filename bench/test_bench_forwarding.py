@@ -27,11 +27,12 @@ REPEATS = 3
 BURST = 32
 
 
-def _measure(gen_ep, sink_ep, packet, count):
+def _measure(gen_ep, sink_ep, packet, count, token="00" * 8, device=0):
     sink = subprocess.Popen([sys.executable, TOOLS, "sink", sink_ep, str(count), "1.0"],
                             stdout=subprocess.PIPE, text=True)
     assert sink.stdout.readline().strip() == "ready"
-    gen = subprocess.Popen([sys.executable, TOOLS, "gen", gen_ep, packet.hex(), str(count), str(BURST), "1"])
+    gen = subprocess.Popen([sys.executable, TOOLS, "gen", gen_ep, packet.hex(), str(count), str(BURST), "1", token,
+                            str(device)])
     out = json.loads(sink.stdout.readline())
     gen.wait(timeout=60)
     sink.wait(timeout=10)
@@ -46,7 +47,7 @@ def programmed():
         info = fab.info
         host_of = {d: i for i, h in enumerate(info.hosts) for d in h["devices"]}
         pid_of = {d: {s["host"]: s["pid"] for s in fab.client.status()}[host_of[d]] for d in host_of}
-        sink_ep = info.ingress(topo.nodes["node0002"].node_guid)
+        sink_ep = info.ingress(host_of["node0002"])
         os.kill(pid_of["node0002"], signal.SIGKILL)  # the raw sink takes over node0002's ingress
         time.sleep(0.2)
         os.unlink(sink_ep[len("ipc://"):])
@@ -61,11 +62,12 @@ def test_forwarding_switch_vs_raw(programmed, size, report):
     pkt = w.build_ud_packet(slid=sm.lid_of(n1.node_guid), dlid=sm.lid_of(n2.node_guid), dest_qp=0x48,
                             src_qp=0x48, qkey=0x1234, payload=bytes(size))
     info = fab.info
-    sink_ep, sw_ep = info.ingress(n2.node_guid), info.ingress(sw.node_guid)
+    sink_ep, sw_ep = info.ingress(info.host_of("node0002")), info.ingress(info.host_of("sw01"))
+    sw_index = info.device_index("sw01")  # the burst names the switch: its host's one ingress socket
     ours_runs, raw_runs = [], []
     for _rep in range(REPEATS):  # interleaved, so drifting machine load hits both alike
         before = fab.counters("sw01", 2)["counters"]["port_xmit_pkts"]
-        ours = _measure(sw_ep, sink_ep, pkt, COUNT)
+        ours = _measure(sw_ep, sink_ep, pkt, COUNT, info.data["link_token"], sw_index)
         after = fab.counters("sw01", 2)["counters"]["port_xmit_pkts"]
         assert after - before >= ours["packets"]  # the switch really forwarded (and counted) them
         ours_runs.append(ours)

@@ -34,3 +34,31 @@ def test_startup_memory_idle_cpu(report):
                   f"memory {rss / 1024:.1f} MiB RSS in all; idle CPU {cpu_pct:.2f} % of one core over {idle:.0f} s "
                   f"(target: no CPU when idle: {'met' if cpu_pct < 1.0 else 'NOT met'})")
     assert devices == 102
+
+
+BIG = "fattree3:8,18,18,18,4"  # 2,592 HCAs, 360 switches: a three-level fat tree
+
+
+def test_three_level_fattree_comes_up_with_ipoib(report):
+    """Issue 15: the 2,592-HCA three-level fat tree with IPoIB on every HCA, our SM: time to SUBNET
+    UP, the memory of all processes, and the CPU they use once the fabric is idle (every port
+    joined, nothing sent)."""
+    t0 = time.perf_counter()
+    with Fabric(BIG, name="benchbig", timeout=600) as fab:
+        up = time.perf_counter() - t0
+        st = fab.sm_status()
+        pids = fab.pids()
+        time.sleep(10.0)  # the joins and the multicast trees after SUBNET UP settle
+        rss = sum(rss_kib(p) for p in pids)
+        c0 = sum(_cpu_seconds(p) for p in pids)
+        idle = 5.0
+        time.sleep(idle)
+        c1 = sum(_cpu_seconds(p) for p in pids)
+    cpu_pct = 100.0 * (c1 - c0) / idle
+    sm = st.get("status", st) if isinstance(st, dict) else {}
+    report.append(f"{BIG} (2,592 HCAs, 360 switches, IPoIB on): SUBNET UP {up:.1f} s from launch "
+                  f"(SMPs {sm.get('engine_sent')}, timed out and answered late {sm.get('late_answers')}, "
+                  f"failed {sm.get('failed')}); memory {rss / 1024:.0f} MiB RSS in {len(pids)} processes; "
+                  f"idle CPU {cpu_pct:.2f} % of one core over {idle:.0f} s "
+                  f"(target: comes up, and no CPU when idle: {'met' if cpu_pct < 1.0 else 'NOT met'})")
+    assert sm.get("failed") == 0

@@ -83,8 +83,9 @@ class RunInfo:
     def hosts(self) -> list:
         return self.data["hosts"]
 
-    def ingress(self, guid: int) -> str:
-        return f"ipc://{self.run_dir}/s/{guid:016x}"
+    def ingress(self, host: int) -> str:
+        """The one ingress (PULL) socket of device host ``host``: every link burst to its devices."""
+        return f"ipc://{self.run_dir}/s/h{host}"
 
     def control(self, index: int) -> str:
         return f"ipc://{self.run_dir}/c{index}"
@@ -101,6 +102,16 @@ class RunInfo:
             f.write(str(pid))
         os.replace(tmp, self.pid_file(index))
 
+    def device_order(self) -> list:
+        """Every device, host by host: a link burst names its receiving device by its place here."""
+        return [d for h in self.hosts for d in h["devices"]]
+
+    def device_index(self, device: str) -> int:
+        try:
+            return self.device_order().index(device)
+        except ValueError:
+            raise KeyError(f"no device {device!r} in fabric {self.name!r}") from None
+
     def host_of(self, device: str) -> int:
         for i, h in enumerate(self.hosts):
             if device in h["devices"]:
@@ -108,7 +119,7 @@ class RunInfo:
         raise KeyError(f"no device {device!r} in fabric {self.name!r}")
 
     def check_paths(self) -> None:
-        longest = len(f"{self.run_dir}/s/{0:016x}")
+        longest = len(f"{self.run_dir}/s/{0:016x}")  # kept from the per-device sockets: room for names
         if longest > IPC_PATH_MAX:
             raise ValueError(f"run directory {self.run_dir!r} is too long for ipc:// sockets "
                              f"({longest} > {IPC_PATH_MAX}); set IBFAB_RUN_BASE to a shorter path")

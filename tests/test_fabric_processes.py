@@ -70,24 +70,35 @@ def test_hand_programmed_fabric_carries_ud_between_every_hca_pair(two_switch):
 
 
 def test_bad_input_on_a_link_is_counted_and_the_host_survives(two_switch):
+    from fabric.wire.burst import BURST_HDR, BURST_VERSION, KIND_DATA
+
     fab = two_switch
     sw = next(n for n in fab.topology.switches())
     info = fab.info
+    host = info.host_of(sw.name)
+    dev = info.device_index(sw.name)
+    token = bytes.fromhex(info.data["link_token"])
+    errors_before = next(h["burst_errors"] for h in fab.client.status() if h["host"] == host)
     ctx = zmq.Context.instance()
     s = ctx.socket(zmq.PUSH)
     s.setsockopt(zmq.LINGER, 2000)  # deliver everything before close
-    s.connect(info.ingress(sw.node_guid))
-    junk = [b"", b"\x01", b"\x09\x00\x01\x00\x00\x00", b"\x01\x00\x01\x00\x00\x05\x00\x10abc", os.urandom(300)]
-    for j in junk:
+    s.connect(info.ingress(host))
+    # junk that names no device (the host counts it), and bursts to the switch whose framing is bad
+    nameless = [b"", b"\x01", b"\x09\x00\x01\x00\x00\x00", b"\x01\x00\x01\x00\x00\x05\x00\x10abc"]
+    header = lambda count, version=BURST_VERSION: BURST_HDR.pack(version, KIND_DATA, 1, count, token, dev)  # noqa: E731
+    bad_framing = [header(5), header(1) + b"\x00\x10abc", header(0) + b"trailing", header(1, version=2) + os.urandom(40)]
+    for j in nameless + bad_framing:
         s.send(j)
     s.close()
     deadline = time.time() + 5
     while time.time() < deadline:
         d = fab.devices()[sw.name]
-        if d["drops"].get("bad_burst", 0) >= 4:
+        errors = next(h["burst_errors"] for h in fab.client.status() if h["host"] == host)
+        if d["drops"].get("bad_burst", 0) >= 4 and errors - errors_before >= 8:
             break
         time.sleep(0.05)
     assert d["drops"].get("bad_burst", 0) >= 4
+    assert errors - errors_before >= 8  # every one of them counted by the host
     assert all(_alive(p) for p in fab.pids())
 
 

@@ -152,17 +152,18 @@ def test_a_link_takes_frames_only_from_its_own_fabric(fab):
                 if sw in (lk.a, lk.b) and "node" in (lk.b if lk.a == sw else lk.a))
     sock = zmq.Context.instance().socket(zmq.PUSH)
     sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(fab.info.ingress(fab.topology.nodes[sw].node_guid))
+    sock.connect(fab.info.ingress(fab.info.host_of(sw)))
+    dev = fab.info.device_index(sw)  # a burst names its device: the host has one ingress socket
     try:
         def phys():
             d = fab.client.devices()[sw]
             return next(p for p in d["ports"] if p["port"] == port)["phys"], d["drops"].get("foreign_burst", 0)
 
         for bad in (bytes(8), os.urandom(8)):
-            sock.send(encode_control(port, KIND_DOWN, bad))
+            sock.send(encode_control(port, KIND_DOWN, bad, dev))
         assert _wait(lambda: phys()[1] == 2, 2), phys()
         assert phys()[0] == "LinkUp"
-        sock.send(encode_control(port, KIND_DOWN, token))  # the check is what stopped the others
+        sock.send(encode_control(port, KIND_DOWN, token, dev))  # the check is what stopped the others
         assert _wait(lambda: phys()[0] != "LinkUp", 2)
     finally:
         sock.close()

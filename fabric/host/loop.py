@@ -22,15 +22,16 @@ from ..devices.events import apply_events
 from ..runinfo import RunInfo
 from ..topology import load_topology
 from ..wire.burst import (BURST_HDR, BURST_HEADROOM, BURST_VERSION, KIND_DATA, KIND_HELLO, LEN, Segment,
-                          decode_burst_header, encode_control)
+                          burst_device, decode_burst_header, encode_control)
 from ..wire.errors import ParseError
 from .ops import DEFERRED, HostOps, RpcError, one_line, user_message
 
-RX_BUDGET = 64  # bursts read from one socket before looking at the others
+RX_BUDGET = 256  # bursts read from the ingress socket before looking at the others
 ZERO_COPY_MIN = 65536  # below this a copy is cheaper than zero-copy bookkeeping (DESIGN.md 3)
 LOCAL_BUDGET = 512  # in-process bursts delivered per loop iteration
 FLUSH_AT = 4096  # packets in one outgoing burst at most (the count field is 16 bits)
-SNDHWM = 1000  # bursts queued per link before the link drops (UD: overflow drops, never blocks)
+SNDHWM = 1000  # bursts queued on the in-process links before they drop (UD: overflow drops, never blocks)
+PEER_HWM = 4000  # bursts queued toward one peer host (all the links to it) before they drop
 
 
 def log_error(text: str) -> None:
@@ -48,8 +49,7 @@ class DeviceHost(HostOps):
         self.devices = {n: make_device(self.topology.nodes[n]) for n in self.names}
         self.ctx = zmq.Context()
         self.ctx.set(zmq.MAX_SOCKETS, 65536)
-        self.ingress: dict = {}  # socket -> device name
-        self.links: dict = {}  # (name, port) -> (push socket, peer port)
+        self.links: dict = {}  # (name, port) -> (push socket of the peer's host, peer port, peer device index)
         self.txq: dict = {}  # (name, port) -> [packet count, [framed parts], first part has headroom]
         self.pending: list = []  # deferred RPC replies: (deadline, check, envelope, default, on_timeout)
         self.running = True
@@ -65,16 +65,24 @@ class DeviceHost(HostOps):
         self.bursts_in = 0
         self.bursts_out = 0
         self.burst_errors = 0
+        self.bad_bursts = 0  # bursts that named no device of this host
         # each device's next timer, asked again only after something called into the device: the
         # loop's cost per pass follows what happened, not how many devices the host runs
         self._due: dict = {}  # name -> deadline, for the devices that have one
         self._stale: set = set(self.names)  # devices whose deadline may have moved
-        for n in self.names:
-            sock = self.ctx.socket(zmq.PULL)
-            sock.setsockopt(zmq.RCVHWM, SNDHWM)
-            sock.bind(self.info.ingress(self.topology.nodes[n].node_guid))
-            self.ingress[sock] = n
-        self.monitors: dict = {}  # monitor socket -> (name, port) of the link it watches
+        # One ingress socket for all the host's devices and one PUSH socket per peer host: a
+        # zmq_poll costs about 0.6 us per socket it watches, so a socket per device (thousands)
+        # made every pass of the loop cost as much as the work it did. A burst names its device.
+        order = self.info.device_order()
+        self.by_index = {i: n for i, n in enumerate(order) if n in self.devices}
+        index_of = {n: i for i, n in enumerate(order)}
+        host_of = {d: h for h, hinfo in enumerate(self.info.hosts) for d in hinfo["devices"]}
+        self.ingress_sock = self.ctx.socket(zmq.PULL)
+        self.ingress_sock.setsockopt(zmq.RCVHWM, PEER_HWM)
+        self.ingress_sock.bind(self.info.ingress(index))
+        self.peers: dict = {}  # peer host index -> PUSH socket
+        self.peer_links: dict = {}  # peer host index -> [(name, port)] of our links to it
+        self.monitors: dict = {}  # monitor socket -> the peer host whose connection it watches
         self.peer_lost = 0  # links whose far end's process went away
         self.local: dict = {}  # (name, port) -> (peer name, peer port) when both ends live here
         self.local_q: deque = deque()  # (device, burst) delivered in memory within this process
@@ -86,20 +94,23 @@ class DeviceHost(HostOps):
                     self.local[(a, ap)] = (b, bp)
                     cable(self.devices[a], ap, None, 0, link)
                 elif a in self.devices:
-                    s = self.ctx.socket(zmq.PUSH)
-                    s.setsockopt(zmq.SNDHWM, SNDHWM)
-                    s.setsockopt(zmq.LINGER, 0)
-                    # the peer's process going away shows as a disconnect on this socket
-                    mon = s.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
-                    self.monitors[mon] = (a, ap)
-                    s.connect(self.info.ingress(self.topology.nodes[b].node_guid))
-                    self.links[(a, ap)] = (s, bp)
+                    h = host_of[b]
+                    s = self.peers.get(h)
+                    if s is None:
+                        s = self.peers[h] = self.ctx.socket(zmq.PUSH)
+                        s.setsockopt(zmq.SNDHWM, PEER_HWM)
+                        s.setsockopt(zmq.LINGER, 0)
+                        # the peer's process going away shows as a disconnect on this socket
+                        mon = s.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+                        self.monitors[mon] = h
+                        s.connect(self.info.ingress(h))
+                    self.peer_links.setdefault(h, []).append((a, ap))
+                    self.links[(a, ap)] = (s, bp, index_of[b])
                     cable(self.devices[a], ap, None, 0, link)
         self.control = self.ctx.socket(zmq.ROUTER)
         self.control.bind(self.info.control(index))
         self.poller = zmq.Poller()
-        for s in self.ingress:
-            self.poller.register(s, zmq.POLLIN)
+        self.poller.register(self.ingress_sock, zmq.POLLIN)
         self.poller.register(self.control, zmq.POLLIN)
         for mon in self.monitors:
             self.poller.register(mon, zmq.POLLIN)
@@ -142,7 +153,7 @@ class DeviceHost(HostOps):
         if link is None:
             return
         try:
-            link[0].send(encode_control(link[1], kind, self.token), zmq.NOBLOCK)
+            link[0].send(encode_control(link[1], kind, self.token, link[2]), zmq.NOBLOCK)
         except zmq.Again:
             pass  # the peer is not draining; training will be retried by its own HELLO
 
@@ -197,10 +208,10 @@ class DeviceHost(HostOps):
                 if dev is not None and port in dev.ports:
                     dev.ports[port].counters.lost["uncabled"] += sum(c[0] for c in chunks)
                 continue
-            dest = link[1] if link else peer[1]
+            dest, dev_index = (link[1], link[2]) if link else (peer[1], 0)
             for chunk in chunks:
                 count, buf = chunk[0], chunk[1]
-                hdr = BURST_HDR.pack(BURST_VERSION, KIND_DATA, dest, count, self.token)
+                hdr = BURST_HDR.pack(BURST_VERSION, KIND_DATA, dest, count, self.token, dev_index)
                 if buf is not None:  # a Segment: the header goes into its headroom
                     if self.capture is not None:
                         self._capture(name, port, memoryview(buf)[BURST_HEADROOM:])
@@ -256,27 +267,27 @@ class DeviceHost(HostOps):
             apply_events(dev, now, control=lambda port, kind: self.send_control(name, port, kind))
             self.drain(name, dev)
 
-    def on_monitor(self, mon, watched, now: float) -> None:
-        """The far end of a link went away (its host died: the port loses its signal, as when the
-        peer HCA loses power) or came back (a restarted host: train again)."""
+    def on_monitor(self, mon, host: int, now: float) -> None:
+        """The process of a peer host went away (each port cabled to its devices loses its signal,
+        as when the peer HCA loses power) or came back (a restarted host: train again)."""
         from zmq.utils.monitor import recv_monitor_message
 
-        name, port = watched
-        dev = self.devices[name]
-        self._stale.add(name)
         while True:
             try:
                 event = recv_monitor_message(mon, zmq.NOBLOCK)["event"]
             except zmq.Again:
                 break
-            p = dev.ports[port]
-            if event == zmq.EVENT_DISCONNECTED and p.link_up:
-                self.peer_lost += 1
-                dev.set_link(port, False, now)
-                self.drain(name, dev)
-                self.handle_events(name, now)
-            elif event == zmq.EVENT_CONNECTED and p.admin_up and not p.link_up:
-                self.send_control(name, port, KIND_HELLO)
+            for name, port in self.peer_links.get(host, ()):
+                dev = self.devices[name]
+                self._stale.add(name)
+                p = dev.ports[port]
+                if event == zmq.EVENT_DISCONNECTED and p.link_up:
+                    self.peer_lost += 1
+                    dev.set_link(port, False, now)
+                    self.drain(name, dev)
+                    self.handle_events(name, now)
+                elif event == zmq.EVENT_CONNECTED and p.admin_up and not p.link_up:
+                    self.send_control(name, port, KIND_HELLO)
 
     def set_admin(self, name: str, port: int, up: bool, now: float) -> None:
         dev = self.devices[name]
@@ -377,13 +388,17 @@ class DeviceHost(HostOps):
                 if reader is not None:
                     self._read(reader, now)
                     continue
-                name = self.ingress[sock]
                 for _ in range(RX_BUDGET):
                     try:
                         data = sock.recv(zmq.NOBLOCK, copy=True)
                     except zmq.Again:
                         break
                     self.bursts_in += 1
+                    name = self.by_index.get(burst_device(data))
+                    if name is None:  # too short to name a device, or names none of ours
+                        self.burst_errors += 1
+                        self.bad_bursts += 1
+                        continue
                     self._deliver(name, data, now)
             due = self._deadlines()
             for name in [n for n, d in due.items() if d <= now]:
@@ -461,6 +476,6 @@ class DeviceHost(HostOps):
                 fn()
             except Exception:  # one failed undo must not keep the others from running
                 traceback.print_exc()
-        for s in list(self.ingress) + [x[0] for x in self.links.values()] + [self.control] + list(self.monitors):
+        for s in [self.ingress_sock, *self.peers.values(), self.control, *self.monitors]:
             s.close(0)
         self.ctx.term()

@@ -1,6 +1,6 @@
 """Link burst framing: a ZeroMQ message on a link is a burst of IB packets.
 
-    octet 0     format version (2)
+    octet 0     format version (3)
     octet 1     kind: DATA, or a link-training/control frame (HELLO, HELLO_ACK, DOWN)
     octet 2     destination port number on the receiving device
     octet 3     reserved (0)
@@ -8,6 +8,8 @@
     octets 6-13 the fabric's link token: a host takes a burst only from its own fabric (not from a
                 stale process of an earlier fabric of the same name, nor anyone else who can
                 reach the socket); zero in-process (LoopNet)
+    octets 14-15 the receiving device: its place in the run's device list, host by host
+                (RunInfo.device_order); a device host has one ingress socket for all its devices
     then, per packet: a 16-bit big-endian length and the packet octets (LRH through VCRC)
 
 One message carries many packets so the per-message cost of ZeroMQ (about 0.7 us) is shared; see
@@ -26,10 +28,10 @@ import struct
 
 from .errors import ParseError
 
-BURST_VERSION = 2
+BURST_VERSION = 3
 KIND_DATA, KIND_HELLO, KIND_HELLO_ACK, KIND_DOWN = 0, 1, 2, 3
 KIND_NAMES = {0: "data", 1: "hello", 2: "hello-ack", 3: "down"}
-BURST_HDR = struct.Struct("!BBBxH8s")
+BURST_HDR = struct.Struct("!BBBxH8sH")
 NO_TOKEN = bytes(8)
 LEN = struct.Struct("!H")
 MAX_BURST_PACKETS = 0xFFFF
@@ -56,11 +58,11 @@ class Segment:
         return f"Segment(port={self.port}, count={self.count}, {len(self.buf) - BURST_HEADROOM} octets)"
 
 
-def encode_burst(dest_port: int, packets, kind: int = KIND_DATA, token: bytes = NO_TOKEN) -> bytes:
+def encode_burst(dest_port: int, packets, kind: int = KIND_DATA, token: bytes = NO_TOKEN, device: int = 0) -> bytes:
     packets = list(packets)
     if len(packets) > MAX_BURST_PACKETS:
         raise ValueError("too many packets for one burst")
-    parts = [BURST_HDR.pack(BURST_VERSION, kind, dest_port, len(packets), token)]
+    parts = [BURST_HDR.pack(BURST_VERSION, kind, dest_port, len(packets), token, device)]
     for p in packets:
         if len(p) > 0xFFFF:
             raise ValueError(f"packet of {len(p)} octets cannot be framed")
@@ -69,8 +71,15 @@ def encode_burst(dest_port: int, packets, kind: int = KIND_DATA, token: bytes = 
     return b"".join(parts)
 
 
-def encode_control(dest_port: int, kind: int, token: bytes = NO_TOKEN) -> bytes:
-    return BURST_HDR.pack(BURST_VERSION, kind, dest_port, 0, token)
+def encode_control(dest_port: int, kind: int, token: bytes = NO_TOKEN, device: int = 0) -> bytes:
+    return BURST_HDR.pack(BURST_VERSION, kind, dest_port, 0, token, device)
+
+
+def burst_device(data) -> int | None:
+    """The receiving device's index a burst names, or None when it is too short to name one."""
+    if len(data) < BURST_HDR.size:
+        return None
+    return (data[14] << 8) | data[15]
 
 
 def decode_burst_header(data, token: bytes = NO_TOKEN) -> tuple[int, int, int]:
@@ -78,7 +87,7 @@ def decode_burst_header(data, token: bytes = NO_TOKEN) -> tuple[int, int, int]:
     fabric's token."""
     if len(data) < BURST_HDR.size:
         raise ParseError(f"burst of {len(data)} octets is shorter than its header", kind="burst")
-    version, kind, port, count, tok = BURST_HDR.unpack_from(data)
+    version, kind, port, count, tok, _ = BURST_HDR.unpack_from(data)
     if version != BURST_VERSION:
         raise ParseError(f"burst format version {version} is not {BURST_VERSION}", kind="burst")
     if kind not in KIND_NAMES:

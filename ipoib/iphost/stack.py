@@ -442,6 +442,8 @@ class IpStack(Reassembly, Icmp, Udp):
             s._tick(now)
 
     def next_deadline(self) -> float | None:
+        if not self._frags and not self._sessions:
+            return None  # the usual case, asked after every packet the node receives
         c = [q.created + self.reasm_timeout for q in self._frags.values()]
         c += [d for d in (s._deadline() for s in self._sessions.values()) if d is not None]
         return min(c, default=None)
