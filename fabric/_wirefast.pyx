@@ -100,6 +100,28 @@ cdef uint32_t crc32_update(uint32_t crc, const uint8_t *p, Py_ssize_t n) noexcep
     return crc
 
 
+cdef enum:
+    ICRC_COPY_MAX = 512  # packets up to this long get their ICRC from one pass over a patched copy
+
+
+cdef uint32_t icrc_local(const uint8_t *p, Py_ssize_t n) noexcept nogil:
+    """The ICRC (final value) over the first ``n`` octets of a packet without a GRH, its variant
+    fields (LRH.VL, BTH.resv8a) as ones. A short packet is copied with those fields patched so the
+    CRC is one pass, which the carry-less fold takes from 80 octets; the two passes of a masked
+    header and the rest would each be too short for it (a 64-octet datagram's ICRC went by tables)."""
+    cdef uint8_t buf[ICRC_COPY_MAX]
+    cdef uint8_t head[20]
+    if n <= ICRC_COPY_MAX:
+        memcpy(buf, p, n)
+        buf[0] |= 0xF0   # LRH.VL
+        buf[12] = 0xFF   # BTH.resv8a
+        return crc32_update(ONES32, buf, n) ^ ONES32
+    memcpy(head, p, 20)
+    head[0] |= 0xF0
+    head[12] = 0xFF
+    return crc32_update(crc32_update(ONES32, head, 20), p + 20, n - 20) ^ ONES32
+
+
 def crc32(const unsigned char[::1] data not None):
     """zlib.crc32 of ``data`` (for cross-checking the table)."""
     if data.shape[0] == 0:
@@ -116,7 +138,6 @@ cdef Py_ssize_t write_ud_packet(uint8_t *out, const uint8_t *payload, Py_ssize_t
     cdef Py_ssize_t pad = (4 - (n & 3)) & 3
     cdef Py_ssize_t total = 28 + n + pad + 4  # LRH..ICRC
     cdef unsigned int words = <unsigned int> (total >> 2)
-    cdef uint8_t masked[28]
     cdef uint32_t crc
     cdef uint16_t v
     # LRH: VL, LVer 0 | SL, LNH 2 | DLID | PktLen | SLID
@@ -153,12 +174,13 @@ cdef Py_ssize_t write_ud_packet(uint8_t *out, const uint8_t *payload, Py_ssize_t
     memcpy(out + 28, payload, n)
     if pad:
         memset(out + 28 + n, 0, pad)
-    # ICRC over the headers with the variant fields set to ones (LRH.VL, BTH.resv8a), then the rest
-    memcpy(masked, out, 28)
-    masked[0] |= 0xF0
-    masked[12] = 0xFF
-    crc = crc32_update(ONES32, masked, 28)
-    crc = crc32_update(crc, out + 28, n + pad) ^ ONES32
+    # ICRC with the variant fields as ones (LRH.VL, BTH.resv8a): patched in place for one pass
+    # over the packet, then put back
+    out[0] |= 0xF0
+    out[12] = 0xFF
+    crc = crc32_update(ONES32, out, total - 4) ^ ONES32
+    out[0] = (vl & 0xF) << 4
+    out[12] = 0
     out[total - 4] = crc & 0xFF
     out[total - 3] = (crc >> 8) & 0xFF
     out[total - 2] = (crc >> 16) & 0xFF
@@ -232,13 +254,8 @@ cdef enum:
     DR_D = 0x80       # the direction bit, top of the status field
 
 
-cdef uint32_t _icrc_local(const uint8_t *p, Py_ssize_t n) noexcept nogil:
-    """The ICRC over the first ``n`` octets of a packet without a GRH (variant fields as ones)."""
-    cdef uint8_t head[20]
-    memcpy(head, p, 20)
-    head[0] |= 0xF0   # LRH.VL
-    head[12] = 0xFF   # BTH.resv8a
-    return crc32_update(crc32_update(ONES32, head, 20), p + 20, n - 20) ^ ONES32
+cdef inline uint32_t _icrc_local(const uint8_t *p, Py_ssize_t n) noexcept nogil:
+    return icrc_local(p, n)
 
 
 cdef void _seal_local(uint8_t *p, Py_ssize_t plen) noexcept nogil:

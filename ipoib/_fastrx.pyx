@@ -9,7 +9,7 @@ from libc.string cimport memcmp, memcpy, memset
 from libc.stdint cimport uint16_t, uint32_t
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.bytearray cimport PyByteArray_AS_STRING
-from fabric._wirefast cimport vcrc16_raw, crc32_update
+from fabric._wirefast cimport vcrc16_raw, crc32_update, icrc_local
 from ipoib._fasttun cimport TunPath
 from ipoib._fastring cimport NOGIL_COPY, PacketRing, csum_add, csum_fold, flow_hash
 
@@ -373,13 +373,7 @@ cdef class RxEngine:
 
 cdef inline bint _icrc_ok(const unsigned char *p, Py_ssize_t total) noexcept nogil:
     """The ICRC of a packet without GRH (``total`` octets up to and including the ICRC)."""
-    cdef unsigned char masked[UD_HDRS]
-    cdef uint32_t crc
-    memcpy(masked, p, UD_HDRS)
-    masked[0] |= 0xF0   # LRH.VL
-    masked[12] = 0xFF   # BTH.resv8a
-    crc = crc32_update(0xFFFFFFFFU, masked, UD_HDRS)
-    crc = crc32_update(crc, p + UD_HDRS, total - UD_HDRS - 4) ^ 0xFFFFFFFFU
+    cdef uint32_t crc = icrc_local(p, total - 4)
     return (p[total - 4] == (crc & 0xFF) and p[total - 3] == ((crc >> 8) & 0xFF)
             and p[total - 2] == ((crc >> 16) & 0xFF) and p[total - 1] == (crc >> 24))
 
