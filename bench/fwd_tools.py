@@ -2,6 +2,10 @@
 
     python bench/fwd_tools.py gen  ENDPOINT PACKET_HEX COUNT BURST PORT TOKEN_HEX DEVICE
     python bench/fwd_tools.py sink ENDPOINT COUNT IDLE_S          -> prints JSON {packets, seconds}
+    python bench/fwd_tools.py port ENDPOINT PEER_ENDPOINT TOKEN_HEX PEER_DEVICE PEER_PORT
+        a sink that stands in for an HCA port for a whole run: it answers link training (HELLO with
+        HELLO_ACK, so the switch's port comes up) and, for each line "COUNT IDLE_S" on its stdin,
+        counts data packets and prints JSON {packets, seconds}
     python bench/fwd_tools.py fwd  IN_ENDPOINT OUT_ENDPOINT OUT_PORT
 
 The generator and the sink are the same in both runs; only the element between them changes (our
@@ -60,6 +64,52 @@ def sink(endpoint, count, idle):
     ctx.term()
 
 
+def port(endpoint, peer_ep, token_hex, peer_device, peer_port):
+    token, peer_device, peer_port = bytes.fromhex(token_hex), int(peer_device), int(peer_port)
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.PULL)
+    s.setsockopt(zmq.RCVHWM, 1000)
+    s.bind(endpoint)
+    back = ctx.socket(zmq.PUSH)
+    back.connect(peer_ep)
+    poller = zmq.Poller()
+    poller.register(s, zmq.POLLIN)
+    poller.register(sys.stdin.fileno(), zmq.POLLIN)
+    print("ready", flush=True)
+    want = None  # [count, idle, got, t0, t1] while a measurement runs
+    while True:
+        timeout = int(want[1] * 1000) if want and want[3] is not None else (None if not want else 10000)
+        events = dict(poller.poll(timeout))
+        if not events and want:  # idle for IDLE_S: the measurement is over
+            print(json.dumps({"packets": want[2], "seconds": (want[4] - want[3]) if want[3] else 0.0}), flush=True)
+            want = None
+            continue
+        if sys.stdin.fileno() in events:
+            line = sys.stdin.readline()
+            if not line:
+                return
+            count, idle = line.split()
+            want = [int(count), float(idle), 0, None, None]
+        if s in events:
+            while True:
+                try:
+                    m = s.recv(zmq.NOBLOCK, copy=True)
+                except zmq.Again:
+                    break
+                v, kind, _port, n, _tok, _dev = HDR.unpack_from(m)
+                if kind == 1:  # HELLO: answer, so the switch's port trains
+                    back.send(HDR.pack(3, 2, peer_port, 0, token, peer_device))
+                elif kind == 0 and want:
+                    now = time.perf_counter()
+                    if want[3] is None:
+                        want[3] = now
+                    want[2] += n
+                    want[4] = now
+                    if want[2] >= want[0]:
+                        print(json.dumps({"packets": want[2], "seconds": want[4] - want[3]}), flush=True)
+                        want = None
+
+
 def fwd(in_ep, out_ep, out_port):
     out_port = int(out_port)
     ctx = zmq.Context()
@@ -77,4 +127,4 @@ def fwd(in_ep, out_ep, out_port):
 
 
 if __name__ == "__main__":
-    {"gen": gen, "sink": sink, "fwd": fwd}[sys.argv[1]](*sys.argv[2:])
+    {"gen": gen, "sink": sink, "fwd": fwd, "port": port}[sys.argv[1]](*sys.argv[2:])

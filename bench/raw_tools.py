@@ -504,9 +504,17 @@ def fabric_perf(fab, size: int, seconds: float, src: str = "node0001", dst: str 
 def fabric_ping_adaptive(fab, count: int, size: int = 56, src: str = "node0001", dst: str = "node0002") -> dict:
     """``ibfab perf --latency``: ping -A, the next echo request as soon as the last is answered
     (one in flight), all in the device host. {rtts (s), sent, received}."""
-    r = fab.client.call(src, "ping", dst=fab.nodes[dst].ip, count=count, interval=0.0, timeout=1.0, size=size,
-                        adaptive=True)
-    return {"rtts": [x[1] for x in r.get("replies", [])], "sent": r["transmitted"], "received": r["received"]}
+    rtts, sent, received = [], 0, 0
+    while sent < count:
+        # one call may not wait longer than the RPC limit (600 s) in the worst case of every echo
+        # timing out: chunks of 400 echoes of at most 1 s each
+        n = min(400, count - sent)
+        r = fab.client.call(src, "ping", dst=fab.nodes[dst].ip, count=n, interval=0.0, timeout=1.0, size=size,
+                            adaptive=True)
+        rtts += [x[1] for x in r.get("replies", [])]
+        sent += r["transmitted"]
+        received += r["received"]
+    return {"rtts": rtts, "sent": sent, "received": received}
 
 
 def fabric_ping_ud(fab, count: int, size: int = 56, src: str = "node0001", dst: str = "node0002",

@@ -27,15 +27,15 @@ REPEATS = 3
 BURST = 32
 
 
-def _measure(gen_ep, sink_ep, packet, count, token="00" * 8, device=0):
-    sink = subprocess.Popen([sys.executable, TOOLS, "sink", sink_ep, str(count), "1.0"],
-                            stdout=subprocess.PIPE, text=True)
-    assert sink.stdout.readline().strip() == "ready"
+def _measure(gen_ep, sink, packet, count, token="00" * 8, device=0):
+    """The generator into ``gen_ep``; what the stand-in port (``sink``, a running ``port``
+    process) counts."""
+    sink.stdin.write(f"{count} 1.0\n")
+    sink.stdin.flush()
     gen = subprocess.Popen([sys.executable, TOOLS, "gen", gen_ep, packet.hex(), str(count), str(BURST), "1", token,
                             str(device)])
     out = json.loads(sink.stdout.readline())
     gen.wait(timeout=60)
-    sink.wait(timeout=10)
     return out
 
 
@@ -48,15 +48,39 @@ def programmed():
         host_of = {d: i for i, h in enumerate(info.hosts) for d in h["devices"]}
         pid_of = {d: {s["host"]: s["pid"] for s in fab.client.status()}[host_of[d]] for d in host_of}
         sink_ep = info.ingress(host_of["node0002"])
-        os.kill(pid_of["node0002"], signal.SIGKILL)  # the raw sink takes over node0002's ingress
+        sw_port = next(lk.a_port if lk.a == "sw01" else lk.b_port for lk in topo.links
+                       if {lk.a, lk.b} == {"sw01", "node0002"})
+        os.kill(pid_of["node0002"], signal.SIGKILL)  # a stand-in port takes over node0002's ingress
         time.sleep(0.2)
         os.unlink(sink_ep[len("ipc://"):])
-        yield fab, sm, pid_of
+        # the switch's port went down with node0002's host: the stand-in trains it again, and the
+        # SM's Sets take it to Active as in the bring-up
+        sink = subprocess.Popen([sys.executable, TOOLS, "port", sink_ep, info.ingress(host_of["sw01"]),
+                                 info.data["link_token"], str(info.device_index("sw01")), str(sw_port)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert sink.stdout.readline().strip() == "ready"
+            fab.link_up("sw01", sw_port)
+            deadline = time.time() + 10
+            while fab.devices()["sw01"]["ports"][sw_port]["phys"] != "LinkUp":
+                assert time.time() < deadline, "the switch's port did not train with the stand-in"
+                time.sleep(0.05)
+            sw = next(n for n in sm.nodes.values() if n["info"].node_type == 2)
+            for state in (3, 4):  # Armed, Active
+                cur = sm.get(w.PortInfo, w.ATTR_PORT_INFO, sw["path"], attr_mod=sw_port)
+                sm.set(w.PortInfo, w.ATTR_PORT_INFO, sw["path"],
+                       cur.replace(port_state=state, phys_state=0, client_reregister=0, neighbor_mtu=0,
+                                   link_speed_enabled=0, link_width_enabled=0), attr_mod=sw_port)
+            assert fab.devices()["sw01"]["ports"][sw_port]["state"] == "Active"
+            yield fab, sm, pid_of, sink
+        finally:
+            sink.kill()
+            sink.wait()
 
 
 @pytest.mark.parametrize("size", [64, 4096])
 def test_forwarding_switch_vs_raw(programmed, size, report):
-    fab, sm, pid_of = programmed
+    fab, sm, pid_of, sink = programmed
     topo = fab.topology
     n1, n2, sw = topo.nodes["node0001"], topo.nodes["node0002"], topo.nodes["sw01"]
     pkt = w.build_ud_packet(slid=sm.lid_of(n1.node_guid), dlid=sm.lid_of(n2.node_guid), dest_qp=0x48,
@@ -67,7 +91,7 @@ def test_forwarding_switch_vs_raw(programmed, size, report):
     ours_runs, raw_runs = [], []
     for _rep in range(REPEATS):  # interleaved, so drifting machine load hits both alike
         before = fab.counters("sw01", 2)["counters"]["port_xmit_pkts"]
-        ours = _measure(sw_ep, sink_ep, pkt, COUNT, info.data["link_token"], sw_index)
+        ours = _measure(sw_ep, sink, pkt, COUNT, info.data["link_token"], sw_index)
         after = fab.counters("sw01", 2)["counters"]["port_xmit_pkts"]
         assert after - before >= ours["packets"]  # the switch really forwarded (and counted) them
         ours_runs.append(ours)
@@ -78,7 +102,7 @@ def test_forwarding_switch_vs_raw(programmed, size, report):
                                text=True)
         try:
             assert fwd.stdout.readline().strip() == "ready"
-            raw_runs.append(_measure(raw_ep, sink_ep, pkt, COUNT))
+            raw_runs.append(_measure(raw_ep, sink, pkt, COUNT))
         finally:
             fwd.kill()
             fwd.wait()

@@ -62,7 +62,8 @@ def plan_hosts(topology: Topology, hosts: int | None = None) -> list[list[str]]:
     """Split the devices over host processes so that cables stay inside a process where they can
     (a cable between processes is a ZeroMQ socket and a pass of each host's loop per burst).
 
-    Each switch with the HCAs cabled to it is a unit, never split. Hosts are filled one after the
+    Each switch with the HCAs cabled to it is a unit, never split (unless more hosts are asked for
+    than there are units: then each device is one). Hosts are filled one after the
     other, each to about ``devices / hosts``: a host starts from the first unit not placed yet (in
     topology order), then takes, one at a time, the unit with the most cables into what it holds
     so far (the first in topology order among equals). A leaf and its HCAs stay together, and so
@@ -86,6 +87,9 @@ def plan_hosts(topology: Topology, hosts: int | None = None) -> list[list[str]]:
         if x not in unit_of:
             unit_of[x] = len(units)
             units.append([x])
+    if len(units) < k:  # more hosts asked for than there are units: every device is a unit
+        units = [[d] for u in units for d in u]
+        unit_of = {u[0]: i for i, u in enumerate(units)}
     cables = [Counter() for _ in units]
     for link in topology.links:
         ua, ub = unit_of[link.a], unit_of[link.b]
