@@ -161,10 +161,11 @@ class Echo:
 
 
 class Sender:
-    """node0001's perf sender: one burst per loop iteration for ``seconds``."""
+    """node0001's perf sender: ``bursts`` bursts per loop iteration for ``seconds`` (as many as
+    the fabric's sender posts per host-loop pass)."""
 
-    def __init__(self, out, wire_len: int, count: int, seconds: float, block: bool):
-        self.out, self.block = out, block
+    def __init__(self, out, wire_len: int, count: int, seconds: float, block: bool, bursts: int = 1):
+        self.out, self.block, self.bursts = out, block, bursts
         self.msg = burst(wire_len, count, port=1)
         self.count = count
         self.end = time.perf_counter() + seconds
@@ -177,10 +178,11 @@ class Sender:
         if time.perf_counter() >= self.end:
             self.done = True
             return
-        if _send(self.out, self.msg, self.block):
-            self.sent += self.count
-        else:
-            self.dropped += self.count
+        for _ in range(self.bursts):
+            if _send(self.out, self.msg, self.block):
+                self.sent += self.count
+            else:
+                self.dropped += self.count
 
 
 class Client:
@@ -252,15 +254,15 @@ def _loop(handlers: dict, active=None, *, until=None, idle: float = 0.5) -> None
 # -- one process: every role in one loop (inproc://) ---------------------------------------------
 
 
-def stream_1p(wire_len, count, seconds) -> dict:
-    wire_len, count, seconds = int(wire_len), int(count), float(seconds)
+def stream_1p(wire_len, count, seconds, bursts=1) -> dict:
+    wire_len, count, seconds, bursts = int(wire_len), int(count), float(seconds), int(bursts)
     ctx = zmq.Context()
     sw_in, n2_in = _pull(ctx, "inproc://sw"), _pull(ctx, "inproc://n2")
     n1_in = _pull(ctx, "inproc://n1")  # node0001's ingress: polled like the host polls it, never used
     to_sw, sw_to_n1, sw_to_n2 = _push(ctx, "inproc://sw"), _push(ctx, "inproc://n1"), _push(ctx, "inproc://n2")
     sink = Sink()
     fwd = Forwarder(sw_to_n1, sw_to_n2, block=False)
-    snd = Sender(to_sw, wire_len, count, seconds, block=False)
+    snd = Sender(to_sw, wire_len, count, seconds, block=False, bursts=bursts)
     _loop({sw_in: fwd.handle, n2_in: sink.handle, n1_in: lambda msg: None}, snd, idle=0.2)
     out = dict(sink.result(), sent=snd.sent, dropped=snd.dropped + fwd.drops)
     ctx.destroy(linger=0)
@@ -317,11 +319,11 @@ def role_echo(in_ep, out_ep) -> None:
     _serve(lambda ctx: {_pull(ctx, in_ep): Echo(_push(ctx, out_ep), block=True).handle})
 
 
-def role_gen(out_ep, wire_len, count, seconds) -> None:
+def role_gen(out_ep, wire_len, count, seconds, bursts=1) -> None:
     ctx = zmq.Context()
     out = _push(ctx, out_ep)
     time.sleep(0.2)  # let the connection come up
-    snd = Sender(out, int(wire_len), int(count), float(seconds), block=True)  # back-pressure, not loss
+    snd = Sender(out, int(wire_len), int(count), float(seconds), block=True, bursts=int(bursts))  # back-pressure
     while not snd.done:
         snd.tick()
     out.setsockopt(zmq.LINGER, 5000)
@@ -373,19 +375,20 @@ def _json_line(p: subprocess.Popen, timeout: float) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def stream(layout: str, wire_len: int, burst_count: int, seconds: float) -> dict:
-    """Sender -> forwarder -> sink for ``seconds``: {sent, packets, seconds, ...}."""
+def stream(layout: str, wire_len: int, burst_count: int, seconds: float, bursts: int = 1) -> dict:
+    """Sender -> forwarder -> sink for ``seconds``, ``bursts`` bursts of ``burst_count`` packets
+    per sender iteration: {sent, packets, seconds, ...}."""
     procs = []
     tmp = tempfile.mkdtemp(prefix="ibraw-")
     try:
         if layout == "1p":
-            procs.append(_spawn("stream-1p", wire_len, burst_count, seconds))
+            procs.append(_spawn("stream-1p", wire_len, burst_count, seconds, bursts))
             return _json_line(procs[0], seconds + 60)
         eps = {n: f"ipc://{tmp}/{n}" for n in ("n1", "sw", "n2")}
         sink = _spawn("sink", eps["n2"], 0.5, ready=True)
         procs.append(sink)
         procs.append(_spawn("fwd", eps["sw"], eps["n1"], eps["n2"], ready=True))
-        gen = _spawn("gen", eps["sw"], wire_len, burst_count, seconds)
+        gen = _spawn("gen", eps["sw"], wire_len, burst_count, seconds, bursts)
         procs.append(gen)
         sent = _json_line(gen, seconds + 60)
         return dict(_json_line(sink, 60), **sent)
@@ -435,6 +438,14 @@ def ud_burst():
 
     cls = getattr(perf, "UdPerfSender", None)
     return None if cls is None else int(inspect.signature(cls).parameters["burst"].default)
+
+
+def ud_bursts_per_tick() -> int:
+    """Bursts ``perf --ud`` posts per host-loop pass (``ipoib.perf.BURSTS_PER_TICK``; 1 in trees
+    without it), so that the raw baseline's sender does the same."""
+    from ipoib import perf
+
+    return int(getattr(perf, "BURSTS_PER_TICK", 1))
 
 
 def _restore_env(key: str, old) -> None:

@@ -142,6 +142,9 @@ class PerfSink:
         self.sock.close()
 
 
+BURSTS_PER_TICK = 4  # posts of ``burst`` frames per pass of the host loop (each its own link burst)
+
+
 class UdPerfSender:
     """``perf --ud``: IPoIB frames (IPv4/UDP inside, the same octets as ``--udp`` puts on the wire)
     posted straight to the interface's QP through the rdma_netdev burst op, like ib_send_bw on a UD
@@ -227,10 +230,12 @@ class UdPerfSender:
         if t >= self.end:
             self._finish()
             return
-        n = self.ifc.netdev.send_burst(self.frames, self.ah, self.dqpn)
-        self.sent += n
-        if n < self.burst:
-            self.busy += 1  # the send queue is full: wait for it, as ib_send_bw waits on its CQ
+        for _ in range(BURSTS_PER_TICK):
+            n = self.ifc.netdev.send_burst(self.frames, self.ah, self.dqpn)
+            self.sent += n
+            if n < self.burst:
+                self.busy += 1  # the send queue is full: wait for it, as ib_send_bw waits on its CQ
+                break
 
     def result(self) -> dict:
         if self.error:

@@ -21,6 +21,10 @@ _PC_WIDTH = {f.name: f.bits for f in pma.PortCounters.FIELDS if f.kind == "uint"
 PC_NAMES = tuple(n for n in _PC_WIDTH if n not in ("port_select", "counter_select", "counter_select2"))
 EXT_NAMES = EXT_SELECT_BITS
 LOST_NAMES = ("ingress_down", "link_full", "uncabled")
+# where the 32-bit PortCounters saturate (IBA 16.1.3.5): the packet and the data counters
+_TOP_PKTS = (1 << _PC_WIDTH["port_rcv_pkts"]) - 1
+_TOP_DATA = (1 << _PC_WIDTH["port_rcv_data"]) - 1
+assert _TOP_PKTS == (1 << _PC_WIDTH["port_xmit_pkts"]) - 1 and _TOP_DATA == (1 << _PC_WIDTH["port_xmit_data"]) - 1
 
 
 class PortCounterSet:
@@ -43,18 +47,23 @@ class PortCounterSet:
         self.pc[name] = v if v < top else top
 
     def add_rcv(self, pkts: int, words: int) -> None:
-        """Bulk unicast receive counts (the compiled forwarding path reports per burst)."""
-        self.inc("port_rcv_pkts", pkts)
-        self.inc("port_rcv_data", words)
-        e = self.ext
+        """Bulk unicast receive counts (the compiled paths report per burst: inline, as this runs
+        for every burst at every port)."""
+        pc, e = self.pc, self.ext
+        v = pc["port_rcv_pkts"] + pkts
+        pc["port_rcv_pkts"] = v if v < _TOP_PKTS else _TOP_PKTS
+        v = pc["port_rcv_data"] + words
+        pc["port_rcv_data"] = v if v < _TOP_DATA else _TOP_DATA
         e["port_rcv_pkts"] += pkts
         e["port_rcv_data"] += words
         e["port_unicast_rcv_pkts"] += pkts
 
     def add_xmit(self, pkts: int, words: int) -> None:
-        self.inc("port_xmit_pkts", pkts)
-        self.inc("port_xmit_data", words)
-        e = self.ext
+        pc, e = self.pc, self.ext
+        v = pc["port_xmit_pkts"] + pkts
+        pc["port_xmit_pkts"] = v if v < _TOP_PKTS else _TOP_PKTS
+        v = pc["port_xmit_data"] + words
+        pc["port_xmit_data"] = v if v < _TOP_DATA else _TOP_DATA
         e["port_xmit_pkts"] += pkts
         e["port_xmit_data"] += words
         e["port_unicast_xmit_pkts"] += pkts

@@ -437,6 +437,8 @@ class IpStack(Reassembly, Icmp, Udp):
 
     def tick(self, now: float) -> None:
         """Run the timers due at ``now``: reassembly timeouts, ping sends and ping timeouts."""
+        if not self._frags and not self._sessions:
+            return  # the node ticks for every NAPI poll: nothing of ours is due then
         self._frag_expire(now)
         for s in list(self._sessions.values()):
             s._tick(now)
