@@ -273,7 +273,8 @@ def register(sub, common) -> None:
 
     u = common.add("up", cmd_up, "launch a fabric: device hosts, links; returns when every link is up")
     u.add_argument("topology", help="topology file (ibnetdiscover/ibsim format) or generator spec "
-                                    "(single:N, linear:N, fattree:LEAVES,SPINES,HCAS_PER_LEAF,LINKS)")
+                                    "(single:N, linear:N, fattree:LEAVES,SPINES,HCAS_PER_LEAF,LINKS, "
+                                    "fattree3:PODS,LEAVES,AGGS,HCAS_PER_LEAF,CORES)")
     u.add_argument("--hosts", type=int, default=None, help="number of device-host processes (default: by size)")
     u.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the links and the subnet")
     u.add_argument("--sm", choices=launcher_sm_kinds(), default="ours",
