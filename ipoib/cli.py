@@ -465,12 +465,12 @@ def register(sub, common) -> None:
                             "ibf-FABRIC-NODE, so ping, iperf3 and any program run over IPoIB (needs root)")
     dm = common.parsers["demo"]
     dm.add_argument("--max-nodes", type=int, default=16, help="nodes in the all-pairs ping")
-    dm.add_argument("--udp-count", type=int, default=200)
-    dm.add_argument("--udp-size", type=int, default=1024)
+    dm.add_argument("--udp-count", type=int, default=200, help="UDP datagrams in the demo's UDP test (default 200)")
+    dm.add_argument("--udp-size", type=int, default=1024, help="their payload octets (default 1024)")
 
     pg = common.add("ping", cmd_ping, "ICMP echo over IPoIB from node SRC to DST (a node name or an IPv4 address)")
-    pg.add_argument("src")
-    pg.add_argument("dst")
+    pg.add_argument("src", help="the node that pings")
+    pg.add_argument("dst", help="the node (or IPv4 address) it pings")
     pg.add_argument("-c", "--count", type=_at_least(0, int), default=3,
                     help="echo requests (0: until interrupted, as ping without -c; default 3)")
     pg.add_argument("-i", "--interval", type=_at_least(0.0, float), default=1.0, help="seconds between requests")
@@ -478,11 +478,11 @@ def register(sub, common) -> None:
     pg.add_argument("-s", "--size", type=_in_range(0, 65507), default=56, help="ICMP data octets")
 
     pf = common.add("perf", cmd_perf, "UDP throughput (or --latency: ICMP round trip) between two nodes")
-    pf.add_argument("src")
-    pf.add_argument("dst")
+    pf.add_argument("src", help="the sending node")
+    pf.add_argument("dst", help="the receiving node (or its IPv4 address)")
     pf.add_argument("--size", type=_in_range(0, 65507), default=1024, help="UDP payload or ICMP data octets")
     pf.add_argument("--seconds", type=_seconds, default=2.0, help="how long to send (above 0, at most a day)")
-    pf.add_argument("--port", type=_in_range(1, 65535), default=5201)
+    pf.add_argument("--port", type=_in_range(1, 65535), default=5201, help="UDP port of the receiver (default 5201)")
     mode = pf.add_mutually_exclusive_group()
     mode.add_argument("--udp", action="store_true", help="UDP sockets through the IP stack (the default)")
     mode.add_argument("--ud", action="store_true",
@@ -490,40 +490,44 @@ def register(sub, common) -> None:
                            "driver (like ib_send_bw on UD): the data path without the IP stack")
     pf.add_argument("--gso", action="store_true",
                     help="with --udp: UDP_SEGMENT, each host-loop pass's datagrams as one buffer (GSO)")
-    pf.add_argument("--latency", action="store_true")
+    pf.add_argument("--latency", action="store_true",
+                    help="round trips instead of throughput: one echo in flight (ping -A; with --ud, like ib_send_lat)")
     pf.add_argument("--count", type=_in_range(1, 10 ** 7), default=200, help="echoes for --latency")
-    pf.add_argument("--json", action="store_true")
+    pf.add_argument("--json", action="store_true", help="print the result as JSON (for scripts)")
 
     co = common.add("coalesce", cmd_coalesce, "interrupt moderation of an IPoIB interface (like ethtool -c/-C)")
-    co.add_argument("node")
-    co.add_argument("--ifname", default="ib0")
-    co.add_argument("--rx-usecs", type=int, default=None)
-    co.add_argument("--rx-frames", type=int, default=None)
-    co.add_argument("--adaptive", type=onoff, default=None, metavar="on|off")
-    co.add_argument("--json", action="store_true")
+    co.add_argument("node", help="the HCA whose interface it is")
+    co.add_argument("--ifname", default="ib0", help="the IPoIB interface (default ib0)")
+    co.add_argument("--rx-usecs", type=int, default=None,
+                    help="interrupt delay after the first frame, microseconds (ethtool -C rx-usecs)")
+    co.add_argument("--rx-frames", type=int, default=None, help="frames that raise the interrupt at once (rx-frames)")
+    co.add_argument("--adaptive", type=onoff, default=None, metavar="on|off",
+                    help="adaptive moderation (DIM, ethtool -C adaptive-rx)")
+    co.add_argument("--json", action="store_true", help="print the settings as JSON (for scripts)")
 
     fe = common.add("features", cmd_features, "offloads of an IPoIB interface (like ethtool -k/-K, -N rx-flow-hash)")
-    fe.add_argument("node")
-    fe.add_argument("--ifname", default="ib0")
-    fe.add_argument("--gro", type=onoff, default=None, metavar="on|off")
-    fe.add_argument("--rx-flow-hash-udp4", choices=["sd", "sdfn"], default=None)
+    fe.add_argument("node", help="the HCA whose interface it is")
+    fe.add_argument("--ifname", default="ib0", help="the IPoIB interface (default ib0)")
+    fe.add_argument("--gro", type=onoff, default=None, metavar="on|off", help="generic receive offload (ethtool -K gro)")
+    fe.add_argument("--rx-flow-hash-udp4", choices=["sd", "sdfn"], default=None,
+                    help="RSS hash of UDP over IPv4: addresses (sd) or addresses and ports (sdfn), as ethtool -N")
     fe.add_argument("--tso", type=onoff, default=None, metavar="on|off", help="TCP segmentation offload (--netns)")
     fe.add_argument("--uso", type=onoff, default=None, metavar="on|off", help="UDP segmentation offload (--netns)")
     fe.add_argument("--tx-checksum", type=onoff, default=None, metavar="on|off",
                     help="checksum offload (--netns; TSO and USO need it)")
-    fe.add_argument("--json", action="store_true")
+    fe.add_argument("--json", action="store_true", help="print the features as JSON (for scripts)")
 
     ex = common.add("exec", cmd_exec, "run a command in a node's network namespace (--netns fabrics), "
                                       "like Mininet's h1 cmd: ibfab exec node0001 -- iperf3 -s")
-    ex.add_argument("node")
-    ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+    ex.add_argument("node", help="the node whose namespace it runs in")
+    ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command and its arguments, after --")
 
     ne = common.add("neigh", cmd_neigh, "IPoIB neighbour and path tables of a node (ip neigh; ipoib debugfs path)")
-    ne.add_argument("node")
-    ne.add_argument("--ifname", default=None)
-    ne.add_argument("--json", action="store_true")
+    ne.add_argument("node", help="the HCA whose tables they are")
+    ne.add_argument("--ifname", default=None, help="one IPoIB interface (default: all of the node's)")
+    ne.add_argument("--json", action="store_true", help="print the tables as JSON (for scripts)")
 
     qs = common.add("queues", cmd_queues, "per-queue counters of an IPoIB interface (like ethtool -S)")
-    qs.add_argument("node")
-    qs.add_argument("--ifname", default="ib0")
-    qs.add_argument("--json", action="store_true")
+    qs.add_argument("node", help="the HCA whose interface it is")
+    qs.add_argument("--ifname", default="ib0", help="the IPoIB interface (default ib0)")
+    qs.add_argument("--json", action="store_true", help="print the counters as JSON (for scripts)")

@@ -98,9 +98,10 @@ def register(sub, common) -> None:
 
     dm = common.add("demo", cmd_demo, "launch a fabric, bring the subnet up, print a summary, tear it down "
                                       "(what `make fabric` runs)", named=False)
-    dm.add_argument("topology", nargs="?", default="fattree:2,2,4,2")
-    dm.add_argument("--name", default=None)
+    dm.add_argument("topology", nargs="?", default="fattree:2,2,4,2",
+                    help="topology file or generator spec (default fattree:2,2,4,2)")
+    dm.add_argument("--name", default=None, help="name of the fabric (default: a name of its own)")
     dm.add_argument("--routes", type=int, default=12, help="how many routes to print")
-    dm.add_argument("--timeout", type=float, default=120.0)
+    dm.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the subnet (default 120)")
     dm.add_argument("--node-software", choices=plugins.node_software_names(), default=plugins.DEFAULT,
                     help=f"what runs on the HCAs and shows its traffic (default {plugins.DEFAULT})")

@@ -171,13 +171,15 @@ def register(sub, common) -> None:
         c.add_argument("--port", type=int, default=None, help="its port (default: the SM port, or 1)")
 
     pq = common.add("perfquery", cmd_perfquery, "a port's PMA counters (PortCounters; --extended), like perfquery")
-    pq.add_argument("node")
-    pq.add_argument("port", type=int, nargs="?", default=1)
-    pq.add_argument("--extended", action="store_true")
+    pq.add_argument("node", help="the device whose PMA answers (HCA or switch)")
+    pq.add_argument("port", type=int, nargs="?", default=1, help="port number, or 255 for all ports (default 1)")
+    pq.add_argument("--extended", action="store_true", help="PortCountersExtended (64-bit counters), like perfquery -x")
     pq.add_argument("--reset", action="store_true", help="clear the counters (a PMA Set)")
     pq.add_argument("--via", default=None, help="HCA to send the MAD from (default: the SM's)")
 
     sq = common.add("saquery", cmd_saquery, "SA queries: nodes (NodeRecords), path SRC DST, mcmembers")
-    sq.add_argument("what", choices=["nodes", "path", "mcmembers"])
-    sq.add_argument("args", nargs="*")
+    sq.add_argument("what", choices=["nodes", "path", "mcmembers"],
+                    help="nodes: NodeRecords; path SRC DST: the PathRecord between two nodes; mcmembers: "
+                         "MCMemberRecords")
+    sq.add_argument("args", nargs="*", help="for path: the source and destination nodes")
     sq.add_argument("--via", default=None, help="HCA to query from (default: the SM's)")

@@ -292,12 +292,13 @@ def register(sub, common) -> None:
     d.add_argument("--all", action="store_true", help="stop every fabric of this user")
 
     s = common.add("status", cmd_status, "devices of a running fabric: type, GUID, ports, LIDs, states, pid")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the status as JSON (for scripts)")
 
     lk = common.add("link", cmd_link, "pull or plug back the cable at a device port")
-    lk.add_argument("device")
-    lk.add_argument("port", type=int)
-    lk.add_argument("state", choices=["up", "down"])
+    lk.add_argument("device", help="the device whose cable end it is (switch or HCA name)")
+    lk.add_argument("port", type=int, help="its port number")
+    lk.add_argument("state", choices=["up", "down"], help="down: pull the cable (both ends lose the link); "
+                                                          "up: plug it back (the link trains again)")
 
     common.add("list", cmd_list, "named fabrics of this user: running, degraded (a dead device host) or stale",
                named=False)
@@ -305,16 +306,17 @@ def register(sub, common) -> None:
     rh = common.add("restart-host", cmd_restart_host, "start a dead device host again: same devices, GUIDs, "
                     "cables and (from the SM's cache) LIDs")
     rh.add_argument("host", type=int, help="device-host index (ibfab status names the dead ones)")
-    rh.add_argument("--timeout", type=float, default=60.0)
+    rh.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for its links (default 60)")
     kh = common.add("kill-host", cmd_kill_host, "fault injection: SIGKILL a device host, as a crash would")
-    kh.add_argument("host", type=int)
+    kh.add_argument("host", type=int, help="device-host index (ibfab status shows which devices each runs)")
 
     sm = common.add("sm", cmd_sm, "the subnet manager: status, stop, or start (on --node)")
-    sm.add_argument("action", choices=["status", "stop", "start"])
+    sm.add_argument("action", choices=["status", "stop", "start"],
+                    help="status: the SMs and their state; stop: the master SM; start: an SM (--node)")
     sm.add_argument("--node", default=None, help="HCA to run it on (start; default: where it ran)")
-    sm.add_argument("--port", type=int, default=1)
+    sm.add_argument("--port", type=int, default=1, help="its HCA port (start; default 1)")
     sm.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for SUBNET UP (start)")
-    sm.add_argument("--json", action="store_true")
+    sm.add_argument("--json", action="store_true", help="print the status as JSON (for scripts)")
     sm.add_argument("--standby", action="store_true",
                     help="start: one more SM, next to the running one; it stands by and takes over when the "
                          "master goes (like a second opensm)")

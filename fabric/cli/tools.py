@@ -79,10 +79,11 @@ def register(sub, common) -> None:
     import argparse
 
     e = common.add("env", cmd_env, "shell lines that attach tools (libumad2sim.so) to a node's HCA port")
-    e.add_argument("node")
-    e.add_argument("--port", type=int, default=1)
+    e.add_argument("node", help="the HCA the tools attach to (SIM_HOST)")
+    e.add_argument("--port", type=int, default=1, help="its port (default 1)")
     t = common.add("tool", cmd_tool, "run an infiniband-diags tool (or OpenSM) on a node's HCA port: "
                                      "ibfab tool node0001 -- ibnetdiscover")
-    t.add_argument("node")
-    t.add_argument("--port", type=int, default=1)
-    t.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+    t.add_argument("node", help="the HCA the tool runs on (SIM_HOST)")
+    t.add_argument("--port", type=int, default=1, help="its port (default 1)")
+    t.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...",
+                   help="the command and its arguments, after --")
