@@ -40,6 +40,13 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("IBFAB_DEBUG") == "1"
     try:
+        from ..names import UnknownNode
+
+        try:
+            _name_nodes(args)
+        except UnknownNode as exc:
+            print(f"ibfab {args.command}: {exc}", file=sys.stderr)
+            return 2
         return args.func(args)
     except KeyboardInterrupt:
         print(f"\nibfab {args.command}: interrupted", file=sys.stderr)
@@ -58,3 +65,44 @@ def main(argv=None) -> int:
             print(f"ibfab {args.command}: internal error: {type(exc).__name__}: {exc} (--debug shows where)",
                   file=sys.stderr)
         return 1
+
+
+NODE_ARGS = ("node", "src", "dst", "device", "via")  # the arguments that name a node of the fabric
+
+
+def _name_nodes(args) -> None:
+    """Every node argument becomes the node's id in the topology, whichever way it was named
+    (fabric.names: id, first word of the NodeDescription, GUID, LID); IPv4 addresses stay."""
+    import re
+
+    present = [a for a in NODE_ARGS if isinstance(getattr(args, a, None), str)]
+    if getattr(args, "command", None) == "saquery" and getattr(args, "what", None) == "path":
+        present.append("args")
+    name = getattr(args, "name", None)
+    if not present or not isinstance(name, str):
+        return
+    from .. import launcher, names
+    from ..runinfo import RunInfo
+    from ..topology import load_topology
+
+    if not launcher.is_running(name):
+        return  # the command says so itself
+    info = RunInfo.load(launcher.run_dir_for(name))
+    topo = load_topology(info.topology_path)
+    cache: dict = {}
+
+    def lids() -> dict:
+        if "lids" not in cache:
+            with launcher.FabricClient(name) as fc:
+                cache["lids"] = {p["lid"] + i: d["name"] for d in fc.devices().values() for p in d["ports"]
+                                 if p.get("lid") for i in range(1 << p.get("lmc", 0))}
+        return cache["lids"]
+
+    def one(text: str, attr: str) -> str:
+        if attr == "dst" and re.fullmatch(r"\d+\.\d+\.\d+\.\d+", text):
+            return text  # an IPv4 address
+        return names.resolve(topo, text, lids)
+
+    for attr in present:
+        value = getattr(args, attr)
+        setattr(args, attr, [one(v, attr) for v in value] if isinstance(value, list) else one(value, attr))
