@@ -23,10 +23,10 @@ def _number(text: str) -> int | None:
     return int(text, 0) if _NUMBER.match(text) else None
 
 
-def resolve(topology, text: str, lids=None) -> str:
+def resolve(topology, text: str, lids=None, fabric: str | None = None) -> str:
     """The id of the node ``text`` names in ``topology``. ``lids`` is a callable giving
     ``{LID: node id}`` of the running fabric (asked only when ``text`` is a number no GUID
-    matches); without it LIDs are not accepted."""
+    matches); without it LIDs are not accepted. ``fabric`` names the fabric in the error."""
     nodes = topology.nodes
     if text in nodes:
         return text
@@ -48,5 +48,6 @@ def resolve(topology, text: str, lids=None) -> str:
                               f"{', ...' if len(first) > 4 else ''}): name one by its id or GUID")
     names = sorted(nodes)
     shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
-    raise UnknownNode(f"no node {text!r} in the fabric (nodes: {shown}; a node is named by its id, the first "
+    where = f"fabric {fabric!r}" if fabric else "the fabric"
+    raise UnknownNode(f"no node {text!r} in {where} (nodes: {shown}; a node is named by its id, the first "
                       f"word of its NodeDescription, a GUID or a LID)")

@@ -69,7 +69,7 @@ def test_the_run_directory_is_private_and_a_second_up_of_a_name_is_refused():
         _one_line_error(again, 1, "already running")
         _one_line_error(_ibfab("saquery", "path", "node0001", "nosuch", "--name", "robust1"), 2,
                         "no node 'nosuch' in fabric 'robust1'")
-        _one_line_error(_ibfab("link", "nosuch", "1", "down", "--name", "robust1"), 1, "nosuch")
+        _one_line_error(_ibfab("link", "nosuch", "1", "down", "--name", "robust1"), 2, "no node 'nosuch'")
     finally:
         _ibfab("down", "--name", "robust1")
     assert not _host_pids("robust1")

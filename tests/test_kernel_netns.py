@@ -5,6 +5,7 @@ both providers (IPOIB_BACKEND)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -147,7 +148,7 @@ def test_multicast_udp_reaches_only_the_members_and_the_sa_sees_the_joins(fab):
     # shows them to a requester that is not trusted)
     sa = subprocess.run(IBFAB + ["saquery", "--name", fab.name, "mcmembers"], capture_output=True, text=True,
                         timeout=30).stdout
-    assert re.search(rf"MGID\.+{re.escape(mgid)}\n\s+Mlid\.+0xc0", sa), sa
+    assert re.search(rf"MGID\.+{re.escape(str(ipaddress.IPv6Address(mgid)))}\n(\s+\w+\.+\S+\n){{2}}\s+mlid\.+0xc0", sa), sa
     time.sleep(0.5)  # the SA answered the joins; the SM programs the switches' MFTs right after
     sender = fab.nodes["node0001"].popen(
         [sys.executable, "-c", "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"

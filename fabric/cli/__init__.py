@@ -76,7 +76,7 @@ def _name_nodes(args) -> None:
     import re
 
     present = [a for a in NODE_ARGS if isinstance(getattr(args, a, None), str)]
-    if getattr(args, "command", None) == "saquery" and getattr(args, "what", None) == "path":
+    if getattr(args, "command", None) == "saquery" and getattr(args, "what", None) in ("path", "nodes"):
         present.append("args")
     name = getattr(args, "name", None)
     if not present or not isinstance(name, str):
@@ -101,7 +101,7 @@ def _name_nodes(args) -> None:
     def one(text: str, attr: str) -> str:
         if attr == "dst" and re.fullmatch(r"\d+\.\d+\.\d+\.\d+", text):
             return text  # an IPv4 address
-        return names.resolve(topo, text, lids)
+        return names.resolve(topo, text, lids, fabric=name)
 
     for attr in present:
         value = getattr(args, attr)

@@ -110,7 +110,6 @@ def cmd_perfquery(args) -> int:
 def cmd_saquery(args) -> int:
     """SA queries from an HCA, like saquery: NodeRecords, a PathRecord, or multicast groups."""
     from ..mad import saclient
-    from ..wire import fmt_gid
 
     with client(args.name) as fc:
         via = _via(fc, args)
@@ -120,7 +119,16 @@ def cmd_saquery(args) -> int:
             print("ibfab saquery: no SM LID (is the subnet up?)", file=sys.stderr)
             return 1
         if args.what == "nodes":
-            _tid, mad = saclient.node_records()
+            if len(args.args) > 1:
+                print("ibfab saquery: nodes [NODE]", file=sys.stderr)
+                return 2
+            lid = None
+            if args.args:  # one node's record, as `saquery NR LID`
+                lid = next((p["lid"] for p in fc.devices()[args.args[0]]["ports"] if p["lid"]), 0)
+                if not lid:
+                    print(f"ibfab saquery: {args.args[0]} has no LID (is the subnet up?)", file=sys.stderr)
+                    return 1
+            _tid, mad = saclient.node_records(lid=lid)
         elif args.what == "path":
             if len(args.args) != 2:
                 print("ibfab saquery path SRC DST", file=sys.stderr)
@@ -143,23 +151,57 @@ def cmd_saquery(args) -> int:
     if resp.status:
         print(f"ibfab saquery: SA status 0x{resp.status:04x}", file=sys.stderr)
         return 1
-    for r in resp.records:
-        if args.what == "nodes":
-            ni = r.node_info
-            print(f"NodeRecord dump:\n\t\tlid.....................{r.lid}\n\t\tNodeGUID................0x{ni.node_guid:016x}"
-                  f"\n\t\tNodeType................{ni.node_type}\n\t\tNumPorts................{ni.num_ports}"
-                  f"\n\t\tNodeDescription.........{r.node_desc.description}")
-        elif args.what == "path":
-            print(f"PathRecord dump:\n\t\tdgid....................{fmt_gid(r.dgid)}\n\t\tsgid....................{fmt_gid(r.sgid)}"
-                  f"\n\t\tdlid....................{r.dlid}\n\t\tslid....................{r.slid}\n\t\tpkey....................0x{r.pkey:04x}"
-                  f"\n\t\tsl......................{r.sl}\n\t\tmtu.....................{r.mtu}\n\t\trate....................{r.rate}"
-                  f"\n\t\tpacket_life.............{r.pkt_life}\n\t\thop_limit...............{r.hop_limit}")
-        else:
-            print(f"MCMember Record dump:\n\t\tMGID....................{fmt_gid(r.mgid)}\n\t\tMlid....................0x{r.mlid:x}"
-                  f"\n\t\tPortGid.................{fmt_gid(r.port_gid)}\n\t\tJoinState...............0x{r.join_state:x}"
-                  f"\n\t\tQkey....................0x{r.qkey:08x}")
-    print(f"{len(resp.records)} records")
+    for r in resp.records:  # as saquery prints them: the dumps, nothing else
+        print({"nodes": node_record_dump, "path": path_record_dump}.get(args.what, mcmember_record_dump)(r))
     return 0
+
+
+# -- saquery's own dumps (infiniband-diags saquery.c), so that what parses its output parses ours --
+
+_NODE_TYPES = {1: "Channel Adapter", 2: "Switch", 3: "Router"}
+
+
+def _gid6(gid: bytes) -> str:
+    import ipaddress
+
+    return ipaddress.IPv6Address(bytes(gid)).compressed  # inet_ntop's form, as saquery prints GIDs
+
+
+def _dump(title: str, rows) -> str:
+    return title + "".join(f"\n\t\t{name:.<24}{value}" for name, value in rows)
+
+
+def node_record_dump(r) -> str:
+    ni = r.node_info
+    return _dump("NodeRecord dump:", [
+        ("lid", r.lid), ("reserved", "0x0"), ("base_version", f"0x{ni.base_version:X}"),
+        ("class_version", f"0x{ni.class_version:X}"), ("node_type", _NODE_TYPES.get(ni.node_type, "???")),
+        ("num_ports", ni.num_ports), ("sys_guid", f"0x{ni.sys_guid:016x}"), ("node_guid", f"0x{ni.node_guid:016x}"),
+        ("port_guid", f"0x{ni.port_guid:016x}"), ("partition_cap", f"0x{ni.partition_cap:X}"),
+        ("device_id", f"0x{ni.device_id:X}"), ("revision", f"0x{ni.revision:X}"), ("port_num", ni.local_port),
+        ("vendor_id", f"0x{ni.vendor_id:X}"), ("NodeDescription", r.node_desc.description)])
+
+
+def path_record_dump(r) -> str:
+    hop_flow = (r.raw_traffic << 31) | (r.flow_label << 8) | r.hop_limit
+    return _dump("PathRecord dump:", [
+        ("service_id", f"0x{r.service_id:016X}"), ("dgid", _gid6(r.dgid)), ("sgid", _gid6(r.sgid)),
+        ("dlid", r.dlid), ("slid", r.slid), ("hop_flow_raw", f"0x{hop_flow:X}"), ("tclass", f"0x{r.tclass:X}"),
+        ("num_path_revers", f"0x{(r.reversible << 7) | r.numb_path:X}"), ("pkey", f"0x{r.pkey:X}"),
+        ("qos_class", f"0x{r.qos_class:X}"), ("sl", f"0x{r.sl:X}"),
+        ("mtu", f"0x{(r.mtu_selector << 6) | r.mtu:X}"), ("rate", f"0x{(r.rate_selector << 6) | r.rate:X}"),
+        ("pkt_life", f"0x{(r.pkt_life_selector << 6) | r.pkt_life:X}"), ("preference", f"0x{r.preference:X}"),
+        ("resv2", "0x000000000000")])
+
+
+def mcmember_record_dump(r) -> str:
+    return _dump("MCMember Record dump:", [
+        ("MGID", _gid6(r.mgid)), ("PortGid", _gid6(r.port_gid)), ("qkey", f"0x{r.qkey:x}"), ("mlid", f"0x{r.mlid:x}"),
+        ("mtu", f"0x{(r.mtu_selector << 6) | r.mtu:x}"), ("TClass", f"0x{r.tclass:x}"), ("pkey", f"0x{r.pkey:x}"),
+        ("rate", f"0x{(r.rate_selector << 6) | r.rate:x}"),
+        ("pkt_life", f"0x{(r.pkt_life_selector << 6) | r.pkt_life:x}"), ("SL", f"0x{r.sl:x}"),
+        ("FlowLabel", f"0x{r.flow_label:x}"), ("HopLimit", f"0x{r.hop_limit:x}"), ("Scope", f"0x{r.scope:x}"),
+        ("JoinState", f"0x{r.join_state:x}"), ("ProxyJoin", f"0x{r.proxy_join:x}")])
 
 
 def register(sub, common) -> None:
@@ -179,7 +221,8 @@ def register(sub, common) -> None:
 
     sq = common.add("saquery", cmd_saquery, "SA queries: nodes (NodeRecords), path SRC DST, mcmembers")
     sq.add_argument("what", choices=["nodes", "path", "mcmembers"],
-                    help="nodes: NodeRecords; path SRC DST: the PathRecord between two nodes; mcmembers: "
-                         "MCMemberRecords")
-    sq.add_argument("args", nargs="*", help="for path: the source and destination nodes")
+                    help="nodes [NODE]: NodeRecords; path SRC DST: the PathRecord between two nodes; "
+                         "mcmembers: MCMemberRecords (printed as saquery prints them)")
+    sq.add_argument("args", nargs="*", help="for path: the source and destination nodes; for nodes: one node "
+                                           "(default: all)")
     sq.add_argument("--via", default=None, help="HCA to query from (default: the SM's)")
