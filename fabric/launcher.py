@@ -358,6 +358,9 @@ def _up(topology, name, *, hosts, timeout, sm, sm_config, sm_args, node_software
         node_software = None
     topo = load_topology(topology)
     topo.validate()
+    software = plugins.node_software(node_software)
+    if software is not None and hasattr(software, "check_topology"):
+        software.check_topology(node_config, topo)  # settings that name nodes (IPoIB's backends)
     run_dir = run_dir_for(name)
     if os.path.exists(run_dir):
         if is_running(name):

@@ -460,6 +460,11 @@ def register(sub, common) -> None:
                        help="TX queues of each IPoIB interface (fast provider; like ethtool -L; default 4)")
     common.node_option("--rx-queues", type=_in_range(1, 64), default=None,
                        help="RX queues (RSS) of each IPoIB interface (default 4)")
+    common.node_option("--backend", choices=["std", "fast"], default=None,
+                       help="every node's IPoIB provider: std (pure Python, no offloads) or fast (compiled; "
+                            "the default when built)")
+    common.node_option("--node-backend", dest="backends", action="append", default=None, metavar="NODE=std|fast",
+                       help="one node's provider (repeat for more): a fabric where some HCAs have no acceleration")
     common.node_option("--netns", action="store_true", default=None,
                        help="the kernel as each node's IP host: ib0 is a TUN device in a network namespace "
                             "ibf-FABRIC-NODE, so ping, iperf3 and any program run over IPoIB (needs root)")

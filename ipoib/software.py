@@ -14,7 +14,25 @@ from . import core as backend_core
 from .node import IPoIBNode
 
 QUEUE_KEYS = ("tx_queues", "rx_queues")
-SETTINGS = QUEUE_KEYS + ("addresses", "netns")
+SETTINGS = QUEUE_KEYS + ("addresses", "netns", "backend", "backends")
+BACKENDS = ("std", "fast")
+
+
+def backend_module(name: str | None):
+    """The provider module a node gets: the process's default (None), or ``std`` / ``fast`` by
+    name. The two export the same names, so nodes of both kinds share a host (the seeds' case of a
+    device whose vendor supplies no acceleration next to one that does)."""
+    if name is None:
+        return backend_core
+    if name == "std":
+        from . import _stdpath
+
+        return _stdpath
+    try:
+        from . import _fastpath
+    except ImportError as exc:
+        raise ValueError("the fast provider (ipoib._fastpath) is not built: run `make install`") from exc
+    return _fastpath
 
 
 def netns_names(info) -> dict:
@@ -28,14 +46,34 @@ def netns_names(info) -> dict:
     return {n.name: name_for(info.name, n.name) for n in load_topology(info.topology_path).hcas()}
 
 
+def _node_backends(v) -> dict:
+    """{node: backend} from a dict, or from ``NODE=BACKEND`` strings (``ibfab up --node-backend``)."""
+    if isinstance(v, (list, tuple)):
+        pairs = {}
+        for item in v:
+            node, sep, b = str(item).partition("=")
+            if not sep or not node:
+                raise ValueError(f"a node's backend is NODE=std or NODE=fast, not {item!r}")
+            pairs[node] = b
+        v = pairs
+    if not isinstance(v, dict):
+        raise ValueError(f"backends must be {{node: 'std' or 'fast'}}, not {v!r}")
+    for node, b in v.items():
+        if b not in BACKENDS:
+            raise ValueError(f"backend of {node} must be one of {', '.join(BACKENDS)}, not {b!r}")
+    return dict(v)
+
+
 class IPoIBSoftware:
     name = "ipoib"
     description = "IPoIB (ULP and rdma_netdev provider) and the embedded IP host on every HCA"
 
     def check_config(self, cfg: dict) -> dict:
         """``tx_queues``/``rx_queues`` (1 to 64, like ethtool -L), ``addresses`` ({node: {ifname:
-        "ip/prefix"}}) and ``netns`` (the kernel as each node's IP host, over a TUN device in a
-        namespace of its own; needs root); anything else is an error."""
+        "ip/prefix"}}), ``netns`` (the kernel as each node's IP host, over a TUN device in a
+        namespace of its own; needs root), ``backend`` (``std`` or ``fast``: every node's provider)
+        and ``backends`` ({node: ``std`` or ``fast``}, or ``["node=std", ...]``: a node's own);
+        anything else is an error."""
         out = {}
         for k, v in cfg.items():
             if v is None:
@@ -46,6 +84,14 @@ class IPoIBSoftware:
             elif k == "addresses":
                 if not isinstance(v, dict):
                     raise ValueError(f"addresses must be {{node: {{ifname: 'ip/prefix'}}}}, not {v!r}")
+            elif k == "backend":
+                if v not in BACKENDS:
+                    raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {v!r}")
+                backend_module(v)  # a clear error now when fast is asked for and not built
+            elif k == "backends":
+                v = _node_backends(v)
+                for b in set(v.values()):
+                    backend_module(b)
             elif k == "netns":
                 if not isinstance(v, bool):
                     raise ValueError(f"netns must be true or false, not {v!r}")
@@ -59,13 +105,27 @@ class IPoIBSoftware:
             out[k] = v
         return out
 
+    def check_topology(self, cfg: dict, topology) -> None:
+        """What the settings name must be in the topology: a node's backend is for one of its HCAs."""
+        hcas = {n.name for n in topology.hcas()}
+        unknown = sorted(set(cfg.get("backends") or {}) - hcas)
+        if unknown:
+            raise ValueError(f"backends: no HCA {', '.join(unknown)} in the topology")
+
     def attach(self, host) -> None:
         attach(host)
 
     def describe(self, info) -> dict:
-        """For ``ibfab status``: each node's namespace, in a --netns fabric."""
+        """For ``ibfab status``: each node's namespace, in a --netns fabric, and its provider."""
         names = netns_names(info)
-        return {"namespaces": names} if names else {}
+        out = {"namespaces": names} if names else {}
+        from fabric.topology import load_topology
+
+        cfg = info.data.get("node_config") or {}
+        default = cfg.get("backend") or backend_core.BACKEND
+        hcas = [n.name for n in load_topology(info.topology_path).hcas()]
+        out["providers"] = {n: (cfg.get("backends") or {}).get(n, default) for n in hcas}
+        return out
 
     def cleanup(self, info, devices=None) -> None:
         """The namespaces of a fabric run with ``netns`` (of ``devices`` only, when given: a host
@@ -129,7 +189,8 @@ def attach(host) -> None:
         if dev.kind != "hca":
             continue
         iphost = _kernel_host(host, namespaces[name], name) if name in namespaces else None
-        nodes[name] = IPoIBNode(dev, hca_order.index(name), clock=time.monotonic, backend=backend_core,
+        backend = backend_module((cfg.get("backends") or {}).get(name) or cfg.get("backend"))
+        nodes[name] = IPoIBNode(dev, hca_order.index(name), clock=time.monotonic, backend=backend,
                                 addresses=(cfg.get("addresses") or {}).get(name),
                                 tx_queues=cfg.get("tx_queues"), rx_queues=cfg.get("rx_queues"), iphost=iphost)
     host.ipoib_nodes = nodes
