@@ -20,6 +20,7 @@ from .topology import Topology, load_topology
 
 DEVICES_PER_HOST = 64
 MAX_HOSTS = 4  # 2 cores: more processes only add start-up cost and context switches
+MAX_DEVICES = 0xFFFF  # a link burst names its receiving device in 16 bits (fabric.wire.burst)
 
 
 class LaunchError(RuntimeError):
@@ -67,11 +68,14 @@ def plan_hosts(topology: Topology, hosts: int | None = None) -> list[list[str]]:
     other, each to about ``devices / hosts``: a host starts from the first unit not placed yet (in
     topology order), then takes, one at a time, the unit with the most cables into what it holds
     so far (the first in topology order among equals). A leaf and its HCAs stay together, and so
-    does a pod of a three-level fat tree (its leaves and aggregation switches)."""
+    does a pod of a three-level fat tree (its leaves and aggregation switches). As a unit is not
+    split, the plan may have fewer hosts than asked for (the last ones had nothing left)."""
     from collections import Counter
 
     names = list(topology.nodes)
     n = len(names)
+    if n > MAX_DEVICES:
+        raise LaunchError(f"{n} devices: a fabric runs at most {MAX_DEVICES} (a link burst names its device in 16 bits)")
     k = hosts or max(1, min(MAX_HOSTS, math.ceil(n / DEVICES_PER_HOST)))
     k = max(1, min(k, n))
     units: list[list[str]] = []

@@ -20,7 +20,9 @@ class UnknownNode(LookupError):
 
 
 def _number(text: str) -> int | None:
-    return int(text, 0) if _NUMBER.match(text) else None
+    if not _NUMBER.match(text):
+        return None
+    return int(text, 16) if text[:2].lower() == "0x" else int(text, 10)  # "010" is ten, as the diags read it
 
 
 def resolve(topology, text: str, lids=None, fabric: str | None = None) -> str:

@@ -349,7 +349,7 @@ def attach_perf(host, embedded) -> None:
         sid = next(ids)
         guard = Lease(n, lambda: _close_sink(sid), now) if lease else None
         if ud:  # count at the driver of every interface, before the stack
-            hook = backend_core.UdpSink(port, echo=bool(echo))
+            hook = n.backend.UdpSink(port, echo=bool(echo))  # the node's provider (a fabric may mix them)
             for ifc in n.ifs.values():
                 ifc.netdev.standard.ctx.rx_sink = hook
             sinks[sid] = ("ud", n, s, hook, guard)

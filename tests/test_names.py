@@ -64,3 +64,8 @@ def test_ibfab_takes_descriptions_guids_and_lids(tmp_path):
         r = subprocess.run(IBFAB + ["perfquery", "nosuch", "--name", "names"], capture_output=True, text=True,
                            timeout=60)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no node 'nosuch'" in r.stderr, r.stderr
+
+
+def test_a_decimal_lid_with_a_leading_zero_is_a_lid(topo):
+    hca = next(n for n in topo.hcas())
+    assert resolve(topo, "010", lids=lambda: {10: hca.name}) == hca.name

@@ -66,6 +66,7 @@ class DeviceHost(HostOps):
         self.bursts_out = 0
         self.burst_errors = 0
         self.bad_bursts = 0  # bursts that named no device of this host
+        self.control_dropped = 0  # link-training frames the queue to a peer host had no room for
         # each device's next timer, asked again only after something called into the device: the
         # loop's cost per pass follows what happened, not how many devices the host runs
         self._due: dict = {}  # name -> deadline, for the devices that have one
@@ -155,7 +156,8 @@ class DeviceHost(HostOps):
         try:
             link[0].send(encode_control(link[1], kind, self.token, link[2]), zmq.NOBLOCK)
         except zmq.Again:
-            pass  # the peer is not draining; training will be retried by its own HELLO
+            # the queue to the peer's host is full: counted; a HELLO is retried by the peer's own
+            self.control_dropped += 1
 
     def _controls(self, name: str, controls) -> None:
         for port, kind in controls:

@@ -256,6 +256,7 @@ class HostOps:
     def op_status(self, env, now):
         return {"host": self.index, "pid": os.getpid(), "uptime": now - self.started,
                 "bursts_in": self.bursts_in, "bursts_out": self.bursts_out, "burst_errors": self.burst_errors,
+                "control_dropped": self.control_dropped,
                 "peer_lost": self.peer_lost,
                 "devices": [self.devices[n].snapshot() for n in self.names]}
 

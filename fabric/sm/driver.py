@@ -124,7 +124,7 @@ class SmAgent:
     def request_sweep(self, now: float) -> None:
         """Start a heavy sweep now (or after the one in progress)."""
         self.sm.now = now
-        self._run(self.sm.request_sweep(), now)
+        self.on_input(lambda: self._run(self.sm.request_sweep(), now))
 
     def next_deadline(self):
         d = self.sm.next_deadline()

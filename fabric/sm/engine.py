@@ -131,7 +131,7 @@ class RequestEngine:
     def pause(self, seconds: float) -> None:
         """The caller was busy for ``seconds`` (its own computing, not the network's): answers
         that arrived meanwhile are still unread, so every deadline moves by that much."""
-        if seconds <= 0 or not self.outstanding:
+        if seconds <= 0 or not (self.outstanding or self._late):
             return
         for req in self.outstanding.values():
             req.deadline += seconds
