@@ -18,12 +18,22 @@ def test_crc32_is_zlibs(data):
 @settings(max_examples=300, deadline=None)
 @given(payload=st.binary(max_size=4096), slid=st.integers(1, 0xBFFF), dlid=st.integers(1, 0xBFFF),
        dqp=st.integers(0, 0xFFFFFF), sqp=st.integers(0, 0xFFFFFF), qkey=st.integers(0, 0xFFFFFFFF),
-       pkey=st.integers(0, 0xFFFF), sl=st.integers(0, 15), psn=st.integers(0, 0xFFFFFF))
-def test_compiled_ud_packet_equals_the_reference(payload, slid, dlid, dqp, sqp, qkey, pkey, sl, psn):
-    ref = w.build_ud_packet(slid=slid, dlid=dlid, dest_qp=dqp, src_qp=sqp, qkey=qkey, pkey=pkey, sl=sl, psn=psn,
-                            payload=payload)
-    fast = build_ud_packet_fast(payload, slid, dlid, dqp, sqp, qkey, pkey, sl, psn)
+       pkey=st.integers(0, 0xFFFF), sl=st.integers(0, 15), psn=st.integers(0, 0xFFFFFF), vl=st.integers(0, 15),
+       se=st.integers(0, 1))
+def test_compiled_ud_packet_equals_the_reference(payload, slid, dlid, dqp, sqp, qkey, pkey, sl, psn, vl, se):
+    from fabric.wire import packet
+
+    compiled, packet._build_c = packet._build_c, None  # the reference: build_ud_packet in Python
+    try:
+        ref = w.build_ud_packet(slid=slid, dlid=dlid, dest_qp=dqp, src_qp=sqp, qkey=qkey, pkey=pkey, sl=sl,
+                                psn=psn, vl=vl, se=se, payload=payload)
+    finally:
+        packet._build_c = compiled
+    fast = build_ud_packet_fast(payload, slid, dlid, dqp, sqp, qkey, pkey, sl, psn, vl, se)
     assert fast == ref
+    # and build_ud_packet itself, which takes the compiled builder for packets without a GRH
+    assert w.build_ud_packet(slid=slid, dlid=dlid, dest_qp=dqp, src_qp=sqp, qkey=qkey, pkey=pkey, sl=sl,
+                             psn=psn, vl=vl, se=se, payload=payload) == ref
     p = w.split_ud_packet(fast)  # and it validates: CRCs, lengths
     assert p.payload == payload and p.deth.qkey == qkey
 
