@@ -254,13 +254,9 @@ cdef enum:
     DR_D = 0x80       # the direction bit, top of the status field
 
 
-cdef inline uint32_t _icrc_local(const uint8_t *p, Py_ssize_t n) noexcept nogil:
-    return icrc_local(p, n)
-
-
 cdef void _seal_local(uint8_t *p, Py_ssize_t plen) noexcept nogil:
     """Write the ICRC and VCRC of a packet without a GRH, ``plen`` octets with them."""
-    cdef uint32_t crc = _icrc_local(p, plen - 6)
+    cdef uint32_t crc = icrc_local(p, plen - 6)
     cdef uint16_t v
     p[plen - 6] = crc & 0xFF
     p[plen - 5] = (crc >> 8) & 0xFF
@@ -289,7 +285,7 @@ cdef bint _smp_sound(const uint8_t *p, Py_ssize_t plen, unsigned int mclass) noe
     v = vcrc16_raw(p, plen - 2)
     if p[plen - 2] != (v & 0xFF) or p[plen - 1] != (v >> 8):
         return False
-    crc = _icrc_local(p, plen - 6)
+    crc = icrc_local(p, plen - 6)
     return (p[plen - 6] == (crc & 0xFF) and p[plen - 5] == ((crc >> 8) & 0xFF)
             and p[plen - 4] == ((crc >> 16) & 0xFF) and p[plen - 3] == (crc >> 24))
 

@@ -35,15 +35,20 @@ def backend_module(name: str | None):
     return _fastpath
 
 
-def netns_names(info) -> dict:
-    """``{HCA name: its network namespace}`` of a fabric run with ``netns`` (else empty)."""
-    if not (info.data.get("node_config") or {}).get("netns"):
-        return {}
+def _hca_names(info) -> list:
     from fabric.topology import load_topology
 
+    return [n.name for n in load_topology(info.topology_path).hcas()]
+
+
+def netns_names(info, hcas: list | None = None) -> dict:
+    """``{HCA name: its network namespace}`` of a fabric run with ``netns`` (else empty); ``hcas``
+    when the caller has the topology's HCAs already."""
+    if not (info.data.get("node_config") or {}).get("netns"):
+        return {}
     from .iphost.netns import name_for
 
-    return {n.name: name_for(info.name, n.name) for n in load_topology(info.topology_path).hcas()}
+    return {n: name_for(info.name, n) for n in (hcas if hcas is not None else _hca_names(info))}
 
 
 def _node_backends(v) -> dict:
@@ -117,13 +122,11 @@ class IPoIBSoftware:
 
     def describe(self, info) -> dict:
         """For ``ibfab status``: each node's namespace, in a --netns fabric, and its provider."""
-        names = netns_names(info)
+        hcas = _hca_names(info)  # the topology, read once
+        names = netns_names(info, hcas)
         out = {"namespaces": names} if names else {}
-        from fabric.topology import load_topology
-
         cfg = info.data.get("node_config") or {}
         default = cfg.get("backend") or backend_core.BACKEND
-        hcas = [n.name for n in load_topology(info.topology_path).hcas()]
         out["providers"] = {n: (cfg.get("backends") or {}).get(n, default) for n in hcas}
         return out
 

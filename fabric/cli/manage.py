@@ -209,12 +209,7 @@ def cmd_sm(args) -> int:
             from ..topology import load_topology
 
             node = load_topology(info.topology_path).sm_node
-        try:
-            info.host_of(node)
-        except KeyError:
-            print(f"ibfab sm: no node {node!r} in fabric {args.name!r}", file=sys.stderr)
-            return 2
-        if info.host_of(node) in launcher.dead_hosts(info):
+        if info.host_of(node) in launcher.dead_hosts(info):  # --node was resolved (fabric.cli._name_nodes)
             print(f"ibfab sm: {node} is on a dead device host (ibfab restart-host first)", file=sys.stderr)
             return 1
         config = dict(sm.get("config") or {}, **({"priority": args.priority} if args.priority is not None else {}))

@@ -65,7 +65,6 @@ class DeviceHost(HostOps):
         self.bursts_in = 0
         self.bursts_out = 0
         self.burst_errors = 0
-        self.bad_bursts = 0  # bursts that named no device of this host
         self.control_dropped = 0  # link-training frames the queue to a peer host had no room for
         # each device's next timer, asked again only after something called into the device: the
         # loop's cost per pass follows what happened, not how many devices the host runs
@@ -399,7 +398,6 @@ class DeviceHost(HostOps):
                     name = self.by_index.get(burst_device(data))
                     if name is None:  # too short to name a device, or names none of ours
                         self.burst_errors += 1
-                        self.bad_bursts += 1
                         continue
                     self._deliver(name, data, now)
             due = self._deadlines()

@@ -588,5 +588,6 @@ class SubnetManager:
         return {"state": self.state, "sm_state": SM_STATE_NAMES[self.sm_state], "priority": self.config.priority,
                 "master_guid": self.master[1] if self.master else None, "sweeps": self.sweeps,
                 "engine_sent": self.engine.sent,
-                "timeouts": self.engine.timeouts, "late_answers": self.engine.late_answers, "failed": self.engine.failed, "traps": self.traps_seen,
+                "timeouts": self.engine.timeouts, "late_answers": self.engine.late_answers,
+                "failed": self.engine.failed, "traps": self.traps_seen,
                 "log": self.log[-20:]}

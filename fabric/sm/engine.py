@@ -52,7 +52,7 @@ class RequestEngine:
         self.window = window
         self.timeout = timeout  # the least a request waits
         self.retries = retries
-        self.srtt: float | None = None  # smoothed round trip of answered first tries
+        self.srtt: float | None = None  # smoothed round trip of answered tries (each has its own TID)
         self.rttvar = 0.0
         self._deadlines: list = []  # heap of (deadline, tid); entries of answered requests linger
         self._late: dict = {}  # tid of a try that timed out -> (request, its send time), the oldest first
@@ -174,8 +174,8 @@ class RequestEngine:
         while heap and heap[0][0] <= now:
             deadline, tid = heapq.heappop(heap)
             req = self.outstanding.get(tid)
-            if req is None or req.deadline != deadline:
-                continue  # answered (or sent again under another TID) meanwhile
+            if req is None:
+                continue  # answered meanwhile (a retry is in the heap under its own TID)
             del self.outstanding[tid]
             self.timeouts += 1
             if req.tries <= self.retries:
@@ -193,8 +193,7 @@ class RequestEngine:
         heap, out = self._deadlines, self.outstanding
         while heap:
             deadline, tid = heap[0]
-            req = out.get(tid)
-            if req is not None and req.deadline == deadline:
+            if tid in out:
                 return deadline
             heapq.heappop(heap)  # an answered request's entry: drop it now
         return None
