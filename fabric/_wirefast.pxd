@@ -4,6 +4,8 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t
 cdef uint16_t vcrc16_raw(const uint8_t *p, Py_ssize_t n) noexcept nogil
 cdef uint32_t crc32_update(uint32_t crc, const uint8_t *p, Py_ssize_t n) noexcept nogil
 cdef uint32_t icrc_local(const uint8_t *p, Py_ssize_t n) noexcept nogil
+cdef void seal_local(uint8_t *p, Py_ssize_t plen) noexcept nogil
+cdef bint crcs_ok_local(const uint8_t *p, Py_ssize_t plen) noexcept nogil
 cdef Py_ssize_t write_ud_packet(uint8_t *out, const uint8_t *payload, Py_ssize_t n, unsigned int slid,
                                 unsigned int dlid, unsigned int sl, unsigned int pkey, unsigned int dest_qp,
                                 unsigned int src_qp, unsigned int qkey, unsigned int psn, unsigned int vl,

@@ -19,6 +19,7 @@ cdef extern from "crcfold.h" nogil:
     int crcfold_init()
     int crcfold_wide
     uint32_t crcfold_update(const crcfold_t *c, uint32_t r, const uint8_t *p, size_t n)
+    void crcfold_ib_local(uint32_t *icrc, uint32_t *vcrc, const uint8_t *p, size_t n)
 
 
 # Carry-less multiplication (fabric/crcfold.h) when the CPU has it, on 512-bit registers when it has
@@ -31,6 +32,7 @@ if _os.environ.get("IBFAB_CRC", "") == "pclmul":
 CRC_METHOD = ("vpclmulqdq" if crcfold_wide else "pclmulqdq") if FOLD else "slicing-by-8"
 cdef enum:
     FOLD_MIN = 80  # shorter runs go through the tables: setting up the fold costs more
+    PAIR_MAX = 512  # crcfold_pair's limit; from here each CRC alone on wide registers is faster
 
 cdef uint16_t VCRC_TABLE[256]
 # Slicing-by-8: SLICE[k][b] is the CRC contribution of octet b followed by k zero octets, so eight
@@ -122,6 +124,60 @@ cdef uint32_t icrc_local(const uint8_t *p, Py_ssize_t n) noexcept nogil:
     return crc32_update(crc32_update(ONES32, head, 20), p + 20, n - 20) ^ ONES32
 
 
+cdef inline bint _pair_fits(Py_ssize_t n) noexcept nogil:
+    return FOLD and FOLD_MIN <= n < PAIR_MAX
+
+
+cdef void _icrc_vcrc(const uint8_t *p, Py_ssize_t n, uint32_t *icrc, uint32_t *vreg) noexcept nogil:
+    """For a packet without a GRH whose first ``n`` octets the ICRC covers (FOLD_MIN <= n <
+    PAIR_MAX): its ICRC (final value) and the VCRC register over the same ``n`` octets, in one
+    pass (fabric/crcfold.h crcfold_ib_local)."""
+    icrc[0] = ONES32
+    vreg[0] = 0xFFFF
+    crcfold_ib_local(icrc, vreg, p, n)
+    icrc[0] ^= ONES32
+
+
+cdef void seal_local(uint8_t *p, Py_ssize_t plen) noexcept nogil:
+    """Write the ICRC and VCRC of a packet without a GRH, ``plen`` octets with them."""
+    cdef uint32_t crc, vreg
+    cdef uint16_t v
+    if _pair_fits(plen - 6):
+        _icrc_vcrc(p, plen - 6, &crc, &vreg)
+        _put32le(p + plen - 6, crc)
+        v = <uint16_t> (crcfold_update(&crcfold_vcrc, vreg, p + plen - 6, 4) ^ 0xFFFF)
+    else:
+        crc = icrc_local(p, plen - 6)
+        _put32le(p + plen - 6, crc)
+        v = vcrc16_raw(p, plen - 2)
+    p[plen - 2] = v & 0xFF
+    p[plen - 1] = v >> 8
+
+
+cdef bint crcs_ok_local(const uint8_t *p, Py_ssize_t plen) noexcept nogil:
+    """Both CRCs of a packet without a GRH (``plen`` octets with them) are right."""
+    cdef uint32_t crc, vreg
+    cdef uint16_t v
+    if _pair_fits(plen - 6):
+        _icrc_vcrc(p, plen - 6, &crc, &vreg)
+        v = <uint16_t> (crcfold_update(&crcfold_vcrc, vreg, p + plen - 6, 4) ^ 0xFFFF)
+    else:
+        v = vcrc16_raw(p, plen - 2)
+        if p[plen - 2] != (v & 0xFF) or p[plen - 1] != (v >> 8):
+            return False
+        crc = icrc_local(p, plen - 6)
+    return (p[plen - 2] == (v & 0xFF) and p[plen - 1] == (v >> 8) and p[plen - 6] == (crc & 0xFF)
+            and p[plen - 5] == ((crc >> 8) & 0xFF) and p[plen - 4] == ((crc >> 16) & 0xFF)
+            and p[plen - 3] == (crc >> 24))
+
+
+cdef inline void _put32le(uint8_t *p, uint32_t v) noexcept nogil:
+    p[0] = v & 0xFF
+    p[1] = (v >> 8) & 0xFF
+    p[2] = (v >> 16) & 0xFF
+    p[3] = v >> 24
+
+
 def crc32(const unsigned char[::1] data not None):
     """zlib.crc32 of ``data`` (for cross-checking the table)."""
     if data.shape[0] == 0:
@@ -138,8 +194,6 @@ cdef Py_ssize_t write_ud_packet(uint8_t *out, const uint8_t *payload, Py_ssize_t
     cdef Py_ssize_t pad = (4 - (n & 3)) & 3
     cdef Py_ssize_t total = 28 + n + pad + 4  # LRH..ICRC
     cdef unsigned int words = <unsigned int> (total >> 2)
-    cdef uint32_t crc
-    cdef uint16_t v
     # LRH: VL, LVer 0 | SL, LNH 2 | DLID | PktLen | SLID
     out[0] = (vl & 0xF) << 4
     out[1] = ((sl & 0xF) << 4) | 2
@@ -174,20 +228,7 @@ cdef Py_ssize_t write_ud_packet(uint8_t *out, const uint8_t *payload, Py_ssize_t
     memcpy(out + 28, payload, n)
     if pad:
         memset(out + 28 + n, 0, pad)
-    # ICRC with the variant fields as ones (LRH.VL, BTH.resv8a): patched in place for one pass
-    # over the packet, then put back
-    out[0] |= 0xF0
-    out[12] = 0xFF
-    crc = crc32_update(ONES32, out, total - 4) ^ ONES32
-    out[0] = (vl & 0xF) << 4
-    out[12] = 0
-    out[total - 4] = crc & 0xFF
-    out[total - 3] = (crc >> 8) & 0xFF
-    out[total - 2] = (crc >> 16) & 0xFF
-    out[total - 1] = (crc >> 24) & 0xFF
-    v = vcrc16_raw(out, total)
-    out[total] = v & 0xFF
-    out[total + 1] = v >> 8
+    seal_local(out, total + 2)
     return total + 2
 
 
@@ -254,24 +295,9 @@ cdef enum:
     DR_D = 0x80       # the direction bit, top of the status field
 
 
-cdef void _seal_local(uint8_t *p, Py_ssize_t plen) noexcept nogil:
-    """Write the ICRC and VCRC of a packet without a GRH, ``plen`` octets with them."""
-    cdef uint32_t crc = icrc_local(p, plen - 6)
-    cdef uint16_t v
-    p[plen - 6] = crc & 0xFF
-    p[plen - 5] = (crc >> 8) & 0xFF
-    p[plen - 4] = (crc >> 16) & 0xFF
-    p[plen - 3] = crc >> 24
-    v = vcrc16_raw(p, plen - 2)
-    p[plen - 2] = v & 0xFF
-    p[plen - 1] = v >> 8
-
-
 cdef bint _smp_sound(const uint8_t *p, Py_ssize_t plen, unsigned int mclass) noexcept nogil:
     """A whole, well-formed SMP of class ``mclass`` on QP0: VL15, no GRH, UD SEND, DestQP and
     SrcQP 0, base and class version 1, both CRCs right."""
-    cdef uint32_t crc
-    cdef uint16_t v
     if plen != SMP_PACKET or p[0] != 0xF0 or (p[1] & 3) != 2:
         return False
     if ((((p[4] & 7) << 8) | p[5]) * 4 + 2) != plen:
@@ -282,12 +308,7 @@ cdef bint _smp_sound(const uint8_t *p, Py_ssize_t plen, unsigned int mclass) noe
         return False
     if p[SMP_MAD] != 1 or p[SMP_MAD + 1] != mclass or p[SMP_MAD + 2] != 1:
         return False
-    v = vcrc16_raw(p, plen - 2)
-    if p[plen - 2] != (v & 0xFF) or p[plen - 1] != (v >> 8):
-        return False
-    crc = icrc_local(p, plen - 6)
-    return (p[plen - 6] == (crc & 0xFF) and p[plen - 5] == ((crc >> 8) & 0xFF)
-            and p[plen - 4] == ((crc >> 16) & 0xFF) and p[plen - 3] == (crc >> 24))
+    return crcs_ok_local(p, plen)
 
 
 cdef int _dr_transit_port(const uint8_t *p, Py_ssize_t plen, int nports) noexcept nogil:
@@ -322,7 +343,7 @@ cdef void _dr_transit_patch(uint8_t *q, int in_port) noexcept nogil:
         q[SMP_MAD + 6] = hp + 1
     else:
         q[SMP_MAD + 6] = hp - 1
-    _seal_local(q, SMP_PACKET)
+    seal_local(q, SMP_PACKET)
 
 
 def dr_transit(const unsigned char[::1] packet not None, int in_port, int num_ports):
@@ -418,7 +439,7 @@ def smp_answer(const unsigned char[::1] req not None, int in_port, const unsigne
         memset(q + m + 32, 0, 32)
         memset(q + m + 128, 0, 128)
     memcpy(q + m + 64, &data[0], 64)
-    _seal_local(q, SMP_PACKET)
+    seal_local(q, SMP_PACKET)
     return out
 
 

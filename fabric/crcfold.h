@@ -2,9 +2,11 @@
  * VCRC (CRC-16, 0x100B) of every packet, about five times faster than slicing-by-8 on long packets.
  *
  * The message is folded 64 octets at a time into four 128-bit accumulators, which are then folded
- * into one, and the last 16 octets and the tail go through a byte table: the CRC of the message is
- * the CRC of its folded remainder (folding is multiplication by x^n mod P, which the CRC does not
- * see). The constants are computed here, at first use, from the polynomial itself.
+ * into one, and the last 16 octets go through a byte table: the CRC of the message is the CRC of
+ * its folded remainder (folding is multiplication by x^n mod P, which the CRC does not see). A
+ * length that is not a multiple of 16 is read as if zeros came first (see crcfold_update), so no
+ * tail of single octets is left. The constants are computed here, at first use, from the
+ * polynomial itself.
  *
  * In the reflected bit order of these CRCs, a 64-bit word loaded from memory holds the coefficient of
  * x^(63-j) in bit j, and PCLMULQDQ of two such words yields their product times x; so the folding
@@ -17,6 +19,8 @@
 #include <string.h>
 #include <immintrin.h>
 
+#define CRCFOLD_SHORT_BLOCKS 32  /* up to 512 octets: every block folded straight to the end */
+
 typedef struct {
     int w;                  /* CRC width: 32 or 16 */
     uint32_t poly;          /* the generator without its x^w term, normal (MSB-first) order */
@@ -25,6 +29,7 @@ typedef struct {
     uint64_t k128[2];       /* fold 128 bits: {x^191, x^127} mod P, reflected into 64 bits */
     uint64_t k512[2];       /* fold 512 bits: {x^575, x^511} mod P */
     uint64_t k2048[2];      /* fold 2048 bits: {x^2111, x^2047} mod P (four 512-bit registers) */
+    uint64_t kd[CRCFOLD_SHORT_BLOCKS][2];  /* fold d 16-octet blocks at once: {x^(128d+63), x^(128d-1)} */
 } crcfold_t;
 
 static crcfold_t crcfold_icrc, crcfold_vcrc;
@@ -80,6 +85,10 @@ static void crcfold_setup(crcfold_t *c, uint32_t poly, int w)
     c->k512[1] = crcfold_rev64(crcfold_xn_mod(511, poly, w), w);
     c->k2048[0] = crcfold_rev64(crcfold_xn_mod(2111, poly, w), w);
     c->k2048[1] = crcfold_rev64(crcfold_xn_mod(2047, poly, w), w);
+    for (int d = 1; d < CRCFOLD_SHORT_BLOCKS; d++) {
+        c->kd[d][0] = crcfold_rev64(crcfold_xn_mod(128 * d + 63, poly, w), w);
+        c->kd[d][1] = crcfold_rev64(crcfold_xn_mod(128 * d - 1, poly, w), w);
+    }
 }
 
 /* 1 when the folded CRCs can be used (and set up); 0 otherwise. */
@@ -188,38 +197,146 @@ static uint32_t crcfold_update_wide(const crcfold_t *c, uint32_t r, const uint8_
     return crcfold_tail(c, x, p, n);
 }
 
+/* A length that is not a multiple of 16 is read as if z = (16 - n % 16) % 16 zero octets came
+ * first, the register entering at the first real octet: zeros in front of a register of zeros
+ * leave the CRC as it is, and the message then folds in whole 16-octet blocks to its very end,
+ * with no tail of single octets (one dependent lookup after another, which cost as much as the
+ * fold itself on a 124-octet packet). The first two blocks so read are built in registers (a
+ * buffer written and read back at another offset stalls the loads); block i >= 2 is at
+ * ``p + 16 * i - z``. n >= 32. */
+static const uint8_t crcfold_shuf[48] = {
+    0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80,
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+    0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80};
+
+__attribute__((target("pclmul,sse4.1")))
+static inline size_t crcfold_head(uint32_t r, const uint8_t *p, size_t n, __m128i or0, __m128i *x0, __m128i *x1,
+                                  size_t *blocks)
+{
+    size_t z = (16 - (n & 15)) & 15;
+    __m128i a = _mm_or_si128(_mm_loadu_si128((const __m128i *)p), or0);  /* fields a CRC sees as ones */
+    a = _mm_xor_si128(a, _mm_cvtsi32_si128((int)r));
+    __m128i b = _mm_loadu_si128((const __m128i *)(p + 16));
+    __m128i up = _mm_loadu_si128((const __m128i *)(crcfold_shuf + 16 - z));    /* z zeros, then octets 0.. */
+    __m128i down = _mm_loadu_si128((const __m128i *)(crcfold_shuf + 32 - z));  /* octets 16-z.., then zeros */
+    *x0 = _mm_shuffle_epi8(a, up);
+    *x1 = _mm_or_si128(_mm_shuffle_epi8(a, down), _mm_shuffle_epi8(b, up));
+    *blocks = (n + z) / 16;
+    return z;
+}
+
+/* The register for a 16-octet remainder: two steps of eight table lookups, from the register. */
+__attribute__((target("pclmul,sse4.1")))
+static inline uint32_t crcfold_final(const crcfold_t *c, __m128i x)
+{
+    uint64_t v[2] = {(uint64_t)_mm_cvtsi128_si64(x), (uint64_t)_mm_extract_epi64(x, 1)};
+    uint32_t r = 0;
+    for (int k = 0; k < 2; k++) {
+        uint32_t lo = r ^ (uint32_t)v[k];
+        uint32_t hi = (uint32_t)(v[k] >> 32);
+        r = c->table[7][lo & 0xFF] ^ c->table[6][(lo >> 8) & 0xFF] ^ c->table[5][(lo >> 16) & 0xFF]
+            ^ c->table[4][lo >> 24] ^ c->table[3][hi & 0xFF] ^ c->table[2][(hi >> 8) & 0xFF]
+            ^ c->table[1][(hi >> 16) & 0xFF] ^ c->table[0][hi >> 24];
+    }
+    return r;
+}
+
+static inline __m128i crcfold_kd(const crcfold_t *c, size_t d)
+{
+    return _mm_set_epi64x((long long)c->kd[d][1], (long long)c->kd[d][0]);
+}
+
+/* 32 to 16 * CRCFOLD_SHORT_BLOCKS octets: each block folded straight to the end by its own
+ * distance, so the multiplications are independent of each other (the latency of one, not of a
+ * chain of them). */
+__attribute__((target("pclmul,sse4.1")))
+static uint32_t crcfold_short(const crcfold_t *c, uint32_t r, const uint8_t *p, size_t n)
+{
+    __m128i x0, x1, acc;
+    size_t m, z = crcfold_head(r, p, n, _mm_setzero_si128(), &x0, &x1, &m);
+    if (m == 2)
+        return crcfold_final(c, _mm_xor_si128(crcfold_fold(x0, crcfold_kd(c, 1)), x1));
+    acc = _mm_loadu_si128((const __m128i *)(p + 16 * (m - 1) - z));
+    acc = _mm_xor_si128(acc, crcfold_fold(x0, crcfold_kd(c, m - 1)));
+    acc = _mm_xor_si128(acc, crcfold_fold(x1, crcfold_kd(c, m - 2)));
+    for (size_t i = 2; i + 1 < m; i++)
+        acc = _mm_xor_si128(acc, crcfold_fold(_mm_loadu_si128((const __m128i *)(p + 16 * i - z)),
+                                              crcfold_kd(c, m - 1 - i)));
+    return crcfold_final(c, acc);
+}
+
 /* The CRC register after ``n`` octets at ``p``, from register ``r`` (no inversions: the caller's). */
 __attribute__((target("pclmul,sse4.1")))
 static uint32_t crcfold_update(const crcfold_t *c, uint32_t r, const uint8_t *p, size_t n)
 {
-    if (n < 80)
+    if (n < 32)
         return crcfold_bytes(c, r, p, n);
+    if (n <= 16 * CRCFOLD_SHORT_BLOCKS)
+        return crcfold_short(c, r, p, n);
     if (crcfold_wide && n >= 512)
         return crcfold_update_wide(c, r, p, n);
-    uint8_t head[16];
     __m128i x0, x1, x2, x3, k;
-    memcpy(head, p, 16);
-    crcfold_seed(c, head, r);
-    x0 = _mm_loadu_si128((const __m128i *)head);
-    x1 = _mm_loadu_si128((const __m128i *)(p + 16));
-    x2 = _mm_loadu_si128((const __m128i *)(p + 32));
-    x3 = _mm_loadu_si128((const __m128i *)(p + 48));
-    p += 64;
-    n -= 64;
-    k = _mm_set_epi64x((long long)c->k512[1], (long long)c->k512[0]);
-    while (n >= 64) {
-        x0 = _mm_xor_si128(crcfold_fold(x0, k), _mm_loadu_si128((const __m128i *)p));
-        x1 = _mm_xor_si128(crcfold_fold(x1, k), _mm_loadu_si128((const __m128i *)(p + 16)));
-        x2 = _mm_xor_si128(crcfold_fold(x2, k), _mm_loadu_si128((const __m128i *)(p + 32)));
-        x3 = _mm_xor_si128(crcfold_fold(x3, k), _mm_loadu_si128((const __m128i *)(p + 48)));
-        p += 64;
-        n -= 64;
+    size_t m, z = crcfold_head(r, p, n, _mm_setzero_si128(), &x0, &x1, &m);
+    const uint8_t *q = p + 32 - z;
+    size_t rem = 16 * m - 32;  /* m > CRCFOLD_SHORT_BLOCKS here */
+    __m128i k4 = _mm_set_epi64x((long long)c->k512[1], (long long)c->k512[0]);
+    x2 = _mm_loadu_si128((const __m128i *)q);
+    x3 = _mm_loadu_si128((const __m128i *)(q + 16));
+    q += 32;
+    rem -= 32;
+    while (rem >= 64) {
+        x0 = _mm_xor_si128(crcfold_fold(x0, k4), _mm_loadu_si128((const __m128i *)q));
+        x1 = _mm_xor_si128(crcfold_fold(x1, k4), _mm_loadu_si128((const __m128i *)(q + 16)));
+        x2 = _mm_xor_si128(crcfold_fold(x2, k4), _mm_loadu_si128((const __m128i *)(q + 32)));
+        x3 = _mm_xor_si128(crcfold_fold(x3, k4), _mm_loadu_si128((const __m128i *)(q + 48)));
+        q += 64;
+        rem -= 64;
     }
     k = _mm_set_epi64x((long long)c->k128[1], (long long)c->k128[0]);
     x0 = _mm_xor_si128(crcfold_fold(x0, k), x1);
     x0 = _mm_xor_si128(crcfold_fold(x0, k), x2);
     x0 = _mm_xor_si128(crcfold_fold(x0, k), x3);
-    return crcfold_tail(c, x0, p, n);
+    while (rem >= 16) {
+        x0 = _mm_xor_si128(crcfold_fold(x0, k), _mm_loadu_si128((const __m128i *)q));
+        q += 16;
+        rem -= 16;
+    }
+    return crcfold_final(c, x0);
+}
+
+/* Two CRCs in one pass over ``n`` octets at ``p``: ``a`` sees the first 16 octets ORed with
+ * ``or_a``, ``b`` sees them as they are. An IB packet's ICRC and VCRC cover the same octets but for
+ * the variant fields the ICRC sees as ones (LRH.VL, BTH.resv8a, within the first 16 when there is
+ * no GRH); a receiver checks both and a sender seals both. ``*ra`` and ``*rb`` hold the registers
+ * in and out. 48 <= n <= 16 * CRCFOLD_SHORT_BLOCKS. */
+__attribute__((target("pclmul,sse4.1")))
+static void crcfold_pair(const crcfold_t *a, const crcfold_t *b, uint32_t *ra, uint32_t *rb,
+                         const uint8_t *p, size_t n, __m128i or_a)
+{
+    __m128i a0, a1, b0, b1, acca, accb, x;
+    size_t m, z = crcfold_head(*ra, p, n, or_a, &a0, &a1, &m);
+    crcfold_head(*rb, p, n, _mm_setzero_si128(), &b0, &b1, &m);
+    x = _mm_loadu_si128((const __m128i *)(p + 16 * (m - 1) - z));  /* m >= 3 */
+    acca = _mm_xor_si128(x, crcfold_fold(a0, crcfold_kd(a, m - 1)));
+    accb = _mm_xor_si128(x, crcfold_fold(b0, crcfold_kd(b, m - 1)));
+    acca = _mm_xor_si128(acca, crcfold_fold(a1, crcfold_kd(a, m - 2)));
+    accb = _mm_xor_si128(accb, crcfold_fold(b1, crcfold_kd(b, m - 2)));
+    for (size_t i = 2; i + 1 < m; i++) {
+        x = _mm_loadu_si128((const __m128i *)(p + 16 * i - z));
+        acca = _mm_xor_si128(acca, crcfold_fold(x, crcfold_kd(a, m - 1 - i)));
+        accb = _mm_xor_si128(accb, crcfold_fold(x, crcfold_kd(b, m - 1 - i)));
+    }
+    *ra = crcfold_final(a, acca);
+    *rb = crcfold_final(b, accb);
+}
+
+/* The ICRC register and the VCRC register over the first ``n`` octets of a packet without a GRH. */
+__attribute__((target("pclmul,sse4.1")))
+static void crcfold_ib_local(uint32_t *icrc, uint32_t *vcrc, const uint8_t *p, size_t n)
+{
+    /* LRH.VL (the top half of octet 0) and BTH.resv8a (octet 12) */
+    __m128i ones = _mm_set_epi8(0, 0, 0, (char)0xFF, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, (char)0xF0);
+    crcfold_pair(&crcfold_icrc, &crcfold_vcrc, icrc, vcrc, p, n, ones);
 }
 
 #endif

@@ -9,7 +9,7 @@ from libc.string cimport memcmp, memcpy, memset
 from libc.stdint cimport uint16_t, uint32_t
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.bytearray cimport PyByteArray_AS_STRING
-from fabric._wirefast cimport vcrc16_raw, crc32_update, icrc_local
+from fabric._wirefast cimport crcs_ok_local
 from ipoib._fasttun cimport TunPath
 from ipoib._fastring cimport NOGIL_COPY, PacketRing, csum_add, csum_fold, flow_hash
 
@@ -371,13 +371,6 @@ cdef class RxEngine:
         return out
 
 
-cdef inline bint _icrc_ok(const unsigned char *p, Py_ssize_t total) noexcept nogil:
-    """The ICRC of a packet without GRH (``total`` octets up to and including the ICRC)."""
-    cdef uint32_t crc = icrc_local(p, total - 4)
-    return (p[total - 4] == (crc & 0xFF) and p[total - 3] == ((crc >> 8) & 0xFF)
-            and p[total - 2] == ((crc >> 16) & 0xFF) and p[total - 1] == (crc >> 24))
-
-
 cdef class RxDispatch:
     """An HCA's compiled receive path (``hca.rx_accel``): a link burst is checked packet by packet
     in C against the checks of ``fabric.devices.ingress.HCA_INGRESS`` that a unicast UD SEND to an
@@ -451,8 +444,7 @@ cdef class RxDispatch:
                     or ((<unsigned int> p[20] << 24) | (p[21] << 16) | (p[22] << 8) | p[23]) != eng.qkey):
                 slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
                 continue
-            c = vcrc16_raw(p, plen - 2)
-            if p[plen - 2] != (c & 0xFF) or p[plen - 1] != (c >> 8) or not _icrc_ok(p, plen - 2):
+            if not crcs_ok_local(p, plen):
                 slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
                 continue
             taken += 1
