@@ -104,9 +104,13 @@ def _table(rows: list, out) -> None:
         print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip(), file=out)
 
 
+def _n(count: int, what: str) -> str:
+    return f"{count} {what}" + ("" if count == 1 else "es" if what.endswith("ch") else "s")
+
+
 def print_summary(st: dict, s: dict, name: str, out) -> None:
-    print(f"fabric {name}: {s['devices']} devices ({s['switches']} switches, {s['hcas']} HCAs) in "
-          f"{s['hosts']} device host{'s' if s['hosts'] != 1 else ''}" + (f", {s['dead_hosts']} dead" if s["dead_hosts"] else ""), file=out)
+    print(f"fabric {name}: {_n(s['devices'], 'device')} ({_n(s['switches'], 'switch')}, {_n(s['hcas'], 'HCA')}) "
+          f"in {_n(s['hosts'], 'device host')}" + (f", {s['dead_hosts']} dead" if s["dead_hosts"] else ""), file=out)
     print(f"links: {s['links_up']}/{s['links']} up, {s['ports_active']}/{s['ports_cabled']} ports Active", file=out)
     if s["sm_kind"] is None:
         print("SM: none (ibfab sm start --node N)", file=out)
