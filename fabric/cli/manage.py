@@ -46,10 +46,15 @@ def cmd_up(args) -> int:
     sm = "none" if args.no_sm else args.sm
     software = args.node_software or (plugins.NONE if sm == "none" else plugins.DEFAULT)
     config = {d: getattr(args, d) for d in args.node_options if getattr(args, d) is not None}
+    progress = reporter(sys.stderr, quiet=args.quiet)
     try:
-        info = launcher.up(topology, args.name, hosts=args.hosts, timeout=args.timeout, sm=sm,
-                           sm_args=shlex.split(args.sm_args or ""), node_software=software, node_config=config,
-                           progress=reporter(sys.stderr, quiet=args.quiet))
+        try:
+            info = launcher.up(topology, args.name, hosts=args.hosts, timeout=args.timeout, sm=sm,
+                               sm_args=shlex.split(args.sm_args or ""), node_software=software,
+                               node_config=config, progress=progress)
+        finally:  # before any error is printed
+            if progress is not None:
+                progress.close()
     except (TopologyError, launcher.LaunchError, ValueError, OSError) as exc:
         print(f"ibfab up: {exc}", file=sys.stderr)
         return 1

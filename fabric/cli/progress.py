@@ -42,6 +42,9 @@ class LineReporter:
         self._write(line + "\n")
         return line
 
+    def close(self) -> None:
+        """The launch ended (also by an error): nothing of it may stay half-drawn."""
+
     def _write(self, text: str) -> None:
         try:
             self.stream.write(text)
@@ -60,6 +63,11 @@ class TtyReporter(LineReporter):
         super().__init__(stream, clock)
         self.drawn = None
         self.last_draw = 0.0
+
+    def close(self) -> None:
+        if self.drawn is not None:  # an error comes next: on a line of its own
+            self._write("\r\x1b[K")
+            self.drawn = None
 
     def __call__(self, phase: str, done, total, final: bool = False) -> None:
         if final:

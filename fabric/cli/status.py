@@ -76,6 +76,9 @@ def summary(st: dict) -> dict:
     up = sm.get("subnet_up") or st["info"].data.get("subnet_up") or {}
     if not configured:
         subnet = "no SM"
+    elif sm.get("kind") == "opensm":  # OpenSM's log says SUBNET UP; it tells no state besides
+        subnet = ("SUBNET UP" if sm.get("subnet_up_count") else "not up yet") if sm.get("running") else \
+            "SM not running"
     elif not sm or sm.get("state") in (None, "stopped"):
         subnet = "SM not running"
     elif sm.get("state") == "up":
