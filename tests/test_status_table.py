@@ -81,7 +81,7 @@ def test_a_devices_ports_and_a_pulled_cable(fab):
     ports = {int(line.split()[0]): line.split() for line in r.stdout.splitlines()[2:]}
     assert sorted(ports) == sorted(topo.connected_ports("leaf01"))
     for port, (peer, peer_port) in topo.connected_ports("leaf01").items():
-        num, state, phys, lid, shown_peer, mtu, width, *speed = ports[port]
+        _, state, phys, _, shown_peer, mtu, width, *_ = ports[port]
         assert (state, phys, shown_peer) == ("Active", "LinkUp", f"{peer}/{peer_port}")
         assert mtu == "4096" and width == "4X"
     fab.link_down("leaf01", 2)

@@ -4,15 +4,21 @@ file that declares the same fabric, the validator's errors with the Python line,
 
 from __future__ import annotations
 
-import os
+import json
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
 from fabric import Fabric, Topo
-from fabric.topology import LinkSpec, NodeSpec, Topology, TopologyError, load_topology, parse_topology
+from fabric.topology import (
+    LinkSpec,
+    NodeSpec,
+    Topology,
+    TopologyError,
+    load_topology,
+    parse_topology,
+)
 
 IBFAB = [sys.executable, "-m", "fabric.cli"]
 pytestmark = pytest.mark.timeout(60)
@@ -128,8 +134,6 @@ def test_ibfab_up_custom_topo_comes_up_and_pings(tmp_path):
         assert r.stderr == ""  # -q
         st = subprocess.run(IBFAB + ["status", "--name", name, "--json"], capture_output=True, text=True,
                             timeout=30)
-        import json
-
         devices = {d["name"]: d for d in json.loads(st.stdout)["devices"]}
         assert sorted(devices) == ["host1", "host2", "host3", "hub"]
         peers = sorted(p["peer"] for p in devices["hub"]["ports"] if p["cabled"])

@@ -127,7 +127,7 @@ class Topo:
         if node is None or not isinstance(node.num_ports, int):
             return 1  # validate() names the unknown node
         # past the last port when all are cabled: validate() says it is out of range
-        return next((p for p in range(1, node.num_ports + 2) if p not in used))
+        return next(p for p in range(1, node.num_ports + 2) if p not in used)
 
     def _first_hca_port(self) -> tuple[str, int]:
         """Where a net file's SM goes: the first HCA end of the first cable that has one, else
