@@ -7,7 +7,9 @@
         fab.link_down("leaf01", 5)
 
 ``topology`` is a topology file, a generator spec (``single:4``, ``linear:3``,
-``fattree:LEAVES,SPINES,HCAS_PER_LEAF,LINKS``) or a :class:`fabric.topology.Topology`.
+``fattree:LEAVES,SPINES,HCAS_PER_LEAF,LINKS``), a :class:`fabric.topology.Topology`, or a
+:class:`fabric.Topo` written in Python (an instance, or a subclass that takes no arguments).
+``progress`` is called as the launch goes (:func:`fabric.launcher.up`).
 ``node_software`` names what runs on the HCAs (:mod:`fabric.plugins`; ``"none"`` for bare HCAs);
 other keyword arguments are its settings (IPoIB's: ``tx_queues``, ``rx_queues``, ``addresses``).
 ``fab.nodes[name]`` is an :class:`HcaNode`, or the node software's subclass of it.
@@ -29,7 +31,7 @@ _names = itertools.count(1)
 class Fabric:
     def __init__(self, topology, *, name: str | None = None, hosts: int | None = None, timeout: float = 120.0,
                  sm=True, sm_config: dict | None = None, sm_args=(), node_software: str | None = None,
-                 **node_config):
+                 progress=None, **node_config):
         self.topology = load_topology(topology)
         self.sm = launcher.sm_kind(sm)  # "ours" (True), "opensm", "none" (False)
         self.sm_config = sm_config
@@ -40,6 +42,7 @@ class Fabric:
         self.name = name or f"py{os.getpid()}-{next(_names)}"
         self.hosts = hosts
         self.timeout = timeout
+        self.progress = progress
         self.info = None
         self.client: launcher.FabricClient | None = None
 
@@ -52,7 +55,7 @@ class Fabric:
     def start(self) -> "Fabric":
         self.info = launcher.up(self.topology, self.name, hosts=self.hosts, timeout=self.timeout, sm=self.sm,
                                 sm_config=self.sm_config, sm_args=self.sm_args, node_software=self.node_software,
-                                node_config=self.node_config)
+                                node_config=self.node_config, progress=self.progress)
         self.client = launcher.FabricClient(self.name)
         software = plugins.node_software(self.node_software)
         node_class = software.node_class if software is not None else HcaNode

@@ -296,12 +296,16 @@ def sm_kind(sm) -> str:
 
 def up(topology, name: str = "default", *, hosts: int | None = None, timeout: float = 120.0,
        sm=True, sm_config: dict | None = None, sm_args=(), node_software: str | None = None,
-       node_config: dict | None = None) -> RunInfo:
+       node_config: dict | None = None, progress=None) -> RunInfo:
     """Launch a fabric and return once every cabled link is up and, unless ``sm`` is ``"none"``,
     once the subnet manager on the topology's SM port has brought the subnet up: ours (``"ours"``,
     the default; ``sm_config`` its settings) or the real OpenSM (``"opensm"``; ``sm_args`` its
     command-line arguments, e.g. ``["-R", "updn"]``). ``node_software`` is the name of what runs on
-    the HCAs (None or ``"none"``: bare HCAs).
+    the HCAs (None or ``"none"``: bare HCAs). Node software that can say when its nodes are ready
+    (IPoIB: every ib0 joined its broadcast group) is waited for too, after SUBNET UP.
+
+    ``progress``, when given, is called as the launch goes, ``progress(phase, done, total, final)``
+    (:data:`PHASES`; ``final`` once per phase, when it completes); the launch is quiet without it.
 
     Atomic per name: a second ``up`` of the same name fails at once (:func:`name_lock`), and a
     failure, ^C, SIGTERM or SIGHUP during the launch stops what it started and removes the run
@@ -310,7 +314,16 @@ def up(topology, name: str = "default", *, hosts: int | None = None, timeout: fl
     check_node_config(node_software, node_config)  # what can be refused is, before anything is made
     with name_lock(name), _signals_raise():
         return _up(topology, name, hosts=hosts, timeout=timeout, sm=sm, sm_config=sm_config, sm_args=sm_args,
-                   node_software=node_software, node_config=node_config)
+                   node_software=node_software, node_config=node_config, progress=progress or _quiet)
+
+
+#: What ``up`` reports to its ``progress`` callback, in this order (each only where it applies:
+#: no SM, no SM phases; OpenSM, one "SM sweep" without counts; node software, its own last).
+PHASES = ("hosts started", "links trained", "SM sweep", "LIDs", "routes")
+
+
+def _quiet(phase, done, total, final=False) -> None:
+    pass
 
 
 @contextlib.contextmanager
@@ -349,7 +362,8 @@ def _signals_ignored():
             signal.signal(sig, h)
 
 
-def _up(topology, name, *, hosts, timeout, sm, sm_config, sm_args, node_software, node_config) -> RunInfo:
+def _up(topology, name, *, hosts, timeout, sm, sm_config, sm_args, node_software, node_config,
+        progress) -> RunInfo:
     kind = sm_kind(sm)
     if kind == "opensm":
         from . import opensm
@@ -398,14 +412,17 @@ def _up(topology, name, *, hosts, timeout, sm, sm_config, sm_args, node_software
         _SPAWNED[run_dir] = procs
         with open(os.path.join(run_dir, "spawned.pids"), "w") as f:
             f.write("\n".join(str(p.pid) for p in procs))
-        wait_links_up(info, procs, deadline=t0 + timeout)
+        wait_links_up(info, procs, deadline=t0 + timeout, progress=progress, topo=topo)
         info.data["links_seconds"] = time.monotonic() - t0
         if kind != "none":
             t1 = time.monotonic()
             start_sm(info, topo.sm_node, topo.sm_port, sm_config)
-            st = wait_subnet_up(info, deadline=t0 + timeout, procs=procs)
+            st = wait_subnet_up(info, deadline=t0 + timeout, procs=procs, progress=progress, topo=topo)
             info.data["sm_seconds"] = time.monotonic() - t1
             info.data["subnet_up"] = st
+            if software is not None and hasattr(software, "wait_ready"):
+                # what runs on the HCAs needs the SM too (IPoIB joins through the SA)
+                software.wait_ready(info, deadline=t0 + timeout, progress=progress)
     except BaseException:
         with _signals_ignored():  # a second ^C or SIGTERM must not cut the cleanup short
             down(name)
@@ -519,29 +536,76 @@ def sm_statuses(info: RunInfo) -> list[dict]:
     return out
 
 
-def wait_subnet_up(info: RunInfo, *, deadline: float, procs=(), after_sweep: int = 0) -> dict:
+def wait_subnet_up(info: RunInfo, *, deadline: float, procs=(), after_sweep: int = 0, progress=None,
+                   topo=None) -> dict:
     """Wait for the SM to report a completed sweep (number > ``after_sweep``; for OpenSM, a SUBNET
-    UP line in its log beyond the first ``after_sweep``)."""
+    UP line in its log beyond the first ``after_sweep``). ``progress`` (see :func:`up`) hears of
+    the sweep's stages: nodes found, LIDs given, switches routed (of ``topo``'s)."""
+    progress = progress or _quiet
     if (info.data.get("sm") or {}).get("kind") == "opensm":
         from . import opensm
 
         t0 = time.monotonic()
+        progress("SM sweep", 0, None)
         try:
             n = opensm.wait_up(info, deadline=deadline, after=after_sweep)
         except opensm.OpenSMError as exc:
             raise LaunchError(str(exc)) from None
+        progress("SM sweep", 0, None, True)  # OpenSM says SUBNET UP, not how far it got
         return {"sweep": n, "seconds": time.monotonic() - t0, "nodes": None, "ports_active": None,
                 "kind": "opensm"}
+    stages = _SweepStages(progress, topo)
     while True:
         for i, p in enumerate(procs):
             if p.poll() is not None:
                 raise LaunchError(f"device host {i} exited with status {p.returncode}:\n{_log_tail(info, i)}")
         st = sm_status(info)
         if st and st.get("subnet_up") and st["subnet_up"]["sweep"] > after_sweep:
+            stages.done(st["subnet_up"])
             return st["subnet_up"]
+        if st and (st.get("sweep") or {}).get("number", 0) > after_sweep:
+            stages.seen(st["sweep"])
         if time.monotonic() > deadline:
             raise LaunchError(f"fabric {info.name!r}: subnet not up before the timeout; SM: {st}")
         time.sleep(0.02)
+
+
+class _SweepStages:
+    """The SM sweep's stages as progress phases: "SM sweep" (nodes found), "LIDs" (end ports given
+    one), "routes" (switches routed); a stage the polls never caught is reported when a later one
+    (or SUBNET UP) shows it over."""
+
+    ORDER = ("discovery", "lids", "routes", "ports", "up")
+
+    def __init__(self, progress, topo):
+        self.progress = progress
+        self.finished: set = set()
+        self.totals = {"SM sweep": None, "LIDs": None, "routes": None}
+        if topo is not None:
+            ends = {e for lk in topo.links for e in lk.ends() if topo.nodes[e[0]].kind == "hca"}
+            self.totals = {"SM sweep": len(topo.nodes), "LIDs": len(topo.switches()) + len(ends),
+                           "routes": len(topo.switches())}
+
+    def _phase(self, phase: str, done: int, final: bool) -> None:
+        if phase in self.finished:
+            return
+        total = self.totals[phase]
+        self.progress(phase, done, total if total is not None else done, final)
+        if final:
+            self.finished.add(phase)
+
+    def seen(self, sweep: dict) -> None:
+        at = self.ORDER.index(sweep.get("stage", "discovery")) if sweep.get("stage") in self.ORDER else 0
+        self._phase("SM sweep", sweep.get("nodes", 0), at > 0)
+        if at >= 1:
+            self._phase("LIDs", sweep.get("lids", 0), at > 1)
+        if at >= 2:
+            self._phase("routes", sweep.get("switches_routed", 0), at > 2)
+
+    def done(self, up: dict) -> None:
+        self._phase("SM sweep", up.get("nodes") or 0, True)
+        self._phase("LIDs", up.get("lids") or 0, True)
+        self._phase("routes", up.get("switches_routed") or 0, True)
 
 
 def _log_tail(info: RunInfo, i: int, lines: int = 15) -> str:
@@ -552,21 +616,35 @@ def _log_tail(info: RunInfo, i: int, lines: int = 15) -> str:
         return ""
 
 
-def wait_links_up(info: RunInfo, procs, *, deadline: float) -> None:
+def wait_links_up(info: RunInfo, procs, *, deadline: float, progress=None, topo=None) -> None:
+    """Wait until every host runs and every cabled port is LinkUp. ``progress`` (see :func:`up`)
+    hears of the hosts started and of the cables of ``topo`` trained (both ends LinkUp)."""
+    progress = progress or _quiet
     clients = [RpcClient(info.control(i), timeout=5.0) for i in range(len(info.hosts))]
+    hosts_done = False
     try:
         while True:
             for i, p in enumerate(procs):
                 if p is not None and p.poll() is not None:
                     raise LaunchError(f"device host {i} exited with status {p.returncode}:\n{_log_tail(info, i)}")
             pending = 0
+            started = 0
+            up_ports = set()
             for i, c in enumerate(clients):
                 if not os.path.exists(info.pid_file(i)):
                     pending += 1
                     continue
+                started += 1
                 st = c.call("status")
                 for d in st["devices"]:
                     pending += sum(1 for p in d["ports"] if p["cabled"] and p["phys"] != "LinkUp")
+                    up_ports.update((d["name"], p["port"]) for p in d["ports"] if p["phys"] == "LinkUp")
+            if not hosts_done:
+                hosts_done = started == len(clients)
+                progress("hosts started", started, len(clients), hosts_done)
+            if hosts_done and topo is not None:
+                trained = sum(1 for lk in topo.links if all(e in up_ports for e in lk.ends()))
+                progress("links trained", trained, len(topo.links), pending == 0)
             if pending == 0:
                 return
             if time.monotonic() > deadline:

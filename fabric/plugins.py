@@ -12,8 +12,11 @@ A node software object has ``name`` and ``description``, ``check_config(dict) ->
 settings from ``Fabric(**kw)`` and ``ibfab up``; a bad one raises ValueError), ``attach(host)``
 (run it on the HCAs of a device host, :class:`fabric.host.DeviceHost`), ``node_class`` (what
 ``fab.nodes[name]`` is, a :class:`fabric.api.HcaNode`) and, optionally, ``demo(fc, info, args) ->
-bool`` (the traffic part of ``ibfab demo``), ``describe(info) -> dict`` (what ``ibfab status``
-shows of it) and ``cleanup(info)`` (remove what it made outside the
+bool`` (the traffic part of ``ibfab demo``), ``describe(info, client) -> dict`` (what ``ibfab
+status`` shows of it; ``client`` a :class:`fabric.launcher.FabricClient`; the per-node dicts it
+names in ``status_columns``, ``((title, key), ...)``, are columns of the device lines, and a
+``status_line`` string joins the summary), ``wait_ready(info, deadline=, progress=)`` (``ibfab
+up`` waits for it after SUBNET UP, reporting to ``progress``) and ``cleanup(info)`` (remove what it made outside the
 run directory, called by ``ibfab down`` after the hosts stopped, also after they were killed). A command plugin is ``register(subparsers, common)``,
 which adds subcommands to ``ibfab``.
 

@@ -7,6 +7,7 @@ The fabric finds it by name through the ``ibfab.node_software`` entry point (``S
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import time
 
@@ -14,6 +15,9 @@ from . import core as backend_core
 from .node import IPoIBNode
 
 QUEUE_KEYS = ("tx_queues", "rx_queues")
+# After a node's broadcast join is refused (a partitions.conf without an ipoib partition for its
+# P_Key, say), how long ``up`` still waits for the others: the ULP retries, but may never succeed.
+JOIN_GRACE_S = 5.0
 SETTINGS = QUEUE_KEYS + ("addresses", "netns", "backend", "backends")
 BACKENDS = ("std", "fast")
 
@@ -120,15 +124,62 @@ class IPoIBSoftware:
     def attach(self, host) -> None:
         attach(host)
 
-    def describe(self, info) -> dict:
-        """For ``ibfab status``: each node's namespace, in a --netns fabric, and its provider."""
+    # what ``ibfab status`` shows as columns of its device lines: (title, key of describe())
+    status_columns = (("IP", "addresses"), ("provider", "providers"), ("joined", "joined"))
+
+    def describe(self, info, client=None) -> dict:
+        """For ``ibfab status``: each node's namespace, in a --netns fabric, and its provider;
+        with ``client`` (a :class:`fabric.launcher.FabricClient`), also each live node's ib0
+        address and whether it joined its broadcast group (``joined``), and how many did
+        (``status_line``)."""
         hcas = _hca_names(info)  # the topology, read once
         names = netns_names(info, hcas)
         out = {"namespaces": names} if names else {}
         cfg = info.data.get("node_config") or {}
         default = cfg.get("backend") or backend_core.BACKEND
         out["providers"] = {n: (cfg.get("backends") or {}).get(n, default) for n in hcas}
+        if client is not None:
+            from fabric.launcher import ask_live_host
+
+            ib0 = {}
+            for i, c in enumerate(client.clients):
+                ib0.update(ask_live_host(info, i, "ipoib_summary", c) or {})
+            out["addresses"] = {n: ib0[n]["addr"] for n in hcas if n in ib0 and ib0[n]["addr"]}
+            out["joined"] = {n: ib0[n]["carrier"] for n in hcas if n in ib0}
+            out["status_line"] = (f"IPoIB: {sum(out['joined'].values())}/{len(hcas)} ib0 joined the broadcast "
+                                  f"group")
         return out
+
+    def wait_ready(self, info, *, deadline: float, progress=None) -> int:
+        """After SUBNET UP (``ibfab up``): wait until every node's ib0 has joined its broadcast
+        group (its carrier is on), reporting "IPoIB joins" n/N to ``progress``. A refused join
+        is retried by the ULP and may never succeed, so once one was refused the wait ends
+        JOIN_GRACE_S later; it never fails the launch. The number of nodes joined."""
+        from fabric.rpc import RpcClient
+
+        total = len(_hca_names(info))
+        clients = [RpcClient(info.control(i), timeout=5.0) for i in range(len(info.hosts))]
+        refused_at = None
+        try:
+            while True:
+                ib0 = {}
+                for c in clients:
+                    ib0.update(c.call("ipoib_summary"))
+                joined = sum(1 for s in ib0.values() if s["carrier"])
+                now = time.monotonic()
+                if refused_at is None and any(s["join_failures"] and not s["carrier"] for s in ib0.values()):
+                    refused_at = now
+                if joined >= total or now > deadline or (refused_at is not None and now - refused_at > JOIN_GRACE_S):
+                    break
+                if progress is not None:
+                    progress("IPoIB joins", joined, total, False)
+                time.sleep(0.02)
+        finally:
+            for c in clients:
+                c.close()
+        if progress is not None:
+            progress("IPoIB joins", joined, total, True)
+        return joined
 
     def cleanup(self, info, devices=None) -> None:
         """The namespaces of a fabric run with ``netns`` (of ``devices`` only, when given: a host
@@ -222,6 +273,18 @@ def attach(host) -> None:
 
     def op_ipoib_status(env, now, device: str):
         return node(device).snapshot()
+
+    def op_ipoib_summary(env, now):
+        """Every node of this host in one answer, cheap enough to poll: its ib0's address, carrier
+        (the broadcast group joined) and refused joins."""
+        out = {}
+        for name, n in nodes.items():
+            ifc = n.ifs.get("ib0")
+            if ifc is None:
+                continue
+            out[name] = {"addr": f"{ipaddress.IPv4Address(ifc.ip[0])}/{ifc.ip[1]}" if ifc.ip else None,
+                         "carrier": bool(ifc.carrier), "join_failures": ifc.stats.get("join_failures", 0)}
+        return out
 
     def op_ipoib_flush_neigh(env, now, device: str):
         """ip neigh flush: forget every neighbour (the next packet to one resolves it again)."""
@@ -363,7 +426,7 @@ def attach(host) -> None:
             return ifc.netdev.get_features()
         return ifc.netdev.set_features(gro, rx_flow_hash_udp4, tso, uso, tx_checksum)
 
-    for fn in (op_ipoib_status, op_ipoib_flush_neigh, op_ipoib_coalesce, op_ipoib_features, op_ping, op_ping_start, op_ping_poll,
+    for fn in (op_ipoib_status, op_ipoib_summary, op_ipoib_flush_neigh, op_ipoib_coalesce, op_ipoib_features, op_ping, op_ping_start, op_ping_poll,
                op_ping_stop, op_udp_open, op_udp_sendto,
                op_udp_recv, op_udp_join, op_udp_leave, op_udp_close):
         host.add_op(fn.__name__[3:], fn)

@@ -1,24 +1,60 @@
-"""``ibfab`` commands that launch, inspect and stop fabrics: up, down, status, link, list, capture."""
+"""``ibfab`` commands that launch, inspect and stop fabrics: up, down, link, list, capture (status:
+:mod:`.status`)."""
 
 from __future__ import annotations
 
 import sys
 
-from .common import client, fmt_guid
+from .common import client
+
+
+def _up_topology(args):
+    """The topology ``up`` was given: the positional (file or generator spec), or ``--custom
+    FILE --topo NAME[,ARGS]``; None after printing a usage error."""
+    from ..topology import TopologyError
+    from ..topology.custom import CustomTopoError, load_custom
+
+    if args.custom is None:
+        if args.topo is not None:
+            print("ibfab up: --topo names a topology of a --custom file", file=sys.stderr)
+            return None
+        if args.topology is None:
+            print("ibfab up: give a topology (file or generator spec) or --custom FILE --topo NAME",
+                  file=sys.stderr)
+            return None
+        return args.topology
+    if args.topology is not None:
+        print(f"ibfab up: a topology ({args.topology}) and --custom: give one of them", file=sys.stderr)
+        return None
+    try:
+        return load_custom(args.custom, args.topo)
+    except (CustomTopoError, TopologyError) as exc:
+        print(f"ibfab up: {exc}", file=sys.stderr)
+        return None
 
 
 def cmd_up(args) -> int:
     from .. import launcher, plugins
     from ..topology import TopologyError
+    from .progress import reporter
 
     import shlex
 
+    topology = _up_topology(args)
+    if topology is None:
+        return 2
     sm = "none" if args.no_sm else args.sm
     software = args.node_software or (plugins.NONE if sm == "none" else plugins.DEFAULT)
     config = {d: getattr(args, d) for d in args.node_options if getattr(args, d) is not None}
+    progress = reporter(sys.stderr, quiet=args.quiet)
     try:
-        info = launcher.up(args.topology, args.name, hosts=args.hosts, timeout=args.timeout, sm=sm,
-                           sm_args=shlex.split(args.sm_args or ""), node_software=software, node_config=config)
+        try:
+            info = launcher.up(topology, args.name, hosts=args.hosts, timeout=args.timeout, sm=sm,
+                               sm_args=shlex.split(args.sm_args or ""), node_software=software,
+                               node_config=config, progress=progress)
+        finally:  # before any error is printed
+            if progress is not None:
+                progress.close()
     except (TopologyError, launcher.LaunchError, ValueError, OSError) as exc:
         print(f"ibfab up: {exc}", file=sys.stderr)
         return 1
@@ -58,45 +94,6 @@ def cmd_down(args) -> int:
     if args.all and not any_down:
         print("no fabrics running")
     return 0
-
-
-def cmd_status(args) -> int:
-    import json
-
-    from .. import plugins
-
-    from .. import launcher
-
-    with client(args.name) as fc:
-        devices = fc.devices()
-        info = fc.info
-        dead = fc.dead()
-    software = plugins.node_software(info.data.get("node_software"))
-    extra = software.describe(info) if software is not None and hasattr(software, "describe") else {}
-    dead_info = [{"host": i, "pid": launcher.host_pid(info, i), "devices": info.hosts[i]["devices"]} for i in dead]
-    if args.json:
-        print(json.dumps({"name": args.name, "devices": list(devices.values()), "dead_hosts": dead_info, **extra},
-                         indent=1, default=str))
-        return 1 if dead else 0
-    print(f"{'name':<20} {'type':<6} {'guid':<18} {'ports':>5} {'lid':>5}  {'pid':>7}  port states")
-    for name, d in devices.items():
-        ports = [p for p in d["ports"] if p["cabled"] or p["port"] == 0]
-        lids = sorted({p["lid"] for p in ports if p["lid"]})
-        states = " ".join(f"{p['port']}:{p['state'][:4]}/{p['phys'][:6]}" for p in ports if p["cabled"])
-        nports = sum(1 for p in d["ports"] if p["port"])
-        print(f"{name:<20} {d['type']:<6} {fmt_guid(d['guid']):<18} {nports:>5} "
-              f"{','.join(map(str, lids)) or '-':>5}  {d['pid']:>7}  {states}")
-    for d in dead_info:
-        print(f"{', '.join(d['devices'])}: DEAD (device host {d['host']}, pid {d['pid']}, is gone; "
-              f"ibfab restart-host --name {args.name} {d['host']})")
-    for key, value in extra.items():  # what the node software adds (IPoIB: the nodes' namespaces)
-        if isinstance(value, dict):
-            print(f"\n{key}:")
-            for k, v in value.items():
-                print(f"  {k:<18} {v}")
-        else:
-            print(f"{key}: {value}")
-    return 1 if dead else 0
 
 
 def cmd_link(args) -> int:
@@ -267,9 +264,18 @@ def register(sub, common) -> None:
     c.add_argument("file", help="ERF capture file (type 21, InfiniBand)")
 
     u = common.add("up", cmd_up, "launch a fabric: device hosts, links; returns when every link is up")
-    u.add_argument("topology", help="topology file (ibnetdiscover/ibsim format) or generator spec "
-                                    "(single:N, linear:N, fattree:LEAVES,SPINES,HCAS_PER_LEAF,LINKS, "
-                                    "fattree3:PODS,LEAVES,AGGS,HCAS_PER_LEAF,CORES)")
+    u.add_argument("topology", nargs="?", default=None,
+                   help="topology file (ibnetdiscover/ibsim format) or generator spec "
+                        "(single:N, linear:N, fattree:LEAVES,SPINES,HCAS_PER_LEAF,LINKS, "
+                        "fattree3:PODS,LEAVES,AGGS,HCAS_PER_LEAF,CORES); or --custom")
+    u.add_argument("--custom", default=None, metavar="FILE.py",
+                   help="a Python file of topologies (Mininet's --custom): topos = {'name': MyTopo}, "
+                        "MyTopo a fabric.Topo subclass")
+    u.add_argument("--topo", default=None, metavar="NAME[,ARGS]",
+                   help="the topology of the --custom file to build, with its arguments (e.g. tree,2,hcas=4)")
+    u.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress on stderr (hosts started, links trained, SM sweep, LIDs, routes, "
+                        "IPoIB joins)")
     u.add_argument("--hosts", type=int, default=None, help="number of device-host processes (default: by size)")
     u.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the links and the subnet")
     u.add_argument("--sm", choices=launcher_sm_kinds(), default="ours",
@@ -285,9 +291,6 @@ def register(sub, common) -> None:
 
     d = common.add("down", cmd_down, "stop a fabric and remove its run directory (also after a crash)")
     d.add_argument("--all", action="store_true", help="stop every fabric of this user")
-
-    s = common.add("status", cmd_status, "devices of a running fabric: type, GUID, ports, LIDs, states, pid")
-    s.add_argument("--json", action="store_true", help="print the status as JSON (for scripts)")
 
     lk = common.add("link", cmd_link, "pull or plug back the cable at a device port")
     lk.add_argument("device", help="the device whose cable end it is (switch or HCA name)")

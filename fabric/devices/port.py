@@ -222,4 +222,7 @@ class Port:
                 "state": sa.PORT_STATE_NAMES.get(self.state, str(self.state)),
                 "phys": sa.PHYS_STATE_NAMES.get(self.phys, str(self.phys)), "cabled": self.cabled,
                 "mtu": sa.MTU_BYTES.get(self.neighbor_mtu, 0),
+                # the active link width and lane speed, as iblinkinfo names them ("4X", "10.0 Gbps")
+                "width": sa.WIDTH_NAMES.get(self.width_active, str(self.width_active)),
+                "speed": sa.SPEED_NAMES.get(self.speed_active, str(self.speed_active)),
                 "pkeys": [p for p in self.pkeys if p & 0x7FFF]}

@@ -72,6 +72,8 @@ class SubnetUp:
     seconds: float
     nodes: int
     ports_active: int
+    lids: int = 0  # end ports with a LID
+    switches_routed: int = 0
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,12 @@ class SweepStats:
     sweep: int = 0
     started: float = 0.0
     sets: dict = field(default_factory=dict)
+    # how far the sweep is, for progress reports (ibfab up): discovery -> lids -> routes -> ports -> up
+    stage: str = "discovery"
+    discovery: object = None  # the Discovery under way (its subnet counts the nodes found so far)
+    nodes: int = 0  # nodes found, once discovery is done
+    lids: int = 0  # end ports given a LID
+    switches_routed: int = 0  # switches whose LFT was computed (and its changed blocks written)
 
 
 class SubnetManager:
@@ -201,7 +209,8 @@ class SubnetManager:
         self.stats = SweepStats(sweep=self.sweeps + 1, started=self.now)
         # An SM that has programmed nothing yet (a new SM, maybe taking over) reads the LFTs the
         # switches hold, so that it rewrites only the blocks that differ (docs/sm.md).
-        Discovery(self.engine, read_lfts=not self.programmed_lft, on_done=self._discovered).start()
+        self.stats.discovery = Discovery(self.engine, read_lfts=not self.programmed_lft, on_done=self._discovered)
+        self.stats.discovery.start()
 
     def _count(self, what: str) -> None:
         self.stats.sets[what] = self.stats.sets.get(what, 0) + 1
@@ -325,6 +334,8 @@ class SubnetManager:
             or any(num and p.linked and p.state == sa.PORT_INIT
                    for n in subnet.switches() for num, p in n.ports.items()))
         lids = assign_lids(subnet, self.guid2lid, lmc=self.config.lmc)
+        self.stats.stage, self.stats.nodes, self.stats.discovery = "lids", len(subnet.nodes), None
+        self.stats.lids = sum(1 for lid in lids.values() if lid)
         merged = dict(self.guid2lid)
         merged.update(lids)  # absent ports keep their LIDs reserved, as OpenSM's cache does
         if merged != self.guid2lid:
@@ -412,6 +423,7 @@ class SubnetManager:
         subnet = self.subnet
         kw = {"existing": self.programmed_lft} if (self.config.routing_engine == "minhop"
                                                    and not self.ignore_existing_lfts) else {}
+        self.stats.stage = "routes"
         lfts = route(subnet, self.config.routing_engine, **kw)
         top = subnet.max_lid()
         for sw in subnet.switches():
@@ -433,6 +445,7 @@ class SubnetManager:
                 self._set("SwitchInfo", w.ATTR_SWITCH_INFO, sw.path,
                           si.replace(linear_fdb_top=top, port_state_change=1))  # write one: clear PSC
         self.lfts = lfts
+        self.stats.switches_routed = len(lfts)
         self.engine.when_idle(self._pkeys)
 
     def _sa_refresh(self) -> None:
@@ -441,6 +454,7 @@ class SubnetManager:
         self.out.extend(self.sa.on_sweep_done(self.now))
 
     def _pkeys(self) -> None:
+        self.stats.stage = "ports"
         sm_port = self.subnet.sm_port
         for port in self.subnet.ca_ports():
             want = self.partitions.pkeys_for(port, sm_port_guid=sm_port.guid)
@@ -535,10 +549,12 @@ class SubnetManager:
         ports = sum(1 for n in self.subnet.nodes.values() for num, p in n.ports.items()
                     if p.state == sa.PORT_ACTIVE and not (n.is_switch and num == 0))
         seconds = self.now - self.stats.started
-        self.out.append(SubnetUp(self.sweeps, seconds, len(self.subnet.nodes), ports))
+        self.out.append(SubnetUp(self.sweeps, seconds, len(self.subnet.nodes), ports, self.stats.lids,
+                                    self.stats.switches_routed))
         self.log.append(f"sweep {self.sweeps}: SUBNET UP in {seconds:.3f} s, {len(self.subnet.nodes)} nodes, "
                         f"{ports} active ports, sets {self.stats.sets}")
         self.state = "up"
+        self.stats.stage = "up"
         self.next_light = self.now + self.config.sweep_interval
         if self.resweep:
             self._begin_heavy()
@@ -590,4 +606,13 @@ class SubnetManager:
                 "engine_sent": self.engine.sent,
                 "timeouts": self.engine.timeouts, "late_answers": self.engine.late_answers,
                 "failed": self.engine.failed, "traps": self.traps_seen,
+                "sweep": self.sweep_progress(),
                 "log": self.log[-20:]}
+
+    def sweep_progress(self) -> dict:
+        """How far the current (or last) heavy sweep got: its stage, the nodes found, the end ports
+        given a LID, the switches routed (``ibfab up`` shows them as it waits)."""
+        st = self.stats
+        found = len(st.discovery.subnet.nodes) if st.discovery is not None else st.nodes
+        return {"number": st.sweep, "stage": st.stage, "nodes": found, "lids": st.lids,
+                "switches_routed": st.switches_routed}

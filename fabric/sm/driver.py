@@ -225,7 +225,8 @@ class SmAgent:
         st = self.sm.status()
         st["subnet_up"] = None if self.last_up is None else {
             "sweep": self.last_up.sweep, "seconds": self.last_up.seconds, "nodes": self.last_up.nodes,
-            "ports_active": self.last_up.ports_active}
+            "ports_active": self.last_up.ports_active, "lids": self.last_up.lids,
+            "switches_routed": self.last_up.switches_routed}
         return st
 
 

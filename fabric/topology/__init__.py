@@ -8,7 +8,9 @@ their GUIDs) and the cables between their ports. It comes from one of three plac
   header keywords, GUIDs in parentheses and ``#`` comments carrying descriptions, LIDs and link
   rates,
 - a generator spec: ``single:N``, ``linear:N``, ``fattree:LEAVES,SPINES,HCAS_PER_LEAF,LINKS``,
-  ``fattree3:PODS,LEAVES,AGGS,HCAS_PER_LEAF,CORES``.
+  ``fattree3:PODS,LEAVES,AGGS,HCAS_PER_LEAF,CORES``,
+- Python: a :class:`Topo` subclass whose ``build`` adds switches, HCAs and cables (Mininet's
+  style; ``ibfab up --custom FILE --topo NAME`` loads one from a file, :mod:`.custom`).
 
 ibsim's parser (``ibsim/sim_net.c``) is the reference for the format, and for the GUIDs a net
 file gets when it names none: switches take ``0x200000, 0x200001, ...`` and HCAs take
@@ -25,6 +27,7 @@ The modules:
 - :mod:`.net_parser`: ``parse_topology``, for net files and ibnetdiscover dumps;
 - :mod:`.net_writer`: the net file ``Topology.to_net`` returns;
 - :mod:`.generators`: ``generate``;
+- :mod:`.pytopo`: ``Topo``; :mod:`.custom`: ``load_custom`` (``--custom``/``--topo``);
 - this one: :func:`load_topology`, which picks among them.
 
 See ``docs/topology.md`` for the format, the rules and where this parser departs from ibsim.
@@ -37,12 +40,14 @@ import os
 from .generators import generate, is_spec
 from .model import MAX_PORTS, SPEEDS, WIDTHS, LinkSpec, NodeSpec, Topology, TopologyError
 from .net_parser import parse_topology
+from .pytopo import Topo
 
 __all__ = [
     "LinkSpec",
     "MAX_PORTS",
     "NodeSpec",
     "SPEEDS",
+    "Topo",
     "Topology",
     "TopologyError",
     "WIDTHS",
@@ -53,13 +58,18 @@ __all__ = [
 
 
 def load_topology(arg) -> Topology:
-    """A Topology from a Topology (returned as is), a file path, or a generator spec."""
+    """A Topology from a Topology (returned as is), a :class:`Topo` (or a Topo subclass, built
+    without arguments), a file path, or a generator spec."""
     if isinstance(arg, Topology):
         return arg
+    if isinstance(arg, type) and issubclass(arg, Topo):
+        arg = arg()
+    if isinstance(arg, Topo):
+        return arg.topology()
     if isinstance(arg, os.PathLike):
         arg = os.fspath(arg)
     if not isinstance(arg, str):
-        raise TypeError(f"expected a Topology, a path or a generator spec, not "
+        raise TypeError(f"expected a Topology, a Topo, a path or a generator spec, not "
                         f"{type(arg).__name__}")
     if os.path.isfile(arg):
         try:
