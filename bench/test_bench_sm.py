@@ -32,13 +32,17 @@ def test_bringup_vs_opensm(spec, software, tmp_path, report):
     miss = refsm.missing_tools()
     assert not miss, f"install {miss} (scripts/install-debs.sh)"
     topo = load_topology(spec)
-    ours, sweeps, theirs = [], [], []
+    ours, sweeps, theirs, joins = [], [], [], []
     for i in range(REPEATS):
         ref = refsm.run_opensm(topo.to_net(), str(tmp_path / f"osm{i}"))
         theirs.append(ref.subnet_up_seconds)
         t0 = time.perf_counter()
         with Fabric(topo, name=f"benchsm{i}", node_software=software) as fab:
-            ours.append(time.perf_counter() - t0)
+            # launch -> SUBNET UP: what OpenSM's figure is; Fabric() itself returns later, once
+            # every ib0 has joined its broadcast group (reported apart)
+            d = fab.info.data
+            ours.append(time.perf_counter() - t0 - d["up_seconds"] + d["subnet_up_seconds"])
+            joins.append(d["up_seconds"] - d["subnet_up_seconds"])
             sweeps.append(fab.info.data["subnet_up"]["seconds"])
             assert fab.info.data["subnet_up"]["nodes"] == len(topo.nodes)
     o, s, t = sorted(ours)[REPEATS // 2], sorted(sweeps)[REPEATS // 2], sorted(theirs)[REPEATS // 2]
@@ -46,8 +50,9 @@ def test_bringup_vs_opensm(spec, software, tmp_path, report):
     target = " (target <= 1.0: " + ("met" if ratio <= 1.0 else "NOT met") + ")" if "36,18" in spec else ""
     report.append(f"bring-up {spec} ({len(topo.hcas())} HCAs, {len(topo.switches())} switches, "
                   f"{'IPoIB on' if software == 'ipoib' else 'no IPoIB'}): ours "
-                  f"{o:.2f} s from launch (SM sweep {s:.2f} s), OpenSM on ibsim {t:.2f} s to SUBNET UP; "
-                  f"ratio {ratio:.2f}{target}")
+                  f"{o:.2f} s from launch to SUBNET UP (SM sweep {s:.2f} s"
+                  + (f"; every ib0 joined {sorted(joins)[REPEATS // 2]:.2f} s later" if software == "ipoib" else "")
+                  + f"), OpenSM on ibsim {t:.2f} s to SUBNET UP; ratio {ratio:.2f}{target}")
 
 
 @pytest.mark.parametrize("spec", TOPOS)

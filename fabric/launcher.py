@@ -419,6 +419,7 @@ def _up(topology, name, *, hosts, timeout, sm, sm_config, sm_args, node_software
             start_sm(info, topo.sm_node, topo.sm_port, sm_config)
             st = wait_subnet_up(info, deadline=t0 + timeout, procs=procs, progress=progress, topo=topo)
             info.data["sm_seconds"] = time.monotonic() - t1
+            info.data["subnet_up_seconds"] = time.monotonic() - t0  # hosts spawned -> SUBNET UP
             info.data["subnet_up"] = st
             if software is not None and hasattr(software, "wait_ready"):
                 # what runs on the HCAs needs the SM too (IPoIB joins through the SA)
