@@ -59,7 +59,7 @@ def cmd_up(args) -> int:
         print(f"ibfab up: {exc}", file=sys.stderr)
         return 1
     n = sum(len(h["devices"]) for h in info.hosts)
-    print(f"fabric {args.name!r}: {n} devices in {len(info.hosts)} host processes, "
+    print(f"fabric {args.name!r}: {n} devices in {len(info.hosts)} host process{'es' if len(info.hosts) != 1 else ''}, "
           f"every link up in {info.data['links_seconds']:.2f} s")
     up = info.data.get("subnet_up")
     if up and up.get("kind") == "opensm":
