@@ -205,8 +205,8 @@ def _num(v) -> str:
 def port_lines(view: View, sort: str = "pkts", idle: bool = True) -> list:
     rows = [r for r in sort_ports(view.ports, sort) if idle or r.busy()]
     w = max([len("PORT")] + [len(r.name) for r in rows])
-    out = [f"{'PORT':<{w}} {'STATE':<8} {'rx pkt/s':>10} {'tx pkt/s':>10} {'rx Gb/s':>8} {'tx Gb/s':>8} "
-           f"{'drop/s':>8}  drops by reason"]
+    out = [(f"{'PORT':<{w}} {'STATE':<8} {'rx pkt/s':>10} {'tx pkt/s':>10} {'rx Gb/s':>8} {'tx Gb/s':>8} "
+            f"{'drop/s':>8}  drops by reason")]
     for r in rows:
         why = " ".join(f"{k}={v:.0f}" for k, v in sorted(r.drops.items()))
         out.append(f"{r.name:<{w}} {r.state:<8} {r.rx_pps:>10.0f} {r.tx_pps:>10.0f} {r.rx_gbps:>8.3f} "

@@ -112,8 +112,8 @@ def _interactive(args, sample) -> int:
                 _draw(stdscr, screen(args.name, view, sort=sort, idle=idle, when=when,
                                      height=stdscr.getmaxyx()[0]))
             else:
-                _draw(stdscr, [f"ibfab top - fabric {args.name!r}: first sample taken, rates in "
-                               f"{args.delay:g} s ({KEYS})"])
+                _draw(stdscr, [(f"ibfab top - fabric {args.name!r}: first sample taken, rates in "
+                                f"{args.delay:g} s")])
             while True:
                 ch = stdscr.getch()
                 if ch in (ord("q"), ord("Q")):
