@@ -80,7 +80,7 @@ def _pyplot():
 def write_and_plot(results: str, data: dict, draw, output: str, report: list, what: str, merge: bool = False) -> None:
     """Write ``data`` to ``results`` (with ``merge``, over what the file holds: benchmarks that
     share a file keep each other's points) and draw ``output`` from it; say what was written, or
-    that the plot was skipped, in the benchmark's report and on stdout."""
+    that the plot was skipped, in the benchmark's report (printed under "targets")."""
     if merge and os.path.exists(results):
         with open(results) as f:
             old = json.load(f)
@@ -94,7 +94,6 @@ def write_and_plot(results: str, data: dict, draw, output: str, report: list, wh
         line = f"{what}: numbers in {os.path.relpath(results)}, plot in {os.path.relpath(png)}"
     except ImportError as exc:
         line = f"{what}: numbers in {os.path.relpath(results)}; plot skipped: {exc} (pip install '.[bench]')"
-    print(line)
     report.append(line)
 
 
@@ -197,7 +196,8 @@ def plot_bringup(results: str = BRINGUP, output: str = BRINGUP_PNG) -> str:
     plt = _pyplot()
     with open(results) as f:
         data = json.load(f)
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    fig, ax = plt.subplots(figsize=(8, 5.2))
+    sizes = {}  # HCAs -> the topology of that size, named once on the axis
     for key, label, color, marker, style in _BRINGUP_SERIES:
         pts = sorted((p for p in data.get("points", {}).values() if p["series"] == key), key=lambda p: p["hcas"])
         if not pts:
@@ -206,9 +206,11 @@ def plot_bringup(results: str = BRINGUP, output: str = BRINGUP_PNG) -> str:
                 label=label)
         for p in pts:
             ax.scatter([p["hcas"]] * len(p["seconds"]), p["seconds"], color=color, alpha=0.3, s=10)
-            ax.annotate(p["topology"], (p["hcas"], p["median_s"]), textcoords="offset points", xytext=(4, -10),
-                        fontsize=7, color=color)
+            sizes[p["hcas"]] = p["topology"]
     ax.set_xscale("log")
+    ax.set_xticks(sorted(sizes))
+    ax.set_xticklabels([f"{n:,}\n{sizes[n]}" for n in sorted(sizes)], fontsize=8)
+    ax.minorticks_off()
     ax.set_yscale("log")
     ax.set_xlabel("HCAs in the fat tree (log scale)")
     ax.set_ylabel("seconds to SUBNET UP (log scale)")
