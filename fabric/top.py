@@ -164,7 +164,8 @@ def sm_line(prev: Sample, cur: Sample, dt: float) -> str:
         o = cur.opensm
         if not o.get("running"):
             return "SM: OpenSM not running"
-        return f"SM: OpenSM (pid {o['pid']}) MASTER, SUBNET UP {o['subnet_up_count']} times"
+        n = o["subnet_up_count"]
+        return f"SM: OpenSM (pid {o['pid']}) MASTER, logged SUBNET UP {n} time{'s' if n != 1 else ''}"
     sms = [h["sm"] for h in cur.hosts.values() if h.get("sm")]
     if not sms:
         return "SM: none running"
