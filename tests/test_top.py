@@ -162,6 +162,50 @@ def test_busy_ports_show_the_rates_the_counters_move_at_and_idle_ports_zero(fab)
             assert all(re.fullmatch(r"\d+/(256|128)", c[1]) for c in queues.values())
 
 
+def _rcv_errors(fab) -> tuple[float, dict]:
+    out = {}
+    for c in fab.client.clients:
+        for dev, ports in c.call("all_counters").items():
+            for num, snap in ports.items():
+                out[f"{dev}/{num}"] = snap["counters"]["port_rcv_errors"]
+    return time.monotonic(), out
+
+
+@pytest.mark.timeout(60)
+def test_drops_show_per_port_and_per_device_by_reason(fab):
+    import threading
+
+    stop = threading.Event()
+
+    def runts():  # too short to be a packet: the leaf counts PortRcvErrors and drops it
+        while not stop.is_set():
+            fab.send_raw("node0002", 1, b"\x00" * 30)
+            time.sleep(0.01)
+
+    t = threading.Thread(target=runts)
+    t.start()
+    try:
+        time.sleep(0.3)
+        t0, before = _rcv_errors(fab)
+        r = _ibfab("top", "-b", "-n", "1", "-d", "1", "-s", "drops")
+        t1, after = _rcv_errors(fab)
+    finally:
+        stop.set()
+        t.join(timeout=30)
+    assert r.returncode == 0, r.stderr
+    moved = {p: (after[p] - before[p]) / (t1 - t0) for p in after if after[p] != before[p]}
+    assert len(moved) == 1, moved  # the leaf port node0002 is cabled to
+    (port, rate), = moved.items()
+    (snap,) = _snapshots(r.stdout)
+    rows = [line for line in snap if PORT_ROW.match(line)]
+    m = PORT_ROW.match(rows[0])  # sorted by drops: it comes first
+    assert m[1] == port and rate / 3 < int(m[7]) < rate * 3, (rows[0], rate)
+    assert re.fullmatch(r"RcvErrors=\d+", m[8] or ""), rows[0]
+    assert all(PORT_ROW.match(line)[7] == "0" for line in rows[1:])
+    head = snap.index("DEVICE DROPS (per second, by reason)")
+    assert snap[head + 1].startswith(port.split("/")[0] + ": ") and snap[head + 2] == ""
+
+
 @pytest.mark.timeout(60)
 def test_sort_by_name_and_hide_idle(fab):
     r = _ibfab("top", "-b", "-n", "1", "-d", "0.3", "-s", "name")
