@@ -17,15 +17,20 @@ one-packet bursts of the same length in the links' framing, one in flight. The l
 devices of ``single:2`` in one device-host process, so the baseline runs all three roles in one
 process and one poll loop over ``inproc://`` (were the fabric split over several processes, the
 baseline would use three processes over ``ipc://``).
+
+Every round trip is written to bench/latency_results.json, and bench/plot.py draws their CDFs
+into bench/latency_cdf.png at the end of the module.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import time
 
 import pytest
 
+import plot as bench_plot
 import raw_tools as rt
 
 pytest.importorskip("ipoib._fastpath")
@@ -33,12 +38,24 @@ pytest.importorskip("ipoib._fastpath")
 BACKENDS = ["fast", "std"]
 SIZE = 56
 COUNT = {"ud": 2000, "icmp": 1000}
+_kinds: dict = {}  # kind -> what the plot needs: every round trip per series
+_meta: dict = {}
 
 
 @pytest.fixture(scope="module")
 def fabrics():
     with contextlib.ExitStack() as stack:
         yield {b: stack.enter_context(rt.ipoib_fabric(b, f"lat-{b}-{os.getpid()}")) for b in BACKENDS}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def results_file(report):
+    """After the module: every round trip to the JSON, and their CDFs drawn."""
+    yield
+    if _kinds:
+        data = {"meta": dict(_meta, topology="single:2", created=time.time()), "kinds": dict(_kinds)}
+        bench_plot.write_and_plot(bench_plot.LATENCY, data, bench_plot.plot_latency, bench_plot.LATENCY_PNG,
+                                  report, "latency")
 
 
 def _us(x):
@@ -54,6 +71,11 @@ def test_latency_through_one_switch(fabrics, kind, report):
         got[b] = (rt.fabric_ping_ud if kind == "ud" else rt.fabric_ping_adaptive)(fabrics[b], COUNT[kind], SIZE)
     got["raw"] = rt.request_response(layout, wire, COUNT[kind], "sequential")
     stats = {k: rt.median_p99(v["rtts"]) for k, v in got.items()}
+    _meta["layout_text"] = "client, forwarder and echo server in " + (
+        "1 process (inproc://)" if layout == "1p" else "3 processes (ipc://)")
+    _kinds[kind] = {"size": SIZE, "wire": wire, "count": COUNT[kind],
+                    "sent": {k: v["sent"] for k, v in got.items()},
+                    "rtts_us": {k: [round(x * 1e6, 2) for x in v["rtts"]] for k, v in got.items()}}
     lost = {k: v["sent"] - len(v["rtts"]) for k, v in got.items()}
     f_med, r_med, s_med = stats["fast"][0], stats["raw"][0], stats["std"][0]
     ratio = f_med / r_med if f_med and r_med else float("inf")

@@ -20,7 +20,9 @@ Why 2048 as well: every device of ``single:2`` runs in one host loop, and the se
 one loop iteration reaches the receiver as one link burst, so a timer merges bursts only when it
 is comparable to an iteration; 2048 us shows that end of the curve.
 
-Nothing is asserted about the figures; each setting prints one line under "targets". The bench is
+Nothing is asserted about the figures; each setting prints one line under "targets". They are
+written to bench/moderation_results.json, and bench/plot.py draws the trade-off (latency against
+CPU per packet and against packets/s, a point per setting) into bench/moderation.png. The bench is
 skipped when the device hosts do not have the ``ipoib_coalesce`` RPC (before issue 6's moderation
 landed).
 """
@@ -28,9 +30,11 @@ landed).
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
+import plot as bench_plot
 import raw_tools as rt
 from fabric.rpc import RpcError
 
@@ -46,6 +50,7 @@ SETTINGS = [("rx-usecs 0", {"rx_usecs": 0, "adaptive": False}),
 SIZE = 64  # UDP payload of the stream
 SECONDS = 1.0
 PING_COUNT = 500
+_rows: list = []  # one per setting, for the plot
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +64,17 @@ def fab():
                             f"not landed): {exc}")
             raise
         yield f
+
+
+@pytest.fixture(scope="module", autouse=True)
+def results_file(report):
+    """After the module: the settings' figures to the JSON, and the trade-off drawn."""
+    yield
+    if _rows:
+        data = {"meta": {"topology": "single:2", "size": SIZE, "seconds": SECONDS, "ping_count": PING_COUNT,
+                         "created": time.time()}, "settings": list(_rows)}
+        bench_plot.write_and_plot(bench_plot.MODERATION, data, bench_plot.plot_moderation, bench_plot.MODERATION_PNG,
+                                  report, "moderation")
 
 
 def _interrupts(fab, node):
@@ -89,6 +105,11 @@ def test_moderation_latency_vs_cpu(fab, label, setting, report):
         irq_text = "interrupts: not reported"
     else:
         irq_text = f"interrupts {irq1 - irq0:,} ({(irq1 - irq0) / rx if rx else 0:.3f}/packet)"
+    _rows.append({"label": label, "setting": setting, "rx_usecs_effective": after.get("rx_usecs_effective"),
+                  "median_us": med * 1e6 if med is not None else None, "p99_us": p99 * 1e6 if p99 is not None else None,
+                  "pps": perf["pps"], "loss_pct": perf["loss_pct"],
+                  "cpu_us_per_packet": cpu_pp * 1e6 if cpu_pp is not None else None,
+                  "interrupts_per_packet": (irq1 - irq0) / rx if rx and irq0 is not None and irq1 is not None else None})
     report.append(
         f"moderation {label:13s} (rx-frames {applied.get('rx_frames')}, adaptive "
         f"{'on' if applied.get('adaptive') else 'off'}, effective rx-usecs {after.get('rx_usecs_effective', '?')}): "

@@ -3,6 +3,9 @@
 Bring-up: ours is the time from the start of ``ibfab up``'s launcher to SUBNET UP (device
 processes, link training and the SM's heavy sweep); OpenSM's is its start to "SUBNET UP" in its own
 log, on ibsim with the same net file (tests/refsm.py), in the same run.
+
+Every repeat's time goes to bench/bringup_results.json (shared with test_bench_startup.py's
+2,592-HCA tree), and bench/plot.py draws time to SUBNET UP by fabric size into bench/bringup.png.
 """
 
 import os
@@ -10,6 +13,8 @@ import sys
 import time
 
 import pytest
+
+import plot as bench_plot
 
 from fabric import Fabric
 from fabric import wire as w
@@ -23,6 +28,17 @@ from smnet import SmNet  # noqa: E402
 
 TOPOS = ["fattree:4,2,24,6", "fattree:36,18,18,1"]
 REPEATS = 3
+_points: dict = {}
+add_point = bench_plot.add_bringup_point
+
+
+@pytest.fixture(scope="module", autouse=True)
+def results_file(report):
+    """After the module: the bring-up times into the JSON (beside what other benches put there)."""
+    yield
+    if _points:
+        bench_plot.write_and_plot(bench_plot.BRINGUP, {"points": dict(_points)}, bench_plot.plot_bringup,
+                                  bench_plot.BRINGUP_PNG, report, "bring-up", merge=True)
 
 
 @pytest.mark.parametrize("spec,software", [(t, "none") for t in TOPOS] + [("fattree:36,18,18,1", "ipoib")])
@@ -46,6 +62,8 @@ def test_bringup_vs_opensm(spec, software, tmp_path, report):
             sweeps.append(fab.info.data["subnet_up"]["seconds"])
             assert fab.info.data["subnet_up"]["nodes"] == len(topo.nodes)
     o, s, t = sorted(ours)[REPEATS // 2], sorted(sweeps)[REPEATS // 2], sorted(theirs)[REPEATS // 2]
+    add_point(_points, f"ours_{software}", spec, len(topo.hcas()), ours)
+    add_point(_points, "opensm_ibsim", spec, len(topo.hcas()), theirs)
     ratio = o / t
     target = " (target <= 1.0: " + ("met" if ratio <= 1.0 else "NOT met") + ")" if "36,18" in spec else ""
     report.append(f"bring-up {spec} ({len(topo.hcas())} HCAs, {len(topo.switches())} switches, "
@@ -72,6 +90,8 @@ def test_opensm_on_our_fabric_vs_on_ibsim(spec, tmp_path, report):
             with open(os.path.join(fab.info.run_dir, "opensm.log"), errors="replace") as f:
                 ours.append(refsm.subnet_up_seconds(f.read()))
     o, t = sorted(ours)[REPEATS // 2], sorted(theirs)[REPEATS // 2]
+    add_point(_points, "opensm_ours", spec, len(topo.hcas()), ours)
+    add_point(_points, "opensm_ibsim", spec, len(topo.hcas()), theirs)
     report.append(f"OpenSM start -> SUBNET UP, {spec} ({len(topo.hcas())} HCAs): on our fabric {o:.2f} s, on ibsim "
                   f"{t:.2f} s; ratio {o / t:.2f} (target <= 1.0: {'met' if o <= t else 'NOT met'})")
 

@@ -431,5 +431,7 @@ def attach(host) -> None:
                op_udp_recv, op_udp_join, op_udp_leave, op_udp_close):
         host.add_op(fn.__name__[3:], fn)
     from .perf import attach_perf
+    from .topstats import attach_top
 
     attach_perf(host, embedded)
+    attach_top(host, nodes)

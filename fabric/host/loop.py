@@ -55,6 +55,7 @@ class DeviceHost(HostOps):
         self.running = True
         self.sm = None  # SmAgent when the subnet manager runs on a device of this host
         self.extra_ops: dict = {}  # RPC operations contributed by the node software
+        self.samplers: dict = {}  # name -> fn(now): sections the node software adds to ``ibfab top``
         self._specs: dict = {}  # op name -> OpSpec, made at its first call
         self.readers: dict = {}  # fd -> (device name, fn(now)): file descriptors node software watches
         self.closers: list = []  # what node software must undo when the host stops (namespaces, ...)
@@ -126,6 +127,13 @@ class DeviceHost(HostOps):
     def add_op(self, name: str, fn) -> None:
         """An RPC operation of the node software: ``fn(env, now, **args)``."""
         self.extra_ops[name] = fn
+
+    def add_sampler(self, name: str, fn) -> None:
+        """A section of ``ibfab top``: ``fn(now)`` gives ``{"title", "columns": [[key, heading,
+        kind], ...], "rows": {row name: {key: value}}}``, where a ``rate`` column is a counter that
+        ``top`` shows per second and a ``value`` column is shown as it is (a ring's fill). It runs
+        inside the ``top`` operation, once per refresh."""
+        self.samplers[name] = fn
 
     def add_reader(self, fd: int, device: str, fn) -> None:
         """Call ``fn(now)`` whenever ``fd`` is readable (a TUN device of the node software on

@@ -15,6 +15,7 @@ import time
 from .. import wire as w
 from ..devices import HCA, send_smp
 from ..wire.burst import LEN
+from ..wire.smp_attrs import PORT_STATE_NAMES
 from .gmp import GmpMux, completion_dict
 
 DEFERRED = object()
@@ -52,6 +53,11 @@ ARG_LIMITS = {
     "timeout": (0, 3600),
 }
 MAX_RAW_PACKET = 0xFFFF  # a burst frames each packet with a 16-bit length
+# the PortCounters fields that count packets a port dropped or refused (``ibfab top``'s drops)
+TOP_ERROR_COUNTERS = (
+    "port_rcv_errors", "port_rcv_remote_physical_errors", "port_rcv_switch_relay_errors", "port_xmit_discards",
+    "port_xmit_constraint_errors", "port_rcv_constraint_errors", "vl15_dropped",
+)
 
 
 class OpSpec:
@@ -268,6 +274,34 @@ class HostOps:
         (the soak's conservation check compares the two ends of each cable)."""
         return {n: {num: p.counters.snapshot() for num, p in self.devices[n].ports.items() if p.cabled}
                 for n in self.names}
+
+    def op_top(self, env, now):
+        """What ``ibfab top`` reads each refresh, in one call per host and at one instant (never a
+        call per port): each cabled port's state, its 64-bit traffic counters and the counters of
+        what it dropped, each device's drops by reason, the SM running here, and the sections the
+        node software adds (``DeviceHost.add_sampler``). ``now`` is the host's monotonic clock, so
+        that rates divide by the interval between the host's own two readings."""
+        devices = {}
+        for n in self.names:
+            dev = self.devices[n]
+            ports = {}
+            for num, p in dev.ports.items():
+                if not p.cabled:
+                    continue
+                c = p.counters
+                errors = {k: c.pc[k] for k in TOP_ERROR_COUNTERS if c.pc[k]}
+                errors.update((k, v) for k, v in c.lost.items() if v)
+                ports[num] = {"state": PORT_STATE_NAMES.get(p.state, str(p.state)), "ext": dict(c.ext),
+                              "errors": errors}
+            devices[n] = {"type": dev.kind, "ports": ports, "drops": dict(dev.drops)}
+        sections = {}
+        for name, sample in self.samplers.items():
+            try:
+                sections[name] = sample(now)
+            except Exception as exc:  # one bad section must not cost the user the whole view
+                sections[name] = {"error": one_line(user_message(exc))}
+        return {"host": self.index, "pid": os.getpid(), "now": now, "devices": devices,
+                "sm": self.op_sm_status(env, now), "sections": sections}
 
     def op_link(self, env, now, device: str, port: int, up: bool):
         dev = self.device(device)
