@@ -11,6 +11,8 @@ import ipaddress
 import itertools
 import time
 
+from fabric.wire import smp_attrs as sa
+
 from . import core as backend_core
 from .node import IPoIBNode
 
@@ -154,17 +156,20 @@ class IPoIBSoftware:
         """After SUBNET UP (``ibfab up``): wait until every node's ib0 has joined its broadcast
         group (its carrier is on), reporting "IPoIB joins" n/N to ``progress``. A refused join
         is retried by the ULP and may never succeed, so once one was refused the wait ends
-        JOIN_GRACE_S later; it never fails the launch. The number of nodes joined."""
+        JOIN_GRACE_S later; it never fails the launch. Only nodes whose IPoIB port is Active can
+        join (an HCA without a cable, or on a port the SM left down, is not waited for). The number
+        of nodes joined."""
         from fabric.rpc import RpcClient
 
-        total = len(_hca_names(info))
         clients = [RpcClient(info.control(i), timeout=5.0) for i in range(len(info.hosts))]
         refused_at = None
+        joined = total = 0
         try:
             while True:
                 ib0 = {}
                 for c in clients:
                     ib0.update(c.call("ipoib_summary"))
+                total = sum(1 for s in ib0.values() if s.get("active"))
                 joined = sum(1 for s in ib0.values() if s["carrier"])
                 now = time.monotonic()
                 if refused_at is None and any(s["join_failures"] and not s["carrier"] for s in ib0.values()):
@@ -280,10 +285,14 @@ def attach(host) -> None:
         out = {}
         for name, n in nodes.items():
             ifc = n.ifs.get("ib0")
+            port = n.hca.ports.get(n.port)
+            active = port is not None and port.state == sa.PORT_ACTIVE
             if ifc is None:
+                out[name] = {"addr": None, "carrier": False, "join_failures": 0, "active": active}
                 continue
             out[name] = {"addr": f"{ipaddress.IPv4Address(ifc.ip[0])}/{ifc.ip[1]}" if ifc.ip else None,
-                         "carrier": bool(ifc.carrier), "join_failures": ifc.stats.get("join_failures", 0)}
+                         "carrier": bool(ifc.carrier), "join_failures": ifc.stats.get("join_failures", 0),
+                         "active": active}
         return out
 
     def op_ipoib_flush_neigh(env, now, device: str):
