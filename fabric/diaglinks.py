@@ -8,6 +8,7 @@ from __future__ import annotations
 from .diagfmt import CAP_HAS_EXT_SPEEDS, PORT_INFO, field, show
 
 SWITCH = "switch"
+PORT_INFO_SHOW = {name: (lambda v, fn=fn, w=w: fn(v, w)) for name, _o, w, fn in PORT_INFO if fn is not None}
 
 
 def discovery_order(data: dict, start_guid: int) -> list[dict]:
@@ -73,9 +74,6 @@ def _could_be(fab: _Fabric, node: dict, p: dict, rnode: dict, rp: dict) -> tuple
     if not best & field(PORT_INFO, "LinkSpeedActive", pi):
         speed_msg = "Could be " + PORT_INFO_SHOW["LinkSpeedActive"](best)
     return width_msg, speed_msg
-
-
-PORT_INFO_SHOW = {name: (lambda v, fn=fn, w=w: fn(v, w)) for name, _o, w, fn in PORT_INFO if fn is not None}
 
 
 def port_line(fab: _Fabric, node: dict, p: dict, *, line_mode: bool = False, additional: bool = False) -> str:

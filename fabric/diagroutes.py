@@ -68,8 +68,8 @@ def ibroute_unicast(where: str, ni: bytes, nd: bytes, si: bytes, lft: dict, star
     """``lft``: {LID: out port} for the blocks :func:`unicast_range` names."""
     nports = field(NODE_INFO, "NumPorts", ni)
     end, blocks = unicast_range(field(SWITCH_INFO, "LinearFdbTop", si), start, end)
-    out = [f"Unicast lids [0x{start:x}-0x{end:x}] of switch {where} guid 0x{field(NODE_INFO, 'Guid', ni):016x} "
-           f"({node_desc(nd)}):", "  Lid  Out   Destination", "       Port     Info "]
+    out = [(f"Unicast lids [0x{start:x}-0x{end:x}] of switch {where} guid 0x{field(NODE_INFO, 'Guid', ni):016x} "
+            f"({node_desc(nd)}):"), "  Lid  Out   Destination", "       Port     Info "]
     dest = _Destinations(lookup)
     n = 0
     for block in blocks:
@@ -106,8 +106,8 @@ def ibroute_multicast(where: str, ni: bytes, nd: bytes, si: bytes, mft: dict, st
     """``mft``: {(block, chunk): 32 port masks} for the blocks :func:`multicast_range` names."""
     nports = field(NODE_INFO, "NumPorts", ni)
     start, end, blocks = multicast_range(si, start, end, all_lids)
-    out = [f"Multicast mlids [0x{start:x}-0x{end:x}] of switch {where} guid "
-           f"0x{field(NODE_INFO, 'Guid', ni):016x} ({node_desc(nd)}):"]
+    out = [(f"Multicast mlids [0x{start:x}-0x{end:x}] of switch {where} guid "
+            f"0x{field(NODE_INFO, 'Guid', ni):016x} ({node_desc(nd)}):")]
     if brief:
         out.append(" MLid       Port Mask")
     else:

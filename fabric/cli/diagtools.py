@@ -150,7 +150,10 @@ def cmd_smpquery(args) -> int:
     with client(args.name) as fc:
         via, via_port = _source(fc, args.via)
         if args.direct:
-            path = _dr_path(args.node)
+            try:
+                path = _dr_path(args.node)
+            except ValueError as exc:
+                return _fail("smpquery", str(exc), 2)
             addr, where = ("dr", path), dr_path_str(path)
         else:
             lid = _lid_of(fc, args.node)
@@ -171,8 +174,16 @@ def cmd_ibroute(args) -> int:
     """A switch's LFT (or MFT, -M) read with LID-routed SMPs, each destination looked up as ibroute does."""
     from .. import wire as w
     from ..diagfmt import NODE_INFO, SWITCH_INFO, field
-    from ..diagroutes import (LFT_BLOCK, MCAST_FIRST, MFT_BLOCK, ibroute_multicast, ibroute_unicast,
-                              mft_chunks, multicast_range, unicast_range)
+    from ..diagroutes import (
+        LFT_BLOCK,
+        MCAST_FIRST,
+        MFT_BLOCK,
+        ibroute_multicast,
+        ibroute_unicast,
+        mft_chunks,
+        multicast_range,
+        unicast_range,
+    )
 
     with client(args.name) as fc:
         lid = _lid_of(fc, args.node)
@@ -199,13 +210,14 @@ def cmd_ibroute(args) -> int:
             lines = ibroute_multicast(f"Lid {lid}", ni, nd, si, mft, start, end, all_lids=args.all,
                                       brief=args.no_dests)
         else:
-            _end, blocks = unicast_range(field(SWITCH_INFO, "LinearFdbTop", si), start, end)
+            last, blocks = unicast_range(field(SWITCH_INFO, "LinearFdbTop", si), start, end)
             got = smps.query([(w.ATTR_LFT, b, sw) for b in blocks])
             if any(g is None for g in got):
                 return _fail("ibroute", f"no answer to a LinearForwardingTable Get from Lid {lid}")
             lft = {b * LFT_BLOCK + i: port for b, g in zip(blocks, got) for i, port in enumerate(g)}
             nports = field(NODE_INFO, "NumPorts", ni)
-            dests = sorted(x for x, port in lft.items() if port <= nports and x >= start) if not args.no_dests else []
+            dests = [] if args.no_dests else sorted(x for x, port in lft.items()
+                                                    if port <= nports and start <= x <= last)
             answers = smps.query([(a, 0, ("lid", x)) for x in dests
                                   for a in (w.ATTR_NODE_DESC, w.ATTR_PORT_INFO, w.ATTR_NODE_INFO)])
             found = {x: tuple(answers[3 * i:3 * i + 3]) for i, x in enumerate(dests)}
@@ -221,7 +233,7 @@ def cmd_ibroute(args) -> int:
 
 def cmd_ibtracert(args) -> int:
     """The route from SRC to DST through the switches' LFTs, walked with directed-route SMPs."""
-    from ..diagroutes import Tracer, TraceError
+    from ..diagroutes import TraceError, Tracer
 
     with client(args.name) as fc:
         slid, dlid = _lid_of(fc, args.src), _lid_of(fc, args.dst)
