@@ -76,7 +76,8 @@ def subnet_to_dict(subnet) -> dict:
         for num, p in sorted(n.ports.items()):
             ports.append({"num": num, "guid": p.guid, "lid": p.lid, "lmc": p.lmc, "state": p.state,
                           "phys": p.phys, "width": p.width_active, "speed": p.speed_active,
-                          "remote": [p.remote.node.guid, p.remote.num] if p.remote else None})
+                          "remote": [p.remote.node.guid, p.remote.num] if p.remote else None,
+                          "pi": p.info.pack() if p.info is not None else None})  # all of it, for iblinkinfo
         nodes.append({"guid": n.guid, "kind": n.kind, "num_ports": n.num_ports, "desc": n.desc,
                       "path": list(n.path), "sys_guid": ni.sys_guid if ni else 0,
                       "vendor_id": ni.vendor_id if ni else 0, "device_id": ni.device_id if ni else 0,

@@ -24,7 +24,7 @@ STATEFUL = {"shutdown", "link", "sm_start", "sm_stop", "capture_start", "capture
 REPLY_S = 8.0
 # operations that wait for something (a reply, a timeout, a run): a fuzzed call may legitimately
 # ask one to wait longer than the fuzz waits for it
-WAITING = {"ping", "perf_send", "perf_ping_ud", "poll", "udp_recv", "discover", "smp", "gmp"}
+WAITING = {"ping", "perf_send", "perf_ping_ud", "poll", "udp_recv", "discover", "smp", "smps", "gmp"}
 FAST_ARGS = {"timeout", "seconds", "count", "interval"}
 
 pytestmark = pytest.mark.timeout(max(300, CALLS // 50))
@@ -103,6 +103,8 @@ def values_for(name, devices, ips):
         "payload": st.binary(max_size=5000),
         "data": st.binary(max_size=3000),
         "smp": st.binary(min_size=256, max_size=256),
+        "smps": st.lists(st.binary(min_size=256, max_size=256), min_size=1, max_size=3),
+        "dlids": st.lists(st.sampled_from([None, 0, 1, 2, 0xFFFF]), min_size=1, max_size=3),
         "mad": st.binary(min_size=256, max_size=256),
         "max": st.sampled_from([1, 64, 0, 10**6]),
         "ifname": st.sampled_from(["ib0", "ib1", "eth0", ""]),

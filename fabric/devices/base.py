@@ -30,6 +30,7 @@ PMA_CAP_EXT_WIDTH = 1 << 9
 TRAP_RESEND_S = 1.0
 TRAP_MAX_SENDS = 4
 VENDOR_ID = 0x0002C9  # the OUI our emulated devices report
+REVISION = 1  # NodeInfo.Revision of every device (a CA's hardware version, as ibstat shows it)
 
 
 class SmpError(Exception):
@@ -341,7 +342,7 @@ class Device:
         return w.NodeInfo(node_type=self.node_type, num_ports=self.num_ports, sys_guid=self.sys_guid,
                           node_guid=self.node_guid, port_guid=self.port_guid_for(in_port),
                           partition_cap=len(self.mgmt_port(in_port).pkeys), device_id=self.device_id,
-                          revision=1, local_port=in_port, vendor_id=self.vendor_id)
+                          revision=REVISION, local_port=in_port, vendor_id=self.vendor_id)
 
     def port_for_attr(self, mod: int, in_port: int) -> Port:
         if mod not in self.ports:

@@ -25,6 +25,9 @@ from .port import Port
 FIRST_QPN = 0x48
 MAX_QPN = 0xFFFFFF
 RQ_DEPTH = 4096
+# the firmware version a CA reports to its host (no MAD carries it: ibsim's client protocol and
+# ibstat show it)
+FW_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,9 @@ class HCA(Device):
         # QP0 responses and traps go here (the SM on this node): fn(pkt, mad, in_port, now), pkt
         # None for directed-route responses the compiled path parsed
         self.sm_consumer = None
+        # responses to SMPs sent through the ``smp``/``smps`` RPCs, by TID: kept here (None until
+        # they come) before an SM on this node or QP0 sees them, so a diag tool works on the SM's node
+        self.smp_waiting: dict[int, bytes | None] = {}
         self.gsi_consumer = None  # QP1 GMPs that are not PMA (SA queries and answers)
         self.sm_info_source = None  # the SM on this node: a callable giving its SMInfo
         # software attached to a port as to /dev/infiniband/umadN (fabric.simproto): it sees the
@@ -357,7 +363,8 @@ class HCA(Device):
         kind = smp_arrival(data)
         if kind != SMP_RESPONSE_DR:
             return bool(kind) and self.sma_fast(in_port, data, now, kind)
-        if not data[28 + 3] & w.RESPONSE_BIT or self.user_mad is not None or self.sm_consumer is None:
+        if (not data[28 + 3] & w.RESPONSE_BIT or self.user_mad is not None or self.sm_consumer is None
+                or self.smp_waiting):
             return False
         mad = bytearray(data[28:28 + w.MAD_SIZE])
         mad[6] = 0  # the hop pointer, as C14-13:3 leaves it at the requester
@@ -422,6 +429,9 @@ class HCA(Device):
         if mad.method == w.TRAP_REPRESS:
             self.trap_repressed(mad.tid)
             return
+        if mad.method & w.RESPONSE_BIT and self.smp_waiting.get(mad.tid, b"") is None:
+            self.smp_waiting[mad.tid] = mad.pack()
+            return
         if self.user_mad is not None and self.user_mad.take_smp(pkt, mad, in_port, now):
             return
         if self.sm_consumer is not None:
@@ -460,8 +470,8 @@ def send_smp(hca: HCA, port_num: int, smp, now: float = 0.0, dlid: int | None = 
     port = hca.ports[port_num]
     if isinstance(smp, w.SMPDirected):
         dec = smi.dr_originate(smp)
-        if dec.action == smi.DROP:
-            return hca.drop("dr_originate")
+        if dec.action == smi.DROP or dec.action != smi.LOCAL and dec.port not in hca.ports:
+            return hca.drop("dr_originate")  # also a first hop out of a port this CA does not have
         slid = w.LID_PERMISSIVE if smp.dr_slid == w.LID_PERMISSIVE else port.lid
         if dec.action == smi.LOCAL:
             raw = _smp_packet(dec.smp, slid=slid, dlid=w.LID_PERMISSIVE)

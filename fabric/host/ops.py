@@ -19,6 +19,14 @@ from ..wire.smp_attrs import PORT_STATE_NAMES
 from .gmp import GmpMux, completion_dict
 
 DEFERRED = object()
+MAX_SMPS = 256  # SMPs one ``smps`` call may have in flight
+
+
+class Late:
+    """A deferred call's answer at its timeout that is made then (what did come), not fixed before."""
+
+    def __init__(self, fn):
+        self.fn = fn
 
 
 class RpcError(Exception):
@@ -211,7 +219,7 @@ class HostOps:
         """Answer now if ``check`` has a result, else when it has one or the timeout passes."""
         value = check()
         if value is not None or timeout <= 0:
-            return value if value is not None else default
+            return value if value is not None else default.fn() if isinstance(default, Late) else default
         self.pending.append((now + timeout, check, env, default, on_timeout))
         return DEFERRED
 
@@ -233,7 +241,7 @@ class HostOps:
                         import traceback
 
                         traceback.print_exc()
-                self.reply(env, True, default)
+                self.reply(env, True, default.fn() if isinstance(default, Late) else default)
             else:
                 keep.append((deadline, check, env, default, on_timeout))
         self.pending = keep
@@ -423,21 +431,48 @@ class HostOps:
 
     def op_smp(self, env, now, device: str, port: int, smp: bytes, dlid: int | None = None, timeout: float = 2.0):
         """Send an SMP from an HCA port as an SM would and wait for its response (matched by TID)."""
+        check, give_up = self._send_smps(device, port, [smp], [dlid], now)
+        return self.defer(env, now, timeout, lambda: (check() or [None])[0], Late(lambda: give_up()[0]))
+
+    def op_smps(self, env, now, device: str, port: int, smps: list, dlids: list, timeout: float = 2.0):
+        """Send several SMPs from an HCA port at once (``dlids[i]`` None for a directed-route one)
+        and wait for their responses: a list in the same order, None where none came."""
+        check, give_up = self._send_smps(device, port, smps, dlids, now)
+        return self.defer(env, now, timeout, check, Late(give_up))
+
+    def _send_smps(self, device: str, port: int, smps: list, dlids: list, now: float):
+        """Send the SMPs; ``(check, give_up)``: the responses once all came (else None), and what
+        came when the caller stops waiting. The responses are the caller's even on the SM's own
+        node, before the SM sees them (HCA.smp_waiting)."""
         dev = self.hca_port(device, port)
-        mad = w.parse_mad(smp)
-        tid = mad.tid
-        send_smp(dev, port, mad, now, dlid=dlid)
+        _need(0 < len(smps) <= MAX_SMPS and len(dlids) == len(smps),
+              f"smps: 1..{MAX_SMPS} SMPs, and one DLID (or None) for each")
+        mads = []
+        for raw, dlid in zip(smps, dlids):
+            _need(type(raw) is bytes and len(raw) == w.MAD_SIZE, f"smp: an SMP is {w.MAD_SIZE} octets")
+            _need(dlid is None or type(dlid) is int and 0 <= dlid <= 0xFFFF, f"smp: bad DLID {_show(dlid)}")
+            mad = w.parse_mad(raw)
+            _need(isinstance(mad, (w.SMPLid, w.SMPDirected)) and not mad.method & w.RESPONSE_BIT,
+                  "smp: not an SMP request")
+            _need(dlid is not None or isinstance(mad, w.SMPDirected), "smp: a LID-routed SMP needs a DLID")
+            _need(mad.tid not in dev.smp_waiting, f"smp: TID 0x{mad.tid:x} is already waited for")
+            mads.append(mad)
+        tids = [m.tid for m in mads]
+        _need(len(set(tids)) == len(tids), "smps: two SMPs with one TID")
+        for mad, dlid in zip(mads, dlids):
+            dev.smp_waiting[mad.tid] = None
+            send_smp(dev, port, mad, now, dlid=dlid)
         self.handle_events(device, now)
-        qp0 = dev.qps[0]
 
         def check():
-            for c in list(qp0.rq):
-                if w.MADHeader.unpack(c.payload).tid == tid:
-                    qp0.rq.remove(c)
-                    return c.payload
-            return None
+            if any(dev.smp_waiting.get(t) is None for t in tids):
+                return None
+            return [dev.smp_waiting.pop(t) for t in tids]
 
-        return self.defer(env, now, timeout, check, None)
+        def give_up():
+            return [dev.smp_waiting.pop(t, None) for t in tids]
+
+        return check, give_up
 
     def op_gmp(self, env, now, device: str, dlid: int, mad: bytes, port: int = 1, dest_qp: int = 1,
                timeout: float = 2.0):

@@ -30,7 +30,8 @@ from collections import deque
 from dataclasses import dataclass
 
 from .. import wire as w
-from ..devices.hca import send_smp
+from ..devices.base import REVISION
+from ..devices.hca import FW_VERSION, send_smp
 from ..wire import smp_attrs as sa
 from . import wire as sw
 
@@ -123,7 +124,7 @@ class SimEndpoint:
         if ctl.type == sw.CTL_GET_PORT:
             return sw.PORT.pack(port.lid, port.state)
         if ctl.type == sw.CTL_GET_VENDOR:
-            return sw.VENDOR.pack(self.hca.vendor_id, self.hca.device_id, 1, 1)
+            return sw.VENDOR.pack(self.hca.vendor_id, self.hca.device_id, REVISION, FW_VERSION)
         if ctl.type == sw.CTL_GET_GID:
             return self.hca.gid(self.port)
         if ctl.type == sw.CTL_GET_GUID:
