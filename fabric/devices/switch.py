@@ -89,7 +89,7 @@ class Switch(Device):
         self.lft = bytearray(b"\xff" * lft_cap)
         self.lft_top = 0
         self.mft = [0] * mft_cap  # port bitmask per MLID (bit n = port n)
-        self.mft_top = 0xBFFF  # no entries in use
+        self.mft_top = sa.MFT_TOP_NONE  # no entries in use
         self.life_time_value = 0
         self.port_state_change = 0
         self.default_port = 0

@@ -126,6 +126,7 @@ class SubnetManager:
         self.guid2lid: dict[int, int] = dict(guid2lid or {})
         self.programmed_lft: dict[int, bytearray] = {}
         self.programmed_mft: dict[int, dict] = {}  # switch guid -> {mlid: mask}
+        self.programmed_mft_top: dict[int, int] = {}  # switch guid -> the MulticastFDBTop it was given
         self.programmed_pkeys: dict[int, list] = {}  # CA port guid -> P_Keys
         self.known_ca_ports: set[int] = set()
         self.out: list = []  # actions produced by callbacks (SubnetUp, SA reports)
@@ -316,6 +317,7 @@ class SubnetManager:
                                                                                and not si.linear_fdb_top):
                 self.programmed_lft.pop(sw.guid, None)
                 self.programmed_mft.pop(sw.guid, None)
+                self.programmed_mft_top.pop(sw.guid, None)
                 for num in sw.ports:
                     self.programmed_pkeys.pop((sw.guid, num), None)
         for port in subnet.ca_ports():
@@ -521,6 +523,19 @@ class SubnetManager:
                               sa.mft_attr_mod(block, position))
             self.programmed_mft[sw.guid] = dict(new)
             sw.mft = dict(new)
+            self._mft_top(sw, max(new) if new else sa.MFT_TOP_NONE)
+
+    def _mft_top(self, sw, top: int) -> None:
+        """SwitchInfo.MulticastFDBTop: the highest MLID the MFT holds (0xBFFF: none), as OpenSM
+        sets it after programming MFTs; tools (ibroute -M) read the table only up to it."""
+        si = sw.switch_info
+        lft = self.programmed_lft.get(sw.guid)
+        if si is None or self.programmed_mft_top.get(sw.guid) == top:
+            return
+        self.programmed_mft_top[sw.guid] = top
+        self._set("SwitchInfo", w.ATTR_SWITCH_INFO, sw.path,
+                  si.replace(linear_fdb_top=len(lft) - 1 if lft else si.linear_fdb_top, mcast_fdb_top=top,
+                             port_state_change=0))  # 0: PortStateChange left as it is
 
     def _arm(self) -> None:
         self._to_state(sa.PORT_ARMED, (sa.PORT_INIT,))

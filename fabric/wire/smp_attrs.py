@@ -124,6 +124,9 @@ class MulticastForwardingTable(Struct):
     FIELDS = (A("port_masks", 16, MFT_BLOCK),)
 
 
+MFT_TOP_NONE = 0xBFFF  # SwitchInfo.MulticastFDBTop when the MFT holds no MLID (IBA 14.2.5.4)
+
+
 def mft_attr_mod(block: int, position: int) -> int:
     return (position & 0xF) << 28 | (block & 0x1FF)
 
