@@ -16,13 +16,14 @@ from .common import Common
 
 def build_parser() -> argparse.ArgumentParser:
     from .. import plugins
-    from . import completion, demo, diag, manage, status, tools
+    from . import completion, demo, diag, machines, manage, status, tools
 
     p = argparse.ArgumentParser(prog="ibfab", description="InfiniBand fabric emulator with accelerated IPoIB")
     p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     sub = p.add_subparsers(dest="command", required=True)
     common = Common(sub)
     for register in (manage.register, status.register, diag.register, tools.register, demo.register, completion.register,
+                     machines.register,
                      *plugins.command_plugins()):
         register(sub, common)
     return p
