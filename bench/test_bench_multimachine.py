@@ -23,7 +23,9 @@ import sys
 import pytest
 
 import raw_tools as rt
-from test_multimachine import cluster  # noqa: F401  (the namespaces and the fabric across them)
+import test_multimachine
+
+cluster = test_multimachine.cluster  # the namespaces and the fabric across them, as the tests make them
 
 TOOLS = os.path.join(os.path.dirname(__file__), "curve_tools.py")
 SECONDS = float(os.environ.get("IBFAB_BENCH_MM_SECONDS", "2"))

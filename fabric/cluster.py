@@ -15,7 +15,6 @@ import os
 import socket
 import sys
 import threading
-import time
 
 from . import machines as mc
 from .curve import KEYS_FILE, CurveKeys, write_keys
@@ -149,7 +148,7 @@ def _probe(endpoint: str) -> bool:
     hostport = endpoint[len("tcp://"):]
     host, _, port = hostport.rpartition(":")
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_S):
+        with socket.create_connection((host, int(port)), timeout=PROBE_S):
             return True
     except OSError:
         return False

@@ -62,9 +62,9 @@ def parse_line(text: str, where: str = "") -> dict | None:
             raise MachinesError(f"{where}bad field {f!r} for {host}: addr=ADDRESS or dir=PATH")
         if key == "addr":
             try:
-                ipaddress.ip_address(value)
-            except ValueError:
-                raise MachinesError(f"{where}bad address {value!r} for {host}: an IPv4 or IPv6 address") from None
+                ipaddress.IPv4Address(value)
+            except ValueError:  # the hosts' sockets are IPv4 (ZeroMQ needs an option per socket for IPv6)
+                raise MachinesError(f"{where}bad address {value!r} for {host}: an IPv4 address") from None
         if key == "dir" and not os.path.isabs(value):
             raise MachinesError(f"{where}dir={value} for {host}: an absolute path")
         m[key] = value
@@ -119,7 +119,7 @@ def resolve(machine: dict) -> str:
 
 
 def endpoint(addr: str, port: int) -> str:
-    return f"tcp://[{addr}]:{port}" if ":" in addr else f"tcp://{addr}:{port}"
+    return f"tcp://{addr}:{port}"
 
 
 def remote_argv(machine: str, argv: list[str]) -> list[str]:

@@ -70,10 +70,15 @@ def test_pod_of_a_three_level_tree_stays_on_one_machine():
 
 @pytest.mark.timeout(30)
 def test_machines_file_parsing():
-    ms = parse(["# the cluster", "", "alpha", "beta:18000 addr=10.0.0.2  # second", "gamma addr=::1 dir=/srv/x"])
+    ms = parse(["# the cluster", "", "alpha", "beta:18000 addr=10.0.0.2  # second", "gamma addr=10.0.0.3 dir=/srv/x"])
     assert [(m["name"], m["port"], m["addr"], m["dir"]) for m in ms] == [
-        ("alpha", 17000, None, None), ("beta", 18000, "10.0.0.2", None), ("gamma", 17000, "::1", "/srv/x")]
-    for bad in (["a:port"], ["a:80"], ["a addr=nothing"], ["a colour=red"], ["a dir=rel"], ["a", "a"], ["# none"],
+        ("alpha", 17000, None, None), ("beta", 18000, "10.0.0.2", None), ("gamma", 17000, "10.0.0.3", "/srv/x")]
+    from fabric.machines import normalize
+
+    assert normalize([{"name": "beta", "port": 18000, "addr": "10.0.0.2"}, "alpha"]) == [
+        {"name": "beta", "port": 18000, "addr": "10.0.0.2", "dir": None},
+        {"name": "alpha", "port": 17000, "addr": None, "dir": None}]
+    for bad in (["a:port"], ["a:80"], ["a addr=nothing"], ["a addr=::1"], ["a colour=red"], ["a dir=rel"], ["a", "a"], ["# none"],
                 ["bad/name"]):
         with pytest.raises(MachinesError):
             parse(bad)
@@ -90,6 +95,28 @@ def test_bad_machines_file_is_one_line_exit_2(tmp_path):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and r.stderr.startswith("ibfab up: ") and r.stderr.count("\n") == 1, r.stderr
     assert not os.path.exists(os.path.join(os.environ["IBFAB_RUN_BASE"], "mmbad"))
+
+
+@pytest.mark.timeout(30)
+def test_a_tcp_host_without_keys_refuses_to_start(tmp_path):
+    """No plaintext fallback: a host whose endpoints are tcp:// and whose run directory has no
+    CURVE keys exits before it binds anything, and no RPC client is made for it."""
+    from fabric.runinfo import RunInfo
+
+    topo = load_topology("single:2")
+    (tmp_path / "topology.net").write_text(topo.to_net())
+    info = RunInfo(str(tmp_path), {"name": "nokeys", "topology": str(tmp_path / "topology.net"),
+                                   "hosts": [{"devices": list(topo.nodes), "machine": 0,
+                                              "ingress": "tcp://127.0.0.1:17990", "control": "tcp://127.0.0.1:17991"}],
+                                   "machines": [{"name": "here", "addr": "127.0.0.1", "port": 17990}],
+                                   "node_software": None, "link_token": "00" * 8})
+    info.save()
+    r = subprocess.run([sys.executable, "-m", "fabric.host", str(tmp_path), "0"], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode != 0 and "refusing plaintext" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "host-0.pid").exists()
+    with pytest.raises(PermissionError):
+        info.control(0)
 
 
 # -- across namespaces ----------------------------------------------------------------------------
@@ -258,6 +285,10 @@ def test_a_peer_without_the_fabric_key_is_refused_and_counted(cluster):
     assert after["no_curve_or_server_key"] >= before["no_curve_or_server_key"] + 2  # wrong server key, plaintext
     assert after["refused"] == after["wrong_key"] + after["no_curve_or_server_key"]
     assert cluster.addr[0] in after["denied_from"]
+    r = cluster.ibfab("machines", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = {h["host"]: h for h in json.loads(r.stdout)["hosts"]}
+    assert doc[1]["auth"]["refused"] >= after["refused"] and doc[1]["machine"] == cluster.ns[1]
     # and nothing of it reached a device: the fabric still works
     r = cluster.ibfab("ping", "node0002", "node0003", "-c", "1")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -277,6 +308,9 @@ def test_killed_remote_host_is_reported_and_restarted(cluster):
     assert set(cluster.info()["hosts"][1]["devices"]) == {d.strip() for d in dead[0].split(":")[0].split(",")}
     r = cluster.ibfab("ping", "node0001", "node0004", "-c", "1", "-W", "1")
     assert r.returncode != 0
+    r = cluster.ibfab("machines")
+    assert r.returncode == 1 and any(line.split()[:2] == ["1", cluster.ns[1]] and "DEAD" in line
+                                     for line in r.stdout.splitlines()), r.stdout
     r = cluster.ibfab("restart-host", "1")
     assert r.returncode == 0, r.stdout + r.stderr
     new = cluster.remote_pid(1)
