@@ -10,6 +10,8 @@
 ``fattree:LEAVES,SPINES,HCAS_PER_LEAF,LINKS``), a :class:`fabric.topology.Topology`, or a
 :class:`fabric.Topo` written in Python (an instance, or a subclass that takes no arguments).
 ``progress`` is called as the launch goes (:func:`fabric.launcher.up`).
+``machines`` (a machines file, or a list of its lines, ``"host[:port] [addr=ADDRESS]"``) runs the
+device hosts on those machines (``docs/multimachine.md``).
 ``node_software`` names what runs on the HCAs (:mod:`fabric.plugins`; ``"none"`` for bare HCAs);
 other keyword arguments are its settings (IPoIB's: ``tx_queues``, ``rx_queues``, ``addresses``).
 ``fab.nodes[name]`` is an :class:`HcaNode`, or the node software's subclass of it.
@@ -31,7 +33,7 @@ _names = itertools.count(1)
 class Fabric:
     def __init__(self, topology, *, name: str | None = None, hosts: int | None = None, timeout: float = 120.0,
                  sm=True, sm_config: dict | None = None, sm_args=(), node_software: str | None = None,
-                 progress=None, **node_config):
+                 progress=None, machines=None, **node_config):
         self.topology = load_topology(topology)
         self.sm = launcher.sm_kind(sm)  # "ours" (True), "opensm", "none" (False)
         self.sm_config = sm_config
@@ -43,6 +45,7 @@ class Fabric:
         self.hosts = hosts
         self.timeout = timeout
         self.progress = progress
+        self.machines = machines
         self.info = None
         self.client: launcher.FabricClient | None = None
 
@@ -55,7 +58,7 @@ class Fabric:
     def start(self) -> "Fabric":
         self.info = launcher.up(self.topology, self.name, hosts=self.hosts, timeout=self.timeout, sm=self.sm,
                                 sm_config=self.sm_config, sm_args=self.sm_args, node_software=self.node_software,
-                                node_config=self.node_config, progress=self.progress)
+                                node_config=self.node_config, progress=self.progress, machines=self.machines)
         self.client = launcher.FabricClient(self.name)
         software = plugins.node_software(self.node_software)
         node_class = software.node_class if software is not None else HcaNode

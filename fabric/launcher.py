@@ -70,62 +70,13 @@ def plan_hosts(topology: Topology, hosts: int | None = None) -> list[list[str]]:
     so far (the first in topology order among equals). A leaf and its HCAs stay together, and so
     does a pod of a three-level fat tree (its leaves and aggregation switches). As a unit is not
     split, the plan may have fewer hosts than asked for (the last ones had nothing left)."""
-    from collections import Counter
+    from .placement import split_hosts
 
-    names = list(topology.nodes)
-    n = len(names)
+    n = len(topology.nodes)
     if n > MAX_DEVICES:
         raise LaunchError(f"{n} devices: a fabric runs at most {MAX_DEVICES} (a link burst names its device in 16 bits)")
     k = hosts or max(1, min(MAX_HOSTS, math.ceil(n / DEVICES_PER_HOST)))
-    k = max(1, min(k, n))
-    units: list[list[str]] = []
-    unit_of: dict[str, int] = {}
-    for sw in topology.switches():
-        group = [sw.name] + [peer for port in range(1, sw.num_ports + 1)
-                             if (pp := topology.peer(sw.name, port)) is not None
-                             and topology.nodes[(peer := pp[0])].kind == "hca" and peer not in unit_of]
-        for g in group:
-            unit_of[g] = len(units)
-        units.append(group)
-    for x in names:  # HCAs cabled to no switch (back to back): a unit each
-        if x not in unit_of:
-            unit_of[x] = len(units)
-            units.append([x])
-    if len(units) < k:  # more hosts asked for than there are units: every device is a unit
-        units = [[d] for u in units for d in u]
-        unit_of = {u[0]: i for i, u in enumerate(units)}
-    cables = [Counter() for _ in units]
-    for link in topology.links:
-        ua, ub = unit_of[link.a], unit_of[link.b]
-        if ua != ub:
-            cables[ua][ub] += 1
-            cables[ub][ua] += 1
-    size = math.ceil(n / k)
-    placed: set = set()
-    plan: list[list[str]] = []
-    nxt = 0  # the first unit in topology order that may not be placed yet
-    for h in range(k):
-        if len(placed) == len(units):
-            break
-        last = h == k - 1
-        held: list[str] = []
-        gain: Counter = Counter()
-        while len(placed) < len(units) and (last or len(held) < size):
-            candidates = [u for u in gain if u not in placed]
-            if candidates:
-                u = max(candidates, key=lambda c: (gain[c], -c))
-            else:
-                while nxt in placed:
-                    nxt += 1
-                u = nxt
-            placed.add(u)
-            held.extend(units[u])
-            for v, c in cables[u].items():
-                if v not in placed:
-                    gain[v] += c
-            gain.pop(u, None)
-        plan.append(held)
-    return plan
+    return split_hosts(topology, k)
 
 
 def _alive(pid: int, run_dir: str) -> bool:
@@ -175,8 +126,13 @@ def host_pid(info: RunInfo, index: int) -> int | None:
 
 
 def host_dead(info: RunInfo, index: int) -> bool:
-    """The host started (its pid file is there) and its process is gone: killed, or crashed."""
+    """The host started (its pid file is there) and its process is gone: killed, or crashed (on
+    another machine: or the machine no longer answers)."""
     pid = host_pid(info, index)
+    if pid is not None and info.remote(index):
+        from . import cluster
+
+        return cluster.host_dead(info, index, pid)
     return pid is not None and not _alive(pid, info.run_dir)
 
 
@@ -206,6 +162,14 @@ def kill_host(info: RunInfo, index: int) -> int:
     pid = host_pid(info, index)
     if pid is None or host_dead(info, index):
         raise LaunchError(f"device host {index} is not running")
+    if info.remote(index):
+        from . import cluster
+
+        try:
+            cluster.kill(info, index, pid)
+        except cluster.ClusterError as exc:
+            raise LaunchError(str(exc)) from None
+        return pid
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 5
     while not host_dead(info, index) and time.monotonic() < deadline:
@@ -222,24 +186,32 @@ def restart_host(name: str, index: int, *, timeout: float = 60.0) -> RunInfo:
         if not 0 <= index < len(info.hosts):
             raise LaunchError(f"fabric {name!r} has hosts 0..{len(info.hosts) - 1}, not {index}")
         pid = host_pid(info, index)
-        if pid is not None and _alive(pid, info.run_dir):
+        if pid is not None and not host_dead(info, index):
             raise LaunchError(f"device host {index} of {name!r} is running (pid {pid})")
         try:
             os.unlink(info.pid_file(index))
         except FileNotFoundError:
             pass
-        _cleanup_node_software(info, info.hosts[index]["devices"])  # what the dead one left (namespaces)
-        t0 = time.monotonic()
-        log = open(info.log_file(index), "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "fabric.host", info.run_dir, str(index)],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, close_fds=True)
-        log.close()
-        _SPAWNED.setdefault(info.run_dir, []).append(proc)
-        with open(os.path.join(info.run_dir, "spawned.pids"), "a") as f:
-            f.write(f"\n{proc.pid}")
         procs = [None] * len(info.hosts)
-        procs[index] = proc
+        t0 = time.monotonic()
+        if info.remote(index):
+            from . import cluster
+
+            try:
+                cluster.start_hosts(info, [index], timeout=timeout)
+            except cluster.ClusterError as exc:
+                raise LaunchError(str(exc)) from None
+        else:
+            _cleanup_node_software(info, info.hosts[index]["devices"])  # what the dead one left (namespaces)
+            log = open(info.log_file(index), "ab")
+            proc = subprocess.Popen([sys.executable, "-m", "fabric.host", info.run_dir, str(index)],
+                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, close_fds=True)
+            log.close()
+            _SPAWNED.setdefault(info.run_dir, []).append(proc)
+            with open(os.path.join(info.run_dir, "spawned.pids"), "a") as f:
+                f.write(f"\n{proc.pid}")
+            procs[index] = proc
         wait_links_up(info, procs, deadline=t0 + timeout)
         sm = info.data.get("sm") or {}
         if sm.get("kind") == "ours" and info.host_of(sm["node"]) == index:
@@ -257,7 +229,19 @@ def restart_host(name: str, index: int, *, timeout: float = 60.0) -> RunInfo:
 
 def is_running(name: str) -> bool:
     d = run_dir_for(name)
+    info = _spanning(d)
+    if info is not None:
+        return any(host_pid(info, i) is not None and not host_dead(info, i) for i in range(len(info.hosts)))
     return any(_alive(p, d) for p in _pids(d))
+
+
+def _spanning(run_dir: str) -> RunInfo | None:
+    """The fabric in ``run_dir`` if it spans machines (its hosts' pids are not this machine's)."""
+    try:
+        info = RunInfo.load(run_dir)
+    except (OSError, ValueError):
+        return None
+    return info if info.machines else None
 
 
 def list_fabrics() -> list[str]:
@@ -296,13 +280,17 @@ def sm_kind(sm) -> str:
 
 def up(topology, name: str = "default", *, hosts: int | None = None, timeout: float = 120.0,
        sm=True, sm_config: dict | None = None, sm_args=(), node_software: str | None = None,
-       node_config: dict | None = None, progress=None) -> RunInfo:
+       node_config: dict | None = None, progress=None, machines=None) -> RunInfo:
     """Launch a fabric and return once every cabled link is up and, unless ``sm`` is ``"none"``,
     once the subnet manager on the topology's SM port has brought the subnet up: ours (``"ours"``,
     the default; ``sm_config`` its settings) or the real OpenSM (``"opensm"``; ``sm_args`` its
     command-line arguments, e.g. ``["-R", "updn"]``). ``node_software`` is the name of what runs on
     the HCAs (None or ``"none"``: bare HCAs). Node software that can say when its nodes are ready
     (IPoIB: every ib0 joined its broadcast group) is waited for too, after SUBNET UP.
+
+    ``machines`` (a machines file, or its lines: :mod:`fabric.machines`) spreads the device hosts
+    over those machines, started through the remote command, with tcp:// links and control under
+    CURVE (``hosts`` is then per machine; ``docs/multimachine.md``).
 
     ``progress``, when given, is called as the launch goes, ``progress(phase, done, total, final)``
     (:data:`PHASES`; ``final`` once per phase, when it completes); the launch is quiet without it.
@@ -312,9 +300,19 @@ def up(topology, name: str = "default", *, hosts: int | None = None, timeout: fl
     directory."""
     sm_kind(sm)
     check_node_config(node_software, node_config)  # what can be refused is, before anything is made
+    if machines is not None:
+        from . import machines as mc
+
+        machines = mc.normalize(machines)
+        if sm_kind(sm) == "opensm":
+            raise LaunchError("--sm opensm runs on one machine (ibsim's protocol over the run directory), "
+                              "not with --machines")
+        if (node_config or {}).get("netns"):
+            raise LaunchError("--netns makes namespaces on the launcher's machine, not with --machines")
     with name_lock(name), _signals_raise():
         return _up(topology, name, hosts=hosts, timeout=timeout, sm=sm, sm_config=sm_config, sm_args=sm_args,
-                   node_software=node_software, node_config=node_config, progress=progress or _quiet)
+                   node_software=node_software, node_config=node_config, progress=progress or _quiet,
+                   machines=machines)
 
 
 #: What ``up`` reports to its ``progress`` callback, in this order (each only where it applies:
@@ -363,7 +361,7 @@ def _signals_ignored():
 
 
 def _up(topology, name, *, hosts, timeout, sm, sm_config, sm_args, node_software, node_config,
-        progress) -> RunInfo:
+        progress, machines=None) -> RunInfo:
     kind = sm_kind(sm)
     if kind == "opensm":
         from . import opensm
@@ -389,9 +387,19 @@ def _up(topology, name, *, hosts, timeout, sm, sm_config, sm_args, node_software
     topo_path = os.path.join(run_dir, "topology.net")
     with open(topo_path, "w") as f:
         f.write(topo.to_net())
-    plan = plan_hosts(topo, hosts)
+    if machines:
+        from . import cluster
+
+        if len(topo.nodes) > MAX_DEVICES:
+            raise LaunchError(f"{len(topo.nodes)} devices: a fabric runs at most {MAX_DEVICES}")
+        host_list, placement = cluster.layout(topo, machines, hosts, MAX_HOSTS, DEVICES_PER_HOST)
+        cluster.make_keys(run_dir)  # before fabric.json names a tcp:// endpoint: never plaintext
+    else:
+        host_list, placement = [{"devices": devs} for devs in plan_hosts(topo, hosts)], None
+    plan = [h["devices"] for h in host_list]
     info = RunInfo(run_dir, {"name": name, "topology": topo_path, "created": time.time(),
-                             "hosts": [{"devices": devs} for devs in plan],
+                             "hosts": host_list,
+                             **({"machines": machines, "placement": placement} if machines else {}),
                              "sm": {"node": topo.sm_node, "port": topo.sm_port, "kind": kind,
                                     "args": [str(a) for a in sm_args]} if kind != "none" else None,
                              # what each host runs on its HCAs, by name (fabric.plugins), and its settings
@@ -403,21 +411,32 @@ def _up(topology, name, *, hosts, timeout, sm, sm_config, sm_args, node_software
     procs = []
     t0 = time.monotonic()
     try:
-        for i in range(len(plan)):
+        if machines:
+            from . import cluster
+
+            progress("hosts started", 0, len(plan))
+            procs = [None] * len(plan)
+            try:
+                cluster.start_hosts(info, range(len(plan)), timeout=timeout)
+            except cluster.ClusterError as exc:
+                raise LaunchError(str(exc)) from None
+        for i in range(len(plan) if not machines else 0):
             log = open(info.log_file(i), "ab")
             procs.append(subprocess.Popen([sys.executable, "-m", "fabric.host", run_dir, str(i)],
                                           stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                           start_new_session=True, close_fds=True))
             log.close()
-        _SPAWNED[run_dir] = procs
-        with open(os.path.join(run_dir, "spawned.pids"), "w") as f:
-            f.write("\n".join(str(p.pid) for p in procs))
+        if not machines:
+            _SPAWNED[run_dir] = procs
+            with open(os.path.join(run_dir, "spawned.pids"), "w") as f:
+                f.write("\n".join(str(p.pid) for p in procs))
         wait_links_up(info, procs, deadline=t0 + timeout, progress=progress, topo=topo)
         info.data["links_seconds"] = time.monotonic() - t0
         if kind != "none":
             t1 = time.monotonic()
             start_sm(info, topo.sm_node, topo.sm_port, sm_config)
-            st = wait_subnet_up(info, deadline=t0 + timeout, procs=procs, progress=progress, topo=topo)
+            st = wait_subnet_up(info, deadline=t0 + timeout, procs=procs if not machines else (),
+                                progress=progress, topo=topo)
             info.data["sm_seconds"] = time.monotonic() - t1
             info.data["subnet_up_seconds"] = time.monotonic() - t0  # hosts spawned -> SUBNET UP
             info.data["subnet_up"] = st
@@ -610,6 +629,10 @@ class _SweepStages:
 
 
 def _log_tail(info: RunInfo, i: int, lines: int = 15) -> str:
+    if info.remote(i):
+        from . import cluster
+
+        return cluster.log_tail(info, i, lines)
     try:
         with open(info.log_file(i), errors="replace") as f:
             return "".join(f.readlines()[-lines:])
@@ -683,7 +706,11 @@ def _down(name: str, grace: float) -> bool:
         from . import opensm
 
         opensm.stop(info, grace=grace)  # before the hosts: it must not see the fabric go
-    pids = [p for p in _pids(run_dir) if _alive(p, run_dir)]
+    if info is not None and info.machines:
+        from . import cluster
+
+        cluster.report(cluster.stop_all(info, grace))  # a vanished machine is named, the rest go on
+    pids = [p for p in _pids(run_dir) if _alive(p, run_dir)] if info is None or not info.machines else []
     end = time.monotonic() + grace
     while pids and time.monotonic() < end:
         time.sleep(0.05)

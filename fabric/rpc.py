@@ -24,12 +24,19 @@ class RpcClient:
 
     _ids = itertools.count(1)
 
-    def __init__(self, endpoint: str, *, ctx: zmq.Context | None = None, timeout: float = 10.0):
+    def __init__(self, endpoint: str, *, ctx: zmq.Context | None = None, timeout: float = 10.0, curve=None):
+        """``curve``: the fabric's :class:`fabric.curve.CurveKeys`; by default those registered for
+        ``endpoint`` (``RunInfo.control`` does, for a host on another machine)."""
+        from .curve import keys_for
+
         self.endpoint = endpoint
         self.ctx = ctx or zmq.Context.instance()
         self.timeout = timeout
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        curve = curve or keys_for(endpoint)
+        if curve is not None:
+            curve.client(self.sock)
         self.sock.connect(endpoint)
 
     def call(self, op: str, *, rpc_timeout: float | None = None, **args):

@@ -7,6 +7,11 @@
         host-<i>.log     its stdout and stderr
         s/<guid>         ipc:// ingress socket of each device
         c<i>             ipc:// control socket of host i
+        curve.keys       a fabric on several machines (--machines): its CURVE keys, mode 0600
+        m<k>/            the run directory of machine k's hosts, when machine k shares this
+                         file system (network namespaces); elsewhere the same path on machine k
+
+A host on another machine (``hosts[i]["machine"]``) has tcp:// endpoints, recorded in fabric.json.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ class RunInfo:
     def __init__(self, run_dir: str, data: dict):
         self.run_dir = run_dir
         self.data = data
+        self._keys = None
 
     @classmethod
     def load(cls, run_dir: str) -> "RunInfo":
@@ -85,10 +91,37 @@ class RunInfo:
 
     def ingress(self, host: int) -> str:
         """The one ingress (PULL) socket of device host ``host``: every link burst to its devices."""
-        return f"ipc://{self.run_dir}/s/h{host}"
+        return self.hosts[host].get("ingress") or f"ipc://{self.run_dir}/s/h{host}"
 
     def control(self, index: int) -> str:
-        return f"ipc://{self.run_dir}/c{index}"
+        ep = self.hosts[index].get("control") if index < len(self.hosts) else None
+        if ep is None:
+            return f"ipc://{self.run_dir}/c{index}"
+        from .curve import register
+
+        register(ep, self.curve_keys())  # every RpcClient made for it speaks CURVE (fabric.curve)
+        return ep
+
+    @property
+    def machines(self) -> list:
+        """The machines of a fabric launched with --machines (fabric.machines); [] when local."""
+        return self.data.get("machines") or []
+
+    def remote(self, index: int) -> bool:
+        """Host ``index`` runs on a machine of --machines (tcp:// endpoints, started remotely)."""
+        return self.hosts[index].get("machine") is not None
+
+    def curve_keys(self):
+        """The fabric's CURVE keys (fabric.curve); a fabric with tcp:// endpoints has them, or
+        nothing of it may run: there is no plaintext fallback."""
+        if self._keys is None:
+            from .curve import read_keys
+
+            self._keys = read_keys(self.run_dir)
+            if self._keys is None:
+                raise PermissionError(f"{self.run_dir}: fabric {self.name!r} has tcp:// endpoints but no CURVE "
+                                      f"keys (curve.keys): refusing plaintext")
+        return self._keys
 
     def pid_file(self, index: int) -> str:
         return os.path.join(self.run_dir, f"host-{index}.pid")

@@ -17,14 +17,15 @@ from .common import Common
 
 def build_parser() -> argparse.ArgumentParser:
     from .. import plugins
-    from . import completion, demo, diag, diagtools, manage, status, tools, top
+    from . import completion, demo, diag, diagtools, machines, manage, status, tools, top
 
     p = argparse.ArgumentParser(prog="ibfab", description="InfiniBand fabric emulator with accelerated IPoIB")
     p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     sub = p.add_subparsers(dest="command", required=True)
     common = Common(sub)
     for register in (manage.register, status.register, diag.register, diagtools.register, tools.register,
-                     demo.register, top.register, completion.register, *plugins.command_plugins()):
+                     demo.register, top.register, machines.register, completion.register,
+                     *plugins.command_plugins()):
         register(sub, common)
     return p
 

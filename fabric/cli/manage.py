@@ -43,6 +43,11 @@ def cmd_up(args) -> int:
     topology = _up_topology(args)
     if topology is None:
         return 2
+    from .machines import load_machines, print_placement
+
+    machines = load_machines(args)
+    if machines is False:
+        return 2
     sm = "none" if args.no_sm else args.sm
     software = args.node_software or (plugins.NONE if sm == "none" else plugins.DEFAULT)
     config = {d: getattr(args, d) for d in args.node_options if getattr(args, d) is not None}
@@ -51,7 +56,7 @@ def cmd_up(args) -> int:
         try:
             info = launcher.up(topology, args.name, hosts=args.hosts, timeout=args.timeout, sm=sm,
                                sm_args=shlex.split(args.sm_args or ""), node_software=software,
-                               node_config=config, progress=progress)
+                               node_config=config, progress=progress, machines=machines)
         finally:  # before any error is printed
             if progress is not None:
                 progress.close()
@@ -68,6 +73,7 @@ def cmd_up(args) -> int:
     elif up:
         print(f"subnet up in {info.data['up_seconds']:.2f} s from launch (SM sweep {up['seconds']:.2f} s): "
               f"{up['nodes']} nodes, {up['ports_active']} ports Active")
+    print_placement(info)
     print(f"node software: {info.data.get('node_software') or plugins.NONE}")
     print(f"run directory: {info.run_dir}")
     return 0

@@ -25,6 +25,7 @@ from ..wire.burst import (BURST_HDR, BURST_HEADROOM, BURST_VERSION, KIND_DATA, K
                           burst_device, decode_burst_header, encode_control)
 from ..wire.errors import ParseError
 from .ops import DEFERRED, HostOps, RpcError, one_line, user_message
+from .zap import Gate
 
 RX_BUDGET = 256  # bursts read from the ingress socket before looking at the others
 ZERO_COPY_MIN = 65536  # below this a copy is cheaper than zero-copy bookkeeping (DESIGN.md 3)
@@ -78,9 +79,12 @@ class DeviceHost(HostOps):
         self.by_index = {i: n for i, n in enumerate(order) if n in self.devices}
         index_of = {n: i for i, n in enumerate(order)}
         host_of = {d: h for h, hinfo in enumerate(self.info.hosts) for d in hinfo["devices"]}
+        # a fabric on several machines: CURVE on every socket, and only the fabric's key gets in
+        self.curve = self.info.curve_keys() if self.info.remote(index) else None
+        self.gate = Gate(self.ctx, self.curve) if self.curve is not None else None
         self.ingress_sock = self.ctx.socket(zmq.PULL)
         self.ingress_sock.setsockopt(zmq.RCVHWM, PEER_HWM)
-        self.ingress_sock.bind(self.info.ingress(index))
+        self._serve(self.ingress_sock, self.info.ingress(index))
         self.peers: dict = {}  # peer host index -> PUSH socket
         self.peer_links: dict = {}  # peer host index -> [(name, port)] of our links to it
         self.monitors: dict = {}  # monitor socket -> the peer host whose connection it watches
@@ -104,20 +108,36 @@ class DeviceHost(HostOps):
                         # the peer's process going away shows as a disconnect on this socket
                         mon = s.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
                         self.monitors[mon] = h
+                        if self.curve is not None:
+                            self.curve.client(s)
                         s.connect(self.info.ingress(h))
                     self.peer_links.setdefault(h, []).append((a, ap))
                     self.links[(a, ap)] = (s, bp, index_of[b])
                     cable(self.devices[a], ap, None, 0, link)
         self.control = self.ctx.socket(zmq.ROUTER)
-        self.control.bind(self.info.control(index))
+        self._serve(self.control, self.info.control(index))
         self.poller = zmq.Poller()
         self.poller.register(self.ingress_sock, zmq.POLLIN)
         self.poller.register(self.control, zmq.POLLIN)
         for mon in self.monitors:
             self.poller.register(mon, zmq.POLLIN)
+        self.gate_sockets = {}
+        if self.gate is not None:
+            self.gate_sockets = {self.gate.handler: self.gate.on_request,
+                                 **{m: (lambda m=m: self.gate.on_monitor(m)) for m in self.gate.monitors}}
+            for sock in self.gate_sockets:
+                self.poller.register(sock, zmq.POLLIN)
         software = plugins.node_software(self.info.data.get("node_software"))
         if software is not None:
             software.attach(self)  # found by name: the fabric itself imports no node software
+
+    def _serve(self, sock, endpoint: str) -> None:
+        if endpoint.startswith("tcp://"):
+            if self.gate is None:  # never plaintext over a network (fabric.curve)
+                raise PermissionError(f"{endpoint}: a tcp:// endpoint without the fabric's CURVE keys")
+            self.curve.server(sock)
+            self.gate.watch(sock)
+        sock.bind(endpoint)
 
     @property
     def node_config(self) -> dict:
@@ -393,6 +413,10 @@ class DeviceHost(HostOps):
                 if watched is not None:
                     self.on_monitor(sock, watched, now)
                     continue
+                gate = self.gate_sockets.get(sock)
+                if gate is not None:
+                    gate()
+                    continue
                 reader = self.readers.get(sock)
                 if reader is not None:
                     self._read(reader, now)
@@ -486,4 +510,6 @@ class DeviceHost(HostOps):
                 traceback.print_exc()
         for s in [self.ingress_sock, *self.peers.values(), self.control, *self.monitors]:
             s.close(0)
+        if self.gate is not None:
+            self.gate.close()
         self.ctx.term()

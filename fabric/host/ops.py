@@ -272,6 +272,7 @@ class HostOps:
                 "bursts_in": self.bursts_in, "bursts_out": self.bursts_out, "burst_errors": self.burst_errors,
                 "control_dropped": self.control_dropped,
                 "peer_lost": self.peer_lost,
+                **({"auth": self.gate.status()} if getattr(self, "gate", None) is not None else {}),
                 "devices": [self.devices[n].snapshot() for n in self.names]}
 
     def op_counters(self, env, now, device: str, port: int):

@@ -1,0 +1,169 @@
+"""``python -m fabric.remote ACTION DIR ...``: what the launcher runs on a machine of a fabric that
+spans several (through the remote command, fabric.machines), to start, watch and stop the device
+hosts there. It prints one JSON line, for the launcher to read.
+
+    start DIR I...     (a bundle on stdin: fabric.json, topology, keys) unpack into DIR, start the
+                       hosts I... detached, and wait until each has bound its sockets (its pid file)
+    alive DIR PID...   which of these pids are device hosts of DIR still running
+    kill DIR PID...    SIGKILL them (fault injection), and wait until they are gone
+    stop DIR GRACE     SIGTERM every host of DIR, SIGKILL after GRACE s, and remove DIR
+    log DIR I N        the last N lines of host I's log
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+START_WAIT = 60.0  # a host binds its sockets within seconds even on a loaded machine
+
+
+def _alive(pid: int, run_dir: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().split(b"\0")
+    except OSError:
+        return False
+    return b"fabric.host" in cmd and run_dir.encode() in cmd
+
+
+def _pid_file(run_dir: str, i: int) -> str:
+    return os.path.join(run_dir, f"host-{i}.pid")
+
+
+def _tail(path: str, n: int) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return ""
+
+
+def unpack(run_dir: str, bundle: dict) -> None:
+    """The files a host reads, written private: the directory 0700, the keys 0600."""
+    os.makedirs(run_dir, mode=0o700, exist_ok=True)
+    os.chmod(run_dir, 0o700)
+    for name, text in bundle.items():
+        if "/" in name or name.startswith("."):
+            raise ValueError(f"bad file name in the bundle: {name!r}")
+        path = os.path.join(run_dir, name)
+        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
+
+
+def start(run_dir: str, indices: list[int]) -> dict:
+    procs = {}
+    for i in indices:
+        try:
+            os.unlink(_pid_file(run_dir, i))
+        except FileNotFoundError:
+            pass
+        log = open(os.path.join(run_dir, f"host-{i}.log"), "ab")
+        procs[i] = subprocess.Popen([sys.executable, "-m", "fabric.host", run_dir, str(i)], stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                    close_fds=True, cwd=run_dir)
+        log.close()
+    pids, failed = {}, {}
+    deadline = time.monotonic() + START_WAIT
+    while len(pids) + len(failed) < len(procs):
+        for i, p in procs.items():
+            if i in pids or i in failed:
+                continue
+            if os.path.exists(_pid_file(run_dir, i)):
+                pids[i] = p.pid
+            elif p.poll() is not None:
+                failed[i] = f"exited with status {p.returncode}:\n" + _tail(os.path.join(run_dir, f"host-{i}.log"), 15)
+            elif time.monotonic() > deadline:
+                failed[i] = f"did not bind its sockets within {START_WAIT:.0f} s"
+        time.sleep(0.02)
+    return {"pids": pids, "failed": failed}
+
+
+def _wait_gone(pids, run_dir: str, seconds: float) -> list[int]:
+    end = time.monotonic() + seconds
+    left = [p for p in pids if _alive(p, run_dir)]
+    while left and time.monotonic() < end:
+        time.sleep(0.02)
+        left = [p for p in left if _alive(p, run_dir)]
+    return left
+
+
+def _host_pids(run_dir: str) -> list[int]:
+    out = []
+    try:
+        names = os.listdir(run_dir)
+    except OSError:
+        return out
+    for e in names:
+        if e.startswith("host-") and e.endswith(".pid"):
+            try:
+                with open(os.path.join(run_dir, e)) as f:
+                    out.append(int(f.read().strip()))
+            except (OSError, ValueError):
+                pass
+    return out
+
+
+def stop(run_dir: str, grace: float) -> dict:
+    pids = [p for p in _host_pids(run_dir) if _alive(p, run_dir)]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in pids:
+            try:
+                os.killpg(p, sig)
+            except (ProcessLookupError, PermissionError):
+                try:
+                    os.kill(p, sig)
+                except ProcessLookupError:
+                    pass
+        pids = _wait_gone(pids, run_dir, grace)
+        if not pids:
+            break
+    # only a directory of ours goes: a wrong dir= in the machines file must not remove anything else
+    if os.path.exists(os.path.join(run_dir, "fabric.json")):
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return {"left": pids, "removed": not os.path.exists(run_dir)}
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    action, run_dir, rest = argv[0], argv[1], argv[2:]
+    if not os.path.isabs(run_dir):
+        print(f"fabric.remote: {run_dir!r} is not an absolute path", file=sys.stderr)
+        return 2
+    if action == "start":
+        if not sys.stdin.isatty():
+            data = sys.stdin.read()
+            if data:
+                unpack(run_dir, json.loads(data))
+        out = start(run_dir, [int(x) for x in rest])
+    elif action == "alive":
+        out = {p: _alive(int(p), run_dir) for p in rest}
+    elif action == "kill":
+        pids = [int(p) for p in rest]
+        for p in pids:
+            if _alive(p, run_dir):
+                os.kill(p, signal.SIGKILL)
+        out = {"left": _wait_gone(pids, run_dir, 5.0)}
+    elif action == "stop":
+        out = stop(run_dir, float(rest[0]) if rest else 3.0)
+    elif action == "log":
+        out = {"log": _tail(os.path.join(run_dir, f"host-{int(rest[0])}.log"), int(rest[1]) if len(rest) > 1 else 15)}
+    else:
+        print(f"fabric.remote: unknown action {action!r}", file=sys.stderr)
+        return 2
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
