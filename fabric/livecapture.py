@@ -21,7 +21,7 @@ import zmq
 
 from .wire.burst import LEN
 
-RCVHWM = 20000  # bursts the client's socket holds before the hosts' own queues fill
+RCVHWM = 1000  # bursts the client's socket holds before the hosts' own queues fill
 DRAIN_S = 5.0  # how long the end waits for what the hosts said they sent
 
 

@@ -257,39 +257,27 @@ def test_pcapng_writer_declares_interfaces_lazily_for_tshark(tshark, tmp_path):
 
 
 @pytest.mark.timeout(90)
-def test_a_client_that_does_not_read_costs_drops_never_a_stalled_host(fab):
-    """A capture client that binds its socket and never reads: the hosts drop what its queues
-    cannot hold, count it per link end, and carry traffic as before."""
-    import zmq
-
-    ctx = zmq.Context.instance()
-    sock = ctx.socket(zmq.PULL)
-    sock.setsockopt(zmq.RCVHWM, 1)
-    sock.setsockopt(zmq.LINGER, 0)
-    path = os.path.join(fab.info.run_dir, "cap-slowtest")
-    sock.bind(f"ipc://{path}")
-    try:
-        with launcher.FabricClient(fab.name) as fc:
-            ends = [["node0001", 1], list(fab.topology.peer("node0001", 1))]
-            sessions = {i: c.call("capture_open", endpoint=f"ipc://{path}", ends=ends)["session"]
-                        for i, c in enumerate(fc.clients)}
-            perf = subprocess.Popen(IBFAB + ["perf", "node0008", "node0001", "--seconds", "3", "--name", fab.name,
-                                             "--json"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            while perf.poll() is None:  # renew the leases meanwhile, as ibfab capture does
-                for i, s in sessions.items():
-                    fc.clients[i].call("capture_poll", session=s)
-                time.sleep(0.5)
-            assert perf.wait() == 0, perf.stderr.read()
+def test_a_client_that_takes_nothing_costs_drops_never_a_stalled_host(fab):
+    """A capture whose client takes nothing (here nobody is bound to its endpoint, so only the
+    host's own queue of 500 bursts holds anything): the host drops the rest, counts it per link
+    end, and carries traffic as before."""
+    path = os.path.join(fab.info.run_dir, "cap-nobody")
+    with launcher.FabricClient(fab.name) as fc:
+        ends = [["node0001", 1], list(fab.topology.peer("node0001", 1))]
+        sessions = {i: c.call("capture_open", endpoint=f"ipc://{path}", ends=ends)["session"]
+                    for i, c in enumerate(fc.clients)}
+        for _ in range(6):  # 600 echoes, one at a time: 1,200 bursts on node0001's cable
             t0 = time.monotonic()
-            assert fab.nodes["node0001"].ping("node0008")["received"] == 1
-            assert time.monotonic() - t0 < 2
-            stats = [fc.clients[i].call("capture_close", session=s) for i, s in sessions.items()]
-    finally:
-        sock.close(0)  # which removes its file
+            assert fab.nodes["node0001"].ping("node0008", count=100, interval=0.002)["received"] == 100
+            assert time.monotonic() - t0 < LEASE_S
+            for i, s in sessions.items():  # renew the leases, as ibfab capture does
+                fc.clients[i].call("capture_poll", session=s)
+        stats = [fc.clients[i].call("capture_close", session=s) for i, s in sessions.items()]
+    sent = sum(s["sent"] for s in stats)
     dropped = sum(s["dropped"] for s in stats)
-    assert dropped > 0 and sum(s["sent"] for s in stats) > 0
+    assert 0 < sent <= 500 and dropped > 0
+    assert sum(s["packets"] for s in stats) + dropped >= 1200  # every echo was streamed or counted
     assert dropped == sum(n for s in stats for _d, _p, n in s["drops"])
-    # perf from node0008 to node0001: what is dropped left by the leaf's port toward node0001
     leaf, port = fab.topology.peer("node0001", 1)
-    assert {(d, p) for s in stats for d, p, _n in s["drops"]} <= {(leaf, port), ("node0001", 1)}
-    assert any((d, p) == (leaf, port) for s in stats for d, p, _n in s["drops"])
+    by_end = {(d, p): n for s in stats for d, p, n in s["drops"]}
+    assert set(by_end) <= {(leaf, port), ("node0001", 1)} and by_end.get((leaf, port), 0) >= 100

@@ -30,7 +30,7 @@ from .ops import RpcError
 
 # a client that has not polled its capture for this long is gone (IBFAB_LEASE_S, as IPoIB's leases)
 LEASE_S = float(os.environ.get("IBFAB_LEASE_S", "10"))
-STREAM_HWM = 2000  # bursts queued toward a capture client before the host drops them
+STREAM_HWM = 500  # bursts queued toward a capture client before the host drops them (a burst can be 100s of kB)
 MAX_ENDS = 65536  # link ends one capture may name
 
 
