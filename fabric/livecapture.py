@@ -14,6 +14,7 @@ named ``device/port``: a cable is two interfaces, one per direction.
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import msgpack
@@ -26,13 +27,14 @@ DRAIN_S = 5.0  # how long the end waits for what the hosts said they sent
 
 
 def parse_spec(text: str) -> tuple[str, int | None]:
-    """``DEVICE`` or ``DEVICE:PORT`` (a GUID or LID may name the device; no name has a colon)."""
+    """``DEVICE`` or ``DEVICE:PORT`` (a GUID or LID may name the device); a colon not followed by
+    a port number is part of the name."""
     dev, sep, port = text.rpartition(":")
-    if not sep:
-        return text, None
-    if not dev or not port.isdigit():
+    if sep and dev and port.isdigit():
+        return dev, int(port)
+    if not text or text.endswith(":"):
         raise ValueError(f"-i {text!r}: expected DEVICE or DEVICE:PORT")
-    return dev, int(port)
+    return text, None
 
 
 def link_ends(topology, selected) -> list[tuple[str, int]] | None:
@@ -205,3 +207,48 @@ class LiveCapture:
     @property
     def total_dropped(self) -> int:
         return sum(self.dropped.values())
+
+
+class CaptureThread(threading.Thread):
+    """A live capture of the fabric ``name`` pumped by a thread of its own, for Python callers
+    (``Fabric.capture`` with a ``.pcapng`` path): its own RPC clients, since sockets are not
+    shared between threads. ``start()`` returns once the hosts tap; ``finish()`` ends it."""
+
+    def __init__(self, name: str, writer, ends=None):
+        super().__init__(name=f"capture-{name}", daemon=True)
+        self.fabric, self.writer, self.ends = name, writer, ends
+        self.ready, self.stopping = threading.Event(), threading.Event()
+        self.error: BaseException | None = None
+        self.capture: LiveCapture | None = None
+
+    def run(self) -> None:
+        from . import launcher
+
+        try:
+            with launcher.FabricClient(self.fabric) as fc:
+                cap = self.capture = LiveCapture(fc, self.writer, self.ends)
+                try:
+                    cap.open()
+                    self.ready.set()
+                    while not self.stopping.is_set():
+                        cap.pump(0.05)
+                        cap.renew()
+                finally:
+                    cap.close()
+        except Exception as exc:  # handed to the caller by start() or finish()
+            self.error = exc
+        finally:
+            self.ready.set()
+
+    def start(self) -> None:
+        super().start()
+        self.ready.wait()
+        if self.error is not None:
+            self.join()
+            raise self.error
+
+    def finish(self) -> None:
+        self.stopping.set()
+        self.join()
+        if self.error is not None:
+            raise self.error

@@ -210,7 +210,8 @@ def test_bad_capture_arguments_are_one_line_errors(fab, tmp_path):
     for args, code, text in ((["-i", "nosuchnode"], 2, "no node 'nosuchnode'"),
                              (["-i", "node0001:7"], 2, "node0001 has no port 7"),
                              (["-i", "leaf01:30"], 2, "leaf01 port 30 has no cable"),
-                             (["-i", "node0001:x"], 2, "expected DEVICE or DEVICE:PORT"),
+                             (["-i", "node0001:"], 2, "expected DEVICE or DEVICE:PORT"),
+                             (["-i", "node0001:x"], 2, "no node 'node0001:x'"),
                              (["-c", "0"], 2, "positive whole number"),
                              (["--duration", "-1"], 2, "positive number of seconds"),
                              (["x.erf", "-w", "y.pcapng"], 2, "x.erf is a file to list"),
@@ -222,6 +223,16 @@ def test_bad_capture_arguments_are_one_line_errors(fab, tmp_path):
             assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     r = _ibfab("capture", "--name", "nosuchfabric", "-c", "1")
     assert r.returncode == 1 and "no running fabric named 'nosuchfabric'" in r.stderr
+    import pty
+
+    master, slave = pty.openpty()  # -w - to a terminal: refused, as binary on a screen helps no one
+    try:
+        r = subprocess.run(IBFAB + ["capture", "--name", NAME, "-w", "-"], stdout=slave, stderr=subprocess.PIPE,
+                           text=True, timeout=60)
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert r.returncode == 2 and "will not write a capture to a terminal" in r.stderr
 
 
 @pytest.mark.timeout(60)
@@ -281,3 +292,23 @@ def test_a_client_that_takes_nothing_costs_drops_never_a_stalled_host(fab):
     leaf, port = fab.topology.peer("node0001", 1)
     by_end = {(d, p): n for s in stats for d, p, n in s["drops"]}
     assert set(by_end) <= {(leaf, port), ("node0001", 1)} and by_end.get((leaf, port), 0) >= 100
+
+
+@pytest.mark.timeout(90)
+def test_fabric_capture_into_pcapng_from_python(fab, tshark, tmp_path):
+    """``fab.capture("x.pcapng", interfaces=[...])``: the same capture from Python, pumped by a
+    thread, ended by the block; no session is left on any host."""
+    path = tmp_path / "py.pcapng"
+    with fab.capture(path, interfaces=["node0008"]):
+        assert fab.nodes["node0001"].ping("node0008", count=2)["received"] == 2
+    leaf, leaf_port = fab.topology.peer("node0008", 1)
+    frames = _fields(tshark, path)
+    assert {f["frame.interface_name"] for f in frames} <= {"node0008/1", f"{leaf}/{leaf_port}"}
+    a, b = fab.nodes["node0001"].ip, fab.nodes["node0008"].ip
+    assert _pings(frames, a, b, 8) == {1: [f"{leaf}/{leaf_port}"], 2: [f"{leaf}/{leaf_port}"]}
+    assert _pings(frames, b, a, 0) == {1: ["node0008/1"], 2: ["node0008/1"]}
+    with launcher.FabricClient(fab.name) as fc:
+        assert [s for c in fc.clients for s in c.call("capture_list")] == []
+    with pytest.raises(ValueError, match="every link"):
+        with fab.capture(tmp_path / "x.erf", interfaces=["node0001"]):
+            pass

@@ -161,6 +161,9 @@ def _live(args) -> int:
             err(str(exc))
             return 2
         to_stdout = args.write == "-"
+        if to_stdout and sys.stdout.isatty():
+            err("will not write a capture to a terminal: pipe it (-w - | tshark -i -) or give -w FILE")
+            return 2
         path = None if to_stdout else args.write or _default_path(args.name)
         try:
             writer = PcapngWriter(sys.stdout.buffer if to_stdout else path)
