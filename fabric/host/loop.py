@@ -222,26 +222,24 @@ class DeviceHost(HostOps, CaptureOps):
                 count, buf = chunk[0], chunk[1]
                 hdr = BURST_HDR.pack(BURST_VERSION, KIND_DATA, dest, count, self.token, dev_index)
                 if buf is not None:  # a Segment: the header goes into its headroom
-                    if self.capture is not None:
-                        self.capture(name, port, memoryview(buf)[BURST_HEADROOM:], count)
                     buf[:BURST_HEADROOM] = hdr
                     msg = buf
                 else:
-                    body = b"".join(chunk[2])
-                    if self.capture is not None:
-                        self.capture(name, port, body, count)
-                    msg = hdr + body
+                    msg = hdr + b"".join(chunk[2])
                 if peer is not None:
                     if len(self.local_q) >= SNDHWM:
                         self._link_full(name, port, count)
-                    else:
-                        self.local_q.append((peer[0], msg))
-                    continue
-                try:
-                    link[0].send(msg, zmq.NOBLOCK, copy=len(msg) < ZERO_COPY_MIN)
-                    self.bursts_out += 1
-                except zmq.Again:
-                    self._link_full(name, port, count)
+                        continue
+                    self.local_q.append((peer[0], msg))
+                else:
+                    try:
+                        link[0].send(msg, zmq.NOBLOCK, copy=len(msg) < ZERO_COPY_MIN)
+                        self.bursts_out += 1
+                    except zmq.Again:
+                        self._link_full(name, port, count)
+                        continue
+                if self.capture is not None:  # what went on the cable: a burst its queue refused did not
+                    self.capture(name, port, memoryview(msg)[BURST_HEADROOM:], count)
 
     def _link_full(self, name: str, port: int, count: int) -> None:
         dev = self.devices[name]
