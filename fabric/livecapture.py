@@ -130,11 +130,20 @@ class LiveCapture:
         """Poll every session (its lease) if a third of the lease has passed since the last time."""
         from .rpc import RpcError
 
+        from . import launcher
+
         now = time.monotonic()
         if now - self.renewed < self.lease / 3:
             return
         self.renewed = now
+        if self.sessions and not os.path.isdir(self.info.run_dir):
+            self.log(f"fabric {self.info.name!r} was stopped")
+            self.sessions.clear()
         for i, sid in list(self.sessions.items()):
+            if launcher.host_dead(self.info, i):  # say so now, not after an RPC timeout
+                self.log(f"device host {i} died: its links are no longer captured")
+                del self.sessions[i]
+                continue
             try:
                 self.fc.clients[i].call("capture_poll", session=sid)
             except RpcError as exc:

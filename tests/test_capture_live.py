@@ -42,9 +42,9 @@ def _ibfab(*args, timeout=60):
     return subprocess.run(IBFAB + list(args), capture_output=True, text=True, timeout=timeout)
 
 
-def _start(*args, stdout=subprocess.DEVNULL):
+def _start(*args, stdout=subprocess.DEVNULL, name=NAME):
     """``ibfab capture`` in the background, returned once it says the hosts are tapping."""
-    p = subprocess.Popen(IBFAB + ["capture", "--name", NAME, *args], stdout=stdout, stderr=subprocess.PIPE)
+    p = subprocess.Popen(IBFAB + ["capture", "--name", name, *args], stdout=stdout, stderr=subprocess.PIPE)
     err = b""
     deadline = time.monotonic() + 30
     while b"Capturing on" not in err:
@@ -312,3 +312,14 @@ def test_fabric_capture_into_pcapng_from_python(fab, tshark, tmp_path):
     with pytest.raises(ValueError, match="every link"):
         with fab.capture(tmp_path / "x.erf", interfaces=["node0001"]):
             pass
+
+
+@pytest.mark.timeout(90)
+def test_a_capture_whose_fabric_is_stopped_ends_with_a_valid_file(tshark, tmp_path):
+    path = tmp_path / "down.pcapng"
+    with Fabric("single:2", name="livecap-down", node_software="none", sm=False):
+        p = _start("-w", str(path), name="livecap-down")
+    rc, err = _finish(p, timeout=60)
+    assert rc == 1 and "fabric 'livecap-down' was stopped" in err, err
+    assert "no device host of the fabric is capturing any more" in err
+    subprocess.run([tshark, "-r", str(path)], capture_output=True, timeout=60, check=True)

@@ -181,13 +181,16 @@ def _live(args) -> int:
         old_pipe = signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         old_term = signal.signal(signal.SIGTERM, _interrupt)
         old_int = signal.signal(signal.SIGINT, _interrupt)
-        broken = False
+        broken = lost = False
         try:
             try:
                 cap.open()
                 say(f"Capturing on {where} of fabric '{args.name}'")  # now: the hosts are tapping
                 end = None if args.duration is None else time.monotonic() + args.duration
                 while not cap.done:
+                    if not cap.sessions:  # every host went away (ibfab down, a crash)
+                        lost = True
+                        break
                     wait = min(0.25, cap.lease / 3)
                     if end is not None:
                         left = end - time.monotonic()
@@ -222,7 +225,10 @@ def _live(args) -> int:
                 writer.close()
         say(f"{writer.count} packet{'s' if writer.count != 1 else ''} captured")
         say(f"{cap.total_dropped} packet{'s' if cap.total_dropped != 1 else ''} dropped by the device hosts "
-                  f"(the capture did not keep up)")
+            f"(the capture did not keep up)")
+    if lost:
+        err("no device host of the fabric is capturing any more")
+        return 1
     return 0
 
 
