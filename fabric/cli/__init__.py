@@ -23,8 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     sub = p.add_subparsers(dest="command", required=True)
     common = Common(sub)
-    for register in (manage.register, capture.register, status.register, diag.register, diagtools.register, tools.register,
-                     demo.register, top.register, completion.register, *plugins.command_plugins()):
+    for register in (manage.register, capture.register, status.register, diag.register, diagtools.register,
+                     tools.register, demo.register, top.register, completion.register, *plugins.command_plugins()):
         register(sub, common)
     return p
 
