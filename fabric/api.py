@@ -90,16 +90,24 @@ class Fabric:
         self.client.call(device, "link", port=port, up=True)
 
     @contextlib.contextmanager
-    def capture(self, path):
-        """Capture every packet put on any link while the block runs, into one ERF file
-        (time-ordered), which Wireshark and tshark read::
+    def capture(self, path, interfaces=()):
+        """Capture every packet put on any link while the block runs, which Wireshark and tshark
+        read: into one ERF file (time-ordered), or, for a path ending in ``.pcapng``, into pcapng
+        with one interface per link end, as ``ibfab capture`` writes it (``interfaces``: what its
+        ``-i`` takes, ``"node0001"`` or ``"leaf01:3"``)::
 
             with fab.capture("x.erf"):
                 fab.nodes["node0001"].ping("node0002")
         """
+        path = os.fspath(path)
+        if path.endswith(".pcapng"):
+            with self._capture_pcapng(path, interfaces):
+                yield path
+            return
+        if interfaces:
+            raise ValueError("an ERF capture takes every link: capture into a .pcapng to choose interfaces")
         from .capture import ErfWriter, read_erf
 
-        path = os.fspath(path)
         for c in self.client.clients:
             c.call("capture_start", path=path)
         try:
@@ -116,6 +124,23 @@ class Fabric:
             with ErfWriter(path) as wr:
                 for r in records:
                     wr.write(r.packet, int(r.timestamp * 1e9), interface=r.interface)
+
+    @contextlib.contextmanager
+    def _capture_pcapng(self, path: str, interfaces):
+        from . import names
+        from .livecapture import CaptureThread, describe, link_ends, parse_spec
+        from .pcapng import PcapngWriter
+
+        selected = [parse_spec(i) for i in interfaces]
+        ends = link_ends(self.topology, [(names.resolve(self.topology, d, fabric=self.name), p) for d, p in selected])
+        with PcapngWriter(path) as writer:
+            writer.descriptions = describe(self.topology)
+            pump = CaptureThread(self.name, writer, ends)
+            pump.start()
+            try:
+                yield
+            finally:
+                pump.finish()
 
     def restart_sm(self, node: str | None = None, port: int | None = None, *, timeout: float = 60.0) -> dict:
         """Stop the SM and start a new one (on ``node``:``port``, default where it ran). Returns

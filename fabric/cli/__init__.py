@@ -1,7 +1,7 @@
 """``ibfab``: the command line of the fabric emulator.
 
-One command, assembled from parts: the fabric's own (:mod:`.manage`: up, down, link, list,
-capture; :mod:`.status`; :mod:`.diag`: ibnetdiscover, dump-fts, perfquery, saquery; :mod:`.diagtools`:
+One command, assembled from parts: the fabric's own (:mod:`.manage`: up, down, link, list;
+:mod:`.capture`; :mod:`.status`; :mod:`.diag`: ibnetdiscover, dump-fts, perfquery, saquery; :mod:`.diagtools`:
 ibstat, iblinkinfo, ibroute, ibtracert, smpquery; :mod:`.demo`; :mod:`.top`), then those that
 installed node software registers through the ``ibfab.commands`` entry point (IPoIB's ping, perf,
 coalesce, features, queues, and its options of ``up`` and ``demo``). The fabric imports none of
@@ -17,14 +17,14 @@ from .common import Common
 
 def build_parser() -> argparse.ArgumentParser:
     from .. import plugins
-    from . import completion, demo, diag, diagtools, machines, manage, status, tools, top
+    from . import capture, completion, demo, diag, diagtools, machines, manage, status, tools, top
 
     p = argparse.ArgumentParser(prog="ibfab", description="InfiniBand fabric emulator with accelerated IPoIB")
     p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     sub = p.add_subparsers(dest="command", required=True)
     common = Common(sub)
-    for register in (manage.register, status.register, diag.register, diagtools.register, tools.register,
-                     demo.register, top.register, machines.register, completion.register,
+    for register in (manage.register, capture.register, status.register, diag.register, diagtools.register,
+                     tools.register, demo.register, top.register, machines.register, completion.register,
                      *plugins.command_plugins()):
         register(sub, common)
     return p

@@ -1,5 +1,5 @@
-"""``ibfab`` commands that launch, inspect and stop fabrics: up, down, link, list, capture (status:
-:mod:`.status`)."""
+"""``ibfab`` commands that launch, inspect and stop fabrics: up, down, link, list (status:
+:mod:`.status`; capture: :mod:`.capture`)."""
 
 from __future__ import annotations
 
@@ -233,41 +233,8 @@ def cmd_sm(args) -> int:
         return 1
 
 
-def cmd_capture(args) -> int:
-    if args.demo:
-        from ..capture_demo import write_demo
-
-        pkts = write_demo(args.file)
-        for ts, name, pkt, _exp in pkts:
-            print(f"{ts / 1e9:.6f}  {len(pkt):5d} octets  {name}")
-        print(f"wrote {len(pkts)} packets to {args.file}")
-        return 0
-    from ..capture import read_erf
-    from ..wire import ParseError, split_ud_packet
-
-    try:
-        records = read_erf(args.file)
-    except (OSError, ParseError) as exc:
-        print(f"ibfab capture: {args.file}: {exc}", file=sys.stderr)
-        return 1
-    for r in records:
-        try:
-            p = split_ud_packet(r.packet)
-            desc = (f"SLID {p.slid} -> DLID {p.dlid}  QP 0x{p.deth.src_qp:x} -> 0x{p.bth.dest_qp:x}  "
-                    f"P_Key 0x{p.bth.pkey:04x}  Q_Key 0x{p.deth.qkey:x}  {len(p.payload)} octets")
-        except ParseError as exc:
-            desc = f"invalid packet: {exc}"
-        print(f"{r.timestamp:.6f}  {desc}")
-    return 0
-
-
 def register(sub, common) -> None:
     from .. import plugins
-
-    c = common.add("capture", cmd_capture, "write the demo capture, or list the packets of an ERF capture",
-                   named=False)
-    c.add_argument("--demo", action="store_true", help="write one packet of each kind the fabric carries")
-    c.add_argument("file", help="ERF capture file (type 21, InfiniBand)")
 
     u = common.add("up", cmd_up, "launch a fabric: device hosts, links; returns when every link is up")
     u.add_argument("topology", nargs="?", default=None,

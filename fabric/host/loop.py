@@ -24,6 +24,7 @@ from ..topology import load_topology
 from ..wire.burst import (BURST_HDR, BURST_HEADROOM, BURST_VERSION, KIND_DATA, KIND_HELLO, LEN, Segment,
                           burst_device, decode_burst_header, encode_control)
 from ..wire.errors import ParseError
+from .capture import CaptureOps
 from .ops import DEFERRED, HostOps, RpcError, one_line, user_message
 from .zap import Gate
 
@@ -39,7 +40,7 @@ def log_error(text: str) -> None:
     print(f"fabric.host: {text}", file=sys.stderr, flush=True)
 
 
-class DeviceHost(HostOps):
+class DeviceHost(HostOps, CaptureOps):
     def __init__(self, run_dir: str, index: int):
         self.info = RunInfo.load(run_dir)
         self.index = index
@@ -61,8 +62,7 @@ class DeviceHost(HostOps):
         self.readers: dict = {}  # fd -> (device name, fn(now)): file descriptors node software watches
         self.closers: list = []  # what node software must undo when the host stops (namespaces, ...)
         self.sim_servers: dict = {}  # device -> SimServer: ibsim-protocol endpoints (fabric.simproto)
-        self.capture = None  # ErfWriter while capturing
-        self.captured = 0
+        self.capture = None  # fabric.host.capture.Taps while anything captures
         self.started = time.monotonic()  # the loop's clock: uptime is ``now - started``
         self.bursts_in = 0
         self.bursts_out = 0
@@ -242,26 +242,24 @@ class DeviceHost(HostOps):
                 count, buf = chunk[0], chunk[1]
                 hdr = BURST_HDR.pack(BURST_VERSION, KIND_DATA, dest, count, self.token, dev_index)
                 if buf is not None:  # a Segment: the header goes into its headroom
-                    if self.capture is not None:
-                        self._capture(name, port, memoryview(buf)[BURST_HEADROOM:])
                     buf[:BURST_HEADROOM] = hdr
                     msg = buf
                 else:
-                    body = b"".join(chunk[2])
-                    if self.capture is not None:
-                        self._capture(name, port, body)
-                    msg = hdr + body
+                    msg = hdr + b"".join(chunk[2])
                 if peer is not None:
                     if len(self.local_q) >= SNDHWM:
                         self._link_full(name, port, count)
-                    else:
-                        self.local_q.append((peer[0], msg))
-                    continue
-                try:
-                    link[0].send(msg, zmq.NOBLOCK, copy=len(msg) < ZERO_COPY_MIN)
-                    self.bursts_out += 1
-                except zmq.Again:
-                    self._link_full(name, port, count)
+                        continue
+                    self.local_q.append((peer[0], msg))
+                else:
+                    try:
+                        link[0].send(msg, zmq.NOBLOCK, copy=len(msg) < ZERO_COPY_MIN)
+                        self.bursts_out += 1
+                    except zmq.Again:
+                        self._link_full(name, port, count)
+                        continue
+                if self.capture is not None:  # what went on the cable: a burst its queue refused did not
+                    self.capture(name, port, memoryview(msg)[BURST_HEADROOM:], count)
 
     def _link_full(self, name: str, port: int, count: int) -> None:
         dev = self.devices[name]
@@ -502,6 +500,8 @@ class DeviceHost(HostOps):
         if self.ctx.closed:
             return
         self.close_sim_servers()
+        for sid in list(self.capture.sessions if self.capture is not None else ()):
+            self.end_capture(sid)  # their sockets, before the context ends
         while self.closers:
             fn = self.closers.pop()
             try:

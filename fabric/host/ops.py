@@ -1,5 +1,5 @@
 """The device host's RPC operations (msgpack over its control socket): inspection, faults, the SM,
-diagnostics, raw QP access and captures. The node software adds its own (``DeviceHost.add_op``).
+diagnostics and raw QP access (captures: :mod:`.capture`). The node software adds its own (``DeviceHost.add_op``).
 
 An operation is ``op_<name>(env, now, **args)``. It answers at once, or returns ``DEFERRED`` after
 ``defer`` and is answered when its ``check`` has a result or its timeout passes.
@@ -14,7 +14,6 @@ import time
 
 from .. import wire as w
 from ..devices import HCA, send_smp
-from ..wire.burst import LEN
 from ..wire.smp_attrs import PORT_STATE_NAMES
 from .gmp import GmpMux, completion_dict
 
@@ -493,31 +492,3 @@ class HostOps:
             return None
 
         return self.defer(env, now, timeout, check, None, on_timeout=lambda: mux.waiting.pop(tid, None))
-
-    # -- captures ------------------------------------------------------------------------------
-
-    def op_capture_start(self, env, now, path: str):
-        from ..capture import ErfWriter
-
-        if self.capture is not None:
-            self.capture.close()
-        self.capture = ErfWriter(f"{path}.host{self.index}")
-        return True
-
-    def op_capture_stop(self, env, now):
-        if self.capture is not None:
-            self.capture.close()
-            self.capture = None
-        return True
-
-    def _capture(self, name, port, body) -> None:
-        """Write every packet of a burst leaving a device port to this host's capture (a tap on
-        each link); ``body`` is the burst after its header."""
-        raw = bytes(body)
-        off = 0
-        ts = time.time_ns()
-        while off + 2 <= len(raw):
-            (ln,) = LEN.unpack_from(raw, off)
-            self.capture.write(raw[off + 2:off + 2 + ln], ts, interface=port & 3)
-            off += 2 + ln
-        self.captured += 1
