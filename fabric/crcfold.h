@@ -117,6 +117,13 @@ static inline uint32_t crcfold_bytes(const crcfold_t *c, uint32_t r, const uint8
         p += 8;
         n -= 8;
     }
+    if (n >= 4) {  /* four at once: the VCRC's run over a packet's ICRC is exactly this */
+        uint32_t lo = r ^ ((uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24));
+        r = c->table[3][lo & 0xFF] ^ c->table[2][(lo >> 8) & 0xFF] ^ c->table[1][(lo >> 16) & 0xFF]
+            ^ c->table[0][lo >> 24];
+        p += 4;
+        n -= 4;
+    }
     while (n--)
         r = (r >> 8) ^ c->table[0][(r ^ *p++) & 0xFF];
     return r;
