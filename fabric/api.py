@@ -23,7 +23,7 @@ import contextlib
 import itertools
 import os
 
-from . import launcher, plugins
+from . import launcher, plugins, smctl
 from .topology import load_topology
 from .wire import parse_mad
 
@@ -148,12 +148,12 @@ class Fabric:
         sm = self.info.data.get("sm") or {}
         node = node or sm.get("node") or self.topology.sm_node
         port = port or (sm.get("port") if node == sm.get("node") else None) or 1
-        return launcher.restart_sm(self.info, node, port, self.sm_config, timeout=timeout)
+        return smctl.restart_sm(self.info, node, port, self.sm_config, timeout=timeout)
 
     def start_standby_sm(self, node: str, port: int = 1, *, priority: int = 0, timeout: float = 10.0) -> dict:
         """One more SM on ``node`` (another host than the master's): it finds the master, stands by,
         and takes over when the master goes. Its status once it stands by."""
-        return launcher.start_standby_sm(self.info, node, port, dict(self.sm_config or {}, priority=priority),
+        return smctl.start_standby_sm(self.info, node, port, dict(self.sm_config or {}, priority=priority),
                                          timeout=timeout)
 
     def kill_host(self, index: int) -> int:
@@ -170,7 +170,7 @@ class Fabric:
         self.client.info = self.info
 
     def sm_status(self) -> dict | None:
-        return launcher.sm_status(self.info)
+        return smctl.sm_status(self.info)
 
     def pids(self) -> list[int]:
         return [st["pid"] for st in self.client.status()]

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from fabric import Fabric, launcher
+from fabric import Fabric, launcher, smctl
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -106,7 +106,7 @@ def test_a_standby_sm_takes_over_when_the_masters_host_dies_and_traffic_goes_on(
         deadline = time.monotonic() + 10
         back = None
         while time.monotonic() < deadline:
-            back = next((x for x in launcher.sm_statuses(fab.info) if x["node"] == "node0001"), None)
+            back = next((x for x in smctl.sm_statuses(fab.info) if x["node"] == "node0001"), None)
             if back and back.get("state") == "standby":
                 break
             time.sleep(0.1)

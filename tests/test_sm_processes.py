@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from fabric import Fabric, launcher
+from fabric import Fabric, smctl
 from fabric import wire as w
 from fabric.sm.routing import route, subnet_from_topology
 from paths import shared_topology
@@ -68,7 +68,7 @@ def test_bring_up_and_dump_fts_match_the_sms_routes(two_switch):
     up = fab.info.data["subnet_up"]
     assert up["sweep"] >= 1 and up["nodes"] == len(topo.nodes) == 6
     assert up["ports_active"] == 2 * len(topo.links) == 12
-    st = launcher.sm_status(fab.info)
+    st = smctl.sm_status(fab.info)
     assert (st["node"], st["port"], st["state"]) == (topo.sm_node, topo.sm_port, "up")
     assert (st["timeouts"], st["failed"]) == (0, 0), st  # no SMP lost or answered late
     devs = fab.devices()
@@ -119,14 +119,14 @@ def test_sm_moves_to_another_hca_over_rpc_and_traffic_keeps_flowing(two_switch):
     got, want = _exchange(fab, qpn, lids, pairs, "before")
     assert got == want
 
-    launcher.stop_sm(info)
-    assert launcher.sm_status(info) is None
+    smctl.stop_sm(info)
+    assert smctl.sm_status(info) is None
     got, want = _exchange(fab, qpn, lids, pairs, "no-sm")  # the tables stay; nobody needs an SM
     assert got == want
-    launcher.start_sm(info, "Hca4", 1)
-    up = launcher.wait_subnet_up(info, deadline=time.monotonic() + 15, after_sweep=0)
+    smctl.start_sm(info, "Hca4", 1)
+    up = smctl.wait_subnet_up(info, deadline=time.monotonic() + 15, after_sweep=0)
     assert up["sweep"] == 1 and up["ports_active"] == 12
-    st = launcher.sm_status(info)
+    st = smctl.sm_status(info)
     assert (st["node"], st["port"]) == ("Hca4", 1)
     assert "'LFT'" not in st["log"][-1] and "PortState" not in st["log"][-1], st["log"][-1]
     assert _lids(fab) == lids
@@ -148,7 +148,7 @@ def test_pulled_cable_on_a_redundant_fabric_is_routed_around():
         qpn = {h: fab.create_qp(h, qkey=0x77) for h in (src, dst)}
         got, want = _exchange(fab, qpn, lids, [(src, dst)], "before")
         assert got == want
-        sweeps = launcher.sm_status(info)["sweeps"]
+        sweeps = smctl.sm_status(info)["sweeps"]
 
         t0 = time.monotonic()
         fab.link_down("leaf01", port)
@@ -158,8 +158,8 @@ def test_pulled_cable_on_a_redundant_fabric_is_routed_around():
             rx = fab.poll(dst, qpn[dst], timeout=0.2)
             if any(c["payload"] == b"after" for c in rx):
                 arrived = time.monotonic() - t0
-        assert arrived is not None, launcher.sm_status(info)
-        st = launcher.sm_status(info)
+        assert arrived is not None, smctl.sm_status(info)
+        st = smctl.sm_status(info)
         assert st["traps"] >= 1 and st["sweeps"] > sweeps, st
         assert _lft_block0(fab, "node0002", lids["leaf01"])[lids[dst]] != port
         d = fab.devices()["leaf01"]

@@ -171,7 +171,7 @@ def cmd_sm(args) -> int:
     """The SM of a fabric: where it runs and its state; stop it; start one (on another node)."""
     import json
 
-    from .. import launcher
+    from .. import launcher, smctl
     from ..rpc import RpcError
 
     with client(args.name) as fc:
@@ -179,8 +179,8 @@ def cmd_sm(args) -> int:
     sm = info.data.get("sm") or {}
     try:
         if args.action == "status":
-            st = launcher.sm_status(info)
-            others = [x for x in launcher.sm_statuses(info) if st is None or x["node"] != st.get("node")]
+            st = smctl.sm_status(info)
+            others = [x for x in smctl.sm_statuses(info) if st is None or x["node"] != st.get("node")]
             if args.json:
                 print(json.dumps({"configured": sm or None, "status": st, "others": others}, indent=1, default=str))
             elif not sm:
@@ -201,7 +201,7 @@ def cmd_sm(args) -> int:
                           f"{x.get('priority', 0)})): {x.get('state')}")
             return 0
         if args.action == "stop":
-            launcher.stop_sm(info)
+            smctl.stop_sm(info)
             print(f"SM on {sm.get('node')} stopped")
             return 0
         if args.node:
@@ -218,14 +218,14 @@ def cmd_sm(args) -> int:
         config = dict(sm.get("config") or {}, **({"priority": args.priority} if args.priority is not None else {}))
         if args.standby:
             try:
-                st = launcher.start_standby_sm(info, node, args.port, config, timeout=args.timeout)
+                st = smctl.start_standby_sm(info, node, args.port, config, timeout=args.timeout)
             except TimeoutError:
                 print(f"SM on {node} port {args.port}: not answering")
                 return 1
             master = f" (the master is {st['master_guid']:#018x})" if st.get("master_guid") else ""
             print(f"SM on {node} port {args.port}: {st.get('sm_state')}{master}")
             return 0
-        up = launcher.restart_sm(info, node, args.port, config, timeout=args.timeout)
+        up = smctl.restart_sm(info, node, args.port, config, timeout=args.timeout)
         print(f"SM on {node} port {args.port}: SUBNET UP in {up['seconds']:.2f} s")
         return 0
     except (launcher.LaunchError, RpcError, OSError, ValueError) as exc:

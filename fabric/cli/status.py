@@ -40,7 +40,7 @@ def _describe(software, info, fc) -> dict:
 def gather(name: str) -> dict:
     """What status shows, read once: devices (with each port's peer), dead hosts, the SM, the
     topology's links, and what the node software adds."""
-    from .. import launcher, plugins
+    from .. import launcher, plugins, smctl
     from ..topology import load_topology
 
     with client(name) as fc:
@@ -57,7 +57,7 @@ def gather(name: str) -> dict:
             peer = topo.peer(n, p["port"]) if n in topo.nodes and p["port"] else None
             p["peer"] = f"{peer[0]}/{peer[1]}" if peer else None
     try:
-        sm = launcher.sm_status(info)
+        sm = smctl.sm_status(info)
     except (launcher.LaunchError, OSError, ValueError):
         sm = None
     return {"info": info, "devices": devices, "topology": topo, "software": software, "extra": extra,
