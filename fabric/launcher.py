@@ -14,6 +14,7 @@ import sys
 import time
 
 from . import plugins, smctl
+from .pidfiles import alive, host_pids
 from .rpc import RpcClient, RpcError
 from .runinfo import RunInfo, check_name, ensure_run_base, run_base, run_dir_for
 from .topology import Topology, load_topology
@@ -79,28 +80,9 @@ def plan_hosts(topology: Topology, hosts: int | None = None) -> list[list[str]]:
     return split_hosts(topology, k)
 
 
-def _alive(pid: int, run_dir: str) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmd = f.read().split(b"\0")
-    except OSError:
-        return False
-    return b"fabric.host" in cmd and run_dir.encode() in cmd
-
-
 def _pids(run_dir: str) -> list[int]:
-    out = []
-    try:
-        entries = os.listdir(run_dir)
-    except OSError:
-        return out
-    for e in entries:
-        if e.startswith("host-") and e.endswith(".pid"):
-            try:
-                with open(os.path.join(run_dir, e)) as f:
-                    out.append(int(f.read().strip()))
-            except (OSError, ValueError):
-                pass
+    """Every pid the run directory names: the hosts' pid files and what the launcher spawned."""
+    out = host_pids(run_dir)
     spawned = os.path.join(run_dir, "spawned.pids")
     if os.path.exists(spawned):
         with open(spawned) as f:
@@ -133,7 +115,7 @@ def host_dead(info: RunInfo, index: int) -> bool:
         from . import cluster
 
         return cluster.host_dead(info, index, pid)
-    return pid is not None and not _alive(pid, info.run_dir)
+    return pid is not None and not alive(pid, info.run_dir)
 
 
 def dead_hosts(info: RunInfo) -> list[int]:
@@ -232,7 +214,7 @@ def is_running(name: str) -> bool:
     info = _spanning(d)
     if info is not None:
         return any(host_pid(info, i) is not None and not host_dead(info, i) for i in range(len(info.hosts)))
-    return any(_alive(p, d) for p in _pids(d))
+    return any(alive(p, d) for p in _pids(d))
 
 
 def _spanning(run_dir: str) -> RunInfo | None:
@@ -536,11 +518,11 @@ def _down(name: str, grace: float) -> bool:
         from . import cluster
 
         cluster.report(cluster.stop_all(info, grace))  # a vanished machine is named, the rest go on
-    pids = [p for p in _pids(run_dir) if _alive(p, run_dir)] if info is None or not info.machines else []
+    pids = [p for p in _pids(run_dir) if alive(p, run_dir)] if info is None or not info.machines else []
     end = time.monotonic() + grace
     while pids and time.monotonic() < end:
         time.sleep(0.05)
-        pids = [p for p in pids if _alive(p, run_dir)]
+        pids = [p for p in pids if alive(p, run_dir)]
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for p in pids:
             try:
@@ -552,7 +534,7 @@ def _down(name: str, grace: float) -> bool:
         end = time.monotonic() + grace
         while pids and time.monotonic() < end:
             time.sleep(0.05)
-            pids = [p for p in pids if _alive(p, run_dir)]
+            pids = [p for p in pids if alive(p, run_dir)]
         if not pids:
             break
     for p in _SPAWNED.pop(run_dir, []):  # collect exit statuses: no zombies in long test runs

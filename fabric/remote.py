@@ -20,16 +20,9 @@ import subprocess
 import sys
 import time
 
+from .pidfiles import alive, host_pids
+
 START_WAIT = 60.0  # a host binds its sockets within seconds even on a loaded machine
-
-
-def _alive(pid: int, run_dir: str) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmd = f.read().split(b"\0")
-    except OSError:
-        return False
-    return b"fabric.host" in cmd and run_dir.encode() in cmd
 
 
 def _pid_file(run_dir: str, i: int) -> str:
@@ -88,31 +81,15 @@ def start(run_dir: str, indices: list[int]) -> dict:
 
 def _wait_gone(pids, run_dir: str, seconds: float) -> list[int]:
     end = time.monotonic() + seconds
-    left = [p for p in pids if _alive(p, run_dir)]
+    left = [p for p in pids if alive(p, run_dir)]
     while left and time.monotonic() < end:
         time.sleep(0.02)
-        left = [p for p in left if _alive(p, run_dir)]
+        left = [p for p in left if alive(p, run_dir)]
     return left
 
 
-def _host_pids(run_dir: str) -> list[int]:
-    out = []
-    try:
-        names = os.listdir(run_dir)
-    except OSError:
-        return out
-    for e in names:
-        if e.startswith("host-") and e.endswith(".pid"):
-            try:
-                with open(os.path.join(run_dir, e)) as f:
-                    out.append(int(f.read().strip()))
-            except (OSError, ValueError):
-                pass
-    return out
-
-
 def stop(run_dir: str, grace: float) -> dict:
-    pids = [p for p in _host_pids(run_dir) if _alive(p, run_dir)]
+    pids = [p for p in host_pids(run_dir) if alive(p, run_dir)]
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for p in pids:
             try:
@@ -147,11 +124,11 @@ def main(argv=None) -> int:
                 unpack(run_dir, json.loads(data))
         out = start(run_dir, [int(x) for x in rest])
     elif action == "alive":
-        out = {p: _alive(int(p), run_dir) for p in rest}
+        out = {p: alive(int(p), run_dir) for p in rest}
     elif action == "kill":
         pids = [int(p) for p in rest]
         for p in pids:
-            if _alive(p, run_dir):
+            if alive(p, run_dir):
                 os.kill(p, signal.SIGKILL)
         out = {"left": _wait_gone(pids, run_dir, 5.0)}
     elif action == "stop":

@@ -22,7 +22,7 @@ import time
 import pytest
 
 import refsm
-from paths import shared_topology
+from paths import require_tools, shared_topology
 
 from fabric import Fabric
 from fabric.topology import load_topology
@@ -33,24 +33,9 @@ IBFAB = [sys.executable, "-m", "fabric.cli"]
 TOOLS = ("ibnetdiscover", "smpquery", "perfquery", "ibroute", "dump_fts", "ibstat", "ibtracert", "saquery")
 
 
-def _have(tool: str) -> bool:
-    return shutil.which(tool) is not None or os.path.exists(f"/usr/sbin/{tool}")
-
-
 @pytest.fixture(scope="module", autouse=True)
 def diags():
-    from fabric.simproto.shim import ShimMissing, umad2sim_path
-
-    miss = [t for t in TOOLS if not _have(t)]
-    try:
-        umad2sim_path()
-    except ShimMissing:
-        miss.append("libumad2sim.so (ibsim-utils)")
-    if miss:
-        if os.environ.get("IBFAB_ALLOW_SKIP_TOOLS") == "1":
-            pytest.skip(f"not installed: {', '.join(miss)}")
-        pytest.fail(f"not installed: {', '.join(miss)}: run `make debs` (scripts/install-debs.sh installs "
-                    "infiniband-diags, ibsim-utils, opensm)")
+    require_tools(*TOOLS)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import time
 import pytest
 
 import refsm
+from paths import require_tools
 
 from fabric import Fabric
 
@@ -27,24 +27,9 @@ IBFAB = [sys.executable, "-m", "fabric.cli"]
 TOPO = "fattree:2,2,2,1"  # 2 leaves, 2 spines, 2 HCAs per leaf, 1 cable per leaf-spine pair
 
 
-def _have(tool: str) -> bool:
-    return shutil.which(tool) is not None or os.path.exists(f"/usr/sbin/{tool}")
-
-
 @pytest.fixture(scope="module", autouse=True)
 def opensm_installed():
-    from fabric.simproto.shim import ShimMissing, umad2sim_path
-
-    miss = [t for t in ("opensm", "dump_fts") if not _have(t)]
-    try:
-        umad2sim_path()
-    except ShimMissing:
-        miss.append("libumad2sim.so (ibsim-utils)")
-    if miss:
-        if os.environ.get("IBFAB_ALLOW_SKIP_TOOLS") == "1":
-            pytest.skip(f"not installed: {', '.join(miss)}")
-        pytest.fail(f"not installed: {', '.join(miss)}: run `make debs` (scripts/install-debs.sh installs "
-                    "opensm, ibsim-utils, infiniband-diags)")
+    require_tools("opensm", "dump_fts")
 
 
 def _wait(pred, timeout: float, step: float = 0.05) -> bool:

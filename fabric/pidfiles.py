@@ -1,0 +1,35 @@
+"""Which device-host processes of a run directory are alive: their pid files (``host-<i>.pid``,
+written once a host has bound its sockets), and a pid that is a device host of that directory
+still (a pid can be reused by anything once its process is gone). Shared by the launcher and by
+``fabric.remote``, which does the same on the other machines of a fabric."""
+
+from __future__ import annotations
+
+import os
+
+
+def alive(pid: int, run_dir: str) -> bool:
+    """``pid`` runs ``fabric.host`` for ``run_dir`` (not merely some process with that pid)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().split(b"\0")
+    except OSError:
+        return False
+    return b"fabric.host" in cmd and run_dir.encode() in cmd
+
+
+def host_pids(run_dir: str) -> list[int]:
+    """The pids in the directory's ``host-<i>.pid`` files (a file being written is skipped)."""
+    out = []
+    try:
+        names = os.listdir(run_dir)
+    except OSError:
+        return out
+    for e in names:
+        if e.startswith("host-") and e.endswith(".pid"):
+            try:
+                with open(os.path.join(run_dir, e)) as f:
+                    out.append(int(f.read().strip()))
+            except (OSError, ValueError):
+                pass
+    return out
