@@ -70,26 +70,18 @@ def encode_record(packet: bytes, timestamp: float | int | None = None, *, interf
             + min(loss, 0xFFFF).to_bytes(2, "big") + min(wlen, 0xFFFF).to_bytes(2, "big") + packet)
 
 
-class ErfWriter:
-    """Append InfiniBand packets to an ERF file. Usable as a context manager."""
+class CaptureFile:
+    """A capture written to a path (opened here, closed by ``close``) or to a binary file object
+    the caller owns (flushed, left open). Usable as a context manager."""
 
-    def __init__(self, path_or_file, *, snaplen: int = MAX_RECORD - ERF_HDR_LEN):
+    def __init__(self, path_or_file):
         self._own = isinstance(path_or_file, (str, bytes)) or hasattr(path_or_file, "__fspath__")
         self._f = open(path_or_file, "wb") if self._own else path_or_file
-        self.snaplen = snaplen
-        self.count = 0
 
-    def write(self, packet: bytes, timestamp: float | int | None = None, *, interface: int = 0,
-              loss: int = 0, rx_error: bool = False) -> None:
-        packet = bytes(packet)
-        self._f.write(encode_record(packet[:self.snaplen], timestamp, interface=interface, loss=loss,
-                                    wire_length=len(packet), rx_error=rx_error))
-        self.count += 1
-
-    def flush(self):
+    def flush(self) -> None:
         self._f.flush()
 
-    def close(self):
+    def close(self) -> None:
         if self._own:
             self._f.close()
         else:
@@ -100,6 +92,22 @@ class ErfWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class ErfWriter(CaptureFile):
+    """Append InfiniBand packets to an ERF file."""
+
+    def __init__(self, path_or_file, *, snaplen: int = MAX_RECORD - ERF_HDR_LEN):
+        super().__init__(path_or_file)
+        self.snaplen = snaplen
+        self.count = 0
+
+    def write(self, packet: bytes, timestamp: float | int | None = None, *, interface: int = 0,
+              loss: int = 0, rx_error: bool = False) -> None:
+        packet = bytes(packet)
+        self._f.write(encode_record(packet[:self.snaplen], timestamp, interface=interface, loss=loss,
+                                    wire_length=len(packet), rx_error=rx_error))
+        self.count += 1
 
 
 def parse_records(data: bytes) -> list[ErfRecord]:

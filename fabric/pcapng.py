@@ -22,7 +22,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from .capture import ERF_HDR_LEN, ERF_TYPE_INFINIBAND, encode_record
+from .capture import ERF_HDR_LEN, ERF_TYPE_INFINIBAND, CaptureFile, encode_record
 from .wire.errors import ParseError
 
 LINKTYPE_ERF = 197
@@ -96,7 +96,7 @@ def interface_statistics(interface: int, ts_ns: int, *, received: int | None = N
     return _block(BT_ISB, struct.pack("<III", interface, ts_ns >> 32, ts_ns & 0xFFFFFFFF) + _options(opts))
 
 
-class PcapngWriter:
+class PcapngWriter(CaptureFile):
     """Write InfiniBand packets to a pcapng stream, one interface per name, declared at its first
     packet. ``out`` is a path or a binary file object (``sys.stdout.buffer`` for ``-w -``)."""
 
@@ -104,9 +104,8 @@ class PcapngWriter:
                  linktype: int = LINKTYPE_ERF):
         if linktype not in (LINKTYPE_ERF, LINKTYPE_INFINIBAND):
             raise ValueError(f"link type {linktype}: InfiniBand is written as ERF (197) or bare (247)")
+        super().__init__(out)
         self.linktype = linktype
-        self._own = isinstance(out, (str, bytes)) or hasattr(out, "__fspath__")
-        self._f = open(out, "wb") if self._own else out
         self.snaplen = snaplen
         self.interfaces: dict = {}  # name -> interface id, in the order they were declared
         self.descriptions: dict = {}  # name -> if_description, given before the first packet
@@ -146,21 +145,6 @@ class PcapngWriter:
         for name, i in self.interfaces.items():
             self._f.write(interface_statistics(i, ts_ns, received=self.received[i], dropped=dropped.get(name, 0),
                                                start_ns=self.first_ns))
-
-    def flush(self) -> None:
-        self._f.flush()
-
-    def close(self) -> None:
-        if self._own:
-            self._f.close()
-        else:
-            self._f.flush()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 @dataclass(frozen=True)
