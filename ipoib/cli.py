@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fabric.cli.common import call_or_report, client, onoff, print_json
+from fabric.cli.common import bounded, call_or_report, client, onoff, print_json
 
 
 def _namespaces(name: str) -> dict:
@@ -393,42 +393,6 @@ def cmd_queues(args) -> int:
     return 0
 
 
-def _at_least(low, kind):
-    def parse(text: str):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not v >= low or v != v:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, not {text}")
-        return v
-
-    return parse
-
-
-def _in_range(low: int, high: int):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
-        if not low <= v <= high:
-            raise argparse.ArgumentTypeError(f"must be {low} to {high}, not {v}")
-        return v
-
-    return parse
-
-
-def _seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < v <= 86400:
-        raise argparse.ArgumentTypeError(f"must be above 0 and at most 86400, not {text}")
-    return v
-
-
 def cmd_neigh(args) -> int:
     """The ULP's neighbour table (like ``ip neigh``) and path table (like the kernel's ipoib
     debugfs ``path`` file) of one node."""
@@ -456,9 +420,9 @@ def cmd_neigh(args) -> int:
 
 
 def register(sub, common) -> None:
-    common.node_option("--tx-queues", type=_in_range(1, 64), default=None,
+    common.node_option("--tx-queues", type=bounded(int, 1, 64), default=None,
                        help="TX queues of each IPoIB interface (fast provider; like ethtool -L; default 4)")
-    common.node_option("--rx-queues", type=_in_range(1, 64), default=None,
+    common.node_option("--rx-queues", type=bounded(int, 1, 64), default=None,
                        help="RX queues (RSS) of each IPoIB interface (default 4)")
     common.node_option("--backend", choices=["std", "fast"], default=None,
                        help="every node's IPoIB provider: std (pure Python, no offloads) or fast (compiled; "
@@ -476,18 +440,18 @@ def register(sub, common) -> None:
     pg = common.add("ping", cmd_ping, "ICMP echo over IPoIB from node SRC to DST (a node name or an IPv4 address)")
     pg.add_argument("src", help="the node that pings")
     pg.add_argument("dst", help="the node (or IPv4 address) it pings")
-    pg.add_argument("-c", "--count", type=_at_least(0, int), default=3,
+    pg.add_argument("-c", "--count", type=bounded(int, 0), default=3,
                     help="echo requests (0: until interrupted, as ping without -c; default 3)")
-    pg.add_argument("-i", "--interval", type=_at_least(0.0, float), default=1.0, help="seconds between requests")
-    pg.add_argument("-W", "--timeout", type=_at_least(0.0, float), default=1.0, help="seconds to wait for a reply")
-    pg.add_argument("-s", "--size", type=_in_range(0, 65507), default=56, help="ICMP data octets")
+    pg.add_argument("-i", "--interval", type=bounded(float, 0), default=1.0, help="seconds between requests")
+    pg.add_argument("-W", "--timeout", type=bounded(float, 0), default=1.0, help="seconds to wait for a reply")
+    pg.add_argument("-s", "--size", type=bounded(int, 0, 65507), default=56, help="ICMP data octets")
 
     pf = common.add("perf", cmd_perf, "UDP throughput (or --latency: ICMP round trip) between two nodes")
     pf.add_argument("src", help="the sending node")
     pf.add_argument("dst", help="the receiving node (or its IPv4 address)")
-    pf.add_argument("--size", type=_in_range(0, 65507), default=1024, help="UDP payload or ICMP data octets")
-    pf.add_argument("--seconds", type=_seconds, default=2.0, help="how long to send (above 0, at most a day)")
-    pf.add_argument("--port", type=_in_range(1, 65535), default=5201, help="UDP port of the receiver (default 5201)")
+    pf.add_argument("--size", type=bounded(int, 0, 65507), default=1024, help="UDP payload or ICMP data octets")
+    pf.add_argument("--seconds", type=bounded(float, 0, 86400, above=True), default=2.0, help="how long to send (above 0, at most a day)")
+    pf.add_argument("--port", type=bounded(int, 1, 65535), default=5201, help="UDP port of the receiver (default 5201)")
     mode = pf.add_mutually_exclusive_group()
     mode.add_argument("--udp", action="store_true", help="UDP sockets through the IP stack (the default)")
     mode.add_argument("--ud", action="store_true",
@@ -497,7 +461,7 @@ def register(sub, common) -> None:
                     help="with --udp: UDP_SEGMENT, each host-loop pass's datagrams as one buffer (GSO)")
     pf.add_argument("--latency", action="store_true",
                     help="round trips instead of throughput: one echo in flight (ping -A; with --ud, like ib_send_lat)")
-    pf.add_argument("--count", type=_in_range(1, 10 ** 7), default=200, help="echoes for --latency")
+    pf.add_argument("--count", type=bounded(int, 1, 10 ** 7), default=200, help="echoes for --latency")
     pf.add_argument("--json", action="store_true", help="print the result as JSON (for scripts)")
 
     co = common.add("coalesce", cmd_coalesce, "interrupt moderation of an IPoIB interface (like ethtool -c/-C)")

@@ -212,8 +212,8 @@ def test_bad_capture_arguments_are_one_line_errors(fab, tmp_path):
                              (["-i", "leaf01:30"], 2, "leaf01 port 30 has no cable"),
                              (["-i", "node0001:"], 2, "expected DEVICE or DEVICE:PORT"),
                              (["-i", "node0001:x"], 2, "no node 'node0001:x'"),
-                             (["-c", "0"], 2, "positive whole number"),
-                             (["--duration", "-1"], 2, "positive number of seconds"),
+                             (["-c", "0"], 2, "-c/--count: must be at least 1, not 0"),
+                             (["--duration", "-1"], 2, "--duration: must be above 0 seconds, not -1"),
                              (["x.erf", "-w", "y.pcapng"], 2, "x.erf is a file to list"),
                              (["-w", str(tmp_path / "no" / "such" / "dir.pcapng")], 1, "No such file")):
         r = _ibfab("capture", "--name", NAME, *args)

@@ -278,7 +278,7 @@ def test_full_screen_view_in_a_terminal_quits_on_q_and_restores_it(fab):
 @pytest.mark.parametrize("args, text", [
     (["-d", "0"], "argument -d/--delay: must be 0.05 to 3600 seconds"),
     (["-d", "nan"], "argument -d/--delay: must be 0.05 to 3600 seconds"),
-    (["-d", "soon"], "argument -d/--delay: expected seconds"),
+    (["-d", "soon"], "argument -d/--delay: not a number: 'soon'"),
     (["-n", "0"], "argument -n/--iterations: must be at least 1"),
     (["-s", "size"], "argument -s/--sort: invalid choice"),
     ([], "ibfab top: not a terminal: use -b"),

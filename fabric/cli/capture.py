@@ -8,31 +8,12 @@ dumpcap does), list a capture file, or write the demo capture.
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
 import time
 
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, not {text!r}")
-    return v
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = 0.0
-    if not 0 < v < 1e9:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, not {text!r}")
-    return v
+from .common import bounded
 
 
 def register(sub, common) -> None:
@@ -49,8 +30,9 @@ def register(sub, common) -> None:
     c.add_argument("-w", "--write", metavar="FILE",
                    help="the pcapng file to write, '-' for standard output (ibfab capture -w - | tshark -i -); "
                         "default: a new file in the temporary directory, named on stderr")
-    c.add_argument("-c", "--count", type=_positive_int, metavar="N", help="stop after N packets")
-    c.add_argument("--duration", type=_positive_seconds, metavar="S", help="stop after S seconds")
+    c.add_argument("-c", "--count", type=bounded(int, 1), metavar="N", help="stop after N packets")
+    c.add_argument("--duration", type=bounded(float, 0, above=True, unit="seconds"), metavar="S",
+                   help="stop after S seconds")
 
 
 def cmd_capture(args) -> int:

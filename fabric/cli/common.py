@@ -68,6 +68,26 @@ def print_json(r) -> int:
     return 0
 
 
+def bounded(kind, low, high=None, *, above: bool = False, unit: str = ""):
+    """An argparse type: a number of ``kind`` (int or float) from ``low`` (or above it) to
+    ``high``; anything else (NaN too) is a one-line usage error that says the range."""
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a {'whole ' if kind is int else ''}number: {text!r}") from None
+        if v == v and (v > low if above else v >= low) and (high is None or v <= high):
+            return v
+        unit_ = f" {unit}" if unit else ""
+        if high is None:
+            want = f"above {low}" if above else f"at least {low}"
+        else:
+            want = f"above {low} and at most {high}" if above else f"{low} to {high}"
+        raise argparse.ArgumentTypeError(f"must be {want}{unit_}, not {text}")
+
+    return parse
+
+
 def onoff(text: str) -> bool:
     if text not in ("on", "off"):
         raise argparse.ArgumentTypeError(f"expected on or off, not {text!r}")

@@ -8,34 +8,12 @@ and per queue traffic, ring fill, interrupts and NAPI polls). One RPC per device
 
 from __future__ import annotations
 
-import argparse
-import math
 import sys
 import time
 
-from .common import client
+from .common import bounded, client
 
 KEYS = "q quit  s sort  i idle"
-
-
-def _delay(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, not {text!r}") from None
-    if not math.isfinite(v) or not 0.05 <= v <= 3600:
-        raise argparse.ArgumentTypeError(f"must be 0.05 to 3600 seconds, not {text}")
-    return v
-
-
-def _iterations(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {v}")
-    return v
 
 
 class _Stopped(Exception):
@@ -182,9 +160,9 @@ def register(sub, common) -> None:
                    "and per-queue IPoIB counters; q quits (like top)")
     t.add_argument("-b", "--batch", action="store_true",
                    help="print plain-text snapshots instead of the full-screen view (for scripts, like top -b)")
-    t.add_argument("-n", "--iterations", type=_iterations, default=None, metavar="N",
+    t.add_argument("-n", "--iterations", type=bounded(int, 1), default=None, metavar="N",
                    help="stop after N refreshes (default: until q or ^C)")
-    t.add_argument("-d", "--delay", type=_delay, default=1.0, metavar="SECONDS",
+    t.add_argument("-d", "--delay", type=bounded(float, 0.05, 3600, unit="seconds"), default=1.0, metavar="SECONDS",
                    help="seconds between refreshes; each rate is over that interval (default 1)")
     t.add_argument("-s", "--sort", choices=SORT_KEYS, default="pkts",
                    help="order of the ports, busiest first: pkts (default), bits, drops, or name; the s key cycles")
