@@ -178,9 +178,14 @@ def test_drops_show_per_port_and_per_device_by_reason(fab):
     stop = threading.Event()
 
     def runts():  # too short to be a packet: the leaf counts PortRcvErrors and drops it
-        while not stop.is_set():
-            fab.send_raw("node0002", 1, b"\x00" * 30)
-            time.sleep(0.01)
+        from fabric.rpc import RpcClient
+
+        # a client of its own: a ZeroMQ socket is not to be shared between threads, and the main
+        # thread reads the counters meanwhile
+        with RpcClient(fab.info.control(fab.info.host_of("node0002"))) as c:
+            while not stop.is_set():
+                c.call("send_raw", device="node0002", port=1, packet=b"\x00" * 30)
+                time.sleep(0.01)
 
     t = threading.Thread(target=runts)
     t.start()
