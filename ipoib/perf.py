@@ -244,6 +244,9 @@ class UdPerfSender:
                 "seconds": self.finished - (self.start or self.finished)}
 
 
+SETTLE_S = 0.2  # how long the latency client waits for the echo of the path's resolving datagram
+
+
 class UdLatencyClient(UdPerfSender):
     """``perf --latency --ud``: one UDP-in-IPoIB frame at a time posted to the QP (like
     ib_send_lat), answered by an echo hook at the far driver, its answer caught by a hook at ours;
@@ -257,14 +260,25 @@ class UdLatencyClient(UdPerfSender):
         self.rtts, self.lost = [], 0
         self.sent_at = None
         self.expect = 0
+        self.settle_until = None
+        self.strays = 0
 
     def _on_path(self, t: float) -> None:
         self.ctx.rx_sink = self.hook  # catch the answers at our driver
+        # the datagram that resolved the path went to the echo too, and its echo may still be on
+        # its way: counted as the answer to our first frame, it would leave two frames in flight
+        # and every round trip measured against the wrong answer (half of them from a stale echo)
+        self.settle_until = t + SETTLE_S
 
     def tick(self, now: float) -> None:
         t = time.monotonic()
         if not self._path_ready(t):
             return
+        if self.settle_until is not None:
+            if self.hook.packets == 0 and t < self.settle_until:
+                return
+            self.settle_until = None
+            self.strays = self.hook.packets  # echoes that answer none of ours
         if self.sent_at is not None:
             if self.hook.packets > self.expect:
                 self.rtts.append(self.hook.last - self.sent_at)
@@ -286,6 +300,8 @@ class UdLatencyClient(UdPerfSender):
     def next_deadline(self):
         if self.done:
             return None
+        if self.settle_until is not None and self.hook.packets == 0:
+            return self.settle_until
         if self.sent_at is None or self.hook.packets > self.expect:
             return 0.0
         return self.sent_at + self.timeout
@@ -298,7 +314,8 @@ class UdLatencyClient(UdPerfSender):
     def result(self) -> dict:
         if self.error:
             raise ValueError(self.error)
-        return {"rtts": self.rtts, "lost": self.lost, "sent": len(self.rtts) + self.lost}
+        return {"rtts": self.rtts, "lost": self.lost, "sent": len(self.rtts) + self.lost, "strays": self.strays,
+                "echoes": self.hook.packets}
 
 
 def attach_perf(host, embedded) -> None:

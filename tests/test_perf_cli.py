@@ -253,3 +253,25 @@ def test_a_perf_whose_client_dies_has_its_port_freed_by_the_lease():
             assert json.loads(again.stdout)["received"] > 0
     finally:
         del os.environ["IBFAB_LEASE_S"]
+
+
+@pytest.mark.timeout(60)
+def test_ud_latency_times_each_frame_against_its_own_echo(fab):
+    """perf --latency --ud posts one frame at a time and counts echoes at its driver; the datagram
+    that resolved the path is echoed too, and when that echo was taken for the first frame's answer
+    every later round trip was timed against the previous frame's echo (half of them a few us,
+    half the rest of the real time). It is counted apart now, and every answer is the echo of the
+    frame just sent."""
+    dst = fab.nodes["node0004"].ip
+    sink = fab.client.call("node0004", "perf_sink", port=5219, ud=True, echo=True)
+    try:
+        r = fab.client.call("node0001", "perf_ping_ud", dst=dst, port=5219, size=56, count=60)
+    finally:
+        far = fab.client.call("node0004", "perf_sink_result", sink=sink)
+    rtts = sorted(r["rtts"])
+    assert r["lost"] == 0 and len(rtts) == 60
+    assert r["strays"] <= 1  # the resolving datagram's echo, when it came after the hook was set
+    assert far["packets"] == 60 + 1  # our 60 frames and the resolving datagram, each echoed once
+    assert r["echoes"] == r["strays"] + 60  # every answer counted was the echo of one of ours
+    median = rtts[len(rtts) // 2]
+    assert sum(1 for x in rtts if x < median / 2) <= len(rtts) // 4, [round(x * 1e6) for x in r["rtts"]]
