@@ -29,8 +29,13 @@ class ClusterError(RuntimeError):
 
 
 def remote_dir(info, k: int) -> str:
+    """Where machine ``k`` keeps its hosts' run directory: under the machines file's ``dir=``, a
+    directory of this fabric's own (two fabrics given one ``dir=`` must not share files), or the
+    launcher's run directory's path on that machine."""
     m = info.machines[k]
-    return m.get("dir") or os.path.join(info.run_dir, f"m{k}")
+    if m.get("dir"):
+        return os.path.join(m["dir"], info.name, f"m{k}")
+    return os.path.join(info.run_dir, f"m{k}")
 
 
 def layout(topology, machines: list[dict], hosts_per_machine, max_hosts, devices_per_host) -> tuple[list, dict]:

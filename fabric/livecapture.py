@@ -72,6 +72,16 @@ def describe(topology) -> dict:
     return out
 
 
+def local_only(info) -> None:
+    """A live capture streams to an ipc:// socket of this machine, which the hosts of a fabric
+    across machines (``--machines``) cannot reach: a one-line error for those."""
+    for host in info.hosts:
+        if host.get("machine") is not None:
+            machine = info.machines[host["machine"]]["name"]
+            raise ValueError(f"live capture streams to an ipc:// socket of this machine, which the device hosts of "
+                             f"a fabric across machines (here {machine!r}) cannot reach")
+
+
 def split_burst(body):
     """The packets of a burst body, each behind its 16-bit length."""
     raw = bytes(body)
@@ -111,6 +121,8 @@ class LiveCapture:
     def open(self) -> None:
         """A session on every live host that runs a tapped link end."""
         from . import launcher
+
+        local_only(self.info)
 
         mine = None if self.ends is None else {d for d, _ in self.ends}
         for i, host in enumerate(self.info.hosts):

@@ -34,7 +34,7 @@ PORTS_PER_HOST = 2  # ingress, control
 DEFAULT_REMOTE = "ssh -o BatchMode=yes -o ConnectTimeout=10 {host} {cmd}"
 # what a remote device host must see of the launcher's environment (backends, where the package is)
 FORWARDED_ENV = ("PYTHONPATH", "IPOIB_BACKEND", "FABRIC_BACKEND", "IBFAB_CRC", "IBFAB_CSUM")
-_HOST = re.compile(r"[A-Za-z0-9_.@-]+")
+_HOST = re.compile(r"[A-Za-z0-9_.@][A-Za-z0-9_.@-]*")  # never a leading '-': ssh would read an option
 
 
 class MachinesError(ValueError):

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -37,18 +38,47 @@ def _tail(path: str, n: int) -> str:
         return ""
 
 
+def _private_dirs(run_dir: str) -> None:
+    """``run_dir`` and the parents it needs, made 0700. No directory on the way may belong to
+    another user than us or root, nor be a symbolic link unless root's, and one of root's that
+    others may write to must be sticky (/tmp): nobody else can then swap a directory on the path
+    or read the keys (as ``ensure_run_base`` checks the local run base)."""
+    cur = os.sep
+    for part in os.path.abspath(run_dir).split(os.sep)[1:]:
+        cur = os.path.join(cur, part)
+        try:
+            st = os.lstat(cur)
+        except FileNotFoundError:
+            os.mkdir(cur, 0o700)
+            st = os.lstat(cur)
+        if stat.S_ISLNK(st.st_mode) and st.st_uid == 0:
+            st = os.stat(cur)  # root's own link (/var/run -> /run): what it points to is checked
+        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+            raise PermissionError(f"{cur} is not a directory of its own (a symbolic link?)")
+        if st.st_uid not in (os.getuid(), 0):
+            raise PermissionError(f"{cur} belongs to uid {st.st_uid}")
+        if st.st_uid != os.getuid() and st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            raise PermissionError(f"{cur} can be written by others")
+    os.chmod(cur, 0o700)
+
+
 def unpack(run_dir: str, bundle: dict) -> None:
-    """The files a host reads, written private: the directory 0700, the keys 0600."""
-    os.makedirs(run_dir, mode=0o700, exist_ok=True)
-    os.chmod(run_dir, 0o700)
+    """The files a host reads, written private: the directory 0700, the keys 0600, each file
+    created anew (never through a link someone left in its place)."""
+    _private_dirs(run_dir)
     for name, text in bundle.items():
         if "/" in name or name.startswith("."):
             raise ValueError(f"bad file name in the bundle: {name!r}")
         path = os.path.join(run_dir, name)
-        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        tmp = path + ".tmp"
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(text)
-        os.replace(path + ".tmp", path)
+        os.replace(tmp, path)
 
 
 def start(run_dir: str, indices: list[int]) -> dict:

@@ -18,7 +18,7 @@ from fabric.pcapng import PcapngWriter, parse_pcapng
 
 IBFAB = [sys.executable, "-m", "fabric.cli"]
 NAME = "livecap"
-LEASE_S = 3  # the hosts' lease on a capture (IBFAB_LEASE_S), short so that the kill test is quick
+LEASE_S = 6  # the hosts' lease on a capture (IBFAB_LEASE_S): short for the kill test, long enough for a loaded machine
 FIELDS = ["frame.interface_name", "icmp.type", "ip.src", "ip.dst", "icmp.seq", "_ws.malformed"]
 
 
@@ -277,10 +277,10 @@ def test_a_client_that_takes_nothing_costs_drops_never_a_stalled_host(fab):
         ends = [["node0001", 1], list(fab.topology.peer("node0001", 1))]
         sessions = {i: c.call("capture_open", endpoint=f"ipc://{path}", ends=ends)["session"]
                     for i, c in enumerate(fc.clients)}
-        for _ in range(6):  # 600 echoes, one at a time: 1,200 bursts on node0001's cable
+        for _ in range(24):  # 600 echoes, one at a time: 1,200 bursts on node0001's cable
             t0 = time.monotonic()
-            assert fab.nodes["node0001"].ping("node0008", count=100, interval=0.002)["received"] == 100
-            assert time.monotonic() - t0 < LEASE_S
+            assert fab.nodes["node0001"].ping("node0008", count=25, interval=0.002)["received"] == 25
+            assert time.monotonic() - t0 < LEASE_S  # the leases are renewed well within their time
             for i, s in sessions.items():  # renew the leases, as ibfab capture does
                 fc.clients[i].call("capture_poll", session=s)
         stats = [fc.clients[i].call("capture_close", session=s) for i, s in sessions.items()]

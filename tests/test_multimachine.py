@@ -79,9 +79,33 @@ def test_machines_file_parsing():
         {"name": "beta", "port": 18000, "addr": "10.0.0.2", "dir": None},
         {"name": "alpha", "port": 17000, "addr": None, "dir": None}]
     for bad in (["a:port"], ["a:80"], ["a addr=nothing"], ["a addr=::1"], ["a colour=red"], ["a dir=rel"], ["a", "a"], ["# none"],
-                ["bad/name"]):
+                ["bad/name"], ["-oProxyCommand=x"]):  # a leading '-' would be an option of ssh
         with pytest.raises(MachinesError):
             parse(bad)
+
+
+def test_remote_run_directories_are_the_fabrics_own_and_private(tmp_path):
+    """Two fabrics given one dir= each get a directory of their own there; what a machine unpacks
+    is 0700/0600, and a directory of another user on the way is refused (it could swap ours)."""
+    from fabric import cluster, remote
+
+    class Info:
+        name, run_dir = "fab1", "/tmp/ibfab-x/fab1"
+        machines = [{"name": "a", "dir": str(tmp_path / "srv")}, {"name": "b", "dir": None}]
+
+    assert cluster.remote_dir(Info, 0) == str(tmp_path / "srv" / "fab1" / "m0")
+    assert cluster.remote_dir(Info, 1) == "/tmp/ibfab-x/fab1/m1"
+    d = tmp_path / "srv" / "fab1" / "m0"
+    remote.unpack(str(d), {"fabric.json": "{}", "curve.keys": "k"})
+    assert os.stat(d).st_mode & 0o777 == 0o700 and os.stat(d / "curve.keys").st_mode & 0o777 == 0o600
+    os.symlink("/nonexistent", d / "curve.keys.tmp")  # a link left where the keys are written first
+    remote.unpack(str(d), {"curve.keys": "k2"})
+    assert (d / "curve.keys").read_text() == "k2" and not os.path.lexists(d / "curve.keys.tmp")
+    other = tmp_path / "other"
+    other.mkdir()
+    os.chown(other, 54321, 54321)
+    with pytest.raises(PermissionError):
+        remote.unpack(str(other / "m0"), {"fabric.json": "{}"})
 
 
 @pytest.mark.timeout(30)
@@ -238,6 +262,9 @@ def test_hosts_run_in_their_machines_and_ping_across(cluster):
     assert f"{cluster.addr[0]}:" in ss and f"{cluster.addr[1]}:" in ss, ss
     r = cluster.ibfab("ping", "node0001", "node0004", "-c", "3")
     assert r.returncode == 0 and "3 received" in r.stdout, r.stdout + r.stderr
+    # a live capture streams to an ipc:// socket of this machine: refused, in one line
+    r = cluster.ibfab("capture", "-c", "1", "-w", os.path.join(cluster.run_dir, "x.pcapng"))
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "across machines" in r.stderr, r.stderr
     for d in (cluster.run_dir, *(os.path.join(cluster.run_dir, f"m{m}") for m in range(2))):
         assert os.stat(os.path.join(d, "curve.keys")).st_mode & 0o777 == 0o600
 

@@ -118,7 +118,7 @@ def _default_path(name: str) -> str:
 
 def _live(args) -> int:
     from .. import launcher
-    from ..livecapture import LiveCapture, describe
+    from ..livecapture import LiveCapture, describe, local_only
     from ..names import UnknownNode
     from ..pcapng import PcapngWriter
     from ..rpc import RpcError
@@ -135,6 +135,11 @@ def _live(args) -> int:
         err(f"no running fabric named {args.name!r} (ibfab up TOPO --name {args.name})")
         return 1
     info = RunInfo.load(launcher.run_dir_for(args.name))
+    try:
+        local_only(info)
+    except ValueError as exc:
+        err(str(exc))
+        return 1
     topo = load_topology(info.topology_path)
     with launcher.FabricClient(args.name) as fc:
         try:

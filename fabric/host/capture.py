@@ -32,6 +32,7 @@ from .ops import RpcError
 LEASE_S = float(os.environ.get("IBFAB_LEASE_S", "10"))
 STREAM_HWM = 500  # bursts queued toward a capture client before the host drops them (a burst can be 100s of kB)
 MAX_ENDS = 65536  # link ends one capture may name
+CLOSE_LINGER_MS = 2000  # how long a closed stream still delivers what it queued
 
 
 class Taps:
@@ -123,7 +124,9 @@ class StreamSession:
         self.ended = True
         if self in self.anchor.agents:
             self.anchor.agents.remove(self)
-        self.sock.close(0)
+        # what is still queued reaches the client, which waits for the count ``capture_close``
+        # reported (closing with no linger threw it away); a client that is gone costs at most this
+        self.sock.close(linger=CLOSE_LINGER_MS)
 
 
 class CaptureOps:

@@ -444,8 +444,11 @@ class SubnetManager:
             sw.lft = bytearray(new[:top + 1])
             si = sw.switch_info
             if si is not None and (si.linear_fdb_top != top or si.port_state_change):
+                # MulticastFDBTop as the SM last set it: the value discovery read may be older (a
+                # join between discovery and routing moved it)
+                mtop = self.programmed_mft_top.get(sw.guid, si.mcast_fdb_top)
                 self._set("SwitchInfo", w.ATTR_SWITCH_INFO, sw.path,
-                          si.replace(linear_fdb_top=top, port_state_change=1))  # write one: clear PSC
+                          si.replace(linear_fdb_top=top, port_state_change=1, mcast_fdb_top=mtop))  # write one: clear PSC
         self.lfts = lfts
         self.stats.switches_routed = len(lfts)
         self.engine.when_idle(self._pkeys)
