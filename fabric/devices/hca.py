@@ -363,11 +363,15 @@ class HCA(Device):
         kind = smp_arrival(data)
         if kind != SMP_RESPONSE_DR:
             return bool(kind) and self.sma_fast(in_port, data, now, kind)
-        if (not data[28 + 3] & w.RESPONSE_BIT or self.user_mad is not None or self.sm_consumer is None
-                or self.smp_waiting):
+        if not data[28 + 3] & w.RESPONSE_BIT or self.smp_waiting:
             return False
         mad = bytearray(data[28:28 + w.MAD_SIZE])
         mad[6] = 0  # the hop pointer, as C14-13:3 leaves it at the requester
+        if self.user_mad is not None:
+            # software attached through ibsim's protocol (OpenSM) takes its answers as octets
+            return self.user_mad.take_smp_raw(bytes(mad), (data[6] << 8) | data[7], in_port, now)
+        if self.sm_consumer is None:
+            return False
         self.sm_consumer(None, w.SMPDirected.unpack(bytes(mad)), in_port, now)
         return True
 
@@ -458,6 +462,29 @@ class HCA(Device):
 
 def _smp_packet(smp, *, slid: int, dlid: int) -> bytes:
     return w.build_ud_packet(slid=slid, dlid=dlid, dest_qp=0, src_qp=0, qkey=0, vl=w.VL15, payload=smp.pack())
+
+
+DR_HOP_PTR, DR_HOP_CNT, DR_SLID, DR_INITIAL_PATH = 6, 7, 32, 128  # offsets in a directed-route SMP
+
+
+def send_dr_request(hca: HCA, port_num: int, mad: bytes) -> bool | None:
+    """A directed-route SMP request given as its 256 octets (what software attached through ibsim's
+    protocol sends), in the plain case: outgoing, hop pointer 0, a hop count of 1 to 63, both DR
+    LIDs permissive. The originating node's step (C14-9:1: hop pointer 1, out of InitialPath[1])
+    is done on the octets and the packet built in C, without parsing the MAD. Whether it went on
+    the wire; None for any other SMP (``send_smp`` decides)."""
+    if (len(mad) != w.MAD_SIZE or mad[1] != w.CLASS_SUBN_DIRECTED or mad[3] & w.RESPONSE_BIT or mad[4] & 0x80
+            or mad[DR_HOP_PTR] or not 1 <= mad[DR_HOP_CNT] <= 63
+            or mad[DR_SLID:DR_SLID + 4] != b"\xff\xff\xff\xff"):
+        return None
+    out = mad[DR_INITIAL_PATH + 1]
+    if out not in hca.ports or out == 0:
+        hca.drop("dr_originate")
+        return False
+    m = bytearray(mad)
+    m[DR_HOP_PTR] = 1
+    return hca.send_raw(out, w.build_ud_packet(slid=w.LID_PERMISSIVE, dlid=w.LID_PERMISSIVE, dest_qp=0, src_qp=0,
+                                              qkey=0, vl=w.VL15, payload=bytes(m)))
 
 
 def send_smp(hca: HCA, port_num: int, smp, now: float = 0.0, dlid: int | None = None) -> None:
