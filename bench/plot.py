@@ -62,10 +62,7 @@ def plot(results: str = RESULTS, output: str = OUTPUT) -> str:
     ud = f" (perf --ud: {meta['ud_burst']})" if meta.get("ud_burst") else ""
     fig.suptitle(f"IPoIB UDP, {meta.get('topology', 'single:2')} (node -> switch -> node), bursts of "
                  f"{meta.get('burst', '?')}{ud}; raw: {meta.get('raw_layout_text', '')}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(output, dpi=110)
-    plt.close(fig)
-    return output
+    return _save(plt, fig, output)
 
 
 def _pyplot():
@@ -75,6 +72,13 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(plt, fig, output: str) -> str:
+    fig.tight_layout()
+    fig.savefig(output, dpi=110)
+    plt.close(fig)
+    return output
 
 
 def write_and_plot(results: str, data: dict, draw, output: str, report: list, what: str, merge: bool = False) -> None:
@@ -131,10 +135,7 @@ def plot_latency(results: str = LATENCY, output: str = LATENCY_PNG) -> str:
         ax.legend(fontsize=8, loc="lower right")
     fig.suptitle(f"Latency through one switch ({data.get('meta', {}).get('topology', 'single:2')}); "
                  f"raw pyzmq: {data.get('meta', {}).get('layout_text', '')}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(output, dpi=110)
-    plt.close(fig)
-    return output
+    return _save(plt, fig, output)
 
 
 MODERATION = os.path.join(HERE, "moderation_results.json")
@@ -166,10 +167,7 @@ def plot_moderation(results: str = MODERATION, output: str = MODERATION_PNG) -> 
     fig.suptitle(f"Interrupt moderation, fast backend, {meta.get('topology', 'single:2')}: "
                  f"{meta.get('size', '?')} B perf --ud stream of {meta.get('seconds', '?')} s; "
                  f"echo {meta.get('ping_count', '?')} x 56 B", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(output, dpi=110)
-    plt.close(fig)
-    return output
+    return _save(plt, fig, output)
 
 
 BRINGUP = os.path.join(HERE, "bringup_results.json")
@@ -218,10 +216,7 @@ def plot_bringup(results: str = BRINGUP, output: str = BRINGUP_PNG) -> str:
     ax.legend(fontsize=8)
     ax.set_title("Subnet bring-up by fabric size: ours (launch to SUBNET UP) against OpenSM "
                  "(its start to SUBNET UP)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(output, dpi=110)
-    plt.close(fig)
-    return output
+    return _save(plt, fig, output)
 
 
 PLOTS = {"throughput": (plot, RESULTS, OUTPUT), "latency": (plot_latency, LATENCY, LATENCY_PNG),
