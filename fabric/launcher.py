@@ -291,7 +291,7 @@ def up(topology, name: str = "default", *, hosts: int | None = None, timeout: fl
                               "not with --machines")
         if (node_config or {}).get("netns"):
             raise LaunchError("--netns makes namespaces on the launcher's machine, not with --machines")
-    with name_lock(name), _signals_raise():
+    with name_lock(name), signals_raise():
         return _up(topology, name, hosts=hosts, timeout=timeout, sm=sm, sm_config=sm_config, sm_args=sm_args,
                    node_software=node_software, node_config=node_config, progress=progress or quiet,
                    machines=machines)
@@ -308,7 +308,7 @@ def quiet(phase, done, total, final=False) -> None:
 
 
 @contextlib.contextmanager
-def _signals_raise():
+def signals_raise():
     """SIGTERM and SIGHUP end the launch as ^C does (an exception, so the cleanup runs), where the
     process is free to set handlers (the main thread); the previous handlers come back after."""
     import threading

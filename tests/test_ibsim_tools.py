@@ -13,6 +13,7 @@ import ipaddress
 import os
 import re
 import shlex
+import signal
 import shutil
 import subprocess
 import sys
@@ -529,3 +530,32 @@ def test_tool_with_unknown_sim_host_fails_at_once(fab):
                               capture_output=True, text=True, timeout=30)
     assert good.returncode == 0, good.stderr
     assert num(fields(good.stdout)["Guid"]) == fab.topology.nodes["node0001"].node_guid
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_to_ibfab_tool_stops_the_tool_and_removes_its_directory(fab, sig):
+    """ibfab tool runs the tool in a private directory of its own (umad2sim's fake sysfs goes
+    there): SIGTERM or SIGHUP ends it as ^C does, the tool stopped and the directory gone."""
+    import glob
+
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "ibfab-tool-*")))
+    p = subprocess.Popen(IBFAB + ["tool", "--name", fab.name, "node0001", "--", "sleep", "60"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        end = time.monotonic() + 20
+        while not (set(glob.glob(os.path.join(tempfile.gettempdir(), "ibfab-tool-*"))) - before):
+            assert time.monotonic() < end and p.poll() is None, p.communicate()
+            time.sleep(0.02)
+        mine = set(glob.glob(os.path.join(tempfile.gettempdir(), "ibfab-tool-*"))) - before
+        sleeper = subprocess.run(["pgrep", "-P", str(p.pid), "sleep"], capture_output=True, text=True).stdout.split()
+        p.send_signal(sig)
+        assert p.wait(timeout=20) == 130
+    finally:
+        p.kill()
+        p.wait()
+    assert not [d for d in mine if os.path.exists(d)]
+    for pid in sleeper:  # the tool itself was stopped with it
+        end = time.monotonic() + 5
+        while os.path.exists(f"/proc/{pid}") and time.monotonic() < end:
+            time.sleep(0.02)
+        assert not os.path.exists(f"/proc/{pid}"), pid

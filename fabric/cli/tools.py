@@ -65,10 +65,13 @@ def cmd_tool(args) -> int:
     if shutil.which(argv[0]) is None and not os.path.exists(f"/usr/sbin/{argv[0]}"):
         print(f"ibfab tool: {argv[0]}: command not found (infiniband-diags installs the diags)", file=sys.stderr)
         return 127
+    from ..launcher import signals_raise
+
     env = dict(clean_env(os.environ), **_env(args))
     work = tempfile.mkdtemp(prefix="ibfab-tool-")
     try:
-        return subprocess.call(argv, env=env, cwd=work)
+        with signals_raise():  # SIGTERM and SIGHUP as ^C: the tool is stopped and its directory goes
+            return subprocess.call(argv, env=env, cwd=work)
     except KeyboardInterrupt:
         return 130
     finally:
