@@ -541,6 +541,7 @@ def test_a_signal_to_ibfab_tool_stops_the_tool_and_removes_its_directory(fab, si
     before = set(glob.glob(os.path.join(tempfile.gettempdir(), "ibfab-tool-*")))
     p = subprocess.Popen(IBFAB + ["tool", "--name", fab.name, "node0001", "--", "sleep", "60"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sleeper: list = []
     try:
         end = time.monotonic() + 20
         while not (set(glob.glob(os.path.join(tempfile.gettempdir(), "ibfab-tool-*"))) - before):
@@ -550,12 +551,12 @@ def test_a_signal_to_ibfab_tool_stops_the_tool_and_removes_its_directory(fab, si
         sleeper = subprocess.run(["pgrep", "-P", str(p.pid), "sleep"], capture_output=True, text=True).stdout.split()
         p.send_signal(sig)
         assert p.wait(timeout=20) == 130
+        time.sleep(0.2)  # the tool's own exit, after ibfab killed it
     finally:
         p.kill()
         p.wait()
+        leftover = [pid for pid in sleeper if os.path.exists(f"/proc/{pid}")]
+        for pid in leftover:  # never left behind, whatever failed
+            os.kill(int(pid), signal.SIGKILL)
     assert not [d for d in mine if os.path.exists(d)]
-    for pid in sleeper:  # the tool itself was stopped with it
-        end = time.monotonic() + 5
-        while os.path.exists(f"/proc/{pid}") and time.monotonic() < end:
-            time.sleep(0.02)
-        assert not os.path.exists(f"/proc/{pid}"), pid
+    assert sleeper and not leftover, (sleeper, leftover)  # the tool itself was stopped with it

@@ -69,10 +69,15 @@ def cmd_tool(args) -> int:
 
     env = dict(clean_env(os.environ), **_env(args))
     work = tempfile.mkdtemp(prefix="ibfab-tool-")
+    tool = None
     try:
         with signals_raise():  # SIGTERM and SIGHUP as ^C: the tool is stopped and its directory goes
-            return subprocess.call(argv, env=env, cwd=work)
+            tool = subprocess.Popen(argv, env=env, cwd=work)
+            return tool.wait()
     except KeyboardInterrupt:
+        if tool is not None:  # stopped and waited for (subprocess.call leaves it a zombie on ^C)
+            tool.kill()
+            tool.wait()
         return 130
     finally:
         shutil.rmtree(work, ignore_errors=True)
