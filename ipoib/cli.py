@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fabric.cli.common import bounded, call_or_report, client, onoff, print_json
+from fabric.cli.common import bounded, call_or_report, client, onoff, print_json, run_foreground
 
 
 def _namespaces(name: str) -> dict:
@@ -21,8 +21,6 @@ def _namespaces(name: str) -> dict:
 
 def _exec_in(args, node: str, argv: list[str]) -> int:
     """Run ``argv`` in ``node``'s namespace with this terminal; its exit code."""
-    import subprocess
-
     from .iphost.netns import exec_argv
 
     ns = _namespaces(args.name).get(node)
@@ -35,10 +33,7 @@ def _exec_in(args, node: str, argv: list[str]) -> int:
             print(f"ibfab: no node {node!r} in fabric {args.name!r} (nodes: {', '.join(sorted(known)[:8])}"
                   f"{', ...' if len(known) > 8 else ''})", file=sys.stderr)
         return 2
-    try:
-        return subprocess.call(exec_argv(ns, argv))
-    except KeyboardInterrupt:
-        return 130
+    return run_foreground(exec_argv(ns, argv))  # a signal to us stops it too: nothing left in the namespace
 
 
 def cmd_exec(args) -> int:

@@ -313,6 +313,29 @@ def test_ibfab_exec_passes_stdin_stdout_and_the_exit_code(fab):
     assert bad.returncode == 2 and "no node 'sw01'" in bad.stderr and bad.stderr.count("\n") == 1
 
 
+def test_a_signal_to_ibfab_exec_stops_the_command_in_the_namespace(fab):
+    """SIGTERM to ``ibfab exec`` stops what it runs in the node's namespace too (an iperf3 -s left
+    there would hold its port), and nothing is left, not even a zombie."""
+    p = subprocess.Popen(IBFAB + ["exec", "--name", fab.name, "node0002", "--", "sleep", "61"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    found: list = []
+    try:
+        end = time.monotonic() + 20
+        while not found:
+            assert time.monotonic() < end and p.poll() is None, p.communicate()
+            found = subprocess.run(["pgrep", "-f", "^sleep 61$"], capture_output=True, text=True).stdout.split()
+            time.sleep(0.02)
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=20) == 130
+    finally:
+        p.kill()
+        p.wait()
+        left = [pid for pid in found if os.path.exists(f"/proc/{pid}")]
+        for pid in left:
+            os.kill(int(pid), signal.SIGKILL)
+    assert not left, left
+
+
 def test_ibfab_neigh_prints_ip_neigh_and_ipoib_path_lines(fab):
     assert fab.nodes["node0001"].ping("node0006", count=1)["received"] == 1
     r = subprocess.run(IBFAB + ["neigh", "--name", fab.name, "node0001"], capture_output=True, text=True,

@@ -68,6 +68,25 @@ def print_json(r) -> int:
     return 0
 
 
+def run_foreground(argv: list, **popen) -> int:
+    """Run a program in the foreground (this terminal) and return its exit code; ^C, SIGTERM or
+    SIGHUP stop it and wait for it (130): nothing is left running, not even a zombie."""
+    import subprocess
+
+    from ..launcher import signals_raise
+
+    child = None
+    try:
+        with signals_raise():
+            child = subprocess.Popen(argv, **popen)
+            return child.wait()
+    except KeyboardInterrupt:
+        if child is not None:
+            child.kill()
+            child.wait()
+        return 130
+
+
 def bounded(kind, low, high=None, *, above: bool = False, unit: str = ""):
     """An argparse type: a number of ``kind`` (int or float) from ``low`` (or above it) to
     ``high``; anything else (NaN too) is a one-line usage error that says the range."""

@@ -10,11 +10,10 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 
-from .common import client
+from .common import client, run_foreground
 
 
 def open_endpoint(name: str, node: str, port: int = 1) -> dict:
@@ -65,20 +64,10 @@ def cmd_tool(args) -> int:
     if shutil.which(argv[0]) is None and not os.path.exists(f"/usr/sbin/{argv[0]}"):
         print(f"ibfab tool: {argv[0]}: command not found (infiniband-diags installs the diags)", file=sys.stderr)
         return 127
-    from ..launcher import signals_raise
-
     env = dict(clean_env(os.environ), **_env(args))
     work = tempfile.mkdtemp(prefix="ibfab-tool-")
-    tool = None
-    try:
-        with signals_raise():  # SIGTERM and SIGHUP as ^C: the tool is stopped and its directory goes
-            tool = subprocess.Popen(argv, env=env, cwd=work)
-            return tool.wait()
-    except KeyboardInterrupt:
-        if tool is not None:  # stopped and waited for (subprocess.call leaves it a zombie on ^C)
-            tool.kill()
-            tool.wait()
-        return 130
+    try:  # ^C, SIGTERM, SIGHUP: the tool is stopped and its directory goes
+        return run_foreground(argv, env=env, cwd=work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
