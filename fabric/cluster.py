@@ -65,19 +65,6 @@ def layout(topology, machines: list[dict], hosts_per_machine, max_hosts, devices
     return hosts, placement
 
 
-def placement_table(placement: dict) -> list[str]:
-    """What ``ibfab up --machines`` prints: where the devices went and what crosses machines."""
-    rows = [("machine", "address", "hosts", "devices", "HCAs", "switches", "cables to other machines")]
-    for m in placement["machines"]:
-        rows.append((m["name"], m["addr"] or "-", ",".join(map(str, m["hosts"])) or "-", str(m["devices"]),
-                     str(m["hcas"]), str(m["switches"]), str(m["cables_out"])))
-    width = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
-    lines = [f"placement: {placement['cables_crossing']} of {placement['cables']} cables cross machines "
-             f"(each switch with its HCAs on one machine, machines balanced on HCAs, grown along cables)"]
-    lines += ["  " + "  ".join(r[c].ljust(width[c]) for c in range(len(width))) + "  " + r[-1] for r in rows]
-    return lines
-
-
 def make_keys(run_dir: str) -> CurveKeys:
     keys = CurveKeys.generate()
     write_keys(run_dir, keys)

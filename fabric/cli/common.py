@@ -68,6 +68,13 @@ def print_json(r) -> int:
     return 0
 
 
+def table_lines(rows) -> list:
+    """Rows of cells as text columns, each as wide as its widest cell, two spaces apart."""
+    rows = [[str(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+
+
 def run_foreground(argv: list, **popen) -> int:
     """Run a program in the foreground (this terminal) and return its exit code; ^C, SIGTERM or
     SIGHUP stop it and wait for it (130): nothing is left running, not even a zombie."""

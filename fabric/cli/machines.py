@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import sys
 
+from .common import client, table_lines
+
 
 def load_machines(args):
     """``--machines FILE`` read and checked; None when not given; False after a one-line error."""
@@ -22,9 +24,18 @@ def load_machines(args):
         return False
 
 
-def print_placement(info, out=sys.stdout) -> None:
-    from ..cluster import placement_table
+def placement_table(placement: dict) -> list[str]:
+    """What ``ibfab up --machines`` prints: where the devices went and what crosses machines."""
+    rows = [("machine", "address", "hosts", "devices", "HCAs", "switches", "cables to other machines")]
+    for m in placement["machines"]:
+        rows.append((m["name"], m["addr"] or "-", ",".join(map(str, m["hosts"])) or "-", m["devices"], m["hcas"],
+                     m["switches"], m["cables_out"]))
+    return ([f"placement: {placement['cables_crossing']} of {placement['cables']} cables cross machines "
+             f"(each switch with its HCAs on one machine, machines balanced on HCAs, grown along cables)"]
+            + ["  " + line for line in table_lines(rows)])
 
+
+def print_placement(info, out=sys.stdout) -> None:
     placement = info.data.get("placement")
     if placement:
         for line in placement_table(placement):
@@ -34,7 +45,6 @@ def print_placement(info, out=sys.stdout) -> None:
 def gather(name: str) -> dict:
     """Per host: machine, address, endpoints, pid, running or dead, and its CURVE gate's counts."""
     from .. import launcher
-    from .common import client
 
     with client(name) as fc:
         info = fc.info
@@ -60,18 +70,15 @@ def cmd_machines(args) -> int:
     if not doc["placement"]:
         print(f"fabric {args.name!r} runs on this machine only ({len(doc['hosts'])} device hosts, ipc://)")
         return code
-    from ..cluster import placement_table
-
     for line in placement_table(doc["placement"]):
         print(line)
     rows = [("host", "machine", "pid", "state", "ingress", "refused")]
     for h in doc["hosts"]:
-        rows.append((str(h["host"]), h["machine"], str(h["pid"] or "-"), "running" if h["running"] else "DEAD",
-                     h["ingress"], str(h["auth"]["refused"]) if h["auth"] else "-"))
-    width = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
+        rows.append((h["host"], h["machine"], h["pid"] or "-", "running" if h["running"] else "DEAD",
+                     h["ingress"], h["auth"]["refused"] if h["auth"] else "-"))
     print()
-    for r in rows:
-        print("  ".join(r[c].ljust(width[c]) for c in range(len(width))) + "  " + r[-1])
+    for line in table_lines(rows):
+        print(line)
     for h in doc["hosts"]:
         if h["auth"] and h["auth"]["denied_from"]:
             print(f"host {h['host']}: refused clients from {', '.join(sorted(set(h['auth']['denied_from'])))} "

@@ -17,7 +17,7 @@ import inspect
 import json
 import sys
 
-from .common import client, fmt_guid
+from .common import client, fmt_guid, table_lines
 
 
 def _hex_guids(x):
@@ -101,12 +101,6 @@ def _columns(st: dict) -> list:
             if isinstance(extra.get(key), dict)]
 
 
-def _table(rows: list, out) -> None:
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip(), file=out)
-
-
 def _n(count: int, what: str) -> str:
     return f"{count} {what}" + ("" if count == 1 else "es" if what.endswith("ch") else "s")
 
@@ -135,7 +129,8 @@ def print_devices(st: dict, out) -> None:
         active = sum(1 for p in cabled if p["state"] == "Active")
         rows.append([n, d["type"], fmt_guid(d["guid"]), ",".join(map(str, lids)) or "-",
                      f"{active}/{len(cabled)}", *(_cell(v.get(n)) for _, v in cols), d["host"]])
-    _table(rows, out)
+    for line in table_lines(rows):
+        print(line, file=out)
 
 
 def _cell(v) -> str:
@@ -157,13 +152,8 @@ def print_ports(name: str, d: dict, out) -> None:
     for p in cabled:
         rate = f"{p['width']} {p['speed']}" if p.get("width") else "-"
         rows.append([p["port"], p["state"], p["phys"], p["lid"] or "-", p.get("peer") or "-", p["mtu"] or "-", rate])
-    for line in _lines(rows):
+    for line in table_lines(rows):
         print("  " + line, file=out)
-
-
-def _lines(rows: list) -> list:
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
 
 
 def print_dead(st: dict, name: str, out) -> None:
