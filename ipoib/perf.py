@@ -4,50 +4,12 @@ ib_send_lat), run as agents of the HCAs inside the device hosts, and their RPC o
 from __future__ import annotations
 
 import itertools
-import os
 import time
 
+from fabric.host.lease import Lease
 
 from . import core as backend_core
 from . import encap, inet
-
-# a client that has not asked about what it opened for this long is gone (IBFAB_LEASE_S: the tests)
-LEASE_S = float(os.environ.get("IBFAB_LEASE_S", "10"))
-
-
-class Lease:
-    """What a command-line client opened on a node (a perf sink or sender, a ping): released when
-    the client stops asking about it for LEASE_S (it was killed, or lost its terminal), so that
-    a UDP port is never left bound and a sender never runs on for nobody. An agent of the HCA,
-    so it fires from the host loop's timers like any other."""
-
-    def __init__(self, node, release, now: float):
-        self.node, self._release = node, release
-        self.expires = now + LEASE_S
-        self.released = False
-        node.hca.agents.append(self)
-
-    def renew(self, now: float) -> None:
-        self.expires = now + LEASE_S
-
-    def next_deadline(self):
-        return None if self.released else self.expires
-
-    def tick(self, now: float) -> None:
-        if now >= self.expires:
-            self.release()
-
-    def release(self) -> None:
-        if not self.released:
-            self.cancel()
-            self._release()
-
-    def cancel(self) -> None:
-        """Stop watching, without releasing: the owner freed what the lease guarded itself."""
-        if not self.released:
-            self.released = True
-            if self in self.node.hca.agents:
-                self.node.hca.agents.remove(self)
 
 
 class PerfSender:
@@ -364,7 +326,7 @@ def attach_perf(host, embedded) -> None:
         s.rcvbuf = 1 << 16
         s.udp_gro = True  # as iperf3 does not, but a UDP receiver that wants speed would (UDP_GRO)
         sid = next(ids)
-        guard = Lease(n, lambda: _close_sink(sid), now) if lease else None
+        guard = Lease(n.hca, lambda: _close_sink(sid), now) if lease else None
         if ud:  # count at the driver of every interface, before the stack
             hook = n.backend.UdpSink(port, echo=bool(echo))  # the node's provider (a fabric may mix them)
             for ifc in n.ifs.values():
@@ -433,7 +395,7 @@ def attach_perf(host, embedded) -> None:
                       ud: bool = False, gso: bool = False):
         n, s, sender = _sender(device, dst, port, size, seconds, ud, gso)
         sid = next(ids)
-        senders[sid] = (n, s, sender, Lease(n, lambda: _drop_sender(sid), now))
+        senders[sid] = (n, s, sender, Lease(n.hca, lambda: _drop_sender(sid), now))
         return sid
 
     def op_perf_status(env, now, device: str, sender: int):

@@ -330,13 +330,13 @@ def attach(host) -> None:
                       size: int = 56, ifname: str | None = None, ttl: int = 64):
         """ping, streamed: ``ping_poll`` gives what came since the last poll, ``ping_stop`` is ^C.
         Under a lease: a client that stops polling for LEASE_S has its ping cancelled."""
-        from .perf import Lease
+        from fabric.host.lease import Lease
 
         n = embedded(device)
         sess = n.ip.ping(dst, count=int(count), interval=float(interval), timeout=float(timeout), size=int(size),
                          ifname=ifname, ttl=int(ttl))
         pid = next(ids)
-        pings[pid] = (sess, Lease(n, lambda: _drop_ping(pid), now), [0, 0])
+        pings[pid] = (sess, Lease(n.hca, lambda: _drop_ping(pid), now), [0, 0])
         return pid
 
     def _ping_news(pid, now):

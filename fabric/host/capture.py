@@ -26,10 +26,9 @@ import msgpack
 import zmq
 
 from ..wire.burst import LEN
+from .lease import LEASE_S, Lease
 from .ops import RpcError
 
-# a client that has not polled its capture for this long is gone (IBFAB_LEASE_S, as IPoIB's leases)
-LEASE_S = float(os.environ.get("IBFAB_LEASE_S", "10"))
 STREAM_HWM = 500  # bursts queued toward a capture client before the host drops them (a burst can be 100s of kB)
 MAX_ENDS = 65536  # link ends one capture may name
 CLOSE_LINGER_MS = 2000  # how long a closed stream still delivers what it queued
@@ -69,8 +68,7 @@ class ErfSession:
 
 
 class StreamSession:
-    """A live capture's stream to its client, under a lease. An agent of one of the host's devices,
-    so that its lease expires from the loop's timers like every other deadline."""
+    """A live capture's stream to its client, under a :class:`fabric.host.lease.Lease`."""
 
     def __init__(self, host, sid: int, endpoint: str, ends, now: float):
         self.host, self.sid, self.endpoint = host, sid, endpoint
@@ -81,10 +79,8 @@ class StreamSession:
         self.sock.setsockopt(zmq.SNDHWM, STREAM_HWM)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.connect(endpoint)
-        self.expires = now + LEASE_S
-        self.ended = False
-        self.anchor = host.devices[host.names[0]]
-        self.anchor.agents.append(self)
+        # on one of the host's devices, whose timers run it
+        self.lease = Lease(host.devices[host.names[0]], self._expired, now)
 
     def take(self, name, port, body, count, ts) -> None:
         if self.ends is not None and (name, port) not in self.ends:
@@ -99,31 +95,25 @@ class StreamSession:
             self.drops[(name, port)] = self.drops.get((name, port), 0) + count
 
     def renew(self, now: float) -> None:
-        self.expires = now + LEASE_S
+        self.lease.renew(now)
 
-    def next_deadline(self):
-        return None if self.ended else self.expires
-
-    def tick(self, now: float) -> None:
-        if now >= self.expires:
-            self.host.end_capture(self.sid)
-            # the client is gone and cannot remove its socket's file: the run directory keeps none
-            path = self.endpoint[len("ipc://"):]
-            mine = os.path.dirname(os.path.realpath(path)) == os.path.realpath(self.host.info.run_dir)
-            if mine and os.path.basename(path).startswith("cap-"):
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
+    def _expired(self) -> None:
+        self.host.end_capture(self.sid)
+        # the client is gone and cannot remove its socket's file: the run directory keeps none
+        path = self.endpoint[len("ipc://"):]
+        mine = os.path.dirname(os.path.realpath(path)) == os.path.realpath(self.host.info.run_dir)
+        if mine and os.path.basename(path).startswith("cap-"):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
     def stats(self) -> dict:
         return {"session": self.sid, "host": self.host.index, "sent": self.sent, "packets": self.sent_packets,
                 "dropped": self.dropped, "drops": [[d, p, n] for (d, p), n in sorted(self.drops.items())]}
 
     def close(self) -> None:
-        self.ended = True
-        if self in self.anchor.agents:
-            self.anchor.agents.remove(self)
+        self.lease.cancel()
         # what is still queued reaches the client, which waits for the count ``capture_close``
         # reported (closing with no linger threw it away); a client that is gone costs at most this
         self.sock.close(linger=CLOSE_LINGER_MS)
@@ -203,5 +193,5 @@ class CaptureOps:
     def op_capture_list(self, env, now):
         """The live captures running on this host, with the seconds left on their leases."""
         taps = self.capture
-        return [dict(s.stats(), endpoint=s.endpoint, lease_left=s.expires - now)
+        return [dict(s.stats(), endpoint=s.endpoint, lease_left=s.lease.expires - now)
                 for s in (taps.sessions.values() if taps is not None else ()) if isinstance(s, StreamSession)]
