@@ -8,6 +8,7 @@ no CPU. After every call into a device (a burst, a timer, an RPC) the host empti
 
 from __future__ import annotations
 
+import select
 import sys
 import time
 import traceback
@@ -116,20 +117,32 @@ class DeviceHost(HostOps, CaptureOps):
                     cable(self.devices[a], ap, None, 0, link)
         self.control = self.ctx.socket(zmq.ROUTER)
         self._serve(self.control, self.info.control(index))
-        self.poller = zmq.Poller()
-        self.poller.register(self.ingress_sock, zmq.POLLIN)
-        self.poller.register(self.control, zmq.POLLIN)
-        for mon in self.monitors:
-            self.poller.register(mon, zmq.POLLIN)
-        self.gate_sockets = {}
+        # One epoll for the TUN devices and the ZeroMQ sockets' notification descriptors. zmq_poll
+        # asks every socket for its events (a syscall each) on every pass, even when what woke the
+        # loop was a TUN device; here a socket is asked only when its descriptor fired or the loop
+        # used it (ZMQ_FD is edge-like: the loop reads until EAGAIN, and asks again after a send).
+        self.epoll = select.epoll()
+        self.zsocks: dict = {}  # ZMQ_FD -> socket
+        self.zhandlers: dict = {}  # socket -> fn(now) that reads it until EAGAIN (or its budget)
+        self.zcheck: set = set()  # sockets whose events the loop must ask for on this pass
+        self._watch_zmq(self.ingress_sock, self.on_ingress)
+        self._watch_zmq(self.control, self.on_control)
+        for mon, h in self.monitors.items():
+            self._watch_zmq(mon, lambda now, mon=mon, h=h: self.on_monitor(mon, h, now))
         if self.gate is not None:
-            self.gate_sockets = {self.gate.handler: self.gate.on_request,
-                                 **{m: (lambda m=m: self.gate.on_monitor(m)) for m in self.gate.monitors}}
-            for sock in self.gate_sockets:
-                self.poller.register(sock, zmq.POLLIN)
+            self._watch_zmq(self.gate.handler, lambda now: self.gate.on_request())
+            for m in self.gate.monitors:
+                self._watch_zmq(m, lambda now, m=m: self.gate.on_monitor(m))
         software = plugins.node_software(self.info.data.get("node_software"))
         if software is not None:
             software.attach(self)  # found by name: the fabric itself imports no node software
+
+    def _watch_zmq(self, sock, fn) -> None:
+        fd = sock.getsockopt(zmq.FD)
+        self.zsocks[fd] = sock
+        self.zhandlers[sock] = fn
+        self.epoll.register(fd, select.EPOLLIN)
+        self.zcheck.add(sock)  # what arrived before the loop first waits
 
     def _serve(self, sock, endpoint: str) -> None:
         if endpoint.startswith("tcp://"):
@@ -160,11 +173,14 @@ class DeviceHost(HostOps, CaptureOps):
         ``device``); the device's software runs and its outbox is drained right after, as after
         a burst."""
         self.readers[fd] = (device, fn)
-        self.poller.register(fd, zmq.POLLIN)
+        self.epoll.register(fd, select.EPOLLIN)
 
     def remove_reader(self, fd: int) -> None:
         if self.readers.pop(fd, None) is not None:
-            self.poller.unregister(fd)
+            try:
+                self.epoll.unregister(fd)
+            except (OSError, ValueError):  # already closed: the kernel dropped it from the set
+                pass
 
     def add_closer(self, fn) -> None:
         """``fn()`` runs when the host stops (also on SIGTERM), before its sockets close."""
@@ -175,7 +191,7 @@ class DeviceHost(HostOps, CaptureOps):
     def send_control(self, name: str, port: int, kind: int) -> None:
         peer = self.local.get((name, port))
         if peer is not None:
-            self.local_q.append((peer[0], encode_control(peer[1], kind, self.token)))
+            self.local_q.append((peer[0], -1, encode_control(peer[1], kind, self.token), 0))
             return
         link = self.links.get((name, port))
         if link is None:
@@ -240,17 +256,21 @@ class DeviceHost(HostOps, CaptureOps):
             dest, dev_index = (link[1], link[2]) if link else (peer[1], 0)
             for chunk in chunks:
                 count, buf = chunk[0], chunk[1]
-                hdr = BURST_HDR.pack(BURST_VERSION, KIND_DATA, dest, count, self.token, dev_index)
                 if buf is not None:  # a Segment: the header goes into its headroom
-                    buf[:BURST_HEADROOM] = hdr
+                    if link is not None:
+                        buf[:BURST_HEADROOM] = BURST_HDR.pack(BURST_VERSION, KIND_DATA, dest, count, self.token,
+                                                              dev_index)
                     msg = buf
                 else:
-                    msg = hdr + b"".join(chunk[2])
+                    msg = BURST_HDR.pack(BURST_VERSION, KIND_DATA, dest, count, self.token, dev_index) \
+                        + b"".join(chunk[2])
                 if peer is not None:
                     if len(self.local_q) >= SNDHWM:
                         self._link_full(name, port, count)
                         continue
-                    self.local_q.append((peer[0], msg))
+                    # in memory the burst goes with its port and count: no header to decode (the
+                    # headroom stays, for a switch that forwards the buffer in place)
+                    self.local_q.append((peer[0], peer[1], msg, count))
                 else:
                     try:
                         link[0].send(msg, zmq.NOBLOCK, copy=len(msg) < ZERO_COPY_MIN)
@@ -336,7 +356,7 @@ class DeviceHost(HostOps, CaptureOps):
             data = msgpack.packb({"ok": False, "error": "internal error: the result cannot be sent (see the host's log)",
                                   "id": rid, "kind": "internal"}, use_bin_type=True)
         self.control.send_multipart(frames + [data])
-
+        self.zcheck.add(self.control)  # a send may have taken the notification of a request
     def on_control(self, now: float) -> None:
         while True:
             try:
@@ -381,7 +401,7 @@ class DeviceHost(HostOps, CaptureOps):
         return self._due
 
     def next_timeout_ms(self, now: float):
-        if self.local_q:
+        if self.local_q or self.zcheck:
             return 0
         due = self._deadlines()
         first = min(due.values()) if due else None
@@ -399,37 +419,25 @@ class DeviceHost(HostOps, CaptureOps):
     def run(self) -> None:
         for name, dev in self.devices.items():
             self._controls(name, training.start(dev))
+        epoll, zsocks, readers = self.epoll, self.zsocks, self.readers
         while self.running:
             now = time.monotonic()
-            events = dict(self.poller.poll(self.next_timeout_ms(now)))
+            ms = self.next_timeout_ms(now)
+            try:
+                events = epoll.poll(-1 if ms is None else ms / 1000.0)
+            except InterruptedError:
+                events = ()
             now = time.monotonic()
-            for sock in events:
-                if sock is self.control:
-                    self.on_control(now)
+            for fd, _ in events:
+                sock = zsocks.get(fd)
+                if sock is not None:
+                    self.zcheck.add(sock)
                     continue
-                watched = self.monitors.get(sock)
-                if watched is not None:
-                    self.on_monitor(sock, watched, now)
-                    continue
-                gate = self.gate_sockets.get(sock)
-                if gate is not None:
-                    gate()
-                    continue
-                reader = self.readers.get(sock)
+                reader = readers.get(fd)
                 if reader is not None:
                     self._read(reader, now)
-                    continue
-                for _ in range(RX_BUDGET):
-                    try:
-                        data = sock.recv(zmq.NOBLOCK, copy=True)
-                    except zmq.Again:
-                        break
-                    self.bursts_in += 1
-                    name = self.by_index.get(burst_device(data))
-                    if name is None:  # too short to name a device, or names none of ours
-                        self.burst_errors += 1
-                        continue
-                    self._deliver(name, data, now)
+            if self.zcheck:
+                self._serve_sockets(now)
             due = self._deadlines()
             for name in [n for n, d in due.items() if d <= now]:
                 self._tick_if_due(self.devices[name], now)
@@ -440,6 +448,32 @@ class DeviceHost(HostOps, CaptureOps):
                 self.service_pending(now)
                 self.flush()
 
+    def _serve_sockets(self, now: float) -> None:
+        """Read the sockets that may have input; keep those that still have some (a budget ran
+        out, or more came meanwhile) for the next pass."""
+        check, self.zcheck = self.zcheck, set()
+        for sock in check:
+            if sock.closed:
+                continue
+            if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                self.zhandlers[sock](now)
+                if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    self.zcheck.add(sock)
+
+    def on_ingress(self, now: float) -> None:
+        sock = self.ingress_sock
+        for _ in range(RX_BUDGET):
+            try:
+                data = sock.recv(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                break
+            self.bursts_in += 1
+            name = self.by_index.get(burst_device(data))
+            if name is None:  # too short to name a device, or names none of ours
+                self.burst_errors += 1
+                continue
+            self._deliver(name, data, now)
+
     def _deliver(self, name: str, data, now: float) -> None:
         try:
             self.on_burst(name, data, now)
@@ -447,6 +481,23 @@ class DeviceHost(HostOps, CaptureOps):
             traceback.print_exc()
             self.devices[name].drops["internal_error"] += 1
             self.drain(name, self.devices[name])
+
+    def _deliver_local(self, name: str, port: int, data, count: int, now: float) -> None:
+        """A data burst over an in-process link: both ends are ours, so no header or token to check."""
+        dev = self.devices[name]
+        try:
+            dev.receive_burst(port, data, BURST_HEADROOM, count, now)
+        except ParseError:
+            self.burst_errors += 1
+            dev.drops["bad_burst"] += 1
+        except Exception:  # a bad packet must never kill the host
+            traceback.print_exc()
+            dev.drops["internal_error"] += 1
+        self._stale.add(name)
+        if dev.outbox:
+            self.drain(name, dev)
+        if dev.events:
+            self.handle_events(name, now)
 
     def _read(self, reader, now: float) -> None:
         name, fn = reader
@@ -464,10 +515,13 @@ class DeviceHost(HostOps, CaptureOps):
         """Deliver bursts on in-process links; a budget keeps the sockets served meanwhile."""
         budget = LOCAL_BUDGET
         while self.local_q and budget:
-            name, msg = self.local_q.popleft()
+            name, port, msg, count = self.local_q.popleft()
             budget -= 1
             now = time.monotonic()  # a whole sweep can run inside this loop: keep the clock honest
-            self._deliver(name, msg, now)
+            if port < 0:
+                self._deliver(name, msg, now)  # a link-training frame, framed as on a socket
+            else:
+                self._deliver_local(name, port, msg, count, now)
             dev = self.devices[name]
             if dev.agents:
                 # the node's software runs right after its "interrupt" (a NAPI poll it asked for, an
@@ -481,10 +535,17 @@ class DeviceHost(HostOps, CaptureOps):
     def _tick_if_due(self, dev, now: float, rounds: int = 2) -> None:
         """Run a device's timers and agents if any is due; again (up to ``rounds``) if what they
         did made another due at once (an agent's send asks for a NAPI poll of its node)."""
-        self._stale.add(dev.name)
+        name = dev.name
         for _ in range(rounds):
             d = dev.next_deadline()
             if d is None or d > now:
+                # asked after everything this call did to the device: the deadline the loop
+                # would ask for again this pass (an HCA's agents take a dozen calls to ask)
+                self._stale.discard(name)
+                if d is None:
+                    self._due.pop(name, None)
+                else:
+                    self._due[name] = d
                 return
             try:
                 dev.tick(now)
@@ -493,8 +554,9 @@ class DeviceHost(HostOps, CaptureOps):
                 dev.drops["internal_error"] += 1
                 return
             finally:
-                self.drain(dev.name, dev)
-            self.handle_events(dev.name, now)
+                self._stale.add(name)
+                self.drain(name, dev)
+            self.handle_events(name, now)
 
     def close(self) -> None:
         if self.ctx.closed:
@@ -512,4 +574,5 @@ class DeviceHost(HostOps, CaptureOps):
             s.close(0)
         if self.gate is not None:
             self.gate.close()
+        self.epoll.close()
         self.ctx.term()

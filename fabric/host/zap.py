@@ -1,7 +1,7 @@
 """Who may reach a device host over tcp://: the ZAP handler that admits the fabric's CURVE client
 key only, and the count of connections refused.
 
-The host loop is single-threaded, so the handler is a socket of its poller (``inproc://
+The host loop is single-threaded, so the handler is a socket its loop watches (``inproc://
 zeromq.zap.01``, where libzmq asks during each CURVE handshake) rather than pyzmq's authenticator
 thread. Refusals are counted from socket monitors on the host's server sockets: a wrong client key
 (``HANDSHAKE_FAILED_AUTH``, after the handler said 400) and a peer without the server key or
@@ -34,7 +34,7 @@ class Gate:
         self.denied_from: list = []  # the addresses of the last clients the handler turned away
 
     def watch(self, sock: zmq.Socket) -> zmq.Socket:
-        """A monitor of ``sock``'s failed handshakes, for the poller."""
+        """A monitor of ``sock``'s failed handshakes, for the host loop."""
         mon = sock.get_monitor_socket(REFUSED)
         self.monitors.append(mon)
         return mon

@@ -180,9 +180,12 @@ class SubnetManager:
         return self._flush(out)
 
     def next_deadline(self):
-        cands = [d for d in (self.engine.next_deadline(), self.next_light, self.sa.next_timer(), self.next_poll)
-                 if d is not None]
-        return min(cands, default=None)
+        # the device host asks after every burst through the SM's node: no lists
+        best = self.engine.next_deadline()
+        for d in (self.next_light, self.sa.next_timer(), self.next_poll):
+            if d is not None and (best is None or d < best):
+                best = d
+        return best
 
     def _flush(self, actions: list) -> list:
         if self.out:

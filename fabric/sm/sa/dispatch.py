@@ -172,7 +172,9 @@ class SubnetAdministrator(PathRecordMixin, MCMemberRecordMixin, RecordMixin, Inf
 
     def next_timer(self) -> float | None:
         """When :meth:`tick` next has something to do (None: nothing pending)."""
-        return min((p.deadline for p in self.pending_reports.values()), default=None)
+        if not self.pending_reports:
+            return None
+        return min(p.deadline for p in self.pending_reports.values())
 
     def mft_updates(self, mlid: int) -> dict[int, int]:
         """On McastChanged(mlid): {switch node GUID: port mask} to write for that MLID, with 0 for
