@@ -305,9 +305,9 @@ cdef class Provider:
         n = self.tun.read_queue(q, ring, 64)
         if ring.pushed != before:
             self._qpk[q] += ring.pushed - before
-            if not self._kicked:
-                self._kicked = True
-                c.schedule_poll()
+            # the doorbell is rung here, as ndo_start_xmit posts to the send queue: what the kernel
+            # handed us leaves now, not after a NAPI pass the host would schedule only for this
+            self._drain_tx()
         if ring.slots - ring._count < 64 and not self._stopped[q]:
             self._stop_queue(q)
         return n

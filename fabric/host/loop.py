@@ -441,12 +441,15 @@ class DeviceHost(HostOps, CaptureOps):
             due = self._deadlines()
             for name in [n for n, d in due.items() if d <= now]:
                 self._tick_if_due(self.devices[name], now)
-            self.flush()
-            self.run_local(now)
+            if self.txq:
+                self.flush()
+            if self.local_q:
+                self.run_local(now)
             if self.pending:  # after local delivery: an answer may have just arrived in memory
                 self._stale.update(self.devices)  # what a deferred request checks or undoes
                 self.service_pending(now)
-                self.flush()
+                if self.txq:
+                    self.flush()
 
     def _serve_sockets(self, now: float) -> None:
         """Read the sockets that may have input; keep those that still have some (a budget ran
@@ -509,7 +512,8 @@ class DeviceHost(HostOps, CaptureOps):
             traceback.print_exc()
             dev.drops["internal_error"] += 1
         self._tick_if_due(dev, now)
-        self.drain(name, dev)
+        if dev.outbox:
+            self.drain(name, dev)
 
     def run_local(self, now: float) -> None:
         """Deliver bursts on in-process links; a budget keeps the sockets served meanwhile."""
@@ -529,8 +533,10 @@ class DeviceHost(HostOps, CaptureOps):
                 # can cross the in-process links within this one loop
                 self._tick_if_due(dev, now)
             if not self.local_q:
-                self.flush()
-        self.flush()
+                if self.txq:
+                    self.flush()
+        if self.txq:
+            self.flush()
 
     def _tick_if_due(self, dev, now: float, rounds: int = 2) -> None:
         """Run a device's timers and agents if any is due; again (up to ``rounds``) if what they
@@ -555,7 +561,8 @@ class DeviceHost(HostOps, CaptureOps):
                 return
             finally:
                 self._stale.add(name)
-                self.drain(name, dev)
+                if dev.outbox:
+                    self.drain(name, dev)
             self.handle_events(name, now)
 
     def close(self) -> None:
