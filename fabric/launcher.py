@@ -20,6 +20,13 @@ from .runinfo import RunInfo, check_name, ensure_run_base, run_base, run_dir_for
 from .topology import Topology, load_topology
 
 DEVICES_PER_HOST = 64
+# With the real OpenSM as the SM, fewer and bigger hosts: OpenSM keeps 4 SMPs on the wire
+# (max_wire_smps), so its sweep waits on each SMP's round trip, and every cable between two host
+# processes on a directed route costs a wakeup of each, both ways; in one process the route is
+# crossed in memory. fattree:36,18,18,1 (702 devices) with OpenSM: 3.0 s to SUBNET UP on 4 hosts,
+# 2.1 s on 2, 1.7 s on 1 (bench/RESULTS.md). Our own SM keeps 128 SMPs in flight and gains from
+# the second core instead.
+DEVICES_PER_HOST_OPENSM = 1024
 MAX_HOSTS = 4  # 2 cores: more processes only add start-up cost and context switches
 MAX_DEVICES = 0xFFFF  # a link burst names its receiving device in 16 bits (fabric.wire.burst)
 
@@ -60,7 +67,12 @@ def name_lock(name: str):
         os.close(fd)  # releases the lock
 
 
-def plan_hosts(topology: Topology, hosts: int | None = None) -> list[list[str]]:
+def devices_per_host(sm_kind: str) -> int:
+    """How many devices a host process takes by default under that SM (``sm_kind``)."""
+    return DEVICES_PER_HOST_OPENSM if sm_kind == "opensm" else DEVICES_PER_HOST
+
+
+def plan_hosts(topology: Topology, hosts: int | None = None, per_host: int = DEVICES_PER_HOST) -> list[list[str]]:
     """Split the devices over host processes so that cables stay inside a process where they can
     (a cable between processes is a ZeroMQ socket and a pass of each host's loop per burst).
 
@@ -76,7 +88,7 @@ def plan_hosts(topology: Topology, hosts: int | None = None) -> list[list[str]]:
     n = len(topology.nodes)
     if n > MAX_DEVICES:
         raise LaunchError(f"{n} devices: a fabric runs at most {MAX_DEVICES} (a link burst names its device in 16 bits)")
-    k = hosts or max(1, min(MAX_HOSTS, math.ceil(n / DEVICES_PER_HOST)))
+    k = hosts or max(1, min(MAX_HOSTS, math.ceil(n / per_host)))
     return split_hosts(topology, k)
 
 
@@ -378,7 +390,7 @@ def _up(topology, name, *, hosts, timeout, sm, sm_config, sm_args, node_software
         host_list, placement = cluster.layout(topo, machines, hosts, MAX_HOSTS, DEVICES_PER_HOST)
         cluster.make_keys(run_dir)  # before fabric.json names a tcp:// endpoint: never plaintext
     else:
-        host_list, placement = [{"devices": devs} for devs in plan_hosts(topo, hosts)], None
+        host_list, placement = [{"devices": devs} for devs in plan_hosts(topo, hosts, devices_per_host(kind))], None
     plan = [h["devices"] for h in host_list]
     info = RunInfo(run_dir, {"name": name, "topology": topo_path, "created": time.time(),
                              "hosts": host_list,

@@ -173,3 +173,17 @@ def test_rpc_errors_are_clear():
             fab.link_down("sw01", 9)
         with pytest.raises(Exception, match="unknown operation"):
             RpcClient(fab.info.control(0)).call("frobnicate")
+
+
+def test_host_plan_follows_the_sm():
+    """Our SM keeps many SMPs in flight and gains from a second process; the real OpenSM keeps 4
+    on the wire and waits on each round trip, so its fabric stays in as few processes as the size
+    allows (fewer cables between processes on its directed routes). An explicit count wins."""
+    from fabric.topology import load_topology
+
+    topo = load_topology("fattree:4,2,24,6")  # 102 devices
+    ours = launcher.plan_hosts(topo, None, launcher.devices_per_host("ours"))
+    theirs = launcher.plan_hosts(topo, None, launcher.devices_per_host("opensm"))
+    assert len(ours) == 2 and len(theirs) == 1
+    assert sorted(d for h in ours for d in h) == sorted(theirs[0]) == sorted(topo.nodes)
+    assert len(launcher.plan_hosts(topo, 2, launcher.devices_per_host("opensm"))) == 2

@@ -312,7 +312,7 @@ class Device:
             # LocalPortNum is the port this SMP came in on, whichever port it asks about (IBA
             # 14.2.5.6): a switch's ports all answer with the ingress port, which is how a
             # discovery (ibnetdiscover) tells where it came from
-            return self.port_info(port).replace(local_port=in_port)
+            return self.port_info(port, in_port)
         if aid == w.ATTR_PKEY_TABLE:
             port, block = self.pkey_port_block(mod, in_port)
             n = w.PKEY_BLOCK
@@ -352,8 +352,10 @@ class Device:
     def pkey_port_block(self, mod: int, in_port: int) -> tuple:
         return self.mgmt_port(in_port), mod & 0xFFFF
 
-    def port_info(self, port: Port) -> w.PortInfo:
-        return port.port_info()
+    def port_info(self, port: Port, local_port: int | None = None) -> w.PortInfo:
+        """``port``'s PortInfo as this device answers it, LocalPortNum ``local_port`` (the port
+        the SMP came in on) when given."""
+        return port.port_info(local_port)
 
     def set_port_info(self, port: Port, pi: w.PortInfo, now: float) -> None:
         """Apply a PortInfo Set. Validation comes first so that an invalid Set changes nothing."""

@@ -202,16 +202,22 @@ class Port:
 
     # -- PortInfo ------------------------------------------------------------------------------
 
-    def port_info(self, local_port: int | None = None, lid: int | None = None) -> sa.PortInfo:
+    def port_info(self, local_port: int | None = None, lid: int | None = None, *, sm_lid: int | None = None,
+                  lmc: int | None = None, capability_mask: int | None = None) -> sa.PortInfo:
+        """This port's PortInfo; what a device answers differently (a switch's external ports
+        report its LID) comes in as arguments, so that an answer is one object, not a chain of
+        copies (the SMA answers thousands in a sweep)."""
         return sa.PortInfo(
             m_key=self.m_key, gid_prefix=self.gid_prefix, lid=self.lid if lid is None else lid,
-            master_sm_lid=self.sm_lid, capability_mask=self.capability_mask,
+            master_sm_lid=self.sm_lid if sm_lid is None else sm_lid,
+            capability_mask=self.capability_mask if capability_mask is None else capability_mask,
             m_key_lease_period=self.m_key_lease,
             local_port=self.num if local_port is None else local_port,
             link_width_enabled=self.width_enabled, link_width_supported=self.width_supported,
             link_width_active=self.width_active, link_speed_supported=self.speed_supported,
             port_state=self.state, phys_state=self.phys, link_down_default_state=sa.PHYS_POLLING,
-            m_key_protect_bits=self.m_key_protect, lmc=self.lmc, link_speed_active=self.speed_active,
+            m_key_protect_bits=self.m_key_protect, lmc=self.lmc if lmc is None else lmc,
+            link_speed_active=self.speed_active,
             link_speed_enabled=self.speed_enabled, neighbor_mtu=self.neighbor_mtu, master_sm_sl=self.sm_sl,
             vl_cap=self.vl_cap, vl_high_limit=self.vl_high_limit, mtu_cap=self.mtu_cap,
             hoq_life=self.hoq_life, operational_vls=self.operational_vls,

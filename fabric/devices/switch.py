@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import array
+
 from .. import wire as w
 from ..wire import smp_attrs as sa
 from ..wire.burst import BURST_HEADROOM, Segment, decode_burst_packets
@@ -96,7 +98,8 @@ class Switch(Device):
         self._flags = bytearray(spec.num_ports + 1)  # per port: 1 link up, 2 active (for the C path)
         self._mtu = None
         self._pkeys = None  # P_Key tables of the enforcing ports, flattened, for the C path
-        self._dirty = True
+        self._dirty = True  # every port's entries in those tables are to be made again
+        self._dirty_ports: set = set()  # ... or only these ports' (a sweep's Sets come one port at a time)
 
     # -- addressing ----------------------------------------------------------------------------
 
@@ -118,8 +121,31 @@ class Switch(Device):
     # -- data path -----------------------------------------------------------------------------
 
     def _refresh_port_table(self) -> None:
-        import array
+        if not self._dirty and self._mtu is not None:
+            dirty, self._dirty_ports = self._dirty_ports, set()
+            if all(self._refresh_port(n) for n in dirty):
+                return
+        self._refresh_all()
 
+    def _refresh_port(self, n: int) -> bool:
+        """One port's entries; False when its partition enforcement changed (the tables' shape)."""
+        p = self.ports[n]
+        f = ((1 if p.link_up else 0) | (2 if p.state == sa.PORT_ACTIVE else 0)
+             | (4 if n and p.pkey_enforce_in else 0) | (8 if n and p.pkey_enforce_out else 0))
+        if (f ^ self._flags[n]) & 12:
+            return False
+        self._flags[n] = f
+        self._mtu[n] = sa.MTU_BYTES.get(p.neighbor_mtu, 4096)
+        if f & 12:
+            keys = p.pkeys[:PKEY_SLOTS]
+            self._pkeys[n * PKEY_SLOTS:(n + 1) * PKEY_SLOTS] = array.array("H", list(keys) + [0] * (PKEY_SLOTS - len(keys)))
+        return True
+
+    def _mark(self, n: int) -> None:
+        self._dirty_ports.add(n)
+
+    def _refresh_all(self) -> None:
+        self._dirty_ports = set()
         for n, p in self.ports.items():
             self._flags[n] = ((1 if p.link_up else 0) | (2 if p.state == sa.PORT_ACTIVE else 0)
                               | (4 if n and p.pkey_enforce_in else 0) | (8 if n and p.pkey_enforce_out else 0))
@@ -142,7 +168,7 @@ class Switch(Device):
         port = self.ports.get(in_port)
         if _forward_burst is None or port is None or in_port == 0 or not port.link_up:
             return self._receive_each(in_port, burst, offset, count, now)
-        if self._dirty:
+        if self._dirty or self._dirty_ports:
             self._refresh_port_table()
         p0 = self.ports[0]
         base = p0.lid & ~((1 << p0.lmc) - 1) if p0.lid else 0
@@ -180,7 +206,7 @@ class Switch(Device):
             self.receive(in_port, pkt, now)
 
     def set_link(self, port_num: int, up: bool, now: float) -> None:
-        self._dirty = True
+        self._mark(port_num)
         super().set_link(port_num, up, now)
 
     def receive(self, in_port: int, data: bytes, now: float) -> None:
@@ -213,7 +239,7 @@ class Switch(Device):
                 return self._local(in_port, data, now)
             return self._unicast(port, dlid, data, management=True)
         if port.state == sa.PORT_ARMED:
-            self._dirty = True
+            self._mark(in_port)
             port.state = sa.PORT_ACTIVE  # IBA: an Armed port goes Active on its first data packet
             self.events.append(("port_state", in_port, (sa.PORT_ARMED, sa.PORT_ACTIVE)))
         elif port.state != sa.PORT_ACTIVE:
@@ -368,24 +394,21 @@ class Switch(Device):
     # -- SMA attributes specific to switches ---------------------------------------------------
 
     def pkey_port_block(self, mod: int, in_port: int) -> tuple:
-        self._dirty = True  # a Set changes what the C path checks an enforcing port against
         num = mod >> 16  # IBA 14.2.5.7: AttributeModifier bits 31..16 are the port number
         if num not in self.ports:
             raise SmpError(w.STATUS_INVALID_FIELD, f"no port {num}")
+        self._mark(num)  # a Set changes what the C path checks an enforcing port against
         return self.ports[num], mod & 0xFFFF
 
-    def port_info(self, port: Port) -> w.PortInfo:
+    def port_info(self, port: Port, local_port: int | None = None) -> w.PortInfo:
         p0 = self.ports[0]
         # external ports report the switch's LID (they have none of their own)
-        pi = port.port_info(lid=p0.lid)
         if port.num != 0:
-            pi = pi.replace(master_sm_lid=p0.sm_lid, lmc=0)
-        else:
-            pi = pi.replace(capability_mask=sa.CAP_IS_TRAP_SUP | sa.CAP_IS_SYS_IMAGE_GUID_SUP)
-        return pi
+            return port.port_info(local_port, p0.lid, sm_lid=p0.sm_lid, lmc=0)
+        return port.port_info(local_port, p0.lid, capability_mask=sa.CAP_IS_TRAP_SUP | sa.CAP_IS_SYS_IMAGE_GUID_SUP)
 
     def apply_port_info(self, port: Port, pi: w.PortInfo, now: float) -> None:
-        self._dirty = True
+        self._mark(port.num)
         if port.num != 0:
             pi = pi.replace(lid=port.lid, master_sm_lid=port.sm_lid, lmc=0)  # only port 0 is addressable
         super().apply_port_info(port, pi, now)
