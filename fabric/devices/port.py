@@ -27,6 +27,24 @@ _TOP_DATA = (1 << _PC_WIDTH["port_rcv_data"]) - 1
 assert _TOP_PKTS == (1 << _PC_WIDTH["port_xmit_pkts"]) - 1 and _TOP_DATA == (1 << _PC_WIDTH["port_xmit_data"]) - 1
 
 
+def _bulk_counter(pkts_name: str, data_name: str, unicast_name: str):
+    """``fn(counters, pkts, words)``: a method made for one direction, so that a call counts a
+    whole burst with no further call (it runs for every burst at every port)."""
+
+    def add(self, pkts: int, words: int) -> None:
+        pc, e = self.pc, self.ext
+        v = pc[pkts_name] + pkts
+        pc[pkts_name] = v if v < _TOP_PKTS else _TOP_PKTS
+        v = pc[data_name] + words
+        pc[data_name] = v if v < _TOP_DATA else _TOP_DATA
+        e[pkts_name] += pkts
+        e[data_name] += words
+        e[unicast_name] += pkts
+
+    add.__name__ = add.__qualname__ = "add_" + pkts_name.split("_")[1]
+    return add
+
+
 class PortCounterSet:
     """The PMA counters of one port. PortCounters fields saturate at their width as the spec
     requires; the extended (64-bit) set counts alongside them."""
@@ -46,29 +64,9 @@ class PortCounterSet:
         top = (1 << _PC_WIDTH[name]) - 1
         self.pc[name] = v if v < top else top
 
-    # add_rcv and add_xmit are written out rather than sharing a helper: they run for every burst
-    # at every port, and a call more is a fifth of their cost
-
-    def add_rcv(self, pkts: int, words: int) -> None:
-        """Bulk unicast receive counts (the compiled paths report per burst)."""
-        pc, e = self.pc, self.ext
-        v = pc["port_rcv_pkts"] + pkts
-        pc["port_rcv_pkts"] = v if v < _TOP_PKTS else _TOP_PKTS
-        v = pc["port_rcv_data"] + words
-        pc["port_rcv_data"] = v if v < _TOP_DATA else _TOP_DATA
-        e["port_rcv_pkts"] += pkts
-        e["port_rcv_data"] += words
-        e["port_unicast_rcv_pkts"] += pkts
-
-    def add_xmit(self, pkts: int, words: int) -> None:
-        pc, e = self.pc, self.ext
-        v = pc["port_xmit_pkts"] + pkts
-        pc["port_xmit_pkts"] = v if v < _TOP_PKTS else _TOP_PKTS
-        v = pc["port_xmit_data"] + words
-        pc["port_xmit_data"] = v if v < _TOP_DATA else _TOP_DATA
-        e["port_xmit_pkts"] += pkts
-        e["port_xmit_data"] += words
-        e["port_unicast_xmit_pkts"] += pkts
+    # bulk unicast counts, as the compiled paths report them per burst
+    add_rcv = _bulk_counter("port_rcv_pkts", "port_rcv_data", "port_unicast_rcv_pkts")
+    add_xmit = _bulk_counter("port_xmit_pkts", "port_xmit_data", "port_unicast_xmit_pkts")
 
     def count_xmit(self, octets_on_wire: int, multicast: bool) -> None:
         words = (octets_on_wire - 2) // 4  # LRH through ICRC, in 4-octet words
