@@ -1,9 +1,10 @@
 """The device host's event loop: its devices' links (ZeroMQ sockets and in-memory queues), link
 training, timers, and the control socket it serves (:mod:`fabric.host.ops` has the operations).
 
-The loop blocks in ``zmq.Poller.poll`` with the next timer as its timeout, so an idle fabric uses
-no CPU. After every call into a device (a burst, a timer, an RPC) the host empties the device's
-``outbox`` into the next burst of each egress link: it is the only one that does.
+The loop blocks in one epoll (TUN devices, and the ZeroMQ sockets' notification descriptors) with
+the next timer as its timeout, so an idle fabric uses no CPU. After every call into a device (a
+burst, a timer, an RPC) the host empties the device's ``outbox`` into the next burst of each
+egress link: it is the only one that does.
 """
 
 from __future__ import annotations
@@ -357,6 +358,7 @@ class DeviceHost(HostOps, CaptureOps):
                                   "id": rid, "kind": "internal"}, use_bin_type=True)
         self.control.send_multipart(frames + [data])
         self.zcheck.add(self.control)  # a send may have taken the notification of a request
+
     def on_control(self, now: float) -> None:
         while True:
             try:
