@@ -60,6 +60,10 @@ class IPoIBNode:
         self._poll_pending: set = set()
         self._poll_timers: dict = {}  # ifname -> when its moderation timer fires
         self.started = False
+        # ip link set ib0 up is the ULP's work, done from the node's next tick: not inside the
+        # PortInfo Set that made the port Active, whose answer (the HCA's SMA, hardware on a real
+        # card) must not wait behind it while the SM sweeps the rest of the subnet
+        self._start_pending = False
         self._light_flush = None  # ((SM LID, LID), when) of the last light flush: events in one burst share it
         hca.qps[1].consumer = self._on_gsi
         hca.agents.append(self)
@@ -135,7 +139,7 @@ class IPoIBNode:
     def on_event(self, kind: str, port: int, detail) -> None:
         if port != self.port or not self.started:
             if kind == "port_state" and not self.started and self.hca.ports[self.port].state == sa.PORT_ACTIVE:
-                self.start()
+                self._start_pending = True
             return
         now = self.now()
         if kind in ("client_reregister", "sm_change"):
@@ -184,6 +188,10 @@ class IPoIBNode:
     # -- agent protocol (timers and NAPI) ------------------------------------------------------
 
     def tick(self, now: float) -> None:
+        if self._start_pending:
+            self._start_pending = False
+            if self.hca.ports[self.port].state == sa.PORT_ACTIVE:
+                self.start()
         if self._poll_timers:
             for name, t in list(self._poll_timers.items()):
                 if now >= t:
@@ -225,7 +233,7 @@ class IPoIBNode:
 
     def next_deadline(self):
         # asked several times per host-loop pass: no lists, no walks beyond the interfaces
-        if self._poll_pending:
+        if self._poll_pending or self._start_pending:
             return 0.0  # due now, whatever the caller's clock says
         best = self.ip.next_deadline()
         for ifc in self.ifs.values():

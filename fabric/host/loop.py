@@ -440,6 +440,8 @@ class DeviceHost(HostOps, CaptureOps):
                     self._read(reader, now)
             if self.zcheck:
                 self._serve_sockets(now)
+            if self.txq:  # what the devices answered leaves before their software's timers run
+                self.flush()
             due = self._deadlines()
             for name in [n for n, d in due.items() if d <= now]:
                 self._tick_if_due(self.devices[name], now)
@@ -532,7 +534,10 @@ class DeviceHost(HostOps, CaptureOps):
             if dev.agents:
                 # the node's software runs right after its "interrupt" (a NAPI poll it asked for, an
                 # answer it waits for), not one host-loop pass later: a request and its response
-                # can cross the in-process links within this one loop
+                # can cross the in-process links within this one loop. What the device itself
+                # answered (its SMA: hardware on a real card) leaves first, not after the software.
+                if self.txq:
+                    self.flush()
                 self._tick_if_due(dev, now)
             if not self.local_q:
                 if self.txq:
