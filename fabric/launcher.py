@@ -479,10 +479,9 @@ def wait_links_up(info: RunInfo, procs, *, deadline: float, progress=None, topo=
                     pending += 1
                     continue
                 started += 1
-                st = c.call("status")
-                for d in st["devices"]:
-                    pending += sum(1 for p in d["ports"] if p["cabled"] and p["phys"] != "LinkUp")
-                    up_ports.update((d["name"], p["port"]) for p in d["ports"] if p["phys"] == "LinkUp")
+                st = c.call("link_states")
+                pending += st["pending"]
+                up_ports.update((name, num) for name, ports in st["up"].items() for num in ports)
             if not hosts_done:
                 hosts_done = started == len(clients)
                 progress("hosts started", started, len(clients), hosts_done)

@@ -31,10 +31,11 @@ cdef class PacketRing:
         self.slot_size = slot_size
         if slots * slot_size >= MAPPED_MIN:
             # An anonymous mapping: its pages are zero and cost nothing until a packet is written
-            # there. np.zeros of a ring's megabyte comes from the heap once glibc has raised its
-            # mmap threshold (it does after the first large free), and is then cleared at once:
-            # 0.6 ms and up a ring set, and the memory, for every HCA a fabric starts (the
-            # array keeps the mapping alive as its base)
+            # there. np.zeros of a ring's megabyte comes from the heap once glibc's mmap threshold
+            # is above it (a device host raises it to keep link bursts in the heap, and glibc
+            # raises it itself after a large free), and is then cleared at once: 0.6 ms and up a
+            # ring set, and the memory, for every HCA a fabric starts (the array keeps the mapping
+            # alive as its base)
             self.buffer = np.frombuffer(_mmap.mmap(-1, slots * slot_size), dtype=np.uint8).reshape(slots, slot_size)
         else:
             self.buffer = np.zeros((slots, slot_size), dtype=np.uint8)

@@ -187,3 +187,23 @@ def test_host_plan_follows_the_sm():
     assert len(ours) == 2 and len(theirs) == 1
     assert sorted(d for h in ours for d in h) == sorted(theirs[0]) == sorted(topo.nodes)
     assert len(launcher.plan_hosts(topo, 2, launcher.devices_per_host("opensm"))) == 2
+
+
+def test_link_states_is_what_the_launcher_waits_on():
+    """The light op ``up`` polls while links train: every cabled port LinkUp once up returns, and
+    a port taken down shows as pending at both ends (the far end loses its signal)."""
+    with Fabric("single:2", name="lstates", sm=False) as fab:
+        states = [fab.client.clients[i].call("link_states") for i in range(len(fab.info.hosts))]
+        up = {(d, p) for st in states for d, ports in st["up"].items() for p in ports}
+        assert sum(st["pending"] for st in states) == 0
+        assert up == {e for lk in fab.topology.links for e in lk.ends()}
+        fab.client.call("node0001", "link", port=1, up=False)
+        end = time.monotonic() + 10
+        while True:
+            states = [fab.client.clients[i].call("link_states") for i in range(len(fab.info.hosts))]
+            if sum(st["pending"] for st in states) == 2:
+                break
+            assert time.monotonic() < end, states
+            time.sleep(0.05)
+        up = {(d, p) for st in states for d, ports in st["up"].items() for p in ports}
+        assert ("node0001", 1) not in up and len(up) == len(fab.topology.links) * 2 - 2
