@@ -174,7 +174,10 @@ class DeviceHost(HostOps, CaptureOps):
         ``device``); the device's software runs and its outbox is drained right after, as after
         a burst."""
         self.readers[fd] = (device, fn)
-        self.epoll.register(fd, select.EPOLLIN)
+        try:
+            self.epoll.register(fd, select.EPOLLIN)
+        except FileExistsError:  # the number of a descriptor closed without remove_reader, reused
+            self.epoll.modify(fd, select.EPOLLIN)
 
     def remove_reader(self, fd: int) -> None:
         if self.readers.pop(fd, None) is not None:
