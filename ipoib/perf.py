@@ -8,7 +8,6 @@ import time
 
 from fabric.host.lease import Lease
 
-from . import core as backend_core
 from . import encap, inet
 
 

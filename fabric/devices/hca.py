@@ -366,7 +366,7 @@ class HCA(Device):
         if not data[28 + 3] & w.RESPONSE_BIT or self.smp_waiting:
             return False
         mad = bytearray(data[28:28 + w.MAD_SIZE])
-        mad[6] = 0  # the hop pointer, as C14-13:3 leaves it at the requester
+        mad[DR_HOP_PTR] = 0  # as C14-13:3 leaves it at the requester
         if self.user_mad is not None:
             # software attached through ibsim's protocol (OpenSM) takes its answers as octets
             return self.user_mad.take_smp_raw(bytes(mad), (data[6] << 8) | data[7], in_port, now)

@@ -127,18 +127,28 @@ class Switch(Device):
                 return
         self._refresh_all()
 
+    @staticmethod
+    def _port_flags(n: int, p: Port) -> int:
+        """A port's entry in the flags the C path reads: 1 link up, 2 Active, 4 and 8 partition
+        enforcement inbound and outbound."""
+        return ((1 if p.link_up else 0) | (2 if p.state == sa.PORT_ACTIVE else 0)
+                | (4 if n and p.pkey_enforce_in else 0) | (8 if n and p.pkey_enforce_out else 0))
+
+    def _put_pkeys(self, n: int) -> None:
+        """Port ``n``'s PKEY_SLOTS entries of the flattened P_Key tables, zero past its own."""
+        keys = list(self.ports[n].pkeys[:PKEY_SLOTS])
+        self._pkeys[n * PKEY_SLOTS:(n + 1) * PKEY_SLOTS] = array.array("H", keys + [0] * (PKEY_SLOTS - len(keys)))
+
     def _refresh_port(self, n: int) -> bool:
         """One port's entries; False when its partition enforcement changed (the tables' shape)."""
         p = self.ports[n]
-        f = ((1 if p.link_up else 0) | (2 if p.state == sa.PORT_ACTIVE else 0)
-             | (4 if n and p.pkey_enforce_in else 0) | (8 if n and p.pkey_enforce_out else 0))
+        f = self._port_flags(n, p)
         if (f ^ self._flags[n]) & 12:
             return False
         self._flags[n] = f
         self._mtu[n] = sa.MTU_BYTES.get(p.neighbor_mtu, 4096)
         if f & 12:
-            keys = p.pkeys[:PKEY_SLOTS]
-            self._pkeys[n * PKEY_SLOTS:(n + 1) * PKEY_SLOTS] = array.array("H", list(keys) + [0] * (PKEY_SLOTS - len(keys)))
+            self._put_pkeys(n)
         return True
 
     def _mark(self, n: int) -> None:
@@ -147,14 +157,12 @@ class Switch(Device):
     def _refresh_all(self) -> None:
         self._dirty_ports = set()
         for n, p in self.ports.items():
-            self._flags[n] = ((1 if p.link_up else 0) | (2 if p.state == sa.PORT_ACTIVE else 0)
-                              | (4 if n and p.pkey_enforce_in else 0) | (8 if n and p.pkey_enforce_out else 0))
-        enforcing = [n for n, p in self.ports.items() if n and (p.pkey_enforce_in or p.pkey_enforce_out)]
+            self._flags[n] = self._port_flags(n, p)
+        enforcing = [n for n in self.ports if self._flags[n] & 12]
         if enforcing:  # the tables of the ports that enforce, PKEY_SLOTS entries each, for the C path
             self._pkeys = array.array("H", bytes(2 * PKEY_SLOTS * (self.num_ports + 1)))
             for n in enforcing:
-                keys = self.ports[n].pkeys[:PKEY_SLOTS]
-                self._pkeys[n * PKEY_SLOTS:n * PKEY_SLOTS + len(keys)] = array.array("H", keys)
+                self._put_pkeys(n)
         else:
             self._pkeys = None
         self._mtu = array.array("I", [sa.MTU_BYTES.get(self.ports[n].neighbor_mtu, 4096)

@@ -295,17 +295,17 @@ class DeviceHost(HostOps, CaptureOps):
         dev = self.devices[name]
         try:
             kind, port, count = decode_burst_header(data, self.token)
-            if port not in dev.ports or port == 0 and dev.kind == "switch":
-                dev.drops["burst_bad_port"] += 1
-                return
-            if kind == KIND_DATA:
-                dev.receive_burst(port, data, BURST_HDR.size, count, now)
-            else:
-                self._controls(name, training.on_control(dev, port, kind, now))
         except ParseError as exc:
             self.burst_errors += 1
             dev.drops["foreign_burst" if exc.kind == "token" else "bad_burst"] += 1
             return
+        if port not in dev.ports or port == 0 and dev.kind == "switch":
+            dev.drops["burst_bad_port"] += 1
+            return
+        if kind == KIND_DATA:
+            return self.receive_data(name, port, data, BURST_HDR.size, count, now)
+        try:
+            self._controls(name, training.on_control(dev, port, kind, now))
         finally:
             self._stale.add(name)
             self.drain(name, dev)
@@ -492,11 +492,13 @@ class DeviceHost(HostOps, CaptureOps):
             self.devices[name].drops["internal_error"] += 1
             self.drain(name, self.devices[name])
 
-    def _deliver_local(self, name: str, port: int, data, count: int, now: float) -> None:
-        """A data burst over an in-process link: both ends are ours, so no header or token to check."""
+    def receive_data(self, name: str, port: int, data, offset: int, count: int, now: float) -> None:
+        """A data burst's ``count`` packets from ``offset`` on into ``name``'s ``port``: from a
+        socket after its header was checked, or over an in-process link as it is (both ends are
+        ours: no header, no token)."""
         dev = self.devices[name]
         try:
-            dev.receive_burst(port, data, BURST_HEADROOM, count, now)
+            dev.receive_burst(port, data, offset, count, now)
         except ParseError:
             self.burst_errors += 1
             dev.drops["bad_burst"] += 1
@@ -532,7 +534,7 @@ class DeviceHost(HostOps, CaptureOps):
             if port < 0:
                 self._deliver(name, msg, now)  # a link-training frame, framed as on a socket
             else:
-                self._deliver_local(name, port, msg, count, now)
+                self.receive_data(name, port, msg, BURST_HEADROOM, count, now)
             dev = self.devices[name]
             if dev.agents:
                 # the node's software runs right after its "interrupt" (a NAPI poll it asked for, an

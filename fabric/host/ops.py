@@ -281,10 +281,12 @@ class HostOps:
         hosts were still coming up on the same cores."""
         up, pending = {}, 0
         for n in self.names:
-            ports = [num for num, p in self.devices[n].ports.items() if p.cabled and p.link_up]
-            if ports:
-                up[n] = ports
-            pending += sum(1 for p in self.devices[n].ports.values() if p.cabled and not p.link_up)
+            for num, p in self.devices[n].ports.items():
+                if p.cabled:
+                    if p.link_up:
+                        up.setdefault(n, []).append(num)
+                    else:
+                        pending += 1
         return {"up": up, "pending": pending}
 
     def op_counters(self, env, now, device: str, port: int):
