@@ -14,7 +14,7 @@ import sys
 import time
 
 from . import plugins, smctl
-from .pidfiles import alive, host_pids
+from .pidfiles import alive, host_pids, spawn_host
 from .rpc import RpcClient, RpcError
 from .runinfo import RunInfo, check_name, ensure_run_base, run_base, run_dir_for
 from .topology import Topology, load_topology
@@ -198,9 +198,7 @@ def restart_host(name: str, index: int, *, timeout: float = 60.0) -> RunInfo:
         else:
             _cleanup_node_software(info, info.hosts[index]["devices"])  # what the dead one left (namespaces)
             log = open(info.log_file(index), "ab")
-            proc = subprocess.Popen([sys.executable, "-m", "fabric.host", info.run_dir, str(index)],
-                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, close_fds=True)
+            proc = spawn_host(info.run_dir, index, log)
             log.close()
             _SPAWNED.setdefault(info.run_dir, []).append(proc)
             with open(os.path.join(info.run_dir, "spawned.pids"), "a") as f:
@@ -417,9 +415,7 @@ def _up(topology, name, *, hosts, timeout, sm, sm_config, sm_args, node_software
                 raise LaunchError(str(exc)) from None
         for i in range(len(plan) if not machines else 0):
             log = open(info.log_file(i), "ab")
-            procs.append(subprocess.Popen([sys.executable, "-m", "fabric.host", run_dir, str(i)],
-                                          stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          start_new_session=True, close_fds=True))
+            procs.append(spawn_host(run_dir, i, log))
             log.close()
         if not machines:
             _SPAWNED[run_dir] = procs

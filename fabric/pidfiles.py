@@ -6,6 +6,8 @@ still (a pid can be reused by anything once its process is gone). Shared by the 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 
 def alive(pid: int, run_dir: str) -> bool:
@@ -33,3 +35,19 @@ def host_pids(run_dir: str) -> list[int]:
             except (OSError, ValueError):
                 pass
     return out
+
+
+# numpy's OpenBLAS starts a thread per core at import and lets them spin for a tenth of a second
+# of CPU: four hosts starting at once on two cores lose that from the bring-up, and the hosts do
+# no linear algebra. A caller's own setting is kept.
+_HOST_ENV = {"OPENBLAS_NUM_THREADS": "1"}
+
+
+def spawn_host(run_dir: str, index: int, log, cwd: str | None = None) -> subprocess.Popen:
+    """Start device host ``index`` of ``run_dir`` in a session of its own, output to ``log``."""
+    env = dict(os.environ)
+    for k, v in _HOST_ENV.items():
+        env.setdefault(k, v)
+    return subprocess.Popen([sys.executable, "-m", "fabric.host", run_dir, str(index)], stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                            close_fds=True, cwd=cwd, env=env)

@@ -17,11 +17,10 @@ import os
 import shutil
 import signal
 import stat
-import subprocess
 import sys
 import time
 
-from .pidfiles import alive, host_pids
+from .pidfiles import alive, host_pids, spawn_host
 
 START_WAIT = 60.0  # a host binds its sockets within seconds even on a loaded machine
 
@@ -89,9 +88,7 @@ def start(run_dir: str, indices: list[int]) -> dict:
         except FileNotFoundError:
             pass
         log = open(os.path.join(run_dir, f"host-{i}.log"), "ab")
-        procs[i] = subprocess.Popen([sys.executable, "-m", "fabric.host", run_dir, str(i)], stdout=log,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                    close_fds=True, cwd=run_dir)
+        procs[i] = spawn_host(run_dir, i, log, cwd=run_dir)
         log.close()
     pids, failed = {}, {}
     deadline = time.monotonic() + START_WAIT

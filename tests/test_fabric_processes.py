@@ -207,3 +207,27 @@ def test_link_states_is_what_the_launcher_waits_on():
             time.sleep(0.05)
         up = {(d, p) for st in states for d, ports in st["up"].items() for p in ports}
         assert ("node0001", 1) not in up and len(up) == len(fab.topology.links) * 2 - 2
+
+
+def test_device_hosts_start_without_blas_threads(monkeypatch):
+    """A host does no linear algebra: numpy's OpenBLAS gets one thread (no spinning pool eating a
+    core while the fabric comes up), unless whoever launched the fabric asked for another count."""
+    from fabric.pidfiles import host_pids
+
+    def host_threads(fab):
+        out = []
+        for pid in host_pids(fab.info.run_dir):
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = dict(e.split(b"=", 1) for e in f.read().split(b"\0") if b"=" in e)
+            out.append((env.get(b"OPENBLAS_NUM_THREADS"), len(os.listdir(f"/proc/{pid}/task"))))
+        return out
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    with Fabric("single:2", name="blas1") as fab:
+        one = host_threads(fab)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    with Fabric("single:2", name="blas2") as fab:
+        two = host_threads(fab)
+    assert one and {e for e, _ in one} == {b"1"}
+    assert two and {e for e, _ in two} == {b"2"}
+    assert max(n for _, n in one) < min(n for _, n in two)  # the pool is really not started
