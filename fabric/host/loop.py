@@ -25,6 +25,7 @@ from ..runinfo import RunInfo
 from ..topology import load_topology
 from ..wire.burst import (BURST_HDR, BURST_HEADROOM, BURST_VERSION, KIND_DATA, KIND_HELLO, LEN, Segment,
                           burst_device, decode_burst_header, encode_control)
+from ..wire.compiled import wirefast
 from ..wire.errors import ParseError
 from .capture import CaptureOps
 from .ops import DEFERRED, HostOps, RpcError, one_line, user_message
@@ -36,6 +37,15 @@ LOCAL_BUDGET = 512  # in-process bursts delivered per loop iteration
 FLUSH_AT = 4096  # packets in one outgoing burst at most (the count field is 16 bits)
 SNDHWM = 1000  # bursts queued on the in-process links before they drop (UD: overflow drops, never blocks)
 PEER_HWM = 4000  # bursts queued toward one peer host (all the links to it) before they drop
+
+# run_local in C (a switch's hop without Python per burst) comes with the compiled wire code and
+# follows its backend choice (fabric.wire.compiled): the std backend runs the Python below
+_localfast = None
+if wirefast is not None:
+    try:
+        from . import _localfast
+    except ImportError as exc:  # pragma: no cover - depends on the build
+        raise ImportError("fabric._wirefast is built but fabric.host._localfast is not (run `make install`)") from exc
 
 
 def log_error(text: str) -> None:
@@ -525,7 +535,10 @@ class DeviceHost(HostOps, CaptureOps):
             self.drain(name, dev)
 
     def run_local(self, now: float) -> None:
-        """Deliver bursts on in-process links; a budget keeps the sockets served meanwhile."""
+        """Deliver bursts on in-process links; a budget keeps the sockets served meanwhile.
+        ``fabric/host/_localfast.pyx`` does the same in C, with a switch's hop there."""
+        if _localfast is not None:
+            return _localfast.run_local(self, LOCAL_BUDGET, SNDHWM)
         budget = LOCAL_BUDGET
         while self.local_q and budget:
             name, port, msg, count = self.local_q.popleft()

@@ -1,0 +1,186 @@
+"""The device host's in-process links in C: ``DeviceHost.run_local`` (``fabric/host/loop.py`` keeps
+the reference in Python, which the std backend runs) with a switch's hop, and an HCA's receive
+through its ``rx_accel``, done here.
+
+A burst that reaches a switch over an in-process link is forwarded by ``fabric._wirefast``'s
+``forward_burst`` as ``Switch.receive_burst`` does, and each egress port's share that goes on to
+another in-process device is queued for it at once: no Segment, no outbox, no pass through the
+host's transmit queue. That is what a directed-route SMP pays at every switch on its way out and
+back (OpenSM's sweep is thousands of them, four at a time), and every data burst at every switch.
+
+A link stays a FIFO: a share goes straight on only while nothing else waits in the host's
+transmit queue for that link (what the switch's per-packet path sent earlier goes first then), and
+never while a capture watches the links (captures see what ``flush`` sends).
+"""
+
+import time
+import traceback
+
+from ..devices import port as _port
+from ..devices.hca import HCA
+from ..devices.switch import Switch
+from ..wire.burst import BURST_HEADROOM, Segment, decode_burst_packets
+from ..wire.errors import ParseError
+from ..wire.smp_attrs import PHYS_LINKUP, PORT_ACTIVE
+from .. import _wirefast
+
+cdef object _monotonic = time.monotonic
+cdef object _forward = _wirefast.forward_burst
+cdef Py_ssize_t HEADROOM = BURST_HEADROOM
+cdef object TOP_PKTS = _port._TOP_PKTS
+cdef object TOP_DATA = _port._TOP_DATA
+
+
+cdef inline void _count(object counters, str pkts_name, str data_name, str unicast_name, object pkts,
+                        object words):
+    """PortCounterSet.add_rcv / add_xmit (``fabric.devices.port._bulk_counter``) on the dicts."""
+    cdef dict pc = counters.pc
+    cdef dict ext = counters.ext
+    v = pc[pkts_name] + pkts
+    pc[pkts_name] = v if v < TOP_PKTS else TOP_PKTS
+    v = pc[data_name] + words
+    pc[data_name] = v if v < TOP_DATA else TOP_DATA
+    ext[pkts_name] += pkts
+    ext[data_name] += words
+    ext[unicast_name] += pkts
+
+
+cdef bint _switch_hop(object host, object name, object sw, int in_port, object msg, object count, double now,
+                      Py_ssize_t hwm) except -1:
+    """The burst through switch ``sw``; False leaves it to ``receive_data`` (the per-packet path
+    decides: an ingress port that is not up, bad framing)."""
+    cdef dict ports = sw.ports
+    port = ports.get(in_port)
+    if port is None or in_port == 0 or port.phys != PHYS_LINKUP:
+        return False
+    if sw._dirty or sw._dirty_ports:
+        sw._refresh_port_table()
+    p0 = ports[0]
+    lid, lmc = p0.lid, p0.lmc
+    try:
+        segs, slow, stats = _forward(msg, HEADROOM, count, in_port, sw.lft, sw.lft_top, sw._flags, sw._mtu,
+                                     (lid & ~((1 << lmc) - 1)) if lid else 0, (1 << lmc) if lid else 0, HEADROOM,
+                                     msg if type(msg) is bytearray else None, sw._pkeys, port.state == PORT_ACTIVE)
+    except ValueError:
+        return False
+    rp, rw, relay, egress, dr_path, dr_down = stats
+    if rp:
+        _count(port.counters, "port_rcv_pkts", "port_rcv_data", "port_unicast_rcv_pkts", rp, rw)
+    if relay or dr_path or dr_down:
+        drops = sw.drops
+        if relay:
+            port.counters.inc("port_rcv_switch_relay_errors", relay)
+            drops["no_route"] += relay
+        if dr_path:
+            drops["dr_path"] += dr_path
+        if dr_down:
+            drops["dr_egress_down"] += dr_down
+    for k, xp, xw, xd in egress:
+        c = ports[k].counters
+        if xp:
+            _count(c, "port_xmit_pkts", "port_xmit_data", "port_unicast_xmit_pkts", xp, xw)
+        if xd:
+            c.inc("port_xmit_discards", xd)
+            sw.drops["egress_not_active"] += xd
+    cdef dict txq = host.txq
+    cdef dict local = host.local
+    cdef dict links = host.links
+    local_q = host.local_q
+    direct = host.capture is None
+    outbox = sw.outbox
+    for out, seg in segs.items():
+        n, buf = seg
+        if direct:
+            key = (name, out)
+            peer = local.get(key)
+            if peer is not None and key not in txq and key not in links and len(local_q) < hwm:
+                local_q.append((peer[0], peer[1], buf, n))
+                continue
+        outbox.append(Segment(out, n, buf))
+    if slow:
+        try:
+            for pkt in slow:
+                sw.receive(in_port, pkt, now)
+        except Exception:  # a bad packet must never kill the host (as receive_data)
+            traceback.print_exc()
+            sw.drops["internal_error"] += 1
+    host._stale.add(name)
+    if outbox:
+        host.drain(name, sw)
+    if sw.events:
+        host.handle_events(name, now)
+    return True
+
+
+cdef bint _hca_hop(object host, object name, object hca, int in_port, object msg, object count,
+                   double now) except -1:
+    """``HCA.receive_burst`` when its ``rx_accel`` (the IPoIB fast provider's receive in C) takes
+    the burst; False leaves it to ``receive_data`` (no rx_accel, a port not Active, bad framing)."""
+    rx = hca.rx_accel
+    if rx is None:
+        return False
+    port = hca.ports.get(in_port)
+    if port is None or port.phys != PHYS_LINKUP or port.state != PORT_ACTIVE:
+        return False
+    try:
+        slow, packets, words, taken = rx(port, msg, HEADROOM, count, now)
+    except ParseError:
+        return False  # before any packet was taken: the per-packet path counts it
+    if packets:
+        _count(port.counters, "port_rcv_pkts", "port_rcv_data", "port_unicast_rcv_pkts", packets, words)
+        qps = hca.qps
+        for qpn, n in taken:
+            qps[qpn].received += n
+    if slow is None:
+        slow = decode_burst_packets(msg, HEADROOM, count)
+    if slow:
+        try:
+            for pkt in slow:
+                hca.receive(in_port, pkt, now)
+        except Exception:  # a bad packet must never kill the host (as receive_data)
+            traceback.print_exc()
+            hca.drops["internal_error"] += 1
+    host._stale.add(name)
+    if hca.outbox:
+        host.drain(name, hca)
+    if hca.events:
+        host.handle_events(name, now)
+    return True
+
+
+def run_local(host, Py_ssize_t budget, Py_ssize_t hwm):
+    """``DeviceHost.run_local``: the same deliveries in the same order, a switch's hop in C."""
+    local_q = host.local_q
+    popleft = local_q.popleft
+    cdef dict devices = host.devices
+    cdef double now
+    while local_q and budget:
+        name, port, msg, count = popleft()
+        budget -= 1
+        now = _monotonic()  # a whole sweep can run inside this loop: keep the clock honest
+        if port < 0:
+            host._deliver(name, msg, now)  # a link-training frame, framed as on a socket
+        else:
+            dev = devices[name]
+            done = False
+            try:
+                if type(dev) is Switch:
+                    done = _switch_hop(host, name, dev, port, msg, count, now, hwm)
+                elif type(dev) is HCA:
+                    done = _hca_hop(host, name, dev, port, msg, count, now)
+            except Exception:  # a bad packet must never kill the host (as receive_data)
+                traceback.print_exc()
+                dev.drops["internal_error"] += 1
+                done = True
+            if not done:
+                host.receive_data(name, port, msg, HEADROOM, count, now)
+        dev = devices[name]
+        if dev.agents:
+            # the node's software runs right after its "interrupt" (see DeviceHost.run_local)
+            if host.txq:
+                host.flush()
+            host._tick_if_due(dev, now)
+        if not local_q and host.txq:
+            host.flush()
+    if host.txq:
+        host.flush()

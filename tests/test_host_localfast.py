@@ -1,0 +1,99 @@
+"""The device host's in-process links in C (fabric/host/_localfast.pyx) against the Python
+``DeviceHost.run_local`` it replaces: the same traffic through both must reach every device in the
+same order per link and leave the same counters and drops, including what only the per-packet path
+handles (an SMP to a switch's own SMA, a bad burst, a port that is down)."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import pytest
+
+from fabric import wire as w
+from fabric.devices.hca import send_smp
+from fabric.host import loop
+from fabric.host.loop import DeviceHost
+from fabric.wire.burst import BURST_HEADROOM, LEN, decode_burst_packets
+from smnet import SmNet
+
+_COMPILED = loop._localfast
+pytestmark = pytest.mark.skipif(_COMPILED is None, reason="the compiled run_local comes with the fast backend")
+
+
+def _host_over(net) -> DeviceHost:
+    """A DeviceHost with ``net``'s devices and nothing else: every cable an in-process link."""
+    host = DeviceHost.__new__(DeviceHost)
+    host.devices = net.devices
+    host.local = {}
+    for lk in net.topology.links:
+        (a, ap), (b, bp) = lk.ends()
+        host.local[(a, ap)], host.local[(b, bp)] = (b, bp), (a, ap)
+    host.links, host.txq, host.local_q = {}, {}, deque()
+    host._stale, host._due = set(), {}
+    host.capture, host.bursts_out, host.burst_errors, host.token = None, 0, 0, bytes(8)
+    return host
+
+
+def _traffic(compiled: bool, monkeypatch) -> tuple:
+    monkeypatch.setattr(loop, "_localfast", _COMPILED if compiled else None)
+    net = SmNet("fattree:2,1,1,1")
+    net.start_sm()
+    net.stop_sm()  # the SM's timers would send on their own clock: only the test's packets move
+    host = _host_over(net)
+    src, dst = net.devices["node0001"], net.devices["node0002"]
+    arrivals = []  # (device, port, packet) in the order the devices got them
+    for name, dev in net.devices.items():
+        def record(port, burst, offset, count, now, _orig=dev.receive_burst, _name=name):
+            arrivals.extend((_name, port, bytes(p)) for p in decode_burst_packets(burst, offset, count))
+            return _orig(port, burst, offset, count, now)
+        if dev.kind == "hca":
+            dev.receive_burst = record
+    slow = []  # the switches' bursts that went through receive_data (Python) instead
+
+    def receive_data(name, port, data, offset, count, now, _orig=host.receive_data):
+        if net.devices[name].kind == "switch":
+            slow.append(name)
+        return _orig(name, port, data, offset, count, now)
+    host.receive_data = receive_data
+    dlid = dst.ports[1].lid
+    for round_ in range(3):
+        for i in range(5):  # PMA Gets both ways through leaf -> spine -> leaf
+            pma = w.new_mad(w.PMAMad, method=w.GET, tid=100 * round_ + i, attr_id=w.ATTR_PORT_COUNTERS)
+            assert src.post_send(1, dlid=dlid, dest_qp=1, payload=pma.pack(), qkey=w.QKEY_GSI, now=net.now)
+        # a directed-route Get that passes through both leaves and the spine, and one to the
+        # first leaf's own SMA (the per-packet path there), between the data
+        smp = w.new_mad(w.SMPDirected, method=w.GET, tid=500 + round_, attr_id=w.ATTR_NODE_INFO, hop_cnt=3,
+                        dr_slid=0xFFFF, dr_dlid=0xFFFF, initial_path=bytes([0, 1, 2, 2]).ljust(64, b"\0"))
+        send_smp(src, 1, smp, net.now)
+        smp = w.new_mad(w.SMPLid, method=w.GET, tid=600 + round_, attr_id=w.ATTR_NODE_INFO)
+        send_smp(src, 1, smp, net.now, dlid=net.devices["leaf01"].ports[0].lid)
+        host.drain("node0001", src)
+        host.flush()
+        if round_ == 1:  # a truncated burst on the spine's link: counted, and nothing else lost
+            host.local_q.append(("spine01", 1, bytearray(BURST_HEADROOM) + LEN.pack(40) + b"x" * 10, 1))
+        host.run_local(net.now)
+        while host.local_q:
+            host.run_local(net.now)
+    per_link = {}  # a link is a FIFO; which link is served first is the loop's business
+    for n, p, pkt in arrivals:
+        per_link.setdefault((n, p), []).append(pkt)
+    counters = {n: {p: d.ports[p].counters.snapshot() for p in d.ports} for n, d in net.devices.items()}
+    drops = {n: dict(d.drops) for n, d in net.devices.items()}
+    return per_link, counters, drops, slow
+
+
+def test_compiled_run_local_delivers_what_the_python_one_does(monkeypatch):
+    """Per link, the same packets in the same order; the same counters and drops everywhere."""
+    py = _traffic(False, monkeypatch)
+    c = _traffic(True, monkeypatch)
+    arrivals, counters, drops, slow = py
+    # the traffic really went everywhere: answers came back to node0001, SMPs reached the
+    # leaf's SMA, the bad burst was counted
+    assert set(arrivals) == {("node0001", 1), ("node0002", 1)}
+    assert sum(1 for pkt in arrivals[("node0001", 1)] if pkt[0] >> 4 == 15) == 6  # DR and LID answers
+    assert drops["spine01"]["bad_burst"] == 1
+    assert counters["spine01"][2]["counters"]["port_xmit_pkts"] > 0
+    assert len(slow) > 20 and c[3] == ["spine01"]  # in C every switch hop but the bad burst's
+    assert c[0] == arrivals
+    assert c[1] == counters
+    assert c[2] == drops
