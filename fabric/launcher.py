@@ -14,7 +14,7 @@ import sys
 import time
 
 from . import plugins, smctl
-from .pidfiles import alive, host_pids, spawn_host
+from .pidfiles import alive, host_pids, spawn_host, spawn_hosts
 from .rpc import RpcClient, RpcError
 from .runinfo import RunInfo, check_name, ensure_run_base, run_base, run_dir_for
 from .topology import Topology, load_topology
@@ -413,14 +413,11 @@ def _up(topology, name, *, hosts, timeout, sm, sm_config, sm_args, node_software
                 cluster.start_hosts(info, range(len(plan)), timeout=timeout)
             except cluster.ClusterError as exc:
                 raise LaunchError(str(exc)) from None
-        for i in range(len(plan) if not machines else 0):
-            log = open(info.log_file(i), "ab")
-            procs.append(spawn_host(run_dir, i, log))
-            log.close()
         if not machines:
-            _SPAWNED[run_dir] = procs
+            procs, started = spawn_hosts(run_dir, list(range(len(plan))), info.log_file)
+            _SPAWNED[run_dir] = started
             with open(os.path.join(run_dir, "spawned.pids"), "w") as f:
-                f.write("\n".join(str(p.pid) for p in procs))
+                f.write("\n".join(str(p.pid) for p in started if p.pid))
         wait_links_up(info, procs, deadline=t0 + timeout, progress=progress, topo=topo)
         info.data["links_seconds"] = time.monotonic() - t0
         if kind != "none":

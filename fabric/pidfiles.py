@@ -6,8 +6,10 @@ still (a pid can be reused by anything once its process is gone). Shared by the 
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
+import time
 
 
 def alive(pid: int, run_dir: str) -> bool:
@@ -45,9 +47,104 @@ _HOST_ENV = {"OPENBLAS_NUM_THREADS": "1"}
 
 def spawn_host(run_dir: str, index: int, log, cwd: str | None = None) -> subprocess.Popen:
     """Start device host ``index`` of ``run_dir`` in a session of its own, output to ``log``."""
+    return subprocess.Popen([sys.executable, "-m", "fabric.host", run_dir, str(index)], stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                            close_fds=True, cwd=cwd, env=_host_env())
+
+
+def _host_env() -> dict:
     env = dict(os.environ)
     for k, v in _HOST_ENV.items():
         env.setdefault(k, v)
-    return subprocess.Popen([sys.executable, "-m", "fabric.host", run_dir, str(index)], stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                            close_fds=True, cwd=cwd, env=env)
+    return env
+
+
+class ForkedHost:
+    """A device host that ``python -m fabric.host RUN_DIR --fork`` started: ``poll``, ``wait`` and
+    ``kill`` as a Popen's, its exit status from the ``host-<i>.exit`` file its parent writes."""
+
+    def __init__(self, pid: int, run_dir: str, index: int):
+        self.pid, self.run_dir, self.index = pid, run_dir, index
+        self.returncode = None
+
+    def _exit_file(self):
+        try:
+            with open(os.path.join(self.run_dir, f"host-{self.index}.exit")) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            return None
+
+    def poll(self):
+        if self.returncode is None:
+            self.returncode = self._exit_file()
+            if self.returncode is None and not alive(self.pid, self.run_dir):
+                time.sleep(0.05)  # its parent reaps it and writes the status at once
+                code = self._exit_file()
+                self.returncode = -1 if code is None else code  # -1: gone, status unknown
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        end = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if end is not None and time.monotonic() > end:
+                raise subprocess.TimeoutExpired(f"device host {self.index}", timeout)
+            time.sleep(0.02)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, 9)
+            except ProcessLookupError:
+                pass
+
+
+FORK_WAIT_S = 60.0  # for the forking process to start every host (it imports first)
+
+
+def spawn_hosts(run_dir: str, indices: list[int], log_file) -> tuple[list, list]:
+    """Start the device hosts ``indices`` of ``run_dir``: one alone as :func:`spawn_host` does,
+    several forked from one process that imported what they all need once (``fabric.host``'s
+    ``--fork``). ``log_file(i)`` is host i's log. Returns (the hosts, in ``indices`` order, as
+    Popen-like objects; every process started, the forking one included, for reaping)."""
+    if len(indices) == 1:
+        with open(log_file(indices[0]), "ab") as log:
+            p = spawn_host(run_dir, indices[0], log)
+        return [p], [p]
+    with open(os.path.join(run_dir, "fork.log"), "ab") as log:
+        parent = subprocess.Popen([sys.executable, "-m", "fabric.host", run_dir, "--fork",
+                                   ",".join(str(i) for i in indices)], stdout=subprocess.PIPE, stderr=log,
+                                  stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True, env=_host_env())
+    pids = {}
+    end = time.monotonic() + FORK_WAIT_S
+    fd, buf = parent.stdout.fileno(), b""
+    with parent.stdout:  # read unbuffered: a buffered reader would hide lines from select
+        while len(pids) < len(indices):
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                break
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break  # the forking process ended early: what it started is all there is
+            *lines, buf = (buf + chunk).split(b"\n")
+            for line in lines:
+                index, pid = (int(x) for x in line.split())
+                pids[index] = pid
+    hosts = [ForkedHost(pids[i], run_dir, i) if i in pids else _NeverStarted(i) for i in indices]
+    return hosts, [*hosts, parent]
+
+
+class _NeverStarted:
+    """A host the forking process did not start (it failed first: its log says why)."""
+
+    def __init__(self, index: int):
+        self.index, self.pid, self.returncode = index, None, 1
+
+    def poll(self):
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.returncode
+
+    def kill(self) -> None:
+        pass

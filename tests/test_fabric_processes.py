@@ -231,3 +231,41 @@ def test_device_hosts_start_without_blas_threads(monkeypatch):
     assert one and {e for e, _ in one} == {b"1"}
     assert two and {e for e, _ in two} == {b"2"}
     assert max(n for _, n in one) < min(n for _, n in two)  # the pool is really not started
+
+
+def _ppid(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[1]), int(fields[2]), int(fields[3])  # parent, process group, session
+
+
+def test_hosts_of_one_machine_are_forked_from_one_process_and_all_go_down():
+    """Several hosts start as children of one process that imported what they need once; each is
+    a host of its own (its own session, log and pid), the launcher knows every one (a host that
+    dies is reported with its status), and down leaves none of them, nor their parent."""
+    from fabric.pidfiles import ForkedHost
+
+    with Fabric("fattree:2,2,4,2", name="forked", hosts=3, sm=False) as fab:
+        pids = fab.pids()
+        parents = {_ppid(p)[0] for p in pids}
+        assert len(pids) == 3 and len(parents) == 1
+        parent = parents.pop()
+        assert launcher._SPAWNED[fab.info.run_dir][-1].pid == parent
+        assert all(_ppid(p)[2] == p for p in pids)  # each leads its own session
+        hosts = launcher._SPAWNED[fab.info.run_dir][:-1]
+        assert [type(h) for h in hosts] == [ForkedHost] * 3 and [h.pid for h in hosts] == pids
+        for i in range(3):
+            with open(fab.info.log_file(i)) as f:
+                assert "Traceback" not in f.read()
+        assert all(h.poll() is None for h in hosts)
+        os.kill(pids[2], signal.SIGKILL)
+        assert hosts[2].wait(timeout=5) == -signal.SIGKILL  # its status, as its parent reaped it
+        assert hosts[0].poll() is None
+        all_pids = pids + [parent]
+    _no_leftovers("forked", all_pids)
+
+
+def test_the_forking_entry_refuses_bad_arguments(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "fabric.host", str(tmp_path), "--fork", "0,x"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and r.stderr.startswith("usage: python -m fabric.host")

@@ -53,10 +53,11 @@ def log_error(text: str) -> None:
 
 
 class DeviceHost(HostOps, CaptureOps):
-    def __init__(self, run_dir: str, index: int):
+    def __init__(self, run_dir: str, index: int, topology=None):
         self.info = RunInfo.load(run_dir)
         self.index = index
-        self.topology = load_topology(self.info.topology_path)
+        # ``topology``: the fabric's, already read (by the process that forked this host)
+        self.topology = topology if topology is not None else load_topology(self.info.topology_path)
         self.names = self.info.hosts[index]["devices"]
         # every burst carries the fabric's token, and one without it is dropped (fabric.wire.burst)
         self.token = bytes.fromhex(self.info.data.get("link_token") or "00" * 8)
