@@ -2,6 +2,7 @@
 
 import zlib
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -79,3 +80,90 @@ def test_every_crc_method_computes_the_same_crcs():
     for method in ("pclmul", ""):
         assert runs[method]["crc"] == runs["table"]["crc"], runs[method]["method"]
         assert runs[method]["vcrc"] == runs["table"]["vcrc"], runs[method]["method"]
+
+
+# -- the management structs packed and parsed in C (fabric._wirefast.StructCodec) ----------------
+
+def _structs_in_c():
+    from fabric.wire.fields import Struct
+
+    def subs(c):
+        for s in c.__subclasses__():
+            yield s
+            yield from subs(s)
+    return sorted({c for c in subs(Struct) if "_c_codec" in c.__dict__}, key=lambda c: c.__name__)
+
+
+_IN_C = _structs_in_c()
+needs_c = pytest.mark.skipif(not _IN_C, reason="the compiled codec comes with FABRIC_BACKEND fast")
+
+
+@needs_c
+def test_the_hot_structs_are_packed_in_c():
+    names = {c.__name__ for c in _IN_C}
+    assert {"SMPDirected", "SMPLid", "PortInfo", "NodeInfo", "SwitchInfo", "SAMad", "PMAMad", "LRH",
+            "BTH", "DETH", "LinearForwardingTable", "MulticastForwardingTable", "PKeyTable"} <= names
+
+
+@needs_c
+@pytest.mark.parametrize("cls", _IN_C, ids=lambda c: c.__name__)
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_compiled_structs_pack_and_parse_as_the_generated_code(cls, data):
+    """Every struct the codec packs, from random octets at random offsets: the same objects as the
+    generated Python (the reference) parses, and the same octets when packed again."""
+    off = data.draw(st.integers(0, 7))
+    raw = data.draw(st.binary(min_size=cls.SIZE + off, max_size=cls.SIZE + off + 9))
+    for buf in (raw, bytearray(raw), memoryview(raw)):
+        got, ref = cls.unpack(buf, off), cls._py_unpack_at(buf, off)
+        assert type(got) is cls and got == ref
+    assert got.pack() == cls._py_pack(ref)
+    assert cls.unpack(got.pack()) == got
+    edges = {f.name: (1 << f.bits) - 1 for f in cls.FIELDS if f.kind == "uint"}  # every field at its top
+    top = cls(**edges)
+    assert top.pack() == cls._py_pack(top) and cls.unpack(top.pack()) == top
+
+
+@needs_c
+@pytest.mark.parametrize("bad", [-1, "big", True, 2.0, "str", None])
+def test_compiled_structs_refuse_what_the_generated_code_refuses(bad):
+    """A value the C code cannot pack goes to the generated code: the same octets (a bool) or the
+    same error; a truncated buffer gets the same ParseError."""
+    for cls in _IN_C:
+        for f in cls.FIELDS:
+            if f.kind not in ("uint", "bytes"):
+                continue
+            v = (1 << f.bits) if bad == "big" else bad
+            obj = cls()
+            obj.__dict__[f.name] = v if f.kind == "uint" or bad != "big" else bytes(f.bits // 8 + 1)
+            try:
+                want = cls._py_pack(obj)
+            except w.WireError as exc:
+                with pytest.raises(w.WireError) as got:
+                    obj.pack()
+                assert str(got.value) == str(exc)
+            else:
+                assert obj.pack() == want
+        for f in cls.FIELDS:
+            if f.kind != "array":
+                continue
+            top = (1 << f.bits) - 1
+            cases = {-1: (-1,) + (0,) * (f.count - 1), "big": (top + 1,) * f.count, True: (True,) * f.count,
+                     2.0: (0,) * (f.count - 1), "str": "x" * f.count, None: [top] * f.count}
+            obj = cls()
+            obj.__dict__[f.name] = cases[bad]
+            try:
+                want = cls._py_pack(obj)
+            except w.WireError as exc:
+                with pytest.raises(w.WireError) as got:
+                    obj.pack()
+                assert str(got.value) == str(exc)
+            else:
+                assert obj.pack() == want
+        with pytest.raises(w.ParseError) as got:
+            cls.unpack(bytes(cls.SIZE - 1))
+        with pytest.raises(w.ParseError) as ref:
+            cls._py_unpack_at(bytes(cls.SIZE - 1), 0)
+        assert str(got.value) == str(ref.value)
+        with pytest.raises(w.ParseError):
+            cls.unpack(bytes(cls.SIZE), -1)

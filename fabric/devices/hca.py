@@ -496,6 +496,8 @@ def send_smp(hca: HCA, port_num: int, smp, now: float = 0.0, dlid: int | None = 
 
     port = hca.ports[port_num]
     if isinstance(smp, w.SMPDirected):
+        if smp.hop_cnt and not smp.d and send_dr_request(hca, port_num, smp.pack()) is not None:
+            return  # the plain request (an SM's every discovery SMP): its first step on the octets
         dec = smi.dr_originate(smp)
         if dec.action == smi.DROP or dec.action != smi.LOCAL and dec.port not in hca.ports:
             return hca.drop("dr_originate")  # also a first hop out of a port this CA does not have

@@ -178,4 +178,45 @@ def compile_struct(cls) -> bool:
     cls.__init__ = ns["__init__"]
     cls.pack = ns["pack"]
     cls._unpack_at = staticmethod(ns["_unpack_at"])
+    _compile_c(cls, ns["pack"], ns["_unpack_at"])
     return True
+
+
+def _c_ops(cls):
+    """The table as :class:`fabric._wirefast.StructCodec` takes it, or None when it has a field
+    kind the codec does not pack (text, nested structs) or a chunk wider than 64 bits."""
+    ops, off = [], 0
+    for chunk, nbytes in _chunks(cls.FIELDS):
+        if all(f.kind == "rsvd" for f in chunk):
+            pass  # zeros on the wire (the packed buffer starts zeroed), ignored when parsed
+        elif {f.kind for f in chunk} <= {"uint", "rsvd"}:
+            if nbytes > 8:
+                return None
+            shift = nbytes * 8
+            for f in chunk:
+                shift -= f.width
+                ops.append((f.name if f.kind == "uint" else None, 0, off, nbytes, shift, f.width))
+        elif len(chunk) == 1 and chunk[0].kind == "bytes":
+            ops.append((chunk[0].name, 1, off, nbytes, 0, 0))
+        elif len(chunk) == 1 and chunk[0].kind == "array" and chunk[0].bits in _ARRAY_FMT:
+            f = chunk[0]
+            ops.append((f.name, 2, off, f.bits // 8, f.count, f.bits))
+        else:
+            return None
+        off += nbytes
+    return ops
+
+
+def _compile_c(cls, py_pack, py_unpack) -> None:
+    """Pack and parse ``cls`` in C when the compiled wire code is there (FABRIC_BACKEND): the same
+    octets, the generated Python above handling whatever the C code refuses (and its errors)."""
+    from .compiled import wirefast
+
+    ops = _c_ops(cls) if wirefast is not None else None
+    if not ops or len(ops) > 128:
+        return
+    codec = wirefast.StructCodec(cls, cls.SIZE, ops, py_unpack)
+    cls.pack = wirefast.struct_pack_method(codec, py_pack)
+    cls._unpack_at = staticmethod(codec.unpack_at)
+    cls._c_codec = codec
+    cls._py_pack, cls._py_unpack_at = py_pack, staticmethod(py_unpack)  # the reference, for tests
