@@ -45,6 +45,16 @@ def _bulk_counter(pkts_name: str, data_name: str, unicast_name: str):
     return add
 
 
+def _count_multicast(counters, pkts_name: str, data_name: str, multicast_name: str, octets_on_wire: int) -> None:
+    words = (octets_on_wire - 2) // 4
+    counters.inc(data_name, words)
+    counters.inc(pkts_name)
+    e = counters.ext
+    e[data_name] += words
+    e[pkts_name] += 1
+    e[multicast_name] += 1
+
+
 class PortCounterSet:
     """The PMA counters of one port. PortCounters fields saturate at their width as the spec
     requires; the extended (64-bit) set counts alongside them."""
@@ -69,22 +79,18 @@ class PortCounterSet:
     add_xmit = _bulk_counter("port_xmit_pkts", "port_xmit_data", "port_unicast_xmit_pkts")
 
     def count_xmit(self, octets_on_wire: int, multicast: bool) -> None:
-        words = (octets_on_wire - 2) // 4  # LRH through ICRC, in 4-octet words
-        self.inc("port_xmit_data", words)
-        self.inc("port_xmit_pkts")
-        e = self.ext
-        e["port_xmit_data"] += words
-        e["port_xmit_pkts"] += 1
-        e["port_multicast_xmit_pkts" if multicast else "port_unicast_xmit_pkts"] += 1
+        """One packet sent (LRH through ICRC counted in 4-octet words)."""
+        if multicast:
+            _count_multicast(self, "port_xmit_pkts", "port_xmit_data", "port_multicast_xmit_pkts", octets_on_wire)
+        else:
+            self.add_xmit(1, (octets_on_wire - 2) // 4)
 
     def count_rcv(self, octets_on_wire: int, multicast: bool) -> None:
-        words = (octets_on_wire - 2) // 4
-        self.inc("port_rcv_data", words)
-        self.inc("port_rcv_pkts")
-        e = self.ext
-        e["port_rcv_data"] += words
-        e["port_rcv_pkts"] += 1
-        e["port_multicast_rcv_pkts" if multicast else "port_unicast_rcv_pkts"] += 1
+        """One packet received, errors included (IBA 16.1.3.5)."""
+        if multicast:
+            _count_multicast(self, "port_rcv_pkts", "port_rcv_data", "port_multicast_rcv_pkts", octets_on_wire)
+        else:
+            self.add_rcv(1, (octets_on_wire - 2) // 4)
 
     def reset(self, select: int, select2: int = 0) -> None:
         for bit, name in enumerate(COUNTER_SELECT_BITS):

@@ -97,19 +97,25 @@ cdef bint _switch_hop(object host, object name, object sw, int in_port, object m
                 local_q.append((peer[0], peer[1], buf, n))
                 continue
         outbox.append(Segment(out, n, buf))
+    _finish(host, name, sw, in_port, slow, now)
+    return True
+
+
+cdef void _finish(object host, object name, object dev, int in_port, list slow, double now) except *:
+    """What ``receive_data`` does after the device's burst call: the packets the compiled path
+    left go through the device one by one, then its outbox and events are served."""
     if slow:
         try:
             for pkt in slow:
-                sw.receive(in_port, pkt, now)
-        except Exception:  # a bad packet must never kill the host (as receive_data)
+                dev.receive(in_port, pkt, now)
+        except Exception:  # a bad packet must never kill the host
             traceback.print_exc()
-            sw.drops["internal_error"] += 1
+            dev.drops["internal_error"] += 1
     host._stale.add(name)
-    if outbox:
-        host.drain(name, sw)
-    if sw.events:
+    if dev.outbox:
+        host.drain(name, dev)
+    if dev.events:
         host.handle_events(name, now)
-    return True
 
 
 cdef bint _hca_hop(object host, object name, object hca, int in_port, object msg, object count,
@@ -131,20 +137,8 @@ cdef bint _hca_hop(object host, object name, object hca, int in_port, object msg
         qps = hca.qps
         for qpn, n in taken:
             qps[qpn].received += n
-    if slow is None:
-        slow = decode_burst_packets(msg, HEADROOM, count)
-    if slow:
-        try:
-            for pkt in slow:
-                hca.receive(in_port, pkt, now)
-        except Exception:  # a bad packet must never kill the host (as receive_data)
-            traceback.print_exc()
-            hca.drops["internal_error"] += 1
-    host._stale.add(name)
-    if hca.outbox:
-        host.drain(name, hca)
-    if hca.events:
-        host.handle_events(name, now)
+    _finish(host, name, hca, in_port, decode_burst_packets(msg, HEADROOM, count) if slow is None else list(slow),
+            now)
     return True
 
 
