@@ -130,12 +130,22 @@ def spawn_hosts(run_dir: str, indices: list[int], log_file) -> tuple[list, list]
             for line in lines:
                 index, pid = (int(x) for x in line.split())
                 pids[index] = pid
+    missing = [i for i in indices if i not in pids]
+    if missing:  # what the forking process said before it gave up goes where the launcher looks
+        try:
+            with open(os.path.join(run_dir, "fork.log"), errors="replace") as f:
+                said = f.read()[-4000:]
+        except OSError:
+            said = ""
+        for i in missing:
+            with open(log_file(i), "a") as f:
+                f.write(f"not started by python -m fabric.host --fork:\n{said}")
     hosts = [ForkedHost(pids[i], run_dir, i) if i in pids else _NeverStarted(i) for i in indices]
     return hosts, [*hosts, parent]
 
 
 class _NeverStarted:
-    """A host the forking process did not start (it failed first: its log says why)."""
+    """A host the forking process did not start (it failed first: what it said is in the host's log)."""
 
     def __init__(self, index: int):
         self.index, self.pid, self.returncode = index, None, 1

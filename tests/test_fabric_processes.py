@@ -274,3 +274,16 @@ def test_the_forking_entry_refuses_bad_arguments(tmp_path):
     r = subprocess.run([sys.executable, "-m", "fabric.host", str(tmp_path), "--fork", "0,x"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and r.stderr.startswith("usage: python -m fabric.host")
+
+
+def test_a_forking_process_that_fails_is_reported_with_what_it_said(tmp_path):
+    """The forking process cannot read the run directory: no host starts, each is reported as
+    exited, and each host's log (what the launcher shows) holds the reason."""
+    from fabric.pidfiles import spawn_hosts
+
+    hosts, started = spawn_hosts(str(tmp_path), [0, 1], lambda i: str(tmp_path / f"host-{i}.log"))
+    assert [h.poll() for h in hosts] == [1, 1]
+    started[-1].wait(timeout=30)
+    for i in (0, 1):
+        text = (tmp_path / f"host-{i}.log").read_text()
+        assert "not started by python -m fabric.host --fork" in text and "fabric.json" in text
