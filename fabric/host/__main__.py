@@ -97,6 +97,7 @@ def _forked_host(info, index: int, topology) -> int:
     code = 1
     try:
         os.setsid()
+        _name_thread(f"ibfab-host{index}")
         fd = os.open(info.log_file(index), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
@@ -115,6 +116,19 @@ def _forked_host(info, index: int, topology) -> int:
         except (OSError, ValueError):
             pass
     return code
+
+
+def _name_thread(name: str) -> None:
+    """What top and ps -o comm show for a forked host (its command line is its parent's)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        PR_SET_NAME = 15
+        libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def run_host(run_dir: str, index: int, topology=None) -> int:
