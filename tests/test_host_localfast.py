@@ -69,6 +69,12 @@ def _traffic(compiled: bool, monkeypatch) -> tuple:
         send_smp(src, 1, smp, net.now, dlid=net.devices["leaf01"].ports[0].lid)
         host.drain("node0001", src)
         host.flush()
+        # and one alone in its burst, as a sweep's SMPs go: every switch passes it on in place
+        smp = w.new_mad(w.SMPDirected, method=w.GET, tid=700 + round_, attr_id=w.ATTR_PORT_INFO, hop_cnt=4,
+                        attr_mod=1, dr_slid=0xFFFF, dr_dlid=0xFFFF, initial_path=bytes([0, 1, 2, 2, 1]).ljust(64, b"\0"))
+        send_smp(src, 1, smp, net.now)
+        host.drain("node0001", src)
+        host.flush()
         if round_ == 1:  # a truncated burst on the spine's link: counted, and nothing else lost
             host.local_q.append(("spine01", 1, bytearray(BURST_HEADROOM) + LEN.pack(40) + b"x" * 10, 1))
         host.run_local(net.now)
@@ -90,7 +96,8 @@ def test_compiled_run_local_delivers_what_the_python_one_does(monkeypatch):
     # the traffic really went everywhere: answers came back to node0001, SMPs reached the
     # leaf's SMA, the bad burst was counted
     assert set(arrivals) == {("node0001", 1), ("node0002", 1)}
-    assert sum(1 for pkt in arrivals[("node0001", 1)] if pkt[0] >> 4 == 15) == 6  # DR and LID answers
+    assert sum(1 for pkt in arrivals[("node0001", 1)] if pkt[0] >> 4 == 15) == 9  # DR and LID answers
+    assert sum(1 for pkt in arrivals[("node0002", 1)] if pkt[0] >> 4 == 15) == 3  # the Gets to node0002
     assert drops["spine01"]["bad_burst"] == 1
     assert counters["spine01"][2]["counters"]["port_xmit_pkts"] > 0
     assert len(slow) > 20 and c[3] == ["spine01"]  # in C every switch hop but the bad burst's

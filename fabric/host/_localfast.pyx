@@ -16,6 +16,11 @@ never while a capture watches the links (captures see what ``flush`` sends).
 import time
 import traceback
 
+from cpython.bytearray cimport PyByteArray_AS_STRING
+from libc.stdint cimport uint8_t
+
+from fabric._wirefast cimport _dr_transit_port, _dr_transit_patch
+
 from ..devices import port as _port
 from ..devices.hca import HCA
 from ..devices.switch import Switch
@@ -55,6 +60,10 @@ cdef bint _switch_hop(object host, object name, object sw, int in_port, object m
         return False
     if sw._dirty or sw._dirty_ports:
         sw._refresh_port_table()
+    if count == 1 and type(msg) is bytearray:
+        done = _dr_smp_hop(host, name, sw, port, in_port, msg, hwm)
+        if done:
+            return True
     p0 = ports[0]
     lid, lmc = p0.lid, p0.lmc
     try:
@@ -98,6 +107,48 @@ cdef bint _switch_hop(object host, object name, object sw, int in_port, object m
                 continue
         outbox.append(Segment(out, n, buf))
     _finish(host, name, sw, in_port, slow, now)
+    return True
+
+
+cdef enum:
+    SMP_PACKET = 290  # an SMP without a GRH, LRH to VCRC (fabric/_wirefast.pyx)
+
+
+cdef bint _dr_smp_hop(object host, object name, object sw, object port, int in_port, bytearray msg,
+                      Py_ssize_t hwm) except -1:
+    """A burst of one directed-route SMP passing through (what OpenSM's and our SM's sweeps are
+    made of): forward_burst's transit for it, patched in place (the buffer is ours) and handed on,
+    without the call's tables and dicts. False: not such a burst, forward_burst decides."""
+    cdef Py_ssize_t n = len(msg)
+    cdef uint8_t *p = <uint8_t *> PyByteArray_AS_STRING(msg)
+    cdef bytearray flags = sw._flags
+    cdef int out
+    if n != HEADROOM + 2 + SMP_PACKET or ((p[HEADROOM] << 8) | p[HEADROOM + 1]) != SMP_PACKET:
+        return False
+    p += HEADROOM + 2
+    if p[0] != 0xF0 or (p[2] & p[3]) != 0xFF:
+        return False
+    out = _dr_transit_port(p, SMP_PACKET, len(flags))
+    if out == 0:
+        return False  # for this switch's SMA, or unsound: the full path
+    words = (SMP_PACKET - 2) >> 2
+    _count(port.counters, "port_rcv_pkts", "port_rcv_data", "port_unicast_rcv_pkts", 1, words)
+    if out < 0:
+        sw.drops["dr_path"] += 1
+    elif not flags[out] & 1:
+        sw.drops["dr_egress_down"] += 1
+    else:
+        _count(sw.ports[out].counters, "port_xmit_pkts", "port_xmit_data", "port_unicast_xmit_pkts", 1, words)
+        _dr_transit_patch(p, in_port)
+        key = (name, out)
+        peer = host.local.get(key)
+        if peer is not None and host.capture is None and key not in host.txq and key not in host.links \
+                and len(host.local_q) < hwm:
+            host.local_q.append((peer[0], peer[1], msg, 1))
+        else:
+            sw.outbox.append(Segment(out, 1, msg))
+            host.drain(name, sw)
+    host._stale.add(name)
     return True
 
 

@@ -37,6 +37,7 @@ LOCAL_BUDGET = 512  # in-process bursts delivered per loop iteration
 FLUSH_AT = 4096  # packets in one outgoing burst at most (the count field is 16 bits)
 SNDHWM = 1000  # bursts queued on the in-process links before they drop (UD: overflow drops, never blocks)
 PEER_HWM = 4000  # bursts queued toward one peer host (all the links to it) before they drop
+_EMPTY = bytearray()
 
 # run_local in C (a switch's hop without Python per burst) comes with the compiled wire code and
 # follows its backend choice (fabric.wire.compiled): the std backend runs the Python below
@@ -276,6 +277,9 @@ class DeviceHost(HostOps, CaptureOps):
                         buf[:BURST_HEADROOM] = BURST_HDR.pack(BURST_VERSION, KIND_DATA, dest, count, self.token,
                                                               dev_index)
                     msg = buf
+                elif peer is not None:  # in memory: a buffer the next device may forward in place
+                    msg = _EMPTY.join([BURST_HDR.pack(BURST_VERSION, KIND_DATA, dest, count, self.token, dev_index),
+                                       *chunk[2]])
                 else:
                     msg = BURST_HDR.pack(BURST_VERSION, KIND_DATA, dest, count, self.token, dev_index) \
                         + b"".join(chunk[2])
