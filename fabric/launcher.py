@@ -416,8 +416,6 @@ def _up(topology, name, *, hosts, timeout, sm, sm_config, sm_args, node_software
         if not machines:
             procs, started = spawn_hosts(run_dir, list(range(len(plan))), info.log_file)
             _SPAWNED[run_dir] = started
-            with open(os.path.join(run_dir, "spawned.pids"), "w") as f:
-                f.write("\n".join(str(p.pid) for p in started if p.pid))
         wait_links_up(info, procs, deadline=t0 + timeout, progress=progress, topo=topo)
         info.data["links_seconds"] = time.monotonic() - t0
         if kind != "none":

@@ -78,9 +78,13 @@ class ForkedHost:
         if self.returncode is None:
             self.returncode = self._exit_file()
             if self.returncode is None and not alive(self.pid, self.run_dir):
-                time.sleep(0.05)  # its parent reaps it and writes the status at once
-                code = self._exit_file()
-                self.returncode = -1 if code is None else code  # -1: gone, status unknown
+                for _ in range(20):  # its parent reaps it and writes the status: a moment on a busy machine
+                    time.sleep(0.05)
+                    self.returncode = self._exit_file()
+                    if self.returncode is not None:
+                        break
+                else:
+                    self.returncode = -1  # gone, status unknown (its parent is gone too)
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
@@ -102,34 +106,49 @@ class ForkedHost:
 FORK_WAIT_S = 60.0  # for the forking process to start every host (it imports first)
 
 
+def _note_spawned(run_dir: str, pid: int) -> None:
+    """``spawned.pids``: every process a launch started, for ``ibfab down`` (fabric.launcher)."""
+    with open(os.path.join(run_dir, "spawned.pids"), "a") as f:
+        f.write(f"{pid}\n")
+
+
 def spawn_hosts(run_dir: str, indices: list[int], log_file) -> tuple[list, list]:
     """Start the device hosts ``indices`` of ``run_dir``: one alone as :func:`spawn_host` does,
     several forked from one process that imported what they all need once (``fabric.host``'s
-    ``--fork``). ``log_file(i)`` is host i's log. Returns (the hosts, in ``indices`` order, as
-    Popen-like objects; every process started, the forking one included, for reaping)."""
+    ``--fork``). ``log_file(i)`` is host i's log. Every pid goes into the run directory's
+    ``spawned.pids`` as soon as it is known. Returns (the hosts, in ``indices`` order, as Popen-like
+    objects; every process started, the forking one included, for reaping)."""
     if len(indices) == 1:
         with open(log_file(indices[0]), "ab") as log:
             p = spawn_host(run_dir, indices[0], log)
+        _note_spawned(run_dir, p.pid)
         return [p], [p]
     with open(os.path.join(run_dir, "fork.log"), "ab") as log:
         parent = subprocess.Popen([sys.executable, "-m", "fabric.host", run_dir, "--fork",
                                    ",".join(str(i) for i in indices)], stdout=subprocess.PIPE, stderr=log,
                                   stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True, env=_host_env())
+    _note_spawned(run_dir, parent.pid)  # at once: an interrupted launch stops what it started
     pids = {}
     end = time.monotonic() + FORK_WAIT_S
     fd, buf = parent.stdout.fileno(), b""
-    with parent.stdout:  # read unbuffered: a buffered reader would hide lines from select
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    with parent.stdout:  # read unbuffered: a buffered reader would hide lines from the poll
         while len(pids) < len(indices):
             left = end - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
+            if left <= 0 or not poller.poll(left * 1000):
                 break
             chunk = os.read(fd, 4096)
             if not chunk:
                 break  # the forking process ended early: what it started is all there is
             *lines, buf = (buf + chunk).split(b"\n")
             for line in lines:
-                index, pid = (int(x) for x in line.split())
+                try:
+                    index, pid = (int(x) for x in line.split())
+                except ValueError:
+                    continue  # not one of its "INDEX PID" lines
                 pids[index] = pid
+                _note_spawned(run_dir, pid)
     missing = [i for i in indices if i not in pids]
     if missing:  # what the forking process said before it gave up goes where the launcher looks
         try:

@@ -287,3 +287,22 @@ def test_a_forking_process_that_fails_is_reported_with_what_it_said(tmp_path):
     for i in (0, 1):
         text = (tmp_path / f"host-{i}.log").read_text()
         assert "not started by python -m fabric.host --fork" in text and "fabric.json" in text
+
+
+def test_the_forking_process_stopped_stops_its_hosts_and_reaps_them():
+    """ibfab down signals every process of a fabric; the forking one passes SIGTERM on to the
+    hosts it started and stays to reap them (each one's status is written), then ends."""
+    from fabric.pidfiles import ForkedHost
+
+    with Fabric("fattree:2,2,4,2", name="forkstop", hosts=2, sm=False) as fab:
+        started = launcher._SPAWNED[fab.info.run_dir]
+        hosts, parent = started[:-1], started[-1]
+        assert all(type(h) is ForkedHost for h in hosts)
+        with open(os.path.join(fab.info.run_dir, "spawned.pids")) as f:
+            noted = {int(x) for x in f.read().split()}
+        assert noted == {h.pid for h in hosts} | {parent.pid}
+        parent.send_signal(signal.SIGTERM)
+        assert [h.wait(timeout=10) for h in hosts] == [0, 0]  # each stopped as asked, and reaped
+        assert parent.wait(timeout=10) == 0
+        pids = [h.pid for h in hosts] + [parent.pid]
+    _no_leftovers("forkstop", pids)

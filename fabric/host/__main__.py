@@ -67,17 +67,32 @@ def fork_hosts(run_dir: str, indices: list[int]) -> int:
     plugins.node_software(info.data.get("node_software"))  # its modules, imported once for all
     _keep_burst_buffers()
     children = {}
-    for index in indices:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            os._exit(_forked_host(info, index, topology))
-        children[pid] = index
-        print(index, pid, flush=True)
+
+    def signal_children(signum, _frame=None):
+        for pid in list(children):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    try:
+        for index in indices:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                os._exit(_forked_host(info, index, topology))
+            children[pid] = index
+            print(index, pid, flush=True)
+    except BrokenPipeError:  # the launcher is gone: what was started for it must not outlive it
+        signal_children(signal.SIGTERM)
     devnull = os.open(os.devnull, os.O_WRONLY)  # the launcher reads the pipe to its end
     os.dup2(devnull, 1)
     os.close(devnull)
+    # stopped (ibfab down signals every process of the fabric), the hosts stop too, and this
+    # process stays to reap them
+    signal.signal(signal.SIGTERM, signal_children)
+    signal.signal(signal.SIGINT, signal_children)
     while children:
         try:
             pid, status = os.waitpid(-1, 0)
@@ -85,10 +100,13 @@ def fork_hosts(run_dir: str, indices: list[int]) -> int:
             break
         index = children.pop(pid, None)
         if index is not None:
-            tmp = os.path.join(run_dir, f"host-{index}.exit.tmp")
-            with open(tmp, "w") as f:
-                f.write(str(os.waitstatus_to_exitcode(status)))
-            os.replace(tmp, os.path.join(run_dir, f"host-{index}.exit"))
+            try:
+                tmp = os.path.join(run_dir, f"host-{index}.exit.tmp")
+                with open(tmp, "w") as f:
+                    f.write(str(os.waitstatus_to_exitcode(status)))
+                os.replace(tmp, os.path.join(run_dir, f"host-{index}.exit"))
+            except OSError:
+                pass  # the run directory is gone already: nobody is left to ask
     return 0
 
 

@@ -95,8 +95,8 @@ cdef bint _switch_hop(object host, object name, object sw, int in_port, object m
     cdef dict local = host.local
     cdef dict links = host.links
     local_q = host.local_q
-    direct = host.capture is None
     outbox = sw.outbox
+    direct = host.capture is None and not outbox  # nothing of this switch's waits to go first
     for out, seg in segs.items():
         n, buf = seg
         if direct:
@@ -143,7 +143,7 @@ cdef bint _dr_smp_hop(object host, object name, object sw, object port, int in_p
         key = (name, out)
         peer = host.local.get(key)
         if peer is not None and host.capture is None and key not in host.txq and key not in host.links \
-                and len(host.local_q) < hwm:
+                and not sw.outbox and len(host.local_q) < hwm:
             host.local_q.append((peer[0], peer[1], msg, 1))
         else:
             sw.outbox.append(Segment(out, 1, msg))
@@ -216,6 +216,7 @@ def run_local(host, Py_ssize_t budget, Py_ssize_t hwm):
             except Exception:  # a bad packet must never kill the host (as receive_data)
                 traceback.print_exc()
                 dev.drops["internal_error"] += 1
+                _finish(host, name, dev, port, [], now)  # what it did send leaves, in order
                 done = True
             if not done:
                 host.receive_data(name, port, msg, HEADROOM, count, now)
