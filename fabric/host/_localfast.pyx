@@ -61,7 +61,7 @@ cdef bint _switch_hop(object host, object name, object sw, int in_port, object m
     if sw._dirty or sw._dirty_ports:
         sw._refresh_port_table()
     if count == 1 and type(msg) is bytearray:
-        done = _dr_smp_hop(host, name, sw, port, in_port, msg, hwm)
+        done = _dr_smp_hop(host, name, sw, port, in_port, msg, now, hwm)
         if done:
             return True
     p0 = ports[0]
@@ -91,22 +91,26 @@ cdef bint _switch_hop(object host, object name, object sw, int in_port, object m
         if xd:
             c.inc("port_xmit_discards", xd)
             sw.drops["egress_not_active"] += xd
-    cdef dict txq = host.txq
-    cdef dict local = host.local
-    cdef dict links = host.links
-    local_q = host.local_q
     outbox = sw.outbox
-    direct = host.capture is None and not outbox  # nothing of this switch's waits to go first
+    direct = not outbox  # nothing of this switch's waits to go first
     for out, seg in segs.items():
         n, buf = seg
-        if direct:
-            key = (name, out)
-            peer = local.get(key)
-            if peer is not None and key not in txq and key not in links and len(local_q) < hwm:
-                local_q.append((peer[0], peer[1], buf, n))
-                continue
-        outbox.append(Segment(out, n, buf))
+        if not (direct and _hand_on(host, name, out, buf, n, hwm)):
+            outbox.append(Segment(out, n, buf))
     _finish(host, name, sw, in_port, slow, now)
+    return True
+
+
+cdef bint _hand_on(object host, object name, object out, object buf, object n, Py_ssize_t hwm) except -1:
+    """Queue a switch's share for ``out`` straight for the in-process device behind that port:
+    False when it must go through the outbox instead (no in-process peer, something already waits
+    in the transmit queue for that link, a capture watching, the in-process queue full)."""
+    key = (name, out)
+    peer = host.local.get(key)
+    if peer is None or host.capture is not None or key in host.txq or key in host.links \
+            or len(host.local_q) >= hwm:
+        return False
+    host.local_q.append((peer[0], peer[1], buf, n))
     return True
 
 
@@ -115,7 +119,7 @@ cdef enum:
 
 
 cdef bint _dr_smp_hop(object host, object name, object sw, object port, int in_port, bytearray msg,
-                      Py_ssize_t hwm) except -1:
+                      double now, Py_ssize_t hwm) except -1:
     """A burst of one directed-route SMP passing through (what OpenSM's and our SM's sweeps are
     made of): forward_burst's transit for it, patched in place (the buffer is ours) and handed on,
     without the call's tables and dicts. False: not such a burst, forward_burst decides."""
@@ -140,19 +144,13 @@ cdef bint _dr_smp_hop(object host, object name, object sw, object port, int in_p
     else:
         _count(sw.ports[out].counters, "port_xmit_pkts", "port_xmit_data", "port_unicast_xmit_pkts", 1, words)
         _dr_transit_patch(p, in_port)
-        key = (name, out)
-        peer = host.local.get(key)
-        if peer is not None and host.capture is None and key not in host.txq and key not in host.links \
-                and not sw.outbox and len(host.local_q) < hwm:
-            host.local_q.append((peer[0], peer[1], msg, 1))
-        else:
+        if sw.outbox or not _hand_on(host, name, out, msg, 1, hwm):
             sw.outbox.append(Segment(out, 1, msg))
-            host.drain(name, sw)
-    host._stale.add(name)
+    _finish(host, name, sw, in_port, None, now)
     return True
 
 
-cdef void _finish(object host, object name, object dev, int in_port, list slow, double now) except *:
+cdef void _finish(object host, object name, object dev, int in_port, object slow, double now) except *:
     """What ``receive_data`` does after the device's burst call: the packets the compiled path
     left go through the device one by one, then its outbox and events are served."""
     if slow:
@@ -188,8 +186,7 @@ cdef bint _hca_hop(object host, object name, object hca, int in_port, object msg
         qps = hca.qps
         for qpn, n in taken:
             qps[qpn].received += n
-    _finish(host, name, hca, in_port, decode_burst_packets(msg, HEADROOM, count) if slow is None else list(slow),
-            now)
+    _finish(host, name, hca, in_port, decode_burst_packets(msg, HEADROOM, count) if slow is None else slow, now)
     return True
 
 
@@ -216,7 +213,7 @@ def run_local(host, Py_ssize_t budget, Py_ssize_t hwm):
             except Exception:  # a bad packet must never kill the host (as receive_data)
                 traceback.print_exc()
                 dev.drops["internal_error"] += 1
-                _finish(host, name, dev, port, [], now)  # what it did send leaves, in order
+                _finish(host, name, dev, port, None, now)  # what it did send leaves, in order
                 done = True
             if not done:
                 host.receive_data(name, port, msg, HEADROOM, count, now)

@@ -277,12 +277,10 @@ class DeviceHost(HostOps, CaptureOps):
                         buf[:BURST_HEADROOM] = BURST_HDR.pack(BURST_VERSION, KIND_DATA, dest, count, self.token,
                                                               dev_index)
                     msg = buf
-                elif peer is not None:  # in memory: a buffer the next device may forward in place
-                    msg = _EMPTY.join([BURST_HDR.pack(BURST_VERSION, KIND_DATA, dest, count, self.token, dev_index),
-                                       *chunk[2]])
                 else:
-                    msg = BURST_HDR.pack(BURST_VERSION, KIND_DATA, dest, count, self.token, dev_index) \
-                        + b"".join(chunk[2])
+                    hdr = BURST_HDR.pack(BURST_VERSION, KIND_DATA, dest, count, self.token, dev_index)
+                    # in memory, a bytearray: a buffer the next device may forward in place
+                    msg = _EMPTY.join([hdr, *chunk[2]]) if peer is not None else hdr + b"".join(chunk[2])
                 if peer is not None:
                     if len(self.local_q) >= SNDHWM:
                         self._link_full(name, port, count)
