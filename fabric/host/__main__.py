@@ -65,7 +65,6 @@ def fork_hosts(run_dir: str, indices: list[int]) -> int:
     info = RunInfo.load(run_dir)
     topology = load_topology(info.topology_path)
     plugins.node_software(info.data.get("node_software"))  # its modules, imported once for all
-    _keep_burst_buffers()
     children = {}
 
     def signal_children(signum, _frame=None):
