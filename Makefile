@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml setup.py $(wildcard ipoib/*.pyx ipoib/*.pxd fabric/*.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -e '.[dev]'
-	$(PY) -c "import ipoib._fastring, ipoib._fasttun, ipoib._fastrx, ipoib._fastpath, fabric._wirefast, fabric.host._localfast"  # the extensions must have been built
+	$(PY) -c "import ipoib._fastring, ipoib._fasttun, ipoib._fastrx, ipoib._fastpath, fabric._wirefast, fabric._structfast, fabric.host._localfast"  # the extensions must have been built
 	touch $@
 
 # Debian packages the tests use (tshark; later opensm, ibsim-utils, infiniband-diags).

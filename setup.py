@@ -19,6 +19,7 @@ extensions = [
     for name in ("_fastring", "_fasttun", "_fastrx", "_fastpath")
 ] + [Extension("fabric._wirefast", ["fabric/_wirefast.pyx"], include_dirs=["fabric"], depends=["fabric/crcfold.h"],
                extra_compile_args=["-O3"]),
+               Extension("fabric._structfast", ["fabric/_structfast.pyx"], extra_compile_args=["-O3"]),
                Extension("fabric.host._localfast", ["fabric/host/_localfast.pyx"], extra_compile_args=["-O3"])]
 
 setup(

@@ -82,7 +82,7 @@ def test_every_crc_method_computes_the_same_crcs():
         assert runs[method]["vcrc"] == runs["table"]["vcrc"], runs[method]["method"]
 
 
-# -- the management structs packed and parsed in C (fabric._wirefast.StructCodec) ----------------
+# -- the management structs packed and parsed in C (fabric._structfast.StructCodec) --------------
 
 def _structs_in_c():
     from fabric.wire.fields import Struct

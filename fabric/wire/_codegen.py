@@ -183,7 +183,7 @@ def compile_struct(cls) -> bool:
 
 
 def _c_ops(cls):
-    """The table as :class:`fabric._wirefast.StructCodec` takes it, or None when it has a field
+    """The table as :class:`fabric._structfast.StructCodec` takes it, or None when it has a field
     kind the codec does not pack (text, nested structs) or a chunk wider than 64 bits."""
     ops, off = [], 0
     for chunk, nbytes in _chunks(cls.FIELDS):
@@ -210,13 +210,13 @@ def _c_ops(cls):
 def _compile_c(cls, py_pack, py_unpack) -> None:
     """Pack and parse ``cls`` in C when the compiled wire code is there (FABRIC_BACKEND): the same
     octets, the generated Python above handling whatever the C code refuses (and its errors)."""
-    from .compiled import wirefast
+    from .compiled import structfast
 
-    ops = _c_ops(cls) if wirefast is not None else None
+    ops = _c_ops(cls) if structfast is not None else None
     if not ops or len(ops) > 128:
         return
-    codec = wirefast.StructCodec(cls, cls.SIZE, ops, py_unpack)
-    cls.pack = wirefast.struct_pack_method(codec, py_pack)
+    codec = structfast.StructCodec(cls, cls.SIZE, ops, py_unpack)
+    cls.pack = structfast.struct_pack_method(codec, py_pack)
     cls._unpack_at = staticmethod(codec.unpack_at)
     cls._c_codec = codec
     cls._py_pack, cls._py_unpack_at = py_pack, staticmethod(py_unpack)  # the reference, for tests

@@ -8,7 +8,8 @@ chosen at import by the rule ``ipoib`` follows for its backend:
 | ``std`` | any | the pure-Python code |
 | ``fast`` | no | ``ImportError``, explaining that ``make install`` builds it |
 
-``wirefast`` is the extension module, or None for the pure-Python code.
+``wirefast`` is the extension module, or None for the pure-Python code; ``structfast`` (the struct
+codec, ``fabric._structfast``) comes with it.
 """
 
 from __future__ import annotations
@@ -30,3 +31,10 @@ if _forced != "std":
                               "(run `make install`)") from exc
         warnings.warn("fabric._wirefast is not built; using the pure-Python wire code "
                       "(run `make install` to build it)", RuntimeWarning, stacklevel=2)
+
+structfast = None
+if wirefast is not None:
+    try:
+        from .. import _structfast as structfast  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - depends on the build
+        raise ImportError("fabric._wirefast is built but fabric._structfast is not (run `make install`)") from exc
