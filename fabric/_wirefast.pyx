@@ -32,7 +32,7 @@ if _os.environ.get("IBFAB_CRC", "") == "pclmul":
 CRC_METHOD = ("vpclmulqdq" if crcfold_wide else "pclmulqdq") if FOLD else "slicing-by-8"
 cdef enum:
     FOLD_MIN = 80  # shorter runs go through the tables: setting up the fold costs more
-    PAIR_MAX = 512  # crcfold_pair's limit; from here each CRC alone on wide registers is faster
+    PAIR_MAX = 512  # crcfold_pair's limit on 128-bit registers; on 512-bit ones the pair has none
 
 cdef uint16_t VCRC_TABLE[256]
 # Slicing-by-8: SLICE[k][b] is the CRC contribution of octet b followed by k zero octets, so eight
@@ -125,13 +125,13 @@ cdef uint32_t icrc_local(const uint8_t *p, Py_ssize_t n) noexcept nogil:
 
 
 cdef inline bint _pair_fits(Py_ssize_t n) noexcept nogil:
-    return FOLD and FOLD_MIN <= n < PAIR_MAX
+    return FOLD and FOLD_MIN <= n and (n < PAIR_MAX or crcfold_wide)
 
 
 cdef void _icrc_vcrc(const uint8_t *p, Py_ssize_t n, uint32_t *icrc, uint32_t *vreg) noexcept nogil:
-    """For a packet without a GRH whose first ``n`` octets the ICRC covers (FOLD_MIN <= n <
-    PAIR_MAX): its ICRC (final value) and the VCRC register over the same ``n`` octets, in one
-    pass (fabric/crcfold.h crcfold_ib_local)."""
+    """For a packet without a GRH whose first ``n`` octets the ICRC covers (``_pair_fits(n)``):
+    its ICRC (final value) and the VCRC register over the same ``n`` octets, in one pass
+    (fabric/crcfold.h crcfold_ib_local)."""
     icrc[0] = ONES32
     vreg[0] = 0xFFFF
     crcfold_ib_local(icrc, vreg, p, n)
@@ -277,6 +277,13 @@ def vcrc_ok(const unsigned char[::1] packet not None):
         return False
     c = vcrc16_raw(&packet[0], n - 2)
     return packet[n - 2] == (c & 0xFF) and packet[n - 1] == (c >> 8)
+
+
+def crcs_ok(const unsigned char[::1] packet not None):
+    """True when both CRCs of ``packet`` (without a GRH) are right, as a receiver checks them."""
+    if packet.shape[0] < 34:
+        return False
+    return crcs_ok_local(&packet[0], packet.shape[0])
 
 
 # -- the SMI and the SMA on the wire (IBA 14.2.2) --------------------------------------------------

@@ -146,64 +146,6 @@ static inline void crcfold_seed(const crcfold_t *c, uint8_t *head, uint32_t r)
     }
 }
 
-__attribute__((target("pclmul,sse4.1")))
-static uint32_t crcfold_tail(const crcfold_t *c, __m128i x0, const uint8_t *p, size_t n)
-{
-    uint8_t head[16];
-    __m128i k = _mm_set_epi64x((long long)c->k128[1], (long long)c->k128[0]);
-    while (n >= 16) {
-        x0 = _mm_xor_si128(crcfold_fold(x0, k), _mm_loadu_si128((const __m128i *)p));
-        p += 16;
-        n -= 16;
-    }
-    _mm_storeu_si128((__m128i *)head, x0);
-    return crcfold_bytes(c, crcfold_bytes(c, 0, head, 16), p, n);
-}
-
-/* 256 octets an iteration in four 512-bit registers (VPCLMULQDQ), each folding four lanes. */
-__attribute__((target("vpclmulqdq,avx512f,pclmul,sse4.1")))
-static uint32_t crcfold_update_wide(const crcfold_t *c, uint32_t r, const uint8_t *p, size_t n)
-{
-    uint8_t head[64];
-    __m512i z0, z1, z2, z3, k;
-    __m128i x, k128;
-    memcpy(head, p, 64);
-    crcfold_seed(c, head, r);
-    z0 = _mm512_loadu_si512((const void *)head);
-    z1 = _mm512_loadu_si512((const void *)(p + 64));
-    z2 = _mm512_loadu_si512((const void *)(p + 128));
-    z3 = _mm512_loadu_si512((const void *)(p + 192));
-    p += 256;
-    n -= 256;
-    k = _mm512_broadcast_i32x4(_mm_set_epi64x((long long)c->k2048[1], (long long)c->k2048[0]));
-#define FOLD512(z, k) _mm512_xor_si512(_mm512_clmulepi64_epi128(z, k, 0x00), _mm512_clmulepi64_epi128(z, k, 0x11))
-    while (n >= 256) {
-        z0 = _mm512_xor_si512(FOLD512(z0, k), _mm512_loadu_si512((const void *)p));
-        z1 = _mm512_xor_si512(FOLD512(z1, k), _mm512_loadu_si512((const void *)(p + 64)));
-        z2 = _mm512_xor_si512(FOLD512(z2, k), _mm512_loadu_si512((const void *)(p + 128)));
-        z3 = _mm512_xor_si512(FOLD512(z3, k), _mm512_loadu_si512((const void *)(p + 192)));
-        p += 256;
-        n -= 256;
-    }
-    k = _mm512_broadcast_i32x4(_mm_set_epi64x((long long)c->k512[1], (long long)c->k512[0]));
-    z0 = _mm512_xor_si512(FOLD512(z0, k), z1);
-    z0 = _mm512_xor_si512(FOLD512(z0, k), z2);
-    z0 = _mm512_xor_si512(FOLD512(z0, k), z3);
-    while (n >= 64) {
-        z0 = _mm512_xor_si512(FOLD512(z0, k), _mm512_loadu_si512((const void *)p));
-        p += 64;
-        n -= 64;
-    }
-#undef FOLD512
-    /* the four lanes, each 16 octets after the one before: fold them into one */
-    k128 = _mm_set_epi64x((long long)c->k128[1], (long long)c->k128[0]);
-    x = _mm512_extracti32x4_epi32(z0, 0);
-    x = _mm_xor_si128(crcfold_fold(x, k128), _mm512_extracti32x4_epi32(z0, 1));
-    x = _mm_xor_si128(crcfold_fold(x, k128), _mm512_extracti32x4_epi32(z0, 2));
-    x = _mm_xor_si128(crcfold_fold(x, k128), _mm512_extracti32x4_epi32(z0, 3));
-    return crcfold_tail(c, x, p, n);
-}
-
 /* A length that is not a multiple of 16 is read as if z = (16 - n % 16) % 16 zero octets came
  * first, the register entering at the first real octet: zeros in front of a register of zeros
  * leave the CRC as it is, and the message then folds in whole 16-octet blocks to its very end,
@@ -251,6 +193,116 @@ static inline uint32_t crcfold_final(const crcfold_t *c, __m128i x)
 static inline __m128i crcfold_kd(const crcfold_t *c, size_t d)
 {
     return _mm_set_epi64x((long long)c->kd[d][1], (long long)c->kd[d][0]);
+}
+
+/* From 256 octets on, on 512-bit registers (VPCLMULQDQ): 256 octets an iteration in four
+ * registers, each folding four 16-octet lanes. Read as crcfold_update reads it (z zeros first), so
+ * the message ends on a whole block and the last octets need no table steps one after another
+ * (those cost as much as the fold of 2 KB). With ``two``, a second CRC ``b`` runs over the same
+ * loads (an IB packet's ICRC and VCRC), ``a`` seeing the first 16 octets ORed with ``or_a``. */
+#define CRCFOLD_Z4(x0, x1, x2, x3) \
+    _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(x0), x1, 1), x2, 2), x3, 3)
+#define CRCFOLD_F512(z, k) _mm512_xor_si512(_mm512_clmulepi64_epi128(z, k, 0x00), _mm512_clmulepi64_epi128(z, k, 0x11))
+#define CRCFOLD_K512(c, f) _mm512_broadcast_i32x4(_mm_set_epi64x((long long)(c)->f[1], (long long)(c)->f[0]))
+
+__attribute__((target("vpclmulqdq,avx512f,pclmul,sse4.1"), always_inline))
+static inline void crcfold_wide_run(const crcfold_t *a, const crcfold_t *b, uint32_t *ra, uint32_t *rb,
+                                    const uint8_t *p, size_t n, __m128i or_a, const int two)
+{
+    __m128i a0, a1, b0 = _mm_setzero_si128(), b1 = _mm_setzero_si128(), x2, x3, xa, xb = _mm_setzero_si128();
+    __m512i A0, A1, A2, A3, B0 = _mm512_setzero_si512(), B1, B2, B3, ka, kb = _mm512_setzero_si512(), d;
+    size_t m, z = crcfold_head(*ra, p, n, or_a, &a0, &a1, &m);
+    const uint8_t *q = p + 32 - z;  /* block 2 */
+    size_t rem;
+    if (two)
+        crcfold_head(*rb, p, n, _mm_setzero_si128(), &b0, &b1, &m);
+    x2 = _mm_loadu_si128((const __m128i *)q);
+    x3 = _mm_loadu_si128((const __m128i *)(q + 16));
+    A0 = CRCFOLD_Z4(a0, a1, x2, x3);
+    A1 = B1 = _mm512_loadu_si512((const void *)(q + 32));
+    A2 = B2 = _mm512_loadu_si512((const void *)(q + 96));
+    A3 = B3 = _mm512_loadu_si512((const void *)(q + 160));
+    if (two)
+        B0 = CRCFOLD_Z4(b0, b1, x2, x3);
+    q += 224;
+    rem = 16 * m - 256;  /* m >= 16 */
+    ka = CRCFOLD_K512(a, k2048);
+    if (two)
+        kb = CRCFOLD_K512(b, k2048);
+    while (rem >= 256) {
+        __m512i d0 = _mm512_loadu_si512((const void *)q), d1 = _mm512_loadu_si512((const void *)(q + 64));
+        __m512i d2 = _mm512_loadu_si512((const void *)(q + 128)), d3 = _mm512_loadu_si512((const void *)(q + 192));
+        A0 = _mm512_xor_si512(CRCFOLD_F512(A0, ka), d0);
+        A1 = _mm512_xor_si512(CRCFOLD_F512(A1, ka), d1);
+        A2 = _mm512_xor_si512(CRCFOLD_F512(A2, ka), d2);
+        A3 = _mm512_xor_si512(CRCFOLD_F512(A3, ka), d3);
+        if (two) {
+            B0 = _mm512_xor_si512(CRCFOLD_F512(B0, kb), d0);
+            B1 = _mm512_xor_si512(CRCFOLD_F512(B1, kb), d1);
+            B2 = _mm512_xor_si512(CRCFOLD_F512(B2, kb), d2);
+            B3 = _mm512_xor_si512(CRCFOLD_F512(B3, kb), d3);
+        }
+        q += 256;
+        rem -= 256;
+    }
+    ka = CRCFOLD_K512(a, k512);
+    A0 = _mm512_xor_si512(CRCFOLD_F512(A0, ka), A1);
+    A0 = _mm512_xor_si512(CRCFOLD_F512(A0, ka), A2);
+    A0 = _mm512_xor_si512(CRCFOLD_F512(A0, ka), A3);
+    if (two) {
+        kb = CRCFOLD_K512(b, k512);
+        B0 = _mm512_xor_si512(CRCFOLD_F512(B0, kb), B1);
+        B0 = _mm512_xor_si512(CRCFOLD_F512(B0, kb), B2);
+        B0 = _mm512_xor_si512(CRCFOLD_F512(B0, kb), B3);
+    }
+    while (rem >= 64) {
+        d = _mm512_loadu_si512((const void *)q);
+        A0 = _mm512_xor_si512(CRCFOLD_F512(A0, ka), d);
+        if (two)
+            B0 = _mm512_xor_si512(CRCFOLD_F512(B0, kb), d);
+        q += 64;
+        rem -= 64;
+    }
+    /* the four lanes, each 16 octets after the one before, into one; then the last blocks */
+    {
+        __m128i k = _mm_set_epi64x((long long)a->k128[1], (long long)a->k128[0]);
+        __m128i kbb = two ? _mm_set_epi64x((long long)b->k128[1], (long long)b->k128[0]) : k;
+        xa = _mm512_extracti32x4_epi32(A0, 0);
+        xa = _mm_xor_si128(crcfold_fold(xa, k), _mm512_extracti32x4_epi32(A0, 1));
+        xa = _mm_xor_si128(crcfold_fold(xa, k), _mm512_extracti32x4_epi32(A0, 2));
+        xa = _mm_xor_si128(crcfold_fold(xa, k), _mm512_extracti32x4_epi32(A0, 3));
+        if (two) {
+            xb = _mm512_extracti32x4_epi32(B0, 0);
+            xb = _mm_xor_si128(crcfold_fold(xb, kbb), _mm512_extracti32x4_epi32(B0, 1));
+            xb = _mm_xor_si128(crcfold_fold(xb, kbb), _mm512_extracti32x4_epi32(B0, 2));
+            xb = _mm_xor_si128(crcfold_fold(xb, kbb), _mm512_extracti32x4_epi32(B0, 3));
+        }
+        while (rem >= 16) {
+            __m128i x = _mm_loadu_si128((const __m128i *)q);
+            xa = _mm_xor_si128(crcfold_fold(xa, k), x);
+            if (two)
+                xb = _mm_xor_si128(crcfold_fold(xb, kbb), x);
+            q += 16;
+            rem -= 16;
+        }
+    }
+    *ra = crcfold_final(a, xa);
+    if (two)
+        *rb = crcfold_final(b, xb);
+}
+
+__attribute__((target("vpclmulqdq,avx512f,pclmul,sse4.1")))
+static uint32_t crcfold_update_wide(const crcfold_t *c, uint32_t r, const uint8_t *p, size_t n)
+{
+    crcfold_wide_run(c, c, &r, &r, p, n, _mm_setzero_si128(), 0);
+    return r;
+}
+
+__attribute__((target("vpclmulqdq,avx512f,pclmul,sse4.1")))
+static void crcfold_pair_wide(const crcfold_t *a, const crcfold_t *b, uint32_t *ra, uint32_t *rb,
+                              const uint8_t *p, size_t n, __m128i or_a)
+{
+    crcfold_wide_run(a, b, ra, rb, p, n, or_a, 1);
 }
 
 /* 32 to 16 * CRCFOLD_SHORT_BLOCKS octets: each block folded straight to the end by its own
@@ -337,13 +389,17 @@ static void crcfold_pair(const crcfold_t *a, const crcfold_t *b, uint32_t *ra, u
     *rb = crcfold_final(b, accb);
 }
 
-/* The ICRC register and the VCRC register over the first ``n`` octets of a packet without a GRH. */
+/* The ICRC register and the VCRC register over the first ``n`` octets of a packet without a GRH
+ * (48 <= n; beyond 16 * CRCFOLD_SHORT_BLOCKS only with crcfold_wide). */
 __attribute__((target("pclmul,sse4.1")))
 static void crcfold_ib_local(uint32_t *icrc, uint32_t *vcrc, const uint8_t *p, size_t n)
 {
     /* LRH.VL (the top half of octet 0) and BTH.resv8a (octet 12) */
     __m128i ones = _mm_set_epi8(0, 0, 0, (char)0xFF, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, (char)0xF0);
-    crcfold_pair(&crcfold_icrc, &crcfold_vcrc, icrc, vcrc, p, n, ones);
+    if (n <= 16 * CRCFOLD_SHORT_BLOCKS)
+        crcfold_pair(&crcfold_icrc, &crcfold_vcrc, icrc, vcrc, p, n, ones);
+    else
+        crcfold_pair_wide(&crcfold_icrc, &crcfold_vcrc, icrc, vcrc, p, n, ones);
 }
 
 #endif

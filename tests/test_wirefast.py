@@ -46,18 +46,25 @@ import json, random
 from fabric import _wirefast as wf
 r = random.Random(11)
 lengths = list(range(0, 600)) + [1023, 1024, 1025, 2044, 2048, 2049, 4096 + 30, 9000, 65535]
-out = {"method": wf.CRC_METHOD, "crc": [], "vcrc": []}
+out = {"method": wf.CRC_METHOD, "crc": [], "vcrc": [], "sealed": [], "checked": []}
 for n in lengths:
     b = bytes(r.getrandbits(8) for _ in range(n))
     out["crc"].append(wf.crc32(b))
     out["vcrc"].append(wf.vcrc16(b))
+    if n <= 8000:  # a packet's two CRCs, sealed and checked in one pass where the fold pairs them
+        pkt = wf.build_ud_packet_fast(b, 1, 2, 3, 4, 5, 0xFFFF, 0, n & 0xFFFFFF, n & 15, 0)
+        out["sealed"].append(pkt[-6:].hex())
+        flip = bytearray(pkt)
+        flip[r.randrange(len(pkt))] ^= 1 << r.randrange(8)
+        out["checked"].append([wf.crcs_ok(pkt), wf.crcs_ok(bytes(flip))])
 print(json.dumps(out))
 """
 
 
 def test_every_crc_method_computes_the_same_crcs():
     """Every length around the thresholds (80 octets to fold at all, 512 for the wide registers)
-    and the packet sizes that matter; the table method is the reference (and zlib, for CRC-32)."""
+    and the packet sizes that matter, alone and as a packet's ICRC and VCRC (sealed, checked);
+    the table method is the reference (and zlib, for CRC-32)."""
     import json
     import os
     import subprocess
@@ -77,9 +84,10 @@ def test_every_crc_method_computes_the_same_crcs():
 
         pytest.skip("this CPU has no PCLMULQDQ: only the tables run here")
     assert runs["pclmul"]["method"] == "pclmulqdq"
+    assert all(ok == [True, False] for ok in runs["table"]["checked"])  # a flipped bit is caught
     for method in ("pclmul", ""):
-        assert runs[method]["crc"] == runs["table"]["crc"], runs[method]["method"]
-        assert runs[method]["vcrc"] == runs["table"]["vcrc"], runs[method]["method"]
+        for what in ("crc", "vcrc", "sealed", "checked"):
+            assert runs[method][what] == runs["table"][what], (runs[method]["method"], what)
 
 
 # -- the management structs packed and parsed in C (fabric._structfast.StructCodec) --------------
