@@ -12,7 +12,7 @@ extensions = [
         f"ipoib.{name}",
         [f"ipoib/{name}.pyx"],
         include_dirs=[numpy.get_include(), "ipoib"],
-        depends=["ipoib/csum.h"],
+        depends=["ipoib/csum.h", "ipoib/tunwriter.h"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O3"],
     )

@@ -289,6 +289,8 @@ cdef class Provider:
         fcntl.ioctl(self.tun_fds[0], TUNSETOFFLOAD, flags)
 
     def detach_tun(self):
+        if self.tun is not None:
+            self.tun.quiesce()  # what the TUN writer holds goes up before the fds close
         self.tun = None
         self.tun_fds = None
 

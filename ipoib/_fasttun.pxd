@@ -11,6 +11,13 @@ cdef enum:
     MAX_SUPER = 65535   # the largest IPv4 packet, and so the largest super-packet
 
 
+cdef extern from "tunwriter.h" nogil:
+    ctypedef struct tw_stats:
+        unsigned long long written
+        unsigned long long bytes
+        unsigned long long errors
+
+
 cdef struct Neigh:
     unsigned int ip          # IPv4 address, host order; 0: empty slot
     unsigned int dqpn
@@ -47,6 +54,8 @@ cdef class TunPath:
     cdef public unsigned long long rx_gro_segments
     cdef public unsigned long long rx_write_errors
     cdef public unsigned long long rx_bad_csum
+    cdef tw_stats wst                   # what the TUN writer's thread wrote for this path
+    cdef public bint threaded           # writes up go through that thread (IBFAB_TUN_WRITER=0: not)
 
     cdef inline Neigh *_find(self, unsigned int ip) noexcept nogil
     cpdef Py_ssize_t read_queue(self, int q, PacketRing ring, Py_ssize_t budget)

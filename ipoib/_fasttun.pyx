@@ -42,6 +42,17 @@ cdef extern from "sys/uio.h" nogil:
     ssize_t writev(int fd, const iovec *iov, int iovcnt)
 
 
+cdef extern from "tunwriter.h" nogil:
+    int tw_idle()
+    unsigned char *tw_reserve()
+    void tw_commit(int fd, size_t len, size_t counted, tw_stats *st)
+    void tw_quiesce()
+
+import os as _os
+# IBFAB_TUN_WRITER=0: every write up to the kernel from the host's own thread (for comparisons)
+cdef bint THREADED = _os.environ.get("IBFAB_TUN_WRITER", "1") != "0"
+
+
 cdef enum:
     VNET_F_NEEDS_CSUM = 1
     VNET_F_DATA_VALID = 2
@@ -162,8 +173,16 @@ cdef class TunPath:
         self.mtu = mtu
         self.slow = slow
         self.tso = self.uso = self.csum = self.gro = True
+        self.threaded = THREADED
+        memset(&self.wst, 0, sizeof(self.wst))
+
+    def quiesce(self):
+        """Wait until the TUN writer has written everything queued (before the fds close)."""
+        with nogil:
+            tw_quiesce()
 
     def __dealloc__(self):
+        tw_quiesce()  # the writer may still count into self.wst
         free(self.rbuf)
         free(self.wbuf)
         free(self.sbuf)
@@ -395,28 +414,40 @@ cdef class TunPath:
 
     cdef Py_ssize_t write_run(self, int q, const unsigned char **frames, Py_ssize_t *lens, Py_ssize_t k) noexcept:
         """Write IPoIB frames ``frames[:k]`` (which ``gro_run_len`` chose) up on queue ``q``: one
-        frame as it is, or a run as one super-packet. Returns octets written (0 when the kernel's
-        backlog refused it: counted)."""
+        frame as it is, or a run as one super-packet. A run goes to the TUN writer's thread
+        (ipoib/tunwriter.h), and so does a lone frame while the thread has writes queued (a queue
+        keeps its order); a lone frame is written here otherwise. Returns the octets written or
+        queued (0 when the kernel refused them: counted)."""
         cdef iovec iov[MAX_RUN + 2]
         cdef unsigned char *h = self.wbuf
+        cdef unsigned char *buf
         cdef const unsigned char *a = frames[0] + 4
-        cdef unsigned int thl, mss, total, j
-        cdef Py_ssize_t r
+        cdef unsigned int thl, mss, total, j, hlen
+        cdef Py_ssize_t r, off
         cdef int fd = self.fds[q % self.nfd]
         memset(h, 0, TUN_HDR)
         h[2], h[3] = 0x08, 0x00
         if k == 1:
+            total = lens[0] - 4
+            if self.threaded and not tw_idle():
+                with nogil:
+                    buf = tw_reserve()
+                if buf != NULL:
+                    memcpy(buf, h, TUN_HDR)
+                    memcpy(buf + TUN_HDR, a, total)
+                    tw_commit(fd, TUN_HDR + total, total, &self.wst)
+                    return TUN_HDR + total
             iov[0].iov_base = h
             iov[0].iov_len = TUN_HDR
             iov[1].iov_base = <void *> a
-            iov[1].iov_len = lens[0] - 4
+            iov[1].iov_len = total
             with nogil:
                 r = writev(fd, iov, 2)
             if r < 0:
                 self.rx_write_errors += 1
                 return 0
             self.rx_written += 1
-            self.rx_bytes += lens[0] - 4
+            self.rx_bytes += total
             return r
         thl = (a[32] >> 4) * 4
         mss = lens[0] - 4 - 20 - thl
@@ -435,8 +466,22 @@ cdef class TunPath:
         _ip_checksum(h + TUN_HDR, 20)
         h[TUN_HDR + 20 + 13] |= frames[k - 1][4 + 20 + 13] & (TCP_PSH | TCP_FIN)
         _put16(h + TUN_HDR + 20 + 16, csum_fold(_pseudo(h + TUN_HDR, 6, total - 20)))  # CHECKSUM_PARTIAL
+        self.rx_gro_runs += 1
+        self.rx_gro_segments += k
+        hlen = TUN_HDR + 20 + thl
+        if self.threaded:
+            with nogil:
+                buf = tw_reserve()
+            if buf != NULL:
+                memcpy(buf, h, hlen)
+                off = hlen
+                for j in range(k):
+                    memcpy(buf + off, frames[j] + 4 + 20 + thl, lens[j] - 4 - 20 - thl)
+                    off += lens[j] - 4 - 20 - thl
+                tw_commit(fd, off, total, &self.wst)
+                return off
         iov[0].iov_base = h
-        iov[0].iov_len = TUN_HDR + 20 + thl
+        iov[0].iov_len = hlen
         for j in range(k):
             iov[j + 1].iov_base = <void *> (frames[j] + 4 + 20 + thl)
             iov[j + 1].iov_len = lens[j] - 4 - 20 - thl
@@ -447,16 +492,15 @@ cdef class TunPath:
             return 0
         self.rx_written += 1
         self.rx_bytes += total
-        self.rx_gro_runs += 1
-        self.rx_gro_segments += k
         return r
 
     def stats(self):
         return {"tun_tx_reads": self.tx_reads, "tun_tx_packets": self.tx_packets, "tun_tx_segments": self.tx_segments,
                 "tun_tx_super": self.tx_super, "tun_tx_slow": self.tx_slow, "tun_tx_bad_vnet": self.tx_bad_vnet,
-                "tun_tx_not_ip": self.tx_not_ip, "tun_rx_written": self.rx_written, "tun_rx_bytes": self.rx_bytes,
-                "tun_rx_gro_runs": self.rx_gro_runs, "tun_rx_gro_segments": self.rx_gro_segments,
-                "tun_rx_write_errors": self.rx_write_errors, "tun_rx_bad_csum": self.rx_bad_csum,
+                "tun_tx_not_ip": self.tx_not_ip, "tun_rx_written": self.rx_written + self.wst.written,
+                "tun_rx_bytes": self.rx_bytes + self.wst.bytes, "tun_rx_gro_runs": self.rx_gro_runs,
+                "tun_rx_gro_segments": self.rx_gro_segments,
+                "tun_rx_write_errors": self.rx_write_errors + self.wst.errors, "tun_rx_bad_csum": self.rx_bad_csum,
                 "tun_neighbours": self.neighbours}
 
 
@@ -474,18 +518,33 @@ def segment(bytes vnet_packet, unsigned int mtu=65535):
     return out
 
 
-def coalesce(list ipv4_packets):
+def coalesce(list ipv4_packets, bint threaded=True):
     """What the RX path writes up for these packets, queued in this order: a list of (virtio_net_hdr,
-    packet) as the kernel would read them."""
+    packet) as the kernel would read them. ``threaded``: through the TUN writer's thread, as the
+    provider writes, every run queued before any is read (False: every write from this thread).
+    The "TUN queue" is a datagram socket, read by a thread of our own meanwhile."""
     cdef Py_ssize_t k = len(ipv4_packets), i = 0, j, run
     cdef list frames = [b"\x08\x00\x00\x00" + bytes(p) for p in ipv4_packets]
     cdef const unsigned char *ptrs[MAX_RUN]
     cdef Py_ssize_t lens[MAX_RUN]
     cdef TunPath tp = TunPath([-1], 65535, None)
-    cdef list out = []
-    import os
-    r, w = os.pipe()
-    tp.fds[0] = w
+    cdef list got = []
+    import socket
+    import threading
+    r, w = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    w.setsockopt(socket.SOL_SOCKET, 32, 8 << 20)  # SO_SNDBUFFORCE: room for whole super-packets
+
+    def reader():
+        while True:
+            data = r.recv(DEF_BUF)
+            if len(data) == 1:  # the end mark, written after everything else
+                return
+            got.append(data)
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    tp.fds[0] = w.fileno()
+    tp.threaded = threaded
     try:
         while i < k:
             run = min(k - i, MAX_RUN)
@@ -494,10 +553,11 @@ def coalesce(list ipv4_packets):
                 lens[j] = len(frames[i + j])
             run = tp.gro_run_len(ptrs, lens, run)
             tp.write_run(0, ptrs, lens, run)
-            data = os.read(r, DEF_BUF)
-            out.append((data[PI_LEN:TUN_HDR], data[TUN_HDR:]))
             i += run
+        tp.quiesce()
+        w.send(b"!")
+        t.join(30)
     finally:
-        os.close(r)
-        os.close(w)
-    return out
+        r.close()
+        w.close()
+    return [(data[PI_LEN:TUN_HDR], data[TUN_HDR:]) for data in got]

@@ -228,3 +228,23 @@ def test_gro_keeps_apart_what_the_kernel_keeps_apart():
         got = _fasttun.coalesce(run)
         sizes = [1 if h[1] == 0 else (len(p) - 40 + h[4] - 1) // (h[4] | h[5] << 8) for h, p in got]
         assert [1 if h[1] == 0 else round((len(p) - 40) / 1000 + 0.49) for h, p in got] == expect, sizes
+
+
+def test_the_tun_writer_thread_writes_what_the_loop_would_write_in_the_same_order():
+    """Runs go up through the TUN writer's thread (ipoib/tunwriter.h), and lone frames too while it
+    has writes queued: many runs queued at once (more than its 16 buffers), with lone frames (UDP,
+    a segment with a bad checksum) between them, come out as the loop's own writes do, in order."""
+    packets = []
+    for n in range(12):
+        _, _, segs = _segments(8000 + 500 * n, 1000 + 37 * n)
+        packets += segs
+        _, udp = super_packet(17, bytes([n]) * (100 + n), 1400)
+        packets.append(udp)
+        if n % 3 == 0:
+            bad = bytearray(segs[1])
+            bad[-1] ^= 0x55
+            packets.append(bytes(bad))
+    direct = _fasttun.coalesce(packets, threaded=False)
+    threaded = _fasttun.coalesce(packets, threaded=True)
+    assert len(direct) > 20 and any(h[1] == 1 for h, _ in direct)  # runs and lone frames
+    assert threaded == direct
