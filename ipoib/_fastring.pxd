@@ -39,6 +39,12 @@ cdef class PacketRing:
         if self._count >= self.slots:
             self.dropped_full += 1
             return -1
+        if self._count == 0:
+            # an empty ring starts over at its first slot: light traffic (a ping, an ACK) keeps to
+            # a few slots whose pages are mapped and in the cache, instead of walking the whole
+            # ring, a page fault and a cold line per packet for its first thousand packets
+            self._head = 0
+            return 0
         slot = self._head + self._count
         return slot - self.slots if slot >= self.slots else slot
 

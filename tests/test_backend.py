@@ -92,6 +92,41 @@ def test_fast_ring_is_preallocated_numpy():
         r.push(bytes([i]) * 100)
         r.pop()
     assert r.buffer.ctypes.data == buf_id  # same storage, no reallocation
+    # an empty ring starts over at its first slot: one packet at a time never leaves slot 0 (its
+    # page mapped and warm), while a backlog goes round the ring as ever
+    assert r.buffer[1:, 0].tolist() == [0] * 15 and r.buffer[0, 0] == 99
+    for i in range(20):
+        r.push(bytes([200 + i]) * 10)
+    assert len(r) == 16 and r.pop() == bytes([200]) * 10 and r.push(b"\x07")
+    assert r.buffer[0, 0] == 7 and r.buffer[15, 0] == 215  # wrapped into the freed first slot
+    assert r.pop_many(16)[-1] == b"\x07" and len(r) == 0
+    assert r.push(b"\x08") and r.buffer[0, 0] == 8
+
+
+def _mapping_of(addr: int) -> tuple[str, int]:
+    """The permissions and resident kilobytes of the mapping that holds ``addr``."""
+    lines = open("/proc/self/smaps").read().split("\n")
+    for i, line in enumerate(lines):
+        head = line.split()
+        if len(head) >= 5 and "-" in head[0]:
+            try:
+                lo, hi = (int(x, 16) for x in head[0].split("-"))
+            except ValueError:
+                continue
+            if lo <= addr < hi:
+                rss = next(x for x in lines[i + 1:] if x.startswith("Rss:"))
+                return head[1], int(rss.split()[1])
+    raise AssertionError(f"no mapping holds {addr:#x}")
+
+
+def test_a_big_fast_ring_is_a_private_mapping_touched_only_where_used():
+    r = _fastpath.PacketRing(1024, 4096)  # 4 MiB: its own anonymous mapping
+    perms, rss = _mapping_of(r.buffer.ctypes.data)
+    assert perms[3] == "p" and rss == 0  # private (not shmem), nothing touched yet
+    for _ in range(3000):
+        r.push(b"x" * 1500)
+        r.pop()
+    assert _mapping_of(r.buffer.ctypes.data)[1] <= 8  # one packet at a time: a page, not the ring
 
 
 ops = st.lists(st.one_of(
