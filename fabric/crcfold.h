@@ -390,7 +390,8 @@ static void crcfold_pair(const crcfold_t *a, const crcfold_t *b, uint32_t *ra, u
 }
 
 /* The ICRC register and the VCRC register over the first ``n`` octets of a packet without a GRH
- * (48 <= n; beyond 16 * CRCFOLD_SHORT_BLOCKS only with crcfold_wide). */
+ * (48 <= n; beyond 16 * CRCFOLD_SHORT_BLOCKS only with crcfold_wide, which the caller checks:
+ * fabric/_wirefast.pyx _pair_fits). */
 __attribute__((target("pclmul,sse4.1")))
 static void crcfold_ib_local(uint32_t *icrc, uint32_t *vcrc, const uint8_t *p, size_t n)
 {

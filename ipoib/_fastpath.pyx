@@ -314,6 +314,13 @@ cdef class Provider:
             self._stop_queue(q)
         return n
 
+    def tun_write(self, int q, bytes data):
+        """A frame of the ULP's (TUN header and packet) up on queue ``q``, after what the TUN
+        writer's thread still holds for the kernel (a GRO run of the same flow, maybe)."""
+        if self.tun is None:
+            raise NotSupported("no TUN queues")
+        return self.tun.write_frame(q, data)
+
     def set_neigh(self, bytes ip, ah, unsigned int dqpn):
         """The ULP resolved ``ip``: the C path sends to it without asking again."""
         if self.tun is None:

@@ -36,9 +36,12 @@ cdef class PacketRing:
             # raises it itself after a large free), and is then cleared at once: 0.6 ms and up a
             # ring set, and the memory, for every HCA a fabric starts (the array keeps the mapping
             # alive as its base)
-            # (private: a shared one is shmem, whose first touch of a page costs twice as much)
-            self.buffer = np.frombuffer(_mmap.mmap(-1, slots * slot_size, flags=_mmap.MAP_PRIVATE),
-                                        dtype=np.uint8).reshape(slots, slot_size)
+            # (private: a shared one is shmem, whose first touch of a page costs twice as much; and
+            # no transparent huge pages, which would map 2 MB at a packet's first touch)
+            m = _mmap.mmap(-1, slots * slot_size, flags=_mmap.MAP_PRIVATE)
+            if hasattr(m, "madvise") and hasattr(_mmap, "MADV_NOHUGEPAGE"):
+                m.madvise(_mmap.MADV_NOHUGEPAGE)
+            self.buffer = np.frombuffer(m, dtype=np.uint8).reshape(slots, slot_size)
         else:
             self.buffer = np.zeros((slots, slot_size), dtype=np.uint8)
         self.lengths = np.zeros(slots, dtype=np.uint32)

@@ -244,13 +244,17 @@ cdef class RxEngine:
                 done += m
                 continue
             if csink is not None and csink._consume(src + RXMETA, n):
+                echo = None
+                if csink.echo and reflect is not None:  # taken before the slot is given back
+                    echo = csink.reflect(PyBytes_FromStringAndSize(<char *> src + RXMETA, n))
+                    slid = (src[0] << 8) | src[1]
+                    src_qp = (src[5] << 16) | (src[6] << 8) | src[7]
                 ring._head = slot + 1 if slot + 1 < ring.slots else 0  # counted and dropped in place
                 ring._count -= 1
                 ring.popped += 1
                 done += 1
-                if csink.echo and reflect is not None:
-                    reflect(csink.reflect(PyBytes_FromStringAndSize(<char *> src + RXMETA, n)),
-                            (src[0] << 8) | src[1], (src[5] << 16) | (src[6] << 8) | src[7])
+                if echo is not None:
+                    reflect(echo, slid, src_qp)
                 continue
             if self.gro and sink is None and ring._count > 1 and budget - done > 1:
                 run = self._gro_run(ring, budget - done)

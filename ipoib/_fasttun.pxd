@@ -11,7 +11,15 @@ cdef enum:
     MAX_SUPER = 65535   # the largest IPv4 packet, and so the largest super-packet
 
 
-cdef extern from "tunwriter.h" nogil:
+cdef extern from *:
+    # the TUN writer's counters (ipoib/tunwriter.h, which only _fasttun includes: its state is
+    # static, one writer per process, and must not be copied into the modules that cimport this)
+    """
+    #ifndef IBFAB_TW_STATS
+    #define IBFAB_TW_STATS
+    typedef struct { unsigned long long written, bytes, errors; } tw_stats;
+    #endif
+    """
     ctypedef struct tw_stats:
         unsigned long long written
         unsigned long long bytes

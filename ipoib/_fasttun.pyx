@@ -29,7 +29,7 @@ cimport cython
 from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
-from posix.unistd cimport read
+from posix.unistd cimport read, write
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from ipoib._fastring cimport (META, PacketRing, csum_add, csum_fold, csum_native, ibf_copy_sum32,
                               tx_address)
@@ -47,6 +47,7 @@ cdef extern from "tunwriter.h" nogil:
     unsigned char *tw_reserve()
     void tw_commit(int fd, size_t len, size_t counted, tw_stats *st)
     void tw_quiesce()
+    enum: TW_BUF
 
 import os as _os
 # IBFAB_TUN_WRITER=0: every write up to the kernel from the host's own thread (for comparisons)
@@ -494,6 +495,35 @@ cdef class TunPath:
         self.rx_bytes += total
         return r
 
+    def write_frame(self, int q, bytes data):
+        """Write ``data`` (the TUN header and a packet) up on queue ``q`` as ``write_run`` writes a
+        lone frame: queued behind the TUN writer's writes, or at once when it has none. False
+        when the kernel refused it (counted)."""
+        cdef Py_ssize_t n = len(data), r
+        cdef const unsigned char *p = <const unsigned char *> PyBytes_AS_STRING(data)
+        cdef unsigned char *buf
+        cdef int fd = self.fds[q % self.nfd]
+        if n < TUN_HDR:
+            raise ValueError("a TUN frame starts with its 14-octet header")
+        if self.threaded and not tw_idle():
+            if n <= TW_BUF:
+                with nogil:
+                    buf = tw_reserve()
+                if buf != NULL:
+                    memcpy(buf, p, n)
+                    tw_commit(fd, n, n - TUN_HDR, &self.wst)
+                    return True
+            with nogil:
+                tw_quiesce()
+        with nogil:
+            r = write(fd, p, n)
+        if r < 0:
+            self.rx_write_errors += 1
+            return False
+        self.rx_written += 1
+        self.rx_bytes += n - TUN_HDR
+        return True
+
     def stats(self):
         return {"tun_tx_reads": self.tx_reads, "tun_tx_packets": self.tx_packets, "tun_tx_segments": self.tx_segments,
                 "tun_tx_super": self.tx_super, "tun_tx_slow": self.tx_slow, "tun_tx_bad_vnet": self.tx_bad_vnet,
@@ -518,11 +548,12 @@ def segment(bytes vnet_packet, unsigned int mtu=65535):
     return out
 
 
-def coalesce(list ipv4_packets, bint threaded=True):
+def coalesce(list ipv4_packets, bint threaded=True, list then=None):
     """What the RX path writes up for these packets, queued in this order: a list of (virtio_net_hdr,
     packet) as the kernel would read them. ``threaded``: through the TUN writer's thread, as the
     provider writes, every run queued before any is read (False: every write from this thread).
-    The "TUN queue" is a datagram socket, read by a thread of our own meanwhile."""
+    ``then``: packets the ULP writes up after those (``write_frame``). The "TUN queue" is a
+    datagram socket, read by a thread of our own meanwhile."""
     cdef Py_ssize_t k = len(ipv4_packets), i = 0, j, run
     cdef list frames = [b"\x08\x00\x00\x00" + bytes(p) for p in ipv4_packets]
     cdef const unsigned char *ptrs[MAX_RUN]
@@ -554,10 +585,13 @@ def coalesce(list ipv4_packets, bint threaded=True):
             run = tp.gro_run_len(ptrs, lens, run)
             tp.write_run(0, ptrs, lens, run)
             i += run
+        for pkt in then or ():
+            tp.write_frame(0, b"\0\0\x08\0" + bytes(VNET_LEN) + bytes(pkt))  # tun_pi, an empty vnet header
         tp.quiesce()
         w.send(b"!")
         t.join(30)
     finally:
+        tp.quiesce()
         r.close()
         w.close()
     return [(data[PI_LEN:TUN_HDR], data[TUN_HDR:]) for data in got]

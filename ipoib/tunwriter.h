@@ -22,9 +22,10 @@
 #define TW_SLOTS 16
 #define TW_BUF 65664  /* the TUN header and the largest super-packet, rounded up */
 
-typedef struct {
-    unsigned long long written, bytes, errors;
-} tw_stats;
+#ifndef IBFAB_TW_STATS  /* ipoib/_fasttun.pxd declares it too, for the modules that cimport it */
+#define IBFAB_TW_STATS
+typedef struct { unsigned long long written, bytes, errors; } tw_stats;
+#endif
 
 typedef struct {
     int fd;
@@ -38,8 +39,7 @@ static struct {
     pthread_cond_t work, room, idle;
     tw_item items[TW_SLOTS];
     unsigned long long head, tail;  /* queued: [tail, head) */
-    int started, sleeping, failed;
-    pid_t pid;  /* the process that started the thread (a forked child starts its own) */
+    int started, sleeping, failed, buffers;
 } tw = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
         PTHREAD_COND_INITIALIZER};
 
@@ -84,23 +84,29 @@ static void *tw_main(void *arg)
     return NULL;
 }
 
+/* In a forked child the thread stayed with the parent, and so did the state of the lock: the
+ * child starts afresh (its own thread, at its first write), keeping the buffers. */
+static void tw_atfork_child(void)
+{
+    pthread_mutex_init(&tw.mu, NULL);
+    pthread_cond_init(&tw.work, NULL);
+    pthread_cond_init(&tw.room, NULL);
+    pthread_cond_init(&tw.idle, NULL);
+    tw.head = tw.tail = 0;
+    tw.sleeping = 0;
+    tw.started = 0;
+}
+
 /* 1 when the thread runs (started now if need be); 0 when it cannot (the caller writes itself). */
 static int tw_start(void)
 {
     pthread_t th;
     pthread_attr_t attr;
-    if (tw.started && tw.pid == getpid())
+    if (tw.started)
         return 1;
     if (tw.failed)
         return 0;
-    if (tw.started) {  /* a fork's child: the thread stayed with the parent; so did the lock's state */
-        pthread_mutex_init(&tw.mu, NULL);
-        pthread_cond_init(&tw.work, NULL);
-        pthread_cond_init(&tw.room, NULL);
-        pthread_cond_init(&tw.idle, NULL);
-        tw.head = tw.tail = 0;
-        tw.sleeping = 0;
-    } else {
+    if (!tw.buffers) {
         for (int i = 0; i < TW_SLOTS; i++) {
             tw.items[i].buf = (unsigned char *)malloc(TW_BUF);
             if (tw.items[i].buf == NULL) {
@@ -108,10 +114,12 @@ static int tw_start(void)
                 return 0;
             }
         }
+        tw.buffers = 1;
+        pthread_atfork(NULL, NULL, tw_atfork_child);
     }
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 64 * 1024);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
     if (pthread_create(&th, &attr, tw_main, NULL) != 0) {
         pthread_attr_destroy(&attr);
         tw.failed = 1;
@@ -120,7 +128,6 @@ static int tw_start(void)
     pthread_attr_destroy(&attr);
     pthread_setname_np(th, "ibfab-tunwrite");
     tw.started = 1;
-    tw.pid = getpid();
     return 1;
 }
 
@@ -162,7 +169,7 @@ static void tw_commit(int fd, size_t len, size_t counted, tw_stats *st)
 /* Wait until every queued write is done. */
 static void tw_quiesce(void)
 {
-    if (!tw.started || tw.pid != getpid())
+    if (!tw.started)
         return;
     pthread_mutex_lock(&tw.mu);
     while (tw.head != tw.tail)

@@ -621,6 +621,9 @@ class IPoIBInterface:
     def tun_readable(self, queue: int) -> int:
         return self.netdev.tun_read(queue)
 
+    def tun_write(self, queue: int, data: bytes) -> bool:
+        return bool(self.netdev.tun_write(queue, data))
+
     def tun_stats(self) -> dict:
         return {k: v for k, v in self.netdev.queue_stats().items() if k.startswith("tun_")} if self.tun_fast else {}
 

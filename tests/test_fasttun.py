@@ -248,3 +248,18 @@ def test_the_tun_writer_thread_writes_what_the_loop_would_write_in_the_same_orde
     threaded = _fasttun.coalesce(packets, threaded=True)
     assert len(direct) > 20 and any(h[1] == 1 for h, _ in direct)  # runs and lone frames
     assert threaded == direct
+
+
+def test_the_ulps_own_writes_stay_behind_what_the_tun_writer_holds():
+    """A frame the ULP writes up (KernelLink.receive: the slow path's IPv4, after the RX dispatcher
+    handed it the rest of a burst) goes behind the super-packets the writer's thread still holds,
+    not past them (a TCP flow's later segments overtaking its earlier ones)."""
+    packets = []
+    for n in range(20):  # more runs than the writer has buffers: it is busy when the ULP writes
+        packets += _segments(16000, 1400 + n)[2]
+    _, late = _segments(3000, 1000)[:2]
+    _, udp = super_packet(17, b"after", 1400)
+    direct = _fasttun.coalesce(packets, threaded=False)
+    threaded = _fasttun.coalesce(packets, threaded=True, then=[late, udp])
+    assert threaded[:-2] == direct and len(direct) == 20
+    assert [p for _, p in threaded[-2:]] == [late, udp] and threaded[-1][0] == bytes(10)
