@@ -17,6 +17,21 @@ cdef extern from "Python.h":
     object PyObject_GenericGetDict(object, void *)
 
 
+cdef inline void _put_be(unsigned char *p, unsigned long long v, int n) noexcept:
+    """``v`` as ``n`` big-endian octets at ``p``."""
+    cdef int k
+    for k in range(n):
+        p[k] = <unsigned char> (v >> (8 * (n - 1 - k)))
+
+
+cdef inline unsigned long long _get_be(const unsigned char *p, int n) noexcept:
+    cdef unsigned long long acc = 0
+    cdef int k
+    for k in range(n):
+        acc = (acc << 8) | p[k]
+    return acc
+
+
 cdef class StructCodec:
     """``pack`` and ``_unpack_at`` of one Struct class whose table is unsigned fields (in
     byte-aligned chunks of at most eight octets) and octet strings: the same octets as the Python
@@ -61,7 +76,6 @@ cdef class StructCodec:
         cdef unsigned char *p = <unsigned char *> PyBytes_AS_STRING(out)
         cdef unsigned long long acc = 0, v
         cdef Py_ssize_t i, j
-        cdef int k
         cdef PyObject *o
         memset(p, 0, self.size)
         for i in range(self.n):
@@ -79,8 +93,7 @@ cdef class StructCodec:
                         return None
                     acc |= v << self.shifts[i]
                 if self.ends[i]:
-                    for k in range(self.nbytes[i]):
-                        p[self.offs[i] + k] = <unsigned char> (acc >> (8 * (self.nbytes[i] - 1 - k)))
+                    _put_be(p + self.offs[i], acc, self.nbytes[i])
                     acc = 0
             elif self.kinds[i] == 1:
                 o = PyDict_GetItem(d, name)
@@ -101,8 +114,7 @@ cdef class StructCodec:
                         return None
                     if v > self.masks[i]:
                         return None
-                    for k in range(self.nbytes[i]):
-                        p[self.offs[i] + j * self.nbytes[i] + k] = <unsigned char> (v >> (8 * (self.nbytes[i] - 1 - k)))
+                    _put_be(p + self.offs[i] + j * self.nbytes[i], v, self.nbytes[i])
         return out
 
     def unpack_at(self, data, Py_ssize_t o):
@@ -122,15 +134,12 @@ cdef class StructCodec:
         d = PyObject_GenericGetDict(obj, NULL)
         cdef unsigned long long acc = 0
         cdef Py_ssize_t i, j, start = -1
-        cdef int k
         for i in range(self.n):
             name = self.names[i]
             if self.kinds[i] == 0:
                 if self.offs[i] != start:
                     start = self.offs[i]
-                    acc = 0
-                    for k in range(self.nbytes[i]):
-                        acc = (acc << 8) | p[start + k]
+                    acc = _get_be(p + start, self.nbytes[i])
                 if name is not None:
                     PyDict_SetItem(d, name, PyLong_FromUnsignedLongLong((acc >> self.shifts[i]) & self.masks[i]))
             elif self.kinds[i] == 1:
@@ -140,10 +149,7 @@ cdef class StructCodec:
                 start = -1
                 items = PyTuple_New(self.shifts[i])
                 for j in range(self.shifts[i]):
-                    acc = 0
-                    for k in range(self.nbytes[i]):
-                        acc = (acc << 8) | p[self.offs[i] + j * self.nbytes[i] + k]
-                    e = PyLong_FromUnsignedLongLong(acc)
+                    e = PyLong_FromUnsignedLongLong(_get_be(p + self.offs[i] + j * self.nbytes[i], self.nbytes[i]))
                     Py_INCREF(e)
                     PyTuple_SET_ITEM(items, j, e)
                 PyDict_SetItem(d, name, items)

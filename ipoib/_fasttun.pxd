@@ -73,4 +73,6 @@ cdef class TunPath:
                            unsigned int l4h, unsigned int proto, unsigned int mss)
     cdef inline bint _tcp_ok(self, const unsigned char *ip, Py_ssize_t n, unsigned int thl) noexcept nogil
     cdef Py_ssize_t write_run(self, int q, const unsigned char **frames, Py_ssize_t *lens, Py_ssize_t k) noexcept
+    cdef Py_ssize_t _write_one(self, int fd, const unsigned char *hdr, const unsigned char *pkt,
+                               Py_ssize_t n) noexcept
     cdef Py_ssize_t gro_run_len(self, const unsigned char **frames, Py_ssize_t *lens, Py_ssize_t k) noexcept nogil

@@ -29,7 +29,7 @@ cimport cython
 from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
-from posix.unistd cimport read, write
+from posix.unistd cimport read
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from ipoib._fastring cimport (META, PacketRing, csum_add, csum_fold, csum_native, ibf_copy_sum32,
                               tx_address)
@@ -429,27 +429,7 @@ cdef class TunPath:
         memset(h, 0, TUN_HDR)
         h[2], h[3] = 0x08, 0x00
         if k == 1:
-            total = lens[0] - 4
-            if self.threaded and not tw_idle():
-                with nogil:
-                    buf = tw_reserve()
-                if buf != NULL:
-                    memcpy(buf, h, TUN_HDR)
-                    memcpy(buf + TUN_HDR, a, total)
-                    tw_commit(fd, TUN_HDR + total, total, &self.wst)
-                    return TUN_HDR + total
-            iov[0].iov_base = h
-            iov[0].iov_len = TUN_HDR
-            iov[1].iov_base = <void *> a
-            iov[1].iov_len = total
-            with nogil:
-                r = writev(fd, iov, 2)
-            if r < 0:
-                self.rx_write_errors += 1
-                return 0
-            self.rx_written += 1
-            self.rx_bytes += total
-            return r
+            return self._write_one(fd, h, a, lens[0] - 4)
         thl = (a[32] >> 4) * 4
         mss = lens[0] - 4 - 20 - thl
         total = 20 + thl
@@ -495,34 +475,45 @@ cdef class TunPath:
         self.rx_bytes += total
         return r
 
-    def write_frame(self, int q, bytes data):
-        """Write ``data`` (the TUN header and a packet) up on queue ``q`` as ``write_run`` writes a
-        lone frame: queued behind the TUN writer's writes, or at once when it has none. False
-        when the kernel refused it (counted)."""
-        cdef Py_ssize_t n = len(data), r
-        cdef const unsigned char *p = <const unsigned char *> PyBytes_AS_STRING(data)
+    cdef Py_ssize_t _write_one(self, int fd, const unsigned char *hdr, const unsigned char *pkt,
+                               Py_ssize_t n) noexcept:
+        """A lone frame (``hdr``, TUN_HDR octets, then ``n`` octets of packet) up on ``fd``: queued
+        behind the TUN writer's writes while it has some (a queue keeps its order), written at once
+        otherwise. Returns the octets written or queued (0 when the kernel refused them: counted)."""
         cdef unsigned char *buf
-        cdef int fd = self.fds[q % self.nfd]
-        if n < TUN_HDR:
-            raise ValueError("a TUN frame starts with its 14-octet header")
+        cdef iovec iov[2]
+        cdef Py_ssize_t r
         if self.threaded and not tw_idle():
-            if n <= TW_BUF:
+            if TUN_HDR + n <= TW_BUF:
                 with nogil:
                     buf = tw_reserve()
                 if buf != NULL:
-                    memcpy(buf, p, n)
-                    tw_commit(fd, n, n - TUN_HDR, &self.wst)
-                    return True
+                    memcpy(buf, hdr, TUN_HDR)
+                    memcpy(buf + TUN_HDR, pkt, n)
+                    tw_commit(fd, TUN_HDR + n, n, &self.wst)
+                    return TUN_HDR + n
             with nogil:
                 tw_quiesce()
+        iov[0].iov_base = <void *> hdr
+        iov[0].iov_len = TUN_HDR
+        iov[1].iov_base = <void *> pkt
+        iov[1].iov_len = n
         with nogil:
-            r = write(fd, p, n)
+            r = writev(fd, iov, 2)
         if r < 0:
             self.rx_write_errors += 1
-            return False
+            return 0
         self.rx_written += 1
-        self.rx_bytes += n - TUN_HDR
-        return True
+        self.rx_bytes += n
+        return r
+
+    def write_frame(self, int q, bytes data):
+        """Write ``data`` (the TUN header and a packet) up on queue ``q`` as ``write_run`` writes a
+        lone frame. False when the kernel refused it (counted)."""
+        cdef const unsigned char *p = <const unsigned char *> PyBytes_AS_STRING(data)
+        if len(data) < TUN_HDR:
+            raise ValueError("a TUN frame starts with its 14-octet header")
+        return self._write_one(self.fds[q % self.nfd], p, p + TUN_HDR, len(data) - TUN_HDR) > 0
 
     def stats(self):
         return {"tun_tx_reads": self.tx_reads, "tun_tx_packets": self.tx_packets, "tun_tx_segments": self.tx_segments,
