@@ -7,6 +7,8 @@ module is the provider, its op dispatcher, and the names :mod:`ipoib` exports.
 """
 
 cimport cython
+import os as _os
+import traceback
 from cpython.bytes cimport PyBytes_AS_STRING
 from ipoib._fastring cimport META, PacketRing as _Ring, flow_hash, push_gso
 from ipoib._fastrx cimport RxEngine
@@ -34,6 +36,10 @@ def frame_flow_hash(const unsigned char[::1] frame not None, bint udp_ports=Fals
 
 
 TX_SLOTS = 256
+NAPI_WEIGHT = 64  # frames per RX queue per poll, as the kernel's NAPI_POLL_WEIGHT
+# the NAPI poll right after the interrupt, in C, when the frames go up to the kernel's TUN queues
+# (IBFAB_DIRECT_NAPI=0: the node's software runs every poll, for comparisons)
+cdef bint DIRECT_NAPI = _os.environ.get("IBFAB_DIRECT_NAPI", "1") != "0"
 MAX_FRAME = 4096 + 8
 RX_SLOTS = 256
 
@@ -85,6 +91,7 @@ cdef class Provider:
     cdef unsigned int _ah_sl
     cdef unsigned int _ah_lid
     cdef bint _kicked   # a poll is already scheduled for what the rings hold (one doorbell per batch)
+    cdef bint _sw       # we called up into the ULP or the node (a queue stopped or woke, a poll scheduled)
     cdef public RxEngine rx
     cdef public list rx_polls
     cdef public list rx_exhausted
@@ -94,6 +101,7 @@ cdef class Provider:
     cdef public bint napi_scheduled
     cdef public object timer
     cdef public unsigned long long interrupts
+    cdef public unsigned long long napi_direct   # polls run right after their interrupt, in C
     cdef public int _dim_usecs
     cdef public object _win_start
     cdef public unsigned long long _win_packets
@@ -192,6 +200,7 @@ cdef class Provider:
             if self._stopped[q]:
                 self._stopped[q] = False
                 self._qwakes[q] += 1
+                self._sw = True
                 c.wake_queue(q)
 
     def _rx_detach(self):
@@ -298,6 +307,17 @@ cdef class Provider:
         """TUN queue ``q`` is readable: its packets into TX ring ``q`` (TSS: the queue the kernel
         chose), in C. The queue stops when the ring has no room for another super-packet, which
         stops the reads until it drains (the kernel's queue holds the packets meanwhile)."""
+        return self._tun_read(q)
+
+    def tun_reader(self, int q):
+        """What the IP host's loop calls when TUN queue ``q`` is readable: ``fn(now)`` reads it as
+        ``tun_read`` does and returns True when only the data path moved (no frame for the ULP, no
+        queue stopped or woken): the host then has no software of the node to run for it."""
+        if self.tun is None or not 0 <= q < self.ntx:
+            return None
+        return _TunReader(self, q)
+
+    cdef Py_ssize_t _tun_read(self, int q) except -1:
         cdef PacketRing ring = <PacketRing> self.rings[q]
         cdef unsigned long long before = ring.pushed
         cdef Py_ssize_t n
@@ -432,6 +452,7 @@ cdef class Provider:
             self._stop_queue(q)
         if not self._kicked:
             self._kicked = True
+            self._sw = True
             c.schedule_poll()
         return OK
 
@@ -461,6 +482,7 @@ cdef class Provider:
             self._stop_queue(q)
         if not self._kicked:
             self._kicked = True
+            self._sw = True
             c.schedule_poll()
         return OK
 
@@ -468,6 +490,7 @@ cdef class Provider:
         self._stopped[q] = True
         self._qstops[q] += 1
         self.ctx.stats["tx_stops"] += 1
+        self._sw = True
         self.ctx.stop_queue(q)
 
     cpdef send_burst(self, frames, ah, dqpn):
@@ -526,6 +549,7 @@ cdef class Provider:
                     self._stop_queue(q)
         if done and not self._kicked:
             self._kicked = True
+            self._sw = True
             c.schedule_poll()
         return done
 
@@ -535,8 +559,7 @@ cdef class Provider:
         c = self.ctx
         st = c.stats
         self._drain_tx()
-        now = c.now()
-        if self.timer is not None and now >= self.timer:
+        if self.timer is not None and c.now() >= self.timer:
             self._interrupt()  # the rx-usecs timer fired
         done = 0
         left = False
@@ -561,11 +584,13 @@ cdef class Provider:
             self.napi_scheduled = False
             self.timer = None
             if self.rx.pending or c.rxq:
+                self._sw = True
                 c.schedule_poll()
             raise
         if c.rx_sink is not None and c.rx_sink.echo:
             self._drain_tx()  # the answers leave in this same poll
         if left:
+            self._sw = True
             c.schedule_poll()  # budget spent: NAPI stays scheduled
         elif self.napi_scheduled:
             self.napi_scheduled = False  # napi_complete: interrupts on again
@@ -600,6 +625,7 @@ cdef class Provider:
                     self._stopped[q] = False
                     self._qwakes[q] += 1
                     st["tx_wakes"] += 1
+                    self._sw = True
                     c.wake_queue(q)
             if total:
                 st["tx_packets"] += total
@@ -625,6 +651,7 @@ cdef class Provider:
                 self._stopped[q] = False
                 self._qwakes[q] += 1
                 st["tx_wakes"] += 1
+                self._sw = True
                 c.wake_queue(q)
 
     def _interrupt(self):
@@ -632,7 +659,29 @@ cdef class Provider:
         self.napi_scheduled = True
         self.interrupts += 1
         self.ctx.stats["interrupts"] += 1
+        self._sw = True
         self.ctx.schedule_poll()
+
+    cdef bint _napi_now(self) except -1:
+        """The interrupt, and the NAPI poll right after it, as the kernel runs net_rx_action on
+        the interrupt's way out, for frames that go up to the kernel's TUN queues in C: the node's
+        software is not woken to run the poll a moment later. True when nothing was left for the
+        software (every frame went up in C, no queue stopped or woke, nothing is left to poll)."""
+        c = self.ctx
+        cdef RxEngine rx = self.rx
+        cdef unsigned long long up = rx.up_calls
+        self.timer = None
+        self.napi_scheduled = True
+        self.interrupts += 1
+        self.napi_direct += 1
+        c.stats["interrupts"] += 1
+        self._sw = False
+        try:
+            self.poll(NAPI_WEIGHT)
+        except Exception:  # poll left NAPI rescheduled: the node's own poll tries again
+            traceback.print_exc()
+            return False
+        return not self._sw and rx.up_calls == up and not self.napi_scheduled
 
     # -- called by RxDispatch -------------------------------------------------------------------
 
@@ -653,7 +702,8 @@ cdef class Provider:
 
     def _rx_event(self, engine, now):
         """Frames arrived in our rings: fold the counts into the statistics and raise an
-        interrupt now, or arm the rx-usecs timer, as moderation says."""
+        interrupt now, or arm the rx-usecs timer, as moderation says. True: the frames are up
+        already and the node's software has nothing new to do (see ``_napi_now``)."""
         c = self.ctx
         st = c.stats
         n, ovf = engine.fresh_packets, engine.fresh_overflow
@@ -666,14 +716,18 @@ cdef class Provider:
         if self.coalesce["adaptive"]:
             self._adapt(now, n)
         if self.napi_scheduled or not n:
-            return  # interrupts are masked while NAPI runs
+            return False  # interrupts are masked while NAPI runs
         usecs = self._rx_usecs_now()
         frames = self.coalesce["rx_frames"]
         if usecs == 0 or (frames and engine.pending >= frames):
+            if self.tun is not None and DIRECT_NAPI and not c.rxq and not c.sendq and c.rx_sink is None:
+                return self._napi_now()
             self._interrupt()
         elif self.timer is None:
             self.timer = now + usecs * 1e-6
+            self._sw = True
             c.arm_timer(self.timer)
+        return False
 
     def tx_timeout(self, queue):
         c = self.ctx
@@ -685,9 +739,11 @@ cdef class Provider:
                 self._stopped[q] = False
                 self._qwakes[q] += 1
                 c.stats["tx_wakes"] += 1
+                self._sw = True
                 c.wake_queue(q)
         if c.queue_stopped:
             c.queue_stopped = False
+            self._sw = True
             c.wake_queue(queue)
 
     def queue_stats(self):
@@ -705,6 +761,7 @@ cdef class Provider:
             out[f"rx{q}_napi_polls"] = self.rx_polls[q]
             out[f"rx{q}_budget_exhausted"] = self.rx_exhausted[q]
         out["interrupts"] = self.interrupts
+        out["napi_direct"] = self.napi_direct
         if self.tun is not None:
             out.update(self.tun.stats())
         return out
@@ -764,3 +821,26 @@ def _rx_info(slid, pkey, src_qp):
 
 
 _MTU = {1: 256, 2: 512, 3: 1024, 4: 2048, 5: 4096}
+
+
+@cython.final
+cdef class _TunReader:
+    """``Provider.tun_reader(q)``: the host loop's call for a readable TUN queue, in C."""
+
+    cdef Provider prov
+    cdef int q
+
+    def __cinit__(self, Provider prov, int q):
+        self.prov = prov
+        self.q = q
+
+    def __call__(self, now):
+        cdef Provider p = self.prov
+        cdef TunPath tun = p.tun
+        cdef unsigned long long slow
+        if tun is None:
+            return False  # detached: nothing of ours to read
+        slow = tun.tx_slow + tun.tx_not_ip
+        p._sw = False
+        p._tun_read(self.q)
+        return not p._sw and tun.tx_slow + tun.tx_not_ip == slow

@@ -16,6 +16,7 @@ cdef class RxEngine:
     cdef public unsigned long long fresh_packets
     cdef public unsigned long long fresh_bytes
     cdef public unsigned long long fresh_overflow
+    cdef public unsigned long long up_calls  # frames poll_queue handed to Python (deliver, a sink, reflect)
     cdef public bint gro                # coalesce runs of UDP datagrams (ethtool -K gro)
     cdef public unsigned long long gro_runs
     cdef public unsigned long long gro_packets

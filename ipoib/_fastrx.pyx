@@ -243,6 +243,7 @@ cdef class RxEngine:
                 ring.popped += m
                 done += m
                 continue
+            self.up_calls += 1  # from here on, every frame goes to Python (or an echo may)
             if csink is not None and csink._consume(src + RXMETA, n):
                 echo = None
                 if csink.echo and reflect is not None:  # taken before the slot is given back
@@ -386,6 +387,9 @@ cdef class RxDispatch:
 
     cdef public dict engines   # QPN -> RxEngine
     cdef readonly unsigned long long fast_packets
+    # after a call: every packet was taken and is up already, with nothing for the node's software
+    # to do (the HCA's host may skip waking it; fabric.host._localfast reads it)
+    cdef readonly bint quiet
 
     def __cinit__(self):
         self.engines = {}
@@ -408,6 +412,7 @@ cdef class RxDispatch:
         cdef list slow = []
         cdef list touched = []
         cdef list qps
+        self.quiet = False
         # the framing first, so that a bad burst is refused before any packet is taken
         for i in range(count):
             if off + 2 > n:
@@ -458,6 +463,9 @@ cdef class RxDispatch:
             eng._take(p + UD_HDRS, fn, (p[6] << 8) | p[7], (p[25] << 16) | (p[26] << 8) | p[27])
         self.fast_packets += taken
         qps = [(e.qpn, e.fresh_packets + e.fresh_overflow) for e in touched]  # the QPs' receive counts
+        quiet = not slow
         for e in touched:
-            e.owner._rx_event(e, now)
+            if e.owner._rx_event(e, now) is not True:
+                quiet = False
+        self.quiet = quiet and taken > 0
         return slow, taken, words, qps

@@ -38,6 +38,8 @@ does not (the IP host then reads and writes the TUN device, one packet at a time
                                                        slow(q, ethertype, packet) takes what we leave
     detach_tun()                                       they are going away (before the fds close)
     tun_read(q)                      -> int            queue q is readable: read it
+    tun_reader(q)                    -> fn | None      ``fn(now)``, for the host loop: tun_read(q),
+                                                       True when only the data path moved
     tun_write(q, data)               -> bool           write ``data`` (TUN header and packet) up on
                                                        queue q, in order with what we write ourselves
     set_neigh(ip, ah, dqpn) / flush_neigh()            the ULP's resolved neighbours, for the C path
@@ -52,7 +54,7 @@ OK, BUSY = 0, 1
 
 OPS = ("get_params", "init", "uninit", "open", "stop", "set_id", "attach_mcast", "detach_mcast", "send",
        "send_burst", "select_queue", "tx_timeout", "poll", "get_coalesce", "set_coalesce", "queue_stats", "get_features",
-       "set_features", "tun_offloads", "attach_tun", "detach_tun", "tun_read", "tun_write", "set_neigh", "flush_neigh", "set_tun_mtu")
+       "set_features", "tun_offloads", "attach_tun", "detach_tun", "tun_read", "tun_reader", "tun_write", "set_neigh", "flush_neigh", "set_tun_mtu")
 
 
 class NotSupported(Exception):

@@ -220,6 +220,9 @@ class StdProvider:
     def tun_read(self, q) -> int:
         return 0
 
+    def tun_reader(self, q):
+        return None
+
     def tun_write(self, q, data) -> bool:
         return False  # never asked: the IP host writes the queues of a device that did not take them
 

@@ -621,6 +621,10 @@ class IPoIBInterface:
     def tun_readable(self, queue: int) -> int:
         return self.netdev.tun_read(queue)
 
+    def tun_reader(self, queue: int):
+        """The provider's own reader of TUN queue ``queue`` for the host loop, or None."""
+        return self.netdev.tun_reader(queue)
+
     def tun_write(self, queue: int, data: bytes) -> bool:
         return bool(self.netdev.tun_write(queue, data))
 

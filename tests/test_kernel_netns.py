@@ -76,6 +76,32 @@ def test_kernel_ping_across_leaves_without_loss(fab):
     assert fab.nodes["node0001"].cmd("ip neigh show dev ib0").strip() == ""
 
 
+def test_frames_for_the_kernel_go_up_in_the_poll_right_after_their_interrupt(fab):
+    """The fast provider runs NAPI right after the interrupt, in C, for what goes up to the
+    kernel's TUN queues (as net_rx_action runs on the interrupt's way out): the node's software is
+    not woken per packet. Interrupt moderation still defers the poll to its timer."""
+    import ipoib
+
+    if ipoib.backend_name == "std":
+        pytest.skip("the standard provider has no NAPI of its own: the node's software polls it")
+    src, dst = fab.nodes["node0003"], fab.nodes["node0006"]
+    assert src.ping(dst, count=1, timeout=5)["received"] == 1  # the neighbour resolved
+    q0 = dst.interface("ib0")["queues"]
+    r = src.ping(dst, count=20, interval=0.01)
+    assert r["received"] == 20, r["output"]
+    q1 = dst.interface("ib0")["queues"]
+    assert q1["napi_direct"] - q0["napi_direct"] >= 20  # each echo request went up from its interrupt
+    fab.client.call("node0006", "ipoib_coalesce", ifname="ib0", rx_usecs=300)
+    try:
+        r = src.ping(dst, count=20, interval=0.01)
+        assert r["received"] == 20, r["output"]
+        q2 = dst.interface("ib0")["queues"]
+        assert q2["napi_direct"] == q1["napi_direct"]  # the rx-usecs timer ran each poll instead
+        assert q2["interrupts"] - q1["interrupts"] >= 20
+    finally:
+        fab.client.call("node0006", "ipoib_coalesce", ifname="ib0", rx_usecs=0)
+
+
 def test_ping_with_dont_fragment_fits_the_ipoib_mtu_exactly(fab):
     mtu = fab.nodes["node0001"].interface("ib0")["mtu"]
     assert mtu == 2044  # a 2K IB MTU less the 4-octet IPoIB header

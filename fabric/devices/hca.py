@@ -223,7 +223,7 @@ class HCA(Device):
         4-octet words of them in all. The driver promises what ``post_send`` would check per packet
         (a valid P_Key index, the MTU, no loopback); the port's state is the HCA's to check."""
         port = self.ports[port_num]
-        if not port.link_up or port.state != sa.PORT_ACTIVE:
+        if port.phys != sa.PHYS_LINKUP or port.state != sa.PORT_ACTIVE:  # link_up, without its call
             self.refuse_sends(port_num, count)
             return
         port.counters.add_xmit(count, words)

@@ -150,9 +150,11 @@ cdef bint _dr_smp_hop(object host, object name, object sw, object port, int in_p
     return True
 
 
-cdef void _finish(object host, object name, object dev, int in_port, object slow, double now) except *:
+cdef void _finish(object host, object name, object dev, int in_port, object slow, double now,
+                  bint quiet=False) except *:
     """What ``receive_data`` does after the device's burst call: the packets the compiled path
-    left go through the device one by one, then its outbox and events are served."""
+    left go through the device one by one, then its outbox and events are served. ``quiet``: the
+    device's software was not called (its next deadline stands)."""
     if slow:
         try:
             for pkt in slow:
@@ -160,17 +162,20 @@ cdef void _finish(object host, object name, object dev, int in_port, object slow
         except Exception:  # a bad packet must never kill the host
             traceback.print_exc()
             dev.drops["internal_error"] += 1
-    host._stale.add(name)
+    if not quiet:
+        host._stale.add(name)
     if dev.outbox:
         host.drain(name, dev)
     if dev.events:
         host.handle_events(name, now)
 
 
-cdef bint _hca_hop(object host, object name, object hca, int in_port, object msg, object count,
-                   double now) except -1:
+cdef int _hca_hop(object host, object name, object hca, int in_port, object msg, object count,
+                  double now) except -1:
     """``HCA.receive_burst`` when its ``rx_accel`` (the IPoIB fast provider's receive in C) takes
-    the burst; False leaves it to ``receive_data`` (no rx_accel, a port not Active, bad framing)."""
+    the burst: 1, or 2 when the receiver says the burst is up already with nothing left for the
+    node's software (``rx_accel.quiet``: the NAPI poll ran in C right after the interrupt). 0
+    leaves it to ``receive_data`` (no rx_accel, a port not Active, bad framing)."""
     rx = hca.rx_accel
     if rx is None:
         return False
@@ -186,8 +191,10 @@ cdef bint _hca_hop(object host, object name, object hca, int in_port, object msg
         qps = hca.qps
         for qpn, n in taken:
             qps[qpn].received += n
-    _finish(host, name, hca, in_port, decode_burst_packets(msg, HEADROOM, count) if slow is None else slow, now)
-    return True
+    quiet = slow is not None and not slow and getattr(rx, "quiet", False) is True
+    _finish(host, name, hca, in_port, decode_burst_packets(msg, HEADROOM, count) if slow is None else slow, now,
+            quiet)
+    return 2 if quiet else 1
 
 
 def run_local(host, Py_ssize_t budget, Py_ssize_t hwm):
@@ -196,15 +203,16 @@ def run_local(host, Py_ssize_t budget, Py_ssize_t hwm):
     popleft = local_q.popleft
     cdef dict devices = host.devices
     cdef double now
+    cdef int done
     while local_q and budget:
         name, port, msg, count = popleft()
         budget -= 1
+        done = 0
         now = _monotonic()  # a whole sweep can run inside this loop: keep the clock honest
         if port < 0:
             host._deliver(name, msg, now)  # a link-training frame, framed as on a socket
         else:
             dev = devices[name]
-            done = False
             try:
                 if type(dev) is Switch:
                     done = _switch_hop(host, name, dev, port, msg, count, now, hwm)
@@ -214,11 +222,11 @@ def run_local(host, Py_ssize_t budget, Py_ssize_t hwm):
                 traceback.print_exc()
                 dev.drops["internal_error"] += 1
                 _finish(host, name, dev, port, None, now)  # what it did send leaves, in order
-                done = True
+                done = 1
             if not done:
                 host.receive_data(name, port, msg, HEADROOM, count, now)
         dev = devices[name]
-        if dev.agents:
+        if dev.agents and done != 2:  # 2: up already, the node's software untouched: nothing to run
             # the node's software runs right after its "interrupt" (see DeviceHost.run_local)
             if host.txq:
                 host.flush()

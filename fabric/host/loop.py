@@ -184,7 +184,8 @@ class DeviceHost(HostOps, CaptureOps):
     def add_reader(self, fd: int, device: str, fn) -> None:
         """Call ``fn(now)`` whenever ``fd`` is readable (a TUN device of the node software on
         ``device``); the device's software runs and its outbox is drained right after, as after
-        a burst."""
+        a burst. ``fn`` returns True to say it called no software of the device (a driver's data
+        path in C that only posted sends): its timers stand, and only the outbox is drained."""
         self.readers[fd] = (device, fn)
         try:
             self.epoll.register(fd, select.EPOLLIN)
@@ -527,13 +528,15 @@ class DeviceHost(HostOps, CaptureOps):
     def _read(self, reader, now: float) -> None:
         name, fn = reader
         dev = self.devices[name]
-        self._stale.add(name)
         try:
-            fn(now)
+            quiet = fn(now) is True
         except Exception:  # what a node's own file descriptor brings must not kill the host
             traceback.print_exc()
             dev.drops["internal_error"] += 1
-        self._tick_if_due(dev, now)
+            quiet = False
+        if not quiet:  # the reader called into the node's software: its timers may have moved
+            self._stale.add(name)
+            self._tick_if_due(dev, now)
         if dev.outbox:
             self.drain(name, dev)
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import time
 
 from ..gso import GsoPacket, segment
 from . import netns, tun
@@ -65,7 +66,6 @@ class KernelLink:
         self.groups: set[bytes] = set()  # IPv4 groups the ULP joined for the kernel
         self.stats = {"from_kernel": 0, "to_kernel": 0, "to_kernel_failed": 0}
         self.drops: dict[str, int] = {}
-        self._now = 0.0
         self.paused: set[int] = set()
         if self.accel and not driver.offload_tun(self.fds, self._slow):
             raise RuntimeError(f"{self.ifname}: the provider offered the TUN queues and then refused them")
@@ -74,7 +74,10 @@ class KernelLink:
 
     def _watch(self, q: int) -> None:
         fd = self.fds[q]
-        if self.accel:
+        reader = self.driver.tun_reader(q) if self.accel else None
+        if reader is not None:  # the provider's own, in C: no Python between the loop and its read
+            self.host.add_reader(fd, reader)
+        elif self.accel:
             self.host.add_reader(fd, lambda now, q=q: self._readable(q, now))
         else:
             self.host.add_reader(fd, lambda now, fd=fd: self.read(fd, now))
@@ -92,13 +95,13 @@ class KernelLink:
             self._watch(q)
 
     def _readable(self, q: int, now: float) -> None:
-        self._now = now
         self.driver.tun_readable(q)
 
     def _slow(self, q: int, proto: int, packet: bytes) -> None:
-        """What the provider's C path leaves to the ULP: not IPv4, or no neighbour known yet."""
+        """What the provider's C path leaves to the ULP: not IPv4, or no neighbour known yet
+        (inside its read, so within the loop pass that read it: the loop's clock is that pass's)."""
         self.stats["from_kernel_slow"] = self.stats.get("from_kernel_slow", 0) + 1
-        self._to_ulp(proto, packet, self._now)
+        self._to_ulp(proto, packet, time.monotonic())
 
     # -- the kernel -> the ULP -----------------------------------------------------------------
 
