@@ -1,5 +1,6 @@
 # cython: language_level=3
-"""Compiled helpers for the fabric's per-packet work: VCRC and the switch forwarding engine.
+"""Compiled helpers for the fabric's per-packet work: VCRC, the switch forwarding engine, and the
+HCA's post of a compiled driver's burst (``hca_post_segment``).
 
 :mod:`fabric.wire.crc` uses these when built and falls back to pure Python otherwise; the results
 are identical (tests/test_wire_crc.py compares them).
@@ -678,3 +679,46 @@ def forward_burst(const unsigned char[::1] burst not None, Py_ssize_t offset, Py
             PyByteArray_Resize(seg[1], used[k])
     ports = [(k, xp[k], xw[k], xd[k]) for k in range(min(nports, 256)) if xp[k] or xd[k]]
     return out, slow, (rcv_pkts, rcv_words, relay, ports, dr_path, dr_down)
+
+
+# -- counting and posting bursts -----------------------------------------------------------------
+
+# IBA 16.1.3.5: PortXmitData, PortRcvData, PortXmitPkts and PortRcvPkts are 32 bits and saturate
+# (fabric.devices.port._TOP_PKTS/_TOP_DATA; fabric.host._localfast checks that they agree)
+TOP_PKTS = 0xFFFFFFFF
+TOP_DATA = 0xFFFFFFFF
+cdef object _TOP_PKTS = TOP_PKTS
+cdef object _TOP_DATA = TOP_DATA
+
+
+cdef void count_unicast(object counters, str pkts_name, str data_name, str unicast_name, object pkts,
+                        object words) except *:
+    """PortCounterSet.add_rcv / add_xmit (``fabric.devices.port._bulk_counter``) on the dicts."""
+    cdef dict pc = counters.pc
+    cdef dict ext = counters.ext
+    v = pc[pkts_name] + pkts
+    pc[pkts_name] = v if v < _TOP_PKTS else _TOP_PKTS
+    v = pc[data_name] + words
+    pc[data_name] = v if v < _TOP_DATA else _TOP_DATA
+    ext[pkts_name] += pkts
+    ext[data_name] += words
+    ext[unicast_name] += pkts
+
+
+cdef enum:
+    PHYS_STATE_LINKUP = 5  # PortPhysicalState LinkUp (fabric.wire.smp_attrs)
+    PORT_STATE_ACTIVE = 4  # PortState Active
+
+from fabric.wire.burst import Segment as _Segment
+
+
+def hca_post_segment(hca, qpn, port_num, count, words, buf):
+    """``HCA.post_segment`` (fabric/devices/hca.py keeps the reference, which the std backend
+    runs), compiled: the HCA method a compiled driver calls per burst it sends."""
+    port = hca.ports[port_num]
+    if port.phys != PHYS_STATE_LINKUP or port.state != PORT_STATE_ACTIVE:
+        hca.refuse_sends(port_num, count)
+        return
+    count_unicast(port.counters, "port_xmit_pkts", "port_xmit_data", "port_unicast_xmit_pkts", count, words)
+    hca.qps[qpn].sent += count
+    hca.outbox.append(_Segment(port_num, count, buf))

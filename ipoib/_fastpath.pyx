@@ -36,6 +36,8 @@ def frame_flow_hash(const unsigned char[::1] frame not None, bint udp_ports=Fals
 
 
 TX_SLOTS = 256
+cdef enum:
+    PHYS_LINKUP = 5  # PortPhysicalState LinkUp (fabric.wire.smp_attrs)
 NAPI_WEIGHT = 64  # frames per RX queue per poll, as the kernel's NAPI_POLL_WEIGHT
 # the NAPI poll right after the interrupt, in C, when the frames go up to the kernel's TUN queues
 # (IBFAB_DIRECT_NAPI=0: the node's software runs every poll, for comparisons)
@@ -376,7 +378,7 @@ cdef class Provider:
         self.coalesce = new  # all or nothing: a bad value changes nothing
         return self.get_coalesce()
 
-    def _rx_usecs_now(self):
+    cpdef _rx_usecs_now(self):
         return self._dim_usecs if self.coalesce["adaptive"] else self.coalesce["rx_usecs"]
 
     def _adapt(self, now, n):
@@ -563,19 +565,22 @@ cdef class Provider:
             self._interrupt()  # the rx-usecs timer fired
         done = 0
         left = False
+        cdef RxEngine rx = self.rx
+        cdef int q
         try:
-            if self.rx.pending:
+            if rx.pending:
                 st["napi_polls"] += 1
-                deliver = c.deliver
+                deliver, sink, reflect = c.deliver, c.rx_sink, c.reflect
                 for q in range(self.nrx):
-                    n = self.rx.poll_queue(q, budget, deliver, self._infos, _rx_info, c.rx_sink, c.reflect,
-                                           self.tun)
+                    if not (<_Ring> rx.rings[q])._count:
+                        continue  # an empty queue has nothing to poll
+                    n = rx.poll_queue(q, budget, deliver, self._infos, _rx_info, sink, reflect, self.tun)
                     if n:
                         self.rx_polls[q] += 1
                         done += n
                         if n >= budget:
                             self.rx_exhausted[q] += 1
-                left = self.rx.pending > 0
+                left = rx.pending > 0
             if c.rxq or c.sendq or c.rx_sink is not None:
                 done += self._std.poll(budget)  # the slow path's frames (and the sink's mark)
         except BaseException:
@@ -597,42 +602,47 @@ cdef class Provider:
             self.timer = None
         return done
 
-    def _drain_tx(self):
+    cdef _drain_tx(self):
         """Build what the TX rings hold into one link burst (or refuse it on a port that is down)."""
         cdef PacketRing r
+        cdef int q
+        cdef unsigned long long total = 0, words = 0, octets = 0
         self._kicked = False
-        for r in self.rings:
-            if len(r):
+        for q in range(self.ntx):
+            if (<PacketRing> self.rings[q])._count:
                 break
         else:
             return  # nothing queued: the common case of a poll for received frames
         c = self.ctx
-        st = c.stats
-        port = c.hca.ports[c.port]
         qp = c.qp
-        if qp is not None and (not port.link_up or port.state != 4):
+        if qp is None:
+            return
+        port = c.hca.ports[c.port]
+        if port.phys != PHYS_LINKUP or port.state != 4:
             self._discard_tx()
-        if qp is not None and any(len(r) for r in self.rings):
-            seg = bytearray(BURST_HEADROOM)  # the host writes the burst header there
-            pkey = port.pkeys[qp.pkey_index]
-            total = words = octets = 0
-            for q, ring in enumerate(self.rings):
-                n, wd, oc = ring.drain_ud(seg, port.lid, pkey, qp.qkey, qp.qpn, TX_SLOTS)
+            return
+        seg = bytearray(BURST_HEADROOM)  # the host writes the burst header there
+        slid, pkey, qkey, qpn = port.lid, port.pkeys[qp.pkey_index], qp.qkey, qp.qpn
+        for q in range(self.ntx):
+            r = <PacketRing> self.rings[q]
+            if r._count:
+                n, wd, oc = r.drain_ud(seg, slid, pkey, qkey, qpn, TX_SLOTS)
                 total += n
                 words += wd
                 octets += oc
-                if self._stopped[q] and len(ring) <= TX_SLOTS // 2:
-                    self._stopped[q] = False
-                    self._qwakes[q] += 1
-                    st["tx_wakes"] += 1
-                    self._sw = True
-                    c.wake_queue(q)
-            if total:
-                st["tx_packets"] += total
-                st["tx_bytes"] += octets
-                c.hca.post_segment(qp.qpn, c.port, total, words, seg)  # the HCA counts and sends it
+            if self._stopped[q] and r._count <= TX_SLOTS // 2:
+                self._stopped[q] = False
+                self._qwakes[q] += 1
+                c.stats["tx_wakes"] += 1
+                self._sw = True
+                c.wake_queue(q)
+        if total:
+            st = c.stats
+            st["tx_packets"] += total
+            st["tx_bytes"] += octets
+            c.hca.post_segment(qpn, c.port, total, words, seg)  # the HCA counts and sends it
 
-    def _discard_tx(self):
+    cdef _discard_tx(self):
         """The port went down under queued frames: the HCA refuses each, as the standard path's
         post_send would (PortXmitDiscards), without our building it; the queues wake."""
         cdef PacketRing ring
@@ -700,7 +710,7 @@ cdef class Provider:
                 engine.qkey = qp.qkey
         engine.enabled = ok
 
-    def _rx_event(self, engine, now):
+    def _rx_event(self, RxEngine engine, now):
         """Frames arrived in our rings: fold the counts into the statistics and raise an
         interrupt now, or arm the rx-usecs timer, as moderation says. True: the frames are up
         already and the node's software has nothing new to do (see ``_napi_now``)."""

@@ -104,3 +104,45 @@ def test_compiled_run_local_delivers_what_the_python_one_does(monkeypatch):
     assert c[0] == arrivals
     assert c[1] == counters
     assert c[2] == drops
+
+
+def _pma_get(slid: int, dlid: int, tid: int) -> bytes:
+    """A PMA Get on QP1, as a compiled driver builds each packet of its burst."""
+    pma = w.new_mad(w.PMAMad, method=w.GET, tid=tid, attr_id=w.ATTR_PORT_COUNTERS)
+    return w.build_ud_packet(slid=slid, dlid=dlid, dest_qp=1, src_qp=1, qkey=w.QKEY_GSI, pkey=0xFFFF, sl=0,
+                             payload=pma.pack())
+
+
+@pytest.mark.parametrize("captured", [False, True])
+def test_a_quiet_readers_sends_cross_the_in_process_links_at_once(captured):
+    """A reader that says it only posted sends (``add_reader``): its Segments go straight onto the
+    in-process links and are delivered within the read (``_localfast.express``); while a capture
+    watches, they go through the transmit queue instead, where the capture sees them."""
+    net = SmNet("fattree:2,1,1,1")
+    net.start_sm()
+    net.stop_sm()
+    host = _host_over(net)
+    src, dst = net.devices["node0001"], net.devices["node0002"]
+    got = []
+    orig = dst.receive_burst
+    dst.receive_burst = lambda port, burst, off, n, now: (got.extend(decode_burst_packets(burst, off, n)),
+                                                        orig(port, burst, off, n, now))[1]
+    seen = []
+    if captured:
+        host.capture = lambda name, port, view, count: seen.append((name, port, count))
+    pkt = _pma_get(src.ports[1].lid, dst.ports[1].lid, 42)
+    buf = bytearray(BURST_HEADROOM) + LEN.pack(len(pkt)) + pkt
+
+    def reader(now):
+        src.post_segment(1, 1, 1, (len(pkt) - 2) // 4, buf)
+        return True
+
+    host._read(("node0001", reader), net.now)
+    if captured:
+        assert got == [] and ("node0001", 1) in host.txq  # queued for flush, which the capture watches
+        host.flush()
+        assert seen[0] == ("node0001", 1, 1)
+        while host.local_q:
+            host.run_local(net.now)
+    assert [bytes(p) for p in got] == [bytes(pkt)]
+    assert src.ports[1].counters.pc["port_xmit_pkts"] >= 1 and dst.ports[1].counters.pc["port_rcv_pkts"] >= 1

@@ -5,6 +5,8 @@ the host then neither asks for the node's timers again nor runs them, but still 
 
 from __future__ import annotations
 
+from collections import deque
+
 from fabric.host.loop import DeviceHost
 
 
@@ -29,6 +31,7 @@ def _host(dev) -> DeviceHost:
     host = DeviceHost.__new__(DeviceHost)
     host.devices = {dev.name: dev}
     host._stale, host._due, host.txq = set(), {}, {}
+    host.local, host.local_q, host.links, host.capture = {}, deque(), {}, None  # no in-process links
     host.drained = []
     host.drain = lambda name, d: (host.drained.append(list(d.outbox)), d.outbox.clear())
     host.handle_events = lambda name, now: None

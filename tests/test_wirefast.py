@@ -171,3 +171,37 @@ def test_compiled_structs_refuse_what_the_generated_code_refuses(bad):
         assert str(got.value) == str(ref.value)
         with pytest.raises(w.ParseError):
             cls.unpack(bytes(cls.SIZE), -1)
+
+
+def test_the_compiled_post_segment_is_the_hca_methods_twin():
+    """``HCA.post_segment`` runs compiled with the fast backend (fabric._wirefast); the Python
+    method stays the reference: the same counters (saturating), QP counts, drops and outbox."""
+    from fabric._wirefast import hca_post_segment
+    from fabric.devices import make_device
+    from fabric.devices.hca import HCA
+    from fabric.topology import load_topology
+    from fabric.wire import smp_attrs as sa
+    from fabric.wire.burst import BURST_HEADROOM
+
+    assert HCA.post_segment is hca_post_segment
+    node = load_topology("single:2").nodes["node0001"]
+
+    def run(post, up):
+        hca = make_device(node)
+        port = hca.ports[1]
+        if up:
+            port.phys, port.state = sa.PHYS_LINKUP, sa.PORT_ACTIVE
+        buf = bytearray(BURST_HEADROOM) + bytes(range(40))
+        for count, words in ((3, 30), (2, 0xFFFFFFF0)):  # the second saturates PortXmitData
+            post(hca, 1, 1, count, words, buf)
+        c = port.counters
+        return (dict(c.pc), dict(c.ext), hca.qps[1].sent, dict(hca.drops),
+                [(s.port, s.count, bytes(s.buf)) for s in hca.outbox])
+
+    for up in (True, False):
+        ref = run(HCA.post_segment_py, up)
+        assert run(hca_post_segment, up) == ref
+    assert ref[0]["port_xmit_discards"] == 5 and not ref[4]  # down: refused, counted, nothing sent
+    up = run(hca_post_segment, True)
+    assert up[0]["port_xmit_data"] == 0xFFFFFFFF and up[1]["port_xmit_data"] == 30 + 0xFFFFFFF0
+    assert up[2] == 5 and [s[:2] for s in up[4]] == [(1, 3), (1, 2)]

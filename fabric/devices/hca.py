@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from .. import wire as w
 from ..wire import smp_attrs as sa
 from ..wire.burst import Segment, decode_burst_packets
+from ..wire.compiled import wirefast
 from ..wire.crc import vcrc16
 from .base import SMP_PACKET_LEN, SMP_RESPONSE_DR, Device, smp_arrival
 from .ingress import count_failure
@@ -223,12 +224,16 @@ class HCA(Device):
         4-octet words of them in all. The driver promises what ``post_send`` would check per packet
         (a valid P_Key index, the MTU, no loopback); the port's state is the HCA's to check."""
         port = self.ports[port_num]
-        if port.phys != sa.PHYS_LINKUP or port.state != sa.PORT_ACTIVE:  # link_up, without its call
+        if not port.link_up or port.state != sa.PORT_ACTIVE:
             self.refuse_sends(port_num, count)
             return
         port.counters.add_xmit(count, words)
         self.qps[qpn].sent += count
         self.outbox.append(Segment(port_num, count, buf))
+
+    if wirefast is not None:  # the same, compiled (one call per burst a compiled driver sends)
+        post_segment_py = post_segment
+        post_segment = wirefast.hca_post_segment
 
     def refuse_sends(self, port_num: int, count: int) -> None:
         """Sends that found their port not Active: PortXmitDiscards, as hardware counts them."""

@@ -19,7 +19,7 @@ import traceback
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from libc.stdint cimport uint8_t
 
-from fabric._wirefast cimport _dr_transit_port, _dr_transit_patch
+from fabric._wirefast cimport _dr_transit_port, _dr_transit_patch, count_unicast as _count
 
 from ..devices import port as _port
 from ..devices.hca import HCA
@@ -32,22 +32,11 @@ from .. import _wirefast
 cdef object _monotonic = time.monotonic
 cdef object _forward = _wirefast.forward_burst
 cdef Py_ssize_t HEADROOM = BURST_HEADROOM
-cdef object TOP_PKTS = _port._TOP_PKTS
-cdef object TOP_DATA = _port._TOP_DATA
 
 
-cdef inline void _count(object counters, str pkts_name, str data_name, str unicast_name, object pkts,
-                        object words):
-    """PortCounterSet.add_rcv / add_xmit (``fabric.devices.port._bulk_counter``) on the dicts."""
-    cdef dict pc = counters.pc
-    cdef dict ext = counters.ext
-    v = pc[pkts_name] + pkts
-    pc[pkts_name] = v if v < TOP_PKTS else TOP_PKTS
-    v = pc[data_name] + words
-    pc[data_name] = v if v < TOP_DATA else TOP_DATA
-    ext[pkts_name] += pkts
-    ext[data_name] += words
-    ext[unicast_name] += pkts
+# the counters' saturation, as fabric.devices.port has it (the compiled counting is _wirefast's)
+if (_port._TOP_PKTS, _port._TOP_DATA) != (_wirefast.TOP_PKTS, _wirefast.TOP_DATA):  # pragma: no cover
+    raise ImportError("fabric._wirefast saturates the port counters elsewhere than fabric.devices.port")
 
 
 cdef bint _switch_hop(object host, object name, object sw, int in_port, object msg, object count, double now,
@@ -195,6 +184,27 @@ cdef int _hca_hop(object host, object name, object hca, int in_port, object msg,
     _finish(host, name, hca, in_port, decode_burst_packets(msg, HEADROOM, count) if slow is None else slow, now,
             quiet)
     return 2 if quiet else 1
+
+
+def express(host, name, dev, Py_ssize_t budget, Py_ssize_t hwm):
+    """What a device's driver just posted in C (a quiet reader's sends: Segments), straight onto
+    the in-process links as a switch's share goes (``_hand_on``: nothing of that link waits in the
+    transmit queue, no capture) and delivered at once; whatever cannot go so goes through
+    ``drain``, in order, as before."""
+    cdef list outbox = dev.outbox
+    cdef Py_ssize_t i = 0, n = len(outbox)
+    while i < n:
+        item = outbox[i]
+        if type(item) is not Segment or not _hand_on(host, name, (<object> item).port, (<object> item).buf,
+                                                      (<object> item).count, hwm):
+            break
+        i += 1
+    if i:
+        del outbox[:i]
+    if outbox:
+        host.drain(name, dev)
+    if host.local_q:
+        run_local(host, budget, hwm)
 
 
 def run_local(host, Py_ssize_t budget, Py_ssize_t hwm):
