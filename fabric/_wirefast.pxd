@@ -14,3 +14,14 @@ cdef int _dr_transit_port(const uint8_t *p, Py_ssize_t plen, int nports) noexcep
 cdef void _dr_transit_patch(uint8_t *q, int in_port) noexcept nogil
 cdef void count_unicast(object counters, str pkts_name, str data_name, str unicast_name, object pkts,
                         object words) except *
+
+cdef enum:
+    FWD_SLOW = 0     # the per-packet path classifies it
+    FWD_OUT = 1      # forwarded by the LFT's port
+    FWD_RELAY = 2    # no route (PortRcvSwitchRelayErrors)
+    FWD_DISCARD = 3  # the egress port is not Active (PortXmitDiscards)
+
+cdef int unicast_verdict(const uint8_t *p, Py_ssize_t plen, int in_port, bint ingress_active,
+                         const uint8_t *lft, Py_ssize_t lft_len, Py_ssize_t lft_top, const uint8_t *port_flags,
+                         Py_ssize_t nports, const unsigned int *port_mtu, const unsigned short *port_pkeys,
+                         unsigned int own_lid_base, unsigned int own_lid_count, int *outp) noexcept nogil

@@ -474,7 +474,7 @@ cdef inline bint _fwd_same(const unsigned char *p, Py_ssize_t plen, int single,
     return lft[dlid] == single
 
 
-cdef inline bint _pkey_ok(const unsigned short *table, unsigned int pkey) noexcept:
+cdef inline bint _pkey_ok(const unsigned short *table, unsigned int pkey) noexcept nogil:
     """A switch port lets a P_Key through when its table has the same partition (the low 15
     bits): whether two limited members may talk is for the end ports to enforce."""
     cdef unsigned int base = pkey & 0x7FFF
@@ -488,8 +488,8 @@ cdef inline bint _pkey_ok(const unsigned short *table, unsigned int pkey) noexce
 
 
 cdef inline bint _pkeys_pass(const unsigned char *p, unsigned int lnh, int in_port, unsigned int outp,
-                             Py_ssize_t nports, const unsigned char[::1] port_flags,
-                             const unsigned short[::1] port_pkeys) noexcept:
+                             Py_ssize_t nports, const uint8_t *port_flags,
+                             const unsigned short *port_pkeys) noexcept nogil:
     """Partition enforcement at the ingress port and at the egress port the LFT chose."""
     cdef unsigned int off = 8 + (40 if lnh == 3 else 0)
     cdef unsigned int pkey = (p[off + 2] << 8) | p[off + 3]
@@ -499,6 +499,42 @@ cdef inline bint _pkeys_pass(const unsigned char *p, unsigned int lnh, int in_po
             &port_pkeys[outp * PKEY_SLOTS], pkey):
         return False
     return True
+
+
+cdef int unicast_verdict(const uint8_t *p, Py_ssize_t plen, int in_port, bint ingress_active,
+                         const uint8_t *lft, Py_ssize_t lft_len, Py_ssize_t lft_top, const uint8_t *port_flags,
+                         Py_ssize_t nports, const unsigned int *port_mtu, const unsigned short *port_pkeys,
+                         unsigned int own_lid_base, unsigned int own_lid_count, int *outp) noexcept nogil:
+    """What a switch does with one packet that is not a directed-route SMP passing through:
+    FWD_OUT by ``*outp``, FWD_DISCARD there (the egress port is not Active), FWD_RELAY (no route:
+    PortRcvSwitchRelayErrors), or FWD_SLOW: the per-packet path classifies and drops it (other VL15
+    packets, multicast, our own LID, a malformed LRH, a bad VCRC, over an MTU, a P_Key an enforcing
+    port lacks, anything while the ingress port is not Active). ``port_pkeys``: NULL when no port
+    enforces partitions. ``forward_burst`` and the device host's single-packet hop share it."""
+    cdef unsigned int vl, lnh, dlid, pktlen, payload, o
+    cdef uint16_t c
+    if plen < HDR_NO_GRH:
+        return FWD_SLOW
+    vl = p[0] >> 4
+    lnh = p[1] & 3
+    dlid = (p[2] << 8) | p[3]
+    pktlen = ((p[4] & 7) << 8) | p[5]
+    if (not ingress_active or vl == 15 or lnh < 2 or pktlen * 4 + 2 != <unsigned int> plen or dlid >= MCAST_FIRST
+            or dlid == 0 or (dlid - own_lid_base) < own_lid_count):
+        return FWD_SLOW
+    c = vcrc16_raw(p, plen - 2)
+    payload = plen - HDR_NO_GRH - (40 if lnh == 3 else 0)
+    o = lft[dlid] if dlid <= <unsigned int> lft_top and dlid < <unsigned int> lft_len else 0xFF
+    if p[plen - 2] != (c & 0xFF) or p[plen - 1] != (c >> 8) or payload > port_mtu[in_port] or (
+            0 < o < <unsigned int> nports and payload > port_mtu[o]) or (
+            port_pkeys != NULL and not _pkeys_pass(p, lnh, in_port, o, nports, port_flags, port_pkeys)):
+        return FWD_SLOW  # a bad VCRC, or over the MTU of the link it came on or is to leave by
+    outp[0] = o
+    if o == 0xFF or o == 0 or o >= <unsigned int> nports or o == <unsigned int> in_port:
+        return FWD_RELAY
+    if (port_flags[o] & (PORT_LINK_UP | PORT_ACTIVE)) != (PORT_LINK_UP | PORT_ACTIVE):
+        return FWD_DISCARD
+    return FWD_OUT
 
 
 cdef _copy_block(dict out, Py_ssize_t *used, int port, Py_ssize_t packets, const unsigned char[::1] burst,
@@ -562,8 +598,8 @@ def forward_burst(const unsigned char[::1] burst not None, Py_ssize_t offset, Py
     cdef Py_ssize_t off = offset
     cdef Py_ssize_t i, plen, nports = port_flags.shape[0]
     cdef const unsigned char *p
-    cdef unsigned int dlid, pktlen, lnh, vl, outp, payload
-    cdef uint16_t c
+    cdef unsigned int dlid, pktlen, lnh, vl
+    cdef int verdict, outp = 0
     cdef dict out = {}
     cdef list slow = []
     cdef list seg
@@ -573,12 +609,12 @@ def forward_burst(const unsigned char[::1] burst not None, Py_ssize_t offset, Py
     cdef unsigned long xw[256]
     cdef unsigned long xd[256]
     cdef Py_ssize_t used[256]
-    cdef int k
+    cdef int k, nk = nports if nports < 256 else 256
     # while every packet so far went to port ``single``, nothing is copied yet
     cdef int single = -1
     cdef bint deferred = True
     cdef Py_ssize_t forwarded = 0
-    for k in range(256):
+    for k in range(nk):  # every port index used below is under nports (a 36-port switch: 37 each)
         xp[k] = 0
         xw[k] = 0
         xd[k] = 0
@@ -622,45 +658,31 @@ def forward_burst(const unsigned char[::1] burst not None, Py_ssize_t offset, Py
                     _dr_transit_patch(_append(out, used, dr_out, p, plen, headroom, n - offset), in_port)
                 off += plen
                 continue
-        if (not ingress_active or vl == 15 or lnh < 2 or pktlen * 4 + 2 != <unsigned int> plen or dlid >= MCAST_FIRST
-                or dlid == 0 or (dlid - own_lid_base) < own_lid_count):
-            if deferred and forwarded:
-                _copy_block(out, used, single, forwarded, burst, offset, off - 2 - offset, headroom, n - offset)
-            deferred = False
-            slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
+        verdict = unicast_verdict(p, plen, in_port, ingress_active, &lft[0], lft.shape[0], lft_top, &port_flags[0],
+                                  nports, &port_mtu[0], &port_pkeys[0] if port_pkeys is not None else NULL,
+                                  own_lid_base, own_lid_count, &outp)
+        if verdict == FWD_OUT and deferred:
+            rcv_pkts += 1
+            rcv_words += (plen - 2) >> 2
+            single = outp
+            forwarded += 1
+            xp[outp] += 1
+            xw[outp] += (plen - 2) >> 2
             off += plen
             continue
-        c = vcrc16_raw(p, plen - 2)
-        payload = plen - HDR_NO_GRH - (40 if lnh == 3 else 0)
-        outp = lft[dlid] if dlid <= <unsigned int> lft_top and dlid < <unsigned int> lft.shape[0] else 0xFF
-        if p[plen - 2] != (c & 0xFF) or p[plen - 1] != (c >> 8) or payload > port_mtu[in_port] or (
-                0 < outp < <unsigned int> nports and payload > port_mtu[outp]) or (
-                port_pkeys is not None and not _pkeys_pass(p, lnh, in_port, outp, nports, port_flags, port_pkeys)):
-            # a bad VCRC, or over the MTU of the link it came on or is to leave by: the per-packet
-            # path drops it, under its own reason and counter
-            if deferred and forwarded:
-                _copy_block(out, used, single, forwarded, burst, offset, off - 2 - offset, headroom, n - offset)
-            deferred = False
+        if deferred and forwarded:
+            _copy_block(out, used, single, forwarded, burst, offset, off - 2 - offset, headroom, n - offset)
+        deferred = False
+        if verdict == FWD_SLOW:
             slow.append(PyBytes_FromStringAndSize(<char *> p, plen))
             off += plen
             continue
         rcv_pkts += 1
         rcv_words += (plen - 2) >> 2
-        if outp == 0xFF or outp == 0 or outp >= <unsigned int> nports or outp == <unsigned int> in_port:
-            if deferred and forwarded:
-                _copy_block(out, used, single, forwarded, burst, offset, off - 2 - offset, headroom, n - offset)
-            deferred = False
+        if verdict == FWD_RELAY:
             relay += 1
-        elif (port_flags[outp] & (PORT_LINK_UP | PORT_ACTIVE)) != (PORT_LINK_UP | PORT_ACTIVE):
-            if deferred and forwarded:
-                _copy_block(out, used, single, forwarded, burst, offset, off - 2 - offset, headroom, n - offset)
-            deferred = False
+        elif verdict == FWD_DISCARD:
             xd[outp] += 1
-        elif deferred:
-            single = outp
-            forwarded += 1
-            xp[outp] += 1
-            xw[outp] += (plen - 2) >> 2
         else:
             xp[outp] += 1
             xw[outp] += (plen - 2) >> 2
@@ -677,7 +699,7 @@ def forward_burst(const unsigned char[::1] burst not None, Py_ssize_t offset, Py
     for k, seg in out.items():
         if seg[1] is not inplace:
             PyByteArray_Resize(seg[1], used[k])
-    ports = [(k, xp[k], xw[k], xd[k]) for k in range(min(nports, 256)) if xp[k] or xd[k]]
+    ports = [(k, xp[k], xw[k], xd[k]) for k in range(nk) if xp[k] or xd[k]]
     return out, slow, (rcv_pkts, rcv_words, relay, ports, dr_path, dr_down)
 
 
@@ -711,6 +733,8 @@ cdef enum:
 
 from fabric.wire.burst import Segment as _Segment
 
+cdef object _new_segment = _Segment.__new__
+
 
 def hca_post_segment(hca, qpn, port_num, count, words, buf):
     """``HCA.post_segment`` (fabric/devices/hca.py keeps the reference, which the std backend
@@ -721,4 +745,6 @@ def hca_post_segment(hca, qpn, port_num, count, words, buf):
         return
     count_unicast(port.counters, "port_xmit_pkts", "port_xmit_data", "port_unicast_xmit_pkts", count, words)
     hca.qps[qpn].sent += count
-    hca.outbox.append(_Segment(port_num, count, buf))
+    seg = _new_segment(_Segment)  # Segment(port_num, count, buf), without running its __init__ in Python
+    seg.port, seg.count, seg.buf = port_num, count, buf
+    hca.outbox.append(seg)

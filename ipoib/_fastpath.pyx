@@ -11,7 +11,7 @@ import os as _os
 import traceback
 from cpython.bytes cimport PyBytes_AS_STRING
 from ipoib._fastring cimport META, PacketRing as _Ring, flow_hash, push_gso
-from ipoib._fastrx cimport RxEngine
+from ipoib._fastrx cimport RxEngine, RxOwner
 from ipoib._fasttun cimport TunPath
 
 from ipoib.netdev import BUSY, OK, NetdevParams, NotSupported, RxInfo
@@ -53,7 +53,7 @@ COALESCE_LIMITS = {"rx_usecs": 100_000, "rx_frames": RX_SLOTS}
 
 
 @cython.final
-cdef class Provider:
+cdef class Provider(RxOwner):
     """The accelerated rdma_netdev provider: every op, over preallocated rings.
 
     TX: ``tx_queues`` rings; ``send`` picks one by flow hash (TSS) and copies the frame into a
@@ -690,12 +690,13 @@ cdef class Provider:
             self.poll(NAPI_WEIGHT)
         except Exception:  # poll left NAPI rescheduled: the node's own poll tries again
             traceback.print_exc()
+            c.stats["poll_errors"] = c.stats.get("poll_errors", 0) + 1  # as the node counts its polls'
             return False
         return not self._sw and rx.up_calls == up and not self.napi_scheduled
 
     # -- called by RxDispatch -------------------------------------------------------------------
 
-    def _rx_refresh(self, engine, port):
+    cpdef _rx_refresh(self, RxEngine engine, port):
         """Per burst: the P_Key and Q_Key the QP receives with now (the SM or the ULP may have
         changed them) and whether the compiled path may take packets for it."""
         c = self.ctx
@@ -710,7 +711,7 @@ cdef class Provider:
                 engine.qkey = qp.qkey
         engine.enabled = ok
 
-    def _rx_event(self, RxEngine engine, now):
+    cpdef _rx_event(self, RxEngine engine, now):
         """Frames arrived in our rings: fold the counts into the statistics and raise an
         interrupt now, or arm the rx-usecs timer, as moderation says. True: the frames are up
         already and the node's software has nothing new to do (see ``_napi_now``)."""

@@ -57,6 +57,8 @@ cdef class PacketRing:
     cdef inline bytes _pop(self)
     cdef bint _push_ud(self, unsigned int dlid, unsigned int sl, unsigned int dqpn,
                        const unsigned char *frame, Py_ssize_t n)
+    cpdef tuple drain_ud(self, bytearray seg, unsigned int slid, unsigned int pkey, unsigned int qkey,
+                         unsigned int src_qp, Py_ssize_t budget)
 
 
 cdef inline void tx_address(unsigned char *d, unsigned int dlid, unsigned int sl, unsigned int dqpn) noexcept nogil:

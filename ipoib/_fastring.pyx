@@ -124,8 +124,8 @@ cdef class PacketRing:
         self._commit(slot, n + META)
         return True
 
-    def drain_ud(self, bytearray seg not None, unsigned int slid, unsigned int pkey, unsigned int qkey,
-                 unsigned int src_qp, Py_ssize_t budget):
+    cpdef tuple drain_ud(self, bytearray seg, unsigned int slid, unsigned int pkey, unsigned int qkey,
+                         unsigned int src_qp, Py_ssize_t budget):
         """Build a UD packet from each queued frame, appended to ``seg`` length-prefixed (the link
         burst format). One C loop, no Python object per packet. Returns (packets, words, octets)."""
         cdef Py_ssize_t i, slot, n, need = 0, off
@@ -134,6 +134,8 @@ cdef class PacketRing:
         cdef unsigned int dlid, sl, dqpn
         cdef Py_ssize_t plen, words = 0, octets = 0
         cdef Py_ssize_t take = self._count if self._count < budget else budget
+        if seg is None:
+            raise TypeError("drain_ud needs a bytearray to build the burst into, not None")
         if take <= 0:
             return 0, 0, 0
         for i in range(take):

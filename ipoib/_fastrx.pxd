@@ -3,6 +3,12 @@
 from ipoib._fastring cimport PacketRing
 
 
+cdef class RxOwner:
+    """What owns an RxEngine (the fast provider): called per link burst, at C level."""
+    cpdef _rx_refresh(self, RxEngine engine, port)
+    cpdef _rx_event(self, RxEngine engine, now)
+
+
 cdef class RxEngine:
     cdef public list rings
     cdef public int nq
@@ -12,7 +18,7 @@ cdef class RxEngine:
     cdef readonly Py_ssize_t frame_max
     cdef public bint enabled
     cdef public bint udp_ports     # hash UDP ports too (rx-flow-hash udp4 sdfn)
-    cdef public object owner
+    cdef public RxOwner owner
     cdef public unsigned long long fresh_packets
     cdef public unsigned long long fresh_bytes
     cdef public unsigned long long fresh_overflow

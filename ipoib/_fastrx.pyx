@@ -143,6 +143,19 @@ cdef class UdpSink:
                 "seconds": (self.last - self.first) if self.first is not None else 0.0}
 
 
+cdef class RxOwner:
+    """The owner of an RxEngine: ``_rx_refresh(engine, port)`` before a burst (may the compiled
+    path take packets for its QP, with which P_Key and Q_Key), ``_rx_event(engine, now)`` after
+    it (frames arrived: True when they are up already with nothing for the node's software).
+    The fast provider subclasses it, so a burst calls it without a Python method lookup."""
+
+    cpdef _rx_refresh(self, RxEngine engine, port):
+        engine.enabled = False
+
+    cpdef _rx_event(self, RxEngine engine, now):
+        return False
+
+
 cdef class RxEngine:
     """The receive side of one IPoIB QP: ``nq`` RSS rings of preallocated slots, plus counters.
 
@@ -150,7 +163,7 @@ cdef class RxEngine:
     ``fresh_*`` count what arrived since the provider last folded them into its statistics.
     """
 
-    def __cinit__(self, int nq, Py_ssize_t slots, Py_ssize_t frame_max, owner=None):
+    def __cinit__(self, int nq, Py_ssize_t slots, Py_ssize_t frame_max, RxOwner owner not None):
         if nq < 1 or nq > 64:
             raise ValueError("an RX engine has 1 to 64 queues")
         self.nq = nq
@@ -409,6 +422,7 @@ cdef class RxDispatch:
         cdef unsigned long long taken = 0, words = 0
         cdef uint16_t c
         cdef RxEngine eng = None
+        cdef RxEngine e
         cdef list slow = []
         cdef list touched = []
         cdef list qps

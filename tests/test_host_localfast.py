@@ -75,6 +75,11 @@ def _traffic(compiled: bool, monkeypatch) -> tuple:
         send_smp(src, 1, smp, net.now)
         host.drain("node0001", src)
         host.flush()
+        # and a data packet alone in its burst (a ping's): every switch hands that buffer on
+        pma = w.new_mad(w.PMAMad, method=w.GET, tid=800 + round_, attr_id=w.ATTR_PORT_COUNTERS)
+        assert src.post_send(1, dlid=dlid, dest_qp=1, payload=pma.pack(), qkey=w.QKEY_GSI, now=net.now)
+        host.drain("node0001", src)
+        host.flush()
         if round_ == 1:  # a truncated burst on the spine's link: counted, and nothing else lost
             host.local_q.append(("spine01", 1, bytearray(BURST_HEADROOM) + LEN.pack(40) + b"x" * 10, 1))
         host.run_local(net.now)

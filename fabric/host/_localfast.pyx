@@ -17,9 +17,25 @@ import time
 import traceback
 
 from cpython.bytearray cimport PyByteArray_AS_STRING
-from libc.stdint cimport uint8_t
+from cpython.exc cimport PyErr_CheckSignals
+from libc.errno cimport EINTR, errno
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
-from fabric._wirefast cimport _dr_transit_port, _dr_transit_patch, count_unicast as _count
+cdef extern from "sys/epoll.h" nogil:
+    ctypedef union epoll_data_t:
+        void *ptr
+        int fd
+        uint32_t u32
+        uint64_t u64
+    cdef struct epoll_event:
+        uint32_t events
+        epoll_data_t data
+    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
+
+from cpython cimport array
+from fabric._wirefast cimport (FWD_OUT, _dr_transit_port, _dr_transit_patch, count_unicast as _count,
+                              unicast_verdict)
 
 from ..devices import port as _port
 from ..devices.hca import HCA
@@ -50,7 +66,8 @@ cdef bint _switch_hop(object host, object name, object sw, int in_port, object m
     if sw._dirty or sw._dirty_ports:
         sw._refresh_port_table()
     if count == 1 and type(msg) is bytearray:
-        done = _dr_smp_hop(host, name, sw, port, in_port, msg, now, hwm)
+        done = _dr_smp_hop(host, name, sw, port, in_port, msg, now, hwm) or \
+            _unicast_hop(host, name, sw, port, in_port, msg, now, hwm)
         if done:
             return True
     p0 = ports[0]
@@ -139,6 +156,40 @@ cdef bint _dr_smp_hop(object host, object name, object sw, object port, int in_p
     return True
 
 
+cdef bint _unicast_hop(object host, object name, object sw, object port, int in_port, bytearray msg, double now,
+                       Py_ssize_t hwm) except -1:
+    """A burst of one packet that the switch simply forwards (a ping, an ACK, a lone datagram):
+    forward_burst's verdict for it (``unicast_verdict``), and the very buffer handed on, since a
+    switch forwards a packet unchanged. False: anything else, which forward_burst takes (and
+    partition enforcement, which it alone does)."""
+    cdef Py_ssize_t n = len(msg), plen
+    cdef uint8_t *p = <uint8_t *> PyByteArray_AS_STRING(msg)
+    cdef bytearray lft = sw.lft
+    cdef bytearray flags = sw._flags
+    cdef array.array mtu
+    cdef int outp = 0
+    cdef unsigned int lid, lmc
+    if n < HEADROOM + 2 or sw._pkeys is not None or sw._mtu is None:
+        return False
+    plen = (p[HEADROOM] << 8) | p[HEADROOM + 1]
+    if n != HEADROOM + 2 + plen:
+        return False
+    mtu = sw._mtu
+    p0 = sw.ports[0]
+    lid, lmc = p0.lid, p0.lmc
+    if unicast_verdict(p + HEADROOM + 2, plen, in_port, port.state == PORT_ACTIVE, <uint8_t *> PyByteArray_AS_STRING(lft),
+                       len(lft), sw.lft_top, <uint8_t *> PyByteArray_AS_STRING(flags), len(flags), mtu.data.as_uints,
+                       NULL, (lid & ~((1u << lmc) - 1)) if lid else 0, (1u << lmc) if lid else 0, &outp) != FWD_OUT:
+        return False
+    words = (plen - 2) >> 2
+    _count(port.counters, "port_rcv_pkts", "port_rcv_data", "port_unicast_rcv_pkts", 1, words)
+    _count(sw.ports[outp].counters, "port_xmit_pkts", "port_xmit_data", "port_unicast_xmit_pkts", 1, words)
+    if sw.outbox or not _hand_on(host, name, outp, msg, 1, hwm):
+        sw.outbox.append(Segment(outp, 1, msg))
+    _finish(host, name, sw, in_port, None, now)
+    return True
+
+
 cdef void _finish(object host, object name, object dev, int in_port, object slow, double now,
                   bint quiet=False) except *:
     """What ``receive_data`` does after the device's burst call: the packets the compiled path
@@ -184,6 +235,84 @@ cdef int _hca_hop(object host, object name, object hca, int in_port, object msg,
     _finish(host, name, hca, in_port, decode_burst_packets(msg, HEADROOM, count) if slow is None else slow, now,
             quiet)
     return 2 if quiet else 1
+
+
+cdef inline double _clock() noexcept nogil:
+    """time.monotonic(), which is CLOCK_MONOTONIC."""
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+def wait(host, int epfd, timeout_ms, Py_ssize_t budget, Py_ssize_t hwm):
+    """``DeviceHost.run``'s wait on its epoll, with the readable file descriptors of the node
+    software (TUN queues) served right here (``read_ready``), and waiting again while that is all
+    there is to do: a ping through the fabric wakes the loop, reads, crosses the in-process links
+    and writes up to the kernel without a pass of the Python loop. Returns the events left for the
+    loop (the ZeroMQ sockets', a reader that went away), or [] when the loop must make a pass: the
+    timeout, a signal, or what a read left behind (a transmit queue, in-process bursts beyond the
+    budget, a node's software to run, a deferred reply). ``timeout_ms``: as ``epoll.poll``'s, in
+    milliseconds, None to block."""
+    cdef epoll_event evs[64]
+    cdef int n, i, ms
+    cdef double deadline = -1.0, left
+    cdef dict readers = host.readers
+    cdef list rest
+    if timeout_ms is not None:
+        deadline = _clock() + <double> timeout_ms / 1000.0
+    while True:
+        PyErr_CheckSignals()  # a signal that came while we were busy: its handler runs now
+        if deadline < 0:
+            ms = -1
+        else:
+            left = deadline - _clock()
+            ms = 0 if left <= 0 else <int> (left * 1000.0) + 1
+        with nogil:
+            n = epoll_wait(epfd, evs, 64, ms)
+        if n < 0:
+            if errno == EINTR:
+                PyErr_CheckSignals()
+                return []
+            raise OSError(errno, "epoll_wait")
+        if n == 0:
+            return []
+        rest = None
+        now = _clock()
+        for i in range(n):
+            reader = readers.get(evs[i].data.fd)
+            if reader is None:
+                if rest is None:
+                    rest = []
+                rest.append((evs[i].data.fd, evs[i].events))
+            else:
+                read_ready(host, reader, now, budget, hwm)
+        if rest is not None:
+            return rest
+        if ms == 0 or host.txq or host.local_q or host._stale or host.zcheck or host.pending or not host.running:
+            return []
+
+
+def read_ready(host, reader, double now, Py_ssize_t budget, Py_ssize_t hwm):
+    """``DeviceHost._read``: ``reader`` is ``(device, fn)`` and its file descriptor is readable.
+    A quiet reader (``fn(now)`` is True: it called no software of the node) leaves the node's
+    timers alone and its sends go on at once (``express``); any other result runs the node's
+    software if due and drains its outbox, as after a burst."""
+    name, fn = reader
+    dev = host.devices[name]
+    try:
+        quiet = fn(now) is True
+    except Exception:  # what a node's own file descriptor brings must not kill the host
+        traceback.print_exc()
+        dev.drops["internal_error"] += 1
+        quiet = False
+    if not quiet:  # the reader called into the node's software: its timers may have moved
+        host._stale.add(name)
+        host._tick_if_due(dev, now)
+    if dev.outbox:
+        if quiet:
+            express(host, name, dev, budget, hwm)
+        else:
+            host.drain(name, dev)
 
 
 def express(host, name, dev, Py_ssize_t budget, Py_ssize_t hwm):

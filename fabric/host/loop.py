@@ -2,7 +2,8 @@
 training, timers, and the control socket it serves (:mod:`fabric.host.ops` has the operations).
 
 The loop blocks in one epoll (TUN devices, and the ZeroMQ sockets' notification descriptors) with
-the next timer as its timeout, so an idle fabric uses no CPU. After every call into a device (a
+the next timer as its timeout, so an idle fabric uses no CPU (with the compiled backend the wait is
+``_localfast.wait``, which serves readable TUN queues itself). After every call into a device (a
 burst, a timer, an RPC) the host empties the device's ``outbox`` into the next burst of each
 egress link: it is the only one that does.
 """
@@ -439,11 +440,15 @@ class DeviceHost(HostOps, CaptureOps):
         for name, dev in self.devices.items():
             self._controls(name, training.start(dev))
         epoll, zsocks, readers = self.epoll, self.zsocks, self.readers
+        epfd = epoll.fileno()
         while self.running:
             now = time.monotonic()
             ms = self.next_timeout_ms(now)
             try:
-                events = epoll.poll(-1 if ms is None else ms / 1000.0)
+                if _localfast is not None:  # the same wait, with readable TUN queues served in C
+                    events = _localfast.wait(self, epfd, ms, LOCAL_BUDGET, SNDHWM)
+                else:
+                    events = epoll.poll(-1 if ms is None else ms / 1000.0)
             except InterruptedError:
                 events = ()
             now = time.monotonic()
@@ -526,6 +531,11 @@ class DeviceHost(HostOps, CaptureOps):
             self.handle_events(name, now)
 
     def _read(self, reader, now: float) -> None:
+        """``reader`` is ``(device, fn)``, and its file descriptor is readable. A quiet reader
+        (``fn`` returned True) leaves the node's software alone; ``fabric/host/_localfast.pyx:
+        read_ready`` does the same in C, and sends what the reader posted on at once."""
+        if _localfast is not None:
+            return _localfast.read_ready(self, reader, now, LOCAL_BUDGET, SNDHWM)
         name, fn = reader
         dev = self.devices[name]
         try:
@@ -538,10 +548,7 @@ class DeviceHost(HostOps, CaptureOps):
             self._stale.add(name)
             self._tick_if_due(dev, now)
         if dev.outbox:
-            if quiet and _localfast is not None:  # a driver's sends in C: on at once, in C
-                _localfast.express(self, name, dev, LOCAL_BUDGET, SNDHWM)
-            else:
-                self.drain(name, dev)
+            self.drain(name, dev)
 
     def run_local(self, now: float) -> None:
         """Deliver bursts on in-process links; a budget keeps the sockets served meanwhile.

@@ -74,7 +74,7 @@ class KernelLink:
 
     def _watch(self, q: int) -> None:
         fd = self.fds[q]
-        reader = self.driver.tun_reader(q) if self.accel else None
+        reader = getattr(self.driver, "tun_reader", lambda q: None)(q) if self.accel else None
         if reader is not None:  # the provider's own, in C: no Python between the loop and its read
             self.host.add_reader(fd, reader)
         elif self.accel:
@@ -98,8 +98,9 @@ class KernelLink:
         self.driver.tun_readable(q)
 
     def _slow(self, q: int, proto: int, packet: bytes) -> None:
-        """What the provider's C path leaves to the ULP: not IPv4, or no neighbour known yet
-        (inside its read, so within the loop pass that read it: the loop's clock is that pass's)."""
+        """What the provider's C path leaves to the ULP: not IPv4, or no neighbour known yet. It
+        comes inside the provider's read, whose caller (the host loop) holds the time: the clock
+        is read again here, the node's clock being time.monotonic too."""
         self.stats["from_kernel_slow"] = self.stats.get("from_kernel_slow", 0) + 1
         self._to_ulp(proto, packet, time.monotonic())
 
