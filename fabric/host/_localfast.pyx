@@ -13,7 +13,6 @@ transmit queue for that link (what the switch's per-packet path sent earlier goe
 never while a capture watches the links (captures see what ``flush`` sends).
 """
 
-import time
 import traceback
 
 from cpython.bytearray cimport PyByteArray_AS_STRING
@@ -45,7 +44,6 @@ from ..wire.errors import ParseError
 from ..wire.smp_attrs import PHYS_LINKUP, PORT_ACTIVE
 from .. import _wirefast
 
-cdef object _monotonic = time.monotonic
 cdef object _forward = _wirefast.forward_burst
 cdef Py_ssize_t HEADROOM = BURST_HEADROOM
 
@@ -103,7 +101,7 @@ cdef bint _switch_hop(object host, object name, object sw, int in_port, object m
         n, buf = seg
         if not (direct and _hand_on(host, name, out, buf, n, hwm)):
             outbox.append(Segment(out, n, buf))
-    _finish(host, name, sw, in_port, slow, now)
+    _finish(host, name, sw, in_port, slow, now, not slow)  # the C path alone moves no timer of the switch
     return True
 
 
@@ -152,7 +150,7 @@ cdef bint _dr_smp_hop(object host, object name, object sw, object port, int in_p
         _dr_transit_patch(p, in_port)
         if sw.outbox or not _hand_on(host, name, out, msg, 1, hwm):
             sw.outbox.append(Segment(out, 1, msg))
-    _finish(host, name, sw, in_port, None, now)
+    _finish(host, name, sw, in_port, None, now, True)
     return True
 
 
@@ -186,7 +184,7 @@ cdef bint _unicast_hop(object host, object name, object sw, object port, int in_
     _count(sw.ports[outp].counters, "port_xmit_pkts", "port_xmit_data", "port_unicast_xmit_pkts", 1, words)
     if sw.outbox or not _hand_on(host, name, outp, msg, 1, hwm):
         sw.outbox.append(Segment(outp, 1, msg))
-    _finish(host, name, sw, in_port, None, now)
+    _finish(host, name, sw, in_port, None, now, True)
     return True
 
 
@@ -203,6 +201,8 @@ cdef void _finish(object host, object name, object dev, int in_port, object slow
             traceback.print_exc()
             dev.drops["internal_error"] += 1
     if not quiet:
+        global _moved
+        _moved = True
         host._stale.add(name)
     if dev.outbox:
         host.drain(name, dev)
@@ -235,6 +235,12 @@ cdef int _hca_hop(object host, object name, object hca, int in_port, object msg,
     _finish(host, name, hca, in_port, decode_burst_packets(msg, HEADROOM, count) if slow is None else slow, now,
             quiet)
     return 2 if quiet else 1
+
+
+# Set whenever something called into a node's software or ran its timers (a device's next deadline
+# may have moved, and the host may have noted it in ``_due`` already): ``wait`` then hands back to
+# the loop, which waits again with the new timeout.
+cdef bint _moved = False
 
 
 cdef inline double _clock() noexcept nogil:
@@ -278,6 +284,8 @@ def wait(host, int epfd, timeout_ms, Py_ssize_t budget, Py_ssize_t hwm):
             return []
         rest = None
         now = _clock()
+        global _moved
+        _moved = False
         for i in range(n):
             reader = readers.get(evs[i].data.fd)
             if reader is None:
@@ -288,7 +296,8 @@ def wait(host, int epfd, timeout_ms, Py_ssize_t budget, Py_ssize_t hwm):
                 read_ready(host, reader, now, budget, hwm)
         if rest is not None:
             return rest
-        if ms == 0 or host.txq or host.local_q or host._stale or host.zcheck or host.pending or not host.running:
+        if (ms == 0 or _moved or host.txq or host.local_q or host._stale or host.zcheck or host.pending
+                or not host.running):
             return []
 
 
@@ -306,11 +315,13 @@ def read_ready(host, reader, double now, Py_ssize_t budget, Py_ssize_t hwm):
         dev.drops["internal_error"] += 1
         quiet = False
     if not quiet:  # the reader called into the node's software: its timers may have moved
+        global _moved
+        _moved = True
         host._stale.add(name)
         host._tick_if_due(dev, now)
     if dev.outbox:
         if quiet:
-            express(host, name, dev, budget, hwm)
+            _express(host, name, dev, budget, hwm)
         else:
             host.drain(name, dev)
 
@@ -320,6 +331,10 @@ def express(host, name, dev, Py_ssize_t budget, Py_ssize_t hwm):
     the in-process links as a switch's share goes (``_hand_on``: nothing of that link waits in the
     transmit queue, no capture) and delivered at once; whatever cannot go so goes through
     ``drain``, in order, as before."""
+    _express(host, name, dev, budget, hwm)
+
+
+cdef _express(host, name, dev, Py_ssize_t budget, Py_ssize_t hwm):
     cdef list outbox = dev.outbox
     cdef Py_ssize_t i = 0, n = len(outbox)
     while i < n:
@@ -333,11 +348,16 @@ def express(host, name, dev, Py_ssize_t budget, Py_ssize_t hwm):
     if outbox:
         host.drain(name, dev)
     if host.local_q:
-        run_local(host, budget, hwm)
+        _run_local(host, budget, hwm)
 
 
 def run_local(host, Py_ssize_t budget, Py_ssize_t hwm):
     """``DeviceHost.run_local``: the same deliveries in the same order, a switch's hop in C."""
+    _run_local(host, budget, hwm)
+
+
+cdef _run_local(host, Py_ssize_t budget, Py_ssize_t hwm):
+    global _moved
     local_q = host.local_q
     popleft = local_q.popleft
     cdef dict devices = host.devices
@@ -347,8 +367,9 @@ def run_local(host, Py_ssize_t budget, Py_ssize_t hwm):
         name, port, msg, count = popleft()
         budget -= 1
         done = 0
-        now = _monotonic()  # a whole sweep can run inside this loop: keep the clock honest
+        now = _clock()  # a whole sweep can run inside this loop: keep the clock honest
         if port < 0:
+            _moved = True
             host._deliver(name, msg, now)  # a link-training frame, framed as on a socket
         else:
             dev = devices[name]
@@ -363,9 +384,11 @@ def run_local(host, Py_ssize_t budget, Py_ssize_t hwm):
                 _finish(host, name, dev, port, None, now)  # what it did send leaves, in order
                 done = 1
             if not done:
+                _moved = True
                 host.receive_data(name, port, msg, HEADROOM, count, now)
         dev = devices[name]
         if dev.agents and done != 2:  # 2: up already, the node's software untouched: nothing to run
+            _moved = True
             # the node's software runs right after its "interrupt" (see DeviceHost.run_local)
             if host.txq:
                 host.flush()
