@@ -664,11 +664,15 @@ cdef class Provider(RxOwner):
                 self._sw = True
                 c.wake_queue(q)
 
-    def _interrupt(self):
+    cdef _raise_irq(self):
+        """The interrupt itself: the moderation timer is done, NAPI is on (interrupts masked)."""
         self.timer = None
         self.napi_scheduled = True
         self.interrupts += 1
         self.ctx.stats["interrupts"] += 1
+
+    def _interrupt(self):
+        self._raise_irq()
         self._sw = True
         self.ctx.schedule_poll()
 
@@ -680,11 +684,8 @@ cdef class Provider(RxOwner):
         c = self.ctx
         cdef RxEngine rx = self.rx
         cdef unsigned long long up = rx.up_calls
-        self.timer = None
-        self.napi_scheduled = True
-        self.interrupts += 1
+        self._raise_irq()
         self.napi_direct += 1
-        c.stats["interrupts"] += 1
         self._sw = False
         try:
             self.poll(NAPI_WEIGHT)

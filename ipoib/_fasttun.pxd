@@ -34,6 +34,13 @@ cdef struct Neigh:
     unsigned char live
 
 
+cdef extern from "sys/uio.h" nogil:
+    struct iovec:
+        void *iov_base
+        size_t iov_len
+    ssize_t writev(int fd, const iovec *iov, int iovcnt)
+
+
 cdef class TunPath:
     cdef int nfd
     cdef int fds[64]
@@ -75,4 +82,5 @@ cdef class TunPath:
     cdef Py_ssize_t write_run(self, int q, const unsigned char **frames, Py_ssize_t *lens, Py_ssize_t k) noexcept
     cdef Py_ssize_t _write_one(self, int fd, const unsigned char *hdr, const unsigned char *pkt,
                                Py_ssize_t n) noexcept
+    cdef Py_ssize_t _writev(self, int fd, iovec *iov, int cnt, Py_ssize_t payload) noexcept
     cdef Py_ssize_t gro_run_len(self, const unsigned char **frames, Py_ssize_t *lens, Py_ssize_t k) noexcept nogil

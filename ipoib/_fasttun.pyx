@@ -35,13 +35,6 @@ from ipoib._fastring cimport (META, PacketRing, csum_add, csum_fold, csum_native
                               tx_address)
 
 
-cdef extern from "sys/uio.h" nogil:
-    struct iovec:
-        void *iov_base
-        size_t iov_len
-    ssize_t writev(int fd, const iovec *iov, int iovcnt)
-
-
 cdef extern from "tunwriter.h" nogil:
     int tw_idle()
     unsigned char *tw_reserve()
@@ -424,7 +417,7 @@ cdef class TunPath:
         cdef unsigned char *buf
         cdef const unsigned char *a = frames[0] + 4
         cdef unsigned int thl, mss, total, j, hlen
-        cdef Py_ssize_t r, off
+        cdef Py_ssize_t off
         cdef int fd = self.fds[q % self.nfd]
         memset(h, 0, TUN_HDR)
         h[2], h[3] = 0x08, 0x00
@@ -466,13 +459,18 @@ cdef class TunPath:
         for j in range(k):
             iov[j + 1].iov_base = <void *> (frames[j] + 4 + 20 + thl)
             iov[j + 1].iov_len = lens[j] - 4 - 20 - thl
+        return self._writev(fd, iov, k + 1, total)
+
+    cdef Py_ssize_t _writev(self, int fd, iovec *iov, int cnt, Py_ssize_t payload) noexcept:
+        """One write up to the kernel, counted: the octets written, or 0 when it refused them."""
+        cdef Py_ssize_t r
         with nogil:
-            r = writev(fd, iov, k + 1)
+            r = writev(fd, iov, cnt)
         if r < 0:
             self.rx_write_errors += 1
             return 0
         self.rx_written += 1
-        self.rx_bytes += total
+        self.rx_bytes += payload
         return r
 
     cdef Py_ssize_t _write_one(self, int fd, const unsigned char *hdr, const unsigned char *pkt,
@@ -482,7 +480,6 @@ cdef class TunPath:
         otherwise. Returns the octets written or queued (0 when the kernel refused them: counted)."""
         cdef unsigned char *buf
         cdef iovec iov[2]
-        cdef Py_ssize_t r
         if self.threaded and not tw_idle():
             if TUN_HDR + n <= TW_BUF:
                 with nogil:
@@ -498,14 +495,7 @@ cdef class TunPath:
         iov[0].iov_len = TUN_HDR
         iov[1].iov_base = <void *> pkt
         iov[1].iov_len = n
-        with nogil:
-            r = writev(fd, iov, 2)
-        if r < 0:
-            self.rx_write_errors += 1
-            return 0
-        self.rx_written += 1
-        self.rx_bytes += n
-        return r
+        return self._writev(fd, iov, 2, n)
 
     def write_frame(self, int q, bytes data):
         """Write ``data`` (the TUN header and a packet) up on queue ``q`` as ``write_run`` writes a

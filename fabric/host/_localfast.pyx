@@ -146,10 +146,8 @@ cdef bint _dr_smp_hop(object host, object name, object sw, object port, int in_p
     elif not flags[out] & 1:
         sw.drops["dr_egress_down"] += 1
     else:
-        _count(sw.ports[out].counters, "port_xmit_pkts", "port_xmit_data", "port_unicast_xmit_pkts", 1, words)
         _dr_transit_patch(p, in_port)
-        if sw.outbox or not _hand_on(host, name, out, msg, 1, hwm):
-            sw.outbox.append(Segment(out, 1, msg))
+        _pass_on(host, name, sw, out, msg, words, hwm)
     _finish(host, name, sw, in_port, None, now, True)
     return True
 
@@ -181,11 +179,18 @@ cdef bint _unicast_hop(object host, object name, object sw, object port, int in_
         return False
     words = (plen - 2) >> 2
     _count(port.counters, "port_rcv_pkts", "port_rcv_data", "port_unicast_rcv_pkts", 1, words)
-    _count(sw.ports[outp].counters, "port_xmit_pkts", "port_xmit_data", "port_unicast_xmit_pkts", 1, words)
-    if sw.outbox or not _hand_on(host, name, outp, msg, 1, hwm):
-        sw.outbox.append(Segment(outp, 1, msg))
+    _pass_on(host, name, sw, outp, msg, words, hwm)
     _finish(host, name, sw, in_port, None, now, True)
     return True
+
+
+cdef void _pass_on(object host, object name, object sw, int out, bytearray msg, object words,
+                   Py_ssize_t hwm) except *:
+    """A burst of one packet leaves switch ``sw`` by port ``out`` in the buffer it came in:
+    counted there, and handed straight on unless something of the switch's waits to go first."""
+    _count(sw.ports[out].counters, "port_xmit_pkts", "port_xmit_data", "port_unicast_xmit_pkts", 1, words)
+    if sw.outbox or not _hand_on(host, name, out, msg, 1, hwm):
+        sw.outbox.append(Segment(out, 1, msg))
 
 
 cdef void _finish(object host, object name, object dev, int in_port, object slow, double now,
