@@ -56,6 +56,8 @@ def _traffic(compiled: bool, monkeypatch) -> tuple:
         return _orig(name, port, data, offset, count, now)
     host.receive_data = receive_data
     dlid = dst.ports[1].lid
+    leaf_port = host.local[("node0001", 1)][1]
+    assert net.devices["leaf01"].ports[leaf_port].pkey_enforce_in  # the SM turned partition enforcement on
     for round_ in range(3):
         for i in range(5):  # PMA Gets both ways through leaf -> spine -> leaf
             pma = w.new_mad(w.PMAMad, method=w.GET, tid=100 * round_ + i, attr_id=w.ATTR_PORT_COUNTERS)
@@ -80,6 +82,10 @@ def _traffic(compiled: bool, monkeypatch) -> tuple:
         assert src.post_send(1, dlid=dlid, dest_qp=1, payload=pma.pack(), qkey=w.QKEY_GSI, now=net.now)
         host.drain("node0001", src)
         host.flush()
+        if round_ == 2:  # alone in its burst too, with a P_Key the leaf's enforcing port lacks: dropped there
+            bad = w.build_ud_packet(slid=src.ports[1].lid, dlid=dlid, dest_qp=1, src_qp=1, qkey=w.QKEY_GSI,
+                                    pkey=0x7123, sl=0, payload=pma.pack())
+            host.local_q.append(("leaf01", leaf_port, bytearray(BURST_HEADROOM) + LEN.pack(len(bad)) + bad, 1))
         if round_ == 1:  # a truncated burst on the spine's link: counted, and nothing else lost
             host.local_q.append(("spine01", 1, bytearray(BURST_HEADROOM) + LEN.pack(40) + b"x" * 10, 1))
         host.run_local(net.now)
@@ -104,6 +110,7 @@ def test_compiled_run_local_delivers_what_the_python_one_does(monkeypatch):
     assert sum(1 for pkt in arrivals[("node0001", 1)] if pkt[0] >> 4 == 15) == 9  # DR and LID answers
     assert sum(1 for pkt in arrivals[("node0002", 1)] if pkt[0] >> 4 == 15) == 3  # the Gets to node0002
     assert drops["spine01"]["bad_burst"] == 1
+    assert drops["leaf01"]["pkey_inbound"] == 1
     assert counters["spine01"][2]["counters"]["port_xmit_pkts"] > 0
     assert len(slow) > 20 and c[3] == ["spine01"]  # in C every switch hop but the bad burst's
     assert c[0] == arrivals

@@ -156,16 +156,17 @@ cdef bint _unicast_hop(object host, object name, object sw, object port, int in_
                        Py_ssize_t hwm) except -1:
     """A burst of one packet that the switch simply forwards (a ping, an ACK, a lone datagram):
     forward_burst's verdict for it (``unicast_verdict``), and the very buffer handed on, since a
-    switch forwards a packet unchanged. False: anything else, which forward_burst takes (and
-    partition enforcement, which it alone does)."""
+    switch forwards a packet unchanged, partition enforcement included. False: anything else,
+    which forward_burst takes."""
     cdef Py_ssize_t n = len(msg), plen
     cdef uint8_t *p = <uint8_t *> PyByteArray_AS_STRING(msg)
     cdef bytearray lft = sw.lft
     cdef bytearray flags = sw._flags
     cdef array.array mtu
+    cdef array.array pkeys = sw._pkeys  # the enforcing ports' P_Key tables, or None
     cdef int outp = 0
     cdef unsigned int lid, lmc
-    if n < HEADROOM + 2 or sw._pkeys is not None or sw._mtu is None:
+    if n < HEADROOM + 2 or sw._mtu is None:
         return False
     plen = (p[HEADROOM] << 8) | p[HEADROOM + 1]
     if n != HEADROOM + 2 + plen:
@@ -175,7 +176,7 @@ cdef bint _unicast_hop(object host, object name, object sw, object port, int in_
     lid, lmc = p0.lid, p0.lmc
     if unicast_verdict(p + HEADROOM + 2, plen, in_port, port.state == PORT_ACTIVE, <uint8_t *> PyByteArray_AS_STRING(lft),
                        len(lft), sw.lft_top, <uint8_t *> PyByteArray_AS_STRING(flags), len(flags), mtu.data.as_uints,
-                       NULL, (lid & ~((1u << lmc) - 1)) if lid else 0, (1u << lmc) if lid else 0, &outp) != FWD_OUT:
+                       pkeys.data.as_ushorts if pkeys is not None else NULL, (lid & ~((1u << lmc) - 1)) if lid else 0, (1u << lmc) if lid else 0, &outp) != FWD_OUT:
         return False
     words = (plen - 2) >> 2
     _count(port.counters, "port_rcv_pkts", "port_rcv_data", "port_unicast_rcv_pkts", 1, words)
