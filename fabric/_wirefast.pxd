@@ -12,8 +12,11 @@ cdef Py_ssize_t write_ud_packet(uint8_t *out, const uint8_t *payload, Py_ssize_t
                                 unsigned int se) noexcept nogil
 cdef int _dr_transit_port(const uint8_t *p, Py_ssize_t plen, int nports) noexcept nogil
 cdef void _dr_transit_patch(uint8_t *q, int in_port) noexcept nogil
-cdef void count_unicast(object counters, str pkts_name, str data_name, str unicast_name, object pkts,
-                        object words) except *
+cdef enum:
+    COUNT_RCV = 0  # fabric.devices.port.PENDING's order
+    COUNT_XMIT = 1
+
+cdef void count_unicast(object counters, int direction, unsigned long long pkts, unsigned long long words) except *
 
 cdef enum:
     FWD_SLOW = 0     # the per-packet path classifies it

@@ -10,6 +10,7 @@ from libc.stdint cimport uint16_t, uint32_t, uint8_t
 from libc.string cimport memcpy, memset
 from cpython.bytearray cimport PyByteArray_FromStringAndSize, PyByteArray_AS_STRING, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from cpython cimport array
 
 
 cdef extern from "crcfold.h" nogil:
@@ -709,22 +710,16 @@ def forward_burst(const unsigned char[::1] burst not None, Py_ssize_t offset, Py
 # (fabric.devices.port._TOP_PKTS/_TOP_DATA; fabric.host._localfast checks that they agree)
 TOP_PKTS = 0xFFFFFFFF
 TOP_DATA = 0xFFFFFFFF
-cdef object _TOP_PKTS = TOP_PKTS
-cdef object _TOP_DATA = TOP_DATA
 
 
-cdef void count_unicast(object counters, str pkts_name, str data_name, str unicast_name, object pkts,
-                        object words) except *:
-    """PortCounterSet.add_rcv / add_xmit (``fabric.devices.port._bulk_counter``) on the dicts."""
-    cdef dict pc = counters.pc
-    cdef dict ext = counters.ext
-    v = pc[pkts_name] + pkts
-    pc[pkts_name] = v if v < _TOP_PKTS else _TOP_PKTS
-    v = pc[data_name] + words
-    pc[data_name] = v if v < _TOP_DATA else _TOP_DATA
-    ext[pkts_name] += pkts
-    ext[data_name] += words
-    ext[unicast_name] += pkts
+cdef void count_unicast(object counters, int direction, unsigned long long pkts,
+                        unsigned long long words) except *:
+    """PortCounterSet.add_rcv (``direction`` COUNT_RCV) or add_xmit (COUNT_XMIT), into the set's
+    ``pending`` array, which its ``pc`` and ``ext`` fold into the dicts when read: no dict and no
+    integer object per count."""
+    cdef array.array q = counters.pending
+    q.data.as_ulonglongs[2 * direction] += pkts
+    q.data.as_ulonglongs[2 * direction + 1] += words
 
 
 cdef enum:
@@ -743,7 +738,7 @@ def hca_post_segment(hca, qpn, port_num, count, words, buf):
     if port.phys != PHYS_STATE_LINKUP or port.state != PORT_STATE_ACTIVE:
         hca.refuse_sends(port_num, count)
         return
-    count_unicast(port.counters, "port_xmit_pkts", "port_xmit_data", "port_unicast_xmit_pkts", count, words)
+    count_unicast(port.counters, COUNT_XMIT, count, words)
     hca.qps[qpn].sent += count
     seg = _new_segment(_Segment)  # Segment(port_num, count, buf), without running its __init__ in Python
     seg.port, seg.count, seg.buf = port_num, count, buf

@@ -210,6 +210,28 @@ def test_data_counters_saturate_at_their_width(fab):
     assert len(b.poll()) == 3
 
 
+def test_pending_counts_read_as_if_added_at_once():
+    """What compiled code counts into ``pending`` (fabric._wirefast.count_unicast) reads, through
+    ``pc`` and ``ext``, exactly as the same counts added with add_rcv/add_xmit: saturating at 32
+    bits, the 64-bit set going on, a PMA reset folding first (so it clears them too)."""
+    from fabric.devices.port import PortCounterSet
+
+    folded, added = PortCounterSet(), PortCounterSet()
+    for c in (folded, added):
+        c.pc["port_rcv_pkts"] = 0xFFFFFFF0
+        c.pc["port_xmit_data"] = 7
+    q = folded.pending
+    q[0], q[1], q[2], q[3] = 40, 4000, 2, 30  # received packets and words, then sent
+    added.add_rcv(40, 4000)
+    added.add_xmit(2, 30)
+    assert folded.snapshot() == added.snapshot()
+    assert folded.pc["port_rcv_pkts"] == 0xFFFFFFFF and folded.ext["port_rcv_pkts"] == 40
+    assert folded.ext["port_unicast_xmit_pkts"] == 2 and list(q) == [0, 0, 0, 0]
+    q[0] = 5
+    folded.reset(1 << 15)  # CounterSelect: PortRcvPkts
+    assert folded.pc["port_rcv_pkts"] == 0 and folded.ext["port_rcv_pkts"] == 45
+
+
 # == 3. switch drop classes ======================================================================
 
 

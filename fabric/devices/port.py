@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import array
+
 from ..wire import pma_attrs as pma
 from ..wire import smp_attrs as sa
 
@@ -32,7 +34,7 @@ def _bulk_counter(pkts_name: str, data_name: str, unicast_name: str):
     whole burst with no further call (it runs for every burst at every port)."""
 
     def add(self, pkts: int, words: int) -> None:
-        pc, e = self.pc, self.ext
+        pc, e = self._pc, self._ext  # adding commutes with the pending counts (see PortCounterSet)
         v = pc[pkts_name] + pkts
         pc[pkts_name] = v if v < _TOP_PKTS else _TOP_PKTS
         v = pc[data_name] + words
@@ -49,30 +51,68 @@ def _count_multicast(counters, pkts_name: str, data_name: str, multicast_name: s
     words = (octets_on_wire - 2) // 4
     counters.inc(data_name, words)
     counters.inc(pkts_name)
-    e = counters.ext
+    e = counters._ext
     e[data_name] += words
     e[pkts_name] += 1
     e[multicast_name] += 1
 
 
+# PortCounterSet.pending: the unicast counts compiled code adds (fabric._wirefast.count_unicast),
+# by direction, in this order
+PENDING = (("port_rcv_pkts", "port_rcv_data", "port_unicast_rcv_pkts"),
+           ("port_xmit_pkts", "port_xmit_data", "port_unicast_xmit_pkts"))
+
+
 class PortCounterSet:
     """The PMA counters of one port. PortCounters fields saturate at their width as the spec
-    requires; the extended (64-bit) set counts alongside them."""
+    requires; the extended (64-bit) set counts alongside them.
 
-    __slots__ = ("pc", "ext", "lost")
+    ``pending`` holds unicast packets and words that compiled code counted (received, then sent:
+    four 64-bit integers) and that are not in the dicts yet: a switch's hop adds to it in C
+    without touching a dict or making an integer object. ``pc`` and ``ext`` fold it in first, so
+    whoever reads them sees every count; adding them later is the same as adding them at once,
+    since a sum saturates the same either way."""
+
+    __slots__ = ("_pc", "_ext", "lost", "pending")
 
     def __init__(self):
-        self.pc = dict.fromkeys(PC_NAMES, 0)
-        self.ext = dict.fromkeys(EXT_NAMES, 0)
+        self._pc = dict.fromkeys(PC_NAMES, 0)
+        self._ext = dict.fromkeys(EXT_NAMES, 0)
         # what no PMA counter holds, so that every packet a port sends is accounted for at the
         # other end (make soak): arrived while this port was down, or could not be queued toward
         # the peer (a full link), or left by a port with no cable
         self.lost = dict.fromkeys(LOST_NAMES, 0)
+        self.pending = array.array("Q", bytes(32))
+
+    def _fold(self) -> None:
+        q = self.pending
+        if q[0] or q[1] or q[2] or q[3]:
+            pc, e = self._pc, self._ext
+            for i, (pkts_name, data_name, unicast_name) in enumerate(PENDING):
+                pkts, words = q[2 * i], q[2 * i + 1]
+                pc[pkts_name] = min(pc[pkts_name] + pkts, _TOP_PKTS)
+                pc[data_name] = min(pc[data_name] + words, _TOP_DATA)
+                e[pkts_name] += pkts
+                e[data_name] += words
+                e[unicast_name] += pkts
+            q[0] = q[1] = q[2] = q[3] = 0
+
+    @property
+    def pc(self) -> dict:
+        """The PortCounters fields by name (a live dict: a test or the PMA may write to it)."""
+        self._fold()
+        return self._pc
+
+    @property
+    def ext(self) -> dict:
+        """The PortCountersExtended fields by name."""
+        self._fold()
+        return self._ext
 
     def inc(self, name: str, n: int = 1) -> None:
-        v = self.pc[name] + n
+        v = self._pc[name] + n
         top = (1 << _PC_WIDTH[name]) - 1
-        self.pc[name] = v if v < top else top
+        self._pc[name] = v if v < top else top
 
     # bulk unicast counts, as the compiled paths report them per burst
     add_rcv = _bulk_counter("port_rcv_pkts", "port_rcv_data", "port_unicast_rcv_pkts")
@@ -93,16 +133,18 @@ class PortCounterSet:
             self.add_rcv(1, (octets_on_wire - 2) // 4)
 
     def reset(self, select: int, select2: int = 0) -> None:
+        pc = self.pc
         for bit, name in enumerate(COUNTER_SELECT_BITS):
             if select >> bit & 1:
-                self.pc[name] = 0
+                pc[name] = 0
         if select2 & 1:
-            self.pc["port_xmit_wait"] = 0
+            pc["port_xmit_wait"] = 0
 
     def reset_ext(self, select: int) -> None:
+        ext = self.ext
         for bit, name in enumerate(EXT_SELECT_BITS):
             if select >> bit & 1:
-                self.ext[name] = 0
+                ext[name] = 0
 
     def snapshot(self) -> dict:
         return {"counters": dict(self.pc), "extended": dict(self.ext), "lost": dict(self.lost)}

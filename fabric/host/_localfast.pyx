@@ -33,7 +33,7 @@ cdef extern from "sys/epoll.h" nogil:
     int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
 
 from cpython cimport array
-from fabric._wirefast cimport (FWD_OUT, _dr_transit_port, _dr_transit_patch, count_unicast as _count,
+from fabric._wirefast cimport (FWD_OUT, _dr_transit_port, _dr_transit_patch, count_unicast as _count, COUNT_RCV, COUNT_XMIT,
                               unicast_verdict)
 
 from ..devices import port as _port
@@ -78,7 +78,7 @@ cdef bint _switch_hop(object host, object name, object sw, int in_port, object m
         return False
     rp, rw, relay, egress, dr_path, dr_down = stats
     if rp:
-        _count(port.counters, "port_rcv_pkts", "port_rcv_data", "port_unicast_rcv_pkts", rp, rw)
+        _count(port.counters, COUNT_RCV, rp, rw)
     if relay or dr_path or dr_down:
         drops = sw.drops
         if relay:
@@ -91,7 +91,7 @@ cdef bint _switch_hop(object host, object name, object sw, int in_port, object m
     for k, xp, xw, xd in egress:
         c = ports[k].counters
         if xp:
-            _count(c, "port_xmit_pkts", "port_xmit_data", "port_unicast_xmit_pkts", xp, xw)
+            _count(c, COUNT_XMIT, xp, xw)
         if xd:
             c.inc("port_xmit_discards", xd)
             sw.drops["egress_not_active"] += xd
@@ -140,7 +140,7 @@ cdef bint _dr_smp_hop(object host, object name, object sw, object port, int in_p
     if out == 0:
         return False  # for this switch's SMA, or unsound: the full path
     words = (SMP_PACKET - 2) >> 2
-    _count(port.counters, "port_rcv_pkts", "port_rcv_data", "port_unicast_rcv_pkts", 1, words)
+    _count(port.counters, COUNT_RCV, 1, words)
     if out < 0:
         sw.drops["dr_path"] += 1
     elif not flags[out] & 1:
@@ -179,7 +179,7 @@ cdef bint _unicast_hop(object host, object name, object sw, object port, int in_
                        pkeys.data.as_ushorts if pkeys is not None else NULL, (lid & ~((1u << lmc) - 1)) if lid else 0, (1u << lmc) if lid else 0, &outp) != FWD_OUT:
         return False
     words = (plen - 2) >> 2
-    _count(port.counters, "port_rcv_pkts", "port_rcv_data", "port_unicast_rcv_pkts", 1, words)
+    _count(port.counters, COUNT_RCV, 1, words)
     _pass_on(host, name, sw, outp, msg, words, hwm)
     _finish(host, name, sw, in_port, None, now, True)
     return True
@@ -189,7 +189,7 @@ cdef void _pass_on(object host, object name, object sw, int out, bytearray msg, 
                    Py_ssize_t hwm) except *:
     """A burst of one packet leaves switch ``sw`` by port ``out`` in the buffer it came in:
     counted there, and handed straight on unless something of the switch's waits to go first."""
-    _count(sw.ports[out].counters, "port_xmit_pkts", "port_xmit_data", "port_unicast_xmit_pkts", 1, words)
+    _count(sw.ports[out].counters, COUNT_XMIT, 1, words)
     if sw.outbox or not _hand_on(host, name, out, msg, 1, hwm):
         sw.outbox.append(Segment(out, 1, msg))
 
@@ -233,7 +233,7 @@ cdef int _hca_hop(object host, object name, object hca, int in_port, object msg,
     except ParseError:
         return False  # before any packet was taken: the per-packet path counts it
     if packets:
-        _count(port.counters, "port_rcv_pkts", "port_rcv_data", "port_unicast_rcv_pkts", packets, words)
+        _count(port.counters, COUNT_RCV, packets, words)
         qps = hca.qps
         for qpn, n in taken:
             qps[qpn].received += n
