@@ -10,6 +10,7 @@ cdef Py_ssize_t write_ud_packet(uint8_t *out, const uint8_t *payload, Py_ssize_t
                                 unsigned int dlid, unsigned int sl, unsigned int pkey, unsigned int dest_qp,
                                 unsigned int src_qp, unsigned int qkey, unsigned int psn, unsigned int vl,
                                 unsigned int se) noexcept nogil
+cdef bint _smp_sound(const uint8_t *p, Py_ssize_t plen, unsigned int mclass) noexcept nogil
 cdef int _dr_transit_port(const uint8_t *p, Py_ssize_t plen, int nports) noexcept nogil
 cdef void _dr_transit_patch(uint8_t *q, int in_port) noexcept nogil
 cdef enum:

@@ -15,7 +15,8 @@ never while a capture watches the links (captures see what ``flush`` sends).
 
 import traceback
 
-from cpython.bytearray cimport PyByteArray_AS_STRING
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport EINTR, errno
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
@@ -33,7 +34,7 @@ cdef extern from "sys/epoll.h" nogil:
     int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
 
 from cpython cimport array
-from fabric._wirefast cimport (FWD_OUT, _dr_transit_port, _dr_transit_patch, count_unicast as _count, COUNT_RCV, COUNT_XMIT,
+from fabric._wirefast cimport (FWD_OUT, _smp_sound, _dr_transit_port, _dr_transit_patch, count_unicast as _count, COUNT_RCV, COUNT_XMIT,
                               unicast_verdict)
 
 from ..devices import port as _port
@@ -120,6 +121,9 @@ cdef bint _hand_on(object host, object name, object out, object buf, object n, P
 
 cdef enum:
     SMP_PACKET = 290  # an SMP without a GRH, LRH to VCRC (fabric/_wirefast.pyx)
+    SMP_CLASS_DR = 0x81  # MgmtClass SubnMgmt, directed route
+    LID_MCAST_FIRST = 0xC000
+    LID_MCAST_LAST = 0xFFFE
 
 
 cdef bint _dr_smp_hop(object host, object name, object sw, object port, int in_port, bytearray msg,
@@ -138,7 +142,10 @@ cdef bint _dr_smp_hop(object host, object name, object sw, object port, int in_p
         return False
     out = _dr_transit_port(p, SMP_PACKET, len(flags))
     if out == 0:
-        return False  # for this switch's SMA, or unsound: the full path
+        if not _switch_sma(sw, in_port, PyBytes_FromStringAndSize(<char *> p, SMP_PACKET), now):
+            return False  # the full path classifies and counts it
+        _finish(host, name, sw, in_port, None, now)
+        return True
     words = (SMP_PACKET - 2) >> 2
     _count(port.counters, COUNT_RCV, 1, words)
     if out < 0:
@@ -149,6 +156,21 @@ cdef bint _dr_smp_hop(object host, object name, object sw, object port, int in_p
         _dr_transit_patch(p, in_port)
         _pass_on(host, name, sw, out, msg, words, hwm)
     _finish(host, name, sw, in_port, None, now, True)
+    return True
+
+
+cdef bint _switch_sma(object sw, int in_port, bytes pkt, double now) except -1:
+    """A directed-route SMP whose path ends at switch ``sw`` (or whose hop pointer is odd, which
+    the SMI sorts out), whole and sound: what ``Switch.receive`` would make of it after its
+    checks, which it passed (counted, then to the management port: ``Switch._local``). False for
+    any other packet, which ``Switch.receive`` takes. The ingress port is up (the caller's)."""
+    cdef const uint8_t *p = <const uint8_t *> PyBytes_AS_STRING(pkt)
+    cdef Py_ssize_t n = len(pkt)
+    if (n != SMP_PACKET or (p[2] & p[3]) != 0xFF or not _smp_sound(p, n, SMP_CLASS_DR)
+            or _dr_transit_port(p, n, len(<bytearray> sw._flags))):
+        return False  # not for here with a permissive DLID, or not sound, or passing through
+    _count(sw.ports[in_port].counters, COUNT_RCV, 1, (SMP_PACKET - 2) >> 2)
+    sw._local(in_port, pkt, now)
     return True
 
 
@@ -201,8 +223,13 @@ cdef void _finish(object host, object name, object dev, int in_port, object slow
     device's software was not called (its next deadline stands)."""
     if slow:
         try:
-            for pkt in slow:
-                dev.receive(in_port, pkt, now)
+            if type(dev) is Switch:
+                for pkt in slow:
+                    if not _switch_sma(dev, in_port, pkt, now):
+                        dev.receive(in_port, pkt, now)
+            else:
+                for pkt in slow:
+                    dev.receive(in_port, pkt, now)
         except Exception:  # a bad packet must never kill the host
             traceback.print_exc()
             dev.drops["internal_error"] += 1
@@ -223,6 +250,8 @@ cdef int _hca_hop(object host, object name, object hca, int in_port, object msg,
     node's software (``rx_accel.quiet``: the NAPI poll ran in C right after the interrupt). 0
     leaves it to ``receive_data`` (no rx_accel, a port not Active, bad framing)."""
     rx = hca.rx_accel
+    if count == 1 and type(msg) is bytearray and (rx is None or _vl15(msg)):
+        return _hca_lone(host, name, hca, in_port, msg, now)
     if rx is None:
         return False
     port = hca.ports.get(in_port)
@@ -241,6 +270,36 @@ cdef int _hca_hop(object host, object name, object hca, int in_port, object msg,
     _finish(host, name, hca, in_port, decode_burst_packets(msg, HEADROOM, count) if slow is None else slow, now,
             quiet)
     return 2 if quiet else 1
+
+
+cdef inline bint _vl15(bytearray msg) noexcept:
+    return len(msg) > HEADROOM + 2 and ((<uint8_t *> PyByteArray_AS_STRING(msg))[HEADROOM + 2] >> 4) == 15
+
+
+cdef int _hca_lone(object host, object name, object hca, int in_port, bytearray msg, double now) except -1:
+    """A burst of one packet that the HCA's per-packet path takes (an SMP, a GMP, anything while
+    the node has no compiled receive): ``HCA.receive``'s port check and count made here, then
+    ``receive_local`` with the packet, without the burst's decoding and the calls around it. 0
+    leaves it to ``receive_data`` (a port that is down or absent, bad framing, a multicast DLID)."""
+    cdef Py_ssize_t n = len(msg), plen
+    cdef const uint8_t *p = <const uint8_t *> PyByteArray_AS_STRING(msg) + HEADROOM
+    cdef unsigned int dlid
+    if n < HEADROOM + 2 + 4:
+        return 0
+    plen = (p[0] << 8) | p[1]
+    if n != HEADROOM + 2 + plen:
+        return 0
+    p += 2
+    dlid = (p[2] << 8) | p[3]
+    if LID_MCAST_FIRST <= dlid <= LID_MCAST_LAST:
+        return 0
+    port = hca.ports.get(in_port)
+    if port is None or port.phys != PHYS_LINKUP:
+        return 0
+    _count(port.counters, COUNT_RCV, 1, (plen - 2) >> 2)  # as count_rcv: before any check
+    hca.receive_local(in_port, PyBytes_FromStringAndSize(<const char *> p, plen), now)
+    _finish(host, name, hca, in_port, None, now)
+    return 1
 
 
 # Set whenever something called into a node's software or ran its timers (a device's next deadline
@@ -355,6 +414,30 @@ cdef _express(host, name, dev, Py_ssize_t budget, Py_ssize_t hwm):
         host.drain(name, dev)
     if host.local_q:
         _run_local(host, budget, hwm)
+
+
+def data_burst(host, name, int port, data, Py_ssize_t count, double now, Py_ssize_t hwm):
+    """``DeviceHost.receive_data`` for a data burst that came on a socket (its header checked, its
+    packets from BURST_HEADROOM on, as a Segment's): a switch's hop or an HCA's receive in C, as
+    over an in-process link, and receive_data for whatever they leave. A burst of one packet is
+    copied into a buffer of ours first, so that the single-packet hops can work in place: in a
+    fabric over several processes that is every SMP of a sweep at every switch it crosses."""
+    dev = host.devices[name]
+    msg = PyByteArray_FromStringAndSize(PyBytes_AS_STRING(data), len(data)) \
+        if count == 1 and type(data) is bytes else data
+    cdef int done = 0
+    try:
+        if type(dev) is Switch:
+            done = _switch_hop(host, name, dev, port, msg, count, now, hwm)
+        elif type(dev) is HCA:
+            done = _hca_hop(host, name, dev, port, msg, count, now)
+    except Exception:  # a bad packet must never kill the host (as receive_data)
+        traceback.print_exc()
+        dev.drops["internal_error"] += 1
+        _finish(host, name, dev, port, None, now)  # what it did send leaves, in order
+        return
+    if not done:
+        host.receive_data(name, port, data, HEADROOM, count, now)
 
 
 def run_local(host, Py_ssize_t budget, Py_ssize_t hwm):

@@ -318,6 +318,8 @@ class DeviceHost(HostOps, CaptureOps):
             dev.drops["burst_bad_port"] += 1
             return
         if kind == KIND_DATA:
+            if _localfast is not None:  # a switch's hop and an HCA's receive in C, as run_local's
+                return _localfast.data_burst(self, name, port, data, count, now, SNDHWM)
             return self.receive_data(name, port, data, BURST_HDR.size, count, now)
         try:
             self._controls(name, training.on_control(dev, port, kind, now))
