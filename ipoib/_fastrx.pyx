@@ -9,6 +9,7 @@ from libc.string cimport memcmp, memcpy, memset
 from libc.stdint cimport uint16_t, uint32_t
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.bytearray cimport PyByteArray_AS_STRING
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from fabric._wirefast cimport crcs_ok_local
 from ipoib._fasttun cimport TunPath
 from ipoib._fastring cimport NOGIL_COPY, PacketRing, csum_add, csum_fold, flow_hash
@@ -413,10 +414,22 @@ cdef class RxDispatch:
     def remove(self, unsigned int qpn):
         self.engines.pop(qpn, None)
 
-    def __call__(self, port, const unsigned char[::1] burst not None, Py_ssize_t offset, Py_ssize_t count, now):
+    def __call__(self, port, burst, Py_ssize_t offset, Py_ssize_t count, now):
         """``(slow, taken, words, [(qpn, n), ...])``: the packets left to the per-packet path, how
-        many were taken and their 4-octet words (the port's counters), and each QP's share."""
-        cdef Py_ssize_t n = burst.shape[0], off = offset, i, plen, fn
+        many were taken and their 4-octet words (the port's counters), and each QP's share.
+        ``burst`` is any object with a contiguous buffer (a bytearray of the host's, a socket's
+        bytes): read through a plain buffer, not a typed memoryview, whose set-up (the format
+        checked, a view object made) cost as much as the rest of a lone packet's receive."""
+        cdef Py_buffer view
+        PyObject_GetBuffer(burst, &view, PyBUF_SIMPLE)
+        try:
+            return self._receive(port, <const unsigned char *> view.buf, view.len, offset, count, now)
+        finally:
+            PyBuffer_Release(&view)
+
+    cdef tuple _receive(self, port, const unsigned char *burst, Py_ssize_t n, Py_ssize_t offset, Py_ssize_t count,
+                        now):
+        cdef Py_ssize_t off = offset, i, plen, fn
         cdef const unsigned char *p
         cdef unsigned int lid, span, dlid, pad, dqp, last_qpn = 0xFFFFFFFF
         cdef unsigned long long taken = 0, words = 0
