@@ -13,7 +13,7 @@ from fabric import wire as w
 from fabric.devices.hca import send_smp
 from fabric.host import loop
 from fabric.host.loop import DeviceHost
-from fabric.wire.burst import BURST_HEADROOM, LEN, decode_burst_packets
+from fabric.wire.burst import BURST_HEADROOM, LEN, decode_burst_packets, encode_burst
 from smnet import SmNet
 
 _COMPILED = loop._localfast
@@ -103,6 +103,16 @@ def _traffic(compiled: bool, monkeypatch) -> tuple:
         host.run_local(net.now)
         while host.local_q:
             host.run_local(net.now)
+        if round_ == 0:  # bursts as a socket brings them (bytes, after a burst header): the same hops
+            spine_port = host.local[("leaf01", next(p for (n, p), (m, _) in host.local.items()
+                                                    if n == "leaf01" and m == "spine01"))][1]
+            gets = [_pma_get(src.ports[1].lid, dlid, 900 + k) for k in range(3)]
+            host.on_burst("spine01", encode_burst(spine_port, gets[:1]), net.now)
+            host.on_burst("spine01", encode_burst(spine_port, gets[1:]), net.now)
+            host.on_burst("node0002", encode_burst(1, [_pma_get(src.ports[1].lid, dlid, 910)]), net.now)
+            host.flush()
+            while host.local_q:
+                host.run_local(net.now)
     per_link = {}  # a link is a FIFO; which link is served first is the loop's business
     for n, p, pkt in arrivals:
         per_link.setdefault((n, p), []).append(pkt)
@@ -121,6 +131,7 @@ def test_compiled_run_local_delivers_what_the_python_one_does(monkeypatch):
     assert set(arrivals) == {("node0001", 1), ("node0002", 1)}
     assert sum(1 for pkt in arrivals[("node0001", 1)] if pkt[0] >> 4 == 15) == 15  # DR and LID answers
     assert sum(1 for pkt in arrivals[("node0002", 1)] if pkt[0] >> 4 == 15) == 3  # the Gets to node0002
+    assert sum(1 for pkt in arrivals[("node0002", 1)] if pkt[0] >> 4 != 15) == 5 * 3 + 3 + 4  # PMA Gets
     assert drops["spine01"]["bad_burst"] == 1
     assert drops["leaf01"]["pkey_inbound"] == 1
     assert counters["spine01"][2]["counters"]["port_xmit_pkts"] > 0

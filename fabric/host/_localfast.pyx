@@ -20,6 +20,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport EINTR, errno
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.string cimport memcpy, memset
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 cdef extern from "sys/epoll.h" nogil:
@@ -238,17 +239,61 @@ cdef void _finish(object host, object name, object dev, int in_port, object slow
         _moved = True
         host._stale.add(name)
     if dev.outbox:
-        host.drain(name, dev)
+        _send_out(host, name, dev)
     if dev.events:
         host.handle_events(name, now)
+
+
+# the hosts' SNDHWM (how many bursts the in-process links may hold), as the entry points below
+# are given it; 0 until one is called, which sends everything through drain
+cdef Py_ssize_t _hwm = 0
+
+
+cdef void _send_out(object host, object name, object dev) except *:
+    """``host.drain`` for what a device just sent, with what can go straight onto an in-process
+    link handed on at once (``_hand_on``: nothing of that link waits in the transmit queue, no
+    capture, room in the queue), in order: a Segment as it is, a packet ``(port, octets)`` in a
+    burst of its own, framed as ``flush`` frames one. From the first item that cannot go so, the
+    rest goes through drain: an SMA's answer or a node's request costs no transmit queue and no
+    flush when its link is in this host."""
+    cdef list outbox = dev.outbox
+    cdef Py_ssize_t i = 0, n = len(outbox), plen
+    cdef uint8_t *q
+    while i < n:
+        item = outbox[i]
+        if type(item) is Segment:
+            if not _hand_on(host, name, (<object> item).port, (<object> item).buf, (<object> item).count, _hwm):
+                break
+        elif type(item) is tuple and len(<tuple> item) == 2 and type((<tuple> item)[1]) is bytes:
+            pkt = (<tuple> item)[1]
+            plen = len(<bytes> pkt)
+            if plen > 0xFFFF:
+                break
+            buf = PyByteArray_FromStringAndSize(NULL, HEADROOM + 2 + plen)
+            q = <uint8_t *> PyByteArray_AS_STRING(buf)
+            memset(q, 0, HEADROOM)
+            q[HEADROOM] = plen >> 8
+            q[HEADROOM + 1] = plen & 0xFF
+            memcpy(q + HEADROOM + 2, PyBytes_AS_STRING(pkt), plen)
+            if not _hand_on(host, name, (<tuple> item)[0], buf, 1, _hwm):
+                break
+        else:
+            break
+        i += 1
+    if i:
+        del outbox[:i]
+    if outbox:
+        host.drain(name, dev)
 
 
 cdef int _hca_hop(object host, object name, object hca, int in_port, object msg, object count,
                   double now) except -1:
     """``HCA.receive_burst`` when its ``rx_accel`` (the IPoIB fast provider's receive in C) takes
     the burst: 1, or 2 when the receiver says the burst is up already with nothing left for the
-    node's software (``rx_accel.quiet``: the NAPI poll ran in C right after the interrupt). 0
-    leaves it to ``receive_data`` (no rx_accel, a port not Active, bad framing)."""
+    node's software (``rx_accel.quiet``: the NAPI poll ran in C right after the interrupt). A
+    burst of one packet for the per-packet path (an SMP, or anything while there is no
+    rx_accel) goes straight to ``receive_local`` (``_hca_lone``). 0 leaves it to ``receive_data``
+    (no rx_accel, a port not Active, bad framing)."""
     rx = hca.rx_accel
     if count == 1 and type(msg) is bytearray and (rx is None or _vl15(msg)):
         return _hca_lone(host, name, hca, in_port, msg, now)
@@ -371,6 +416,8 @@ def read_ready(host, reader, double now, Py_ssize_t budget, Py_ssize_t hwm):
     A quiet reader (``fn(now)`` is True: it called no software of the node) leaves the node's
     timers alone and its sends go on at once (``express``); any other result runs the node's
     software if due and drains its outbox, as after a burst."""
+    global _hwm
+    _hwm = hwm
     name, fn = reader
     dev = host.devices[name]
     try:
@@ -388,7 +435,7 @@ def read_ready(host, reader, double now, Py_ssize_t budget, Py_ssize_t hwm):
         if quiet:
             _express(host, name, dev, budget, hwm)
         else:
-            host.drain(name, dev)
+            _send_out(host, name, dev)
 
 
 def express(host, name, dev, Py_ssize_t budget, Py_ssize_t hwm):
@@ -400,18 +447,9 @@ def express(host, name, dev, Py_ssize_t budget, Py_ssize_t hwm):
 
 
 cdef _express(host, name, dev, Py_ssize_t budget, Py_ssize_t hwm):
-    cdef list outbox = dev.outbox
-    cdef Py_ssize_t i = 0, n = len(outbox)
-    while i < n:
-        item = outbox[i]
-        if type(item) is not Segment or not _hand_on(host, name, (<object> item).port, (<object> item).buf,
-                                                      (<object> item).count, hwm):
-            break
-        i += 1
-    if i:
-        del outbox[:i]
-    if outbox:
-        host.drain(name, dev)
+    global _hwm
+    _hwm = hwm
+    _send_out(host, name, dev)
     if host.local_q:
         _run_local(host, budget, hwm)
 
@@ -422,6 +460,8 @@ def data_burst(host, name, int port, data, Py_ssize_t count, double now, Py_ssiz
     over an in-process link, and receive_data for whatever they leave. A burst of one packet is
     copied into a buffer of ours first, so that the single-packet hops can work in place: in a
     fabric over several processes that is every SMP of a sweep at every switch it crosses."""
+    global _hwm
+    _hwm = hwm
     dev = host.devices[name]
     msg = PyByteArray_FromStringAndSize(PyBytes_AS_STRING(data), len(data)) \
         if count == 1 and type(data) is bytes else data
@@ -446,6 +486,8 @@ def run_local(host, Py_ssize_t budget, Py_ssize_t hwm):
 
 
 cdef _run_local(host, Py_ssize_t budget, Py_ssize_t hwm):
+    global _hwm
+    _hwm = hwm
     global _moved
     local_q = host.local_q
     popleft = local_q.popleft
