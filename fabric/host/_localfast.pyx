@@ -465,19 +465,25 @@ def data_burst(host, name, int port, data, Py_ssize_t count, double now, Py_ssiz
     dev = host.devices[name]
     msg = PyByteArray_FromStringAndSize(PyBytes_AS_STRING(data), len(data)) \
         if count == 1 and type(data) is bytes else data
-    cdef int done = 0
+    if not _hop(host, name, dev, port, msg, count, now, hwm):
+        host.receive_data(name, port, data, HEADROOM, count, now)
+
+
+cdef int _hop(object host, object name, object dev, int port, object msg, object count, double now,
+              Py_ssize_t hwm) except -1:
+    """A data burst into ``dev``'s ``port`` by the C paths: a switch's hop, an HCA's receive.
+    0 leaves it to ``receive_data``; 2 says the node's software is untouched (``_hca_hop``)."""
     try:
         if type(dev) is Switch:
-            done = _switch_hop(host, name, dev, port, msg, count, now, hwm)
-        elif type(dev) is HCA:
-            done = _hca_hop(host, name, dev, port, msg, count, now)
+            return _switch_hop(host, name, dev, port, msg, count, now, hwm)
+        if type(dev) is HCA:
+            return _hca_hop(host, name, dev, port, msg, count, now)
     except Exception:  # a bad packet must never kill the host (as receive_data)
         traceback.print_exc()
         dev.drops["internal_error"] += 1
         _finish(host, name, dev, port, None, now)  # what it did send leaves, in order
-        return
-    if not done:
-        host.receive_data(name, port, data, HEADROOM, count, now)
+        return 1
+    return 0
 
 
 def run_local(host, Py_ssize_t budget, Py_ssize_t hwm):
@@ -503,17 +509,7 @@ cdef _run_local(host, Py_ssize_t budget, Py_ssize_t hwm):
             _moved = True
             host._deliver(name, msg, now)  # a link-training frame, framed as on a socket
         else:
-            dev = devices[name]
-            try:
-                if type(dev) is Switch:
-                    done = _switch_hop(host, name, dev, port, msg, count, now, hwm)
-                elif type(dev) is HCA:
-                    done = _hca_hop(host, name, dev, port, msg, count, now)
-            except Exception:  # a bad packet must never kill the host (as receive_data)
-                traceback.print_exc()
-                dev.drops["internal_error"] += 1
-                _finish(host, name, dev, port, None, now)  # what it did send leaves, in order
-                done = 1
+            done = _hop(host, name, devices[name], port, msg, count, now, hwm)
             if not done:
                 _moved = True
                 host.receive_data(name, port, msg, HEADROOM, count, now)
