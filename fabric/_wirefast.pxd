@@ -12,6 +12,7 @@ cdef Py_ssize_t write_ud_packet(uint8_t *out, const uint8_t *payload, Py_ssize_t
                                 unsigned int se) noexcept nogil
 cdef bint _smp_sound(const uint8_t *p, Py_ssize_t plen, unsigned int mclass) noexcept nogil
 cdef int _dr_transit_port(const uint8_t *p, Py_ssize_t plen, int nports) noexcept nogil
+cdef int _dr_route_port(const uint8_t *p, int nports) noexcept nogil
 cdef void _dr_transit_patch(uint8_t *q, int in_port) noexcept nogil
 cdef enum:
     COUNT_RCV = 0  # fabric.devices.port.PENDING's order

@@ -324,9 +324,15 @@ cdef int _dr_transit_port(const uint8_t *p, Py_ssize_t plen, int nports) noexcep
     """Where a directed-route SMP passing through a switch leaves (C14-9:2 outgoing, C14-13:2
     returning): its egress port; 0 when it is not simply passing through (the full path decides);
     -1 when its path names a port this switch lacks (dropped as dr_path). ``nports`` counts port 0."""
-    cdef unsigned int hp, hc, out
     if (p[2] & p[3]) != 0xFF or not _smp_sound(p, plen, CLASS_DR):  # DLID permissive
         return 0
+    return _dr_route_port(p, nports)
+
+
+cdef int _dr_route_port(const uint8_t *p, int nports) noexcept nogil:
+    """``_dr_transit_port`` for an SMP already known to be sound with a permissive DLID: its hop
+    pointer and path alone decide (0: it does not go on from here)."""
+    cdef unsigned int hp, hc, out
     hp = p[SMP_MAD + 6]
     hc = p[SMP_MAD + 7]
     if hc > 63:

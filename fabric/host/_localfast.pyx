@@ -35,7 +35,7 @@ cdef extern from "sys/epoll.h" nogil:
     int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
 
 from cpython cimport array
-from fabric._wirefast cimport (FWD_OUT, _smp_sound, _dr_transit_port, _dr_transit_patch, count_unicast as _count, COUNT_RCV, COUNT_XMIT,
+from fabric._wirefast cimport (FWD_OUT, _smp_sound, _dr_route_port, _dr_transit_patch, count_unicast as _count, COUNT_RCV, COUNT_XMIT,
                               unicast_verdict)
 
 from ..devices import port as _port
@@ -103,7 +103,7 @@ cdef bint _switch_hop(object host, object name, object sw, int in_port, object m
         n, buf = seg
         if not (direct and _hand_on(host, name, out, buf, n, hwm)):
             outbox.append(Segment(out, n, buf))
-    _finish(host, name, sw, in_port, slow, now, not slow)  # the C path alone moves no timer of the switch
+    _finish(host, name, sw, in_port, slow, now, hwm, not slow)  # the C path alone moves no timer of the switch
     return True
 
 
@@ -139,13 +139,12 @@ cdef bint _dr_smp_hop(object host, object name, object sw, object port, int in_p
     if n != HEADROOM + 2 + SMP_PACKET or ((p[HEADROOM] << 8) | p[HEADROOM + 1]) != SMP_PACKET:
         return False
     p += HEADROOM + 2
-    if p[0] != 0xF0 or (p[2] & p[3]) != 0xFF:
-        return False
-    out = _dr_transit_port(p, SMP_PACKET, len(flags))
-    if out == 0:
-        if not _switch_sma(sw, in_port, PyBytes_FromStringAndSize(<char *> p, SMP_PACKET), now):
-            return False  # the full path classifies and counts it
-        _finish(host, name, sw, in_port, None, now)
+    if p[0] != 0xF0 or (p[2] & p[3]) != 0xFF or not _smp_sound(p, SMP_PACKET, SMP_CLASS_DR):
+        return False  # the full path classifies and counts it
+    out = _dr_route_port(p, len(flags))
+    if out == 0:  # its path ends here (or its hop pointer is odd, which the SMI sorts out)
+        _to_own_sma(sw, in_port, PyBytes_FromStringAndSize(<char *> p, SMP_PACKET), now)
+        _finish(host, name, sw, in_port, None, now, hwm)
         return True
     words = (SMP_PACKET - 2) >> 2
     _count(port.counters, COUNT_RCV, 1, words)
@@ -156,23 +155,22 @@ cdef bint _dr_smp_hop(object host, object name, object sw, object port, int in_p
     else:
         _dr_transit_patch(p, in_port)
         _pass_on(host, name, sw, out, msg, words, hwm)
-    _finish(host, name, sw, in_port, None, now, True)
+    _finish(host, name, sw, in_port, None, now, hwm, True)
     return True
 
 
-cdef bint _switch_sma(object sw, int in_port, bytes pkt, double now) except -1:
-    """A directed-route SMP whose path ends at switch ``sw`` (or whose hop pointer is odd, which
-    the SMI sorts out), whole and sound: what ``Switch.receive`` would make of it after its
-    checks, which it passed (counted, then to the management port: ``Switch._local``). False for
-    any other packet, which ``Switch.receive`` takes. The ingress port is up (the caller's)."""
-    cdef const uint8_t *p = <const uint8_t *> PyBytes_AS_STRING(pkt)
-    cdef Py_ssize_t n = len(pkt)
-    if (n != SMP_PACKET or (p[2] & p[3]) != 0xFF or not _smp_sound(p, n, SMP_CLASS_DR)
-            or _dr_transit_port(p, n, len(<bytearray> sw._flags))):
-        return False  # not for here with a permissive DLID, or not sound, or passing through
+cdef inline bint _ends_here(const uint8_t *p, Py_ssize_t n, int nports) noexcept nogil:
+    """A whole, sound directed-route SMP with a permissive DLID that does not go on from this
+    switch (its path ends here, or its hop pointer is odd, which the SMI sorts out)."""
+    return (n == SMP_PACKET and (p[2] & p[3]) == 0xFF and _smp_sound(p, n, SMP_CLASS_DR)
+            and _dr_route_port(p, nports) == 0)
+
+
+cdef void _to_own_sma(object sw, int in_port, bytes pkt, double now) except *:
+    """What ``Switch.receive`` makes of such an SMP after its checks, which it passed: counted,
+    then to the management port (``Switch._local``). The ingress port is up (the caller's)."""
     _count(sw.ports[in_port].counters, COUNT_RCV, 1, (SMP_PACKET - 2) >> 2)
     sw._local(in_port, pkt, now)
-    return True
 
 
 cdef bint _unicast_hop(object host, object name, object sw, object port, int in_port, bytearray msg, double now,
@@ -204,7 +202,7 @@ cdef bint _unicast_hop(object host, object name, object sw, object port, int in_
     words = (plen - 2) >> 2
     _count(port.counters, COUNT_RCV, 1, words)
     _pass_on(host, name, sw, outp, msg, words, hwm)
-    _finish(host, name, sw, in_port, None, now, True)
+    _finish(host, name, sw, in_port, None, now, hwm, True)
     return True
 
 
@@ -218,15 +216,19 @@ cdef void _pass_on(object host, object name, object sw, int out, bytearray msg, 
 
 
 cdef void _finish(object host, object name, object dev, int in_port, object slow, double now,
-                  bint quiet=False) except *:
+                  Py_ssize_t hwm, bint quiet=False) except *:
     """What ``receive_data`` does after the device's burst call: the packets the compiled path
     left go through the device one by one, then its outbox and events are served. ``quiet``: the
     device's software was not called (its next deadline stands)."""
     if slow:
         try:
             if type(dev) is Switch:
+                nports = len(<bytearray> dev._flags)
                 for pkt in slow:
-                    if not _switch_sma(dev, in_port, pkt, now):
+                    if type(pkt) is bytes and _ends_here(<const uint8_t *> PyBytes_AS_STRING(pkt), len(<bytes> pkt),
+                                                         nports):
+                        _to_own_sma(dev, in_port, pkt, now)
+                    else:
                         dev.receive(in_port, pkt, now)
             else:
                 for pkt in slow:
@@ -239,17 +241,12 @@ cdef void _finish(object host, object name, object dev, int in_port, object slow
         _moved = True
         host._stale.add(name)
     if dev.outbox:
-        _send_out(host, name, dev)
+        _send_out(host, name, dev, hwm)
     if dev.events:
         host.handle_events(name, now)
 
 
-# the hosts' SNDHWM (how many bursts the in-process links may hold), as the entry points below
-# are given it; 0 until one is called, which sends everything through drain
-cdef Py_ssize_t _hwm = 0
-
-
-cdef void _send_out(object host, object name, object dev) except *:
+cdef void _send_out(object host, object name, object dev, Py_ssize_t hwm) except *:
     """``host.drain`` for what a device just sent, with what can go straight onto an in-process
     link handed on at once (``_hand_on``: nothing of that link waits in the transmit queue, no
     capture, room in the queue), in order: a Segment as it is, a packet ``(port, octets)`` in a
@@ -262,7 +259,7 @@ cdef void _send_out(object host, object name, object dev) except *:
     while i < n:
         item = outbox[i]
         if type(item) is Segment:
-            if not _hand_on(host, name, (<object> item).port, (<object> item).buf, (<object> item).count, _hwm):
+            if not _hand_on(host, name, (<object> item).port, (<object> item).buf, (<object> item).count, hwm):
                 break
         elif type(item) is tuple and len(<tuple> item) == 2 and type((<tuple> item)[1]) is bytes:
             pkt = (<tuple> item)[1]
@@ -275,7 +272,7 @@ cdef void _send_out(object host, object name, object dev) except *:
             q[HEADROOM] = plen >> 8
             q[HEADROOM + 1] = plen & 0xFF
             memcpy(q + HEADROOM + 2, PyBytes_AS_STRING(pkt), plen)
-            if not _hand_on(host, name, (<tuple> item)[0], buf, 1, _hwm):
+            if not _hand_on(host, name, (<tuple> item)[0], buf, 1, hwm):
                 break
         else:
             break
@@ -287,7 +284,7 @@ cdef void _send_out(object host, object name, object dev) except *:
 
 
 cdef int _hca_hop(object host, object name, object hca, int in_port, object msg, object count,
-                  double now) except -1:
+                  double now, Py_ssize_t hwm) except -1:
     """``HCA.receive_burst`` when its ``rx_accel`` (the IPoIB fast provider's receive in C) takes
     the burst: 1, or 2 when the receiver says the burst is up already with nothing left for the
     node's software (``rx_accel.quiet``: the NAPI poll ran in C right after the interrupt). A
@@ -296,7 +293,7 @@ cdef int _hca_hop(object host, object name, object hca, int in_port, object msg,
     (no rx_accel, a port not Active, bad framing)."""
     rx = hca.rx_accel
     if count == 1 and type(msg) is bytearray and (rx is None or _vl15(msg)):
-        return _hca_lone(host, name, hca, in_port, msg, now)
+        return _hca_lone(host, name, hca, in_port, msg, now, hwm)
     if rx is None:
         return False
     port = hca.ports.get(in_port)
@@ -313,7 +310,7 @@ cdef int _hca_hop(object host, object name, object hca, int in_port, object msg,
             qps[qpn].received += n
     quiet = slow is not None and not slow and getattr(rx, "quiet", False) is True
     _finish(host, name, hca, in_port, decode_burst_packets(msg, HEADROOM, count) if slow is None else slow, now,
-            quiet)
+            hwm, quiet)
     return 2 if quiet else 1
 
 
@@ -321,7 +318,8 @@ cdef inline bint _vl15(bytearray msg) noexcept:
     return len(msg) > HEADROOM + 2 and ((<uint8_t *> PyByteArray_AS_STRING(msg))[HEADROOM + 2] >> 4) == 15
 
 
-cdef int _hca_lone(object host, object name, object hca, int in_port, bytearray msg, double now) except -1:
+cdef int _hca_lone(object host, object name, object hca, int in_port, bytearray msg, double now,
+                   Py_ssize_t hwm) except -1:
     """A burst of one packet that the HCA's per-packet path takes (an SMP, a GMP, anything while
     the node has no compiled receive): ``HCA.receive``'s port check and count made here, then
     ``receive_local`` with the packet, without the burst's decoding and the calls around it. 0
@@ -343,7 +341,7 @@ cdef int _hca_lone(object host, object name, object hca, int in_port, bytearray 
         return 0
     _count(port.counters, COUNT_RCV, 1, (plen - 2) >> 2)  # as count_rcv: before any check
     hca.receive_local(in_port, PyBytes_FromStringAndSize(<const char *> p, plen), now)
-    _finish(host, name, hca, in_port, None, now)
+    _finish(host, name, hca, in_port, None, now, hwm)
     return 1
 
 
@@ -416,8 +414,6 @@ def read_ready(host, reader, double now, Py_ssize_t budget, Py_ssize_t hwm):
     A quiet reader (``fn(now)`` is True: it called no software of the node) leaves the node's
     timers alone and its sends go on at once (``express``); any other result runs the node's
     software if due and drains its outbox, as after a burst."""
-    global _hwm
-    _hwm = hwm
     name, fn = reader
     dev = host.devices[name]
     try:
@@ -435,7 +431,7 @@ def read_ready(host, reader, double now, Py_ssize_t budget, Py_ssize_t hwm):
         if quiet:
             _express(host, name, dev, budget, hwm)
         else:
-            _send_out(host, name, dev)
+            _send_out(host, name, dev, hwm)
 
 
 def express(host, name, dev, Py_ssize_t budget, Py_ssize_t hwm):
@@ -447,9 +443,7 @@ def express(host, name, dev, Py_ssize_t budget, Py_ssize_t hwm):
 
 
 cdef _express(host, name, dev, Py_ssize_t budget, Py_ssize_t hwm):
-    global _hwm
-    _hwm = hwm
-    _send_out(host, name, dev)
+    _send_out(host, name, dev, hwm)
     if host.local_q:
         _run_local(host, budget, hwm)
 
@@ -460,8 +454,6 @@ def data_burst(host, name, int port, data, Py_ssize_t count, double now, Py_ssiz
     over an in-process link, and receive_data for whatever they leave. A burst of one packet is
     copied into a buffer of ours first, so that the single-packet hops can work in place: in a
     fabric over several processes that is every SMP of a sweep at every switch it crosses."""
-    global _hwm
-    _hwm = hwm
     dev = host.devices[name]
     msg = PyByteArray_FromStringAndSize(PyBytes_AS_STRING(data), len(data)) \
         if count == 1 and type(data) is bytes else data
@@ -477,11 +469,11 @@ cdef int _hop(object host, object name, object dev, int port, object msg, object
         if type(dev) is Switch:
             return _switch_hop(host, name, dev, port, msg, count, now, hwm)
         if type(dev) is HCA:
-            return _hca_hop(host, name, dev, port, msg, count, now)
+            return _hca_hop(host, name, dev, port, msg, count, now, hwm)
     except Exception:  # a bad packet must never kill the host (as receive_data)
         traceback.print_exc()
         dev.drops["internal_error"] += 1
-        _finish(host, name, dev, port, None, now)  # what it did send leaves, in order
+        _finish(host, name, dev, port, None, now, hwm)  # what it did send leaves, in order
         return 1
     return 0
 
@@ -492,8 +484,6 @@ def run_local(host, Py_ssize_t budget, Py_ssize_t hwm):
 
 
 cdef _run_local(host, Py_ssize_t budget, Py_ssize_t hwm):
-    global _hwm
-    _hwm = hwm
     global _moved
     local_q = host.local_q
     popleft = local_q.popleft
