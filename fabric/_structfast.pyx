@@ -117,6 +117,10 @@ cdef class StructCodec:
                     _put_be(p + self.offs[i] + j * self.nbytes[i], v, self.nbytes[i])
         return out
 
+    def pack_fields(self, dict d):
+        """``pack_dict`` for Python: the octets of a struct with the fields ``d``, or None."""
+        return self.pack_dict(d)
+
     def unpack_at(self, data, Py_ssize_t o):
         """A new instance from ``size`` octets of ``data`` at ``o`` (the generated code's, with
         its error, when they are not there)."""

@@ -458,6 +458,87 @@ def smp_answer(const unsigned char[::1] req not None, int in_port, const unsigne
     return out
 
 
+# -- ibsim's client protocol (fabric.simproto) ---------------------------------------------------
+# struct sim_request: dlid u32, slid u32, dqp, sqp, status, 4 octets of padding, length u64, mad[256]
+
+cdef enum:
+    SIM_REQUEST = 288
+    SIM_MAD = 32  # where the MAD starts in a sim_request
+    MAD_TID = 8
+    DR_HOP_PTR = 6
+    DR_HOP_CNT = 7
+    DR_SLID = 32
+    DR_PATH = 128
+
+
+def sim_dr_request(const unsigned char[::1] raw not None, unsigned int index):
+    """A client's ``sim_request`` carrying a plain outgoing directed-route request (what
+    ``fabric.devices.hca.send_dr_request`` takes: base version 1, class 0x81, a request, D=0, hop
+    pointer 0, hop count 1 to 63, both DR LIDs permissive) as the packet its HCA sends:
+    ``(TID, port, packet)``, the TID with the client's ``index`` in its top 16 bits (where the
+    answer finds its way back), the port InitialPath[1] names, the packet LRH to VCRC with the
+    hop pointer at 1, octet for octet what ``send_dr_request`` builds. None for anything else."""
+    cdef const uint8_t *m
+    cdef uint8_t *q
+    cdef bytes out
+    cdef unsigned long long tid = 0
+    cdef int k
+    if raw.shape[0] != SIM_REQUEST or index > 0xFFFF:
+        return None
+    m = &raw[SIM_MAD]
+    if (m[0] != 1 or m[1] != CLASS_DR or m[3] & 0x80 or m[4] & 0x80 or m[DR_HOP_PTR]
+            or not 1 <= m[DR_HOP_CNT] <= 63
+            or m[DR_SLID] != 0xFF or m[DR_SLID + 1] != 0xFF or m[DR_SLID + 2] != 0xFF or m[DR_SLID + 3] != 0xFF):
+        return None
+    out = PyBytes_FromStringAndSize(NULL, SMP_PACKET)
+    q = <uint8_t *> PyBytes_AS_STRING(out)
+    # LRH: VL15, SL 0, no GRH, both LIDs permissive; BTH: UD SEND only, P_Key 0xFFFF, QP0, PSN 0;
+    # DETH: Q_Key 0, SrcQP 0
+    q[0] = 0xF0
+    q[1] = 2
+    q[2] = q[3] = q[6] = q[7] = 0xFF
+    q[4] = 0
+    q[5] = (SMP_PACKET - 2) >> 2
+    memset(q + 8, 0, 20)
+    q[8] = 0x64
+    q[10] = q[11] = 0xFF
+    memcpy(q + SMP_MAD, m, 256)
+    q[SMP_MAD + DR_HOP_PTR] = 1  # the originating node's step (C14-9:1)
+    for k in range(8):
+        tid = (tid << 8) | m[MAD_TID + k]
+    tid = (tid & 0xFFFFFFFFFFFF) | (<unsigned long long> index << 48)
+    for k in range(8):
+        q[SMP_MAD + MAD_TID + k] = <uint8_t> (tid >> (8 * (7 - k)))
+    seal_local(q, SMP_PACKET)
+    return tid, m[DR_PATH + 1], out
+
+
+def sim_dr_answer(const unsigned char[::1] packet not None, unsigned int lid):
+    """A directed-route answer back at its requester (``smp_arrival``'s SMP_RESPONSE_DR) as the
+    ``sim_request`` a client receives: ``(TID, datagram)``, DLID ``lid`` (the port's), SLID the
+    packet's, QPs and status 0, length 256, the MAD with its hop pointer at 0 (C14-13:3 leaves it
+    so at the requester)."""
+    cdef uint8_t *q
+    cdef bytes out
+    cdef unsigned long long tid = 0
+    cdef int k
+    if packet.shape[0] != SMP_PACKET:
+        raise ValueError("sim_dr_answer needs a 290-octet SMP packet")
+    out = PyBytes_FromStringAndSize(NULL, SIM_REQUEST)
+    q = <uint8_t *> PyBytes_AS_STRING(out)
+    memset(q, 0, SIM_MAD)
+    q[0] = (lid >> 8) & 0xFF
+    q[1] = lid & 0xFF
+    q[4] = packet[6]
+    q[5] = packet[7]
+    q[30] = 1  # length 256, a big-endian u64 at 24
+    memcpy(q + SIM_MAD, &packet[SMP_MAD], 256)
+    q[SIM_MAD + DR_HOP_PTR] = 0
+    for k in range(8):
+        tid = (tid << 8) | packet[SMP_MAD + MAD_TID + k]
+    return tid, out
+
+
 # -- switch forwarding engine ------------------------------------------------------------------
 
 

@@ -250,3 +250,68 @@ def test_a_client_that_dies_is_detached(live):
     finally:
         c.ctl.close()
         c.data.close()
+
+
+# -- the compiled request and answer against the Python path -----------------------------------------
+
+
+def _wire_and_datagrams(compiled: bool, monkeypatch) -> tuple:
+    """What node0003's HCA put on the wire and what its clients got for a set of requests, with
+    the compiled octet paths or without them."""
+    from fabric.simproto import endpoint
+
+    if not compiled:
+        monkeypatch.setattr(endpoint, "_dr_request", None)
+        monkeypatch.setattr(endpoint, "_dr_answer", None)
+    rig = Rig()
+    wire = []
+    orig = rig.hca._transmit
+    rig.hca._transmit = lambda port, raw: (wire.append((port.num, bytes(raw))), orig(port, raw))[1]
+    i = rig.connect()
+    j = rig.connect(pid=4343)
+
+    def dr(tid, path, **kw):
+        return w.new_mad(w.SMPDirected, method=w.GET, tid=tid, attr_id=w.ATTR_NODE_INFO, hop_cnt=len(path) - 1,
+                         dr_slid=0xFFFF, dr_dlid=0xFFFF, initial_path=bytes(path).ljust(64, b"\0"), **kw).pack()
+    rig.request(j, dr(0xFFFF_1234_5678_9ABC, [0, 1, 3]))  # the client's index replaces the TID's top 16 bits
+    rig.request(i, dr(5, [0, 1, 3, 1]))
+    rig.request(i, dr(6, [0, 1], attr_mod=0))
+    rig.request(i, dr(7, [0, 9]))  # out of a port the HCA lacks: dropped, bounced with status 110
+    rig.net.set_link("node0003", 1, False)
+    rig.request(j, dr(8, [0, 1]))  # the port is down: bounced with status 110
+    return wire, {k: [r.pack() for r in v] for k, v in rig.got.items()}, dict(rig.ep.stats), dict(rig.hca.drops)
+
+
+def test_the_compiled_request_and_answer_are_the_python_paths_octets(monkeypatch):
+    from fabric.wire.compiled import wirefast
+
+    if wirefast is None:
+        pytest.skip("the compiled wire helpers are not built (FABRIC_BACKEND=std)")
+    fast = _wire_and_datagrams(True, monkeypatch)
+    monkeypatch.undo()
+    slow = _wire_and_datagrams(False, monkeypatch)
+    assert fast == slow
+    wire, got, stats, drops = fast
+    assert len(wire) == 3 and stats["refused_sends"] == 2 and drops["dr_originate"] == 1
+    assert [sw.Request.unpack(d).status for d in got[0]] == [0, 0, sw.STATUS_TIMEOUT]
+    assert w.parse_mad(sw.Request.unpack(got[1][0]).mad).tid == 0x1234_5678_9ABC | (1 << TID_HI_SHIFT)
+
+
+def test_only_a_plain_directed_route_request_takes_the_compiled_path():
+    from fabric.wire.compiled import wirefast
+
+    if wirefast is None:
+        pytest.skip("the compiled wire helpers are not built (FABRIC_BACKEND=std)")
+    smp = w.new_mad(w.SMPDirected, method=w.GET, tid=1, attr_id=w.ATTR_NODE_INFO, hop_cnt=1, dr_slid=0xFFFF,
+                    dr_dlid=0xFFFF, initial_path=bytes([0, 2]).ljust(64, b"\0")).pack()
+    ok = sw.Request(0xFFFF, 0xFFFF, 0, 0, 0, 256, smp).pack()
+    tid, port, packet = wirefast.sim_dr_request(ok, 3)
+    assert (tid, port, len(packet)) == (1 | 3 << TID_HI_SHIFT, 2, 290)
+
+    def spoiled(offset, value):
+        m = bytearray(smp)
+        m[offset] = value
+        return sw.Request(0xFFFF, 0xFFFF, 0, 0, 0, 256, bytes(m)).pack()
+    for offset, value in [(0, 2), (1, 0x01), (3, 0x81), (4, 0x80), (6, 1), (7, 0), (7, 64), (32, 0), (35, 0x7F)]:
+        assert wirefast.sim_dr_request(spoiled(offset, value), 3) is None, (offset, value)
+    assert wirefast.sim_dr_request(ok[:-1], 3) is None and wirefast.sim_dr_request(ok, 1 << 16) is None

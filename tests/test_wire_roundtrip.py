@@ -393,3 +393,17 @@ def test_array_given_as_list_roundtrips_equal():
     assert wire.LinearForwardingTable.unpack(lft.pack()) == lft
     assert hash(wire.LinearForwardingTable.unpack(lft.pack())) == hash(lft)
     assert lft.replace(ports=[1] * 64) == wire.LinearForwardingTable(ports=(1,) * 64)
+
+
+def test_pack_fields_is_the_constructor_and_pack():
+    """What the SMA packs from a port's fields without the object: the same octets, a field not
+    given at its default, and the constructor's and the packer's errors for what they refuse."""
+    from fabric.devices.port import Port
+
+    d = Port(3, guid=0x1234).port_info_fields(2, 7, sm_lid=1, lmc=2)
+    assert wire.PortInfo.pack_fields(d) == wire.PortInfo(**d).pack()
+    assert wire.PortInfo.pack_fields({}) == wire.PortInfo().pack()
+    with pytest.raises(TypeError):
+        wire.PortInfo.pack_fields(dict(d, no_such_field=1))
+    with pytest.raises(WireError):
+        wire.PortInfo.pack_fields(dict(d, lid=1 << 16))

@@ -312,7 +312,7 @@ class Device:
             # LocalPortNum is the port this SMP came in on, whichever port it asks about (IBA
             # 14.2.5.6): a switch's ports all answer with the ingress port, which is how a
             # discovery (ibnetdiscover) tells where it came from
-            return self.port_info(port, in_port)
+            return self.port_info_octets(port, in_port)
         if aid == w.ATTR_PKEY_TABLE:
             port, block = self.pkey_port_block(mod, in_port)
             n = w.PKEY_BLOCK
@@ -352,10 +352,17 @@ class Device:
     def pkey_port_block(self, mod: int, in_port: int) -> tuple:
         return self.mgmt_port(in_port), mod & 0xFFFF
 
+    def port_info_fields(self, port: Port, local_port: int | None = None) -> dict:
+        """``port``'s PortInfo fields as this device answers them, LocalPortNum ``local_port`` (the
+        port the SMP came in on) when given."""
+        return port.port_info_fields(local_port)
+
     def port_info(self, port: Port, local_port: int | None = None) -> w.PortInfo:
-        """``port``'s PortInfo as this device answers it, LocalPortNum ``local_port`` (the port
-        the SMP came in on) when given."""
-        return port.port_info(local_port)
+        return w.PortInfo(**self.port_info_fields(port, local_port))
+
+    def port_info_octets(self, port: Port, local_port: int | None = None) -> bytes:
+        """:meth:`port_info` packed, without the object (the SMA's answer)."""
+        return w.PortInfo.pack_fields(self.port_info_fields(port, local_port))
 
     def set_port_info(self, port: Port, pi: w.PortInfo, now: float) -> None:
         """Apply a PortInfo Set. Validation comes first so that an invalid Set changes nothing."""
@@ -373,10 +380,16 @@ class Device:
             raise SmpError(w.STATUS_INVALID_FIELD, "LMC above 7")
         self.apply_port_info(port, pi, now)
 
+    def addressable(self, port: Port) -> bool:
+        """Whether a PortInfo Set gives ``port`` its LID, LMC and SM LID (a switch's external
+        ports have none of their own)."""
+        return True
+
     def apply_port_info(self, port: Port, pi: w.PortInfo, now: float) -> None:
         old_lid, old_sm = port.lid, port.sm_lid
         port.m_key, port.gid_prefix = pi.m_key, pi.gid_prefix
-        port.lid, port.sm_lid, port.lmc = pi.lid, pi.master_sm_lid, pi.lmc
+        if self.addressable(port):
+            port.lid, port.sm_lid, port.lmc = pi.lid, pi.master_sm_lid, pi.lmc
         port.m_key_lease, port.m_key_protect = pi.m_key_lease_period, pi.m_key_protect_bits
         port.sm_sl, port.subnet_timeout, port.resp_time = pi.master_sm_sl, pi.subnet_timeout, pi.resp_time_value
         if pi.neighbor_mtu:

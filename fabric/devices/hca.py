@@ -295,12 +295,16 @@ class HCA(Device):
         for pkt in slow:
             self.receive(in_port, pkt, now)
 
-    def receive_local(self, in_port: int, data: bytes, now: float) -> None:
+    def receive_local(self, in_port: int, data: bytes, now: float) -> int | None:
         """The ingress checks of :data:`fabric.devices.ingress.HCA_INGRESS`, in that order, then
-        delivery to the QP (or QPs, for multicast), the SMA or the GSI."""
+        delivery to the QP (or QPs, for multicast), the SMA or the GSI. :data:`TAKEN_BY_DEVICE`
+        when the SMA or software attached through ibsim's protocol took it by the compiled path
+        (no software of the node ran: the device host need not run its timers)."""
         n = len(data)
-        if n == SMP_PACKET_LEN and smp_arrival is not None and data[0] == 0xF0 and self._smp_fast(in_port, data, now):
-            return
+        if n == SMP_PACKET_LEN and smp_arrival is not None and data[0] == 0xF0:
+            taken = self._smp_fast(in_port, data, now)
+            if taken:
+                return taken
         port = self.ports[in_port]
         if n < 8 + 12 + 8 + 6 or ((data[4] & 7) << 8 | data[5]) * 4 + 2 != n:
             return self._reject("malformed", port)
@@ -361,24 +365,24 @@ class HCA(Device):
             return self.handle_qp1(pkt, in_port, pidx, now)
         self._deliver(qp, pkt, in_port, pidx)
 
-    def _smp_fast(self, in_port: int, data, now: float) -> bool:
-        """SMPs by the compiled path: a request to our SMA (Device.sma_fast), or the answer to our
-        SM's directed-route request, parsed once and handed to it (``sm_consumer`` gets no
-        UDPacket then: None). False: the full path."""
+    def _smp_fast(self, in_port: int, data, now: float) -> int:
+        """SMPs by the compiled path: a request to our SMA (Device.sma_fast), or the answer to a
+        directed-route request: to software attached through ibsim's protocol (OpenSM) as its
+        packet, or to our SM parsed once (``sm_consumer`` gets no UDPacket then: None). 0: the
+        full path; TAKEN_BY_DEVICE, or TAKEN_BY_SOFTWARE when our SM took it."""
         kind = smp_arrival(data)
         if kind != SMP_RESPONSE_DR:
-            return bool(kind) and self.sma_fast(in_port, data, now, kind)
+            return TAKEN_BY_DEVICE if kind and self.sma_fast(in_port, data, now, kind) else 0
         if not data[28 + 3] & w.RESPONSE_BIT or self.smp_waiting:
-            return False
+            return 0
+        if self.user_mad is not None:
+            return TAKEN_BY_DEVICE if self.user_mad.take_dr_answer(data, in_port, now) else 0
+        if self.sm_consumer is None:
+            return 0
         mad = bytearray(data[28:28 + w.MAD_SIZE])
         mad[DR_HOP_PTR] = 0  # as C14-13:3 leaves it at the requester
-        if self.user_mad is not None:
-            # software attached through ibsim's protocol (OpenSM) takes its answers as octets
-            return self.user_mad.take_smp_raw(bytes(mad), (data[6] << 8) | data[7], in_port, now)
-        if self.sm_consumer is None:
-            return False
         self.sm_consumer(None, w.SMPDirected.unpack(bytes(mad)), in_port, now)
-        return True
+        return TAKEN_BY_SOFTWARE
 
     def _reject(self, reason: str, port: Port) -> None:
         count_failure(self.drops, port, reason)
@@ -470,6 +474,9 @@ def _smp_packet(smp, *, slid: int, dlid: int) -> bytes:
 
 
 DR_HOP_PTR, DR_HOP_CNT, DR_SLID, DR_INITIAL_PATH = 6, 7, 32, 128  # offsets in a directed-route SMP
+# what HCA.receive_local says of a packet its compiled SMP path took: the device (its SMA) or software
+# attached through ibsim's protocol took it, no software of the node ran; or our SM did
+TAKEN_BY_DEVICE, TAKEN_BY_SOFTWARE = 1, 2
 
 
 def send_dr_request(hca: HCA, port_num: int, mad: bytes) -> bool | None:
@@ -482,14 +489,19 @@ def send_dr_request(hca: HCA, port_num: int, mad: bytes) -> bool | None:
             or mad[DR_HOP_PTR] or not 1 <= mad[DR_HOP_CNT] <= 63
             or mad[DR_SLID:DR_SLID + 4] != b"\xff\xff\xff\xff"):
         return None
-    out = mad[DR_INITIAL_PATH + 1]
+    m = bytearray(mad)
+    m[DR_HOP_PTR] = 1
+    return send_dr_packet(hca, mad[DR_INITIAL_PATH + 1], w.build_ud_packet(
+        slid=w.LID_PERMISSIVE, dlid=w.LID_PERMISSIVE, dest_qp=0, src_qp=0, qkey=0, vl=w.VL15, payload=bytes(m)))
+
+
+def send_dr_packet(hca: HCA, out: int, packet: bytes) -> bool:
+    """Such a request, built (``fabric._wirefast.sim_dr_request`` builds it from ibsim's
+    datagram), onto the wire by port ``out`` (its InitialPath[1]). Whether it went."""
     if out not in hca.ports or out == 0:
         hca.drop("dr_originate")
         return False
-    m = bytearray(mad)
-    m[DR_HOP_PTR] = 1
-    return hca.send_raw(out, w.build_ud_packet(slid=w.LID_PERMISSIVE, dlid=w.LID_PERMISSIVE, dest_qp=0, src_qp=0,
-                                              qkey=0, vl=w.VL15, payload=bytes(m)))
+    return hca.send_raw(out, packet)
 
 
 def send_smp(hca: HCA, port_num: int, smp, now: float = 0.0, dlid: int | None = None) -> None:

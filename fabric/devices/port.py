@@ -248,12 +248,12 @@ class Port:
 
     # -- PortInfo ------------------------------------------------------------------------------
 
-    def port_info(self, local_port: int | None = None, lid: int | None = None, *, sm_lid: int | None = None,
-                  lmc: int | None = None, capability_mask: int | None = None) -> sa.PortInfo:
-        """This port's PortInfo; what a device answers differently (a switch's external ports
-        report its LID) comes in as arguments, so that an answer is one object, not a chain of
-        copies (the SMA answers thousands in a sweep)."""
-        return sa.PortInfo(
+    def port_info_fields(self, local_port: int | None = None, lid: int | None = None, *, sm_lid: int | None = None,
+                         lmc: int | None = None, capability_mask: int | None = None) -> dict:
+        """This port's PortInfo fields by name; what a device answers differently (a switch's
+        external ports report its LID) comes in as arguments. The SMA packs the dict as it is
+        (``PortInfo.pack_fields``): an answer costs no object (it answers thousands in a sweep)."""
+        return dict(
             m_key=self.m_key, gid_prefix=self.gid_prefix, lid=self.lid if lid is None else lid,
             master_sm_lid=self.sm_lid if sm_lid is None else sm_lid,
             capability_mask=self.capability_mask if capability_mask is None else capability_mask,
@@ -274,6 +274,12 @@ class Port:
             client_reregister=self.client_reregister, subnet_timeout=self.subnet_timeout,
             resp_time_value=self.resp_time,
         )
+
+    def port_info(self, local_port: int | None = None, lid: int | None = None, *, sm_lid: int | None = None,
+                  lmc: int | None = None, capability_mask: int | None = None) -> sa.PortInfo:
+        """This port's PortInfo (:meth:`port_info_fields` as the attribute)."""
+        return sa.PortInfo(**self.port_info_fields(local_port, lid, sm_lid=sm_lid, lmc=lmc,
+                                                   capability_mask=capability_mask))
 
     def snapshot(self) -> dict:
         return {"port": self.num, "guid": self.guid, "lid": self.lid, "lmc": self.lmc, "sm_lid": self.sm_lid,

@@ -408,17 +408,19 @@ class Switch(Device):
         self._mark(num)  # a Set changes what the C path checks an enforcing port against
         return self.ports[num], mod & 0xFFFF
 
-    def port_info(self, port: Port, local_port: int | None = None) -> w.PortInfo:
+    def port_info_fields(self, port: Port, local_port: int | None = None) -> dict:
         p0 = self.ports[0]
         # external ports report the switch's LID (they have none of their own)
         if port.num != 0:
-            return port.port_info(local_port, p0.lid, sm_lid=p0.sm_lid, lmc=0)
-        return port.port_info(local_port, p0.lid, capability_mask=sa.CAP_IS_TRAP_SUP | sa.CAP_IS_SYS_IMAGE_GUID_SUP)
+            return port.port_info_fields(local_port, p0.lid, sm_lid=p0.sm_lid, lmc=0)
+        return port.port_info_fields(local_port, p0.lid,
+                                     capability_mask=sa.CAP_IS_TRAP_SUP | sa.CAP_IS_SYS_IMAGE_GUID_SUP)
+
+    def addressable(self, port: Port) -> bool:
+        return port.num == 0  # only port 0 takes a LID; the others keep theirs (none)
 
     def apply_port_info(self, port: Port, pi: w.PortInfo, now: float) -> None:
         self._mark(port.num)
-        if port.num != 0:
-            pi = pi.replace(lid=port.lid, master_sm_lid=port.sm_lid, lmc=0)  # only port 0 is addressable
         super().apply_port_info(port, pi, now)
 
     def switch_info(self) -> w.SwitchInfo:

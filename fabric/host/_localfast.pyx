@@ -39,7 +39,7 @@ from fabric._wirefast cimport (FWD_OUT, _smp_sound, _dr_route_port, _dr_transit_
                               unicast_verdict)
 
 from ..devices import port as _port
-from ..devices.hca import HCA
+from ..devices.hca import HCA, TAKEN_BY_DEVICE
 from ..devices.switch import Switch
 from ..wire.burst import BURST_HEADROOM, Segment, decode_burst_packets
 from ..wire.errors import ParseError
@@ -144,7 +144,8 @@ cdef bint _dr_smp_hop(object host, object name, object sw, object port, int in_p
     out = _dr_route_port(p, len(flags))
     if out == 0:  # its path ends here (or its hop pointer is odd, which the SMI sorts out)
         _to_own_sma(sw, in_port, PyBytes_FromStringAndSize(<char *> p, SMP_PACKET), now)
-        _finish(host, name, sw, in_port, None, now, hwm)
+        # a switch without software or traps to resend has no deadline for its SMA to move
+        _finish(host, name, sw, in_port, None, now, hwm, not (sw.agents or sw._traps))
         return True
     words = (SMP_PACKET - 2) >> 2
     _count(port.counters, COUNT_RCV, 1, words)
@@ -322,8 +323,9 @@ cdef int _hca_lone(object host, object name, object hca, int in_port, bytearray 
                    Py_ssize_t hwm) except -1:
     """A burst of one packet that the HCA's per-packet path takes (an SMP, a GMP, anything while
     the node has no compiled receive): ``HCA.receive``'s port check and count made here, then
-    ``receive_local`` with the packet, without the burst's decoding and the calls around it. 0
-    leaves it to ``receive_data`` (a port that is down or absent, bad framing, a multicast DLID)."""
+    ``receive_local`` with the packet, without the burst's decoding and the calls around it; 2
+    when the device alone took it (``TAKEN_BY_DEVICE``: no software of the node ran). 0 leaves
+    it to ``receive_data`` (a port that is down or absent, bad framing, a multicast DLID)."""
     cdef Py_ssize_t n = len(msg), plen
     cdef const uint8_t *p = <const uint8_t *> PyByteArray_AS_STRING(msg) + HEADROOM
     cdef unsigned int dlid
@@ -340,7 +342,12 @@ cdef int _hca_lone(object host, object name, object hca, int in_port, bytearray 
     if port is None or port.phys != PHYS_LINKUP:
         return 0
     _count(port.counters, COUNT_RCV, 1, (plen - 2) >> 2)  # as count_rcv: before any check
-    hca.receive_local(in_port, PyBytes_FromStringAndSize(<const char *> p, plen), now)
+    taken = hca.receive_local(in_port, PyBytes_FromStringAndSize(<const char *> p, plen), now)
+    if taken == TAKEN_BY_DEVICE and not hca.events:
+        # its SMA answered, or an ibsim client (OpenSM) got its answer: no software ran, no
+        # deadline moved, and the host need not run the node's timers (2)
+        _finish(host, name, hca, in_port, None, now, hwm, True)
+        return 2
     _finish(host, name, hca, in_port, None, now, hwm)
     return 1
 

@@ -31,9 +31,14 @@ from dataclasses import dataclass
 
 from .. import wire as w
 from ..devices.base import REVISION
-from ..devices.hca import FW_VERSION, send_dr_request, send_smp
+from ..devices.hca import FW_VERSION, send_dr_packet, send_dr_request, send_smp
 from ..wire import smp_attrs as sa
+from ..wire.compiled import wirefast
 from . import wire as sw
+
+# a plain directed-route request in, its answer out, octets to octets (None: the Python path)
+_dr_request = wirefast.sim_dr_request if wirefast is not None else None
+_dr_answer = wirefast.sim_dr_answer if wirefast is not None else None
 
 log = logging.getLogger(__name__)
 PENDING_S = 30.0  # how long an answer to a client's request is waited for (an RMPP transfer included)
@@ -183,10 +188,27 @@ class SimEndpoint:
 
     # -- a client's MADs into the fabric ------------------------------------------------------
 
-    def on_data(self, index: int, raw: bytes, now: float) -> None:
+    def on_data(self, index: int, raw: bytes, now: float) -> bool:
+        """A data datagram from client ``index``. True when nothing on the node ran for it (a
+        plain directed-route request went out as a packet, or it was dropped): the device host
+        then sends it on at once, as a quiet reader's."""
         client = self.clients.get(index)
         if client is None:
-            return
+            return True
+        plain = _dr_request(raw, index) if _dr_request is not None else None
+        if plain is not None:  # OpenSM's every SMP: what the path below does, in C
+            tid, out, packet = plain
+            self.stats["requests"] += 1
+            client.sent += 1
+            self.pending[tid] = (index, now + PENDING_S, now)
+            self._expire(now)
+            if not send_dr_packet(self.hca, out, packet):
+                self.stats["refused_sends"] += 1
+                req = sw.Request.unpack(raw)
+                mad = bytearray(req.mad)
+                mad[8:16] = tid.to_bytes(8, "big")
+                self._bounce(client, sw.Request(req.dlid, req.slid, req.dqp, req.sqp, 0, req.length, bytes(mad)))
+            return True
         try:
             req = sw.Request.unpack(raw)
         except sw.SimProtoError as exc:
@@ -256,14 +278,25 @@ class SimEndpoint:
                                          sw.MAD_SIZE, mad.pack()))
         return True
 
-    def take_smp_raw(self, mad: bytes, slid: int, in_port: int, now: float) -> bool:
-        """A directed-route answer as octets (HCA._smp_fast): as :meth:`take_smp`, unparsed."""
+    def take_dr_answer(self, packet, in_port: int, now: float) -> bool:
+        """A directed-route answer back at this port, as its packet (HCA._smp_fast): as
+        :meth:`take_smp`, unparsed; the datagram made in C when compiled."""
         if in_port != self.port:
             return False
-        client = self._client_for(int.from_bytes(mad[8:16], "big"), True, now, last=True)
+        lid = self.hca.ports[self.port].lid
+        if _dr_answer is not None:
+            tid, datagram = _dr_answer(packet, lid)
+        else:
+            mad = bytearray(packet[28:28 + w.MAD_SIZE])
+            mad[6] = 0  # the hop pointer, as C14-13:3 leaves it at the requester
+            tid = int.from_bytes(mad[8:16], "big")
+            datagram = sw.Request(lid, (packet[6] << 8) | packet[7], 0, 0, 0, sw.MAD_SIZE, bytes(mad)).pack()
+        client = self._client_for(tid, True, now, last=True)
         if client is None:
             return False
-        self._deliver(client, sw.Request(self.hca.ports[self.port].lid, slid, 0, 0, 0, sw.MAD_SIZE, mad))
+        client.received += 1
+        self.stats["to_clients"] += 1
+        self.send(client.index, datagram)
         return True
 
     def take_gmp(self, pkt, in_port: int, now: float) -> bool:

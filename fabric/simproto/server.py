@@ -100,15 +100,18 @@ class SimServer:
                 except OSError:
                     pass  # the client went away before its answer
 
-    def _on_data(self, index: int, now: float) -> None:
+    def _on_data(self, index: int, now: float) -> bool:
+        """True (a quiet reader: the host sends what it posted on at once, without running the
+        node's timers) when no request called into the node's software."""
+        quiet = True
         for _ in range(READ_BUDGET):
             try:
                 raw = self.outs[index].recv(1024)
-            except BlockingIOError:
-                return
-            except OSError:
-                return
-            self.endpoint.on_data(index, raw, now)
+            except OSError:  # BlockingIOError: all read
+                break
+            if not self.endpoint.on_data(index, raw, now):
+                quiet = False
+        return quiet
 
     def snapshot(self) -> dict:
         return dict(self.endpoint.snapshot(), sockname=self.sockname, device=self.device, dropped=self.dropped)

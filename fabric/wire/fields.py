@@ -110,6 +110,7 @@ class Struct:
             pos -= f.width
             layout.append((f, pos))
         cls._layout = tuple(layout)
+        cls._defaults = {f.name: f.default for f in cls.FIELDS if f.kind not in ("rsvd", "struct")}
         from ._codegen import compile_struct
 
         cls._compiled = compile_struct(cls)
@@ -166,6 +167,20 @@ class Struct:
             raw = (acc >> shift) & ((1 << f.width) - 1)
             object.__setattr__(obj, f.name, _decode(f, raw))
         return obj
+
+    @classmethod
+    def pack_fields(cls, fields: dict) -> bytes:
+        """``cls(**fields).pack()``, without making the object when the compiled codec packs the
+        fields (the rest at their defaults): the SMA packs its answers so."""
+        codec = cls.__dict__.get("_c_codec")
+        if codec is not None:
+            d = cls._defaults.copy()  # a field not given takes its default, as in the constructor
+            d.update(fields)
+            if len(d) == len(cls._names):  # no name the table lacks
+                raw = codec.pack_fields(d)
+                if raw is not None:
+                    return raw
+        return cls(**fields).pack()
 
     # -- conveniences --------------------------------------------------------------------------
 

@@ -182,9 +182,9 @@ def attr_data(mad: Struct, attr_cls: type, offset: int = 0):
     return attr_cls.unpack(mad.data, offset)
 
 
-def put_attr(attr: Struct, size: int) -> bytes:
-    """An attribute padded with zeros to the size of a MAD data area."""
-    raw = attr.pack()
+def put_attr(attr: Struct | bytes, size: int) -> bytes:
+    """An attribute (or its octets) padded with zeros to the size of a MAD data area."""
+    raw = attr if type(attr) is bytes else attr.pack()
     if len(raw) > size:
         raise ValueError(f"{type(attr).__name__} of {len(raw)} octets exceeds the {size}-octet data area")
     return raw.ljust(size, b"\0")
