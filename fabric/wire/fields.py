@@ -111,6 +111,7 @@ class Struct:
             layout.append((f, pos))
         cls._layout = tuple(layout)
         cls._defaults = {f.name: f.default for f in cls.FIELDS if f.kind not in ("rsvd", "struct")}
+        cls._plain = frozenset(cls._defaults)  # the fields a value is stored in as it is given
         from ._codegen import compile_struct
 
         cls._compiled = compile_struct(cls)
@@ -185,9 +186,20 @@ class Struct:
     # -- conveniences --------------------------------------------------------------------------
 
     def replace(self, **values):
+        cls = type(self)
+        plain = cls._plain
+        for k, v in values.items():
+            if k not in plain or type(v) is list:
+                break  # an unknown name, a nested struct, a list for an array: the constructor's way
+        else:  # every value as the constructor keeps it: the copy without the constructor's call
+            obj = cls.__new__(cls)
+            d = obj.__dict__
+            d.update(self.__dict__)
+            d.update(values)
+            return obj
         d = dict(self.__dict__)
         d.update(values)
-        return type(self)(**d)
+        return cls(**d)
 
     def as_dict(self, nested: bool = True) -> dict:
         out = {}
