@@ -168,3 +168,39 @@ def test_a_burst_to_one_port_is_forwarded_without_a_copy(inplace):
     assert seg.port == _port_of(f, sw, "node0003") and seg.count == 4
     assert (seg.buf is burst) == inplace  # a bytes burst cannot be given away: it is copied, once
     assert list(map(bytes, decode_burst_packets(seg.buf, BURST_HEADROOM, 4))) == packets
+
+
+def test_enforcement_set_and_cleared_port_by_port_is_what_the_c_path_checks():
+    """As a sweep's PortInfo Sets do it, one port at a time (``_mark``, no full refresh): the C
+    path enforces on a port from the Set that turns it on, and stops at the Set that turns it off."""
+    random.seed(7)
+    fa, swa = _fab()
+    fb, swb = _fab()
+    in_port = _port_of(fa, swa, "node0001")
+    kinds = _kinds(fa, swa)
+    seq = ["foreign", "blue3", "blue2", "to2", "to3", "foreign", "to4"]
+    for step in ("on", "ingress off", "all off"):
+        for sw in (swa, swb):
+            for n, p in sw.ports.items():
+                if not n:
+                    continue
+                if step == "on":
+                    p.pkey_enforce_in = p.pkey_enforce_out = 1
+                    p.pkeys[:2] = [0xFFFF, 0 if n == _port_of(fa, sw, "node0003") else 0x8001]
+                elif step == "all off" or n == in_port:
+                    p.pkey_enforce_in = p.pkey_enforce_out = 0
+                sw._mark(n)
+        packets = [kinds[k]() for k in seq]
+        swa.outbox.clear()
+        swb.outbox.clear()
+        swa.receive_burst(in_port, _burst(packets, inplace=True), BURST_HEADROOM, len(packets), fa.net.now)
+        swb._receive_each(in_port, bytes(_burst(packets, inplace=False)), BURST_HEADROOM, len(packets), fb.net.now)
+        assert _outputs(swa) == _outputs(swb), step
+        assert _state(swa) == _state(swb), step
+        refused = (swa.drops["pkey_inbound"], swa.drops["pkey_outbound"])
+        if step == "on":  # the ingress port refuses both foreign packets, node0003's port blue3
+            assert refused == (2, 1), dict(swa.drops)
+        elif step == "ingress off":  # now node0002's port refuses the foreign ones on their way out
+            assert refused == (2, 4), dict(swa.drops)
+        else:
+            assert refused == (2, 4), dict(swa.drops)  # nothing refused any more

@@ -123,8 +123,9 @@ class Switch(Device):
     def _refresh_port_table(self) -> None:
         if not self._dirty and self._mtu is not None:
             dirty, self._dirty_ports = self._dirty_ports, set()
-            if all(self._refresh_port(n) for n in dirty):
-                return
+            for n in dirty:
+                self._refresh_port(n)
+            return
         self._refresh_all()
 
     @staticmethod
@@ -139,17 +140,18 @@ class Switch(Device):
         keys = list(self.ports[n].pkeys[:PKEY_SLOTS])
         self._pkeys[n * PKEY_SLOTS:(n + 1) * PKEY_SLOTS] = array.array("H", keys + [0] * (PKEY_SLOTS - len(keys)))
 
-    def _refresh_port(self, n: int) -> bool:
-        """One port's entries; False when its partition enforcement changed (the tables' shape)."""
+    def _refresh_port(self, n: int) -> None:
+        """One port's entries (a sweep's Sets come one port at a time). The first port to enforce
+        partitions brings the flattened tables; a port that stops keeps its rows, unread (the C
+        path reads a port's row only when its flags say it enforces)."""
         p = self.ports[n]
         f = self._port_flags(n, p)
-        if (f ^ self._flags[n]) & 12:
-            return False
         self._flags[n] = f
         self._mtu[n] = sa.MTU_BYTES.get(p.neighbor_mtu, 4096)
         if f & 12:
+            if self._pkeys is None:
+                self._pkeys = array.array("H", bytes(2 * PKEY_SLOTS * (self.num_ports + 1)))
             self._put_pkeys(n)
-        return True
 
     def _mark(self, n: int) -> None:
         self._dirty_ports.add(n)

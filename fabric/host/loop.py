@@ -330,10 +330,14 @@ class DeviceHost(HostOps, CaptureOps):
 
     def handle_events(self, name: str, now: float) -> None:
         dev = self.devices[name]
-        self._stale.add(name)
         if dev.events:
             apply_events(dev, now, control=lambda port, kind: self.send_control(name, port, kind))
             self.drain(name, dev)
+        if dev.agents or dev._traps:
+            # an event can move a deadline of the node's software or of a trap it sent; a device
+            # with neither has none (a switch whose SMA set a port Active: the common case in a
+            # sweep, which then costs no pass of the loop)
+            self._stale.add(name)
 
     def on_monitor(self, mon, host: int, now: float) -> None:
         """The process of a peer host went away (each port cabled to its devices loses its signal,
