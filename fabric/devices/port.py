@@ -29,21 +29,18 @@ _TOP_DATA = (1 << _PC_WIDTH["port_rcv_data"]) - 1
 assert _TOP_PKTS == (1 << _PC_WIDTH["port_xmit_pkts"]) - 1 and _TOP_DATA == (1 << _PC_WIDTH["port_xmit_data"]) - 1
 
 
-def _bulk_counter(pkts_name: str, data_name: str, unicast_name: str):
-    """``fn(counters, pkts, words)``: a method made for one direction, so that a call counts a
-    whole burst with no further call (it runs for every burst at every port)."""
+def _bulk_counter(direction: int):
+    """``fn(counters, pkts, words)``: a method made for one direction (0 received, 1 sent), so
+    that a call counts a whole burst with no further call (it runs for every burst at every port):
+    into ``pending``, as compiled code counts (see PortCounterSet)."""
+    i, j = 2 * direction, 2 * direction + 1
 
     def add(self, pkts: int, words: int) -> None:
-        pc, e = self._pc, self._ext  # adding commutes with the pending counts (see PortCounterSet)
-        v = pc[pkts_name] + pkts
-        pc[pkts_name] = v if v < _TOP_PKTS else _TOP_PKTS
-        v = pc[data_name] + words
-        pc[data_name] = v if v < _TOP_DATA else _TOP_DATA
-        e[pkts_name] += pkts
-        e[data_name] += words
-        e[unicast_name] += pkts
+        q = self.pending
+        q[i] += pkts
+        q[j] += words
 
-    add.__name__ = add.__qualname__ = "add_" + pkts_name.split("_")[1]
+    add.__name__ = add.__qualname__ = "add_" + PENDING[direction][0].split("_")[1]
     return add
 
 
@@ -67,11 +64,11 @@ class PortCounterSet:
     """The PMA counters of one port. PortCounters fields saturate at their width as the spec
     requires; the extended (64-bit) set counts alongside them.
 
-    ``pending`` holds unicast packets and words that compiled code counted (received, then sent:
-    four 64-bit integers) and that are not in the dicts yet: a switch's hop adds to it in C
-    without touching a dict or making an integer object. ``pc`` and ``ext`` fold it in first, so
-    whoever reads them sees every count; adding them later is the same as adding them at once,
-    since a sum saturates the same either way."""
+    ``pending`` holds unicast packets and words counted (received, then sent: four 64-bit
+    integers) and not in the dicts yet: a switch's hop adds to it in C without touching a dict
+    or making an integer object, and the Python paths add to it too. ``pc`` and ``ext`` fold it
+    in first, so whoever reads them sees every count; adding them later is the same as adding
+    them at once, since a sum saturates the same either way."""
 
     __slots__ = ("_pc", "_ext", "lost", "pending")
 
@@ -115,22 +112,28 @@ class PortCounterSet:
         self._pc[name] = v if v < top else top
 
     # bulk unicast counts, as the compiled paths report them per burst
-    add_rcv = _bulk_counter("port_rcv_pkts", "port_rcv_data", "port_unicast_rcv_pkts")
-    add_xmit = _bulk_counter("port_xmit_pkts", "port_xmit_data", "port_unicast_xmit_pkts")
+    add_rcv = _bulk_counter(0)
+    add_xmit = _bulk_counter(1)
 
     def count_xmit(self, octets_on_wire: int, multicast: bool) -> None:
         """One packet sent (LRH through ICRC counted in 4-octet words)."""
         if multicast:
             _count_multicast(self, "port_xmit_pkts", "port_xmit_data", "port_multicast_xmit_pkts", octets_on_wire)
         else:
-            self.add_xmit(1, (octets_on_wire - 2) // 4)
+            q = self.pending  # add_xmit(1, words), without the call
+            q[2] += 1
+            if octets_on_wire > 2:  # a runt (a fuzzed packet of 0 or 1 octets) carries no word
+                q[3] += (octets_on_wire - 2) // 4
 
     def count_rcv(self, octets_on_wire: int, multicast: bool) -> None:
         """One packet received, errors included (IBA 16.1.3.5)."""
         if multicast:
             _count_multicast(self, "port_rcv_pkts", "port_rcv_data", "port_multicast_rcv_pkts", octets_on_wire)
         else:
-            self.add_rcv(1, (octets_on_wire - 2) // 4)
+            q = self.pending  # add_rcv(1, words), without the call
+            q[0] += 1
+            if octets_on_wire > 2:  # a runt (a fuzzed packet of 0 or 1 octets) carries no word
+                q[1] += (octets_on_wire - 2) // 4
 
     def reset(self, select: int, select2: int = 0) -> None:
         pc = self.pc
