@@ -11,6 +11,8 @@ One way out: whatever the HCA sends (a consumer's ``post_send``, a compiled driv
 
 from __future__ import annotations
 
+import enum
+
 from collections import deque
 from dataclasses import dataclass
 
@@ -474,9 +476,19 @@ def _smp_packet(smp, *, slid: int, dlid: int) -> bytes:
 
 
 DR_HOP_PTR, DR_HOP_CNT, DR_SLID, DR_INITIAL_PATH = 6, 7, 32, 128  # offsets in a directed-route SMP
-# what HCA.receive_local says of a packet its compiled SMP path took: the device (its SMA) or software
-# attached through ibsim's protocol took it, no software of the node ran; or our SM did
-TAKEN_BY_DEVICE, TAKEN_BY_SOFTWARE = 1, 2
+
+
+class TakenBy(enum.IntEnum):
+    """What HCA.receive_local says of a packet its compiled SMP path took: the device (its SMA) or
+    software attached through ibsim's protocol took it, and no software of the node ran; or our SM
+    did. Members, not plain numbers: the device host tests for them by identity, so that no other
+    return value reads as one."""
+
+    DEVICE = 1
+    SOFTWARE = 2
+
+
+TAKEN_BY_DEVICE, TAKEN_BY_SOFTWARE = TakenBy.DEVICE, TakenBy.SOFTWARE
 
 
 def send_dr_request(hca: HCA, port_num: int, mad: bytes) -> bool | None:

@@ -343,7 +343,7 @@ cdef int _hca_lone(object host, object name, object hca, int in_port, bytearray 
         return 0
     _count(port.counters, COUNT_RCV, 1, (plen - 2) >> 2)  # as count_rcv: before any check
     taken = hca.receive_local(in_port, PyBytes_FromStringAndSize(<const char *> p, plen), now)
-    if taken == TAKEN_BY_DEVICE and not hca.events:
+    if taken is TAKEN_BY_DEVICE and not hca.events:
         # its SMA answered, or an ibsim client (OpenSM) got its answer: no software ran, no
         # deadline moved, and the host need not run the node's timers (2)
         _finish(host, name, hca, in_port, None, now, hwm, True)
