@@ -294,9 +294,7 @@ class SimEndpoint:
         client = self._client_for(tid, True, now, last=True)
         if client is None:
             return False
-        client.received += 1
-        self.stats["to_clients"] += 1
-        self.send(client.index, datagram)
+        self._send_to(client, datagram)
         return True
 
     def take_gmp(self, pkt, in_port: int, now: float) -> bool:
@@ -333,9 +331,12 @@ class SimEndpoint:
         return next((c for c in self.clients.values() if c.issm), None)
 
     def _deliver(self, client: Client, req: sw.Request) -> None:
+        self._send_to(client, req.pack())
+
+    def _send_to(self, client: Client, datagram: bytes) -> None:
         client.received += 1
         self.stats["to_clients"] += 1
-        self.send(client.index, req.pack())
+        self.send(client.index, datagram)
 
     def _expire(self, now: float) -> None:
         """Forget requests nobody answered (lost in the fabric), at most once a second."""
