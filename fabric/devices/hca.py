@@ -22,6 +22,7 @@ from ..wire.burst import Segment, decode_burst_packets
 from ..wire.compiled import wirefast
 from ..wire.crc import vcrc16
 from .base import SMP_PACKET_LEN, SMP_RESPONSE_DR, Device, smp_arrival
+from . import smi
 from .ingress import count_failure
 from .port import Port
 
@@ -521,8 +522,6 @@ def send_smp(hca: HCA, port_num: int, smp, now: float = 0.0, dlid: int | None = 
     initial path; LID-routed ones go to ``dlid``. What goes on the wire goes to ``hca.outbox``; an
     SMP to this very node (hop count 0, or our own LID) is answered locally and the answer reaches
     the SM consumer."""
-    from . import smi
-
     port = hca.ports[port_num]
     if isinstance(smp, w.SMPDirected):
         if smp.hop_cnt and not smp.d and send_dr_request(hca, port_num, smp.pack()) is not None:

@@ -12,6 +12,7 @@ from .. import wire as w
 from ..devices.hca import send_smp
 from .core import Guid2LidChanged, SMConfig, SubnetManager, SubnetUp
 from .engine import SendSmp
+from .sa.actions import McastChanged, Requester, SaReply, SaReport
 
 SA_HOLD = 1024  # SA requests held until the first sweep gives the SA a subnet; beyond, the oldest go
 MFT_COALESCE_S = 0.02  # joins within it share one MFT update (after a sweep, every port joins)
@@ -71,8 +72,6 @@ class SmAgent:
         self.on_input(self._on_gmp, pkt, in_port, now)
 
     def _on_gmp(self, pkt, in_port: int, now: float) -> None:
-        from .sa import Requester
-
         raw = bytes(pkt.payload)
         try:
             mad = w.parse_mad(raw)
@@ -176,8 +175,6 @@ class SmAgent:
             self._mft_changed(now)
 
     def _do(self, a, now: float) -> None:
-        from .sa import McastChanged, SaReply, SaReport
-
         if isinstance(a, SendSmp):
             send_smp(self.hca, self.port, a.smp, now, dlid=a.dlid)
         elif isinstance(a, SubnetUp):
