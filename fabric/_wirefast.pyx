@@ -471,27 +471,21 @@ cdef enum:
     DR_PATH = 128
 
 
-def sim_dr_request(const unsigned char[::1] raw not None, unsigned int index):
-    """A client's ``sim_request`` carrying a plain outgoing directed-route request (what
-    ``fabric.devices.hca.send_dr_request`` takes: base version 1, class 0x81, a request, D=0, hop
-    pointer 0, hop count 1 to 63, both DR LIDs permissive) as the packet its HCA sends:
-    ``(TID, port, packet)``, the TID with the client's ``index`` in its top 16 bits (where the
-    answer finds its way back), the port InitialPath[1] names, the packet LRH to VCRC with the
-    hop pointer at 1, octet for octet what ``send_dr_request`` builds. None for anything else."""
-    cdef const uint8_t *m
-    cdef uint8_t *q
-    cdef bytes out
-    cdef unsigned long long tid = 0
+cdef inline bint _plain_dr_request(const uint8_t *m) noexcept:
+    """A MAD ``fabric.devices.hca.send_dr_request`` takes on the octets: class 0x81, a request,
+    D=0, hop pointer 0, hop count 1 to 63, both DR LIDs permissive."""
+    return not (m[1] != CLASS_DR or m[3] & 0x80 or m[4] & 0x80 or m[DR_HOP_PTR]
+                or not 1 <= m[DR_HOP_CNT] <= 63
+                or m[DR_SLID] != 0xFF or m[DR_SLID + 1] != 0xFF or m[DR_SLID + 2] != 0xFF
+                or m[DR_SLID + 3] != 0xFF)
+
+
+cdef bytes _dr_request_packet(const uint8_t *m, bint with_tid, unsigned long long tid):
+    """Such a MAD as the packet its HCA sends: LRH to VCRC, the originating node's step taken
+    (hop pointer 1, C14-9:1), the TID replaced by ``tid`` when ``with_tid``."""
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, SMP_PACKET)
+    cdef uint8_t *q = <uint8_t *> PyBytes_AS_STRING(out)
     cdef int k
-    if raw.shape[0] != SIM_REQUEST or index > 0xFFFF:
-        return None
-    m = &raw[SIM_MAD]
-    if (m[0] != 1 or m[1] != CLASS_DR or m[3] & 0x80 or m[4] & 0x80 or m[DR_HOP_PTR]
-            or not 1 <= m[DR_HOP_CNT] <= 63
-            or m[DR_SLID] != 0xFF or m[DR_SLID + 1] != 0xFF or m[DR_SLID + 2] != 0xFF or m[DR_SLID + 3] != 0xFF):
-        return None
-    out = PyBytes_FromStringAndSize(NULL, SMP_PACKET)
-    q = <uint8_t *> PyBytes_AS_STRING(out)
     # LRH: VL15, SL 0, no GRH, both LIDs permissive; BTH: UD SEND only, P_Key 0xFFFF, QP0, PSN 0;
     # DETH: Q_Key 0, SrcQP 0
     q[0] = 0xF0
@@ -503,14 +497,41 @@ def sim_dr_request(const unsigned char[::1] raw not None, unsigned int index):
     q[8] = 0x64
     q[10] = q[11] = 0xFF
     memcpy(q + SMP_MAD, m, 256)
-    q[SMP_MAD + DR_HOP_PTR] = 1  # the originating node's step (C14-9:1)
+    q[SMP_MAD + DR_HOP_PTR] = 1
+    if with_tid:
+        for k in range(8):
+            q[SMP_MAD + MAD_TID + k] = <uint8_t> (tid >> (8 * (7 - k)))
+    seal_local(q, SMP_PACKET)
+    return out
+
+
+def dr_request_packet(const unsigned char[::1] mad not None):
+    """``fabric.devices.hca.send_dr_request``'s packet, built in C: ``(port, packet)`` for a plain
+    directed-route request of 256 octets (see there), the port its InitialPath[1] names; None for
+    any other MAD (the caller's full path decides)."""
+    if mad.shape[0] != 256 or not _plain_dr_request(&mad[0]):
+        return None
+    return mad[DR_PATH + 1], _dr_request_packet(&mad[0], False, 0)
+
+
+def sim_dr_request(const unsigned char[::1] raw not None, unsigned int index):
+    """A client's ``sim_request`` carrying a plain outgoing directed-route request (base version
+    1, and what ``dr_request_packet`` takes) as the packet its HCA sends: ``(TID, port, packet)``,
+    the TID with the client's ``index`` in its top 16 bits (where the answer finds its way back),
+    the port InitialPath[1] names, octet for octet what ``send_dr_request`` builds. None for
+    anything else."""
+    cdef const uint8_t *m
+    cdef unsigned long long tid = 0
+    cdef int k
+    if raw.shape[0] != SIM_REQUEST or index > 0xFFFF:
+        return None
+    m = &raw[SIM_MAD]
+    if m[0] != 1 or not _plain_dr_request(m):
+        return None
     for k in range(8):
         tid = (tid << 8) | m[MAD_TID + k]
     tid = (tid & 0xFFFFFFFFFFFF) | (<unsigned long long> index << 48)
-    for k in range(8):
-        q[SMP_MAD + MAD_TID + k] = <uint8_t> (tid >> (8 * (7 - k)))
-    seal_local(q, SMP_PACKET)
-    return tid, m[DR_PATH + 1], out
+    return tid, m[DR_PATH + 1], _dr_request_packet(m, True, tid)
 
 
 def sim_dr_answer(const unsigned char[::1] packet not None, unsigned int lid):

@@ -490,6 +490,8 @@ class TakenBy(enum.IntEnum):
 
 
 TAKEN_BY_DEVICE, TAKEN_BY_SOFTWARE = TakenBy.DEVICE, TakenBy.SOFTWARE
+# send_dr_request's packet in C (None: the Python below, the reference)
+_dr_request_packet = wirefast.dr_request_packet if wirefast is not None else None
 
 
 def send_dr_request(hca: HCA, port_num: int, mad: bytes) -> bool | None:
@@ -498,6 +500,9 @@ def send_dr_request(hca: HCA, port_num: int, mad: bytes) -> bool | None:
     LIDs permissive. The originating node's step (C14-9:1: hop pointer 1, out of InitialPath[1])
     is done on the octets and the packet built in C, without parsing the MAD. Whether it went on
     the wire; None for any other SMP (``send_smp`` decides)."""
+    if _dr_request_packet is not None:
+        plain = _dr_request_packet(mad)
+        return None if plain is None else send_dr_packet(hca, *plain)
     if (len(mad) != w.MAD_SIZE or mad[1] != w.CLASS_SUBN_DIRECTED or mad[3] & w.RESPONSE_BIT or mad[4] & 0x80
             or mad[DR_HOP_PTR] or not 1 <= mad[DR_HOP_CNT] <= 63
             or mad[DR_SLID:DR_SLID + 4] != b"\xff\xff\xff\xff"):

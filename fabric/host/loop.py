@@ -391,7 +391,6 @@ class DeviceHost(HostOps, CaptureOps):
                 break
             env, body = (frames[:-1], None), frames[-1]
             op = None
-            self._stale.update(self.devices)  # an operation may reach into any device
             try:
                 req = msgpack.unpackb(body, raw=False)
                 if not isinstance(req, dict):
@@ -399,6 +398,8 @@ class DeviceHost(HostOps, CaptureOps):
                 rid = req.pop("id", None)
                 env = (frames[:-1], rid if type(rid) in (int, str) or rid is None else None)
                 op = req.get("op")
+                if op not in self.READ_ONLY_OPS:
+                    self._stale.update(self.devices)  # an operation may reach into any device
                 result = self.rpc(env, req, now)
                 if result is not DEFERRED:
                     self.reply(env, True, result)
