@@ -481,27 +481,18 @@ cdef inline bint _plain_dr_request(const uint8_t *m) noexcept:
 
 
 cdef bytes _dr_request_packet(const uint8_t *m, bint with_tid, unsigned long long tid):
-    """Such a MAD as the packet its HCA sends: LRH to VCRC, the originating node's step taken
-    (hop pointer 1, C14-9:1), the TID replaced by ``tid`` when ``with_tid``."""
+    """Such a MAD as the packet its HCA sends (``write_ud_packet``: VL15, both LIDs permissive,
+    QP0, Q_Key 0), the originating node's step taken (hop pointer 1, C14-9:1), the TID replaced
+    by ``tid`` when ``with_tid``."""
+    cdef uint8_t mad[256]
     cdef bytes out = PyBytes_FromStringAndSize(NULL, SMP_PACKET)
-    cdef uint8_t *q = <uint8_t *> PyBytes_AS_STRING(out)
     cdef int k
-    # LRH: VL15, SL 0, no GRH, both LIDs permissive; BTH: UD SEND only, P_Key 0xFFFF, QP0, PSN 0;
-    # DETH: Q_Key 0, SrcQP 0
-    q[0] = 0xF0
-    q[1] = 2
-    q[2] = q[3] = q[6] = q[7] = 0xFF
-    q[4] = 0
-    q[5] = (SMP_PACKET - 2) >> 2
-    memset(q + 8, 0, 20)
-    q[8] = 0x64
-    q[10] = q[11] = 0xFF
-    memcpy(q + SMP_MAD, m, 256)
-    q[SMP_MAD + DR_HOP_PTR] = 1
+    memcpy(mad, m, 256)
+    mad[DR_HOP_PTR] = 1
     if with_tid:
         for k in range(8):
-            q[SMP_MAD + MAD_TID + k] = <uint8_t> (tid >> (8 * (7 - k)))
-    seal_local(q, SMP_PACKET)
+            mad[MAD_TID + k] = <uint8_t> (tid >> (8 * (7 - k)))
+    write_ud_packet(<uint8_t *> PyBytes_AS_STRING(out), mad, 256, 0xFFFF, 0xFFFF, 0, 0xFFFF, 0, 0, 0, 0, 15, 0)
     return out
 
 
