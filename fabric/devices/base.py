@@ -133,6 +133,12 @@ class Device:
             if d is not None and d <= now:
                 agent.tick(now)
 
+    def keeps_time(self) -> bool:
+        """Whether this device can have a deadline at all: software on it (agents) or traps to
+        resend. One with neither has none (``next_deadline`` is None) whatever happens to it, so
+        the device host need not ask it again after it was called."""
+        return bool(self.agents or self._traps)
+
     def next_deadline(self) -> float | None:
         best = None
         for a in self.agents:

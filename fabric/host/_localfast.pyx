@@ -145,7 +145,7 @@ cdef bint _dr_smp_hop(object host, object name, object sw, object port, int in_p
     if out == 0:  # its path ends here (or its hop pointer is odd, which the SMI sorts out)
         _to_own_sma(sw, in_port, PyBytes_FromStringAndSize(<char *> p, SMP_PACKET), now)
         # a switch without software or traps to resend has no deadline for its SMA to move
-        _finish(host, name, sw, in_port, None, now, hwm, not (sw.agents or sw._traps))
+        _finish(host, name, sw, in_port, None, now, hwm, not sw.keeps_time())
         return True
     words = (SMP_PACKET - 2) >> 2
     _count(port.counters, COUNT_RCV, 1, words)

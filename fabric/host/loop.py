@@ -333,7 +333,7 @@ class DeviceHost(HostOps, CaptureOps):
         if dev.events:
             apply_events(dev, now, control=lambda port, kind: self.send_control(name, port, kind))
             self.drain(name, dev)
-        if dev.agents or dev._traps:
+        if dev.keeps_time():
             # an event can move a deadline of the node's software or of a trap it sent; a device
             # with neither has none (a switch whose SMA set a port Active: the common case in a
             # sweep, which then costs no pass of the loop)
@@ -419,7 +419,7 @@ class DeviceHost(HostOps, CaptureOps):
             due, devices = self._due, self.devices
             for name in self._stale:
                 dev = devices[name]
-                d = dev.next_deadline() if dev._traps or dev.agents else None
+                d = dev.next_deadline() if dev.keeps_time() else None
                 if d is None:
                     due.pop(name, None)
                 else:

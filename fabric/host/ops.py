@@ -180,7 +180,7 @@ class HostOps:
     # Operations that only read (states, counters, snapshots): no device's deadline can move, so
     # the host does not ask every device for it again after one. The launcher asks ``sm_status``
     # 50 times a second during a sweep, and the SM's host then asked its 175-700 devices each time.
-    READ_ONLY_OPS = frozenset({"specs", "ops", "hello", "status", "link_states", "counters", "all_counters",
+    READ_ONLY_OPS = frozenset({"ops", "hello", "status", "link_states", "counters", "all_counters",
                                "top", "sm_status", "sim_status"})
 
     # -- dispatch ------------------------------------------------------------------------------

@@ -200,41 +200,50 @@ class SimEndpoint:
             tid, out, packet = plain
             self.stats["requests"] += 1
             client.sent += 1
-            self.pending[tid] = (index, now + PENDING_S, now)
-            self._expire(now)
+            self._await(index, tid, now)
             if not send_dr_packet(self.hca, out, packet):
-                self.stats["refused_sends"] += 1
                 req = sw.Request.unpack(raw)
                 mad = bytearray(req.mad)
                 mad[8:16] = tid.to_bytes(8, "big")
-                self._bounce(client, sw.Request(req.dlid, req.slid, req.dqp, req.sqp, 0, req.length, bytes(mad)))
+                self._refused(client, req, mad)
             return True
         try:
             req = sw.Request.unpack(raw)
         except sw.SimProtoError as exc:
             self.stats["bad_requests"] += 1
             log.warning("%s: client %d: %s", self.hca.name, index, exc)
-            return
+            return False
         self.stats["requests"] += 1
         client.sent += 1
         mad = bytearray(req.mad)
         if mad[0] != w.BASE_VERSION:
             self.stats["bad_requests"] += 1
-            return self._bounce(client, req)
+            self._bounce(client, req)
+            return False
         mgmt_class, method = mad[1], mad[3]
         response = bool(method & w.RESPONSE_BIT)
         if not response:
             tid = (int.from_bytes(mad[8:16], "big") & ((1 << TID_HI_SHIFT) - 1)) | (index << TID_HI_SHIFT)
             mad[8:16] = tid.to_bytes(8, "big")
-            self.pending[tid] = (index, now + PENDING_S, now)
-            self._expire(now)
+            self._await(index, tid, now)
         if mgmt_class in (w.CLASS_SUBN_LID, w.CLASS_SUBN_DIRECTED):
             ok = self._send_smp(bytes(mad), req, now)
         else:
             ok = self._send_gmp(bytes(mad), req, now)
         if not ok:
-            self.stats["refused_sends"] += 1
-            self._bounce(client, sw.Request(req.dlid, req.slid, req.dqp, req.sqp, 0, req.length, bytes(mad)))
+            self._refused(client, req, mad)
+        return False
+
+    def _await(self, index: int, tid: int, now: float) -> None:
+        """Client ``index`` sent a request with ``tid`` (its index in the top bits): its answer
+        goes back to it."""
+        self.pending[tid] = (index, now + PENDING_S, now)
+        self._expire(now)
+
+    def _refused(self, client: Client, req: sw.Request, mad: bytearray) -> None:
+        """The HCA could not send ``mad`` (the request with our TID): back to the client at once."""
+        self.stats["refused_sends"] += 1
+        self._bounce(client, sw.Request(req.dlid, req.slid, req.dqp, req.sqp, 0, req.length, bytes(mad)))
 
     def _send_smp(self, mad: bytes, req: sw.Request, now: float) -> bool:
         sent = send_dr_request(self.hca, self.port, mad)  # the plain directed-route request: as octets
