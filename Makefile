@@ -12,11 +12,13 @@ STAMP  := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py $(wildcard ipoib/*.pyx ipoib/*.pxd fabric/*.pyx fabric/*.pxd fabric/*.h ipoib/*.h fabric/host/*.pyx)
+PYX := $(wildcard ipoib/*.pyx fabric/*.pyx fabric/*/*.pyx)
+
+$(STAMP): pyproject.toml setup.py $(PYX) $(wildcard ipoib/*.pxd fabric/*.pxd fabric/*.h ipoib/*.h)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -e '.[dev]'
-	$(PY) -c "import ipoib._fastring, ipoib._fasttun, ipoib._fastrx, ipoib._fastpath, fabric._wirefast, fabric._structfast, fabric.host._localfast"  # the extensions must have been built
+	$(PY) -c "import ipoib._fastring, ipoib._fasttun, ipoib._fastrx, ipoib._fastpath, fabric._wirefast, fabric._structfast, fabric.host._localfast, fabric.devices._smafast, fabric.simproto._simfast"  # the extensions must have been built
 	touch $@
 
 # Debian packages the tests use (tshark; later opensm, ibsim-utils, infiniband-diags).
@@ -53,5 +55,5 @@ fabric: install
 	$(VENV)/bin/ibfab demo $(TOPO)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .benchmarks $(patsubst %.pyx,%.c,$(wildcard ipoib/*.pyx fabric/*.pyx)) ipoib/*.so fabric/*.so runs
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .benchmarks $(patsubst %.pyx,%.c,$(PYX)) ipoib/*.so fabric/*.so fabric/*/*.so runs
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

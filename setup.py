@@ -20,6 +20,10 @@ extensions = [
 ] + [Extension("fabric._wirefast", ["fabric/_wirefast.pyx"], include_dirs=["fabric"], depends=["fabric/crcfold.h"],
                extra_compile_args=["-O3"]),
                Extension("fabric._structfast", ["fabric/_structfast.pyx"], extra_compile_args=["-O3"]),
+               Extension("fabric.devices._smafast", ["fabric/devices/_smafast.pyx"], include_dirs=["fabric"],
+                         extra_compile_args=["-O3"]),
+               Extension("fabric.simproto._simfast", ["fabric/simproto/_simfast.pyx"], include_dirs=["fabric"],
+                         extra_compile_args=["-O3"]),
                Extension("fabric.host._localfast", ["fabric/host/_localfast.pyx"], extra_compile_args=["-O3"])]
 
 setup(

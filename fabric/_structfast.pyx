@@ -32,6 +32,22 @@ cdef inline unsigned long long _get_be(const unsigned char *p, int n) noexcept:
     return acc
 
 
+cdef inline PyObject *_value(dict d, tuple keys, dict over, Py_ssize_t i, object name):
+    """Field ``i``'s value for ``_pack`` (borrowed; NULL when missing): by its name in ``d``, or
+    mapped by ``keys`` (an override by name first)."""
+    cdef PyObject *o
+    if keys is None:
+        return PyDict_GetItem(d, name)
+    if over is not None:
+        o = PyDict_GetItem(over, name)
+        if o != NULL:
+            return o
+    key = keys[i]
+    if type(key) is str:
+        return PyDict_GetItem(d, key)
+    return <PyObject *> key
+
+
 cdef class StructCodec:
     """``pack`` and ``_unpack_at`` of one Struct class whose table is unsigned fields (in
     byte-aligned chunks of at most eight octets) and octet strings: the same octets as the Python
@@ -72,6 +88,23 @@ cdef class StructCodec:
     cdef object pack_dict(self, dict d):
         """The octets of a struct whose ``__dict__`` is ``d``; None when a value is not an int of
         its width (or the octets of their length)."""
+        return self._pack(d, None, None)
+
+    def pack_mapped(self, dict values, tuple keys, dict over):
+        """The octets of a struct whose fields come from another object's ``values`` (its
+        ``__dict__``): ``keys`` has, per field of the table (in ``names`` order, None for reserved
+        bits), the key in ``values`` (a str) or the field's value itself (anything else);
+        ``over`` (or None) holds values by field name that take precedence. None as pack_dict."""
+        if len(keys) != self.n:
+            raise ValueError(f"{len(keys)} keys for {self.n} fields")
+        return self._pack(values, keys, over or None)
+
+    def field_names(self):
+        """The table's field names in its order, None for reserved bits (what pack_mapped's keys
+        follow)."""
+        return tuple(self.names)
+
+    cdef object _pack(self, dict d, tuple keys, dict over):
         cdef bytes out = PyBytes_FromStringAndSize(NULL, self.size)
         cdef unsigned char *p = <unsigned char *> PyBytes_AS_STRING(out)
         cdef unsigned long long acc = 0, v
@@ -82,7 +115,7 @@ cdef class StructCodec:
             name = self.names[i]
             if self.kinds[i] == 0:
                 if name is not None:
-                    o = PyDict_GetItem(d, name)
+                    o = _value(d, keys, over, i, name)
                     if o == NULL or not PyLong_CheckExact(<object> o):
                         return None
                     try:
@@ -96,12 +129,12 @@ cdef class StructCodec:
                     _put_be(p + self.offs[i], acc, self.nbytes[i])
                     acc = 0
             elif self.kinds[i] == 1:
-                o = PyDict_GetItem(d, name)
+                o = _value(d, keys, over, i, name)
                 if o == NULL or not PyBytes_CheckExact(<object> o) or PyBytes_GET_SIZE(<object> o) != self.nbytes[i]:
                     return None
                 memcpy(p + self.offs[i], PyBytes_AS_STRING(<object> o), self.nbytes[i])
             else:  # an array: shifts[i] elements of nbytes[i] octets each
-                o = PyDict_GetItem(d, name)
+                o = _value(d, keys, over, i, name)
                 if o == NULL or not (PyTuple_CheckExact(<object> o) or PyList_CheckExact(<object> o)) \
                         or len(<object> o) != self.shifts[i]:
                     return None

@@ -30,3 +30,14 @@ cdef int unicast_verdict(const uint8_t *p, Py_ssize_t plen, int in_port, bint in
                          const uint8_t *lft, Py_ssize_t lft_len, Py_ssize_t lft_top, const uint8_t *port_flags,
                          Py_ssize_t nports, const unsigned int *port_mtu, const unsigned short *port_pkeys,
                          unsigned int own_lid_base, unsigned int own_lid_count, int *outp) noexcept nogil
+
+cdef enum:
+    SMP_KIND_REQUEST_DR = 1   # smp_arrival's verdicts
+    SMP_KIND_REQUEST_LID = 2
+    SMP_KIND_RESPONSE_DR = 3
+
+cdef int smp_kind(const uint8_t *p, Py_ssize_t n) noexcept nogil
+cdef bytes smp_answer_packet(const uint8_t *req, int in_port, const uint8_t *data, unsigned int status)
+
+cdef bint _plain_dr_request(const uint8_t *m) noexcept
+cdef bytes _dr_request_packet(const uint8_t *m, bint with_tid, unsigned long long tid)

@@ -378,9 +378,9 @@ def dr_transit(const unsigned char[::1] packet not None, int in_port, int num_po
     return out, q
 
 
-SMP_REQUEST_DR = 1   # a directed-route request at the end of its path
-SMP_REQUEST_LID = 2  # a LID-routed request
-SMP_RESPONSE_DR = 3  # a directed-route response back at the node that sent the request
+SMP_REQUEST_DR = SMP_KIND_REQUEST_DR  # a directed-route request at the end of its path
+SMP_REQUEST_LID = SMP_KIND_REQUEST_LID  # a LID-routed request
+SMP_RESPONSE_DR = SMP_KIND_RESPONSE_DR  # a directed-route response back at the node that sent the request
 
 
 def smp_arrival(const unsigned char[::1] packet not None):
@@ -388,14 +388,18 @@ def smp_arrival(const unsigned char[::1] packet not None):
     SMP_REQUEST_DR (D=0, hop pointer = hop count >= 1, the DLID and both DR LIDs permissive: C14-9:3),
     SMP_REQUEST_LID (class 0x01), SMP_RESPONSE_DR (D=1, hop pointer 1, DrSLID permissive:
     C14-13:3); 0 for anything else, which the full path handles (and counts, if it drops it)."""
-    cdef Py_ssize_t n = packet.shape[0]
-    cdef const uint8_t *p
+    if packet.shape[0] != SMP_PACKET:
+        return 0
+    return smp_kind(&packet[0], SMP_PACKET)
+
+
+cdef int smp_kind(const uint8_t *p, Py_ssize_t n) noexcept nogil:
+    """smp_arrival for C callers."""
     cdef unsigned int hp, hc
     if n != SMP_PACKET:
         return 0
-    p = &packet[0]
     if p[SMP_MAD + 1] == CLASS_LID:
-        return SMP_REQUEST_LID if _smp_sound(p, n, CLASS_LID) else 0
+        return SMP_KIND_REQUEST_LID if _smp_sound(p, n, CLASS_LID) else 0
     if not _smp_sound(p, n, CLASS_DR):
         return 0
     hp = p[SMP_MAD + 6]
@@ -404,9 +408,9 @@ def smp_arrival(const unsigned char[::1] packet not None):
         return 0  # the LRH's DLID and the DrSLID permissive: no LID-routed part
     if not p[SMP_MAD + 4] & DR_D:
         if hc >= 1 and hp == hc and p[SMP_MAD + 34] == 0xFF and p[SMP_MAD + 35] == 0xFF:
-            return SMP_REQUEST_DR
+            return SMP_KIND_REQUEST_DR
         return 0
-    return SMP_RESPONSE_DR if hp == 1 else 0
+    return SMP_KIND_RESPONSE_DR if hp == 1 else 0
 
 
 def smp_answer(const unsigned char[::1] req not None, int in_port, const unsigned char[::1] data not None,
@@ -415,13 +419,18 @@ def smp_answer(const unsigned char[::1] req not None, int in_port, const unsigne
     smp_arrival), carrying the 64 octets ``data`` and ``status``: octet for octet the packet the full
     path builds (fabric.devices.base: _smp_reply, smi.dr_receive and dr_originate, build_reply).
     A directed-route answer leaves by ``in_port``; a LID-routed one is routed to the requester."""
+    if req.shape[0] != SMP_PACKET or data.shape[0] != 64:
+        raise ValueError("smp_answer needs a 290-octet SMP packet and 64 octets of data")
+    return smp_answer_packet(&req[0], in_port, &data[0], status)
+
+
+cdef bytes smp_answer_packet(const uint8_t *req, int in_port, const uint8_t *data, unsigned int status):
+    """smp_answer for C callers: ``req`` is SMP_PACKET octets, ``data`` 64."""
     cdef uint8_t *q
     cdef bytes out
     cdef unsigned int m = SMP_MAD, hc, sl
     cdef bint dr
-    if req.shape[0] != SMP_PACKET or data.shape[0] != 64:
-        raise ValueError("smp_answer needs a 290-octet SMP packet and 64 octets of data")
-    out = PyBytes_FromStringAndSize(<char *> &req[0], SMP_PACKET)
+    out = PyBytes_FromStringAndSize(<char *> req, SMP_PACKET)
     q = <uint8_t *> PyBytes_AS_STRING(out)
     dr = req[m + 1] == CLASS_DR
     # LRH: VL15, back to the requester's LID; a directed route's answer has SL 0 and comes from the
@@ -458,12 +467,9 @@ def smp_answer(const unsigned char[::1] req not None, int in_port, const unsigne
     return out
 
 
-# -- ibsim's client protocol (fabric.simproto) ---------------------------------------------------
-# struct sim_request: dlid u32, slid u32, dqp, sqp, status, 4 octets of padding, length u64, mad[256]
+# -- a plain directed-route request (an SM's, or an ibsim client's: fabric/simproto/_simfast.pyx) ---
 
 cdef enum:
-    SIM_REQUEST = 288
-    SIM_MAD = 32  # where the MAD starts in a sim_request
     MAD_TID = 8
     DR_HOP_PTR = 6
     DR_HOP_CNT = 7
@@ -471,7 +477,7 @@ cdef enum:
     DR_PATH = 128
 
 
-cdef inline bint _plain_dr_request(const uint8_t *m) noexcept:
+cdef bint _plain_dr_request(const uint8_t *m) noexcept:
     """A MAD ``fabric.devices.hca.send_dr_request`` takes on the octets: class 0x81, a request,
     D=0, hop pointer 0, hop count 1 to 63, both DR LIDs permissive."""
     return not (m[1] != CLASS_DR or m[3] & 0x80 or m[4] & 0x80 or m[DR_HOP_PTR]
@@ -503,52 +509,6 @@ def dr_request_packet(const unsigned char[::1] mad not None):
     if mad.shape[0] != 256 or not _plain_dr_request(&mad[0]):
         return None
     return mad[DR_PATH + 1], _dr_request_packet(&mad[0], False, 0)
-
-
-def sim_dr_request(const unsigned char[::1] raw not None, unsigned int index):
-    """A client's ``sim_request`` carrying a plain outgoing directed-route request (base version
-    1, and what ``dr_request_packet`` takes) as the packet its HCA sends: ``(TID, port, packet)``,
-    the TID with the client's ``index`` in its top 16 bits (where the answer finds its way back),
-    the port InitialPath[1] names, octet for octet what ``send_dr_request`` builds. None for
-    anything else."""
-    cdef const uint8_t *m
-    cdef unsigned long long tid = 0
-    cdef int k
-    if raw.shape[0] != SIM_REQUEST or index > 0xFFFF:
-        return None
-    m = &raw[SIM_MAD]
-    if m[0] != 1 or not _plain_dr_request(m):
-        return None
-    for k in range(8):
-        tid = (tid << 8) | m[MAD_TID + k]
-    tid = (tid & 0xFFFFFFFFFFFF) | (<unsigned long long> index << 48)
-    return tid, m[DR_PATH + 1], _dr_request_packet(m, True, tid)
-
-
-def sim_dr_answer(const unsigned char[::1] packet not None, unsigned int lid):
-    """A directed-route answer back at its requester (``smp_arrival``'s SMP_RESPONSE_DR) as the
-    ``sim_request`` a client receives: ``(TID, datagram)``, DLID ``lid`` (the port's), SLID the
-    packet's, QPs and status 0, length 256, the MAD with its hop pointer at 0 (C14-13:3 leaves it
-    so at the requester)."""
-    cdef uint8_t *q
-    cdef bytes out
-    cdef unsigned long long tid = 0
-    cdef int k
-    if packet.shape[0] != SMP_PACKET:
-        raise ValueError("sim_dr_answer needs a 290-octet SMP packet")
-    out = PyBytes_FromStringAndSize(NULL, SIM_REQUEST)
-    q = <uint8_t *> PyBytes_AS_STRING(out)
-    memset(q, 0, SIM_MAD)
-    q[0] = (lid >> 8) & 0xFF
-    q[1] = lid & 0xFF
-    q[4] = packet[6]
-    q[5] = packet[7]
-    q[30] = 1  # length 256, a big-endian u64 at 24
-    memcpy(q + SIM_MAD, &packet[SMP_MAD], 256)
-    q[SIM_MAD + DR_HOP_PTR] = 0
-    for k in range(8):
-        tid = (tid << 8) | packet[SMP_MAD + MAD_TID + k]
-    return tid, out
 
 
 # -- switch forwarding engine ------------------------------------------------------------------

@@ -51,6 +51,7 @@ class Rig:
         self.net.start_sm()
         self.hca = self.net.devices["node0003"]
         self.got: dict[int, list] = {}
+        self.quiet: list = []  # what on_data returned for each request
         self.ep = SimEndpoint(self.hca, 1, {"node0003", "nick"},
                               send=lambda i, d: self.got.setdefault(i, []).append(sw.Request.unpack(d)))
 
@@ -64,8 +65,8 @@ class Rig:
         return sw.client_info(r.data)[0]
 
     def request(self, index, mad: bytes, dlid=0xFFFF, dqp=0):
-        self.ep.on_data(index, sw.Request(dlid, 0xFFFF if dlid == 0xFFFF else 0, dqp, 0, 0, 256, mad).pack(),
-                        self.net.now)
+        self.quiet.append(self.ep.on_data(index, sw.Request(dlid, 0xFFFF if dlid == 0xFFFF else 0, dqp, 0, 0, 256,
+                                                            mad).pack(), self.net.now))
         self.net.send_out("node0003")
         self.net.run()
         return self.got.get(index, [])
@@ -258,11 +259,13 @@ def test_a_client_that_dies_is_detached(live):
 def _wire_and_datagrams(compiled: bool, monkeypatch) -> tuple:
     """What node0003's HCA put on the wire and what its clients got for a set of requests, with
     the compiled octet paths or without them."""
+    from fabric.devices import hca as hca_mod
     from fabric.simproto import endpoint
 
     if not compiled:
-        monkeypatch.setattr(endpoint, "_dr_request", None)
-        monkeypatch.setattr(endpoint, "_dr_answer", None)
+        monkeypatch.setattr(endpoint.SimEndpoint, "on_data", endpoint.SimEndpoint.on_data_py)
+        monkeypatch.setattr(endpoint.SimEndpoint, "take_dr_answer", endpoint.SimEndpoint.take_dr_answer_py)
+        monkeypatch.setattr(hca_mod, "_dr_request_packet", None)
     rig = Rig()
     wire = []
     orig = rig.hca._transmit
@@ -279,33 +282,37 @@ def _wire_and_datagrams(compiled: bool, monkeypatch) -> tuple:
     rig.request(i, dr(7, [0, 9]))  # out of a port the HCA lacks: dropped, bounced with status 110
     rig.net.set_link("node0003", 1, False)
     rig.request(j, dr(8, [0, 1]))  # the port is down: bounced with status 110
-    return wire, {k: [r.pack() for r in v] for k, v in rig.got.items()}, dict(rig.ep.stats), dict(rig.hca.drops)
+    ep = rig.ep
+    return (wire, {k: [r.pack() for r in v] for k, v in rig.got.items()}, dict(ep.stats), dict(rig.hca.drops),
+            rig.quiet, [(c.sent, c.received) for c in ep.clients.values()], sorted(ep.pending), len(ep.rtts))
 
 
 def test_the_compiled_request_and_answer_are_the_python_paths_octets(monkeypatch):
-    from fabric.wire.compiled import wirefast
+    from fabric.simproto import endpoint
 
-    if wirefast is None:
+    assert endpoint.SimEndpoint.on_data is not endpoint.SimEndpoint.on_data_py or endpoint._simfast is None
+    if endpoint._simfast is None:
         pytest.skip("the compiled wire helpers are not built (FABRIC_BACKEND=std)")
     fast = _wire_and_datagrams(True, monkeypatch)
     monkeypatch.undo()
     slow = _wire_and_datagrams(False, monkeypatch)
     assert fast == slow
-    wire, got, stats, drops = fast
+    wire, got, stats, drops, quiet, counts, pending, rtts = fast
     assert len(wire) == 3 and stats["refused_sends"] == 2 and drops["dr_originate"] == 1
+    assert quiet == [True] * 5 and counts == [(3, 3), (2, 2)] and rtts == 3 and not pending
     assert [sw.Request.unpack(d).status for d in got[0]] == [0, 0, sw.STATUS_TIMEOUT]
     assert w.parse_mad(sw.Request.unpack(got[1][0]).mad).tid == 0x1234_5678_9ABC | (1 << TID_HI_SHIFT)
 
 
 def test_only_a_plain_directed_route_request_takes_the_compiled_path():
-    from fabric.wire.compiled import wirefast
+    from fabric.simproto.endpoint import _simfast as simfast
 
-    if wirefast is None:
+    if simfast is None:
         pytest.skip("the compiled wire helpers are not built (FABRIC_BACKEND=std)")
     smp = w.new_mad(w.SMPDirected, method=w.GET, tid=1, attr_id=w.ATTR_NODE_INFO, hop_cnt=1, dr_slid=0xFFFF,
                     dr_dlid=0xFFFF, initial_path=bytes([0, 2]).ljust(64, b"\0")).pack()
     ok = sw.Request(0xFFFF, 0xFFFF, 0, 0, 0, 256, smp).pack()
-    tid, port, packet = wirefast.sim_dr_request(ok, 3)
+    tid, port, packet = simfast.sim_dr_request(ok, 3)
     assert (tid, port, len(packet)) == (1 | 3 << TID_HI_SHIFT, 2, 290)
 
     def spoiled(offset, value):
@@ -313,5 +320,5 @@ def test_only_a_plain_directed_route_request_takes_the_compiled_path():
         m[offset] = value
         return sw.Request(0xFFFF, 0xFFFF, 0, 0, 0, 256, bytes(m)).pack()
     for offset, value in [(0, 2), (1, 0x01), (3, 0x81), (4, 0x80), (6, 1), (7, 0), (7, 64), (32, 0), (35, 0x7F)]:
-        assert wirefast.sim_dr_request(spoiled(offset, value), 3) is None, (offset, value)
-    assert wirefast.sim_dr_request(ok[:-1], 3) is None and wirefast.sim_dr_request(ok, 1 << 16) is None
+        assert simfast.sim_dr_request(spoiled(offset, value), 3) is None, (offset, value)
+    assert simfast.sim_dr_request(ok[:-1], 3) is None and simfast.sim_dr_request(ok, 1 << 16) is None

@@ -26,16 +26,29 @@ ATTRS = [w.ATTR_NODE_INFO, w.ATTR_NODE_DESC, w.ATTR_PORT_INFO, w.ATTR_SWITCH_INF
          w.ATTR_PKEY_TABLE, w.ATTR_GUID_INFO, w.ATTR_SM_INFO, 0x1234]
 
 
-@pytest.fixture
-def full_path(monkeypatch):
-    """A context in which every SMP takes the full path."""
+@pytest.fixture(params=["full", "python_sma"])
+def full_path(request, monkeypatch):
+    """A context in which every SMP takes the full path; or (python_sma) in which the SMA's
+    compiled path is its Python reference (Device.sma_fast_py) rather than fabric.devices._smafast,
+    the rest compiled as before."""
     def off():
+        monkeypatch.setattr(base_mod.Device, "sma_fast", base_mod.Device.sma_fast_py)
+        if request.param == "python_sma":
+            return
         monkeypatch.setattr(base_mod, "_smp_answer", None)
         monkeypatch.setattr(hca_mod, "smp_arrival", None)
         monkeypatch.setattr(switch_mod, "_dr_transit_c", None)
         monkeypatch.setattr(switch_mod, "_forward_burst", None)
 
     return off
+
+
+def test_the_compiled_sma_is_bound_when_built():
+    """With the compiled wire helpers, Device.sma_fast is the C twin of sma_fast_py, which the
+    tests here hold it to."""
+    assert base_mod._smafast is not None
+    assert base_mod.Device.sma_fast is base_mod._smafast.sma_fast
+    assert base_mod.Device.sma_fast is not base_mod.Device.sma_fast_py
 
 
 def _reseal(pkt: bytearray) -> bytes:

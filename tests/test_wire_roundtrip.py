@@ -407,3 +407,49 @@ def test_pack_fields_is_the_constructor_and_pack():
         wire.PortInfo.pack_fields(dict(d, no_such_field=1))
     with pytest.raises(WireError):
         wire.PortInfo.pack_fields(dict(d, lid=1 << 16))
+
+
+def _port_info_widths():
+    from fabric.devices.port import PORT_INFO
+
+    bits = {f.name: f.bits for f in wire.PortInfo.FIELDS}
+    return {attr: bits[field] for field, attr in PORT_INFO.sources.items() if type(attr) is str}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_field_map_packs_what_its_fields_say(data):
+    """The SMA's PortInfo answer, packed from a Port's attributes through the one table (in C when
+    compiled): the octets of the attribute built from the same table's fields, overrides on top."""
+    from fabric.devices.port import PORT_INFO, Port, port_info_overrides
+
+    port = Port(5, guid=0x1234)
+    for attr, width in _port_info_widths().items():
+        setattr(port, attr, data.draw(st.integers(0, (1 << width) - 1), label=attr))
+    over = port_info_overrides(*(data.draw(st.none() | st.integers(0, top), label=name) for name, top in
+                                 (("local_port", 255), ("lid", 0xFFFF))),
+                               sm_lid=data.draw(st.none() | st.integers(0, 0xFFFF), label="sm_lid"),
+                               lmc=data.draw(st.none() | st.integers(0, 7), label="lmc"))
+    fields = PORT_INFO.fields(port.__dict__, over)
+    expected = wire.PortInfo(**fields).pack()
+    assert PORT_INFO.pack(port.__dict__, over) == expected
+    assert wire.PortInfo.pack_fields(fields) == expected
+    pi = wire.PortInfo.unpack(expected)
+    assert (pi.lid, pi.local_port) == (over.get("lid", port.lid), over.get("local_port", port.num))
+
+
+def test_field_map_refuses_what_the_constructor_refuses():
+    from fabric.devices.port import PORT_INFO, Port
+
+    port = Port(1)
+    port.lid = 1 << 16  # wider than the field: the C packer declines, the reference raises
+    with pytest.raises(WireError):
+        PORT_INFO.pack(port.__dict__)
+    del port.sm_lid
+    with pytest.raises(KeyError):
+        PORT_INFO.pack(port.__dict__)
+    with pytest.raises(TypeError, match="no_such_field"):
+        wire.FieldMap(wire.PortInfo, {"no_such_field": "lid"})
+    if wire.PortInfo.__dict__.get("_c_codec") is not None:
+        with pytest.raises(ValueError):
+            wire.PortInfo._c_codec.pack_mapped({}, (), None)

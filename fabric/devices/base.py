@@ -16,9 +16,15 @@ from ..wire import smp_attrs as sa
 from . import smi
 from ..wire.burst import Segment
 from ..wire.compiled import wirefast
-from .port import Port
+from .port import PORT_INFO, Port
 
 # the compiled SMA (fabric._wirefast): None packet by packet through the full path only
+_smafast = None
+if wirefast is not None:  # built with it (setup.py): the compiled SMA comes with the compiled wire helpers
+    try:
+        from . import _smafast
+    except ImportError as exc:  # pragma: no cover - depends on the build
+        raise ImportError("fabric._wirefast is built but fabric.devices._smafast is not (run `make install`)") from exc
 smp_arrival = wirefast.smp_arrival if wirefast is not None else None
 _smp_answer = wirefast.smp_answer if wirefast is not None else None
 SMP_PACKET_LEN = 8 + 12 + 8 + 256 + 6  # an SMP without a GRH, CRCs included
@@ -50,6 +56,10 @@ class _SmpView:
         self.method, self.attr_id, self.attr_mod, self.data, self.m_key = method, attr_id, attr_mod, data, m_key
 
 
+if _smafast is not None:
+    _smafast.setup(SmpError, _SmpView, w.put_attr, w.PortInfo.unpack)
+
+
 class Device:
     kind = "device"
     node_type = 0
@@ -70,6 +80,7 @@ class Device:
         self.agents: list = []  # software on this node with timers (the SM): tick(now), next_deadline()
         self.outbox: list = []  # what goes on the wire: (port, packet) or Segment; the host empties it
         self._tid = (self.node_guid & 0xFFFF) << 32
+        self._node_info_octets: dict[int, bytes] = {}  # by the port asked through
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -225,12 +236,13 @@ class Device:
 
     # -- SMA -----------------------------------------------------------------------------------
 
-    def sma_fast(self, in_port: int, data, now: float, kind: int | None = None) -> bool:
+    def sma_fast_py(self, in_port: int, data, now: float, kind: int | None = None) -> bool:
         """The compiled SMA: a Get or Set that ends at this node, answered by the same attribute
         code as :meth:`sma` with the answer's packet built in C from the request's octets (no
         parse, no objects per SMP). False leaves the packet to the full path (``handle_qp0``):
         anything malformed or unusual, SMInfo, a port with an M_Key, a LID-routed SMP from this
-        very port. ``kind`` is smp_arrival's verdict when the caller has it already."""
+        very port. ``kind`` is smp_arrival's verdict when the caller has it already. This is the
+        reference of ``sma_fast``, which is the same in C when built (``_smafast``)."""
         if _smp_answer is None or len(data) != SMP_PACKET_LEN:
             return False
         if kind is None:
@@ -263,6 +275,8 @@ class Device:
         else:
             self.route_out(raw, in_port)
         return True
+
+    sma_fast = _smafast.sma_fast if _smafast is not None else sma_fast_py
 
     def sma(self, smp, in_port: int, now: float):
         """Answer a Get/Set SMP; None drops it silently (M_Key violation, unsupported method)."""
@@ -306,7 +320,7 @@ class Device:
         if aid == w.ATTR_NODE_INFO:
             if is_set:
                 raise SmpError(w.STATUS_METHOD_ATTR_UNSUPPORTED, "NodeInfo is read-only")
-            return self.node_info(in_port)
+            return self.node_info_octets(in_port)
         if aid == w.ATTR_NODE_DESC:
             if is_set:
                 raise SmpError(w.STATUS_METHOD_ATTR_UNSUPPORTED, "NodeDescription is read-only")
@@ -331,6 +345,7 @@ class Device:
                 port.pkeys[block * n:end] = new[:end - block * n]
                 if port.pkeys != old:
                     self.events.append(("pkey_change", port.num, None))
+                    self.pkeys_changed(port)
             vals = port.pkeys[block * n:block * n + n]
             return w.PKeyTable(pkeys=tuple(vals) + (0,) * (n - len(vals)))
         if aid == w.ATTR_GUID_INFO:
@@ -344,11 +359,22 @@ class Device:
     def sma_attr_specific(self, smp, in_port: int, now: float):
         raise SmpError(w.STATUS_METHOD_ATTR_UNSUPPORTED, f"attribute 0x{smp.attr_id:04x} not supported")
 
+    def pkeys_changed(self, port: Port) -> None:
+        """A PKeyTable Set changed ``port``'s table."""
+
     def node_info(self, in_port: int) -> w.NodeInfo:
         return w.NodeInfo(node_type=self.node_type, num_ports=self.num_ports, sys_guid=self.sys_guid,
                           node_guid=self.node_guid, port_guid=self.port_guid_for(in_port),
                           partition_cap=len(self.mgmt_port(in_port).pkeys), device_id=self.device_id,
                           revision=REVISION, local_port=in_port, vendor_id=self.vendor_id)
+
+    def node_info_octets(self, in_port: int) -> bytes:
+        """:meth:`node_info` packed. What it holds is fixed when the device is made, so it is packed
+        once per port it is asked through."""
+        raw = self._node_info_octets.get(in_port)
+        if raw is None:
+            raw = self._node_info_octets[in_port] = self.node_info(in_port).pack()
+        return raw
 
     def port_for_attr(self, mod: int, in_port: int) -> Port:
         if mod not in self.ports:
@@ -358,17 +384,21 @@ class Device:
     def pkey_port_block(self, mod: int, in_port: int) -> tuple:
         return self.mgmt_port(in_port), mod & 0xFFFF
 
+    def port_info_overrides(self, port: Port, local_port: int | None = None) -> dict:
+        """What this device answers in ``port``'s PortInfo instead of the port's own fields
+        (port_info_overrides: LocalPortNum ``local_port``, the port the SMP came in on, when given)."""
+        return {"local_port": local_port} if local_port is not None else {}
+
     def port_info_fields(self, port: Port, local_port: int | None = None) -> dict:
-        """``port``'s PortInfo fields as this device answers them, LocalPortNum ``local_port`` (the
-        port the SMP came in on) when given."""
-        return port.port_info_fields(local_port)
+        """``port``'s PortInfo fields as this device answers them."""
+        return PORT_INFO.fields(port.__dict__, self.port_info_overrides(port, local_port))
 
     def port_info(self, port: Port, local_port: int | None = None) -> w.PortInfo:
         return w.PortInfo(**self.port_info_fields(port, local_port))
 
     def port_info_octets(self, port: Port, local_port: int | None = None) -> bytes:
-        """:meth:`port_info` packed, without the object (the SMA's answer)."""
-        return w.PortInfo.pack_fields(self.port_info_fields(port, local_port))
+        """:meth:`port_info` packed, without the object or a dict of its fields (the SMA's answer)."""
+        return PORT_INFO.pack(port.__dict__, self.port_info_overrides(port, local_port))
 
     def set_port_info(self, port: Port, pi: w.PortInfo, now: float) -> None:
         """Apply a PortInfo Set. Validation comes first so that an invalid Set changes nothing."""

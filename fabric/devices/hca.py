@@ -244,13 +244,13 @@ class HCA(Device):
         self.drops["send_port_not_active"] += count
 
     def _transmit(self, port: Port, raw: bytes) -> None:
-        port.counters.count_xmit(len(raw), w.is_mcast_lid((raw[2] << 8) | raw[3]))
+        port.counters.count_xmit(len(raw), w.LID_MCAST_FIRST <= ((raw[2] << 8) | raw[3]) <= w.LID_MCAST_LAST)
         self.outbox.append((port.num, raw))
 
     def send_raw(self, port_num: int, raw: bytes) -> bool:
         """Put an already built packet on the wire (the SM sends SMPs this way)."""
         port = self.ports[port_num]
-        if not port.link_up:
+        if port.phys != sa.PHYS_LINKUP:  # not port.link_up, without the property's call
             port.counters.inc("port_xmit_discards")
             self.drop("send_port_down")
             return False

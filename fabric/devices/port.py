@@ -6,6 +6,7 @@ import array
 
 from ..wire import pma_attrs as pma
 from ..wire import smp_attrs as sa
+from ..wire.fields import FieldMap
 
 # PortCounters CounterSelect bits (IBA 16.1.3.5), in field order; CounterSelect2 bit 0 is XmitWait.
 COUNTER_SELECT_BITS = (
@@ -155,6 +156,40 @@ class PortCounterSet:
 
 DEFAULT_PKEYS = 32  # P_Key table entries per port (PartitionCap)
 
+# PortInfo (IBA 14.2.5.6) field by field: the Port attribute that holds it, or the value every
+# port answers. The SMA packs its answers from a Port's attributes through this one table
+# (FieldMap.pack, in C when compiled), so PortInfo and the Port cannot drift apart.
+PORT_INFO = FieldMap(sa.PortInfo, dict(
+    m_key="m_key", gid_prefix="gid_prefix", lid="lid", master_sm_lid="sm_lid", capability_mask="capability_mask",
+    m_key_lease_period="m_key_lease", local_port="num", link_width_enabled="width_enabled",
+    link_width_supported="width_supported", link_width_active="width_active",
+    link_speed_supported="speed_supported", port_state="state", phys_state="phys",
+    link_down_default_state=sa.PHYS_POLLING, m_key_protect_bits="m_key_protect", lmc="lmc",
+    link_speed_active="speed_active", link_speed_enabled="speed_enabled", neighbor_mtu="neighbor_mtu",
+    master_sm_sl="sm_sl", vl_cap="vl_cap", vl_high_limit="vl_high_limit", mtu_cap="mtu_cap", hoq_life="hoq_life",
+    operational_vls="operational_vls", partition_enforcement_inbound="pkey_enforce_in",
+    partition_enforcement_outbound="pkey_enforce_out", m_key_violations="m_key_violations",
+    p_key_violations="p_key_violations", q_key_violations="q_key_violations", guid_cap=1,
+    client_reregister="client_reregister", subnet_timeout="subnet_timeout", resp_time_value="resp_time",
+))
+
+
+def port_info_overrides(local_port: int | None = None, lid: int | None = None, *, sm_lid: int | None = None,
+                        lmc: int | None = None, capability_mask: int | None = None) -> dict:
+    """The PortInfo fields a device answers instead of its port's own (those given)."""
+    d = {}
+    if local_port is not None:
+        d["local_port"] = local_port
+    if lid is not None:
+        d["lid"] = lid
+    if sm_lid is not None:
+        d["master_sm_lid"] = sm_lid
+    if lmc is not None:
+        d["lmc"] = lmc
+    if capability_mask is not None:
+        d["capability_mask"] = capability_mask
+    return d
+
 
 class Port:
     """One port. ``num`` 0 is a switch's management port (it has the switch's LID)."""
@@ -254,29 +289,9 @@ class Port:
     def port_info_fields(self, local_port: int | None = None, lid: int | None = None, *, sm_lid: int | None = None,
                          lmc: int | None = None, capability_mask: int | None = None) -> dict:
         """This port's PortInfo fields by name; what a device answers differently (a switch's
-        external ports report its LID) comes in as arguments. The SMA packs the dict as it is
-        (``PortInfo.pack_fields``): an answer costs no object (it answers thousands in a sweep)."""
-        return dict(
-            m_key=self.m_key, gid_prefix=self.gid_prefix, lid=self.lid if lid is None else lid,
-            master_sm_lid=self.sm_lid if sm_lid is None else sm_lid,
-            capability_mask=self.capability_mask if capability_mask is None else capability_mask,
-            m_key_lease_period=self.m_key_lease,
-            local_port=self.num if local_port is None else local_port,
-            link_width_enabled=self.width_enabled, link_width_supported=self.width_supported,
-            link_width_active=self.width_active, link_speed_supported=self.speed_supported,
-            port_state=self.state, phys_state=self.phys, link_down_default_state=sa.PHYS_POLLING,
-            m_key_protect_bits=self.m_key_protect, lmc=self.lmc if lmc is None else lmc,
-            link_speed_active=self.speed_active,
-            link_speed_enabled=self.speed_enabled, neighbor_mtu=self.neighbor_mtu, master_sm_sl=self.sm_sl,
-            vl_cap=self.vl_cap, vl_high_limit=self.vl_high_limit, mtu_cap=self.mtu_cap,
-            hoq_life=self.hoq_life, operational_vls=self.operational_vls,
-            partition_enforcement_inbound=self.pkey_enforce_in,
-            partition_enforcement_outbound=self.pkey_enforce_out,
-            m_key_violations=self.m_key_violations, p_key_violations=self.p_key_violations,
-            q_key_violations=self.q_key_violations, guid_cap=1,
-            client_reregister=self.client_reregister, subnet_timeout=self.subnet_timeout,
-            resp_time_value=self.resp_time,
-        )
+        external ports report its LID) comes in as arguments (see PORT_INFO)."""
+        return PORT_INFO.fields(self.__dict__, port_info_overrides(local_port, lid, sm_lid=sm_lid, lmc=lmc,
+                                                                   capability_mask=capability_mask))
 
     def port_info(self, local_port: int | None = None, lid: int | None = None, *, sm_lid: int | None = None,
                   lmc: int | None = None, capability_mask: int | None = None) -> sa.PortInfo:

@@ -63,6 +63,7 @@ def _vcrc_ok(data: bytes) -> bool:
     return data[-2] == (c & 0xFF) and data[-1] == (c >> 8)
 
 
+SWITCH_PORT0_CAPS = sa.CAP_IS_TRAP_SUP | sa.CAP_IS_SYS_IMAGE_GUID_SUP  # what port 0's PortInfo offers
 PKEY_SLOTS = 32  # entries per port in the table the C path checks (fabric._wirefast)
 
 
@@ -349,8 +350,11 @@ class Switch(Device):
     # -- local delivery (port 0: SMA on QP0, PMA on QP1) ---------------------------------------
 
     def _local(self, in_port: int, data: bytes, now: float) -> None:
-        if self.sma_fast(in_port, data, now):
-            return
+        if not self.sma_fast(in_port, data, now):
+            self._local_full(in_port, data, now)
+
+    def _local_full(self, in_port: int, data: bytes, now: float) -> None:
+        """What the compiled SMA (sma_fast) did not take."""
         ingress = self.ports[in_port]
         try:
             pkt = w.split_ud_packet(data)
@@ -407,16 +411,21 @@ class Switch(Device):
         num = mod >> 16  # IBA 14.2.5.7: AttributeModifier bits 31..16 are the port number
         if num not in self.ports:
             raise SmpError(w.STATUS_INVALID_FIELD, f"no port {num}")
-        self._mark(num)  # a Set changes what the C path checks an enforcing port against
         return self.ports[num], mod & 0xFFFF
 
-    def port_info_fields(self, port: Port, local_port: int | None = None) -> dict:
+    def pkeys_changed(self, port: Port) -> None:
+        self._mark(port.num)  # what the C path checks an enforcing port against
+
+    def port_info_overrides(self, port: Port, local_port: int | None = None) -> dict:
         p0 = self.ports[0]
         # external ports report the switch's LID (they have none of their own)
         if port.num != 0:
-            return port.port_info_fields(local_port, p0.lid, sm_lid=p0.sm_lid, lmc=0)
-        return port.port_info_fields(local_port, p0.lid,
-                                     capability_mask=sa.CAP_IS_TRAP_SUP | sa.CAP_IS_SYS_IMAGE_GUID_SUP)
+            d = {"lid": p0.lid, "master_sm_lid": p0.sm_lid, "lmc": 0}
+        else:
+            d = {"lid": p0.lid, "capability_mask": SWITCH_PORT0_CAPS}
+        if local_port is not None:
+            d["local_port"] = local_port
+        return d
 
     def addressable(self, port: Port) -> bool:
         return port.num == 0  # only port 0 takes a LID; the others keep theirs (none)

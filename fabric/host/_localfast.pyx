@@ -171,7 +171,8 @@ cdef void _to_own_sma(object sw, int in_port, bytes pkt, double now) except *:
     """What ``Switch.receive`` makes of such an SMP after its checks, which it passed: counted,
     then to the management port (``Switch._local``). The ingress port is up (the caller's)."""
     _count(sw.ports[in_port].counters, COUNT_RCV, 1, (SMP_PACKET - 2) >> 2)
-    sw._local(in_port, pkt, now)
+    if not sw.sma_fast(in_port, pkt, now):  # Switch._local, without its frame
+        sw._local_full(in_port, pkt, now)
 
 
 cdef bint _unicast_hop(object host, object name, object sw, object port, int in_port, bytearray msg, double now,

@@ -31,17 +31,22 @@ from dataclasses import dataclass
 
 from .. import wire as w
 from ..devices.base import REVISION
-from ..devices.hca import FW_VERSION, send_dr_packet, send_dr_request, send_smp
+from ..devices.hca import FW_VERSION, send_dr_request, send_smp
 from ..wire import smp_attrs as sa
 from ..wire.compiled import wirefast
 from . import wire as sw
 
-# a plain directed-route request in, its answer out, octets to octets (None: the Python path)
-_dr_request = wirefast.sim_dr_request if wirefast is not None else None
-_dr_answer = wirefast.sim_dr_answer if wirefast is not None else None
+_simfast = None  # the plain directed-route request in and its answer out, in C (None: the Python path)
+if wirefast is not None:  # built with it (setup.py), chosen with it
+    try:
+        from . import _simfast
+    except ImportError as exc:  # pragma: no cover - depends on the build
+        raise ImportError("fabric._wirefast is built but fabric.simproto._simfast is not (run `make install`)") from exc
 
 log = logging.getLogger(__name__)
 PENDING_S = 30.0  # how long an answer to a client's request is waited for (an RMPP transfer included)
+if _simfast is not None:
+    _simfast.setup(PENDING_S)
 TID_HI_SHIFT = 48
 
 
@@ -188,24 +193,13 @@ class SimEndpoint:
 
     # -- a client's MADs into the fabric ------------------------------------------------------
 
-    def on_data(self, index: int, raw: bytes, now: float) -> bool:
+    def on_data_py(self, index: int, raw: bytes, now: float) -> bool:
         """A data datagram from client ``index``. True when nothing on the node ran for it (a
         plain directed-route request went out as a packet, or it was dropped): the device host
-        then sends it on at once, as a quiet reader's."""
+        then sends it on at once, as a quiet reader's. ``on_data`` is this, with OpenSM's every
+        SMP (a plain directed-route request) done in C when built (``_simfast.on_data``)."""
         client = self.clients.get(index)
         if client is None:
-            return True
-        plain = _dr_request(raw, index) if _dr_request is not None else None
-        if plain is not None:  # OpenSM's every SMP: what the path below does, in C
-            tid, out, packet = plain
-            self.stats["requests"] += 1
-            client.sent += 1
-            self._await(index, tid, now)
-            if not send_dr_packet(self.hca, out, packet):
-                req = sw.Request.unpack(raw)
-                mad = bytearray(req.mad)
-                mad[8:16] = tid.to_bytes(8, "big")
-                self._refused(client, req, mad)
             return True
         try:
             req = sw.Request.unpack(raw)
@@ -227,6 +221,11 @@ class SimEndpoint:
             mad[8:16] = tid.to_bytes(8, "big")
             self._await(index, tid, now)
         if mgmt_class in (w.CLASS_SUBN_LID, w.CLASS_SUBN_DIRECTED):
+            plain = send_dr_request(self.hca, self.port, bytes(mad))  # the plain directed-route request
+            if plain is not None:
+                if not plain:
+                    self._refused(client, req, mad)
+                return True  # no software of the node ran: as _simfast.on_data says
             ok = self._send_smp(bytes(mad), req, now)
         else:
             ok = self._send_gmp(bytes(mad), req, now)
@@ -234,21 +233,29 @@ class SimEndpoint:
             self._refused(client, req, mad)
         return False
 
+    on_data = _simfast.on_data if _simfast is not None else on_data_py
+
     def _await(self, index: int, tid: int, now: float) -> None:
         """Client ``index`` sent a request with ``tid`` (its index in the top bits): its answer
         goes back to it."""
         self.pending[tid] = (index, now + PENDING_S, now)
         self._expire(now)
 
+    def _refused_plain(self, client: Client, raw: bytes, tid: int) -> None:
+        """_simfast.on_data's request ``raw``, with our ``tid``, could not be sent."""
+        req = sw.Request.unpack(raw)
+        mad = bytearray(req.mad)
+        mad[8:16] = tid.to_bytes(8, "big")
+        self._refused(client, req, mad)
+
     def _refused(self, client: Client, req: sw.Request, mad: bytearray) -> None:
-        """The HCA could not send ``mad`` (the request with our TID): back to the client at once."""
+        """The HCA could not send ``mad`` (the request with our TID): back to the client at once,
+        and no answer awaited."""
+        self.pending.pop(int.from_bytes(mad[8:16], "big"), None)
         self.stats["refused_sends"] += 1
         self._bounce(client, sw.Request(req.dlid, req.slid, req.dqp, req.sqp, 0, req.length, bytes(mad)))
 
     def _send_smp(self, mad: bytes, req: sw.Request, now: float) -> bool:
-        sent = send_dr_request(self.hca, self.port, mad)  # the plain directed-route request: as octets
-        if sent is not None:
-            return sent
         try:
             smp = w.parse_mad(mad)
         except w.ParseError:
@@ -287,24 +294,23 @@ class SimEndpoint:
                                          sw.MAD_SIZE, mad.pack()))
         return True
 
-    def take_dr_answer(self, packet, in_port: int, now: float) -> bool:
+    def take_dr_answer_py(self, packet, in_port: int, now: float) -> bool:
         """A directed-route answer back at this port, as its packet (HCA._smp_fast): as
-        :meth:`take_smp`, unparsed; the datagram made in C when compiled."""
+        :meth:`take_smp`, unparsed. ``take_dr_answer`` is this in C when built."""
         if in_port != self.port:
             return False
         lid = self.hca.ports[self.port].lid
-        if _dr_answer is not None:
-            tid, datagram = _dr_answer(packet, lid)
-        else:
-            mad = bytearray(packet[28:28 + w.MAD_SIZE])
-            mad[6] = 0  # the hop pointer, as C14-13:3 leaves it at the requester
-            tid = int.from_bytes(mad[8:16], "big")
-            datagram = sw.Request(lid, (packet[6] << 8) | packet[7], 0, 0, 0, sw.MAD_SIZE, bytes(mad)).pack()
+        mad = bytearray(packet[28:28 + w.MAD_SIZE])
+        mad[6] = 0  # the hop pointer, as C14-13:3 leaves it at the requester
+        tid = int.from_bytes(mad[8:16], "big")
+        datagram = sw.Request(lid, (packet[6] << 8) | packet[7], 0, 0, 0, sw.MAD_SIZE, bytes(mad)).pack()
         client = self._client_for(tid, True, now, last=True)
         if client is None:
             return False
         self._send_to(client, datagram)
         return True
+
+    take_dr_answer = _simfast.take_dr_answer if _simfast is not None else take_dr_answer_py
 
     def take_gmp(self, pkt, in_port: int, now: float) -> bool:
         """A GMP on QP1 that the HCA does not answer itself. True when a client took it."""

@@ -6,7 +6,7 @@ One declarative field table per header (see :mod:`fabric.wire.fields`); one exce
 
 from .crc import icrc32, icrc_bytes, vcrc16, vcrc_bytes  # noqa: F401
 from .errors import ParseError, WireError  # noqa: F401
-from .fields import Struct  # noqa: F401
+from .fields import FieldMap, Struct  # noqa: F401
 from .headers import *  # noqa: F401,F403
 from .mad import *  # noqa: F401,F403
 from .packet import MAX_PACKET, UDPacket, build_ud_packet, check_vcrc, split_ud_packet  # noqa: F401

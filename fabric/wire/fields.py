@@ -14,7 +14,7 @@ from __future__ import annotations
 from ._codegen import _enc_text
 from .errors import ParseError, WireError
 
-__all__ = ["Field", "U", "R", "B", "T", "A", "S", "Struct"]
+__all__ = ["Field", "U", "R", "B", "T", "A", "S", "Struct", "FieldMap"]
 
 
 class Field:
@@ -231,6 +231,43 @@ class Struct:
             else:
                 parts.append(f"{f.name}={v!r}")
         return f"{type(self).__name__}({', '.join(parts)})"
+
+
+class FieldMap:
+    """A struct packed from another object's attributes: ``sources`` gives, per field, the name
+    of the attribute that holds it (a str) or the value itself (anything else); fields it leaves
+    out take their defaults. One table serves the dict (``fields``) and the octets (``pack``),
+    which the compiled codec writes straight from the object's ``__dict__`` with no dict of
+    fields made in between (a device's SMA answers PortInfo so, thousands of times a sweep)."""
+
+    __slots__ = ("cls", "sources", "_codec", "_keys")
+
+    def __init__(self, cls: type, sources: dict):
+        unknown = set(sources) - set(cls._names)
+        if unknown:
+            raise TypeError(f"{cls.__name__}: unknown field(s) {sorted(unknown)}")
+        self.cls, self.sources = cls, dict(sources)
+        self._codec = cls.__dict__.get("_c_codec")
+        self._keys = None
+        if self._codec is not None:
+            defaults = cls._defaults
+            self._keys = tuple(None if n is None else self.sources.get(n, defaults[n])
+                               for n in self._codec.field_names())
+
+    def fields(self, values: dict, overrides: dict | None = None) -> dict:
+        """The fields by name, from ``values`` (the object's ``__dict__``), ``overrides`` on top."""
+        d = {f: values[k] if type(k) is str else k for f, k in self.sources.items()}
+        if overrides:
+            d.update(overrides)
+        return d
+
+    def pack(self, values: dict, overrides: dict | None = None) -> bytes:
+        """``cls(**self.fields(values, overrides)).pack()``."""
+        if self._codec is not None:
+            raw = self._codec.pack_mapped(values, self._keys, overrides)
+            if raw is not None:
+                return raw
+        return self.cls.pack_fields(self.fields(values, overrides))
 
 
 def _hashable(v):

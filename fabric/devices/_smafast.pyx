@@ -1,0 +1,127 @@
+# cython: language_level=3
+"""``Device.sma_fast`` compiled: the SMA's answer to a Get or Set that ends at this node, with the
+request read from its octets and the answer's packet written by ``fabric._wirefast`` in C.
+
+The attribute code stays the device's (``port_for_attr``, ``set_port_info``, ``port_info_octets``,
+``sma_attr``): what this does in C is the part around it that ran as Python for every SMP of a sweep
+(the checks on the request, the fields it reads, NodeInfo from the device's packed copy, PortInfo
+without the generic dispatch, the M_Key hiding, the answer). ``Device.sma_fast_py`` is the
+reference, octet for octet (tests/test_smp_compiled.py); chosen with the compiled wire helpers.
+"""
+
+from libc.stdint cimport uint8_t
+from libc.string cimport memset
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+
+from fabric._wirefast cimport SMP_KIND_REQUEST_DR, SMP_KIND_REQUEST_LID, smp_answer_packet, smp_kind
+
+cdef enum:
+    SMP_PACKET = 290  # an SMP without a GRH, LRH to VCRC
+    MAD = 28  # where its MAD starts
+    GET = 0x01
+    SET = 0x02
+    ATTR_NODE_INFO = 0x0011
+    ATTR_PORT_INFO = 0x0015
+    ATTR_PKEY_TABLE = 0x0016
+    ATTR_SM_INFO = 0x0020
+    PKEY_BLOCK = 32  # entries in a PKeyTable block
+    STATUS_INVALID_FIELD = 0x001C  # MAD status: invalid value in an attribute field or modifier
+    LID_PERMISSIVE = 0xFFFF
+
+# what base.py hands over (it imports this module, so this one cannot import it)
+cdef object _SmpError = None
+cdef object _SmpView = None
+cdef object _put_attr = None
+cdef object _port_info_unpack = None
+
+
+def setup(smp_error, smp_view, put_attr, port_info_unpack):
+    """The device module's SmpError and request view, ``put_attr`` and ``PortInfo.unpack``."""
+    global _SmpError, _SmpView, _put_attr, _port_info_unpack
+    _SmpError, _SmpView, _put_attr, _port_info_unpack = smp_error, smp_view, put_attr, port_info_unpack
+
+
+cdef inline unsigned long long _be(const uint8_t *p, int n) noexcept:
+    cdef unsigned long long v = 0
+    cdef int i
+    for i in range(n):
+        v = (v << 8) | p[i]
+    return v
+
+
+cdef bytes _pkey_block(dev, unsigned int mod, int in_port):
+    """sma_attr's PKeyTable Get: the block's PKEY_BLOCK entries, zeros past the table's end."""
+    port, block = dev.pkey_port_block(mod, in_port)
+    cdef list pkeys = port.pkeys
+    cdef Py_ssize_t first = <Py_ssize_t> block * PKEY_BLOCK, i, n = len(pkeys)
+    cdef unsigned int v
+    if first >= n:
+        raise _SmpError(STATUS_INVALID_FIELD, f"P_Key block {block} beyond the table")
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, 64)
+    cdef uint8_t *q = <uint8_t *> PyBytes_AS_STRING(out)
+    memset(q, 0, 64)
+    for i in range(min(PKEY_BLOCK, n - first)):
+        v = pkeys[first + i]
+        if v > 0xFFFF:
+            raise ValueError(f"P_Key {v:#x} wider than 16 bits")
+        q[2 * i] = v >> 8
+        q[2 * i + 1] = v & 0xFF
+    return out
+
+
+def sma_fast(dev, int in_port, data, double now=0.0, kind=None):
+    """See ``Device.sma_fast_py``: True when the SMA answered (the answer is in the outbox)."""
+    cdef const uint8_t[::1] view
+    cdef const uint8_t *p
+    cdef int k, method, attr
+    cdef unsigned int status = 0, mod, dlid, slid
+    cdef unsigned long long m_key
+    if _SmpError is None or len(data) != SMP_PACKET:
+        return False
+    view = data
+    p = &view[0]
+    k = smp_kind(p, SMP_PACKET) if kind is None else kind
+    if k != SMP_KIND_REQUEST_DR and k != SMP_KIND_REQUEST_LID:
+        return False
+    method = p[MAD + 3]
+    attr = (p[MAD + 16] << 8) | p[MAD + 17]
+    if (method != GET and method != SET) or attr == ATTR_SM_INFO:
+        return False
+    port = dev.mgmt_port(in_port)
+    if port.m_key:
+        return False  # protection: the full path checks keys and counts violations
+    if k == SMP_KIND_REQUEST_LID:
+        dlid, slid = (p[2] << 8) | p[3], (p[6] << 8) | p[7]
+        if dlid == LID_PERMISSIVE or not port.owns_lid(dlid) or port.owns_lid(slid):
+            return False
+    mod = <unsigned int> _be(p + MAD + 20, 4)
+    m_key = _be(p + MAD + 24, 8)
+    try:
+        if attr == ATTR_NODE_INFO and method == GET:
+            payload = dev._node_info_octets.get(in_port)
+            if payload is None:
+                payload = dev.node_info_octets(in_port)
+        elif attr == ATTR_PORT_INFO:  # sma_attr's PortInfo branch, without the dispatch to it
+            target = dev.port_for_attr(mod, in_port)
+            if method == SET:
+                dev.set_port_info(target, _port_info_unpack(data, MAD + 64), now)
+            payload = dev.port_info_octets(target, in_port)
+        elif attr == ATTR_PKEY_TABLE and method == GET:
+            payload = _pkey_block(dev, mod, in_port)
+        else:
+            payload = _put_attr(dev.sma_attr(_SmpView(method, attr, mod, PyBytes_FromStringAndSize(
+                <const char *> p + MAD + 64, 64), m_key), in_port, now), 64)
+    except _SmpError as exc:
+        payload, status = PyBytes_FromStringAndSize(<const char *> p + MAD + 64, 64), exc.status
+    if type(payload) is not bytes or len(payload) != 64:
+        payload = _put_attr(payload, 64)  # NodeInfo's 40 octets, padded as sma_attr's answers are
+    if attr == ATTR_PORT_INFO and status == 0 and port.m_key_protect == 1 and m_key != port.m_key:
+        # a Set just gave the port a key, and protect bits 1 hide it: M_Key is PortInfo's first 8 octets
+        payload = PyBytes_FromStringAndSize(<const char *> PyBytes_AS_STRING(payload), 64)
+        memset(PyBytes_AS_STRING(payload), 0, 8)
+    raw = smp_answer_packet(p, in_port, <const uint8_t *> PyBytes_AS_STRING(payload), status)
+    if k == SMP_KIND_REQUEST_DR:
+        dev.transmit_mgmt(in_port, raw)  # back along the return path, which starts here
+    else:
+        dev.route_out(raw, in_port)
+    return True
