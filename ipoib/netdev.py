@@ -57,6 +57,9 @@ OPS = ("get_params", "init", "uninit", "open", "stop", "set_id", "attach_mcast",
        "set_features", "tun_offloads", "attach_tun", "detach_tun", "tun_read", "tun_reader", "tun_write", "set_neigh", "flush_neigh", "set_tun_mtu")
 
 
+_OP_SET = frozenset(OPS)
+
+
 class NotSupported(Exception):
     """Raised by a provider for an operation it leaves to the standard implementation."""
 
@@ -119,16 +122,25 @@ class RdmaNetdev:
     """Dispatch each op to the provider, or to the standard implementation where the provider has
     no such op or raises NotSupported. ``served_by`` records, per op, who served it last.
 
-    Each op is bound once, here: the data path calls ``send`` and ``poll`` per packet and per
-    poll, and a lookup per call would cost more than the fast provider's own work."""
+    Each op is bound once, at its first use, and kept as an attribute of the device: the data
+    path calls ``send`` and ``poll`` per packet and per poll, and a lookup per call would cost
+    more than the fast provider's own work; and binding all of them when an interface comes up
+    (every HCA's ib0 as the SM makes its port Active, hundreds in a sweep) costs more than the
+    interface's other work, for ops most interfaces never call."""
 
     def __init__(self, provider, standard):
         self.provider = provider
         self.standard = standard
         self.served_by: dict[str, str] = {}
         self.fallbacks: dict[str, int] = {}
-        for op in OPS:
-            setattr(self, op, self._bind(op))
+
+    def __getattr__(self, op: str):
+        # only reached for what the instance does not hold yet: an op not bound so far
+        if op not in _OP_SET:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {op!r}")
+        bound = self._bind(op)
+        setattr(self, op, bound)
+        return bound
 
     @classmethod
     def create(cls, ctx, provider_cls) -> "RdmaNetdev":

@@ -824,6 +824,11 @@ def test_dispatch_unit():
     with pytest.raises(AttributeError):
         nd.not_an_op  # noqa: B018
     assert set(OPS) >= {"get_params", "send", "poll", "attach_mcast"}
+    # each op is bound at its first use and kept: the same callable every time after, and an op
+    # never called costs nothing when the interface comes up
+    assert set(vars(nd)) & set(OPS) == {"send", "poll", "open"}
+    assert nd.send is nd.send and nd.send(b"g", None, 2) == "prov"
+    assert callable(nd.tx_timeout) and "tx_timeout" in vars(nd) and "stop" not in vars(nd)
 
 
 # -- 8. the standard provider's UD behaviour ------------------------------------------------------

@@ -18,15 +18,16 @@ from ..wire.burst import Segment
 from ..wire.compiled import wirefast
 from .port import PORT_INFO, Port
 
-# the compiled SMA (fabric._wirefast): None packet by packet through the full path only
+# the compiled SMI and SMA's packets (fabric._wirefast): None packet by packet through the full path only
+smp_arrival = wirefast.smp_arrival if wirefast is not None else None
+_smp_answer = wirefast.smp_answer if wirefast is not None else None
+# Device.sma_fast in C (fabric/devices/_smafast.pyx), built and chosen with the compiled wire helpers
 _smafast = None
-if wirefast is not None:  # built with it (setup.py): the compiled SMA comes with the compiled wire helpers
+if wirefast is not None:
     try:
         from . import _smafast
     except ImportError as exc:  # pragma: no cover - depends on the build
         raise ImportError("fabric._wirefast is built but fabric.devices._smafast is not (run `make install`)") from exc
-smp_arrival = wirefast.smp_arrival if wirefast is not None else None
-_smp_answer = wirefast.smp_answer if wirefast is not None else None
 SMP_PACKET_LEN = 8 + 12 + 8 + 256 + 6  # an SMP without a GRH, CRCs included
 SMP_REQUEST_DR, SMP_REQUEST_LID, SMP_RESPONSE_DR = 1, 2, 3  # what smp_arrival returns
 _MAD = 8 + 12 + 8  # where an SMP's MAD starts
@@ -385,8 +386,9 @@ class Device:
         return self.mgmt_port(in_port), mod & 0xFFFF
 
     def port_info_overrides(self, port: Port, local_port: int | None = None) -> dict:
-        """What this device answers in ``port``'s PortInfo instead of the port's own fields
-        (port_info_overrides: LocalPortNum ``local_port``, the port the SMP came in on, when given)."""
+        """The PortInfo fields this device answers for ``port`` instead of the port's own (see
+        fabric.devices.port.PORT_INFO): LocalPortNum ``local_port``, the port the SMP came in on,
+        when given; a switch adds its LID."""
         return {"local_port": local_port} if local_port is not None else {}
 
     def port_info_fields(self, port: Port, local_port: int | None = None) -> dict:
