@@ -10,7 +10,11 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install debs test test-fast test-std bench fuzz soak fabric clean
 
+# Bytecode for every module, written once here: every process of a fabric (the device hosts, the
+# tools) then reads it, also where PYTHONDONTWRITEBYTECODE is set, instead of compiling each module
+# at each start (0.1 s of a 648-HCA fabric's launch). Quick when nothing changed.
 install: $(STAMP)
+	@$(PY) -m compileall -q -j 0 fabric ipoib >/dev/null
 
 PYX := $(wildcard ipoib/*.pyx fabric/*.pyx fabric/*/*.pyx)
 
