@@ -286,3 +286,27 @@ def test_rates():
     assert compare_rates(5, 3) < 0 and compare_rates(3, 5) > 0 and compare_rates(3, 3) == 0
     assert rate_next(3) == 11 and rate_prev(3) == 5 and rate_prev(2) == 0
     assert w.IPOIB_QKEY == 0x0B1B
+
+
+@given(st.lists(st.integers(0, 15), max_size=12), st.integers(1, 4))
+def test_count_full_stops_at_its_limit_and_agrees_with_the_whole_count(states, limit):
+    """What a join or leave asks (the first full member? the last?) costs a look at two members,
+    not at every one: the count stops at ``limit`` and otherwise is the whole count."""
+    from fabric.sm.mcast import FULL_STATES, McGroup
+
+    class Looked(dict):
+        looked = 0
+
+        def values(self):
+            for v in super().values():
+                self.looked += 1
+                yield v
+
+    g = McGroup(mgid=b"\xff" * 16, mlid=0xC000, qkey=1, pkey=0xFFFF)
+    g.members = Looked({bytes([i]) * 16: s for i, s in enumerate(states)})
+    whole = sum(1 for s in states if s & FULL_STATES)
+    assert g.full_members == g.count_full() == whole
+    g.members.looked = 0
+    assert g.count_full(limit) == min(whole, limit)
+    fulls = [i for i, s in enumerate(states) if s & FULL_STATES]
+    assert g.members.looked == (fulls[limit - 1] + 1 if whole >= limit else len(states))

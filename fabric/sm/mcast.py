@@ -131,7 +131,20 @@ class McGroup:
 
     @property
     def full_members(self) -> int:
-        return sum(1 for s in self.members.values() if s & FULL_STATES)
+        return self.count_full()
+
+    def count_full(self, limit: int | None = None) -> int:
+        """The full members, counted up to ``limit`` when given: whether a join made the first one
+        or a leave took the last asks for at most two, and stopping there keeps a join O(1) when
+        every port of a large subnet joins the broadcast group (a whole count is O(N), O(N^2) for
+        N joins)."""
+        n = 0
+        for s in self.members.values():
+            if s & FULL_STATES:
+                n += 1
+                if n == limit:
+                    break
+        return n
 
     def receivers(self) -> list[bytes]:
         return [g for g, s in self.members.items() if s & RECEIVER_STATES]
@@ -256,7 +269,7 @@ class McastManager:
             del g.members[port_gid]
             g.proxy.pop(port_gid, None)
         deleted = False
-        if old & FULL_STATES and not new & FULL_STATES and g.full_members == 0:
+        if old & FULL_STATES and not new & FULL_STATES and g.count_full(1) == 0:
             g.members.clear()
             g.proxy.clear()
             if not g.created_by_sm:

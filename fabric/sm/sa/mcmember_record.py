@@ -137,7 +137,7 @@ class MCMemberRecordMixin:
         old, new = self.mcast.join(g.mgid, member, join_state, proxy=proxy)
         if changed:
             actions.append(McastChanged(g.mlid))
-        if not old & FULL_STATES and new & FULL_STATES and g.full_members == 1:
+        if not old & FULL_STATES and new & FULL_STATES and g.count_full(2) == 1:
             actions += self._notify(smp.TRAP_MCG_CREATED, g.mgid, group=g)
         resp = self._group_record(g, rec.port_gid, new, rec.proxy_join)
         return [self._reply_one(req, src, resp, MCMemberRecord.SIZE)] + actions
@@ -239,12 +239,12 @@ class MCMemberRecordMixin:
         if member not in g.members:
             return []
         stored = g.members[member]
-        full_before = g.full_members
+        full_before = g.count_full(2)
         changed = (force or self._role_changes(g, member, 0, clear=bits)
                    or (stored & FULL_STATES and full_before == 1))
         old, new, _ = self.mcast.leave(g.mgid, member, bits)
         actions: list = [McastChanged(g.mlid)] if changed else []
-        if old & FULL_STATES and not new & FULL_STATES and g.full_members == 0:
+        if old & FULL_STATES and not new & FULL_STATES and g.count_full(1) == 0:
             actions += self._notify(smp.TRAP_MCG_DELETED, g.mgid, group=g)
         return actions
 
