@@ -2,7 +2,7 @@
 """``Device.sma_fast`` compiled: the SMA's answer to a Get or Set that ends at this node, with the
 request read from its octets and the answer's packet written by ``fabric._wirefast`` in C.
 
-The attribute code stays the device's (``port_for_attr``, ``set_port_info``, ``port_info_octets``,
+The attribute code stays the device's (``port_for_attr``, ``set_port_info``, ``port_info_overrides``,
 ``sma_attr``): what this does in C is the part around it that ran as Python for every SMP of a sweep
 (the checks on the request, the fields it reads, NodeInfo from the device's packed copy, PortInfo
 without the generic dispatch, the M_Key hiding, the answer). ``Device.sma_fast_py`` is the
@@ -33,12 +33,26 @@ cdef object _SmpError = None
 cdef object _SmpView = None
 cdef object _put_attr = None
 cdef object _port_info_unpack = None
+cdef object _pi_codec = None  # PORT_INFO's compiled packing (FieldMap.compiled)
+cdef tuple _pi_keys = None
 
 
-def setup(smp_error, smp_view, put_attr, port_info_unpack):
-    """The device module's SmpError and request view, ``put_attr`` and ``PortInfo.unpack``."""
-    global _SmpError, _SmpView, _put_attr, _port_info_unpack
+def setup(smp_error, smp_view, put_attr, port_info_unpack, port_info_map):
+    """The device module's SmpError and request view, ``put_attr``, ``PortInfo.unpack`` and the
+    Port's PortInfo table (``fabric.devices.port.PORT_INFO``)."""
+    global _SmpError, _SmpView, _put_attr, _port_info_unpack, _pi_codec, _pi_keys
     _SmpError, _SmpView, _put_attr, _port_info_unpack = smp_error, smp_view, put_attr, port_info_unpack
+    _pi_codec, _pi_keys = port_info_map.compiled() or (None, None)
+
+
+cdef object _port_info_octets(dev, port, int in_port):
+    """``dev.port_info_octets(port, in_port)``: the same packing (PORT_INFO, the device's
+    overrides), without its frame and FieldMap.pack's."""
+    if _pi_codec is not None:
+        raw = _pi_codec.pack_mapped(port.__dict__, _pi_keys, dev.port_info_overrides(port, in_port))
+        if raw is not None:
+            return raw
+    return dev.port_info_octets(port, in_port)  # what the codec declines: the reference's error
 
 
 cdef inline unsigned long long _be(const uint8_t *p, int n) noexcept:
@@ -105,7 +119,7 @@ def sma_fast(dev, int in_port, data, double now=0.0, kind=None):
             target = dev.port_for_attr(mod, in_port)
             if method == SET:
                 dev.set_port_info(target, _port_info_unpack(data, MAD + 64), now)
-            payload = dev.port_info_octets(target, in_port)
+            payload = _port_info_octets(dev, target, in_port)
         elif attr == ATTR_PKEY_TABLE and method == GET:
             payload = _pkey_block(dev, mod, in_port)
         else:

@@ -58,7 +58,7 @@ class _SmpView:
 
 
 if _smafast is not None:
-    _smafast.setup(SmpError, _SmpView, w.put_attr, w.PortInfo.unpack)
+    _smafast.setup(SmpError, _SmpView, w.put_attr, w.PortInfo.unpack, PORT_INFO)
 
 
 class Device:

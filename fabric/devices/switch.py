@@ -325,7 +325,7 @@ class Switch(Device):
 
     def transmit_mgmt(self, out_port: int, raw: bytes) -> None:
         out = self.ports.get(out_port)
-        if out is None or out_port == 0 or not out.link_up:
+        if out is None or out_port == 0 or out.phys != sa.PHYS_LINKUP:  # not out.link_up, without its call
             return self.drop("dr_egress_down")
         out.counters.count_xmit(len(raw), False)
         self.outbox.append((out_port, raw))

@@ -261,6 +261,11 @@ class FieldMap:
             d.update(overrides)
         return d
 
+    def compiled(self) -> tuple | None:
+        """``(codec, keys)``, what ``pack`` hands ``StructCodec.pack_mapped``, for compiled code that
+        packs without this method's frame (the SMA's PortInfo); None without the compiled codec."""
+        return None if self._codec is None else (self._codec, self._keys)
+
     def pack(self, values: dict, overrides: dict | None = None) -> bytes:
         """``cls(**self.fields(values, overrides)).pack()``."""
         if self._codec is not None:
