@@ -164,3 +164,52 @@ def test_tree_computing_takes_at_most_its_share_of_the_sms_time():
     agent.mft_last = 10.0
     agent._run([McastChanged(0xC000)], 10.6)
     assert agent.mft_due == pytest.approx(10.0 + 0.5 / MFT_DUTY)
+
+
+# -- requests as octets from a template -----------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from fabric.sm.engine import SendSmp, dr_octets, dr_smp  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(method=st.sampled_from([w.GET, w.SET]), attr_id=st.integers(0, 0xFFFF),
+       path=st.lists(st.integers(0, 255), max_size=63), attr_mod=st.integers(0, 0xFFFFFFFF),
+       m_key=st.integers(0, (1 << 64) - 1), data=st.none() | st.binary(max_size=64))
+def test_dr_octets_are_the_octets_of_dr_smp(method, attr_id, path, attr_mod, m_key, data):
+    """The engine's requests, patched into a template, are what the object built field by field
+    packs to (the attribute given as octets or as a struct)."""
+    assert dr_octets(method, attr_id, path, data, attr_mod=attr_mod, m_key=m_key) == \
+        dr_smp(method, attr_id, path, data, attr_mod=attr_mod, m_key=m_key).pack()
+    pi = w.PortInfo(lid=len(path) + 1, port_state=4)
+    assert dr_octets(method, attr_id, path, pi, attr_mod=attr_mod) == \
+        dr_smp(method, attr_id, path, pi, attr_mod=attr_mod).pack()
+
+
+def test_dr_octets_refuses_what_does_not_fit():
+    with pytest.raises(ValueError):
+        dr_octets(w.GET, w.ATTR_NODE_INFO, [1] * 64)
+    with pytest.raises((OverflowError, ValueError)):
+        dr_octets(w.GET, 0x10000, [1])
+    with pytest.raises(ValueError):
+        RequestEngine().request_octets(bytes(255), lambda r: None)
+
+
+def test_a_request_goes_out_as_octets_with_its_tid_and_reads_back_as_the_smp():
+    eng, results = _engine()
+    eng.dr_set(w.ATTR_PORT_INFO, (1, 3), w.PortInfo(lid=7), lambda r: results.append(r), attr_mod=3)
+    eng.request(dr_smp(w.GET, w.ATTR_SM_INFO, (2,)), lambda r: results.append(r))
+    first, second = eng.pump(0.0)
+    assert isinstance(first, SendSmp) and len(first.raw) == w.MAD_SIZE
+    smp = first.smp  # parsed on first use, the try's TID in it
+    assert (smp.method, smp.attr_id, smp.attr_mod, smp.hop_cnt, w.PortInfo.unpack(smp.data).lid) == \
+        (w.SET, w.ATTR_PORT_INFO, 3, 2, 7)
+    assert smp.tid in eng.outstanding and eng.outstanding[smp.tid].smp == smp
+    assert second.smp.attr_id == w.ATTR_SM_INFO and second.smp.tid != smp.tid
+    # the answer must carry the request's class, attribute and modifier
+    eng.on_response(_answer(smp).replace(attr_mod=4), 0.01)
+    assert results == [] and eng.mismatched == 1
+    eng.on_response(_answer(smp), 0.01)
+    assert len(results) == 1 and results[0].attr_mod == 3

@@ -453,3 +453,17 @@ def test_field_map_refuses_what_the_constructor_refuses():
     if wire.PortInfo.__dict__.get("_c_codec") is not None:
         with pytest.raises(ValueError):
             wire.PortInfo._c_codec.pack_mapped({}, (), None)
+
+
+def test_offset_of_is_where_a_field_lands_in_the_octets():
+    smp = wire.new_mad(wire.SMPDirected, tid=0x1122334455667788, attr_id=0xABCD, hop_cnt=5,
+                       initial_path=bytes(range(64)))
+    raw = smp.pack()
+    o = wire.SMPDirected.offset_of
+    assert raw[o("tid"):o("tid") + 8] == (0x1122334455667788).to_bytes(8, "big")
+    assert raw[o("attr_id"):o("attr_id") + 2] == b"\xab\xcd" and raw[o("hop_cnt")] == 5
+    assert raw[o("initial_path"):o("initial_path") + 64] == bytes(range(64))
+    with pytest.raises(KeyError):
+        o("no_such_field")
+    with pytest.raises(TypeError):
+        wire.PortInfo.offset_of("lmc")  # three bits inside an octet

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from .. import wire as w
 from ..wire import smp_attrs as sa
 from .discovery import Discovery
-from .engine import RequestEngine, SendSmp, dr_smp, ok
+from .engine import RequestEngine, SendSmp, dr_octets, ok
 
 DEFAULT_PARTITIONS = "Default=0x7fff, ipoib : ALL=full;\n"
 
@@ -171,7 +171,7 @@ class SubnetManager:
         out = self.engine.tick(now) + self.sa.tick(now)  # SA: Report resends to subscribers
         if self.sm_state == SM_STANDBY and self.next_poll is not None and now >= self.next_poll:
             self.next_poll = None
-            self.engine.request(dr_smp(w.GET, w.ATTR_SM_INFO, self.master[0]), self._polled)
+            self.engine.request_octets(dr_octets(w.GET, w.ATTR_SM_INFO, self.master[0]), self._polled)
             out += self.engine.pump(now)
         if self.next_light is not None and now >= self.next_light and self.state == "up":
             self.next_light = None
@@ -221,8 +221,8 @@ class SubnetManager:
 
     def _set(self, what: str, smp_attr_id: int, path, attr, attr_mod: int = 0, done=None) -> None:
         self._count(what)
-        self.engine.request(dr_smp(w.SET, smp_attr_id, path, attr, attr_mod=attr_mod),
-                            done or (lambda r: self._check(what, r)))
+        self.engine.request_octets(dr_octets(w.SET, smp_attr_id, path, attr, attr_mod=attr_mod),
+                                   done or (lambda r: self._check(what, r)))
 
     def _check(self, what: str, resp) -> None:
         if not ok(resp):
@@ -250,8 +250,8 @@ class SubnetManager:
             return self._configure(subnet)
         infos: dict = {}
         for p in others:
-            self.engine.request(dr_smp(w.GET, w.ATTR_SM_INFO, p.node.path),
-                                lambda r, p=p: infos.__setitem__(p, r))
+            self.engine.request_octets(dr_octets(w.GET, w.ATTR_SM_INFO, p.node.path),
+                                       lambda r, p=p: infos.__setitem__(p, r))
         self.engine.when_idle(lambda: self._elect(subnet, infos))
 
     def _elect(self, subnet, infos: dict) -> None:

@@ -9,7 +9,7 @@ import time
 from collections import deque
 
 from .. import wire as w
-from ..devices.hca import send_smp
+from ..devices.hca import send_dr_request, send_smp
 from .core import Guid2LidChanged, SMConfig, SubnetManager, SubnetUp
 from .engine import SendSmp
 from .sa.actions import McastChanged, Requester, SaReply, SaReport
@@ -176,7 +176,9 @@ class SmAgent:
 
     def _do(self, a, now: float) -> None:
         if isinstance(a, SendSmp):
-            send_smp(self.hca, self.port, a.smp, now, dlid=a.dlid)
+            # a plain directed-route request (most of a sweep) goes from its octets, the rest parsed
+            if send_dr_request(self.hca, self.port, a.raw) is None:
+                send_smp(self.hca, self.port, a.smp, now, dlid=a.dlid)
         elif isinstance(a, SubnetUp):
             self.last_up = a
         elif isinstance(a, SaReply):

@@ -18,17 +18,30 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from dataclasses import dataclass
 
 from .. import wire as w
 
 
-@dataclass(frozen=True)
 class SendSmp:
-    """Action: put this SMP on the wire from the SM's port (LID-routed ones go to ``dlid``)."""
+    """Action: put this SMP on the wire from the SM's port (LID-routed ones go to ``dlid``).
+    ``raw`` is its 256 octets, which the SM's driver sends; ``smp`` the same parsed, made when
+    first asked for (the engine builds its requests as octets, from templates)."""
 
-    smp: object
-    dlid: int | None = None
+    __slots__ = ("raw", "dlid", "_smp")
+
+    def __init__(self, smp=None, dlid: int | None = None, *, raw: bytes | None = None):
+        if raw is None:
+            raw = smp.pack()
+        self.raw, self.dlid, self._smp = raw, dlid, smp
+
+    @property
+    def smp(self):
+        if self._smp is None:
+            self._smp = w.parse_mad(self.raw)
+        return self._smp
+
+    def __repr__(self):
+        return f"SendSmp({self.smp!r}, dlid={self.dlid!r})"
 
 
 MAX_RTO = 4.0  # seconds: the longest a request waits before it is sent again
@@ -36,15 +49,25 @@ LATE_KEPT = 4  # windows' worth of timed-out tries whose answers are still taken
 
 
 class _Req:
-    __slots__ = ("smp", "dlid", "done", "deadline", "tries", "sent_at", "tid", "finished")
+    """A request: its MAD's 256 octets (the latest try's TID in them once sent) and the class,
+    attribute and modifier its answer must carry."""
 
-    def __init__(self, smp, dlid, done):
-        self.smp, self.dlid, self.done = smp, dlid, done
+    __slots__ = ("raw", "key", "_smp", "dlid", "done", "deadline", "tries", "sent_at", "tid", "finished")
+
+    def __init__(self, raw: bytes, key: tuple, dlid, done, smp=None):
+        self.raw, self.key, self._smp, self.dlid, self.done = raw, key, smp, dlid, done
         self.deadline = 0.0
         self.sent_at = 0.0
         self.tries = 0
         self.tid = None  # of the latest try
         self.finished = False  # answered or given up on
+
+    @property
+    def smp(self):
+        """The request parsed (its latest try's TID once sent)."""
+        if self._smp is None or self._smp.tid != int.from_bytes(self.raw[MAD_TID:MAD_TID + 8], "big"):
+            self._smp = w.parse_mad(self.raw)
+        return self._smp
 
 
 class RequestEngine:
@@ -70,13 +93,21 @@ class RequestEngine:
 
     def request(self, smp, done, dlid: int | None = None) -> None:
         """Queue ``smp``; ``done(response_or_None)`` runs when it is answered or given up on."""
-        self.queue.append(_Req(smp, dlid, done))
+        self.queue.append(_Req(smp.pack(), (smp.mgmt_class, smp.attr_id, smp.attr_mod), dlid, done, smp))
+
+    def request_octets(self, raw: bytes, done, dlid: int | None = None) -> None:
+        """:meth:`request` for a MAD given as its 256 octets (``dr_octets``)."""
+        if len(raw) != w.MAD_SIZE:
+            raise ValueError(f"a MAD is {w.MAD_SIZE} octets, not {len(raw)}")
+        key = (raw[1], int.from_bytes(raw[MAD_ATTR_ID:MAD_ATTR_ID + 2], "big"),
+               int.from_bytes(raw[MAD_ATTR_MOD:MAD_ATTR_MOD + 4], "big"))
+        self.queue.append(_Req(bytes(raw), key, dlid, done))
 
     def dr_get(self, attr_id: int, path, done, attr_mod: int = 0, m_key: int = 0) -> None:
-        self.request(dr_smp(w.GET, attr_id, path, attr_mod=attr_mod, m_key=m_key), done)
+        self.request_octets(dr_octets(w.GET, attr_id, path, attr_mod=attr_mod, m_key=m_key), done)
 
     def dr_set(self, attr_id: int, path, attr, done, attr_mod: int = 0, m_key: int = 0) -> None:
-        self.request(dr_smp(w.SET, attr_id, path, attr, attr_mod=attr_mod, m_key=m_key), done)
+        self.request_octets(dr_octets(w.SET, attr_id, path, attr, attr_mod=attr_mod, m_key=m_key), done)
 
     @property
     def busy(self) -> bool:
@@ -110,7 +141,8 @@ class RequestEngine:
 
     def _send(self, req: _Req, now: float) -> SendSmp:
         tid = next(self._tids) & 0xFFFFFFFFFFFFFFFF
-        req.smp = req.smp.replace(tid=tid)
+        raw = req.raw
+        req.raw = raw[:MAD_TID] + tid.to_bytes(8, "big") + raw[MAD_TID + 8:]  # this try's TID
         # no backoff per retry: an SM must tell a dead node (SMInfo polling a master) in a few tries
         req.deadline = now + self.rto
         req.sent_at = now
@@ -119,7 +151,7 @@ class RequestEngine:
         self.outstanding[tid] = req
         heapq.heappush(self._deadlines, (req.deadline, tid))
         self.sent += 1
-        return SendSmp(req.smp, req.dlid)
+        return SendSmp(dlid=req.dlid, raw=req.raw)
 
     def _sample(self, rtt: float) -> None:
         if self.srtt is None:
@@ -147,8 +179,7 @@ class RequestEngine:
             req = late[0]
         if req is None:
             return self.pump(now)
-        q = req.smp
-        if (mad.mgmt_class, mad.attr_id, mad.attr_mod) != (q.mgmt_class, q.attr_id, q.attr_mod):
+        if (mad.mgmt_class, mad.attr_id, mad.attr_mod) != req.key:
             # not an answer to this request (IBA 13.4.6.1: a response carries the request's class,
             # attribute and modifier): ignore it and keep waiting for the real one
             self.mismatched += 1
@@ -205,6 +236,37 @@ def dr_smp(method: int, attr_id: int, path, attr=None, *, attr_mod: int = 0, m_k
     return w.new_mad(w.SMPDirected, method=method, attr_id=attr_id, attr_mod=attr_mod, hop_cnt=len(path),
                      dr_slid=w.LID_PERMISSIVE, dr_dlid=w.LID_PERMISSIVE, initial_path=ipath, m_key=m_key,
                      data=w.put_attr(attr, 64) if attr is not None else bytes(64))
+
+
+MAD_TID = w.SMPDirected.offset_of("tid")
+MAD_ATTR_ID = w.SMPDirected.offset_of("attr_id")
+MAD_ATTR_MOD = w.SMPDirected.offset_of("attr_mod")
+_METHOD = w.SMPDirected.offset_of("method")
+_HOP_CNT = w.SMPDirected.offset_of("hop_cnt")
+_M_KEY = w.SMPDirected.offset_of("m_key")
+_DATA = w.SMPDirected.offset_of("data")
+_INITIAL_PATH = w.SMPDirected.offset_of("initial_path")
+# every directed-route request the SM sends starts as these octets (both DR LIDs permissive)
+_DR_TEMPLATE = dr_smp(w.GET, 0, ()).pack()
+
+
+def dr_octets(method: int, attr_id: int, path, attr=None, *, attr_mod: int = 0, m_key: int = 0) -> bytes:
+    """``dr_smp(...).pack()``, patched into a template instead of made field by field (the SM
+    sends thousands of these a sweep; tests/test_sm_engine.py holds the two to the same octets)."""
+    if not 0 <= len(path) <= 63:
+        raise ValueError(f"a directed route has at most 63 hops, not {len(path)}")
+    b = bytearray(_DR_TEMPLATE)
+    b[_METHOD] = method
+    b[_HOP_CNT] = len(path)
+    b[MAD_ATTR_ID:MAD_ATTR_ID + 2] = attr_id.to_bytes(2, "big")
+    b[MAD_ATTR_MOD:MAD_ATTR_MOD + 4] = attr_mod.to_bytes(4, "big")
+    if m_key:
+        b[_M_KEY:_M_KEY + 8] = m_key.to_bytes(8, "big")
+    b[_INITIAL_PATH + 1:_INITIAL_PATH + 1 + len(path)] = bytes(path)
+    if attr is not None:
+        data = w.put_attr(attr, 64)
+        b[_DATA:_DATA + 64] = data
+    return bytes(b)
 
 
 def ok(resp) -> bool:

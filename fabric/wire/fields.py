@@ -170,6 +170,18 @@ class Struct:
         return obj
 
     @classmethod
+    def offset_of(cls, name: str) -> int:
+        """Where field ``name`` starts in the packed octets (it must start on an octet), from the
+        table: for code that patches fields into prebuilt octets."""
+        for f, shift in cls._layout:
+            if f.name == name:
+                start = cls.SIZE * 8 - shift - f.width
+                if start % 8:
+                    raise TypeError(f"{cls.__name__}.{name} does not start on an octet")
+                return start // 8
+        raise KeyError(f"{cls.__name__} has no field {name!r}")
+
+    @classmethod
     def pack_fields(cls, fields: dict) -> bytes:
         """``cls(**fields).pack()``, without making the object when the compiled codec packs the
         fields (the rest at their defaults): the SMA packs its answers so."""
