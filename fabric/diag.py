@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from .devices.hca import send_dr_request, send_smp
+from .devices.hca import send_smp_octets
 from .sm.discovery import Discovery
 from .sm.engine import RequestEngine, SendSmp
 from .wire import smp_attrs as sa
@@ -62,8 +62,8 @@ class DiagAgent:
 
     def _send(self, actions, now) -> None:
         for a in actions:
-            if isinstance(a, SendSmp) and send_dr_request(self.hca, self.port, a.raw) is None:
-                send_smp(self.hca, self.port, a.smp, now, dlid=a.dlid)
+            if isinstance(a, SendSmp):
+                send_smp_octets(self.hca, self.port, a.raw, now, a.dlid, lambda: a.smp)
 
 
 # -- serialisation between the host and the CLI ---------------------------------------------------

@@ -112,9 +112,7 @@ def sma_fast(dev, int in_port, data, double now=0.0, kind=None):
     m_key = _be(p + MAD + 24, 8)
     try:
         if attr == ATTR_NODE_INFO and method == GET:
-            payload = dev._node_info_octets.get(in_port)
-            if payload is None:
-                payload = dev.node_info_octets(in_port)
+            payload = dev.node_info_octets(in_port)
         elif attr == ATTR_PORT_INFO:  # sma_attr's PortInfo branch, without the dispatch to it
             target = dev.port_for_attr(mod, in_port)
             if method == SET:

@@ -522,6 +522,15 @@ def send_dr_packet(hca: HCA, out: int, packet: bytes) -> bool:
     return hca.send_raw(out, packet)
 
 
+def send_smp_octets(hca: HCA, port_num: int, raw: bytes, now: float = 0.0, dlid: int | None = None,
+                    parsed=None) -> None:
+    """:func:`send_smp` for an SMP given as its 256 octets (an SM engine's ``SendSmp.raw``): a
+    plain directed-route request goes from the octets, anything else as ``parsed()`` (the octets
+    parsed) takes send_smp's way."""
+    if send_dr_request(hca, port_num, raw) is None:
+        send_smp(hca, port_num, parsed() if parsed is not None else w.parse_mad(raw), now, dlid=dlid)
+
+
 def send_smp(hca: HCA, port_num: int, smp, now: float = 0.0, dlid: int | None = None) -> None:
     """Originate an SMP from ``hca``'s port (what an SM does). Directed-route SMPs follow their
     initial path; LID-routed ones go to ``dlid``. What goes on the wire goes to ``hca.outbox``; an

@@ -10,7 +10,7 @@ from ..wire.burst import BURST_HEADROOM, Segment, decode_burst_packets
 from ..wire.compiled import wirefast
 from ..wire.crc import icrc_bytes, vcrc16, vcrc_bytes
 from .base import Device, SmpError
-from .port import Port
+from .port import Port, port_info_overrides
 
 _forward_burst = wirefast.forward_burst if wirefast is not None else None  # None: packet by packet
 _dr_transit_c = wirefast.dr_transit if wirefast is not None else None
@@ -420,12 +420,8 @@ class Switch(Device):
         p0 = self.ports[0]
         # external ports report the switch's LID (they have none of their own)
         if port.num != 0:
-            d = {"lid": p0.lid, "master_sm_lid": p0.sm_lid, "lmc": 0}
-        else:
-            d = {"lid": p0.lid, "capability_mask": SWITCH_PORT0_CAPS}
-        if local_port is not None:
-            d["local_port"] = local_port
-        return d
+            return port_info_overrides(local_port, p0.lid, sm_lid=p0.sm_lid, lmc=0)
+        return port_info_overrides(local_port, p0.lid, capability_mask=SWITCH_PORT0_CAPS)
 
     def addressable(self, port: Port) -> bool:
         return port.num == 0  # only port 0 takes a LID; the others keep theirs (none)

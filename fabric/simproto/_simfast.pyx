@@ -12,6 +12,8 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 
 from fabric._wirefast cimport _dr_request_packet, _plain_dr_request
 
+from fabric.devices.hca import send_dr_packet
+
 # struct sim_request: dlid u32, slid u32, dqp, sqp, status, 4 octets of padding, length u64, mad[256]
 cdef enum:
     SIM_REQUEST = 288
@@ -21,15 +23,16 @@ cdef enum:
     MAD_TID = 8
     DR_HOP_PTR = 6
     DR_PATH = 128  # InitialPath
-    PENDING_EXPIRY = 4096  # the pending table's size above which SimEndpoint._expire looks at it
 
 cdef double _pending_s = 30.0
+cdef Py_ssize_t _pending_expiry = 4096
 
 
-def setup(double pending_s):
-    """How long a request's answer is waited for (endpoint.PENDING_S)."""
-    global _pending_s
-    _pending_s = pending_s
+def setup(double pending_s, Py_ssize_t pending_expiry):
+    """How long a request's answer is waited for and the pending table's size above which
+    ``SimEndpoint._expire`` looks at it (endpoint.PENDING_S, PENDING_EXPIRY)."""
+    global _pending_s, _pending_expiry
+    _pending_s, _pending_expiry = pending_s, pending_expiry
 
 
 cdef tuple _request(const uint8_t *raw, Py_ssize_t n, unsigned int index):
@@ -107,13 +110,9 @@ def on_data(ep, int index, raw, double now):
     client.sent += 1
     pending = ep.pending
     pending[tid] = (index, now + _pending_s, now)  # SimEndpoint._await
-    if len(pending) > PENDING_EXPIRY:
+    if len(pending) > _pending_expiry:
         ep._expire(now)
-    hca = ep.hca
-    if out == 0 or out not in hca.ports:  # fabric.devices.hca.send_dr_packet
-        hca.drop("dr_originate")
-        ep._refused_plain(client, raw, tid)
-    elif not hca.send_raw(out, packet):
+    if not send_dr_packet(ep.hca, out, packet):
         ep._refused_plain(client, raw, tid)
     return True
 

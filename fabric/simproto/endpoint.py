@@ -45,9 +45,10 @@ if wirefast is not None:  # built with it (setup.py), chosen with it
 
 log = logging.getLogger(__name__)
 PENDING_S = 30.0  # how long an answer to a client's request is waited for (an RMPP transfer included)
-if _simfast is not None:
-    _simfast.setup(PENDING_S)
+PENDING_EXPIRY = 4096  # requests awaiting answers above which the unanswered ones are looked for
 TID_HI_SHIFT = 48
+if _simfast is not None:
+    _simfast.setup(PENDING_S, PENDING_EXPIRY)
 
 
 RMPP_HDR_END = 36  # common MAD header (24) and RMPP header (12): where an RMPP payload starts
@@ -355,7 +356,7 @@ class SimEndpoint:
 
     def _expire(self, now: float) -> None:
         """Forget requests nobody answered (lost in the fabric), at most once a second."""
-        if len(self.pending) > 4096 and now >= self._next_expiry:
+        if len(self.pending) > PENDING_EXPIRY and now >= self._next_expiry:
             self._next_expiry = now + 1.0
             self.pending = {t: v for t, v in self.pending.items() if v[1] >= now}
 

@@ -9,7 +9,7 @@ import time
 from collections import deque
 
 from .. import wire as w
-from ..devices.hca import send_dr_request, send_smp
+from ..devices.hca import send_smp_octets
 from .core import Guid2LidChanged, SMConfig, SubnetManager, SubnetUp
 from .engine import SendSmp
 from .sa.actions import McastChanged, Requester, SaReply, SaReport
@@ -175,10 +175,8 @@ class SmAgent:
             self._mft_changed(now)
 
     def _do(self, a, now: float) -> None:
-        if isinstance(a, SendSmp):
-            # a plain directed-route request (most of a sweep) goes from its octets, the rest parsed
-            if send_dr_request(self.hca, self.port, a.raw) is None:
-                send_smp(self.hca, self.port, a.smp, now, dlid=a.dlid)
+        if isinstance(a, SendSmp):  # a plain directed-route request (most of a sweep) from its octets
+            send_smp_octets(self.hca, self.port, a.raw, now, a.dlid, lambda: a.smp)
         elif isinstance(a, SubnetUp):
             self.last_up = a
         elif isinstance(a, SaReply):
