@@ -397,6 +397,7 @@ def _up(topology, name, *, hosts, timeout, sm, sm_config, sm_args, node_software
                                     "args": [str(a) for a in sm_args]} if kind != "none" else None,
                              # what each host runs on its HCAs, by name (fabric.plugins), and its settings
                              "node_software": node_software, "node_config": node_config,
+                             "node_software_ref": plugins.node_software_ref(node_software),
                              # what every link burst of this fabric carries (fabric.wire.burst)
                              "link_token": secrets.token_hex(8)})
     info.check_paths()
@@ -483,7 +484,7 @@ def wait_links_up(info: RunInfo, procs, *, deadline: float, progress=None, topo=
                 return
             if time.monotonic() > deadline:
                 raise LaunchError(f"fabric {info.name!r}: {pending} ports/hosts not up before the timeout")
-            time.sleep(0.05)
+            time.sleep(0.02)
     finally:
         for c in clients:
             c.close()
@@ -523,7 +524,7 @@ def _down(name: str, grace: float) -> bool:
     pids = [p for p in _pids(run_dir) if alive(p, run_dir)] if info is None or not info.machines else []
     end = time.monotonic() + grace
     while pids and time.monotonic() < end:
-        time.sleep(0.05)
+        time.sleep(0.01)
         pids = [p for p in pids if alive(p, run_dir)]
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for p in pids:
@@ -535,7 +536,7 @@ def _down(name: str, grace: float) -> bool:
                 os.kill(p, sig)
         end = time.monotonic() + grace
         while pids and time.monotonic() < end:
-            time.sleep(0.05)
+            time.sleep(0.01)
             pids = [p for p in pids if alive(p, run_dir)]
         if not pids:
             break

@@ -21,17 +21,23 @@ run directory, called by ``ibfab down`` after the hosts stopped, also after they
 which adds subcommands to ``ibfab``.
 
 ``none`` (bare HCAs, nothing on them) is always there.
+
+The launcher records the entry point's object reference (``module:attr``) in ``fabric.json``, and
+the device hosts load that (:func:`load_ref`): reading the distributions' metadata costs an import
+of ``importlib.metadata`` (20 ms) in the process that forks the hosts, on the way to every launch.
 """
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+import importlib
 
 NONE = "none"
 DEFAULT = "ipoib"  # what a fabric runs on its HCAs unless told otherwise
 
 
 def _group(group: str) -> dict:
+    from importlib.metadata import entry_points
+
     return {ep.name: ep for ep in entry_points(group=group)}
 
 
@@ -39,14 +45,39 @@ def node_software_names() -> list[str]:
     return sorted(_group("ibfab.node_software")) + [NONE]
 
 
-def node_software(name: str | None):
-    """The node software called ``name``, or None for ``none``."""
-    if name in (None, NONE):
-        return None
+def _entry(name: str):
     ep = _group("ibfab.node_software").get(name)
     if ep is None:
         raise ValueError(f"unknown node software {name!r} (installed: {', '.join(node_software_names())})")
-    return ep.load()
+    return ep
+
+
+def node_software(name: str | None, ref: str | None = None):
+    """The node software called ``name``, or None for ``none``; ``ref``: its entry point's
+    ``module:attr`` as :func:`node_software_ref` gave it (no metadata read)."""
+    if name in (None, NONE):
+        return None
+    if ref:
+        return load_ref(ref)
+    return _entry(name).load()
+
+
+def node_software_ref(name: str | None) -> str | None:
+    """``module:attr`` of the node software called ``name`` (None for ``none``)."""
+    if name in (None, NONE):
+        return None
+    return _entry(name).value
+
+
+def load_ref(ref: str):
+    """The object an entry point's ``module:attr`` names."""
+    module, _, attr = ref.partition(":")
+    if not module:
+        raise ValueError(f"bad entry point reference {ref!r}: module:attr")
+    obj = importlib.import_module(module)
+    for part in attr.split(".") if attr else ():
+        obj = getattr(obj, part)
+    return obj
 
 
 def command_plugins() -> list:

@@ -8,6 +8,8 @@ import time
 import msgpack
 import zmq
 
+from . import zsock
+
 
 class RpcError(RuntimeError):
     """The host answered with an error, or did not answer in time. Its text is for users as it is;
@@ -37,7 +39,7 @@ class RpcClient:
         curve = curve or keys_for(endpoint)
         if curve is not None:
             curve.client(self.sock)
-        self.sock.connect(endpoint)
+        zsock.connect(self.sock, endpoint)
 
     def call(self, op: str, *, rpc_timeout: float | None = None, **args):
         """Call ``op`` with ``args``. An op that itself waits (a ``timeout`` argument) gets that

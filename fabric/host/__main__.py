@@ -65,7 +65,7 @@ def fork_hosts(run_dir: str, indices: list[int]) -> int:
 
     info = RunInfo.load(run_dir)
     topology = load_topology(info.topology_path)
-    plugins.node_software(info.data.get("node_software"))  # its modules, imported once for all
+    plugins.node_software(info.data.get("node_software"), info.data.get("node_software_ref"))  # imported once for all
     children = {}
 
     def signal_children(signum, _frame=None):

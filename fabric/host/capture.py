@@ -25,6 +25,7 @@ import time
 import msgpack
 import zmq
 
+from .. import zsock
 from ..wire.burst import LEN
 from .lease import LEASE_S, Lease
 from .ops import RpcError
@@ -78,7 +79,7 @@ class StreamSession:
         self.sock = host.ctx.socket(zmq.PUSH)
         self.sock.setsockopt(zmq.SNDHWM, STREAM_HWM)
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(endpoint)
+        zsock.connect(self.sock, endpoint)
         # on one of the host's devices, whose timers run it
         self.lease = Lease(host.devices[host.names[0]], self._expired, now)
 

@@ -19,7 +19,7 @@ from collections import deque
 import msgpack
 import zmq
 
-from .. import plugins
+from .. import plugins, zsock
 from ..devices import cable, make_device, training
 from ..devices.events import apply_events
 from ..runinfo import RunInfo
@@ -125,7 +125,7 @@ class DeviceHost(HostOps, CaptureOps):
                         self.monitors[mon] = h
                         if self.curve is not None:
                             self.curve.client(s)
-                        s.connect(self.info.ingress(h))
+                        zsock.connect(s, self.info.ingress(h))
                     self.peer_links.setdefault(h, []).append((a, ap))
                     self.links[(a, ap)] = (s, bp, index_of[b])
                     cable(self.devices[a], ap, None, 0, link)
@@ -147,7 +147,7 @@ class DeviceHost(HostOps, CaptureOps):
             self._watch_zmq(self.gate.handler, lambda now: self.gate.on_request())
             for m in self.gate.monitors:
                 self._watch_zmq(m, lambda now, m=m: self.gate.on_monitor(m))
-        software = plugins.node_software(self.info.data.get("node_software"))
+        software = plugins.node_software(self.info.data.get("node_software"), self.info.data.get("node_software_ref"))
         if software is not None:
             software.attach(self)  # found by name: the fabric itself imports no node software
 
@@ -342,11 +342,9 @@ class DeviceHost(HostOps, CaptureOps):
     def on_monitor(self, mon, host: int, now: float) -> None:
         """The process of a peer host went away (each port cabled to its devices loses its signal,
         as when the peer HCA loses power) or came back (a restarted host: train again)."""
-        from zmq.utils.monitor import recv_monitor_message
-
         while True:
             try:
-                event = recv_monitor_message(mon, zmq.NOBLOCK)["event"]
+                event, _ = zsock.monitor_event(mon, zmq.NOBLOCK)
             except zmq.Again:
                 break
             for name, port in self.peer_links.get(host, ()):

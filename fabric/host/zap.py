@@ -15,7 +15,8 @@ import sys
 
 import zmq
 import zmq.utils.z85
-from zmq.utils.monitor import recv_monitor_message
+
+from .. import zsock
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 REFUSED = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
@@ -59,7 +60,7 @@ class Gate:
     def on_monitor(self, mon: zmq.Socket) -> None:
         while True:
             try:
-                event = recv_monitor_message(mon, zmq.NOBLOCK)["event"]
+                event, _ = zsock.monitor_event(mon, zmq.NOBLOCK)
             except zmq.Again:
                 return
             if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
