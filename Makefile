@@ -16,12 +16,18 @@ STAMP  := $(VENV)/.installed
 install: $(STAMP)
 	@$(PY) -m compileall -q -j 0 fabric ipoib >/dev/null
 
+# The editable install as a plain path in a .pth file: setuptools' default puts an import hook there
+# instead, which imports pathlib and more at every start of every Python process of the venv (the
+# device hosts, each ibfab command; 9 ms each). setuptools calls that mode transitional: where it is
+# gone, the default install is used.
+EDITABLE := --config-settings editable_mode=compat
+
 PYX := $(wildcard ipoib/*.pyx fabric/*.pyx fabric/*/*.pyx)
 
 $(STAMP): pyproject.toml setup.py $(PYX) $(wildcard ipoib/*.pxd fabric/*.pxd fabric/*.h ipoib/*.h)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet -e '.[dev]' $(EDITABLE) || $(PIP) install --quiet -e '.[dev]'
 	$(PY) -c "import ipoib._fastring, ipoib._fasttun, ipoib._fastrx, ipoib._fastpath, fabric._wirefast, fabric._structfast, fabric.host._localfast, fabric.devices._smafast, fabric.simproto._simfast"  # the extensions must have been built
 	touch $@
 
@@ -42,7 +48,7 @@ test-std:
 	IPOIB_BACKEND=std FABRIC_BACKEND=std $(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: install debs
-	$(PIP) install --quiet -e '.[dev,bench]'
+	$(PIP) install --quiet -e '.[dev,bench]' $(EDITABLE) || $(PIP) install --quiet -e '.[dev,bench]'
 	$(PY) -m pytest bench -q --benchmark-columns=min,median,mean,ops --benchmark-sort=name -p no:randomly
 
 # Hostile input at length: 100k fuzzed RPC calls against a running fabric (make test runs a sample)
