@@ -104,6 +104,32 @@ def test_a_killed_host_is_reported_and_restarted_with_its_old_lids(fab):
     assert r.returncode == 1 and "is running" in r.stderr
 
 
+def test_a_restarted_leafs_hosts_first_broadcast_arrives(fab):
+    """After its host restarts, leaf02 holds no multicast tree, and its HCAs join the broadcast
+    group again. The SM answers such a join once the MFT blocks of the new branch are written:
+    the HCA's first ARP (a broadcast, sent as soon as the join is answered) reaches the other
+    side, so one ARP request is enough and the first ping is answered at once, not after the
+    neighbour table's one-second retransmission."""
+    victim, node, live = 1, "node0003", "node0001"
+    assert node in fab.info.hosts[victim]["devices"] and live not in fab.info.hosts[victim]["devices"]
+    fab.kill_host(victim)
+    assert _wait(lambda: fab.dead_hosts() == [victim], 2)
+    fab.restart_host(victim)
+
+    def ib0():
+        try:
+            ifs = fab.nodes[node].status()["interfaces"]
+        except Exception:
+            return None
+        return ifs[0] if ifs and ifs[0]["carrier"] else None
+
+    assert _wait(ib0, 10, 0.01), "no carrier on the restarted HCA"
+    assert ib0()["stats"].get("arp_requests", 0) == 0
+    r = fab.nodes[node].ping(live, count=1, timeout=3)
+    assert r["received"] == 1
+    assert ib0()["stats"]["arp_requests"] == 1  # the first broadcast was not lost at the leaf
+
+
 def test_restart_host_through_the_api_and_a_new_sm_after_the_sm_host_dies(fab):
     sm_host = fab.info.host_of(fab.topology.sm_node)
     assert sm_host == 0

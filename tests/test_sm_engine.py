@@ -122,6 +122,9 @@ class _FakeSM:
     def tick(self, now):
         return []
 
+    def on_smp(self, mad, now):
+        return self.engine.on_response(mad, now)
+
     def next_deadline(self):
         return None
 
@@ -137,6 +140,8 @@ def _driver():
     from collections import deque
 
     agent._pending, agent._held = deque(), deque()
+    agent._mft_waiters = []
+    agent.hca = None
     return agent
 
 
@@ -152,6 +157,46 @@ def test_joins_during_a_sweep_are_programmed_once_after_it():
     assert not agent.mft_held and agent.mft_due == 0.6
     agent.tick(0.6)
     assert agent.sm.programmed == 1
+
+
+def test_an_answer_that_changes_a_tree_waits_for_the_switches_to_have_it(monkeypatch):
+    """A join that adds a branch is answered only once the MFT Sets of that branch are answered
+    (the joined port sends to the group at once); answers that change no tree go at once, and a
+    join that comes while the programming is in flight waits for the next one."""
+    from fabric.sm.sa import McastChanged, Requester, SaReply
+
+    agent = _driver()
+    agent.sm.state = "up"
+    sent = []
+    monkeypatch.setattr(agent, "_gmp", lambda dest, mad, now: sent.append(mad))
+    mft_sets = []
+
+    def program_mfts():  # two MFT blocks to write, answered later
+        agent.sm.programmed += 1
+        for i in range(2):
+            agent.sm.engine.request_octets(dr_octets(w.SET, w.ATTR_MFT, [1], bytes(64), attr_mod=i),
+                                           lambda r: None)
+
+    agent.sm.program_mfts = program_mfts
+    monkeypatch.setattr(agent, "_do", lambda a, now: sent.append(a.mads[0]) if isinstance(a, SaReply)
+                        else mft_sets.append(a) if isinstance(a, SendSmp) else agent.__class__._do(agent, a, now))
+    req = Requester(lid=5)
+    agent._run(agent._sa_actions([SaReply(req, (b"plain",))]), 1.0)
+    assert sent == [b"plain"]  # no tree changed: answered at once
+    agent._run(agent._sa_actions([SaReply(req, (b"join",)), McastChanged(0xC000)]), 1.0)
+    assert sent == [b"plain"] and agent.mft_due == 1.0  # held; the change is due now
+    agent.tick(1.0)
+    assert agent.sm.programmed == 1 and len(mft_sets) == 2 and sent == [b"plain"]
+    agent._run(agent._sa_actions([SaReply(req, (b"late join",)), McastChanged(0xC001)]), 1.001)
+    first = mft_sets[0].smp
+    agent.on_smp(None, _answer(first), 1, 1.002)
+    assert sent == [b"plain"]  # one MFT Set still unanswered
+    agent.on_smp(None, _answer(mft_sets[1].smp), 1, 1.003)
+    assert sent == [b"plain", b"join"]  # the second join waits for the programming after it
+    agent.tick(max(1.003, agent.mft_due))
+    for s in mft_sets[2:]:
+        agent.on_smp(None, _answer(s.smp), 1, 1.01)
+    assert agent.sm.programmed == 2 and sent == [b"plain", b"join", b"late join"]
 
 
 def test_tree_computing_takes_at_most_its_share_of_the_sms_time():

@@ -41,6 +41,9 @@ class SmAgent:
         self.clock = None  # the host's clock (time.monotonic), to tell the SM's own computing time
         self._timing = False
         self._held: deque = deque(maxlen=SA_HOLD)  # SA requests that came before the SA had a subnet
+        # answers to joins and leaves that change a group's tree, sent once the switches have it
+        # (see _sa_actions); ``_mft_batch``: those whose change the programming in flight carries
+        self._mft_waiters: list = []
         hca.sm_consumer = self.on_smp
         hca.gsi_consumer = self.on_gmp
         hca.sm_info_source = self.sm.sm_info  # SMInfo is the SM's to answer (IBA 14.4.1)
@@ -104,7 +107,22 @@ class SmAgent:
             stats["held_before_subnet_up"] = stats.get("held_before_subnet_up", 0) + 1
             self._held.append((raw if mad is None else mad, req))
             return
-        self._run(self.sm.sa.handle(raw if mad is None else mad, req, now), now)
+        self._run(self._sa_actions(self.sm.sa.handle(raw if mad is None else mad, req, now)), now)
+
+    def _sa_actions(self, actions: list) -> list:
+        """An SA answer whose request changed a multicast tree (a join that adds a branch, a leave
+        that prunes one) waits until the MFT blocks of that change are programmed: a port that
+        hears its join answered sends to the group at once (IPoIB's first ARP), and a switch that
+        had no branch for it yet would drop that. The kernel then retries only after a second."""
+        if not any(isinstance(a, McastChanged) for a in actions):
+            return actions
+        self._mft_waiters += [a for a in actions if isinstance(a, SaReply)]
+        return [a for a in actions if not isinstance(a, SaReply)]
+
+    def _release_mft_waiters(self, batch: list) -> None:
+        """The MFT programming that carried ``batch``'s changes is answered (the engine is idle):
+        their answers go now, in the order they were held."""
+        self._pending.extend(batch)
 
     def tick(self, now: float) -> None:
         self.on_input(self._tick, now)
@@ -115,8 +133,11 @@ class SmAgent:
             self.mft_due = None
             self.mft_last = now
             t0 = time.process_time()
+            batch, self._mft_waiters = self._mft_waiters, []
             self.sm.program_mfts()
             self.mft_cost = time.process_time() - t0
+            if batch:  # after the MFT Sets just queued (and whatever else is in flight) are answered
+                self.sm.engine.when_idle(lambda: self._release_mft_waiters(batch))
             actions = actions + self.sm.engine.pump(now)
         self._run(actions, now)
 
@@ -169,7 +190,7 @@ class SmAgent:
                 break
             held, self._held = self._held, deque(maxlen=SA_HOLD)
             for mad, req in held:  # the subnet is up: what waited for it is answered now
-                self._pending.extend(self.sm.sa.handle(mad, req, now))
+                self._pending.extend(self._sa_actions(self.sm.sa.handle(mad, req, now)))
         if self.mft_held and self.sm.state != "sweeping":
             self.mft_held = False  # the sweep is over (up, or given up): program what it held
             self._mft_changed(now)
