@@ -46,9 +46,10 @@ def test_a_client_before_its_server_retries_soon_and_is_answered(tmp_path):
             retries.append(value)
             if len(retries) == 4:
                 break
-        assert retries[0] == zsock.RECONNECT_FIRST_MS
-        assert retries == sorted(retries) and retries[-1] > retries[0]  # backing off
-        assert max(retries) <= zsock.RECONNECT_MAX_MS
+        # the first retry may come before the monitor is attached: then the series starts at
+        # its second interval; either way it starts far below libzmq's 100 ms and doubles
+        assert retries[0] in (zsock.RECONNECT_FIRST_MS, 2 * zsock.RECONNECT_FIRST_MS)
+        assert all(b == min(2 * a, zsock.RECONNECT_MAX_MS) for a, b in zip(retries, retries[1:]))
         server.bind(endpoint)
         answered = []
 
