@@ -36,6 +36,20 @@ class SmNet(LoopNet):
             self.settle()
         return self.agent
 
+    def sa_responses(self, client: str, *, wait: float = 0.1) -> list:
+        """The complete SA responses on ``client``'s QP1, letting simulated time pass (up to
+        ``wait``) until there is one: a join or leave that changes a tree is answered once the MFTs
+        are written, which may wait for the SM's coalescing window (fabric/sm/driver.py)."""
+        from fabric.mad import saclient as sc
+
+        qp, col, done, waited = self.devices[client].qps[1], sc.SaCollector(), [], 0.0
+        while True:
+            done += [r for c in qp.poll(10000) for r in [col.feed(c.payload)] if r is not None]
+            if done or waited >= wait:
+                return done
+            self.advance(0.001)
+            waited += 0.001
+
     def stop_sm(self) -> None:
         if self.agent is not None:
             self.agent.detach()

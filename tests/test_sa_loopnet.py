@@ -31,15 +31,7 @@ def query(net, name, mad):
                 qkey=w.QKEY_GSI, now=net.now)
     net.inject(name)
     net.settle()
-    col = sc.SaCollector()
-    done = []
-    # a join that changes a tree is answered once the MFTs are written, which may wait for the
-    # SM's coalescing window (fabric/sm/driver.py): let simulated time pass until the answer
-    for _ in range(100):
-        done += [r for c in d.qps[1].poll(10000) for r in [col.feed(c.payload)] if r is not None]
-        if done:
-            break
-        net.advance(0.001)
+    done = net.sa_responses(name)
     assert len(done) == 1
     return done[0]
 

@@ -53,15 +53,7 @@ def sa_query(net, client, octets):
     d.post_send(1, dlid=d.ports[1].sm_lid, dest_qp=1, payload=octets,
                 qkey=w.QKEY_GSI, now=net.now)
     net.inject(client)
-    col = sc.SaCollector()
-    done = []
-    # a join or leave that changes a tree is answered once the MFTs are written, which may wait
-    # for the SM's coalescing window (fabric/sm/driver.py): let simulated time pass until then
-    for _ in range(100):
-        done += [r for c in d.qps[1].poll(10000) for r in [col.feed(c.payload)] if r is not None]
-        if done:
-            break
-        net.advance(0.001)
+    done = net.sa_responses(client)
     assert len(done) == 1, f"{len(done)} responses"
     return done[0]
 
