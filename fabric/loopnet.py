@@ -108,7 +108,9 @@ class LoopNet:
     def run(self, max_steps: int = 1_000_000) -> int:
         """Deliver queued packets until the fabric is quiet; returns how many were delivered."""
         steps = 0
-        while (self.queue or self._run_idle()) and steps < max_steps:
+        while steps < max_steps:
+            if not self.queue and not (self._run_idle() and self.queue):
+                break  # quiet, and the idle work (if any) sent nothing
             name, port, kind, pkt = self.queue.popleft()
             dev = self.devices[name]
             if kind != KIND_DATA:

@@ -86,3 +86,29 @@ def test_the_idle_work_runs_on_a_quiet_pass_or_once_it_waited_long_enough():
         assert not busy.idle_ready(False, 0.001)
         assert busy.idle_ready(True, IDLE_MAX_WAIT_S)  # a busy host does not starve it
     assert 0 < IDLE_MAX_WAIT_S <= 0.1
+
+
+def test_loopnet_stops_when_the_idle_work_sends_nothing():
+    """Idle work that puts nothing on the wire (a start on a port that is not Active) leaves the
+    fabric quiet: run() returns instead of taking from an empty queue."""
+    from fabric.loopnet import LoopNet
+    from fabric.topology import load_topology
+
+    net = LoopNet(load_topology("single:2"))
+    dev = net.devices["node0001"]
+
+    class Agent:
+        idle_pending = True
+
+        def idle(self, now):
+            self.idle_pending = False
+
+        def next_deadline(self):
+            return None
+
+        def tick(self, now):
+            pass
+
+    a = Agent()
+    dev.agents.append(a)
+    assert net.run() == 0 and not a.idle_pending

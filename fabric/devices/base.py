@@ -159,6 +159,8 @@ class Device:
         return False
 
     def run_idle(self, now: float) -> None:
+        """Each agent's ``idle(now)`` that has idle work; an agent clears its ``idle_pending``
+        before doing the work, so that work that fails is not tried again at every pass."""
         for agent in list(self.agents):
             if getattr(agent, "idle_pending", False):
                 agent.idle(now)

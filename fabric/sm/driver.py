@@ -42,7 +42,7 @@ class SmAgent:
         self._timing = False
         self._held: deque = deque(maxlen=SA_HOLD)  # SA requests that came before the SA had a subnet
         # answers to joins and leaves that change a group's tree, sent once the switches have it
-        # (see _sa_actions); ``_mft_batch``: those whose change the programming in flight carries
+        # (see _sa_actions); the next MFT programming takes them along (_tick)
         self._mft_waiters: list = []
         hca.sm_consumer = self.on_smp
         hca.gsi_consumer = self.on_gmp
