@@ -108,9 +108,7 @@ class LoopNet:
     def run(self, max_steps: int = 1_000_000) -> int:
         """Deliver queued packets until the fabric is quiet; returns how many were delivered."""
         steps = 0
-        while steps < max_steps:
-            if not self.queue and not (self._run_idle() and self.queue):
-                break  # quiet, and the idle work (if any) sent nothing
+        while self.queue and steps < max_steps:
             name, port, kind, pkt = self.queue.popleft()
             dev = self.devices[name]
             if kind != KIND_DATA:
@@ -126,18 +124,6 @@ class LoopNet:
             self._service(name, dev)
             steps += 1
         return steps
-
-    def _run_idle(self) -> bool:
-        """The fabric is quiet: the devices' idle work (Device.run_idle), as a device host runs
-        it once a pass finds nothing to do. True if any ran (what it sent is queued)."""
-        ran = False
-        for name, dev in self.devices.items():
-            if dev.agents and dev.idle_pending():
-                dev.run_idle(self.now)
-                self._drain(name, dev)
-                self._handle_events(name)
-                ran = True
-        return ran
 
     def _service(self, name: str, dev) -> None:
         """Software on the node (IPoIB's NAPI polls, queued sends) that is due right now."""

@@ -60,10 +60,9 @@ class IPoIBNode:
         self._poll_pending: set = set()
         self._poll_timers: dict = {}  # ifname -> when its moderation timer fires
         self.started = False
-        # ip link set ib0 up is the ULP's work, done when the device host is idle (``idle``, as
-        # the kernel's ipoib reacts to a port event from a workqueue): not inside the PortInfo
-        # Set that made the port Active, whose answer (the HCA's SMA, hardware on a real card)
-        # must not wait behind it, nor ahead of the SMPs of the rest of the SM's sweep
+        # ip link set ib0 up is the ULP's work, done from the node's next tick: not inside the
+        # PortInfo Set that made the port Active, whose answer (the HCA's SMA, hardware on a real
+        # card) must not wait behind it while the SM sweeps the rest of the subnet
         self._start_pending = False
         self._light_flush = None  # ((SM LID, LID), when) of the last light flush: events in one burst share it
         hca.qps[1].consumer = self._on_gsi
@@ -189,6 +188,10 @@ class IPoIBNode:
     # -- agent protocol (timers and NAPI) ------------------------------------------------------
 
     def tick(self, now: float) -> None:
+        if self._start_pending:
+            self._start_pending = False
+            if self.hca.ports[self.port].state == sa.PORT_ACTIVE:
+                self.start()
         if self._poll_timers:
             for name, t in list(self._poll_timers.items()):
                 if now >= t:
@@ -207,18 +210,6 @@ class IPoIBNode:
         self.ip.tick(now)
         if self._poll_pending:
             self._run_polls()  # what the timers just sent leaves in this same pass, not the next one
-
-    @property
-    def idle_pending(self) -> bool:
-        """Work for when the host has nothing else to do: the interface's start after its port
-        went Active (fabric.devices.base.Device.run_idle)."""
-        return self._start_pending
-
-    def idle(self, now: float) -> None:
-        if self._start_pending:
-            self._start_pending = False
-            if self.hca.ports[self.port].state == sa.PORT_ACTIVE:
-                self.start()
 
     def _run_polls(self) -> None:
         """NAPI, as the kernel's net_rx_action: a poll of each interface that asked for one, and
@@ -242,7 +233,7 @@ class IPoIBNode:
 
     def next_deadline(self):
         # asked several times per host-loop pass: no lists, no walks beyond the interfaces
-        if self._poll_pending:
+        if self._poll_pending or self._start_pending:
             return 0.0  # due now, whatever the caller's clock says
         best = self.ip.next_deadline()
         for ifc in self.ifs.values():

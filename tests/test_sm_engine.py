@@ -140,7 +140,7 @@ def _driver():
     from collections import deque
 
     agent._pending, agent._held = deque(), deque()
-    agent._mft_waiters = []
+    agent._mft_waiters, agent._replies = [], deque()
     agent.hca = None
     return agent
 
@@ -197,6 +197,27 @@ def test_an_answer_that_changes_a_tree_waits_for_the_switches_to_have_it(monkeyp
     for s in mft_sets[2:]:
         agent.on_smp(None, _answer(s.smp), 1, 1.01)
     assert agent.sm.programmed == 2 and sent == [b"plain", b"join", b"late join"]
+
+
+def test_held_answers_go_a_pass_at_a_time(monkeypatch):
+    """Thousands of joins answered together after a sweep would overflow the in-process link
+    toward the SM's switch: a released batch goes REPLIES_PER_PASS at a time, the rest at the next
+    ticks, which are due at once while any wait."""
+    from fabric.sm.driver import REPLIES_PER_PASS
+    from fabric.sm.sa import Requester, SaReply
+
+    agent = _driver()
+    agent.sm.state = "up"
+    sent = []
+    monkeypatch.setattr(agent, "_gmp", lambda dest, mad, now: sent.append(mad))
+    batch = [SaReply(Requester(lid=5), (i.to_bytes(2, "big"),)) for i in range(2 * REPLIES_PER_PASS + 3)]
+    agent._release_mft_waiters(batch)
+    agent._run([], 1.0)
+    assert len(sent) == REPLIES_PER_PASS and agent.next_deadline() == 0.0
+    agent.tick(1.0)
+    assert len(sent) == 2 * REPLIES_PER_PASS and agent.next_deadline() == 0.0
+    agent.tick(1.0)
+    assert sent == [r.mads[0] for r in batch] and agent.next_deadline() is None  # in order, all
 
 
 def test_tree_computing_takes_at_most_its_share_of_the_sms_time():

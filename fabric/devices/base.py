@@ -78,9 +78,7 @@ class Device:
         self.drops: Counter = Counter()  # reason -> count; finer than the PMA counters
         self.events: list = []  # (kind, port, detail) for the host / ULP
         self._traps: list = []  # [next_time, sends_left, packet, out_port, tid]
-        # software on this node with timers (the SM, IPoIB): tick(now), next_deadline(); and
-        # optionally idle_pending and idle(now), work for when its host has nothing else to do
-        self.agents: list = []
+        self.agents: list = []  # software on this node with timers (the SM): tick(now), next_deadline()
         self.outbox: list = []  # what goes on the wire: (port, packet) or Segment; the host empties it
         self._tid = (self.node_guid & 0xFFFF) << 32
         self._node_info_octets: dict[int, bytes] = {}  # by the port asked through
@@ -146,24 +144,6 @@ class Device:
             d = agent.next_deadline()
             if d is not None and d <= now:
                 agent.tick(now)
-
-    def idle_pending(self) -> bool:
-        """Whether software on this node has work for when its host is idle (an agent's
-        ``idle_pending``): reactions to port events, which on a real node run from a workqueue,
-        after the interrupts and the packets in flight. The device host runs it once a pass finds
-        no input and nothing queued (or once it has waited IDLE_MAX_WAIT_S); LoopNet once it is
-        quiet."""
-        for agent in self.agents:
-            if getattr(agent, "idle_pending", False):
-                return True
-        return False
-
-    def run_idle(self, now: float) -> None:
-        """Each agent's ``idle(now)`` that has idle work; an agent clears its ``idle_pending``
-        before doing the work, so that work that fails is not tried again at every pass."""
-        for agent in list(self.agents):
-            if getattr(agent, "idle_pending", False):
-                agent.idle(now)
 
     def keeps_time(self) -> bool:
         """Whether this device can have a deadline at all: software on it (agents) or traps to

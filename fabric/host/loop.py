@@ -38,7 +38,6 @@ LOCAL_BUDGET = 512  # in-process bursts delivered per loop iteration
 FLUSH_AT = 4096  # packets in one outgoing burst at most (the count field is 16 bits)
 SNDHWM = 1000  # bursts queued on the in-process links before they drop (UD: overflow drops, never blocks)
 PEER_HWM = 4000  # bursts queued toward one peer host (all the links to it) before they drop
-IDLE_MAX_WAIT_S = 0.05  # idle work (Device.run_idle) waits for an idle pass at most this long
 _EMPTY = bytearray()
 
 # run_local in C (a switch's hop without Python per burst) comes with the compiled wire code and
@@ -88,10 +87,6 @@ class DeviceHost(HostOps, CaptureOps):
         # loop's cost per pass follows what happened, not how many devices the host runs
         self._due: dict = {}  # name -> deadline, for the devices that have one
         self._stale: set = set(self.names)  # devices whose deadline may have moved
-        # devices whose software has work for when the host is idle (Device.idle_pending), and
-        # since when the oldest of it waits
-        self._idle: set = set()
-        self._idle_since = 0.0
         # One ingress socket for all the host's devices and one PUSH socket per peer host: a
         # zmq_poll costs about 0.6 us per socket it watches, so a socket per device (thousands)
         # made every pass of the loop cost as much as the work it did. A burst names its device.
@@ -422,10 +417,6 @@ class DeviceHost(HostOps, CaptureOps):
             due, devices = self._due, self.devices
             for name in self._stale:
                 dev = devices[name]
-                if dev.agents and name not in self._idle and dev.idle_pending():
-                    if not self._idle:
-                        self._idle_since = time.monotonic()
-                    self._idle.add(name)
                 d = dev.next_deadline() if dev.keeps_time() else None
                 if d is None:
                     due.pop(name, None)
@@ -438,8 +429,6 @@ class DeviceHost(HostOps, CaptureOps):
         if self.local_q or self.zcheck:
             return 0
         due = self._deadlines()
-        if self._idle:
-            return 0  # look for input without waiting: the idle work runs if none came
         first = min(due.values()) if due else None
         if self.pending:
             p = min(p[0] for p in self.pending)
@@ -492,33 +481,6 @@ class DeviceHost(HostOps, CaptureOps):
                 self.service_pending(now)
                 if self.txq:
                     self.flush()
-            if self._idle and self.idle_ready(bool(events), now):
-                self.run_idle(now)
-
-    def idle_ready(self, had_input: bool, now: float) -> bool:
-        """Whether the idle work runs at the end of this pass: it found no input and left nothing
-        queued, or the oldest idle work has waited IDLE_MAX_WAIT_S."""
-        return (not had_input and not self.local_q and not self.zcheck and not self.txq) \
-            or now - self._idle_since >= IDLE_MAX_WAIT_S
-
-    def run_idle(self, now: float) -> None:
-        """The idle work of the devices that have some (Device.run_idle): once a pass found no
-        input and left nothing queued, so that under a sweep the SMPs in flight are answered
-        first; or once it has waited IDLE_MAX_WAIT_S, so that a busy host does not starve it."""
-        idle, self._idle = self._idle, set()
-        for name in idle:
-            dev = self.devices[name]
-            try:
-                dev.run_idle(now)
-            except Exception:  # software on a node must not take the host down
-                traceback.print_exc()
-                dev.drops["internal_error"] += 1
-            self._stale.add(name)
-            if dev.outbox:
-                self.drain(name, dev)
-            self.handle_events(name, now)
-        if self.txq:
-            self.flush()
 
     def _serve_sockets(self, now: float) -> None:
         """Read the sockets that may have input; keep those that still have some (a budget ran

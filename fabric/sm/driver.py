@@ -19,6 +19,10 @@ MFT_COALESCE_S = 0.02  # joins within it share one MFT update (after a sweep, ev
 MFT_WINDOW_PER_NODE_S = 30e-6
 MFT_DUTY = 0.2  # at most this share of the SM's time goes to computing multicast trees
 SELF_TIME_S = 0.005  # computing longer than this holds the SMPs' timeouts (see on_input)
+# held SA answers sent per input of the SM (then again at its next tick, due at once): after a
+# sweep thousands of joins are answered together, and all at once they overflowed the in-process
+# link toward the SM's switch (fabric.host.loop.SNDHWM); the clients then retried a second later
+REPLIES_PER_PASS = 64
 
 
 class SmAgent:
@@ -42,8 +46,10 @@ class SmAgent:
         self._timing = False
         self._held: deque = deque(maxlen=SA_HOLD)  # SA requests that came before the SA had a subnet
         # answers to joins and leaves that change a group's tree, sent once the switches have it
-        # (see _sa_actions); the next MFT programming takes them along (_tick)
+        # (see _sa_actions); the next MFT programming takes them along (_tick); once it is
+        # answered they wait in ``_replies``, sent REPLIES_PER_PASS at a time
         self._mft_waiters: list = []
+        self._replies: deque = deque()
         hca.sm_consumer = self.on_smp
         hca.gsi_consumer = self.on_gmp
         hca.sm_info_source = self.sm.sm_info  # SMInfo is the SM's to answer (IBA 14.4.1)
@@ -121,14 +127,20 @@ class SmAgent:
 
     def _release_mft_waiters(self, batch: list) -> None:
         """The MFT programming that carried ``batch``'s changes is answered (the engine is idle):
-        their answers go now, in the order they were held."""
-        self._pending.extend(batch)
+        their answers go, in the order they were held, the first REPLIES_PER_PASS now and the rest
+        from the next ticks (``next_deadline`` is due at once while any wait)."""
+        self._replies.extend(batch)
+        self._pending.extend(self._take_replies())
+
+    def _take_replies(self) -> list:
+        replies = self._replies
+        return [replies.popleft() for _ in range(min(REPLIES_PER_PASS, len(replies)))]
 
     def tick(self, now: float) -> None:
         self.on_input(self._tick, now)
 
     def _tick(self, now: float) -> None:
-        actions = self.sm.tick(now)
+        actions = self.sm.tick(now) + self._take_replies()
         if self.mft_due is not None and now >= self.mft_due:
             self.mft_due = None
             self.mft_last = now
@@ -147,6 +159,8 @@ class SmAgent:
         self.on_input(lambda: self._run(self.sm.request_sweep(), now))
 
     def next_deadline(self):
+        if self._replies:
+            return 0.0  # due now: the next held answers go on the host's next pass
         d = self.sm.next_deadline()
         if self.mft_due is not None:
             d = self.mft_due if d is None else min(d, self.mft_due)
