@@ -175,4 +175,5 @@ def test_loop_send_ring_poll_burst_api(report):
     std = _loop_rate(_stdpath, 64, True)
     fast = _loop_rate(_fastpath, 64, True)
     report.append(f"loop send->ring->poll    64 B, burst API: fast {fast:,.0f} pkt/s, std {std:,.0f} pkt/s, "
-                  f"fast/std {fast / std:.1f} (target >= 20 M pkt/s: {'met' if fast >= 20e6 else 'NOT met'})")
+                  f"fast/std {fast / std:.1f} (issue 15's target for the whole loop: >= 10 M pkt/s: "
+                  f"{'met' if fast >= 10e6 else 'NOT met'})")
