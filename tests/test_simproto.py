@@ -267,9 +267,15 @@ def _wire_and_datagrams(compiled: bool, monkeypatch) -> tuple:
         monkeypatch.setattr(endpoint.SimEndpoint, "take_dr_answer", endpoint.SimEndpoint.take_dr_answer_py)
         monkeypatch.setattr(hca_mod, "_dr_request_packet", None)
     rig = Rig()
-    wire = []
-    orig = rig.hca._transmit
-    rig.hca._transmit = lambda port, raw: (wire.append((port.num, bytes(raw))), orig(port, raw))[1]
+    wire = []  # what the HCA put on its outbox, as it leaves (whichever path put it there)
+    orig = rig.net.send_out
+
+    def send_out(name, *a, **kw):
+        if name == "node0003":
+            wire.extend((port, bytes(raw)) for port, raw in rig.hca.outbox)
+        return orig(name, *a, **kw)
+
+    rig.net.send_out = send_out
     i = rig.connect()
     j = rig.connect(pid=4343)
 
@@ -283,8 +289,10 @@ def _wire_and_datagrams(compiled: bool, monkeypatch) -> tuple:
     rig.net.set_link("node0003", 1, False)
     rig.request(j, dr(8, [0, 1]))  # the port is down: bounced with status 110
     ep = rig.ep
+    pc = rig.hca.ports[1].counters.pc
     return (wire, {k: [r.pack() for r in v] for k, v in rig.got.items()}, dict(ep.stats), dict(rig.hca.drops),
-            rig.quiet, [(c.sent, c.received) for c in ep.clients.values()], sorted(ep.pending), len(ep.rtts))
+            rig.quiet, [(c.sent, c.received) for c in ep.clients.values()], sorted(ep.pending), len(ep.rtts),
+            (pc["port_xmit_pkts"], pc["port_xmit_data"], pc["port_xmit_discards"]))
 
 
 def test_the_compiled_request_and_answer_are_the_python_paths_octets(monkeypatch):
@@ -297,8 +305,8 @@ def test_the_compiled_request_and_answer_are_the_python_paths_octets(monkeypatch
     monkeypatch.undo()
     slow = _wire_and_datagrams(False, monkeypatch)
     assert fast == slow
-    wire, got, stats, drops, quiet, counts, pending, rtts = fast
-    assert len(wire) == 3 and stats["refused_sends"] == 2 and drops["dr_originate"] == 1
+    wire, got, stats, drops, quiet, counts, pending, rtts, xmit = fast
+    assert len(wire) == 3 and xmit[2] == 1 and stats["refused_sends"] == 2 and drops["dr_originate"] == 1
     assert quiet == [True] * 5 and counts == [(3, 3), (2, 2)] and rtts == 3 and not pending
     assert [sw.Request.unpack(d).status for d in got[0]] == [0, 0, sw.STATUS_TIMEOUT]
     assert w.parse_mad(sw.Request.unpack(got[1][0]).mad).tid == 0x1234_5678_9ABC | (1 << TID_HI_SHIFT)
@@ -322,3 +330,91 @@ def test_only_a_plain_directed_route_request_takes_the_compiled_path():
     for offset, value in [(0, 2), (1, 0x01), (3, 0x81), (4, 0x80), (6, 1), (7, 0), (7, 64), (32, 0), (35, 0x7F)]:
         assert simfast.sim_dr_request(spoiled(offset, value), 3) is None, (offset, value)
     assert simfast.sim_dr_request(ok[:-1], 3) is None and simfast.sim_dr_request(ok, 1 << 16) is None
+
+
+# -- the data sockets in C against SimServer's Python ------------------------------------------------
+
+
+class _Server:
+    """What SimServer gives its senders: the sockets, the drop count, the detach."""
+
+    def __init__(self, outs):
+        self.outs, self.dropped, self.gone = outs, 0, []
+
+    def _unreachable(self, index, err):
+        self.gone.append((index, err))
+
+    from fabric.simproto.server import SimServer
+
+    _send = SimServer._send
+
+
+def _pair(tag):
+    """A data socket bound as the server's, connected to a client socket bound as the shim's."""
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
+    cli = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
+    name = f"\0ibf-test-{os.getpid()}-{tag}"
+    cli.bind(name + ":in")
+    srv.bind(name + ":out")
+    srv.connect(name + ":in")
+    return srv, cli
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_full_client_socket_drops_and_a_closed_one_detaches(compiled):
+    """A client that does not read loses what does not fit (counted, UD semantics), and one whose
+    socket is gone is reported once per refused send: the C sender as SimServer._send."""
+    from fabric.simproto.endpoint import _simfast
+
+    if compiled and _simfast is None:
+        pytest.skip("the compiled wire helpers are not built (FABRIC_BACKEND=std)")
+    srv, cli = _pair(f"full{int(compiled)}")
+    server = _Server([srv])
+    send = _simfast.Datagrams(server, None, [srv.fileno()]).send if compiled else \
+        (lambda i, d: server._send(i, d))
+    try:
+        datagram = bytes(range(256)) + bytes(32)
+        sent = 0
+        while server.dropped == 0 and sent < 100_000:
+            send(0, datagram)
+            sent += 1
+        assert server.dropped == 1 and sent > 1  # the buffer filled, then one was lost
+        got = cli.recv(1024)
+        assert got == datagram  # what did go is whole
+        cli.close()
+        send(0, datagram)
+        assert len(server.gone) == 1 and server.gone[0][0] == 0
+    finally:
+        srv.close()
+        if cli.fileno() >= 0:
+            cli.close()
+
+
+def test_the_compiled_reader_reads_what_the_python_one_does(rig):
+    """The device host's C reader of a client's socket (``Datagrams.reader``) takes the datagrams
+    waiting, up to the budget, and they do what ``SimServer._on_data`` makes them do."""
+    from fabric.simproto.endpoint import _simfast
+
+    if _simfast is None:
+        pytest.skip("the compiled wire helpers are not built (FABRIC_BACKEND=std)")
+    srv, cli = _pair("reader")
+    try:
+        i = rig.connect()
+        reader = _simfast.Datagrams(None, rig.ep, [srv.fileno()] * (i + 1)).reader(i)
+        # the client's end writes to the server's socket: connect it the other way for the test
+        cli.connect(srv.getsockname())
+        for tid in (77, 78, 79):
+            mad = w.new_mad(w.SMPDirected, method=w.GET, tid=tid, attr_id=w.ATTR_NODE_INFO, hop_cnt=2,
+                            dr_slid=0xFFFF, dr_dlid=0xFFFF, initial_path=bytes([0, 1, 3]).ljust(64, b"\0")).pack()
+            cli.send(sw.Request(0xFFFF, 0xFFFF, 0, 0, 0, 256, mad).pack())
+        cli.send(b"short")  # not a sim_request: the Python path counts it
+        assert reader(rig.net.now) is False  # the bad one called into the endpoint's Python
+        assert rig.ep.stats["requests"] == 3 and rig.ep.stats["bad_requests"] == 1
+        assert len(rig.hca.outbox) == 3 and all(port == 1 and len(raw) == 290 for port, raw in rig.hca.outbox)
+        assert reader(rig.net.now) is True  # nothing left to read: quiet
+        rig.net.send_out("node0003")
+        rig.net.run()
+        assert [w.parse_mad(sw.Request.unpack(d).mad).tid & 0xFFFF for d in [r.pack() for r in rig.got[i]]] == [77, 78, 79]
+    finally:
+        srv.close()
+        cli.close()

@@ -33,6 +33,7 @@ def full_path(request, monkeypatch):
     the rest compiled as before."""
     def off():
         monkeypatch.setattr(base_mod.Device, "sma_fast", base_mod.Device.sma_fast_py)
+        monkeypatch.setattr(hca_mod.HCA, "_smp_fast", hca_mod.HCA._smp_fast_py)
         if request.param == "python_sma":
             return
         monkeypatch.setattr(base_mod, "_smp_answer", None)
@@ -49,6 +50,7 @@ def test_the_compiled_sma_is_bound_when_built():
     assert base_mod._smafast is not None
     assert base_mod.Device.sma_fast is base_mod._smafast.sma_fast
     assert base_mod.Device.sma_fast is not base_mod.Device.sma_fast_py
+    assert hca_mod.HCA._smp_fast is base_mod._smafast.hca_smp_fast  # and the HCA's SMP dispatch
 
 
 def _reseal(pkt: bytearray) -> bytes:

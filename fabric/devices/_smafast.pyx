@@ -13,7 +13,8 @@ from libc.stdint cimport uint8_t
 from libc.string cimport memset
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 
-from fabric._wirefast cimport SMP_KIND_REQUEST_DR, SMP_KIND_REQUEST_LID, smp_answer_packet, smp_kind
+from fabric._wirefast cimport (COUNT_XMIT, SMP_KIND_REQUEST_DR, SMP_KIND_REQUEST_LID, SMP_KIND_RESPONSE_DR,
+                              count_unicast, smp_answer_packet, smp_kind)
 
 cdef enum:
     SMP_PACKET = 290  # an SMP without a GRH, LRH to VCRC
@@ -27,6 +28,10 @@ cdef enum:
     PKEY_BLOCK = 32  # entries in a PKeyTable block
     STATUS_INVALID_FIELD = 0x001C  # MAD status: invalid value in an attribute field or modifier
     LID_PERMISSIVE = 0xFFFF
+    PHYS_LINKUP = 5  # PortPhysicalState LinkUp (fabric.wire.smp_attrs)
+    RESPONSE_BIT = 0x80
+    MAD_SIZE = 256
+    DR_HOP_PTR = 6
 
 # what base.py hands over (it imports this module, so this one cannot import it)
 cdef object _SmpError = None
@@ -35,6 +40,58 @@ cdef object _put_attr = None
 cdef object _port_info_unpack = None
 cdef object _pi_codec = None  # PORT_INFO's compiled packing (FieldMap.compiled)
 cdef tuple _pi_keys = None
+
+
+# what hca.py hands over (setup_hca): its verdicts and the SM's parse of an answer
+cdef object _taken_by_device = None
+cdef object _taken_by_software = None
+cdef object _smp_directed_unpack = None
+
+
+def setup_hca(taken_by_device, taken_by_software, smp_directed_unpack):
+    """HCA.receive_local's TAKEN_BY_DEVICE and TAKEN_BY_SOFTWARE, and ``SMPDirected.unpack``."""
+    global _taken_by_device, _taken_by_software, _smp_directed_unpack
+    _taken_by_device, _taken_by_software, _smp_directed_unpack = taken_by_device, taken_by_software, smp_directed_unpack
+
+
+def hca_smp_fast(hca, int in_port, data, double now):
+    """``HCA._smp_fast_py`` compiled (the reference, tests/test_smp_compiled.py): a request to the
+    HCA's SMA answered by ``sma_fast``, a directed-route answer handed to the software attached
+    through ibsim's protocol (``user_mad``) or to our SM (``sm_consumer``) without a frame of
+    Python around it. 0 leaves the packet to the full path."""
+    cdef const uint8_t[::1] view
+    cdef const uint8_t *p
+    cdef int k
+    if type(data) is not bytes or len(<bytes> data) != SMP_PACKET:
+        return 0
+    p = <const uint8_t *> PyBytes_AS_STRING(data)
+    k = smp_kind(p, SMP_PACKET)
+    if k != SMP_KIND_RESPONSE_DR:
+        return _taken_by_device if k and hca.sma_fast(in_port, data, now, k) else 0
+    if not p[MAD + 3] & RESPONSE_BIT or hca.smp_waiting:
+        return 0
+    user = hca.user_mad
+    if user is not None:
+        return _taken_by_device if user.take_dr_answer(data, in_port, now) else 0
+    consumer = hca.sm_consumer
+    if consumer is None:
+        return 0
+    mad = PyBytes_FromStringAndSize(<const char *> p + MAD, MAD_SIZE)
+    (<uint8_t *> PyBytes_AS_STRING(mad))[DR_HOP_PTR] = 0  # as C14-13:3 leaves it at the requester
+    consumer(None, _smp_directed_unpack(mad), in_port, now)
+    return _taken_by_software
+
+
+cdef void _mgmt_out(dev, int out_port, bytes raw) except *:
+    """``dev.transmit_mgmt(out_port, raw)`` for a directed-route answer: an HCA's and a switch's
+    are the same when the port is up (counted as one unicast packet sent, onto the outbox); their
+    refusals, each counted its own way, stay theirs."""
+    port = dev.ports.get(out_port) if out_port else None
+    if port is None or port.phys != PHYS_LINKUP:
+        dev.transmit_mgmt(out_port, raw)
+        return
+    count_unicast(port.counters, COUNT_XMIT, 1, (len(raw) - 2) >> 2)
+    dev.outbox.append((out_port, raw))
 
 
 def setup(smp_error, smp_view, put_attr, port_info_unpack, port_info_map):
@@ -92,8 +149,11 @@ def sma_fast(dev, int in_port, data, double now=0.0, kind=None):
     cdef unsigned long long m_key
     if _SmpError is None or len(data) != SMP_PACKET:
         return False
-    view = data
-    p = &view[0]
+    if type(data) is bytes:  # what the device paths pass: no buffer view to set up
+        p = <const uint8_t *> PyBytes_AS_STRING(data)
+    else:
+        view = data
+        p = &view[0]
     k = smp_kind(p, SMP_PACKET) if kind is None else kind
     if k != SMP_KIND_REQUEST_DR and k != SMP_KIND_REQUEST_LID:
         return False
@@ -133,7 +193,7 @@ def sma_fast(dev, int in_port, data, double now=0.0, kind=None):
         memset(PyBytes_AS_STRING(payload), 0, 8)
     raw = smp_answer_packet(p, in_port, <const uint8_t *> PyBytes_AS_STRING(payload), status)
     if k == SMP_KIND_REQUEST_DR:
-        dev.transmit_mgmt(in_port, raw)  # back along the return path, which starts here
+        _mgmt_out(dev, in_port, raw)  # back along the return path, which starts here
     else:
         dev.route_out(raw, in_port)
     return True

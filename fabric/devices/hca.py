@@ -21,7 +21,7 @@ from ..wire import smp_attrs as sa
 from ..wire.burst import Segment, decode_burst_packets
 from ..wire.compiled import wirefast
 from ..wire.crc import vcrc16
-from .base import SMP_PACKET_LEN, SMP_RESPONSE_DR, Device, smp_arrival
+from .base import SMP_PACKET_LEN, SMP_RESPONSE_DR, Device, _smafast, smp_arrival
 from . import smi
 from .ingress import count_failure
 from .port import Port
@@ -368,11 +368,12 @@ class HCA(Device):
             return self.handle_qp1(pkt, in_port, pidx, now)
         self._deliver(qp, pkt, in_port, pidx)
 
-    def _smp_fast(self, in_port: int, data, now: float) -> int:
+    def _smp_fast_py(self, in_port: int, data, now: float) -> int:
         """SMPs by the compiled path: a request to our SMA (Device.sma_fast), or the answer to a
         directed-route request: to software attached through ibsim's protocol (OpenSM) as its
         packet, or to our SM parsed once (``sm_consumer`` gets no UDPacket then: None). 0: the
-        full path; TAKEN_BY_DEVICE, or TAKEN_BY_SOFTWARE when our SM took it."""
+        full path; TAKEN_BY_DEVICE, or TAKEN_BY_SOFTWARE when our SM took it. ``_smp_fast`` is
+        this in C when built (``fabric.devices._smafast.hca_smp_fast``)."""
         kind = smp_arrival(data)
         if kind != SMP_RESPONSE_DR:
             return TAKEN_BY_DEVICE if kind and self.sma_fast(in_port, data, now, kind) else 0
@@ -386,6 +387,8 @@ class HCA(Device):
         mad[DR_HOP_PTR] = 0  # as C14-13:3 leaves it at the requester
         self.sm_consumer(None, w.SMPDirected.unpack(bytes(mad)), in_port, now)
         return TAKEN_BY_SOFTWARE
+
+    _smp_fast = _smafast.hca_smp_fast if _smafast is not None else _smp_fast_py
 
     def _reject(self, reason: str, port: Port) -> None:
         count_failure(self.drops, port, reason)
@@ -490,6 +493,8 @@ class TakenBy(enum.IntEnum):
 
 
 TAKEN_BY_DEVICE, TAKEN_BY_SOFTWARE = TakenBy.DEVICE, TakenBy.SOFTWARE
+if _smafast is not None:
+    _smafast.setup_hca(TAKEN_BY_DEVICE, TAKEN_BY_SOFTWARE, w.SMPDirected.unpack)
 # send_dr_request's packet in C (None: the Python below, the reference)
 _dr_request_packet = wirefast.dr_request_packet if wirefast is not None else None
 

@@ -6,11 +6,17 @@ into the client's datagram, with the endpoint's bookkeeping around them (``on_da
 ``take_dr_answer_py`` are the reference (tests/test_simproto.py: the same octets on the wire and in
 the datagrams, the same counts); anything else goes to them."""
 
+from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdint cimport uint8_t
 from libc.string cimport memcpy, memset
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 
-from fabric._wirefast cimport _dr_request_packet, _plain_dr_request
+from fabric._wirefast cimport COUNT_XMIT, _dr_request_packet, _plain_dr_request, count_unicast
+
+cdef extern from "sys/socket.h" nogil:
+    ssize_t c_recv "recv"(int fd, void *buf, size_t n, int flags)
+    ssize_t c_send "send"(int fd, const void *buf, size_t n, int flags)
+    enum: MSG_DONTWAIT
 
 from fabric.devices.hca import send_dr_packet
 
@@ -19,6 +25,9 @@ cdef enum:
     SIM_REQUEST = 288
     SIM_MAD = 32  # where the MAD starts in a sim_request
     SMP_PACKET = 290  # an SMP without a GRH, LRH to VCRC
+    PHYS_LINKUP = 5  # PortPhysicalState LinkUp
+    READ_BUDGET = 64  # datagrams one readable event takes (server.READ_BUDGET)
+    RECV_MAX = 1024  # what the Python reader takes of a datagram (server.SimServer._on_data)
     SMP_MAD = 28  # where its MAD starts
     MAD_TID = 8
     DR_HOP_PTR = 6
@@ -96,15 +105,24 @@ def on_data(ep, int index, raw, double now):
     (``on_data_py``'s path for it, without the Request object and the calls); anything else is
     ``on_data_py``'s."""
     cdef const uint8_t[::1] view
-    client = ep.clients.get(index)
-    if client is None:
+    if ep.clients.get(index) is None:
         return True
     if index < 0 or len(raw) != SIM_REQUEST:
         return ep.on_data_py(index, raw, now)
     view = raw
-    r = _request(&view[0], SIM_REQUEST, index)
+    return _on_data(ep, index, &view[0], SIM_REQUEST, raw, now)
+
+
+cdef object _on_data(ep, int index, const uint8_t *raw, Py_ssize_t n, object rawobj, double now):
+    """on_data with the datagram's octets (``rawobj`` them as bytes, or None: made if needed)."""
+    client = ep.clients.get(index)
+    if client is None:
+        return True
+    r = _request(raw, n, index) if index >= 0 else None
     if r is None:
-        return ep.on_data_py(index, raw, now)
+        if rawobj is None:
+            rawobj = PyBytes_FromStringAndSize(<const char *> raw, n)
+        return ep.on_data_py(index, rawobj, now)
     tid, out, packet = r
     ep.stats["requests"] += 1
     client.sent += 1
@@ -112,9 +130,97 @@ def on_data(ep, int index, raw, double now):
     pending[tid] = (index, now + _pending_s, now)  # SimEndpoint._await
     if len(pending) > _pending_expiry:
         ep._expire(now)
-    if not send_dr_packet(ep.hca, out, packet):
-        ep._refused_plain(client, raw, tid)
+    if not _send_dr_packet(ep.hca, out, packet):
+        if rawobj is None:
+            rawobj = PyBytes_FromStringAndSize(<const char *> raw, n)
+        ep._refused_plain(client, rawobj, tid)
     return True
+
+
+cdef bint _send_dr_packet(hca, int out, bytes packet) except -1:
+    """``fabric.devices.hca.send_dr_packet``: what it does when the port is up (HCA.send_raw:
+    counted as one unicast packet sent, onto the outbox); anything else is its own (the refusals,
+    each counted its way)."""
+    port = hca.ports.get(out) if out > 0 else None
+    if port is None or port.phys != PHYS_LINKUP:
+        return send_dr_packet(hca, out, packet)
+    count_unicast(port.counters, COUNT_XMIT, 1, (SMP_PACKET - 2) >> 2)
+    hca.outbox.append((out, packet))
+    return True
+
+
+cdef class Datagrams:
+    """A SimServer's data sockets read and written here: ``reader(i)`` is the device host's
+    reader of client i's socket (``SimServer._on_data`` in C: recv and the request without a
+    Python frame), ``send`` the endpoint's ``send`` (``SimServer._send``). The sockets stay the
+    server's: ``close`` before it closes them, and nothing is sent or read here after.
+    A refused send goes to ``server._unreachable(index, errno)``, a full socket counts
+    ``server.dropped``, as SimServer._send does."""
+
+    cdef object server
+    cdef object endpoint
+    cdef int fds[16]
+    cdef int nfds
+
+    def __init__(self, server, endpoint, fds):
+        cdef int i
+        self.server, self.endpoint = server, endpoint
+        if len(fds) > 16:
+            raise ValueError("at most 16 data sockets")
+        self.nfds = len(fds)
+        for i in range(self.nfds):
+            self.fds[i] = fds[i]
+
+    def close(self):
+        cdef int i
+        for i in range(self.nfds):
+            self.fds[i] = -1
+
+    def send(self, int index, bytes data not None):
+        cdef ssize_t r
+        if index < 0 or index >= self.nfds or self.fds[index] < 0:
+            return
+        r = c_send(self.fds[index], PyBytes_AS_STRING(data), len(data), MSG_DONTWAIT)
+        if r < 0:
+            if errno == EAGAIN:  # EWOULDBLOCK on Linux
+                self.server.dropped += 1  # the client does not read: UD semantics, the MAD is lost
+            else:
+                self.server._unreachable(index, errno)
+
+    def reader(self, int index):
+        """The device host's reader for client ``index``'s data socket."""
+        if index < 0 or index >= self.nfds:
+            raise IndexError(index)
+        return _Reader(self, index)
+
+    cdef object read(self, int index, double now):
+        cdef uint8_t buf[RECV_MAX]
+        cdef ssize_t n
+        cdef int k = 0
+        quiet = True
+        while k < READ_BUDGET:
+            if self.fds[index] < 0:
+                break
+            n = c_recv(self.fds[index], buf, RECV_MAX, MSG_DONTWAIT)
+            if n < 0:
+                if errno == EINTR:
+                    continue
+                break  # EAGAIN: all read (any other error: as the Python reader, stop here)
+            k += 1
+            if not _on_data(self.endpoint, index, buf, n, None, now):
+                quiet = False
+        return quiet
+
+
+cdef class _Reader:
+    cdef Datagrams dg
+    cdef int index
+
+    def __cinit__(self, Datagrams dg, int index):
+        self.dg, self.index = dg, index
+
+    def __call__(self, double now):
+        return self.dg.read(self.index, now)
 
 
 def take_dr_answer(ep, packet, int in_port, double now):
@@ -123,10 +229,13 @@ def take_dr_answer(ep, packet, int in_port, double now):
     cdef unsigned long long tid
     if in_port != ep.port:
         return False
-    view = packet
-    if view.shape[0] != SMP_PACKET:
-        raise ValueError("a directed-route answer is a 290-octet SMP packet")
-    datagram = _answer(&view[0], ep.hca.ports[in_port].lid, &tid)
+    if type(packet) is bytes and len(<bytes> packet) == SMP_PACKET:  # the HCA's: no buffer view to set up
+        datagram = _answer(<const uint8_t *> PyBytes_AS_STRING(packet), ep.hca.ports[in_port].lid, &tid)
+    else:
+        view = packet
+        if view.shape[0] != SMP_PACKET:
+            raise ValueError("a directed-route answer is a 290-octet SMP packet")
+        datagram = _answer(&view[0], ep.hca.ports[in_port].lid, &tid)
     entry = ep.pending.pop(tid, None)  # SimEndpoint._client_for(tid, True, now, last=True)
     if entry is None or entry[1] < now:
         return False

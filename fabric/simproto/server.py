@@ -18,7 +18,7 @@ import re
 import socket
 
 from . import wire as sw
-from .endpoint import SimEndpoint
+from .endpoint import SimEndpoint, _simfast
 
 log = logging.getLogger(__name__)
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -53,9 +53,15 @@ class SimServer:
             raise
         self.endpoint = SimEndpoint(hca, port, names, send=self._send, connect_client=self._connect_client)
         self.dropped = 0
+        # the data sockets read and written in C when built (the Python below is the reference)
+        self._datagrams = None if _simfast is None else \
+            _simfast.Datagrams(self, self.endpoint, [s.fileno() for s in self.outs])
+        if self._datagrams is not None:
+            self.endpoint.send = self._datagrams.send
         host.add_reader(self.ctl.fileno(), device, self._on_ctl)
         for i, s in enumerate(self.outs):
-            host.add_reader(s.fileno(), device, lambda now, i=i: self._on_data(i, now))
+            host.add_reader(s.fileno(), device, self._datagrams.reader(i) if self._datagrams is not None
+                            else lambda now, i=i: self._on_data(i, now))
         self._liveness = _Liveness(self)
         hca.agents.append(self._liveness)
 
@@ -84,8 +90,11 @@ class SimServer:
         except BlockingIOError:
             self.dropped += 1  # the client does not read: UD semantics, the MAD is lost
         except OSError as exc:  # ECONNREFUSED, ENOTCONN: the client is gone
-            log.info("%s: client %d unreachable (%s): detached", self.device, index, exc.strerror)
-            self.endpoint.detach_index(index)
+            self._unreachable(index, exc.errno)
+
+    def _unreachable(self, index: int, err: int) -> None:
+        log.info("%s: client %d unreachable (%s): detached", self.device, index, os.strerror(err))
+        self.endpoint.detach_index(index)
 
     def _on_ctl(self, now: float) -> None:
         for _ in range(READ_BUDGET):
@@ -127,6 +136,8 @@ class SimServer:
         for s in [self.ctl, *self.outs]:
             self.host.remove_reader(s.fileno())
         self.endpoint.close()
+        if self._datagrams is not None:
+            self._datagrams.close()
         self._close_sockets()
 
 
