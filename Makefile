@@ -15,6 +15,7 @@ STAMP  := $(VENV)/.installed
 # at each start (0.1 s of a 648-HCA fabric's launch). Quick when nothing changed.
 install: $(STAMP)
 	@$(PY) -m compileall -q -j 0 fabric ipoib >/dev/null
+	@$(PY) -c "import sys; from fabric.wire import _codegen; sys.exit(_codegen.main())" || echo "note: the generated codecs' cache was not written (fabric/wire/__pycache__ not writable?)"
 
 # The editable install as a plain path in a .pth file: setuptools' default puts an import hook there
 # instead, which imports pathlib and more at every start of every Python process of the venv (the

@@ -13,3 +13,7 @@ from .packet import MAX_PACKET, UDPacket, build_ud_packet, check_vcrc, split_ud_
 from .pma_attrs import *  # noqa: F401,F403
 from .sa_attrs import *  # noqa: F401,F403
 from .smp_attrs import *  # noqa: F401,F403
+
+from . import _codegen  # noqa: E402
+
+_codegen.write_cache()  # what this import compiled, kept for the next (a no-op once cached)

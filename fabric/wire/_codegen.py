@@ -9,7 +9,11 @@ split with constant shifts and masks, and octet strings and arrays are sliced di
 
 from __future__ import annotations
 
+import hashlib
+import marshal
+import os
 import struct
+import sys
 
 from .errors import ParseError, WireError
 
@@ -77,6 +81,94 @@ def _enc_struct(cls, name, sub, v):
     if not isinstance(v, sub):
         raise WireError(f"{cls.__name__}.{name}: expected {sub.__name__}, got {type(v).__name__}")
     return v.pack()
+
+
+# -- the compiled code, cached ------------------------------------------------------------------------
+# Compiling the generated source of every struct is half of `import fabric.wire` (20 ms of 40), at
+# every start of every process (each device host's fork server, each ibfab command, each tool). Its
+# code objects are kept as bytecode is, in __pycache__ beside this file, keyed by a digest of the
+# source: a table that changed misses its entry and is compiled afresh, and never runs stale code.
+# `make install` writes the file (as compileall writes .pyc files, also under
+# PYTHONDONTWRITEBYTECODE); an import that compiled anything rewrites it, unless bytecode writing
+# is off or the directory is not writable. IBFAB_CODEGEN_CACHE names another file.
+CACHE_PATH = os.environ.get("IBFAB_CODEGEN_CACHE") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "__pycache__", f"_codegen.{sys.implementation.cache_tag}.marshal")
+_CACHE_MAGIC = b"IBFCG1"
+_CACHE_MAX = 512  # entries; past it the file keeps only what the writing process used
+_cache: dict | None = None
+_compiled_now: dict = {}  # what this process compiled: digest -> code
+_used: set = set()  # the digests this process looked up
+
+
+def _load_cache() -> dict:
+    global _cache
+    if _cache is None:
+        _cache = {}
+        try:
+            with open(CACHE_PATH, "rb") as f:
+                if f.read(len(_CACHE_MAGIC)) == _CACHE_MAGIC:
+                    got = marshal.load(f)
+                    if isinstance(got, dict):
+                        _cache = got
+        except (OSError, EOFError, ValueError, TypeError):
+            pass  # none yet, or unreadable: compile
+    return _cache
+
+
+def _code(src: str):
+    key = hashlib.sha1(src.encode()).digest()
+    _used.add(key)
+    code = _load_cache().get(key)
+    if code is None:
+        code = _compiled_now[key] = compile(src, "<fabric.wire generated>", "exec")
+    return code
+
+
+def write_cache(force: bool = False) -> bool:
+    """Write what this process compiled (and the entries still in use) to CACHE_PATH, atomically.
+    Without ``force``, only when something was compiled and bytecode writing is on. Whether it
+    was written; an unwritable place is no error."""
+    if not _compiled_now and not force:
+        return False
+    if sys.dont_write_bytecode and not force:
+        return False
+    entries = dict(_load_cache())
+    entries.update(_compiled_now)
+    if len(entries) > _CACHE_MAX:  # old tables' code piling up: keep what is in use
+        entries = {k: v for k, v in entries.items() if k in _used}
+    tmp = f"{CACHE_PATH}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(CACHE_PATH), exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(_CACHE_MAGIC)
+            marshal.dump(entries, f)
+        os.replace(tmp, CACHE_PATH)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        return False
+    global _cache
+    _cache = entries
+    _compiled_now.clear()
+    return True
+
+
+def main() -> int:
+    """Compile every struct of the package (fabric.wire's and
+    ipoib's headers) and write the cache (``make install``)."""
+    import importlib
+
+    for mod in ("fabric.wire", "ipoib.encap", "ipoib.inet"):
+        try:
+            importlib.import_module(mod)
+        except ImportError:
+            pass
+    from fabric.wire import _codegen  # the module the imports above compiled through (not __main__)
+
+    return 0 if _codegen.write_cache(force=True) else 1
+
 
 
 def compile_struct(cls) -> bool:
@@ -174,7 +266,7 @@ def compile_struct(cls) -> bool:
         *unpack,
         "    return _obj",
     ]
-    exec("\n".join(src), ns)  # noqa: S102 - generated from our own field tables
+    exec(_code("\n".join(src)), ns)  # noqa: S102 - generated from our own field tables
     cls.__init__ = ns["__init__"]
     cls.pack = ns["pack"]
     cls._unpack_at = staticmethod(ns["_unpack_at"])
