@@ -53,12 +53,12 @@ def test_a_changed_table_never_runs_the_cached_code(cache):
     _table(4)
     assert _codegen.write_cache(force=True)
     _codegen._cache = None
-    wider = _table(6)  # another layout: another source, another digest
+    wider = _table(6)  # another layout: another source, another key
     assert len(_codegen._compiled_now) == 1
     assert wider(a=1, b=33, c=b"xy").pack() == b"\x01\x84\x00xy"  # b in 6 bits, not the cached 4
 
 
-@pytest.mark.parametrize("content", [b"", b"IBFCG1", b"IBFCG1garbage", b"not ours at all", b"IBFCG1" +
+@pytest.mark.parametrize("content", [b"", b"IBFCG2", b"IBFCG2garbage", b"not ours at all", b"IBFCG2" +
                                      marshal.dumps([1, 2])])
 def test_a_bad_cache_file_is_ignored(cache, content):
     os.makedirs(os.path.dirname(cache), exist_ok=True)

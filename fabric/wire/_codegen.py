@@ -9,7 +9,6 @@ split with constant shifts and masks, and octet strings and arrays are sliced di
 
 from __future__ import annotations
 
-import hashlib
 import marshal
 import os
 import struct
@@ -86,18 +85,18 @@ def _enc_struct(cls, name, sub, v):
 # -- the compiled code, cached ------------------------------------------------------------------------
 # Compiling the generated source of every struct is half of `import fabric.wire` (20 ms of 40), at
 # every start of every process (each device host's fork server, each ibfab command, each tool). Its
-# code objects are kept as bytecode is, in __pycache__ beside this file, keyed by a digest of the
-# source: a table that changed misses its entry and is compiled afresh, and never runs stale code.
+# code objects are kept as bytecode is, in __pycache__ beside this file, keyed by the source itself:
+# a table that changed misses its entry and is compiled afresh, and never runs stale code.
 # `make install` writes the file (as compileall writes .pyc files, also under
 # PYTHONDONTWRITEBYTECODE); an import that compiled anything rewrites it, unless bytecode writing
 # is off or the directory is not writable. IBFAB_CODEGEN_CACHE names another file.
 CACHE_PATH = os.environ.get("IBFAB_CODEGEN_CACHE") or os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "__pycache__", f"_codegen.{sys.implementation.cache_tag}.marshal")
-_CACHE_MAGIC = b"IBFCG1"
+_CACHE_MAGIC = b"IBFCG2"
 _CACHE_MAX = 512  # entries; past it the file keeps only what the writing process used
 _cache: dict | None = None
-_compiled_now: dict = {}  # what this process compiled: digest -> code
-_used: set = set()  # the digests this process looked up
+_compiled_now: dict = {}  # what this process compiled: source -> code
+_used: set = set()  # the sources this process looked up
 
 
 def _load_cache() -> dict:
@@ -116,7 +115,7 @@ def _load_cache() -> dict:
 
 
 def _code(src: str):
-    key = hashlib.sha1(src.encode()).digest()
+    key = src  # the whole source: no digest to collide (and no hashlib, 2-4 ms to import)
     _used.add(key)
     code = _load_cache().get(key)
     if code is None:
