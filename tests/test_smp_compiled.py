@@ -205,3 +205,46 @@ def test_an_sm_brings_the_subnet_up_the_same_either_way(full_path):
                                                                           for p in db.ports.values()]
         if da.kind == "switch":
             assert bytes(da.lft) == bytes(db.lft)
+
+
+@pytest.mark.parametrize("impl", ["compiled", "python"])
+def test_a_lid_routed_answer_reaches_our_sm_by_the_fast_path_as_by_the_full_one(impl, monkeypatch):
+    """Our SM's Sets after the LIDs are LID-routed: their GetResps reach its HCA's QP0 by LID.
+    HCA._smp_fast (compiled, or its reference) hands them to the SM parsed once; the full path
+    hands over the same MAD. A DLID that is not the port's, an answer a blocking caller awaits,
+    and a multicast DLID are left to the full path (which counts or keeps them)."""
+    if impl == "python":
+        monkeypatch.setattr(hca_mod.HCA, "_smp_fast", hca_mod.HCA._smp_fast_py)
+    a = Fab("single:4")
+    hca = a["node0002"]
+    lid = a.lid("node0002")
+    got = []
+    hca.sm_consumer = lambda pkt, mad, port, now: got.append((mad, port))
+
+    def answer(dlid: int, tid: int) -> bytes:
+        mad = w.new_mad(w.SMPLid, method=w.GET_RESP, tid=tid, attr_id=w.ATTR_PORT_INFO, attr_mod=1,
+                        data=bytes(range(64)))
+        return w.build_ud_packet(slid=a.lid("node0001"), dlid=dlid, dest_qp=0, src_qp=0, qkey=0, vl=15,
+                                 payload=mad.pack())
+
+    assert hca._smp_fast(1, answer(lid, 7), a.net.now) is hca_mod.TAKEN_BY_SOFTWARE
+    # permissive: QP0's; and as a packet of a burst arrives (a slice of the burst's bytearray)
+    assert hca._smp_fast(1, bytearray(answer(0xFFFF, 8)), a.net.now) is hca_mod.TAKEN_BY_SOFTWARE
+    assert [(m.tid, m.attr_id, m.data[:4], p, type(m)) for m, p in got] == \
+        [(7, w.ATTR_PORT_INFO, bytes(range(4)), 1, w.SMPLid), (8, w.ATTR_PORT_INFO, bytes(range(4)), 1, w.SMPLid)]
+    fast = [m.pack() for m, _ in got]
+    got.clear()
+    monkeypatch.setattr(hca_mod, "smp_arrival", None)  # the full path, for the same two
+    hca.receive_local(1, answer(lid, 7), a.net.now)
+    hca.receive_local(1, answer(0xFFFF, 8), a.net.now)
+    assert [m.pack() for m, _ in got] == fast
+    monkeypatch.undo()
+    if impl == "python":
+        monkeypatch.setattr(hca_mod.HCA, "_smp_fast", hca_mod.HCA._smp_fast_py)
+    got.clear()
+    assert hca._smp_fast(1, answer(lid + 1, 9), a.net.now) == 0  # another port's LID: dlid_mismatch there
+    assert hca._smp_fast(1, answer(0xC001, 9), a.net.now) == 0
+    hca.smp_waiting[10] = None  # a blocking caller awaits TID 10 (send_smp_wait)
+    assert hca._smp_fast(1, answer(lid, 10), a.net.now) == 0
+    hca.receive_local(1, answer(lid, 10), a.net.now)
+    assert hca.smp_waiting[10] is not None and not got  # the full path kept it for the caller

@@ -46,26 +46,35 @@ cdef tuple _pi_keys = None
 cdef object _taken_by_device = None
 cdef object _taken_by_software = None
 cdef object _smp_directed_unpack = None
+cdef object _smp_lid_unpack = None
 
 
-def setup_hca(taken_by_device, taken_by_software, smp_directed_unpack):
-    """HCA.receive_local's TAKEN_BY_DEVICE and TAKEN_BY_SOFTWARE, and ``SMPDirected.unpack``."""
-    global _taken_by_device, _taken_by_software, _smp_directed_unpack
-    _taken_by_device, _taken_by_software, _smp_directed_unpack = taken_by_device, taken_by_software, smp_directed_unpack
+def setup_hca(taken_by_device, taken_by_software, smp_directed_unpack, smp_lid_unpack):
+    """HCA.receive_local's TAKEN_BY_DEVICE and TAKEN_BY_SOFTWARE, ``SMPDirected.unpack`` and
+    ``SMPLid.unpack``."""
+    global _taken_by_device, _taken_by_software, _smp_directed_unpack, _smp_lid_unpack
+    _taken_by_device, _taken_by_software = taken_by_device, taken_by_software
+    _smp_directed_unpack, _smp_lid_unpack = smp_directed_unpack, smp_lid_unpack
 
 
 def hca_smp_fast(hca, int in_port, data, double now):
     """``HCA._smp_fast_py`` compiled (the reference, tests/test_smp_compiled.py): a request to the
     HCA's SMA answered by ``sma_fast``, a directed-route answer handed to the software attached
-    through ibsim's protocol (``user_mad``) or to our SM (``sm_consumer``) without a frame of
-    Python around it. 0 leaves the packet to the full path."""
+    through ibsim's protocol (``user_mad``) or to our SM (``sm_consumer``), a LID-routed answer to
+    our SM, without a frame of Python around it. 0 leaves the packet to the full path."""
     cdef const uint8_t[::1] view
     cdef const uint8_t *p
     cdef int k
-    if type(data) is not bytes or len(<bytes> data) != SMP_PACKET:
+    if len(data) != SMP_PACKET:
         return 0
-    p = <const uint8_t *> PyBytes_AS_STRING(data)
+    if type(data) is bytes:
+        p = <const uint8_t *> PyBytes_AS_STRING(data)
+    else:  # a packet of a burst (decode_burst_packets' views)
+        view = data
+        p = &view[0]
     k = smp_kind(p, SMP_PACKET)
+    if k == SMP_KIND_REQUEST_LID and p[MAD + 3] & RESPONSE_BIT:
+        return _lid_answer(hca, in_port, p, now)
     if k != SMP_KIND_RESPONSE_DR:
         return _taken_by_device if k and hca.sma_fast(in_port, data, now, k) else 0
     if not p[MAD + 3] & RESPONSE_BIT or hca.smp_waiting:
@@ -79,6 +88,28 @@ def hca_smp_fast(hca, int in_port, data, double now):
     mad = PyBytes_FromStringAndSize(<const char *> p + MAD, MAD_SIZE)
     (<uint8_t *> PyBytes_AS_STRING(mad))[DR_HOP_PTR] = 0  # as C14-13:3 leaves it at the requester
     consumer(None, _smp_directed_unpack(mad), in_port, now)
+    return _taken_by_software
+
+
+cdef object _lid_answer(hca, int in_port, const uint8_t *p, double now):
+    """A LID-routed response (what our SM's Sets after the LIDs are answered with) for our SM,
+    as the full path hands it over (receive_local's DLID check, handle_qp0, smp_to_local_sm):
+    parsed once, without the packet's headers as objects. 0 for anything else: a DLID not this
+    port's (counted there), an answer awaited by a blocking caller (``smp_waiting``), software
+    attached through ibsim's protocol, no SM."""
+    cdef unsigned int dlid = (p[2] << 8) | p[3]
+    if hca.smp_waiting or hca.user_mad is not None:
+        return 0
+    consumer = hca.sm_consumer
+    if consumer is None:
+        return 0
+    if dlid != LID_PERMISSIVE:
+        if 0xC000 <= dlid:  # multicast: the full path's to refuse
+            return 0
+        port = hca.ports.get(in_port)
+        if port is None or not port.owns_lid(dlid):
+            return 0
+    consumer(None, _smp_lid_unpack(PyBytes_FromStringAndSize(<const char *> p + MAD, MAD_SIZE)), in_port, now)
     return _taken_by_software
 
 

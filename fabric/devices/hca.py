@@ -21,7 +21,7 @@ from ..wire import smp_attrs as sa
 from ..wire.burst import Segment, decode_burst_packets
 from ..wire.compiled import wirefast
 from ..wire.crc import vcrc16
-from .base import SMP_PACKET_LEN, SMP_RESPONSE_DR, Device, _smafast, smp_arrival
+from .base import SMP_PACKET_LEN, SMP_REQUEST_LID, SMP_RESPONSE_DR, Device, _smafast, smp_arrival
 from . import smi
 from .ingress import count_failure
 from .port import Port
@@ -375,6 +375,8 @@ class HCA(Device):
         full path; TAKEN_BY_DEVICE, or TAKEN_BY_SOFTWARE when our SM took it. ``_smp_fast`` is
         this in C when built (``fabric.devices._smafast.hca_smp_fast``)."""
         kind = smp_arrival(data)
+        if kind == SMP_REQUEST_LID and data[28 + 3] & w.RESPONSE_BIT:
+            return self._lid_answer(in_port, data, now)
         if kind != SMP_RESPONSE_DR:
             return TAKEN_BY_DEVICE if kind and self.sma_fast(in_port, data, now, kind) else 0
         if not data[28 + 3] & w.RESPONSE_BIT or self.smp_waiting:
@@ -386,6 +388,17 @@ class HCA(Device):
         mad = bytearray(data[28:28 + w.MAD_SIZE])
         mad[DR_HOP_PTR] = 0  # as C14-13:3 leaves it at the requester
         self.sm_consumer(None, w.SMPDirected.unpack(bytes(mad)), in_port, now)
+        return TAKEN_BY_SOFTWARE
+
+    def _lid_answer(self, in_port: int, data, now: float) -> int:
+        """A LID-routed response for our SM (its Sets after the LIDs), as the full path hands it
+        over (the DLID check, handle_qp0, smp_to_local_sm), parsed once; 0 for anything else."""
+        dlid = data[2] << 8 | data[3]
+        if self.smp_waiting or self.user_mad is not None or self.sm_consumer is None:
+            return 0
+        if dlid != w.LID_PERMISSIVE and (w.is_mcast_lid(dlid) or not self.ports[in_port].owns_lid(dlid)):
+            return 0
+        self.sm_consumer(None, w.SMPLid.unpack(bytes(data[28:28 + w.MAD_SIZE])), in_port, now)
         return TAKEN_BY_SOFTWARE
 
     _smp_fast = _smafast.hca_smp_fast if _smafast is not None else _smp_fast_py
@@ -494,7 +507,7 @@ class TakenBy(enum.IntEnum):
 
 TAKEN_BY_DEVICE, TAKEN_BY_SOFTWARE = TakenBy.DEVICE, TakenBy.SOFTWARE
 if _smafast is not None:
-    _smafast.setup_hca(TAKEN_BY_DEVICE, TAKEN_BY_SOFTWARE, w.SMPDirected.unpack)
+    _smafast.setup_hca(TAKEN_BY_DEVICE, TAKEN_BY_SOFTWARE, w.SMPDirected.unpack, w.SMPLid.unpack)
 # send_dr_request's packet in C (None: the Python below, the reference)
 _dr_request_packet = wirefast.dr_request_packet if wirefast is not None else None
 
