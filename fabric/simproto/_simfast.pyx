@@ -181,6 +181,8 @@ cdef class Datagrams:
         if index < 0 or index >= self.nfds or self.fds[index] < 0:
             return
         r = c_send(self.fds[index], PyBytes_AS_STRING(data), len(data), MSG_DONTWAIT)
+        while r < 0 and errno == EINTR:  # a signal came first: again, as Python's socket.send does
+            r = c_send(self.fds[index], PyBytes_AS_STRING(data), len(data), MSG_DONTWAIT)
         if r < 0:
             if errno == EAGAIN:  # EWOULDBLOCK on Linux
                 self.server.dropped += 1  # the client does not read: UD semantics, the MAD is lost
