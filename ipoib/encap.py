@@ -9,6 +9,7 @@ creates it for partitions.conf's ``ipoib`` flag, as OpenSM does.
 from __future__ import annotations
 
 from fabric.wire import ParseError, ipoib_broadcast_mgid
+from fabric.wire import _codegen
 from fabric.wire.fields import B, R, Struct, U
 
 ETHERTYPE_IPV4 = 0x0800
@@ -74,3 +75,6 @@ def parse_arp(data) -> IPoIBArp:
     if a.oper not in (ARP_REQUEST, ARP_REPLY):
         raise ParseError(f"ARP operation {a.oper} is not request or reply", kind="arp_oper")
     return a
+
+
+_codegen.write_cache()  # the code of the headers above, kept for the next process (fabric/wire/_codegen.py)

@@ -12,6 +12,7 @@ import sys
 from array import array as _array
 
 from fabric.wire.errors import ParseError
+from fabric.wire import _codegen
 from fabric.wire.fields import B, Struct, U
 
 IPPROTO_ICMP = 1
@@ -164,3 +165,6 @@ def parse_udp(src: bytes, dst: bytes, data) -> tuple[UDPHeader, bytes]:
     if h.checksum and inet_checksum(_udp_pseudo(src, dst, h.length) + data[:h.length]) != 0:
         raise ParseError("UDP checksum mismatch", kind="udp_checksum")
     return h, data[8:h.length]
+
+
+_codegen.write_cache()  # the code of the headers above, kept for the next process (fabric/wire/_codegen.py)

@@ -82,10 +82,64 @@ def test_without_bytecode_writing_nothing_is_written_unless_forced(cache, monkey
 
 
 def test_an_unwritable_place_is_no_error(cache, monkeypatch):
-    monkeypatch.setattr(_codegen, "CACHE_PATH", "/proc/no-such-dir/_codegen.marshal")
     _table(4)
+    monkeypatch.setattr(_codegen, "CACHE_PATH", "/proc/no-such-dir/_codegen.marshal")
     assert not _codegen.write_cache(force=True)
-    assert not [n for n in os.listdir("/proc") if n.endswith(".tmp")]
+    monkeypatch.undo()
+
+
+def test_a_failed_write_leaves_neither_a_part_nor_a_temporary_file(cache, monkeypatch):
+    _table(4)
+    assert _codegen.write_cache(force=True)
+    before = open(cache, "rb").read()
+    _table(5)
+
+    def refuse(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    assert not _codegen.write_cache(force=True)
+    monkeypatch.undo()
+    assert os.listdir(os.path.dirname(cache)) == [os.path.basename(cache)]  # the temporary one is gone
+    assert open(cache, "rb").read() == before  # and the old file stands whole
+
+
+def test_a_file_of_another_python_build_is_not_loaded(cache):
+    """The header carries the interpreter's bytecode magic, as a .pyc does: code objects marshalled
+    by another build of Python are never executed."""
+    assert _codegen._CACHE_MAGIC.endswith(__import__("importlib.util").util.MAGIC_NUMBER)
+    _table(4)
+    assert _codegen.write_cache(force=True)
+    raw = open(cache, "rb").read()
+    n = len(_codegen._CACHE_MAGIC)
+    with open(cache, "wb") as f:
+        f.write(raw[:n - 4] + b"\xff\xff\r\n" + raw[n:])  # another magic number
+    _codegen._cache = None
+    _codegen._compiled_now.clear()
+    _table(4)
+    assert len(_codegen._compiled_now) == 1  # compiled here, not taken from the foreign file
+
+
+def test_an_entry_that_is_not_code_is_compiled_instead(cache):
+    os.makedirs(os.path.dirname(cache), exist_ok=True)
+    probe_src = []
+    real = _codegen._code
+
+    def spy(src):
+        probe_src.append(src)
+        return real(src)
+
+    _codegen._code, saved = spy, _codegen._code
+    try:
+        _table(4)
+    finally:
+        _codegen._code = saved
+    with open(cache, "wb") as f:
+        f.write(_codegen._CACHE_MAGIC + marshal.dumps({probe_src[0]: "not code"}))
+    _codegen._cache = None
+    _codegen._compiled_now.clear()
+    probe = _table(4)
+    assert len(_codegen._compiled_now) == 1 and probe(a=1, b=2, c=b"ab").pack() == b"\x01\x20\x00ab"
 
 
 def test_the_installed_cache_covers_every_struct_of_the_package(tmp_path):

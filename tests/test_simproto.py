@@ -263,9 +263,13 @@ def _wire_and_datagrams(compiled: bool, monkeypatch) -> tuple:
     from fabric.simproto import endpoint
 
     if not compiled:
+        from fabric.devices import base as base_mod
+
         monkeypatch.setattr(endpoint.SimEndpoint, "on_data", endpoint.SimEndpoint.on_data_py)
         monkeypatch.setattr(endpoint.SimEndpoint, "take_dr_answer", endpoint.SimEndpoint.take_dr_answer_py)
         monkeypatch.setattr(hca_mod, "_dr_request_packet", None)
+        monkeypatch.setattr(hca_mod.HCA, "_smp_fast", hca_mod.HCA._smp_fast_py)  # the HCA's dispatch
+        monkeypatch.setattr(base_mod.Device, "sma_fast", base_mod.Device.sma_fast_py)  # the SMAs' answers
     rig = Rig()
     wire = []  # what the HCA put on its outbox, as it leaves (whichever path put it there)
     orig = rig.net.send_out
@@ -390,31 +394,70 @@ def test_a_full_client_socket_drops_and_a_closed_one_detaches(compiled):
             cli.close()
 
 
-def test_the_compiled_reader_reads_what_the_python_one_does(rig):
-    """The device host's C reader of a client's socket (``Datagrams.reader``) takes the datagrams
-    waiting, up to the budget, and they do what ``SimServer._on_data`` makes them do."""
+def _reader_run(compiled: bool) -> tuple:
+    """70 datagrams from a client (a plain directed-route request each, a short datagram among
+    them, one out of a port the HCA lacks) through the C reader or SimServer._on_data: what each
+    read returned, the endpoint's counts, what went on the HCA's outbox, what the client got back,
+    and the datagrams left unread after each read."""
+    from fabric.simproto.endpoint import _simfast
+    from fabric.simproto.server import SimServer
+
+    rig = Rig()
+    srv, cli = _pair(f"reader{int(compiled)}")
+    try:
+        i = rig.connect()
+        if compiled:
+            dg = _simfast.Datagrams(None, rig.ep, [srv.fileno()] * (i + 1))
+            read = dg.reader(i)
+        else:
+            server = SimServer.__new__(SimServer)
+            server.outs, server.endpoint = [srv] * (i + 1), rig.ep
+            read = lambda now: server._on_data(i, now)  # noqa: E731
+        cli.connect(srv.getsockname())  # the test's client writes to the server's socket
+        for k in range(70):
+            if k == 10:
+                cli.send(b"short")  # not a sim_request: counted by the Python path
+                continue
+            path = [0, 9] if k == 20 else [0, 1, 3]  # port 9: refused, bounced with status 110
+            mad = w.new_mad(w.SMPDirected, method=w.GET, tid=1000 + k, attr_id=w.ATTR_NODE_INFO,
+                            hop_cnt=len(path) - 1, dr_slid=0xFFFF, dr_dlid=0xFFFF,
+                            initial_path=bytes(path).ljust(64, b"\0")).pack()
+            cli.send(sw.Request(0xFFFF, 0xFFFF, 0, 0, 0, 256, mad).pack())
+        results, outboxes = [], []
+        for _ in range(3):
+            results.append(read(rig.net.now))
+            outboxes.append(len(rig.hca.outbox))
+        wire = [(port, bytes(raw)) for port, raw in rig.hca.outbox]
+        rig.net.send_out("node0003")
+        rig.net.run()
+        got = [r.pack() for r in rig.got.get(i, [])]
+        if compiled:  # closed: nothing is read any more, nothing is sent
+            dg.close()
+            cli.send(sw.Request(0xFFFF, 0xFFFF, 0, 0, 0, 256, bytes(256)).pack())
+            assert read(rig.net.now) is True and rig.ep.stats["bad_requests"] == 1
+            dg.send(i, b"x" * 288)
+            cli.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                cli.recv(1024)
+        return results, outboxes, dict(rig.ep.stats), wire, got, dict(rig.hca.drops)
+    finally:
+        srv.close()
+        cli.close()
+
+
+def test_the_compiled_reader_reads_what_the_python_one_does():
+    """The device host's C reader of a client's socket (``Datagrams.reader``) takes what
+    ``SimServer._on_data`` takes, 64 datagrams a read, with the same effects: the same requests
+    on the wire, the same answers and bounces back, the same counts."""
     from fabric.simproto.endpoint import _simfast
 
     if _simfast is None:
         pytest.skip("the compiled wire helpers are not built (FABRIC_BACKEND=std)")
-    srv, cli = _pair("reader")
-    try:
-        i = rig.connect()
-        reader = _simfast.Datagrams(None, rig.ep, [srv.fileno()] * (i + 1)).reader(i)
-        # the client's end writes to the server's socket: connect it the other way for the test
-        cli.connect(srv.getsockname())
-        for tid in (77, 78, 79):
-            mad = w.new_mad(w.SMPDirected, method=w.GET, tid=tid, attr_id=w.ATTR_NODE_INFO, hop_cnt=2,
-                            dr_slid=0xFFFF, dr_dlid=0xFFFF, initial_path=bytes([0, 1, 3]).ljust(64, b"\0")).pack()
-            cli.send(sw.Request(0xFFFF, 0xFFFF, 0, 0, 0, 256, mad).pack())
-        cli.send(b"short")  # not a sim_request: the Python path counts it
-        assert reader(rig.net.now) is False  # the bad one called into the endpoint's Python
-        assert rig.ep.stats["requests"] == 3 and rig.ep.stats["bad_requests"] == 1
-        assert len(rig.hca.outbox) == 3 and all(port == 1 and len(raw) == 290 for port, raw in rig.hca.outbox)
-        assert reader(rig.net.now) is True  # nothing left to read: quiet
-        rig.net.send_out("node0003")
-        rig.net.run()
-        assert [w.parse_mad(sw.Request.unpack(d).mad).tid & 0xFFFF for d in [r.pack() for r in rig.got[i]]] == [77, 78, 79]
-    finally:
-        srv.close()
-        cli.close()
+    fast, slow = _reader_run(True), _reader_run(False)
+    assert fast == slow
+    results, outboxes, stats, wire, got, drops = fast
+    assert results == [False, True, True]  # the first read's short one called into Python: not quiet
+    assert outboxes[0] == 62 and outboxes[1] == 68 and outboxes[2] == 68  # 64 read, of which 62 sent
+    assert stats["requests"] == 69 and stats["bad_requests"] == 1 and stats["refused_sends"] == 1
+    assert drops["dr_originate"] == 1 and len(wire) == 68
+    assert len(got) == 69 and sum(sw.Request.unpack(d).status == sw.STATUS_TIMEOUT for d in got) == 1

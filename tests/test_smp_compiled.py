@@ -78,7 +78,10 @@ def _smp(rng: random.Random, *, dr: bool, hop_cnt: int, hop_ptr: int, d: int, in
         mad = w.new_mad(w.SMPDirected, hop_cnt=hop_cnt, hop_ptr=hop_ptr, d=d, initial_path=ipath,
                         return_path=rpath, dr_slid=rng.choice([w.LID_PERMISSIVE] * 5 + [slid]),
                         dr_dlid=rng.choice([w.LID_PERMISSIVE] * 5 + [lid]), **common)
-        raw = w.build_ud_packet(slid=w.LID_PERMISSIVE, dlid=rng.choice([w.LID_PERMISSIVE] * 6 + [lid]), dest_qp=0,
+        # the LRH's SLID is where the answer goes: permissive as an SM sends, sometimes a multicast
+        # LID (the answer then counts as a multicast packet sent)
+        raw = w.build_ud_packet(slid=rng.choice([w.LID_PERMISSIVE] * 8 + [0xC001]),
+                                dlid=rng.choice([w.LID_PERMISSIVE] * 6 + [lid]), dest_qp=0,
                                 src_qp=0, qkey=rng.choice([0, 0, 7]), vl=15, payload=mad.pack(),
                                 sl=rng.choice([0, 3]))
     else:

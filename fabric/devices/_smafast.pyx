@@ -115,10 +115,14 @@ cdef object _lid_answer(hca, int in_port, const uint8_t *p, double now):
 
 cdef void _mgmt_out(dev, int out_port, bytes raw) except *:
     """``dev.transmit_mgmt(out_port, raw)`` for a directed-route answer: an HCA's and a switch's
-    are the same when the port is up (counted as one unicast packet sent, onto the outbox); their
-    refusals, each counted its own way, stay theirs."""
+    are the same when the port is up and the DLID unicast (counted as one unicast packet sent,
+    onto the outbox); anything else, each counted its own way, stays theirs."""
+    cdef const uint8_t *q = <const uint8_t *> PyBytes_AS_STRING(raw)
+    cdef unsigned int dlid = (q[2] << 8) | q[3] if len(raw) >= 4 else 0
     port = dev.ports.get(out_port) if out_port else None
-    if port is None or port.phys != PHYS_LINKUP:
+    if port is None or port.phys != PHYS_LINKUP or 0xC000 <= dlid <= 0xFFFE:
+        # refused, or the answer goes to a multicast DLID (the request's SLID was one): the
+        # device's own way, which counts that as multicast
         dev.transmit_mgmt(out_port, raw)
         return
     count_unicast(port.counters, COUNT_XMIT, 1, (len(raw) - 2) >> 2)

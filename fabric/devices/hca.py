@@ -176,8 +176,10 @@ class HCA(Device):
     # -- transmit ------------------------------------------------------------------------------
     #
     # Everything the HCA puts on a wire leaves through ``_transmit`` (one packet) or
-    # ``post_segment`` (a burst a compiled driver built): both count it on the port and append it to
-    # ``outbox``, which only the host empties. Consumers never handle packets on their way out.
+    # ``post_segment`` (a burst a compiled driver built), or their compiled twins for an SMP
+    # (``_smafast._mgmt_out``: an SMA's answer; ``_simfast._send_dr_packet``: an ibsim client's
+    # request): all count it on the port and append it to ``outbox``, which only the host empties.
+    # Consumers never handle packets on their way out.
 
     def post_send(self, qpn: int, *, dlid: int, dest_qp: int, payload: bytes, qkey: int | None = None,
                   pkey_index: int | None = None, sl: int = 0, dgid: bytes | None = None,

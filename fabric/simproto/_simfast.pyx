@@ -180,14 +180,18 @@ cdef class Datagrams:
         cdef ssize_t r
         if index < 0 or index >= self.nfds or self.fds[index] < 0:
             return
+        cdef int err = 0
         r = c_send(self.fds[index], PyBytes_AS_STRING(data), len(data), MSG_DONTWAIT)
-        while r < 0 and errno == EINTR:  # a signal came first: again, as Python's socket.send does
-            r = c_send(self.fds[index], PyBytes_AS_STRING(data), len(data), MSG_DONTWAIT)
         if r < 0:
-            if errno == EAGAIN:  # EWOULDBLOCK on Linux
+            err = errno
+        while r < 0 and err == EINTR:  # a signal came first: again, as Python's socket.send does
+            r = c_send(self.fds[index], PyBytes_AS_STRING(data), len(data), MSG_DONTWAIT)
+            err = errno if r < 0 else 0
+        if r < 0:
+            if err == EAGAIN:  # EWOULDBLOCK on Linux
                 self.server.dropped += 1  # the client does not read: UD semantics, the MAD is lost
             else:
-                self.server._unreachable(index, errno)
+                self.server._unreachable(index, err)
 
     def reader(self, int index):
         """The device host's reader for client ``index``'s data socket."""
@@ -200,6 +204,8 @@ cdef class Datagrams:
         cdef ssize_t n
         cdef int k = 0
         quiet = True
+        if index < 0 or index >= self.nfds:
+            return quiet
         while k < READ_BUDGET:
             if self.fds[index] < 0:
                 break
@@ -218,7 +224,9 @@ cdef class _Reader:
     cdef Datagrams dg
     cdef int index
 
-    def __cinit__(self, Datagrams dg, int index):
+    def __cinit__(self, Datagrams dg not None, int index):
+        if index < 0 or index >= dg.nfds:
+            raise IndexError(f"no data socket {index}")
         self.dg, self.index = dg, index
 
     def __call__(self, double now):

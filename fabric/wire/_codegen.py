@@ -13,6 +13,7 @@ import marshal
 import os
 import struct
 import sys
+from types import CodeType as _CodeType
 
 from .errors import ParseError, WireError
 
@@ -90,9 +91,11 @@ def _enc_struct(cls, name, sub, v):
 # `make install` writes the file (as compileall writes .pyc files, also under
 # PYTHONDONTWRITEBYTECODE); an import that compiled anything rewrites it, unless bytecode writing
 # is off or the directory is not writable. IBFAB_CODEGEN_CACHE names another file.
-CACHE_PATH = os.environ.get("IBFAB_CODEGEN_CACHE") or os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "__pycache__", f"_codegen.{sys.implementation.cache_tag}.marshal")
-_CACHE_MAGIC = b"IBFCG2"
+CACHE_PATH = os.path.abspath(os.environ.get("IBFAB_CODEGEN_CACHE") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "__pycache__", f"_codegen.{sys.implementation.cache_tag}.marshal"))
+# ours, then the interpreter's bytecode magic (as a .pyc starts): code objects from another build
+# of Python, even one with the same cache tag, are never loaded
+_CACHE_MAGIC = b"IBFCG3" + sys.modules["_frozen_importlib_external"].MAGIC_NUMBER
 _CACHE_MAX = 512  # entries; past it the file keeps only what the writing process used
 _cache: dict | None = None
 _compiled_now: dict = {}  # what this process compiled: source -> code
@@ -118,7 +121,7 @@ def _code(src: str):
     key = src  # the whole source: no digest to collide (and no hashlib, 2-4 ms to import)
     _used.add(key)
     code = _load_cache().get(key)
-    if code is None:
+    if type(code) is not _CodeType:  # not cached (or not code: a file that is not ours)
         code = _compiled_now[key] = compile(src, "<fabric.wire generated>", "exec")
     return code
 
@@ -135,18 +138,24 @@ def write_cache(force: bool = False) -> bool:
     entries.update(_compiled_now)
     if len(entries) > _CACHE_MAX:  # old tables' code piling up: keep what is in use
         entries = {k: v for k, v in entries.items() if k in _used}
-    tmp = f"{CACHE_PATH}.{os.getpid()}.tmp"
+    import tempfile  # here: 6 ms to import, and only a process that writes needs it
+
+    tmp = None
     try:
         os.makedirs(os.path.dirname(CACHE_PATH), exist_ok=True)
-        with open(tmp, "wb") as f:
+        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(CACHE_PATH) + ".", suffix=".tmp",
+                                   dir=os.path.dirname(CACHE_PATH))
+        with os.fdopen(fd, "wb") as f:
             f.write(_CACHE_MAGIC)
             marshal.dump(entries, f)
-        os.replace(tmp, CACHE_PATH)
-    except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        os.chmod(tmp, 0o644)  # as a .pyc: readable by every user of the tree
+        os.replace(tmp, CACHE_PATH)  # readers see the old file or the new one, never a part
+    except (OSError, ValueError):
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
         return False
     global _cache
     _cache = entries
