@@ -268,6 +268,7 @@ def _wire_and_datagrams(compiled: bool, monkeypatch) -> tuple:
         monkeypatch.setattr(endpoint.SimEndpoint, "on_data", endpoint.SimEndpoint.on_data_py)
         monkeypatch.setattr(endpoint.SimEndpoint, "take_dr_answer", endpoint.SimEndpoint.take_dr_answer_py)
         monkeypatch.setattr(hca_mod, "_dr_request_packet", None)
+        monkeypatch.setattr(hca_mod, "send_dr_packet", hca_mod.send_dr_packet_py)
         monkeypatch.setattr(hca_mod.HCA, "_smp_fast", hca_mod.HCA._smp_fast_py)  # the HCA's dispatch
         monkeypatch.setattr(base_mod.Device, "sma_fast", base_mod.Device.sma_fast_py)  # the SMAs' answers
     rig = Rig()

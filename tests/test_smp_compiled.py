@@ -251,3 +251,32 @@ def test_a_lid_routed_answer_reaches_our_sm_by_the_fast_path_as_by_the_full_one(
     assert hca._smp_fast(1, answer(lid, 10), a.net.now) == 0
     hca.receive_local(1, answer(lid, 10), a.net.now)
     assert hca.smp_waiting[10] is not None and not got  # the full path kept it for the caller
+
+
+def test_a_directed_route_request_goes_on_the_wire_as_the_reference_sends_it():
+    """``send_dr_packet`` (our SM's and an ibsim client's request onto the wire) in C against
+    ``send_dr_packet_py``: the same return, outbox, counters and drops for a port that is up, one
+    that is down, one the HCA lacks, port 0, and a packet to a multicast DLID."""
+    assert hca_mod.send_dr_packet is base_mod._smafast.send_dr_packet
+
+    def run(send):
+        a = Fab("single:4")
+        hca = a["node0002"]
+        hca.outbox.clear()
+        mad = w.new_mad(w.SMPDirected, method=w.GET, tid=5, attr_id=w.ATTR_NODE_INFO, hop_cnt=1, hop_ptr=1,
+                        dr_slid=0xFFFF, dr_dlid=0xFFFF, initial_path=bytes([0, 1]).ljust(64, b"\0")).pack()
+        pkt = w.build_ud_packet(slid=0xFFFF, dlid=0xFFFF, dest_qp=0, src_qp=0, qkey=0, vl=15, payload=mad)
+        mcast = w.build_ud_packet(slid=0xFFFF, dlid=0xC004, dest_qp=0, src_qp=0, qkey=0, vl=15, payload=mad)
+        went = [send(hca, 1, pkt), send(hca, 1, mcast), send(hca, 9, pkt), send(hca, 0, pkt)]
+        outbox = [(p, bytes(r)) for p, r in hca.outbox]
+        a.net.set_link("node0002", 1, False)
+        went.append(send(hca, 1, pkt))
+        return (went, outbox, dict(hca.drops),
+                (dict(hca.ports[1].counters.pc), dict(hca.ports[1].counters.ext)))
+
+    fast, ref = run(hca_mod.send_dr_packet), run(hca_mod.send_dr_packet_py)
+    assert fast == ref
+    went, outbox, drops, (pc, ext) = fast
+    assert went == [True, True, False, False, False] and len(outbox) == 2
+    assert drops["dr_originate"] == 2 and drops["send_port_down"] == 1 and pc["port_xmit_discards"] == 1
+    assert ext["port_multicast_xmit_pkts"] == 1 and ext["port_unicast_xmit_pkts"] >= 1

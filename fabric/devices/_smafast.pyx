@@ -47,14 +47,36 @@ cdef object _taken_by_device = None
 cdef object _taken_by_software = None
 cdef object _smp_directed_unpack = None
 cdef object _smp_lid_unpack = None
+cdef object _send_dr_packet_py = None
 
 
-def setup_hca(taken_by_device, taken_by_software, smp_directed_unpack, smp_lid_unpack):
-    """HCA.receive_local's TAKEN_BY_DEVICE and TAKEN_BY_SOFTWARE, ``SMPDirected.unpack`` and
-    ``SMPLid.unpack``."""
-    global _taken_by_device, _taken_by_software, _smp_directed_unpack, _smp_lid_unpack
+def setup_hca(taken_by_device, taken_by_software, smp_directed_unpack, smp_lid_unpack, send_dr_packet_py):
+    """HCA.receive_local's TAKEN_BY_DEVICE and TAKEN_BY_SOFTWARE, ``SMPDirected.unpack``,
+    ``SMPLid.unpack`` and hca.py's ``send_dr_packet_py``."""
+    global _taken_by_device, _taken_by_software, _smp_directed_unpack, _smp_lid_unpack, _send_dr_packet_py
     _taken_by_device, _taken_by_software = taken_by_device, taken_by_software
     _smp_directed_unpack, _smp_lid_unpack = smp_directed_unpack, smp_lid_unpack
+    _send_dr_packet_py = send_dr_packet_py
+
+
+cdef bint send_dr_packet_c(object hca, int out, bytes packet) except -1:
+    """``fabric.devices.hca.send_dr_packet_py`` (a built directed-route request onto the wire by
+    port ``out``): what it does when the port is up (HCA.send_raw: counted as one unicast packet
+    sent, onto the outbox); anything else is the reference's (its refusals, each counted its way).
+    Whether it went."""
+    cdef const uint8_t *q = <const uint8_t *> PyBytes_AS_STRING(packet)
+    cdef unsigned int dlid = (q[2] << 8) | q[3] if len(packet) >= 4 else 0
+    port = hca.ports.get(out) if out > 0 else None
+    if port is None or port.phys != PHYS_LINKUP or 0xC000 <= dlid <= 0xFFFE or len(packet) < 4:
+        return _send_dr_packet_py(hca, out, packet)
+    count_unicast(port.counters, COUNT_XMIT, 1, (len(packet) - 2) >> 2)
+    hca.outbox.append((out, packet))
+    return True
+
+
+def send_dr_packet(hca, int out, bytes packet not None):
+    """``send_dr_packet_c`` for Python callers (bound as ``fabric.devices.hca.send_dr_packet``)."""
+    return send_dr_packet_c(hca, out, packet)
 
 
 def hca_smp_fast(hca, int in_port, data, double now):

@@ -177,8 +177,8 @@ class HCA(Device):
     #
     # Everything the HCA puts on a wire leaves through ``_transmit`` (one packet) or
     # ``post_segment`` (a burst a compiled driver built), or their compiled twins for an SMP
-    # (``_smafast._mgmt_out``: an SMA's answer; ``_simfast._send_dr_packet``: an ibsim client's
-    # request): all count it on the port and append it to ``outbox``, which only the host empties.
+    # (``_smafast._mgmt_out``: an SMA's answer; ``_smafast.send_dr_packet_c``: a directed-route
+    # request of our SM or an ibsim client): all count it on the port and append it to ``outbox``, which only the host empties.
     # Consumers never handle packets on their way out.
 
     def post_send(self, qpn: int, *, dlid: int, dest_qp: int, payload: bytes, qkey: int | None = None,
@@ -508,8 +508,6 @@ class TakenBy(enum.IntEnum):
 
 
 TAKEN_BY_DEVICE, TAKEN_BY_SOFTWARE = TakenBy.DEVICE, TakenBy.SOFTWARE
-if _smafast is not None:
-    _smafast.setup_hca(TAKEN_BY_DEVICE, TAKEN_BY_SOFTWARE, w.SMPDirected.unpack, w.SMPLid.unpack)
 # send_dr_request's packet in C (None: the Python below, the reference)
 _dr_request_packet = wirefast.dr_request_packet if wirefast is not None else None
 
@@ -533,13 +531,19 @@ def send_dr_request(hca: HCA, port_num: int, mad: bytes) -> bool | None:
         slid=w.LID_PERMISSIVE, dlid=w.LID_PERMISSIVE, dest_qp=0, src_qp=0, qkey=0, vl=w.VL15, payload=bytes(m)))
 
 
-def send_dr_packet(hca: HCA, out: int, packet: bytes) -> bool:
+def send_dr_packet_py(hca: HCA, out: int, packet: bytes) -> bool:
     """Such a request, built (``fabric._wirefast.sim_dr_request`` builds it from ibsim's
-    datagram), onto the wire by port ``out`` (its InitialPath[1]). Whether it went."""
+    datagram), onto the wire by port ``out`` (its InitialPath[1]). Whether it went.
+    ``send_dr_packet`` is this in C when built (``fabric.devices._smafast``)."""
     if out not in hca.ports or out == 0:
         hca.drop("dr_originate")
         return False
     return hca.send_raw(out, packet)
+
+
+send_dr_packet = _smafast.send_dr_packet if _smafast is not None else send_dr_packet_py
+if _smafast is not None:
+    _smafast.setup_hca(TAKEN_BY_DEVICE, TAKEN_BY_SOFTWARE, w.SMPDirected.unpack, w.SMPLid.unpack, send_dr_packet_py)
 
 
 def send_smp_octets(hca: HCA, port_num: int, raw: bytes, now: float = 0.0, dlid: int | None = None,

@@ -11,21 +11,20 @@ from libc.stdint cimport uint8_t
 from libc.string cimport memcpy, memset
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 
-from fabric._wirefast cimport COUNT_XMIT, _dr_request_packet, _plain_dr_request, count_unicast
+from fabric._wirefast cimport _dr_request_packet, _plain_dr_request
+from fabric.devices._smafast cimport send_dr_packet_c
 
 cdef extern from "sys/socket.h" nogil:
     ssize_t c_recv "recv"(int fd, void *buf, size_t n, int flags)
     ssize_t c_send "send"(int fd, const void *buf, size_t n, int flags)
     enum: MSG_DONTWAIT
 
-from fabric.devices.hca import send_dr_packet
 
 # struct sim_request: dlid u32, slid u32, dqp, sqp, status, 4 octets of padding, length u64, mad[256]
 cdef enum:
     SIM_REQUEST = 288
     SIM_MAD = 32  # where the MAD starts in a sim_request
     SMP_PACKET = 290  # an SMP without a GRH, LRH to VCRC
-    PHYS_LINKUP = 5  # PortPhysicalState LinkUp
     READ_BUDGET = 64  # datagrams one readable event takes (server.READ_BUDGET)
     RECV_MAX = 1024  # what the Python reader takes of a datagram (server.SimServer._on_data)
     SMP_MAD = 28  # where its MAD starts
@@ -130,22 +129,10 @@ cdef object _on_data(ep, int index, const uint8_t *raw, Py_ssize_t n, object raw
     pending[tid] = (index, now + _pending_s, now)  # SimEndpoint._await
     if len(pending) > _pending_expiry:
         ep._expire(now)
-    if not _send_dr_packet(ep.hca, out, packet):
+    if not send_dr_packet_c(ep.hca, out, packet):
         if rawobj is None:
             rawobj = PyBytes_FromStringAndSize(<const char *> raw, n)
         ep._refused_plain(client, rawobj, tid)
-    return True
-
-
-cdef bint _send_dr_packet(hca, int out, bytes packet) except -1:
-    """``fabric.devices.hca.send_dr_packet``: what it does when the port is up (HCA.send_raw:
-    counted as one unicast packet sent, onto the outbox); anything else is its own (the refusals,
-    each counted its way)."""
-    port = hca.ports.get(out) if out > 0 else None
-    if port is None or port.phys != PHYS_LINKUP:
-        return send_dr_packet(hca, out, packet)
-    count_unicast(port.counters, COUNT_XMIT, 1, (SMP_PACKET - 2) >> 2)
-    hca.outbox.append((out, packet))
     return True
 
 
