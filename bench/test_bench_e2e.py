@@ -53,7 +53,7 @@ SIZES = [64, 256, 1024, 2000]  # UDP payload; the IPoIB MTU is 2044, so at most 
 BACKENDS = ["fast", "std"]
 SECONDS = 1.0
 REPEATS = 3
-UD_REPEATS = 2
+UD_REPEATS = 5  # perf --ud is issue 15's target: medians of at least 5
 RESULTS_JSON = e2e_plot.RESULTS
 _rows: dict = {}
 
