@@ -4,7 +4,8 @@ request (``sim_request``) made into the packet its HCA sends, and the answer bac
 into the client's datagram, with the endpoint's bookkeeping around them (``on_data``,
 ``take_dr_answer``, which ``SimEndpoint`` takes when built). ``SimEndpoint.on_data_py`` and
 ``take_dr_answer_py`` are the reference (tests/test_simproto.py: the same octets on the wire and in
-the datagrams, the same counts); anything else goes to them."""
+the datagrams, the same counts); anything else goes to them. ``Datagrams`` reads and writes the
+endpoint's data sockets themselves (``SimServer._on_data`` and ``_send`` are its reference)."""
 
 from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdint cimport uint8_t
