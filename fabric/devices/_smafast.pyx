@@ -59,19 +59,27 @@ def setup_hca(taken_by_device, taken_by_software, smp_directed_unpack, smp_lid_u
     _send_dr_packet_py = send_dr_packet_py
 
 
+cdef bint _put_unicast(dev, int out, bytes raw) except -1:
+    """Onto ``dev``'s outbox by port ``out``, counted as one unicast packet sent, what an HCA's
+    ``send_raw`` and a switch's ``transmit_mgmt`` do alike when the port is up and the DLID is
+    not multicast; False (nothing done) for anything else, which their own code counts its way."""
+    cdef const uint8_t *q = <const uint8_t *> PyBytes_AS_STRING(raw)
+    cdef Py_ssize_t n = len(raw)
+    if out <= 0 or n < 4 or 0xC000 <= ((q[2] << 8) | q[3]) <= 0xFFFE:
+        return False
+    port = dev.ports.get(out)
+    if port is None or port.phys != PHYS_LINKUP:
+        return False
+    count_unicast(port.counters, COUNT_XMIT, 1, (n - 2) >> 2)
+    dev.outbox.append((out, raw))
+    return True
+
+
 cdef bint send_dr_packet_c(object hca, int out, bytes packet) except -1:
     """``fabric.devices.hca.send_dr_packet_py`` (a built directed-route request onto the wire by
-    port ``out``): what it does when the port is up (HCA.send_raw: counted as one unicast packet
-    sent, onto the outbox); anything else is the reference's (its refusals, each counted its way).
+    port ``out``), its common case in C (``_put_unicast``); anything else is the reference's.
     Whether it went."""
-    cdef const uint8_t *q = <const uint8_t *> PyBytes_AS_STRING(packet)
-    cdef unsigned int dlid = (q[2] << 8) | q[3] if len(packet) >= 4 else 0
-    port = hca.ports.get(out) if out > 0 else None
-    if port is None or port.phys != PHYS_LINKUP or 0xC000 <= dlid <= 0xFFFE or len(packet) < 4:
-        return _send_dr_packet_py(hca, out, packet)
-    count_unicast(port.counters, COUNT_XMIT, 1, (len(packet) - 2) >> 2)
-    hca.outbox.append((out, packet))
-    return True
+    return _put_unicast(hca, out, packet) or _send_dr_packet_py(hca, out, packet)
 
 
 def send_dr_packet(hca, int out, bytes packet not None):
@@ -136,19 +144,11 @@ cdef object _lid_answer(hca, int in_port, const uint8_t *p, double now):
 
 
 cdef void _mgmt_out(dev, int out_port, bytes raw) except *:
-    """``dev.transmit_mgmt(out_port, raw)`` for a directed-route answer: an HCA's and a switch's
-    are the same when the port is up and the DLID unicast (counted as one unicast packet sent,
-    onto the outbox); anything else, each counted its own way, stays theirs."""
-    cdef const uint8_t *q = <const uint8_t *> PyBytes_AS_STRING(raw)
-    cdef unsigned int dlid = (q[2] << 8) | q[3] if len(raw) >= 4 else 0
-    port = dev.ports.get(out_port) if out_port else None
-    if port is None or port.phys != PHYS_LINKUP or 0xC000 <= dlid <= 0xFFFE:
-        # refused, or the answer goes to a multicast DLID (the request's SLID was one): the
-        # device's own way, which counts that as multicast
+    """``dev.transmit_mgmt(out_port, raw)`` for a directed-route answer, its common case in C
+    (``_put_unicast``); a port that is not up, or an answer to a multicast DLID (the request's
+    SLID was one), goes the device's own way, which counts it so."""
+    if not _put_unicast(dev, out_port, raw):
         dev.transmit_mgmt(out_port, raw)
-        return
-    count_unicast(port.counters, COUNT_XMIT, 1, (len(raw) - 2) >> 2)
-    dev.outbox.append((out_port, raw))
 
 
 def setup(smp_error, smp_view, put_attr, port_info_unpack, port_info_map):

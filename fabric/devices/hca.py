@@ -176,9 +176,9 @@ class HCA(Device):
     # -- transmit ------------------------------------------------------------------------------
     #
     # Everything the HCA puts on a wire leaves through ``_transmit`` (one packet) or
-    # ``post_segment`` (a burst a compiled driver built), or their compiled twins for an SMP
-    # (``_smafast._mgmt_out``: an SMA's answer; ``_smafast.send_dr_packet_c``: a directed-route
-    # request of our SM or an ibsim client): all count it on the port and append it to ``outbox``, which only the host empties.
+    # ``post_segment`` (a burst a compiled driver built), or their compiled twin for an SMP
+    # (``_smafast._put_unicast``: an SMA's answer, a directed-route request of our SM or an ibsim
+    # client): all count it on the port and append it to ``outbox``, which only the host empties.
     # Consumers never handle packets on their way out.
 
     def post_send(self, qpn: int, *, dlid: int, dest_qp: int, payload: bytes, qkey: int | None = None,

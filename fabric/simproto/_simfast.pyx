@@ -105,10 +105,8 @@ def on_data(ep, int index, raw, double now):
     (``on_data_py``'s path for it, without the Request object and the calls); anything else is
     ``on_data_py``'s."""
     cdef const uint8_t[::1] view
-    if ep.clients.get(index) is None:
-        return True
     if index < 0 or len(raw) != SIM_REQUEST:
-        return ep.on_data_py(index, raw, now)
+        return ep.on_data_py(index, raw, now)  # which answers True for a client it lacks, as _on_data
     view = raw
     return _on_data(ep, index, &view[0], SIM_REQUEST, raw, now)
 
@@ -183,17 +181,13 @@ cdef class Datagrams:
 
     def reader(self, int index):
         """The device host's reader for client ``index``'s data socket."""
-        if index < 0 or index >= self.nfds:
-            raise IndexError(index)
         return _Reader(self, index)
 
     cdef object read(self, int index, double now):
         cdef uint8_t buf[RECV_MAX]
         cdef ssize_t n
         cdef int k = 0
-        quiet = True
-        if index < 0 or index >= self.nfds:
-            return quiet
+        quiet = True  # index: a _Reader's, checked when it was made
         while k < READ_BUDGET:
             if self.fds[index] < 0:
                 break
@@ -227,13 +221,15 @@ def take_dr_answer(ep, packet, int in_port, double now):
     cdef unsigned long long tid
     if in_port != ep.port:
         return False
+    cdef const uint8_t *p
     if type(packet) is bytes and len(<bytes> packet) == SMP_PACKET:  # the HCA's: no buffer view to set up
-        datagram = _answer(<const uint8_t *> PyBytes_AS_STRING(packet), ep.hca.ports[in_port].lid, &tid)
+        p = <const uint8_t *> PyBytes_AS_STRING(packet)
     else:
         view = packet
         if view.shape[0] != SMP_PACKET:
             raise ValueError("a directed-route answer is a 290-octet SMP packet")
-        datagram = _answer(&view[0], ep.hca.ports[in_port].lid, &tid)
+        p = &view[0]
+    datagram = _answer(p, ep.hca.ports[in_port].lid, &tid)
     entry = ep.pending.pop(tid, None)  # SimEndpoint._client_for(tid, True, now, last=True)
     if entry is None or entry[1] < now:
         return False

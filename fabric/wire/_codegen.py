@@ -164,8 +164,8 @@ def write_cache(force: bool = False) -> bool:
 
 
 def main() -> int:
-    """Compile every struct of the package (fabric.wire's and
-    ipoib's headers) and write the cache (``make install``)."""
+    """Compile every struct of the package (fabric.wire's and ipoib's headers) and write the
+    cache (``make install``)."""
     import importlib
 
     for mod in ("fabric.wire", "ipoib.encap", "ipoib.inet"):
@@ -173,10 +173,7 @@ def main() -> int:
             importlib.import_module(mod)
         except ImportError:
             pass
-    from fabric.wire import _codegen  # the module the imports above compiled through (not __main__)
-
-    return 0 if _codegen.write_cache(force=True) else 1
-
+    return 0 if write_cache(force=True) else 1
 
 
 def compile_struct(cls) -> bool:
