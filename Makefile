@@ -45,7 +45,7 @@ test-fast:
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-std:
-	@echo "=== test suite, IPOIB_BACKEND=std FABRIC_BACKEND=std (no compiled code at all) ==="
+	@echo "=== test suite, IPOIB_BACKEND=std FABRIC_BACKEND=std (every path in Python) ==="
 	IPOIB_BACKEND=std FABRIC_BACKEND=std $(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: install debs

@@ -16,9 +16,10 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O3"],
     )
-    for name in ("_fastring", "_fasttun", "_fastrx", "_fastpath")
+    for name in ("_fastctx", "_fastring", "_fasttun", "_fastrx", "_fastpath")
 ] + [Extension("fabric._wirefast", ["fabric/_wirefast.pyx"], include_dirs=["fabric"], depends=["fabric/crcfold.h"],
                extra_compile_args=["-O3"]),
+               Extension("fabric._corefast", ["fabric/_corefast.pyx"], extra_compile_args=["-O3"]),
                Extension("fabric._structfast", ["fabric/_structfast.pyx"], extra_compile_args=["-O3"]),
                Extension("fabric.devices._smafast", ["fabric/devices/_smafast.pyx"], include_dirs=["fabric"],
                          extra_compile_args=["-O3"]),

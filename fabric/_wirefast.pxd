@@ -18,7 +18,9 @@ cdef enum:
     COUNT_RCV = 0  # fabric.devices.port.PENDING's order
     COUNT_XMIT = 1
 
-cdef void count_unicast(object counters, int direction, unsigned long long pkts, unsigned long long words) except *
+from fabric._corefast cimport CountersCore
+
+cdef void count_unicast(CountersCore counters, int direction, unsigned long long pkts, unsigned long long words) except *
 
 cdef enum:
     FWD_SLOW = 0     # the per-packet path classifies it

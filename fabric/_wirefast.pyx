@@ -11,6 +11,7 @@ from libc.string cimport memcpy, memset
 from cpython.bytearray cimport PyByteArray_FromStringAndSize, PyByteArray_AS_STRING, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython cimport array
+from fabric._corefast cimport CountersCore, HCACore, PortCore, QPCore
 
 
 cdef extern from "crcfold.h" nogil:
@@ -771,7 +772,7 @@ TOP_PKTS = 0xFFFFFFFF
 TOP_DATA = 0xFFFFFFFF
 
 
-cdef void count_unicast(object counters, int direction, unsigned long long pkts,
+cdef void count_unicast(CountersCore counters, int direction, unsigned long long pkts,
                         unsigned long long words) except *:
     """PortCounterSet.add_rcv (``direction`` COUNT_RCV) or add_xmit (COUNT_XMIT), into the set's
     ``pending`` array, which its ``pc`` and ``ext`` fold into the dicts when read: no dict and no
@@ -790,15 +791,17 @@ from fabric.wire.burst import Segment as _Segment
 cdef object _new_segment = _Segment.__new__
 
 
-def hca_post_segment(hca, qpn, port_num, count, words, buf):
+def hca_post_segment(HCACore hca, qpn, port_num, count, words, buf):
     """``HCA.post_segment`` (fabric/devices/hca.py keeps the reference, which the std backend
     runs), compiled: the HCA method a compiled driver calls per burst it sends."""
-    port = hca.ports[port_num]
+    cdef PortCore port = hca.ports[port_num]
+    cdef QPCore qp
     if port.phys != PHYS_STATE_LINKUP or port.state != PORT_STATE_ACTIVE:
         hca.refuse_sends(port_num, count)
         return
     count_unicast(port.counters, COUNT_XMIT, count, words)
-    hca.qps[qpn].sent += count
+    qp = hca.qps[qpn]
+    qp.sent += count
     seg = _new_segment(_Segment)  # Segment(port_num, count, buf), without running its __init__ in Python
     seg.port, seg.count, seg.buf = port_num, count, buf
     hca.outbox.append(seg)

@@ -13,6 +13,8 @@ from cpython.bytes cimport PyBytes_AS_STRING
 from ipoib._fastring cimport META, PacketRing as _Ring, flow_hash, push_gso
 from ipoib._fastrx cimport RxEngine, RxOwner
 from ipoib._fasttun cimport TunPath
+from ipoib._fastctx cimport ContextCore
+from fabric._corefast cimport HCACore, PortCore, QPCore
 
 from ipoib.netdev import BUSY, OK, NetdevParams, NotSupported, RxInfo
 from ipoib.gso import GsoPacket
@@ -75,7 +77,7 @@ cdef class Provider(RxOwner):
     TX_QUEUES = 4
     RX_QUEUES = 4
 
-    cdef public object ctx
+    cdef public ContextCore ctx  # NetdevContext: its hot fields are this struct's
     cdef public int ntx
     cdef public int nrx
     cdef public list rings
@@ -159,7 +161,7 @@ cdef class Provider(RxOwner):
         return NetdevParams(tx_queues=self.ntx, rx_queues=self.nrx, priv_size=0)
 
     def init(self, ctx=None):
-        c = self.ctx
+        cdef ContextCore c = self.ctx
         if c.qp is None:
             c.qp = c.hca.create_qp(0, c.port)
             c.qp.consumer = self._std._on_completion  # completions of the slow path
@@ -167,7 +169,7 @@ cdef class Provider(RxOwner):
         return c.qp.qpn
 
     def uninit(self):
-        c = self.ctx
+        cdef ContextCore c = self.ctx
         self._up = False
         self._rx_detach()
         if c.qp is not None:
@@ -186,7 +188,7 @@ cdef class Provider(RxOwner):
             d.add(self.rx)
 
     def stop(self):
-        c = self.ctx
+        cdef ContextCore c = self.ctx
         c.running = False
         self._up = False
         c.sendq.clear()
@@ -215,13 +217,13 @@ cdef class Provider(RxOwner):
         self.ctx.qp.pkey_index = pkey_index
 
     def attach_mcast(self, gid, mlid, set_qkey, qkey):
-        c = self.ctx
+        cdef ContextCore c = self.ctx
         if set_qkey:
             c.qp.qkey = qkey
         c.hca.attach_mcast(c.qp.qpn, gid, mlid)
 
     def detach_mcast(self, gid, mlid):
-        c = self.ctx
+        cdef ContextCore c = self.ctx
         c.hca.detach_mcast(c.qp.qpn, gid, mlid)
 
     def set_rx_flow_hash(self, udp4):
@@ -323,7 +325,7 @@ cdef class Provider(RxOwner):
         cdef PacketRing ring = <PacketRing> self.rings[q]
         cdef unsigned long long before = ring.pushed
         cdef Py_ssize_t n
-        c = self.ctx
+        cdef ContextCore c = self.ctx
         if self.tun is None or self._stopped[q]:
             return 0
         n = self.tun.read_queue(q, ring, 64)
@@ -401,8 +403,8 @@ cdef class Provider(RxOwner):
         return frame_flow_hash(packet, self.rx.udp_ports) % self.ntx
 
     cpdef send(self, packet, ah, dqpn):
-        cdef object c = self.ctx
-        cdef object port
+        cdef ContextCore c = self.ctx
+        cdef PortCore port
         cdef unsigned int dlid, q
         cdef const unsigned char[::1] view
         cdef const unsigned char *f
@@ -412,7 +414,7 @@ cdef class Provider(RxOwner):
             raise NotSupported("stopped devices take the standard path")
         port = self._port
         if port is None:
-            port = self._port = c.hca.ports[c.port]  # the Port object lives as long as the HCA
+            port = self._port = (<HCACore?> c.hca).ports[c.port]  # the Port object lives as long as the HCA
         if ah is not self._ah or port.lid != self._ah_lid:
             # an AddressHandle is immutable and a path reuses one for every frame: check it once
             # (and again when our LID changes, for the loopback test)
@@ -465,7 +467,7 @@ cdef class Provider(RxOwner):
         cdef Py_ssize_t segs
         cdef unsigned int q
         cdef PacketRing ring
-        c = self.ctx
+        cdef ContextCore c = self.ctx
         if (gso < 1 or l3 < 0 or n < l3 + 28 or (f[l3] != 0x45) or f[l3 + 9] != 17
                 or l3 + 28 + gso > _mtu_octets(port.neighbor_mtu)):
             raise NotSupported("a GSO packet we do not offload: the standard path segments it in software")
@@ -498,7 +500,7 @@ cdef class Provider(RxOwner):
     cpdef send_burst(self, frames, ah, dqpn):
         """Queue many frames to one destination (a burst API for the data path): returns how many
         were taken, stopping at the first whose queue is full. One C loop: TSS, copy, counts."""
-        cdef object c = self.ctx
+        cdef ContextCore c = self.ctx
         cdef list fl = frames if type(frames) is list else list(frames)
         cdef Py_ssize_t i, nf = len(fl), n, mtu, done = 0
         cdef unsigned int q, dlid, sl, dq = dqpn, nq = self.ntx
@@ -558,7 +560,7 @@ cdef class Provider(RxOwner):
     cpdef poll(self, budget):
         """NAPI: transmit what the TX rings hold, then serve each RX queue up to ``budget``
         frames (and the slow path's). Interrupts stay masked until every queue is drained."""
-        c = self.ctx
+        cdef ContextCore c = self.ctx
         st = c.stats
         self._drain_tx()
         if self.timer is not None and c.now() >= self.timer:
@@ -607,6 +609,9 @@ cdef class Provider(RxOwner):
         cdef PacketRing r
         cdef int q
         cdef unsigned long long total = 0, words = 0, octets = 0
+        cdef ContextCore c
+        cdef QPCore qp
+        cdef PortCore port
         self._kicked = False
         for q in range(self.ntx):
             if (<PacketRing> self.rings[q])._count:
@@ -617,7 +622,7 @@ cdef class Provider(RxOwner):
         qp = c.qp
         if qp is None:
             return
-        port = c.hca.ports[c.port]
+        port = (<HCACore?> c.hca).ports[c.port]
         if port.phys != PHYS_LINKUP or port.state != 4:
             self._discard_tx()
             return
@@ -646,7 +651,7 @@ cdef class Provider(RxOwner):
         """The port went down under queued frames: the HCA refuses each, as the standard path's
         post_send would (PortXmitDiscards), without our building it; the queues wake."""
         cdef PacketRing ring
-        c = self.ctx
+        cdef ContextCore c = self.ctx
         st = c.stats
         for q in range(self.ntx):
             ring = <PacketRing> self.rings[q]
@@ -681,7 +686,7 @@ cdef class Provider(RxOwner):
         the interrupt's way out, for frames that go up to the kernel's TUN queues in C: the node's
         software is not woken to run the poll a moment later. True when nothing was left for the
         software (every frame went up in C, no queue stopped or woke, nothing is left to poll)."""
-        c = self.ctx
+        cdef ContextCore c = self.ctx
         cdef RxEngine rx = self.rx
         cdef unsigned long long up = rx.up_calls
         self._raise_irq()
@@ -700,15 +705,16 @@ cdef class Provider(RxOwner):
     cpdef _rx_refresh(self, RxEngine engine, port):
         """Per burst: the P_Key and Q_Key the QP receives with now (the SM or the ULP may have
         changed them) and whether the compiled path may take packets for it."""
-        c = self.ctx
-        qp = c.qp
+        cdef ContextCore c = self.ctx
+        cdef QPCore qp = c.qp
+        cdef PortCore p = port
         # while the per-packet path holds frames for us, new ones queue behind them, not past them
-        ok = qp is not None and c.running and port.num == c.port and qp.qpn == engine.qpn and not c.rxq
+        ok = qp is not None and c.running and p.num == c.port and qp.qpn == engine.qpn and not c.rxq
         if ok:
             idx = qp.pkey_index
-            ok = 0 <= idx < len(port.pkeys)
+            ok = 0 <= idx < len(p.pkeys)
             if ok:
-                engine.pkey = port.pkeys[idx]
+                engine.pkey = p.pkeys[idx]
                 engine.qkey = qp.qkey
         engine.enabled = ok
 
@@ -716,7 +722,7 @@ cdef class Provider(RxOwner):
         """Frames arrived in our rings: fold the counts into the statistics and raise an
         interrupt now, or arm the rx-usecs timer, as moderation says. True: the frames are up
         already and the node's software has nothing new to do (see ``_napi_now``)."""
-        c = self.ctx
+        cdef ContextCore c = self.ctx
         st = c.stats
         n, ovf = engine.fresh_packets, engine.fresh_overflow
         st["rx_packets"] += n
@@ -742,7 +748,7 @@ cdef class Provider(RxOwner):
         return False
 
     def tx_timeout(self, queue):
-        c = self.ctx
+        cdef ContextCore c = self.ctx
         c.sendq.clear()
         self._kicked = False
         for q, ring in enumerate(self.rings):

@@ -96,7 +96,19 @@ class RxInfo:
     dgid: bytes | None
 
 
-class NetdevContext:
+# NetdevContext's fields that the accelerated provider reads per burst: a C struct when the
+# extension is built (ipoib/_fastctx.pyx; under either backend, since a test may run both providers
+# in one process: the fields behave as plain attributes either way), else plain attributes
+CONTEXT_FIELDS = ("hca", "port", "qp", "stats", "rxq", "sendq", "rx_sink", "running", "deliver", "reflect",
+                  "schedule_poll", "wake_queue")
+try:
+    from ._fastctx import ContextCore
+except ImportError:  # pragma: no cover - depends on the build
+    class ContextCore:
+        __slots__ = ()
+
+
+class NetdevContext(ContextCore):
     """The services a provider gets from the ULP and the host (the ``net_device`` side).
 
     ``hca``/``port``: the device to create the QP on and send with (``hca.post_send``,

@@ -39,7 +39,7 @@ class StdProvider:
     def __init__(self, ctx):
         self.ctx = ctx
         _stats(ctx)
-        if not hasattr(ctx, "sendq"):
+        if getattr(ctx, "sendq", None) is None:  # (a context whose fields are a C struct has them all, None)
             ctx.sendq = deque()  # posted, not yet completed: (packet, ah, dqpn)
             ctx.rxq = deque()
             ctx.qp = None

@@ -53,7 +53,7 @@ def interface_rows(nodes: dict) -> dict:
     for name, node in nodes.items():
         for ifname, ifc in node.ifs.items():
             qs = ifc.netdev.queue_stats()
-            nd = getattr(ifc.netdev.standard.ctx, "stats", {})
+            nd = getattr(ifc.netdev.standard.ctx, "stats", None) or {}
             prov = ifc.netdev.provider
             overflow = sum(v for k, v in qs.items() if k.startswith("rx") and k.endswith("_overflow"))
             rows[f"{name} {ifname}"] = {

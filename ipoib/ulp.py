@@ -753,7 +753,7 @@ class IPoIBInterface:
             "mcg": [{"mgid": w.fmt_gid(g.mgid), "mlid": g.mlid, "state": g.state, "join_state": g.join_state,
                      "qkey": g.qkey} for g in self.groups.values()],
             "stats": dict(self.stats), "drops": dict(self.drops),
-            "netdev": dict(getattr(self.netdev.standard.ctx, "stats", {})),
+            "netdev": dict(getattr(self.netdev.standard.ctx, "stats", None) or {}),
             "served_by": dict(self.netdev.served_by),
             "queues": queues,
             "coalesce": coalesce,

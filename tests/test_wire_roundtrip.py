@@ -421,15 +421,17 @@ def _port_info_widths():
 def test_field_map_packs_what_its_fields_say(data):
     """The SMA's PortInfo answer, packed from a Port's attributes through the one table (in C when
     compiled): the octets of the attribute built from the same table's fields, overrides on top."""
-    from fabric.devices.port import PORT_INFO, Port, port_info_overrides
+    from fabric.devices.port import PORT_INFO, Port, port_core_fields, port_info_overrides
 
     port = Port(5, guid=0x1234)
     for attr, width in _port_info_widths().items():
         setattr(port, attr, data.draw(st.integers(0, (1 << width) - 1), label=attr))
-    over = port_info_overrides(*(data.draw(st.none() | st.integers(0, top), label=name) for name, top in
-                                 (("local_port", 255), ("lid", 0xFFFF))),
-                               sm_lid=data.draw(st.none() | st.integers(0, 0xFFFF), label="sm_lid"),
-                               lmc=data.draw(st.none() | st.integers(0, 7), label="lmc"))
+    # as a device answers: the port's core fields (not in its __dict__ when compiled), its own on top
+    over = port_core_fields(port)
+    over.update(port_info_overrides(*(data.draw(st.none() | st.integers(0, top), label=name) for name, top in
+                                      (("local_port", 255), ("lid", 0xFFFF))),
+                                    sm_lid=data.draw(st.none() | st.integers(0, 0xFFFF), label="sm_lid"),
+                                    lmc=data.draw(st.none() | st.integers(0, 7), label="lmc")))
     fields = PORT_INFO.fields(port.__dict__, over)
     expected = wire.PortInfo(**fields).pack()
     assert PORT_INFO.pack(port.__dict__, over) == expected
@@ -439,15 +441,15 @@ def test_field_map_packs_what_its_fields_say(data):
 
 
 def test_field_map_refuses_what_the_constructor_refuses():
-    from fabric.devices.port import PORT_INFO, Port
+    from fabric.devices.port import PORT_INFO, Port, port_core_fields
 
     port = Port(1)
     port.lid = 1 << 16  # wider than the field: the C packer declines, the reference raises
     with pytest.raises(WireError):
-        PORT_INFO.pack(port.__dict__)
+        PORT_INFO.pack(port.__dict__, port_core_fields(port))
     del port.sm_lid
     with pytest.raises(KeyError):
-        PORT_INFO.pack(port.__dict__)
+        PORT_INFO.pack(port.__dict__, port_core_fields(port))
     with pytest.raises(TypeError, match="no_such_field"):
         wire.FieldMap(wire.PortInfo, {"no_such_field": "lid"})
     if wire.PortInfo.__dict__.get("_c_codec") is not None:

@@ -16,7 +16,8 @@ from ..wire import smp_attrs as sa
 from . import smi
 from ..wire.burst import Segment
 from ..wire.compiled import wirefast
-from .port import PORT_INFO, Port
+from .cores import DeviceCore
+from .port import PORT_INFO, Port, port_core_fields
 
 # the compiled SMI and SMA's packets (fabric._wirefast): None packet by packet through the full path only
 smp_arrival = wirefast.smp_arrival if wirefast is not None else None
@@ -61,7 +62,7 @@ if _smafast is not None:
     _smafast.setup(SmpError, _SmpView, w.put_attr, w.PortInfo.unpack, PORT_INFO)
 
 
-class Device:
+class Device(DeviceCore):
     kind = "device"
     node_type = 0
 
@@ -389,7 +390,10 @@ class Device:
         """The PortInfo fields this device answers for ``port`` instead of the port's own (see
         fabric.devices.port.PORT_INFO): LocalPortNum ``local_port``, the port the SMP came in on,
         when given; a switch adds its LID."""
-        return {"local_port": local_port} if local_port is not None else {}
+        d = port_core_fields(port)
+        if local_port is not None:
+            d["local_port"] = local_port
+        return d
 
     def port_info_fields(self, port: Port, local_port: int | None = None) -> dict:
         """``port``'s PortInfo fields as this device answers them."""

@@ -24,6 +24,7 @@ from ..wire.crc import vcrc16
 from .base import SMP_PACKET_LEN, SMP_REQUEST_LID, SMP_RESPONSE_DR, Device, _smafast, smp_arrival
 from . import smi
 from .ingress import count_failure
+from .cores import HCACore, QPCore
 from .port import Port
 
 FIRST_QPN = 0x48
@@ -50,7 +51,7 @@ class Completion:
     qkey: int
 
 
-class UDQP:
+class UDQP(QPCore):
     """A UD queue pair. ``consumer``, if set, is called with each Completion instead of queueing."""
 
     def __init__(self, qpn: int, qkey: int, port: int, pkey_index: int = 0, rq_depth: int = RQ_DEPTH):
@@ -85,7 +86,7 @@ class UDQP:
         return out
 
 
-class HCA(Device):
+class HCA(Device, HCACore):
     kind = "hca"
     node_type = sa.NODE_TYPE_CA
 

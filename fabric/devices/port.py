@@ -7,6 +7,7 @@ import array
 from ..wire import pma_attrs as pma
 from ..wire import smp_attrs as sa
 from ..wire.fields import FieldMap
+from .cores import CountersCore, PortCore
 
 # PortCounters CounterSelect bits (IBA 16.1.3.5), in field order; CounterSelect2 bit 0 is XmitWait.
 COUNTER_SELECT_BITS = (
@@ -61,7 +62,7 @@ PENDING = (("port_rcv_pkts", "port_rcv_data", "port_unicast_rcv_pkts"),
            ("port_xmit_pkts", "port_xmit_data", "port_unicast_xmit_pkts"))
 
 
-class PortCounterSet:
+class PortCounterSet(CountersCore):
     """The PMA counters of one port. PortCounters fields saturate at their width as the spec
     requires; the extended (64-bit) set counts alongside them.
 
@@ -71,7 +72,7 @@ class PortCounterSet:
     in first, so whoever reads them sees every count; adding them later is the same as adding
     them at once, since a sum saturates the same either way."""
 
-    __slots__ = ("_pc", "_ext", "lost", "pending")
+    __slots__ = ("_pc", "_ext", "lost")  # and CountersCore's "pending"
 
     def __init__(self):
         self._pc = dict.fromkeys(PC_NAMES, 0)
@@ -174,6 +175,14 @@ PORT_INFO = FieldMap(sa.PortInfo, dict(
 ))
 
 
+def port_core_fields(port) -> dict:
+    """The PortInfo fields of ``port`` that it keeps in its core (``fabric/devices/cores.py``: a C
+    struct when compiled), which its ``__dict__`` does not hold: the overrides every answer starts
+    from, the device's own (``port_info_overrides``) on top."""
+    return {"local_port": port.num, "lid": port.lid, "lmc": port.lmc, "port_state": port.state,
+            "phys_state": port.phys}
+
+
 def port_info_overrides(local_port: int | None = None, lid: int | None = None, *, sm_lid: int | None = None,
                         lmc: int | None = None, capability_mask: int | None = None) -> dict:
     """The PortInfo fields a device answers instead of its port's own (those given)."""
@@ -191,7 +200,7 @@ def port_info_overrides(local_port: int | None = None, lid: int | None = None, *
     return d
 
 
-class Port:
+class Port(PortCore):
     """One port. ``num`` 0 is a switch's management port (it has the switch's LID)."""
 
     def __init__(self, num: int, *, guid: int = 0, mtu_cap: int = sa.MTU_4096, width: int = sa.WIDTH_4X,
@@ -290,8 +299,9 @@ class Port:
                          lmc: int | None = None, capability_mask: int | None = None) -> dict:
         """This port's PortInfo fields by name; what a device answers differently (a switch's
         external ports report its LID) comes in as arguments (see PORT_INFO)."""
-        return PORT_INFO.fields(self.__dict__, port_info_overrides(local_port, lid, sm_lid=sm_lid, lmc=lmc,
-                                                                   capability_mask=capability_mask))
+        d = port_core_fields(self)
+        d.update(port_info_overrides(local_port, lid, sm_lid=sm_lid, lmc=lmc, capability_mask=capability_mask))
+        return PORT_INFO.fields(self.__dict__, d)
 
     def port_info(self, local_port: int | None = None, lid: int | None = None, *, sm_lid: int | None = None,
                   lmc: int | None = None, capability_mask: int | None = None) -> sa.PortInfo:

@@ -10,7 +10,8 @@ from ..wire.burst import BURST_HEADROOM, Segment, decode_burst_packets
 from ..wire.compiled import wirefast
 from ..wire.crc import icrc_bytes, vcrc16, vcrc_bytes
 from .base import Device, SmpError
-from .port import Port, port_info_overrides
+from .cores import SwitchCore
+from .port import Port, port_core_fields, port_info_overrides
 
 _forward_burst = wirefast.forward_burst if wirefast is not None else None  # None: packet by packet
 _dr_transit_c = wirefast.dr_transit if wirefast is not None else None
@@ -80,7 +81,7 @@ def _bth_pkey(data: bytes, lnh: int) -> int:
     return (data[off] << 8) | data[off + 1] if len(data) >= off + 2 else 0
 
 
-class Switch(Device):
+class Switch(Device, SwitchCore):
     kind = "switch"
     node_type = sa.NODE_TYPE_SWITCH
 
@@ -418,10 +419,13 @@ class Switch(Device):
 
     def port_info_overrides(self, port: Port, local_port: int | None = None) -> dict:
         p0 = self.ports[0]
+        d = port_core_fields(port)
         # external ports report the switch's LID (they have none of their own)
         if port.num != 0:
-            return port_info_overrides(local_port, p0.lid, sm_lid=p0.sm_lid, lmc=0)
-        return port_info_overrides(local_port, p0.lid, capability_mask=SWITCH_PORT0_CAPS)
+            d.update(port_info_overrides(local_port, p0.lid, sm_lid=p0.sm_lid, lmc=0))
+        else:
+            d.update(port_info_overrides(local_port, p0.lid, capability_mask=SWITCH_PORT0_CAPS))
+        return d
 
     def addressable(self, port: Port) -> bool:
         return port.num == 0  # only port 0 takes a LID; the others keep theirs (none)

@@ -35,6 +35,7 @@ cdef extern from "sys/epoll.h" nogil:
     int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
 
 from cpython cimport array
+from fabric._corefast cimport DeviceCore, HCACore, PortCore, QPCore, SwitchCore
 from fabric._wirefast cimport (FWD_OUT, _smp_sound, _dr_route_port, _dr_transit_patch, count_unicast as _count, COUNT_RCV, COUNT_XMIT,
                               unicast_verdict)
 
@@ -47,6 +48,29 @@ from ..wire.smp_attrs import PHYS_LINKUP, PORT_ACTIVE
 from .. import _wirefast
 
 cdef object _forward = _wirefast.forward_burst
+
+
+cdef inline object _outbox(object dev):
+    """``dev.outbox``, by the struct's field for a device (a test's stand-in has a plain one)."""
+    return (<DeviceCore> dev).outbox if isinstance(dev, DeviceCore) else dev.outbox
+
+
+cdef inline object _events(object dev):
+    return (<DeviceCore> dev).events if isinstance(dev, DeviceCore) else dev.events
+
+
+cdef class HostCore:
+    """The state of a ``DeviceHost`` that the C paths below read on every burst and every wake,
+    kept in a C struct (``DeviceHost`` derives from this class): a field here is read by a pointer
+    load, where an attribute of a plain instance is a type lookup and a dict lookup each time (a
+    kernel ping through a switch read about 60 of them). Python code sees ordinary attributes.
+    ``fabric/host/loop.py`` has the pure-Python twin for the std backend (no fields: plain
+    attributes)."""
+    cdef public dict devices, readers, txq, links, local
+    cdef public set _stale, zcheck
+    cdef public object local_q, pending, capture
+    cdef public bint running
+
 cdef Py_ssize_t HEADROOM = BURST_HEADROOM
 
 
@@ -55,12 +79,14 @@ if (_port._TOP_PKTS, _port._TOP_DATA) != (_wirefast.TOP_PKTS, _wirefast.TOP_DATA
     raise ImportError("fabric._wirefast saturates the port counters elsewhere than fabric.devices.port")
 
 
-cdef bint _switch_hop(object host, object name, object sw, int in_port, object msg, object count, double now,
+cdef bint _switch_hop(HostCore host, object name, SwitchCore sw, int in_port, object msg, object count, double now,
                       Py_ssize_t hwm) except -1:
     """The burst through switch ``sw``; False leaves it to ``receive_data`` (the per-packet path
     decides: an ingress port that is not up, bad framing)."""
     cdef dict ports = sw.ports
-    port = ports.get(in_port)
+    cdef PortCore port = ports.get(in_port)
+    cdef PortCore p0
+    cdef list outbox
     if port is None or in_port == 0 or port.phys != PHYS_LINKUP:
         return False
     if sw._dirty or sw._dirty_ports:
@@ -91,7 +117,7 @@ cdef bint _switch_hop(object host, object name, object sw, int in_port, object m
         if dr_down:
             drops["dr_egress_down"] += dr_down
     for k, xp, xw, xd in egress:
-        c = ports[k].counters
+        c = (<PortCore> ports[k]).counters
         if xp:
             _count(c, COUNT_XMIT, xp, xw)
         if xd:
@@ -107,7 +133,7 @@ cdef bint _switch_hop(object host, object name, object sw, int in_port, object m
     return True
 
 
-cdef bint _hand_on(object host, object name, object out, object buf, object n, Py_ssize_t hwm) except -1:
+cdef bint _hand_on(HostCore host, object name, object out, object buf, object n, Py_ssize_t hwm) except -1:
     """Queue a switch's share for ``out`` straight for the in-process device behind that port:
     False when it must go through the outbox instead (no in-process peer, something already waits
     in the transmit queue for that link, a capture watching, the in-process queue full)."""
@@ -127,7 +153,7 @@ cdef enum:
     LID_MCAST_LAST = 0xFFFE
 
 
-cdef bint _dr_smp_hop(object host, object name, object sw, object port, int in_port, bytearray msg,
+cdef bint _dr_smp_hop(HostCore host, object name, SwitchCore sw, PortCore port, int in_port, bytearray msg,
                       double now, Py_ssize_t hwm) except -1:
     """A burst of one directed-route SMP passing through (what OpenSM's and our SM's sweeps are
     made of): forward_burst's transit for it, patched in place (the buffer is ours) and handed on,
@@ -167,15 +193,15 @@ cdef inline bint _ends_here(const uint8_t *p, Py_ssize_t n, int nports) noexcept
             and _dr_route_port(p, nports) == 0)
 
 
-cdef void _to_own_sma(object sw, int in_port, bytes pkt, double now) except *:
+cdef void _to_own_sma(SwitchCore sw, int in_port, bytes pkt, double now) except *:
     """What ``Switch.receive`` makes of such an SMP after its checks, which it passed: counted,
     then to the management port (``Switch._local``). The ingress port is up (the caller's)."""
-    _count(sw.ports[in_port].counters, COUNT_RCV, 1, (SMP_PACKET - 2) >> 2)
+    _count((<PortCore> sw.ports[in_port]).counters, COUNT_RCV, 1, (SMP_PACKET - 2) >> 2)
     if not sw.sma_fast(in_port, pkt, now):  # Switch._local, without its frame
         sw._local_full(in_port, pkt, now)
 
 
-cdef bint _unicast_hop(object host, object name, object sw, object port, int in_port, bytearray msg, double now,
+cdef bint _unicast_hop(HostCore host, object name, SwitchCore sw, PortCore port, int in_port, bytearray msg, double now,
                        Py_ssize_t hwm) except -1:
     """A burst of one packet that the switch simply forwards (a ping, an ACK, a lone datagram):
     forward_burst's verdict for it (``unicast_verdict``), and the very buffer handed on, since a
@@ -189,6 +215,7 @@ cdef bint _unicast_hop(object host, object name, object sw, object port, int in_
     cdef array.array pkeys = sw._pkeys  # the enforcing ports' P_Key tables, or None
     cdef int outp = 0
     cdef unsigned int lid, lmc
+    cdef PortCore p0
     if n < HEADROOM + 2 or sw._mtu is None:
         return False
     plen = (p[HEADROOM] << 8) | p[HEADROOM + 1]
@@ -208,16 +235,16 @@ cdef bint _unicast_hop(object host, object name, object sw, object port, int in_
     return True
 
 
-cdef void _pass_on(object host, object name, object sw, int out, bytearray msg, object words,
+cdef void _pass_on(HostCore host, object name, SwitchCore sw, int out, bytearray msg, object words,
                    Py_ssize_t hwm) except *:
     """A burst of one packet leaves switch ``sw`` by port ``out`` in the buffer it came in:
     counted there, and handed straight on unless something of the switch's waits to go first."""
-    _count(sw.ports[out].counters, COUNT_XMIT, 1, words)
+    _count((<PortCore> sw.ports[out]).counters, COUNT_XMIT, 1, words)
     if sw.outbox or not _hand_on(host, name, out, msg, 1, hwm):
         sw.outbox.append(Segment(out, 1, msg))
 
 
-cdef void _finish(object host, object name, object dev, int in_port, object slow, double now,
+cdef void _finish(HostCore host, object name, object dev, int in_port, object slow, double now,
                   Py_ssize_t hwm, bint quiet=False) except *:
     """What ``receive_data`` does after the device's burst call: the packets the compiled path
     left go through the device one by one, then its outbox and events are served. ``quiet``: the
@@ -242,20 +269,20 @@ cdef void _finish(object host, object name, object dev, int in_port, object slow
         global _moved
         _moved = True
         host._stale.add(name)
-    if dev.outbox:
+    if _outbox(dev):
         _send_out(host, name, dev, hwm)
-    if dev.events:
+    if _events(dev):
         host.handle_events(name, now)
 
 
-cdef void _send_out(object host, object name, object dev, Py_ssize_t hwm) except *:
+cdef void _send_out(HostCore host, object name, object dev, Py_ssize_t hwm) except *:
     """``host.drain`` for what a device just sent, with what can go straight onto an in-process
     link handed on at once (``_hand_on``: nothing of that link waits in the transmit queue, no
     capture, room in the queue), in order: a Segment as it is, a packet ``(port, octets)`` in a
     burst of its own, framed as ``flush`` frames one. From the first item that cannot go so, the
     rest goes through drain: an SMA's answer or a node's request costs no transmit queue and no
     flush when its link is in this host."""
-    cdef list outbox = dev.outbox
+    cdef list outbox = _outbox(dev)
     cdef Py_ssize_t i = 0, n = len(outbox), plen
     cdef uint8_t *q
     while i < n:
@@ -285,7 +312,7 @@ cdef void _send_out(object host, object name, object dev, Py_ssize_t hwm) except
         host.drain(name, dev)
 
 
-cdef int _hca_hop(object host, object name, object hca, int in_port, object msg, object count,
+cdef int _hca_hop(HostCore host, object name, HCACore hca, int in_port, object msg, object count,
                   double now, Py_ssize_t hwm) except -1:
     """``HCA.receive_burst`` when its ``rx_accel`` (the IPoIB fast provider's receive in C) takes
     the burst: 1, or 2 when the receiver says the burst is up already with nothing left for the
@@ -296,6 +323,8 @@ cdef int _hca_hop(object host, object name, object hca, int in_port, object msg,
     rx = hca.rx_accel
     if count == 1 and type(msg) is bytearray and (rx is None or _vl15(msg)):
         return _hca_lone(host, name, hca, in_port, msg, now, hwm)
+    cdef PortCore port
+    cdef dict qps
     if rx is None:
         return False
     port = hca.ports.get(in_port)
@@ -309,7 +338,7 @@ cdef int _hca_hop(object host, object name, object hca, int in_port, object msg,
         _count(port.counters, COUNT_RCV, packets, words)
         qps = hca.qps
         for qpn, n in taken:
-            qps[qpn].received += n
+            (<QPCore> qps[qpn]).received += n
     quiet = slow is not None and not slow and getattr(rx, "quiet", False) is True
     _finish(host, name, hca, in_port, decode_burst_packets(msg, HEADROOM, count) if slow is None else slow, now,
             hwm, quiet)
@@ -320,7 +349,7 @@ cdef inline bint _vl15(bytearray msg) noexcept:
     return len(msg) > HEADROOM + 2 and ((<uint8_t *> PyByteArray_AS_STRING(msg))[HEADROOM + 2] >> 4) == 15
 
 
-cdef int _hca_lone(object host, object name, object hca, int in_port, bytearray msg, double now,
+cdef int _hca_lone(HostCore host, object name, HCACore hca, int in_port, bytearray msg, double now,
                    Py_ssize_t hwm) except -1:
     """A burst of one packet that the HCA's per-packet path takes (an SMP, a GMP, anything while
     the node has no compiled receive): ``HCA.receive``'s port check and count made here, then
@@ -330,6 +359,7 @@ cdef int _hca_lone(object host, object name, object hca, int in_port, bytearray 
     cdef Py_ssize_t n = len(msg), plen
     cdef const uint8_t *p = <const uint8_t *> PyByteArray_AS_STRING(msg) + HEADROOM
     cdef unsigned int dlid
+    cdef PortCore port
     if n < HEADROOM + 2 + 4:
         return 0
     plen = (p[0] << 8) | p[1]
@@ -366,7 +396,7 @@ cdef inline double _clock() noexcept nogil:
     return ts.tv_sec + ts.tv_nsec * 1e-9
 
 
-def wait(host, int epfd, timeout_ms, Py_ssize_t budget, Py_ssize_t hwm):
+def wait(HostCore host, int epfd, timeout_ms, Py_ssize_t budget, Py_ssize_t hwm):
     """``DeviceHost.run``'s wait on its epoll, with the readable file descriptors of the node
     software (TUN queues) served right here (``read_ready``), and waiting again while that is all
     there is to do: a ping through the fabric wakes the loop, reads, crosses the in-process links
@@ -417,7 +447,7 @@ def wait(host, int epfd, timeout_ms, Py_ssize_t budget, Py_ssize_t hwm):
             return []
 
 
-def read_ready(host, reader, double now, Py_ssize_t budget, Py_ssize_t hwm):
+def read_ready(HostCore host, reader, double now, Py_ssize_t budget, Py_ssize_t hwm):
     """``DeviceHost._read``: ``reader`` is ``(device, fn)`` and its file descriptor is readable.
     A quiet reader (``fn(now)`` is True: it called no software of the node) leaves the node's
     timers alone and its sends go on at once (``express``); any other result runs the node's
@@ -435,14 +465,14 @@ def read_ready(host, reader, double now, Py_ssize_t budget, Py_ssize_t hwm):
         _moved = True
         host._stale.add(name)
         host._tick_if_due(dev, now)
-    if dev.outbox:
+    if _outbox(dev):
         if quiet:
             _express(host, name, dev, budget, hwm)
         else:
             _send_out(host, name, dev, hwm)
 
 
-def express(host, name, dev, Py_ssize_t budget, Py_ssize_t hwm):
+def express(HostCore host, name, dev, Py_ssize_t budget, Py_ssize_t hwm):
     """What a device's driver just posted in C (a quiet reader's sends: Segments), straight onto
     the in-process links as a switch's share goes (``_hand_on``: nothing of that link waits in the
     transmit queue, no capture) and delivered at once; whatever cannot go so goes through
@@ -450,13 +480,13 @@ def express(host, name, dev, Py_ssize_t budget, Py_ssize_t hwm):
     _express(host, name, dev, budget, hwm)
 
 
-cdef _express(host, name, dev, Py_ssize_t budget, Py_ssize_t hwm):
+cdef _express(HostCore host, name, dev, Py_ssize_t budget, Py_ssize_t hwm):
     _send_out(host, name, dev, hwm)
     if host.local_q:
         _run_local(host, budget, hwm)
 
 
-def data_burst(host, name, int port, data, Py_ssize_t count, double now, Py_ssize_t hwm):
+def data_burst(HostCore host, name, int port, data, Py_ssize_t count, double now, Py_ssize_t hwm):
     """``DeviceHost.receive_data`` for a data burst that came on a socket (its header checked, its
     packets from BURST_HEADROOM on, as a Segment's): a switch's hop or an HCA's receive in C, as
     over an in-process link, and receive_data for whatever they leave. A burst of one packet is
@@ -469,7 +499,7 @@ def data_burst(host, name, int port, data, Py_ssize_t count, double now, Py_ssiz
         host.receive_data(name, port, data, HEADROOM, count, now)
 
 
-cdef int _hop(object host, object name, object dev, int port, object msg, object count, double now,
+cdef int _hop(HostCore host, object name, object dev, int port, object msg, object count, double now,
               Py_ssize_t hwm) except -1:
     """A data burst into ``dev``'s ``port`` by the C paths: a switch's hop, an HCA's receive.
     0 leaves it to ``receive_data``; 2 says the node's software is untouched (``_hca_hop``)."""
@@ -486,12 +516,12 @@ cdef int _hop(object host, object name, object dev, int port, object msg, object
     return 0
 
 
-def run_local(host, Py_ssize_t budget, Py_ssize_t hwm):
+def run_local(HostCore host, Py_ssize_t budget, Py_ssize_t hwm):
     """``DeviceHost.run_local``: the same deliveries in the same order, a switch's hop in C."""
     _run_local(host, budget, hwm)
 
 
-cdef _run_local(host, Py_ssize_t budget, Py_ssize_t hwm):
+cdef _run_local(HostCore host, Py_ssize_t budget, Py_ssize_t hwm):
     global _moved
     local_q = host.local_q
     popleft = local_q.popleft
@@ -512,7 +542,7 @@ cdef _run_local(host, Py_ssize_t budget, Py_ssize_t hwm):
                 _moved = True
                 host.receive_data(name, port, msg, HEADROOM, count, now)
         dev = devices[name]
-        if dev.agents and done != 2:  # 2: up already, the node's software untouched: nothing to run
+        if ((<DeviceCore> dev).agents if isinstance(dev, DeviceCore) else dev.agents) and done != 2:  # 2: up already, the node's software untouched: nothing to run
             _moved = True
             # the node's software runs right after its "interrupt" (see DeviceHost.run_local)
             if host.txq:

@@ -49,12 +49,23 @@ if wirefast is not None:
     except ImportError as exc:  # pragma: no cover - depends on the build
         raise ImportError("fabric._wirefast is built but fabric.host._localfast is not (run `make install`)") from exc
 
+# The host's fields that _localfast reads on every burst and every wake (its HostCore keeps them in
+# a C struct; fabric/host/_localfast.pyx declares them, a test compares): with the std backend, a
+# base with none, the same attributes in the instance's dict
+HOST_CORE_FIELDS = ("devices", "readers", "txq", "links", "local", "_stale", "zcheck", "local_q", "pending",
+                    "capture", "running")
+if _localfast is not None:
+    HostCore = _localfast.HostCore
+else:
+    class HostCore:
+        __slots__ = ()
+
 
 def log_error(text: str) -> None:
     print(f"fabric.host: {text}", file=sys.stderr, flush=True)
 
 
-class DeviceHost(HostOps, CaptureOps):
+class DeviceHost(HostOps, CaptureOps, HostCore):
     def __init__(self, run_dir: str, index: int, topology=None):
         self.info = RunInfo.load(run_dir)
         self.index = index

@@ -267,8 +267,10 @@ class FieldMap:
                                for n in self._codec.field_names())
 
     def fields(self, values: dict, overrides: dict | None = None) -> dict:
-        """The fields by name, from ``values`` (the object's ``__dict__``), ``overrides`` on top."""
-        d = {f: values[k] if type(k) is str else k for f, k in self.sources.items()}
+        """The fields by name, from ``values`` (the object's ``__dict__``), ``overrides`` on top
+        (an overridden field need not be in ``values``: a Port keeps some in its core)."""
+        over = overrides or {}
+        d = {f: over[f] if f in over else values[k] if type(k) is str else k for f, k in self.sources.items()}
         if overrides:
             d.update(overrides)
         return d
