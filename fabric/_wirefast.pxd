@@ -20,6 +20,10 @@ cdef enum:
 
 from fabric._corefast cimport CountersCore
 
+from fabric._corefast cimport HCACore
+
+cdef void hca_post_segment_c(HCACore hca, object qpn, object port_num, object count, object words,
+                             object buf) except *
 cdef void count_unicast(CountersCore counters, int direction, unsigned long long pkts, unsigned long long words) except *
 
 cdef enum:

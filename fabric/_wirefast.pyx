@@ -793,7 +793,13 @@ cdef object _new_segment = _Segment.__new__
 
 def hca_post_segment(HCACore hca, qpn, port_num, count, words, buf):
     """``HCA.post_segment`` (fabric/devices/hca.py keeps the reference, which the std backend
-    runs), compiled: the HCA method a compiled driver calls per burst it sends."""
+    runs), compiled: the HCA method a compiled driver calls per burst it sends (a compiled driver
+    cimports ``hca_post_segment_c``, the same without the call's argument parsing)."""
+    hca_post_segment_c(hca, qpn, port_num, count, words, buf)
+
+
+cdef void hca_post_segment_c(HCACore hca, object qpn, object port_num, object count, object words,
+                             object buf) except *:
     cdef PortCore port = hca.ports[port_num]
     cdef QPCore qp
     if port.phys != PHYS_STATE_LINKUP or port.state != PORT_STATE_ACTIVE:

@@ -15,6 +15,8 @@ from ipoib._fastrx cimport RxEngine, RxOwner
 from ipoib._fasttun cimport TunPath
 from ipoib._fastctx cimport ContextCore
 from fabric._corefast cimport HCACore, PortCore, QPCore
+from fabric._wirefast cimport hca_post_segment_c
+from fabric import _wirefast
 
 from ipoib.netdev import BUSY, OK, NetdevParams, NotSupported, RxInfo
 from ipoib.gso import GsoPacket
@@ -90,6 +92,8 @@ cdef class Provider(RxOwner):
     cdef unsigned long long _qwakes[64]
     cdef bint _up               # the QP exists and the device is open (set by our own ops)
     cdef object _port
+    cdef object _post_hca  # the HCA last sent with, and whether its post_segment is the compiled one
+    cdef bint _post_c
     cdef object _ah             # the last AddressHandle send() checked, and what it found
     cdef unsigned int _ah_dlid
     cdef unsigned int _ah_sl
@@ -645,7 +649,14 @@ cdef class Provider(RxOwner):
             st = c.stats
             st["tx_packets"] += total
             st["tx_bytes"] += octets
-            c.hca.post_segment(qpn, c.port, total, words, seg)  # the HCA counts and sends it
+            hca = c.hca
+            if hca is not self._post_hca:
+                self._post_hca = hca
+                self._post_c = getattr(type(hca), "post_segment", None) is _wirefast.hca_post_segment
+            if self._post_c:  # the HCA counts and sends it: HCA.post_segment, called in C
+                hca_post_segment_c(<HCACore?> hca, qpn, c.port, total, words, seg)
+            else:
+                hca.post_segment(qpn, c.port, total, words, seg)
 
     cdef _discard_tx(self):
         """The port went down under queued frames: the HCA refuses each, as the standard path's

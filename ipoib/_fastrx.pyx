@@ -10,6 +10,7 @@ from libc.stdint cimport uint16_t, uint32_t
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from fabric._corefast cimport PortCore
 from fabric._wirefast cimport crcs_ok_local
 from ipoib._fasttun cimport TunPath
 from ipoib._fastring cimport NOGIL_COPY, PacketRing, csum_add, csum_fold, flow_hash
@@ -451,8 +452,8 @@ cdef class RxDispatch:
             raise ParseError("trailing octets after the burst's packets", kind="burst")
         for e in self.engines.values():
             e.owner._rx_refresh(e, port)
-        lid = port.lid
-        span = 1 << port.lmc
+        lid = (<PortCore?> port).lid
+        span = 1 << <unsigned int> (<PortCore> port).lmc
         off = offset
         for i in range(count):
             plen = (burst[off] << 8) | burst[off + 1]

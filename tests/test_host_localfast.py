@@ -180,3 +180,86 @@ def test_a_quiet_readers_sends_cross_the_in_process_links_at_once(captured):
             host.run_local(net.now)
     assert [bytes(p) for p in got] == [bytes(pkt)]
     assert src.ports[1].counters.pc["port_xmit_pkts"] >= 1 and dst.ports[1].counters.pc["port_rcv_pkts"] >= 1
+
+
+class _CountingDeque(deque):
+    """The in-process queue, counting what goes into it (the compiled paths call its methods)."""
+
+    def __init__(self):
+        super().__init__()
+        self.puts = 0
+
+    def append(self, item):
+        self.puts += 1
+        super().append(item)
+
+    def appendleft(self, item):
+        self.puts += 1
+        super().appendleft(item)
+
+
+def test_a_lone_packet_crosses_the_switches_without_the_queue():
+    """Within run_local, what a switch hands on while nothing else waits in the queue is delivered
+    at once (``_go_direct``): a PMA Get through leaf -> spine -> leaf, and the PMA's answer back,
+    are queued once each (by the HCA that sends it) where the Python reference queues each at
+    every hop (four), and arrive the same."""
+    counts = {}
+    for compiled in (False, True):
+        net = SmNet("fattree:2,1,1,1")
+        net.start_sm()
+        net.stop_sm()
+        host = _host_over(net)
+        host.local_q = _CountingDeque()
+        src, dst = net.devices["node0001"], net.devices["node0002"]
+        got = []
+        orig = dst.receive_local
+        dst.receive_local = lambda port, data, now, _o=orig: (got.append(bytes(data)), _o(port, data, now))[1]
+        pkt = _pma_get(src.ports[1].lid, dst.ports[1].lid, 7)
+        src.post_segment(1, 1, 1, (len(pkt) - 2) // 4, bytearray(BURST_HEADROOM) + LEN.pack(len(pkt)) + pkt)
+        saved = loop._localfast
+        loop._localfast = _COMPILED if compiled else None
+        try:
+            host.drain("node0001", src)
+            host.flush()
+            while host.local_q:
+                host.run_local(net.now)
+        finally:
+            loop._localfast = saved
+        assert got == [pkt]
+        counts[compiled] = host.local_q.puts
+    assert counts == {False: 8, True: 2}
+
+
+def test_a_routing_loop_goes_round_the_queue_not_the_c_stack():
+    """Four switches whose LFTs send a LID round a cycle (leaf01 -> spine01 -> leaf02 -> spine02 ->
+    leaf01): the packet circulates (as on hardware without a HOQ lifetime), a few hops straight
+    through and then through the queue, whose budget hands the loop back; the C stack never
+    grows with it."""
+    net = SmNet("fattree:2,2,1,1")
+    net.start_sm()
+    net.stop_sm()
+    host = _host_over(net)
+    src = net.devices["node0001"]
+    lost = 0x0BAD  # a LID nobody has, routed in a circle
+
+    def port_to(a, b):
+        return next(p for (n, p), (m, _) in host.local.items() if n == a and m == b)
+
+    cycle = ["leaf01", "spine01", "leaf02", "spine02", "leaf01"]
+    for a, b in zip(cycle, cycle[1:]):
+        sw = net.devices[a]
+        if len(sw.lft) <= lost:
+            sw.lft.extend(b"\xff" * (lost + 1 - len(sw.lft)))
+        sw.lft[lost] = port_to(a, b)
+        sw.lft_top = max(sw.lft_top, lost)
+    leaf = net.devices["leaf01"]
+    out = port_to("leaf01", "spine01")
+    pkt = _pma_get(src.ports[1].lid, lost, 9)
+    src.post_segment(1, 1, 1, (len(pkt) - 2) // 4, bytearray(BURST_HEADROOM) + LEN.pack(len(pkt)) + pkt)
+    host.drain("node0001", src)
+    host.flush()
+    before = leaf.ports[out].counters.pc["port_xmit_pkts"]
+    for _ in range(3):
+        host.run_local(net.now)  # each call returns: the budget, not the loop, ends it
+    assert len(host.local_q) == 1  # still going round
+    assert leaf.ports[out].counters.pc["port_xmit_pkts"] - before > 100

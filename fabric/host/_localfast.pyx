@@ -162,6 +162,7 @@ cdef bint _dr_smp_hop(HostCore host, object name, SwitchCore sw, PortCore port, 
     cdef uint8_t *p = <uint8_t *> PyByteArray_AS_STRING(msg)
     cdef bytearray flags = sw._flags
     cdef int out
+    peer = None
     if n != HEADROOM + 2 + SMP_PACKET or ((p[HEADROOM] << 8) | p[HEADROOM + 1]) != SMP_PACKET:
         return False
     p += HEADROOM + 2
@@ -181,8 +182,10 @@ cdef bint _dr_smp_hop(HostCore host, object name, SwitchCore sw, PortCore port, 
         sw.drops["dr_egress_down"] += 1
     else:
         _dr_transit_patch(p, in_port)
-        _pass_on(host, name, sw, out, msg, words, hwm)
+        peer = _pass_on(host, name, sw, out, msg, words, hwm)
     _finish(host, name, sw, in_port, None, now, hwm, True)
+    if peer is not None:
+        _go_direct(host, <tuple> peer, msg, hwm)
     return True
 
 
@@ -230,18 +233,57 @@ cdef bint _unicast_hop(HostCore host, object name, SwitchCore sw, PortCore port,
         return False
     words = (plen - 2) >> 2
     _count(port.counters, COUNT_RCV, 1, words)
-    _pass_on(host, name, sw, outp, msg, words, hwm)
+    peer = _pass_on(host, name, sw, outp, msg, words, hwm)
     _finish(host, name, sw, in_port, None, now, hwm, True)
+    if peer is not None:
+        _go_direct(host, <tuple> peer, msg, hwm)
     return True
 
 
-cdef void _pass_on(HostCore host, object name, SwitchCore sw, int out, bytearray msg, object words,
-                   Py_ssize_t hwm) except *:
+cdef object _pass_on(HostCore host, object name, SwitchCore sw, int out, bytearray msg, object words,
+                     Py_ssize_t hwm):
     """A burst of one packet leaves switch ``sw`` by port ``out`` in the buffer it came in:
-    counted there, and handed straight on unless something of the switch's waits to go first."""
+    counted there, and handed straight on unless something of the switch's waits to go first.
+    Returns the in-process peer ``(name, port)`` instead when nothing at all waits in the
+    in-process queue and ``run_local`` is delivering (it would take this packet next): the caller
+    delivers it once its own hop is done (``_go_direct``), without the queue. (Outside
+    ``run_local``, a burst from a socket, the queue keeps the packet until the loop's turn for
+    in-process links comes, as before.)"""
     _count((<PortCore> sw.ports[out]).counters, COUNT_XMIT, 1, words)
-    if sw.outbox or not _hand_on(host, name, out, msg, 1, hwm):
-        sw.outbox.append(Segment(out, 1, msg))
+    if not sw.outbox:
+        if _in_run_local and _depth < DIRECT_DEPTH and not sw.agents and not host.local_q and host.capture is None:
+            key = (name, out)
+            peer = host.local.get(key)
+            if peer is not None and key not in host.txq and key not in host.links:
+                return peer
+        if _hand_on(host, name, out, msg, 1, hwm):
+            return None
+    sw.outbox.append(Segment(out, 1, msg))
+    return None
+
+
+# How many switch hops deep a packet is delivered straight through (_go_direct) before the queue
+# takes it again: a routing loop goes round the queue, budgeted, and never deepens the C stack.
+cdef enum:
+    DIRECT_DEPTH = 8
+cdef int _depth = 0
+cdef bint _in_run_local = False
+
+
+cdef void _go_direct(HostCore host, tuple peer, bytearray msg, Py_ssize_t hwm) except *:
+    """Deliver what ``_pass_on`` handed on, now: exactly what ``run_local`` would do next, since
+    the packet would have been the only one in the queue. If the hop's own ending queued
+    something meanwhile (its events), the packet goes to the front of the queue instead, where it
+    would have been."""
+    global _depth
+    if host.local_q:
+        host.local_q.appendleft((peer[0], peer[1], msg, 1))
+        return
+    _depth += 1
+    try:
+        _deliver(host, peer[0], peer[1], msg, 1, _clock(), hwm)
+    finally:
+        _depth -= 1
 
 
 cdef void _finish(HostCore host, object name, object dev, int in_port, object slow, double now,
@@ -439,7 +481,7 @@ def wait(HostCore host, int epfd, timeout_ms, Py_ssize_t budget, Py_ssize_t hwm)
                     rest = []
                 rest.append((evs[i].data.fd, evs[i].events))
             else:
-                read_ready(host, reader, now, budget, hwm)
+                _read_ready(host, reader, now, budget, hwm)
         if rest is not None:
             return rest
         if (ms == 0 or _moved or host.txq or host.local_q or host._stale or host.zcheck or host.pending
@@ -448,6 +490,11 @@ def wait(HostCore host, int epfd, timeout_ms, Py_ssize_t budget, Py_ssize_t hwm)
 
 
 def read_ready(HostCore host, reader, double now, Py_ssize_t budget, Py_ssize_t hwm):
+    """``DeviceHost._read`` in C (see ``_read_ready``)."""
+    _read_ready(host, reader, now, budget, hwm)
+
+
+cdef void _read_ready(HostCore host, object reader, double now, Py_ssize_t budget, Py_ssize_t hwm) except *:
     """``DeviceHost._read``: ``reader`` is ``(device, fn)`` and its file descriptor is readable.
     A quiet reader (``fn(now)`` is True: it called no software of the node) leaves the node's
     timers alone and its sends go on at once (``express``); any other result runs the node's
@@ -521,34 +568,46 @@ def run_local(HostCore host, Py_ssize_t budget, Py_ssize_t hwm):
     _run_local(host, budget, hwm)
 
 
-cdef _run_local(HostCore host, Py_ssize_t budget, Py_ssize_t hwm):
+cdef void _deliver(HostCore host, object name, object port, object msg, object count, double now,
+                   Py_ssize_t hwm) except *:
+    """One in-process burst into device ``name``'s ``port``, as ``DeviceHost.run_local`` delivers
+    each: a switch's hop or an HCA's receive in C, else ``receive_data``; then the node's
+    software if it has any and may have something to do."""
     global _moved
+    cdef dict devices = host.devices
+    cdef int done = 0
+    if port < 0:
+        _moved = True
+        host._deliver(name, msg, now)  # a link-training frame, framed as on a socket
+    else:
+        done = _hop(host, name, devices[name], port, msg, count, now, hwm)
+        if not done:
+            _moved = True
+            host.receive_data(name, port, msg, HEADROOM, count, now)
+    dev = devices[name]
+    if ((<DeviceCore> dev).agents if isinstance(dev, DeviceCore) else dev.agents) and done != 2:  # 2: up already, the node's software untouched: nothing to run
+        _moved = True
+        # the node's software runs right after its "interrupt" (see DeviceHost.run_local)
+        if host.txq:
+            host.flush()
+        host._tick_if_due(dev, now)
+
+
+cdef _run_local(HostCore host, Py_ssize_t budget, Py_ssize_t hwm):
+    global _in_run_local
     local_q = host.local_q
     popleft = local_q.popleft
-    cdef dict devices = host.devices
-    cdef double now
-    cdef int done
-    while local_q and budget:
-        name, port, msg, count = popleft()
-        budget -= 1
-        done = 0
-        now = _clock()  # a whole sweep can run inside this loop: keep the clock honest
-        if port < 0:
-            _moved = True
-            host._deliver(name, msg, now)  # a link-training frame, framed as on a socket
-        else:
-            done = _hop(host, name, devices[name], port, msg, count, now, hwm)
-            if not done:
-                _moved = True
-                host.receive_data(name, port, msg, HEADROOM, count, now)
-        dev = devices[name]
-        if ((<DeviceCore> dev).agents if isinstance(dev, DeviceCore) else dev.agents) and done != 2:  # 2: up already, the node's software untouched: nothing to run
-            _moved = True
-            # the node's software runs right after its "interrupt" (see DeviceHost.run_local)
-            if host.txq:
+    cdef bint outer = _in_run_local
+    _in_run_local = True
+    try:
+        while local_q and budget:
+            name, port, msg, count = popleft()
+            budget -= 1
+            # a whole sweep can run inside this loop: keep the clock honest
+            _deliver(host, name, port, msg, count, _clock(), hwm)
+            if not local_q and host.txq:
                 host.flush()
-            host._tick_if_due(dev, now)
-        if not local_q and host.txq:
-            host.flush()
+    finally:
+        _in_run_local = outer
     if host.txq:
         host.flush()
