@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml setup.py $(PYX) $(wildcard ipoib/*.pxd fabric/*.pxd fab
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -e '.[dev]' $(EDITABLE) || $(PIP) install --quiet -e '.[dev]'
-	$(PY) -c "import ipoib._fastring, ipoib._fasttun, ipoib._fastrx, ipoib._fastpath, fabric._wirefast, fabric._structfast, fabric.host._localfast, fabric.devices._smafast, fabric.simproto._simfast"  # the extensions must have been built
+	$(PY) -c "import ipoib._fastring, ipoib._fasttun, ipoib._fastrx, ipoib._fastpath, fabric._wirefast, fabric._structfast, fabric.host._localfast, fabric.devices._smafast, fabric.simproto._simfast, fabric._corefast, ipoib._fastctx"  # the extensions must have been built
 	touch $@
 
 # Debian packages the tests use (tshark; later opensm, ibsim-utils, infiniband-diags).

@@ -5,8 +5,8 @@ import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-# The IPoIB fast path is three modules that cimport one another (ipoib/*.pxd): the rings, the
-# receive path, and the provider that ipoib imports.
+# The IPoIB fast path is four modules that cimport one another (ipoib/*.pxd): the context's fields,
+# the rings, the receive path, and the provider that ipoib imports.
 extensions = [
     Extension(
         f"ipoib.{name}",

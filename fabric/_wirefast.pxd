@@ -18,9 +18,7 @@ cdef enum:
     COUNT_RCV = 0  # fabric.devices.port.PENDING's order
     COUNT_XMIT = 1
 
-from fabric._corefast cimport CountersCore
-
-from fabric._corefast cimport HCACore
+from fabric._corefast cimport CountersCore, HCACore
 
 cdef void hca_post_segment_c(HCACore hca, object qpn, object port_num, object count, object words,
                              object buf) except *

@@ -791,7 +791,7 @@ from fabric.wire.burst import Segment as _Segment
 cdef object _new_segment = _Segment.__new__
 
 
-def hca_post_segment(HCACore hca, qpn, port_num, count, words, buf):
+def hca_post_segment(HCACore hca not None, qpn, port_num, count, words, buf):
     """``HCA.post_segment`` (fabric/devices/hca.py keeps the reference, which the std backend
     runs), compiled: the HCA method a compiled driver calls per burst it sends (a compiled driver
     cimports ``hca_post_segment_c``, the same without the call's argument parsing)."""

@@ -119,3 +119,23 @@ def test_burst_send_stops_where_the_ring_fills():
     n = ifc.netdev.send_burst([f] * (_fastpath.TX_SLOTS + 5), AddressHandle(dlid=net.lid("node0003")), dst.qpn)
     assert n == _fastpath.TX_SLOTS
     assert ifc.stopped_queues and ifc.netdev.standard.ctx.stats["tx_busy"] == 1  # one refusal per burst
+
+
+def test_the_drain_honours_a_post_segment_of_the_hcas_own():
+    """The fast provider's drain calls HCA.post_segment's compiled body directly only while the
+    HCA's post_segment is that one: an HCA's own (a spy here) or its class's other one is called."""
+    net = IpNet("fattree:2,2,2,2", backend=_fastpath).up()
+    ifc = net.nodes["node0001"].ifs["ib0"]
+    hca = net.devices["node0001"]
+    dst = net.nodes["node0003"].ifs["ib0"]
+    ah = AddressHandle(dlid=net.lid("node0003"))
+    calls = []
+    real = hca.post_segment
+    hca.post_segment = lambda *a: (calls.append(a[2]), real(*a))[1]
+    assert ifc.netdev.send(_frame(1, 5000), ah, dst.qpn) == OK
+    ifc.netdev.poll(64)
+    assert calls == [1]
+    del hca.post_segment
+    assert ifc.netdev.send(_frame(2, 5000), ah, dst.qpn) == OK
+    ifc.netdev.poll(64)
+    assert calls == [1] and hca.qps[ifc.netdev.standard.ctx.qp.qpn].sent >= 2  # the compiled body sent it

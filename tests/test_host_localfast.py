@@ -263,3 +263,35 @@ def test_a_routing_loop_goes_round_the_queue_not_the_c_stack():
         host.run_local(net.now)  # each call returns: the budget, not the loop, ends it
     assert len(host.local_q) == 1  # still going round
     assert leaf.ports[out].counters.pc["port_xmit_pkts"] - before > 100
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["python", "compiled"])
+def test_a_fault_past_a_switch_is_the_receivers_not_the_switchs(compiled, monkeypatch):
+    """An error in the node software of the device a switch handed a packet to (here its timers)
+    leaves run_local as it does from the Python reference; the switch counts no internal error,
+    and nothing of the packet stays behind for an unrelated delivery."""
+    monkeypatch.setattr(loop, "_localfast", _COMPILED if compiled else None)
+    net = SmNet("fattree:2,1,1,1")
+    net.start_sm()
+    net.stop_sm()
+    host = _host_over(net)
+    src, dst = net.devices["node0001"], net.devices["node0002"]
+    dst.agents.append(object())  # software with timers on node0002: the host runs them after a delivery
+
+    def tick(dev, now):
+        if dev is dst:
+            raise RuntimeError("node0002's software failed")
+    host._tick_if_due = tick
+    pkt = _pma_get(src.ports[1].lid, dst.ports[1].lid, 11)
+    got = src.ports[1].counters.pc["port_rcv_pkts"]
+    src.post_segment(1, 1, 1, (len(pkt) - 2) // 4, bytearray(BURST_HEADROOM) + LEN.pack(len(pkt)) + pkt)
+    host.drain("node0001", src)
+    host.flush()
+    with pytest.raises(RuntimeError, match="node0002's software failed"):
+        while host.local_q:
+            host.run_local(net.now)
+    assert all(d.drops.get("internal_error", 0) == 0 for d in net.devices.values())
+    dst.agents.clear()
+    while host.local_q:  # the PMA's answer, queued before the failure, still goes home
+        host.run_local(net.now)
+    assert src.ports[1].counters.pc["port_rcv_pkts"] == got + 1

@@ -59,6 +59,10 @@ cdef inline object _events(object dev):
     return (<DeviceCore> dev).events if isinstance(dev, DeviceCore) else dev.events
 
 
+cdef inline object _agents(object dev):
+    return (<DeviceCore> dev).agents if isinstance(dev, DeviceCore) else dev.agents
+
+
 cdef class HostCore:
     """The state of a ``DeviceHost`` that the C paths below read on every burst and every wake,
     kept in a C struct (``DeviceHost`` derives from this class): a field here is read by a pointer
@@ -133,14 +137,24 @@ cdef bint _switch_hop(HostCore host, object name, SwitchCore sw, int in_port, ob
     return True
 
 
-cdef bint _hand_on(HostCore host, object name, object out, object buf, object n, Py_ssize_t hwm) except -1:
-    """Queue a switch's share for ``out`` straight for the in-process device behind that port:
-    False when it must go through the outbox instead (no in-process peer, something already waits
-    in the transmit queue for that link, a capture watching, the in-process queue full)."""
+cdef object _local_peer(HostCore host, object name, object out, Py_ssize_t hwm):
+    """The in-process device ``(name, port)`` behind ``name``'s port ``out``, when what leaves by
+    it may go straight there; None when it must go through the outbox instead (no in-process
+    peer, something already waits in the transmit queue for that link, a capture watching, the
+    in-process queue full)."""
     key = (name, out)
     peer = host.local.get(key)
     if peer is None or host.capture is not None or key in host.txq or key in host.links \
             or len(host.local_q) >= hwm:
+        return None
+    return peer
+
+
+cdef bint _hand_on(HostCore host, object name, object out, object buf, object n, Py_ssize_t hwm) except -1:
+    """Queue a switch's share for ``out`` straight for the in-process device behind that port
+    (``_local_peer``); False when it must go through the outbox instead."""
+    peer = _local_peer(host, name, out, hwm)
+    if peer is None:
         return False
     host.local_q.append((peer[0], peer[1], buf, n))
     return True
@@ -183,9 +197,11 @@ cdef bint _dr_smp_hop(HostCore host, object name, SwitchCore sw, PortCore port, 
     else:
         _dr_transit_patch(p, in_port)
         peer = _pass_on(host, name, sw, out, msg, words, hwm)
-    _finish(host, name, sw, in_port, None, now, hwm, True)
-    if peer is not None:
-        _go_direct(host, <tuple> peer, msg, hwm)
+    try:
+        _finish(host, name, sw, in_port, None, now, hwm, True)
+    finally:
+        if peer is not None:
+            _next_direct(peer, msg)
     return True
 
 
@@ -234,9 +250,11 @@ cdef bint _unicast_hop(HostCore host, object name, SwitchCore sw, PortCore port,
     words = (plen - 2) >> 2
     _count(port.counters, COUNT_RCV, 1, words)
     peer = _pass_on(host, name, sw, outp, msg, words, hwm)
-    _finish(host, name, sw, in_port, None, now, hwm, True)
-    if peer is not None:
-        _go_direct(host, <tuple> peer, msg, hwm)
+    try:
+        _finish(host, name, sw, in_port, None, now, hwm, True)
+    finally:
+        if peer is not None:
+            _next_direct(peer, msg)
     return True
 
 
@@ -244,17 +262,17 @@ cdef object _pass_on(HostCore host, object name, SwitchCore sw, int out, bytearr
                      Py_ssize_t hwm):
     """A burst of one packet leaves switch ``sw`` by port ``out`` in the buffer it came in:
     counted there, and handed straight on unless something of the switch's waits to go first.
-    Returns the in-process peer ``(name, port)`` instead when nothing at all waits in the
-    in-process queue and ``run_local`` is delivering (it would take this packet next): the caller
-    delivers it once its own hop is done (``_go_direct``), without the queue. (Outside
-    ``run_local``, a burst from a socket, the queue keeps the packet until the loop's turn for
-    in-process links comes, as before.)"""
+    Returns the in-process peer ``(name, port)`` instead, when ``run_local`` is delivering and
+    nothing at all waits in its queue (it would take this packet next), the switch runs no
+    software and no capture watches: the hop then hands the packet to ``_deliver`` once it is
+    done itself (``_next_direct``), which delivers it without the queue. (Outside ``run_local``,
+    a burst from a socket, the queue keeps the packet until the loop's turn for in-process links
+    comes, as before.)"""
     _count((<PortCore> sw.ports[out]).counters, COUNT_XMIT, 1, words)
     if not sw.outbox:
-        if _in_run_local and _depth < DIRECT_DEPTH and not sw.agents and not host.local_q and host.capture is None:
-            key = (name, out)
-            peer = host.local.get(key)
-            if peer is not None and key not in host.txq and key not in host.links:
+        if _in_run_local and not host.local_q and not sw.agents:
+            peer = _local_peer(host, name, out, hwm)
+            if peer is not None:
                 return peer
         if _hand_on(host, name, out, msg, 1, hwm):
             return None
@@ -262,28 +280,20 @@ cdef object _pass_on(HostCore host, object name, SwitchCore sw, int out, bytearr
     return None
 
 
-# How many switch hops deep a packet is delivered straight through (_go_direct) before the queue
-# takes it again: a routing loop goes round the queue, budgeted, and never deepens the C stack.
+# _deliver's next burst, set by the hop it just ran (_pass_on's peer): at most one, taken at once
+cdef object _direct_peer = None
+cdef object _direct_msg = None
+cdef bint _in_run_local = False  # run_local is delivering (what _pass_on's shortcut needs)
+
+# How many switch hops one queued burst is taken straight through (_deliver) before the queue
+# takes it again: a routing loop goes round the queue, whose budget hands the loop back.
 cdef enum:
-    DIRECT_DEPTH = 8
-cdef int _depth = 0
-cdef bint _in_run_local = False
+    DIRECT_HOPS = 8
 
 
-cdef void _go_direct(HostCore host, tuple peer, bytearray msg, Py_ssize_t hwm) except *:
-    """Deliver what ``_pass_on`` handed on, now: exactly what ``run_local`` would do next, since
-    the packet would have been the only one in the queue. If the hop's own ending queued
-    something meanwhile (its events), the packet goes to the front of the queue instead, where it
-    would have been."""
-    global _depth
-    if host.local_q:
-        host.local_q.appendleft((peer[0], peer[1], msg, 1))
-        return
-    _depth += 1
-    try:
-        _deliver(host, peer[0], peer[1], msg, 1, _clock(), hwm)
-    finally:
-        _depth -= 1
+cdef inline void _next_direct(object peer, bytearray msg) noexcept:
+    global _direct_peer, _direct_msg
+    _direct_peer, _direct_msg = peer, msg
 
 
 cdef void _finish(HostCore host, object name, object dev, int in_port, object slow, double now,
@@ -438,7 +448,7 @@ cdef inline double _clock() noexcept nogil:
     return ts.tv_sec + ts.tv_nsec * 1e-9
 
 
-def wait(HostCore host, int epfd, timeout_ms, Py_ssize_t budget, Py_ssize_t hwm):
+def wait(HostCore host not None, int epfd, timeout_ms, Py_ssize_t budget, Py_ssize_t hwm):
     """``DeviceHost.run``'s wait on its epoll, with the readable file descriptors of the node
     software (TUN queues) served right here (``read_ready``), and waiting again while that is all
     there is to do: a ping through the fabric wakes the loop, reads, crosses the in-process links
@@ -489,7 +499,7 @@ def wait(HostCore host, int epfd, timeout_ms, Py_ssize_t budget, Py_ssize_t hwm)
             return []
 
 
-def read_ready(HostCore host, reader, double now, Py_ssize_t budget, Py_ssize_t hwm):
+def read_ready(HostCore host not None, reader, double now, Py_ssize_t budget, Py_ssize_t hwm):
     """``DeviceHost._read`` in C (see ``_read_ready``)."""
     _read_ready(host, reader, now, budget, hwm)
 
@@ -519,7 +529,7 @@ cdef void _read_ready(HostCore host, object reader, double now, Py_ssize_t budge
             _send_out(host, name, dev, hwm)
 
 
-def express(HostCore host, name, dev, Py_ssize_t budget, Py_ssize_t hwm):
+def express(HostCore host not None, name, dev, Py_ssize_t budget, Py_ssize_t hwm):
     """What a device's driver just posted in C (a quiet reader's sends: Segments), straight onto
     the in-process links as a switch's share goes (``_hand_on``: nothing of that link waits in the
     transmit queue, no capture) and delivered at once; whatever cannot go so goes through
@@ -533,17 +543,23 @@ cdef _express(HostCore host, name, dev, Py_ssize_t budget, Py_ssize_t hwm):
         _run_local(host, budget, hwm)
 
 
-def data_burst(HostCore host, name, int port, data, Py_ssize_t count, double now, Py_ssize_t hwm):
+def data_burst(HostCore host not None, name, int port, data, Py_ssize_t count, double now, Py_ssize_t hwm):
     """``DeviceHost.receive_data`` for a data burst that came on a socket (its header checked, its
     packets from BURST_HEADROOM on, as a Segment's): a switch's hop or an HCA's receive in C, as
     over an in-process link, and receive_data for whatever they leave. A burst of one packet is
     copied into a buffer of ours first, so that the single-packet hops can work in place: in a
     fabric over several processes that is every SMP of a sweep at every switch it crosses."""
+    global _in_run_local
     dev = host.devices[name]
     msg = PyByteArray_FromStringAndSize(PyBytes_AS_STRING(data), len(data)) \
         if count == 1 and type(data) is bytes else data
-    if not _hop(host, name, dev, port, msg, count, now, hwm):
-        host.receive_data(name, port, data, HEADROOM, count, now)
+    cdef bint outer = _in_run_local
+    _in_run_local = False  # what a switch hands on here waits in the queue for run_local's turn
+    try:
+        if not _hop(host, name, dev, port, msg, count, now, hwm):
+            host.receive_data(name, port, data, HEADROOM, count, now)
+    finally:
+        _in_run_local = outer
 
 
 cdef int _hop(HostCore host, object name, object dev, int port, object msg, object count, double now,
@@ -563,7 +579,7 @@ cdef int _hop(HostCore host, object name, object dev, int port, object msg, obje
     return 0
 
 
-def run_local(HostCore host, Py_ssize_t budget, Py_ssize_t hwm):
+def run_local(HostCore host not None, Py_ssize_t budget, Py_ssize_t hwm):
     """``DeviceHost.run_local``: the same deliveries in the same order, a switch's hop in C."""
     _run_local(host, budget, hwm)
 
@@ -572,25 +588,46 @@ cdef void _deliver(HostCore host, object name, object port, object msg, object c
                    Py_ssize_t hwm) except *:
     """One in-process burst into device ``name``'s ``port``, as ``DeviceHost.run_local`` delivers
     each: a switch's hop or an HCA's receive in C, else ``receive_data``; then the node's
-    software if it has any and may have something to do."""
-    global _moved
+    software if it has any and may have something to do. Then, if the hop handed a lone packet
+    on (``_pass_on``) and nothing was queued meanwhile, that packet the same way: the burst
+    ``run_local`` would have taken next (up to DIRECT_HOPS of them; then, or when something was
+    queued meanwhile, it goes to the front of the queue, where it would have been)."""
+    global _moved, _direct_peer, _direct_msg
     cdef dict devices = host.devices
-    cdef int done = 0
-    if port < 0:
-        _moved = True
-        host._deliver(name, msg, now)  # a link-training frame, framed as on a socket
-    else:
-        done = _hop(host, name, devices[name], port, msg, count, now, hwm)
-        if not done:
-            _moved = True
-            host.receive_data(name, port, msg, HEADROOM, count, now)
-    dev = devices[name]
-    if ((<DeviceCore> dev).agents if isinstance(dev, DeviceCore) else dev.agents) and done != 2:  # 2: up already, the node's software untouched: nothing to run
-        _moved = True
-        # the node's software runs right after its "interrupt" (see DeviceHost.run_local)
-        if host.txq:
-            host.flush()
-        host._tick_if_due(dev, now)
+    cdef int done, hops = 0
+    try:
+        while True:
+            done = 0
+            if port < 0:
+                _moved = True
+                host._deliver(name, msg, now)  # a link-training frame, framed as on a socket
+            else:
+                done = _hop(host, name, devices[name], port, msg, count, now, hwm)
+                if not done:
+                    _moved = True
+                    host.receive_data(name, port, msg, HEADROOM, count, now)
+            dev = devices[name]
+            if _agents(dev) and done != 2:  # 2: up already, the node's software untouched: nothing to run
+                _moved = True
+                # the node's software runs right after its "interrupt" (see DeviceHost.run_local)
+                if host.txq:
+                    host.flush()
+                host._tick_if_due(dev, now)
+            if _direct_peer is None:
+                return
+            peer, msg = _direct_peer, _direct_msg
+            _direct_peer = _direct_msg = None
+            if host.local_q or hops >= DIRECT_HOPS:
+                host.local_q.appendleft((peer[0], peer[1], msg, 1))
+                return
+            hops += 1
+            name, port, count, now = peer[0], peer[1], 1, _clock()
+    except BaseException:
+        if _direct_peer is not None:  # a hop handed a packet on: it waits at the front of the queue
+            peer, msg = _direct_peer, _direct_msg
+            _direct_peer = _direct_msg = None
+            host.local_q.appendleft((peer[0], peer[1], msg, 1))
+        raise
 
 
 cdef _run_local(HostCore host, Py_ssize_t budget, Py_ssize_t hwm):

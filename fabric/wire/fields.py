@@ -270,9 +270,8 @@ class FieldMap:
         """The fields by name, from ``values`` (the object's ``__dict__``), ``overrides`` on top
         (an overridden field need not be in ``values``: a Port keeps some in its core)."""
         over = overrides or {}
-        d = {f: over[f] if f in over else values[k] if type(k) is str else k for f, k in self.sources.items()}
-        if overrides:
-            d.update(overrides)
+        d = {f: values[k] if type(k) is str else k for f, k in self.sources.items() if f not in over}
+        d.update(over)
         return d
 
     def compiled(self) -> tuple | None:
