@@ -197,12 +197,7 @@ cdef bint _dr_smp_hop(HostCore host, object name, SwitchCore sw, PortCore port, 
     else:
         _dr_transit_patch(p, in_port)
         peer = _pass_on(host, name, sw, out, msg, words, hwm)
-    try:
-        _finish(host, name, sw, in_port, None, now, hwm, True)
-    finally:
-        if peer is not None:
-            _next_direct(peer, msg)
-    return True
+    return _passed(host, name, sw, in_port, peer, msg, now, hwm)
 
 
 cdef inline bint _ends_here(const uint8_t *p, Py_ssize_t n, int nports) noexcept nogil:
@@ -250,12 +245,7 @@ cdef bint _unicast_hop(HostCore host, object name, SwitchCore sw, PortCore port,
     words = (plen - 2) >> 2
     _count(port.counters, COUNT_RCV, 1, words)
     peer = _pass_on(host, name, sw, outp, msg, words, hwm)
-    try:
-        _finish(host, name, sw, in_port, None, now, hwm, True)
-    finally:
-        if peer is not None:
-            _next_direct(peer, msg)
-    return True
+    return _passed(host, name, sw, in_port, peer, msg, now, hwm)
 
 
 cdef object _pass_on(HostCore host, object name, SwitchCore sw, int out, bytearray msg, object words,
@@ -294,6 +284,19 @@ cdef enum:
 cdef inline void _next_direct(object peer, bytearray msg) noexcept:
     global _direct_peer, _direct_msg
     _direct_peer, _direct_msg = peer, msg
+
+
+cdef bint _passed(HostCore host, object name, SwitchCore sw, int in_port, object peer, bytearray msg, double now,
+                  Py_ssize_t hwm) except -1:
+    """A switch's single-packet hop is done: what ``receive_data`` does after it (the switch's
+    software was not called), then the packet ``_pass_on`` kept for ``_deliver``, if any, handed
+    to it even if that raised (the queue would have had it already)."""
+    try:
+        _finish(host, name, sw, in_port, None, now, hwm, True)
+    finally:
+        if peer is not None:
+            _next_direct(peer, msg)
+    return True
 
 
 cdef void _finish(HostCore host, object name, object dev, int in_port, object slow, double now,
