@@ -6,8 +6,9 @@ The compiled paths (a switch's hop, an HCA's receive and send, the accelerated I
 read these on every burst: a port's states and LID, its counters' pending array, a switch's
 forwarding tables, a device's outbox. Through a plain instance each such read is a type lookup
 and a dict lookup; cimported from ``_corefast.pxd``, a field here is a pointer load, and its
-cache lines are the object's own. Python code sees ordinary attributes (a descriptor each), so
-nothing else changes; the fields are declared once, in the .pxd.
+cache lines are the object's own. Python code sees ordinary attributes (a descriptor each; what
+differs, docs/architecture.md: not in ``__dict__``, None when unset, a container field takes only
+its type); the fields are declared once, in the .pxd.
 """
 
 

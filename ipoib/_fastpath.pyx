@@ -616,6 +616,7 @@ cdef class Provider(RxOwner):
         cdef ContextCore c
         cdef QPCore qp
         cdef PortCore port
+        cdef HCACore hca
         self._kicked = False
         for q in range(self.ntx):
             if (<PacketRing> self.rings[q])._count:
@@ -626,7 +627,8 @@ cdef class Provider(RxOwner):
         qp = c.qp
         if qp is None:
             return
-        port = (<HCACore?> c.hca).ports[c.port]
+        hca = c.hca
+        port = hca.ports[c.port]
         if port.phys != PHYS_LINKUP or port.state != 4:
             self._discard_tx()
             return
@@ -649,12 +651,10 @@ cdef class Provider(RxOwner):
             st = c.stats
             st["tx_packets"] += total
             st["tx_bytes"] += octets
-            hca = c.hca
             # the HCA counts and sends it: HCA.post_segment, its compiled body called in C unless
             # the HCA's class or the HCA itself has another (the std backend's, a test's spy)
-            if (getattr(type(hca), "post_segment", None) is _hps and isinstance(hca, HCACore)
-                    and "post_segment" not in hca.__dict__):
-                hca_post_segment_c(<HCACore> hca, qpn, c.port, total, words, seg)
+            if getattr(type(hca), "post_segment", None) is _hps and "post_segment" not in hca.__dict__:
+                hca_post_segment_c(hca, qpn, c.port, total, words, seg)
             else:
                 hca.post_segment(qpn, c.port, total, words, seg)
 

@@ -12,6 +12,7 @@ reference, octet for octet (tests/test_smp_compiled.py); chosen with the compile
 from libc.stdint cimport uint8_t
 from libc.string cimport memset
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from fabric._corefast cimport DeviceCore, PortCore
 
 from fabric._wirefast cimport (COUNT_XMIT, SMP_KIND_REQUEST_DR, SMP_KIND_REQUEST_LID, SMP_KIND_RESPONSE_DR,
                               count_unicast, smp_answer_packet, smp_kind)
@@ -67,11 +68,16 @@ cdef bint _put_unicast(dev, int out, bytes raw) except -1:
     cdef Py_ssize_t n = len(raw)
     if out <= 0 or n < 4 or 0xC000 <= ((q[2] << 8) | q[3]) <= 0xFFFE:
         return False
-    port = dev.ports.get(out)
+    cdef DeviceCore d
+    cdef PortCore port
+    if not isinstance(dev, DeviceCore):
+        return False
+    d = <DeviceCore> dev
+    port = d.ports.get(out)
     if port is None or port.phys != PHYS_LINKUP:
         return False
     count_unicast(port.counters, COUNT_XMIT, 1, (n - 2) >> 2)
-    dev.outbox.append((out, raw))
+    d.outbox.append((out, raw))
     return True
 
 
