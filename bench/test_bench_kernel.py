@@ -18,6 +18,14 @@ receiver), the switch, and the rings; with offloads it segments and coalesces to
 
 Each figure is the median of REPEATS interleaved runs. Targets (issue 12): fast TCP >= 2x the plain
 relay and >= 0.5 of the TSO relay, fast >= 5x std, ping RTT <= 2x the plain relay's.
+
+The RTT target is judged on a ping phase of its own, with the plain relay and the fast fabric up
+at the same time and pinged in alternating batches (PING_BATCHES of PING_COUNT each, every repeat):
+both sides' mean RTT over the same minute. The round trip here is mostly the kernel's wake-ups in
+this VM, which drift by tens of microseconds over minutes and differ with where the scheduler
+puts the forwarder (on ping's CPU or the other one); minutes apart, the same code's two runs gave
+129 and 170 us and the relay's 53 and 85 (bench/RESULTS.md). Each path's ``ping`` after its iperf3
+runs is printed as before.
 """
 
 from __future__ import annotations
@@ -112,6 +120,30 @@ def _ping_us(ns, dst):
     return float(m.group(2)) * 1000
 
 
+PING_BATCHES, PING_COUNT = 6, 50
+
+
+def _ping_each_us(ns, dst, count) -> list[float]:
+    """Every reply's RTT of ``ping -c count -i 0.01``, in microseconds."""
+    r = subprocess.run(["ip", "netns", "exec", ns, "ping", "-n", "-c", str(count), "-i", "0.01", dst],
+                       capture_output=True, text=True, timeout=60)
+    rtts = [float(x) * 1000 for x in re.findall(r"time=([\d.]+) ms", r.stdout)]
+    if len(rtts) < count // 2:
+        raise RuntimeError(r.stdout[-500:] + r.stderr)
+    return rtts
+
+
+def _interleaved_rtts(topo) -> tuple[list[float], list[float]]:
+    """The plain relay's and the fast fabric's replies, pinged in alternating batches while both
+    are up: what drifts in the machine over the minute hits both alike."""
+    relay_rtts, fabric_rtts = [], []
+    with relay("plain") as (ra, _, rdst), kernel_fabric(topo, "fast") as (fa, _, fdst):
+        for i in range(PING_BATCHES):  # each side first every other time
+            for ns, dst, into in ((ra, rdst, relay_rtts), (fa, fdst, fabric_rtts))[::1 if i % 2 == 0 else -1]:
+                into += _ping_each_us(ns, dst, PING_COUNT)
+    return relay_rtts, fabric_rtts
+
+
 def _measure(a, b, dst) -> dict:
     """Every figure between namespaces ``a`` (client) and ``b`` (server)."""
     out = {"tcp": _iperf(b, a, dst)["sum_received"]["bits_per_second"],
@@ -174,7 +206,12 @@ def _median(runs: list[dict]) -> dict:
 
 def test_kernel_paths_against_bare_tun_relays(report):
     runs: dict = {}
+    pings: dict = {topo: ([], []) for topo in TOPOS}
     for _ in range(REPEATS):  # interleaved: drifting load hits every path alike
+        for topo in TOPOS:
+            r, f = _interleaved_rtts(topo)
+            pings[topo][0].extend(r)
+            pings[topo][1].extend(f)
         for mode in ("plain", "tso"):
             with relay(mode) as (a, b, dst):
                 runs.setdefault(("relay", mode), []).append(_measure(a, b, dst))
@@ -200,7 +237,12 @@ def test_kernel_paths_against_bare_tun_relays(report):
                   ("fast TCP >= 0.5 x TSO relay", f["tcp"] / tso["tcp"], 0.5),
                   ("fast TCP >= 5x std", f["tcp"] / s["tcp"], 5.0)]
         line = "; ".join(f"{name}: {ratio:.2f} ({'met' if ratio >= want else 'NOT met'})" for name, ratio, want in checks)
-        rtt = f["rtt"] / plain["rtt"]
-        report.append(f"{topo:<16} targets: {line}; fast RTT <= 2x plain relay's: {rtt:.2f} "
+        r_rtts, f_rtts = pings[topo]
+        r_mean, f_mean = statistics.fmean(r_rtts), statistics.fmean(f_rtts)
+        rtt = f_mean / r_mean
+        report.append(f"{topo:<16} RTT, plain relay and fast fabric pinged alternately ({len(r_rtts)} and {len(f_rtts)} "
+                      f"replies): relay mean {r_mean:.0f} us (median {statistics.median(r_rtts):.0f}), fabric mean "
+                      f"{f_mean:.0f} us (median {statistics.median(f_rtts):.0f})")
+        report.append(f"{topo:<16} targets: {line}; fast RTT <= 2x plain relay's (alternating): {rtt:.2f} "
                       f"({'met' if rtt <= 2.0 else 'NOT met'})")
     assert all(m["tcp"] > 0 for m in med.values())
