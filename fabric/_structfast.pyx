@@ -32,13 +32,17 @@ cdef inline unsigned long long _get_be(const unsigned char *p, int n) noexcept:
     return acc
 
 
-cdef inline PyObject *_value(dict d, tuple keys, dict over, Py_ssize_t i, object name):
+cdef inline PyObject *_value(dict d, tuple keys, dict over, PyObject **ov, Py_ssize_t i, object name):
     """Field ``i``'s value for ``_pack`` (borrowed; NULL when missing): by its name in ``d``, or
-    mapped by ``keys`` (an override by name first)."""
+    mapped by ``keys`` (an override by name first: from ``ov``, the overrides by field index,
+    when _pack could place them so, else looked up in ``over``)."""
     cdef PyObject *o
     if keys is None:
         return PyDict_GetItem(d, name)
-    if over is not None:
+    if ov != NULL:
+        if ov[i] != NULL:
+            return ov[i]
+    elif over is not None:
         o = PyDict_GetItem(over, name)
         if o != NULL:
             return o
@@ -62,6 +66,7 @@ cdef class StructCodec:
     cdef Py_ssize_t size
     cdef Py_ssize_t n
     cdef list names
+    cdef dict index  # field name -> its place in the table, when no name is there twice
     cdef int kinds[128]
     cdef Py_ssize_t offs[128]
     cdef int nbytes[128]
@@ -80,6 +85,9 @@ cdef class StructCodec:
             self.names.append(name)
             self.kinds[i], self.offs[i], self.nbytes[i], self.shifts[i] = kind, off, nb, shift
             self.masks[i] = 0xFFFFFFFFFFFFFFFF if width >= 64 else ((<unsigned long long> 1 << width) - 1)
+        named = [nm for nm in self.names if nm is not None]
+        self.index = {nm: i for i, nm in enumerate(self.names) if nm is not None} \
+            if len(set(named)) == len(named) else None
         for i in range(self.n):
             self.ends[i] = i + 1 == self.n or self.offs[i + 1] != self.offs[i] or self.kinds[i] != 0
             if self.kinds[i] == 2 and self.shifts[i] * self.nbytes[i] + self.offs[i] > size:
@@ -110,12 +118,22 @@ cdef class StructCodec:
         cdef unsigned long long acc = 0, v
         cdef Py_ssize_t i, j
         cdef PyObject *o
+        cdef PyObject *ov_by_index[128]
+        cdef PyObject **ov = NULL
         memset(p, 0, self.size)
+        if over is not None and keys is not None and self.index is not None:
+            # the few overrides placed by field once, rather than looked up for every field
+            memset(ov_by_index, 0, self.n * sizeof(PyObject *))
+            for name, value in over.items():
+                at = self.index.get(name)
+                if at is not None:
+                    ov_by_index[<Py_ssize_t> at] = <PyObject *> value
+            ov = ov_by_index
         for i in range(self.n):
             name = self.names[i]
             if self.kinds[i] == 0:
                 if name is not None:
-                    o = _value(d, keys, over, i, name)
+                    o = _value(d, keys, over, ov, i, name)
                     if o == NULL or not PyLong_CheckExact(<object> o):
                         return None
                     try:
@@ -129,12 +147,12 @@ cdef class StructCodec:
                     _put_be(p + self.offs[i], acc, self.nbytes[i])
                     acc = 0
             elif self.kinds[i] == 1:
-                o = _value(d, keys, over, i, name)
+                o = _value(d, keys, over, ov, i, name)
                 if o == NULL or not PyBytes_CheckExact(<object> o) or PyBytes_GET_SIZE(<object> o) != self.nbytes[i]:
                     return None
                 memcpy(p + self.offs[i], PyBytes_AS_STRING(<object> o), self.nbytes[i])
             else:  # an array: shifts[i] elements of nbytes[i] octets each
-                o = _value(d, keys, over, i, name)
+                o = _value(d, keys, over, ov, i, name)
                 if o == NULL or not (PyTuple_CheckExact(<object> o) or PyList_CheckExact(<object> o)) \
                         or len(<object> o) != self.shifts[i]:
                     return None

@@ -280,3 +280,84 @@ def test_a_directed_route_request_goes_on_the_wire_as_the_reference_sends_it():
     assert went == [True, True, False, False, False] and len(outbox) == 2
     assert drops["dr_originate"] == 2 and drops["send_port_down"] == 1 and pc["port_xmit_discards"] == 1
     assert ext["port_multicast_xmit_pkts"] == 1 and ext["port_unicast_xmit_pkts"] >= 1
+
+
+def _port_fields(dev) -> dict:
+    """Every int-valued field of every port, the core's included (what a PortInfo Set may change)."""
+    out = {}
+    for n, p in dev.ports.items():
+        d = {k: v for k, v in vars(p).items() if type(v) in (int, bool)}
+        d.update(num=p.num, lid=p.lid, lmc=p.lmc, state=p.state, phys=p.phys)
+        out[n] = d
+    return out
+
+
+def _random_port_info_set(rng: random.Random, lid: int, port_mod: int) -> bytes:
+    """A directed-route PortInfo Set with every settable field random, valid or not (a PortState
+    or PhysState that cannot be set, a NeighborMTU beyond MTUCap, Armed from Down...)."""
+    pi = w.PortInfo(
+        m_key=rng.choice([0] * 6 + [rng.randrange(1 << 64)]), gid_prefix=rng.randrange(1 << 64),
+        lid=rng.randrange(1 << 16), master_sm_lid=rng.choice([1, 1, rng.randrange(1 << 16)]),
+        m_key_lease_period=rng.randrange(1 << 16), link_width_enabled=rng.choice([0, 0, 1, 2, 3, 255]),
+        port_state=rng.choice([0, 0, 1, 2, 3, 3, 4, 4, 5, 15]), phys_state=rng.choice([0, 0, 0, 1, 2, 3, 4, 5]),
+        m_key_protect_bits=rng.randrange(4), lmc=rng.randrange(8), neighbor_mtu=rng.choice([0, 1, 3, 4, 5, 6]),
+        master_sm_sl=rng.randrange(16), vl_high_limit=rng.randrange(256), hoq_life=rng.randrange(32),
+        operational_vls=rng.randrange(16), partition_enforcement_inbound=rng.randrange(2),
+        partition_enforcement_outbound=rng.randrange(2), client_reregister=rng.randrange(2),
+        subnet_timeout=rng.randrange(32), resp_time_value=rng.randrange(32),
+        capability_mask=rng.randrange(1 << 32), vl_cap=rng.randrange(16), mtu_cap=rng.randrange(16))
+    mad = w.new_mad(w.SMPDirected, method=w.SET, attr_id=w.ATTR_PORT_INFO, attr_mod=port_mod,
+                    tid=rng.randrange(1 << 64), data=w.put_attr(pi, 64), hop_cnt=1, hop_ptr=1, d=0,
+                    initial_path=bytes([0, 1]).ljust(64, b"\0"), dr_slid=w.LID_PERMISSIVE, dr_dlid=w.LID_PERMISSIVE)
+    return w.build_ud_packet(slid=w.LID_PERMISSIVE, dlid=w.LID_PERMISSIVE, dest_qp=0, src_qp=0, qkey=0, vl=15,
+                             payload=mad.pack())
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("name", ["sw01", "node0002"])
+def test_a_port_info_set_in_c_changes_what_the_python_code_changes(name, seed, full_path, monkeypatch):
+    """The SMA's PortInfo Set and Get done in C for the HCA and the switch (``_smafast``'s
+    ``_set_port_info`` and ``_overrides``) against their Python code: every settable field random,
+    Sets that are refused among them; the same answers, events, drops and every field of every
+    port after each Set, and the switch's ports marked for its tables alike."""
+    rng = random.Random(seed * 7 + len(name))
+    a, b = _pair(full_path)
+    mods = [0, 1, 2, 3, 4, 5] if name == "sw01" else [0, 1, 2]
+    packets = [_random_port_info_set(rng, a.lid(name), rng.choice(mods)) for _ in range(40)]
+    for d in (a[name], b[name]):  # what the answers and a Set must not carry over as they stand
+        for n, p in d.ports.items():
+            p.client_reregister = 1  # an HCA's Set clears it
+            if d.kind == "switch" and n:
+                p.lmc = 3  # a switch's external port answers LMC 0 whatever it holds
+    for i in range(0, len(packets), 4):  # a few at a time, so that each step's state is compared
+        for d in (a[name], b[name]):
+            if d.kind == "switch":
+                d._dirty_ports = set()
+        (out_a, st_a, _), (out_b, st_b, _) = _run(a, b, name, 1, packets[i:i + 4], full_path)
+        assert out_a == out_b
+        assert st_a == st_b
+        assert _port_fields(a[name]) == _port_fields(b[name])
+        if name == "sw01":
+            assert a[name]._dirty_ports == b[name]._dirty_ports
+        monkeypatch.undo()  # _run put the second device on the reference: the first is compiled again
+
+
+def test_the_port_info_code_in_c_steps_aside_for_a_changed_class(monkeypatch):
+    """A class whose PortInfo code was replaced after it was registered (a subclass, a patched
+    method) is answered by its own code; restored, by the C code again."""
+    a = Fab("single:4")
+    hca = a["node0002"]
+    calls = []
+    orig = hca_mod.HCA.set_port_info
+
+    def spy(self, port, pi, now):
+        calls.append(pi.lid)
+        return orig(self, port, pi, now)
+
+    pkt = _random_port_info_set(random.Random(3), a.lid("node0002"), 1)
+    monkeypatch.setattr(hca_mod.HCA, "set_port_info", spy)
+    hca.receive(1, pkt, a.net.now)
+    assert len(calls) == 1
+    monkeypatch.undo()
+    hca.receive(1, pkt, a.net.now)
+    assert len(calls) == 1  # the C code again: the spy is gone

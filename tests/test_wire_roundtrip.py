@@ -435,6 +435,10 @@ def test_field_map_packs_what_its_fields_say(data):
     fields = PORT_INFO.fields(port.__dict__, over)
     expected = wire.PortInfo(**fields).pack()
     assert PORT_INFO.pack(port.__dict__, over) == expected
+    compiled = PORT_INFO.compiled()
+    if compiled is not None:  # the C packer itself, not the reference it falls back on
+        codec, keys = compiled
+        assert codec.pack_mapped(port.__dict__, keys, over) == expected
     assert wire.PortInfo.pack_fields(fields) == expected
     pi = wire.PortInfo.unpack(expected)
     assert (pi.lid, pi.local_port) == (over.get("lid", port.lid), over.get("local_port", port.num))

@@ -4,7 +4,12 @@ from . import training  # noqa: F401
 from .base import Device, SmpError  # noqa: F401
 from .hca import HCA, UDQP, Completion, send_smp  # noqa: F401
 from .port import Port, PortCounterSet  # noqa: F401
-from .switch import Switch  # noqa: F401
+from .switch import SWITCH_PORT0_CAPS, Switch  # noqa: F401
+from .base import _smafast
+
+if _smafast is not None:  # the SMA's PortInfo Get and Set in C for these classes as they are
+    from ..wire import smp_attrs as _sa
+    _smafast.register_port_info(HCA, Switch, Port, _sa.PortInfo.FIELDS, SWITCH_PORT0_CAPS)
 
 
 def make_device(spec):

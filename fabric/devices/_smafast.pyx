@@ -12,7 +12,7 @@ reference, octet for octet (tests/test_smp_compiled.py); chosen with the compile
 from libc.stdint cimport uint8_t
 from libc.string cimport memset
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from fabric._corefast cimport DeviceCore, PortCore
+from fabric._corefast cimport DeviceCore, PortCore, SwitchCore
 
 from fabric._wirefast cimport (COUNT_XMIT, SMP_KIND_REQUEST_DR, SMP_KIND_REQUEST_LID, SMP_KIND_RESPONSE_DR,
                               count_unicast, smp_answer_packet, smp_kind)
@@ -33,6 +33,19 @@ cdef enum:
     RESPONSE_BIT = 0x80
     MAD_SIZE = 256
     DR_HOP_PTR = 6
+    PORT_DOWN = 1  # PortState and PortPhysicalState values (fabric.wire.smp_attrs)
+    PORT_INIT = 2
+    PORT_ARMED = 3
+    PORT_ACTIVE = 4
+    PHYS_POLLING = 2
+    PHYS_DISABLED = 3
+    PI_OTHER = 0  # how a device's PortInfo is answered: by its own Python (_pi_kind)
+    PI_HCA = 1  # fabric.devices.hca.HCA's code, done here
+    PI_SWITCH = 2  # fabric.devices.switch.Switch's
+
+cdef extern from "Python.h":
+    ctypedef struct _TypeWithTag "PyTypeObject":
+        unsigned int tp_version_tag
 
 # what base.py hands over (it imports this module, so this one cannot import it)
 cdef object _SmpError = None
@@ -165,6 +178,216 @@ def setup(smp_error, smp_view, put_attr, port_info_unpack, port_info_map):
     _pi_codec, _pi_keys = port_info_map.compiled() or (None, None)
 
 
+# -- PortInfo without Python (the HCA's and the switch's own code, which stays the reference) ------
+
+cdef object _hca_cls = None, _sw_cls = None, _port_cls = None
+cdef dict _hca_methods = None, _sw_methods = None
+cdef unsigned int _hca_tag = 0, _sw_tag = 0, _port_tag = 0
+cdef object _sw_port0_caps = None
+# the bit offset and width in PortInfo of each field a Set reads (register_port_info_fields)
+cdef int _o_m_key, _o_gid_prefix, _o_lid, _o_sm_lid, _o_lease, _o_width_enabled, _o_port_state, _o_phys_state
+cdef int _o_protect, _o_lmc, _o_nmtu, _o_sm_sl, _o_vl_high, _o_hoq, _o_op_vls, _o_enf_in, _o_enf_out
+cdef int _o_rereg, _o_subnet_timeout, _o_resp_time
+cdef int _w_m_key, _w_gid_prefix, _w_lid, _w_sm_lid, _w_lease, _w_width_enabled, _w_port_state, _w_phys_state
+cdef int _w_protect, _w_lmc, _w_nmtu, _w_sm_sl, _w_vl_high, _w_hoq, _w_op_vls, _w_enf_in, _w_enf_out
+cdef int _w_rereg, _w_subnet_timeout, _w_resp_time
+
+_HCA_METHODS = ("set_port_info", "apply_port_info", "addressable", "port_for_attr", "mgmt_port", "port_info_overrides")
+_SWITCH_METHODS = ("set_port_info", "apply_port_info", "addressable", "port_for_attr", "port_info_overrides", "_mark")
+
+
+def register_port_info(hca_cls, switch_cls, port_cls, port_info_fields, switch_port0_caps):
+    """The HCA and Switch classes whose PortInfo Get and Set ``sma_fast`` does here, as their
+    methods do (``_HCA_METHODS``, ``_SWITCH_METHODS``: while a class still has the methods it had
+    now, checked again whenever the class changes), ``Port``, PortInfo's field table
+    (``fabric.wire.smp_attrs.PortInfo.FIELDS``) and a switch's port 0 CapabilityMask."""
+    global _hca_cls, _sw_cls, _port_cls, _hca_methods, _sw_methods, _hca_tag, _sw_tag, _port_tag, _sw_port0_caps
+    global _o_m_key, _o_gid_prefix, _o_lid, _o_sm_lid, _o_lease, _o_width_enabled, _o_port_state, _o_phys_state
+    global _o_protect, _o_lmc, _o_nmtu, _o_sm_sl, _o_vl_high, _o_hoq, _o_op_vls, _o_enf_in, _o_enf_out
+    global _o_rereg, _o_subnet_timeout, _o_resp_time
+    global _w_m_key, _w_gid_prefix, _w_lid, _w_sm_lid, _w_lease, _w_width_enabled, _w_port_state, _w_phys_state
+    global _w_protect, _w_lmc, _w_nmtu, _w_sm_sl, _w_vl_high, _w_hoq, _w_op_vls, _w_enf_in, _w_enf_out
+    global _w_rereg, _w_subnet_timeout, _w_resp_time
+    at, off = {}, 0
+    for f in port_info_fields:
+        at[f.name] = (off, f.bits)
+        off += f.bits
+    if off != 512:
+        raise ValueError(f"PortInfo's table is {off} bits, not 512")
+    for name, (o, b) in at.items():
+        if b > 64 or (b > 56 and o % 8):
+            raise ValueError(f"PortInfo field {name} spans more than 8 octets")
+    _o_m_key, _w_m_key = at["m_key"]
+    _o_gid_prefix, _w_gid_prefix = at["gid_prefix"]
+    _o_lid, _w_lid = at["lid"]
+    _o_sm_lid, _w_sm_lid = at["master_sm_lid"]
+    _o_lease, _w_lease = at["m_key_lease_period"]
+    _o_width_enabled, _w_width_enabled = at["link_width_enabled"]
+    _o_port_state, _w_port_state = at["port_state"]
+    _o_phys_state, _w_phys_state = at["phys_state"]
+    _o_protect, _w_protect = at["m_key_protect_bits"]
+    _o_lmc, _w_lmc = at["lmc"]
+    _o_nmtu, _w_nmtu = at["neighbor_mtu"]
+    _o_sm_sl, _w_sm_sl = at["master_sm_sl"]
+    _o_vl_high, _w_vl_high = at["vl_high_limit"]
+    _o_hoq, _w_hoq = at["hoq_life"]
+    _o_op_vls, _w_op_vls = at["operational_vls"]
+    _o_enf_in, _w_enf_in = at["partition_enforcement_inbound"]
+    _o_enf_out, _w_enf_out = at["partition_enforcement_outbound"]
+    _o_rereg, _w_rereg = at["client_reregister"]
+    _o_subnet_timeout, _w_subnet_timeout = at["subnet_timeout"]
+    _o_resp_time, _w_resp_time = at["resp_time_value"]
+    _hca_methods = {n: getattr(hca_cls, n) for n in _HCA_METHODS}
+    _sw_methods = {n: getattr(switch_cls, n) for n in _SWITCH_METHODS}
+    _hca_cls, _sw_cls, _port_cls, _sw_port0_caps = hca_cls, switch_cls, port_cls, switch_port0_caps
+    _hca_tag = _sw_tag = 0
+    getattr(port_cls, "__init__")  # gives the class a version tag, which changes if it is modified
+    _port_tag = (<_TypeWithTag *> port_cls).tp_version_tag
+
+
+cdef bint _unchanged(object cls, unsigned int *tag, dict methods) except -1:
+    """Whether ``cls`` still has ``methods``: CPython gives a class a new version tag whenever it
+    or a base changes, so the check is made again only then."""
+    cdef unsigned int now = (<_TypeWithTag *> cls).tp_version_tag
+    if now != 0 and now == tag[0]:
+        return True
+    for name, fn in methods.items():
+        if getattr(cls, name) is not fn:
+            tag[0] = 0
+            return False
+    tag[0] = (<_TypeWithTag *> cls).tp_version_tag
+    return True
+
+
+cdef int _pi_kind(object dev) except -1:
+    """PI_HCA or PI_SWITCH when ``dev``'s PortInfo code is the HCA's or the switch's as
+    registered, PI_OTHER for anything else (its own methods answer)."""
+    cls = type(dev)
+    if cls is _sw_cls and _sw_cls is not None:
+        return PI_SWITCH if _unchanged(cls, &_sw_tag, _sw_methods) else PI_OTHER
+    if cls is _hca_cls and _hca_cls is not None:
+        return PI_HCA if _unchanged(cls, &_hca_tag, _hca_methods) else PI_OTHER
+    return PI_OTHER
+
+
+cdef inline bint _plain_port(object port) noexcept:
+    """A Port as the class was registered (no subclass, nothing patched in since)."""
+    cdef unsigned int tag
+    if type(port) is not _port_cls:
+        return False
+    tag = (<_TypeWithTag *> _port_cls).tp_version_tag
+    return tag != 0 and tag == _port_tag
+
+
+cdef inline unsigned long long _bits(const uint8_t *p, int off, int width) noexcept:
+    """The big-endian bit field of ``width`` bits ``off`` bits into ``p``."""
+    cdef unsigned long long v = 0
+    cdef int i, last = (off + width - 1) >> 3
+    for i in range(off >> 3, last + 1):
+        v = (v << 8) | p[i]
+    v >>= 7 - ((off + width - 1) & 7)
+    return v if width == 64 else v & ((1ULL << width) - 1)
+
+
+cdef object _port_for_attr(DeviceCore dev, int kind, unsigned int mod, int in_port):
+    """``dev.port_for_attr(mod, in_port)`` as the HCA's and the switch's do."""
+    cdef dict ports = dev.ports
+    if kind == PI_HCA and mod == 0:  # HCA.mgmt_port: the port the SMP came in on
+        port = ports.get(in_port)
+        return port if port else ports[1]
+    port = ports.get(mod)
+    if port is None:
+        raise _SmpError(STATUS_INVALID_FIELD, f"no port {mod}")
+    return port
+
+
+cdef int _set_port_info(DeviceCore dev, int kind, PortCore port, const uint8_t *pi) except -1:
+    """Device.set_port_info and apply_port_info (with the HCA's or the switch's additions) for a
+    Set's PortInfo octets ``pi``: validated first, so that an invalid Set changes nothing."""
+    cdef unsigned int ps = <unsigned int> _bits(pi, _o_port_state, _w_port_state)
+    cdef unsigned int phys = <unsigned int> _bits(pi, _o_phys_state, _w_phys_state)
+    cdef unsigned int nmtu = <unsigned int> _bits(pi, _o_nmtu, _w_nmtu)
+    cdef unsigned int lmc = <unsigned int> _bits(pi, _o_lmc, _w_lmc)
+    cdef object p = port
+    if ps != 0 and ps != PORT_DOWN and ps != PORT_ARMED and ps != PORT_ACTIVE:
+        raise _SmpError(STATUS_INVALID_FIELD, f"PortState {ps} cannot be set")
+    if ps == PORT_ARMED and port.state != PORT_INIT and port.state != PORT_ARMED:
+        raise _SmpError(STATUS_INVALID_FIELD, "Armed is reachable only from Init")
+    if ps == PORT_ACTIVE and port.state != PORT_ARMED and port.state != PORT_ACTIVE:
+        raise _SmpError(STATUS_INVALID_FIELD, "Active is reachable only from Armed")
+    if phys != 0 and phys != PHYS_POLLING and phys != PHYS_DISABLED:
+        raise _SmpError(STATUS_INVALID_FIELD, f"PortPhysicalState {phys} cannot be set")
+    if nmtu and not 1 <= nmtu <= p.mtu_cap:
+        raise _SmpError(STATUS_INVALID_FIELD, f"NeighborMTU {nmtu} beyond MTUCap {p.mtu_cap}")
+    if lmc > 7:
+        raise _SmpError(STATUS_INVALID_FIELD, "LMC above 7")
+    cdef list events = dev.events
+    num = port.num
+    if kind == PI_SWITCH:
+        (<SwitchCore> dev)._dirty_ports.add(num)  # Switch._mark
+    old_lid, old_sm = port.lid, p.sm_lid
+    p.m_key = _bits(pi, _o_m_key, _w_m_key)
+    p.gid_prefix = _bits(pi, _o_gid_prefix, _w_gid_prefix)
+    if kind == PI_HCA or num == 0:  # addressable: a switch's external ports take no LID
+        port.lid = _bits(pi, _o_lid, _w_lid)
+        p.sm_lid = _bits(pi, _o_sm_lid, _w_sm_lid)
+        port.lmc = lmc
+    p.m_key_lease = _bits(pi, _o_lease, _w_lease)
+    p.m_key_protect = _bits(pi, _o_protect, _w_protect)
+    p.sm_sl = _bits(pi, _o_sm_sl, _w_sm_sl)
+    p.subnet_timeout = _bits(pi, _o_subnet_timeout, _w_subnet_timeout)
+    p.resp_time = _bits(pi, _o_resp_time, _w_resp_time)
+    if nmtu:
+        p.neighbor_mtu = nmtu
+    cdef unsigned long long v = _bits(pi, _o_width_enabled, _w_width_enabled)
+    if v:
+        p.width_enabled = v
+    v = _bits(pi, _o_op_vls, _w_op_vls)
+    if v:
+        p.operational_vls = v
+    p.hoq_life = _bits(pi, _o_hoq, _w_hoq)
+    p.vl_high_limit = _bits(pi, _o_vl_high, _w_vl_high)
+    p.pkey_enforce_in = _bits(pi, _o_enf_in, _w_enf_in)
+    p.pkey_enforce_out = _bits(pi, _o_enf_out, _w_enf_out)
+    if ps == PORT_DOWN and p.physical:
+        events.append(("link_bounce", num, None))  # down, then retrain to Init
+    elif (ps == PORT_ARMED or ps == PORT_ACTIVE) and port.state != ps:
+        old = port.state
+        port.state = ps
+        events.append(("port_state", num, (old, port.state)))
+    if phys == PHYS_DISABLED and p.physical:
+        p.admin_up = False
+        events.append(("link_disable", num, None))
+    elif phys == PHYS_POLLING and p.physical and not p.admin_up:
+        p.admin_up = True
+        events.append(("link_enable", num, None))
+    if port.lid != old_lid:
+        events.append(("lid_change", num, (old_lid, port.lid)))
+    if p.sm_lid != old_sm:
+        events.append(("sm_change", num, (old_sm, p.sm_lid)))
+    if _bits(pi, _o_rereg, _w_rereg):
+        events.append(("client_reregister", num, None))
+    if kind == PI_HCA:
+        p.client_reregister = 0  # a pulse: the event was recorded, the bit does not stick
+    return 0
+
+
+cdef dict _overrides(DeviceCore dev, int kind, PortCore port, int in_port):
+    """``dev.port_info_overrides(port, in_port)`` as Device's and the switch's build it."""
+    cdef dict d = {"local_port": in_port, "lid": port.lid, "lmc": port.lmc, "port_state": port.state,
+                   "phys_state": port.phys}
+    cdef PortCore p0
+    if kind == PI_SWITCH:  # external ports report the switch's LID (they have none of their own)
+        p0 = dev.ports[0]
+        d["lid"] = p0.lid
+        if port.num != 0:
+            d["master_sm_lid"] = (<object> p0).sm_lid
+            d["lmc"] = 0
+        else:
+            d["capability_mask"] = _sw_port0_caps
+    return d
+
+
 cdef object _port_info_octets(dev, port, int in_port):
     """``dev.port_info_octets(port, in_port)``: the same packing (PORT_INFO, the device's
     overrides), without its frame and FieldMap.pack's."""
@@ -207,7 +430,7 @@ def sma_fast(dev, int in_port, data, double now=0.0, kind=None):
     """See ``Device.sma_fast_py``: True when the SMA answered (the answer is in the outbox)."""
     cdef const uint8_t[::1] view
     cdef const uint8_t *p
-    cdef int k, method, attr
+    cdef int k, method, attr, pk
     cdef unsigned int status = 0, mod, dlid, slid
     cdef unsigned long long m_key
     if _SmpError is None or len(data) != SMP_PACKET:
@@ -237,10 +460,20 @@ def sma_fast(dev, int in_port, data, double now=0.0, kind=None):
         if attr == ATTR_NODE_INFO and method == GET:
             payload = dev.node_info_octets(in_port)
         elif attr == ATTR_PORT_INFO:  # sma_attr's PortInfo branch, without the dispatch to it
-            target = dev.port_for_attr(mod, in_port)
+            pk = _pi_kind(dev)
+            target = _port_for_attr(<DeviceCore> dev, pk, mod, in_port) if pk else dev.port_for_attr(mod, in_port)
+            if pk and not _plain_port(target):
+                pk = PI_OTHER
             if method == SET:
-                dev.set_port_info(target, _port_info_unpack(data, MAD + 64), now)
-            payload = _port_info_octets(dev, target, in_port)
+                if pk:
+                    _set_port_info(<DeviceCore> dev, pk, <PortCore> target, p + MAD + 64)
+                else:
+                    dev.set_port_info(target, _port_info_unpack(data, MAD + 64), now)
+            payload = None
+            if pk and _pi_codec is not None:
+                payload = _pi_codec.pack_mapped(target.__dict__, _pi_keys, _overrides(<DeviceCore> dev, pk, <PortCore> target, in_port))
+            if payload is None:
+                payload = _port_info_octets(dev, target, in_port)
         elif attr == ATTR_PKEY_TABLE and method == GET:
             payload = _pkey_block(dev, mod, in_port)
         else:
