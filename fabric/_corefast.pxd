@@ -18,5 +18,5 @@ cdef class SwitchCore(DeviceCore):
     cdef public object lft, lft_top, _flags, _mtu, _pkeys, _dirty, _dirty_ports
 
 cdef class HCACore(DeviceCore):
-    cdef public object rx_accel
-    cdef public dict qps
+    cdef public object rx_accel, user_mad, sm_consumer
+    cdef public dict qps, smp_waiting

@@ -32,6 +32,11 @@ def test_the_compiled_cores_declare_the_fields_the_pure_twins_name():
     assert _corefast.fields(_fastctx.ContextCore) == netdev.CONTEXT_FIELDS
     if loop._localfast is not None:
         assert _corefast.fields(loop._localfast.HostCore) == loop.HOST_CORE_FIELDS
+    from fabric.simproto import endpoint
+
+    if endpoint._simfast is not None:
+        assert _corefast.fields(endpoint._simfast.EndpointCore) == endpoint.ENDPOINT_CORE_FIELDS
+        assert issubclass(endpoint.SimEndpoint, endpoint._simfast.EndpointCore)
 
 
 def test_the_classes_derive_from_the_compiled_cores_and_keep_the_fields_out_of_their_dict():

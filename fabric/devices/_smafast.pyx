@@ -12,7 +12,7 @@ reference, octet for octet (tests/test_smp_compiled.py); chosen with the compile
 from libc.stdint cimport uint8_t
 from libc.string cimport memset
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from fabric._corefast cimport DeviceCore, PortCore, SwitchCore
+from fabric._corefast cimport DeviceCore, HCACore, PortCore, SwitchCore
 
 from fabric._wirefast cimport (COUNT_XMIT, SMP_KIND_REQUEST_DR, SMP_KIND_REQUEST_LID, SMP_KIND_RESPONSE_DR,
                               count_unicast, smp_answer_packet, smp_kind)
@@ -106,7 +106,7 @@ def send_dr_packet(hca, int out, bytes packet not None):
     return send_dr_packet_c(hca, out, packet)
 
 
-def hca_smp_fast(hca, int in_port, data, double now):
+def hca_smp_fast(HCACore hca not None, int in_port, data, double now):
     """``HCA._smp_fast_py`` compiled (the reference, tests/test_smp_compiled.py): a request to the
     HCA's SMA answered by ``sma_fast``, a directed-route answer handed to the software attached
     through ibsim's protocol (``user_mad``) or to our SM (``sm_consumer``), a LID-routed answer to
@@ -140,7 +140,7 @@ def hca_smp_fast(hca, int in_port, data, double now):
     return _taken_by_software
 
 
-cdef object _lid_answer(hca, int in_port, const uint8_t *p, double now):
+cdef object _lid_answer(HCACore hca, int in_port, const uint8_t *p, double now):
     """A LID-routed response (what our SM's Sets after the LIDs are answered with) for our SM,
     as the full path hands it over (receive_local's DLID check, handle_qp0, smp_to_local_sm):
     parsed once, without the packet's headers as objects. 0 for anything else: a DLID not this

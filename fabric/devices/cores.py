@@ -21,7 +21,7 @@ FIELDS = {
     "QPCore": ("qpn", "qkey", "pkey_index", "sent", "received"),
     "DeviceCore": ("ports", "outbox", "events", "agents", "drops"),
     "SwitchCore": ("lft", "lft_top", "_flags", "_mtu", "_pkeys", "_dirty", "_dirty_ports"),
-    "HCACore": ("rx_accel", "qps"),
+    "HCACore": ("rx_accel", "user_mad", "sm_consumer", "qps", "smp_waiting"),
 }
 
 

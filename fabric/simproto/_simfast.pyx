@@ -12,6 +12,7 @@ from libc.stdint cimport uint8_t
 from libc.string cimport memcpy, memset
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 
+from fabric._corefast cimport DeviceCore, PortCore
 from fabric._wirefast cimport _dr_request_packet, _plain_dr_request
 from fabric.devices._smafast cimport send_dr_packet_c
 
@@ -32,6 +33,14 @@ cdef enum:
     MAD_TID = 8
     DR_HOP_PTR = 6
     DR_PATH = 128  # InitialPath
+
+cdef class EndpointCore:
+    """The base of ``SimEndpoint`` when built: the fields this module reads for every request and
+    answer in its struct (endpoint.ENDPOINT_CORE_FIELDS names them for the pure twin; Python code
+    sees plain attributes, as with fabric/_corefast's cores)."""
+    cdef public object hca, port, send, rtts
+    cdef public dict clients, pending, stats
+
 
 cdef double _pending_s = 30.0
 cdef Py_ssize_t _pending_expiry = 4096
@@ -100,7 +109,7 @@ def sim_dr_answer(const unsigned char[::1] packet not None, unsigned int lid):
     return tid, out
 
 
-def on_data(ep, int index, raw, double now):
+def on_data(EndpointCore ep not None, int index, raw, double now):
     """``SimEndpoint.on_data``: a plain directed-route request goes out as its packet from here
     (``on_data_py``'s path for it, without the Request object and the calls); anything else is
     ``on_data_py``'s."""
@@ -111,7 +120,7 @@ def on_data(ep, int index, raw, double now):
     return _on_data(ep, index, &view[0], SIM_REQUEST, raw, now)
 
 
-cdef object _on_data(ep, int index, const uint8_t *raw, Py_ssize_t n, object rawobj, double now):
+cdef object _on_data(EndpointCore ep, int index, const uint8_t *raw, Py_ssize_t n, object rawobj, double now):
     """on_data with the datagram's octets (``rawobj`` them as bytes, or None: made if needed)."""
     client = ep.clients.get(index)
     if client is None:
@@ -145,12 +154,13 @@ cdef class Datagrams:
 
     cdef object server
     cdef object endpoint
+    cdef EndpointCore endpoint_core
     cdef int fds[16]
     cdef int nfds
 
     def __init__(self, server, endpoint, fds):
         cdef int i
-        self.server, self.endpoint = server, endpoint
+        self.server, self.endpoint, self.endpoint_core = server, endpoint, endpoint
         if len(fds) > 16:
             raise ValueError("at most 16 data sockets")
         self.nfds = len(fds)
@@ -188,6 +198,8 @@ cdef class Datagrams:
         cdef ssize_t n
         cdef int k = 0
         quiet = True  # index: a _Reader's, checked when it was made
+        if self.endpoint_core is None:
+            raise ValueError("these data sockets have no endpoint to read for")
         while k < READ_BUDGET:
             if self.fds[index] < 0:
                 break
@@ -197,7 +209,7 @@ cdef class Datagrams:
                     continue
                 break  # EAGAIN: all read (any other error: as the Python reader, stop here)
             k += 1
-            if not _on_data(self.endpoint, index, buf, n, None, now):
+            if not _on_data(self.endpoint_core, index, buf, n, None, now):
                 quiet = False
         return quiet
 
@@ -215,7 +227,7 @@ cdef class _Reader:
         return self.dg.read(self.index, now)
 
 
-def take_dr_answer(ep, packet, int in_port, double now):
+def take_dr_answer(EndpointCore ep not None, packet, int in_port, double now):
     """``SimEndpoint.take_dr_answer_py``: the answer's datagram to the client that asked."""
     cdef const uint8_t[::1] view
     cdef unsigned long long tid
@@ -229,7 +241,7 @@ def take_dr_answer(ep, packet, int in_port, double now):
         if view.shape[0] != SMP_PACKET:
             raise ValueError("a directed-route answer is a 290-octet SMP packet")
         p = &view[0]
-    datagram = _answer(p, ep.hca.ports[in_port].lid, &tid)
+    datagram = _answer(p, (<PortCore?> (<DeviceCore?> ep.hca).ports[in_port]).lid, &tid)
     entry = ep.pending.pop(tid, None)  # SimEndpoint._client_for(tid, True, now, last=True)
     if entry is None or entry[1] < now:
         return False

@@ -75,7 +75,19 @@ class Client:
     received: int = 0
 
 
-class SimEndpoint:
+# the fields of SimEndpoint that _simfast reads for every request and answer: its EndpointCore's
+# struct when built, plain attributes otherwise (a test compares the two lists)
+ENDPOINT_CORE_FIELDS = ("hca", "port", "send", "rtts", "clients", "pending", "stats")
+
+
+class _EndpointFields:
+    __slots__ = ()
+
+
+EndpointCore = _simfast.EndpointCore if _simfast is not None else _EndpointFields
+
+
+class SimEndpoint(EndpointCore):
     """ibsim's server side for one port of ``hca``; ``names`` are what a client may call the node
     (``SIM_HOST``: its name, NodeDescription, GUID). ``connect_client(index, pid) -> bool`` wires a
     new client's data socket (the glue's business); ``send(index, datagram)`` delivers to it."""
