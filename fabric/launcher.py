@@ -421,9 +421,19 @@ def _up(topology, name, *, hosts, timeout, sm, sm_config, sm_args, node_software
         info.data["links_seconds"] = time.monotonic() - t0
         if kind != "none":
             t1 = time.monotonic()
-            smctl.start_sm(info, topo.sm_node, topo.sm_port, sm_config)
-            st = smctl.wait_subnet_up(info, deadline=t0 + timeout, procs=procs if not machines else (),
-                                progress=progress, topo=topo)
+            placement = None
+            if kind == "opensm" and not machines:
+                from . import opensm
+
+                placement = opensm.SweepPlacement.begin(info, topo.sm_node)
+            try:
+                smctl.start_sm(info, topo.sm_node, topo.sm_port, sm_config,
+                               cpus=placement.cpus if placement else None)
+                st = smctl.wait_subnet_up(info, deadline=t0 + timeout, procs=procs if not machines else (),
+                                          progress=progress, topo=topo)
+            finally:
+                if placement is not None:
+                    placement.end(opensm.pid(info))
             info.data["sm_seconds"] = time.monotonic() - t1
             info.data["subnet_up_seconds"] = time.monotonic() - t0  # hosts spawned -> SUBNET UP
             info.data["subnet_up"] = st

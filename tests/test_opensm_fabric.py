@@ -282,3 +282,60 @@ def test_routing_engine_brings_the_subnet_up(engine):
         check_routes(f.topology, lfts, lids)
         wait_ipoib(f)
         assert ping_all_pairs(f) == []
+
+
+# --- the first sweep's placement (fabric.opensm.SweepPlacement) ------------------------------------
+
+
+def _cpus_of(pid: int) -> set:
+    return {c for t in os.listdir(f"/proc/{pid}/task") for c in os.sched_getaffinity(int(t))}
+
+
+def test_after_the_first_sweep_opensm_and_the_host_run_anywhere_again(fab):
+    """During the first sweep the SM's device host and OpenSM share one CPU; once SUBNET UP is
+    seen, every thread of both has the CPUs it had before (the launcher's)."""
+    from fabric import opensm
+
+    everywhere = os.sched_getaffinity(0)
+    host = fab.pids()[fab.info.host_of(fab.topology.sm_node)]
+    assert _cpus_of(host) == everywhere
+    assert _cpus_of(opensm.pid(fab.info)) == everywhere
+
+
+class _Info:
+    def __init__(self, tmp_path, host_pid):
+        self.tmp_path, self.hosts = tmp_path, [{"devices": ["sm"]}]
+        (tmp_path / "host-0.pid").write_text(str(host_pid))
+
+    def pid_file(self, i):
+        return str(self.tmp_path / f"host-{i}.pid")
+
+    def host_of(self, device):
+        return 0
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one CPU: nothing to place")
+def test_sweep_placement_pins_the_host_and_gives_both_back(tmp_path, monkeypatch):
+    from fabric.opensm import SweepPlacement
+
+    host = subprocess.Popen(["sleep", "30"])
+    sm = subprocess.Popen(["sleep", "30"])
+    try:
+        everywhere = os.sched_getaffinity(0)
+        p = SweepPlacement.begin(_Info(tmp_path, host.pid), "sm")
+        assert p is not None and len(p.cpus) == 1 and p.cpus <= everywhere
+        assert _cpus_of(host.pid) == p.cpus
+        os.sched_setaffinity(sm.pid, p.cpus)  # as opensm.start(cpus=...) starts it
+        p.end(sm.pid)
+        assert _cpus_of(host.pid) == everywhere and _cpus_of(sm.pid) == everywhere
+        monkeypatch.setenv("IBFAB_OPENSM_SWEEP_CPU", "0")  # left to the scheduler
+        assert SweepPlacement.begin(_Info(tmp_path, host.pid), "sm") is None
+        assert _cpus_of(host.pid) == everywhere
+        monkeypatch.delenv("IBFAB_OPENSM_SWEEP_CPU")
+        gone = tmp_path / "gone"
+        gone.mkdir()
+        assert SweepPlacement.begin(_Info(gone, 2 ** 22 + 1), "sm") is None  # no such host: nothing to do
+    finally:
+        for proc in (host, sm):
+            proc.kill()
+            proc.wait()
