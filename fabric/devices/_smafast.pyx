@@ -184,13 +184,17 @@ cdef object _hca_cls = None, _sw_cls = None, _port_cls = None
 cdef dict _hca_methods = None, _sw_methods = None
 cdef unsigned int _hca_tag = 0, _sw_tag = 0, _port_tag = 0
 cdef object _sw_port0_caps = None
-# the bit offset and width in PortInfo of each field a Set reads (register_port_info_fields)
-cdef int _o_m_key, _o_gid_prefix, _o_lid, _o_sm_lid, _o_lease, _o_width_enabled, _o_port_state, _o_phys_state
-cdef int _o_protect, _o_lmc, _o_nmtu, _o_sm_sl, _o_vl_high, _o_hoq, _o_op_vls, _o_enf_in, _o_enf_out
-cdef int _o_rereg, _o_subnet_timeout, _o_resp_time
-cdef int _w_m_key, _w_gid_prefix, _w_lid, _w_sm_lid, _w_lease, _w_width_enabled, _w_port_state, _w_phys_state
-cdef int _w_protect, _w_lmc, _w_nmtu, _w_sm_sl, _w_vl_high, _w_hoq, _w_op_vls, _w_enf_in, _w_enf_out
-cdef int _w_rereg, _w_subnet_timeout, _w_resp_time
+# the PortInfo fields a Set reads, and their bit offset and width (register_port_info)
+cdef enum:
+    F_M_KEY, F_GID_PREFIX, F_LID, F_SM_LID, F_LEASE, F_WIDTH_ENABLED, F_PORT_STATE, F_PHYS_STATE, F_PROTECT,
+    F_LMC, F_NMTU, F_SM_SL, F_VL_HIGH, F_HOQ, F_OP_VLS, F_ENF_IN, F_ENF_OUT, F_REREG, F_SUBNET_TIMEOUT,
+    F_RESP_TIME, N_SET_FIELDS
+_SET_FIELDS = ("m_key", "gid_prefix", "lid", "master_sm_lid", "m_key_lease_period", "link_width_enabled",
+               "port_state", "phys_state", "m_key_protect_bits", "lmc", "neighbor_mtu", "master_sm_sl",
+               "vl_high_limit", "hoq_life", "operational_vls", "partition_enforcement_inbound",
+               "partition_enforcement_outbound", "client_reregister", "subnet_timeout", "resp_time_value")
+cdef int _f_off[N_SET_FIELDS]
+cdef int _f_width[N_SET_FIELDS]
 
 _HCA_METHODS = ("set_port_info", "apply_port_info", "addressable", "port_for_attr", "mgmt_port", "port_info_overrides")
 _SWITCH_METHODS = ("set_port_info", "apply_port_info", "addressable", "port_for_attr", "port_info_overrides", "_mark")
@@ -202,41 +206,20 @@ def register_port_info(hca_cls, switch_cls, port_cls, port_info_fields, switch_p
     now, checked again whenever the class changes), ``Port``, PortInfo's field table
     (``fabric.wire.smp_attrs.PortInfo.FIELDS``) and a switch's port 0 CapabilityMask."""
     global _hca_cls, _sw_cls, _port_cls, _hca_methods, _sw_methods, _hca_tag, _sw_tag, _port_tag, _sw_port0_caps
-    global _o_m_key, _o_gid_prefix, _o_lid, _o_sm_lid, _o_lease, _o_width_enabled, _o_port_state, _o_phys_state
-    global _o_protect, _o_lmc, _o_nmtu, _o_sm_sl, _o_vl_high, _o_hoq, _o_op_vls, _o_enf_in, _o_enf_out
-    global _o_rereg, _o_subnet_timeout, _o_resp_time
-    global _w_m_key, _w_gid_prefix, _w_lid, _w_sm_lid, _w_lease, _w_width_enabled, _w_port_state, _w_phys_state
-    global _w_protect, _w_lmc, _w_nmtu, _w_sm_sl, _w_vl_high, _w_hoq, _w_op_vls, _w_enf_in, _w_enf_out
-    global _w_rereg, _w_subnet_timeout, _w_resp_time
+    cdef int i
     at, off = {}, 0
     for f in port_info_fields:
         at[f.name] = (off, f.bits)
         off += f.bits
     if off != 512:
         raise ValueError(f"PortInfo's table is {off} bits, not 512")
-    for name, (o, b) in at.items():
+    if len(_SET_FIELDS) != N_SET_FIELDS:
+        raise RuntimeError("_SET_FIELDS and the F_ enum disagree")
+    for i, name in enumerate(_SET_FIELDS):
+        o, b = at[name]
         if b > 64 or (b > 56 and o % 8):
             raise ValueError(f"PortInfo field {name} spans more than 8 octets")
-    _o_m_key, _w_m_key = at["m_key"]
-    _o_gid_prefix, _w_gid_prefix = at["gid_prefix"]
-    _o_lid, _w_lid = at["lid"]
-    _o_sm_lid, _w_sm_lid = at["master_sm_lid"]
-    _o_lease, _w_lease = at["m_key_lease_period"]
-    _o_width_enabled, _w_width_enabled = at["link_width_enabled"]
-    _o_port_state, _w_port_state = at["port_state"]
-    _o_phys_state, _w_phys_state = at["phys_state"]
-    _o_protect, _w_protect = at["m_key_protect_bits"]
-    _o_lmc, _w_lmc = at["lmc"]
-    _o_nmtu, _w_nmtu = at["neighbor_mtu"]
-    _o_sm_sl, _w_sm_sl = at["master_sm_sl"]
-    _o_vl_high, _w_vl_high = at["vl_high_limit"]
-    _o_hoq, _w_hoq = at["hoq_life"]
-    _o_op_vls, _w_op_vls = at["operational_vls"]
-    _o_enf_in, _w_enf_in = at["partition_enforcement_inbound"]
-    _o_enf_out, _w_enf_out = at["partition_enforcement_outbound"]
-    _o_rereg, _w_rereg = at["client_reregister"]
-    _o_subnet_timeout, _w_subnet_timeout = at["subnet_timeout"]
-    _o_resp_time, _w_resp_time = at["resp_time_value"]
+        _f_off[i], _f_width[i] = o, b
     _hca_methods = {n: getattr(hca_cls, n) for n in _HCA_METHODS}
     _sw_methods = {n: getattr(switch_cls, n) for n in _SWITCH_METHODS}
     _hca_cls, _sw_cls, _port_cls, _sw_port0_caps = hca_cls, switch_cls, port_cls, switch_port0_caps
@@ -279,8 +262,9 @@ cdef inline bint _plain_port(object port) noexcept:
     return tag != 0 and tag == _port_tag
 
 
-cdef inline unsigned long long _bits(const uint8_t *p, int off, int width) noexcept:
-    """The big-endian bit field of ``width`` bits ``off`` bits into ``p``."""
+cdef inline unsigned long long _field(const uint8_t *p, int f) noexcept:
+    """Set field ``f`` (F_...) of the PortInfo octets ``p``: a big-endian bit field."""
+    cdef int off = _f_off[f], width = _f_width[f]
     cdef unsigned long long v = 0
     cdef int i, last = (off + width - 1) >> 3
     for i in range(off >> 3, last + 1):
@@ -304,10 +288,10 @@ cdef object _port_for_attr(DeviceCore dev, int kind, unsigned int mod, int in_po
 cdef int _set_port_info(DeviceCore dev, int kind, PortCore port, const uint8_t *pi) except -1:
     """Device.set_port_info and apply_port_info (with the HCA's or the switch's additions) for a
     Set's PortInfo octets ``pi``: validated first, so that an invalid Set changes nothing."""
-    cdef unsigned int ps = <unsigned int> _bits(pi, _o_port_state, _w_port_state)
-    cdef unsigned int phys = <unsigned int> _bits(pi, _o_phys_state, _w_phys_state)
-    cdef unsigned int nmtu = <unsigned int> _bits(pi, _o_nmtu, _w_nmtu)
-    cdef unsigned int lmc = <unsigned int> _bits(pi, _o_lmc, _w_lmc)
+    cdef unsigned int ps = <unsigned int> _field(pi, F_PORT_STATE)
+    cdef unsigned int phys = <unsigned int> _field(pi, F_PHYS_STATE)
+    cdef unsigned int nmtu = <unsigned int> _field(pi, F_NMTU)
+    cdef unsigned int lmc = <unsigned int> _field(pi, F_LMC)
     cdef object p = port
     if ps != 0 and ps != PORT_DOWN and ps != PORT_ARMED and ps != PORT_ACTIVE:
         raise _SmpError(STATUS_INVALID_FIELD, f"PortState {ps} cannot be set")
@@ -326,29 +310,29 @@ cdef int _set_port_info(DeviceCore dev, int kind, PortCore port, const uint8_t *
     if kind == PI_SWITCH:
         (<SwitchCore> dev)._dirty_ports.add(num)  # Switch._mark
     old_lid, old_sm = port.lid, p.sm_lid
-    p.m_key = _bits(pi, _o_m_key, _w_m_key)
-    p.gid_prefix = _bits(pi, _o_gid_prefix, _w_gid_prefix)
+    p.m_key = _field(pi, F_M_KEY)
+    p.gid_prefix = _field(pi, F_GID_PREFIX)
     if kind == PI_HCA or num == 0:  # addressable: a switch's external ports take no LID
-        port.lid = _bits(pi, _o_lid, _w_lid)
-        p.sm_lid = _bits(pi, _o_sm_lid, _w_sm_lid)
+        port.lid = _field(pi, F_LID)
+        p.sm_lid = _field(pi, F_SM_LID)
         port.lmc = lmc
-    p.m_key_lease = _bits(pi, _o_lease, _w_lease)
-    p.m_key_protect = _bits(pi, _o_protect, _w_protect)
-    p.sm_sl = _bits(pi, _o_sm_sl, _w_sm_sl)
-    p.subnet_timeout = _bits(pi, _o_subnet_timeout, _w_subnet_timeout)
-    p.resp_time = _bits(pi, _o_resp_time, _w_resp_time)
+    p.m_key_lease = _field(pi, F_LEASE)
+    p.m_key_protect = _field(pi, F_PROTECT)
+    p.sm_sl = _field(pi, F_SM_SL)
+    p.subnet_timeout = _field(pi, F_SUBNET_TIMEOUT)
+    p.resp_time = _field(pi, F_RESP_TIME)
     if nmtu:
         p.neighbor_mtu = nmtu
-    cdef unsigned long long v = _bits(pi, _o_width_enabled, _w_width_enabled)
+    cdef unsigned long long v = _field(pi, F_WIDTH_ENABLED)
     if v:
         p.width_enabled = v
-    v = _bits(pi, _o_op_vls, _w_op_vls)
+    v = _field(pi, F_OP_VLS)
     if v:
         p.operational_vls = v
-    p.hoq_life = _bits(pi, _o_hoq, _w_hoq)
-    p.vl_high_limit = _bits(pi, _o_vl_high, _w_vl_high)
-    p.pkey_enforce_in = _bits(pi, _o_enf_in, _w_enf_in)
-    p.pkey_enforce_out = _bits(pi, _o_enf_out, _w_enf_out)
+    p.hoq_life = _field(pi, F_HOQ)
+    p.vl_high_limit = _field(pi, F_VL_HIGH)
+    p.pkey_enforce_in = _field(pi, F_ENF_IN)
+    p.pkey_enforce_out = _field(pi, F_ENF_OUT)
     if ps == PORT_DOWN and p.physical:
         events.append(("link_bounce", num, None))  # down, then retrain to Init
     elif (ps == PORT_ARMED or ps == PORT_ACTIVE) and port.state != ps:
@@ -365,7 +349,7 @@ cdef int _set_port_info(DeviceCore dev, int kind, PortCore port, const uint8_t *
         events.append(("lid_change", num, (old_lid, port.lid)))
     if p.sm_lid != old_sm:
         events.append(("sm_change", num, (old_sm, p.sm_lid)))
-    if _bits(pi, _o_rereg, _w_rereg):
+    if _field(pi, F_REREG):
         events.append(("client_reregister", num, None))
     if kind == PI_HCA:
         p.client_reregister = 0  # a pulse: the event was recorded, the bit does not stick
