@@ -427,8 +427,7 @@ def _up(topology, name, *, hosts, timeout, sm, sm_config, sm_args, node_software
 
                 placement = opensm.SweepPlacement.begin(info, topo.sm_node)
             try:
-                smctl.start_sm(info, topo.sm_node, topo.sm_port, sm_config,
-                               cpus=placement.cpus if placement else None)
+                smctl.start_sm(info, topo.sm_node, topo.sm_port, sm_config, placement=placement)
                 st = smctl.wait_subnet_up(info, deadline=t0 + timeout, procs=procs if not machines else (),
                                           progress=progress, topo=topo)
             finally:

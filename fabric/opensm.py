@@ -17,12 +17,17 @@ writes ``sys-<pid>/`` there), and is stopped with SIGTERM, then SIGKILL.
 During the first sweep (``ibfab up`` until SUBNET UP) OpenSM and the device host that serves its port
 share one CPU (:class:`SweepPlacement`): every SMP is a hand-off between the two, and where waking a
 task on another, idle, CPU is dear (a VM's vCPU: tens of microseconds), one CPU brings the subnet up
-sooner (bench/RESULTS.md, the fourteenth session: 648 HCAs 0.52 s against 0.56-0.67 unpinned).
-Afterwards both may run anywhere again. ``IBFAB_OPENSM_SWEEP_CPU=0`` leaves them to the scheduler.
+sooner (bench/RESULTS.md, the fourteenth session: 648 HCAs 0.52 s against 0.56-0.67 unpinned). On
+that CPU both run as ``SCHED_BATCH``: a task woken by the other's datagram does not preempt it, so
+the host answers every request it has before OpenSM runs, and OpenSM sends all it has queued before
+the host runs, instead of a switch each way per SMP (the fifteenth session: 0.45-0.48 s against
+0.62-0.65). Afterwards both run anywhere again, as ``SCHED_OTHER``. ``IBFAB_OPENSM_SWEEP_CPU=0``
+leaves them to the scheduler.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -53,9 +58,10 @@ def _paths(info) -> dict:
             "partitions": os.path.join(d, "partitions.conf"), "conf": os.path.join(d, "opensm.conf")}
 
 
-def start(info, node: str, port: int, args=(), partitions: str | None = None, cpus=None) -> int:
-    """Start OpenSM on ``node``:``port``; its pid. Returns at once (see :func:`wait_up`). ``cpus``:
-    the CPUs it starts on (its threads inherit them), else the caller's."""
+def start(info, node: str, port: int, args=(), partitions: str | None = None, placement=None) -> int:
+    """Start OpenSM on ``node``:``port``; its pid. Returns at once (see :func:`wait_up`).
+    ``placement``: a :class:`SweepPlacement` whose CPUs and policy it starts with (its threads
+    inherit them), else the caller's."""
     exe = binary()
     p = _paths(info)
     os.makedirs(p["cache"], exist_ok=True)
@@ -70,16 +76,9 @@ def start(info, node: str, port: int, args=(), partitions: str | None = None, cp
                **tool_env(ep["sockname"], node))
     cmd = [exe, "-F", p["conf"], "-f", p["log"], "-P", p["partitions"], "--dump_files_dir", p["cache"],
            *map(str, args)]
-    mine = os.sched_getaffinity(0) if cpus else None
-    with open(p["out"], "ab") as out:
-        try:
-            if cpus:  # the child inherits this thread's CPUs at fork
-                os.sched_setaffinity(0, cpus)
-            proc = subprocess.Popen(cmd, cwd=info.run_dir, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
-        finally:
-            if mine:
-                os.sched_setaffinity(0, mine)
+    with open(p["out"], "ab") as out, (placement.forking() if placement else contextlib.nullcontext()):
+        proc = subprocess.Popen(cmd, cwd=info.run_dir, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
     with open(p["pid"], "w") as f:
         f.write(str(proc.pid))
     _PROCS[info.run_dir] = proc
@@ -89,28 +88,33 @@ def start(info, node: str, port: int, args=(), partitions: str | None = None, cp
 _PROCS: dict = {}  # run_dir -> Popen, to collect its exit status
 
 
-def _set_threads(pid_: int, cpus) -> None:
-    """Every thread of process ``pid_`` onto ``cpus`` (one that ends meanwhile is skipped)."""
+def _set_threads(pid_: int, cpus=None, policy=None) -> None:
+    """Every thread of process ``pid_`` onto ``cpus`` and/or scheduling ``policy`` (a thread that
+    ends meanwhile is skipped)."""
     try:
         tids = os.listdir(f"/proc/{pid_}/task")
     except OSError:
         return
     for tid in tids:
         try:
-            os.sched_setaffinity(int(tid), cpus)
+            if cpus is not None:
+                os.sched_setaffinity(int(tid), cpus)
+            if policy is not None:
+                os.sched_setscheduler(int(tid), policy, os.sched_param(0))
         except (OSError, ValueError):
             pass
 
 
 class SweepPlacement:
-    """OpenSM and the device host serving its port on one CPU during the first sweep (see the
-    module's docstring). :meth:`begin` pins the host's threads to one of its CPUs and returns the
-    placement (None when there is one CPU only, the host is not known, or
-    ``IBFAB_OPENSM_SWEEP_CPU=0``); OpenSM is started on ``cpus``; :meth:`end` gives both the CPUs
-    they had before."""
+    """OpenSM and the device host serving its port on one CPU, as ``SCHED_BATCH``, during the
+    first sweep (see the module's docstring). :meth:`begin` places the host's threads and returns
+    the placement (None when there is one CPU only, the host is not known, or
+    ``IBFAB_OPENSM_SWEEP_CPU=0``); OpenSM is started inside :meth:`forking`; :meth:`end` gives both
+    the CPUs and the policy they had before. ``policy`` is None (left alone) when the host was not
+    ``SCHED_OTHER``: whoever made it real-time or idle meant it."""
 
-    def __init__(self, host_pid: int, host_cpus, cpus):
-        self.host_pid, self.host_cpus, self.cpus = host_pid, host_cpus, cpus
+    def __init__(self, host_pid: int, host_cpus, cpus, policy):
+        self.host_pid, self.host_cpus, self.cpus, self.policy = host_pid, host_cpus, cpus, policy
 
     @classmethod
     def begin(cls, info, node: str):
@@ -120,18 +124,35 @@ class SweepPlacement:
             with open(info.pid_file(info.host_of(node))) as f:
                 host_pid = int(f.read().strip())
             host_cpus = os.sched_getaffinity(host_pid)
+            policy = os.SCHED_BATCH if os.sched_getscheduler(host_pid) == os.SCHED_OTHER else None
         except (OSError, ValueError, KeyError, IndexError):
             return None
         if len(host_cpus) < 2:
             return None
         cpus = {min(host_cpus)}
-        _set_threads(host_pid, cpus)
-        return cls(host_pid, host_cpus, cpus)
+        _set_threads(host_pid, cpus, policy)
+        return cls(host_pid, host_cpus, cpus, policy)
+
+    @contextlib.contextmanager
+    def forking(self):
+        """The calling thread on the placement's CPUs and policy while it starts a child (which
+        inherits both at fork), then as it was."""
+        cpus, policy = os.sched_getaffinity(0), os.sched_getscheduler(0)
+        os.sched_setaffinity(0, self.cpus)
+        if self.policy is not None and policy == os.SCHED_OTHER:
+            os.sched_setscheduler(0, self.policy, os.sched_param(0))
+        try:
+            yield
+        finally:
+            os.sched_setaffinity(0, cpus)
+            if os.sched_getscheduler(0) != policy:
+                os.sched_setscheduler(0, policy, os.sched_param(0))
 
     def end(self, opensm_pid: int | None) -> None:
-        _set_threads(self.host_pid, self.host_cpus)
+        back = os.SCHED_OTHER if self.policy is not None else None
+        _set_threads(self.host_pid, self.host_cpus, back)
         if opensm_pid is not None:
-            _set_threads(opensm_pid, os.sched_getaffinity(0))
+            _set_threads(opensm_pid, os.sched_getaffinity(0), back)
 
 
 def pid(info) -> int | None:

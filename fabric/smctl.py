@@ -13,11 +13,11 @@ from .runinfo import RunInfo
 
 
 def start_sm(info: RunInfo, node: str, port: int, config: dict | None = None, *, standby: bool = False,
-             cpus=None) -> None:
+             placement=None) -> None:
     """Start the fabric's SM (of the kind ``fabric.json`` names) on ``node``:``port``. With
     ``standby``, one more SM of ours, next to the running one: it finds the master by SMInfo,
-    stands by, and takes over when the master goes. ``cpus``: where OpenSM starts (see
-    ``fabric.opensm.SweepPlacement``)."""
+    stands by, and takes over when the master goes. ``placement``: where and how OpenSM starts
+    (a ``fabric.opensm.SweepPlacement``)."""
     old = info.data.get("sm") or {}
     kind = old.get("kind", "ours")
     if standby:
@@ -35,7 +35,7 @@ def start_sm(info: RunInfo, node: str, port: int, config: dict | None = None, *,
     if kind == "opensm":
         from . import opensm
 
-        opensm.start(info, node, port, old.get("args", ()), cpus=cpus)
+        opensm.start(info, node, port, old.get("args", ()), placement=placement)
     else:
         with RpcClient(info.control(info.host_of(node)), timeout=10.0) as c:
             c.call("sm_start", device=node, port=port, config=config or {})

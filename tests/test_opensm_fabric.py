@@ -291,15 +291,21 @@ def _cpus_of(pid: int) -> set:
     return {c for t in os.listdir(f"/proc/{pid}/task") for c in os.sched_getaffinity(int(t))}
 
 
+def _policies_of(pid: int) -> set:
+    return {os.sched_getscheduler(int(t)) for t in os.listdir(f"/proc/{pid}/task")}
+
+
 def test_after_the_first_sweep_opensm_and_the_host_run_anywhere_again(fab):
-    """During the first sweep the SM's device host and OpenSM share one CPU; once SUBNET UP is
-    seen, every thread of both has the CPUs it had before (the launcher's)."""
+    """During the first sweep the SM's device host and OpenSM share one CPU as SCHED_BATCH; once
+    SUBNET UP is seen, every thread of both has the CPUs it had before (the launcher's) and
+    SCHED_OTHER."""
     from fabric import opensm
 
     everywhere = os.sched_getaffinity(0)
     host = fab.pids()[fab.info.host_of(fab.topology.sm_node)]
-    assert _cpus_of(host) == everywhere
-    assert _cpus_of(opensm.pid(fab.info)) == everywhere
+    for pid in (host, opensm.pid(fab.info)):
+        assert _cpus_of(pid) == everywhere
+        assert _policies_of(pid) == {os.SCHED_OTHER}
 
 
 class _Info:
@@ -315,27 +321,39 @@ class _Info:
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one CPU: nothing to place")
-def test_sweep_placement_pins_the_host_and_gives_both_back(tmp_path, monkeypatch):
+def test_sweep_placement_places_the_host_and_gives_both_back(tmp_path, monkeypatch):
     from fabric.opensm import SweepPlacement
 
     host = subprocess.Popen(["sleep", "30"])
-    sm = subprocess.Popen(["sleep", "30"])
+    idle = subprocess.Popen(["sleep", "30"])
+    sm = None
     try:
         everywhere = os.sched_getaffinity(0)
         p = SweepPlacement.begin(_Info(tmp_path, host.pid), "sm")
         assert p is not None and len(p.cpus) == 1 and p.cpus <= everywhere
-        assert _cpus_of(host.pid) == p.cpus
-        os.sched_setaffinity(sm.pid, p.cpus)  # as opensm.start(cpus=...) starts it
+        assert _cpus_of(host.pid) == p.cpus and _policies_of(host.pid) == {os.SCHED_BATCH}
+        with p.forking():  # as opensm.start starts OpenSM: the child inherits both
+            sm = subprocess.Popen(["sleep", "30"])
+        assert os.sched_getaffinity(0) == everywhere and os.sched_getscheduler(0) == os.SCHED_OTHER
+        assert _cpus_of(sm.pid) == p.cpus and _policies_of(sm.pid) == {os.SCHED_BATCH}
         p.end(sm.pid)
-        assert _cpus_of(host.pid) == everywhere and _cpus_of(sm.pid) == everywhere
+        for pid in (host.pid, sm.pid):
+            assert _cpus_of(pid) == everywhere and _policies_of(pid) == {os.SCHED_OTHER}
+        # a host someone made SCHED_IDLE is placed on one CPU but keeps its policy
+        os.sched_setscheduler(idle.pid, os.SCHED_IDLE, os.sched_param(0))
+        q = SweepPlacement.begin(_Info(tmp_path, idle.pid), "sm")
+        assert q.policy is None and _policies_of(idle.pid) == {os.SCHED_IDLE}
+        q.end(None)
+        assert _cpus_of(idle.pid) == everywhere and _policies_of(idle.pid) == {os.SCHED_IDLE}
         monkeypatch.setenv("IBFAB_OPENSM_SWEEP_CPU", "0")  # left to the scheduler
         assert SweepPlacement.begin(_Info(tmp_path, host.pid), "sm") is None
-        assert _cpus_of(host.pid) == everywhere
+        assert _cpus_of(host.pid) == everywhere and _policies_of(host.pid) == {os.SCHED_OTHER}
         monkeypatch.delenv("IBFAB_OPENSM_SWEEP_CPU")
         gone = tmp_path / "gone"
         gone.mkdir()
         assert SweepPlacement.begin(_Info(gone, 2 ** 22 + 1), "sm") is None  # no such host: nothing to do
     finally:
-        for proc in (host, sm):
-            proc.kill()
-            proc.wait()
+        for proc in (host, idle, sm):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
