@@ -175,7 +175,8 @@ BRINGUP_PNG = os.path.join(HERE, "bringup.png")
 _BRINGUP_SERIES = [("opensm_ibsim", "OpenSM on ibsim", "tab:gray", "s", "--"),
                    ("ours_none", "ours, from launch (no IPoIB)", "tab:blue", "o", "-"),
                    ("ours_ipoib", "ours, from launch (IPoIB on)", "tab:green", "D", "-"),
-                   ("opensm_ours", "OpenSM on our fabric", "tab:red", "^", "-.")]
+                   ("opensm_ours", "OpenSM on our fabric", "tab:red", "^", "-."),
+                   ("opensm_ibsim_placed", "OpenSM on ibsim, one CPU, SCHED_BATCH", "tab:gray", "v", ":")]
 
 
 def add_bringup_point(points: dict, series: str, spec: str, hcas: int, seconds: list) -> None:

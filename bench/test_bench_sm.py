@@ -78,22 +78,41 @@ def test_opensm_on_our_fabric_vs_on_ibsim(spec, tmp_path, report):
     """Issue 13: the real OpenSM bringing up our fabric (attached through ibsim's protocol,
     fabric/simproto) against the same OpenSM on ibsim with the same net file, in the same run.
     Both figures are OpenSM's own: its first log line to SUBNET UP. Our devices answer every SMP
-    as real packets through the switches' SMAs; ibsim answers from its model."""
+    as real packets through the switches' SMAs; ibsim answers from its model.
+
+    Our launcher runs OpenSM and the device host serving its port on one CPU as SCHED_BATCH
+    during the first sweep (fabric.opensm.SweepPlacement); ibsim gains as much from the same, so
+    it runs both as users start it and placed the same way, and the target is judged against the
+    faster of the two: our devices, not the placement, must be no slower."""
+    from fabric.opensm import SweepPlacement
+
     miss = refsm.missing_tools()
     assert not miss, f"install {miss} (scripts/install-debs.sh)"
     topo = load_topology(spec)
-    ours, theirs = [], []
+    cpus = os.sched_getaffinity(0)
+    placed = SweepPlacement(None, cpus, {min(cpus)}, os.SCHED_BATCH) if len(cpus) > 1 else None
+    ours, theirs, theirs_placed = [], [], []
     for i in range(REPEATS):
         ref = refsm.run_opensm(topo.to_net(), str(tmp_path / f"osm{i}"))
         theirs.append(ref.subnet_up_seconds)
+        if placed is not None:
+            with placed.forking():  # ibsim and OpenSM inherit the CPU and the policy
+                ref = refsm.run_opensm(topo.to_net(), str(tmp_path / f"osmp{i}"))
+            theirs_placed.append(ref.subnet_up_seconds)
         with Fabric(topo, name=f"benchosm{i}", sm="opensm", node_software="none", timeout=300) as fab:
             with open(os.path.join(fab.info.run_dir, "opensm.log"), errors="replace") as f:
                 ours.append(refsm.subnet_up_seconds(f.read()))
     o, t = sorted(ours)[REPEATS // 2], sorted(theirs)[REPEATS // 2]
+    tp = sorted(theirs_placed)[REPEATS // 2] if theirs_placed else t
+    best = min(t, tp)
     add_point(_points, "opensm_ours", spec, len(topo.hcas()), ours)
     add_point(_points, "opensm_ibsim", spec, len(topo.hcas()), theirs)
+    if theirs_placed:
+        add_point(_points, "opensm_ibsim_placed", spec, len(topo.hcas()), theirs_placed)
     report.append(f"OpenSM start -> SUBNET UP, {spec} ({len(topo.hcas())} HCAs): on our fabric {o:.2f} s, on ibsim "
-                  f"{t:.2f} s; ratio {o / t:.2f} (target <= 1.0: {'met' if o <= t else 'NOT met'})")
+                  f"{t:.2f} s as started by hand, {tp:.2f} s on one CPU as SCHED_BATCH like ours; ratio "
+                  f"{o / t:.2f} / {o / tp:.2f}, against the faster {o / best:.2f} "
+                  f"(target <= 1.0: {'met' if o <= best else 'NOT met'})")
 
 
 def test_sa_pathrecord_rate(report):
