@@ -11,7 +11,7 @@ cdef class QPCore:
 
 cdef class DeviceCore:
     cdef public dict ports
-    cdef public list outbox, events, agents
+    cdef public list outbox, events, agents, _traps
     cdef public object drops
 
 cdef class SwitchCore(DeviceCore):
@@ -20,3 +20,23 @@ cdef class SwitchCore(DeviceCore):
 cdef class HCACore(DeviceCore):
     cdef public object rx_accel, user_mad, sm_consumer
     cdef public dict qps, smp_waiting
+
+
+cdef extern from "Python.h":
+    ctypedef struct _TypeWithTag "PyTypeObject":
+        unsigned int tp_version_tag
+
+
+cdef inline bint class_unchanged(object cls, unsigned int *tag, dict methods) except -1:
+    """Whether ``cls`` still has ``methods`` (name -> the function it had when a compiled path
+    took its place): CPython gives a class a new version tag whenever it or a base changes, so
+    the check is made again only then. ``tag`` is the caller's, 0 at first."""
+    cdef unsigned int now = (<_TypeWithTag *> cls).tp_version_tag
+    if now != 0 and now == tag[0]:
+        return True
+    for name, fn in methods.items():
+        if getattr(cls, name) is not fn:
+            tag[0] = 0
+            return False
+    tag[0] = (<_TypeWithTag *> cls).tp_version_tag
+    return True

@@ -295,3 +295,145 @@ def test_a_fault_past_a_switch_is_the_receivers_not_the_switchs(compiled, monkey
     while host.local_q:  # the PMA's answer, queued before the failure, still goes home
         host.run_local(net.now)
     assert src.ports[1].counters.pc["port_rcv_pkts"] == got + 1
+
+
+# --- the sweep's shortcuts: the compiled paths stand for the devices' own Python -------------------
+
+
+def test_the_compiled_refresh_of_marked_ports_makes_the_switchs_own_tables():
+    """After a sweep's Sets (a port's state, link, partition enforcement, neighbor MTU) the C
+    refresh of the marked ports leaves the flags, MTU and P_Key tables as Switch._refresh_port_table
+    makes them; a mark for a port the switch has not is left to the Python."""
+    import random
+
+    from fabric.devices.switch import Switch
+
+    rng = random.Random(15)
+    net = SmNet("fattree:2,1,1,1")
+    net.start_sm()
+    net.stop_sm()
+    sw = net.devices["leaf01"]
+    sw._refresh_port_table()
+    seen_flags = set()
+    for _ in range(300):
+        marked = rng.sample(sorted(sw.ports), rng.randint(1, 3))
+        for n in marked:
+            p = sw.ports[n]
+            p.state = rng.choice([1, 2, 3, 4])
+            p.phys = rng.choice([2, 3, 5])
+            p.pkey_enforce_in, p.pkey_enforce_out = rng.random() < 0.3, rng.random() < 0.3
+            p.neighbor_mtu = rng.choice([0, 1, 2, 3, 4, 5, 6])
+            sw._dirty_ports.add(n)
+        assert _COMPILED.refresh_ports(sw) is True and sw._dirty_ports == set()
+        ours = (bytes(sw._flags), list(sw._mtu), None if sw._pkeys is None else list(sw._pkeys))
+        seen_flags.update(sw._flags)
+        sw._dirty_ports.update(marked)
+        Switch._refresh_port_table(sw)
+        assert ours == (bytes(sw._flags), list(sw._mtu), None if sw._pkeys is None else list(sw._pkeys))
+    assert {1, 2, 3, 4, 8, 12} <= seen_flags  # every bit of the flags was made, on and off
+    sw._dirty_ports.add(len(sw._flags) + 3)
+    assert _COMPILED.refresh_ports(sw) is False and sw._dirty_ports == {len(sw._flags) + 3}
+
+
+def _port_info_set(dev, port: int, tid: int, path: bytes, **change):
+    change = {"port_state": 0, "phys_state": 0, **change}  # 0: no change, unless asked
+    data = w.put_attr(dev.ports[port].port_info(port).replace(**change), 64)
+    return w.new_mad(w.SMPDirected, method=w.SET, tid=tid, attr_id=w.ATTR_PORT_INFO, attr_mod=port,
+                     hop_cnt=len(path) - 1, dr_slid=0xFFFF, dr_dlid=0xFFFF, initial_path=path.ljust(64, b"\0"),
+                     data=data)
+
+
+def _sets(compiled: bool, monkeypatch, *, trap: bool) -> tuple:
+    """A sweep's PortInfo Sets to a switch, one at a time through the host (in C or in Python):
+    port 0's master SM LID (an event only software would hear), then an uplink's PortState Down
+    (a link bounce, which training carries out)."""
+    monkeypatch.setattr(loop, "_localfast", _COMPILED if compiled else None)
+    net = SmNet("fattree:2,1,1,1")
+    net.start_sm()
+    net.stop_sm()
+    host = _host_over(net)
+    src, leaf = net.devices["node0001"], net.devices["leaf01"]
+    if trap:  # a Trap 128 waiting to be sent again: the switch keeps time
+        leaf._traps.append([net.now + 1000.0, 2, b"", 1, 0x4242])
+    uplink = next(p for (n, p), (m, _) in host.local.items() if n == "leaf01" and m == "spine01")
+    stale = []
+    for tid, (port, change) in enumerate([(0, {"master_sm_lid": 77}), (uplink, {"port_state": 1})]):
+        send_smp(src, 1, _port_info_set(leaf, port, 900 + tid, bytes([0, 1]), **change), net.now)
+        host.drain("node0001", src)
+        host.flush()
+        while host.local_q:
+            host.run_local(net.now)
+        stale.append("leaf01" in host._stale)
+        host._stale.clear()
+    state = {n: ([e for e in d.events], {p: (q.state, q.phys) for p, q in d.ports.items()})
+             for n, d in net.devices.items()}
+    return state, stale, leaf.ports[0].sm_lid, leaf.ports[uplink].counters.snapshot()
+
+
+@pytest.mark.parametrize("trap", [False, True])
+def test_a_sweeps_sets_to_a_switch_leave_it_as_the_python_does(monkeypatch, trap):
+    """The compiled hop takes a switch's events that ask nothing of its links (no software hears
+    them) and leaves the others to handle_events: the same ports, links, events and timers after
+    the same Sets either way; a switch with a trap to resend is looked at again."""
+    py = _sets(False, monkeypatch, trap=trap)
+    c = _sets(True, monkeypatch, trap=trap)
+    state, stale, sm_lid, uplink_counters = py
+    assert sm_lid == 77 and uplink_counters["counters"]["link_downed_counter"] >= 1  # both Sets took effect
+    assert all(not events for events, _ in state.values())
+    assert c[0] == state and c[2:] == py[2:]
+    # the Python marks every device a burst reached; the C, after the SM LID's Set, only one that
+    # keeps time (the bounce retrains the link, whose control frames mark the switch either way)
+    assert c[1] == [trap, True] and stale == [True, True]
+
+
+def test_an_hca_whose_receive_is_patched_gets_its_smps_through_it(monkeypatch):
+    """The compiled hop hands an HCA's SMPs to its SMA directly only while HCA.receive_local is
+    the class's own: patched in the class (as an instance's is, above), the patch sees them."""
+    from fabric.devices.hca import HCA
+
+    monkeypatch.setattr(loop, "_localfast", _COMPILED)
+    net = SmNet("fattree:2,1,1,1")
+    net.start_sm()
+    net.stop_sm()
+    host = _host_over(net)
+    src = net.devices["node0001"]
+    seen = []
+    orig = HCA.receive_local
+
+    def spy(self, port, data, now):
+        seen.append((self.name, bytes(data)[0]))
+        return orig(self, port, data, now)
+    monkeypatch.setattr(HCA, "receive_local", spy)
+    smp = w.new_mad(w.SMPDirected, method=w.GET, tid=5, attr_id=w.ATTR_NODE_INFO, hop_cnt=4, dr_slid=0xFFFF,
+                    dr_dlid=0xFFFF, initial_path=bytes([0, 1, 2, 2, 1]).ljust(64, b"\0"))
+    send_smp(src, 1, smp, net.now)
+    host.drain("node0001", src)
+    host.flush()
+    while host.local_q:
+        host.run_local(net.now)
+    assert ("node0002", 0xF0) in seen and ("node0001", 0xF0) in seen  # the request there, the answer back
+
+
+def test_a_switch_whose_keeps_time_is_patched_is_asked(monkeypatch):
+    """After its SMA answered in the compiled hop, a switch with no software and no trap is left
+    alone; one whose class says it keeps time (a patched keeps_time) is looked at again."""
+    from fabric.devices.switch import Switch
+
+    monkeypatch.setattr(loop, "_localfast", _COMPILED)
+    for patched in (False, True):
+        if patched:
+            monkeypatch.setattr(Switch, "keeps_time", lambda self: True)
+        net = SmNet("fattree:2,1,1,1")
+        net.start_sm()
+        net.stop_sm()
+        host = _host_over(net)
+        src = net.devices["node0001"]
+        smp = w.new_mad(w.SMPDirected, method=w.GET, tid=6, attr_id=w.ATTR_SWITCH_INFO, hop_cnt=2, dr_slid=0xFFFF,
+                        dr_dlid=0xFFFF, initial_path=bytes([0, 1, 2]).ljust(64, b"\0"))
+        send_smp(src, 1, smp, net.now)
+        host.drain("node0001", src)
+        host.flush()
+        host._stale.clear()
+        while host.local_q:
+            host.run_local(net.now)
+        assert ("spine01" in host._stale) is patched

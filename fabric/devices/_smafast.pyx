@@ -12,7 +12,7 @@ reference, octet for octet (tests/test_smp_compiled.py); chosen with the compile
 from libc.stdint cimport uint8_t
 from libc.string cimport memset
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from fabric._corefast cimport DeviceCore, HCACore, PortCore, SwitchCore
+from fabric._corefast cimport DeviceCore, HCACore, PortCore, SwitchCore, _TypeWithTag, class_unchanged
 
 from fabric._wirefast cimport (COUNT_XMIT, SMP_KIND_REQUEST_DR, SMP_KIND_REQUEST_LID, SMP_KIND_RESPONSE_DR,
                               count_unicast, smp_answer_packet, smp_kind)
@@ -42,10 +42,6 @@ cdef enum:
     PI_OTHER = 0  # how a device's PortInfo is answered: by its own Python (_pi_kind)
     PI_HCA = 1  # fabric.devices.hca.HCA's code, done here
     PI_SWITCH = 2  # fabric.devices.switch.Switch's
-
-cdef extern from "Python.h":
-    ctypedef struct _TypeWithTag "PyTypeObject":
-        unsigned int tp_version_tag
 
 # what base.py hands over (it imports this module, so this one cannot import it)
 cdef object _SmpError = None
@@ -110,7 +106,12 @@ def hca_smp_fast(HCACore hca not None, int in_port, data, double now):
     """``HCA._smp_fast_py`` compiled (the reference, tests/test_smp_compiled.py): a request to the
     HCA's SMA answered by ``sma_fast``, a directed-route answer handed to the software attached
     through ibsim's protocol (``user_mad``) or to our SM (``sm_consumer``), a LID-routed answer to
-    our SM, without a frame of Python around it. 0 leaves the packet to the full path."""
+    our SM, without a frame of Python around it. 0 leaves the packet to the full path (which may
+    call this again: a second call decides as the first did)."""
+    return hca_smp_fast_c(hca, in_port, data, now)
+
+
+cdef object hca_smp_fast_c(HCACore hca, int in_port, object data, double now):
     cdef const uint8_t[::1] view
     cdef const uint8_t *p
     cdef int k
@@ -197,7 +198,8 @@ cdef int _f_off[N_SET_FIELDS]
 cdef int _f_width[N_SET_FIELDS]
 
 _HCA_METHODS = ("set_port_info", "apply_port_info", "addressable", "port_for_attr", "mgmt_port", "port_info_overrides")
-_SWITCH_METHODS = ("set_port_info", "apply_port_info", "addressable", "port_for_attr", "port_info_overrides", "_mark")
+_SWITCH_METHODS = ("set_port_info", "apply_port_info", "addressable", "port_for_attr", "mgmt_port", "port_info_overrides",
+                   "_mark")
 
 
 def register_port_info(hca_cls, switch_cls, port_cls, port_info_fields, switch_port0_caps):
@@ -228,28 +230,14 @@ def register_port_info(hca_cls, switch_cls, port_cls, port_info_fields, switch_p
     _port_tag = (<_TypeWithTag *> port_cls).tp_version_tag
 
 
-cdef bint _unchanged(object cls, unsigned int *tag, dict methods) except -1:
-    """Whether ``cls`` still has ``methods``: CPython gives a class a new version tag whenever it
-    or a base changes, so the check is made again only then."""
-    cdef unsigned int now = (<_TypeWithTag *> cls).tp_version_tag
-    if now != 0 and now == tag[0]:
-        return True
-    for name, fn in methods.items():
-        if getattr(cls, name) is not fn:
-            tag[0] = 0
-            return False
-    tag[0] = (<_TypeWithTag *> cls).tp_version_tag
-    return True
-
-
 cdef int _pi_kind(object dev) except -1:
     """PI_HCA or PI_SWITCH when ``dev``'s PortInfo code is the HCA's or the switch's as
     registered, PI_OTHER for anything else (its own methods answer)."""
     cls = type(dev)
     if cls is _sw_cls and _sw_cls is not None:
-        return PI_SWITCH if _unchanged(cls, &_sw_tag, _sw_methods) else PI_OTHER
+        return PI_SWITCH if class_unchanged(cls, &_sw_tag, _sw_methods) else PI_OTHER
     if cls is _hca_cls and _hca_cls is not None:
-        return PI_HCA if _unchanged(cls, &_hca_tag, _hca_methods) else PI_OTHER
+        return PI_HCA if class_unchanged(cls, &_hca_tag, _hca_methods) else PI_OTHER
     return PI_OTHER
 
 
@@ -431,7 +419,13 @@ def sma_fast(dev, int in_port, data, double now=0.0, kind=None):
     attr = (p[MAD + 16] << 8) | p[MAD + 17]
     if (method != GET and method != SET) or attr == ATTR_SM_INFO:
         return False
-    port = dev.mgmt_port(in_port)
+    pk = _pi_kind(dev)
+    if pk == PI_SWITCH:  # the switch's and the HCA's mgmt_port
+        port = (<DeviceCore> dev).ports[0]
+    elif pk == PI_HCA:
+        port = (<DeviceCore> dev).ports.get(in_port) or (<DeviceCore> dev).ports[1]
+    else:
+        port = dev.mgmt_port(in_port)
     if port.m_key:
         return False  # protection: the full path checks keys and counts violations
     if k == SMP_KIND_REQUEST_LID:
@@ -444,7 +438,6 @@ def sma_fast(dev, int in_port, data, double now=0.0, kind=None):
         if attr == ATTR_NODE_INFO and method == GET:
             payload = dev.node_info_octets(in_port)
         elif attr == ATTR_PORT_INFO:  # sma_attr's PortInfo branch, without the dispatch to it
-            pk = _pi_kind(dev)
             target = _port_for_attr(<DeviceCore> dev, pk, mod, in_port) if pk else dev.port_for_attr(mod, in_port)
             if pk and not _plain_port(target):
                 pk = PI_OTHER

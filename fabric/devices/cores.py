@@ -19,7 +19,7 @@ FIELDS = {
     "CountersCore": ("pending",),
     "PortCore": ("num", "state", "phys", "lid", "lmc", "pkeys", "counters"),
     "QPCore": ("qpn", "qkey", "pkey_index", "sent", "received"),
-    "DeviceCore": ("ports", "outbox", "events", "agents", "drops"),
+    "DeviceCore": ("ports", "outbox", "events", "agents", "_traps", "drops"),
     "SwitchCore": ("lft", "lft_top", "_flags", "_mtu", "_pkeys", "_dirty", "_dirty_ports"),
     "HCACore": ("rx_accel", "user_mad", "sm_consumer", "qps", "smp_waiting"),
 }

@@ -54,6 +54,10 @@ def set_admin(dev, port: int, up: bool, now: float) -> list[Control]:
     return [(port, KIND_DOWN)]
 
 
+# the events of a management Set that act on the link; every other event is for the node's software
+LINK_EVENTS = frozenset({"link_bounce", "link_disable", "link_enable"})
+
+
 def on_port_event(dev, kind: str, port: int, now: float) -> list[Control]:
     """What a management Set asks of the link (the SMA records it as an event):
     PortState=Down bounces it (down, then training again), PhysState=Disabled takes it down,

@@ -18,6 +18,7 @@ import traceback
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.ref cimport PyObject
 from libc.errno cimport EINTR, errno
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
@@ -35,19 +36,58 @@ cdef extern from "sys/epoll.h" nogil:
     int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
 
 from cpython cimport array
-from fabric._corefast cimport DeviceCore, HCACore, PortCore, QPCore, SwitchCore
+from fabric._corefast cimport DeviceCore, HCACore, PortCore, QPCore, SwitchCore, class_unchanged
+from fabric.devices._smafast cimport hca_smp_fast_c
 from fabric._wirefast cimport (FWD_OUT, _smp_sound, _dr_route_port, _dr_transit_patch, count_unicast as _count, COUNT_RCV, COUNT_XMIT,
                               unicast_verdict)
 
 from ..devices import port as _port
+from ..wire import smp_attrs as _sa
+from ..devices.base import smp_arrival as _smp_arrival
 from ..devices.hca import HCA, TAKEN_BY_DEVICE
 from ..devices.switch import Switch
+from ..devices.training import LINK_EVENTS
+from ..devices import _smafast
 from ..wire.burst import BURST_HEADROOM, Segment, decode_burst_packets
 from ..wire.errors import ParseError
 from ..wire.smp_attrs import PHYS_LINKUP, PORT_ACTIVE
 from .. import _wirefast
 
 cdef object _forward = _wirefast.forward_burst
+cdef object _link_events = LINK_EVENTS
+cdef object _mtu_bytes = _sa.MTU_BYTES
+
+# The devices' own Python that the shortcuts below stand for, while the class still has it
+# (``class_unchanged``; a subclass, or a method patched in, takes its own way): a switch's
+# ``keeps_time`` (its agents or its traps to resend) and the refresh of its forwarding tables'
+# port entries after a Set; an HCA's ``receive_local`` for an SMP (its ``_smp_fast`` first).
+cdef dict _sw_methods = {n: getattr(Switch, n) for n in ("keeps_time", "_refresh_port_table", "_refresh_port",
+                                                         "_port_flags")}
+cdef dict _hca_methods = {n: getattr(HCA, n) for n in ("receive_local", "_smp_fast")}
+cdef unsigned int _sw_tag = 0, _hca_tag = 0
+cdef bint _smp_shortcut = _smp_arrival is not None and HCA._smp_fast is _smafast.hca_smp_fast
+
+
+cdef extern from "Python.h":
+    PyObject **_PyObject_GetDictPtr(object obj)
+    PyObject *PyDict_GetItemWithError(object d, object key) except? NULL
+
+
+cdef inline bint _not_patched(object obj, str name) except -1:
+    """No ``name`` in ``obj``'s own dict (a test's spy on one device, say)."""
+    cdef PyObject **d = _PyObject_GetDictPtr(obj)
+    return d == NULL or d[0] == NULL or PyDict_GetItemWithError(<object> d[0], name) == NULL
+
+
+cdef inline bint _switch_plain() except -1:
+    return class_unchanged(Switch, &_sw_tag, _sw_methods)
+
+
+cdef inline bint _switch_quiet(SwitchCore sw) except -1:
+    """``not sw.keeps_time()``: no software on it and no trap to resend."""
+    if _switch_plain():
+        return not sw.agents and not sw._traps
+    return not sw.keeps_time()
 
 
 cdef inline object _outbox(object dev):
@@ -94,7 +134,8 @@ cdef bint _switch_hop(HostCore host, object name, SwitchCore sw, int in_port, ob
     if port is None or in_port == 0 or port.phys != PHYS_LINKUP:
         return False
     if sw._dirty or sw._dirty_ports:
-        sw._refresh_port_table()
+        if sw._dirty or sw._mtu is None or not _switch_plain() or not _refresh_ports(sw):
+            sw._refresh_port_table()
     if count == 1 and type(msg) is bytearray:
         done = _dr_smp_hop(host, name, sw, port, in_port, msg, now, hwm) or \
             _unicast_hop(host, name, sw, port, in_port, msg, now, hwm)
@@ -134,6 +175,41 @@ cdef bint _switch_hop(HostCore host, object name, SwitchCore sw, int in_port, ob
         if not (direct and _hand_on(host, name, out, buf, n, hwm)):
             outbox.append(Segment(out, n, buf))
     _finish(host, name, sw, in_port, slow, now, hwm, not slow)  # the C path alone moves no timer of the switch
+    return True
+
+
+def refresh_ports(SwitchCore sw not None):
+    """``_refresh_ports`` for Python callers (tests compare it with the switch's own refresh)."""
+    return _refresh_ports(sw)
+
+
+cdef bint _refresh_ports(SwitchCore sw) except -1:
+    """``Switch._refresh_port_table`` for the ports a sweep's Sets marked (``_dirty_ports``) when
+    the tables are built already: each port's flags and MTU entry, the P_Key rows of a port that
+    enforces partitions by ``_refresh_port``. False (nothing done) when a marked port is not in
+    the tables: the Python decides."""
+    cdef bytearray flags = sw._flags
+    cdef array.array mtu = sw._mtu
+    cdef Py_ssize_t n, top = min(len(flags), len(mtu))
+    cdef int f
+    cdef PortCore p
+    dirty = sw._dirty_ports
+    for k in dirty:
+        if type(k) is not int or not 0 <= <Py_ssize_t> k < top or sw.ports.get(k) is None:
+            return False
+    sw._dirty_ports = set()
+    for k in dirty:
+        n = k
+        p = sw.ports[k]
+        f = (1 if p.phys == PHYS_LINKUP else 0) | (2 if p.state == PORT_ACTIVE else 0)
+        if n and (<object> p).pkey_enforce_in:
+            f |= 4
+        if n and (<object> p).pkey_enforce_out:
+            f |= 8
+        flags[n] = f
+        mtu.data.as_uints[n] = _mtu_bytes.get((<object> p).neighbor_mtu, 4096)
+        if f & 12:  # its P_Key rows (and the tables, for the first port that enforces)
+            sw._refresh_port(k)
     return True
 
 
@@ -186,7 +262,7 @@ cdef bint _dr_smp_hop(HostCore host, object name, SwitchCore sw, PortCore port, 
     if out == 0:  # its path ends here (or its hop pointer is odd, which the SMI sorts out)
         _to_own_sma(sw, in_port, PyBytes_FromStringAndSize(<char *> p, SMP_PACKET), now)
         # a switch without software or traps to resend has no deadline for its SMA to move
-        _finish(host, name, sw, in_port, None, now, hwm, not sw.keeps_time())
+        _finish(host, name, sw, in_port, None, now, hwm, _switch_quiet(sw))
         return True
     words = (SMP_PACKET - 2) >> 2
     _count(port.counters, COUNT_RCV, 1, words)
@@ -327,7 +403,24 @@ cdef void _finish(HostCore host, object name, object dev, int in_port, object sl
     if _outbox(dev):
         _send_out(host, name, dev, hwm)
     if _events(dev):
+        if type(dev) is Switch and _passive_events(host, name, dev):
+            return
         host.handle_events(name, now)
+
+
+cdef bint _passive_events(HostCore host, object name, SwitchCore sw) except -1:
+    """``host.handle_events`` for a switch without software whose events ask nothing of its
+    links (a sweep's Sets of PortState, LID, SM LID): ``apply_events`` would only take them,
+    nothing listens. False: anything else, which handle_events takes."""
+    if sw.agents or not _switch_plain():
+        return False
+    for ev in sw.events:
+        if type(ev) is not tuple or len(<tuple> ev) != 3 or (<tuple> ev)[0] in _link_events:
+            return False
+    sw.events = []
+    if sw._traps:  # handle_events' keeps_time: a trap's deadline may have moved
+        host._stale.add(name)
+    return True
 
 
 cdef void _send_out(HostCore host, object name, object dev, Py_ssize_t hwm) except *:
@@ -428,7 +521,13 @@ cdef int _hca_lone(HostCore host, object name, HCACore hca, int in_port, bytearr
     if port is None or port.phys != PHYS_LINKUP:
         return 0
     _count(port.counters, COUNT_RCV, 1, (plen - 2) >> 2)  # as count_rcv: before any check
-    taken = hca.receive_local(in_port, PyBytes_FromStringAndSize(<const char *> p, plen), now)
+    pkt = PyBytes_FromStringAndSize(<const char *> p, plen)
+    taken = None
+    if plen == SMP_PACKET and p[0] == 0xF0 and _smp_shortcut and class_unchanged(HCA, &_hca_tag, _hca_methods) \
+            and _not_patched(hca, "receive_local") and _not_patched(hca, "_smp_fast"):
+        taken = hca_smp_fast_c(hca, in_port, pkt, now)  # what receive_local tries first
+    if not taken:
+        taken = hca.receive_local(in_port, pkt, now)
     if taken is TAKEN_BY_DEVICE and not hca.events:
         # its SMA answered, or an ibsim client (OpenSM) got its answer: no software ran, no
         # deadline moved, and the host need not run the node's timers (2)
