@@ -323,6 +323,7 @@ def test_the_compiled_refresh_of_marked_ports_makes_the_switchs_own_tables():
             p.phys = rng.choice([2, 3, 5])
             p.pkey_enforce_in, p.pkey_enforce_out = rng.random() < 0.3, rng.random() < 0.3
             p.neighbor_mtu = rng.choice([0, 1, 2, 3, 4, 5, 6])
+            p.pkeys = [rng.choice([0xFFFF, 0x7FFF, 0x8001, 0]) | rng.randrange(0x80) for _ in range(rng.randint(0, 40))]
             sw._dirty_ports.add(n)
         assert _COMPILED.refresh_ports(sw) is True and sw._dirty_ports == set()
         ours = (bytes(sw._flags), list(sw._mtu), None if sw._pkeys is None else list(sw._pkeys))
@@ -331,6 +332,7 @@ def test_the_compiled_refresh_of_marked_ports_makes_the_switchs_own_tables():
         Switch._refresh_port_table(sw)
         assert ours == (bytes(sw._flags), list(sw._mtu), None if sw._pkeys is None else list(sw._pkeys))
     assert {1, 2, 3, 4, 8, 12} <= seen_flags  # every bit of the flags was made, on and off
+    assert sw._pkeys is not None and any(sw._pkeys)
     sw._dirty_ports.add(len(sw._flags) + 3)
     assert _COMPILED.refresh_ports(sw) is False and sw._dirty_ports == {len(sw._flags) + 3}
 

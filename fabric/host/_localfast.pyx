@@ -45,7 +45,7 @@ from ..devices import port as _port
 from ..wire import smp_attrs as _sa
 from ..devices.base import smp_arrival as _smp_arrival
 from ..devices.hca import HCA, TAKEN_BY_DEVICE
-from ..devices.switch import Switch
+from ..devices.switch import PKEY_SLOTS, Switch
 from ..devices.training import LINK_EVENTS
 from ..devices import _smafast
 from ..wire.burst import BURST_HEADROOM, Segment, decode_burst_packets
@@ -56,13 +56,14 @@ from .. import _wirefast
 cdef object _forward = _wirefast.forward_burst
 cdef object _link_events = LINK_EVENTS
 cdef object _mtu_bytes = _sa.MTU_BYTES
+cdef Py_ssize_t _pkey_slots = PKEY_SLOTS
 
 # The devices' own Python that the shortcuts below stand for, while the class still has it
 # (``class_unchanged``; a subclass, or a method patched in, takes its own way): a switch's
 # ``keeps_time`` (its agents or its traps to resend) and the refresh of its forwarding tables'
 # port entries after a Set; an HCA's ``receive_local`` for an SMP (its ``_smp_fast`` first).
 cdef dict _sw_methods = {n: getattr(Switch, n) for n in ("keeps_time", "_refresh_port_table", "_refresh_port",
-                                                         "_port_flags")}
+                                                         "_port_flags", "_put_pkeys")}
 cdef dict _hca_methods = {n: getattr(HCA, n) for n in ("receive_local", "_smp_fast")}
 cdef unsigned int _sw_tag = 0, _hca_tag = 0
 cdef bint _smp_shortcut = _smp_arrival is not None and HCA._smp_fast is _smafast.hca_smp_fast
@@ -208,8 +209,28 @@ cdef bint _refresh_ports(SwitchCore sw) except -1:
             f |= 8
         flags[n] = f
         mtu.data.as_uints[n] = _mtu_bytes.get((<object> p).neighbor_mtu, 4096)
-        if f & 12:  # its P_Key rows (and the tables, for the first port that enforces)
+        if f & 12 and not _put_pkeys(sw, n, p):  # the first port to enforce brings the tables
             sw._refresh_port(k)
+    return True
+
+
+cdef bint _put_pkeys(SwitchCore sw, Py_ssize_t n, PortCore p) except -1:
+    """``Switch._put_pkeys``: port ``n``'s PKEY_SLOTS entries of the flattened P_Key tables,
+    zero past its own. False (nothing done) when there are no tables yet, or an entry is not a
+    16-bit int: the Python's to make or refuse."""
+    cdef array.array table = sw._pkeys
+    cdef Py_ssize_t i, m
+    cdef unsigned short *row
+    keys = p.pkeys
+    if table is None or type(keys) is not list or len(table) < (n + 1) * _pkey_slots:
+        return False
+    m = min(len(keys), _pkey_slots)
+    for i in range(m):
+        if type(keys[i]) is not int or not 0 <= keys[i] <= 0xFFFF:
+            return False
+    row = table.data.as_ushorts + n * _pkey_slots
+    for i in range(_pkey_slots):
+        row[i] = keys[i] if i < m else 0
     return True
 
 
@@ -220,8 +241,8 @@ cdef object _local_peer(HostCore host, object name, object out, Py_ssize_t hwm):
     in-process queue full)."""
     key = (name, out)
     peer = host.local.get(key)
-    if peer is None or host.capture is not None or key in host.txq or key in host.links \
-            or len(host.local_q) >= hwm:
+    if peer is None or host.capture is not None or (host.txq and key in host.txq) \
+            or (host.links and key in host.links) or len(host.local_q) >= hwm:
         return None
     return peer
 
