@@ -60,8 +60,9 @@ cdef Py_ssize_t _pkey_slots = PKEY_SLOTS
 
 # The devices' own Python that the shortcuts below stand for, while the class still has it
 # (``class_unchanged``; a subclass, or a method patched in, takes its own way): a switch's
-# ``keeps_time`` (its agents or its traps to resend) and the refresh of its forwarding tables'
-# port entries after a Set; an HCA's ``receive_local`` for an SMP (its ``_smp_fast`` first).
+# ``keeps_time`` (its agents or its traps to resend), the refresh of its forwarding tables' port
+# entries after a Set, and its events that nobody hears (``_passive_events``); an HCA's
+# ``receive_local`` for an SMP (its ``_smp_fast`` first).
 cdef dict _sw_methods = {n: getattr(Switch, n) for n in ("keeps_time", "_refresh_port_table", "_refresh_port",
                                                          "_port_flags", "_put_pkeys")}
 cdef dict _hca_methods = {n: getattr(HCA, n) for n in ("receive_local", "_smp_fast")}
@@ -186,9 +187,9 @@ def refresh_ports(SwitchCore sw not None):
 
 cdef bint _refresh_ports(SwitchCore sw) except -1:
     """``Switch._refresh_port_table`` for the ports a sweep's Sets marked (``_dirty_ports``) when
-    the tables are built already: each port's flags and MTU entry, the P_Key rows of a port that
-    enforces partitions by ``_refresh_port``. False (nothing done) when a marked port is not in
-    the tables: the Python decides."""
+    the tables are built already: each port's flags and MTU entry, and the P_Key rows of a port
+    that enforces partitions (``_put_pkeys``; by ``_refresh_port`` while the switch has no P_Key
+    tables yet). False (nothing done) when a marked port is not in the tables: the Python decides."""
     cdef bytearray flags = sw._flags
     cdef array.array mtu = sw._mtu
     cdef Py_ssize_t n, top = min(len(flags), len(mtu))
