@@ -34,6 +34,26 @@ def _host_over(net) -> DeviceHost:
     return host
 
 
+def _fabric(monkeypatch, compiled: bool = True) -> tuple:
+    """``fattree:2,1,1,1`` brought up by our SM, which then stops (its timers would send on their
+    own clock: only the test's packets move), over a DeviceHost whose every cable is in-process
+    (``_host_over``), its local delivery in C or in Python: ``(net, host)``."""
+    monkeypatch.setattr(loop, "_localfast", _COMPILED if compiled else None)
+    net = SmNet("fattree:2,1,1,1")
+    net.start_sm()
+    net.stop_sm()
+    return net, _host_over(net)
+
+
+def _send_through(host, src, smp, now) -> None:
+    """``smp`` sent by ``src``'s port 1, and every hop and answer it makes delivered."""
+    send_smp(src, 1, smp, now)
+    host.drain(src.name, src)
+    host.flush()
+    while host.local_q:
+        host.run_local(now)
+
+
 def _traffic(compiled: bool, monkeypatch) -> tuple:
     monkeypatch.setattr(loop, "_localfast", _COMPILED if compiled else None)
     net = SmNet("fattree:2,1,1,1")
@@ -270,11 +290,7 @@ def test_a_fault_past_a_switch_is_the_receivers_not_the_switchs(compiled, monkey
     """An error in the node software of the device a switch handed a packet to (here its timers)
     leaves run_local as it does from the Python reference; the switch counts no internal error,
     and nothing of the packet stays behind for an unrelated delivery."""
-    monkeypatch.setattr(loop, "_localfast", _COMPILED if compiled else None)
-    net = SmNet("fattree:2,1,1,1")
-    net.start_sm()
-    net.stop_sm()
-    host = _host_over(net)
+    net, host = _fabric(monkeypatch, compiled)
     src, dst = net.devices["node0001"], net.devices["node0002"]
     dst.agents.append(object())  # software with timers on node0002: the host runs them after a delivery
 
@@ -349,22 +365,14 @@ def _sets(compiled: bool, monkeypatch, *, trap: bool) -> tuple:
     """A sweep's PortInfo Sets to a switch, one at a time through the host (in C or in Python):
     port 0's master SM LID (an event only software would hear), then an uplink's PortState Down
     (a link bounce, which training carries out)."""
-    monkeypatch.setattr(loop, "_localfast", _COMPILED if compiled else None)
-    net = SmNet("fattree:2,1,1,1")
-    net.start_sm()
-    net.stop_sm()
-    host = _host_over(net)
+    net, host = _fabric(monkeypatch, compiled)
     src, leaf = net.devices["node0001"], net.devices["leaf01"]
     if trap:  # a Trap 128 waiting to be sent again: the switch keeps time
         leaf._traps.append([net.now + 1000.0, 2, b"", 1, 0x4242])
     uplink = next(p for (n, p), (m, _) in host.local.items() if n == "leaf01" and m == "spine01")
     stale = []
     for tid, (port, change) in enumerate([(0, {"master_sm_lid": 77}), (uplink, {"port_state": 1})]):
-        send_smp(src, 1, _port_info_set(leaf, port, 900 + tid, bytes([0, 1]), **change), net.now)
-        host.drain("node0001", src)
-        host.flush()
-        while host.local_q:
-            host.run_local(net.now)
+        _send_through(host, src, _port_info_set(leaf, port, 900 + tid, bytes([0, 1]), **change), net.now)
         stale.append("leaf01" in host._stale)
         host._stale.clear()
     state = {n: ([e for e in d.events], {p: (q.state, q.phys) for p, q in d.ports.items()})
@@ -393,11 +401,7 @@ def test_an_hca_whose_receive_is_patched_gets_its_smps_through_it(monkeypatch):
     the class's own: patched in the class (as an instance's is, above), the patch sees them."""
     from fabric.devices.hca import HCA
 
-    monkeypatch.setattr(loop, "_localfast", _COMPILED)
-    net = SmNet("fattree:2,1,1,1")
-    net.start_sm()
-    net.stop_sm()
-    host = _host_over(net)
+    net, host = _fabric(monkeypatch)
     src = net.devices["node0001"]
     seen = []
     orig = HCA.receive_local
@@ -408,11 +412,7 @@ def test_an_hca_whose_receive_is_patched_gets_its_smps_through_it(monkeypatch):
     monkeypatch.setattr(HCA, "receive_local", spy)
     smp = w.new_mad(w.SMPDirected, method=w.GET, tid=5, attr_id=w.ATTR_NODE_INFO, hop_cnt=4, dr_slid=0xFFFF,
                     dr_dlid=0xFFFF, initial_path=bytes([0, 1, 2, 2, 1]).ljust(64, b"\0"))
-    send_smp(src, 1, smp, net.now)
-    host.drain("node0001", src)
-    host.flush()
-    while host.local_q:
-        host.run_local(net.now)
+    _send_through(host, src, smp, net.now)
     assert ("node0002", 0xF0) in seen and ("node0001", 0xF0) in seen  # the request there, the answer back
 
 
@@ -421,21 +421,12 @@ def test_a_switch_whose_keeps_time_is_patched_is_asked(monkeypatch):
     alone; one whose class says it keeps time (a patched keeps_time) is looked at again."""
     from fabric.devices.switch import Switch
 
-    monkeypatch.setattr(loop, "_localfast", _COMPILED)
     for patched in (False, True):
         if patched:
             monkeypatch.setattr(Switch, "keeps_time", lambda self: True)
-        net = SmNet("fattree:2,1,1,1")
-        net.start_sm()
-        net.stop_sm()
-        host = _host_over(net)
-        src = net.devices["node0001"]
+        net, host = _fabric(monkeypatch)
         smp = w.new_mad(w.SMPDirected, method=w.GET, tid=6, attr_id=w.ATTR_SWITCH_INFO, hop_cnt=2, dr_slid=0xFFFF,
                         dr_dlid=0xFFFF, initial_path=bytes([0, 1, 2]).ljust(64, b"\0"))
-        send_smp(src, 1, smp, net.now)
-        host.drain("node0001", src)
-        host.flush()
         host._stale.clear()
-        while host.local_q:
-            host.run_local(net.now)
+        _send_through(host, net.devices["node0001"], smp, net.now)
         assert ("spine01" in host._stale) is patched
