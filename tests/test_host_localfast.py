@@ -430,3 +430,39 @@ def test_a_switch_whose_keeps_time_is_patched_is_asked(monkeypatch):
         host._stale.clear()
         _send_through(host, net.devices["node0001"], smp, net.now)
         assert ("spine01" in host._stale) is patched
+
+
+class _Listener:
+    """Software on a node that hears its device's events and keeps no time."""
+
+    def __init__(self):
+        self.heard = []
+
+    def on_event(self, kind, port, detail):
+        self.heard.append((kind, port, detail))
+
+    def next_deadline(self):
+        return None
+
+    def tick(self, now):
+        pass
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["python", "compiled"])
+def test_a_sets_events_at_an_hca_reach_its_software_or_nobody(compiled, monkeypatch):
+    """A Set that changes an HCA's port (its master SM LID here): with no software on the node the
+    compiled hop takes the event itself and leaves the node's timers alone; software on it hears
+    the event as from handle_events."""
+    net, host = _fabric(monkeypatch, compiled)
+    src, dst = net.devices["node0001"], net.devices["node0002"]
+    path = bytes([0, 1, 2, 2, 1])
+    host._stale.clear()
+    _send_through(host, src, _port_info_set(dst, 1, 950, path, master_sm_lid=55), net.now)
+    assert dst.ports[1].sm_lid == 55 and dst.events == []
+    if compiled:
+        assert "node0002" not in host._stale
+    listener = _Listener()
+    dst.agents.append(listener)
+    _send_through(host, src, _port_info_set(dst, 1, 951, path, master_sm_lid=66), net.now)
+    assert dst.ports[1].sm_lid == 66 and dst.events == []
+    assert ("sm_change", 1, (55, 66)) in listener.heard

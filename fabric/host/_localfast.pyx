@@ -62,11 +62,12 @@ cdef Py_ssize_t _pkey_slots = PKEY_SLOTS
 # (``class_unchanged``; a subclass, or a method patched in, takes its own way): a switch's
 # ``keeps_time`` (its agents or its traps to resend), the refresh of its forwarding tables' port
 # entries after a Set, and its events that nobody hears (``_passive_events``); an HCA's
-# ``receive_local`` for an SMP (its ``_smp_fast`` first).
+# ``receive_local`` for an SMP (its ``_smp_fast`` first), and its ``keeps_time`` for its events.
 cdef dict _sw_methods = {n: getattr(Switch, n) for n in ("keeps_time", "_refresh_port_table", "_refresh_port",
                                                          "_port_flags", "_put_pkeys")}
 cdef dict _hca_methods = {n: getattr(HCA, n) for n in ("receive_local", "_smp_fast")}
-cdef unsigned int _sw_tag = 0, _hca_tag = 0
+cdef dict _hca_time_methods = {"keeps_time": HCA.keeps_time}
+cdef unsigned int _sw_tag = 0, _hca_tag = 0, _hca_time_tag = 0
 cdef bint _smp_shortcut = _smp_arrival is not None and HCA._smp_fast is _smafast.hca_smp_fast
 
 
@@ -425,22 +426,27 @@ cdef void _finish(HostCore host, object name, object dev, int in_port, object sl
     if _outbox(dev):
         _send_out(host, name, dev, hwm)
     if _events(dev):
-        if type(dev) is Switch and _passive_events(host, name, dev):
+        if (type(dev) is Switch or type(dev) is HCA) and _passive_events(host, name, dev):
             return
         host.handle_events(name, now)
 
 
-cdef bint _passive_events(HostCore host, object name, SwitchCore sw) except -1:
-    """``host.handle_events`` for a switch without software whose events ask nothing of its
-    links (a sweep's Sets of PortState, LID, SM LID): ``apply_events`` would only take them,
-    nothing listens. False: anything else, which handle_events takes."""
-    if sw.agents or not _switch_plain():
+cdef bint _passive_events(HostCore host, object name, DeviceCore dev) except -1:
+    """``host.handle_events`` for a switch or an HCA without software whose events ask nothing
+    of its links (a sweep's Sets of PortState, LID, SM LID, ClientReregister): ``apply_events``
+    would only take them, nothing listens. False: anything else, which handle_events takes."""
+    if dev.agents:
         return False
-    for ev in sw.events:
+    if type(dev) is Switch:
+        if not _switch_plain():
+            return False
+    elif type(dev) is not HCA or not class_unchanged(HCA, &_hca_time_tag, _hca_time_methods):
+        return False
+    for ev in dev.events:
         if type(ev) is not tuple or len(<tuple> ev) != 3 or (<tuple> ev)[0] in _link_events:
             return False
-    sw.events = []
-    if sw._traps:  # handle_events' keeps_time: a trap's deadline may have moved
+    dev.events = []
+    if dev._traps:  # handle_events' keeps_time: a trap's deadline may have moved
         host._stale.add(name)
     return True
 
@@ -550,9 +556,10 @@ cdef int _hca_lone(HostCore host, object name, HCACore hca, int in_port, bytearr
         taken = hca_smp_fast_c(hca, in_port, pkt, now)  # what receive_local tries first
     if not taken:
         taken = hca.receive_local(in_port, pkt, now)
-    if taken is TAKEN_BY_DEVICE and not hca.events:
-        # its SMA answered, or an ibsim client (OpenSM) got its answer: no software ran, no
-        # deadline moved, and the host need not run the node's timers (2)
+    if taken is TAKEN_BY_DEVICE and (not hca.events or _passive_events(host, name, hca)):
+        # its SMA answered (a Set's events, if any, heard by nobody), or an ibsim client (OpenSM)
+        # got its answer: no software ran, no deadline moved, and the host need not run the
+        # node's timers (2)
         _finish(host, name, hca, in_port, None, now, hwm, True)
         return 2
     _finish(host, name, hca, in_port, None, now, hwm)
