@@ -261,13 +261,20 @@ cdef inline unsigned long long _field(const uint8_t *p, int f) noexcept:
     return v if width == 64 else v & ((1ULL << width) - 1)
 
 
+cdef object _mgmt_port(DeviceCore dev, int kind, int in_port):
+    """``dev.mgmt_port(in_port)`` as the switch's (port 0) and the HCA's (the port the SMP came in
+    on) do."""
+    if kind == PI_SWITCH:
+        return dev.ports[0]
+    port = dev.ports.get(in_port)
+    return port if port else dev.ports[1]
+
+
 cdef object _port_for_attr(DeviceCore dev, int kind, unsigned int mod, int in_port):
     """``dev.port_for_attr(mod, in_port)`` as the HCA's and the switch's do."""
-    cdef dict ports = dev.ports
-    if kind == PI_HCA and mod == 0:  # HCA.mgmt_port: the port the SMP came in on
-        port = ports.get(in_port)
-        return port if port else ports[1]
-    port = ports.get(mod)
+    if kind == PI_HCA and mod == 0:  # HCA.mgmt_port
+        return _mgmt_port(dev, kind, in_port)
+    port = dev.ports.get(mod)
     if port is None:
         raise _SmpError(STATUS_INVALID_FIELD, f"no port {mod}")
     return port
@@ -420,12 +427,7 @@ def sma_fast(dev, int in_port, data, double now=0.0, kind=None):
     if (method != GET and method != SET) or attr == ATTR_SM_INFO:
         return False
     pk = _pi_kind(dev)
-    if pk == PI_SWITCH:  # the switch's and the HCA's mgmt_port
-        port = (<DeviceCore> dev).ports[0]
-    elif pk == PI_HCA:
-        port = (<DeviceCore> dev).ports.get(in_port) or (<DeviceCore> dev).ports[1]
-    else:
-        port = dev.mgmt_port(in_port)
+    port = _mgmt_port(<DeviceCore> dev, pk, in_port) if pk else dev.mgmt_port(in_port)
     if port.m_key:
         return False  # protection: the full path checks keys and counts violations
     if k == SMP_KIND_REQUEST_LID:
