@@ -6,7 +6,7 @@ HCA's post of a compiled driver's burst (``hca_post_segment``).
 are identical (tests/test_wire_crc.py compares them).
 """
 
-from libc.stdint cimport uint16_t, uint32_t, uint8_t
+from libc.stdint cimport uint16_t, uint32_t, uint64_t, uint8_t
 from libc.string cimport memcpy, memset
 from cpython.bytearray cimport PyByteArray_FromStringAndSize, PyByteArray_AS_STRING, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
@@ -23,6 +23,11 @@ cdef extern from "crcfold.h" nogil:
     int crcfold_wide
     uint32_t crcfold_update(const crcfold_t *c, uint32_t r, const uint8_t *p, size_t n)
     void crcfold_ib_local(uint32_t *icrc, uint32_t *vcrc, const uint8_t *p, size_t n)
+    int crcfold_ud_fits(size_t n)
+    uint32_t crcfold_ud_pieces(uint64_t w0, uint64_t w1, uint64_t w2, uint32_t w3, const uint8_t *payload, size_t np,
+                               size_t pad, uint16_t *vcrc)
+    uint64_t __builtin_bswap64(uint64_t x)
+    uint32_t __builtin_bswap32(uint32_t x)
 
 
 # Carry-less multiplication (fabric/crcfold.h) when the CPU has it, on 512-bit registers when it has
@@ -197,6 +202,31 @@ cdef Py_ssize_t write_ud_packet(uint8_t *out, const uint8_t *payload, Py_ssize_t
     cdef Py_ssize_t pad = (4 - (n & 3)) & 3
     cdef Py_ssize_t total = 28 + n + pad + 4  # LRH..ICRC
     cdef unsigned int words = <unsigned int> (total >> 2)
+    cdef uint64_t w0, w1, w2
+    cdef uint32_t w3, icrc
+    cdef uint16_t vcrc
+    if FOLD and crcfold_ud_fits(total - 4):
+        # the header as four words, each stored as such (a load over several stores waits for them
+        # all to reach the cache); the CRCs from these words and the payload (crcfold_ud_pieces)
+        w0 = __builtin_bswap64((<uint64_t> ((vl & 0xF) << 4) << 56) | (<uint64_t> (((sl & 0xF) << 4) | 2) << 48)
+                                  | (<uint64_t> (dlid & 0xFFFF) << 32) | (<uint64_t> (words & 0x7FF) << 16)
+                                  | (slid & 0xFFFF))
+        w1 = __builtin_bswap64((<uint64_t> 0x64 << 56) | (<uint64_t> ((pad << 4) | ((se & 1) << 7)) << 48)
+                                  | (<uint64_t> (pkey & 0xFFFF) << 32) | (dest_qp & 0xFFFFFF))
+        w2 = __builtin_bswap64((<uint64_t> (psn & 0xFFFFFF) << 32) | qkey)
+        w3 = __builtin_bswap32(src_qp & 0xFFFFFF)
+        memcpy(out, &w0, 8)
+        memcpy(out + 8, &w1, 8)
+        memcpy(out + 16, &w2, 8)
+        memcpy(out + 24, &w3, 4)
+        memcpy(out + 28, payload, n)
+        if pad:
+            memset(out + 28 + n, 0, pad)
+        icrc = crcfold_ud_pieces(w0, w1, w2, w3, payload, n, pad, &vcrc)
+        _put32le(out + total - 4, icrc)
+        out[total] = vcrc & 0xFF
+        out[total + 1] = vcrc >> 8
+        return total + 2
     # LRH: VL, LVer 0 | SL, LNH 2 | DLID | PktLen | SLID
     out[0] = (vl & 0xF) << 4
     out[1] = ((sl & 0xF) << 4) | 2

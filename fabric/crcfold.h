@@ -11,7 +11,8 @@
  * In the reflected bit order of these CRCs, a 64-bit word loaded from memory holds the coefficient of
  * x^(63-j) in bit j, and PCLMULQDQ of two such words yields their product times x; so the folding
  * constants are x^(d-1) mod P for a fold over d bits. fabric/_wirefast.pyx uses these when the CPU
- * has PCLMULQDQ and falls back to its slicing-by-8 tables otherwise; tests compare the two. */
+ * has PCLMULQDQ and falls back to its slicing-by-8 tables otherwise; tests compare the two (and,
+ * with the payload against unmapped pages, that the masked 512-bit reads stay inside it). */
 #ifndef IBFAB_CRCFOLD_H
 #define IBFAB_CRCFOLD_H
 
@@ -28,8 +29,13 @@ typedef struct {
                                octet b followed by k zero octets */
     uint64_t k128[2];       /* fold 128 bits: {x^191, x^127} mod P, reflected into 64 bits */
     uint64_t k512[2];       /* fold 512 bits: {x^575, x^511} mod P */
+    uint64_t kfin;          /* fold 64 bits over 64 + w: x^(63+w) mod P (crcfold_final) */
     uint64_t k2048[2];      /* fold 2048 bits: {x^2111, x^2047} mod P (four 512-bit registers) */
     uint64_t kd[CRCFOLD_SHORT_BLOCKS][2];  /* fold d 16-octet blocks at once: {x^(128d+63), x^(128d-1)} */
+    /* kd from the far end, for 512-bit registers: lane s folds over CRCFOLD_SHORT_BLOCKS - s blocks,
+     * so the constants of blocks 0.. of an m-block message are the contiguous lanes from
+     * CRCFOLD_SHORT_BLOCKS + 1 - m on; the last block's lane (and the padding after it) is zero */
+    uint64_t kz[CRCFOLD_SHORT_BLOCKS + 4][2] __attribute__((aligned(64)));
 } crcfold_t;
 
 static crcfold_t crcfold_icrc, crcfold_vcrc;
@@ -83,11 +89,17 @@ static void crcfold_setup(crcfold_t *c, uint32_t poly, int w)
     c->k128[1] = crcfold_rev64(crcfold_xn_mod(127, poly, w), w);
     c->k512[0] = crcfold_rev64(crcfold_xn_mod(575, poly, w), w);
     c->k512[1] = crcfold_rev64(crcfold_xn_mod(511, poly, w), w);
+    c->kfin = crcfold_rev64(crcfold_xn_mod(63 + w, poly, w), w);
     c->k2048[0] = crcfold_rev64(crcfold_xn_mod(2111, poly, w), w);
     c->k2048[1] = crcfold_rev64(crcfold_xn_mod(2047, poly, w), w);
     for (int d = 1; d < CRCFOLD_SHORT_BLOCKS; d++) {
         c->kd[d][0] = crcfold_rev64(crcfold_xn_mod(128 * d + 63, poly, w), w);
         c->kd[d][1] = crcfold_rev64(crcfold_xn_mod(128 * d - 1, poly, w), w);
+    }
+    memset(c->kz, 0, sizeof c->kz);
+    for (int s = 1; s < CRCFOLD_SHORT_BLOCKS; s++) {
+        c->kz[s][0] = c->kd[CRCFOLD_SHORT_BLOCKS - s][0];
+        c->kz[s][1] = c->kd[CRCFOLD_SHORT_BLOCKS - s][1];
     }
 }
 
@@ -101,7 +113,8 @@ static int crcfold_init(void)
         return 0;
     crcfold_setup(&crcfold_icrc, 0x04C11DB7u, 32);
     crcfold_setup(&crcfold_vcrc, 0x100Bu, 16);
-    crcfold_wide = __builtin_cpu_supports("vpclmulqdq") && __builtin_cpu_supports("avx512f");
+    crcfold_wide = __builtin_cpu_supports("vpclmulqdq") && __builtin_cpu_supports("avx512f")
+                   && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw");
     crcfold_ready = 1;
     return 1;
 }
@@ -174,20 +187,32 @@ static inline size_t crcfold_head(uint32_t r, const uint8_t *p, size_t n, __m128
     return z;
 }
 
-/* The register for a 16-octet remainder: two steps of eight table lookups, from the register. */
+/* The register for a 16-octet remainder X = H x^64 + L (H its first eight octets): one
+ * multiplication folds H over 64 + w bits, leaving T = X x^w mod P in 64 + w bits; the register is
+ * then eight table lookups of T's top 64 bits (all independent of each other) plus its low w bits.
+ * Two steps of eight lookups, the second after the first, took twice as long from remainder to
+ * register. */
+__attribute__((target("pclmul,sse4.1"), always_inline))
+static inline uint32_t crcfold_final_w(const crcfold_t *c, __m128i x, const int w)
+{
+    uint64_t hi = (uint64_t)_mm_extract_epi64(x, 1);
+    __m128i f = _mm_clmulepi64_si128(x, _mm_cvtsi64_si128((long long)c->kfin), 0x00);
+    uint64_t tlo = (uint64_t)_mm_cvtsi128_si64(f) ^ (hi << (64 - w));
+    uint64_t thi = (uint64_t)_mm_extract_epi64(f, 1) ^ (hi >> w);
+    uint64_t t = (tlo >> (64 - w)) | (thi << w);  /* T's top 64 bits, as an eight-octet message */
+    uint32_t lo = (uint32_t)t, up = (uint32_t)(t >> 32);
+    uint32_t r = (uint32_t)(thi >> (64 - w));
+    return r ^ c->table[7][lo & 0xFF] ^ c->table[6][(lo >> 8) & 0xFF] ^ c->table[5][(lo >> 16) & 0xFF]
+        ^ c->table[4][lo >> 24] ^ c->table[3][up & 0xFF] ^ c->table[2][(up >> 8) & 0xFF]
+        ^ c->table[1][(up >> 16) & 0xFF] ^ c->table[0][up >> 24];
+}
+
+/* The same, the width known where it is inlined (shifts by constants, for the sealing of every
+ * packet) or read from the CRC. */
 __attribute__((target("pclmul,sse4.1")))
 static inline uint32_t crcfold_final(const crcfold_t *c, __m128i x)
 {
-    uint64_t v[2] = {(uint64_t)_mm_cvtsi128_si64(x), (uint64_t)_mm_extract_epi64(x, 1)};
-    uint32_t r = 0;
-    for (int k = 0; k < 2; k++) {
-        uint32_t lo = r ^ (uint32_t)v[k];
-        uint32_t hi = (uint32_t)(v[k] >> 32);
-        r = c->table[7][lo & 0xFF] ^ c->table[6][(lo >> 8) & 0xFF] ^ c->table[5][(lo >> 16) & 0xFF]
-            ^ c->table[4][lo >> 24] ^ c->table[3][hi & 0xFF] ^ c->table[2][(hi >> 8) & 0xFF]
-            ^ c->table[1][(hi >> 16) & 0xFF] ^ c->table[0][hi >> 24];
-    }
-    return r;
+    return c->w == 32 ? crcfold_final_w(c, x, 32) : crcfold_final_w(c, x, 16);
 }
 
 static inline __m128i crcfold_kd(const crcfold_t *c, size_t d)
@@ -291,6 +316,67 @@ static inline void crcfold_wide_run(const crcfold_t *a, const crcfold_t *b, uint
         *rb = crcfold_final(b, xb);
 }
 
+/* 48 to 16 * CRCFOLD_SHORT_BLOCKS octets on 512-bit registers: as crcfold_short, each 16-octet
+ * block folded straight to the end by its own distance, but four blocks a multiplication (a 92-octet
+ * packet's two CRCs: 8 multiplications instead of 24). The message is read as four-block lanes from
+ * ``p - z``, the octets outside it masked off (a masked-off element is never read, so nothing
+ * before ``p`` or after ``p + n`` is touched); blocks 0 and 1 come from crcfold_head's registers.
+ * The last block's constant is zero, and it joins the sum as it is. With ``two`` as in
+ * crcfold_wide_run. */
+__attribute__((target("vpclmulqdq,avx512f,avx512vl,pclmul,sse4.1"), always_inline))
+static inline void crcfold_zmm_run(const crcfold_t *a, const crcfold_t *b, uint32_t *ra, uint32_t *rb,
+                                   const uint8_t *p, size_t n, __m128i or_a, const int two)
+{
+    __m128i a0, a1, b0 = _mm_setzero_si128(), b1 = _mm_setzero_si128(), xa, xb = _mm_setzero_si128(), last;
+    __m512i A, B = _mm512_setzero_si512(), D, accA, accB = _mm512_setzero_si512();
+    __m256i ya, yb;
+    size_t m, z = crcfold_head(*ra, p, n, or_a, &a0, &a1, &m);
+    const uint8_t *base = p - z;  /* block i at base + 16 i, for i >= 2 */
+    size_t s0 = CRCFOLD_SHORT_BLOCKS + 1 - m;  /* block 0's constant; 3 <= m <= CRCFOLD_SHORT_BLOCKS */
+    if (two)
+        crcfold_head(*rb, p, n, _mm_setzero_si128(), &b0, &b1, &m);
+    /* qword masks: blocks 2 and 3 of the first lane group (those below m) */
+    __mmask8 k = (__mmask8)(m >= 4 ? 0xF0 : 0x30);
+    D = _mm512_maskz_loadu_epi64(k, (const void *)base);
+    A = _mm512_inserti32x4(_mm512_inserti32x4(D, a0, 0), a1, 1);
+    accA = CRCFOLD_F512(A, _mm512_loadu_si512((const void *)a->kz[s0]));
+    if (two) {
+        B = _mm512_inserti32x4(_mm512_inserti32x4(D, b0, 0), b1, 1);
+        accB = CRCFOLD_F512(B, _mm512_loadu_si512((const void *)b->kz[s0]));
+    }
+    for (size_t j = 4; j < m; j += 4) {
+        size_t left = m - j;
+        k = (__mmask8)(left >= 4 ? 0xFF : (1u << (2 * left)) - 1);
+        D = _mm512_maskz_loadu_epi64(k, (const void *)(base + 16 * j));
+        accA = _mm512_xor_si512(accA, CRCFOLD_F512(D, _mm512_loadu_si512((const void *)a->kz[s0 + j])));
+        if (two)
+            accB = _mm512_xor_si512(accB, CRCFOLD_F512(D, _mm512_loadu_si512((const void *)b->kz[s0 + j])));
+    }
+    last = _mm_loadu_si128((const __m128i *)(p + n - 16));  /* block m - 1 (m >= 3: past the head's) */
+    ya = _mm256_xor_si256(_mm512_castsi512_si256(accA), _mm512_extracti64x4_epi64(accA, 1));
+    xa = _mm_xor_si128(_mm_xor_si128(_mm256_castsi256_si128(ya), _mm256_extracti128_si256(ya, 1)), last);
+    *ra = crcfold_final(a, xa);
+    if (two) {
+        yb = _mm256_xor_si256(_mm512_castsi512_si256(accB), _mm512_extracti64x4_epi64(accB, 1));
+        xb = _mm_xor_si128(_mm_xor_si128(_mm256_castsi256_si128(yb), _mm256_extracti128_si256(yb, 1)), last);
+        *rb = crcfold_final(b, xb);
+    }
+}
+
+__attribute__((target("vpclmulqdq,avx512f,avx512vl,pclmul,sse4.1")))
+static uint32_t crcfold_short_zmm(const crcfold_t *c, uint32_t r, const uint8_t *p, size_t n)
+{
+    crcfold_zmm_run(c, c, &r, &r, p, n, _mm_setzero_si128(), 0);
+    return r;
+}
+
+__attribute__((target("vpclmulqdq,avx512f,avx512vl,pclmul,sse4.1")))
+static void crcfold_pair_zmm(const crcfold_t *a, const crcfold_t *b, uint32_t *ra, uint32_t *rb,
+                             const uint8_t *p, size_t n, __m128i or_a)
+{
+    crcfold_zmm_run(a, b, ra, rb, p, n, or_a, 1);
+}
+
 __attribute__((target("vpclmulqdq,avx512f,pclmul,sse4.1")))
 static uint32_t crcfold_update_wide(const crcfold_t *c, uint32_t r, const uint8_t *p, size_t n)
 {
@@ -331,7 +417,7 @@ static uint32_t crcfold_update(const crcfold_t *c, uint32_t r, const uint8_t *p,
     if (n < 32)
         return crcfold_bytes(c, r, p, n);
     if (n <= 16 * CRCFOLD_SHORT_BLOCKS)
-        return crcfold_short(c, r, p, n);
+        return n >= 48 && crcfold_wide ? crcfold_short_zmm(c, r, p, n) : crcfold_short(c, r, p, n);
     if (crcfold_wide && n >= 512)
         return crcfold_update_wide(c, r, p, n);
     __m128i x0, x1, x2, x3, k;
@@ -397,10 +483,83 @@ static void crcfold_ib_local(uint32_t *icrc, uint32_t *vcrc, const uint8_t *p, s
 {
     /* LRH.VL (the top half of octet 0) and BTH.resv8a (octet 12) */
     __m128i ones = _mm_set_epi8(0, 0, 0, (char)0xFF, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, (char)0xF0);
-    if (n <= 16 * CRCFOLD_SHORT_BLOCKS)
+    if (n <= 16 * CRCFOLD_SHORT_BLOCKS && crcfold_wide)
+        crcfold_pair_zmm(&crcfold_icrc, &crcfold_vcrc, icrc, vcrc, p, n, ones);
+    else if (n <= 16 * CRCFOLD_SHORT_BLOCKS)
         crcfold_pair(&crcfold_icrc, &crcfold_vcrc, icrc, vcrc, p, n, ones);
     else
         crcfold_pair_wide(&crcfold_icrc, &crcfold_vcrc, icrc, vcrc, p, n, ones);
+}
+
+/* The ICRC and VCRC of a UD packet without a GRH that is being written, from its pieces rather
+ * than from the packet: ``w0``-``w3`` hold its 28 header octets as they go on the wire (little-endian words),
+ * ``payload`` its ``np`` payload octets, ``pad`` the zeros after them. A CRC read back from a packet
+ * whose header was just written field by field waits for every one of those stores to reach the
+ * cache (a 16-octet load over several smaller stores is not forwarded from them); this one reads
+ * the header from registers and the payload from where it already was. Needs crcfold_wide and
+ * 48 <= 28 + np + pad <= 16 * CRCFOLD_SHORT_BLOCKS (crcfold_ud_fits). Returns the final ICRC;
+ * ``*vcrc`` gets the final VCRC, which covers the ICRC too. */
+static inline int crcfold_ud_fits(size_t n)
+{
+    return crcfold_wide && n >= 48 && n <= 16 * CRCFOLD_SHORT_BLOCKS;
+}
+
+__attribute__((target("vpclmulqdq,avx512f,avx512vl,avx512bw,pclmul,sse4.1")))
+static uint32_t crcfold_ud_pieces(uint64_t w0, uint64_t w1, uint64_t w2, uint32_t w3, const uint8_t *payload,
+                                  size_t np, size_t pad, uint16_t *vcrc)
+{
+    const crcfold_t *a = &crcfold_icrc, *b = &crcfold_vcrc;
+    const size_t n = 28 + np + pad, z = (16 - (n & 15)) & 15, m = (n + z) / 16;
+    const size_t s0 = CRCFOLD_SHORT_BLOCKS + 1 - m;
+    /* octets 0-15, 16-31 (the payload's first four at 28) and 32-47 of the message, in registers */
+    __m128i h0 = _mm_set_epi64x((long long)w1, (long long)w0);
+    int32_t first4;
+    memcpy(&first4, payload, 4);
+    __m128i h1 = _mm_insert_epi32(_mm_set_epi64x((long long)w3, (long long)w2), first4, 3);
+    __m128i h2 = _mm_maskz_loadu_epi8((__mmask16)(np - 4 >= 16 ? 0xFFFF : (1u << (np - 4)) - 1), payload + 4);
+    __m128i ones = _mm_set_epi8(0, 0, 0, (char)0xFF, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, (char)0xF0);
+    __m128i ha = _mm_xor_si128(_mm_or_si128(h0, ones), _mm_cvtsi32_si128((int)0xFFFFFFFF));
+    __m128i hb = _mm_xor_si128(h0, _mm_cvtsi32_si128(0xFFFF));
+    __m128i up = _mm_loadu_si128((const __m128i *)(crcfold_shuf + 16 - z));
+    __m128i down = _mm_loadu_si128((const __m128i *)(crcfold_shuf + 32 - z));
+    __m128i x1r = _mm_shuffle_epi8(h1, up), x2 = _mm_or_si128(_mm_shuffle_epi8(h1, down), _mm_shuffle_epi8(h2, up));
+    __m128i a0 = _mm_shuffle_epi8(ha, up), a1 = _mm_or_si128(_mm_shuffle_epi8(ha, down), x1r);
+    __m128i b0 = _mm_shuffle_epi8(hb, up), b1 = _mm_or_si128(_mm_shuffle_epi8(hb, down), x1r);
+    /* block i >= 3 is at sbase + 16 i, all of it payload (or the zeros after it) */
+    const uint8_t *sbase = payload - 28 - z;
+    const size_t hi = 28 + z + np;  /* the payload's end, as an offset from sbase (it starts at 28 + z) */
+    __m512i D, A, B, accA, accB;
+    __m128i last, xa, xb;
+    __m256i y;
+    size_t g;
+    uint64_t k = hi >= 64 ? ~0ull : (1ull << hi) - 1;
+    D = _mm512_maskz_loadu_epi8((__mmask64)(k & ~((1ull << 48) - 1)), sbase);  /* block 3 alone */
+    D = _mm512_inserti32x4(D, x2, 2);
+    A = _mm512_inserti32x4(_mm512_inserti32x4(D, a0, 0), a1, 1);
+    B = _mm512_inserti32x4(_mm512_inserti32x4(D, b0, 0), b1, 1);
+    accA = CRCFOLD_F512(A, _mm512_loadu_si512((const void *)a->kz[s0]));
+    accB = CRCFOLD_F512(B, _mm512_loadu_si512((const void *)b->kz[s0]));
+    for (g = 64; g < 16 * m; g += 64) {
+        size_t h = hi - g;  /* hi > g: the group holds at least one block of the message */
+        k = h >= 64 ? ~0ull : (1ull << h) - 1;
+        D = _mm512_maskz_loadu_epi8((__mmask64)k, sbase + g);
+        accA = _mm512_xor_si512(accA, CRCFOLD_F512(D, _mm512_loadu_si512((const void *)a->kz[s0 + g / 16])));
+        accB = _mm512_xor_si512(accB, CRCFOLD_F512(D, _mm512_loadu_si512((const void *)b->kz[s0 + g / 16])));
+    }
+    /* the last block, whose constant is zero: octets n - 16 .. n, the zeros of the pad masked in */
+    if (m == 3)
+        last = x2;
+    else
+        last = _mm_maskz_loadu_epi8((__mmask16)((1u << (16 - pad)) - 1), payload + np + pad - 16);
+    y = _mm256_xor_si256(_mm512_castsi512_si256(accA), _mm512_extracti64x4_epi64(accA, 1));
+    xa = _mm_xor_si128(_mm_xor_si128(_mm256_castsi256_si128(y), _mm256_extracti128_si256(y, 1)), last);
+    y = _mm256_xor_si256(_mm512_castsi512_si256(accB), _mm512_extracti64x4_epi64(accB, 1));
+    xb = _mm_xor_si128(_mm_xor_si128(_mm256_castsi256_si128(y), _mm256_extracti128_si256(y, 1)), last);
+    uint32_t icrc = crcfold_final_w(a, xa, 32) ^ 0xFFFFFFFFu;
+    uint32_t v = crcfold_final_w(b, xb, 16) ^ icrc;  /* then the VCRC over the ICRC's four octets */
+    v = b->table[3][v & 0xFF] ^ b->table[2][(v >> 8) & 0xFF] ^ b->table[1][(v >> 16) & 0xFF] ^ b->table[0][v >> 24];
+    *vcrc = (uint16_t)(v ^ 0xFFFF);
+    return icrc;
 }
 
 #endif

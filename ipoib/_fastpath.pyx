@@ -9,7 +9,7 @@ module is the provider, its op dispatcher, and the names :mod:`ipoib` exports.
 cimport cython
 import os as _os
 import traceback
-from cpython.bytes cimport PyBytes_AS_STRING
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from ipoib._fastring cimport META, PacketRing as _Ring, flow_hash, push_gso
 from ipoib._fastrx cimport RxEngine, RxOwner
 from ipoib._fasttun cimport TunPath
@@ -511,19 +511,36 @@ cdef class Provider(RxOwner):
         cdef const unsigned char *f
         cdef const unsigned char[::1] view
         cdef PacketRing ring
+        cdef PortCore port
         cdef unsigned long long pk[64]
         cdef unsigned long long by[64]
         cdef bint udp_ports = self.rx.udp_ports
-        if ah.dgid is not None or c.qp is None or not c.running:
+        if c.qp is None or not c.running:
             raise NotSupported("multicast and stopped devices take the standard path")
-        port = c.hca.ports[c.port]
-        dlid = ah.dlid
-        sl = ah.sl
-        mtu = _MTU.get(port.neighbor_mtu, 4096)
-        if port.state != 4 or ah.src_path_bits or <unsigned int> (dlid - <unsigned int> port.lid) < (1u << port.lmc):
+        port = self._port
+        if port is None:
+            port = self._port = (<HCACore?> c.hca).ports[c.port]  # the Port object lives as long as the HCA
+        if ah is not self._ah or port.lid != self._ah_lid:
+            # as send(): an AddressHandle is immutable, checked once (again when our LID changes)
+            self._ah = None
+            if ah.dgid is not None:
+                raise NotSupported("multicast and stopped devices take the standard path")
+            dlid = ah.dlid
+            if ah.src_path_bits or <unsigned int> (dlid - <unsigned int> port.lid) < (1u << port.lmc):
+                raise NotSupported("loopback and inactive ports take the standard path")
+            self._ah_dlid = dlid
+            self._ah_sl = ah.sl
+            self._ah_lid = port.lid
+            self._ah = ah
+        dlid = self._ah_dlid
+        sl = self._ah_sl
+        if port.state != 4:
             raise NotSupported("loopback and inactive ports take the standard path")
+        mtu = _mtu_octets(port.neighbor_mtu)
         for i in range(nf):
-            if len(fl[i]) > mtu or type(fl[i]) is GsoPacket:
+            obj = fl[i]
+            n = PyBytes_GET_SIZE(obj) if type(obj) is bytes else len(obj)
+            if n > mtu or type(obj) is GsoPacket:
                 raise NotSupported("a frame over the MTU or a GSO packet: the standard path takes the burst")
         for q in range(nq):
             pk[q] = 0
@@ -613,6 +630,7 @@ cdef class Provider(RxOwner):
         cdef PacketRing r
         cdef int q
         cdef unsigned long long total = 0, words = 0, octets = 0
+        cdef unsigned int slid, pkey, qkey, src_qp
         cdef ContextCore c
         cdef QPCore qp
         cdef PortCore port
@@ -633,14 +651,12 @@ cdef class Provider(RxOwner):
             self._discard_tx()
             return
         seg = bytearray(BURST_HEADROOM)  # the host writes the burst header there
-        slid, pkey, qkey, qpn = port.lid, port.pkeys[qp.pkey_index], qp.qkey, qp.qpn
+        qpn = qp.qpn
+        slid, pkey, qkey, src_qp = port.lid, port.pkeys[qp.pkey_index], qp.qkey, qpn
         for q in range(self.ntx):
             r = <PacketRing> self.rings[q]
             if r._count:
-                n, wd, oc = r.drain_ud(seg, slid, pkey, qkey, qpn, TX_SLOTS)
-                total += n
-                words += wd
-                octets += oc
+                total += r.drain_ud_c(seg, slid, pkey, qkey, src_qp, TX_SLOTS, &words, &octets)
             if self._stopped[q] and r._count <= TX_SLOTS // 2:
                 self._stopped[q] = False
                 self._qwakes[q] += 1

@@ -59,6 +59,9 @@ cdef class PacketRing:
                        const unsigned char *frame, Py_ssize_t n)
     cpdef tuple drain_ud(self, bytearray seg, unsigned int slid, unsigned int pkey, unsigned int qkey,
                          unsigned int src_qp, Py_ssize_t budget)
+    cdef Py_ssize_t drain_ud_c(self, bytearray seg, unsigned int slid, unsigned int pkey, unsigned int qkey,
+                               unsigned int src_qp, Py_ssize_t budget, unsigned long long *words,
+                               unsigned long long *octets) except -1
 
 
 cdef inline void tx_address(unsigned char *d, unsigned int dlid, unsigned int sl, unsigned int dqpn) noexcept nogil:

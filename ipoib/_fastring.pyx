@@ -128,16 +128,25 @@ cdef class PacketRing:
                          unsigned int src_qp, Py_ssize_t budget):
         """Build a UD packet from each queued frame, appended to ``seg`` length-prefixed (the link
         burst format). One C loop, no Python object per packet. Returns (packets, words, octets)."""
+        cdef unsigned long long words = 0, octets = 0
+        n = self.drain_ud_c(seg, slid, pkey, qkey, src_qp, budget, &words, &octets)
+        return n, words, octets
+
+    cdef Py_ssize_t drain_ud_c(self, bytearray seg, unsigned int slid, unsigned int pkey, unsigned int qkey,
+                               unsigned int src_qp, Py_ssize_t budget, unsigned long long *words,
+                               unsigned long long *octets) except -1:
+        """drain_ud for the compiled provider: the packets built, their words and octets added to
+        ``*words`` and ``*octets`` (no tuple per burst)."""
         cdef Py_ssize_t i, slot, n, need = 0, off
         cdef unsigned char *src
         cdef unsigned char *out
         cdef unsigned int dlid, sl, dqpn
-        cdef Py_ssize_t plen, words = 0, octets = 0
+        cdef Py_ssize_t plen, wd = 0, oc = 0
         cdef Py_ssize_t take = self._count if self._count < budget else budget
         if seg is None:
             raise TypeError("drain_ud needs a bytearray to build the burst into, not None")
         if take <= 0:
-            return 0, 0, 0
+            return 0
         for i in range(take):
             slot = self._head + i
             if slot >= self.slots:
@@ -159,13 +168,15 @@ cdef class PacketRing:
                 out[off] = (plen >> 8) & 0xFF
                 out[off + 1] = plen & 0xFF
                 off += 2 + plen
-                words += (plen - 2) >> 2
-                octets += n
+                wd += (plen - 2) >> 2
+                oc += n
                 self._head = slot + 1 if slot + 1 < self.slots else 0
                 self._count -= 1
         self.popped += take
         PyByteArray_Resize(seg, off)
-        return take, words, octets
+        words[0] += wd
+        octets[0] += oc
+        return take
 
 
 cdef Py_ssize_t push_gso(PacketRing ring, unsigned int dlid, unsigned int sl, unsigned int dqpn,

@@ -121,6 +121,41 @@ def test_burst_send_stops_where_the_ring_fills():
     assert ifc.stopped_queues and ifc.netdev.standard.ctx.stats["tx_busy"] == 1  # one refusal per burst
 
 
+def test_burst_send_refuses_what_only_the_standard_path_takes_and_rechecks_a_kept_ah():
+    """The provider's send_burst keeps the last AddressHandle it checked (they are immutable), as
+    send() does: loopback, multicast, over-MTU frames and a stopped device are still refused, and a
+    kept handle is checked again once our own LID has changed to its DLID."""
+    from ipoib.netdev import NotSupported
+
+    net = IpNet("fattree:2,2,2,2", backend=_fastpath).up()
+    ifc = net.nodes["node0001"].ifs["ib0"]
+    prov = ifc.netdev.provider
+    port = net.devices["node0001"].ports[1]
+    dst = net.nodes["node0003"].ifs["ib0"]
+    f = _frame(1, 5000)
+    ah = AddressHandle(dlid=net.lid("node0003"))
+    assert prov.send_burst([f], ah, dst.qpn) == 1
+    before = sum(prov.q_packets)
+    for bad_ah in (AddressHandle(dlid=port.lid), AddressHandle(dlid=0xC001, dgid=bytes(16)),
+                   AddressHandle(dlid=net.lid("node0003"), src_path_bits=1)):
+        with pytest.raises(NotSupported):
+            prov.send_burst([f], bad_ah, dst.qpn)
+    with pytest.raises(NotSupported):  # one frame over the MTU: the whole burst to the standard path
+        prov.send_burst([f, f + bytes(5000)], ah, dst.qpn)
+    assert sum(prov.q_packets) == before  # nothing of the refused bursts was queued
+    own = port.lid
+    port.lid = ah.dlid  # the SM gave us the LID the kept handle points at: that is loopback now
+    try:
+        with pytest.raises(NotSupported):
+            prov.send_burst([f], ah, dst.qpn)
+    finally:
+        port.lid = own
+    assert prov.send_burst([f], ah, dst.qpn) == 1
+    ifc.netdev.stop()
+    with pytest.raises(NotSupported):
+        prov.send_burst([f], ah, dst.qpn)
+
+
 def test_the_drain_honours_a_post_segment_of_the_hcas_own():
     """The fast provider's drain calls HCA.post_segment's compiled body directly only while the
     HCA's post_segment is that one: an HCA's own (a spy here) or its class's other one is called."""

@@ -90,6 +90,44 @@ def test_every_crc_method_computes_the_same_crcs():
             assert runs[method][what] == runs["table"][what], (runs[method]["method"], what)
 
 
+def test_the_crcs_read_nothing_outside_the_payload():
+    """The folded CRCs read the message in 64-octet lanes with the octets outside it masked off,
+    and a packet's from its header words and its payload: with the payload against an unmapped
+    page on either side, every length that takes those paths still seals right (a read past the
+    payload would kill this process)."""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    page = mmap.PAGESIZE
+    m = mmap.mmap(-1, 3 * page)
+    view = memoryview(m)
+    holder = ctypes.c_char.from_buffer(m)
+    base = ctypes.addressof(holder)
+    from fabric.wire import packet
+
+    try:
+        for off in (0, 2 * page):  # the first page and the last unmapped
+            assert libc.mprotect(base + off, page, 0) == 0, ctypes.get_errno()
+        r = __import__("random").Random(5)
+        m[page:2 * page] = bytes(r.getrandbits(8) for _ in range(page))
+        compiled, packet._build_c = packet._build_c, None
+        try:
+            for n in range(1, 520):
+                for payload in (view[page:page + n], view[2 * page - n:2 * page]):
+                    ref = w.build_ud_packet(slid=3, dlid=9, dest_qp=0x12, src_qp=0x34, qkey=0x11223344,
+                                            pkey=0xFFFF, sl=1, psn=n, vl=0, se=0, payload=bytes(payload))
+                    assert build_ud_packet_fast(payload, 3, 9, 0x12, 0x34, 0x11223344, 0xFFFF, 1, n) == ref, n
+                    assert crc32(payload) == zlib.crc32(payload), n
+        finally:
+            packet._build_c = compiled
+    finally:
+        del holder, payload
+        view.release()
+        m.close()
+
+
 # -- the management structs packed and parsed in C (fabric._structfast.StructCodec) --------------
 
 def _structs_in_c():
