@@ -18,10 +18,12 @@ cdef enum:
     COUNT_RCV = 0  # fabric.devices.port.PENDING's order
     COUNT_XMIT = 1
 
-from fabric._corefast cimport CountersCore, HCACore
+from fabric._corefast cimport CountersCore, HCACore, PortCore, QPCore
 
 cdef void hca_post_segment_c(HCACore hca, object qpn, object port_num, object count, object words,
                              object buf) except *
+cdef void hca_post_segment_qp(HCACore hca, PortCore port, QPCore qp, object port_num, unsigned long long count,
+                              unsigned long long words, object buf) except *
 cdef void count_unicast(CountersCore counters, int direction, unsigned long long pkts, unsigned long long words) except *
 
 cdef enum:

@@ -830,13 +830,16 @@ def hca_post_segment(HCACore hca not None, qpn, port_num, count, words, buf):
 
 cdef void hca_post_segment_c(HCACore hca, object qpn, object port_num, object count, object words,
                              object buf) except *:
-    cdef PortCore port = hca.ports[port_num]
-    cdef QPCore qp
+    hca_post_segment_qp(hca, hca.ports[port_num], hca.qps[qpn], port_num, count, words, buf)
+
+
+cdef void hca_post_segment_qp(HCACore hca, PortCore port, QPCore qp, object port_num, unsigned long long count,
+                              unsigned long long words, object buf) except *:
+    """hca_post_segment_c for a driver that holds the port and the QP already (no lookups)."""
     if port.phys != PHYS_STATE_LINKUP or port.state != PORT_STATE_ACTIVE:
         hca.refuse_sends(port_num, count)
         return
     count_unicast(port.counters, COUNT_XMIT, count, words)
-    qp = hca.qps[qpn]
     qp.sent += count
     seg = _new_segment(_Segment)  # Segment(port_num, count, buf), without running its __init__ in Python
     seg.port, seg.count, seg.buf = port_num, count, buf

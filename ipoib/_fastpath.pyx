@@ -10,19 +10,40 @@ cimport cython
 import os as _os
 import traceback
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.ref cimport PyObject
+
+
+cdef extern from "Python.h":
+    # on borrowed references (PyObject *), so that no reference count is taken per frame
+    PyObject *PyList_GET_ITEM(object lst, Py_ssize_t i)
+    bint _bytes_exact "PyBytes_CheckExact"(PyObject *o)
+    PyObject **_PyObject_GetDictPtr(object obj)
+    PyObject *PyDict_GetItemWithError(object d, object key) except? NULL
+    char *_bytes_data "PyBytes_AS_STRING"(PyObject *o)
+    Py_ssize_t _bytes_size "PyBytes_GET_SIZE"(PyObject *o)
 from ipoib._fastring cimport META, PacketRing as _Ring, flow_hash, push_gso
 from ipoib._fastrx cimport RxEngine, RxOwner
 from ipoib._fasttun cimport TunPath
 from ipoib._fastctx cimport ContextCore
-from fabric._corefast cimport HCACore, PortCore, QPCore
-from fabric._wirefast cimport hca_post_segment_c
+from fabric._corefast cimport HCACore, PortCore, QPCore, class_unchanged
+from fabric._wirefast cimport hca_post_segment_qp
+from cpython.bytearray cimport PyByteArray_FromStringAndSize, PyByteArray_AS_STRING
+from libc.string cimport memset
 from fabric import _wirefast
 
 cdef object _hps = _wirefast.hca_post_segment
+cdef dict _HPS_METHODS = {"post_segment": _hps}
+
+
+cdef inline bint _not_patched(object obj, str name) except -1:
+    """No ``name`` in ``obj``'s own dict (a test's spy on one device, say)."""
+    cdef PyObject **d = _PyObject_GetDictPtr(obj)
+    return d == NULL or d[0] == NULL or PyDict_GetItemWithError(<object> d[0], name) == NULL
 
 from ipoib.netdev import BUSY, OK, NetdevParams, NotSupported, RxInfo
 from ipoib.gso import GsoPacket
 from fabric.wire.burst import BURST_HEADROOM
+cdef Py_ssize_t _HEADROOM = BURST_HEADROOM
 # UdpSink is one of our public names; INFO_CACHE bounds the RxInfo cache we keep for the engine
 from ipoib._fastrx import INFO_CACHE, RxDispatch, UdpSink
 
@@ -98,6 +119,7 @@ cdef class Provider(RxOwner):
     cdef unsigned int _ah_dlid
     cdef unsigned int _ah_sl
     cdef unsigned int _ah_lid
+    cdef unsigned int _hps_tag  # the HCA's class, when it last had the compiled post_segment
     cdef bint _kicked   # a poll is already scheduled for what the rings hold (one doorbell per batch)
     cdef bint _sw       # we called up into the ULP or the node (a queue stopped or woke, a poll scheduled)
     cdef public RxEngine rx
@@ -507,11 +529,12 @@ cdef class Provider(RxOwner):
         cdef ContextCore c = self.ctx
         cdef list fl = frames if type(frames) is list else list(frames)
         cdef Py_ssize_t i, nf = len(fl), n, mtu, done = 0
-        cdef unsigned int q, dlid, sl, dq = dqpn, nq = self.ntx
+        cdef unsigned int q, last_q, dlid, sl, dq = dqpn, nq = self.ntx
         cdef const unsigned char *f
         cdef const unsigned char[::1] view
-        cdef PacketRing ring
+        cdef PacketRing ring = None
         cdef PortCore port
+        cdef PyObject *po
         cdef unsigned long long pk[64]
         cdef unsigned long long by[64]
         cdef bint udp_ports = self.rx.udp_ports
@@ -537,25 +560,38 @@ cdef class Provider(RxOwner):
         if port.state != 4:
             raise NotSupported("loopback and inactive ports take the standard path")
         mtu = _mtu_octets(port.neighbor_mtu)
+        # the frames as borrowed references (the list holds them): no reference count written per
+        # frame, which for a burst of one frame object repeated is a chain of writes to one word
         for i in range(nf):
-            obj = fl[i]
-            n = PyBytes_GET_SIZE(obj) if type(obj) is bytes else len(obj)
-            if n > mtu or type(obj) is GsoPacket:
+            po = PyList_GET_ITEM(fl, i)
+            if _bytes_exact(po):
+                n = _bytes_size(po)
+            else:
+                obj = <object> po
+                if type(obj) is GsoPacket:
+                    n = mtu + 1
+                else:
+                    n = len(obj)
+                    nf = min(nf, len(fl))  # a len() of Python code may have changed the list
+            if n > mtu:
                 raise NotSupported("a frame over the MTU or a GSO packet: the standard path takes the burst")
         for q in range(nq):
             pk[q] = 0
             by[q] = 0
+        last_q = nq  # the ring of the frame before: one reference taken per change of queue
         for i in range(nf):
-            obj = fl[i]
-            if type(obj) is bytes:
-                f = <const unsigned char *> PyBytes_AS_STRING(obj)
-                n = len(<bytes> obj)
+            po = PyList_GET_ITEM(fl, i)
+            if _bytes_exact(po):
+                f = <const unsigned char *> _bytes_data(po)
+                n = _bytes_size(po)
             else:
-                view = obj
+                view = <object> po
                 n = view.shape[0]
                 f = &view[0] if n else <const unsigned char *> b""
             q = flow_hash(f, n, udp_ports) % nq
-            ring = <PacketRing> self.rings[q]
+            if q != last_q:
+                ring = <PacketRing> self.rings[q]
+                last_q = q
             if not ring._push_ud(dlid, sl, dq, f, n):
                 break
             pk[q] += 1
@@ -650,7 +686,8 @@ cdef class Provider(RxOwner):
         if port.phys != PHYS_LINKUP or port.state != 4:
             self._discard_tx()
             return
-        seg = bytearray(BURST_HEADROOM)  # the host writes the burst header there
+        seg = PyByteArray_FromStringAndSize(NULL, _HEADROOM)  # the host writes the burst header there
+        memset(PyByteArray_AS_STRING(seg), 0, _HEADROOM)
         qpn = qp.qpn
         slid, pkey, qkey, src_qp = port.lid, port.pkeys[qp.pkey_index], qp.qkey, qpn
         for q in range(self.ntx):
@@ -669,8 +706,8 @@ cdef class Provider(RxOwner):
             st["tx_bytes"] += octets
             # the HCA counts and sends it: HCA.post_segment, its compiled body called in C unless
             # the HCA's class or the HCA itself has another (the std backend's, a test's spy)
-            if getattr(type(hca), "post_segment", None) is _hps and "post_segment" not in hca.__dict__:
-                hca_post_segment_c(hca, qpn, c.port, total, words, seg)
+            if class_unchanged(type(hca), &self._hps_tag, _HPS_METHODS) and _not_patched(hca, "post_segment"):
+                hca_post_segment_qp(hca, port, qp, c.port, total, words, seg)
             else:
                 hca.post_segment(qpn, c.port, total, words, seg)
 
@@ -851,7 +888,7 @@ cdef class _FastOp:
             self.served_by[self.op] = "standard"
             self.last = 2
             return self.standard(*args)
-        if self.last != 1 or self.served_by.get(self.op) != "provider":
+        if self.last != 1:  # only this op writes its entry: it is right while ``last`` is
             self.served_by[self.op] = "provider"
             self.last = 1
         return out

@@ -13,6 +13,7 @@ cdef extern from "csum.h" nogil:
 cdef enum:
     # Copies at least this long run without the GIL; below it the release costs more than the copy.
     NOGIL_COPY = 2048
+    NOGIL_DRAIN = 65536  # a TX drain lets the GIL go from this many octets of packets on
     META = 8  # TX slot header: DLID(2) SL(1) reserved(1) DestQP(4)
 
 
@@ -62,6 +63,9 @@ cdef class PacketRing:
     cdef Py_ssize_t drain_ud_c(self, bytearray seg, unsigned int slid, unsigned int pkey, unsigned int qkey,
                                unsigned int src_qp, Py_ssize_t budget, unsigned long long *words,
                                unsigned long long *octets) except -1
+    cdef Py_ssize_t _drain_loop(self, unsigned char *out, Py_ssize_t off, Py_ssize_t take, unsigned int slid,
+                                unsigned int pkey, unsigned int qkey, unsigned int src_qp, Py_ssize_t *wd,
+                                Py_ssize_t *oc) noexcept nogil
 
 
 cdef inline void tx_address(unsigned char *d, unsigned int dlid, unsigned int sl, unsigned int dqpn) noexcept nogil:

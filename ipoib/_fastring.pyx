@@ -137,11 +137,9 @@ cdef class PacketRing:
                                unsigned long long *octets) except -1:
         """drain_ud for the compiled provider: the packets built, their words and octets added to
         ``*words`` and ``*octets`` (no tuple per burst)."""
-        cdef Py_ssize_t i, slot, n, need = 0, off
-        cdef unsigned char *src
+        cdef Py_ssize_t i, slot, need = 0, off
         cdef unsigned char *out
-        cdef unsigned int dlid, sl, dqpn
-        cdef Py_ssize_t plen, wd = 0, oc = 0
+        cdef Py_ssize_t wd = 0, oc = 0
         cdef Py_ssize_t take = self._count if self._count < budget else budget
         if seg is None:
             raise TypeError("drain_ud needs a bytearray to build the burst into, not None")
@@ -151,32 +149,44 @@ cdef class PacketRing:
             slot = self._head + i
             if slot >= self.slots:
                 slot -= self.slots
-            n = self._len[slot] - META
-            need += 2 + 28 + n + 3 + 6
+            need += 2 + 28 + (self._len[slot] - META) + 3 + 6
         off = len(seg)
         PyByteArray_Resize(seg, off + need)
         out = <unsigned char *> PyByteArray_AS_STRING(seg)
-        with nogil:
-            for i in range(take):
-                slot = self._head
-                src = self._buf + slot * self.slot_size
-                n = self._len[slot] - META
-                dlid = (src[0] << 8) | src[1]
-                sl = src[2]
-                dqpn = (src[5] << 16) | (src[6] << 8) | src[7]
-                plen = write_ud_packet(out + off + 2, src + META, n, slid, dlid, sl, pkey, dqpn, src_qp, qkey, 0, 0, 0)
-                out[off] = (plen >> 8) & 0xFF
-                out[off + 1] = plen & 0xFF
-                off += 2 + plen
-                wd += (plen - 2) >> 2
-                oc += n
-                self._head = slot + 1 if slot + 1 < self.slots else 0
-                self._count -= 1
+        if need >= NOGIL_DRAIN:  # a short burst: letting the GIL go costs more than building it
+            with nogil:
+                off = self._drain_loop(out, off, take, slid, pkey, qkey, src_qp, &wd, &oc)
+        else:
+            off = self._drain_loop(out, off, take, slid, pkey, qkey, src_qp, &wd, &oc)
         self.popped += take
         PyByteArray_Resize(seg, off)
         words[0] += wd
         octets[0] += oc
         return take
+
+    cdef Py_ssize_t _drain_loop(self, unsigned char *out, Py_ssize_t off, Py_ssize_t take, unsigned int slid,
+                                unsigned int pkey, unsigned int qkey, unsigned int src_qp, Py_ssize_t *wd,
+                                Py_ssize_t *oc) noexcept nogil:
+        """drain_ud_c's loop: ``take`` packets built at ``out + off``; returns the new offset."""
+        cdef Py_ssize_t i, slot, n, plen
+        cdef unsigned char *src
+        cdef unsigned int dlid, sl, dqpn
+        for i in range(take):
+            slot = self._head
+            src = self._buf + slot * self.slot_size
+            n = self._len[slot] - META
+            dlid = (src[0] << 8) | src[1]
+            sl = src[2]
+            dqpn = (src[5] << 16) | (src[6] << 8) | src[7]
+            plen = write_ud_packet(out + off + 2, src + META, n, slid, dlid, sl, pkey, dqpn, src_qp, qkey, 0, 0, 0)
+            out[off] = (plen >> 8) & 0xFF
+            out[off + 1] = plen & 0xFF
+            off += 2 + plen
+            wd[0] += (plen - 2) >> 2
+            oc[0] += n
+            self._head = slot + 1 if slot + 1 < self.slots else 0
+            self._count -= 1
+        return off
 
 
 cdef Py_ssize_t push_gso(PacketRing ring, unsigned int dlid, unsigned int sl, unsigned int dqpn,

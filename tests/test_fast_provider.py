@@ -174,3 +174,19 @@ def test_the_drain_honours_a_post_segment_of_the_hcas_own():
     assert ifc.netdev.send(_frame(2, 5000), ah, dst.qpn) == OK
     ifc.netdev.poll(64)
     assert calls == [1] and hca.qps[ifc.netdev.standard.ctx.qp.qpn].sent >= 2  # the compiled body sent it
+    cls = type(hca)
+    compiled = cls.__dict__["post_segment"] if "post_segment" in cls.__dict__ else None
+    plain = cls.post_segment
+    cls.post_segment = lambda self, *a: (calls.append(("class", a[2])), plain(self, *a))[1]
+    try:  # the class's own changed: the drain calls it (the class's version tag is what it checks)
+        assert ifc.netdev.send(_frame(3, 5000), ah, dst.qpn) == OK
+        ifc.netdev.poll(64)
+        assert calls == [1, ("class", 1)]
+    finally:
+        if compiled is None:
+            del cls.post_segment
+        else:
+            cls.post_segment = compiled
+    assert ifc.netdev.send(_frame(4, 5000), ah, dst.qpn) == OK
+    ifc.netdev.poll(64)
+    assert calls == [1, ("class", 1)]  # and the compiled body again once it is back
