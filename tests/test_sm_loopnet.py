@@ -145,6 +145,12 @@ def test_bring_up_every_cabled_port_active_and_lids_unique_as_in_guid2lid(tmp_pa
     net.start_sm()
     up = net.agent.last_up
     assert (up.sweep, up.nodes, up.ports_active) == (1, 8, 24)
+    # when each step of the sweep began, in order, the last being SUBNET UP itself
+    steps = dict(up.stages)
+    assert list(steps) == ["discovery", "lids", "routes", "ports", "armed", "active", "up"]
+    assert list(steps.values()) == sorted(steps.values()) and steps["discovery"] == 0.0
+    assert steps["up"] == up.seconds
+    assert "steps began at (s): discovery 0.000, lids" in net.sm.log[-1]
     states = {(name, num): (p.state, p.phys) for name, num, p in cabled_ports(net)}
     assert len(states) == 24
     assert set(states.values()) == {(sa.PORT_ACTIVE, sa.PHYS_LINKUP)}

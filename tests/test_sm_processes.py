@@ -67,6 +67,8 @@ def test_bring_up_and_dump_fts_match_the_sms_routes(two_switch):
     topo = fab.topology
     up = fab.info.data["subnet_up"]
     assert up["sweep"] >= 1 and up["nodes"] == len(topo.nodes) == 6
+    assert list(up["stages"]) == ["discovery", "lids", "routes", "ports", "armed", "active", "up"]
+    assert 0 < up["stages"]["lids"] <= up["stages"]["up"] == up["seconds"]  # discovery took round trips
     assert up["ports_active"] == 2 * len(topo.links) == 12
     st = smctl.sm_status(fab.info)
     assert (st["node"], st["port"], st["state"]) == (topo.sm_node, topo.sm_port, "up")

@@ -74,6 +74,7 @@ class SubnetUp:
     ports_active: int
     lids: int = 0  # end ports with a LID
     switches_routed: int = 0
+    stages: tuple = ()  # (step, seconds from the sweep's start when it began), in order
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,15 @@ class SweepStats:
     nodes: int = 0  # nodes found, once discovery is done
     lids: int = 0  # end ports given a LID
     switches_routed: int = 0  # switches whose LFT was computed (and its changed blocks written)
+    stage_at: dict = field(default_factory=dict)  # step -> seconds from the start when it began
+
+    def enter(self, stage: str, now: float) -> None:
+        self.stage = stage
+        self.mark(stage, now)
+
+    def mark(self, step: str, now: float) -> None:
+        """When a step began (a stage, or a step within one: the ports' Armed and Active Sets)."""
+        self.stage_at[step] = now - self.started
 
 
 class SubnetManager:
@@ -211,6 +221,7 @@ class SubnetManager:
         self.state = "sweeping"
         self.resweep = False
         self.stats = SweepStats(sweep=self.sweeps + 1, started=self.now)
+        self.stats.mark("discovery", self.now)
         # An SM that has programmed nothing yet (a new SM, maybe taking over) reads the LFTs the
         # switches hold, so that it rewrites only the blocks that differ (docs/sm.md).
         self.stats.discovery = Discovery(self.engine, read_lfts=not self.programmed_lft, on_done=self._discovered)
@@ -339,7 +350,8 @@ class SubnetManager:
             or any(num and p.linked and p.state == sa.PORT_INIT
                    for n in subnet.switches() for num, p in n.ports.items()))
         lids = assign_lids(subnet, self.guid2lid, lmc=self.config.lmc)
-        self.stats.stage, self.stats.nodes, self.stats.discovery = "lids", len(subnet.nodes), None
+        self.stats.nodes, self.stats.discovery = len(subnet.nodes), None
+        self.stats.enter("lids", self.now)
         self.stats.lids = sum(1 for lid in lids.values() if lid)
         merged = dict(self.guid2lid)
         merged.update(lids)  # absent ports keep their LIDs reserved, as OpenSM's cache does
@@ -428,7 +440,7 @@ class SubnetManager:
         subnet = self.subnet
         kw = {"existing": self.programmed_lft} if (self.config.routing_engine == "minhop"
                                                    and not self.ignore_existing_lfts) else {}
-        self.stats.stage = "routes"
+        self.stats.enter("routes", self.now)
         lfts = route(subnet, self.config.routing_engine, **kw)
         top = subnet.max_lid()
         for sw in subnet.switches():
@@ -462,7 +474,7 @@ class SubnetManager:
         self.out.extend(self.sa.on_sweep_done(self.now))
 
     def _pkeys(self) -> None:
-        self.stats.stage = "ports"
+        self.stats.enter("ports", self.now)
         sm_port = self.subnet.sm_port
         for port in self.subnet.ca_ports():
             want = self.partitions.pkeys_for(port, sm_port_guid=sm_port.guid)
@@ -544,10 +556,12 @@ class SubnetManager:
                              port_state_change=0))  # 0: PortStateChange left as it is
 
     def _arm(self) -> None:
+        self.stats.mark("armed", self.now)
         self._to_state(sa.PORT_ARMED, (sa.PORT_INIT,))
         self.engine.when_idle(self._activate)
 
     def _activate(self) -> None:
+        self.stats.mark("active", self.now)
         self._to_state(sa.PORT_ACTIVE, (sa.PORT_ARMED,))
         self.engine.when_idle(self._subnet_up)
 
@@ -570,12 +584,13 @@ class SubnetManager:
         ports = sum(1 for n in self.subnet.nodes.values() for num, p in n.ports.items()
                     if p.state == sa.PORT_ACTIVE and not (n.is_switch and num == 0))
         seconds = self.now - self.stats.started
+        self.stats.enter("up", self.now)
         self.out.append(SubnetUp(self.sweeps, seconds, len(self.subnet.nodes), ports, self.stats.lids,
-                                    self.stats.switches_routed))
+                                    self.stats.switches_routed, tuple(self.stats.stage_at.items())))
+        steps = ", ".join(f"{k} {v:.3f}" for k, v in self.stats.stage_at.items())
         self.log.append(f"sweep {self.sweeps}: SUBNET UP in {seconds:.3f} s, {len(self.subnet.nodes)} nodes, "
-                        f"{ports} active ports, sets {self.stats.sets}")
+                        f"{ports} active ports, sets {self.stats.sets}; steps began at (s): {steps}")
         self.state = "up"
-        self.stats.stage = "up"
         self.next_light = self.now + self.config.sweep_interval
         if self.resweep:
             self._begin_heavy()

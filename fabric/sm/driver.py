@@ -258,7 +258,7 @@ class SmAgent:
         st["subnet_up"] = None if self.last_up is None else {
             "sweep": self.last_up.sweep, "seconds": self.last_up.seconds, "nodes": self.last_up.nodes,
             "ports_active": self.last_up.ports_active, "lids": self.last_up.lids,
-            "switches_routed": self.last_up.switches_routed}
+            "switches_routed": self.last_up.switches_routed, "stages": dict(self.last_up.stages)}
         return st
 
 
