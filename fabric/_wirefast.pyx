@@ -24,8 +24,8 @@ cdef extern from "crcfold.h" nogil:
     uint32_t crcfold_update(const crcfold_t *c, uint32_t r, const uint8_t *p, size_t n)
     void crcfold_ib_local(uint32_t *icrc, uint32_t *vcrc, const uint8_t *p, size_t n)
     int crcfold_ud_fits(size_t n)
-    uint32_t crcfold_ud_pieces(uint64_t w0, uint64_t w1, uint64_t w2, uint32_t w3, const uint8_t *payload, size_t np,
-                               size_t pad, uint16_t *vcrc)
+    void crcfold_ud_write(uint8_t *out, uint64_t w0, uint64_t w1, uint64_t w2, uint32_t w3, const uint8_t *payload,
+                          size_t np, size_t pad)
     uint64_t __builtin_bswap64(uint64_t x)
     uint32_t __builtin_bswap32(uint32_t x)
 
@@ -203,29 +203,18 @@ cdef Py_ssize_t write_ud_packet(uint8_t *out, const uint8_t *payload, Py_ssize_t
     cdef Py_ssize_t total = 28 + n + pad + 4  # LRH..ICRC
     cdef unsigned int words = <unsigned int> (total >> 2)
     cdef uint64_t w0, w1, w2
-    cdef uint32_t w3, icrc
-    cdef uint16_t vcrc
+    cdef uint32_t w3
     if FOLD and crcfold_ud_fits(total - 4):
-        # the header as four words, each stored as such (a load over several stores waits for them
-        # all to reach the cache); the CRCs from these words and the payload (crcfold_ud_pieces)
+        # the header as four words: the packet and its CRCs from these and the payload in one pass
+        # (crcfold_ud_write), not read back from octets just stored
         w0 = __builtin_bswap64((<uint64_t> ((vl & 0xF) << 4) << 56) | (<uint64_t> (((sl & 0xF) << 4) | 2) << 48)
-                                  | (<uint64_t> (dlid & 0xFFFF) << 32) | (<uint64_t> (words & 0x7FF) << 16)
-                                  | (slid & 0xFFFF))
+                               | (<uint64_t> (dlid & 0xFFFF) << 32) | (<uint64_t> (words & 0x7FF) << 16)
+                               | (slid & 0xFFFF))
         w1 = __builtin_bswap64((<uint64_t> 0x64 << 56) | (<uint64_t> ((pad << 4) | ((se & 1) << 7)) << 48)
-                                  | (<uint64_t> (pkey & 0xFFFF) << 32) | (dest_qp & 0xFFFFFF))
+                               | (<uint64_t> (pkey & 0xFFFF) << 32) | (dest_qp & 0xFFFFFF))
         w2 = __builtin_bswap64((<uint64_t> (psn & 0xFFFFFF) << 32) | qkey)
         w3 = __builtin_bswap32(src_qp & 0xFFFFFF)
-        memcpy(out, &w0, 8)
-        memcpy(out + 8, &w1, 8)
-        memcpy(out + 16, &w2, 8)
-        memcpy(out + 24, &w3, 4)
-        memcpy(out + 28, payload, n)
-        if pad:
-            memset(out + 28 + n, 0, pad)
-        icrc = crcfold_ud_pieces(w0, w1, w2, w3, payload, n, pad, &vcrc)
-        _put32le(out + total - 4, icrc)
-        out[total] = vcrc & 0xFF
-        out[total + 1] = vcrc >> 8
+        crcfold_ud_write(out, w0, w1, w2, w3, payload, n, pad)
         return total + 2
     # LRH: VL, LVer 0 | SL, LNH 2 | DLID | PktLen | SLID
     out[0] = (vl & 0xF) << 4
@@ -263,6 +252,19 @@ cdef Py_ssize_t write_ud_packet(uint8_t *out, const uint8_t *payload, Py_ssize_t
         memset(out + 28 + n, 0, pad)
     seal_local(out, total + 2)
     return total + 2
+
+
+def write_ud_packet_into(unsigned char[::1] out not None, Py_ssize_t offset, const unsigned char[::1] payload not None,
+                         unsigned int slid, unsigned int dlid, unsigned int dest_qp, unsigned int src_qp,
+                         unsigned int qkey, unsigned int pkey=0xFFFF, unsigned int sl=0, unsigned int psn=0):
+    """``write_ud_packet`` into ``out`` at ``offset`` (for tests: what it writes, and only there).
+    Returns the packet's length."""
+    cdef Py_ssize_t n = payload.shape[0]
+    if offset < 0 or offset + 28 + n + ((4 - (n & 3)) & 3) + 6 > out.shape[0]:
+        raise ValueError("the packet does not fit in the buffer there")
+    return write_ud_packet(&out[offset], &payload[0] if n else <const uint8_t *> b"", n, slid & 0xFFFF,
+                           dlid & 0xFFFF, sl, pkey & 0xFFFF, dest_qp & 0xFFFFFF, src_qp & 0xFFFFFF, qkey,
+                           psn & 0xFFFFFF, 0, 0)
 
 
 def build_ud_packet_fast(const unsigned char[::1] payload not None, unsigned int slid, unsigned int dlid,

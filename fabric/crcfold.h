@@ -491,22 +491,29 @@ static void crcfold_ib_local(uint32_t *icrc, uint32_t *vcrc, const uint8_t *p, s
         crcfold_pair_wide(&crcfold_icrc, &crcfold_vcrc, icrc, vcrc, p, n, ones);
 }
 
-/* The ICRC and VCRC of a UD packet without a GRH that is being written, from its pieces rather
- * than from the packet: ``w0``-``w3`` hold its 28 header octets as they go on the wire (little-endian words),
- * ``payload`` its ``np`` payload octets, ``pad`` the zeros after them. A CRC read back from a packet
- * whose header was just written field by field waits for every one of those stores to reach the
- * cache (a 16-octet load over several smaller stores is not forwarded from them); this one reads
- * the header from registers and the payload from where it already was. Needs crcfold_wide and
- * 48 <= 28 + np + pad <= 16 * CRCFOLD_SHORT_BLOCKS (crcfold_ud_fits). Returns the final ICRC;
- * ``*vcrc`` gets the final VCRC, which covers the ICRC too. */
+/* A UD packet without a GRH written at ``out`` with its ICRC and VCRC, in one pass: ``w0``-``w3``
+ * hold its 28 header octets as they go on the wire (little-endian words), ``payload`` its ``np``
+ * payload octets, ``pad`` the zeros after them. The CRCs come from the header in registers and from
+ * the payload where it already was, and each payload octet is stored from the register the CRC
+ * read it into (no copy of its own). Read back from a packet whose header was just written field
+ * by field, a CRC waited for every one of those stores to reach the cache (a 16-octet load over
+ * several smaller stores is not forwarded from them). Needs crcfold_wide and
+ * 48 <= 28 + np + pad <= 16 * CRCFOLD_SHORT_BLOCKS (crcfold_ud_fits); the payload must not
+ * overlap ``out``. */
 static inline int crcfold_ud_fits(size_t n)
 {
     return crcfold_wide && n >= 48 && n <= 16 * CRCFOLD_SHORT_BLOCKS;
 }
 
+static inline uint64_t crcfold_bits(size_t from, size_t to)  /* bits from..to-1 of a 64-bit mask */
+{
+    uint64_t up = to >= 64 ? ~0ull : (1ull << to) - 1;
+    return from >= 64 ? 0 : up & ~((1ull << from) - 1);
+}
+
 __attribute__((target("vpclmulqdq,avx512f,avx512vl,avx512bw,pclmul,sse4.1")))
-static uint32_t crcfold_ud_pieces(uint64_t w0, uint64_t w1, uint64_t w2, uint32_t w3, const uint8_t *payload,
-                                  size_t np, size_t pad, uint16_t *vcrc)
+static void crcfold_ud_write(uint8_t *out, uint64_t w0, uint64_t w1, uint64_t w2, uint32_t w3,
+                             const uint8_t *payload, size_t np, size_t pad)
 {
     const crcfold_t *a = &crcfold_icrc, *b = &crcfold_vcrc;
     const size_t n = 28 + np + pad, z = (16 - (n & 15)) & 15, m = (n + z) / 16;
@@ -516,7 +523,7 @@ static uint32_t crcfold_ud_pieces(uint64_t w0, uint64_t w1, uint64_t w2, uint32_
     int32_t first4;
     memcpy(&first4, payload, 4);
     __m128i h1 = _mm_insert_epi32(_mm_set_epi64x((long long)w3, (long long)w2), first4, 3);
-    __m128i h2 = _mm_maskz_loadu_epi8((__mmask16)(np - 4 >= 16 ? 0xFFFF : (1u << (np - 4)) - 1), payload + 4);
+    __m128i h2 = _mm_maskz_loadu_epi8((__mmask16)crcfold_bits(0, np - 4), payload + 4);
     __m128i ones = _mm_set_epi8(0, 0, 0, (char)0xFF, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, (char)0xF0);
     __m128i ha = _mm_xor_si128(_mm_or_si128(h0, ones), _mm_cvtsi32_si128((int)0xFFFFFFFF));
     __m128i hb = _mm_xor_si128(h0, _mm_cvtsi32_si128(0xFFFF));
@@ -525,24 +532,28 @@ static uint32_t crcfold_ud_pieces(uint64_t w0, uint64_t w1, uint64_t w2, uint32_
     __m128i x1r = _mm_shuffle_epi8(h1, up), x2 = _mm_or_si128(_mm_shuffle_epi8(h1, down), _mm_shuffle_epi8(h2, up));
     __m128i a0 = _mm_shuffle_epi8(ha, up), a1 = _mm_or_si128(_mm_shuffle_epi8(ha, down), x1r);
     __m128i b0 = _mm_shuffle_epi8(hb, up), b1 = _mm_or_si128(_mm_shuffle_epi8(hb, down), x1r);
-    /* block i >= 3 is at sbase + 16 i, all of it payload (or the zeros after it) */
+    _mm_storeu_si128((__m128i *)out, h0);
+    _mm_storeu_si128((__m128i *)(out + 16), h1);
+    _mm_mask_storeu_epi8(out + 32, (__mmask16)crcfold_bits(0, np - 4 + pad), h2);  /* the pad's zeros too */
+    /* block i >= 3 is at sbase + 16 i, all of it payload (or the zeros after it); offset j from
+     * sbase is the packet's octet j - z */
     const uint8_t *sbase = payload - 28 - z;
+    uint8_t *obase = out - z;
     const size_t hi = 28 + z + np;  /* the payload's end, as an offset from sbase (it starts at 28 + z) */
     __m512i D, A, B, accA, accB;
     __m128i last, xa, xb;
     __m256i y;
     size_t g;
-    uint64_t k = hi >= 64 ? ~0ull : (1ull << hi) - 1;
-    D = _mm512_maskz_loadu_epi8((__mmask64)(k & ~((1ull << 48) - 1)), sbase);  /* block 3 alone */
+    D = _mm512_maskz_loadu_epi8((__mmask64)crcfold_bits(48, hi), sbase);  /* block 3 alone */
+    _mm512_mask_storeu_epi8(obase, (__mmask64)crcfold_bits(48, hi + pad), D);
     D = _mm512_inserti32x4(D, x2, 2);
     A = _mm512_inserti32x4(_mm512_inserti32x4(D, a0, 0), a1, 1);
     B = _mm512_inserti32x4(_mm512_inserti32x4(D, b0, 0), b1, 1);
     accA = CRCFOLD_F512(A, _mm512_loadu_si512((const void *)a->kz[s0]));
     accB = CRCFOLD_F512(B, _mm512_loadu_si512((const void *)b->kz[s0]));
-    for (g = 64; g < 16 * m; g += 64) {
-        size_t h = hi - g;  /* hi > g: the group holds at least one block of the message */
-        k = h >= 64 ? ~0ull : (1ull << h) - 1;
-        D = _mm512_maskz_loadu_epi8((__mmask64)k, sbase + g);
+    for (g = 64; g < 16 * m; g += 64) {  /* hi > g: the group holds at least one block */
+        D = _mm512_maskz_loadu_epi8((__mmask64)crcfold_bits(0, hi - g), sbase + g);
+        _mm512_mask_storeu_epi8(obase + g, (__mmask64)crcfold_bits(0, hi + pad - g), D);
         accA = _mm512_xor_si512(accA, CRCFOLD_F512(D, _mm512_loadu_si512((const void *)a->kz[s0 + g / 16])));
         accB = _mm512_xor_si512(accB, CRCFOLD_F512(D, _mm512_loadu_si512((const void *)b->kz[s0 + g / 16])));
     }
@@ -558,8 +569,10 @@ static uint32_t crcfold_ud_pieces(uint64_t w0, uint64_t w1, uint64_t w2, uint32_
     uint32_t icrc = crcfold_final_w(a, xa, 32) ^ 0xFFFFFFFFu;
     uint32_t v = crcfold_final_w(b, xb, 16) ^ icrc;  /* then the VCRC over the ICRC's four octets */
     v = b->table[3][v & 0xFF] ^ b->table[2][(v >> 8) & 0xFF] ^ b->table[1][(v >> 16) & 0xFF] ^ b->table[0][v >> 24];
-    *vcrc = (uint16_t)(v ^ 0xFFFF);
-    return icrc;
+    v ^= 0xFFFF;
+    memcpy(out + n, &icrc, 4);  /* little-endian, as the ICRC goes on the wire */
+    out[n + 4] = (uint8_t)v;
+    out[n + 5] = (uint8_t)(v >> 8);
 }
 
 #endif

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fabric import wire as w
-from fabric._wirefast import build_ud_packet_fast, crc32
+from fabric._wirefast import build_ud_packet_fast, crc32, write_ud_packet_into
 
 
 @settings(max_examples=300, deadline=None)
@@ -94,7 +94,8 @@ def test_the_crcs_read_nothing_outside_the_payload():
     """The folded CRCs read the message in 64-octet lanes with the octets outside it masked off,
     and a packet's from its header words and its payload: with the payload against an unmapped
     page on either side, every length that takes those paths still seals right (a read past the
-    payload would kill this process)."""
+    payload would kill this process), and a packet written against them writes its own octets and
+    no others."""
     import ctypes
     import mmap
 
@@ -111,7 +112,8 @@ def test_the_crcs_read_nothing_outside_the_payload():
         for off in (0, 2 * page):  # the first page and the last unmapped
             assert libc.mprotect(base + off, page, 0) == 0, ctypes.get_errno()
         r = __import__("random").Random(5)
-        m[page:2 * page] = bytes(r.getrandbits(8) for _ in range(page))
+        rand = bytes(r.getrandbits(8) for _ in range(page))
+        m[page:2 * page] = rand
         compiled, packet._build_c = packet._build_c, None
         try:
             for n in range(1, 520):
@@ -120,6 +122,16 @@ def test_the_crcs_read_nothing_outside_the_payload():
                                             pkey=0xFFFF, sl=1, psn=n, vl=0, se=0, payload=bytes(payload))
                     assert build_ud_packet_fast(payload, 3, 9, 0x12, 0x34, 0x11223344, 0xFFFF, 1, n) == ref, n
                     assert crc32(payload) == zlib.crc32(payload), n
+                # and written against them: from the first octet of the page and up to its last
+                src = rand[:n]
+                ref = build_ud_packet_fast(src, 3, 9, 0x12, 0x34, 0x11223344, 0xFFFF, 1, n)
+                for at in (page, 2 * page - len(ref)):
+                    m[page:2 * page] = b"\xaa" * page
+                    assert write_ud_packet_into(view, at, src, 3, 9, 0x12, 0x34, 0x11223344, 0xFFFF, 1, n) == len(ref)
+                    assert m[at:at + len(ref)] == ref, n
+                    rest = m[page:at] + m[at + len(ref):2 * page]
+                    assert rest == b"\xaa" * len(rest), n  # nothing else written
+                m[page:2 * page] = rand
         finally:
             packet._build_c = compiled
     finally:
