@@ -17,6 +17,16 @@ cdef enum:
     META = 8  # TX slot header: DLID(2) SL(1) reserved(1) DestQP(4)
 
 
+cdef inline void tx_address(unsigned char *d, unsigned int dlid, unsigned int sl, unsigned int dqpn) noexcept nogil:
+    """A TX slot's 8-octet header (META): where the frame goes (DLID, SL, destination QPN), as one
+    store: DLID(2) SL(1) reserved(1) DestQP(4), each big-endian."""
+    cdef uint64_t v = ((<uint64_t> ((dlid >> 8) & 0xFF)) | (<uint64_t> (dlid & 0xFF) << 8)
+                       | (<uint64_t> (sl & 0xF) << 16) | (<uint64_t> ((dqpn >> 24) & 0xFF) << 32)
+                       | (<uint64_t> ((dqpn >> 16) & 0xFF) << 40) | (<uint64_t> ((dqpn >> 8) & 0xFF) << 48)
+                       | (<uint64_t> (dqpn & 0xFF) << 56))
+    memcpy(d, &v, 8)
+
+
 cdef class PacketRing:
     cdef readonly Py_ssize_t slots
     cdef readonly Py_ssize_t slot_size
@@ -56,8 +66,20 @@ cdef class PacketRing:
 
     cdef inline bint _push(self, const unsigned char *src, Py_ssize_t n)
     cdef inline bytes _pop(self)
-    cdef bint _push_ud(self, unsigned int dlid, unsigned int sl, unsigned int dqpn,
-                       const unsigned char *frame, Py_ssize_t n)
+    cdef inline bint _push_ud(self, unsigned int dlid, unsigned int sl, unsigned int dqpn,
+                              const unsigned char *frame, Py_ssize_t n):
+        """A frame to send (``n`` octets) into the next slot after its META: where it goes."""
+        cdef Py_ssize_t slot = self._reserve(n + META)
+        cdef unsigned char *dst
+        if slot < 0:
+            return False
+        dst = self._buf + slot * self.slot_size
+        tx_address(dst, dlid, sl, dqpn)
+        if n:
+            memcpy(dst + META, frame, n)
+        self._commit(slot, n + META)
+        return True
+
     cpdef tuple drain_ud(self, bytearray seg, unsigned int slid, unsigned int pkey, unsigned int qkey,
                          unsigned int src_qp, Py_ssize_t budget)
     cdef Py_ssize_t drain_ud_c(self, bytearray seg, unsigned int slid, unsigned int pkey, unsigned int qkey,
@@ -66,18 +88,6 @@ cdef class PacketRing:
     cdef Py_ssize_t _drain_loop(self, unsigned char *out, Py_ssize_t off, Py_ssize_t take, unsigned int slid,
                                 unsigned int pkey, unsigned int qkey, unsigned int src_qp, Py_ssize_t *wd,
                                 Py_ssize_t *oc) noexcept nogil
-
-
-cdef inline void tx_address(unsigned char *d, unsigned int dlid, unsigned int sl, unsigned int dqpn) noexcept nogil:
-    """A TX slot's 8-octet header (META): where the frame goes (DLID, SL, destination QPN)."""
-    d[0] = (dlid >> 8) & 0xFF
-    d[1] = dlid & 0xFF
-    d[2] = sl & 0xF
-    d[3] = 0
-    d[4] = (dqpn >> 24) & 0xFF
-    d[5] = (dqpn >> 16) & 0xFF
-    d[6] = (dqpn >> 8) & 0xFF
-    d[7] = dqpn & 0xFF
 
 
 cdef Py_ssize_t push_gso(PacketRing ring, unsigned int dlid, unsigned int sl, unsigned int dqpn,

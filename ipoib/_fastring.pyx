@@ -111,19 +111,6 @@ cdef class PacketRing:
 
     # -- the TX queue of the accelerated provider: slots hold an 8-octet address then the frame --
 
-    cdef bint _push_ud(self, unsigned int dlid, unsigned int sl, unsigned int dqpn,
-                       const unsigned char *frame, Py_ssize_t n):
-        cdef Py_ssize_t slot = self._reserve(n + META)
-        cdef unsigned char *dst
-        if slot < 0:
-            return False
-        dst = self._buf + slot * self.slot_size
-        tx_address(dst, dlid, sl, dqpn)
-        if n:
-            memcpy(dst + META, frame, n)
-        self._commit(slot, n + META)
-        return True
-
     cpdef tuple drain_ud(self, bytearray seg, unsigned int slid, unsigned int pkey, unsigned int qkey,
                          unsigned int src_qp, Py_ssize_t budget):
         """Build a UD packet from each queued frame, appended to ``seg`` length-prefixed (the link
