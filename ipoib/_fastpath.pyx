@@ -640,8 +640,10 @@ cdef class Provider(RxOwner):
                         if n >= budget:
                             self.rx_exhausted[q] += 1
                 left = rx.pending > 0
-            if c.rxq or c.sendq or c.rx_sink is not None:
+            if c.rxq or c.sendq:
                 done += self._std.poll(budget)  # the slow path's frames (and the sink's mark)
+            elif done and c.rx_sink is not None:
+                c.rx_sink.mark(c.now())  # what std.poll would have done for the sink, and only that
         except BaseException:
             # what the stack above did with a frame raised: NAPI must not stay marked as running
             # with nobody to run it, or no interrupt would ever come again

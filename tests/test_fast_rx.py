@@ -442,3 +442,23 @@ def test_the_rx_info_cache_stays_bounded_whatever_the_senders_pick():
         rig.service()
         rig.received()
     assert len(rig.prov._infos) <= _fastpath.INFO_CACHE
+
+
+def test_a_sink_fed_by_the_compiled_path_is_marked_by_the_poll_that_fed_it():
+    """perf --ud's sink counts frames in C; the poll that took them marks the time (the standard
+    poll, which marks it otherwise, is not run when its own queues are empty), and a poll that took
+    nothing leaves the marks alone."""
+    rig = Rig()
+    ctx = rig.ifc.netdev.standard.ctx
+    sink = ctx.rx_sink = _fastpath.UdpSink(PORT)
+    times = iter([10.0, 11.0, 12.0, 13.0])
+    ctx.now = lambda: next(times)
+    polls = []
+    std_poll = rig.prov._std.poll
+    rig.prov._std.poll = lambda budget: (polls.append(budget), std_poll(budget))[1]
+    for seq in range(2):
+        rig.burst([rig.packet(rig.frame(4 * seq + i)) for i in range(4)])
+        assert rig.ifc.netdev.poll(64) == 4
+    assert (sink.packets, sink.first, sink.last) == (8, 10.0, 11.0)
+    assert rig.ifc.netdev.poll(64) == 0 and sink.last == 11.0  # nothing new: no mark
+    assert polls == [] and rig.received() == []  # all of it in C, nothing to the stack
