@@ -428,6 +428,34 @@ cdef class Provider(RxOwner):
         """The TX queue ``send`` puts this frame on (its flow's hash, as the RX side hashes)."""
         return frame_flow_hash(packet, self.rx.udp_ports) % self.ntx
 
+    cdef PortCore _port_for(self, ah):
+        """send's and send_burst's port, Active, and ``ah`` checked (``_ah_dlid``, ``_ah_sl``), or
+        NotSupported: what only the standard path takes."""
+        cdef ContextCore c = self.ctx
+        cdef PortCore port = self._port
+        if port is None:
+            port = self._port = (<HCACore?> c.hca).ports[c.port]  # the Port object lives as long as the HCA
+        if ah is not self._ah or port.lid != self._ah_lid:
+            self._check_ah(ah, port)
+        if port.state != 4:
+            raise NotSupported("a port that is not Active: the standard path refuses and counts it")
+        return port
+
+    cdef _check_ah(self, ah, PortCore port):
+        """An AddressHandle is immutable and a path reuses one for every frame: send and send_burst
+        check it once and keep it (again when our LID changes, for the loopback test)."""
+        cdef unsigned int dlid
+        self._ah = None
+        dlid = ah.dlid
+        if ah.dgid is not None or ah.src_path_bits:
+            raise NotSupported("multicast takes the standard path")
+        if <unsigned int> (dlid - <unsigned int> port.lid) < (1u << port.lmc):
+            raise NotSupported("loopback to our own LID takes the standard path")
+        self._ah_dlid = dlid
+        self._ah_sl = ah.sl
+        self._ah_lid = port.lid
+        self._ah = ah
+
     cpdef send(self, packet, ah, dqpn):
         cdef ContextCore c = self.ctx
         cdef PortCore port
@@ -438,25 +466,8 @@ cdef class Provider(RxOwner):
         cdef PacketRing ring
         if not self._up:
             raise NotSupported("stopped devices take the standard path")
-        port = self._port
-        if port is None:
-            port = self._port = (<HCACore?> c.hca).ports[c.port]  # the Port object lives as long as the HCA
-        if ah is not self._ah or port.lid != self._ah_lid:
-            # an AddressHandle is immutable and a path reuses one for every frame: check it once
-            # (and again when our LID changes, for the loopback test)
-            self._ah = None
-            dlid = ah.dlid
-            if ah.dgid is not None or ah.src_path_bits:
-                raise NotSupported("multicast takes the standard path")
-            if <unsigned int> (dlid - <unsigned int> port.lid) < (1u << port.lmc):
-                raise NotSupported("loopback to our own LID takes the standard path")
-            self._ah_dlid = dlid
-            self._ah_sl = ah.sl
-            self._ah_lid = port.lid
-            self._ah = ah
+        port = self._port_for(ah)
         dlid = self._ah_dlid
-        if port.state != 4:
-            raise NotSupported("a port that is not Active: the standard path refuses and counts it")
         if type(packet) is GsoPacket:
             return self._send_gso(packet, dlid, dqpn, port)
         if type(packet) is bytes:
@@ -539,26 +550,10 @@ cdef class Provider(RxOwner):
         cdef unsigned long long by[64]
         cdef bint udp_ports = self.rx.udp_ports
         if c.qp is None or not c.running:
-            raise NotSupported("multicast and stopped devices take the standard path")
-        port = self._port
-        if port is None:
-            port = self._port = (<HCACore?> c.hca).ports[c.port]  # the Port object lives as long as the HCA
-        if ah is not self._ah or port.lid != self._ah_lid:
-            # as send(): an AddressHandle is immutable, checked once (again when our LID changes)
-            self._ah = None
-            if ah.dgid is not None:
-                raise NotSupported("multicast and stopped devices take the standard path")
-            dlid = ah.dlid
-            if ah.src_path_bits or <unsigned int> (dlid - <unsigned int> port.lid) < (1u << port.lmc):
-                raise NotSupported("loopback and inactive ports take the standard path")
-            self._ah_dlid = dlid
-            self._ah_sl = ah.sl
-            self._ah_lid = port.lid
-            self._ah = ah
+            raise NotSupported("stopped devices take the standard path")
+        port = self._port_for(ah)
         dlid = self._ah_dlid
         sl = self._ah_sl
-        if port.state != 4:
-            raise NotSupported("loopback and inactive ports take the standard path")
         mtu = _mtu_octets(port.neighbor_mtu)
         # the frames as borrowed references (the list holds them): no reference count written per
         # frame, which for a burst of one frame object repeated is a chain of writes to one word
