@@ -25,6 +25,10 @@ cdef class HCACore(DeviceCore):
 cdef extern from "Python.h":
     ctypedef struct _TypeWithTag "PyTypeObject":
         unsigned int tp_version_tag
+    ctypedef struct _PyObj "PyObject":
+        pass
+    _PyObj **_PyObject_GetDictPtr(object obj)
+    _PyObj *_dict_get "PyDict_GetItemWithError"(object d, object key) except? NULL
 
 
 cdef inline bint class_unchanged(object cls, unsigned int *tag, dict methods) except -1:
@@ -40,3 +44,10 @@ cdef inline bint class_unchanged(object cls, unsigned int *tag, dict methods) ex
             return False
     tag[0] = (<_TypeWithTag *> cls).tp_version_tag
     return True
+
+
+cdef inline bint not_patched(object obj, str name) except -1:
+    """No ``name`` in ``obj``'s own dict (a test's spy on one device, say): with class_unchanged,
+    whether a compiled path may stand for that method of that object."""
+    cdef _PyObj **d = _PyObject_GetDictPtr(obj)
+    return d == NULL or d[0] == NULL or _dict_get(<object> d[0], name) == NULL

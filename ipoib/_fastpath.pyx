@@ -17,15 +17,13 @@ cdef extern from "Python.h":
     # on borrowed references (PyObject *), so that no reference count is taken per frame
     PyObject *PyList_GET_ITEM(object lst, Py_ssize_t i)
     bint _bytes_exact "PyBytes_CheckExact"(PyObject *o)
-    PyObject **_PyObject_GetDictPtr(object obj)
-    PyObject *PyDict_GetItemWithError(object d, object key) except? NULL
     char *_bytes_data "PyBytes_AS_STRING"(PyObject *o)
     Py_ssize_t _bytes_size "PyBytes_GET_SIZE"(PyObject *o)
 from ipoib._fastring cimport META, PacketRing as _Ring, flow_hash, push_gso
 from ipoib._fastrx cimport RxEngine, RxOwner
 from ipoib._fasttun cimport TunPath
 from ipoib._fastctx cimport ContextCore
-from fabric._corefast cimport HCACore, PortCore, QPCore, class_unchanged
+from fabric._corefast cimport HCACore, PortCore, QPCore, class_unchanged, not_patched
 from fabric._wirefast cimport hca_post_segment_qp
 from cpython.bytearray cimport PyByteArray_FromStringAndSize, PyByteArray_AS_STRING
 from libc.string cimport memset
@@ -34,11 +32,6 @@ from fabric import _wirefast
 cdef object _hps = _wirefast.hca_post_segment
 cdef dict _HPS_METHODS = {"post_segment": _hps}
 
-
-cdef inline bint _not_patched(object obj, str name) except -1:
-    """No ``name`` in ``obj``'s own dict (a test's spy on one device, say)."""
-    cdef PyObject **d = _PyObject_GetDictPtr(obj)
-    return d == NULL or d[0] == NULL or PyDict_GetItemWithError(<object> d[0], name) == NULL
 
 from ipoib.netdev import BUSY, OK, NetdevParams, NotSupported, RxInfo
 from ipoib.gso import GsoPacket
@@ -558,18 +551,18 @@ cdef class Provider(RxOwner):
         # the frames as borrowed references (the list holds them): no reference count written per
         # frame, which for a burst of one frame object repeated is a chain of writes to one word
         for i in range(nf):
+            if i >= len(fl):  # a frame's __len__ (Python code) shortened the list: the rest is gone
+                nf = i
+                break
             po = PyList_GET_ITEM(fl, i)
             if _bytes_exact(po):
                 n = _bytes_size(po)
             else:
                 obj = <object> po
-                if type(obj) is GsoPacket:
-                    n = mtu + 1
-                else:
-                    n = len(obj)
-                    nf = min(nf, len(fl))  # a len() of Python code may have changed the list
+                n = mtu + 1 if type(obj) is GsoPacket else len(obj)
             if n > mtu:
                 raise NotSupported("a frame over the MTU or a GSO packet: the standard path takes the burst")
+        nf = min(nf, len(fl))
         for q in range(nq):
             pk[q] = 0
             by[q] = 0
@@ -703,7 +696,7 @@ cdef class Provider(RxOwner):
             st["tx_bytes"] += octets
             # the HCA counts and sends it: HCA.post_segment, its compiled body called in C unless
             # the HCA's class or the HCA itself has another (the std backend's, a test's spy)
-            if class_unchanged(type(hca), &self._hps_tag, _HPS_METHODS) and _not_patched(hca, "post_segment"):
+            if class_unchanged(type(hca), &self._hps_tag, _HPS_METHODS) and not_patched(hca, "post_segment"):
                 hca_post_segment_qp(hca, port, qp, c.port, total, words, seg)
             else:
                 hca.post_segment(qpn, c.port, total, words, seg)

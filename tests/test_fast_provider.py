@@ -156,6 +156,31 @@ def test_burst_send_refuses_what_only_the_standard_path_takes_and_rechecks_a_kep
         prov.send_burst([f], ah, dst.qpn)
 
 
+def test_burst_send_survives_a_frame_that_empties_the_list_it_is_in():
+    """send_burst reads the frames from the list without taking references; a frame whose length
+    is Python code that empties the list (a bytearray subclass) must not make it read past the
+    list's end: what is left is sent, nothing more."""
+    net = IpNet("fattree:2,2,2,2", backend=_fastpath).up()
+    ifc = net.nodes["node0001"].ifs["ib0"]
+    prov = ifc.netdev.provider
+    dst = net.nodes["node0003"].ifs["ib0"]
+    f = _frame(1, 5000)
+    frames = []
+
+    class Emptying(bytearray):
+        def __len__(self):
+            frames.clear()
+            return super().__len__()
+
+    frames += [Emptying(f), f, f, f]
+    before = sum(prov.q_packets)
+    assert prov.send_burst(frames, AddressHandle(dlid=net.lid("node0003")), dst.qpn) == 0
+    assert sum(prov.q_packets) == before and frames == []
+    frames += [bytearray(f), Emptying(f), f]  # emptied at the second: nothing is left to send
+    assert prov.send_burst(frames, AddressHandle(dlid=net.lid("node0003")), dst.qpn) == 0
+    assert sum(prov.q_packets) == before
+
+
 def test_the_drain_honours_a_post_segment_of_the_hcas_own():
     """The fast provider's drain calls HCA.post_segment's compiled body directly only while the
     HCA's post_segment is that one: an HCA's own (a spy here) or its class's other one is called."""

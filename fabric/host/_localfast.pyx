@@ -18,7 +18,6 @@ import traceback
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_CheckSignals
-from cpython.ref cimport PyObject
 from libc.errno cimport EINTR, errno
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
@@ -36,7 +35,7 @@ cdef extern from "sys/epoll.h" nogil:
     int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
 
 from cpython cimport array
-from fabric._corefast cimport DeviceCore, HCACore, PortCore, QPCore, SwitchCore, class_unchanged
+from fabric._corefast cimport DeviceCore, HCACore, PortCore, QPCore, SwitchCore, class_unchanged, not_patched
 from fabric.devices._smafast cimport hca_smp_fast_c
 from fabric._wirefast cimport (FWD_OUT, _smp_sound, _dr_route_port, _dr_transit_patch, count_unicast as _count, COUNT_RCV, COUNT_XMIT,
                               unicast_verdict)
@@ -70,16 +69,6 @@ cdef dict _hca_time_methods = {"keeps_time": HCA.keeps_time}
 cdef unsigned int _sw_tag = 0, _hca_tag = 0, _hca_time_tag = 0
 cdef bint _smp_shortcut = _smp_arrival is not None and HCA._smp_fast is _smafast.hca_smp_fast
 
-
-cdef extern from "Python.h":
-    PyObject **_PyObject_GetDictPtr(object obj)
-    PyObject *PyDict_GetItemWithError(object d, object key) except? NULL
-
-
-cdef inline bint _not_patched(object obj, str name) except -1:
-    """No ``name`` in ``obj``'s own dict (a test's spy on one device, say)."""
-    cdef PyObject **d = _PyObject_GetDictPtr(obj)
-    return d == NULL or d[0] == NULL or PyDict_GetItemWithError(<object> d[0], name) == NULL
 
 
 cdef inline bint _switch_plain() except -1:
@@ -552,7 +541,7 @@ cdef int _hca_lone(HostCore host, object name, HCACore hca, int in_port, bytearr
     pkt = PyBytes_FromStringAndSize(<const char *> p, plen)
     taken = None
     if plen == SMP_PACKET and p[0] == 0xF0 and _smp_shortcut and class_unchanged(HCA, &_hca_tag, _hca_methods) \
-            and _not_patched(hca, "receive_local") and _not_patched(hca, "_smp_fast"):
+            and not_patched(hca, "receive_local") and not_patched(hca, "_smp_fast"):
         taken = hca_smp_fast_c(hca, in_port, pkt, now)  # what receive_local tries first
     if not taken:
         taken = hca.receive_local(in_port, pkt, now)
