@@ -331,6 +331,15 @@ static inline void crcfold_wide_run(const crcfold_t *a, const crcfold_t *b, uint
         *rb = crcfold_final(b, xb);
 }
 
+/* The four 128-bit lanes of a 512-bit accumulator summed, with the message's last block (which
+ * is not multiplied: its distance to the end is zero): the remainder crcfold_final reduces. */
+__attribute__((target("avx512f,avx512vl,sse4.1"), always_inline))
+static inline __m128i crcfold_lanes(__m512i acc, __m128i last)
+{
+    __m256i y = _mm256_xor_si256(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+    return _mm_xor_si128(_mm_xor_si128(_mm256_castsi256_si128(y), _mm256_extracti128_si256(y, 1)), last);
+}
+
 /* 48 to 16 * CRCFOLD_SHORT_BLOCKS octets on 512-bit registers: as crcfold_short, each 16-octet
  * block folded straight to the end by its own distance, but four blocks a multiplication (a 92-octet
  * packet's two CRCs: 8 multiplications instead of 24). The message is read as four-block lanes from
@@ -342,9 +351,8 @@ __attribute__((target("vpclmulqdq,avx512f,avx512vl,pclmul,sse4.1"), always_inlin
 static inline void crcfold_zmm_run(const crcfold_t *a, const crcfold_t *b, uint32_t *ra, uint32_t *rb,
                                    const uint8_t *p, size_t n, __m128i or_a, const int two)
 {
-    __m128i a0, a1, b0 = _mm_setzero_si128(), b1 = _mm_setzero_si128(), xa, xb = _mm_setzero_si128(), last;
+    __m128i a0, a1, b0 = _mm_setzero_si128(), b1 = _mm_setzero_si128(), last;
     __m512i A, B = _mm512_setzero_si512(), D, accA, accB = _mm512_setzero_si512();
-    __m256i ya, yb;
     size_t m, z = crcfold_head(*ra, p, n, or_a, &a0, &a1, &m);
     const uint8_t *base = p - z;  /* block i at base + 16 i, for i >= 2 */
     size_t s0 = CRCFOLD_SHORT_BLOCKS + 1 - m;  /* block 0's constant; 3 <= m <= CRCFOLD_SHORT_BLOCKS */
@@ -368,14 +376,9 @@ static inline void crcfold_zmm_run(const crcfold_t *a, const crcfold_t *b, uint3
             accB = _mm512_xor_si512(accB, CRCFOLD_F512(D, _mm512_loadu_si512((const void *)b->kz[s0 + j])));
     }
     last = _mm_loadu_si128((const __m128i *)(p + n - 16));  /* block m - 1 (m >= 3: past the head's) */
-    ya = _mm256_xor_si256(_mm512_castsi512_si256(accA), _mm512_extracti64x4_epi64(accA, 1));
-    xa = _mm_xor_si128(_mm_xor_si128(_mm256_castsi256_si128(ya), _mm256_extracti128_si256(ya, 1)), last);
-    *ra = crcfold_final(a, xa);
-    if (two) {
-        yb = _mm256_xor_si256(_mm512_castsi512_si256(accB), _mm512_extracti64x4_epi64(accB, 1));
-        xb = _mm_xor_si128(_mm_xor_si128(_mm256_castsi256_si128(yb), _mm256_extracti128_si256(yb, 1)), last);
-        *rb = crcfold_final(b, xb);
-    }
+    *ra = crcfold_final(a, crcfold_lanes(accA, last));
+    if (two)
+        *rb = crcfold_final(b, crcfold_lanes(accB, last));
 }
 
 __attribute__((target("vpclmulqdq,avx512f,avx512vl,pclmul,sse4.1")))
@@ -556,8 +559,7 @@ static void crcfold_ud_write(uint8_t *out, uint64_t w0, uint64_t w1, uint64_t w2
     uint8_t *obase = out - z;
     const size_t hi = 28 + z + np;  /* the payload's end, as an offset from sbase (it starts at 28 + z) */
     __m512i D, A, B, accA, accB;
-    __m128i last, xa, xb;
-    __m256i y;
+    __m128i last;
     size_t g;
     D = _mm512_maskz_loadu_epi8((__mmask64)crcfold_bits(48, hi), sbase);  /* block 3 alone */
     _mm512_mask_storeu_epi8(obase, (__mmask64)crcfold_bits(48, hi + pad), D);
@@ -577,15 +579,12 @@ static void crcfold_ud_write(uint8_t *out, uint64_t w0, uint64_t w1, uint64_t w2
         last = x2;
     else
         last = _mm_maskz_loadu_epi8((__mmask16)((1u << (16 - pad)) - 1), payload + np + pad - 16);
-    y = _mm256_xor_si256(_mm512_castsi512_si256(accA), _mm512_extracti64x4_epi64(accA, 1));
-    xa = _mm_xor_si128(_mm_xor_si128(_mm256_castsi256_si128(y), _mm256_extracti128_si256(y, 1)), last);
-    y = _mm256_xor_si256(_mm512_castsi512_si256(accB), _mm512_extracti64x4_epi64(accB, 1));
-    xb = _mm_xor_si128(_mm_xor_si128(_mm256_castsi256_si128(y), _mm256_extracti128_si256(y, 1)), last);
-    uint32_t icrc = crcfold_final_barrett(a, xa, 32) ^ 0xFFFFFFFFu;
-    uint32_t v = crcfold_final_barrett(b, xb, 16) ^ icrc;  /* then the VCRC over the ICRC's four octets */
-    v = b->table[3][v & 0xFF] ^ b->table[2][(v >> 8) & 0xFF] ^ b->table[1][(v >> 16) & 0xFF] ^ b->table[0][v >> 24];
-    v ^= 0xFFFF;
-    memcpy(out + n, &icrc, 4);  /* little-endian, as the ICRC goes on the wire */
+    uint32_t icrc = crcfold_final_barrett(a, crcfold_lanes(accA, last), 32) ^ 0xFFFFFFFFu;
+    uint8_t ile[4];
+    memcpy(ile, &icrc, 4);  /* little-endian, as the ICRC goes on the wire */
+    /* then the VCRC over the ICRC's four octets */
+    uint32_t v = crcfold_bytes(b, crcfold_final_barrett(b, crcfold_lanes(accB, last), 16), ile, 4) ^ 0xFFFF;
+    memcpy(out + n, ile, 4);
     out[n + 4] = (uint8_t)v;
     out[n + 5] = (uint8_t)(v >> 8);
 }

@@ -840,7 +840,7 @@ cdef class Provider(RxOwner):
 
 
 cdef inline Py_ssize_t _mtu_octets(object code):
-    """IBA MTU code -> octets (256 << (code - 1)), 4096 for anything else, as _MTU.get does."""
+    """IBA MTU code -> octets (256 << (code - 1)), 4096 for anything else."""
     cdef long c = code
     return (256 << (c - 1)) if 1 <= c <= 5 else 4096
 
@@ -890,9 +890,6 @@ cdef class _FastOp:
 
 def _rx_info(slid, pkey, src_qp):
     return RxInfo(slid, src_qp, pkey, None, None)
-
-
-_MTU = {1: 256, 2: 512, 3: 1024, 4: 2048, 5: 4096}
 
 
 @cython.final
