@@ -1,7 +1,6 @@
 """Builds the Cython fast path. A compile error fails the build: there is no silent fallback here
 (the run-time fallback to the std backend is only for an extension that is absent, e.g. a source
 checkout used without `make install`)."""
-import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
@@ -11,9 +10,8 @@ extensions = [
     Extension(
         f"ipoib.{name}",
         [f"ipoib/{name}.pyx"],
-        include_dirs=[numpy.get_include(), "ipoib"],
+        include_dirs=["ipoib"],
         depends=["ipoib/csum.h", "ipoib/tunwriter.h"],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O3"],
     )
     for name in ("_fastctx", "_fastring", "_fasttun", "_fastrx", "_fastpath")

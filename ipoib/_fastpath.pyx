@@ -20,6 +20,7 @@ cdef extern from "Python.h":
     char *_bytes_data "PyBytes_AS_STRING"(PyObject *o)
     Py_ssize_t _bytes_size "PyBytes_GET_SIZE"(PyObject *o)
 from ipoib._fastring cimport META, PacketRing as _Ring, flow_hash, push_gso
+from ipoib._fastring import ring_set
 from ipoib._fastrx cimport RxEngine, RxOwner
 from ipoib._fasttun cimport TunPath
 from ipoib._fastctx cimport ContextCore
@@ -139,7 +140,7 @@ cdef class Provider(RxOwner):
         self.nrx = int(getattr(ctx, "rx_queues", self.RX_QUEUES))
         if not 1 <= self.ntx <= 64 or not 1 <= self.nrx <= 64:
             raise ValueError("tx_queues and rx_queues must be 1 to 64")
-        self.rings = [PacketRing(TX_SLOTS, MAX_FRAME) for _ in range(self.ntx)]
+        self.rings = ring_set(PacketRing, self.ntx, TX_SLOTS, MAX_FRAME)
         self.rx = RxEngine(self.nrx, RX_SLOTS, MAX_FRAME, self)
         self.set_rx_flow_hash(getattr(ctx, "rx_flow_hash_udp4", "sd"))
         self.rx_polls = [0] * self.nrx

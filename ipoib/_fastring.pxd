@@ -30,8 +30,7 @@ cdef inline void tx_address(unsigned char *d, unsigned int dlid, unsigned int sl
 cdef class PacketRing:
     cdef readonly Py_ssize_t slots
     cdef readonly Py_ssize_t slot_size
-    cdef readonly object buffer      # numpy uint8 [slots, slot_size]
-    cdef readonly object lengths     # numpy uint32 [slots]
+    cdef object _storage             # what owns the memory (_buf, then _len); numpy views keep it
     cdef unsigned char *_buf
     cdef unsigned int *_len
     cdef Py_ssize_t _head            # next slot to pop

@@ -1,54 +1,148 @@
 # cython: language_level=3
-"""Packet rings of the accelerated data path: preallocated numpy ring buffers.
+"""Packet rings of the accelerated data path: preallocated ring buffers, seen as numpy arrays.
 
-A ring is one contiguous uint8 array of ``slots x slot_size`` plus a length per slot; head and tail
+A ring is one contiguous block of ``slots x slot_size`` octets plus a length per slot (its
+``buffer`` and ``lengths``, numpy arrays over that memory); head and tail
 are plain C integers, so pushing and popping a packet is a memcpy and two index updates, with no
 Python object per slot. The provider's TX queues and the receive engine's RSS queues are rings;
 the flow hash that picks their queue and the checksum helpers are in ``_fastring.pxd``.
 """
 
-import mmap as _mmap
-
-import numpy as np
-cimport numpy as cnp
+from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
+from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Resize
 from fabric._wirefast cimport write_ud_packet
 
-cnp.import_array()
+cdef extern from "<sys/mman.h>" nogil:
+    void *mmap(void *addr, size_t length, int prot, int flags, int fd, long offset)
+    int munmap(void *addr, size_t length)
+    int madvise(void *addr, size_t length, int advice)
+    int PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS
+    void *MAP_FAILED
+    int MADV_NOHUGEPAGE
 
 MAPPED_MIN = 1 << 16  # a ring this big or bigger lives in its own anonymous mapping
 
 
-cdef class PacketRing:
-    """A bounded FIFO of packets with ``slots`` entries of at most ``slot_size`` octets."""
+cdef class _Storage:
+    """The memory of a ring or a ring set (each ring's slots, then a length per slot), as a
+    writable buffer of octets: what the rings' numpy views are made over and keep alive."""
+    cdef unsigned char *ptr
+    cdef size_t size
+    cdef bint mapped
+    cdef Py_ssize_t _shape[1]
 
-    def __cinit__(self, Py_ssize_t slots, Py_ssize_t slot_size):
+    def __getbuffer__(self, Py_buffer *view, int flags):
+        self._shape[0] = <Py_ssize_t> self.size
+        view.buf = self.ptr
+        view.obj = self
+        view.len = <Py_ssize_t> self.size
+        view.readonly = 0
+        view.itemsize = 1
+        view.format = NULL
+        if flags & PyBUF_FORMAT:
+            view.format = b"B"
+        view.ndim = 1
+        view.shape = self._shape if flags & PyBUF_ND else NULL
+        view.strides = NULL
+        view.suboffsets = NULL
+        view.internal = NULL
+
+    def __releasebuffer__(self, Py_buffer *view):
+        pass
+
+    def __dealloc__(self):
+        if self.ptr != NULL:
+            if self.mapped:
+                munmap(self.ptr, self.size)
+            else:
+                free(self.ptr)
+            self.ptr = NULL
+
+
+cdef enum:
+    PAGE = 4096
+
+
+cdef _Storage _storage_of(size_t total, bint mapped, Py_ssize_t slots, Py_ssize_t slot_size):
+    cdef _Storage st = _Storage.__new__(_Storage)
+    if mapped:
+        # An anonymous mapping: its pages are zero and cost nothing until a packet is written
+        # there (heap memory would be cleared at once: 0.6 ms and up a ring set, and the memory,
+        # for every HCA a fabric starts). Private: a shared one is shmem, whose first touch of a
+        # page costs twice as much; and no transparent huge pages, which would map 2 MB at a
+        # packet's first touch.
+        st.ptr = <unsigned char *> mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        if <void *> st.ptr == MAP_FAILED:
+            st.ptr = NULL
+            raise MemoryError(f"no memory for rings of {slots} x {slot_size} octets")
+        st.mapped = True
+        madvise(st.ptr, total, MADV_NOHUGEPAGE)
+    else:
+        st.ptr = <unsigned char *> calloc(total, 1)
+        if st.ptr == NULL:
+            raise MemoryError(f"no memory for a ring of {slots} x {slot_size} octets")
+    st.size = total
+    return st
+
+
+cdef inline size_t _chunk(Py_ssize_t slots, Py_ssize_t slot_size):
+    """A ring's share of a ring set: its slots, then its lengths, to a whole page (so that the
+    next ring's first slot starts one)."""
+    return (<size_t> slots * <size_t> slot_size + <size_t> slots * sizeof(unsigned int) + PAGE - 1) & ~(<size_t> PAGE - 1)
+
+
+cdef class PacketRing:
+    """A bounded FIFO of packets with ``slots`` entries of at most ``slot_size`` octets.
+
+    Its memory is its own, or (``shared``, ``index``) the ``index``-th share of a ring set's
+    (:func:`ring_set`)."""
+
+    def __cinit__(self, Py_ssize_t slots, Py_ssize_t slot_size, _Storage shared=None, Py_ssize_t index=0):
+        cdef size_t data, at
         if slots < 1 or slot_size < 1:
             raise ValueError("slots and slot_size must be positive")
         self.slots = slots
         self.slot_size = slot_size
-        if slots * slot_size >= MAPPED_MIN:
-            # An anonymous mapping: its pages are zero and cost nothing until a packet is written
-            # there. np.zeros of a ring's megabyte comes from the heap once glibc's mmap threshold
-            # is above it (a device host raises it to keep link bursts in the heap, and glibc
-            # raises it itself after a large free), and is then cleared at once: 0.6 ms and up a
-            # ring set, and the memory, for every HCA a fabric starts (the array keeps the mapping
-            # alive as its base)
-            # (private: a shared one is shmem, whose first touch of a page costs twice as much; and
-            # no transparent huge pages, which would map 2 MB at a packet's first touch)
-            m = _mmap.mmap(-1, slots * slot_size, flags=_mmap.MAP_PRIVATE)
-            if hasattr(m, "madvise") and hasattr(_mmap, "MADV_NOHUGEPAGE"):
-                m.madvise(_mmap.MADV_NOHUGEPAGE)
-            self.buffer = np.frombuffer(m, dtype=np.uint8).reshape(slots, slot_size)
+        data = <size_t> slots * <size_t> slot_size
+        if shared is None:
+            self._storage = _storage_of(data + <size_t> slots * sizeof(unsigned int), data >= MAPPED_MIN,
+                                        slots, slot_size)
+            self._buf = (<_Storage> self._storage).ptr
         else:
-            self.buffer = np.zeros((slots, slot_size), dtype=np.uint8)
-        self.lengths = np.zeros(slots, dtype=np.uint32)
-        self._buf = <unsigned char *> cnp.PyArray_DATA(self.buffer)
-        self._len = <unsigned int *> cnp.PyArray_DATA(self.lengths)
+            if index < 0 or (<size_t> index + 1) * _chunk(slots, slot_size) > shared.size:
+                raise ValueError(f"ring {index} of {slots} x {slot_size} octets is outside its ring set")
+            self._storage = shared
+            self._buf = shared.ptr + <size_t> index * _chunk(slots, slot_size)
+        self._len = <unsigned int *> (self._buf + data)  # after the slots: a slot stays page-aligned
         self._head = 0
         self._count = 0
+
+    @property
+    def storage(self):
+        """The block of memory this ring lives in: its own, or its ring set's (shared)."""
+        return self._storage
+
+    # numpy only when someone looks: a device host never does, and importing numpy was a twentieth
+    # of a fabric's launch
+    @property
+    def buffer(self):
+        """The slots as a numpy uint8 array [slots, slot_size] over the ring's own memory."""
+        import numpy as np
+
+        cdef _Storage st = <_Storage> self._storage
+        return np.frombuffer(st, dtype=np.uint8, count=self.slots * self.slot_size,
+                             offset=self._buf - st.ptr).reshape(self.slots, self.slot_size)
+
+    @property
+    def lengths(self):
+        """Each slot's length, a numpy uint32 array [slots] over the ring's own memory."""
+        import numpy as np
+
+        cdef _Storage st = <_Storage> self._storage
+        return np.frombuffer(st, dtype=np.uint32, count=self.slots, offset=<unsigned char *> self._len - st.ptr)
 
     def __len__(self):
         return self._count
@@ -232,3 +326,20 @@ cdef Py_ssize_t push_gso(PacketRing ring, unsigned int dlid, unsigned int sl, un
         if o >= plen:
             break
     return total
+
+
+def ring_set(cls, Py_ssize_t count, Py_ssize_t slots, Py_ssize_t slot_size):
+    """``count`` rings of class ``cls`` (:class:`PacketRing` or a subclass) in one block of
+    memory: a provider's queues are one mapping, one ``mmap`` and one ``madvise`` where each ring
+    of its own took two calls, most of what starting an interface cost (hundreds of starts while
+    the SM sweeps). The block lives as long as any of its rings or their arrays."""
+    if count < 1:
+        raise ValueError("a ring set has at least one ring")
+    if not issubclass(cls, PacketRing):
+        raise TypeError(f"{cls!r} is not a PacketRing")
+    if slots < 1 or slot_size < 1:
+        raise ValueError("slots and slot_size must be positive")
+    if <size_t> slots * <size_t> slot_size < MAPPED_MIN:  # small rings stay in the heap, each its own
+        return [cls(slots, slot_size) for _ in range(count)]
+    cdef _Storage st = _storage_of(<size_t> count * _chunk(slots, slot_size), True, slots, slot_size)
+    return [cls.__new__(cls, slots, slot_size, st, i) for i in range(count)]

@@ -29,8 +29,7 @@ cdef class RxEngine:
     cdef Py_ssize_t _gro_size
     cdef unsigned long long _last_key   # the RxInfo of the last sender, for the next frame
     cdef object _last_info
-    cdef readonly object rx_bytes      # numpy uint64 [nq]
-    cdef unsigned long long *_rx_bytes
+    cdef unsigned long long _rx_bytes[64]  # per queue (nq of them)
 
     cdef inline bint _take(self, const unsigned char *p, Py_ssize_t n, unsigned int slid,
                            unsigned int src_qp) noexcept

@@ -3,8 +3,6 @@
 (:class:`RxDispatch`), the RSS rings it fills (:class:`RxEngine`, drained by NAPI with GRO) and the
 driver-level receive hook (:class:`UdpSink`)."""
 
-import numpy as np
-cimport numpy as cnp
 from libc.string cimport memcmp, memcpy, memset
 from libc.stdint cimport uint16_t, uint32_t
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
@@ -14,8 +12,7 @@ from fabric._corefast cimport PortCore
 from fabric._wirefast cimport crcs_ok_local
 from ipoib._fasttun cimport TunPath
 from ipoib._fastring cimport NOGIL_COPY, PacketRing, csum_add, csum_fold, flow_hash
-
-cnp.import_array()
+from ipoib._fastring import ring_set
 
 from ipoib.gso import GsoPacket
 from fabric.wire import ParseError
@@ -169,10 +166,8 @@ cdef class RxEngine:
         if nq < 1 or nq > 64:
             raise ValueError("an RX engine has 1 to 64 queues")
         self.nq = nq
-        self.rings = [PacketRing(slots, RXMETA + frame_max) for _ in range(nq)]
+        self.rings = ring_set(PacketRing, nq, slots, RXMETA + frame_max)
         self.frame_max = frame_max  # longer frames (over any MTU) go the per-packet way
-        self.rx_bytes = np.zeros(nq, dtype=np.uint64)
-        self._rx_bytes = <unsigned long long *> cnp.PyArray_DATA(self.rx_bytes)
         self.owner = owner
         self.enabled = False
         self.gro = True  # on by default, as Linux's; what no socket asked to get whole is split again

@@ -129,6 +129,76 @@ def test_a_big_fast_ring_is_a_private_mapping_touched_only_where_used():
     assert _mapping_of(r.buffer.ctypes.data)[1] <= 8  # one packet at a time: a page, not the ring
 
 
+
+def test_a_ring_set_is_one_mapping_of_independent_page_aligned_rings():
+    from ipoib._fastring import ring_set
+
+    rings = ring_set(_fastpath.PacketRing, 4, 256, 4104)
+    assert [type(r) for r in rings] == [_fastpath.PacketRing] * 4
+    bases = [r.buffer.ctypes.data for r in rings]
+    assert all(b % 4096 == 0 for b in bases) and len(set(bases)) == 4
+    # one block for the set, in order: every ring's lengths right after its slots, within its share
+    share = bases[1] - bases[0]
+    assert bases == [bases[0] + i * share for i in range(4)] and 256 * 4104 + 4 * 256 <= share
+    assert [r.lengths.ctypes.data - b for r, b in zip(rings, bases)] == [256 * 4104] * 4
+    assert all(r.storage is rings[0].storage for r in rings)
+    assert _mapping_of(bases[0])[1] == 0  # nothing touched yet
+    for i, r in enumerate(rings):  # each ring its own FIFO: a packet in one is in no other
+        assert r.push(bytes([i + 1]) * (10 + i))
+    assert [len(r) for r in rings] == [1] * 4
+    assert [r.lengths[0] for r in rings] == [10, 11, 12, 13]
+    assert [r.pop() for r in rings] == [bytes([i + 1]) * (10 + i) for i in range(4)]
+    assert _mapping_of(bases[2])[1] <= 4 * 8  # a page of slots and one of lengths per ring, not the set
+
+
+def test_a_ring_sets_memory_lives_as_long_as_any_view_of_it():
+    import gc
+
+    from ipoib._fastring import ring_set
+
+    rings = ring_set(_fastpath.PacketRing, 2, 256, 4104)
+    rings[1].push(b"kept")
+    buf, lengths = rings[1].buffer, rings[1].lengths
+    del rings
+    gc.collect()
+    assert bytes(buf[0, :4]) == b"kept" and lengths[0] == 4
+    buf[255, 4103] = 7  # the last octet of the last ring's slots: still mapped
+    assert buf[255, 4103] == 7
+
+
+def test_a_device_host_with_the_fast_provider_imports_no_numpy():
+    """numpy is how a ring is looked at (``buffer``, ``lengths``), not what it is: a device host
+    running IPoIB never imports it (a twentieth of a fabric's launch), and a ring's arrays still
+    come when asked."""
+    r = _run("import sys; import fabric.host.__main__, ipoib, ipoib.node; from fabric import plugins; "
+             "plugins.node_software('ipoib'); "
+             "ring = ipoib.core.PacketRing(256, 4104); ring.push(b'abc'); before = 'numpy' in sys.modules; "
+             "print(before, ipoib.backend_name, bytes(ring.buffer[0, :3]), int(ring.lengths[0]))",
+             IPOIB_BACKEND="fast")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "fast", "b'abc'", "3"]
+
+
+def test_ring_set_refusals():
+    from ipoib._fastring import ring_set
+
+    with pytest.raises(ValueError):
+        ring_set(_fastpath.PacketRing, 0, 256, 4104)
+    with pytest.raises(ValueError):
+        ring_set(_fastpath.PacketRing, 2, 0, 4104)
+    with pytest.raises(TypeError):
+        ring_set(bytearray, 2, 256, 4104)
+    small = ring_set(_fastpath.PacketRing, 3, 16, 64)  # below a mapping's size: each in the heap
+    assert len(small) == 3 and all(r.push(b"x") for r in small)
+    # a ring may not be placed outside the set whose memory it names
+    shared = ring_set(_fastpath.PacketRing, 2, 256, 4104)[0].storage
+    for index in (2, -1):
+        with pytest.raises(ValueError, match="outside its ring set"):
+            _fastpath.PacketRing(256, 4104, shared, index)
+    with pytest.raises(ValueError, match="outside its ring set"):
+        _fastpath.PacketRing(512, 4104, shared, 1)  # bigger rings than the set was made of
+
+
 ops = st.lists(st.one_of(
     st.tuples(st.just("push"), st.binary(max_size=40)),
     st.tuples(st.just("push_many"), st.lists(st.binary(max_size=40), max_size=6)),
@@ -190,9 +260,10 @@ def test_the_python_wire_code_computes_what_the_extension_does():
 # -- the two backends export the same API -----------------------------------------------------------
 
 # What only the compiled backend has, on purpose: its ring builds UD packets straight into a burst
-# (drain_ud) and exposes its numpy storage; its provider dispatches ops in C (bind_op, which
+# (drain_ud) and exposes its storage (a block of C memory, shared by a provider's rings) as numpy
+# arrays; its provider dispatches ops in C (bind_op, which
 # RdmaNetdev asks for) and has an RSS hash choice (ethtool -N) the standard provider does not offer.
-FAST_ONLY = {"PacketRing": {"drain_ud", "buffer", "lengths"}, "Provider": {"bind_op", "set_rx_flow_hash"}}
+FAST_ONLY = {"PacketRing": {"drain_ud", "buffer", "lengths", "storage"}, "Provider": {"bind_op", "set_rx_flow_hash"}}
 INSTANCES = {"PacketRing": lambda m: m.PacketRing(4, 64), "UdpSink": lambda m: m.UdpSink(5201)}
 
 

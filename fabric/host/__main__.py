@@ -23,11 +23,9 @@ def _keep_burst_buffers() -> None:
     default threshold glibc maps each such buffer afresh and unmaps it when freed, which costs a
     page fault per page touched (a tenth of the host's time under a TCP stream); a threshold of
     64 MiB keeps them in the heap, reused."""
-    import ctypes
-    import ctypes.util
+    from ..libc import libc
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
         libc.mallopt(M_MMAP_THRESHOLD, 64 << 20)
         libc.mallopt(M_TRIM_THRESHOLD, 128 << 20)
@@ -138,11 +136,9 @@ def _forked_host(info, index: int, topology) -> int:
 
 def _name_thread(name: str) -> None:
     """What top and ps -o comm show for a forked host (its command line is its parent's)."""
-    import ctypes
-    import ctypes.util
+    from ..libc import libc
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         PR_SET_NAME = 15
         libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
     except (OSError, AttributeError):

@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import re
 import shutil
 import subprocess
 
+from fabric.libc import libc as _libc
+
 NETNS_DIR = "/run/netns"
 PREFIX = "ibf-"
 CLONE_NEWNET = 0x40000000
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 class NetnsError(OSError):
