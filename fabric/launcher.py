@@ -378,8 +378,6 @@ def _up(topology, name, *, hosts, timeout, sm, sm_config, sm_args, node_software
     os.makedirs(os.path.join(run_dir, "s"), mode=0o700)
     os.chmod(run_dir, 0o700)
     topo_path = os.path.join(run_dir, "topology.net")
-    with open(topo_path, "w") as f:
-        f.write(topo.to_net())
     if machines:
         from . import cluster
 
@@ -400,6 +398,7 @@ def _up(topology, name, *, hosts, timeout, sm, sm_config, sm_args, node_software
                              "node_software_ref": plugins.node_software_ref(node_software),
                              # what every link burst of this fabric carries (fabric.wire.burst)
                              "link_token": secrets.token_hex(8)})
+    info.save_topology(topo)
     info.check_paths()
     info.save()
     procs = []

@@ -735,3 +735,45 @@ def test_live_generated_through_ibsim(tmp_path, spec):
     live = parse_topology(_ibnetdiscover_on_ibsim(net, tmp_path), source="live")
     assert by_desc(live) == by_desc(t)
     assert live.nodes[live.sm_node].description == "node0001"
+
+
+# -- a run directory's topology: the file, and the launcher's snapshot beside it --------------------
+
+
+def _run_info(tmp_path):
+    from fabric.runinfo import RunInfo
+
+    return RunInfo(str(tmp_path), {"name": "t", "topology": str(tmp_path / "topology.net"), "hosts": []})
+
+
+def test_a_run_directorys_topology_is_read_back_from_its_snapshot(tmp_path, monkeypatch):
+    import fabric.topology
+
+    topo = load_topology("fattree:4,2,3,1")
+    info = _run_info(tmp_path)
+    info.save_topology(topo)
+    assert load_topology(info.topology_path) == topo  # the file is the whole truth
+    # the snapshot is what the hosts read: no parse of the file at all
+    monkeypatch.setattr(fabric.topology, "load_topology", lambda *a: pytest.fail("parsed the file"))
+    got = info.load_topology()
+    assert got == topo and list(got.nodes) == list(topo.nodes)
+    assert got.sm_node == topo.sm_node and got.sm_port == topo.sm_port
+
+
+def test_a_changed_or_damaged_topology_snapshot_gives_way_to_the_file(tmp_path):
+    topo = load_topology("fattree:4,2,3,1")
+    info = _run_info(tmp_path)
+    info.save_topology(topo)
+    # the file edited after the launch (another size and time): the file is read, not the snapshot
+    other = load_topology("single:3")
+    time.sleep(0.01)
+    with open(info.topology_path, "w") as f:
+        f.write(other.to_net())
+    assert info.load_topology() == other
+    info.save_topology(topo)
+    for damage in (b"", b"\x80\x05not a pickle", b"\x80\x04\x95\x05\x00\x00\x00\x00\x00\x00\x00K\x01."):
+        with open(info.topology_path + ".pickle", "wb") as f:
+            f.write(damage)
+        assert info.load_topology() == topo
+    os.remove(info.topology_path + ".pickle")
+    assert info.load_topology() == topo

@@ -59,10 +59,9 @@ def main(argv=None) -> int:
 def fork_hosts(run_dir: str, indices: list[int]) -> int:
     from .. import plugins
     from ..runinfo import RunInfo
-    from ..topology import load_topology
 
     info = RunInfo.load(run_dir)
-    topology = load_topology(info.topology_path)
+    topology = info.load_topology()
     plugins.node_software(info.data.get("node_software"), info.data.get("node_software_ref"))  # imported once for all
     children = {}
 

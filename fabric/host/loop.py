@@ -23,7 +23,6 @@ from .. import plugins, zsock
 from ..devices import cable, make_device, training
 from ..devices.events import apply_events
 from ..runinfo import RunInfo
-from ..topology import load_topology
 from ..wire.burst import (BURST_HDR, BURST_HEADROOM, BURST_VERSION, KIND_DATA, KIND_HELLO, LEN, Segment,
                           burst_device, decode_burst_header, encode_control)
 from ..wire.compiled import wirefast
@@ -70,7 +69,7 @@ class DeviceHost(HostOps, CaptureOps, HostCore):
         self.info = RunInfo.load(run_dir)
         self.index = index
         # ``topology``: the fabric's, already read (by the process that forked this host)
-        self.topology = topology if topology is not None else load_topology(self.info.topology_path)
+        self.topology = topology if topology is not None else self.info.load_topology()
         self.names = self.info.hosts[index]["devices"]
         # every burst carries the fabric's token, and one without it is dropped (fabric.wire.burst)
         self.token = bytes.fromhex(self.info.data.get("link_token") or "00" * 8)
