@@ -30,7 +30,8 @@ cdef inline void tx_address(unsigned char *d, unsigned int dlid, unsigned int sl
 cdef class PacketRing:
     cdef readonly Py_ssize_t slots
     cdef readonly Py_ssize_t slot_size
-    cdef object _storage             # what owns the memory (_buf, then _len); numpy views keep it
+    cdef object _storage             # what owns the slots' memory (_buf); numpy views keep it
+    cdef object _lstorage            # and the lengths' (_len)
     cdef unsigned char *_buf
     cdef unsigned int *_len
     cdef Py_ssize_t _head            # next slot to pop

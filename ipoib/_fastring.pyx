@@ -27,8 +27,8 @@ MAPPED_MIN = 1 << 16  # a ring this big or bigger lives in its own anonymous map
 
 
 cdef class _Storage:
-    """The memory of a ring or a ring set (each ring's slots, then a length per slot), as a
-    writable buffer of octets: what the rings' numpy views are made over and keep alive."""
+    """The memory of a ring's or a ring set's slots, or of their lengths, as a writable buffer of
+    octets: what the rings' numpy views are made over and keep alive."""
     cdef unsigned char *ptr
     cdef size_t size
     cdef bint mapped
@@ -89,34 +89,41 @@ cdef _Storage _storage_of(size_t total, bint mapped, Py_ssize_t slots, Py_ssize_
 
 
 cdef inline size_t _chunk(Py_ssize_t slots, Py_ssize_t slot_size):
-    """A ring's share of a ring set: its slots, then its lengths, to a whole page (so that the
-    next ring's first slot starts one)."""
-    return (<size_t> slots * <size_t> slot_size + <size_t> slots * sizeof(unsigned int) + PAGE - 1) & ~(<size_t> PAGE - 1)
+    """A ring's share of a ring set: its slots, to a whole page (so that the next ring's first
+    slot starts one)."""
+    return (<size_t> slots * <size_t> slot_size + PAGE - 1) & ~(<size_t> PAGE - 1)
 
 
 cdef class PacketRing:
     """A bounded FIFO of packets with ``slots`` entries of at most ``slot_size`` octets.
 
-    Its memory is its own, or (``shared``, ``index``) the ``index``-th share of a ring set's
-    (:func:`ring_set`)."""
+    Its memory is its own, or (``shared``, ``index``, ``lengths``) the ``index``-th share of a
+    ring set's (:func:`ring_set`)."""
 
-    def __cinit__(self, Py_ssize_t slots, Py_ssize_t slot_size, _Storage shared=None, Py_ssize_t index=0):
-        cdef size_t data, at
+    def __cinit__(self, Py_ssize_t slots, Py_ssize_t slot_size, _Storage shared=None, Py_ssize_t index=0,
+                  _Storage lengths=None):
+        cdef size_t data
         if slots < 1 or slot_size < 1:
             raise ValueError("slots and slot_size must be positive")
         self.slots = slots
         self.slot_size = slot_size
         data = <size_t> slots * <size_t> slot_size
+        # the lengths live apart from the slots, in the heap: right after page-aligned slots of a
+        # page each, every slot's first line and the lengths' first line would share an L1 set and
+        # the low 12 bits of their addresses (pushes and pops of a 4096-octet ring half as fast)
         if shared is None:
-            self._storage = _storage_of(data + <size_t> slots * sizeof(unsigned int), data >= MAPPED_MIN,
-                                        slots, slot_size)
+            self._storage = _storage_of(data, data >= MAPPED_MIN, slots, slot_size)
+            self._lstorage = _storage_of(<size_t> slots * sizeof(unsigned int), False, slots, slot_size)
             self._buf = (<_Storage> self._storage).ptr
+            self._len = <unsigned int *> (<_Storage> self._lstorage).ptr
         else:
-            if index < 0 or (<size_t> index + 1) * _chunk(slots, slot_size) > shared.size:
+            if (lengths is None or index < 0 or (<size_t> index + 1) * _chunk(slots, slot_size) > shared.size
+                    or (<size_t> index + 1) * <size_t> slots * sizeof(unsigned int) > lengths.size):
                 raise ValueError(f"ring {index} of {slots} x {slot_size} octets is outside its ring set")
             self._storage = shared
+            self._lstorage = lengths
             self._buf = shared.ptr + <size_t> index * _chunk(slots, slot_size)
-        self._len = <unsigned int *> (self._buf + data)  # after the slots: a slot stays page-aligned
+            self._len = <unsigned int *> lengths.ptr + <size_t> index * <size_t> slots
         self._head = 0
         self._count = 0
 
@@ -141,7 +148,7 @@ cdef class PacketRing:
         """Each slot's length, a numpy uint32 array [slots] over the ring's own memory."""
         import numpy as np
 
-        cdef _Storage st = <_Storage> self._storage
+        cdef _Storage st = <_Storage> self._lstorage
         return np.frombuffer(st, dtype=np.uint32, count=self.slots, offset=<unsigned char *> self._len - st.ptr)
 
     def __len__(self):
@@ -330,7 +337,7 @@ cdef Py_ssize_t push_gso(PacketRing ring, unsigned int dlid, unsigned int sl, un
 
 def ring_set(cls, Py_ssize_t count, Py_ssize_t slots, Py_ssize_t slot_size):
     """``count`` rings of class ``cls`` (:class:`PacketRing` or a subclass) in one block of
-    memory: a provider's queues are one mapping, one ``mmap`` and one ``madvise`` where each ring
+    memory (their lengths in one more, in the heap): a provider's queues are one mapping, one ``mmap`` and one ``madvise`` where each ring
     of its own took two calls, most of what starting an interface cost (hundreds of starts while
     the SM sweeps). The block lives as long as any of its rings or their arrays."""
     if count < 1:
@@ -342,4 +349,5 @@ def ring_set(cls, Py_ssize_t count, Py_ssize_t slots, Py_ssize_t slot_size):
     if <size_t> slots * <size_t> slot_size < MAPPED_MIN:  # small rings stay in the heap, each its own
         return [cls(slots, slot_size) for _ in range(count)]
     cdef _Storage st = _storage_of(<size_t> count * _chunk(slots, slot_size), True, slots, slot_size)
-    return [cls.__new__(cls, slots, slot_size, st, i) for i in range(count)]
+    cdef _Storage lengths = _storage_of(<size_t> count * <size_t> slots * sizeof(unsigned int), False, slots, slot_size)
+    return [cls.__new__(cls, slots, slot_size, st, i, lengths) for i in range(count)]

@@ -137,18 +137,32 @@ def test_a_ring_set_is_one_mapping_of_independent_page_aligned_rings():
     assert [type(r) for r in rings] == [_fastpath.PacketRing] * 4
     bases = [r.buffer.ctypes.data for r in rings]
     assert all(b % 4096 == 0 for b in bases) and len(set(bases)) == 4
-    # one block for the set, in order: every ring's lengths right after its slots, within its share
+    # one block for the set, in order, each ring's slots to a whole page; the lengths one block
+    # apart (in the heap), each ring's right after the one before
     share = bases[1] - bases[0]
-    assert bases == [bases[0] + i * share for i in range(4)] and 256 * 4104 + 4 * 256 <= share
-    assert [r.lengths.ctypes.data - b for r, b in zip(rings, bases)] == [256 * 4104] * 4
+    assert bases == [bases[0] + i * share for i in range(4)] and share == -(-256 * 4104 // 4096) * 4096
     assert all(r.storage is rings[0].storage for r in rings)
+    lens = [r.lengths.ctypes.data for r in rings]
+    assert lens == [lens[0] + 4 * 256 * i for i in range(4)]
+    assert not any(bases[0] <= a < bases[-1] + share for a in lens)
     assert _mapping_of(bases[0])[1] == 0  # nothing touched yet
     for i, r in enumerate(rings):  # each ring its own FIFO: a packet in one is in no other
         assert r.push(bytes([i + 1]) * (10 + i))
     assert [len(r) for r in rings] == [1] * 4
     assert [r.lengths[0] for r in rings] == [10, 11, 12, 13]
     assert [r.pop() for r in rings] == [bytes([i + 1]) * (10 + i) for i in range(4)]
-    assert _mapping_of(bases[2])[1] <= 4 * 8  # a page of slots and one of lengths per ring, not the set
+    assert _mapping_of(bases[2])[1] <= 4 * 4  # a page of slots per ring, not the set
+
+
+def test_a_rings_lengths_do_not_alias_its_page_aligned_slots():
+    """A ring of 4096-octet slots: every slot starts a page. Lengths right after the slots would
+    start a page too, their first line in the same L1 set as every slot's (pushes and pops half as
+    fast); they live in the heap instead, apart from the slots."""
+    r = _fastpath.PacketRing(256, 4096)
+    data, lens = r.buffer.ctypes.data, r.lengths.ctypes.data
+    assert not data <= lens < data + 256 * 4096
+    r.push(b"x" * 100)
+    assert r.lengths[0] == 100 and r.pop() == b"x" * 100
 
 
 def test_a_ring_sets_memory_lives_as_long_as_any_view_of_it():
@@ -190,13 +204,17 @@ def test_ring_set_refusals():
         ring_set(bytearray, 2, 256, 4104)
     small = ring_set(_fastpath.PacketRing, 3, 16, 64)  # below a mapping's size: each in the heap
     assert len(small) == 3 and all(r.push(b"x") for r in small)
-    # a ring may not be placed outside the set whose memory it names
-    shared = ring_set(_fastpath.PacketRing, 2, 256, 4104)[0].storage
+    # a ring may not be placed outside the set whose memory it names, nor without its lengths
+    pair = ring_set(_fastpath.PacketRing, 2, 256, 4104)
+    shared, lengths = pair[0].storage, pair[0].lengths.base.obj  # the set's lengths block
+    assert _fastpath.PacketRing(256, 4104, shared, 1, lengths).buffer.ctypes.data == pair[1].buffer.ctypes.data
     for index in (2, -1):
         with pytest.raises(ValueError, match="outside its ring set"):
-            _fastpath.PacketRing(256, 4104, shared, index)
+            _fastpath.PacketRing(256, 4104, shared, index, lengths)
     with pytest.raises(ValueError, match="outside its ring set"):
-        _fastpath.PacketRing(512, 4104, shared, 1)  # bigger rings than the set was made of
+        _fastpath.PacketRing(512, 4104, shared, 1, lengths)  # bigger rings than the set was made of
+    with pytest.raises(ValueError, match="outside its ring set"):
+        _fastpath.PacketRing(256, 4104, shared, 1)
 
 
 ops = st.lists(st.one_of(
