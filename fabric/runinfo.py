@@ -110,8 +110,8 @@ class RunInfo:
                 size, mtime_ns, topology = pickle.load(f)
             if (size, mtime_ns) == (st.st_size, st.st_mtime_ns):
                 return topology
-        except (OSError, EOFError, ValueError, TypeError, pickle.UnpicklingError, AttributeError, ImportError):
-            pass  # no snapshot, or not one this code reads: the file is the truth
+        except Exception:  # no snapshot, or not one this code reads (whatever unpickling raised): the file is the truth
+            pass
         return load_topology(self.topology_path)
 
     @property

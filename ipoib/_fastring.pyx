@@ -2,10 +2,10 @@
 """Packet rings of the accelerated data path: preallocated ring buffers, seen as numpy arrays.
 
 A ring is one contiguous block of ``slots x slot_size`` octets plus a length per slot (its
-``buffer`` and ``lengths``, numpy arrays over that memory); head and tail
-are plain C integers, so pushing and popping a packet is a memcpy and two index updates, with no
-Python object per slot. The provider's TX queues and the receive engine's RSS queues are rings;
-the flow hash that picks their queue and the checksum helpers are in ``_fastring.pxd``.
+``buffer`` and ``lengths``, numpy arrays over that memory); head and tail are plain C integers, so
+pushing and popping a packet is a memcpy and two index updates, with no Python object per slot.
+The provider's TX queues and the receive engine's RSS queues are rings; the flow hash that picks
+their queue and the checksum helpers are in ``_fastring.pxd``.
 """
 
 from libc.stdlib cimport calloc, free
@@ -337,9 +337,10 @@ cdef Py_ssize_t push_gso(PacketRing ring, unsigned int dlid, unsigned int sl, un
 
 def ring_set(cls, Py_ssize_t count, Py_ssize_t slots, Py_ssize_t slot_size):
     """``count`` rings of class ``cls`` (:class:`PacketRing` or a subclass) in one block of
-    memory (their lengths in one more, in the heap): a provider's queues are one mapping, one ``mmap`` and one ``madvise`` where each ring
-    of its own took two calls, most of what starting an interface cost (hundreds of starts while
-    the SM sweeps). The block lives as long as any of its rings or their arrays."""
+    memory (their lengths in one more, in the heap): a provider's queues are one mapping, one
+    ``mmap`` and one ``madvise`` where each ring of its own took two calls, most of what starting
+    an interface cost (hundreds of starts while the SM sweeps). The blocks live as long as any of
+    their rings or their arrays."""
     if count < 1:
         raise ValueError("a ring set has at least one ring")
     if not issubclass(cls, PacketRing):
