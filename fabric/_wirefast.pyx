@@ -1,6 +1,8 @@
 # cython: language_level=3
-"""Compiled helpers for the fabric's per-packet work: VCRC, the switch forwarding engine, and the
-HCA's post of a compiled driver's burst (``hca_post_segment``).
+"""Compiled helpers for the fabric's per-packet work on the wire: the ICRC and VCRC (crcfold.h
+and its table fallback), a UD packet written and sealed (``write_ud_packet``), the SMI's checks of
+a directed-route SMP and the SMA's answer, the switch forwarding engine (``unicast_verdict``,
+``forward_burst``), and the HCA's post of a compiled driver's burst (``hca_post_segment``).
 
 :mod:`fabric.wire.crc` uses these when built and falls back to pure Python otherwise; the results
 are identical (tests/test_wire_crc.py compares them).
